@@ -1,0 +1,184 @@
+/* gcra.c - the generic cell rate algorithm on one 64-bit word per cell, and
+ * all-or-nothing admission across several accounts.
+ *
+ * A cell holds a theoretical arrival time (TAT, us since the epoch). A
+ * request at `now` passes when max(TAT, now) - now <= tolerance, and then
+ * moves TAT to max(TAT, now) + interval. Every TAT at or before `now` means
+ * the same thing (idle, full burst available), which is what makes a
+ * rollback by subtraction exact in effect and an idle cell safe to reclaim.
+ */
+#include "seg_internal.h"
+
+#include <errno.h>
+
+#define MAX_ITEMS 16
+
+int gw_rate_make(struct gw_rate *r, uint64_t limit, uint64_t period_us, uint64_t burst)
+{
+    if (limit == 0 || period_us == 0 || limit > (1ull << 40) || burst > (1ull << 40) ||
+        period_us > (1ull << 50))
+        return -EINVAL;
+    uint64_t interval = period_us / limit + (period_us % limit != 0);
+    unsigned __int128 tol = (unsigned __int128)(limit + burst - 1) * interval;
+    if (tol >= (1ull << 54))
+        return -ERANGE;
+    r->interval_us = interval;
+    r->tolerance_us = (uint64_t)tol;
+    return 0;
+}
+
+uint64_t gw__budget_cost(const struct gw_budget_rate *b, uint64_t x_us)
+{
+    if (x_us == 0)
+        return 0;
+    unsigned __int128 num = (unsigned __int128)x_us * b->period_us;
+    unsigned __int128 c = num / b->amount_us + (num % b->amount_us != 0);
+    /* Anything dearer than two periods can never pass; keep it in range. */
+    if (c > 2 * (unsigned __int128)b->period_us)
+        c = 2 * (unsigned __int128)b->period_us;
+    return (uint64_t)c;
+}
+
+int gw__cell_add(_Atomic uint64_t *cell, uint8_t gen, uint64_t delta, int sign)
+{
+    /* relaxed: the cell is self-contained (no other data is published with
+     * it); the CAS alone makes the read-modify-write atomic. */
+    uint64_t c = atomic_load_explicit(cell, memory_order_relaxed);
+    for (;;) {
+        if (CELL_GEN(c) != gen)
+            return GW_ESTALE;
+        uint64_t v = CELL_V(c);
+        uint64_t nv = sign > 0 ? v + delta : (v > delta ? v - delta : 0);
+        if (atomic_compare_exchange_weak_explicit(cell, &c, CELL(gen, nv), memory_order_relaxed,
+                                                  memory_order_relaxed))
+            return 0;
+    }
+}
+
+/* 1 and the new TAT when a request passes; 0 and the wait when not. */
+static inline int decide(uint64_t tat, uint64_t now, const struct gw_rate *r, uint64_t *new_tat,
+                         uint64_t *wait)
+{
+    uint64_t base = tat > now ? tat : now;
+    if (base - now > r->tolerance_us) {
+        *wait = base - now - r->tolerance_us;
+        return 0;
+    }
+    *new_tat = base + r->interval_us;
+    return 1;
+}
+
+static inline _Atomic uint64_t *item_cell(const struct gw_segment *seg,
+                                          const struct gw_admit_item *it)
+{
+    return &acct_at(seg, it->acct.index)->cell[it->cell];
+}
+
+/* Longest wait over all items as the cells stand now (for Retry-After). */
+static uint64_t max_wait(const struct gw_segment *seg, const struct gw_admit_item *items, int n,
+                         uint64_t now)
+{
+    uint64_t worst = 0;
+    for (int i = 0; i < n; i++) {
+        uint64_t c = atomic_load_explicit(item_cell(seg, &items[i]), memory_order_relaxed);
+        uint64_t nt, w;
+        if (!decide(CELL_V(c), now, &items[i].rate, &nt, &w) && w > worst)
+            worst = w;
+    }
+    return worst;
+}
+
+int gw_ledger_admit(struct gw_segment *seg, const struct gw_admit_item *items, int n,
+                    uint64_t now, uint64_t *retry_us)
+{
+    uint64_t seen[MAX_ITEMS];
+    *retry_us = 0;
+    if (n < 1 || n > MAX_ITEMS)
+        return -EINVAL;
+    for (int i = 0; i < n; i++)
+        if (items[i].acct.index >= seg->cfg.accounts || items[i].cell >= GW_RATE_CELLS)
+            return -EINVAL;
+
+    /* Phase 1: read-only. A refusal found here writes nothing at all. */
+    int refused = 0;
+    uint64_t worst = 0;
+    for (int i = 0; i < n; i++) {
+        /* relaxed: see gw__cell_add; a stale read only makes the CAS below
+         * fail and retry. */
+        seen[i] = atomic_load_explicit(item_cell(seg, &items[i]), memory_order_relaxed);
+        if (CELL_GEN(seen[i]) != items[i].acct.gen)
+            return GW_ESTALE;
+        uint64_t nt, w;
+        if (!decide(CELL_V(seen[i]), now, &items[i].rate, &nt, &w)) {
+            refused = 1;
+            if (w > worst)
+                worst = w;
+        }
+    }
+    if (refused) {
+        *retry_us = worst;
+        return GW_EREFUSED;
+    }
+
+    /* Phase 2: take one unit from each cell in turn. If a cell changed under
+     * us and now refuses, give back what was taken (subtracting the interval
+     * is exact in effect, see the top of this file). */
+    int taken = 0, rc = 0;
+    for (; taken < n; taken++) {
+        const struct gw_admit_item *it = &items[taken];
+        _Atomic uint64_t *cell = item_cell(seg, it);
+        uint64_t c = seen[taken];
+        for (;;) {
+            uint64_t nt, w;
+            if (CELL_GEN(c) != it->acct.gen) {
+                rc = GW_ESTALE;
+                goto undo;
+            }
+            if (!decide(CELL_V(c), now, &it->rate, &nt, &w)) {
+                rc = GW_EREFUSED;
+                goto undo;
+            }
+            if (atomic_compare_exchange_weak_explicit(cell, &c, CELL(it->acct.gen, nt),
+                                                      memory_order_relaxed, memory_order_relaxed))
+                break;
+        }
+    }
+    return 0;
+undo:
+    for (int i = 0; i < taken; i++)
+        (void)gw__cell_add(item_cell(seg, &items[i]), items[i].acct.gen, items[i].rate.interval_us,
+                           -1);
+    if (rc == GW_EREFUSED)
+        *retry_us = max_wait(seg, items, n, now);
+    return rc;
+}
+
+uint64_t gw_ledger_rate_remaining(const struct gw_segment *seg, struct gw_acct a, int cell,
+                                  const struct gw_rate *r, uint64_t now)
+{
+    if (a.index >= seg->cfg.accounts || cell < 0 || cell >= GW_RATE_CELLS)
+        return 0;
+    uint64_t c = atomic_load_explicit(&acct_at(seg, a.index)->cell[cell], memory_order_relaxed);
+    if (CELL_GEN(c) != a.gen)
+        return 0;
+    uint64_t tat = CELL_V(c), base = tat > now ? tat : now;
+    if (base - now > r->tolerance_us)
+        return 0;
+    return (r->tolerance_us - (base - now)) / r->interval_us + 1;
+}
+
+uint64_t gw_ledger_budget_left(const struct gw_segment *seg, struct gw_acct a,
+                               const struct gw_budget_rate *b, uint64_t now)
+{
+    if (a.index >= seg->cfg.accounts)
+        return 0;
+    uint64_t c =
+        atomic_load_explicit(&acct_at(seg, a.index)->cell[CELL_BUDGET], memory_order_relaxed);
+    if (CELL_GEN(c) != a.gen)
+        return 0;
+    uint64_t tat = CELL_V(c), base = tat > now ? tat : now;
+    if (base - now >= b->period_us)
+        return 0;
+    return (uint64_t)((unsigned __int128)(b->period_us - (base - now)) * b->amount_us /
+                      b->period_us);
+}

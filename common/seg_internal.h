@@ -1,0 +1,215 @@
+/* seg_internal.h - the segment's layout, private to common/.
+ *
+ * Everything here lives in the shared file: fixed-width fields, explicit
+ * alignment, a _Static_assert on each size. Changing any struct changes
+ * GW_SEG_VERSION.
+ */
+#ifndef GW_SEG_INTERNAL_H
+#define GW_SEG_INTERNAL_H
+
+#include "gw_common.h"
+
+#include <stdalign.h>
+
+/* --------------------------------------------------------------- header */
+
+struct gw_seg_header {
+    char magic[8];
+    uint32_t version;
+    uint32_t header_bytes;
+    uint64_t file_bytes;
+    struct gw_seg_config cfg; /* 7 x u32 */
+    uint32_t pad0;
+    uint64_t off_accounts, off_budgets, off_slots, off_qcells, off_lanes;
+    uint64_t budget_stride, slot_stride;
+    uint64_t created_us;
+    /* The queue's two cursors sit on their own cache lines: producers and
+     * consumers hammer them from different processes. */
+    alignas(64) _Atomic uint64_t enq_pos;
+    alignas(64) _Atomic uint64_t deq_pos;
+    alignas(64) _Atomic uint64_t budgets_used;
+    _Atomic uint64_t accounts_live;
+    _Atomic uint64_t accounts_reclaimed;
+    _Atomic uint64_t table_full;
+    _Atomic uint64_t repairs;
+    alignas(64) uint8_t tail[64];
+};
+_Static_assert(sizeof(struct gw_seg_header) == 384, "header layout");
+
+/* -------------------------------------------------------------- accounts */
+
+/* Account tag word (one CAS decides who owns an entry):
+ *   bit 63 = 1: locked by the process whose pid is in bits 8..29 (it is
+ *               inserting or reclaiming this entry); bits 0..7 gen.
+ *   bit 63 = 0: bits 0..7 gen, bits 8..9 kind (0 = empty), bits 10..62 the
+ *               top 53 bits of the key's hash.
+ * Identity is (kind, 53 hash bits, the 64-bit `key` word): 117 bits of XXH3. */
+#define TAG_LOCK (1ull << 63)
+#define TAG_GEN(t) ((uint8_t)((t)&0xff))
+#define TAG_KIND(t) ((int)(((t) >> 8) & 3))
+#define TAG_HASH(t) ((t) >> 10)
+#define TAG_PID(t) ((pid_t)(((t) >> 8) & 0x3fffff))
+#define TAG_LIVE(gen, kind, h53) (((uint64_t)(h53) << 10) | ((uint64_t)(kind) << 8) | (gen))
+#define TAG_EMPTY(gen) ((uint64_t)(gen))
+#define TAG_LOCKED(pid, gen) (TAG_LOCK | ((uint64_t)(pid)&0x3fffff) << 8 | (gen))
+
+/* Cell word: bits 56..63 the account generation it belongs to, bits 0..55
+ * the value (a GCRA theoretical arrival time in us since the epoch, or a
+ * count). Every update is a CAS that expects the generation, so an update
+ * through a stale reference fails instead of landing in a reused entry. */
+#define CELL_VMASK ((1ull << 56) - 1)
+#define CELL(gen, v) (((uint64_t)(gen) << 56) | ((v)&CELL_VMASK))
+#define CELL_GEN(c) ((uint8_t)((c) >> 56))
+#define CELL_V(c) ((c)&CELL_VMASK)
+
+#define ACCT_CELLS (GW_RATE_CELLS + 2) /* rate[4], inflight, budget */
+#define CELL_INFLIGHT GW_RATE_CELLS
+#define CELL_BUDGET (GW_RATE_CELLS + 1)
+#define NO_BUDGET UINT32_MAX
+
+struct gw_account {
+    _Atomic uint64_t tag;
+    _Atomic uint64_t key;
+    _Atomic uint64_t cell[ACCT_CELLS];
+    _Atomic uint32_t budget_idx; /* written before the tag is published */
+    _Atomic uint32_t idlen;
+    _Atomic uint64_t id[GW_ID_MAX / 8]; /* display only, seqlock-read */
+    uint8_t pad[16];
+};
+_Static_assert(sizeof(struct gw_account) == 128, "account layout");
+
+/* ---------------------------------------------------------------- budgets */
+
+/* One budget record per tenant/global account: each lane owns one column,
+ * written only by that lane (or by the master repairing it once it is
+ * dead), so every accounting total is exact and crash-repairable. */
+struct gw_money_col {
+    _Atomic uint64_t reserved_us;
+    _Atomic uint64_t used_us;
+    _Atomic uint64_t refunded_us;
+    _Atomic uint64_t step; /* journal progress of the lane's current settle */
+};
+_Static_assert(sizeof(struct gw_money_col) == 32, "money column layout");
+
+struct gw_budget {
+    _Atomic uint64_t account;   /* index + 1 of the owning account */
+    _Atomic uint64_t amount_us; /* the budget rate last used to reserve: */
+    _Atomic uint64_t period_us; /* settle and repair refund with it */
+    uint8_t pad[40];
+    struct gw_money_col col[]; /* [lanes]; budget_stride bytes in all */
+};
+_Static_assert(sizeof(struct gw_budget) == 64, "budget header layout");
+
+/* ------------------------------------------------------------------ slots */
+
+/* Slot state word: bits 32..63 sequence (bumped on each claim), bits 8..15
+ * the owner lane, bits 0..7 the state. */
+#define SS_STATE(w) ((int)((w)&0xff))
+#define SS_LANE(w) ((int)(((w) >> 8) & 0xff))
+#define SS_SEQ(w) ((uint32_t)((w) >> 32))
+#define SS(seq, lane, state) (((uint64_t)(seq) << 32) | ((uint64_t)(lane) << 8) | (uint64_t)(state))
+
+/* Account reference packed for the slot: bit 40 valid, bits 8..39 index,
+ * bits 0..7 gen. */
+#define AREF_VALID (1ull << 40)
+#define AREF(a) (AREF_VALID | ((uint64_t)(a).index << 8) | (a).gen)
+#define AREF_ACCT(w) ((struct gw_acct){.index = (uint32_t)(((w) >> 8) & 0xffffffffu), .gen = (uint8_t)(w)})
+
+#define SLOT_INFLIGHT_HELD 1ull
+
+/* Settlement word: claimed by one CAS (exactly one settler), done once the
+ * accounting is written. A slot is released only when done; the repair
+ * finishes a dead settler's claimed settlement from its journal. */
+#define SETTLE_CLAIMED(lane) (1ull | (uint64_t)(lane) << 8)
+#define SETTLE_DONE(lane) (2ull | (uint64_t)(lane) << 8)
+#define SETTLE_PHASE(w) ((int)((w)&3))
+#define SETTLE_LANE(w) ((int)(((w) >> 8) & 0xff))
+
+struct gw_slot {
+    _Atomic uint64_t state;
+    _Atomic uint64_t settled;     /* 0, or SETTLE_CLAIMED/SETTLE_DONE(lane) */
+    _Atomic uint64_t reserved_us; /* written by the owner lane only */
+    _Atomic uint64_t used_us;     /* written by the owner lane only */
+    _Atomic uint64_t tenant;      /* AREF or 0 */
+    _Atomic uint64_t global;      /* AREF or 0 */
+    _Atomic uint64_t flags;
+    _Atomic uint64_t origin;      /* lane that claimed it (the front) */
+};
+_Static_assert(sizeof(struct gw_slot) == 64, "slot header layout");
+
+/* ------------------------------------------------------------------ queue */
+
+/* Queue cell: bits 32..63 the Vyukov sequence (low 32 bits of a position),
+ * bits 0..31 the value: slot index (bits 16..31) and the low 16 bits of its
+ * sequence (bits 0..15); QNIL is a hole left by the repair. */
+#define QV(ref) (((uint32_t)(ref).index << 16) | ((ref).seq & 0xffff))
+#define QNIL 0xffffffffu
+#define QW(seq, val) (((uint64_t)(uint32_t)(seq) << 32) | (uint32_t)(val))
+#define QW_SEQ(w) ((uint32_t)((w) >> 32))
+#define QW_VAL(w) ((uint32_t)(w))
+
+struct gw_qcell {
+    _Atomic uint64_t w;
+};
+
+/* ------------------------------------------------------------------ lanes */
+
+enum { J_IDLE = 0, J_RESERVE = 1, J_SETTLE = 2 };
+enum { Q_IDLE = 0, Q_PUSH = 1, Q_POP = 2 };
+
+/* A lane's journal records its one money operation in progress (written by
+ * the lane before it acts, read by the master only after the lane's process
+ * is dead), and the one queue position it is acting on. */
+struct gw_lane {
+    _Atomic uint64_t pid;    /* 0 = free */
+    _Atomic uint64_t j_op;   /* J_* */
+    _Atomic uint64_t j_slot; /* index << 32 | seq */
+    _Atomic uint64_t j_amount;
+    _Atomic uint64_t j_old[6]; /* column values before: see budget.c */
+    _Atomic uint64_t q_op;     /* Q_* */
+    _Atomic uint64_t q_pos;
+    _Atomic uint64_t q_val;
+    uint8_t pad[24];
+};
+_Static_assert(sizeof(struct gw_lane) == 128, "lane layout");
+
+/* ----------------------------------------------------------- shared helpers */
+
+static inline struct gw_account *acct_at(const struct gw_segment *seg, uint32_t i)
+{
+    return &seg->accounts[i];
+}
+
+static inline struct gw_slot *slot_at(const struct gw_segment *seg, uint32_t i)
+{
+    return (struct gw_slot *)((uint8_t *)seg->slots + (size_t)i * seg->slot_stride);
+}
+
+static inline struct gw_budget *budget_at(const struct gw_segment *seg, uint32_t i)
+{
+    return (struct gw_budget *)((uint8_t *)seg->budgets + (size_t)i * seg->budget_stride);
+}
+
+static inline struct gw_lane *lane_at(const struct gw_segment *seg, int i)
+{
+    return &seg->lanes[i];
+}
+
+/* GCRA cost of x us of device time under budget b, in us of wall time. */
+uint64_t gw__budget_cost(const struct gw_budget_rate *b, uint64_t x_us);
+/* Adds (sign > 0) or removes (sign < 0) `delta` from a cell's value by CAS,
+ * expecting generation gen. Removal floors at 0. GW_ESTALE on a gen change. */
+int gw__cell_add(_Atomic uint64_t *cell, uint8_t gen, uint64_t delta, int sign);
+/* The account's budget record, or NULL (stale ref, or no budget). */
+struct gw_budget *gw__acct_budget(const struct gw_segment *seg, struct gw_acct a);
+/* Validates a reference: the account's tag still carries a.gen. */
+int gw__acct_ok(const struct gw_segment *seg, struct gw_acct a);
+/* The slot if it still has `seq`, with its state word in *w. */
+struct gw_slot *gw__slot_get(const struct gw_segment *seg, struct gw_slot_ref ref, uint64_t *w);
+/* gw_slot_move, with `force` letting the repair move a dead owner's slot. */
+int gw__slot_move_as(struct gw_segment *seg, struct gw_slot_ref ref, int from, int to, int force);
+/* Repair helpers for the master. */
+void gw__ledger_unlock_dead(struct gw_segment *seg, pid_t pid);
+void gw__queue_repair(struct gw_segment *seg, struct gw_lane *ln);
+
+#endif

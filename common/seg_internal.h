@@ -134,8 +134,10 @@ struct gw_slot {
     _Atomic uint64_t global;      /* AREF or 0 */
     _Atomic uint64_t flags;
     _Atomic uint64_t origin;      /* lane that claimed it (the front) */
+    struct gw_slot_run run;       /* then the request, prompt and output areas */
+    struct gw_slot_req req;
 };
-_Static_assert(sizeof(struct gw_slot) == 64, "slot header layout");
+#define SLOT_FIXED_BYTES ((sizeof(struct gw_slot) + 63u) & ~(size_t)63u)
 
 /* ------------------------------------------------------------------ queue */
 
@@ -169,9 +171,14 @@ struct gw_lane {
     _Atomic uint64_t q_op;     /* Q_* */
     _Atomic uint64_t q_pos;
     _Atomic uint64_t q_val;
-    uint8_t pad[24];
+    /* the process record (gw_proc_*): written by the lane's process */
+    _Atomic uint32_t role, index, state, pad0;
+    _Atomic uint64_t heartbeat_ns;
+    _Atomic uint64_t us_per_token;
+    _Atomic int64_t slot;
+    uint8_t pad[48];
 };
-_Static_assert(sizeof(struct gw_lane) == 128, "lane layout");
+_Static_assert(sizeof(struct gw_lane) == 192, "lane layout");
 
 /* ----------------------------------------------------------- shared helpers */
 

@@ -58,7 +58,7 @@ static int layout_of(const struct gw_seg_config *c, struct layout *l, char *err,
         return -EINVAL;
     }
     l->budget_stride = ALIGN64(sizeof(struct gw_budget) + (uint64_t)c->lanes * sizeof(struct gw_money_col));
-    l->slot_stride = ALIGN64(sizeof(struct gw_slot) + (uint64_t)c->prompt_bytes + c->output_bytes);
+    l->slot_stride = ALIGN64(SLOT_FIXED_BYTES + (uint64_t)c->prompt_bytes + c->output_bytes);
     l->off_accounts = ALIGN64(sizeof(struct gw_seg_header));
     l->off_budgets = ALIGN64(l->off_accounts + (uint64_t)c->accounts * sizeof(struct gw_account));
     l->off_slots = ALIGN64(l->off_budgets + (uint64_t)c->budgets * l->budget_stride);
@@ -337,6 +337,7 @@ int gw_lane_acquire(struct gw_segment *seg)
                                                     memory_order_relaxed)) {
             atomic_store_explicit(&ln->j_op, J_IDLE, memory_order_relaxed);
             atomic_store_explicit(&ln->q_op, Q_IDLE, memory_order_relaxed);
+            atomic_store_explicit(&ln->role, GW_ROLE_NONE, memory_order_relaxed);
             seg->lane = (int)i;
             return 0;
         }

@@ -168,6 +168,17 @@ int gw_slot_release(struct gw_segment *seg, struct gw_slot_ref ref)
     atomic_store_explicit(&s->global, 0, memory_order_relaxed);
     atomic_store_explicit(&s->flags, 0, memory_order_relaxed);
     atomic_store_explicit(&s->settled, 0, memory_order_relaxed);
+    struct gw_slot_run *run = &s->run;
+    atomic_store_explicit(&run->written, 0, memory_order_relaxed);
+    atomic_store_explicit(&run->tokens, 0, memory_order_relaxed);
+    atomic_store_explicit(&run->prompt_tokens, 0, memory_order_relaxed);
+    atomic_store_explicit(&run->device_ns, 0, memory_order_relaxed);
+    atomic_store_explicit(&run->started_ns, 0, memory_order_relaxed);
+    atomic_store_explicit(&run->progress_ns, 0, memory_order_relaxed);
+    atomic_store_explicit(&run->rep, 0, memory_order_relaxed);
+    atomic_store_explicit(&run->finish, 0, memory_order_relaxed);
+    atomic_store_explicit(&run->cancel, 0, memory_order_relaxed);
+    run->error[0] = '\0';
     /* release: the cleared fields are visible to the next claimer, which
      * acquires this word. */
     if (!atomic_compare_exchange_strong_explicit(&s->state, &w,
@@ -175,4 +186,49 @@ int gw_slot_release(struct gw_segment *seg, struct gw_slot_ref ref)
                                                  memory_order_release, memory_order_relaxed))
         return GW_ESTATE;
     return 0;
+}
+
+static const char *const finish_names[] = {"none",   "stop",      "length", "budget",
+                                           "killed", "cancelled", "error"};
+
+const char *gw_finish_name(int reason)
+{
+    return reason >= 0 && reason <= GW_FIN_ERROR ? finish_names[reason] : "unknown";
+}
+
+struct gw_slot_req *gw_slot_req(const struct gw_segment *seg, uint32_t index)
+{
+    return index < seg->cfg.slots ? &slot_at(seg, index)->req : NULL;
+}
+
+struct gw_slot_run *gw_slot_run(const struct gw_segment *seg, uint32_t index)
+{
+    return index < seg->cfg.slots ? &slot_at(seg, index)->run : NULL;
+}
+
+char *gw_slot_prompt(const struct gw_segment *seg, uint32_t index)
+{
+    return index < seg->cfg.slots ? (char *)slot_at(seg, index) + SLOT_FIXED_BYTES : NULL;
+}
+
+char *gw_slot_output(const struct gw_segment *seg, uint32_t index)
+{
+    return index < seg->cfg.slots
+               ? (char *)slot_at(seg, index) + SLOT_FIXED_BYTES + seg->cfg.prompt_bytes
+               : NULL;
+}
+
+int gw_slot_cancel(struct gw_segment *seg, struct gw_slot_ref ref, uint32_t reason)
+{
+    uint64_t w;
+    struct gw_slot *s = gw__slot_get(seg, ref, &w);
+    if (!s || reason == 0)
+        return -EINVAL;
+    uint32_t none = 0;
+    /* relaxed: a flag the worker polls between tokens; it publishes
+     * nothing else. */
+    return atomic_compare_exchange_strong_explicit(&s->run.cancel, &none, reason,
+                                                   memory_order_relaxed, memory_order_relaxed)
+               ? 0
+               : -EALREADY;
 }

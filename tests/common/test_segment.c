@@ -87,9 +87,9 @@ static void test_refuses_foreign_files(void **state)
 
     uint32_t v = 7;
     write_at(path, 8, &v, 4);
-    snprintf(msg, sizeof(msg), "%s: layout version 7, this build reads 1", path);
+    snprintf(msg, sizeof(msg), "%s: layout version 7, this build reads 2", path);
     expect_attach_error(path, GW_ELAYOUT, msg);
-    v = 1;
+    v = GW_SEG_VERSION;
     write_at(path, 8, &v, 4);
 
     assert_int_equal(truncate(path, (off_t)size - 64), 0);

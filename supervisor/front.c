@@ -1,0 +1,736 @@
+/* front.c - a front process: what a request means, and who pays for it.
+ *
+ * Admission, cheapest check first, each through the ledger:
+ *   ip rate cells -> JWT -> plan -> tenant and global rate cells (all or
+ *   nothing) -> body -> model -> tenant concurrency -> slot -> budget
+ *   reservation -> queue.
+ * A refusal at any step costs no GPU time. The ip cells are taken before
+ * any signature work, so a flood of forged tokens pays per request.
+ * Once queued, the request is a job: the front streams what the worker
+ * writes into the slot, and when the slot is terminal it settles the money
+ * and releases the slot, whether or not the client is still there.
+ */
+#include "front_internal.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <unistd.h>
+
+#define TICK_MS 20
+
+struct job {
+    struct job *next;
+    struct front *f;
+    struct conn *c; /* NULL once the client is gone */
+    struct gw_slot_ref ref;
+    enum gw_route route;
+    int stream;
+    size_t sent;
+    int sent_first;
+    char id[40];
+    uint64_t created_s;
+    char rate_hdr[384]; /* RateLimit headers for the success response */
+};
+
+static void flog(const struct front *f, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void flog(const struct front *f, const char *fmt, ...)
+{
+    char buf[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(buf, sizeof(buf), fmt, ap);
+    va_end(ap);
+    fprintf(stderr, "gpuwarden[front %d]: %s\n", f->index, buf);
+}
+
+/* An "unlimited" budget for plans without one: reservations still go
+ * through the ledger (accounting, conservation) but never refuse. */
+static const struct gw_budget_rate unlimited = {.amount_us = 1ull << 50, .period_us = 1ull << 40};
+
+static const struct gw_budget_rate *budget_of(const struct gw_plan *p)
+{
+    return p->has_budget ? &p->budget : &unlimited;
+}
+
+/* ------------------------------------------------------- small answers */
+
+static void rate_headers(char *buf, size_t len, const struct gw_plan *p, uint64_t retry_us,
+                         uint64_t remaining)
+{
+    size_t at = 0;
+    buf[0] = '\0';
+    if (retry_us) {
+        uint64_t s = (retry_us + 999999) / 1000000;
+        at += (size_t)snprintf(buf + at, len - at, "Retry-After: %" PRIu64 "\r\n", s ? s : 1);
+    }
+    if (p && p->n_windows > 0) {
+        at += (size_t)snprintf(buf + at, len - at, "RateLimit-Policy: ");
+        for (int i = 0; i < p->n_windows && at < len; i++)
+            at += (size_t)snprintf(buf + at, len - at, "%s%" PRIu64 ";w=%" PRIu64, i ? ", " : "",
+                                   p->windows[i].limit + p->windows[i].burst,
+                                   p->windows[i].period_us / 1000000);
+        if (at < len)
+            at += (size_t)snprintf(buf + at, len - at,
+                                   "\r\nRateLimit: limit=%" PRIu64 ", remaining=%" PRIu64
+                                   ", reset=%" PRIu64 "\r\n",
+                                   p->windows[0].limit + p->windows[0].burst, remaining,
+                                   (retry_us + 999999) / 1000000);
+    }
+}
+
+static void refuse_429(struct conn *c, const struct gw_plan *p, const char *code, const char *msg,
+                       uint64_t retry_us)
+{
+    char hdr[512];
+    rate_headers(hdr, sizeof(hdr), p, retry_us, 0);
+    gw__conn_error(c, 429, "rate_limit_error", code, msg, NULL, hdr);
+}
+
+static void refuse_503(struct conn *c, const char *code, const char *msg)
+{
+    gw__conn_error(c, 503, "server_error", code, msg, NULL, "Retry-After: 1\r\n");
+}
+
+static int workers_ready(const struct front *f)
+{
+    int ready = 0;
+    for (uint32_t l = 0; l < f->seg.cfg.lanes; l++) {
+        struct gw_proc_info pi;
+        if (gw_proc_get(&f->seg, (int)l, &pi) == 0 && pi.role == GW_ROLE_WORKER &&
+            pi.state == GW_PROC_READY)
+            ready++;
+    }
+    return ready;
+}
+
+/* Device us per token for reservations: the slowest worker's measurement,
+ * or the configured guess before any is measured. */
+static uint64_t us_per_token(const struct front *f)
+{
+    uint64_t worst = 0;
+    for (uint32_t l = 0; l < f->seg.cfg.lanes; l++) {
+        struct gw_proc_info pi;
+        if (gw_proc_get(&f->seg, (int)l, &pi) == 0 && pi.role == GW_ROLE_WORKER &&
+            pi.us_per_token > worst)
+            worst = pi.us_per_token;
+    }
+    return worst ? worst : (f->cfg->initial_us_per_token ? f->cfg->initial_us_per_token : 20000);
+}
+
+static void metrics(struct conn *c)
+{
+    struct front *f = c->front;
+    char *buf = malloc(16384);
+    if (!buf) {
+        gw__conn_close(c);
+        return;
+    }
+    size_t at = 0, cap = 16384;
+#define P(...) at += (size_t)snprintf(buf + at, cap - at, __VA_ARGS__)
+    P("# HELP gpuwarden_http_responses_total Responses sent by this front, by status.\n"
+      "# TYPE gpuwarden_http_responses_total counter\n");
+    for (int i = 0; i < GW_N_STATUS; i++)
+        P("gpuwarden_http_responses_total{front=\"%d\",code=\"%d\"} %" PRIu64 "\n", f->index,
+          gw_statuses[i], f->stats.status[i]);
+    P("# HELP gpuwarden_generations_total Generations finished, by reason.\n"
+      "# TYPE gpuwarden_generations_total counter\n");
+    for (int r = GW_FIN_STOP; r <= GW_FIN_ERROR; r++)
+        P("gpuwarden_generations_total{front=\"%d\",reason=\"%s\"} %" PRIu64 "\n", f->index,
+          gw_finish_name(r), f->stats.finish[r]);
+    P("# TYPE gpuwarden_tokens_total counter\ngpuwarden_tokens_total{front=\"%d\"} %" PRIu64 "\n",
+      f->index, f->stats.tokens);
+    struct gw_auth_stats as;
+    gw_auth_stats(f->auth, &as);
+    P("# TYPE gpuwarden_jwt_cache_hits_total counter\ngpuwarden_jwt_cache_hits_total{front=\"%d\"} "
+      "%" PRIu64 "\n# TYPE gpuwarden_jwt_refused_total counter\n"
+      "gpuwarden_jwt_refused_total{front=\"%d\"} %" PRIu64 "\n",
+      f->index, as.hits, f->index, as.refused);
+    struct gw_seg_stats ss;
+    gw_segment_stats(&f->seg, &ss);
+    P("# TYPE gpuwarden_queue_depth gauge\ngpuwarden_queue_depth %" PRIu64 "\n"
+      "# TYPE gpuwarden_accounts gauge\ngpuwarden_accounts %" PRIu64 "\n"
+      "# TYPE gpuwarden_account_table_full_total counter\ngpuwarden_account_table_full_total %" PRIu64
+      "\n# TYPE gpuwarden_workers_ready gauge\ngpuwarden_workers_ready %d\n",
+      gw_queue_depth(&f->seg), ss.accounts_live, ss.table_full, workers_ready(f));
+#undef P
+    f->stats.status[gw__status_index(200)]++;
+    gw__conn_respond(c, 200, "text/plain; version=0.0.4", buf, at < cap ? at : cap - 1, NULL);
+    free(buf);
+}
+
+/* ------------------------------------------------------------ jobs */
+
+static void job_unlink(struct job *j)
+{
+    struct job **pp = &j->f->jobs;
+    while (*pp && *pp != j)
+        pp = &(*pp)->next;
+    if (*pp)
+        *pp = j->next;
+}
+
+static const char *id_prefix(enum gw_route r)
+{
+    return r == GW_ROUTE_CHAT ? "chatcmpl-" : r == GW_ROUTE_COMPLETIONS ? "cmpl-" : "gen-";
+}
+
+/* Sends what the worker has written since last time (streaming). */
+static void job_stream(struct job *j, struct gw_slot_run *run)
+{
+    struct conn *c = j->c;
+    struct front *f = j->f;
+    /* acquire: pairs with the worker's release of written; the bytes below
+     * it are complete. */
+    size_t w = (size_t)atomic_load_explicit(&run->written, memory_order_acquire);
+    if (w <= j->sent || !c)
+        return;
+    const char *out = gw_slot_output(&f->seg, j->ref.index);
+    struct gw_completion comp = {.id = j->id, .created_s = j->created_s,
+                                 .model = f->cfg->model_name, .text = out + j->sent,
+                                 .text_len = w - j->sent};
+    char *ev;
+    size_t len;
+    if (gw_sse_chunk(j->route, &comp, 0, &ev, &len) == 0) {
+        gw__conn_write(c, ev, len);
+        free(ev);
+    }
+    j->sent = w;
+}
+
+static const char *killed_reason(uint32_t cancel, int state)
+{
+    if (state == GW_SLOT_FAILED)
+        return "worker_lost";
+    switch (cancel) {
+    case GW_CANCEL_ADMIN:
+        return "operator";
+    case GW_CANCEL_DRAIN:
+        return "draining";
+    default:
+        return cancel >= GW_CANCEL_WATCHDOG ? "watchdog" : "unknown";
+    }
+}
+
+/* The slot is terminal: answer (if the client is there), settle, release. */
+static void job_finish(struct job *j, int state)
+{
+    struct front *f = j->f;
+    struct gw_slot_run *run = gw_slot_run(&f->seg, j->ref.index);
+    struct conn *c = j->c;
+    int fin = (int)atomic_load_explicit(&run->finish, memory_order_relaxed);
+    uint32_t cancel = atomic_load_explicit(&run->cancel, memory_order_relaxed);
+    if (state != GW_SLOT_DONE && fin != GW_FIN_CANCELLED)
+        fin = GW_FIN_KILLED; /* the worker died under it (the repair failed it) */
+    if (fin > GW_FIN_ERROR || fin == GW_FIN_NONE)
+        fin = GW_FIN_ERROR;
+    f->stats.finish[fin]++;
+    uint64_t toks = atomic_load_explicit(&run->tokens, memory_order_relaxed);
+    f->stats.tokens += toks;
+    if (c) {
+        struct gw_completion comp = {
+            .id = j->id,
+            .created_s = j->created_s,
+            .model = f->cfg->model_name,
+            .finish_reason = gw_finish_name(fin),
+            .killed_reason = fin == GW_FIN_KILLED ? killed_reason(cancel, state) : NULL,
+            .prompt_tokens = atomic_load_explicit(&run->prompt_tokens, memory_order_relaxed),
+            .completion_tokens = toks,
+        };
+        char *body;
+        size_t len;
+        if (fin == GW_FIN_ERROR && !j->sent_first) {
+            const char *why = run->error[0] ? run->error : "the worker could not run the request";
+            int is_ctx = strncmp(why, "prompt is ", 10) == 0;
+            gw__conn_error(c, is_ctx ? 400 : 500,
+                           is_ctx ? "invalid_request_error" : "server_error",
+                           is_ctx ? "context_length_exceeded" : "generation_failed", why,
+                           is_ctx ? "prompt" : NULL, NULL);
+        } else if (j->stream) {
+            job_stream(j, run);
+            if (gw_sse_chunk(j->route, &comp, 1, &body, &len) == 0) {
+                gw__conn_write(c, body, len);
+                free(body);
+            }
+            gw__conn_write(c, gw_sse_done(), strlen(gw_sse_done()));
+            gw__conn_stream_end(c);
+        } else {
+            size_t w = (size_t)atomic_load_explicit(&run->written, memory_order_acquire);
+            comp.text = gw_slot_output(&f->seg, j->ref.index);
+            comp.text_len = w;
+            if (gw_response_body(j->route, &comp, &body, &len) == 0) {
+                f->stats.status[gw__status_index(200)]++;
+                gw__conn_respond(c, 200, "application/json", body, len, j->rate_hdr);
+                free(body);
+            } else {
+                gw__conn_error(c, 500, "server_error", "internal", "could not build the response",
+                               NULL, NULL);
+            }
+        }
+        c->job = NULL;
+    }
+    gw_budget_settle(&f->seg, j->ref); /* 0 when the repair settled it already */
+    gw_slot_release(&f->seg, j->ref);
+    job_unlink(j);
+    free(j);
+}
+
+/* Looks at every job: new output to stream, terminal slots to finish. */
+static void jobs_poll(struct front *f)
+{
+    struct job *j = f->jobs;
+    while (j) {
+        struct job *next = j->next;
+        int state = gw_slot_state(&f->seg, j->ref);
+        struct gw_slot_run *run = gw_slot_run(&f->seg, j->ref.index);
+        if (state == GW_SLOT_DONE || state == GW_SLOT_FAILED || state == GW_SLOT_KILLED) {
+            job_finish(j, state);
+        } else if (state < 0) {
+            /* released by someone else (a repair that took our lane for
+             * dead): nothing left to answer with */
+            if (j->c) {
+                j->c->job = NULL;
+                gw__conn_error(j->c, 500, "server_error", "request_lost",
+                               "the request was lost", NULL, NULL);
+            }
+            job_unlink(j);
+            free(j);
+        } else if (j->stream && state == GW_SLOT_RUNNING) {
+            job_stream(j, run);
+        }
+        j = next;
+    }
+}
+
+static void on_wake(uv_poll_t *p, int status, int events)
+{
+    struct front *f = p->data;
+    (void)status;
+    (void)events;
+    uint64_t n;
+    while (read(f->fds->fronts[f->index], &n, sizeof(n)) > 0)
+        ;
+    jobs_poll(f);
+}
+
+void gw__front_conn_gone(struct conn *c)
+{
+    struct job *j = c->job;
+    if (!j)
+        return;
+    j->c = NULL;
+    c->job = NULL;
+    /* Nobody is listening any more: a queued request is withdrawn, a
+     * running one is told to stop (within one token). The slot is settled
+     * and released by jobs_poll when terminal. */
+    if (gw_slot_move(&j->f->seg, j->ref, GW_SLOT_QUEUED, GW_SLOT_FAILED) != 0)
+        gw_slot_cancel(&j->f->seg, j->ref, GW_CANCEL_CLIENT);
+    else
+        atomic_store_explicit(&gw_slot_run(&j->f->seg, j->ref.index)->finish, GW_FIN_CANCELLED,
+                              memory_order_relaxed);
+}
+
+/* ------------------------------------------------------- admission */
+
+static void make_id(struct front *f, enum gw_route r, char *buf, size_t len)
+{
+    uint64_t x = f->id_seed ^ (++f->next_id * 0x9e3779b97f4a7c15ull);
+    x ^= x >> 31;
+    x *= 0xbf58476d1ce4e5b9ull;
+    x ^= x >> 29;
+    snprintf(buf, len, "%s%d%016" PRIx64, id_prefix(r), f->index, x);
+}
+
+static void fill_slot(struct front *f, struct gw_slot_ref ref, const struct gw_gen_request *rq,
+                      uint32_t max_tokens, uint64_t upt, const char *id, const char *tenant,
+                      const char *ip)
+{
+    struct gw_slot_req *sr = gw_slot_req(&f->seg, ref.index);
+    memset(sr, 0, sizeof(*sr));
+    sr->max_tokens = max_tokens;
+    sr->top_k = rq->top_k;
+    sr->temperature = rq->temperature;
+    sr->top_p = rq->top_p;
+    sr->seed = rq->seed;
+    sr->flags = (rq->chat ? GW_REQ_CHAT : 0) | (rq->has_seed ? GW_REQ_SEED : 0);
+    sr->prompt_len = (uint32_t)rq->prompt_len;
+    sr->n_stops = (uint32_t)rq->n_stops;
+    for (int i = 0; i < rq->n_stops && i < GW_STOP_MAX; i++) {
+        size_t l = strnlen(rq->stops[i], GW_STOP_LEN);
+        memcpy(sr->stops[i], rq->stops[i], l);
+        sr->stop_len[i] = (uint8_t)l;
+    }
+    sr->front = (uint32_t)f->index;
+    sr->created_us = gw_now_us();
+    sr->us_per_token = upt;
+    snprintf(sr->id, sizeof(sr->id), "%s", id);
+    snprintf(sr->tenant, sizeof(sr->tenant), "%s", tenant);
+    snprintf(sr->ip, sizeof(sr->ip), "%s", ip);
+    memcpy(gw_slot_prompt(&f->seg, ref.index), rq->prompt, rq->prompt_len);
+}
+
+/* Gives back a slot that never reached a worker. */
+static void abandon(struct front *f, struct gw_slot_ref ref, int from)
+{
+    gw_slot_move(&f->seg, ref, from, GW_SLOT_FAILED);
+    gw_budget_settle(&f->seg, ref);
+    gw_slot_release(&f->seg, ref);
+}
+
+static int window_items(struct gw_admit_item *items, int n, struct gw_acct a,
+                        const struct gw_plan *p)
+{
+    for (int i = 0; i < p->n_windows; i++) {
+        items[n].acct = a;
+        items[n].cell = (uint8_t)i;
+        gw_rate_make(&items[n].rate, p->windows[i].limit, p->windows[i].period_us,
+                     p->windows[i].burst);
+        n++;
+    }
+    return n;
+}
+
+static void generate(struct conn *c, enum gw_route route)
+{
+    struct front *f = c->front;
+    struct gw_segment *seg = &f->seg;
+    const struct gw_config *cfg = f->cfg;
+    uint64_t now = gw_now_us(), retry;
+    struct gw_admit_item items[3 * GW_RATE_CELLS];
+    int rc;
+
+    /* 1. the client address, before anything costs us */
+    struct gw_acct ip;
+    rc = gw_ledger_get(seg, GW_KIND_IP, c->ip, strlen(c->ip), 1, now, &ip);
+    if (rc == GW_EFULL) {
+        refuse_503(c, "overloaded", "too many clients: the address table is full");
+        return;
+    }
+    if (rc == 0 && cfg->ip.n_windows > 0) {
+        int n = window_items(items, 0, ip, &cfg->ip);
+        if (gw_ledger_admit(seg, items, n, now, &retry) == GW_EREFUSED) {
+            refuse_429(c, &cfg->ip, "rate_limited", "too many requests from this address", retry);
+            return;
+        }
+    }
+    /* 2. who is asking */
+    struct gw_principal who;
+    char why[128];
+    if (gw_auth_check(f->auth, c->authz, c->authz_len, now / 1000000, &who, why, sizeof(why)) !=
+        0) {
+        char hdr[256];
+        snprintf(hdr, sizeof(hdr), "WWW-Authenticate: Bearer error=\"invalid_token\", "
+                                   "error_description=\"%s\"\r\n", why);
+        gw__conn_error(c, 401, "authentication_error", "invalid_token", why, NULL, hdr);
+        return;
+    }
+    const char *pwhy = NULL;
+    const struct gw_plan *plan = gw_config_plan_for(cfg, who.tenant, who.plan[0] ? who.plan : NULL,
+                                                    &pwhy);
+    if (!plan) {
+        gw__conn_error(c, 403, "permission_error", "forbidden", pwhy ? pwhy : "tenant not allowed",
+                       NULL, NULL);
+        return;
+    }
+    /* 3. the tenant's and the node's rates, all or nothing */
+    struct gw_acct tenant, global;
+    if (gw_ledger_get(seg, GW_KIND_TENANT, who.tenant, strlen(who.tenant), 1, now, &tenant) != 0 ||
+        gw_ledger_get(seg, GW_KIND_GLOBAL, "*", 1, 1, now, &global) != 0) {
+        refuse_503(c, "overloaded", "account table full");
+        return;
+    }
+    int n = window_items(items, 0, tenant, plan);
+    n = window_items(items, n, global, &cfg->global);
+    if (n > 0 && (rc = gw_ledger_admit(seg, items, n, now, &retry)) != 0) {
+        if (rc == GW_EREFUSED)
+            refuse_429(c, plan, "rate_limited", "rate limit reached for this tenant", retry);
+        else
+            refuse_503(c, "overloaded", "ledger busy; retry");
+        return;
+    }
+    /* 4. what is asked */
+    struct gw_gen_request rq;
+    char err[256], param[64];
+    if (gw_request_parse(route, c->body, c->body_len, cfg, &rq, err, sizeof(err), param,
+                         sizeof(param)) != 0) {
+        gw__conn_error(c, 400, "invalid_request_error", "invalid_request", err, param, NULL);
+        return;
+    }
+    if ((route != GW_ROUTE_GENERATE || rq.model[0]) && strcmp(rq.model, cfg->model_name) != 0) {
+        char msg[200];
+        snprintf(msg, sizeof(msg), "The model '%.64s' does not exist; this node serves '%.64s'",
+                 rq.model, cfg->model_name);
+        gw__conn_error(c, 404, "invalid_request_error", "model_not_found", msg, "model", NULL);
+        gw_request_free(&rq);
+        return;
+    }
+    uint32_t max_tokens = rq.max_tokens ? rq.max_tokens : plan->max_tokens;
+    if (plan->max_tokens && max_tokens > plan->max_tokens)
+        max_tokens = plan->max_tokens;
+    if (max_tokens == 0)
+        max_tokens = 256;
+    /* 5. concurrency, a slot, the money */
+    if (gw_ledger_inflight_take(seg, tenant, plan->max_inflight ? plan->max_inflight : UINT64_MAX) !=
+        0) {
+        refuse_429(c, plan, "too_many_concurrent", "too many requests in flight for this tenant",
+                   1000000);
+        gw_request_free(&rq);
+        return;
+    }
+    struct gw_slot_ref ref;
+    if (gw_slot_claim(seg, &ref) != 0) {
+        gw_ledger_inflight_put(seg, tenant);
+        refuse_503(c, "overloaded", "every request slot is busy");
+        gw_request_free(&rq);
+        return;
+    }
+    gw_slot_set_accounts(seg, ref, tenant, global, 1);
+    uint64_t upt = us_per_token(f);
+    uint64_t prompt_est = rq.prompt_len / 4 + 1;
+    const struct gw_budget_rate *tb = budget_of(plan), *gb = budget_of(&cfg->global);
+    rc = gw_budget_reserve(seg, ref, (max_tokens + prompt_est) * upt, tb, gb, now, &retry);
+    if (rc == GW_EREFUSED && plan->clamp_on_budget) {
+        uint64_t left = gw_ledger_budget_left(seg, tenant, tb, now);
+        uint64_t gleft = gw_ledger_budget_left(seg, global, gb, now);
+        if (gleft < left)
+            left = gleft;
+        uint64_t fit = left / upt;
+        if (fit > prompt_est) {
+            max_tokens = (uint32_t)(fit - prompt_est < max_tokens ? fit - prompt_est : max_tokens);
+            rc = gw_budget_reserve(seg, ref, (max_tokens + prompt_est) * upt, tb, gb, now, &retry);
+        }
+    }
+    if (rc != 0) {
+        abandon(f, ref, GW_SLOT_ADMITTED);
+        if (rc == GW_EREFUSED)
+            refuse_429(c, plan, "budget_exhausted", "the tenant's GPU-time budget is exhausted",
+                       retry == UINT64_MAX ? 3600ull * 1000000 : retry);
+        else
+            refuse_503(c, "overloaded", "could not reserve budget; retry");
+        gw_request_free(&rq);
+        return;
+    }
+    struct job *j = calloc(1, sizeof(*j));
+    if (!j) {
+        abandon(f, ref, GW_SLOT_ADMITTED);
+        refuse_503(c, "overloaded", "out of memory");
+        gw_request_free(&rq);
+        return;
+    }
+    make_id(f, route, j->id, sizeof(j->id));
+    fill_slot(f, ref, &rq, max_tokens, upt, j->id, who.tenant, c->ip);
+    j->f = f;
+    j->c = c;
+    j->ref = ref;
+    j->route = route;
+    j->stream = rq.stream;
+    j->created_s = now / 1000000;
+    gw_request_free(&rq);
+    /* 6. to the workers */
+    if (gw_slot_move(seg, ref, GW_SLOT_ADMITTED, GW_SLOT_QUEUED) != 0 ||
+        gw_queue_push(seg, ref) != 0) {
+        abandon(f, ref, gw_slot_state(seg, ref));
+        free(j);
+        refuse_503(c, "overloaded", "the request queue is full");
+        return;
+    }
+    uint64_t one = 1;
+    if (write(f->fds->work, &one, sizeof(one)) < 0)
+        flog(f, "work eventfd: %s", strerror(errno));
+    j->next = f->jobs;
+    f->jobs = j;
+    c->job = j;
+    uint64_t remaining = 0;
+    if (plan->n_windows > 0)
+        remaining = gw_ledger_rate_remaining(seg, tenant, 0, &items[0].rate, now);
+    rate_headers(j->rate_hdr, sizeof(j->rate_hdr), plan, 0, remaining);
+    if (j->stream) {
+        f->stats.status[gw__status_index(200)]++;
+        gw__conn_stream_begin(c, j->rate_hdr);
+        j->sent_first = 1;
+    }
+}
+
+void gw__front_request(struct conn *c)
+{
+    struct front *f = c->front;
+    const char *method = http_method_str((enum http_method)c->method);
+    enum gw_route route;
+    const char *allow = NULL;
+    int st = gw_route_match(method, c->url, c->url_len, &route, &allow);
+    if (st == 404) {
+        gw__conn_error(c, 404, "invalid_request_error", "not_found", "no such route", NULL, NULL);
+        return;
+    }
+    if (st == 405) {
+        char hdr[128];
+        snprintf(hdr, sizeof(hdr), "Allow: %s\r\n", allow ? allow : "");
+        gw__conn_error(c, 405, "invalid_request_error", "method_not_allowed",
+                       "method not allowed on this route", NULL, hdr);
+        return;
+    }
+    switch (route) {
+    case GW_ROUTE_HEALTHZ:
+        f->stats.status[gw__status_index(200)]++;
+        gw__conn_respond(c, 200, "application/json", "{\"status\":\"ok\"}", 15, NULL);
+        return;
+    case GW_ROUTE_READYZ: {
+        int ready = workers_ready(f);
+        char body[128];
+        int len;
+        if (ready >= f->cfg->workers && !f->draining) {
+            len = snprintf(body, sizeof(body), "{\"status\":\"ready\",\"workers_ready\":%d}", ready);
+            f->stats.status[gw__status_index(200)]++;
+            gw__conn_respond(c, 200, "application/json", body, (size_t)len, NULL);
+        } else {
+            char msg[96];
+            snprintf(msg, sizeof(msg), "%s: %d of %d workers ready",
+                     f->draining ? "draining" : "not ready", ready, f->cfg->workers);
+            refuse_503(c, f->draining ? "draining" : "not_ready", msg);
+        }
+        return;
+    }
+    case GW_ROUTE_METRICS:
+        metrics(c);
+        return;
+    default:
+        break;
+    }
+    if (f->draining) {
+        refuse_503(c, "draining", "this node is shutting down");
+        return;
+    }
+    generate(c, route);
+}
+
+/* ------------------------------------------------------- the process */
+
+static void close_listeners(struct front *f)
+{
+    for (int i = 0; i < f->n_listeners; i++)
+        if (!uv_is_closing((uv_handle_t *)&f->listeners[i]))
+            uv_close((uv_handle_t *)&f->listeners[i], NULL);
+}
+
+static void on_tick(uv_timer_t *t)
+{
+    struct front *f = t->data;
+    jobs_poll(f);
+    gw_proc_heartbeat(&f->seg, -1);
+    if (!f->draining)
+        return;
+    if (f->jobs && gw_mono_ns() > f->drain_deadline_ns) {
+        for (struct job *j = f->jobs; j; j = j->next)
+            if (gw_slot_move(&f->seg, j->ref, GW_SLOT_QUEUED, GW_SLOT_FAILED) != 0)
+                gw_slot_cancel(&f->seg, j->ref, GW_CANCEL_DRAIN);
+            else
+                atomic_store_explicit(&gw_slot_run(&f->seg, j->ref.index)->finish,
+                                      GW_FIN_CANCELLED, memory_order_relaxed);
+        f->drain_deadline_ns = UINT64_MAX; /* once */
+    }
+    if (!f->jobs)
+        uv_stop(f->loop);
+}
+
+static void on_term(uv_signal_t *s, int sig)
+{
+    struct front *f = s->data;
+    (void)sig;
+    if (f->draining)
+        return;
+    f->draining = 1;
+    f->drain_deadline_ns = gw_mono_ns() + (uint64_t)f->cfg->drain_timeout_ms * 1000000u;
+    gw_proc_set_state(&f->seg, GW_PROC_DRAINING);
+    close_listeners(f);
+    flog(f, "draining: %s in flight", f->jobs ? "requests" : "nothing");
+}
+
+static void on_hup(uv_signal_t *s, int sig)
+{
+    struct front *f = s->data;
+    (void)sig;
+    struct gw_config *ncfg;
+    char err[4096];
+    if (gw_config_load(&ncfg, f->config_path, err, sizeof(err)) != 0) {
+        flog(f, "reload refused, keeping the running config:\n%s", err);
+        return;
+    }
+    struct gw_auth *na;
+    if (gw_auth_new(&na, ncfg, 0) != 0) {
+        flog(f, "reload refused: cannot build the key set");
+        gw_config_free(ncfg);
+        return;
+    }
+    /* Sizes and sockets need a restart (the master says so); limits, plans,
+     * tenants and keys take effect now. */
+    ncfg->segment = f->cfg->segment;
+    gw_auth_free(f->auth);
+    gw_config_free(f->cfg);
+    f->auth = na;
+    f->cfg = ncfg;
+    flog(f, "reloaded %s", f->config_path);
+}
+
+int gw_front_main(const char *config_path, int index, const struct gw_fds *fds)
+{
+    struct front f = {.config_path = config_path, .index = index, .fds = fds};
+    char err[4096];
+    signal(SIGPIPE, SIG_IGN);
+    if (index < 0 || index >= fds->n_fronts) {
+        fprintf(stderr, "gpuwarden[front %d]: no wake-up descriptor for this front\n", index);
+        return 100;
+    }
+    if (gw_config_load(&f.cfg, config_path, err, sizeof(err)) != 0) {
+        fprintf(stderr, "gpuwarden[front %d]: %s\n", index, err);
+        return 111;
+    }
+    char path[300];
+    gw_segment_path(f.cfg, path, sizeof(path));
+    if (gw_segment_attach(&f.seg, path, err, sizeof(err)) != 0 || gw_lane_acquire(&f.seg) != 0) {
+        fprintf(stderr, "gpuwarden[front %d]: segment: %s\n", index, err);
+        return 111;
+    }
+    gw_proc_set_role(&f.seg, GW_ROLE_FRONT, index);
+    if (gw_auth_new(&f.auth, f.cfg, 0) != 0) {
+        fprintf(stderr, "gpuwarden[front %d]: cannot build the key set\n", index);
+        return 111;
+    }
+    if (getrandom(&f.id_seed, sizeof(f.id_seed), 0) != sizeof(f.id_seed))
+        f.id_seed = gw_mono_ns() ^ (uint64_t)getpid();
+    f.loop = uv_default_loop();
+    for (int i = 0; i < fds->n_listen; i++) {
+        uv_tcp_init(f.loop, &f.listeners[i]);
+        f.listeners[i].data = &f;
+        if (uv_tcp_open(&f.listeners[i], fds->listen[i]) != 0 ||
+            uv_listen((uv_stream_t *)&f.listeners[i], 1024, gw__front_on_connection) != 0) {
+            fprintf(stderr, "gpuwarden[front %d]: cannot listen on descriptor %d\n", index,
+                    fds->listen[i]);
+            return 111;
+        }
+        f.n_listeners++;
+    }
+    uv_poll_init(f.loop, &f.wake, fds->fronts[index]);
+    f.wake.data = &f;
+    uv_poll_start(&f.wake, UV_READABLE, on_wake);
+    uv_timer_init(f.loop, &f.tick);
+    f.tick.data = &f;
+    uv_timer_start(&f.tick, on_tick, TICK_MS, TICK_MS);
+    uv_signal_init(f.loop, &f.sigterm);
+    uv_signal_init(f.loop, &f.sigint);
+    uv_signal_init(f.loop, &f.sighup);
+    f.sigterm.data = f.sigint.data = f.sighup.data = &f;
+    uv_signal_start(&f.sigterm, on_term, SIGTERM);
+    uv_signal_start(&f.sigint, on_term, SIGINT);
+    uv_signal_start(&f.sighup, on_hup, SIGHUP);
+    gw_proc_set_state(&f.seg, GW_PROC_READY);
+    uv_run(f.loop, UV_RUN_DEFAULT);
+    /* drained: everything settled and released */
+    gw_auth_free(f.auth);
+    gw_segment_close(&f.seg);
+    gw_config_free(f.cfg);
+    return 0;
+}

@@ -1,0 +1,103 @@
+/* front_internal.h - what http.c and front.c share inside a front process.
+ * Private to supervisor/. */
+#ifndef GW_FRONT_INTERNAL_H
+#define GW_FRONT_INTERNAL_H
+
+#include "gw_supervisor.h"
+
+#include <http_parser.h>
+#include <uv.h>
+
+enum { HF_OTHER = 0, HF_AUTHZ };
+
+/* Status codes counted for /metrics. */
+#define GW_N_STATUS 12
+static const int gw_statuses[GW_N_STATUS] = {200, 400, 401, 403, 404, 405,
+                                            408, 413, 429, 431, 500, 503};
+static inline int gw__status_index(int status)
+{
+    for (int i = 0; i < GW_N_STATUS; i++)
+        if (gw_statuses[i] == status)
+            return i;
+    return GW_N_STATUS - 2; /* counted as 500 */
+}
+
+struct job;
+
+struct conn {
+    uv_tcp_t tcp;
+    uv_timer_t timer;
+    http_parser parser;
+    struct front *front;
+    int handles_open;
+    char ip[48];
+    /* the request being read */
+    char url[2048];
+    size_t url_len;
+    char authz[8448]; /* "Bearer " + an 8 KiB token; longer is refused */
+    size_t authz_len;
+    char field_name[64];
+    size_t field_len;
+    int field, in_value;
+    size_t header_bytes;
+    char *body;
+    size_t body_len, body_cap;
+    char *pending; /* bytes of a pipelined next request */
+    size_t pending_len;
+    int method;
+    int got_headers, got_message, too_large;
+    int keep_alive, head_only;
+    /* life */
+    int busy;   /* a request is being answered */
+    int idle;   /* between requests (keep-alive clock) */
+    int closing, close_after_write, writes_pending, streaming;
+    struct job *job;
+    char rbuf[65536];
+};
+
+struct front_stats {
+    uint64_t status[GW_N_STATUS];
+    uint64_t finish[GW_FIN_ERROR + 1];
+    uint64_t tokens;
+};
+
+struct front {
+    const char *config_path;
+    struct gw_config *cfg;
+    struct gw_segment seg;
+    struct gw_auth *auth;
+    const struct gw_fds *fds;
+    int index;
+    uv_loop_t *loop;
+    uv_tcp_t listeners[GW_MAX_LISTEN];
+    int n_listeners;
+    uv_poll_t wake;
+    uv_signal_t sigterm, sigint, sighup;
+    uv_timer_t tick;
+    int draining;
+    uint64_t drain_deadline_ns;
+    uint32_t n_conns;
+    struct job *jobs; /* requests with a slot, until settled and released */
+    uint64_t next_id;
+    uint64_t id_seed;
+    struct front_stats stats;
+};
+
+/* http.c */
+void gw__front_on_connection(uv_stream_t *server, int status);
+void gw__conn_write(struct conn *c, const char *data, size_t len);
+void gw__conn_respond(struct conn *c, int status, const char *ctype, const char *body, size_t len,
+                      const char *extra);
+void gw__conn_error(struct conn *c, int status, const char *type, const char *code,
+                    const char *message, const char *param, const char *extra);
+void gw__conn_stream_begin(struct conn *c, const char *extra);
+void gw__conn_stream_end(struct conn *c);
+void gw__conn_request_done(struct conn *c);
+void gw__conn_close(struct conn *c);
+void gw__conn_on_timeout(uv_timer_t *t);
+
+/* front.c */
+void gw__front_request(struct conn *c);  /* a complete request is in c */
+void gw__front_conn_gone(struct conn *c); /* the connection is closing */
+
+#endif

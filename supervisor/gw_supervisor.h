@@ -1,0 +1,266 @@
+/* gw_supervisor.h - the supervisor library: what the master, the fronts and
+ * the workers are made of. Prefix gw_; functions return 0 or a negative
+ * errno; operator-facing failures write one line into `err`.
+ *
+ * Sections: auth (auth.c), requests and responses (routes.c), the front
+ * (http.c, front.c), the worker process (worker_proc.c), the master
+ * (master.c). The untrusted bytes of a request are parsed only by the
+ * fronts; the master never parses them.
+ */
+#ifndef GW_SUPERVISOR_H
+#define GW_SUPERVISOR_H
+
+#include "gw_common.h"
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* ---- auth ---- */
+/* JWT verification on libjwt 1.10 (auth.c). libjwt trusts the token's own
+ * `alg` and checks no claims, so this layer: refuses tokens over 8 KiB
+ * before decoding; picks the key by `kid` (the only key when there is one
+ * and the token names none); requires the token's alg to be the one
+ * configured for that key (no alg confusion, never "none"); requires `exp`
+ * and checks `exp`, `nbf`, `iat` (not in the future) with the configured
+ * leeway, and `iss`/`aud` when configured; takes the tenant from `sub`
+ * (required, 1..63 bytes of [A-Za-z0-9._@:-]) and an optional `plan`
+ * claim. Verified tokens are cached by a hash of the whole token until
+ * their exp, so a repeated token costs a hash lookup, not a signature. */
+
+struct gw_auth;
+
+struct gw_principal {
+    char tenant[GW_NAME_MAX];
+    char plan[GW_NAME_MAX]; /* the `plan` claim, "" when absent */
+    char kid[GW_NAME_MAX];
+    uint64_t exp;           /* seconds since the epoch */
+};
+
+/* A verifier for the keys and claim rules of cfg, with a cache of
+ * `cache_entries` verified tokens (0: a default of 4096). */
+int gw_auth_new(struct gw_auth **out, const struct gw_config *cfg, size_t cache_entries);
+void gw_auth_free(struct gw_auth *a);
+
+/* Checks an Authorization header value ("Bearer <jwt>"). 0 and *who on
+ * success. Otherwise -EACCES and `why` says what was wrong, in words fit
+ * for the 401 body: "missing bearer token", "token too large",
+ * "malformed token", "unknown key id", "algorithm not allowed for this
+ * key", "bad signature", "token expired", "token not yet valid",
+ * "token issued in the future", "missing exp", "missing sub", "invalid
+ * sub", "wrong issuer", "wrong audience". */
+int gw_auth_check(struct gw_auth *a, const char *authz, size_t len, uint64_t now_s,
+                  struct gw_principal *who, char *why, size_t whylen);
+
+/* Cache statistics (for metrics and tests). */
+struct gw_auth_stats {
+    uint64_t hits, misses, verified, refused;
+};
+void gw_auth_stats(const struct gw_auth *a, struct gw_auth_stats *st);
+
+/* Issues a token signed with `key` (HS* keys only; -ENOTSUP otherwise):
+ * development tokens, tests, `gpuwardenctl token issue`. `plan`, `iss` and
+ * `aud` may be NULL. *out is malloc'd. */
+int gw_auth_issue(const struct gw_key *key, const char *sub, const char *plan, const char *iss,
+                  const char *aud, uint64_t iat, uint64_t exp, char **out);
+
+/* ---- requests and responses ---- */
+/* routes.c: from method and path to a route, from a JSON body to a checked
+ * generation request, and from results to the bytes of a response (native
+ * and OpenAI shapes, whole or as server-sent events). Pure functions. */
+
+enum gw_route {
+    GW_ROUTE_GENERATE = 1, /* POST /v1/generate (native) */
+    GW_ROUTE_COMPLETIONS,  /* POST /v1/completions (OpenAI) */
+    GW_ROUTE_CHAT,         /* POST /v1/chat/completions (OpenAI) */
+    GW_ROUTE_HEALTHZ,      /* GET /healthz */
+    GW_ROUTE_READYZ,       /* GET /readyz */
+    GW_ROUTE_METRICS,      /* GET /metrics */
+};
+
+/* The route for method + path (query string ignored). Returns 0, or the
+ * HTTP status to answer: 404 (no such path) or 405 (path exists, method
+ * not allowed; *allow gets the Allow header value). */
+int gw_route_match(const char *method, const char *path, size_t path_len, enum gw_route *out,
+                   const char **allow);
+
+/* GW_STOP_MAX, GW_STOP_LEN: gw_common.h (the slot carries the stops). */
+struct gw_gen_request {
+    enum gw_route route;
+    char model[GW_NAME_MAX]; /* "" when the request named none (native route only) */
+    /* The prompt: plain text, or for chat the messages serialised as
+     * role NUL content NUL role NUL content NUL ... (chat = 1). */
+    char *prompt;
+    size_t prompt_len;
+    int chat;
+    uint32_t max_tokens; /* 0: not given (the plan's cap applies) */
+    float temperature;   /* default 1.0 (OpenAI); 0 = greedy */
+    float top_p;         /* default 1.0 */
+    uint32_t top_k;      /* default 0 = off */
+    uint64_t seed;
+    int has_seed;
+    int n_stops;
+    char stops[GW_STOP_MAX][GW_STOP_LEN];
+    int stream;
+};
+
+/* Parses and checks a request body for `route`. On success 0 and *req
+ * (free with gw_request_free). On a bad request -EINVAL, `err` gets the
+ * message for a 400 invalid_request_error naming the field and the
+ * reason ("max_tokens: expected an integer in [1, 8192]", "prompt: not
+ * valid UTF-8", "messages[2].role: expected one of system, user,
+ * assistant", "body: not valid JSON: <jansson's text> at line L column C"),
+ * and `param` the field ("max_tokens", "messages[2].role", or ""). The
+ * model name is checked by the caller (404 model_not_found). Limits come
+ * from cfg (max_tokens cap, prompt size vs the segment's prompt_bytes). */
+int gw_request_parse(enum gw_route route, const char *body, size_t len,
+                     const struct gw_config *cfg, struct gw_gen_request *req, char *err,
+                     size_t errlen, char *param, size_t paramlen);
+/* (routes.c) Details of the contract above: the prompt is malloc'd with a
+ * NUL after prompt_len bytes; defaults are max_tokens 16 on completions
+ * (OpenAI's) and 0 on chat and native, temperature 0 (greedy) on native;
+ * JSON null stands for an absent optional field; unknown fields are refused
+ * ("<name>: unknown parameter"), and OpenAI parameters we do not implement
+ * are accepted only at their no-op value ("presence_penalty: not supported;
+ * omit it or send 0"). Errors about the whole body read "body: ..." with
+ * param "". Other returns: -ENOMEM; -EFAULT for a NULL req or cfg or a
+ * route that takes no body. On any failure req holds no allocation. */
+void gw_request_free(struct gw_gen_request *req);
+
+/* The largest max_tokens gw_request_parse accepts: the largest max_tokens of
+ * any plan in cfg (plans and tenants' own plans), or 4096 when none sets
+ * one. The per-tenant cap is admission's to apply (clamp or refuse); this
+ * one only refuses what no plan on the node could grant. */
+uint32_t gw_request_tokens_cap(const struct gw_config *cfg);
+
+/* Strict UTF-8 (RFC 3629, Unicode table 3-7): 1 when s[0..len) is valid,
+ * i.e. no overlong form, no surrogate (U+D800..DFFF), nothing above
+ * U+10FFFF, no stray continuation byte; else 0. NUL is valid UTF-8 here. */
+int gw_utf8_valid(const char *s, size_t len);
+/* The bytes of s that may be sent now: len, less an unfinished but so far
+ * valid sequence at the very end (at most 3 bytes) that the next token may
+ * complete. A streaming front sends that prefix and keeps the rest, so a
+ * character split between two tokens is never sent in halves (a response
+ * turns bytes that are not UTF-8 into U+FFFD). */
+size_t gw_utf8_complete(const char *s, size_t len);
+
+/* The OpenAI error shape: {"error":{"message":..,"type":..,"param":..,"code":..}}
+ * (param null when NULL or ""). *out is malloc'd, NUL-terminated. */
+int gw_error_body(const char *message, const char *type, const char *code, const char *param,
+                  char **out, size_t *len);
+
+/* A finished or in-progress completion, as a response needs it. */
+struct gw_completion {
+    const char *id;            /* "cmpl-..." / "chatcmpl-..." / "gen-..." */
+    uint64_t created_s;
+    const char *model;
+    const char *text;          /* the whole text, or this chunk's delta */
+    size_t text_len;
+    const char *finish_reason; /* "stop", "length", "budget", "killed", "cancelled"; NULL while streaming */
+    const char *killed_reason; /* with "killed": which detector; else NULL */
+    uint64_t prompt_tokens, completion_tokens;
+};
+
+/* Whole (non-streaming) response body for the route: OpenAI's
+ * text_completion / chat.completion objects with `usage`, or the native
+ * {"id","model","text","finish_reason","usage"} object. With finish_reason
+ * "killed", "killed_reason" follows it (in the choice for OpenAI shapes).
+ * Text bytes that are not UTF-8 become U+FFFD. -EINVAL for a route without
+ * a body or text NULL with text_len > 0; -EOVERFLOW for a count or time
+ * beyond INT64_MAX (JSON integers here are signed 64-bit); -ENOMEM. */
+int gw_response_body(enum gw_route route, const struct gw_completion *c, char **out, size_t *len);
+/* One server-sent event: "data: {...}\n\n". With final = 0 a delta chunk
+ * (c->text), with final = 1 the last chunk carrying finish_reason (and
+ * usage); the caller then sends gw_sse_done(). Chat: a delta chunk with no
+ * text is the opening chunk, delta {"role":"assistant","content":""} as
+ * OpenAI sends first; send it once before the first text. Native: deltas
+ * are {"text":..}, the final event {"finish_reason":..,"usage":..} (with
+ * "text" first when the final chunk carries text). */
+int gw_sse_chunk(enum gw_route route, const struct gw_completion *c, int final, char **out,
+                 size_t *len);
+const char *gw_sse_done(void); /* "data: [DONE]\n\n" */
+
+/* ---- systemd ---- */
+/* notify.c: the master's side of the sd_notify protocol (Type=notify) and
+ * of socket activation. Every gw_notify* call is a no-op returning 0 when
+ * NOTIFY_SOCKET is not set (not started by systemd, or a test that did not
+ * ask), so callers never branch on it. They return 0 or a negative errno
+ * from sd_notify; a failed notification is worth a log line, never a stop. */
+
+/* 1 when NOTIFY_SOCKET is set. */
+int gw_notify_enabled(void);
+/* Sends `state` as is ("READY=1", "STATUS=...", several lines allowed). */
+int gw_notify(const char *state);
+/* Same, printf-style. */
+int gw_notifyf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+/* READY=1 with a STATUS= line (status may be NULL). */
+int gw_notify_ready(const char *status);
+/* RELOADING=1 with MONOTONIC_USEC=<now>, as systemd's Type=notify-reload
+ * expects; READY=1 ends the reload. */
+int gw_notify_reloading(void);
+/* STOPPING=1 with a STATUS= line (may be NULL). */
+int gw_notify_stopping(const char *status);
+int gw_notify_status(const char *status);
+int gw_notify_watchdog(void);
+/* The watchdog interval systemd asked for (WATCHDOG_USEC, for this pid), in
+ * microseconds; 0 when there is none. */
+uint64_t gw_notify_watchdog_usec(void);
+/* Strips the variables of the protocol (NOTIFY_SOCKET, WATCHDOG_USEC,
+ * WATCHDOG_PID, LISTEN_FDS, LISTEN_PID, LISTEN_FDNAMES) from the
+ * environment: children call it before exec, so only the master talks to
+ * systemd. */
+void gw_notify_unset_env(void);
+/* Socket activation: the number of listening descriptors systemd passed
+ * (from SD_LISTEN_FDS_START on, marked close-on-exec; LISTEN_* are removed
+ * from the environment), 0 when none, or a negative errno. */
+int gw_notify_listen_fds(void);
+/* The first descriptor systemd passes (SD_LISTEN_FDS_START, 3). */
+#define GW_LISTEN_FDS_START 3
+
+/* ---- processes ---- */
+/* How the master starts its children (fork + exec, so no libuv loop and no
+ * CUDA context crosses a fork):
+ *   front i:  <dir of gpuwarden>/gpuwarden --front i -c CONFIG
+ *   worker i: <dir of gpuwarden>/gpuwarden-worker --index i -c CONFIG
+ * Each inherits, by descriptor number, the listening sockets (fronts only),
+ * the work eventfd (EFD_SEMAPHORE, blocking: fronts add 1 per queued
+ * request, workers read) and one eventfd per front (EFD_NONBLOCK: workers
+ * add 1 when they publish output for that front's requests). The numbers
+ * travel in the environment variable GW_FDS, e.g.
+ * "listen=3,4;work=5;fronts=6,7"; nothing else stays open across exec.
+ * Children attach the segment by path (cfg state_dir/ledger), take a lane,
+ * set their role, and die with the master (PR_SET_PDEATHSIG). */
+
+#define GW_MAX_FRONTS 64
+
+struct gw_fds {
+    int n_listen;
+    int listen[GW_MAX_LISTEN];
+    int work;
+    int n_fronts;
+    int fronts[GW_MAX_FRONTS];
+};
+
+/* GW_FDS text for fds (into buf); -ENOSPC when it does not fit. */
+int gw_fds_format(const struct gw_fds *fds, char *buf, size_t len);
+/* Parses GW_FDS text; -EINVAL with err naming the problem. Each number must
+ * be an open descriptor. */
+int gw_fds_parse(const char *text, struct gw_fds *fds, char *err, size_t errlen);
+
+/* Path of the segment file for cfg ("<state_dir>/ledger"). */
+int gw_segment_path(const struct gw_config *cfg, char *buf, size_t len);
+
+/* A front process: serves HTTP on fds->listen until SIGTERM (then stops
+ * accepting and lets in-flight requests finish within drain_timeout_ms).
+ * SIGHUP re-reads the config file (limits, keys). Returns the exit status
+ * (0 ok, 111 temporary failure). front.c */
+int gw_front_main(const char *config_path, int index, const struct gw_fds *fds);
+
+/* A worker process: loads the model, then runs queued requests until
+ * SIGTERM. worker_proc.c */
+int gw_worker_main(const char *config_path, int index, const struct gw_fds *fds);
+
+/* The master: validates the config, opens the segment and sockets, starts
+ * and supervises the children. master.c */
+int gw_master_main(const char *config_path);
+
+#endif

@@ -1,0 +1,450 @@
+/* http.c - the front's HTTP/1.1 connections: libuv streams, http-parser,
+ * the limits that keep a slow or hostile client cheap (header bytes, body
+ * bytes, time to send headers and body, idle keep-alive), and response
+ * writing. What a request means is front.c's business: this file hands it a
+ * complete request and offers ways to answer.
+ *
+ * One request at a time per connection: a pipelined request waits, its
+ * bytes kept, until the previous response is complete.
+ */
+#include "front_internal.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static const char *status_text(int status)
+{
+    switch (status) {
+    case 200: return "OK";
+    case 400: return "Bad Request";
+    case 401: return "Unauthorized";
+    case 403: return "Forbidden";
+    case 404: return "Not Found";
+    case 405: return "Method Not Allowed";
+    case 408: return "Request Timeout";
+    case 413: return "Payload Too Large";
+    case 429: return "Too Many Requests";
+    case 431: return "Request Header Fields Too Large";
+    case 500: return "Internal Server Error";
+    case 503: return "Service Unavailable";
+    default: return "Unknown";
+    }
+}
+
+/* ------------------------------------------------------------ writing */
+
+struct wreq {
+    uv_write_t w;
+    uv_buf_t buf;
+};
+
+static void on_written(uv_write_t *w, int status)
+{
+    struct wreq *r = (struct wreq *)w;
+    struct conn *c = w->handle->data;
+    (void)status;
+    free(r->buf.base);
+    free(r);
+    c->writes_pending--;
+    /* close once the response is complete and fully written (a stream in
+     * progress is still busy) */
+    if (c->close_after_write && c->writes_pending == 0 && !c->busy)
+        gw__conn_close(c);
+}
+
+/* Queues `len` bytes taken over from `data` (malloc'd; freed here). */
+static void write_owned(struct conn *c, char *data, size_t len)
+{
+    if (c->closing || len == 0) {
+        free(data);
+        return;
+    }
+    struct wreq *r = malloc(sizeof(*r));
+    if (!r) {
+        free(data);
+        gw__conn_close(c);
+        return;
+    }
+    r->buf = uv_buf_init(data, (unsigned)len);
+    c->writes_pending++;
+    if (uv_write(&r->w, (uv_stream_t *)&c->tcp, &r->buf, 1, on_written) != 0) {
+        c->writes_pending--;
+        free(data);
+        free(r);
+        gw__conn_close(c);
+    }
+}
+
+void gw__conn_write(struct conn *c, const char *data, size_t len)
+{
+    char *copy = malloc(len ? len : 1);
+    if (!copy) {
+        gw__conn_close(c);
+        return;
+    }
+    memcpy(copy, data, len);
+    write_owned(c, copy, len);
+}
+
+/* Status line and headers; `extra` is "" or lines each ending in \r\n. */
+static void write_head(struct conn *c, int status, const char *ctype, long long length,
+                       const char *extra)
+{
+    char head[2048];
+    int n = snprintf(head, sizeof(head),
+                     "HTTP/1.1 %d %s\r\nServer: gpuwarden\r\nContent-Type: %s\r\n%s%s%s",
+                     status, status_text(status), ctype, extra,
+                     c->keep_alive && !c->close_after_write ? "" : "Connection: close\r\n",
+                     length >= 0 ? "" : "Cache-Control: no-cache\r\n");
+    if (length >= 0)
+        n += snprintf(head + n, sizeof(head) - (size_t)n, "Content-Length: %lld\r\n", length);
+    n += snprintf(head + n, sizeof(head) - (size_t)n, "\r\n");
+    gw__conn_write(c, head, (size_t)n);
+}
+
+void gw__conn_respond(struct conn *c, int status, const char *ctype, const char *body, size_t len,
+                      const char *extra)
+{
+    if (c->closing)
+        return;
+    if (!c->keep_alive)
+        c->close_after_write = 1;
+    write_head(c, status, ctype, (long long)len, extra ? extra : "");
+    if (!c->head_only)
+        gw__conn_write(c, body, len);
+    gw__conn_request_done(c);
+}
+
+void gw__conn_error(struct conn *c, int status, const char *type, const char *code,
+                    const char *message, const char *param, const char *extra)
+{
+    char *body;
+    size_t len;
+    if (status == 400 || status == 408 || status == 413 || status == 431)
+        c->close_after_write = 1; /* the byte stream may be out of step: do not reuse it */
+    if (gw_error_body(message, type, code, param, &body, &len) != 0) {
+        gw__conn_close(c);
+        return;
+    }
+    c->front->stats.status[gw__status_index(status)]++;
+    gw__conn_respond(c, status, "application/json", body, len, extra);
+    free(body);
+}
+
+void gw__conn_stream_begin(struct conn *c, const char *extra)
+{
+    c->close_after_write = 1; /* an event stream ends with the connection */
+    c->streaming = 1;
+    write_head(c, 200, "text/event-stream", -1, extra ? extra : "");
+}
+
+void gw__conn_stream_end(struct conn *c)
+{
+    c->streaming = 0;
+    gw__conn_request_done(c);
+}
+
+/* ------------------------------------------------------------ parsing */
+
+static int header_budget(struct conn *c, size_t more)
+{
+    c->header_bytes += more;
+    return c->header_bytes > c->front->cfg->header_bytes;
+}
+
+static int on_message_begin(http_parser *p)
+{
+    struct conn *c = p->data;
+    c->url_len = c->authz_len = c->body_len = 0;
+    c->header_bytes = 0;
+    c->field = HF_OTHER;
+    c->in_value = 0;
+    c->got_headers = c->got_message = 0;
+    c->too_large = 0;
+    return 0;
+}
+
+static int on_url(http_parser *p, const char *at, size_t len)
+{
+    struct conn *c = p->data;
+    if (header_budget(c, len) || c->url_len + len >= sizeof(c->url)) {
+        c->too_large = 431;
+        return -1;
+    }
+    memcpy(c->url + c->url_len, at, len);
+    c->url_len += len;
+    c->url[c->url_len] = '\0';
+    return 0;
+}
+
+static int on_header_field(http_parser *p, const char *at, size_t len)
+{
+    struct conn *c = p->data;
+    if (header_budget(c, len)) {
+        c->too_large = 431;
+        return -1;
+    }
+    if (c->in_value || c->field_len == 0) { /* a new field begins */
+        c->in_value = 0;
+        c->field_len = 0;
+    }
+    size_t room = sizeof(c->field_name) - 1 - c->field_len;
+    size_t n = len < room ? len : room;
+    memcpy(c->field_name + c->field_len, at, n);
+    c->field_len += n;
+    c->field_name[c->field_len] = '\0';
+    return 0;
+}
+
+static int on_header_value(http_parser *p, const char *at, size_t len)
+{
+    struct conn *c = p->data;
+    if (header_budget(c, len)) {
+        c->too_large = 431;
+        return -1;
+    }
+    if (!c->in_value) {
+        c->in_value = 1;
+        c->field = strcasecmp(c->field_name, "authorization") == 0 ? HF_AUTHZ : HF_OTHER;
+        if (c->field == HF_AUTHZ)
+            c->authz_len = 0;
+        c->field_len = 0;
+    }
+    if (c->field == HF_AUTHZ) {
+        if (c->authz_len + len >= sizeof(c->authz)) {
+            c->too_large = 431;
+            return -1;
+        }
+        memcpy(c->authz + c->authz_len, at, len);
+        c->authz_len += len;
+        c->authz[c->authz_len] = '\0';
+    }
+    return 0;
+}
+
+static int on_headers_complete(http_parser *p)
+{
+    struct conn *c = p->data;
+    c->got_headers = 1;
+    c->keep_alive = http_should_keep_alive(p) && !c->front->draining;
+    c->head_only = p->method == HTTP_HEAD;
+    if ((p->flags & F_CONTENTLENGTH) && p->content_length > c->front->cfg->body_bytes) {
+        c->too_large = 413;
+        return -1;
+    }
+    /* headers are in: the body gets its own clock */
+    uv_timer_start(&c->timer, gw__conn_on_timeout, c->front->cfg->body_timeout_ms, 0);
+    return 0;
+}
+
+static int on_body(http_parser *p, const char *at, size_t len)
+{
+    struct conn *c = p->data;
+    if (c->body_len + len > c->front->cfg->body_bytes) {
+        c->too_large = 413;
+        return -1;
+    }
+    if (c->body_len + len > c->body_cap) {
+        size_t cap = c->body_cap ? c->body_cap : 4096;
+        while (cap < c->body_len + len)
+            cap *= 2;
+        char *nb = realloc(c->body, cap);
+        if (!nb)
+            return -1;
+        c->body = nb;
+        c->body_cap = cap;
+    }
+    memcpy(c->body + c->body_len, at, len);
+    c->body_len += len;
+    return 0;
+}
+
+static int on_message_complete(http_parser *p)
+{
+    struct conn *c = p->data;
+    c->got_message = 1;
+    c->method = p->method;
+    http_parser_pause(p, 1); /* one request at a time */
+    return 0;
+}
+
+static const http_parser_settings settings = {
+    .on_message_begin = on_message_begin,
+    .on_url = on_url,
+    .on_header_field = on_header_field,
+    .on_header_value = on_header_value,
+    .on_headers_complete = on_headers_complete,
+    .on_body = on_body,
+    .on_message_complete = on_message_complete,
+};
+
+/* Feeds bytes to the parser; on a complete request hands it to front.c
+ * and keeps what follows for later. */
+static void feed(struct conn *c, const char *data, size_t len)
+{
+    if (c->busy) { /* keep pipelined bytes until the current response is out */
+        if (c->pending_len + len > c->front->cfg->body_bytes + c->front->cfg->header_bytes) {
+            gw__conn_close(c);
+            return;
+        }
+        char *np = realloc(c->pending, c->pending_len + len);
+        if (!np) {
+            gw__conn_close(c);
+            return;
+        }
+        memcpy(np + c->pending_len, data, len);
+        c->pending = np;
+        c->pending_len += len;
+        return;
+    }
+    if (c->idle) { /* first byte of a request starts the header clock */
+        c->idle = 0;
+        uv_timer_start(&c->timer, gw__conn_on_timeout, c->front->cfg->header_timeout_ms, 0);
+    }
+    size_t used = http_parser_execute(&c->parser, &settings, data, len);
+    enum http_errno e = HTTP_PARSER_ERRNO(&c->parser);
+    if (c->got_message) {
+        http_parser_pause(&c->parser, 0);
+        c->busy = 1;
+        uv_timer_stop(&c->timer);
+        if (used < len) {
+            c->pending = malloc(len - used);
+            if (c->pending) {
+                memcpy(c->pending, data + used, len - used);
+                c->pending_len = len - used;
+            }
+        }
+        gw__front_request(c);
+        return;
+    }
+    if (e != HPE_OK) {
+        c->busy = 1;
+        uv_timer_stop(&c->timer);
+        if (c->too_large == 413)
+            gw__conn_error(c, 413, "invalid_request_error", "body_too_large",
+                           "body: larger than the limit of this server", NULL, NULL);
+        else if (c->too_large == 431)
+            gw__conn_error(c, 431, "invalid_request_error", "headers_too_large",
+                           "headers: larger than the limit of this server", NULL, NULL);
+        else {
+            char msg[200];
+            snprintf(msg, sizeof(msg), "malformed HTTP request: %s", http_errno_description(e));
+            gw__conn_error(c, 400, "invalid_request_error", "malformed_request", msg, NULL, NULL);
+        }
+    }
+}
+
+void gw__conn_request_done(struct conn *c)
+{
+    c->busy = 0;
+    c->idle = 1;
+    if (c->close_after_write) {
+        if (c->writes_pending == 0)
+            gw__conn_close(c);
+        return;
+    }
+    uv_timer_start(&c->timer, gw__conn_on_timeout, c->front->cfg->keepalive_ms, 0);
+    if (c->pending_len) {
+        char *p = c->pending;
+        size_t n = c->pending_len;
+        c->pending = NULL;
+        c->pending_len = 0;
+        feed(c, p, n);
+        free(p);
+    }
+}
+
+void gw__conn_on_timeout(uv_timer_t *t)
+{
+    struct conn *c = t->data;
+    if (c->idle || c->busy) { /* idle keep-alive, or a response in progress */
+        if (!c->busy)
+            gw__conn_close(c);
+        return;
+    }
+    c->busy = 1;
+    gw__conn_error(c, 408, "invalid_request_error", "request_timeout",
+                   c->got_headers ? "body: not received in time" : "headers: not received in time",
+                   NULL, NULL);
+}
+
+static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
+{
+    struct conn *c = h->data;
+    (void)suggested;
+    buf->base = c->rbuf;
+    buf->len = sizeof(c->rbuf);
+}
+
+static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf)
+{
+    struct conn *c = s->data;
+    if (n < 0) {
+        gw__conn_close(c);
+        return;
+    }
+    if (n > 0)
+        feed(c, buf->base, (size_t)n);
+}
+
+static void on_closed(uv_handle_t *h)
+{
+    struct conn *c = h->data;
+    if (--c->handles_open > 0)
+        return;
+    free(c->body);
+    free(c->pending);
+    free(c);
+}
+
+void gw__conn_close(struct conn *c)
+{
+    if (c->closing)
+        return;
+    c->closing = 1;
+    struct front *f = c->front;
+    f->n_conns--;
+    gw__front_conn_gone(c);
+    uv_timer_stop(&c->timer);
+    uv_close((uv_handle_t *)&c->timer, on_closed);
+    uv_close((uv_handle_t *)&c->tcp, on_closed);
+}
+
+void gw__front_on_connection(uv_stream_t *server, int status)
+{
+    struct front *f = server->data;
+    if (status < 0)
+        return;
+    struct conn *c = calloc(1, sizeof(*c));
+    if (!c)
+        return;
+    c->front = f;
+    uv_tcp_init(f->loop, &c->tcp);
+    uv_timer_init(f->loop, &c->timer);
+    c->tcp.data = c->timer.data = c;
+    c->handles_open = 2;
+    f->n_conns++;
+    if (uv_accept(server, (uv_stream_t *)&c->tcp) != 0 || f->draining ||
+        f->n_conns > f->cfg->connections_per_front) {
+        gw__conn_close(c); /* over the limit: closed at once, costs nothing */
+        return;
+    }
+    uv_tcp_nodelay(&c->tcp, 1);
+    struct sockaddr_storage ss;
+    int sl = sizeof(ss);
+    c->ip[0] = '\0';
+    if (uv_tcp_getpeername(&c->tcp, (struct sockaddr *)&ss, &sl) == 0) {
+        if (ss.ss_family == AF_INET)
+            uv_ip4_name((struct sockaddr_in *)&ss, c->ip, sizeof(c->ip));
+        else
+            uv_ip6_name((struct sockaddr_in6 *)&ss, c->ip, sizeof(c->ip));
+    }
+    http_parser_init(&c->parser, HTTP_REQUEST);
+    c->parser.data = c;
+    c->idle = 1;
+    uv_timer_start(&c->timer, gw__conn_on_timeout, f->cfg->header_timeout_ms, 0);
+    c->idle = 0; /* the header clock runs from accept for the first request */
+    uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read);
+}

@@ -1,0 +1,397 @@
+/* worker_proc.c - a worker process: loads the model once, then takes queued
+ * requests from the segment and runs them, writing text into the slot as it
+ * is generated, charging device time as it goes, and stopping within one
+ * token when the slot's cancel word is set.
+ *
+ * Device time on the CPU engine is the wall time of the work
+ * (CLOCK_MONOTONIC from taking the slot, prefill included); the CUDA engine
+ * will report event-measured time through the same path.
+ */
+#include "gw_supervisor.h"
+#include "gw_worker.h"
+
+#include <errno.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <unistd.h>
+
+/* Charge the ledger every this many tokens (and at the end): overspend past
+ * the budget is bounded by this many steps. */
+#define CHARGE_EVERY 4
+
+static volatile sig_atomic_t stopping;
+
+static void on_signal(int sig)
+{
+    if (sig == SIGTERM || sig == SIGINT)
+        stopping = 1;
+}
+
+struct worker {
+    struct gw_config *cfg;
+    struct gw_segment seg;
+    const struct gw_fds *fds;
+    int index;
+    gw_model *model;
+    gw_tokenizer *tok;
+    gw_chat_template ct;
+    int have_ct;
+    gw_ctx *ctx;
+    uint64_t ewma_us_per_token; /* measured cost, published in our lane */
+};
+
+/* One request in flight. */
+struct job {
+    struct worker *w;
+    struct gw_slot_ref ref;
+    struct gw_slot_req *req;
+    struct gw_slot_run *run;
+    char *out;
+    size_t cap;
+    size_t written;
+    gw_tok_decoder dec;
+    uint64_t started_ns;
+    uint64_t tokens;
+    int stop_budget; /* the ledger refused to extend the reservation */
+    int stop_full;   /* the output area is full */
+};
+
+static void log_line(const struct worker *w, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+static void log_line(const struct worker *w, const char *fmt, ...)
+{
+    char buf[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(buf, sizeof(buf), fmt, ap);
+    va_end(ap);
+    fprintf(stderr, "gpuwarden[worker %d]: %s\n", w->index, buf);
+}
+
+static void wake_front(const struct worker *w, uint32_t front)
+{
+    if (front < (uint32_t)w->fds->n_fronts) {
+        uint64_t one = 1;
+        /* EAGAIN (counter at its maximum) means the front is already woken */
+        ssize_t n = write(w->fds->fronts[front], &one, sizeof(one));
+        (void)n;
+    }
+}
+
+static int piece(void *user, int32_t tok, char *buf, size_t cap)
+{
+    struct job *j = user;
+    const char *chunk;
+    size_t len;
+    if (gw_tok_decoder_push(&j->dec, tok, &chunk, &len, NULL, 0) < 0)
+        return -1;
+    if (len > cap)
+        len = cap;
+    memcpy(buf, chunk, len);
+    return (int)len;
+}
+
+static void on_text(void *user, const char *text, size_t len)
+{
+    struct job *j = user;
+    if (j->written + len > j->cap) {
+        len = j->cap - j->written;
+        j->stop_full = 1;
+    }
+    memcpy(j->out + j->written, text, len);
+    j->written += len;
+    /* release: the bytes above are visible to the front that acquires
+     * `written`. */
+    atomic_store_explicit(&j->run->written, j->written, memory_order_release);
+    wake_front(j->w, j->req->front);
+}
+
+static uint64_t device_us(const struct job *j)
+{
+    return (gw_mono_ns() - j->started_ns) / 1000u;
+}
+
+static void on_step(void *user, const gw_gen_step *st)
+{
+    struct job *j = user;
+    struct gw_slot_run *run = j->run;
+    uint64_t now = gw_mono_ns();
+    j->tokens = st->n_tokens;
+    /* relaxed: counters for the front, the watchdog and status; each is
+     * read on its own. */
+    atomic_store_explicit(&run->tokens, st->n_tokens, memory_order_relaxed);
+    atomic_store_explicit(&run->device_ns, now - j->started_ns, memory_order_relaxed);
+    atomic_store_explicit(&run->progress_ns, now, memory_order_relaxed);
+    atomic_store_explicit(&run->rep, (uint64_t)(uint32_t)st->rep_period << 32 | (uint32_t)st->rep_count,
+                          memory_order_relaxed);
+    gw_proc_heartbeat(&j->w->seg, (int64_t)j->ref.index);
+    if (st->n_tokens % CHARGE_EVERY == 0 &&
+        gw_budget_charge(&j->w->seg, j->ref, device_us(j), gw_now_us()) == GW_EREFUSED)
+        j->stop_budget = 1;
+}
+
+static int should_cancel(void *user)
+{
+    struct job *j = user;
+    /* relaxed: a flag; see gw_slot_cancel. */
+    return j->stop_budget || j->stop_full ||
+           atomic_load_explicit(&j->run->cancel, memory_order_relaxed) != 0;
+}
+
+static void fail_job(struct job *j, const char *why)
+{
+    size_t n = strnlen(why, sizeof(j->run->error) - 1);
+    memcpy(j->run->error, why, n);
+    j->run->error[n] = '\0';
+    atomic_store_explicit(&j->run->finish, GW_FIN_ERROR, memory_order_relaxed);
+}
+
+/* Renders the prompt text (chat messages through the model's template). */
+static int prompt_text(struct worker *w, struct job *j, char **text, size_t *len, char *err,
+                       size_t errlen)
+{
+    const char *p = gw_slot_prompt(&w->seg, j->ref.index);
+    size_t plen = j->req->prompt_len;
+    if (plen > w->seg.cfg.prompt_bytes) {
+        snprintf(err, errlen, "prompt length %zu exceeds the slot", plen);
+        return -EINVAL;
+    }
+    if (!(j->req->flags & GW_REQ_CHAT)) {
+        *text = malloc(plen + 1);
+        if (!*text)
+            return -ENOMEM;
+        memcpy(*text, p, plen);
+        (*text)[plen] = '\0';
+        *len = plen;
+        return 0;
+    }
+    if (!w->have_ct) {
+        snprintf(err, errlen, "the model has no chat template");
+        return -ENOTSUP;
+    }
+    gw_chat_msg msgs[256];
+    size_t n = 0, at = 0;
+    while (at < plen && n < 256) {
+        const char *role = p + at;
+        const char *z = memchr(role, '\0', plen - at);
+        if (!z)
+            break;
+        const char *content = z + 1;
+        size_t rest = plen - (size_t)(content - p);
+        const char *z2 = memchr(content, '\0', rest);
+        if (!z2)
+            break;
+        msgs[n++] = (gw_chat_msg){role, (size_t)(z - role), content, (size_t)(z2 - content)};
+        at = (size_t)(z2 + 1 - p);
+    }
+    if (n == 0 || at != plen) {
+        snprintf(err, errlen, "malformed chat messages in the slot");
+        return -EINVAL;
+    }
+    return gw_chat_format(&w->ct, msgs, n, text, len, err, errlen);
+}
+
+static void run_job(struct worker *w, struct gw_slot_ref ref)
+{
+    struct job j = {.w = w, .ref = ref};
+    j.req = gw_slot_req(&w->seg, ref.index);
+    j.run = gw_slot_run(&w->seg, ref.index);
+    j.out = gw_slot_output(&w->seg, ref.index);
+    j.cap = w->seg.cfg.output_bytes;
+    j.started_ns = gw_mono_ns();
+    atomic_store_explicit(&j.run->started_ns, j.started_ns, memory_order_relaxed);
+    gw_proc_heartbeat(&w->seg, (int64_t)ref.index);
+
+    char err[256];
+    char *text = NULL;
+    size_t text_len = 0;
+    int32_t *ids = NULL;
+    size_t n_ids = 0;
+    int rc = prompt_text(w, &j, &text, &text_len, err, sizeof(err));
+    if (rc == 0) {
+        /* Chat prompts carry the template's control tokens; plain prompts
+         * are text only, so "<|im_end|>" typed by a user stays text. */
+        unsigned flags = GW_TOK_ADD_BOS | ((j.req->flags & GW_REQ_CHAT) ? GW_TOK_PARSE_SPECIAL : 0);
+        rc = gw_tokenizer_encode(w->tok, text, text_len, flags, &ids, &n_ids, err, sizeof(err));
+    }
+    int n_ctx = gw_ctx_n_ctx(w->ctx);
+    if (rc == 0 && (n_ids == 0 || (int)n_ids >= n_ctx)) {
+        snprintf(err, sizeof(err), "prompt is %zu tokens; the context holds %d", n_ids, n_ctx);
+        rc = -E2BIG;
+    }
+    if (rc != 0) {
+        fail_job(&j, err);
+        goto done;
+    }
+    atomic_store_explicit(&j.run->prompt_tokens, n_ids, memory_order_relaxed);
+
+    const char *stops[GW_STOP_MAX];
+    size_t n_stops = 0;
+    char stopbuf[GW_STOP_MAX][GW_STOP_LEN + 1];
+    for (uint32_t i = 0; i < j.req->n_stops && i < GW_STOP_MAX; i++) {
+        size_t l = j.req->stop_len[i] < GW_STOP_LEN ? j.req->stop_len[i] : GW_STOP_LEN;
+        memcpy(stopbuf[i], j.req->stops[i], l);
+        stopbuf[i][l] = '\0';
+        stops[n_stops++] = stopbuf[i];
+    }
+    const int32_t *eog;
+    size_t n_eog;
+    gw_tokenizer_eog_ids(w->tok, &eog, &n_eog);
+    int max_tokens = (int)j.req->max_tokens;
+    if (max_tokens > n_ctx - (int)n_ids)
+        max_tokens = n_ctx - (int)n_ids;
+    if (max_tokens < 1)
+        max_tokens = 1;
+    gw_gen_params gp = {
+        .max_tokens = max_tokens,
+        .sampling = {.temperature = j.req->temperature,
+                     .top_k = (int)j.req->top_k,
+                     .top_p = j.req->top_p,
+                     .seed = (j.req->flags & GW_REQ_SEED) ? j.req->seed : gw_mono_ns()},
+        .eog_ids = eog,
+        .n_eog = n_eog,
+        .stops = stops,
+        .n_stops = n_stops,
+        .cancel_cb = should_cancel,
+        .user = &j,
+        .on_step = on_step,
+        .piece = piece,
+        .on_text = on_text,
+    };
+    if (gw_tok_decoder_init(&j.dec, w->tok, 0) < 0) {
+        fail_job(&j, "out of memory");
+        goto done;
+    }
+    gw_gen_result res;
+    rc = gw_generate(w->ctx, ids, n_ids, &gp, NULL, 0, &res);
+    const char *tail;
+    size_t tail_len;
+    gw_tok_decoder_flush(&j.dec, &tail, &tail_len);
+    if (tail_len && !j.stop_full)
+        on_text(&j, tail, tail_len);
+    gw_tok_decoder_free(&j.dec);
+    if (rc < 0) {
+        snprintf(err, sizeof(err), "generation failed: %s", gw_worker_strerror(rc));
+        fail_job(&j, err);
+        goto done;
+    }
+    /* The final charge: what this request really used. */
+    if (gw_budget_charge(&w->seg, ref, device_us(&j), gw_now_us()) == GW_EREFUSED)
+        j.stop_budget = 1;
+    uint32_t cancel = atomic_load_explicit(&j.run->cancel, memory_order_relaxed);
+    int fin;
+    switch (res.finish) {
+    case GW_FINISH_EOG:
+    case GW_FINISH_STOP:
+        fin = GW_FIN_STOP;
+        break;
+    case GW_FINISH_CANCEL:
+        fin = j.stop_budget          ? GW_FIN_BUDGET
+              : j.stop_full          ? GW_FIN_LENGTH
+              : cancel == GW_CANCEL_CLIENT || cancel == GW_CANCEL_DRAIN ? GW_FIN_CANCELLED
+                                                                         : GW_FIN_KILLED;
+        break;
+    default:
+        fin = GW_FIN_LENGTH;
+    }
+    atomic_store_explicit(&j.run->finish, (uint32_t)fin, memory_order_relaxed);
+    if (j.tokens > 0) {
+        /* EWMA of device us per token (prefill included), alpha 1/8. */
+        uint64_t per = device_us(&j) / j.tokens;
+        w->ewma_us_per_token =
+            w->ewma_us_per_token ? (w->ewma_us_per_token * 7 + per) / 8 : per;
+        gw_proc_set_cost(&w->seg, w->ewma_us_per_token);
+    }
+done:
+    free(text);
+    free(ids);
+    /* acq_rel (in gw_slot_move): the output, run record and charges above
+     * happen-before the front sees DONE. */
+    if (gw_slot_move(&w->seg, ref, GW_SLOT_RUNNING, GW_SLOT_DONE) != 0)
+        log_line(w, "slot %u: could not move to done", ref.index);
+    wake_front(w, j.req->front);
+    gw_proc_heartbeat(&w->seg, -1);
+}
+
+static int load(struct worker *w, const char *config_path)
+{
+    char err[2048];
+    if (gw_config_load(&w->cfg, config_path, err, sizeof(err)) != 0) {
+        fprintf(stderr, "gpuwarden[worker %d]: %s\n", w->index, err);
+        return 111;
+    }
+    char path[300];
+    gw_segment_path(w->cfg, path, sizeof(path));
+    if (gw_segment_attach(&w->seg, path, err, sizeof(err)) != 0 || gw_lane_acquire(&w->seg) != 0) {
+        log_line(w, "segment: %s", err);
+        return 111;
+    }
+    gw_proc_set_role(&w->seg, GW_ROLE_WORKER, w->index);
+    /* The CUDA engine is not built yet (README, "What is not done yet"):
+     * every worker runs the CPU engine, and the log line below says so. */
+    if (gw_model_load(w->cfg->model_path, &w->model, err, sizeof(err)) != 0) {
+        log_line(w, "%s", err);
+        return 111;
+    }
+    if (gw_tokenizer_load(gw_model_gguf(w->model), &w->tok, err, sizeof(err)) != 0) {
+        log_line(w, "%s", err);
+        return 111;
+    }
+    int rc = gw_chat_template_from_gguf(&w->ct, gw_model_gguf(w->model), w->tok, err, sizeof(err));
+    if (rc == 0)
+        w->have_ct = 1;
+    else
+        log_line(w, "chat requests will fail: %s",
+                 rc == -ENOENT ? "the model has no tokenizer.chat_template" : err);
+    gw_ctx_opts co = {.n_ctx = w->cfg->context, .n_threads = w->cfg->threads};
+    if ((rc = gw_ctx_new(w->model, &co, &w->ctx)) != 0) {
+        log_line(w, "cannot create a context of %d tokens: %s", w->cfg->context,
+                 gw_worker_strerror(rc));
+        return 111;
+    }
+    log_line(w, "ready: %s (%s), context %d, %d threads, cpu engine", w->cfg->model_name,
+             w->cfg->model_path, gw_ctx_n_ctx(w->ctx), gw_ctx_n_threads(w->ctx));
+    gw_proc_set_state(&w->seg, GW_PROC_READY);
+    return 0;
+}
+
+int gw_worker_main(const char *config_path, int index, const struct gw_fds *fds)
+{
+    struct worker w = {.index = index, .fds = fds};
+    prctl(PR_SET_PDEATHSIG, SIGKILL);
+    struct sigaction sa = {.sa_handler = on_signal}; /* no SA_RESTART: a read returns EINTR */
+    sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGINT, &sa, NULL);
+    signal(SIGHUP, SIG_IGN); /* nothing a worker reloads: the model needs a restart */
+    signal(SIGPIPE, SIG_IGN);
+    int status = load(&w, config_path);
+    while (status == 0 && !stopping) {
+        struct gw_slot_ref ref;
+        /* Run everything queued before sleeping: entries re-queued by a
+         * repair come without a wake-up. */
+        while (!stopping && gw_queue_pop(&w.seg, &ref) == 0)
+            if (gw_slot_move(&w.seg, ref, GW_SLOT_QUEUED, GW_SLOT_RUNNING) == 0)
+                run_job(&w, ref);
+        uint64_t n;
+        if (read(fds->work, &n, sizeof(n)) < 0 && errno != EINTR && errno != EAGAIN) {
+            log_line(&w, "work eventfd: %s", strerror(errno));
+            status = 111;
+        }
+    }
+    if (w.ctx)
+        gw_ctx_free(w.ctx);
+    if (w.have_ct)
+        gw_chat_template_free(&w.ct);
+    gw_tokenizer_free(w.tok);
+    gw_model_free(w.model);
+    if (w.seg.base) {
+        gw_proc_set_state(&w.seg, GW_PROC_DRAINING);
+        gw_segment_close(&w.seg);
+    }
+    gw_config_free(w.cfg);
+    return status;
+}

@@ -1,0 +1,297 @@
+/* service.h - integration-test helpers: start a real gpuwarden master with
+ * a config written for the test, talk HTTP to it over loopback, read its
+ * ledger. Header-only, for tests/supervisor/test_*.c. */
+#ifndef GW_TEST_SERVICE_H
+#define GW_TEST_SERVICE_H
+
+#include "gw_supervisor.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+struct svc {
+    char dir[128];
+    char config[192];
+    char log[192];
+    int port;
+    pid_t master;
+    struct gw_key key; /* the HS256 key the config trusts */
+};
+
+static inline int svc_free_port(void)
+{
+    int s = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t l = sizeof(a);
+    if (bind(s, (struct sockaddr *)&a, sizeof(a)) != 0 ||
+        getsockname(s, (struct sockaddr *)&a, &l) != 0)
+        abort();
+    int port = ntohs(a.sin_port);
+    close(s);
+    return port;
+}
+
+static inline const char *svc_model_path(void)
+{
+    static char path[512];
+    const char *src = getenv("GW_SOURCE_DIR");
+    snprintf(path, sizeof(path), "%s/models/SmolLM2-135M-Instruct.Q4_1.gguf", src ? src : ".");
+    return path;
+}
+
+static inline int svc_have_model(void)
+{
+    return access(svc_model_path(), R_OK) == 0;
+}
+
+/* Writes a config (plans for every scenario) with `extra` spliced into the
+ * top-level object (e.g. "\"http\":{...},"). */
+static inline void svc_write_config(struct svc *s, const char *extra)
+{
+    snprintf(s->dir, sizeof(s->dir), "/tmp/gw-svc-%d-%ld", (int)getpid(), random());
+    mkdir(s->dir, 0700);
+    char secret_path[256];
+    snprintf(secret_path, sizeof(secret_path), "%s/secret.key", s->dir);
+    static const char secret[] = "integration-test-secret-0123456789abcdef";
+    FILE *f = fopen(secret_path, "w");
+    fputs(secret, f);
+    fclose(f);
+    memset(&s->key, 0, sizeof(s->key));
+    snprintf(s->key.kid, sizeof(s->key.kid), "test");
+    s->key.alg = GW_ALG_HS256;
+    s->key.key = (unsigned char *)strdup(secret);
+    s->key.key_len = strlen(secret);
+    s->port = svc_free_port();
+    snprintf(s->config, sizeof(s->config), "%s/gpuwarden.json", s->dir);
+    snprintf(s->log, sizeof(s->log), "%s/gpuwarden.log", s->dir);
+    f = fopen(s->config, "w");
+    fprintf(f,
+            "{\n"
+            " \"listen\": [\"127.0.0.1:%d\"], \"fronts\": 1, \"workers\": 1,\n"
+            " \"state_dir\": \"%s/state\",\n"
+            " \"segment\": {\"accounts\": 1024, \"budgets\": 64, \"slots\": 16, \"queue\": 16,\n"
+            "   \"prompt_bytes\": 4096, \"output_bytes\": 8192},\n"
+            " \"model\": {\"path\": \"%s\", \"name\": \"smollm2\", \"device\": \"cpu\",\n"
+            "   \"threads\": 2, \"context\": 512},\n"
+            " %s\n"
+            " \"auth\": {\"keys\": [{\"kid\": \"test\", \"alg\": \"HS256\", \"secret_file\": \"%s\"}],\n"
+            "   \"issuer\": \"gw-test\", \"audience\": \"gpuwarden\", \"leeway_s\": 5},\n"
+            " \"ip\": {\"rate\": [\"1000 per second burst 100\"]},\n"
+            " \"global\": {\"rate\": [\"1000 per second burst 100\"],\n"
+            "   \"budget\": \"1000 GPU-seconds per second\"},\n"
+            " \"plans\": {\n"
+            "   \"open\": {\"rate\": [\"1000 per minute burst 100\"], \"budget\": \"1000 GPU-seconds "
+            "per day\", \"max_inflight\": 8, \"max_tokens\": 64},\n"
+            "   \"five\": {\"rate\": [\"5 per minute\"], \"budget\": \"1000 GPU-seconds per day\", "
+            "\"max_tokens\": 64},\n"
+            "   \"poor\": {\"rate\": [\"100 per minute burst 10\"], \"budget\": \"0.001 GPU-seconds "
+            "per day\", \"max_tokens\": 64, \"on_budget\": \"refuse\"},\n"
+            "   \"one\": {\"rate\": [\"100 per minute burst 10\"], \"budget\": \"1000 GPU-seconds "
+            "per day\", \"max_inflight\": 1, \"max_tokens\": 64}\n"
+            " },\n"
+            " \"default_plan\": null,\n"
+            " \"tenants\": {\"happy\": {\"plan\": \"open\"}, \"limited\": {\"plan\": \"five\"},\n"
+            "   \"poor\": {\"plan\": \"poor\"}, \"single\": {\"plan\": \"one\"}},\n"
+            " \"cost\": {\"initial_us_per_token\": 2000}\n"
+            "}\n",
+            s->port, s->dir, svc_model_path(), extra ? extra : "", secret_path);
+    fclose(f);
+}
+
+static inline char *svc_token(struct svc *s, const char *tenant, long ttl)
+{
+    char *tok = NULL;
+    uint64_t now = gw_now_us() / 1000000;
+    uint64_t iat = ttl > 0 ? now : now + (uint64_t)(2 * ttl); /* expired tokens: issued before */
+    if (gw_auth_issue(&s->key, tenant, NULL, "gw-test", "gpuwarden", iat,
+                      (uint64_t)((long)now + ttl), &tok) != 0)
+        abort();
+    return tok;
+}
+
+struct resp {
+    int status;
+    char head[8192];
+    char *body;
+    size_t len;
+};
+
+static inline int svc_connect(struct svc *s)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)s->port),
+                            .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    if (connect(fd, (struct sockaddr *)&a, sizeof(a)) != 0) {
+        close(fd);
+        return -1;
+    }
+    return fd;
+}
+
+static inline void send_all(int fd, const char *p, size_t n)
+{
+    while (n) {
+        ssize_t w = send(fd, p, n, MSG_NOSIGNAL);
+        if (w <= 0)
+            return;
+        p += w;
+        n -= (size_t)w;
+    }
+}
+
+/* Reads until EOF (or timeout_ms of silence) and splits the response. */
+static inline int svc_read(int fd, struct resp *r, int timeout_ms)
+{
+    size_t cap = 65536, len = 0;
+    char *buf = malloc(cap);
+    for (;;) {
+        struct pollfd p = {.fd = fd, .events = POLLIN};
+        if (poll(&p, 1, timeout_ms) <= 0)
+            break;
+        if (len + 4096 > cap)
+            buf = realloc(buf, cap *= 2);
+        ssize_t n = recv(fd, buf + len, cap - len - 1, 0);
+        if (n <= 0)
+            break;
+        len += (size_t)n;
+    }
+    buf[len] = '\0';
+    memset(r, 0, sizeof(*r));
+    char *sep = strstr(buf, "\r\n\r\n");
+    if (!sep || sscanf(buf, "HTTP/1.1 %d", &r->status) != 1) {
+        free(buf);
+        return -1;
+    }
+    size_t hl = (size_t)(sep - buf);
+    if (hl >= sizeof(r->head))
+        hl = sizeof(r->head) - 1;
+    memcpy(r->head, buf, hl);
+    r->head[hl] = '\0';
+    r->len = len - (size_t)(sep + 4 - buf);
+    r->body = malloc(r->len + 1);
+    memcpy(r->body, sep + 4, r->len);
+    r->body[r->len] = '\0';
+    free(buf);
+    return 0;
+}
+
+/* One request on its own connection (Connection: close). */
+static inline int svc_http(struct svc *s, const char *method, const char *path, const char *token,
+                           const char *body, struct resp *r)
+{
+    int fd = svc_connect(s);
+    if (fd < 0)
+        return -1;
+    char head[8192];
+    int n = snprintf(head, sizeof(head),
+                     "%s %s HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n"
+                     "Content-Type: application/json\r\nContent-Length: %zu\r\n",
+                     method, path, body ? strlen(body) : 0);
+    if (token)
+        n += snprintf(head + n, sizeof(head) - (size_t)n, "Authorization: Bearer %s\r\n", token);
+    n += snprintf(head + n, sizeof(head) - (size_t)n, "\r\n");
+    send_all(fd, head, (size_t)n);
+    if (body)
+        send_all(fd, body, strlen(body));
+    int rc = svc_read(fd, r, 30000);
+    close(fd);
+    return rc;
+}
+
+static inline void resp_free(struct resp *r)
+{
+    free(r->body);
+    r->body = NULL;
+}
+
+/* The value of header `name` in r (case-insensitive), or NULL. */
+static inline const char *resp_header(struct resp *r, const char *name, char *buf, size_t len)
+{
+    size_t nl = strlen(name);
+    for (char *p = strstr(r->head, "\r\n"); p; p = strstr(p + 2, "\r\n")) {
+        if (strncasecmp(p + 2, name, nl) == 0 && p[2 + nl] == ':') {
+            const char *v = p + 3 + nl;
+            while (*v == ' ')
+                v++;
+            size_t n = strcspn(v, "\r");
+            if (n >= len)
+                n = len - 1;
+            memcpy(buf, v, n);
+            buf[n] = '\0';
+            return buf;
+        }
+    }
+    return NULL;
+}
+
+static inline int svc_start(struct svc *s)
+{
+    const char *bin = GW_BIN_DIR "/gpuwarden";
+    s->master = fork();
+    if (s->master == 0) {
+        int fd = open(s->log, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+        dup2(fd, 2);
+        dup2(fd, 1);
+        execl(bin, bin, "-c", s->config, (char *)NULL);
+        _exit(127);
+    }
+    for (int i = 0; i < 600; i++) { /* up to 60 s for the model to load */
+        struct resp r;
+        if (svc_http(s, "GET", "/readyz", NULL, NULL, &r) == 0) {
+            int st = r.status;
+            resp_free(&r);
+            if (st == 200)
+                return 0;
+        }
+        int status;
+        if (waitpid(s->master, &status, WNOHANG) == s->master) {
+            s->master = 0;
+            return -1;
+        }
+        usleep(100000);
+    }
+    return -1;
+}
+
+/* SIGTERM, and the master's exit status (-1 if it had to be killed). */
+static inline int svc_stop(struct svc *s)
+{
+    if (s->master <= 0)
+        return -1;
+    kill(s->master, SIGTERM);
+    for (int i = 0; i < 300; i++) {
+        int status;
+        if (waitpid(s->master, &status, WNOHANG) == s->master) {
+            s->master = 0;
+            return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+        }
+        usleep(50000);
+    }
+    kill(s->master, SIGKILL);
+    waitpid(s->master, NULL, 0);
+    s->master = 0;
+    return -1;
+}
+
+static inline void svc_dump_log(struct svc *s)
+{
+    FILE *f = fopen(s->log, "r");
+    char line[512];
+    while (f && fgets(line, sizeof(line), f))
+        fprintf(stderr, "  | %s", line);
+    if (f)
+        fclose(f);
+}
+
+#endif

@@ -1,0 +1,674 @@
+/* test_master.c - the gpuwarden master as an operator and systemd see it:
+ * the real `gpuwarden` binary is run on configs written into a fresh
+ * directory (with a tiny random llama model), and each test asserts the
+ * exit status, the exact log lines, what a fake NOTIFY_SOCKET receives and
+ * what the segment's lane records say.
+ *
+ * Tests that need children (fronts and workers) skip when
+ * gpuwarden-worker has not been built. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <cmocka.h>
+
+#include "gguf_writer.h"
+#include "gw_supervisor.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#ifndef GW_BIN_DIR
+#error "GW_BIN_DIR: the directory of the gpuwarden binaries"
+#endif
+
+static char dir[64];         /* fresh per test */
+static char cfg_path[128];   /* dir/gpuwarden.json */
+static char seg_path[128];   /* dir/state/ledger */
+static char model_path[128]; /* dir/tiny.gguf */
+static const char *gpuwarden = GW_BIN_DIR "/gpuwarden";
+static const char *worker_bin = GW_BIN_DIR "/gpuwarden-worker";
+
+/* ------------------------------------------------------------- fixtures */
+
+static void write_file(const char *path, const char *text)
+{
+    FILE *f = fopen(path, "w");
+    assert_non_null(f);
+    fputs(text, f);
+    assert_int_equal(fclose(f), 0);
+}
+
+/* A port nothing listens on right now. */
+static int free_port(void)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t len = sizeof(a);
+    assert_int_equal(bind(fd, (struct sockaddr *)&a, sizeof(a)), 0);
+    assert_int_equal(getsockname(fd, (struct sockaddr *)&a, &len), 0);
+    close(fd);
+    return ntohs(a.sin_port);
+}
+
+/* The config the tests run: `workers` workers, one front, on `listen`,
+ * model at `model`. */
+static void write_config(const char *listen, int workers, const char *model)
+{
+    char secret[128], text[4096];
+    snprintf(secret, sizeof(secret), "%s/secret.key", dir);
+    write_file(secret, "0123456789abcdef0123456789abcdef01234567\n");
+    snprintf(text, sizeof(text),
+             "{\n"
+             " \"listen\": [\"%s\"],\n"
+             " \"fronts\": 1, \"workers\": %d, \"state_dir\": \"%s/state\",\n"
+             " \"segment\": {\"accounts\": 256, \"budgets\": 16, \"slots\": 16, \"queue\": 16,\n"
+             "               \"prompt_bytes\": 4096, \"output_bytes\": 4096},\n"
+             " \"model\": {\"path\": \"%s\", \"name\": \"tiny\", \"device\": \"cpu\",\n"
+             "             \"threads\": 1, \"context\": 64},\n"
+             " \"http\": {\"drain_timeout_ms\": 1000},\n"
+             " \"auth\": {\"keys\": [{\"kid\": \"dev\", \"alg\": \"HS256\", \"secret_file\": \"%s\"}]},\n"
+             " \"global\": {\"rate\": [\"100 per second\"], \"budget\": \"1 GPU-seconds per second\"},\n"
+             " \"plans\": {\"free\": {\"rate\": [\"10 per second\"]}},\n"
+             " \"default_plan\": \"free\",\n"
+             " \"admin\": {\"socket\": \"%s/admin.sock\"}\n"
+             "}\n",
+             listen, workers, dir, model, secret, dir);
+    write_file(cfg_path, text);
+}
+
+/* gwt_write_llama's tokenizer has no merges, which the worker's BPE
+ * loader requires: two key/values are spliced in before the tensor infos,
+ * an empty tokenizer.ggml.merges and a filler whose length makes the pair
+ * 96 bytes, so the data section stays 32-byte aligned. */
+static void write_model(void)
+{
+    gwt_llama c = gwt_llama_default();
+    gwt_weights w;
+    gwt_weights_random(&c, &w);
+    gwt_buf b = {0}, extra = {0}, out = {0};
+    gwt_write_llama(&c, &w, 0 /* F32 */, &b);
+    gwt_buf first = {0};
+    gwt_str(&first, "token_embd.weight");
+    size_t at = 0;
+    while (at + first.len <= b.len && memcmp(b.p + at, first.p, first.len) != 0)
+        at++;
+    assert_true(at + first.len <= b.len);
+    gwt_str(&extra, "tokenizer.ggml.merges");
+    gwt_u32(&extra, 9); /* array */
+    gwt_u32(&extra, 8); /* of strings */
+    gwt_u64(&extra, 0);
+    gwt_kv_str(&extra, "general.name", "tiny-master-test-xx");
+    assert_int_equal(extra.len % 32, 0);
+    uint64_t kvs;
+    memcpy(&kvs, b.p + 16, 8);
+    kvs += 2;
+    gwt_bytes(&out, b.p, at);
+    memcpy(out.p + 16, &kvs, 8);
+    gwt_bytes(&out, extra.p, extra.len);
+    gwt_bytes(&out, b.p + at, b.len - at);
+    assert_int_equal(gwt_save(&out, model_path), 0);
+    gwt_free(&b);
+    gwt_free(&extra);
+    gwt_free(&out);
+    gwt_free(&first);
+    gwt_weights_free(&c, &w);
+}
+
+static int setup(void **state)
+{
+    (void)state;
+    snprintf(dir, sizeof(dir), "/tmp/gw-master-XXXXXX");
+    if (!mkdtemp(dir))
+        return -1;
+    snprintf(cfg_path, sizeof(cfg_path), "%s/gpuwarden.json", dir);
+    snprintf(seg_path, sizeof(seg_path), "%s/state/ledger", dir);
+    snprintf(model_path, sizeof(model_path), "%s/tiny.gguf", dir);
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    (void)state;
+    char cmd[PATH_MAX + 16];
+    snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
+    return system(cmd) == 0 ? 0 : -1;
+}
+
+static int have_children(void)
+{
+    return access(gpuwarden, X_OK) == 0 && access(worker_bin, X_OK) == 0;
+}
+
+/* ------------------------------------------------------ running commands */
+
+/* Runs argv to completion; stdout and stderr land in *out and *err
+ * (malloc'd). Returns the exit status, or 128 + signal. */
+static int run_cmd(char *const argv[], char **out, char **err)
+{
+    char po[PATH_MAX + 8], pe[PATH_MAX + 8];
+    snprintf(po, sizeof(po), "%s/out", dir);
+    snprintf(pe, sizeof(pe), "%s/err", dir);
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        int o = open(po, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+        int e = open(pe, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+        dup2(o, 1);
+        dup2(e, 2);
+        unsetenv("NOTIFY_SOCKET");
+        execv(argv[0], argv);
+        _exit(127);
+    }
+    int st;
+    assert_int_equal(waitpid(pid, &st, 0), pid);
+    char *bufs[2] = {NULL, NULL};
+    const char *paths[2] = {po, pe};
+    for (int i = 0; i < 2; i++) {
+        FILE *f = fopen(paths[i], "r");
+        assert_non_null(f);
+        bufs[i] = calloc(1, 65536);
+        size_t n = fread(bufs[i], 1, 65535, f);
+        bufs[i][n] = '\0';
+        fclose(f);
+    }
+    *out = bufs[0];
+    *err = bufs[1];
+    return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+}
+
+/* A running master, its stderr (with its children's) collected. */
+struct master {
+    pid_t pid;
+    int fd;
+    char log[1 << 18];
+    size_t len;
+};
+
+static void master_start(struct master *m, const char *notify)
+{
+    int p[2];
+    assert_int_equal(pipe2(p, O_CLOEXEC), 0);
+    m->len = 0;
+    m->log[0] = '\0';
+    m->pid = fork();
+    assert_true(m->pid >= 0);
+    if (m->pid == 0) {
+        dup2(p[1], 1);
+        dup2(p[1], 2);
+        if (notify)
+            setenv("NOTIFY_SOCKET", notify, 1);
+        else
+            unsetenv("NOTIFY_SOCKET");
+        if (chdir(dir) != 0)
+            _exit(127);
+        execl(gpuwarden, gpuwarden, "-c", cfg_path, (char *)NULL);
+        _exit(127);
+    }
+    close(p[1]);
+    m->fd = p[0];
+    fcntl(m->fd, F_SETFL, O_NONBLOCK);
+}
+
+/* Reads what the master has logged, waiting up to ms for something. */
+static void master_read(struct master *m, int ms)
+{
+    struct pollfd p = {.fd = m->fd, .events = POLLIN};
+    if (poll(&p, 1, ms) <= 0)
+        return;
+    for (;;) {
+        ssize_t n = read(m->fd, m->log + m->len, sizeof(m->log) - 1 - m->len);
+        if (n <= 0)
+            break;
+        m->len += (size_t)n;
+        m->log[m->len] = '\0';
+    }
+}
+
+static uint64_t now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+/* 1 when `needle` shows up in the log within ms. */
+static int master_expect(struct master *m, const char *needle, int ms)
+{
+    uint64_t end = now_ms() + (uint64_t)ms;
+    while (!strstr(m->log, needle)) {
+        if (now_ms() >= end) {
+            fprintf(stderr, "--- expected \"%s\" in the master's log:\n%s---\n", needle, m->log);
+            return 0;
+        }
+        master_read(m, 50);
+    }
+    return 1;
+}
+
+/* Waits up to ms for the master to exit; its exit status. */
+static int master_exit(struct master *m, int ms)
+{
+    uint64_t end = now_ms() + (uint64_t)ms;
+    for (;;) {
+        int st;
+        pid_t r = waitpid(m->pid, &st, WNOHANG);
+        if (r == m->pid) {
+            master_read(m, 0);
+            close(m->fd);
+            return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+        }
+        if (now_ms() >= end) {
+            kill(m->pid, SIGKILL);
+            waitpid(m->pid, &st, 0);
+            fprintf(stderr, "--- master did not exit; log:\n%s---\n", m->log);
+            close(m->fd);
+            return -1;
+        }
+        master_read(m, 50);
+    }
+}
+
+/* ----------------------------------------------------- fake systemd socket */
+
+struct notify {
+    int fd;
+    char path[96];
+    char all[1 << 16]; /* every datagram so far, each followed by "\n--\n" */
+    size_t len;
+};
+
+static void notify_open(struct notify *n)
+{
+    snprintf(n->path, sizeof(n->path), "%s/notify", dir);
+    n->fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+    assert_true(n->fd >= 0);
+    struct sockaddr_un a = {.sun_family = AF_UNIX};
+    snprintf(a.sun_path, sizeof(a.sun_path), "%s/notify", dir);
+    assert_int_equal(bind(n->fd, (struct sockaddr *)&a, sizeof(a)), 0);
+    n->len = 0;
+    n->all[0] = '\0';
+}
+
+/* Waits up to ms for a datagram containing `needle` (from the ones that
+ * came after the last match). 1 when it came. */
+static int notify_expect(struct notify *n, struct master *m, const char *needle, int ms)
+{
+    uint64_t end = now_ms() + (uint64_t)ms;
+    for (;;) {
+        char d[4096];
+        ssize_t r = recv(n->fd, d, sizeof(d) - 1, 0);
+        if (r > 0) {
+            d[r] = '\0';
+            int room = (int)(sizeof(n->all) - n->len);
+            int w = snprintf(n->all + n->len, (size_t)room, "%s\n--\n", d);
+            if (w > 0 && w < room)
+                n->len += (size_t)w;
+            if (strstr(d, needle))
+                return 1;
+            continue;
+        }
+        if (now_ms() >= end) {
+            fprintf(stderr, "--- expected \"%s\" from sd_notify; got:\n%s--- log:\n%s---\n",
+                    needle, n->all, m->log);
+            return 0;
+        }
+        master_read(m, 20); /* keep the pipe drained meanwhile */
+    }
+}
+
+/* ---------------------------------------------------------- lane records */
+
+/* Pid of the live process with role/index in the segment's lanes, 0 when
+ * none; *ready tells whether its record says READY. */
+static pid_t lane_pid(int role, int index, int *ready)
+{
+    struct gw_segment seg;
+    char err[256];
+    if (gw_segment_attach(&seg, seg_path, err, sizeof(err)) != 0)
+        return 0;
+    pid_t pid = 0;
+    for (int l = 0; l < (int)seg.cfg.lanes; l++) {
+        struct gw_proc_info pi;
+        if (gw_proc_get(&seg, l, &pi) == 0 && pi.role == role && pi.index == index) {
+            pid = pi.pid;
+            if (ready)
+                *ready = pi.state == GW_PROC_READY;
+        }
+    }
+    gw_segment_close(&seg);
+    return pid;
+}
+
+/* 1 when pid holds any lane. */
+static int pid_in_lanes(pid_t pid)
+{
+    struct gw_segment seg;
+    char err[256];
+    if (gw_segment_attach(&seg, seg_path, err, sizeof(err)) != 0)
+        return 0;
+    int found = 0;
+    for (int l = 0; l < (int)seg.cfg.lanes; l++)
+        found |= gw_lane_pid(&seg, l) == pid;
+    gw_segment_close(&seg);
+    return found;
+}
+
+/* Waits up to ms for role/index to be held by a READY process other than
+ * `old`; its pid, or 0. */
+static pid_t wait_new_ready(int role, int index, pid_t old, int ms)
+{
+    uint64_t end = now_ms() + (uint64_t)ms;
+    while (now_ms() < end) {
+        int ready = 0;
+        pid_t p = lane_pid(role, index, &ready);
+        if (p && p != old && (ready || role == GW_ROLE_FRONT))
+            return p;
+        usleep(20000);
+    }
+    return 0;
+}
+
+/* ----------------------------------------------------------------- tests */
+
+static void test_check_config_accepts_good_and_names_every_mistake(void **state)
+{
+    (void)state;
+    char *out, *err;
+    write_config("127.0.0.1:8080", 1, "/nonexistent/model.gguf");
+    char *good[] = {(char *)gpuwarden, "--check-config", cfg_path, NULL};
+    assert_int_equal(run_cmd(good, &out, &err), 0);
+    char want[PATH_MAX + 32];
+    snprintf(want, sizeof(want), "config OK: %s\n", cfg_path);
+    assert_string_equal(out, want);
+    assert_string_equal(err, "");
+    free(out);
+    free(err);
+
+    char bad_path[PATH_MAX + 16];
+    snprintf(bad_path, sizeof(bad_path), "%s/bad.json", dir);
+    write_file(bad_path, "{\"listen\": [\"127.0.0.1:8080\"], \"fronts\": 0, \"workers\": 1,"
+                         " \"colour\": \"blue\"}");
+    char *bad[] = {(char *)gpuwarden, "--check-config", bad_path, NULL};
+    assert_int_equal(run_cmd(bad, &out, &err), 1);
+    assert_string_equal(out, "");
+    /* every mistake, one per line */
+    assert_non_null(strstr(err, "config: colour: unknown key\n"));
+    assert_non_null(strstr(err, "config: fronts: expected an integer in [1, 64]\n"));
+    assert_non_null(strstr(err, "config: model: missing (required)\n"));
+    assert_non_null(strstr(err, "config: auth: missing (required)\n"));
+    free(out);
+    free(err);
+
+    char *usage[] = {(char *)gpuwarden, "--bogus", NULL};
+    assert_int_equal(run_cmd(usage, &out, &err), 100);
+    assert_string_equal(out, "");
+    assert_string_equal(err, "usage: gpuwarden -c CONFIG\n"
+                             "       gpuwarden --check-config CONFIG\n"
+                             "       gpuwarden --version\n");
+    free(out);
+    free(err);
+
+    char *none[] = {(char *)gpuwarden, NULL};
+    assert_int_equal(run_cmd(none, &out, &err), 100);
+    free(out);
+    free(err);
+
+    char *version[] = {(char *)gpuwarden, "--version", NULL};
+    assert_int_equal(run_cmd(version, &out, &err), 0);
+    assert_string_equal(out, "gpuwarden " GW_VERSION "\n");
+    free(out);
+    free(err);
+}
+
+static void test_master_refuses_segment_of_another_layout(void **state)
+{
+    (void)state;
+    write_config("127.0.0.1:1", 1, "/nonexistent/model.gguf");
+    char state_dir[PATH_MAX + 8];
+    snprintf(state_dir, sizeof(state_dir), "%s/state", dir);
+    assert_int_equal(mkdir(state_dir, 0700), 0);
+    /* Same sizes as the config but slots (config: 16; lanes = 1 + 1 + 8). */
+    struct gw_seg_config other = {.accounts = 256, .budgets = 16, .slots = 32, .queue = 16,
+                                  .lanes = 10, .prompt_bytes = 4096, .output_bytes = 4096};
+    struct gw_segment seg;
+    char err[256];
+    assert_int_equal(gw_segment_open(&seg, seg_path, &other, err, sizeof(err)), 0);
+    gw_segment_close(&seg);
+
+    struct master *m = calloc(1, sizeof(*m));
+    master_start(m, NULL);
+    assert_int_equal(master_exit(m, 10000), 1);
+    char want[PATH_MAX * 2];
+    snprintf(want, sizeof(want),
+             "gpuwarden[master]: %s: created with slots=32, config asks for 16 (move the file "
+             "away to start over with new sizes)\n",
+             seg_path);
+    assert_string_equal(m->log, want);
+
+    /* Not a segment at all. */
+    write_file(seg_path, "this is not a ledger, but it is long enough to hold a header. "
+                         "................................................................."
+                         "................................................................."
+                         "................................................................."
+                         "................................................................."
+                         "................................................................."
+                         "................................................................."
+                         "................................................................."
+                         "................................................................."
+                         "................................................................."
+                         "................................................................."
+                         "................................................................."
+                         "................................................................."
+                         "................................................................."
+                         "................................................................."
+                         "................................................................."
+                         ".................................................................");
+    master_start(m, NULL);
+    assert_int_equal(master_exit(m, 10000), 1);
+    snprintf(want, sizeof(want), "gpuwarden[master]: %s: not a gpuwarden segment (bad magic)\n",
+             seg_path);
+    assert_string_equal(m->log, want);
+    free(m);
+}
+
+static void test_master_names_the_address_it_cannot_bind(void **state)
+{
+    (void)state;
+    /* Hold the port so the master's bind fails. */
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t len = sizeof(a);
+    assert_int_equal(bind(fd, (struct sockaddr *)&a, sizeof(a)), 0);
+    assert_int_equal(listen(fd, 1), 0);
+    assert_int_equal(getsockname(fd, (struct sockaddr *)&a, &len), 0);
+    char addr[64];
+    snprintf(addr, sizeof(addr), "127.0.0.1:%d", ntohs(a.sin_port));
+    write_config(addr, 1, "/nonexistent/model.gguf");
+
+    struct master *m = calloc(1, sizeof(*m));
+    master_start(m, NULL);
+    assert_int_equal(master_exit(m, 10000), 1);
+    char want[256];
+    snprintf(want, sizeof(want), "gpuwarden[master]: listen %s: cannot bind: Address already in use\n",
+             addr);
+    assert_non_null(strstr(m->log, want));
+    assert_null(strstr(m->log, "started"));
+    free(m);
+    close(fd);
+
+    /* An address this host does not have. */
+    write_config("192.0.2.1:8080", 1, "/nonexistent/model.gguf");
+    m = calloc(1, sizeof(*m));
+    master_start(m, NULL);
+    assert_int_equal(master_exit(m, 10000), 1);
+    assert_non_null(strstr(
+        m->log, "gpuwarden[master]: listen 192.0.2.1:8080: cannot bind: Cannot assign requested address\n"));
+    free(m);
+}
+
+/* READY=1 once the worker is ready and the front runs; STOPPING=1 on
+ * SIGTERM, then exit 0 with every child gone and every lane but none
+ * left held. */
+static void test_master_notifies_ready_and_stopping(void **state)
+{
+    (void)state;
+    if (!have_children())
+        skip(); /* gpuwarden-worker not built: no children to start */
+    char addr[64];
+    snprintf(addr, sizeof(addr), "127.0.0.1:%d", free_port());
+    write_model();
+    write_config(addr, 1, model_path);
+    struct notify *n = calloc(1, sizeof(*n));
+    notify_open(n);
+    struct master *m = calloc(1, sizeof(*m));
+    master_start(m, n->path);
+    assert_true(notify_expect(n, m, "READY=1", 30000));
+    assert_non_null(strstr(n->all, "STATUS=ready; fronts 1/1 running, workers 1/1 ready; config epoch 1"));
+    assert_true(master_expect(m, "gpuwarden[master]: ready: 1 front, 1 worker\n", 1000));
+    pid_t w = lane_pid(GW_ROLE_WORKER, 0, NULL), f = lane_pid(GW_ROLE_FRONT, 0, NULL);
+    assert_true(w > 0);
+    assert_true(f > 0);
+
+    /* SIGHUP: RELOADING=1, then READY=1 again, epoch 2. */
+    kill(m->pid, SIGHUP);
+    assert_true(notify_expect(n, m, "RELOADING=1\nMONOTONIC_USEC=", 5000));
+    assert_true(notify_expect(n, m, "READY=1", 5000));
+    char want[PATH_MAX + 64];
+    snprintf(want, sizeof(want), "gpuwarden[master]: reloaded %s (config epoch 2)\n", cfg_path);
+    assert_true(master_expect(m, want, 1000));
+
+    /* A broken file is refused, and the node keeps going. */
+    write_file(cfg_path, "{\"fronts\": ");
+    kill(m->pid, SIGHUP);
+    assert_true(notify_expect(n, m, "RELOADING=1", 5000));
+    assert_true(notify_expect(n, m, "READY=1", 5000));
+    assert_true(master_expect(
+        m, "gpuwarden[master]: reload refused; keeping the running config\n", 1000));
+
+    kill(m->pid, SIGTERM);
+    assert_true(notify_expect(n, m, "STOPPING=1", 5000));
+    assert_int_equal(master_exit(m, 15000), 0);
+    assert_non_null(strstr(m->log, "gpuwarden[master]: SIGTERM: stopping; fronts drain for up to 1000 ms\n"));
+    assert_non_null(strstr(m->log, "gpuwarden[master]: stopped\n"));
+    assert_int_equal(kill(w, 0), -1);
+    assert_int_equal(kill(f, 0), -1);
+    assert_false(pid_in_lanes(w));
+    assert_false(pid_in_lanes(f));
+    assert_false(pid_in_lanes(m->pid));
+    close(n->fd);
+    free(n);
+    free(m);
+}
+
+/* kill -9 of a worker and of a front: the master logs the death, repairs
+ * the lane and starts a new process that takes a lane of its own. */
+static void test_master_repairs_and_respawns_a_killed_child(void **state)
+{
+    (void)state;
+    if (!have_children())
+        skip();
+    char addr[64];
+    snprintf(addr, sizeof(addr), "127.0.0.1:%d", free_port());
+    write_model();
+    write_config(addr, 1, model_path);
+    struct notify *n = calloc(1, sizeof(*n));
+    notify_open(n);
+    struct master *m = calloc(1, sizeof(*m));
+    master_start(m, n->path);
+    assert_true(notify_expect(n, m, "READY=1", 30000));
+
+    int roles[2] = {GW_ROLE_WORKER, GW_ROLE_FRONT};
+    const char *names[2] = {"worker", "front"};
+    for (int i = 0; i < 2; i++) {
+        pid_t old = lane_pid(roles[i], 0, NULL);
+        assert_true(old > 0);
+        assert_int_equal(kill(old, SIGKILL), 0);
+        char want[256];
+        snprintf(want, sizeof(want), "gpuwarden[master]: %s 0 (pid %d) killed by signal 9 (SIGKILL)\n",
+                 names[i], (int)old);
+        assert_true(master_expect(m, want, 5000));
+        snprintf(want, sizeof(want), "gpuwarden[master]: %s 0 (pid %d): lane ", names[i], (int)old);
+        assert_true(master_expect(m, want, 1000));
+        snprintf(want, sizeof(want), "gpuwarden[master]: %s 0: restart in 0.1 s\n", names[i]);
+        assert_true(master_expect(m, want, 1000));
+        pid_t fresh = wait_new_ready(roles[i], 0, old, 20000);
+        assert_true(fresh > 0);
+        assert_true(fresh != old);
+        assert_false(pid_in_lanes(old));
+        snprintf(want, sizeof(want), "gpuwarden[master]: %s 0 started (pid %d)\n", names[i],
+                 (int)fresh);
+        assert_true(master_expect(m, want, 1000));
+    }
+    kill(m->pid, SIGTERM);
+    assert_int_equal(master_exit(m, 15000), 0);
+    close(n->fd);
+    free(n);
+    free(m);
+}
+
+/* A worker that cannot start (its model file is not a model) exits again
+ * and again: backoff doubles from 0.1 s, and the fifth exit within 60 s is
+ * reported once as a crash loop, in the log and in STATUS=. */
+static void test_master_reports_a_crash_loop(void **state)
+{
+    (void)state;
+    if (!have_children())
+        skip();
+    char addr[64], bogus[PATH_MAX + 16];
+    snprintf(addr, sizeof(addr), "127.0.0.1:%d", free_port());
+    snprintf(bogus, sizeof(bogus), "%s/not-a-model.gguf", dir);
+    write_file(bogus, "not a model\n");
+    write_config(addr, 1, bogus);
+    struct notify *n = calloc(1, sizeof(*n));
+    notify_open(n);
+    struct master *m = calloc(1, sizeof(*m));
+    master_start(m, n->path);
+    assert_true(master_expect(m, "gpuwarden[master]: worker 0: restart in 0.1 s\n", 10000));
+    assert_true(master_expect(m, "gpuwarden[master]: worker 0: restart in 0.2 s\n", 10000));
+    assert_true(master_expect(m, "gpuwarden[master]: worker 0: restart in 0.4 s\n", 10000));
+    assert_true(master_expect(m, "gpuwarden[master]: worker 0: restart in 0.8 s\n", 10000));
+    assert_true(master_expect(
+        m, "gpuwarden[master]: worker 0 is crash-looping: 5 exits in 60 s; next start in 1.6 s\n",
+        10000));
+    assert_true(notify_expect(n, m, "worker 0 crash-looping (5 exits in 60 s)", 5000));
+    /* once per episode: the sixth exit is a plain restart line */
+    assert_true(master_expect(m, "gpuwarden[master]: worker 0: restart in 3.2 s\n", 10000));
+    const char *first = strstr(m->log, "crash-looping");
+    assert_null(strstr(first + 1, "crash-looping"));
+    assert_null(strstr(n->all, "READY=1"));
+    kill(m->pid, SIGTERM);
+    assert_int_equal(master_exit(m, 15000), 0);
+    close(n->fd);
+    free(n);
+    free(m);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_check_config_accepts_good_and_names_every_mistake,
+                                        setup, teardown),
+        cmocka_unit_test_setup_teardown(test_master_refuses_segment_of_another_layout, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_master_names_the_address_it_cannot_bind, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_master_notifies_ready_and_stopping, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_master_repairs_and_respawns_a_killed_child, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_master_reports_a_crash_loop, setup, teardown),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

@@ -1,0 +1,107 @@
+/* engine.h: declarations shared by the files of the CPU engine. Private to
+ * worker/: other directories include gw_worker.h only. */
+#ifndef GW_ENGINE_H
+#define GW_ENGINE_H
+
+#include "gw_worker.h"
+
+#include <stdint.h>
+#include <string.h>
+
+/* Activations quantized for integer dot products: 32 values, one scale.
+ * s = d * sum(qs), kept so that blocks with a minimum (Q4_1, Q5_1, Q4_K)
+ * add m * sum(x) without a second pass. Both hold values rounded to half
+ * precision, as llama.cpp's block_q8_0/q8_1 store them. */
+typedef struct gw_q8 {
+    float d;
+    float s;
+    int8_t qs[32];
+} gw_q8;
+
+/* Weight blocks exactly as stored in GGUF (halves as raw u16 bits). */
+typedef struct { uint16_t d; uint8_t qs[16]; } gw_blk_q4_0;
+typedef struct { uint16_t d, m; uint8_t qs[16]; } gw_blk_q4_1;
+typedef struct { uint16_t d; uint8_t qh[4]; uint8_t qs[16]; } gw_blk_q5_0;
+typedef struct { uint16_t d, m; uint8_t qh[4]; uint8_t qs[16]; } gw_blk_q5_1;
+typedef struct { uint16_t d; int8_t qs[32]; } gw_blk_q8_0;
+typedef struct { uint16_t d, dmin; uint8_t scales[12]; uint8_t qs[128]; } gw_blk_q4_k;
+typedef struct { uint8_t ql[128]; uint8_t qh[64]; int8_t scales[16]; uint16_t d; } gw_blk_q6_k;
+_Static_assert(sizeof(gw_blk_q4_0) == 18, "Q4_0 block is 18 bytes");
+_Static_assert(sizeof(gw_blk_q4_1) == 20, "Q4_1 block is 20 bytes");
+_Static_assert(sizeof(gw_blk_q5_0) == 22, "Q5_0 block is 22 bytes");
+_Static_assert(sizeof(gw_blk_q5_1) == 24, "Q5_1 block is 24 bytes");
+_Static_assert(sizeof(gw_blk_q8_0) == 34, "Q8_0 block is 34 bytes");
+_Static_assert(sizeof(gw_blk_q4_k) == 144, "Q4_K block is 144 bytes");
+_Static_assert(sizeof(gw_blk_q6_k) == 210, "Q6_K block is 210 bytes");
+
+extern float gw_fp16_table[65536];
+static inline float gw_h2f(uint16_t h)
+{
+    return gw_fp16_table[h];
+}
+static inline float gw_bf2f(uint16_t h)
+{
+    uint32_t u = (uint32_t)h << 16;
+    float f;
+    memcpy(&f, &u, 4);
+    return f;
+}
+
+/* Dot product of one weight row (n elements of its type) with activations:
+ * xq (n/32 Q8 blocks) for quantized types, xf (n floats) for float types. */
+typedef float (*gw_dot_fn)(int n, const void *row, const gw_q8 *xq, const float *xf);
+
+/* The kernel for a weight type under the current SIMD setting; NULL when
+ * the type is not supported by the engine. */
+gw_dot_fn gw_dot_for(uint32_t type);
+/* True when the type's dot product reads Q8 activations (not floats). */
+int gw_type_uses_q8(uint32_t type);
+/* AVX2 kernels (matvec_avx2.c); NULL when not built for this compiler. */
+gw_dot_fn gw_dot_avx2_for(uint32_t type);
+/* Portable kernels (matvec.c). */
+gw_dot_fn gw_dot_portable_for(uint32_t type);
+
+/* Attention on halves (matvec.c), in llama.cpp's summation order (see
+ * there). dot_hh: x . y over n halves. attn_v: out[d] = sum over t < n_pos
+ * of a[t] * v[t * v_stride + d] for d < hd; lanes is scratch of 64 * hd
+ * floats. f16_row: n floats rounded to halves (nearest even). */
+typedef float (*gw_dot_hh_fn)(int n, const uint16_t *x, const uint16_t *y);
+typedef void (*gw_attn_v_fn)(int hd, int n_pos, const uint16_t *a, const uint16_t *v,
+                             size_t v_stride, float *lanes, float *out);
+typedef void (*gw_f16_row_fn)(const float *x, uint16_t *y, int n);
+/* batched: the kernels llama.cpp uses for a batch of two or more tokens
+ * (tinyBLAS, 16 lanes); otherwise those of a single token (vec_dot, 64). */
+gw_dot_hh_fn gw_dot_hh_for(int batched);
+gw_attn_v_fn gw_attn_v_for(int batched);
+gw_f16_row_fn gw_f32_to_f16_row_for(void);
+
+/* Quantizes n floats (n % 32 == 0) into n/32 Q8 blocks the way llama.cpp's
+ * x86 quantize_row_q8_0/q8_1 do: d and s are rounded to halves. */
+void gw_quantize_q8(const float *x, gw_q8 *y, int n);
+
+/* A weight matrix: rows x cols, each row cols elements of type, row_bytes
+ * bytes, rows contiguous from data. */
+typedef struct gw_mat {
+    uint32_t type;
+    int rows, cols;
+    size_t row_bytes;
+    const uint8_t *data;
+} gw_mat;
+
+/* out[b * out_stride + r] = W[r] . x_b for r in [r0, r1), b in [0, nb).
+ * x_b is xq + b * xq_stride (Q8 types) or xf + b * xf_stride (float). The
+ * batch loop is inside the row loop: a weight row is read from memory once
+ * per batch. */
+void gw_mat_rows(const gw_mat *W, const gw_q8 *xq, size_t xq_stride, const float *xf,
+                 size_t xf_stride, int nb, float *out, size_t out_stride, int r0, int r1);
+
+/* Thread pool (threadpool.c). fn(arg, i, n) is called once for each
+ * i in [0, n) with n = gw_pool_size(); i = 0 runs on the caller. */
+typedef struct gw_pool gw_pool;
+typedef void (*gw_pool_fn)(void *arg, int i, int n);
+int gw_pool_new(int n_threads, gw_pool **out);
+void gw_pool_free(gw_pool *p);
+int gw_pool_size(const gw_pool *p);
+void gw_pool_run(gw_pool *p, gw_pool_fn fn, void *arg);
+
+#endif

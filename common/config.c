@@ -28,7 +28,7 @@
 #define SEC_US 1000000ull
 #define KEY_FILE_MAX 65536 /* a key file larger than this is not a key */
 #define TENANTS_MAX 100000
-#define PATH_LEN 192       /* a JSON path in a message */
+#define PATH_LEN 192 /* a JSON path in a message */
 
 /* --------------------------------------------------------- error reporting */
 
@@ -83,8 +83,8 @@ static const char *shown(const char *s, char buf[96])
 /* Paths longer than PATH_LEN are cut; the message still names where. */
 static void path_key(char out[PATH_LEN], const char *base, const char *key)
 {
-    int n = base[0] ? snprintf(out, PATH_LEN, "%s.%s", base, key)
-                    : snprintf(out, PATH_LEN, "%s", key);
+    int n =
+        base[0] ? snprintf(out, PATH_LEN, "%s.%s", base, key) : snprintf(out, PATH_LEN, "%s", key);
     if (n < 0)
         out[0] = 0;
 }
@@ -105,7 +105,8 @@ static void check_keys(struct cx *c, json_t *obj, const char *base, const char *
 {
     const char *key;
     json_t *v;
-    json_object_foreach(obj, key, v) {
+    json_object_foreach(obj, key, v)
+    {
         int ok = 0;
         for (const char *const *a = allowed; *a; a++)
             ok |= strcmp(*a, key) == 0;
@@ -221,7 +222,9 @@ static int unit_us(const char *w, uint64_t *us)
     static const struct {
         const char *name;
         uint64_t us;
-    } units[] = {{"second", SEC_US}, {"minute", 60 * SEC_US}, {"hour", 3600 * SEC_US},
+    } units[] = {{"second", SEC_US},
+                 {"minute", 60 * SEC_US},
+                 {"hour", 3600 * SEC_US},
                  {"day", 86400 * SEC_US}};
     for (size_t i = 0; i < sizeof(units) / sizeof(units[0]); i++)
         if (strcmp(w, units[i].name) == 0) {
@@ -361,7 +364,8 @@ static void parse_rates(struct cx *c, json_t *arr, const char *p, struct gw_plan
     size_t i;
     json_t *v;
     int ok = 1;
-    json_array_foreach(arr, i, v) {
+    json_array_foreach(arr, i, v)
+    {
         path_idx(pi, p, i);
         if (!json_is_string(v)) {
             bad(c, pi, "expected a string " WINDOW_FORM);
@@ -370,8 +374,7 @@ static void parse_rates(struct cx *c, json_t *arr, const char *p, struct gw_plan
         }
         int rc = gw_window_parse(json_string_value(v), &w[n]);
         if (rc == -ERANGE) {
-            bad(c, pi, "\"%s\": burst too large for the window",
-                shown(json_string_value(v), q));
+            bad(c, pi, "\"%s\": burst too large for the window", shown(json_string_value(v), q));
             ok = 0;
         } else if (rc) {
             bad(c, pi, "\"%s\": expected " WINDOW_FORM, shown(json_string_value(v), q));
@@ -425,8 +428,8 @@ static void parse_plan_keys(struct cx *c, json_t *obj, const char *base, int all
     }
 }
 
-static const char *const plan_keys[] = {"rate", "budget", "max_inflight", "max_tokens",
-                                        "on_budget", NULL};
+static const char *const plan_keys[] = {"rate",       "budget",    "max_inflight",
+                                        "max_tokens", "on_budget", NULL};
 
 static void plan_defaults(struct gw_plan *pl, const char *name)
 {
@@ -451,7 +454,8 @@ static void parse_plans(struct cx *c, json_t *root, struct gw_config *cfg)
     char p[PATH_LEN], q[96];
     const char *name;
     json_t *v;
-    json_object_foreach(plans, name, v) {
+    json_object_foreach(plans, name, v)
+    {
         path_key(p, "plans", name);
         if (!name_ok(name, PLAN_CHARS)) {
             bad(c, p, "\"%s\": a plan name is 1 to %d bytes of [A-Za-z0-9._-]", shown(name, q),
@@ -482,8 +486,8 @@ static int tenant_cmp(const void *a, const void *b)
 
 static void parse_tenants(struct cx *c, json_t *root, struct gw_config *cfg)
 {
-    static const char *const keys[] = {"plan", "plans", "rate", "budget", "max_inflight",
-                                       "max_tokens", "on_budget", NULL};
+    static const char *const keys[] = {"plan",         "plans",      "rate",      "budget",
+                                       "max_inflight", "max_tokens", "on_budget", NULL};
     json_t *tenants = get_object(c, root, "", "tenants", 0);
     if (!tenants)
         return;
@@ -502,7 +506,8 @@ static void parse_tenants(struct cx *c, json_t *root, struct gw_config *cfg)
     char p[PATH_LEN], pp[PATH_LEN], pi[PATH_LEN], q[96];
     const char *id;
     json_t *v;
-    json_object_foreach(tenants, id, v) {
+    json_object_foreach(tenants, id, v)
+    {
         path_key(p, "tenants", id);
         if (!name_ok(id, TENANT_CHARS)) {
             bad(c, p, "\"%s\": a tenant id (the JWT sub) is 1 to %d bytes of [A-Za-z0-9._@:-]",
@@ -540,7 +545,8 @@ static void parse_tenants(struct cx *c, json_t *root, struct gw_config *cfg)
             } else {
                 size_t i;
                 json_t *a;
-                json_array_foreach(allowed, i, a) {
+                json_array_foreach(allowed, i, a)
+                {
                     path_idx(pi, pp, i);
                     const char *s = json_string_value(a);
                     if (!s) {
@@ -667,8 +673,7 @@ static void parse_key(struct cx *c, json_t *v, const char *p, struct gw_config *
             }
         if (!k.alg) {
             path_key(pp, p, "alg");
-            bad(c, pp, "\"%s\": expected one of HS256, HS384, HS512, RS256, ES256",
-                shown(alg, q));
+            bad(c, pp, "\"%s\": expected one of HS256, HS384, HS512, RS256, ES256", shown(alg, q));
         } else {
             hs = min_secret > 0;
         }
@@ -736,7 +741,8 @@ static void parse_auth(struct cx *c, json_t *root, struct gw_config *cfg)
         size_t i;
         json_t *v;
         char p[PATH_LEN];
-        json_array_foreach(arr, i, v) {
+        json_array_foreach(arr, i, v)
+        {
             path_idx(p, "auth.keys", i);
             parse_key(c, v, p, cfg);
         }
@@ -764,7 +770,8 @@ static void parse_listen(struct cx *c, json_t *root, struct gw_config *cfg)
     size_t i;
     json_t *v;
     char p[PATH_LEN], q[96];
-    json_array_foreach(arr, i, v) {
+    json_array_foreach(arr, i, v)
+    {
         path_idx(p, "listen", i);
         const char *s = json_string_value(v);
         if (!s) {
@@ -842,8 +849,8 @@ static void parse_model(struct cx *c, json_t *root, struct gw_config *cfg)
              strlen(dev + 5) <= 2))
             snprintf(cfg->device, sizeof(cfg->device), "%s", dev);
         else
-            bad(c, "model.device", "\"%s\": expected \"auto\", \"cpu\" or \"cuda:N\" (N in [0, 63])",
-                shown(dev, q));
+            bad(c, "model.device",
+                "\"%s\": expected \"auto\", \"cpu\" or \"cuda:N\" (N in [0, 63])", shown(dev, q));
     }
     get_int(c, m, "model", "threads", 0, 256, &cfg->threads);
     get_int(c, m, "model", "context", 64, 131072, &cfg->context);
@@ -851,9 +858,10 @@ static void parse_model(struct cx *c, json_t *root, struct gw_config *cfg)
 
 static void parse_http(struct cx *c, json_t *root, struct gw_config *cfg)
 {
-    static const char *const keys[] = {"header_bytes",    "body_bytes",   "header_timeout_ms",
-                                       "body_timeout_ms", "keepalive_ms", "connections_per_front",
-                                       "drain_timeout_ms", NULL};
+    static const char *const keys[] = {"header_bytes",      "body_bytes",
+                                       "header_timeout_ms", "body_timeout_ms",
+                                       "keepalive_ms",      "connections_per_front",
+                                       "drain_timeout_ms",  NULL};
     json_t *h = get_object(c, root, "", "http", 0);
     if (!h)
         return;
@@ -953,10 +961,9 @@ static void set_defaults(struct gw_config *cfg, const char *name)
 
 static void check_all(struct cx *c, json_t *root, struct gw_config *cfg)
 {
-    static const char *const keys[] = {"listen", "fronts", "workers", "state_dir", "segment",
-                                       "model",  "http",   "auth",    "ip",        "global",
-                                       "plans",  "default_plan", "tenants", "admin", "cost",
-                                       NULL};
+    static const char *const keys[] = {
+        "listen", "fronts", "workers", "state_dir",    "segment", "model", "http", "auth",
+        "ip",     "global", "plans",   "default_plan", "tenants", "admin", "cost", NULL};
     check_keys(c, root, "", keys);
     parse_listen(c, root, cfg);
     get_int(c, root, "", "fronts", 1, 64, &cfg->fronts);
@@ -981,9 +988,17 @@ static void check_all(struct cx *c, json_t *root, struct gw_config *cfg)
     if (cfg->segment.budgets < (uint32_t)cfg->n_tenants + 1)
         bad(c, "segment.budgets", "expected at least %d (one per tenant and one for the node)",
             cfg->n_tenants + 1);
+    /* The segment is one file mapped by every process: slots times
+     * (prompt + output) adds up fast, so keep it below 64 GiB. */
     char serr[160];
-    if (c->mistakes == 0 && gw_segment_size(&cfg->segment, serr, sizeof(serr)) == 0)
+    size_t bytes = c->mistakes ? 1 : gw_segment_size(&cfg->segment, serr, sizeof(serr));
+    if (bytes == 0)
         bad(c, "segment", "%s", serr);
+    else if ((uint64_t)bytes > (64ull << 30))
+        bad(c, "segment",
+            "%zu bytes with these sizes; at most 64 GiB (lower slots, "
+            "prompt_bytes or output_bytes)",
+            bytes);
 }
 
 /* ------------------------------------------------------------ public API */

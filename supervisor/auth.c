@@ -29,23 +29,23 @@
 #include <sys/random.h>
 #include <xxhash.h>
 
-#define TOKEN_MAX 8192       /* bytes of a token we are willing to look at */
+#define TOKEN_MAX 8192 /* bytes of a token we are willing to look at */
 #define CACHE_DEFAULT 4096
 #define CACHE_MAX (1u << 20)
-#define PROBE 8              /* a cached token lives within 8 entries of home */
-#define HASH_SECRET_LEN 192  /* XXH3 secret; >= XXH3_SECRET_SIZE_MIN (136) */
+#define PROBE 8             /* a cached token lives within 8 entries of home */
+#define HASH_SECRET_LEN 192 /* XXH3 secret; >= XXH3_SECRET_SIZE_MIN (136) */
 
 struct auth_key {
     char kid[GW_NAME_MAX];
     const char *alg_name; /* "HS256", ...: the only alg a token for this key may name */
     jwt_alg_t jalg;
-    unsigned char *key;   /* own copy: the config may be freed on reload */
+    unsigned char *key; /* own copy: the config may be freed on reload */
     size_t key_len;
 };
 
 struct cache_entry {
-    XXH128_hash_t h;         /* keyed hash of the token string */
-    uint32_t len;            /* token length, a second, free check */
+    XXH128_hash_t h; /* keyed hash of the token string */
+    uint32_t len;    /* token length, a second, free check */
     uint8_t used;
     struct gw_principal who; /* who.exp: the token's exp, the entry's end */
 };
@@ -359,7 +359,8 @@ static const char *check_claims(const struct gw_auth *a, json_t *c, uint64_t now
         } else if (json_is_array(aud)) {
             size_t i;
             json_t *v;
-            json_array_foreach(aud, i, v) {
+            json_array_foreach(aud, i, v)
+            {
                 if (json_is_string(v) && strcmp(json_string_value(v), a->audience) == 0)
                     found = 1;
             }
@@ -375,9 +376,9 @@ static const char *check_claims(const struct gw_auth *a, json_t *c, uint64_t now
         !sub_ok(json_string_value(sub)))
         return "invalid sub";
     json_t *plan = json_object_get(c, "plan");
-    if (plan && (!json_is_string(plan) ||
-                 strlen(json_string_value(plan)) != json_string_length(plan) ||
-                 !plan_ok(json_string_value(plan))))
+    if (plan &&
+        (!json_is_string(plan) || strlen(json_string_value(plan)) != json_string_length(plan) ||
+         !plan_ok(json_string_value(plan))))
         return "malformed token";
     snprintf(who->tenant, sizeof(who->tenant), "%s", json_string_value(sub));
     snprintf(who->plan, sizeof(who->plan), "%s", plan ? json_string_value(plan) : "");

@@ -263,8 +263,12 @@ static void job_finish(struct job *j, int state)
             comp.text = gw_slot_output(&f->seg, j->ref.index);
             comp.text_len = w;
             if (gw_response_body(j->route, &comp, &body, &len) == 0) {
+                /* Server-Timing: the device time this request was charged */
+                char hdr[512];
+                snprintf(hdr, sizeof(hdr), "%sServer-Timing: device;dur=%.3f\r\n", j->rate_hdr,
+                         (double)atomic_load_explicit(&run->device_ns, memory_order_relaxed) / 1e6);
                 f->stats.status[gw__status_index(200)]++;
-                gw__conn_respond(c, 200, "application/json", body, len, j->rate_hdr);
+                gw__conn_respond(c, 200, "application/json", body, len, hdr);
                 free(body);
             } else {
                 gw__conn_error(c, 500, "server_error", "internal", "could not build the response",
@@ -552,6 +556,16 @@ static void generate(struct conn *c, enum gw_route route)
         f->stats.status[gw__status_index(200)]++;
         gw__conn_stream_begin(c, j->rate_hdr);
         j->sent_first = 1;
+        if (route == GW_ROUTE_CHAT) { /* OpenAI opens a chat stream with the role */
+            struct gw_completion open = {.id = j->id, .created_s = j->created_s,
+                                         .model = cfg->model_name, .text = "", .text_len = 0};
+            char *ev;
+            size_t len;
+            if (gw_sse_chunk(route, &open, 0, &ev, &len) == 0) {
+                gw__conn_write(c, ev, len);
+                free(ev);
+            }
+        }
     }
 }
 

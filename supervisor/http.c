@@ -88,20 +88,21 @@ void gw__conn_write(struct conn *c, const char *data, size_t len)
     write_owned(c, copy, len);
 }
 
-/* Status line and headers; `extra` is "" or lines each ending in \r\n. */
-static void write_head(struct conn *c, int status, const char *ctype, long long length,
-                       const char *extra)
+/* Status line and headers into buf; `extra` is "" or lines each ending in
+ * \r\n. Returns the length. */
+static size_t format_head(struct conn *c, char *buf, size_t cap, int status, const char *ctype,
+                          long long length, const char *extra)
 {
-    char head[2048];
-    int n = snprintf(head, sizeof(head),
-                     "HTTP/1.1 %d %s\r\nServer: gpuwarden\r\nContent-Type: %s\r\n%s%s%s",
+    int n = snprintf(buf, cap, "HTTP/1.1 %d %s\r\nServer: gpuwarden\r\nContent-Type: %s\r\n%s%s%s",
                      status, status_text(status), ctype, extra,
                      c->keep_alive && !c->close_after_write ? "" : "Connection: close\r\n",
                      length >= 0 ? "" : "Cache-Control: no-cache\r\n");
+    if (n < 0 || (size_t)n >= cap)
+        return 0;
     if (length >= 0)
-        n += snprintf(head + n, sizeof(head) - (size_t)n, "Content-Length: %lld\r\n", length);
-    n += snprintf(head + n, sizeof(head) - (size_t)n, "\r\n");
-    gw__conn_write(c, head, (size_t)n);
+        n += snprintf(buf + n, cap - (size_t)n, "Content-Length: %lld\r\n", length);
+    n += snprintf(buf + n, cap - (size_t)n, "\r\n");
+    return (size_t)n < cap ? (size_t)n : 0;
 }
 
 void gw__conn_respond(struct conn *c, int status, const char *ctype, const char *body, size_t len,
@@ -111,9 +112,19 @@ void gw__conn_respond(struct conn *c, int status, const char *ctype, const char 
         return;
     if (!c->keep_alive)
         c->close_after_write = 1;
-    write_head(c, status, ctype, (long long)len, extra ? extra : "");
+    /* head and body in one buffer: one write(2) per response */
+    size_t cap = 2048 + (c->head_only ? 0 : len);
+    char *buf = malloc(cap);
+    size_t hl = buf ? format_head(c, buf, 2048, status, ctype, (long long)len, extra ? extra : "")
+                    : 0;
+    if (!hl) {
+        free(buf);
+        gw__conn_close(c);
+        return;
+    }
     if (!c->head_only)
-        gw__conn_write(c, body, len);
+        memcpy(buf + hl, body, len);
+    write_owned(c, buf, hl + (c->head_only ? 0 : len));
     gw__conn_request_done(c);
 }
 
@@ -137,7 +148,10 @@ void gw__conn_stream_begin(struct conn *c, const char *extra)
 {
     c->close_after_write = 1; /* an event stream ends with the connection */
     c->streaming = 1;
-    write_head(c, 200, "text/event-stream", -1, extra ? extra : "");
+    char head[2048];
+    size_t hl = format_head(c, head, sizeof(head), 200, "text/event-stream", -1, extra ? extra : "");
+    if (hl)
+        gw__conn_write(c, head, hl);
 }
 
 void gw__conn_stream_end(struct conn *c)

@@ -130,7 +130,18 @@ static void say_lines(const char *text)
 
 static const char *role_name(int role)
 {
-    return role == GW_ROLE_FRONT ? "front" : role == GW_ROLE_WORKER ? "worker" : "process";
+    switch (role) {
+    case GW_ROLE_MASTER:
+        return "master";
+    case GW_ROLE_FRONT:
+        return "front";
+    case GW_ROLE_WORKER:
+        return "worker";
+    case GW_ROLE_TOOL:
+        return "tool";
+    default:
+        return "process";
+    }
 }
 
 static const char *sig_name(int sig)
@@ -360,18 +371,22 @@ static int sweep_stale_lanes(struct master *m)
             if (pi.role == GW_ROLE_TOOL)
                 continue; /* a live gpuwardenctl */
             if (is_ours(pi.pid)) {
-                int fd = pidfd_open(pi.pid);
+                /* A pidfd is readable once the process has exited, zombie
+                 * or not (kill(pid, 0) still succeeds on a zombie that
+                 * nobody has reaped yet). */
+                int fd = pidfd_open(pi.pid), gone = fd < 0 && errno == ESRCH;
                 if (fd >= 0) {
-                    if (!pidfd_wait(fd, 1 * SEC)) {
+                    gone = pidfd_wait(fd, 1 * SEC);
+                    if (!gone) {
                         say("lane %d: %s %d (pid %d) of an earlier master is still running: "
                             "SIGKILL",
                             l, role_name(pi.role), pi.index, (int)pi.pid);
                         pidfd_signal(fd, SIGKILL);
-                        pidfd_wait(fd, KILL_WAIT);
+                        gone = pidfd_wait(fd, KILL_WAIT);
                     }
                     close(fd);
                 }
-                if (pid_alive(pi.pid) && is_ours(pi.pid)) {
+                if (!gone) {
                     say("lane %d: pid %d does not exit; leaving its lane alone", l, (int)pi.pid);
                     continue;
                 }
@@ -661,6 +676,23 @@ static int workers_ready(struct master *m)
     return n;
 }
 
+/* Fronts that run and have attached: their lane carries the front role
+ * (they have read the config and mapped the segment; connections to the
+ * listening sockets wait in the backlog until they accept). */
+static int fronts_running(struct master *m)
+{
+    int n = 0;
+    for (int i = 0; i < m->n_children; i++) {
+        struct child *c = &m->children[i];
+        struct gw_proc_info pi;
+        int l = c->role == GW_ROLE_FRONT ? child_lane(m, c) : -1;
+        if (l >= 0 && gw_proc_get(&m->seg, l, &pi) == 0 && pi.pid == c->pid &&
+            pi.role == GW_ROLE_FRONT)
+            n++;
+    }
+    return n;
+}
+
 /* The STATUS= line: one place that says how the node is. */
 static void status_line(struct master *m, char *buf, size_t len, int fronts_up, int wready)
 {
@@ -697,7 +729,7 @@ static void tick(struct master *m, uint64_t now)
             c->backoff_ns = 0;
         }
     }
-    int fronts_up = running(m, GW_ROLE_FRONT), wready = workers_ready(m);
+    int fronts_up = fronts_running(m), wready = workers_ready(m);
     if (!m->ready_sent && fronts_up == m->n_fronts && wready == m->n_workers) {
         m->ready_sent = 1;
         gw_proc_set_state(&m->seg, GW_PROC_READY);
@@ -752,10 +784,12 @@ static void reload(struct master *m)
         nc->n_listen = oc->n_listen;
         memcpy(nc->listen, oc->listen, sizeof(nc->listen));
     }
-    if (memcmp(&nc->segment, &oc->segment, sizeof(nc->segment)) != 0) {
+    /* lanes follow fronts + workers: reported as those, not as sizes. */
+    struct gw_seg_config ns = nc->segment, os = oc->segment;
+    ns.lanes = os.lanes = 0;
+    if (memcmp(&ns, &os, sizeof(ns)) != 0)
         NEED("segment sizes");
-        nc->segment = oc->segment;
-    }
+    nc->segment = oc->segment;
     if (nc->fronts != oc->fronts) {
         NEED("fronts");
         nc->fronts = oc->fronts;
@@ -780,8 +814,7 @@ static void reload(struct master *m)
     }
 #undef NEED
     if (need[0])
-        say("reload: %s change%s only with a restart; keeping the running values", need,
-            strchr(need, ',') ? "" : "s");
+        say("reload: a restart is needed to change %s; keeping the running values", need);
     m->cfg = nc;
     gw_config_free(oc);
     m->epoch++;
@@ -790,7 +823,7 @@ static void reload(struct master *m)
     say("reloaded %s (config epoch %" PRIu64 ")", m->config_path, m->epoch);
     if (announced) {
         char st[512];
-        status_line(m, st, sizeof(st), running(m, GW_ROLE_FRONT), workers_ready(m));
+        status_line(m, st, sizeof(st), fronts_running(m), workers_ready(m));
         snprintf(m->status, sizeof(m->status), "%s", st);
         gw_notify_ready(st);
     }

@@ -59,32 +59,34 @@ static int teardown_files(void **state)
 static json_t *base_config(void)
 {
     char text[4096];
-    snprintf(text, sizeof(text),
-             "{"
-             " \"listen\": [\"127.0.0.1:8080\", \"[::1]:8080\"],"
-             " \"fronts\": 2, \"workers\": 1, \"state_dir\": \"./run\","
-             " \"segment\": {\"accounts\": 1024, \"budgets\": 64, \"slots\": 32, \"queue\": 32,"
-             "               \"prompt_bytes\": 4096, \"output_bytes\": 4096},"
-             " \"model\": {\"path\": \"m.gguf\", \"name\": \"tiny\", \"device\": \"cpu\"},"
-             " \"http\": {\"header_bytes\": 8192},"
-             " \"auth\": {\"keys\": [{\"kid\": \"dev\", \"alg\": \"HS256\", \"secret_file\": \"%s\"}],"
-             "           \"issuer\": \"iss\", \"audience\": \"aud\"},"
-             " \"ip\": {\"rate\": [\"10 per second\"]},"
-             " \"global\": {\"rate\": [\"100 per second\"], \"budget\": \"1 GPU-seconds per second\","
-             "             \"max_inflight\": 32},"
-             " \"plans\": {"
-             "   \"free\": {\"rate\": [\"1 per second\", \"100 per day\"],"
-             "              \"budget\": \"60 GPU-seconds per day\", \"max_tokens\": 256},"
-             "   \"pro\": {\"rate\": [\"10 per second burst 5\"], \"budget\": \"0.5 GPU-seconds per second\","
-             "             \"max_inflight\": 8, \"max_tokens\": 2048, \"on_budget\": \"clamp\"},"
-             "   \"team\": {\"max_tokens\": 4096}"
-             " },"
-             " \"default_plan\": \"free\","
-             " \"tenants\": {\"acme\": {\"plan\": \"pro\", \"plans\": [\"team\"]}},"
-             " \"admin\": {\"socket\": \"./run/admin.sock\"},"
-             " \"cost\": {\"initial_us_per_token\": 5000}"
-             "}",
-             secret);
+    snprintf(
+        text, sizeof(text),
+        "{"
+        " \"listen\": [\"127.0.0.1:8080\", \"[::1]:8080\"],"
+        " \"fronts\": 2, \"workers\": 1, \"state_dir\": \"./run\","
+        " \"segment\": {\"accounts\": 1024, \"budgets\": 64, \"slots\": 32, \"queue\": 32,"
+        "               \"prompt_bytes\": 4096, \"output_bytes\": 4096},"
+        " \"model\": {\"path\": \"m.gguf\", \"name\": \"tiny\", \"device\": \"cpu\"},"
+        " \"http\": {\"header_bytes\": 8192},"
+        " \"auth\": {\"keys\": [{\"kid\": \"dev\", \"alg\": \"HS256\", \"secret_file\": \"%s\"}],"
+        "           \"issuer\": \"iss\", \"audience\": \"aud\"},"
+        " \"ip\": {\"rate\": [\"10 per second\"]},"
+        " \"global\": {\"rate\": [\"100 per second\"], \"budget\": \"1 GPU-seconds per second\","
+        "             \"max_inflight\": 32},"
+        " \"plans\": {"
+        "   \"free\": {\"rate\": [\"1 per second\", \"100 per day\"],"
+        "              \"budget\": \"60 GPU-seconds per day\", \"max_tokens\": 256},"
+        "   \"pro\": {\"rate\": [\"10 per second burst 5\"], \"budget\": \"0.5 GPU-seconds per "
+        "second\","
+        "             \"max_inflight\": 8, \"max_tokens\": 2048, \"on_budget\": \"clamp\"},"
+        "   \"team\": {\"max_tokens\": 4096}"
+        " },"
+        " \"default_plan\": \"free\","
+        " \"tenants\": {\"acme\": {\"plan\": \"pro\", \"plans\": [\"team\"]}},"
+        " \"admin\": {\"socket\": \"./run/admin.sock\"},"
+        " \"cost\": {\"initial_us_per_token\": 5000}"
+        "}",
+        secret);
     json_error_t je;
     json_t *root = json_loads(text, 0, &je);
     if (!root)
@@ -235,10 +237,11 @@ static void test_defaults_fill_what_the_file_leaves_out(void **state)
 {
     (void)state;
     char text[512];
-    snprintf(text, sizeof(text),
-             "{\"model\": {\"path\": \"m.gguf\", \"name\": \"m\"},"
-             " \"auth\": {\"keys\": [{\"kid\": \"k\", \"alg\": \"HS256\", \"secret_file\": \"%s\"}]}}",
-             secret);
+    snprintf(
+        text, sizeof(text),
+        "{\"model\": {\"path\": \"m.gguf\", \"name\": \"m\"},"
+        " \"auth\": {\"keys\": [{\"kid\": \"k\", \"alg\": \"HS256\", \"secret_file\": \"%s\"}]}}",
+        secret);
     struct gw_config *cfg = NULL;
     char err[512];
     assert_int_equal(gw_config_parse(&cfg, text, strlen(text), "min.json", err, sizeof(err)), 0);
@@ -355,7 +358,8 @@ static void test_each_mistake_is_named_exactly(void **state)
                    "bytes of [A-Za-z0-9._@:-]");
     expect_mistake("default_plan", val("\"gold\""),
                    "config: default_plan: \"gold\" is not a configured plan");
-    snprintf(want, sizeof(want), "config: auth.keys[0].secret_file: /x/y: No such file or directory");
+    snprintf(want, sizeof(want),
+             "config: auth.keys[0].secret_file: /x/y: No such file or directory");
     expect_mistake("auth.keys[0].secret_file", val("\"/x/y\""), want);
     snprintf(want, sizeof(want),
              "config: auth.keys[0].secret_file: %s: 16 bytes; HS256 needs at least 32",
@@ -372,7 +376,8 @@ static void test_each_mistake_is_named_exactly(void **state)
     expect_mistake("auth.keys[0].alg", val("\"none\""),
                    "config: auth.keys[0].alg: \"none\": expected one of HS256, HS384, HS512, "
                    "RS256, ES256");
-    snprintf(v, sizeof(v), "{\"kid\": \"dev\", \"alg\": \"HS256\", \"secret_file\": \"%s\"}", secret);
+    snprintf(v, sizeof(v), "{\"kid\": \"dev\", \"alg\": \"HS256\", \"secret_file\": \"%s\"}",
+             secret);
     expect_mistake("auth.keys[1]", val(v),
                    "config: auth.keys[1].kid: \"dev\" is also the kid of auth.keys[0]");
     snprintf(v, sizeof(v), "{\"kid\": \"rs\", \"alg\": \"RS256\", \"public_key_file\": \"%s\"}",
@@ -382,14 +387,17 @@ static void test_each_mistake_is_named_exactly(void **state)
              "(\"-----BEGIN PUBLIC KEY-----\")",
              notpem);
     expect_mistake("auth.keys[1]", val(v), want);
-    snprintf(v, sizeof(v), "{\"kid\": \"rs\", \"alg\": \"RS256\", \"secret_file\": \"%s\"}", secret);
+    snprintf(v, sizeof(v), "{\"kid\": \"rs\", \"alg\": \"RS256\", \"secret_file\": \"%s\"}",
+             secret);
     expect_mistake("auth.keys[1]", val(v),
                    "config: auth.keys[1].secret_file: not used with RS256; use public_key_file\n"
                    "config: auth.keys[1].public_key_file: missing (required)");
     expect_mistake("auth.keys", NULL, "config: auth.keys: missing (required)");
     expect_mistake("auth.keys", val("[]"), "config: auth.keys: expected an array of 1 to 32 keys");
-    expect_mistake("auth.leeway_s", val("-1"), "config: auth.leeway_s: expected an integer in [0, 600]");
-    expect_mistake("auth.issuer", val("7"), "config: auth.issuer: expected a string of 1 to 127 bytes");
+    expect_mistake("auth.leeway_s", val("-1"),
+                   "config: auth.leeway_s: expected an integer in [0, 600]");
+    expect_mistake("auth.issuer", val("7"),
+                   "config: auth.issuer: expected a string of 1 to 127 bytes");
     expect_mistake("listen[0]", val("\"localhost:8080\""),
                    "config: listen[0]: \"localhost:8080\": expected \"a.b.c.d:port\" or "
                    "\"[IPv6]:port\"");
@@ -399,7 +407,8 @@ static void test_each_mistake_is_named_exactly(void **state)
                    "config: listen[1]: \"127.0.0.1:8080\" is listed twice");
     expect_mistake("listen", val("[]"),
                    "config: listen: expected an array of 1 to 8 \"host:port\" strings");
-    expect_mistake("state_dir", val("\"\""), "config: state_dir: expected a string of 1 to 239 bytes");
+    expect_mistake("state_dir", val("\"\""),
+                   "config: state_dir: expected a string of 1 to 239 bytes");
     expect_mistake("segment.accounts", val("1000"),
                    "config: segment.accounts: expected a power of two in [16, 16777216]");
     expect_mistake("segment.lanes", val("16"),
@@ -409,6 +418,26 @@ static void test_each_mistake_is_named_exactly(void **state)
     expect_mistake("segment.budgets", val("1"),
                    "config: segment.budgets: expected at least 2 (one per tenant and one for the "
                    "node)");
+    json_t *big = base_config();
+    set_path(big, "segment.slots", val("65535"));
+    set_path(big, "segment.prompt_bytes", val("16777216"));
+    set_path(big, "segment.budgets", val("64"));
+    struct gw_config *cfg = NULL;
+    char err[512];
+    assert_int_equal(parse_doc(big, &cfg, err, sizeof(err)), -EINVAL);
+    json_decref(big);
+    struct gw_seg_config huge = {.accounts = 1024,
+                                 .budgets = 64,
+                                 .slots = 65535,
+                                 .queue = 32,
+                                 .lanes = 11,
+                                 .prompt_bytes = 16777216,
+                                 .output_bytes = 4096};
+    snprintf(want, sizeof(want),
+             "config: segment: %zu bytes with these sizes; at most 64 GiB (lower slots, "
+             "prompt_bytes or output_bytes)",
+             gw_segment_size(&huge, NULL, 0));
+    assert_string_equal(err, want);
     expect_mistake("model.path", NULL, "config: model.path: missing (required)");
     expect_mistake("model.name", val("\"tiny model\""),
                    "config: model.name: \"tiny model\": expected 1 to 63 bytes of "
@@ -422,7 +451,8 @@ static void test_each_mistake_is_named_exactly(void **state)
     expect_mistake("http.header_bytes", val("100"),
                    "config: http.header_bytes: expected an integer in [1024, 1048576]");
     expect_mistake("http.keepalive", val("100"), "config: http.keepalive: unknown key");
-    expect_mistake("ip.budget", val("\"1 GPU-seconds per second\""), "config: ip.budget: unknown key");
+    expect_mistake("ip.budget", val("\"1 GPU-seconds per second\""),
+                   "config: ip.budget: unknown key");
     expect_mistake("global.max_tokens", val("5"), "config: global.max_tokens: unknown key");
     expect_mistake("admin.socket",
                    val("\"/run/a/very/long/path/that/does/not/fit/into/the/sun_path/of/a/unix/"
@@ -468,15 +498,19 @@ static void test_invalid_json_names_line_and_column(void **state)
     struct gw_config *cfg = NULL;
     char err[512];
     const char *text = "{\n  \"fronts\": 2,\n}";
-    assert_int_equal(gw_config_parse(&cfg, text, strlen(text), "x.json", err, sizeof(err)), -EINVAL);
+    assert_int_equal(gw_config_parse(&cfg, text, strlen(text), "x.json", err, sizeof(err)),
+                     -EINVAL);
     assert_string_equal(err, "config: x.json: not valid JSON: string or '}' expected near '}' at "
                              "line 3 column 1");
     text = "{\"fronts\": 1, \"fronts\": 2}";
-    assert_int_equal(gw_config_parse(&cfg, text, strlen(text), "x.json", err, sizeof(err)), -EINVAL);
-    assert_string_equal(err, "config: x.json: not valid JSON: duplicate object key near '\"fronts\"' "
-                             "at line 1 column 22");
+    assert_int_equal(gw_config_parse(&cfg, text, strlen(text), "x.json", err, sizeof(err)),
+                     -EINVAL);
+    assert_string_equal(err,
+                        "config: x.json: not valid JSON: duplicate object key near '\"fronts\"' "
+                        "at line 1 column 22");
     text = "[1, 2]";
-    assert_int_equal(gw_config_parse(&cfg, text, strlen(text), "x.json", err, sizeof(err)), -EINVAL);
+    assert_int_equal(gw_config_parse(&cfg, text, strlen(text), "x.json", err, sizeof(err)),
+                     -EINVAL);
     assert_string_equal(err, "config: x.json: expected a JSON object at the top level");
     assert_null(cfg);
 }
@@ -496,7 +530,8 @@ static void test_public_key_file_is_read(void **state)
     (void)state;
     json_t *root = base_config();
     char v[256];
-    snprintf(v, sizeof(v), "{\"kid\": \"es\", \"alg\": \"ES256\", \"public_key_file\": \"%s\"}", pem);
+    snprintf(v, sizeof(v), "{\"kid\": \"es\", \"alg\": \"ES256\", \"public_key_file\": \"%s\"}",
+             pem);
     set_path(root, "auth.keys[1]", val(v));
     struct gw_config *cfg = parse_ok(root);
     assert_int_equal(cfg->n_keys, 2);
@@ -528,10 +563,22 @@ static void test_window_parser_exact_values(void **state)
     assert_int_equal(w.limit, 1000000000);
 
     static const char *const bad[] = {
-        "50 per fortnight", "0 per second", "-1 per second", "+1 per second", "1e3 per second",
-        "10 per seconds", "10 Per second", "10per second", "10 per second burst",
-        "10 per second burst -1", "10 per second burst 5 more", "10 per second bursts 5", "",
-        "per second", "1000000001 per second", "10 per second\tburst 5",
+        "50 per fortnight",
+        "0 per second",
+        "-1 per second",
+        "+1 per second",
+        "1e3 per second",
+        "10 per seconds",
+        "10 Per second",
+        "10per second",
+        "10 per second burst",
+        "10 per second burst -1",
+        "10 per second burst 5 more",
+        "10 per second bursts 5",
+        "",
+        "per second",
+        "1000000001 per second",
+        "10 per second\tburst 5",
     };
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
         w.limit = 77;
@@ -562,12 +609,18 @@ static void test_budget_parser_exact_values(void **state)
     assert_int_equal(b.amount_us, 8000000);
 
     static const char *const bad[] = {
-        "0 GPU-seconds per second",  "0.0000001 GPU-seconds per second",
-        ".5 GPU-seconds per second", "5. GPU-seconds per second",
-        "1 GPU-second per second",   "1 GPU-seconds per week",
-        "-1 GPU-seconds per second", "1,5 GPU-seconds per second",
-        "1 gpu-seconds per second",  "1 GPU-seconds per second extra",
-        "1 GPU-seconds",             "",
+        "0 GPU-seconds per second",
+        "0.0000001 GPU-seconds per second",
+        ".5 GPU-seconds per second",
+        "5. GPU-seconds per second",
+        "1 GPU-second per second",
+        "1 GPU-seconds per week",
+        "-1 GPU-seconds per second",
+        "1,5 GPU-seconds per second",
+        "1 gpu-seconds per second",
+        "1 GPU-seconds per second extra",
+        "1 GPU-seconds",
+        "",
     };
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
         if (gw_budget_parse(bad[i], &b) != -EINVAL)
@@ -599,7 +652,7 @@ static void test_plan_for_tenants_claims_and_default(void **state)
     assert_null(why);
     assert_string_equal(p->name, "pro");
     assert_int_equal(p->max_tokens, 100);
-    assert_int_equal(p->n_windows, 1); /* inherited from pro */
+    assert_int_equal(p->n_windows, 1);                /* inherited from pro */
     assert_int_equal(cfg->plans[1].max_tokens, 2048); /* the plan itself is unchanged */
     assert_ptr_equal(gw_config_plan_for(cfg, "acme", "", &why), &cfg->tenants[0].plan);
     assert_ptr_equal(gw_config_plan_for(cfg, "acme", "pro", &why), &cfg->tenants[0].plan);

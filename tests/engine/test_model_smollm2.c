@@ -31,7 +31,8 @@
  * the greedy selection disagree with llama.cpp. The fixture's "source"
  * lists the settings, the rule and the rejected candidates (the earlier
  * cases had gaps down to 0.033 within their first 32 steps and matched
- * only 9, 8 and 33 ids). Measured here: MEASURED */
+ * only 9, 8 and 33 ids). Measured (x86-64 with AVX2): all six cases
+ * match all 48 ids on both the AVX2 and the portable path. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>

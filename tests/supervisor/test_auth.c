@@ -111,11 +111,11 @@ static char *hs(const char *claims)
 static char *claims_with(const char *sub, const char *extra_json, long exp_delta, int with_exp)
 {
     static char buf[1024];
-    int n = snprintf(buf, sizeof(buf), "{\"iss\":\"gpuwarden-test\",\"aud\":\"gpuwarden\",\"iat\":%llu",
-                     NOW - 10);
+    int n = snprintf(buf, sizeof(buf),
+                     "{\"iss\":\"gpuwarden-test\",\"aud\":\"gpuwarden\",\"iat\":%llu", NOW - 10);
     if (with_exp)
-        n += snprintf(buf + n, sizeof(buf) - (size_t)n, ",\"exp\":%lld",
-                      (long long)NOW + exp_delta);
+        n +=
+            snprintf(buf + n, sizeof(buf) - (size_t)n, ",\"exp\":%lld", (long long)NOW + exp_delta);
     if (sub)
         n += snprintf(buf + n, sizeof(buf) - (size_t)n, ",\"sub\":\"%s\"", sub);
     if (extra_json)
@@ -172,8 +172,7 @@ static struct gw_auth *auth(void)
     return a;
 }
 
-static void expect_refused_at(struct gw_auth *a, const char *authz, uint64_t now,
-                              const char *want)
+static void expect_refused_at(struct gw_auth *a, const char *authz, uint64_t now, const char *want)
 {
     struct gw_principal who;
     memset(&who, 0x5a, sizeof(who));
@@ -376,7 +375,8 @@ static void test_sub_is_required_and_checked(void **state)
     expect_refused(t, "missing sub");
     free(t);
     static const char *const bad[] = {
-        "acme corp", "", "acme/../x", "0123456789012345678901234567890123456789012345678901234567890123",
+        "acme corp",   "",
+        "acme/../x",   "0123456789012345678901234567890123456789012345678901234567890123",
         "\\u00e9cole",
     };
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
@@ -409,7 +409,8 @@ static void test_issuer_and_audience(void **state)
     t = hs(c);
     expect_refused(t, "wrong issuer");
     free(t);
-    snprintf(c, sizeof(c), "{\"iss\":\"gpuwarden-test\",\"aud\":\"other\",\"sub\":\"acme\",\"exp\":%llu}",
+    snprintf(c, sizeof(c),
+             "{\"iss\":\"gpuwarden-test\",\"aud\":\"other\",\"sub\":\"acme\",\"exp\":%llu}",
              NOW + 60);
     t = hs(c);
     expect_refused(t, "wrong audience");
@@ -424,9 +425,10 @@ static void test_issuer_and_audience(void **state)
     t = hs(c);
     expect_refused(t, "wrong audience");
     free(t);
-    snprintf(c, sizeof(c),
-             "{\"iss\":\"gpuwarden-test\",\"aud\":[\"a\",\"gpuwarden\"],\"sub\":\"acme\",\"exp\":%llu}",
-             NOW + 60);
+    snprintf(
+        c, sizeof(c),
+        "{\"iss\":\"gpuwarden-test\",\"aud\":[\"a\",\"gpuwarden\"],\"sub\":\"acme\",\"exp\":%llu}",
+        NOW + 60);
     t = hs(c);
     expect_ok(t);
     free(t);
@@ -603,8 +605,8 @@ static void test_issue_round_trips_and_refuses_public_keys(void **state)
 {
     (void)state;
     char *tok = NULL;
-    assert_int_equal(gw_auth_issue(&cfg->keys[0], "acme", "pro", "gpuwarden-test", "gpuwarden",
-                                   NOW, NOW + 600, &tok),
+    assert_int_equal(gw_auth_issue(&cfg->keys[0], "acme", "pro", "gpuwarden-test", "gpuwarden", NOW,
+                                   NOW + 600, &tok),
                      0);
     char authz[1024];
     snprintf(authz, sizeof(authz), "Bearer %s", tok);
@@ -618,9 +620,8 @@ static void test_issue_round_trips_and_refuses_public_keys(void **state)
     assert_int_equal(gw_auth_issue(&cfg->keys[1], "acme", NULL, NULL, NULL, NOW, NOW + 600, &tok),
                      -ENOTSUP);
     assert_null(tok);
-    assert_int_equal(gw_auth_issue(&cfg->keys[0], "acme corp", NULL, NULL, NULL, NOW, NOW + 600,
-                                   &tok),
-                     -EINVAL);
+    assert_int_equal(
+        gw_auth_issue(&cfg->keys[0], "acme corp", NULL, NULL, NULL, NOW, NOW + 600, &tok), -EINVAL);
     assert_int_equal(gw_auth_issue(&cfg->keys[0], "acme", NULL, NULL, NULL, NOW, NOW, &tok),
                      -EINVAL);
     /* without iss and aud the token fails this verifier's rules */

@@ -267,6 +267,8 @@ static int master_exit(struct master *m, int ms)
         pid_t r = waitpid(m->pid, &st, WNOHANG);
         if (r == m->pid) {
             master_read(m, 0);
+            if (getenv("GW_TEST_VERBOSE")) /* the whole log, for a human */
+                fprintf(stderr, "--- master log:\n%s---\n", m->log);
             close(m->fd);
             return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
         }
@@ -549,6 +551,19 @@ static void test_master_notifies_ready_and_stopping(void **state)
     char want[PATH_MAX + 64];
     snprintf(want, sizeof(want), "gpuwarden[master]: reloaded %s (config epoch 2)\n", cfg_path);
     assert_true(master_expect(m, want, 1000));
+
+    /* What needs a restart is named and kept; the rest still applies. */
+    write_config(addr, 2, model_path);
+    kill(m->pid, SIGHUP);
+    assert_true(notify_expect(n, m, "RELOADING=1", 5000));
+    assert_true(notify_expect(n, m, "READY=1", 5000));
+    assert_true(master_expect(m,
+                              "gpuwarden[master]: reload: a restart is needed to change workers; "
+                              "keeping the running values\n",
+                              1000));
+    snprintf(want, sizeof(want), "gpuwarden[master]: reloaded %s (config epoch 3)\n", cfg_path);
+    assert_true(master_expect(m, want, 1000));
+    assert_null(strstr(m->log, "worker 1 started"));
 
     /* A broken file is refused, and the node keeps going. */
     write_file(cfg_path, "{\"fronts\": ");

@@ -247,6 +247,8 @@ static const struct bad bad_bodies[] = {
      "logit_bias"},
     {H, HP "\"tools\":[{\"type\":\"function\"}]}", 0, "tools: not supported; omit it or send []",
      "tools"},
+    {H, HP "\"tools\":{}}", 0, "tools: not supported; omit it or send []", "tools"},
+    {C, CP "\"suffix\":{}}", 0, "suffix: not supported; omit it or send \"\"", "suffix"},
     {H, HP "\"tool_choice\":\"auto\"}", 0, "tool_choice: not supported; omit it or send \"none\"",
      "tool_choice"},
     {H, HP "\"response_format\":{\"type\":\"json_object\"}}", 0,
@@ -413,6 +415,21 @@ static void test_chat_takes_at_most_256_messages(void **state)
     assert_string_equal(err, "messages: expected 1 to 256 messages, got 257");
     assert_string_equal(param, "messages");
     free(b);
+}
+
+static void test_misuse_is_not_a_bad_request(void **state)
+{
+    (void)state;
+    struct gw_gen_request req;
+    char err[512], param[64];
+    req.prompt = (char *)"garbage";
+    assert_int_equal(parse(GW_ROUTE_METRICS, "{}", 2, &req, err, param), -EFAULT);
+    assert_null(req.prompt);
+    assert_int_equal(parse(C, NULL, 5, &req, err, param), -EFAULT);
+    assert_int_equal(gw_request_parse(C, "{}", 2, NULL, &req, err, 512, param, 64), -EFAULT);
+    assert_int_equal(gw_request_parse(C, "{}", 2, &cfg, NULL, err, 512, param, 64), -EFAULT);
+    /* no buffers for the message: the verdict alone */
+    assert_int_equal(gw_request_parse(C, "{}", 2, &cfg, &req, NULL, 0, NULL, 0), -EINVAL);
 }
 
 static void test_tokens_cap_is_the_largest_plan_cap_or_4096(void **state)
@@ -977,6 +994,7 @@ int main(void)
         cmocka_unit_test_setup(test_prompt_size_is_bounded_by_the_slot, setup),
         cmocka_unit_test_setup(test_chat_size_counts_the_serialised_form, setup),
         cmocka_unit_test_setup(test_chat_takes_at_most_256_messages, setup),
+        cmocka_unit_test_setup(test_misuse_is_not_a_bad_request, setup),
         cmocka_unit_test_setup(test_tokens_cap_is_the_largest_plan_cap_or_4096, setup),
         cmocka_unit_test_setup(test_completions_defaults_follow_openai, setup),
         cmocka_unit_test_setup(test_completions_every_field, setup),

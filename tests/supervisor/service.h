@@ -78,7 +78,7 @@ static inline void svc_write_config(struct svc *s, const char *extra)
     f = fopen(s->config, "w");
     fprintf(f,
             "{\n"
-            " \"listen\": [\"127.0.0.1:%d\"], \"fronts\": 1, \"workers\": 1,\n"
+            " \"listen\": [\"127.0.0.1:%d\"], \"fronts\": 2, \"workers\": 1,\n"
             " \"state_dir\": \"%s/state\",\n"
             " \"segment\": {\"accounts\": 1024, \"budgets\": 64, \"slots\": 16, \"queue\": 16,\n"
             "   \"prompt_bytes\": 4096, \"output_bytes\": 8192},\n"
@@ -92,7 +92,7 @@ static inline void svc_write_config(struct svc *s, const char *extra)
             "   \"budget\": \"1000 GPU-seconds per second\"},\n"
             " \"plans\": {\n"
             "   \"open\": {\"rate\": [\"1000 per minute burst 100\"], \"budget\": \"1000 GPU-seconds "
-            "per day\", \"max_inflight\": 8, \"max_tokens\": 64},\n"
+            "per day\", \"max_inflight\": 8, \"max_tokens\": 256},\n"
             "   \"five\": {\"rate\": [\"5 per minute\"], \"budget\": \"1000 GPU-seconds per day\", "
             "\"max_tokens\": 64},\n"
             "   \"poor\": {\"rate\": [\"100 per minute burst 10\"], \"budget\": \"0.001 GPU-seconds "

@@ -17,7 +17,8 @@ static int group_setup(void **state)
     if (!svc_have_model())
         return 0;
     svc_write_config(&S, "\"http\": {\"header_timeout_ms\": 1500, \"body_timeout_ms\": 1500, "
-                         "\"header_bytes\": 8192, \"body_bytes\": 65536, \"drain_timeout_ms\": 5000},");
+                         "\"header_bytes\": 8192, \"body_bytes\": 65536, \"drain_timeout_ms\": 5000, "
+                         "\"keepalive_ms\": 1000, \"connections_per_front\": 6},");
     if (svc_start(&S) != 0) {
         fprintf(stderr, "gpuwarden did not become ready; its log:\n");
         svc_dump_log(&S);
@@ -327,8 +328,11 @@ static void test_budget_refusal_and_refund(void **state)
     assert_true(refunded > used); /* 64 tokens reserved, about one used */
 }
 
+/* The first bytes open_stream read. */
+static char first_bytes[513];
+
 /* Opens a streaming request and returns its socket once the first bytes of
- * the response arrived. */
+ * the response arrived (kept in first_bytes). */
 static int open_stream(const char *tenant, int max_tokens)
 {
     char *tok = svc_token(&S, tenant, 600);
@@ -342,12 +346,13 @@ static int open_stream(const char *tenant, int max_tokens)
                      tok, strlen(body), body);
     send_all(fd, head, (size_t)n);
     free(tok);
-    char buf[512];
     struct pollfd p = {.fd = fd, .events = POLLIN};
-    if (poll(&p, 1, 10000) != 1 || recv(fd, buf, sizeof(buf), 0) <= 0) {
+    ssize_t got;
+    if (poll(&p, 1, 10000) != 1 || (got = recv(fd, first_bytes, sizeof(first_bytes) - 1, 0)) <= 0) {
         close(fd);
         return -1;
     }
+    first_bytes[got] = '\0';
     return fd;
 }
 
@@ -415,12 +420,13 @@ static void test_worker_killed_mid_generation(void **state)
     NEED_MODEL();
     pid_t w = worker_pid();
     assert_true(w > 0);
-    int fd = open_stream("happy", 64);
+    int fd = open_stream("happy", 256); /* ~2 s of generation */
     assert_true(fd >= 0);
     kill(w, SIGKILL);
     struct resp r = {0};
     char buf[65536];
-    size_t len = 0;
+    size_t len = strlen(first_bytes);
+    memcpy(buf, first_bytes, len);
     for (;;) { /* read the rest of the stream to its end */
         struct pollfd p = {.fd = fd, .events = POLLIN};
         if (poll(&p, 1, 15000) != 1)
@@ -453,6 +459,150 @@ static void test_worker_killed_mid_generation(void **state)
     free(tok);
 }
 
+static void test_idle_keepalive_is_closed_and_connections_are_capped(void **state)
+{
+    (void)state;
+    NEED_MODEL();
+    /* a keep-alive connection left idle is closed after keepalive_ms */
+    int fd = svc_connect(&S);
+    const char *get = "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n";
+    send_all(fd, get, strlen(get));
+    char buf[1024];
+    struct pollfd p = {.fd = fd, .events = POLLIN};
+    assert_int_equal(poll(&p, 1, 2000), 1);
+    ssize_t n = recv(fd, buf, sizeof(buf) - 1, 0);
+    assert_true(n > 0);
+    buf[n] = '\0';
+    assert_non_null(strstr(buf, "HTTP/1.1 200 OK"));
+    assert_null(strstr(buf, "Connection: close")); /* kept alive */
+    uint64_t t0 = gw_mono_ns();
+    assert_int_equal(poll(&p, 1, 5000), 1);
+    assert_int_equal(recv(fd, buf, sizeof(buf), 0), 0); /* closed by the server */
+    uint64_t waited_ms = (gw_mono_ns() - t0) / 1000000;
+    assert_true(waited_ms >= 800 && waited_ms < 3000);
+    close(fd);
+    /* connections_per_front = 6, two fronts: at most 12 are held; the rest
+     * are closed at once without a byte */
+    int fds[20], closed = 0;
+    for (int i = 0; i < 20; i++)
+        fds[i] = svc_connect(&S);
+    usleep(300000);
+    for (int i = 0; i < 20; i++) {
+        struct pollfd q = {.fd = fds[i], .events = POLLIN};
+        if (poll(&q, 1, 0) == 1 && recv(fds[i], buf, sizeof(buf), MSG_DONTWAIT) == 0)
+            closed++;
+        close(fds[i]);
+    }
+    /* which front accepts which connection is the kernel's choice, so the
+     * split is not fixed: each front holds at most 6, at least one front
+     * holds its full 6 */
+    int held = 20 - closed;
+    if (held < 6 || held > 12)
+        fail_msg("%d of 20 connections held; expected 6..12", held);
+}
+
+static void test_front_killed_under_load_service_continues(void **state)
+{
+    (void)state;
+    NEED_MODEL();
+    struct gw_segment seg;
+    char path[256], err[256];
+    snprintf(path, sizeof(path), "%s/state/ledger", S.dir);
+    assert_int_equal(gw_segment_attach(&seg, path, err, sizeof(err)), 0);
+    pid_t front = -1;
+    for (uint32_t l = 0; l < seg.cfg.lanes && front < 0; l++) {
+        struct gw_proc_info pi;
+        if (gw_proc_get(&seg, (int)l, &pi) == 0 && pi.role == GW_ROLE_FRONT)
+            front = pi.pid;
+    }
+    gw_segment_close(&seg);
+    assert_true(front > 0);
+    int fd = open_stream("happy", 32); /* load in flight while the front dies */
+    kill(front, SIGKILL);
+    if (fd >= 0)
+        close(fd);
+    char *tok = svc_token(&S, "happy", 600);
+    int ok = 0;
+    for (int i = 0; i < 10; i++) {
+        struct resp r;
+        if (svc_http(&S, "POST", "/v1/generate", tok, "{\"prompt\":\"Hi\",\"max_tokens\":2}", &r) ==
+            0) {
+            ok += r.status == 200;
+            resp_free(&r);
+        }
+    }
+    assert_int_equal(ok, 10);
+    free(tok);
+    /* the dead front's slots were settled by the master's repair */
+    usleep(500000);
+    struct gw_money m = money_of("happy");
+    (void)m;
+}
+
+static void test_sighup_keeps_streams_and_sigterm_drains(void **state)
+{
+    (void)state;
+    NEED_MODEL();
+    int fd = open_stream("happy", 48);
+    assert_true(fd >= 0);
+    kill(S.master, SIGHUP); /* reload while a stream is in flight */
+    char buf[65536];
+    size_t len = 0;
+    for (;;) {
+        struct pollfd p = {.fd = fd, .events = POLLIN};
+        if (poll(&p, 1, 20000) != 1)
+            break;
+        ssize_t n = recv(fd, buf + len, sizeof(buf) - len - 1, 0);
+        if (n <= 0)
+            break;
+        len += (size_t)n;
+    }
+    buf[len] = '\0';
+    close(fd);
+    if (!strstr(buf, "\"finish_reason\":\"length\"") || !strstr(buf, "data: [DONE]"))
+        fail_msg("stream cut by the reload:\n%s", buf);
+    /* SIGTERM with a stream in flight: it runs to its end, then the master
+     * exits 0 */
+    fd = open_stream("happy", 24);
+    assert_true(fd >= 0);
+    kill(S.master, SIGTERM);
+    len = 0;
+    for (;;) {
+        struct pollfd p = {.fd = fd, .events = POLLIN};
+        if (poll(&p, 1, 20000) != 1)
+            break;
+        ssize_t n = recv(fd, buf + len, sizeof(buf) - len - 1, 0);
+        if (n <= 0)
+            break;
+        len += (size_t)n;
+    }
+    buf[len] = '\0';
+    close(fd);
+    if (!strstr(buf, "\"finish_reason\":\"length\"") || !strstr(buf, "data: [DONE]"))
+        fail_msg("stream cut by the drain:\n%s", buf);
+    int status = -1;
+    for (int i = 0; i < 200; i++) {
+        int st;
+        if (waitpid(S.master, &st, WNOHANG) == S.master) {
+            status = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+            break;
+        }
+        usleep(50000);
+    }
+    S.master = 0;
+    started = 0; /* nothing left for the teardown to stop */
+    assert_int_equal(status, 0);
+    /* everything in flight was settled: conservation holds */
+    struct gw_segment seg;
+    char path[256], err[256];
+    snprintf(path, sizeof(path), "%s/state/ledger", S.dir);
+    assert_int_equal(gw_segment_attach(&seg, path, err, sizeof(err)), 0);
+    char why[256] = "";
+    if (gw_ledger_check(&seg, why, sizeof(why)) != 0)
+        fail_msg("%s", why);
+    gw_segment_close(&seg);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -466,6 +616,9 @@ int main(void)
         cmocka_unit_test(test_budget_refusal_and_refund),
         cmocka_unit_test(test_concurrency_limit_and_disconnect_cancels),
         cmocka_unit_test(test_worker_killed_mid_generation),
+        cmocka_unit_test(test_idle_keepalive_is_closed_and_connections_are_capped),
+        cmocka_unit_test(test_front_killed_under_load_service_continues),
+        cmocka_unit_test(test_sighup_keeps_streams_and_sigterm_drains),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }

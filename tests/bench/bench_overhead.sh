@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Overhead on top of the engine: starts gpuwarden (1 front, 1 worker with 1
+# thread) with a tenant that has no effective limits, then runs
+# bench_overhead (N sequential max_tokens=1 requests on one keep-alive
+# connection; latency minus the Server-Timing device time).
+#   tests/bench/bench_overhead.sh [build-dir] [requests]
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+build=${1:-build}
+n=${2:-500}
+tmp=$(mktemp -d /tmp/gw-bench-overhead.XXXXXX)
+port=18090
+trap '[ -n "${gw:-}" ] && kill -TERM "$gw" 2>/dev/null && wait "$gw" 2>/dev/null; rm -rf "$tmp"' EXIT
+head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$tmp/secret.key"
+cat >"$tmp/gw.json" <<JSON
+{
+ "listen": ["127.0.0.1:$port"], "fronts": 1, "workers": 1, "state_dir": "$tmp/state",
+ "segment": {"accounts": 4096, "budgets": 64, "slots": 16, "queue": 16,
+             "prompt_bytes": 4096, "output_bytes": 4096},
+ "model": {"path": "models/SmolLM2-135M-Instruct.Q4_1.gguf", "name": "smollm2", "threads": 1,
+           "context": 256},
+ "auth": {"keys": [{"kid": "b", "alg": "HS256", "secret_file": "$tmp/secret.key"}]},
+ "ip": {"rate": ["1000000 per second burst 1000"]},
+ "global": {"rate": ["1000000 per second burst 1000"], "budget": "1000 GPU-seconds per second"},
+ "plans": {"bench": {"rate": ["1000000 per second burst 1000"],
+                     "budget": "1000 GPU-seconds per second", "max_tokens": 1}},
+ "default_plan": null, "tenants": {"bench": {"plan": "bench"}}
+}
+JSON
+"$build/supervisor/gpuwarden" -c "$tmp/gw.json" 2>"$tmp/gw.log" &
+gw=$!
+for _ in $(seq 1 100); do
+    curl -fsS "http://127.0.0.1:$port/readyz" >/dev/null 2>&1 && break
+    sleep 0.2
+done
+"$build/tests/bench/bench_overhead" $port "$("$build/supervisor/gpuwarden-token" -c "$tmp/gw.json" --tenant bench)" "$n"

@@ -20,6 +20,9 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+/* Device us per token the fronts assume before a worker measured one. */
+static long svc_cost_us = 2000;
+
 struct svc {
     char dir[128];
     char config[192];
@@ -97,15 +100,18 @@ static inline void svc_write_config(struct svc *s, const char *extra)
             "\"max_tokens\": 64},\n"
             "   \"poor\": {\"rate\": [\"100 per minute burst 10\"], \"budget\": \"0.001 GPU-seconds "
             "per day\", \"max_tokens\": 64, \"on_budget\": \"refuse\"},\n"
+            "   \"tight\": {\"rate\": [\"100 per minute burst 10\"], \"budget\": \"0.02 GPU-seconds "
+            "per day\", \"max_tokens\": 64, \"on_budget\": \"refuse\"},\n"
             "   \"one\": {\"rate\": [\"100 per minute burst 10\"], \"budget\": \"1000 GPU-seconds "
             "per day\", \"max_inflight\": 1, \"max_tokens\": 64}\n"
             " },\n"
             " \"default_plan\": null,\n"
             " \"tenants\": {\"happy\": {\"plan\": \"open\"}, \"limited\": {\"plan\": \"five\"},\n"
-            "   \"poor\": {\"plan\": \"poor\"}, \"single\": {\"plan\": \"one\"}},\n"
-            " \"cost\": {\"initial_us_per_token\": 2000}\n"
+            "   \"poor\": {\"plan\": \"poor\"}, \"single\": {\"plan\": \"one\"},\n"
+            "   \"tight\": {\"plan\": \"tight\"}},\n"
+            " \"cost\": {\"initial_us_per_token\": %ld}\n"
             "}\n",
-            s->port, s->dir, svc_model_path(), extra ? extra : "", secret_path);
+            s->port, s->dir, svc_model_path(), extra ? extra : "", secret_path, svc_cost_us);
     fclose(f);
 }
 

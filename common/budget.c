@@ -243,3 +243,21 @@ int gw_budget_settle(struct gw_segment *seg, struct gw_slot_ref ref)
     atomic_store_explicit(&ln->j_op, J_IDLE, memory_order_release);
     return 1;
 }
+
+int gw_ledger_budget_reset(struct gw_segment *seg, struct gw_acct a)
+{
+    if (!gw__acct_budget(seg, a))
+        return gw__acct_ok(seg, a) ? -ENOENT : GW_ESTALE;
+    _Atomic uint64_t *cell = &acct_at(seg, a.index)->cell[CELL_BUDGET];
+    /* relaxed: the decision cell is self-contained, as in gw__cell_add; a
+     * reservation racing the reset lands before it (forgiven) or after it
+     * (charged against the full budget), either is a valid order. */
+    uint64_t c = atomic_load_explicit(cell, memory_order_relaxed);
+    for (;;) {
+        if (CELL_GEN(c) != a.gen)
+            return GW_ESTALE;
+        if (atomic_compare_exchange_weak_explicit(cell, &c, CELL(a.gen, 0), memory_order_relaxed,
+                                                  memory_order_relaxed))
+            return 0;
+    }
+}

@@ -18,6 +18,8 @@
 #include <fcntl.h>
 #include <inttypes.h>
 #include <jansson.h>
+#define PCRE2_CODE_UNIT_WIDTH 8
+#include <pcre2.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -345,8 +347,8 @@ int gw_budget_parse(const char *s, struct gw_budget_rate *b)
 #define BUDGET_FORM "\"X GPU-seconds per second|minute|hour|day\""
 
 /* The keys a plan may hold, and which of them a given section allows. */
-enum { PK_RATE = 1, PK_BUDGET = 2, PK_INFLIGHT = 4, PK_TOKENS = 8, PK_ON_BUDGET = 16 };
-#define PK_ALL (PK_RATE | PK_BUDGET | PK_INFLIGHT | PK_TOKENS | PK_ON_BUDGET)
+enum { PK_RATE = 1, PK_BUDGET = 2, PK_INFLIGHT = 4, PK_TOKENS = 8, PK_ON_BUDGET = 16, PK_WATCHDOG = 32 };
+#define PK_ALL (PK_RATE | PK_BUDGET | PK_INFLIGHT | PK_TOKENS | PK_ON_BUDGET | PK_WATCHDOG)
 
 static void parse_rates(struct cx *c, json_t *arr, const char *p, struct gw_plan *pl)
 {
@@ -391,6 +393,41 @@ static void parse_rates(struct cx *c, json_t *arr, const char *p, struct gw_plan
 
 /* Fills pl from the keys of obj that `allowed` names (absent keys leave pl
  * as it is, so a tenant's overrides are parsed onto a copy of its plan). */
+/* ---------------------------------------------------------------- watchdog */
+
+/* The limit keys of a "watchdog" object (node level and per plan):
+ *   "max_tokens", "wall_time_ms", "device_time_ms",
+ *   "repetition": {"max_period", "min_count", "min_tokens"},
+ *   "divergence": {"max_period", "min_tokens"}.
+ * In a plan, 0 means "the node's value". */
+static void parse_wd_limits(struct cx *c, json_t *o, const char *p, struct gw_wd_limits *l)
+{
+    static const char *const rep_keys[] = {"max_period", "min_count", "min_tokens", NULL};
+    static const char *const div_keys[] = {"max_period", "min_tokens", NULL};
+    char q[PATH_LEN];
+    get_u32(c, o, p, "max_tokens", 0, 1u << 24, 0, &l->max_tokens);
+    get_u32(c, o, p, "wall_time_ms", 0, 86400000u, 0, &l->wall_ms);
+    get_u32(c, o, p, "device_time_ms", 0, 86400000u, 0, &l->device_ms);
+    json_t *r;
+    if ((r = get_object(c, o, p, "repetition", 0))) {
+        path_key(q, p, "repetition");
+        check_keys(c, r, q, rep_keys);
+        /* the worker's statistic covers periods up to 32 (GW_REPEAT_MAX_PERIOD) */
+        get_u32(c, r, q, "max_period", 0, 32, 0, &l->rep_period);
+        get_u32(c, r, q, "min_count", 0, 1u << 20, 0, &l->rep_count);
+        get_u32(c, r, q, "min_tokens", 0, 1u << 20, 0, &l->rep_tokens);
+    }
+    if ((r = get_object(c, o, p, "divergence", 0))) {
+        path_key(q, p, "divergence");
+        check_keys(c, r, q, div_keys);
+        get_u32(c, r, q, "max_period", 0, 32, 0, &l->div_period);
+        get_u32(c, r, q, "min_tokens", 0, 1u << 20, 0, &l->div_tokens);
+    }
+}
+
+static const char *const wd_limit_keys[] = {"max_tokens", "wall_time_ms", "device_time_ms",
+                                            "repetition", "divergence", NULL};
+
 static void parse_plan_keys(struct cx *c, json_t *obj, const char *base, int allowed,
                             struct gw_plan *pl)
 {
@@ -426,10 +463,15 @@ static void parse_plan_keys(struct cx *c, json_t *obj, const char *base, int all
         else
             bad(c, p, "expected \"refuse\" or \"clamp\"");
     }
+    if ((allowed & PK_WATCHDOG) && (v = get_object(c, obj, base, "watchdog", 0))) {
+        path_key(p, base, "watchdog");
+        check_keys(c, v, p, wd_limit_keys);
+        parse_wd_limits(c, v, p, &pl->wd);
+    }
 }
 
 static const char *const plan_keys[] = {"rate",       "budget",    "max_inflight",
-                                        "max_tokens", "on_budget", NULL};
+                                        "max_tokens", "on_budget", "watchdog", NULL};
 
 static void plan_defaults(struct gw_plan *pl, const char *name)
 {
@@ -487,7 +529,8 @@ static int tenant_cmp(const void *a, const void *b)
 static void parse_tenants(struct cx *c, json_t *root, struct gw_config *cfg)
 {
     static const char *const keys[] = {"plan",         "plans",      "rate",      "budget",
-                                       "max_inflight", "max_tokens", "on_budget", NULL};
+                                       "max_inflight", "max_tokens", "on_budget", "watchdog",
+                                       NULL};
     json_t *tenants = get_object(c, root, "", "tenants", 0);
     if (!tenants)
         return;
@@ -905,9 +948,49 @@ static void parse_default_plan(struct cx *c, json_t *root, struct gw_config *cfg
         bad(c, "default_plan", "\"%s\" is not a configured plan", shown(json_string_value(v), q));
 }
 
+/* admin.operators / admin.admins: ["user:NAME" | "uid:N" | "group:NAME" |
+ * "gid:N", ...]. Names are resolved when a client connects (the accounts
+ * database may change while the node runs). */
+static void parse_principals(struct cx *c, json_t *o, const char *key,
+                             char out[GW_ADMIN_PRINCIPALS][GW_NAME_MAX], int *n)
+{
+    char p[PATH_LEN], q[96];
+    path_key(p, "admin", key);
+    json_t *arr = json_object_get(o, key);
+    if (!arr)
+        return;
+    if (!json_is_array(arr) || json_array_size(arr) > GW_ADMIN_PRINCIPALS) {
+        bad(c, p, "expected an array of at most %d strings", GW_ADMIN_PRINCIPALS);
+        return;
+    }
+    size_t i;
+    json_t *v;
+    json_array_foreach(arr, i, v)
+    {
+        char pi[PATH_LEN];
+        path_idx(pi, p, i);
+        const char *s = json_is_string(v) ? json_string_value(v) : NULL;
+        const char *colon = s ? strchr(s, ':') : NULL;
+        int ok = colon && strlen(s) < GW_NAME_MAX && name_ok(colon + 1, "._-");
+        if (ok && (strncmp(s, "uid:", 4) == 0 || strncmp(s, "gid:", 4) == 0)) {
+            uint64_t x;
+            ok = parse_count(colon + 1, 0, UINT32_MAX - 1, &x) == 0;
+        } else if (ok) {
+            ok = strncmp(s, "user:", 5) == 0 || strncmp(s, "group:", 6) == 0;
+        }
+        if (!ok) {
+            bad(c, pi, "%s: expected \"user:NAME\", \"uid:N\", \"group:NAME\" or \"gid:N\"",
+                s ? shown(s, q) : "not a string");
+            continue;
+        }
+        snprintf(out[*n], GW_NAME_MAX, "%s", s);
+        (*n)++;
+    }
+}
+
 static void parse_admin_cost(struct cx *c, json_t *root, struct gw_config *cfg)
 {
-    static const char *const admin_keys[] = {"socket", NULL};
+    static const char *const admin_keys[] = {"socket", "group", "operators", "admins", NULL};
     static const char *const cost_keys[] = {"initial_us_per_token", NULL};
     json_t *o;
     if ((o = get_object(c, root, "", "admin", 0))) {
@@ -916,12 +999,138 @@ static void parse_admin_cost(struct cx *c, json_t *root, struct gw_config *cfg)
         char sock[108];
         if (get_string(c, o, "admin", "socket", 0, sock, sizeof(sock)) == 1)
             snprintf(cfg->admin_socket, sizeof(cfg->admin_socket), "%s", sock);
+        char grp[GW_NAME_MAX];
+        if (get_string(c, o, "admin", "group", 0, grp, sizeof(grp)) == 1) {
+            if (!name_ok(grp, "._-"))
+                bad(c, "admin.group", "expected a group name or number");
+            else
+                memcpy(cfg->admin_group, grp, sizeof(grp));
+        }
+        parse_principals(c, o, "operators", cfg->admin_operators, &cfg->n_admin_operators);
+        parse_principals(c, o, "admins", cfg->admin_admins, &cfg->n_admin_admins);
     }
     if ((o = get_object(c, root, "", "cost", 0))) {
         check_keys(c, o, "cost", cost_keys);
         get_u64(c, o, "cost", "initial_us_per_token", 1, 10 * SEC_US, 0,
                 &cfg->initial_us_per_token);
     }
+}
+
+/* The output guard's rules when the config names none: what a harvesting
+ * prompt is after. Keys and credentials end the generation; personal data
+ * is redacted. (docs/CONFIG.md "watchdog.guard") */
+static const struct gw_guard_rule guard_defaults[] = {
+    {"pem_private_key", "-----BEGIN (?:[A-Z0-9]+ )*PRIVATE KEY-----", GW_GUARD_KILL, 0},
+    {"aws_access_key_id", "\\b(?:AKIA|ASIA|AIDA|AROA|AGPA|ANPA|ANVA|AIPA)[A-Z0-9]{16}\\b",
+     GW_GUARD_KILL, 0},
+    {"email", "\\b[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\\.[A-Za-z0-9-]+)*\\.[A-Za-z]{2,}\\b",
+     GW_GUARD_REDACT, 0},
+    {"card_number", "\\b[0-9](?:[ -]?[0-9]){12,18}\\b", GW_GUARD_REDACT, 1},
+};
+
+/* A PCRE2 pattern that compiles, or a mistake naming where it does not. */
+static void check_pattern(struct cx *c, const char *p, const char *pattern)
+{
+    int code;
+    PCRE2_SIZE off;
+    pcre2_code *re = pcre2_compile((PCRE2_SPTR)pattern, PCRE2_ZERO_TERMINATED, 0, &code,
+                                   &off, NULL);
+    if (re) {
+        pcre2_code_free(re);
+        return;
+    }
+    PCRE2_UCHAR msg[160];
+    pcre2_get_error_message(code, msg, sizeof(msg));
+    bad(c, p, "not a valid PCRE2 pattern: %s at offset %zu", (const char *)msg, (size_t)off);
+}
+
+/* "watchdog": the node's limits (parse_wd_limits), the scan's timings, the
+ * audit log and the output guard's rules. */
+static void parse_watchdog(struct cx *c, json_t *root, struct gw_config *cfg)
+{
+    static const char *const keys[] = {"max_tokens", "wall_time_ms", "device_time_ms",
+                                       "repetition", "divergence",   "interval_ms",
+                                       "stall_ms",   "grace_ms",     "audit_log",
+                                       "guard",      NULL};
+    static const char *const rule_keys[] = {"name", "pattern", "action", "luhn", NULL};
+    json_t *o = get_object(c, root, "", "watchdog", 0);
+    if (!o)
+        return;
+    check_keys(c, o, "watchdog", keys);
+    parse_wd_limits(c, o, "watchdog", &cfg->wd);
+    get_u32(c, o, "watchdog", "interval_ms", 1, 1000, 0, &cfg->wd_interval_ms);
+    get_u32(c, o, "watchdog", "stall_ms", 10, 3600000u, 0, &cfg->wd_stall_ms);
+    get_u32(c, o, "watchdog", "grace_ms", 1, 60000, 0, &cfg->wd_grace_ms);
+    char path[256];
+    if (get_string(c, o, "watchdog", "audit_log", 0, path, sizeof(path)) == 1)
+        memcpy(cfg->audit_log, path, sizeof(path));
+    json_t *g = json_object_get(o, "guard");
+    if (!g)
+        return;
+    if (!json_is_array(g) || json_array_size(g) > GW_GUARD_MAX) {
+        bad(c, "watchdog.guard", "expected an array of at most %d rules", GW_GUARD_MAX);
+        return;
+    }
+    cfg->n_guard = 0;
+    size_t i;
+    json_t *v;
+    json_array_foreach(g, i, v)
+    {
+        char p[PATH_LEN], pp[PATH_LEN];
+        path_idx(p, "watchdog.guard", i);
+        if (!json_is_object(v)) {
+            bad(c, p, "expected an object {\"name\", \"pattern\", \"action\"}");
+            continue;
+        }
+        check_keys(c, v, p, rule_keys);
+        struct gw_guard_rule *r = &cfg->guard[cfg->n_guard];
+        memset(r, 0, sizeof(*r));
+        r->action = GW_GUARD_KILL;
+        if (get_string(c, v, p, "name", 1, r->name, sizeof(r->name)) != 1 ||
+            get_string(c, v, p, "pattern", 1, r->pattern, sizeof(r->pattern)) != 1)
+            continue;
+        path_key(pp, p, "pattern");
+        check_pattern(c, pp, r->pattern);
+        json_t *a = json_object_get(v, "action");
+        const char *as = a ? json_string_value(a) : "kill";
+        if (as && strcmp(as, "kill") == 0) {
+            r->action = GW_GUARD_KILL;
+        } else if (as && strcmp(as, "redact") == 0) {
+            r->action = GW_GUARD_REDACT;
+        } else {
+            path_key(pp, p, "action");
+            bad(c, pp, "expected \"kill\" or \"redact\"");
+        }
+        json_t *l = json_object_get(v, "luhn");
+        if (l && !json_is_boolean(l)) {
+            path_key(pp, p, "luhn");
+            bad(c, pp, "expected true or false");
+        }
+        r->luhn = l && json_is_true(l);
+        cfg->n_guard++;
+    }
+}
+
+static void wd_defaults(struct gw_config *cfg)
+{
+    cfg->wd = (struct gw_wd_limits){
+        .max_tokens = 16384,
+        .wall_ms = 600000,
+        .device_ms = 300000,
+        /* measured on SmolLM2-135M (docs/CONFIG.md "watchdog"): loops reach
+         * 40 tokens within 40..48 tokens of their start; no ordinary answer
+         * repeated a cycle 3 times over 27 tokens */
+        .rep_period = 32,
+        .rep_count = 3,
+        .rep_tokens = 40,
+        .div_period = 4,
+        .div_tokens = 16,
+    };
+    cfg->wd_interval_ms = 10;
+    cfg->wd_stall_ms = 10000;
+    cfg->wd_grace_ms = 500;
+    cfg->n_guard = (int)(sizeof(guard_defaults) / sizeof(guard_defaults[0]));
+    memcpy(cfg->guard, guard_defaults, sizeof(guard_defaults));
 }
 
 static void set_defaults(struct gw_config *cfg, const char *name)
@@ -957,13 +1166,15 @@ static void set_defaults(struct gw_config *cfg, const char *name)
     cfg->default_plan = -1;
     snprintf(cfg->admin_socket, sizeof(cfg->admin_socket), "/run/gpuwarden/admin.sock");
     cfg->initial_us_per_token = 20000;
+    wd_defaults(cfg);
 }
 
 static void check_all(struct cx *c, json_t *root, struct gw_config *cfg)
 {
     static const char *const keys[] = {
         "listen", "fronts", "workers", "state_dir",    "segment", "model", "http", "auth",
-        "ip",     "global", "plans",   "default_plan", "tenants", "admin", "cost", NULL};
+        "ip",     "global", "plans",   "default_plan", "tenants", "admin", "cost", "watchdog",
+        NULL};
     check_keys(c, root, "", keys);
     parse_listen(c, root, cfg);
     get_int(c, root, "", "fronts", 1, 64, &cfg->fronts);
@@ -981,6 +1192,7 @@ static void check_all(struct cx *c, json_t *root, struct gw_config *cfg)
     parse_default_plan(c, root, cfg);
     parse_tenants(c, root, cfg);
     parse_admin_cost(c, root, cfg);
+    parse_watchdog(c, root, cfg);
 
     /* Every configured tenant and the global account hold a budget record
      * from their first request on; unknown tenants on the default plan need

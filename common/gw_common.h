@@ -69,7 +69,8 @@ struct gw_budget_rate {
 /* ------------------------------------------------------------- the segment */
 
 #define GW_SEG_MAGIC "GWLEDGR"  /* 7 chars + NUL = 8 bytes */
-#define GW_SEG_VERSION 2u
+#define GW_SEG_VERSION 4u /* 3: account ban cell, lane drain word; 4: slot rep_max,
+                              * watchdog kill counters in the header */
 #define GW_RATE_CELLS 4          /* rate windows per account */
 #define GW_PROBE 16              /* accounts live within 16 entries of home */
 #define GW_ID_MAX 40             /* bytes of account id kept for display */
@@ -211,6 +212,24 @@ struct gw_money {
 };
 int gw_ledger_money(const struct gw_segment *seg, struct gw_acct a, struct gw_money *m);
 
+/* Bans: an account's ban cell holds the wall-clock time (us) until which
+ * admission refuses it (403 "banned"); 0 or a past time means not banned.
+ * Gen-tagged like every cell, so a ban never lands in a reused entry; an ip
+ * account under a ban is not idle and so is never reclaimed while the ban
+ * lasts. Sets the ban to until_us (0 lifts it). GW_ESTALE for a stale ref. */
+int gw_ledger_ban(struct gw_segment *seg, struct gw_acct a, uint64_t until_us);
+/* The ban's end in us when the account is banned at now_us, else 0. */
+uint64_t gw_ledger_banned_until(const struct gw_segment *seg, struct gw_acct a, uint64_t now_us);
+
+/* Forgives a budget account everything its decision cell holds: the cell
+ * goes back to "full budget" (as for an account never used), including what
+ * in-flight reservations took; their refunds at settlement then change
+ * nothing (a refund floors at an idle cell). The accounting columns
+ * (gw_ledger_money) are history and stay as they are, so conservation
+ * holds. -ENOENT for an account without a budget, GW_ESTALE for a stale
+ * ref. */
+int gw_ledger_budget_reset(struct gw_segment *seg, struct gw_acct a);
+
 /* Account id for display; returns its length. */
 size_t gw_ledger_id(const struct gw_segment *seg, struct gw_acct a, enum gw_kind *kind,
                     char *buf, size_t buflen);
@@ -256,6 +275,11 @@ int gw_slot_claim(struct gw_segment *seg, struct gw_slot_ref *out);
 int gw_slot_move(struct gw_segment *seg, struct gw_slot_ref ref, int from, int to);
 /* Current state of the slot if it still has ref.seq, else -1. */
 int gw_slot_state(const struct gw_segment *seg, struct gw_slot_ref ref);
+/* Slot `index` as it is now, for status displays (admin socket, watchdog):
+ * its state, with *ref set to its current sequence; -EINVAL when index is
+ * out of range. A reader that copies the request afterwards checks with
+ * gw_slot_state(ref) that it still has the same request. */
+int gw_slot_peek(const struct gw_segment *seg, uint32_t index, struct gw_slot_ref *ref);
 /* Lane that owns the slot now (or -1). */
 int gw_slot_owner(const struct gw_segment *seg, struct gw_slot_ref ref);
 
@@ -304,7 +328,10 @@ int gw_slot_release(struct gw_segment *seg, struct gw_slot_ref ref);
  * hints: a worker that pops one takes the request only by moving the slot
  * QUEUED -> RUNNING, so a stale or duplicated entry can never run twice. */
 int gw_queue_push(struct gw_segment *seg, struct gw_slot_ref ref); /* GW_EFULL */
-int gw_queue_pop(struct gw_segment *seg, struct gw_slot_ref *out); /* GW_EEMPTY */
+/* Pops the oldest entry (GW_EEMPTY when none). The entry stays recorded in
+ * our lane's journal until our next queue operation, so if we die before
+ * moving the slot QUEUED -> RUNNING, the repair puts it back. */
+int gw_queue_pop(struct gw_segment *seg, struct gw_slot_ref *out);
 uint64_t gw_queue_depth(const struct gw_segment *seg);
 
 /* ------------------------------------------------------ request in a slot */
@@ -339,6 +366,27 @@ enum gw_cancel_reason {
     GW_CANCEL_WATCHDOG,   /* first kill reason code of the watchdog; more follow */
 };
 
+/* The watchdog's kill reasons: cancel code GW_CANCEL_WATCHDOG + reason, and
+ * the index of the reason's kill counter. Names (gw_wd_reason_name, in
+ * gw_supervisor.h) are what clients see as killed_reason. */
+enum gw_wd_reason {
+    GW_WD_MAX_TOKENS = 0, /* "max_tokens": hard cap on generated tokens */
+    GW_WD_WALL_TIME,      /* "wall_time": hard cap on run time */
+    GW_WD_DEVICE_TIME,    /* "device_time": hard cap on device time */
+    GW_WD_REPETITION,     /* "repetition": a short cycle repeated many times */
+    GW_WD_DIVERGENCE,     /* "divergence": a long repetition, then a change of course */
+    GW_WD_ANOMALOUS_LENGTH, /* "anomalous_length": far longer than the tenant's usual */
+    GW_WD_STALLED,        /* "worker_stalled": no progress for stall_ms */
+    GW_WD_OUTPUT_GUARD,   /* "output_guard": a kill pattern matched the output */
+    GW_WD_REASONS
+};
+
+/* Kill counters by reason (segment header; monotonic, for metrics): added
+ * by whoever decides the kill (the master's watchdog, a worker's output
+ * guard). reason outside [0, GW_WD_REASONS) is ignored / reads 0. */
+void gw_kills_add(struct gw_segment *seg, int reason);
+uint64_t gw_kills_get(const struct gw_segment *seg, int reason);
+
 #define GW_REQ_CHAT 1u /* prompt holds role NUL content NUL ... */
 #define GW_REQ_SEED 2u
 
@@ -369,6 +417,9 @@ struct gw_slot_run {
     _Atomic uint64_t started_ns;    /* CLOCK_MONOTONIC when the worker took it */
     _Atomic uint64_t progress_ns;   /* CLOCK_MONOTONIC of the last token */
     _Atomic uint64_t rep;           /* repetition: period << 32 | count */
+    _Atomic uint64_t rep_max;       /* the longest repetition seen in this run (largest
+                                       period * count), same encoding; the divergence
+                                       detector compares rep against it */
     _Atomic uint32_t finish;        /* enum gw_finish_reason, set before DONE */
     _Atomic uint32_t cancel;        /* enum gw_cancel_reason or watchdog code */
     char error[96];                 /* with GW_FIN_ERROR: why, NUL-terminated */
@@ -403,6 +454,16 @@ void gw_proc_set_role(struct gw_segment *seg, int role, int index);
 void gw_proc_set_state(struct gw_segment *seg, int state);
 void gw_proc_heartbeat(struct gw_segment *seg, int64_t slot);
 void gw_proc_set_cost(struct gw_segment *seg, uint64_t us_per_token);
+/* Drain request for lane i's worker, written by the master (admin socket),
+ * read by the worker before it takes a slot: a draining worker finishes
+ * what it runs and takes nothing new (state GW_PROC_DRAINING) until the
+ * request is lifted. gw_proc_set_role clears it (a respawned worker starts
+ * undrained; the admin socket sets it again). -EINVAL for a bad lane. */
+int gw_proc_request_drain(struct gw_segment *seg, int lane, int drain);
+/* 1 when the master asked our lane to drain. */
+int gw_proc_drain_requested(const struct gw_segment *seg);
+/* 1 when lane i has a drain request. */
+int gw_proc_drain_of(const struct gw_segment *seg, int lane);
 /* Reads lane i's record; -ENOENT when the lane is free. */
 int gw_proc_get(const struct gw_segment *seg, int lane, struct gw_proc_info *out);
 
@@ -442,12 +503,39 @@ int gw_ledger_check(const struct gw_segment *seg, char *err, size_t errlen);
 #define GW_MAX_KEYS 32
 #define GW_MAX_PLANS 64
 #define GW_NAME_MAX 64
+#define GW_ADMIN_PRINCIPALS 16
 
 /* A rate window: limit per period, plus burst extra at once. */
 struct gw_window {
     uint64_t limit;
     uint64_t period_us;
     uint64_t burst;
+};
+
+/* What the watchdog kills (supervisor/watchdog.c; docs/CONFIG.md
+ * "watchdog"). The node's values come from "watchdog"; a plan's "watchdog"
+ * object overrides single fields (0 there = the node's value). At node
+ * level 0 turns a detector off. */
+struct gw_wd_limits {
+    uint32_t max_tokens; /* generated tokens */
+    uint32_t wall_ms;    /* run time since a worker took the request */
+    uint32_t device_ms;  /* device time used */
+    uint32_t rep_period; /* repetition: a cycle of period <= rep_period tokens ... */
+    uint32_t rep_count;  /* ... repeated at least rep_count times in a row ... */
+    uint32_t rep_tokens; /* ... covering at least rep_tokens tokens */
+    uint32_t div_period; /* divergence: a cycle of period <= div_period ... */
+    uint32_t div_tokens; /* ... that covered >= div_tokens tokens, then broke off */
+};
+
+/* One output-guard rule (supervisor/guard.c): a PCRE2 pattern matched over
+ * the output stream before it is published. */
+#define GW_GUARD_MAX 16
+enum { GW_GUARD_KILL = 1, GW_GUARD_REDACT = 2 };
+struct gw_guard_rule {
+    char name[GW_NAME_MAX];
+    char pattern[512];
+    int action; /* GW_GUARD_KILL or GW_GUARD_REDACT */
+    int luhn;   /* a match counts only when its digits pass the Luhn check */
 };
 
 /* Limits that apply to one tenant (a plan), to each ip, or to the node. */
@@ -461,6 +549,7 @@ struct gw_plan {
     uint32_t max_tokens;                     /* cap on a request's max_tokens */
     int clamp_on_budget;                     /* 1: clamp max_tokens to what the budget covers;
                                                 0: refuse with 429 budget_exhausted */
+    struct gw_wd_limits wd;                  /* watchdog overrides; 0 = the node's value */
 };
 
 enum gw_alg { GW_ALG_HS256 = 1, GW_ALG_HS384, GW_ALG_HS512, GW_ALG_RS256, GW_ALG_ES256 };
@@ -523,6 +612,23 @@ struct gw_config {
     char admin_socket[256];
     /* cost model: device time reserved per token before one is measured */
     uint64_t initial_us_per_token;
+    /* admin socket access (admin.c): the group the socket file is given
+     * (""; the master's own group), and who may read (operators) and change
+     * (admins): "user:NAME", "uid:N", "group:NAME" or "gid:N". uid 0 and
+     * the service's own uid are always admins. */
+    char admin_group[GW_NAME_MAX];
+    int n_admin_operators;
+    char admin_operators[GW_ADMIN_PRINCIPALS][GW_NAME_MAX];
+    int n_admin_admins;
+    char admin_admins[GW_ADMIN_PRINCIPALS][GW_NAME_MAX];
+    /* watchdog (supervisor/watchdog.c) and output guard (guard.c) */
+    struct gw_wd_limits wd;     /* node values; plans override (gw_plan.wd) */
+    uint32_t wd_interval_ms;    /* scan period, default 10 */
+    uint32_t wd_stall_ms;       /* no heartbeat or token this long: stalled, default 10000 */
+    uint32_t wd_grace_ms;       /* cancel to SIGKILL, default 500 */
+    char audit_log[256];        /* JSON lines, one per kill; default <state_dir>/audit.log */
+    int n_guard;                /* rules in guard[]; 0 = no output guard */
+    struct gw_guard_rule guard[GW_GUARD_MAX];
 };
 
 /* Loads and checks `path`. On failure returns -EINVAL and writes every

@@ -407,3 +407,31 @@ void gw__ledger_unlock_dead(struct gw_segment *seg, pid_t pid)
         atomic_store_explicit(&a->tag, TAG_EMPTY(ng), memory_order_release);
     }
 }
+
+int gw_ledger_ban(struct gw_segment *seg, struct gw_acct a, uint64_t until_us)
+{
+    if (a.index >= seg->cfg.accounts || until_us > CELL_VMASK)
+        return -EINVAL;
+    _Atomic uint64_t *cell = &acct_at(seg, a.index)->cell[CELL_BAN];
+    /* relaxed: the ban cell is self-contained (nothing is published with
+     * it); the CAS only has to expect the generation. */
+    uint64_t c = atomic_load_explicit(cell, memory_order_relaxed);
+    for (;;) {
+        if (CELL_GEN(c) != a.gen)
+            return GW_ESTALE;
+        if (atomic_compare_exchange_weak_explicit(cell, &c, CELL(a.gen, until_us),
+                                                  memory_order_relaxed, memory_order_relaxed))
+            return 0;
+    }
+}
+
+uint64_t gw_ledger_banned_until(const struct gw_segment *seg, struct gw_acct a, uint64_t now_us)
+{
+    if (a.index >= seg->cfg.accounts)
+        return 0;
+    /* relaxed: a ban set a moment ago may be seen one request late. */
+    uint64_t c = atomic_load_explicit(&acct_at(seg, a.index)->cell[CELL_BAN], memory_order_relaxed);
+    if (CELL_GEN(c) != a.gen || CELL_V(c) <= now_us)
+        return 0;
+    return CELL_V(c);
+}

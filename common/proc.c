@@ -20,6 +20,7 @@ void gw_proc_set_role(struct gw_segment *seg, int role, int index)
     atomic_store_explicit(&ln->role, (uint32_t)role, memory_order_relaxed);
     atomic_store_explicit(&ln->index, (uint32_t)index, memory_order_relaxed);
     atomic_store_explicit(&ln->state, GW_PROC_STARTING, memory_order_relaxed);
+    atomic_store_explicit(&ln->drain, 0, memory_order_relaxed);
     atomic_store_explicit(&ln->us_per_token, 0, memory_order_relaxed);
     atomic_store_explicit(&ln->slot, -1, memory_order_relaxed);
     atomic_store_explicit(&ln->heartbeat_ns, gw_mono_ns(), memory_order_relaxed);
@@ -64,4 +65,27 @@ int gw_proc_get(const struct gw_segment *seg, int lane, struct gw_proc_info *out
     out->us_per_token = atomic_load_explicit(&ln->us_per_token, memory_order_relaxed);
     out->slot = atomic_load_explicit(&ln->slot, memory_order_relaxed);
     return 0;
+}
+
+int gw_proc_request_drain(struct gw_segment *seg, int lane, int drain)
+{
+    if (lane < 0 || (uint32_t)lane >= seg->cfg.lanes)
+        return -EINVAL;
+    /* relaxed: a flag on its own; the worker reads it before each slot and
+     * at worst takes one more slot before it sees the request. */
+    atomic_store_explicit(&lane_at(seg, lane)->drain, drain ? 1u : 0u, memory_order_relaxed);
+    return 0;
+}
+
+int gw_proc_drain_of(const struct gw_segment *seg, int lane)
+{
+    if (lane < 0 || (uint32_t)lane >= seg->cfg.lanes)
+        return 0;
+    /* relaxed: see gw_proc_request_drain. */
+    return atomic_load_explicit(&lane_at(seg, lane)->drain, memory_order_relaxed) != 0;
+}
+
+int gw_proc_drain_requested(const struct gw_segment *seg)
+{
+    return gw_proc_drain_of(seg, seg->lane);
 }

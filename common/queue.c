@@ -80,12 +80,18 @@ int gw_queue_pop(struct gw_segment *seg, struct gw_slot_ref *out)
                 (void)atomic_compare_exchange_strong_explicit(
                     &c->w, &w, QW(pos + seg->cfg.queue, QNIL), memory_order_release,
                     memory_order_relaxed);
-                atomic_store_explicit(&ln->q_op, Q_IDLE, memory_order_release);
                 uint32_t v = QW_VAL(w);
                 if (v == QNIL) { /* a hole the repair left: skip it */
+                    atomic_store_explicit(&ln->q_op, Q_IDLE, memory_order_release);
                     pos = atomic_load_explicit(&seg->hdr->deq_pos, memory_order_relaxed);
                     continue;
                 }
+                /* The entry is ours now but the slot is still QUEUED until
+                 * the caller takes it (QUEUED -> RUNNING): the journal
+                 * holds the entry until then, so a consumer killed in
+                 * between does not lose the request (see the repair). */
+                atomic_store_explicit(&ln->q_val, v, memory_order_relaxed);
+                atomic_store_explicit(&ln->q_op, Q_HELD, memory_order_release);
                 uint32_t idx = v >> 16;
                 /* The queue carries 16 bits of the slot's sequence; the full
                  * one is taken from the slot when those bits agree, and the
@@ -138,6 +144,18 @@ void gw__queue_repair(struct gw_segment *seg, struct gw_lane *ln)
                                                     memory_order_release, memory_order_relaxed) &&
             v != QNIL) {
             uint32_t idx = v >> 16;
+            uint64_t sw = atomic_load_explicit(&slot_at(seg, idx)->state, memory_order_acquire);
+            if (SS_STATE(sw) == GW_SLOT_QUEUED && (SS_SEQ(sw) & 0xffff) == (v & 0xffff))
+                (void)gw_queue_push(seg, (struct gw_slot_ref){.index = idx, .seq = SS_SEQ(sw)});
+        }
+    }
+    if (op == Q_HELD) {
+        /* It had popped an entry: if its slot is still QUEUED nobody took
+         * it, so it goes back in the queue. If a later incarnation is
+         * QUEUED, the sequence bits differ and nothing happens. */
+        uint32_t v = (uint32_t)atomic_load_explicit(&ln->q_val, memory_order_relaxed);
+        uint32_t idx = v >> 16;
+        if (v != QNIL && idx < seg->cfg.slots) {
             uint64_t sw = atomic_load_explicit(&slot_at(seg, idx)->state, memory_order_acquire);
             if (SS_STATE(sw) == GW_SLOT_QUEUED && (SS_SEQ(sw) & 0xffff) == (v & 0xffff))
                 (void)gw_queue_push(seg, (struct gw_slot_ref){.index = idx, .seq = SS_SEQ(sw)});

@@ -32,7 +32,9 @@ struct gw_seg_header {
     _Atomic uint64_t accounts_reclaimed;
     _Atomic uint64_t table_full;
     _Atomic uint64_t repairs;
-    alignas(64) uint8_t tail[64];
+    /* Watchdog kills by reason (enum gw_wd_reason), gw_kills_add/get:
+     * added with relaxed fetch_add, read on their own for metrics. */
+    alignas(64) _Atomic uint64_t kills[8];
 };
 _Static_assert(sizeof(struct gw_seg_header) == 384, "header layout");
 
@@ -62,9 +64,10 @@ _Static_assert(sizeof(struct gw_seg_header) == 384, "header layout");
 #define CELL_GEN(c) ((uint8_t)((c) >> 56))
 #define CELL_V(c) ((c)&CELL_VMASK)
 
-#define ACCT_CELLS (GW_RATE_CELLS + 2) /* rate[4], inflight, budget */
+#define ACCT_CELLS (GW_RATE_CELLS + 3) /* rate[4], inflight, budget, ban */
 #define CELL_INFLIGHT GW_RATE_CELLS
 #define CELL_BUDGET (GW_RATE_CELLS + 1)
+#define CELL_BAN (GW_RATE_CELLS + 2) /* banned until (us); idle once past */
 #define NO_BUDGET UINT32_MAX
 
 struct gw_account {
@@ -74,7 +77,7 @@ struct gw_account {
     _Atomic uint32_t budget_idx; /* written before the tag is published */
     _Atomic uint32_t idlen;
     _Atomic uint64_t id[GW_ID_MAX / 8]; /* display only, seqlock-read */
-    uint8_t pad[16];
+    uint8_t pad[8];
 };
 _Static_assert(sizeof(struct gw_account) == 128, "account layout");
 
@@ -157,7 +160,7 @@ struct gw_qcell {
 /* ------------------------------------------------------------------ lanes */
 
 enum { J_IDLE = 0, J_RESERVE = 1, J_SETTLE = 2 };
-enum { Q_IDLE = 0, Q_PUSH = 1, Q_POP = 2 };
+enum { Q_IDLE = 0, Q_PUSH = 1, Q_POP = 2, Q_HELD = 3 };
 
 /* A lane's journal records its one money operation in progress (written by
  * the lane before it acts, read by the master only after the lane's process
@@ -172,7 +175,8 @@ struct gw_lane {
     _Atomic uint64_t q_pos;
     _Atomic uint64_t q_val;
     /* the process record (gw_proc_*): written by the lane's process */
-    _Atomic uint32_t role, index, state, pad0;
+    _Atomic uint32_t role, index, state;
+    _Atomic uint32_t drain; /* written by the master: 1 = take no new slot */
     _Atomic uint64_t heartbeat_ns;
     _Atomic uint64_t us_per_token;
     _Atomic int64_t slot;

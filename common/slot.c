@@ -176,6 +176,7 @@ int gw_slot_release(struct gw_segment *seg, struct gw_slot_ref ref)
     atomic_store_explicit(&run->started_ns, 0, memory_order_relaxed);
     atomic_store_explicit(&run->progress_ns, 0, memory_order_relaxed);
     atomic_store_explicit(&run->rep, 0, memory_order_relaxed);
+    atomic_store_explicit(&run->rep_max, 0, memory_order_relaxed);
     atomic_store_explicit(&run->finish, 0, memory_order_relaxed);
     atomic_store_explicit(&run->cancel, 0, memory_order_relaxed);
     run->error[0] = '\0';
@@ -231,4 +232,15 @@ int gw_slot_cancel(struct gw_segment *seg, struct gw_slot_ref ref, uint32_t reas
                                                    memory_order_relaxed, memory_order_relaxed)
                ? 0
                : -EALREADY;
+}
+
+int gw_slot_peek(const struct gw_segment *seg, uint32_t index, struct gw_slot_ref *ref)
+{
+    if (index >= seg->cfg.slots)
+        return -EINVAL;
+    /* acquire: pairs with the transition that published this state, so a
+     * request read afterwards is at least as new as the state. */
+    uint64_t w = atomic_load_explicit(&slot_at(seg, index)->state, memory_order_acquire);
+    *ref = (struct gw_slot_ref){.index = index, .seq = SS_SEQ(w)};
+    return SS_STATE(w);
 }

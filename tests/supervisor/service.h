@@ -103,7 +103,7 @@ static inline void svc_write_config(struct svc *s, const char *extra)
             "   \"tight\": {\"rate\": [\"100 per minute burst 10\"], \"budget\": \"0.02 GPU-seconds "
             "per day\", \"max_tokens\": 64, \"on_budget\": \"refuse\"},\n"
             "   \"one\": {\"rate\": [\"100 per minute burst 10\"], \"budget\": \"1000 GPU-seconds "
-            "per day\", \"max_inflight\": 1, \"max_tokens\": 64}\n"
+            "per day\", \"max_inflight\": 1, \"max_tokens\": 256}\n"
             " },\n"
             " \"default_plan\": null,\n"
             " \"tenants\": {\"happy\": {\"plan\": \"open\"}, \"limited\": {\"plan\": \"five\"},\n"

@@ -1,0 +1,487 @@
+/* test_watchdog.c - the watchdog's detectors and the output guard, without
+ * processes: scripted token sequences go through the worker's repetition
+ * statistic (gw_repeat, what every worker publishes) and the fold the
+ * worker applies (gw_wd_rep_fold) into gw_wd_judge, the function the
+ * master's scan calls; text goes through the guard in chosen chunks. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <cmocka.h>
+
+#include "gw_supervisor.h"
+#include "gw_worker.h"
+
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+/* ------------------------------------------------------------ helpers */
+
+static char secret_path[128];
+
+static struct gw_config *load_config(const char *watchdog_json, char *err, size_t errlen)
+{
+    if (!secret_path[0]) {
+        snprintf(secret_path, sizeof(secret_path), "/tmp/gw-wd-secret-%d", (int)getpid());
+        FILE *f = fopen(secret_path, "w");
+        fputs("watchdog-test-secret-0123456789abcdef", f);
+        fclose(f);
+    }
+    char text[4096];
+    snprintf(text, sizeof(text),
+             "{\"model\": {\"path\": \"m.gguf\", \"name\": \"m\"},"
+             " \"auth\": {\"keys\": [{\"kid\": \"k\", \"alg\": \"HS256\", \"secret_file\": \"%s\"}]},"
+             " \"plans\": {\"strict\": {\"watchdog\": {\"max_tokens\": 100,"
+             "   \"repetition\": {\"min_tokens\": 12}}}, \"plain\": {}},"
+             " \"tenants\": {\"acme\": {\"plan\": \"strict\"}, \"bob\": {\"plan\": \"plain\"}}%s%s}",
+             secret_path, watchdog_json ? ", " : "", watchdog_json ? watchdog_json : "");
+    struct gw_config *cfg = NULL;
+    if (gw_config_parse(&cfg, text, strlen(text), "wd.json", err, errlen) != 0)
+        return NULL;
+    return cfg;
+}
+
+static struct gw_wd_limits default_limits(void)
+{
+    char err[1024];
+    struct gw_config *cfg = load_config(NULL, err, sizeof(err));
+    if (!cfg)
+        fail_msg("config: %s", err);
+    struct gw_wd_limits l = cfg->wd;
+    gw_config_free(cfg);
+    return l;
+}
+
+/* Feeds toks[0, n) the way a worker does and judges after each token as the
+ * master does. Returns the 1-based token count at the first kill (and its
+ * reason in *why), or 0 when never killed. */
+static size_t drive(const struct gw_wd_limits *l, const int32_t *toks, size_t n, int *why)
+{
+    gw_repeat r;
+    assert_int_equal(gw_repeat_init(&r, GW_REPEAT_MAX_PERIOD), 0);
+    uint64_t rep_max = 0;
+    for (size_t i = 0; i < n; i++) {
+        gw_repeat_push(&r, toks[i]);
+        uint64_t rep = GW_REP(r.period, r.count);
+        rep_max = gw_wd_rep_fold(rep_max, rep);
+        struct gw_wd_sample s = {.tokens = i + 1, .rep = rep, .rep_max = rep_max};
+        int reason = gw_wd_judge(l, &s);
+        if (reason >= 0) {
+            *why = reason;
+            return i + 1;
+        }
+    }
+    *why = -1;
+    return 0;
+}
+
+/* Distinct tokens (no cycle of period <= 32 ever repeats): an LCG over a
+ * large vocabulary, every value unique in a window of 64. */
+static size_t ordinary(int32_t *out, size_t n, uint32_t seed)
+{
+    for (size_t i = 0; i < n; i++) {
+        seed = seed * 1103515245u + 12345u;
+        out[i] = (int32_t)(1000 + i * 7 % 40000 + (seed >> 16) % 7 * 40000);
+    }
+    return n;
+}
+
+/* ------------------------------------------------------- repetition */
+
+static void test_repetition_kills_a_three_token_cycle_at_the_configured_cover(void **state)
+{
+    (void)state;
+    struct gw_wd_limits l = default_limits();
+    assert_int_equal(l.rep_period, 32);
+    assert_int_equal(l.rep_count, 3);
+    assert_int_equal(l.rep_tokens, 40);
+    int32_t t[200];
+    size_t n = ordinary(t, 10, 1);
+    for (size_t i = 0; i < 120; i++)
+        t[n++] = (int32_t)(7 + i % 3); /* 7 8 9 7 8 9 ... from token 11 on */
+    int why;
+    size_t k = drive(&l, t, n, &why);
+    /* cover = 3 * floor((run + 3) / 3) reaches 40 first at 42 loop tokens */
+    assert_int_equal(why, GW_WD_REPETITION);
+    assert_int_equal(k, 10 + 42);
+}
+
+static void test_repetition_kills_a_single_token_loop_after_rep_tokens(void **state)
+{
+    (void)state;
+    struct gw_wd_limits l = default_limits();
+    int32_t t[100];
+    size_t n = ordinary(t, 5, 2);
+    for (int i = 0; i < 90; i++)
+        t[n++] = 42;
+    int why;
+    /* period 1: 40 in a row, but the 40th is the first that breaks nothing
+     * older: divergence does not fire while the loop keeps going */
+    assert_int_equal(drive(&l, t, n, &why), 5 + 40);
+    assert_int_equal(why, GW_WD_REPETITION);
+}
+
+static void test_repetition_of_a_long_period_needs_three_repeats(void **state)
+{
+    (void)state;
+    struct gw_wd_limits l = default_limits();
+    int32_t t[200];
+    size_t n = ordinary(t, 3, 3);
+    int32_t cyc[30];
+    ordinary(cyc, 30, 99);
+    for (int rep = 0; rep < 5; rep++)
+        for (int i = 0; i < 30; i++)
+            t[n++] = cyc[i];
+    int why;
+    /* period 30: two repeats cover 60 tokens but count 2 < 3; the third
+     * completes at 90 loop tokens */
+    assert_int_equal(drive(&l, t, n, &why), 3 + 90);
+    assert_int_equal(why, GW_WD_REPETITION);
+}
+
+static void test_ordinary_tokens_are_never_killed(void **state)
+{
+    (void)state;
+    struct gw_wd_limits l = default_limits();
+    l.max_tokens = 0; /* only the content detectors */
+    int32_t *t = malloc(5000 * sizeof(*t));
+    ordinary(t, 5000, 7);
+    int why;
+    assert_int_equal(drive(&l, t, 5000, &why), 0);
+    assert_int_equal(why, -1);
+    free(t);
+}
+
+static void test_a_period_above_max_period_is_not_a_repetition(void **state)
+{
+    (void)state;
+    struct gw_wd_limits l = default_limits();
+    l.rep_period = 4;
+    int32_t t[100];
+    size_t n = 0;
+    for (int i = 0; i < 90; i++)
+        t[n++] = (int32_t)(100 + i % 5); /* period 5 */
+    int why;
+    assert_int_equal(drive(&l, t, n, &why), 0);
+}
+
+/* ------------------------------------------------------- divergence */
+
+static void test_divergence_after_a_long_single_token_run_is_killed(void **state)
+{
+    (void)state;
+    struct gw_wd_limits l = default_limits();
+    assert_int_equal(l.div_period, 4);
+    assert_int_equal(l.div_tokens, 16);
+    int32_t t[200];
+    size_t n = ordinary(t, 8, 4);
+    for (int i = 0; i < 20; i++) /* "poem poem ... poem": 20 < 40, no loop kill */
+        t[n++] = 5;
+    size_t change = n;
+    n += ordinary(t + n, 100, 5); /* then something else: the extraction pattern */
+    int why;
+    size_t k = drive(&l, t, n, &why);
+    assert_int_equal(why, GW_WD_DIVERGENCE);
+    assert_int_equal(k, change + 1); /* the first token off the cycle */
+}
+
+static void test_divergence_after_a_short_cycle_is_killed(void **state)
+{
+    (void)state;
+    struct gw_wd_limits l = default_limits();
+    int32_t t[200];
+    size_t n = 0;
+    for (int i = 0; i < 18; i++) /* "banana , banana , ...": period 2, 18 tokens */
+        t[n++] = i % 2 ? 11 : 10;
+    size_t change = n;
+    n += ordinary(t + n, 50, 6);
+    int why;
+    assert_int_equal(drive(&l, t, n, &why), change + 1);
+    assert_int_equal(why, GW_WD_DIVERGENCE);
+}
+
+static void test_a_short_repetition_then_a_change_is_not_divergence(void **state)
+{
+    (void)state;
+    struct gw_wd_limits l = default_limits();
+    int32_t t[200];
+    size_t n = ordinary(t, 8, 8);
+    for (int i = 0; i < 15; i++) /* 15 tokens: under div_tokens */
+        t[n++] = 5;
+    n += ordinary(t + n, 100, 9);
+    int why;
+    assert_int_equal(drive(&l, t, n, &why), 0);
+}
+
+static void test_a_long_period_repetition_then_a_change_is_not_divergence(void **state)
+{
+    (void)state;
+    struct gw_wd_limits l = default_limits();
+    int32_t t[200], cyc[8];
+    size_t n = ordinary(t, 4, 10);
+    ordinary(cyc, 8, 11);
+    for (int rep = 0; rep < 4; rep++) /* period 8 x 4 = 32 tokens: under both */
+        for (int i = 0; i < 8; i++)
+            t[n++] = cyc[i];
+    n += ordinary(t + n, 100, 12);
+    int why;
+    assert_int_equal(drive(&l, t, n, &why), 0);
+}
+
+/* ------------------------------------------------------- hard caps */
+
+static void test_hard_caps_kill_in_order_and_zero_is_off(void **state)
+{
+    (void)state;
+    struct gw_wd_limits l = {.max_tokens = 10, .wall_ms = 100, .device_ms = 50};
+    struct gw_wd_sample s = {.tokens = 10, .wall_ns = 100000000, .device_ns = 50000000};
+    assert_int_equal(gw_wd_judge(&l, &s), -1); /* at the cap is allowed */
+    s.device_ns++;
+    assert_int_equal(gw_wd_judge(&l, &s), GW_WD_DEVICE_TIME);
+    s.wall_ns++;
+    assert_int_equal(gw_wd_judge(&l, &s), GW_WD_WALL_TIME);
+    s.tokens++;
+    assert_int_equal(gw_wd_judge(&l, &s), GW_WD_MAX_TOKENS);
+    struct gw_wd_limits off = {0};
+    s = (struct gw_wd_sample){.tokens = 1u << 30, .wall_ns = ~0ull, .device_ns = ~0ull,
+                              .rep = GW_REP(1, 1000), .rep_max = GW_REP(1, 5000)};
+    assert_int_equal(gw_wd_judge(&off, &s), -1);
+}
+
+static void test_plan_limits_override_the_node_field_by_field(void **state)
+{
+    (void)state;
+    char err[1024];
+    struct gw_config *cfg =
+        load_config("\"watchdog\": {\"max_tokens\": 500, \"wall_time_ms\": 2000,"
+                    " \"repetition\": {\"max_period\": 16, \"min_count\": 4, \"min_tokens\": 30},"
+                    " \"stall_ms\": 1500, \"grace_ms\": 250, \"interval_ms\": 5}",
+                    err, sizeof(err));
+    if (!cfg)
+        fail_msg("%s", err);
+    struct gw_wd_limits l;
+    gw_wd_limits_for(cfg, "acme", &l); /* plan strict: max_tokens 100, min_tokens 12 */
+    assert_int_equal(l.max_tokens, 100);
+    assert_int_equal(l.wall_ms, 2000);
+    assert_int_equal(l.device_ms, 300000);
+    assert_int_equal(l.rep_period, 16);
+    assert_int_equal(l.rep_count, 4);
+    assert_int_equal(l.rep_tokens, 12);
+    gw_wd_limits_for(cfg, "bob", &l);
+    assert_int_equal(l.max_tokens, 500);
+    assert_int_equal(l.rep_tokens, 30);
+    gw_wd_limits_for(cfg, "nobody", &l); /* no default plan: the node's */
+    assert_int_equal(l.max_tokens, 500);
+    assert_int_equal(cfg->wd_stall_ms, 1500);
+    assert_int_equal(cfg->wd_grace_ms, 250);
+    assert_int_equal(cfg->wd_interval_ms, 5);
+    assert_int_equal(cfg->n_guard, 4); /* the default rules */
+    gw_config_free(cfg);
+}
+
+static void test_config_names_a_bad_guard_pattern_and_action(void **state)
+{
+    (void)state;
+    char err[2048];
+    struct gw_config *cfg = load_config(
+        "\"watchdog\": {\"guard\": [{\"name\": \"x\", \"pattern\": \"a(b\", \"action\": \"kill\"},"
+        " {\"name\": \"y\", \"pattern\": \"ok\", \"action\": \"shout\"}], \"stal_ms\": 3}",
+        err, sizeof(err));
+    assert_null(cfg);
+    assert_non_null(strstr(err, "config: watchdog.guard[0].pattern: not a valid PCRE2 pattern: "
+                                "missing closing parenthesis at offset 3"));
+    assert_non_null(strstr(err, "config: watchdog.guard[1].action: expected \"kill\" or \"redact\""));
+    assert_non_null(strstr(err, "config: watchdog.stal_ms: unknown key"));
+}
+
+static void test_reason_codes_round_trip_through_the_cancel_word(void **state)
+{
+    (void)state;
+    static const char *const names[GW_WD_REASONS] = {
+        "max_tokens", "wall_time",        "device_time",    "repetition",
+        "divergence", "anomalous_length", "worker_stalled", "output_guard"};
+    for (int r = 0; r < GW_WD_REASONS; r++) {
+        assert_int_equal(gw_wd_reason_of_cancel(GW_WD_CANCEL(r)), r);
+        assert_string_equal(gw_wd_reason_name(r), names[r]);
+    }
+    assert_int_equal(gw_wd_reason_of_cancel(GW_CANCEL_CLIENT), -1);
+    assert_int_equal(gw_wd_reason_of_cancel(GW_CANCEL_ADMIN), -1);
+    assert_int_equal(gw_wd_reason_of_cancel(GW_WD_CANCEL(GW_WD_REASONS)), -1);
+}
+
+/* ----------------------------------------------------------- audit */
+
+static void test_audit_line_is_json_with_the_last_200_characters(void **state)
+{
+    (void)state;
+    struct gw_slot_req req = {0};
+    snprintf(req.id, sizeof(req.id), "gen-42");
+    snprintf(req.tenant, sizeof(req.tenant), "acme");
+    snprintf(req.ip, sizeof(req.ip), "192.0.2.7");
+    char out[400];
+    memset(out, 'a', 100);
+    memcpy(out + 100, "\"q\"\n\xff", 5); /* quote, newline, a byte that is not UTF-8 */
+    size_t n = 105;
+    for (int i = 0; i < 100; i++) { /* 100 two-byte characters: é */
+        out[n++] = (char)0xc3;
+        out[n++] = (char)0xa9;
+    }
+    char line[2048];
+    size_t len = gw_audit_format(line, sizeof(line), 1700000000123456ull, &req, GW_WD_REPETITION,
+                                 77, 1234567890ull, out, n);
+    assert_true(len > 0 && line[len - 1] == '\n');
+    json_error_t je;
+    json_t *j = json_loadb(line, len, 0, &je);
+    if (!j)
+        fail_msg("not JSON: %s: %s", je.text, line);
+    assert_string_equal(json_string_value(json_object_get(j, "time")), "2023-11-14T22:13:20.123Z");
+    assert_string_equal(json_string_value(json_object_get(j, "request_id")), "gen-42");
+    assert_string_equal(json_string_value(json_object_get(j, "tenant")), "acme");
+    assert_string_equal(json_string_value(json_object_get(j, "ip")), "192.0.2.7");
+    assert_string_equal(json_string_value(json_object_get(j, "reason")), "repetition");
+    assert_int_equal(json_integer_value(json_object_get(j, "tokens")), 77);
+    assert_int_equal(json_integer_value(json_object_get(j, "device_ms")), 1234);
+    /* 200 characters: 95 'a', "q" quote newline, U+FFFD, 100 é */
+    const char *tail = json_string_value(json_object_get(j, "output_tail"));
+    char want[600];
+    size_t w = 0;
+    memset(want, 'a', 95);
+    w = 95;
+    memcpy(want + w, "\"q\"\n\xef\xbf\xbd", 7);
+    w += 7;
+    for (int i = 0; i < 100; i++) {
+        want[w++] = (char)0xc3;
+        want[w++] = (char)0xa9;
+    }
+    want[w] = '\0';
+    assert_string_equal(tail, want);
+    json_decref(j);
+}
+
+/* ----------------------------------------------------------- guard */
+
+struct sink {
+    char buf[4096];
+    size_t len;
+};
+
+static void sink_emit(void *user, const char *text, size_t len)
+{
+    struct sink *s = user;
+    assert_true(s->len + len < sizeof(s->buf));
+    memcpy(s->buf + s->len, text, len);
+    s->len += len;
+    s->buf[s->len] = '\0';
+}
+
+static struct gw_guard *default_guard(void)
+{
+    char err[1024];
+    struct gw_config *cfg = load_config(NULL, err, sizeof(err));
+    assert_non_null(cfg);
+    struct gw_guard *g = NULL;
+    assert_int_equal(gw_guard_new(&g, cfg->guard, cfg->n_guard, err, sizeof(err)), 0);
+    gw_config_free(cfg);
+    return g;
+}
+
+static void test_guard_holds_a_match_split_across_chunks_and_redacts_it(void **state)
+{
+    (void)state;
+    struct gw_guard *g = default_guard();
+    struct sink s = {0};
+    assert_int_equal(gw_guard_feed(g, "Contact me at john.sm", 21, 0, sink_emit, &s), 0);
+    /* the tail that could still become an address is held back */
+    assert_string_equal(s.buf, "Contact me at ");
+    assert_int_equal(gw_guard_feed(g, "ith@exam", 8, 0, sink_emit, &s), 0);
+    assert_string_equal(s.buf, "Contact me at ");
+    assert_int_equal(gw_guard_feed(g, "ple.com today", 13, 0, sink_emit, &s), 0);
+    assert_string_equal(s.buf, "Contact me at [REDACTED] ");
+    assert_int_equal(gw_guard_feed(g, "", 0, 1, sink_emit, &s), 0);
+    assert_string_equal(s.buf, "Contact me at [REDACTED] today");
+    assert_int_equal(gw_guard_redactions(g), 1);
+    gw_guard_free(g);
+}
+
+static void test_guard_fed_byte_by_byte_never_emits_a_match(void **state)
+{
+    (void)state;
+    struct gw_guard *g = default_guard();
+    static const char text[] = "Mail a.b-c@mail.example.org, or x@y.io. Card 4111 1111 1111 1111 "
+                               "and 1234 5678 9012 3456; bye";
+    struct sink s = {0};
+    for (size_t i = 0; i < sizeof(text) - 1; i++) {
+        assert_int_equal(gw_guard_feed(g, text + i, 1, 0, sink_emit, &s), 0);
+        assert_null(strstr(s.buf, "@"));
+        assert_null(strstr(s.buf, "4111"));
+    }
+    assert_int_equal(gw_guard_feed(g, "", 0, 1, sink_emit, &s), 0);
+    /* exactly the matches are replaced; a number failing Luhn stays */
+    assert_string_equal(s.buf, "Mail [REDACTED], or [REDACTED]. Card [REDACTED] and 1234 5678 9012 "
+                               "3456; bye");
+    assert_int_equal(gw_guard_redactions(g), 3);
+    gw_guard_free(g);
+}
+
+static void test_guard_kill_rule_ends_the_stream_before_the_match(void **state)
+{
+    (void)state;
+    struct gw_guard *g = default_guard();
+    struct sink s = {0};
+    assert_int_equal(gw_guard_feed(g, "here:\n-----BEGIN RSA PRIV", 25, 0, sink_emit, &s), 0);
+    assert_string_equal(s.buf, "here:\n");
+    int rc = gw_guard_feed(g, "ATE KEY-----\nMIIEpAIB", 21, 0, sink_emit, &s);
+    assert_true(rc > 0);
+    assert_string_equal(gw_guard_rule_name(g, rc - 1), "pem_private_key");
+    assert_string_equal(s.buf, "here:\n");
+    /* nothing more is published once killed */
+    assert_int_equal(gw_guard_feed(g, "more", 4, 1, sink_emit, &s), 0);
+    assert_string_equal(s.buf, "here:\n");
+    gw_guard_reset(g);
+    rc = gw_guard_feed(g, "id AKIAIOSFODNN7EXAMPLE.", 24, 0, sink_emit, &s);
+    assert_true(rc > 0);
+    assert_string_equal(gw_guard_rule_name(g, rc - 1), "aws_access_key_id");
+    assert_string_equal(s.buf, "here:\nid ");
+    gw_guard_free(g);
+}
+
+static void test_guard_without_rules_passes_text_through(void **state)
+{
+    (void)state;
+    struct gw_guard *g = NULL;
+    assert_int_equal(gw_guard_new(&g, NULL, 0, NULL, 0), 0);
+    struct sink s = {0};
+    assert_int_equal(gw_guard_feed(g, "x@y.io", 6, 0, sink_emit, &s), 0);
+    assert_string_equal(s.buf, "x@y.io");
+    gw_guard_free(g);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_repetition_kills_a_three_token_cycle_at_the_configured_cover),
+        cmocka_unit_test(test_repetition_kills_a_single_token_loop_after_rep_tokens),
+        cmocka_unit_test(test_repetition_of_a_long_period_needs_three_repeats),
+        cmocka_unit_test(test_ordinary_tokens_are_never_killed),
+        cmocka_unit_test(test_a_period_above_max_period_is_not_a_repetition),
+        cmocka_unit_test(test_divergence_after_a_long_single_token_run_is_killed),
+        cmocka_unit_test(test_divergence_after_a_short_cycle_is_killed),
+        cmocka_unit_test(test_a_short_repetition_then_a_change_is_not_divergence),
+        cmocka_unit_test(test_a_long_period_repetition_then_a_change_is_not_divergence),
+        cmocka_unit_test(test_hard_caps_kill_in_order_and_zero_is_off),
+        cmocka_unit_test(test_plan_limits_override_the_node_field_by_field),
+        cmocka_unit_test(test_config_names_a_bad_guard_pattern_and_action),
+        cmocka_unit_test(test_reason_codes_round_trip_through_the_cancel_word),
+        cmocka_unit_test(test_audit_line_is_json_with_the_last_200_characters),
+        cmocka_unit_test(test_guard_holds_a_match_split_across_chunks_and_redacts_it),
+        cmocka_unit_test(test_guard_fed_byte_by_byte_never_emits_a_match),
+        cmocka_unit_test(test_guard_kill_rule_ends_the_stream_before_the_match),
+        cmocka_unit_test(test_guard_without_rules_passes_text_through),
+    };
+    int rc = cmocka_run_group_tests(tests, NULL, NULL);
+    if (secret_path[0])
+        unlink(secret_path);
+    return rc;
+}

@@ -157,6 +157,11 @@ static void metrics(struct conn *c)
       "# TYPE gpuwarden_account_table_full_total counter\ngpuwarden_account_table_full_total %" PRIu64
       "\n# TYPE gpuwarden_workers_ready gauge\ngpuwarden_workers_ready %d\n",
       gw_queue_depth(&f->seg), ss.accounts_live, ss.table_full, workers_ready(f));
+    P("# HELP gpuwarden_watchdog_kills_total Generations the watchdog or the output guard "
+      "killed, by reason (the node's total).\n# TYPE gpuwarden_watchdog_kills_total counter\n");
+    for (int r = 0; r < GW_WD_REASONS; r++)
+        P("gpuwarden_watchdog_kills_total{reason=\"%s\"} %" PRIu64 "\n", gw_wd_reason_name(r),
+          gw_kills_get(&f->seg, r));
 #undef P
     f->stats.status[gw__status_index(200)]++;
     gw__conn_respond(c, 200, "text/plain; version=0.0.4", buf, at < cap ? at : cap - 1, NULL);
@@ -204,6 +209,10 @@ static void job_stream(struct job *j, struct gw_slot_run *run)
 
 static const char *killed_reason(uint32_t cancel, int state)
 {
+    /* A worker the watchdog had to SIGKILL leaves its slot FAILED (the
+     * repair), but the cancel word set before the kill names the reason. */
+    if (gw_wd_reason_of_cancel(cancel) >= 0)
+        return gw_wd_reason_name(gw_wd_reason_of_cancel(cancel));
     if (state == GW_SLOT_FAILED)
         return "worker_lost";
     switch (cancel) {
@@ -414,6 +423,10 @@ static void generate(struct conn *c, enum gw_route route)
         refuse_503(c, "overloaded", "too many clients: the address table is full");
         return;
     }
+    if (rc == 0 && gw_ledger_banned_until(seg, ip, now)) {
+        gw__conn_error(c, 403, "permission_error", "banned", "this address is banned", NULL, NULL);
+        return;
+    }
     if (rc == 0 && cfg->ip.n_windows > 0) {
         int n = window_items(items, 0, ip, &cfg->ip);
         if (gw_ledger_admit(seg, items, n, now, &retry) == GW_EREFUSED) {
@@ -445,6 +458,10 @@ static void generate(struct conn *c, enum gw_route route)
     if (gw_ledger_get(seg, GW_KIND_TENANT, who.tenant, strlen(who.tenant), 1, now, &tenant) != 0 ||
         gw_ledger_get(seg, GW_KIND_GLOBAL, "*", 1, 1, now, &global) != 0) {
         refuse_503(c, "overloaded", "account table full");
+        return;
+    }
+    if (gw_ledger_banned_until(seg, tenant, now)) {
+        gw__conn_error(c, 403, "permission_error", "banned", "this tenant is banned", NULL, NULL);
         return;
     }
     int n = window_items(items, 0, tenant, plan);

@@ -84,6 +84,14 @@ struct front {
 };
 
 /* http.c */
+/* Feeds data to c's parser with the front's callbacks and limits, and
+ * nothing else: no I/O, no response (c->timer must be initialised: the body
+ * clock is started when the headers are in). Returns 0 when more bytes are
+ * needed; 1 when a complete request is in c (method, url, authz, body) and
+ * the *used bytes before the rest, which belong to the next request; or the
+ * status the front answers: 400 (malformed), 413 (body too large), 431
+ * (headers too large). The fuzz target tests/fuzz/fuzz_http.c drives it. */
+int gw__conn_parse(struct conn *c, const char *data, size_t len, size_t *used);
 void gw__front_on_connection(uv_stream_t *server, int status);
 void gw__conn_write(struct conn *c, const char *data, size_t len);
 void gw__conn_respond(struct conn *c, int status, const char *ctype, const char *body, size_t len,

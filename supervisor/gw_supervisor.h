@@ -12,6 +12,7 @@
 
 #include "gw_common.h"
 
+#include <poll.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -216,6 +217,60 @@ int gw_notify_listen_fds(void);
 /* The first descriptor systemd passes (SD_LISTEN_FDS_START, 3). */
 #define GW_LISTEN_FDS_START 3
 
+/* ---- admin socket ---- */
+/* admin.c: the master's admin socket, what gpuwardenctl talks to. A Unix
+ * stream socket at cfg->admin_socket (mode 0660, group admin.group or the
+ * master's own); each client's credentials (SO_PEERCRED, SO_PEERGROUPS)
+ * give it a level when it connects: admin (uid 0, the service's own uid,
+ * admin.admins) may change things, operator (admin.operators) may read,
+ * anyone else gets one "forbidden" line and is closed. One JSON request
+ * per line, one JSON response per line:
+ *   {"cmd":"status"}  ->  {"ok":true,...}
+ *   anything wrong    ->  {"ok":false,"error":{"code":C,"message":M}}
+ * Commands and codes: docs/ADMIN.md. Nothing here blocks: clients are
+ * non-blocking, bounded (16 at once, 64 KiB a line) and served from the
+ * master's poll loop. */
+
+struct gw_admin;
+
+/* What the master tells the admin socket about one of its children. */
+struct gw_admin_child {
+    int role;          /* GW_ROLE_FRONT or GW_ROLE_WORKER */
+    int index;
+    pid_t pid;         /* 0 while it waits to be restarted */
+    int lane;          /* its lane, -1 when not attached yet */
+    unsigned restarts; /* exits so far */
+    int looping;       /* in a crash loop */
+};
+
+/* The master's side, as callbacks on its own state (ctx). */
+struct gw_admin_host {
+    void *ctx;
+    struct gw_config *(*config)(void *ctx); /* the running config (set-limit edits it) */
+    uint64_t (*epoch)(void *ctx);           /* config epoch */
+    int (*children)(void *ctx, struct gw_admin_child *out, int max); /* how many filled */
+    /* Reloads now: 1 when the new config was taken (why may then name
+     * settings that need a restart), 0 when refused (why says why). */
+    int (*reload)(void *ctx, char *why, size_t whylen);
+};
+
+/* Creates the socket (replacing a stale one; -EADDRINUSE when another
+ * process serves it). seg is the master's segment. err names path and
+ * problem. */
+int gw_admin_open(struct gw_admin **out, const struct gw_admin_host *host, struct gw_segment *seg,
+                  char *err, size_t errlen);
+/* Adds the admin descriptors (listener, clients) to a poll set: at most
+ * max entries from p on; returns how many. */
+int gw_admin_pollfds(struct gw_admin *a, struct pollfd *p, int max);
+/* After poll(): serves what the entries filled by gw_admin_pollfds report. */
+void gw_admin_serve(struct gw_admin *a, const struct pollfd *p, int n);
+/* Closes every client and the socket, and removes the socket file. */
+void gw_admin_close(struct gw_admin *a);
+/* The response line (no newline) for one request line from a client of
+ * `level` (GW_ADMIN_OPERATOR or GW_ADMIN_ADMIN). *out is malloc'd. */
+enum { GW_ADMIN_NONE = 0, GW_ADMIN_OPERATOR = 1, GW_ADMIN_ADMIN = 2 };
+int gw_admin_request(struct gw_admin *a, const char *line, size_t len, int level, char **out);
+
 /* ---- processes ---- */
 /* How the master starts its children (fork + exec, so no libuv loop and no
  * CUDA context crosses a fork):
@@ -262,5 +317,110 @@ int gw_worker_main(const char *config_path, int index, const struct gw_fds *fds)
 /* The master: validates the config, opens the segment and sockets, starts
  * and supervises the children. master.c */
 int gw_master_main(const char *config_path);
+
+/* ---- watchdog ---- */
+/* watchdog.c: the master's anomaly killer, and guard.c: the workers' output
+ * guard. Every few ms (watchdog.interval_ms) the master scans RUNNING slots
+ * and worker lanes and judges each run against its plan's limits
+ * (gw_wd_judge: hard caps, repetition, divergence) and each busy worker's
+ * progress (stall). A kill is two steps: the slot's cancel word gets
+ * GW_CANCEL_WATCHDOG + reason (the worker stops within one token and
+ * finishes the slot as "killed"); a worker that has not left the slot
+ * grace_ms later is SIGKILLed through its pidfd, the master's reaping path
+ * repairs its lane (slot FAILED, settled once), and the front names the
+ * reason from the cancel word. Each kill adds to the segment's counter for
+ * its reason (gw_kills_add) and appends one JSON line to the audit log. */
+
+/* The client-facing name of a reason ("max_tokens", "wall_time",
+ * "device_time", "repetition", "divergence", "anomalous_length",
+ * "worker_stalled", "output_guard"); "watchdog" for an unknown one. */
+const char *gw_wd_reason_name(int reason);
+/* The reason a cancel word carries, or -1 when it is not the watchdog's. */
+int gw_wd_reason_of_cancel(uint32_t cancel);
+#define GW_WD_CANCEL(reason) ((uint32_t)GW_CANCEL_WATCHDOG + (uint32_t)(reason))
+
+/* Repetition words (gw_slot_run.rep): period << 32 | count. */
+#define GW_REP(period, count) ((uint64_t)(uint32_t)(period) << 32 | (uint32_t)(count))
+#define GW_REP_PERIOD(w) ((uint32_t)((w) >> 32))
+#define GW_REP_COUNT(w) ((uint32_t)(w))
+/* The longer (period * count) of the run's longest repetition so far and
+ * the current one: what the worker publishes as rep_max after each token. */
+uint64_t gw_wd_rep_fold(uint64_t rep_max, uint64_t rep);
+
+/* What the watchdog reads of one run. */
+struct gw_wd_sample {
+    uint64_t tokens;    /* generated so far */
+    uint64_t wall_ns;   /* since the worker took it */
+    uint64_t device_ns; /* device time used */
+    uint64_t rep;       /* current repetition word */
+    uint64_t rep_max;   /* longest repetition word so far */
+};
+/* The first limit the sample breaks, in the order hard caps (max_tokens,
+ * wall_time, device_time), repetition, divergence; -1 when none:
+ *  - repetition: period <= rep_period, count >= rep_count and
+ *    period * count >= rep_tokens;
+ *  - divergence: rep_max has period <= div_period and covered
+ *    >= div_tokens tokens, and the current repetition covers fewer (the
+ *    cycle broke off: what the "repeat a word forever" extraction attack
+ *    looks like when the model starts emitting other text).
+ * A zero limit is off. Pure: the tests drive it with scripted sequences. */
+int gw_wd_judge(const struct gw_wd_limits *l, const struct gw_wd_sample *s);
+/* The limits for a request of `tenant`: its plan's (gw_config_plan_for, no
+ * plan claim) field by field over the node's. */
+void gw_wd_limits_for(const struct gw_config *cfg, const char *tenant, struct gw_wd_limits *out);
+
+/* One audit line (JSON, newline-terminated) for a kill, into buf: time
+ * (RFC 3339 UTC, ms), request id, tenant, ip, reason, tokens, device_ms and
+ * the last 200 characters of the output (bytes that are not UTF-8 become
+ * U+FFFD). Returns its length (truncated to len - 1). */
+size_t gw_audit_format(char *buf, size_t len, uint64_t now_us, const struct gw_slot_req *req,
+                       int reason, uint64_t tokens, uint64_t device_ns, const char *out,
+                       size_t out_len);
+/* Appends a line to the file at path (O_APPEND, one write; created 0600);
+ * for processes that write rarely (a worker's output guard). */
+int gw_audit_append(const char *path, const char *line, size_t len);
+/* The audit log's path for cfg: watchdog.audit_log or <state_dir>/audit.log. */
+int gw_audit_path(const struct gw_config *cfg, char *buf, size_t len);
+
+struct gw_watchdog;
+/* The master's side: kills a worker by pid through its pidfd (0 or -errno). */
+struct gw_wd_host {
+    void *ctx;
+    int (*kill_pid)(void *ctx, pid_t pid);
+};
+/* A watchdog over seg, writing the audit log named by cfg (opened now;
+ * a failure is logged on stderr and kills still happen). */
+int gw_watchdog_new(struct gw_watchdog **out, struct gw_segment *seg, const struct gw_config *cfg,
+                    const struct gw_wd_host *host);
+void gw_watchdog_free(struct gw_watchdog *wd);
+/* One scan when it is due at now_ns (CLOCK_MONOTONIC) with the running
+ * config; returns the milliseconds until the next one is due. */
+int gw_watchdog_tick(struct gw_watchdog *wd, const struct gw_config *cfg, uint64_t now_ns);
+/* The master reaped pid: 1 when the watchdog had SIGKILLed it (respawn it
+ * at once: a kill is not a crash), else 0. */
+int gw_watchdog_reaped(struct gw_watchdog *wd, pid_t pid);
+/* SIGUSR1: reopens the audit log at the path cfg names (log rotation). */
+int gw_watchdog_reopen(struct gw_watchdog *wd, const struct gw_config *cfg);
+
+/* Output guard (guard.c): the worker's text goes through it before it is
+ * published. Every rule is matched with PCRE2_PARTIAL_HARD over the text not
+ * yet published, so a tail that could still become a match is held back
+ * until it cannot: a match is never published, even split across tokens.
+ * Patterns match bytes (no UTF mode). */
+struct gw_guard;
+int gw_guard_new(struct gw_guard **out, const struct gw_guard_rule *rules, int n, char *err,
+                 size_t errlen);
+void gw_guard_free(struct gw_guard *g);
+/* Forgets any held text (a new request). */
+void gw_guard_reset(struct gw_guard *g);
+/* What may be published goes to emit (in order). Returns 0, or 1 + the
+ * index of a kill rule that matched (nothing from the match on is emitted;
+ * further feeding emits nothing). A redact rule's match is emitted as
+ * "[REDACTED]". With final = 1 the stream ends: no tail is held back. */
+int gw_guard_feed(struct gw_guard *g, const char *text, size_t len, int final,
+                  void (*emit)(void *user, const char *text, size_t len), void *user);
+/* Rule names and counts, for logs and tests. */
+const char *gw_guard_rule_name(const struct gw_guard *g, int rule);
+uint64_t gw_guard_redactions(const struct gw_guard *g);
 
 #endif

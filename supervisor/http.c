@@ -294,6 +294,18 @@ static const http_parser_settings settings = {
     .on_message_complete = on_message_complete,
 };
 
+int gw__conn_parse(struct conn *c, const char *data, size_t len, size_t *used)
+{
+    *used = http_parser_execute(&c->parser, &settings, data, len);
+    if (c->got_message) {
+        http_parser_pause(&c->parser, 0);
+        return 1;
+    }
+    if (HTTP_PARSER_ERRNO(&c->parser) == HPE_OK)
+        return 0;
+    return c->too_large == 413 || c->too_large == 431 ? c->too_large : 400;
+}
+
 /* Feeds bytes to the parser; on a complete request hands it to front.c
  * and keeps what follows for later. */
 static void feed(struct conn *c, const char *data, size_t len)
@@ -317,10 +329,9 @@ static void feed(struct conn *c, const char *data, size_t len)
         c->idle = 0;
         uv_timer_start(&c->timer, gw__conn_on_timeout, c->front->cfg->header_timeout_ms, 0);
     }
-    size_t used = http_parser_execute(&c->parser, &settings, data, len);
-    enum http_errno e = HTTP_PARSER_ERRNO(&c->parser);
-    if (c->got_message) {
-        http_parser_pause(&c->parser, 0);
+    size_t used;
+    int st = gw__conn_parse(c, data, len, &used);
+    if (st == 1) {
         c->busy = 1;
         uv_timer_stop(&c->timer);
         if (used < len) {
@@ -333,18 +344,19 @@ static void feed(struct conn *c, const char *data, size_t len)
         gw__front_request(c);
         return;
     }
-    if (e != HPE_OK) {
+    if (st != 0) {
         c->busy = 1;
         uv_timer_stop(&c->timer);
-        if (c->too_large == 413)
+        if (st == 413)
             gw__conn_error(c, 413, "invalid_request_error", "body_too_large",
                            "body: larger than the limit of this server", NULL, NULL);
-        else if (c->too_large == 431)
+        else if (st == 431)
             gw__conn_error(c, 431, "invalid_request_error", "headers_too_large",
                            "headers: larger than the limit of this server", NULL, NULL);
         else {
             char msg[200];
-            snprintf(msg, sizeof(msg), "malformed HTTP request: %s", http_errno_description(e));
+            snprintf(msg, sizeof(msg), "malformed HTTP request: %s",
+                     http_errno_description(HTTP_PARSER_ERRNO(&c->parser)));
             gw__conn_error(c, 400, "invalid_request_error", "malformed_request", msg, NULL, NULL);
         }
     }

@@ -90,6 +90,9 @@ struct master {
     uint64_t watchdog_ns;   /* 0: no systemd watchdog */
     uint64_t watchdog_last_ns;
     char status[512];       /* last STATUS= sent */
+    struct gw_admin *admin; /* the admin socket (admin.c), NULL without one */
+    struct gw_watchdog *wdog; /* the anomaly killer (watchdog.c) */
+    int usr1;               /* SIGUSR1 pending: reopen the audit log */
 };
 
 /* ------------------------------------------------------------------ logging */
@@ -526,6 +529,7 @@ static void child_exited(struct master *m, struct child *c, const siginfo_t *si)
     else
         say("%s killed by signal %d (SIG%s)%s", who, si->si_status, sig_name(si->si_status),
             si->si_code == CLD_DUMPED ? ", core dumped" : "");
+    int wd_killed = gw_watchdog_reaped(m->wdog, c->pid);
     repair_pid(m, c->pid, who);
     /* Reap only now: until here the pid could not be reused. */
     waitpid(c->pid, NULL, 0);
@@ -535,6 +539,12 @@ static void child_exited(struct master *m, struct child *c, const siginfo_t *si)
     c->lane = -1;
     if (m->stopping)
         return;
+    if (wd_killed) {
+        /* The watchdog's kill, not a crash: no backoff, not counted. */
+        c->next_start_ns = gw_mono_ns();
+        say("%s %d: killed by the watchdog; restarting now", role_name(c->role), c->index);
+        return;
+    }
 
     uint64_t now = gw_mono_ns();
     if (now - c->started_ns >= STABLE_AFTER) {
@@ -613,13 +623,14 @@ static int running(struct master *m, int role)
  * SIGHUP only recorded for the caller. */
 static void pump(struct master *m, int timeout_ms)
 {
-    struct pollfd p[1 + 256];
+    struct pollfd p[1 + 256 + 32];
     int n = 0;
     p[n++] = (struct pollfd){.fd = m->sfd, .events = POLLIN};
-    for (int i = 0; i < m->n_children && n < (int)(sizeof(p) / sizeof(p[0])); i++)
+    for (int i = 0; i < m->n_children && n < 1 + 256; i++)
         if (m->children[i].pid)
             p[n++] = (struct pollfd){.fd = m->children[i].pidfd, .events = POLLIN};
-    int r = poll(p, (nfds_t)n, timeout_ms);
+    int n_admin = gw_admin_pollfds(m->admin, p + n, 32);
+    int r = poll(p, (nfds_t)(n + n_admin), timeout_ms);
     if (r < 0 && errno != EINTR)
         say("poll: %s", strerror(errno));
     struct signalfd_siginfo si;
@@ -629,10 +640,14 @@ static void pump(struct master *m, int timeout_ms)
             m->last_term_sig = (int)si.ssi_signo;
         } else if (si.ssi_signo == SIGHUP) {
             m->hup = 1;
+        } else if (si.ssi_signo == SIGUSR1) {
+            m->usr1 = 1;
         }
     }
     /* SIGCHLD or a readable pidfd: either way, look. */
     reap(m);
+    if (r > 0)
+        gw_admin_serve(m->admin, p + n, n_admin);
 }
 
 static void respawn_due(struct master *m, uint64_t now)
@@ -757,8 +772,20 @@ static void tick(struct master *m, uint64_t now)
 
 /* ----------------------------------------------------------------- reload */
 
-static void reload(struct master *m)
+/* Returns 1 when the new config was taken, 0 when not; `why` (may be NULL)
+ * gets the reason it was refused, or the settings that need a restart. */
+static int reload(struct master *m, char *why, size_t whylen)
 {
+    char spare[8];
+    if (!why) {
+        why = spare;
+        whylen = sizeof(spare);
+    }
+    why[0] = '\0';
+    if (m->stopping) {
+        snprintf(why, whylen, "the node is stopping");
+        return 0;
+    }
     int announced = m->ready_sent; /* systemd reloads only an active service */
     if (announced)
         gw_notify_reloading();
@@ -768,9 +795,10 @@ static void reload(struct master *m)
     if (gw_config_load(&nc, m->config_path, err, sizeof(err)) != 0) {
         say_lines(err);
         say("reload refused; keeping the running config");
+        snprintf(why, whylen, "%s", err);
         if (announced)
             gw_notify_ready(m->status);
-        return;
+        return 0;
     }
     struct gw_config *oc = m->cfg;
     char need[256] = "";
@@ -813,8 +841,10 @@ static void reload(struct master *m)
         memcpy(nc->state_dir, oc->state_dir, sizeof(nc->state_dir));
     }
 #undef NEED
-    if (need[0])
+    if (need[0]) {
         say("reload: a restart is needed to change %s; keeping the running values", need);
+        snprintf(why, whylen, "a restart is needed to change %s; kept the running values", need);
+    }
     m->cfg = nc;
     gw_config_free(oc);
     m->epoch++;
@@ -827,6 +857,46 @@ static void reload(struct master *m)
         snprintf(m->status, sizeof(m->status), "%s", st);
         gw_notify_ready(st);
     }
+    return 1;
+}
+
+/* ------------------------------------------------------------ admin host */
+
+static struct gw_config *admin_config(void *ctx)
+{
+    return ((struct master *)ctx)->cfg;
+}
+
+static uint64_t admin_epoch(void *ctx)
+{
+    return ((struct master *)ctx)->epoch;
+}
+
+static int admin_children(void *ctx, struct gw_admin_child *out, int max)
+{
+    struct master *m = ctx;
+    int n = 0;
+    for (int i = 0; i < m->n_children && n < max; i++) {
+        struct child *c = &m->children[i];
+        out[n++] = (struct gw_admin_child){.role = c->role, .index = c->index, .pid = c->pid,
+                                           .lane = child_lane(m, c), .restarts = c->n_exits,
+                                           .looping = c->looping};
+    }
+    return n;
+}
+
+static int admin_reload(void *ctx, char *why, size_t whylen)
+{
+    return reload(ctx, why, whylen);
+}
+
+/* The watchdog's second step: SIGKILL through the child's pidfd. */
+static int watchdog_kill(void *ctx, pid_t pid)
+{
+    struct child *c = child_by_pid(ctx, pid);
+    if (!c || c->pidfd < 0)
+        return -ESRCH;
+    return pidfd_signal(c->pidfd, SIGKILL) == 0 ? 0 : -errno;
 }
 
 /* --------------------------------------------------------------- shutdown */
@@ -904,6 +974,7 @@ static int setup_signals(struct master *m)
     sigaddset(&set, SIGTERM);
     sigaddset(&set, SIGINT);
     sigaddset(&set, SIGHUP);
+    sigaddset(&set, SIGUSR1); /* the watchdog's audit log is reopened */
     if (sigprocmask(SIG_BLOCK, &set, &m->old_mask) != 0)
         return -errno;
     m->sfd = signalfd(-1, &set, SFD_NONBLOCK | SFD_CLOEXEC);
@@ -954,6 +1025,8 @@ static int setup_children(struct master *m)
 
 static void teardown(struct master *m)
 {
+    gw_admin_close(m->admin);
+    gw_watchdog_free(m->wdog);
     if (m->seg_open) {
         /* Any lane still carrying a child's pid (a child that would not
          * die) is left as it is: the next master's sweep handles it. */
@@ -1038,17 +1111,33 @@ int gw_master_main(const char *config_path)
         m->n_fronts, m->n_fronts == 1 ? "" : "s", m->n_workers, m->n_workers == 1 ? "" : "s",
         m->seg_path, m->config_path);
     gw_notify_status("starting");
+    struct gw_admin_host host = {.ctx = m, .config = admin_config, .epoch = admin_epoch,
+                                 .children = admin_children, .reload = admin_reload};
+    if ((e = gw_admin_open(&m->admin, &host, &m->seg, err, sizeof(err))) != 0)
+        say("%s; running without the admin socket (gpuwardenctl cannot reach this node)", err);
+    struct gw_wd_host wdh = {.ctx = m, .kill_pid = watchdog_kill};
+    if ((e = gw_watchdog_new(&m->wdog, &m->seg, m->cfg, &wdh)) != 0) {
+        say("watchdog: %s", strerror(-e));
+        rc = 111;
+        goto out;
+    }
 
     for (;;) {
         uint64_t now = gw_mono_ns();
         respawn_due(m, now);
         tick(m, now);
-        pump(m, next_timeout(m, gw_mono_ns()));
+        int wait_ms = next_timeout(m, gw_mono_ns());
+        int wd_ms = gw_watchdog_tick(m->wdog, m->cfg, gw_mono_ns());
+        pump(m, wd_ms < wait_ms ? wd_ms : wait_ms);
+        if (m->usr1) {
+            m->usr1 = 0;
+            gw_watchdog_reopen(m->wdog, m->cfg);
+        }
         if (m->terms)
             break;
         if (m->hup) {
             m->hup = 0;
-            reload(m);
+            reload(m, NULL, 0);
         }
     }
     shutdown_children(m);

@@ -42,6 +42,8 @@ struct worker {
     int have_ct;
     gw_ctx *ctx;
     uint64_t ewma_us_per_token; /* measured cost, published in our lane */
+    struct gw_guard *guard;     /* output guard (guard.c); NULL: no rules */
+    char audit_path[256];       /* where an output-guard kill is audited */
 };
 
 /* One request in flight. */
@@ -58,6 +60,8 @@ struct job {
     uint64_t tokens;
     int stop_budget; /* the ledger refused to extend the reservation */
     int stop_full;   /* the output area is full */
+    int guard_kill;  /* 1 + the output-guard rule that ended it, 0 none */
+    uint64_t rep_max; /* longest repetition so far (gw_wd_rep_fold) */
 };
 
 static void log_line(const struct worker *w, const char *fmt, ...)
@@ -95,7 +99,8 @@ static int piece(void *user, int32_t tok, char *buf, size_t cap)
     return (int)len;
 }
 
-static void on_text(void *user, const char *text, size_t len)
+/* Publishes text into the slot (after the output guard passed it). */
+static void publish_text(void *user, const char *text, size_t len)
 {
     struct job *j = user;
     if (j->written + len > j->cap) {
@@ -108,6 +113,18 @@ static void on_text(void *user, const char *text, size_t len)
      * `written`. */
     atomic_store_explicit(&j->run->written, j->written, memory_order_release);
     wake_front(j->w, j->req->front);
+}
+
+static void on_text(void *user, const char *text, size_t len)
+{
+    struct job *j = user;
+    if (!j->w->guard) {
+        publish_text(j, text, len);
+        return;
+    }
+    int rc = gw_guard_feed(j->w->guard, text, len, 0, publish_text, j);
+    if (rc > 0)
+        j->guard_kill = rc;
 }
 
 static uint64_t device_us(const struct job *j)
@@ -126,8 +143,10 @@ static void on_step(void *user, const gw_gen_step *st)
     atomic_store_explicit(&run->tokens, st->n_tokens, memory_order_relaxed);
     atomic_store_explicit(&run->device_ns, now - j->started_ns, memory_order_relaxed);
     atomic_store_explicit(&run->progress_ns, now, memory_order_relaxed);
-    atomic_store_explicit(&run->rep, (uint64_t)(uint32_t)st->rep_period << 32 | (uint32_t)st->rep_count,
-                          memory_order_relaxed);
+    uint64_t rep = GW_REP(st->rep_period, st->rep_count);
+    j->rep_max = gw_wd_rep_fold(j->rep_max, rep);
+    atomic_store_explicit(&run->rep, rep, memory_order_relaxed);
+    atomic_store_explicit(&run->rep_max, j->rep_max, memory_order_relaxed);
     gw_proc_heartbeat(&j->w->seg, (int64_t)j->ref.index);
     if (st->n_tokens % CHARGE_EVERY == 0 &&
         gw_budget_charge(&j->w->seg, j->ref, device_us(j), gw_now_us()) == GW_EREFUSED)
@@ -138,7 +157,7 @@ static int should_cancel(void *user)
 {
     struct job *j = user;
     /* relaxed: a flag; see gw_slot_cancel. */
-    return j->stop_budget || j->stop_full ||
+    return j->stop_budget || j->stop_full || j->guard_kill ||
            atomic_load_explicit(&j->run->cancel, memory_order_relaxed) != 0;
 }
 
@@ -148,6 +167,23 @@ static void fail_job(struct job *j, const char *why)
     memcpy(j->run->error, why, n);
     j->run->error[n] = '\0';
     atomic_store_explicit(&j->run->finish, GW_FIN_ERROR, memory_order_relaxed);
+}
+
+/* An output-guard kill: the cancel word names it (so the front reports
+ * killed_reason "output_guard"), and it is counted and audited here, where
+ * it was decided. */
+static void guard_killed(struct job *j)
+{
+    struct worker *w = j->w;
+    gw_slot_cancel(&w->seg, j->ref, GW_WD_CANCEL(GW_WD_OUTPUT_GUARD));
+    gw_kills_add(&w->seg, GW_WD_OUTPUT_GUARD);
+    char line[4096];
+    size_t n = gw_audit_format(line, sizeof(line), gw_now_us(), j->req, GW_WD_OUTPUT_GUARD,
+                               j->tokens, (gw_mono_ns() - j->started_ns), j->out, j->written);
+    int rc = gw_audit_append(w->audit_path, line, n);
+    log_line(w, "slot %u (request %.40s): output guard rule %s matched: killed%s%s", j->ref.index,
+             j->req->id, gw_guard_rule_name(w->guard, j->guard_kill - 1),
+             rc ? "; audit log: " : "", rc ? strerror(-rc) : "");
 }
 
 /* Renders the prompt text (chat messages through the model's template). */
@@ -262,6 +298,8 @@ static void run_job(struct worker *w, struct gw_slot_ref ref)
         .piece = piece,
         .on_text = on_text,
     };
+    if (w->guard)
+        gw_guard_reset(w->guard);
     if (gw_tok_decoder_init(&j.dec, w->tok, 0) < 0) {
         fail_job(&j, "out of memory");
         goto done;
@@ -273,6 +311,14 @@ static void run_job(struct worker *w, struct gw_slot_ref ref)
     gw_tok_decoder_flush(&j.dec, &tail, &tail_len);
     if (tail_len && !j.stop_full)
         on_text(&j, tail, tail_len);
+    if (w->guard && !j.guard_kill && !j.stop_full) {
+        /* the end of the stream: the held-back tail is decided now */
+        int g = gw_guard_feed(w->guard, "", 0, 1, publish_text, &j);
+        if (g > 0)
+            j.guard_kill = g;
+    }
+    if (j.guard_kill)
+        guard_killed(&j);
     gw_tok_decoder_free(&j.dec);
     if (rc < 0) {
         snprintf(err, sizeof(err), "generation failed: %s", gw_worker_strerror(rc));
@@ -298,6 +344,8 @@ static void run_job(struct worker *w, struct gw_slot_ref ref)
     default:
         fin = GW_FIN_LENGTH;
     }
+    if (j.guard_kill)
+        fin = GW_FIN_KILLED; /* also when the match came with the last token */
     atomic_store_explicit(&j.run->finish, (uint32_t)fin, memory_order_relaxed);
     if (j.tokens > 0) {
         /* EWMA of device us per token (prefill included), alpha 1/8. */
@@ -355,8 +403,28 @@ static int load(struct worker *w, const char *config_path)
     }
     log_line(w, "ready: %s (%s), context %d, %d threads, cpu engine", w->cfg->model_name,
              w->cfg->model_path, gw_ctx_n_ctx(w->ctx), gw_ctx_n_threads(w->ctx));
+    if (w->cfg->n_guard > 0 &&
+        gw_guard_new(&w->guard, w->cfg->guard, w->cfg->n_guard, err, sizeof(err)) != 0) {
+        log_line(w, "%s", err);
+        return 111;
+    }
+    gw_audit_path(w->cfg, w->audit_path, sizeof(w->audit_path));
     gw_proc_set_state(&w->seg, GW_PROC_READY);
     return 0;
+}
+
+/* 1 when the master asked us to drain; keeps our lane's state in step so
+ * status shows it. */
+static int drain_check(struct worker *w)
+{
+    int d = gw_proc_drain_requested(&w->seg);
+    struct gw_proc_info pi;
+    if (gw_proc_get(&w->seg, w->seg.lane, &pi) == 0 &&
+        pi.state != (d ? GW_PROC_DRAINING : GW_PROC_READY)) {
+        gw_proc_set_state(&w->seg, d ? GW_PROC_DRAINING : GW_PROC_READY);
+        log_line(w, d ? "draining: taking no new requests" : "undrained: taking requests");
+    }
+    return d;
 }
 
 int gw_worker_main(const char *config_path, int index, const struct gw_fds *fds)
@@ -373,19 +441,31 @@ int gw_worker_main(const char *config_path, int index, const struct gw_fds *fds)
         struct gw_slot_ref ref;
         /* Run everything queued before sleeping: entries re-queued by a
          * repair come without a wake-up. */
-        while (!stopping && gw_queue_pop(&w.seg, &ref) == 0)
+        while (!stopping && !drain_check(&w) && gw_queue_pop(&w.seg, &ref) == 0)
             if (gw_slot_move(&w.seg, ref, GW_SLOT_QUEUED, GW_SLOT_RUNNING) == 0)
                 run_job(&w, ref);
+        if (drain_check(&w)) {
+            /* Drained (gpuwardenctl drain): take nothing, and leave the
+             * work wake-ups to the other workers. */
+            usleep(100000);
+            continue;
+        }
         uint64_t n;
         if (read(fds->work, &n, sizeof(n)) < 0 && errno != EINTR && errno != EAGAIN) {
             log_line(&w, "work eventfd: %s", strerror(errno));
             status = 111;
+        } else if (drain_check(&w)) {
+            /* Asked to drain while asleep: pass the wake-up on. */
+            uint64_t one = 1;
+            if (write(fds->work, &one, sizeof(one)) < 0)
+                log_line(&w, "work eventfd: %s", strerror(errno));
         }
     }
     if (w.ctx)
         gw_ctx_free(w.ctx);
     if (w.have_ct)
         gw_chat_template_free(&w.ct);
+    gw_guard_free(w.guard);
     gw_tokenizer_free(w.tok);
     gw_model_free(w.model);
     if (w.seg.base) {

@@ -15,6 +15,7 @@
 #include <stdlib.h>
 
 #if defined(__x86_64__) || defined(__i386__)
+#include <cpuid.h>
 #include <immintrin.h>
 #define GW_HAVE_X86 1
 #endif
@@ -547,8 +548,12 @@ gw_dot_fn gw_dot_avx2_for(uint32_t type)
 static bool cpu_has_avx2(void)
 {
     __builtin_cpu_init();
-    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
-           __builtin_cpu_supports("f16c");
+    /* f16c from CPUID leaf 1 (ECX bit 29): clang before 15 has no "f16c"
+     * for __builtin_cpu_supports, and the tree must build with clang
+     * (tests/fuzz/). */
+    unsigned a, b, c, d;
+    bool f16c = __get_cpuid(1, &a, &b, &c, &d) && (c & bit_F16C);
+    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && f16c;
 }
 #else
 gw_dot_fn gw_dot_avx2_for(uint32_t type)

@@ -87,7 +87,7 @@ static void test_refuses_foreign_files(void **state)
 
     uint32_t v = 7;
     write_at(path, 8, &v, 4);
-    snprintf(msg, sizeof(msg), "%s: layout version 7, this build reads 2", path);
+    snprintf(msg, sizeof(msg), "%s: layout version 7, this build reads %u", path, GW_SEG_VERSION);
     expect_attach_error(path, GW_ELAYOUT, msg);
     v = GW_SEG_VERSION;
     write_at(path, 8, &v, 4);

@@ -1,0 +1,485 @@
+/* watchdog.c - the master's anomaly killer (DESIGN.md, "The watchdog").
+ *
+ * The detectors read only what workers publish in the slot run record
+ * (tokens, device time, progress time, the repetition words) and in their
+ * lanes (heartbeat, current slot), so a scan costs O(slots + lanes) and
+ * never waits on a worker. gw_wd_judge is a pure function of one sample:
+ * the tests drive it with scripted token sequences through the worker's own
+ * repetition statistic, exactly as the master does with live runs.
+ *
+ * A kill is two steps. The cancel word gets GW_CANCEL_WATCHDOG + reason
+ * (the worker checks it before each token and finishes the slot as
+ * "killed"); a worker that still holds the slot grace_ms later is stuck
+ * (SIGSTOP, a wedged kernel) and is SIGKILLed through its pidfd. The
+ * master's reaping path then repairs the lane (the slot goes FAILED and is
+ * settled exactly once) and respawns the worker; the cancel word still
+ * names the reason, so the front reports it rather than "worker_lost".
+ */
+#include "gw_supervisor.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#define MS UINT64_C(1000000)
+#define KILLED_PIDS 32 /* workers SIGKILLed and not yet reaped */
+
+static const char *const reason_names[GW_WD_REASONS] = {
+    "max_tokens", "wall_time",        "device_time",    "repetition",
+    "divergence", "anomalous_length", "worker_stalled", "output_guard",
+};
+
+const char *gw_wd_reason_name(int reason)
+{
+    return reason >= 0 && reason < GW_WD_REASONS ? reason_names[reason] : "watchdog";
+}
+
+int gw_wd_reason_of_cancel(uint32_t cancel)
+{
+    if (cancel < GW_CANCEL_WATCHDOG || cancel >= GW_CANCEL_WATCHDOG + GW_WD_REASONS)
+        return -1;
+    return (int)(cancel - GW_CANCEL_WATCHDOG);
+}
+
+/* ---------------------------------------------------------------- detectors */
+
+static uint64_t cover(uint64_t rep)
+{
+    return (uint64_t)GW_REP_PERIOD(rep) * GW_REP_COUNT(rep);
+}
+
+uint64_t gw_wd_rep_fold(uint64_t rep_max, uint64_t rep)
+{
+    return cover(rep) > cover(rep_max) ? rep : rep_max;
+}
+
+int gw_wd_judge(const struct gw_wd_limits *l, const struct gw_wd_sample *s)
+{
+    if (l->max_tokens && s->tokens > l->max_tokens)
+        return GW_WD_MAX_TOKENS;
+    if (l->wall_ms && s->wall_ns > (uint64_t)l->wall_ms * MS)
+        return GW_WD_WALL_TIME;
+    if (l->device_ms && s->device_ns > (uint64_t)l->device_ms * MS)
+        return GW_WD_DEVICE_TIME;
+    uint32_t p = GW_REP_PERIOD(s->rep), c = GW_REP_COUNT(s->rep);
+    if (l->rep_period && l->rep_count && p >= 1 && p <= l->rep_period && c >= l->rep_count &&
+        cover(s->rep) >= l->rep_tokens)
+        return GW_WD_REPETITION;
+    uint32_t mp = GW_REP_PERIOD(s->rep_max);
+    if (l->div_period && l->div_tokens && mp >= 1 && mp <= l->div_period &&
+        cover(s->rep_max) >= l->div_tokens && cover(s->rep) < cover(s->rep_max))
+        return GW_WD_DIVERGENCE;
+    return -1;
+}
+
+void gw_wd_limits_for(const struct gw_config *cfg, const char *tenant, struct gw_wd_limits *out)
+{
+    *out = cfg->wd;
+    const char *why;
+    const struct gw_plan *pl = gw_config_plan_for(cfg, tenant, NULL, &why);
+    if (!pl)
+        return;
+#define OVER(f)                                                                                    \
+    if (pl->wd.f)                                                                                  \
+    out->f = pl->wd.f
+    OVER(max_tokens);
+    OVER(wall_ms);
+    OVER(device_ms);
+    OVER(rep_period);
+    OVER(rep_count);
+    OVER(rep_tokens);
+    OVER(div_period);
+    OVER(div_tokens);
+#undef OVER
+}
+
+/* -------------------------------------------------------------------- audit */
+
+/* Appends s[0, n) to buf as the inside of a JSON string; bytes that are not
+ * UTF-8 become U+FFFD. */
+static size_t json_str(char *buf, size_t at, size_t len, const char *s, size_t n)
+{
+#define PUT(c)                                                                                     \
+    do {                                                                                           \
+        if (at + 1 < len)                                                                          \
+            buf[at++] = (c);                                                                       \
+    } while (0)
+    for (size_t i = 0; i < n;) {
+        unsigned char c = (unsigned char)s[i];
+        if (c >= 0x80) {
+            size_t k = c >= 0xf0 ? 4 : c >= 0xe0 ? 3 : c >= 0xc0 ? 2 : 1;
+            if (k == 1 || i + k > n || !gw_utf8_valid(s + i, k)) {
+                const char *fffd = "\xef\xbf\xbd";
+                for (int j = 0; j < 3; j++)
+                    PUT(fffd[j]);
+                i++;
+                continue;
+            }
+            for (size_t j = 0; j < k; j++)
+                PUT(s[i + j]);
+            i += k;
+            continue;
+        }
+        if (c == '"' || c == '\\') {
+            PUT('\\');
+            PUT((char)c);
+        } else if (c == '\n') {
+            PUT('\\');
+            PUT('n');
+        } else if (c == '\r') {
+            PUT('\\');
+            PUT('r');
+        } else if (c == '\t') {
+            PUT('\\');
+            PUT('t');
+        } else if (c < 0x20 || c == 0x7f) {
+            char u[8];
+            snprintf(u, sizeof(u), "\\u%04x", c);
+            for (int j = 0; u[j]; j++)
+                PUT(u[j]);
+        } else {
+            PUT((char)c);
+        }
+        i++;
+    }
+#undef PUT
+    return at;
+}
+
+size_t gw_audit_format(char *buf, size_t len, uint64_t now_us, const struct gw_slot_req *req,
+                       int reason, uint64_t tokens, uint64_t device_ns, const char *out,
+                       size_t out_len)
+{
+    if (!buf || len < 2)
+        return 0;
+    char when[48];
+    time_t secs = (time_t)(now_us / 1000000u);
+    struct tm tm;
+    gmtime_r(&secs, &tm);
+    size_t w = strftime(when, sizeof(when), "%Y-%m-%dT%H:%M:%S", &tm);
+    snprintf(when + w, sizeof(when) - w, ".%03uZ", (unsigned)(now_us / 1000u % 1000u));
+    /* the last 200 characters: back up over 200 lead bytes */
+    size_t from = out_len, chars = 0;
+    while (from > 0 && chars < 200) {
+        from--;
+        if (((unsigned char)out[from] & 0xc0) != 0x80)
+            chars++;
+    }
+    size_t at = 0;
+    int n = snprintf(buf, len, "{\"time\":\"%s\",\"request_id\":\"", when);
+    at = n < 0 ? 0 : (size_t)n < len ? (size_t)n : len - 1;
+    at = json_str(buf, at, len, req->id, strnlen(req->id, sizeof(req->id)));
+    n = snprintf(buf + at, len - at, "\",\"tenant\":\"");
+    at = n < 0 || (size_t)n >= len - at ? len - 1 : at + (size_t)n;
+    at = json_str(buf, at, len, req->tenant, strnlen(req->tenant, sizeof(req->tenant)));
+    n = snprintf(buf + at, len - at, "\",\"ip\":\"");
+    at = n < 0 || (size_t)n >= len - at ? len - 1 : at + (size_t)n;
+    at = json_str(buf, at, len, req->ip, strnlen(req->ip, sizeof(req->ip)));
+    n = snprintf(buf + at, len - at,
+                 "\",\"reason\":\"%s\",\"tokens\":%" PRIu64 ",\"device_ms\":%" PRIu64
+                 ",\"output_tail\":\"",
+                 gw_wd_reason_name(reason), tokens, device_ns / MS);
+    at = n < 0 || (size_t)n >= len - at ? len - 1 : at + (size_t)n;
+    at = json_str(buf, at, len, out + from, out_len - from);
+    n = snprintf(buf + at, len - at, "\"}\n");
+    at = n < 0 || (size_t)n >= len - at ? len - 1 : at + (size_t)n;
+    buf[at] = '\0';
+    return at;
+}
+
+int gw_audit_path(const struct gw_config *cfg, char *buf, size_t len)
+{
+    int n = cfg->audit_log[0]
+                ? snprintf(buf, len, "%s", cfg->audit_log)
+                : snprintf(buf, len, "%s/audit.log", cfg->state_dir[0] ? cfg->state_dir : ".");
+    return n < 0 || (size_t)n >= len ? -ENAMETOOLONG : 0;
+}
+
+static int audit_open(const char *path)
+{
+    return open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC | O_NOCTTY, 0600);
+}
+
+int gw_audit_append(const char *path, const char *line, size_t len)
+{
+    int fd = audit_open(path);
+    if (fd < 0)
+        return -errno;
+    /* one write with O_APPEND: lines from the master and the workers never
+     * interleave within a line */
+    ssize_t w = write(fd, line, len);
+    int rc = w == (ssize_t)len ? 0 : w < 0 ? -errno : -EIO;
+    close(fd);
+    return rc;
+}
+
+/* ----------------------------------------------------------------- master */
+
+/* What the watchdog remembers about one slot it acted on. */
+struct wd_slot {
+    uint32_t seq;         /* the request the entry is about */
+    int reason;           /* -1: nothing pending */
+    uint64_t cancel_ns;   /* when the cancel word was set */
+    uint64_t tokens;      /* tokens when the cancel word was set */
+    pid_t worker;         /* the worker running it then, 0 unknown */
+    int sigkilled;        /* escalated to SIGKILL */
+};
+
+struct gw_watchdog {
+    struct gw_segment *seg;
+    struct gw_wd_host host;
+    int audit_fd;
+    char audit_path[256];
+    uint64_t next_ns;           /* when the next scan is due */
+    struct wd_slot *slots;      /* seg->cfg.slots entries */
+    pid_t killed[KILLED_PIDS];  /* SIGKILLed, not yet reaped */
+    /* per-lane view built each scan */
+    int64_t *busy_lane;         /* slot -> worker lane running it, -1 none */
+};
+
+static void wd_say(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static void wd_say(const char *fmt, ...)
+{
+    char line[1024];
+    int n = snprintf(line, sizeof(line), "gpuwarden[master]: watchdog: ");
+    va_list ap;
+    va_start(ap, fmt);
+    int m = vsnprintf(line + n, sizeof(line) - (size_t)n - 1, fmt, ap);
+    va_end(ap);
+    if (m < 0)
+        return;
+    size_t len = (size_t)n + (size_t)m;
+    if (len > sizeof(line) - 2)
+        len = sizeof(line) - 2;
+    line[len++] = '\n';
+    ssize_t w = write(STDERR_FILENO, line, len);
+    (void)w; /* nowhere left to report a failed log write */
+}
+
+int gw_watchdog_reopen(struct gw_watchdog *wd, const struct gw_config *cfg)
+{
+    if (!wd)
+        return -EINVAL;
+    char path[256];
+    int rc = gw_audit_path(cfg, path, sizeof(path));
+    if (rc != 0) {
+        wd_say("audit log path too long; kills are not audited");
+        return rc;
+    }
+    int fd = audit_open(path);
+    if (fd < 0) {
+        rc = -errno;
+        wd_say("audit log %s: cannot open: %s (kills are still made and counted)", path,
+               strerror(-rc));
+        return rc; /* keep the old descriptor, if any */
+    }
+    if (wd->audit_fd >= 0)
+        close(wd->audit_fd);
+    wd->audit_fd = fd;
+    snprintf(wd->audit_path, sizeof(wd->audit_path), "%s", path);
+    return 0;
+}
+
+int gw_watchdog_new(struct gw_watchdog **out, struct gw_segment *seg, const struct gw_config *cfg,
+                    const struct gw_wd_host *host)
+{
+    struct gw_watchdog *wd = calloc(1, sizeof(*wd));
+    if (!wd)
+        return -ENOMEM;
+    wd->seg = seg;
+    wd->host = *host;
+    wd->audit_fd = -1;
+    wd->slots = calloc(seg->cfg.slots, sizeof(*wd->slots));
+    wd->busy_lane = calloc(seg->cfg.slots, sizeof(*wd->busy_lane));
+    if (!wd->slots || !wd->busy_lane) {
+        gw_watchdog_free(wd);
+        return -ENOMEM;
+    }
+    for (uint32_t i = 0; i < seg->cfg.slots; i++)
+        wd->slots[i].reason = -1;
+    gw_watchdog_reopen(wd, cfg);
+    *out = wd;
+    return 0;
+}
+
+void gw_watchdog_free(struct gw_watchdog *wd)
+{
+    if (!wd)
+        return;
+    if (wd->audit_fd >= 0)
+        close(wd->audit_fd);
+    free(wd->slots);
+    free(wd->busy_lane);
+    free(wd);
+}
+
+int gw_watchdog_reaped(struct gw_watchdog *wd, pid_t pid)
+{
+    if (!wd || pid <= 0)
+        return 0;
+    for (int i = 0; i < KILLED_PIDS; i++)
+        if (wd->killed[i] == pid) {
+            wd->killed[i] = 0;
+            return 1;
+        }
+    return 0;
+}
+
+static void remember_killed(struct gw_watchdog *wd, pid_t pid)
+{
+    for (int i = 0; i < KILLED_PIDS; i++)
+        if (wd->killed[i] == 0 || wd->killed[i] == pid) {
+            wd->killed[i] = pid;
+            return;
+        }
+    wd->killed[0] = pid; /* 32 stuck workers at once: forget the oldest slot */
+}
+
+/* Step one of a kill: the cancel word, the counter, the audit line. */
+static void kill_start(struct gw_watchdog *wd, struct gw_slot_ref ref, int reason, uint64_t now,
+                       pid_t worker)
+{
+    struct gw_segment *seg = wd->seg;
+    struct wd_slot *ws = &wd->slots[ref.index];
+    struct gw_slot_run *run = gw_slot_run(seg, ref.index);
+    struct gw_slot_req *req = gw_slot_req(seg, ref.index);
+    /* relaxed: counters read on their own */
+    uint64_t tokens = atomic_load_explicit(&run->tokens, memory_order_relaxed);
+    uint64_t dev = atomic_load_explicit(&run->device_ns, memory_order_relaxed);
+    *ws = (struct wd_slot){.seq = ref.seq, .reason = reason, .cancel_ns = now, .tokens = tokens,
+                           .worker = worker};
+    int rc = gw_slot_cancel(seg, ref, GW_WD_CANCEL(reason));
+    if (rc != 0) {
+        /* Someone cancelled first (client, drain, operator): theirs is the
+         * reason; we still escalate if the worker does not let go. */
+        return;
+    }
+    gw_kills_add(seg, reason);
+    /* acquire: pairs with the worker's release of written; the bytes below
+     * it are complete (later bytes may change under us; the audit line
+     * shows what had been published). */
+    size_t w = (size_t)atomic_load_explicit(&run->written, memory_order_acquire);
+    if (w > seg->cfg.output_bytes)
+        w = seg->cfg.output_bytes;
+    char line[4096];
+    size_t n = gw_audit_format(line, sizeof(line), gw_now_us(), req, reason, tokens, dev,
+                               gw_slot_output(seg, ref.index), w);
+    if (wd->audit_fd >= 0 && write(wd->audit_fd, line, n) != (ssize_t)n)
+        wd_say("audit log %s: write failed: %s", wd->audit_path, strerror(errno));
+    wd_say("slot %u (request %.40s, tenant %.64s): %s after %" PRIu64 " tokens, %" PRIu64
+           " ms device time: cancelled",
+           ref.index, req->id, req->tenant, gw_wd_reason_name(reason), tokens, dev / MS);
+}
+
+/* Step two: the worker did not let go of the slot within grace_ms. */
+static void kill_hard(struct gw_watchdog *wd, uint32_t index, pid_t pid)
+{
+    struct wd_slot *ws = &wd->slots[index];
+    ws->sigkilled = 1;
+    if (pid <= 0)
+        return; /* no worker holds it any more: the repair of its lane will */
+    int rc = wd->host.kill_pid ? wd->host.kill_pid(wd->host.ctx, pid) : -ENOSYS;
+    if (rc == 0)
+        remember_killed(wd, pid);
+    wd_say("slot %u: worker pid %d did not stop within the grace period: SIGKILL%s%s", index,
+           (int)pid, rc ? ": " : "", rc ? strerror(-rc) : "");
+}
+
+static void scan(struct gw_watchdog *wd, const struct gw_config *cfg, uint64_t now)
+{
+    struct gw_segment *seg = wd->seg;
+    uint32_t n_slots = seg->cfg.slots;
+    for (uint32_t i = 0; i < n_slots; i++)
+        wd->busy_lane[i] = -1;
+    /* which worker runs which slot, and how recently it showed life */
+    uint64_t beat[256];
+    pid_t pids[256];
+    for (int l = 0; l < (int)seg->cfg.lanes && l < 256; l++) {
+        struct gw_proc_info pi;
+        if (gw_proc_get(seg, l, &pi) != 0 || pi.role != GW_ROLE_WORKER || pi.slot < 0 ||
+            pi.slot >= (int64_t)n_slots)
+            continue;
+        wd->busy_lane[pi.slot] = l;
+        beat[l] = pi.heartbeat_ns;
+        pids[l] = pi.pid;
+    }
+    uint64_t stall_ns = (uint64_t)cfg->wd_stall_ms * MS, grace_ns = (uint64_t)cfg->wd_grace_ms * MS;
+    for (uint32_t i = 0; i < n_slots; i++) {
+        struct gw_slot_ref ref;
+        int st = gw_slot_peek(seg, i, &ref);
+        struct wd_slot *ws = &wd->slots[i];
+        int64_t lane = wd->busy_lane[i];
+        pid_t worker = lane >= 0 ? pids[lane] : 0;
+        if (ws->reason >= 0 && (ws->seq != ref.seq || st != GW_SLOT_RUNNING)) {
+            /* the worker let go (or its lane was repaired); the run record
+             * still holds the request while the slot is terminal */
+            struct gw_slot_run *run = gw_slot_run(seg, i);
+            uint64_t toks = atomic_load_explicit(&run->tokens, memory_order_relaxed);
+            if (ws->seq == ref.seq && !ws->sigkilled && st >= GW_SLOT_DONE && toks >= ws->tokens)
+                wd_say("slot %u: stopped within %.1f ms of the cancel, %" PRIu64 " tokens later",
+                       i, (double)(now - ws->cancel_ns) / 1e6, toks - ws->tokens);
+            else if (!ws->sigkilled)
+                wd_say("slot %u: stopped within %.1f ms of the cancel", i,
+                       (double)(now - ws->cancel_ns) / 1e6);
+            ws->reason = -1;
+        }
+        if (st != GW_SLOT_RUNNING)
+            continue;
+        if (ws->reason >= 0) {
+            if (!ws->sigkilled && now - ws->cancel_ns >= grace_ns)
+                kill_hard(wd, i, worker ? worker : ws->worker);
+            continue;
+        }
+        struct gw_slot_run *run = gw_slot_run(seg, i);
+        /* relaxed: each is a counter the worker publishes on its own; a
+         * sample mixing two consecutive tokens judges the same. */
+        uint64_t started = atomic_load_explicit(&run->started_ns, memory_order_relaxed);
+        if (started == 0)
+            continue; /* taken, not started yet */
+        struct gw_wd_sample s = {
+            .tokens = atomic_load_explicit(&run->tokens, memory_order_relaxed),
+            .wall_ns = now > started ? now - started : 0,
+            .device_ns = atomic_load_explicit(&run->device_ns, memory_order_relaxed),
+            .rep = atomic_load_explicit(&run->rep, memory_order_relaxed),
+            .rep_max = atomic_load_explicit(&run->rep_max, memory_order_relaxed),
+        };
+        char tenant[sizeof(((struct gw_slot_req *)0)->tenant)];
+        memcpy(tenant, gw_slot_req(seg, i)->tenant, sizeof(tenant));
+        tenant[sizeof(tenant) - 1] = '\0';
+        if (gw_slot_state(seg, ref) != GW_SLOT_RUNNING)
+            continue; /* the request changed while we read it */
+        struct gw_wd_limits lim;
+        gw_wd_limits_for(cfg, tenant, &lim);
+        int reason = gw_wd_judge(&lim, &s);
+        if (reason < 0 && lane >= 0 && stall_ns) {
+            uint64_t last = beat[lane];
+            uint64_t prog = atomic_load_explicit(&run->progress_ns, memory_order_relaxed);
+            if (prog > last)
+                last = prog;
+            if (started > last)
+                last = started;
+            if (now > last && now - last >= stall_ns)
+                reason = GW_WD_STALLED;
+        }
+        if (reason >= 0)
+            kill_start(wd, ref, reason, now, worker);
+    }
+}
+
+int gw_watchdog_tick(struct gw_watchdog *wd, const struct gw_config *cfg, uint64_t now_ns)
+{
+    uint64_t interval = (uint64_t)(cfg->wd_interval_ms ? cfg->wd_interval_ms : 10) * MS;
+    if (!wd)
+        return 1000;
+    if (now_ns < wd->next_ns)
+        return (int)((wd->next_ns - now_ns + MS - 1) / MS);
+    wd->next_ns = now_ns + interval;
+    scan(wd, cfg, now_ns);
+    return (int)(interval / MS);
+}

@@ -1,0 +1,47 @@
+#!/bin/sh
+# tests/fuzz/run.sh [seconds] [target ...] - builds the libFuzzer targets
+# (clang, GW_FUZZ=ON, in $GW_FUZZ_BUILD, default build-fuzz/) and runs each
+# for `seconds` (default 60, what CI gives each) on its committed corpus,
+# one after another. New inputs go to a scratch corpus, not into the tree.
+# A crash or broken contract leaves its input in
+# $GW_FUZZ_OUT/<target>/crash-* (default build-fuzz/fuzz-out); copy it to
+# tests/fuzz/crashes/<target>/ once fixed, so the replay test keeps it fixed.
+# Exit: 0 every target ran clean, 1 a target found something, 100 misuse,
+# 111 the build failed.
+set -u
+root=$(cd "$(dirname "$0")/../.." && pwd)
+secs=${1:-60}
+[ $# -gt 0 ] && shift
+case $secs in '' | *[!0-9]*) echo "usage: $0 [seconds] [target ...]" >&2; exit 100 ;; esac
+targets=${*:-http request_json jwt config gguf tokenizer}
+build=${GW_FUZZ_BUILD:-$root/build-fuzz}
+out=${GW_FUZZ_OUT:-$build/fuzz-out}
+jobs=${GW_FUZZ_JOBS:-2}
+
+if [ ! -f "$build/CMakeCache.txt" ]; then
+    CC=clang cmake -S "$root" -B "$build" -DGW_CUDA=OFF -DGW_FUZZ=ON >/dev/null || exit 111
+fi
+for t in $targets; do
+    cmake --build "$build" -j "$jobs" --target "fuzz_$t" >/dev/null || exit 111
+done
+
+status=0
+for t in $targets; do
+    mkdir -p "$out/$t/corpus"
+    # the GGUF loader must refuse without over-allocating: tight limits
+    limits="-rss_limit_mb=2048"
+    [ "$t" = gguf ] && limits="-rss_limit_mb=512 -malloc_limit_mb=256"
+    log="$out/$t/log"
+    "$build/tests/fuzz/fuzz_$t" -max_total_time="$secs" -print_final_stats=1 $limits \
+        -artifact_prefix="$out/$t/" "$out/$t/corpus" "$root/tests/fuzz/corpus/$t" >"$log" 2>&1
+    rc=$?
+    execs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -n 1)
+    cov=$(grep -E '^#[0-9]+.*cov: ' "$log" | tail -n 1 | sed -n 's/.*cov: \([0-9]*\) ft: \([0-9]*\).*/cov \1 ft \2/p')
+    if [ $rc -eq 0 ]; then
+        echo "fuzz_$t: ${secs}s, ${execs:-?} execs, ${cov:-?}: clean"
+    else
+        echo "fuzz_$t: FOUND SOMETHING (exit $rc): see $log and $out/$t/" >&2
+        status=1
+    fi
+done
+exit $status

@@ -1,0 +1,226 @@
+/* load.h - gpuwarden-load, the load-test harness that attacks while it
+ * measures. Internal to tests/load/: prefix lt_; functions return 0 or a
+ * negative errno and write one operator-facing line into `err`.
+ *
+ * Files: scenario.c (the scenario JSON), tokens.c (minting legitimate and
+ * forged tokens), client.c (the libuv HTTP/1.1 + SSE client, arrivals and
+ * the run loop), report.c (percentiles, the table, --json, thresholds),
+ * ledger.c (conservation read from the target's segment), main.c (options).
+ *
+ * Latency in open loop is measured from each request's intended send time
+ * (its place in the arrival schedule), not from when a connection became
+ * free, so a server that stalls cannot hide its queue (coordinated
+ * omission). Closed loop measures from the actual send. */
+#ifndef GW_LOAD_H
+#define GW_LOAD_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/socket.h>
+
+#define LT_MAX_CLASSES 32
+#define LT_MAX_SOURCES 16
+#define LT_MAX_CODES 12
+#define LT_MAX_THRESHOLDS 64
+
+/* What a class of clients does. */
+enum lt_behaviour {
+    LT_LEGIT = 0,    /* a well-formed request with a valid token (flood: same, at a high rate) */
+    LT_TOKENLESS,    /* no Authorization header */
+    LT_ALG_NONE,     /* a token with alg "none" and no signature */
+    LT_WRONG_KEY,    /* HS256 signed with a key the node does not trust */
+    LT_EXPIRED,      /* signed with the right key, exp an hour ago */
+    LT_SLOW_HEADERS, /* headers trickled one chunk per trickle_ms */
+    LT_SLOW_BODY,    /* headers at once, the body trickled */
+    LT_DISCONNECT,   /* streams, then closes after the first token */
+};
+const char *lt_behaviour_name(enum lt_behaviour b);
+
+/* Outcome of one request; the report's status breakdown. */
+enum lt_outcome {
+    LT_O_200 = 0,
+    LT_O_401,
+    LT_O_408,
+    LT_O_429,
+    LT_O_503,
+    LT_O_OTHER,      /* any other HTTP status */
+    LT_O_CONN_ERROR, /* connect, reset or EOF before a whole response */
+    LT_O_TIMEOUT,    /* no whole response within the class's timeout */
+    LT_O_DISCONNECT, /* we closed it on purpose (LT_DISCONNECT) after a 200 began */
+    LT_O_UNFINISHED, /* still in flight when the run's drain time ran out */
+    LT_O_COUNT
+};
+const char *lt_outcome_name(int o);
+
+enum lt_finish {
+    LT_F_STOP = 0,
+    LT_F_LENGTH,
+    LT_F_BUDGET,
+    LT_F_KILLED,
+    LT_F_CANCELLED,
+    LT_F_OTHER,
+    LT_F_COUNT
+};
+const char *lt_finish_name(int f);
+
+/* A growable array of latencies in microseconds (exact percentiles; the
+ * request cap bounds its size). */
+struct lt_samples {
+    uint64_t *v;
+    size_t n, cap;
+};
+int lt_samples_add(struct lt_samples *s, uint64_t us);
+/* The q-quantile (0..1, nearest rank) in us; sorts in place; 0 when empty. */
+uint64_t lt_samples_quantile(struct lt_samples *s, double q);
+void lt_samples_free(struct lt_samples *s);
+
+/* One class of clients as the scenario describes it, and what it measured. */
+struct lt_class {
+    /* scenario */
+    char name[64];
+    enum lt_behaviour behaviour;
+    int closed;             /* 1: closed loop (`connections` clients back to back) */
+    int poisson;            /* open loop: 1 exponential gaps, 0 constant */
+    double rate;            /* open loop: requests per second */
+    double start_s, stop_s; /* active window within the run (stop 0: the run's end) */
+    char tenant[64];        /* sub of minted tokens ("" with a fixed token) */
+    char *token;            /* fixed token (malloc'd), or NULL to mint */
+    int n_sources;
+    struct sockaddr_storage sources[LT_MAX_SOURCES]; /* port 0 */
+    char source_text[LT_MAX_SOURCES][48];
+    char route[64]; /* "/v1/completions", "/v1/chat/completions", "/v1/generate" */
+    char **prompts; /* borrowed from the scenario's prompt sets */
+    int n_prompts;
+    char prompt_set[64];
+    int max_tokens; /* 0: leave it out */
+    int stream;
+    int connections; /* open loop: most connections at once; closed: clients */
+    int keepalive;
+    double timeout_s;  /* per request */
+    int trickle_ms;    /* slow clients: gap between chunks */
+    int trickle_bytes; /* slow clients: bytes per chunk */
+    /* measured */
+    uint64_t sent; /* requests issued (the schedule reached them under the cap) */
+    uint64_t due;  /* requests the schedule asked for */
+    uint64_t outcome[LT_O_COUNT];
+    uint64_t finish[LT_F_COUNT];
+    struct {
+        char code[40];
+        uint64_t n;
+    } codes[LT_MAX_CODES]; /* error.code of refusals */
+    int n_codes;
+    uint64_t completion_tokens;      /* usage.completion_tokens of 200s */
+    struct lt_samples ttft_ok;       /* 200: to the first token (stream) or first byte (whole) */
+    struct lt_samples total_ok;      /* 200: to the last byte */
+    struct lt_samples total_refused; /* any other status: to the last byte */
+    struct lt_samples send_lag;      /* open loop: actual minus intended send time */
+    double active_s;                 /* seconds the class was scheduling */
+    /* run state (client.c) */
+    void *rt;
+};
+
+/* A threshold: class.metric compared to min/max, optionally as a ratio to
+ * the same metric of another class. */
+struct lt_threshold {
+    char cls[64]; /* "" for run-wide metrics (ledger_conserved) */
+    char metric[48];
+    char relative_to[64]; /* "" or a class name */
+    int has_min, has_max;
+    double min, max;
+    /* result */
+    int evaluated, passed;
+    double value;
+    char why[160];
+};
+
+struct lt_auth {
+    char secret_file[512];
+    char kid[64];
+    char issuer[128];
+    char audience[128];
+    unsigned char *secret; /* read from secret_file */
+    size_t secret_len;
+};
+
+struct lt_scenario {
+    char name[64];
+    char description[512];
+    char target[128]; /* "127.0.0.1:8080" or "[::1]:8080" */
+    struct sockaddr_storage target_addr;
+    char model[64];
+    double duration_s;     /* scheduling stops here */
+    double drain_s;        /* then in-flight requests get this long */
+    uint64_t max_requests; /* cap over all classes */
+    uint64_t seed;
+    struct lt_auth auth;
+    char ledger[512]; /* the target's segment file, "" to skip the check */
+    int n_classes;
+    struct lt_class classes[LT_MAX_CLASSES];
+    int n_thresholds;
+    struct lt_threshold thresholds[LT_MAX_THRESHOLDS];
+    /* prompt sets, owned */
+    int n_sets;
+    struct {
+        char name[64];
+        char **v;
+        int n;
+    } sets[16];
+};
+
+/* Overrides from the command line, applied after parsing. NULL: keep. */
+struct lt_overrides {
+    const char *target, *ledger, *secret_file;
+    double duration_s;     /* <= 0: keep */
+    uint64_t max_requests; /* 0: keep */
+    double rate_scale;     /* > 0: multiplies every open-loop rate */
+};
+
+/* Parses and checks a scenario file (scenario.c); every mistake names its
+ * JSON path. Refuses any target or source that is not loopback
+ * (127.0.0.0/8 or ::1). Reads the secret file when a class mints tokens. */
+int lt_scenario_load(struct lt_scenario *sc, const char *path, const struct lt_overrides *ov,
+                     char *err, size_t errlen);
+void lt_scenario_free(struct lt_scenario *sc);
+/* 1 when the address is 127.0.0.0/8 or ::1. */
+int lt_is_loopback(const struct sockaddr_storage *a);
+
+/* Tokens (tokens.c). The Authorization value for request number `seq` of
+ * class c, malloc'd into *out ("" for a tokenless class: *out NULL).
+ * Forged tokens differ per request, so a verifier's cache cannot absorb
+ * them. now_s: the wall clock. */
+int lt_token_for(const struct lt_scenario *sc, const struct lt_class *c, uint64_t seq,
+                 uint64_t now_s, char **out);
+
+/* The run (client.c): schedules, sends and measures every class until the
+ * duration and request cap stop it, then waits drain_s for what is in
+ * flight. progress: 1 to redraw a status line on stderr every second. */
+int lt_run(struct lt_scenario *sc, int progress, double *elapsed_s, char *err, size_t errlen);
+
+/* The ledger check (ledger.c), after the run. */
+struct lt_ledger_result {
+    int checked;   /* 0: no ledger path, or it could not be attached */
+    int conserved; /* gw_ledger_check found no violation */
+    int violations;
+    int attempts;
+    char method[256]; /* how it was read */
+    char detail[512]; /* the first violation, or why it was not checked */
+    int n_tenants;
+    struct {
+        char tenant[64];
+        int found;
+        uint64_t reserved_us, used_us, refunded_us, inflight;
+    } tenants[LT_MAX_CLASSES];
+};
+void lt_ledger_check(const struct lt_scenario *sc, struct lt_ledger_result *r);
+
+/* Report (report.c): thresholds are evaluated first; returns the number
+ * that failed. */
+int lt_thresholds_eval(struct lt_scenario *sc, const struct lt_ledger_result *lr);
+void lt_report_table(struct lt_scenario *sc, const struct lt_ledger_result *lr, double elapsed_s);
+int lt_report_json(struct lt_scenario *sc, const struct lt_ledger_result *lr, double elapsed_s,
+                   const char *path, char *err, size_t errlen);
+/* A metric of a class by name (success_rate, rate_429, ttft_p99_ms, ...);
+ * -ENOENT for an unknown name. */
+int lt_metric(struct lt_class *c, const char *metric, double *out);
+
+#endif

@@ -1,0 +1,290 @@
+/* test_watchdog_service.c - the watchdog end to end: a real master, fronts
+ * and a worker on SmolLM2 (greedy), driven over HTTP. A looping generation
+ * is killed and named; a SIGSTOPped worker is killed within stall_ms +
+ * grace_ms, named "worker_stalled", replaced, and the next request is
+ * served; the output guard redacts or kills in a stream. Every kill shows
+ * in the audit log and in /metrics. Skipped when models/ lacks the model. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <cmocka.h>
+
+#include "service.h"
+
+#define STALL_MS 1000
+#define GRACE_MS 300
+
+static struct svc S;
+static int started;
+
+static int group_setup(void **state)
+{
+    (void)state;
+    if (!svc_have_model())
+        return 0;
+    char extra[1024];
+    snprintf(extra, sizeof(extra),
+             "\"watchdog\": {\"stall_ms\": %d, \"grace_ms\": %d, \"guard\": ["
+             "{\"name\": \"email\", \"pattern\": \"\\\\b[A-Za-z0-9._%%+-]+@[A-Za-z0-9-]+"
+             "(?:\\\\.[A-Za-z0-9-]+)*\\\\.[A-Za-z]{2,}\\\\b\", \"action\": \"redact\"},"
+             "{\"name\": \"code\", \"pattern\": \"Code: 1234\", \"action\": \"kill\"}]},",
+             STALL_MS, GRACE_MS);
+    svc_write_config(&S, extra);
+    if (svc_start(&S) != 0) {
+        fprintf(stderr, "gpuwarden did not become ready; its log:\n");
+        svc_dump_log(&S);
+        return -1;
+    }
+    started = 1;
+    return 0;
+}
+
+static int group_teardown(void **state)
+{
+    (void)state;
+    if (started && svc_stop(&S) != 0) {
+        fprintf(stderr, "master did not stop cleanly; its log:\n");
+        svc_dump_log(&S);
+        return -1;
+    }
+    return 0;
+}
+
+#define NEED_MODEL()                                                                               \
+    do {                                                                                           \
+        if (!started) {                                                                            \
+            print_message("skipped: models/SmolLM2-135M-Instruct.Q4_1.gguf missing (run "         \
+                          "scripts/fetch-model.sh)\n");                                            \
+            skip();                                                                                \
+        }                                                                                          \
+    } while (0)
+
+static pid_t worker_pid(void)
+{
+    struct gw_segment seg;
+    char path[256], err[256];
+    snprintf(path, sizeof(path), "%s/state/ledger", S.dir);
+    if (gw_segment_attach(&seg, path, err, sizeof(err)) != 0)
+        return -1;
+    pid_t pid = -1;
+    for (uint32_t l = 0; l < seg.cfg.lanes; l++) {
+        struct gw_proc_info pi;
+        if (gw_proc_get(&seg, (int)l, &pi) == 0 && pi.role == GW_ROLE_WORKER &&
+            pi.state == GW_PROC_READY)
+            pid = pi.pid;
+    }
+    gw_segment_close(&seg);
+    return pid;
+}
+
+static uint64_t now_ms(void)
+{
+    return gw_mono_ns() / 1000000u;
+}
+
+/* POST body to path, whole response (SSE bodies included) into r. */
+static void post(const char *path, const char *body, struct resp *r)
+{
+    char *tok = svc_token(&S, "happy", 600);
+    assert_int_equal(svc_http(&S, "POST", path, tok, body, r), 0);
+    free(tok);
+    if (r->status != 200)
+        fail_msg("%s: status %d: %s", path, r->status, r->body);
+}
+
+/* The audit log's text (malloc'd). */
+static char *audit_log(void)
+{
+    char path[256];
+    snprintf(path, sizeof(path), "%s/state/audit.log", S.dir);
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return strdup("");
+    char *buf = calloc(1, 1 << 20);
+    size_t n = fread(buf, 1, (1 << 20) - 1, f);
+    buf[n] = '\0';
+    fclose(f);
+    return buf;
+}
+
+/* The value of `name {labels}` in /metrics, -1 when absent. */
+static long metric(const char *series)
+{
+    struct resp r;
+    assert_int_equal(svc_http(&S, "GET", "/metrics", NULL, NULL, &r), 0);
+    const char *p = strstr(r.body, series);
+    long v = p ? strtol(p + strlen(series), NULL, 10) : -1;
+    resp_free(&r);
+    return v;
+}
+
+static void test_looping_generation_is_killed_named_audited_and_counted(void **state)
+{
+    (void)state;
+    NEED_MODEL();
+    struct resp r;
+    post("/v1/generate", "{\"prompt\":\"Say hello 1000 times: hello hello hello\",\"max_tokens\":200}",
+         &r);
+    if (!strstr(r.body, "\"finish_reason\":\"killed\"") ||
+        !strstr(r.body, "\"killed_reason\":\"repetition\""))
+        fail_msg("expected killed/repetition: %s", r.body);
+    /* the detector fires at 40 tokens (in-process: exactly 40); the master
+     * samples every 10 ms and the worker stops before its next token */
+    const char *ct = strstr(r.body, "\"completion_tokens\":");
+    assert_non_null(ct);
+    long toks = strtol(ct + 20, NULL, 10);
+    print_message("looping generation killed after %ld tokens\n", toks);
+    assert_true(toks >= 40 && toks <= 48);
+    char id[64] = "";
+    const char *idp = strstr(r.body, "\"id\":\"");
+    assert_non_null(idp);
+    sscanf(idp + 6, "%63[^\"]", id);
+    resp_free(&r);
+    char want[128];
+    snprintf(want, sizeof(want), "\"request_id\":\"%s\",\"tenant\":\"happy\",\"ip\":\"127.0.0.1\","
+                                 "\"reason\":\"repetition\"", id);
+    char *log = audit_log();
+    if (!strstr(log, want))
+        fail_msg("audit log lacks %s:\n%s", want, log);
+    assert_non_null(strstr(strstr(log, want), "\"output_tail\":\"")); /* the text's tail */
+    assert_non_null(strstr(log, "hello hello hello hello"));
+    free(log);
+    assert_int_equal(metric("gpuwarden_watchdog_kills_total{reason=\"repetition\"} "), 1);
+}
+
+static void test_streamed_loop_ends_with_a_killed_chunk_then_done(void **state)
+{
+    (void)state;
+    NEED_MODEL();
+    struct resp r;
+    post("/v1/chat/completions",
+         "{\"model\":\"smollm2\",\"messages\":[{\"role\":\"user\",\"content\":\"Say the word banana "
+         "again and again forever.\"}],\"max_tokens\":200,\"temperature\":0,\"stream\":true}",
+         &r);
+    const char *k = strstr(r.body, "\"finish_reason\":\"killed\",\"killed_reason\":\"repetition\"");
+    const char *done = strstr(r.body, "data: [DONE]\n\n");
+    if (!k || !done || done < k)
+        fail_msg("expected a final killed/repetition chunk, then [DONE]:\n%s", r.body);
+    resp_free(&r);
+    assert_int_equal(metric("gpuwarden_watchdog_kills_total{reason=\"repetition\"} "), 2);
+}
+
+static void test_stalled_worker_is_killed_replaced_and_the_next_request_served(void **state)
+{
+    (void)state;
+    NEED_MODEL();
+    pid_t w = worker_pid();
+    assert_true(w > 0);
+    char *tok = svc_token(&S, "happy", 600);
+    int fd = svc_connect(&S);
+    assert_true(fd >= 0);
+    static const char body[] = "{\"prompt\":\"Once upon a time\",\"max_tokens\":256,\"stream\":true}";
+    char head[4096];
+    int n = snprintf(head, sizeof(head),
+                     "POST /v1/generate HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer %s\r\n"
+                     "Content-Length: %zu\r\n\r\n%s",
+                     tok, strlen(body), body);
+    free(tok);
+    send_all(fd, head, (size_t)n);
+    static char buf[1 << 16];
+    size_t len = 0;
+    /* text is flowing: the worker is mid-generation */
+    while (!strstr(buf, "\"text\"")) {
+        struct pollfd p = {.fd = fd, .events = POLLIN};
+        assert_int_equal(poll(&p, 1, 10000), 1);
+        ssize_t got = recv(fd, buf + len, sizeof(buf) - len - 1, 0);
+        assert_true(got > 0);
+        len += (size_t)got;
+        buf[len] = '\0';
+    }
+    assert_null(strstr(buf, "[DONE]"));
+    uint64_t t0 = now_ms();
+    assert_int_equal(kill(w, SIGSTOP), 0);
+    for (;;) {
+        struct pollfd p = {.fd = fd, .events = POLLIN};
+        if (poll(&p, 1, 15000) != 1)
+            break;
+        ssize_t got = recv(fd, buf + len, sizeof(buf) - len - 1, 0);
+        if (got <= 0)
+            break;
+        len += (size_t)got;
+        buf[len] = '\0';
+        if (strstr(buf, "[DONE]"))
+            break;
+    }
+    uint64_t t1 = now_ms();
+    close(fd);
+    if (!strstr(buf, "\"finish_reason\":\"killed\"") ||
+        !strstr(buf, "\"killed_reason\":\"worker_stalled\"") || !strstr(buf, "data: [DONE]"))
+        fail_msg("stream did not end with killed/worker_stalled:\n%s", buf);
+    /* the stall timer started at the last token, just before SIGSTOP; the
+     * rest is one scan interval, the repair and our own read */
+    print_message("stalled worker: terminal event %llu ms after SIGSTOP (stall_ms %d + grace_ms %d)\n",
+                  (unsigned long long)(t1 - t0), STALL_MS, GRACE_MS);
+    assert_true(t1 - t0 <= STALL_MS + GRACE_MS + 500);
+    pid_t w2 = -1;
+    while ((w2 = worker_pid()) <= 0 || w2 == w) {
+        assert_true(now_ms() - t1 < 10000);
+        usleep(5000);
+    }
+    uint64_t t2 = now_ms();
+    print_message("replacement worker ready %llu ms after the kill was reported\n",
+                  (unsigned long long)(t2 - t1));
+    struct resp r;
+    post("/v1/generate", "{\"prompt\":\"The capital of France is\",\"max_tokens\":4}", &r);
+    assert_non_null(strstr(r.body, "\"finish_reason\":\"length\""));
+    resp_free(&r);
+    assert_int_equal(metric("gpuwarden_watchdog_kills_total{reason=\"worker_stalled\"} "), 1);
+    char *log = audit_log();
+    assert_non_null(strstr(log, "\"reason\":\"worker_stalled\""));
+    free(log);
+}
+
+static void test_output_guard_redacts_an_address_in_a_stream(void **state)
+{
+    (void)state;
+    NEED_MODEL();
+    struct resp r;
+    /* greedy SmolLM2 continues with " jsmith@example.com." over several
+     * tokens: the address is redacted before any of it is sent */
+    post("/v1/generate",
+         "{\"prompt\":\"Email: john.smith@example.com. Email: john.smith@example.com. Email:\","
+         "\"max_tokens\":12,\"stream\":true}",
+         &r);
+    if (!strstr(r.body, "[REDACTED]") || strchr(r.body, '@') || strstr(r.body, "example"))
+        fail_msg("the address was not redacted in the stream:\n%s", r.body);
+    assert_non_null(strstr(r.body, "data: [DONE]"));
+    resp_free(&r);
+}
+
+static void test_output_guard_kill_rule_ends_the_generation(void **state)
+{
+    (void)state;
+    NEED_MODEL();
+    struct resp r;
+    /* greedy: " 1234. Code: 1234. Code:" - the rule "Code: 1234" matches
+     * across tokens; what precedes it is sent, the match never */
+    post("/v1/generate",
+         "{\"prompt\":\"Code: SECRET-1234. Code: SECRET-1234. Code:\",\"max_tokens\":16}", &r);
+    if (!strstr(r.body, "\"finish_reason\":\"killed\"") ||
+        !strstr(r.body, "\"killed_reason\":\"output_guard\"") || strstr(r.body, "Code: 1234"))
+        fail_msg("expected killed/output_guard without the match: %s", r.body);
+    assert_non_null(strstr(r.body, "\"text\":\" 1234. \""));
+    resp_free(&r);
+    assert_int_equal(metric("gpuwarden_watchdog_kills_total{reason=\"output_guard\"} "), 1);
+    char *log = audit_log();
+    assert_non_null(strstr(log, "\"reason\":\"output_guard\""));
+    free(log);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_looping_generation_is_killed_named_audited_and_counted),
+        cmocka_unit_test(test_streamed_loop_ends_with_a_killed_chunk_then_done),
+        cmocka_unit_test(test_stalled_worker_is_killed_replaced_and_the_next_request_served),
+        cmocka_unit_test(test_output_guard_redacts_an_address_in_a_stream),
+        cmocka_unit_test(test_output_guard_kill_rule_ends_the_generation),
+    };
+    return cmocka_run_group_tests(tests, group_setup, group_teardown);
+}

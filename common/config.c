@@ -404,6 +404,7 @@ static void parse_wd_limits(struct cx *c, json_t *o, const char *p, struct gw_wd
 {
     static const char *const rep_keys[] = {"max_period", "min_count", "min_tokens", NULL};
     static const char *const div_keys[] = {"max_period", "min_tokens", NULL};
+    static const char *const len_keys[] = {"floor_tokens", "factor", "warmup", NULL};
     char q[PATH_LEN];
     get_u32(c, o, p, "max_tokens", 0, 1u << 24, 0, &l->max_tokens);
     get_u32(c, o, p, "wall_time_ms", 0, 86400000u, 0, &l->wall_ms);
@@ -423,10 +424,18 @@ static void parse_wd_limits(struct cx *c, json_t *o, const char *p, struct gw_wd
         get_u32(c, r, q, "max_period", 0, 32, 0, &l->div_period);
         get_u32(c, r, q, "min_tokens", 0, 1u << 20, 0, &l->div_tokens);
     }
+    if ((r = get_object(c, o, p, "anomalous_length", 0))) {
+        path_key(q, p, "anomalous_length");
+        check_keys(c, r, q, len_keys);
+        get_u32(c, r, q, "floor_tokens", 0, 1u << 24, 0, &l->len_floor);
+        get_u32(c, r, q, "factor", 0, 1000, 0, &l->len_factor);
+        get_u32(c, r, q, "warmup", 0, 1000000, 0, &l->len_warmup);
+    }
 }
 
 static const char *const wd_limit_keys[] = {"max_tokens", "wall_time_ms", "device_time_ms",
-                                            "repetition", "divergence", NULL};
+                                            "repetition", "divergence", "anomalous_length",
+                                            NULL};
 
 static void parse_plan_keys(struct cx *c, json_t *obj, const char *base, int allowed,
                             struct gw_plan *pl)
@@ -1049,7 +1058,8 @@ static void check_pattern(struct cx *c, const char *p, const char *pattern)
 static void parse_watchdog(struct cx *c, json_t *root, struct gw_config *cfg)
 {
     static const char *const keys[] = {"max_tokens", "wall_time_ms", "device_time_ms",
-                                       "repetition", "divergence",   "interval_ms",
+                                       "repetition", "divergence",   "anomalous_length",
+                                       "interval_ms",
                                        "stall_ms",   "grace_ms",     "audit_log",
                                        "guard",      NULL};
     static const char *const rule_keys[] = {"name", "pattern", "action", "luhn", NULL};
@@ -1125,6 +1135,11 @@ static void wd_defaults(struct gw_config *cfg)
         .rep_tokens = 40,
         .div_period = 4,
         .div_tokens = 16,
+        /* a tenant's answers are rarely 4x its 99th percentile; until 50
+         * completions were seen, only runs over 2048 tokens */
+        .len_floor = 2048,
+        .len_factor = 4,
+        .len_warmup = 50,
     };
     cfg->wd_interval_ms = 10;
     cfg->wd_stall_ms = 10000;

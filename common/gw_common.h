@@ -525,6 +525,9 @@ struct gw_wd_limits {
     uint32_t rep_tokens; /* ... covering at least rep_tokens tokens */
     uint32_t div_period; /* divergence: a cycle of period <= div_period ... */
     uint32_t div_tokens; /* ... that covered >= div_tokens tokens, then broke off */
+    uint32_t len_floor;  /* anomalous length: killed beyond max(len_floor, ... */
+    uint32_t len_factor; /* ... len_factor x the tenant's learned p99 length) once ... */
+    uint32_t len_warmup; /* ... len_warmup completions were seen; the floor before */
 };
 
 /* One output-guard rule (supervisor/guard.c): a PCRE2 pattern matched over

@@ -494,7 +494,23 @@ static void generate(struct conn *c, enum gw_route route)
         max_tokens = plan->max_tokens;
     if (max_tokens == 0)
         max_tokens = 256;
-    /* 5. concurrency, a slot, the money */
+    /* 5. under pressure on the node's budget, the heaviest users go first:
+     * when less than a quarter of the global budget is left, only tenants
+     * with at least half of their own budget left are admitted. Tenants
+     * that stay within their plans can otherwise drain the shared pool
+     * together and lock out the ones that barely use theirs. */
+    if (cfg->global.has_budget && plan->has_budget) {
+        uint64_t gleft = gw_ledger_budget_left(seg, global, &cfg->global.budget, now);
+        uint64_t tleft = gw_ledger_budget_left(seg, tenant, &plan->budget, now);
+        if (gleft < cfg->global.budget.amount_us / 4 && tleft < plan->budget.amount_us / 2) {
+            refuse_429(c, plan, "budget_exhausted",
+                       "the node is short of GPU time and this tenant has used most of its budget",
+                       1000000);
+            gw_request_free(&rq);
+            return;
+        }
+    }
+    /* 6. concurrency, a slot, the money */
     if (gw_ledger_inflight_take(seg, tenant, plan->max_inflight ? plan->max_inflight : UINT64_MAX) !=
         0) {
         refuse_429(c, plan, "too_many_concurrent", "too many requests in flight for this tenant",
@@ -511,7 +527,10 @@ static void generate(struct conn *c, enum gw_route route)
     }
     gw_slot_set_accounts(seg, ref, tenant, global, 1);
     uint64_t upt = us_per_token(f);
-    uint64_t prompt_est = rq.prompt_len / 4 + 1;
+    /* Prompt tokens cost about half a decoded token each (batched
+     * prefill); bytes / 4 estimates the tokens. The worker charges what it
+     * really uses and extends the reservation when the estimate is short. */
+    uint64_t prompt_est = rq.prompt_len / 8 + 1;
     const struct gw_budget_rate *tb = budget_of(plan), *gb = budget_of(&cfg->global);
     rc = gw_budget_reserve(seg, ref, (max_tokens + prompt_est) * upt, tb, gb, now, &retry);
     if (rc == GW_EREFUSED && plan->clamp_on_budget) {
@@ -551,7 +570,7 @@ static void generate(struct conn *c, enum gw_route route)
     j->stream = rq.stream;
     j->created_s = now / 1000000;
     gw_request_free(&rq);
-    /* 6. to the workers */
+    /* 7. to the workers */
     if (gw_slot_move(seg, ref, GW_SLOT_ADMITTED, GW_SLOT_QUEUED) != 0 ||
         gw_queue_push(seg, ref) != 0) {
         abandon(f, ref, gw_slot_state(seg, ref));

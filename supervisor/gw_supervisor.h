@@ -354,9 +354,11 @@ struct gw_wd_sample {
     uint64_t device_ns; /* device time used */
     uint64_t rep;       /* current repetition word */
     uint64_t rep_max;   /* longest repetition word so far */
+    uint64_t length_limit; /* learned length limit for this tenant, 0 = none */
 };
 /* The first limit the sample breaks, in the order hard caps (max_tokens,
- * wall_time, device_time), repetition, divergence; -1 when none:
+ * wall_time, device_time), anomalous length (tokens > length_limit),
+ * repetition, divergence; -1 when none:
  *  - repetition: period <= rep_period, count >= rep_count and
  *    period * count >= rep_tokens;
  *  - divergence: rep_max has period <= div_period and covered
@@ -365,6 +367,24 @@ struct gw_wd_sample {
  *    looks like when the model starts emitting other text).
  * A zero limit is off. Pure: the tests drive it with scripted sequences. */
 int gw_wd_judge(const struct gw_wd_limits *l, const struct gw_wd_sample *s);
+/* A tenant's learned completion length: a histogram of lengths in
+ * logarithmic buckets (4 per octave, up to 2^20 tokens), halved whenever it
+ * holds 2048 samples so that it follows the tenant's recent traffic. */
+#define GW_LENEST_BUCKETS 84
+struct gw_lenest {
+    uint32_t n;                         /* samples held (after halvings) */
+    uint64_t seen;                      /* samples ever */
+    uint32_t bucket[GW_LENEST_BUCKETS];
+};
+void gw_lenest_add(struct gw_lenest *e, uint64_t tokens);
+/* The q-quantile (0 < q <= 1) as the upper edge of its bucket (at most
+ * 19% above the true value); 0 when empty. */
+uint64_t gw_lenest_quantile(const struct gw_lenest *e, double q);
+/* The length limit for the next run: 0 when len_floor is 0 (off); the floor
+ * before len_warmup samples were ever seen; else max(floor, len_factor x
+ * the p99). */
+uint64_t gw_lenest_limit(const struct gw_lenest *e, const struct gw_wd_limits *l);
+
 /* The limits for a request of `tenant`: its plan's (gw_config_plan_for, no
  * plan claim) field by field over the node's. */
 void gw_wd_limits_for(const struct gw_config *cfg, const char *tenant, struct gw_wd_limits *out);

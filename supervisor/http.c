@@ -172,6 +172,7 @@ static int on_message_begin(http_parser *p)
 {
     struct conn *c = p->data;
     c->url_len = c->authz_len = c->body_len = 0;
+    c->url[0] = c->authz[0] = '\0'; /* NUL after len, as on_url and on_header_value keep it */
     c->header_bytes = 0;
     c->field = HF_OTHER;
     c->in_value = 0;
@@ -296,6 +297,11 @@ static const http_parser_settings settings = {
 
 int gw__conn_parse(struct conn *c, const char *data, size_t len, size_t *used)
 {
+    /* got_message says "this call completed a request". A stale 1 from the
+     * previous request, with bytes that fail before on_message_begin (a bad
+     * method after a keep-alive request), would unpause a parser in error
+     * state: http-parser asserts, and the front dies. */
+    c->got_message = 0;
     *used = http_parser_execute(&c->parser, &settings, data, len);
     if (c->got_message) {
         http_parser_pause(&c->parser, 0);

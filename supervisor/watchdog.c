@@ -67,6 +67,8 @@ int gw_wd_judge(const struct gw_wd_limits *l, const struct gw_wd_sample *s)
         return GW_WD_WALL_TIME;
     if (l->device_ms && s->device_ns > (uint64_t)l->device_ms * MS)
         return GW_WD_DEVICE_TIME;
+    if (s->length_limit && s->tokens > s->length_limit)
+        return GW_WD_ANOMALOUS_LENGTH;
     uint32_t p = GW_REP_PERIOD(s->rep), c = GW_REP_COUNT(s->rep);
     if (l->rep_period && l->rep_count && p >= 1 && p <= l->rep_period && c >= l->rep_count &&
         cover(s->rep) >= l->rep_tokens)
@@ -96,7 +98,66 @@ void gw_wd_limits_for(const struct gw_config *cfg, const char *tenant, struct gw
     OVER(rep_tokens);
     OVER(div_period);
     OVER(div_tokens);
+    OVER(len_floor);
+    OVER(len_factor);
+    OVER(len_warmup);
 #undef OVER
+}
+
+/* ---------------------------------------------------------- learned length */
+
+/* Bucket b holds lengths in (edge(b-1), edge(b)], edge(b) = 2^(b/4)
+ * rounded up: 1, 2, 2, 2, 2, 3, 3, 4, 4, 5, 6, 7, 8, 10, ... */
+static uint64_t edge(int b)
+{
+    static const double step[4] = {1.0, 1.189207115, 1.414213562, 1.681792831};
+    double v = (double)(1ull << (b / 4)) * step[b % 4];
+    uint64_t e = (uint64_t)v;
+    return (double)e < v ? e + 1 : e;
+}
+
+static int bucket_of(uint64_t tokens)
+{
+    int b = 0;
+    while (b < GW_LENEST_BUCKETS - 1 && edge(b) < tokens)
+        b++;
+    return b;
+}
+
+void gw_lenest_add(struct gw_lenest *e, uint64_t tokens)
+{
+    if (e->n >= 2048) {
+        e->n = 0;
+        for (int b = 0; b < GW_LENEST_BUCKETS; b++)
+            e->n += e->bucket[b] /= 2;
+    }
+    e->bucket[bucket_of(tokens)]++;
+    e->n++;
+    e->seen++;
+}
+
+uint64_t gw_lenest_quantile(const struct gw_lenest *e, double q)
+{
+    if (e->n == 0)
+        return 0;
+    double want = q * (double)e->n;
+    uint64_t cum = 0;
+    for (int b = 0; b < GW_LENEST_BUCKETS; b++) {
+        cum += e->bucket[b];
+        if ((double)cum >= want)
+            return edge(b);
+    }
+    return edge(GW_LENEST_BUCKETS - 1);
+}
+
+uint64_t gw_lenest_limit(const struct gw_lenest *e, const struct gw_wd_limits *l)
+{
+    if (!l->len_floor)
+        return 0;
+    if (!e || e->seen < l->len_warmup || !l->len_factor)
+        return l->len_floor;
+    uint64_t learned = (uint64_t)l->len_factor * gw_lenest_quantile(e, 0.99);
+    return learned > l->len_floor ? learned : l->len_floor;
 }
 
 /* -------------------------------------------------------------------- audit */
@@ -223,6 +284,9 @@ int gw_audit_append(const char *path, const char *line, size_t len)
 
 /* What the watchdog remembers about one slot it acted on. */
 struct wd_slot {
+    uint32_t obs_seq;     /* the request whose length is being observed */
+    int obs_tenant;       /* its tenant's entry in tenants[], -1 none */
+    uint64_t obs_tokens;  /* its token count at the last scan */
     uint32_t seq;         /* the request the entry is about */
     int reason;           /* -1: nothing pending */
     uint64_t cancel_ns;   /* when the cancel word was set */
@@ -231,7 +295,18 @@ struct wd_slot {
     int sigkilled;        /* escalated to SIGKILL */
 };
 
+/* A tenant's learned length, in the master's memory (it is relearned
+ * after a restart; the floor applies until then). */
+#define TENANTS 4096 /* power of two */
+#define TENANT_PROBE 16
+struct wd_tenant {
+    char id[64];        /* "" = free */
+    uint64_t used_ns;   /* last use, for eviction */
+    struct gw_lenest est;
+};
+
 struct gw_watchdog {
+    struct wd_tenant *tenants; /* TENANTS entries, open addressing */
     struct gw_segment *seg;
     struct gw_wd_host host;
     int audit_fd;
@@ -296,13 +371,16 @@ int gw_watchdog_new(struct gw_watchdog **out, struct gw_segment *seg, const stru
     wd->host = *host;
     wd->audit_fd = -1;
     wd->slots = calloc(seg->cfg.slots, sizeof(*wd->slots));
+    wd->tenants = calloc(TENANTS, sizeof(*wd->tenants));
     wd->busy_lane = calloc(seg->cfg.slots, sizeof(*wd->busy_lane));
-    if (!wd->slots || !wd->busy_lane) {
+    if (!wd->slots || !wd->busy_lane || !wd->tenants) {
         gw_watchdog_free(wd);
         return -ENOMEM;
     }
-    for (uint32_t i = 0; i < seg->cfg.slots; i++)
+    for (uint32_t i = 0; i < seg->cfg.slots; i++) {
         wd->slots[i].reason = -1;
+        wd->slots[i].obs_tenant = -1;
+    }
     gw_watchdog_reopen(wd, cfg);
     *out = wd;
     return 0;
@@ -316,6 +394,7 @@ void gw_watchdog_free(struct gw_watchdog *wd)
         close(wd->audit_fd);
     free(wd->slots);
     free(wd->busy_lane);
+    free(wd->tenants);
     free(wd);
 }
 
@@ -391,6 +470,49 @@ static void kill_hard(struct gw_watchdog *wd, uint32_t index, pid_t pid)
            (int)pid, rc ? ": " : "", rc ? strerror(-rc) : "");
 }
 
+/* The entry of `tenant` (created, evicting the least recently used in its
+ * probe window when full). */
+static int tenant_entry(struct gw_watchdog *wd, const char *tenant, uint64_t now)
+{
+    uint64_t h = 1469598103934665603ull; /* FNV-1a */
+    for (const char *p = tenant; *p; p++)
+        h = (h ^ (unsigned char)*p) * 1099511628211ull;
+    int oldest = -1;
+    for (int k = 0; k < TENANT_PROBE; k++) {
+        int i = (int)((h + (uint64_t)k) & (TENANTS - 1));
+        struct wd_tenant *t = &wd->tenants[i];
+        if (t->id[0] && strcmp(t->id, tenant) == 0) {
+            t->used_ns = now;
+            return i;
+        }
+        if (!t->id[0]) {
+            oldest = i;
+            break;
+        }
+        if (oldest < 0 || t->used_ns < wd->tenants[oldest].used_ns)
+            oldest = i;
+    }
+    struct wd_tenant *t = &wd->tenants[oldest];
+    memset(t, 0, sizeof(*t));
+    snprintf(t->id, sizeof(t->id), "%s", tenant);
+    t->used_ns = now;
+    return oldest;
+}
+
+/* The run observed in slot i ended (or the slot holds another request
+ * now): its length joins its tenant's estimate, unless the watchdog killed
+ * it. The count is the one seen at the last scan: the slot is usually
+ * released (and its record cleared) before the next scan, so a length is
+ * up to a scan period's tokens short. */
+static void observe_end(struct gw_watchdog *wd, struct wd_slot *ws)
+{
+    if (ws->obs_tenant >= 0 && ws->obs_tokens > 0 &&
+        !(ws->reason >= 0 && ws->seq == ws->obs_seq))
+        gw_lenest_add(&wd->tenants[ws->obs_tenant].est, ws->obs_tokens);
+    ws->obs_tenant = -1;
+    ws->obs_tokens = 0;
+}
+
 static void scan(struct gw_watchdog *wd, const struct gw_config *cfg, uint64_t now)
 {
     struct gw_segment *seg = wd->seg;
@@ -398,7 +520,7 @@ static void scan(struct gw_watchdog *wd, const struct gw_config *cfg, uint64_t n
     for (uint32_t i = 0; i < n_slots; i++)
         wd->busy_lane[i] = -1;
     /* which worker runs which slot, and how recently it showed life */
-    uint64_t beat[256];
+    uint64_t beat[256], cost_us[256];
     pid_t pids[256];
     for (int l = 0; l < (int)seg->cfg.lanes && l < 256; l++) {
         struct gw_proc_info pi;
@@ -407,6 +529,7 @@ static void scan(struct gw_watchdog *wd, const struct gw_config *cfg, uint64_t n
             continue;
         wd->busy_lane[pi.slot] = l;
         beat[l] = pi.heartbeat_ns;
+        cost_us[l] = pi.us_per_token ? pi.us_per_token : cfg->initial_us_per_token;
         pids[l] = pi.pid;
     }
     uint64_t stall_ns = (uint64_t)cfg->wd_stall_ms * MS, grace_ns = (uint64_t)cfg->wd_grace_ms * MS;
@@ -416,6 +539,8 @@ static void scan(struct gw_watchdog *wd, const struct gw_config *cfg, uint64_t n
         struct wd_slot *ws = &wd->slots[i];
         int64_t lane = wd->busy_lane[i];
         pid_t worker = lane >= 0 ? pids[lane] : 0;
+        if (ws->obs_tenant >= 0 && (ws->obs_seq != ref.seq || st != GW_SLOT_RUNNING))
+            observe_end(wd, ws);
         if (ws->reason >= 0 && (ws->seq != ref.seq || st != GW_SLOT_RUNNING)) {
             /* the worker let go (or its lane was repaired); the run record
              * still holds the request while the slot is terminal */
@@ -456,6 +581,12 @@ static void scan(struct gw_watchdog *wd, const struct gw_config *cfg, uint64_t n
             continue; /* the request changed while we read it */
         struct gw_wd_limits lim;
         gw_wd_limits_for(cfg, tenant, &lim);
+        if (ws->obs_tenant < 0 || ws->obs_seq != ref.seq) {
+            ws->obs_seq = ref.seq;
+            ws->obs_tenant = tenant_entry(wd, tenant, now);
+        }
+        ws->obs_tokens = s.tokens;
+        s.length_limit = gw_lenest_limit(&wd->tenants[ws->obs_tenant].est, &lim);
         int reason = gw_wd_judge(&lim, &s);
         if (reason < 0 && lane >= 0 && stall_ns) {
             uint64_t last = beat[lane];
@@ -464,7 +595,15 @@ static void scan(struct gw_watchdog *wd, const struct gw_config *cfg, uint64_t n
                 last = prog;
             if (started > last)
                 last = started;
-            if (now > last && now - last >= stall_ns)
+            /* The prompt is evaluated in one call that sends no heartbeat:
+             * before the first token, allow it what its tokens cost at the
+             * worker's measured rate per generated token (prefill costs
+             * less per token than decoding, so this is generous). */
+            uint64_t allow = stall_ns;
+            if (s.tokens == 0)
+                allow += atomic_load_explicit(&run->prompt_tokens, memory_order_relaxed) *
+                         cost_us[lane] * 1000u;
+            if (now > last && now - last >= allow)
                 reason = GW_WD_STALLED;
         }
         if (reason >= 0)

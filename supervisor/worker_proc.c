@@ -348,8 +348,12 @@ static void run_job(struct worker *w, struct gw_slot_ref ref)
         fin = GW_FIN_KILLED; /* also when the match came with the last token */
     atomic_store_explicit(&j.run->finish, (uint32_t)fin, memory_order_relaxed);
     if (j.tokens > 0) {
-        /* EWMA of device us per token (prefill included), alpha 1/8. */
-        uint64_t per = device_us(&j) / j.tokens;
+        /* EWMA of device us per decoded token, alpha 1/8. Prefill is
+         * not in it: one long prompt would make every reservation after it
+         * look expensive (the fronts add the prompt separately). */
+        uint64_t per = res.n_tokens ? res.decode_ns / 1000 / res.n_tokens : device_us(&j) / j.tokens;
+        if (per == 0)
+            per = 1;
         w->ewma_us_per_token =
             w->ewma_us_per_token ? (w->ewma_us_per_token * 7 + per) / 8 : per;
         gw_proc_set_cost(&w->seg, w->ewma_us_per_token);

@@ -311,6 +311,51 @@ static void test_reason_codes_round_trip_through_the_cancel_word(void **state)
     assert_int_equal(gw_wd_reason_of_cancel(GW_WD_CANCEL(GW_WD_REASONS)), -1);
 }
 
+/* --------------------------------------------------- learned length */
+
+static void test_learned_length_uses_the_floor_until_warmed_up(void **state)
+{
+    (void)state;
+    struct gw_wd_limits l = {.len_floor = 20, .len_factor = 4, .len_warmup = 10};
+    struct gw_lenest e = {0};
+    assert_int_equal(gw_lenest_limit(&e, &l), 20);
+    for (int i = 0; i < 9; i++)
+        gw_lenest_add(&e, 10);
+    assert_int_equal(gw_lenest_limit(&e, &l), 20); /* 9 < warmup */
+    gw_lenest_add(&e, 10);
+    /* p99 = 10 (its bucket's upper edge), x4 = 40 over the floor */
+    assert_int_equal(gw_lenest_quantile(&e, 0.99), 10);
+    assert_int_equal(gw_lenest_limit(&e, &l), 40);
+    struct gw_wd_sample s = {.tokens = 40, .length_limit = 40};
+    assert_int_equal(gw_wd_judge(&l, &s), -1);
+    s.tokens = 41;
+    assert_int_equal(gw_wd_judge(&l, &s), GW_WD_ANOMALOUS_LENGTH);
+    l.len_floor = 0; /* off */
+    assert_int_equal(gw_lenest_limit(&e, &l), 0);
+}
+
+static void test_learned_length_kills_an_outlier_after_warmup(void **state)
+{
+    (void)state;
+    struct gw_wd_limits l = {.len_floor = 64, .len_factor = 4, .len_warmup = 50};
+    struct gw_lenest e = {0};
+    for (int i = 0; i < 1000; i++)
+        gw_lenest_add(&e, 30 + (uint64_t)(i % 21)); /* answers of 30..50 tokens */
+    for (int i = 0; i < 5; i++)
+        gw_lenest_add(&e, 400); /* a few long ones: under 1% */
+    /* p99 falls in the bucket (46, 54]: limit 4 x 54 */
+    assert_int_equal(gw_lenest_quantile(&e, 0.99), 54);
+    assert_int_equal(gw_lenest_limit(&e, &l), 216);
+    struct gw_wd_sample s = {.tokens = 217, .length_limit = gw_lenest_limit(&e, &l)};
+    assert_int_equal(gw_wd_judge(&l, &s), GW_WD_ANOMALOUS_LENGTH);
+    /* the estimate follows recent traffic: halved at 2048 samples */
+    for (int i = 0; i < 5000; i++)
+        gw_lenest_add(&e, 300);
+    assert_int_equal(gw_lenest_quantile(&e, 0.5), 305); /* 256 x 2^(1/4), rounded up */
+    assert_true(e.n <= 2048);
+    assert_int_equal(e.seen, 6005);
+}
+
 /* ----------------------------------------------------------- audit */
 
 static void test_audit_line_is_json_with_the_last_200_characters(void **state)
@@ -474,6 +519,8 @@ int main(void)
         cmocka_unit_test(test_plan_limits_override_the_node_field_by_field),
         cmocka_unit_test(test_config_names_a_bad_guard_pattern_and_action),
         cmocka_unit_test(test_reason_codes_round_trip_through_the_cancel_word),
+        cmocka_unit_test(test_learned_length_uses_the_floor_until_warmed_up),
+        cmocka_unit_test(test_learned_length_kills_an_outlier_after_warmup),
         cmocka_unit_test(test_audit_line_is_json_with_the_last_200_characters),
         cmocka_unit_test(test_guard_holds_a_match_split_across_chunks_and_redacts_it),
         cmocka_unit_test(test_guard_fed_byte_by_byte_never_emits_a_match),

@@ -277,6 +277,134 @@ static void test_output_guard_kill_rule_ends_the_generation(void **state)
     free(log);
 }
 
+static void test_sigusr1_reopens_the_audit_log(void **state)
+{
+    (void)state;
+    NEED_MODEL();
+    char path[256], old[300];
+    snprintf(path, sizeof(path), "%s/state/audit.log", S.dir);
+    snprintf(old, sizeof(old), "%s.1", path);
+    assert_int_equal(rename(path, old), 0); /* what logrotate does */
+    assert_int_equal(kill(S.master, SIGUSR1), 0);
+    for (int i = 0; i < 200 && access(path, F_OK) != 0; i++)
+        usleep(10000);
+    assert_int_equal(access(path, F_OK), 0); /* reopened: created anew */
+    struct resp r;
+    post("/v1/generate", "{\"prompt\":\"Write the letter A 500 times: A A A A\",\"max_tokens\":200}",
+         &r);
+    assert_non_null(strstr(r.body, "\"killed_reason\":\"repetition\""));
+    resp_free(&r);
+    char *log = audit_log();
+    assert_non_null(strstr(log, "\"reason\":\"repetition\""));
+    assert_null(strstr(log, "worker_stalled")); /* the earlier lines stayed in the old file */
+    free(log);
+    unlink(old);
+}
+
+/* After every kill above (cooperative, SIGKILL, output guard): no slot is
+ * left in use and every account is conserved (reserved = used + refunded
+ * + held by live slots). */
+static void test_ledger_is_conserved_and_no_slot_leaks_after_the_kills(void **state)
+{
+    (void)state;
+    NEED_MODEL();
+    struct gw_segment seg;
+    char path[256], err[256];
+    snprintf(path, sizeof(path), "%s/state/ledger", S.dir);
+    assert_int_equal(gw_segment_attach(&seg, path, err, sizeof(err)), 0);
+    int in_use = 0;
+    for (int tries = 0; tries < 100; tries++) {
+        in_use = 0;
+        for (uint32_t i = 0; i < seg.cfg.slots; i++) {
+            struct gw_slot_ref ref;
+            if (gw_slot_peek(&seg, i, &ref) != GW_SLOT_FREE)
+                in_use++;
+        }
+        if (in_use == 0)
+            break;
+        usleep(10000);
+    }
+    assert_int_equal(in_use, 0);
+    int bad = gw_ledger_check(&seg, err, sizeof(err));
+    if (bad != 0)
+        fail_msg("%d accounts not conserved: %s", bad, err);
+    gw_segment_close(&seg);
+}
+
+/* ------------------------------------------------ learned length */
+/* A node of its own: floor 24 tokens, factor 2, warm-up 4 completions. */
+
+static struct svc S2;
+static int started2;
+
+static int learned_setup(void **state)
+{
+    (void)state;
+    if (!svc_have_model())
+        return 0;
+    svc_write_config(&S2, "\"watchdog\": {\"anomalous_length\": {\"floor_tokens\": 24,"
+                          " \"factor\": 2, \"warmup\": 4}},");
+    if (svc_start(&S2) != 0) {
+        svc_dump_log(&S2);
+        return -1;
+    }
+    started2 = 1;
+    return 0;
+}
+
+static int learned_teardown(void **state)
+{
+    (void)state;
+    if (started2 && svc_stop(&S2) != 0) {
+        svc_dump_log(&S2);
+        return -1;
+    }
+    return 0;
+}
+
+/* completion_tokens of a native generation, and whether it was killed for
+ * anomalous_length. */
+static long gen2(const char *body, int *killed)
+{
+    char *tok = svc_token(&S2, "happy", 600);
+    struct resp r;
+    assert_int_equal(svc_http(&S2, "POST", "/v1/generate", tok, body, &r), 0);
+    free(tok);
+    if (r.status != 200)
+        fail_msg("status %d: %s", r.status, r.body);
+    *killed = strstr(r.body, "\"killed_reason\":\"anomalous_length\"") != NULL;
+    const char *ct = strstr(r.body, "\"completion_tokens\":");
+    assert_non_null(ct);
+    long n = strtol(ct + 20, NULL, 10);
+    resp_free(&r);
+    return n;
+}
+
+static void test_learned_length_floor_before_warmup_then_the_tenants_p99(void **state)
+{
+    (void)state;
+    if (!started2)
+        skip();
+    static const char long_one[] = "{\"prompt\":\"Once upon a time, in a small village,\","
+                                   "\"max_tokens\":80}";
+    int killed;
+    /* before warm-up: the floor (24) */
+    long n = gen2(long_one, &killed);
+    print_message("before warm-up: killed=%d after %ld tokens (floor 24)\n", killed, n);
+    assert_true(killed && n >= 25 && n <= 28);
+    /* warm-up: four ordinary completions of 20 tokens */
+    for (int i = 0; i < 4; i++) {
+        n = gen2("{\"prompt\":\"Once upon a time, in a small village,\",\"max_tokens\":20}",
+                 &killed);
+        assert_true(!killed && n == 20);
+    }
+    usleep(50000); /* a scan or two: the last one is observed ending */
+    /* after: p99 = 20 (bucket (16, 20]), limit 2 x 20 = 40 */
+    n = gen2(long_one, &killed);
+    print_message("after warm-up: killed=%d after %ld tokens (learned limit 40)\n", killed, n);
+    assert_true(killed && n >= 41 && n <= 44);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -285,6 +413,12 @@ int main(void)
         cmocka_unit_test(test_stalled_worker_is_killed_replaced_and_the_next_request_served),
         cmocka_unit_test(test_output_guard_redacts_an_address_in_a_stream),
         cmocka_unit_test(test_output_guard_kill_rule_ends_the_generation),
+        cmocka_unit_test(test_sigusr1_reopens_the_audit_log),
+        cmocka_unit_test(test_ledger_is_conserved_and_no_slot_leaks_after_the_kills),
     };
-    return cmocka_run_group_tests(tests, group_setup, group_teardown);
+    int rc = cmocka_run_group_tests(tests, group_setup, group_teardown);
+    const struct CMUnitTest learned[] = {
+        cmocka_unit_test(test_learned_length_floor_before_warmup_then_the_tenants_p99),
+    };
+    return rc + cmocka_run_group_tests(learned, learned_setup, learned_teardown);
 }

@@ -11,6 +11,7 @@
 #include "gw_worker.h"
 
 #include <errno.h>
+#include <math.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -44,7 +45,69 @@ struct worker {
     uint64_t ewma_us_per_token; /* measured cost, published in our lane */
     struct gw_guard *guard;     /* output guard (guard.c); NULL: no rules */
     char audit_path[256];       /* where an output-guard kill is audited */
+    struct served {             /* start-time fair queueing per tenant */
+        char tenant[64];
+        double finish;          /* finish tag of its last request (device ms) */
+        uint64_t at_ns;         /* last use, for replacement */
+    } served[128];
+    double vtime;               /* start tag of the request last taken */
 };
+
+/* Fair scheduling (start-time fair queueing, per tenant): a request's
+ * start tag is max(virtual time, its tenant's last finish tag); a worker
+ * takes the queued request with the smallest start tag (the oldest on a
+ * tie) and, when it is done, moves the tenant's finish tag on by the device
+ * time it took. A tenant that keeps the queue full only gets its turn in
+ * the rotation; a tenant that was idle starts at the current virtual time
+ * (no credit saved up, no penalty). The queue's entries only wake workers
+ * up; any QUEUED slot may be taken. */
+static struct served *served_of(struct worker *w, const char *tenant, uint64_t now)
+{
+    struct served *oldest = &w->served[0];
+    for (size_t i = 0; i < sizeof(w->served) / sizeof(w->served[0]); i++) {
+        struct served *e = &w->served[i];
+        if (e->tenant[0] && strcmp(e->tenant, tenant) == 0) {
+            e->at_ns = now;
+            return e;
+        }
+        if (e->at_ns < oldest->at_ns)
+            oldest = e;
+    }
+    snprintf(oldest->tenant, sizeof(oldest->tenant), "%s", tenant);
+    oldest->finish = 0;
+    oldest->at_ns = now;
+    return oldest;
+}
+
+/* The queued slot to run next, or 0 when nothing is queued. */
+static int pick(struct worker *w, struct gw_slot_ref *out)
+{
+    uint64_t now = gw_mono_ns();
+    double best_ms = 0;
+    uint64_t best_created = 0;
+    int found = 0;
+    for (uint32_t i = 0; i < w->seg.cfg.slots; i++) {
+        struct gw_slot_ref r;
+        if (gw_slot_peek(&w->seg, i, &r) != GW_SLOT_QUEUED)
+            continue;
+        const struct gw_slot_req *rq = gw_slot_req(&w->seg, i);
+        char tenant[64];
+        memcpy(tenant, rq->tenant, sizeof(tenant));
+        tenant[sizeof(tenant) - 1] = '\0';
+        uint64_t created = rq->created_us;
+        if (gw_slot_state(&w->seg, r) != GW_SLOT_QUEUED) /* changed while we read */
+            continue;
+        double f = served_of(w, tenant, now)->finish;
+        double ms = f > w->vtime ? f : w->vtime; /* the start tag */
+        if (!found || ms < best_ms || (ms == best_ms && created < best_created)) {
+            found = 1;
+            best_ms = ms;
+            best_created = created;
+            *out = r;
+        }
+    }
+    return found;
+}
 
 /* One request in flight. */
 struct job {
@@ -445,9 +508,25 @@ int gw_worker_main(const char *config_path, int index, const struct gw_fds *fds)
         struct gw_slot_ref ref;
         /* Run everything queued before sleeping: entries re-queued by a
          * repair come without a wake-up. */
-        while (!stopping && !drain_check(&w) && gw_queue_pop(&w.seg, &ref) == 0)
-            if (gw_slot_move(&w.seg, ref, GW_SLOT_QUEUED, GW_SLOT_RUNNING) == 0)
-                run_job(&w, ref);
+        while (!stopping && !drain_check(&w)) {
+            while (gw_queue_pop(&w.seg, &ref) == 0)
+                ; /* the entries were wake-ups; pick() decides what runs */
+            if (!pick(&w, &ref))
+                break;
+            if (gw_slot_move(&w.seg, ref, GW_SLOT_QUEUED, GW_SLOT_RUNNING) != 0)
+                continue; /* another worker took it */
+            const struct gw_slot_req *rq = gw_slot_req(&w.seg, ref.index);
+            char tenant[64];
+            memcpy(tenant, rq->tenant, sizeof(tenant));
+            tenant[sizeof(tenant) - 1] = '\0';
+            struct served *sv = served_of(&w, tenant, gw_mono_ns());
+            double start = sv->finish > w.vtime ? sv->finish : w.vtime;
+            w.vtime = start;
+            uint64_t t0 = gw_mono_ns(); /* the slot may be released once done: */
+            run_job(&w, ref);            /* time the job here */
+            sv = served_of(&w, tenant, gw_mono_ns());
+            sv->finish = start + (double)(gw_mono_ns() - t0) / 1e6;
+        }
         if (drain_check(&w)) {
             /* Drained (gpuwardenctl drain): take nothing, and leave the
              * work wake-ups to the other workers. */

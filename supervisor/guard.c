@@ -33,11 +33,11 @@ struct gw_guard {
     struct gw_guard_rule rules[GW_GUARD_MAX];
     pcre2_code *re[GW_GUARD_MAX];
     pcre2_match_data *md;
-    char *buf;      /* context (ctx bytes, published) then pending text */
-    size_t ctx;     /* bytes of context at buf[0] */
-    size_t len;     /* ctx + pending bytes */
+    char *buf;  /* context (ctx bytes, published) then pending text */
+    size_t ctx; /* bytes of context at buf[0] */
+    size_t len; /* ctx + pending bytes */
     size_t cap;
-    int dead;       /* a kill rule matched: nothing more is published */
+    int dead; /* a kill rule matched: nothing more is published */
     uint64_t redactions;
 };
 

@@ -284,15 +284,15 @@ int gw_audit_append(const char *path, const char *line, size_t len)
 
 /* What the watchdog remembers about one slot it acted on. */
 struct wd_slot {
-    uint32_t obs_seq;     /* the request whose length is being observed */
-    int obs_tenant;       /* its tenant's entry in tenants[], -1 none */
-    uint64_t obs_tokens;  /* its token count at the last scan */
-    uint32_t seq;         /* the request the entry is about */
-    int reason;           /* -1: nothing pending */
-    uint64_t cancel_ns;   /* when the cancel word was set */
-    uint64_t tokens;      /* tokens when the cancel word was set */
-    pid_t worker;         /* the worker running it then, 0 unknown */
-    int sigkilled;        /* escalated to SIGKILL */
+    uint32_t obs_seq;    /* the request whose length is being observed */
+    int obs_tenant;      /* its tenant's entry in tenants[], -1 none */
+    uint64_t obs_tokens; /* its token count at the last scan */
+    uint32_t seq;        /* the request the entry is about */
+    int reason;          /* -1: nothing pending */
+    uint64_t cancel_ns;  /* when the cancel word was set */
+    uint64_t tokens;     /* tokens when the cancel word was set */
+    pid_t worker;        /* the worker running it then, 0 unknown */
+    int sigkilled;       /* escalated to SIGKILL */
 };
 
 /* A tenant's learned length, in the master's memory (it is relearned
@@ -300,8 +300,8 @@ struct wd_slot {
 #define TENANTS 4096 /* power of two */
 #define TENANT_PROBE 16
 struct wd_tenant {
-    char id[64];        /* "" = free */
-    uint64_t used_ns;   /* last use, for eviction */
+    char id[64];      /* "" = free */
+    uint64_t used_ns; /* last use, for eviction */
     struct gw_lenest est;
 };
 
@@ -311,11 +311,11 @@ struct gw_watchdog {
     struct gw_wd_host host;
     int audit_fd;
     char audit_path[256];
-    uint64_t next_ns;           /* when the next scan is due */
-    struct wd_slot *slots;      /* seg->cfg.slots entries */
-    pid_t killed[KILLED_PIDS];  /* SIGKILLed, not yet reaped */
+    uint64_t next_ns;          /* when the next scan is due */
+    struct wd_slot *slots;     /* seg->cfg.slots entries */
+    pid_t killed[KILLED_PIDS]; /* SIGKILLed, not yet reaped */
     /* per-lane view built each scan */
-    int64_t *busy_lane;         /* slot -> worker lane running it, -1 none */
+    int64_t *busy_lane; /* slot -> worker lane running it, -1 none */
 };
 
 static void wd_say(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
@@ -431,8 +431,8 @@ static void kill_start(struct gw_watchdog *wd, struct gw_slot_ref ref, int reaso
     /* relaxed: counters read on their own */
     uint64_t tokens = atomic_load_explicit(&run->tokens, memory_order_relaxed);
     uint64_t dev = atomic_load_explicit(&run->device_ns, memory_order_relaxed);
-    *ws = (struct wd_slot){.seq = ref.seq, .reason = reason, .cancel_ns = now, .tokens = tokens,
-                           .worker = worker};
+    *ws = (struct wd_slot){
+        .seq = ref.seq, .reason = reason, .cancel_ns = now, .tokens = tokens, .worker = worker};
     int rc = gw_slot_cancel(seg, ref, GW_WD_CANCEL(reason));
     if (rc != 0) {
         /* Someone cancelled first (client, drain, operator): theirs is the
@@ -506,8 +506,7 @@ static int tenant_entry(struct gw_watchdog *wd, const char *tenant, uint64_t now
  * up to a scan period's tokens short. */
 static void observe_end(struct gw_watchdog *wd, struct wd_slot *ws)
 {
-    if (ws->obs_tenant >= 0 && ws->obs_tokens > 0 &&
-        !(ws->reason >= 0 && ws->seq == ws->obs_seq))
+    if (ws->obs_tenant >= 0 && ws->obs_tokens > 0 && !(ws->reason >= 0 && ws->seq == ws->obs_seq))
         gw_lenest_add(&wd->tenants[ws->obs_tenant].est, ws->obs_tokens);
     ws->obs_tenant = -1;
     ws->obs_tokens = 0;
@@ -547,8 +546,8 @@ static void scan(struct gw_watchdog *wd, const struct gw_config *cfg, uint64_t n
             struct gw_slot_run *run = gw_slot_run(seg, i);
             uint64_t toks = atomic_load_explicit(&run->tokens, memory_order_relaxed);
             if (ws->seq == ref.seq && !ws->sigkilled && st >= GW_SLOT_DONE && toks >= ws->tokens)
-                wd_say("slot %u: stopped within %.1f ms of the cancel, %" PRIu64 " tokens later",
-                       i, (double)(now - ws->cancel_ns) / 1e6, toks - ws->tokens);
+                wd_say("slot %u: stopped within %.1f ms of the cancel, %" PRIu64 " tokens later", i,
+                       (double)(now - ws->cancel_ns) / 1e6, toks - ws->tokens);
             else if (!ws->sigkilled)
                 wd_say("slot %u: stopped within %.1f ms of the cancel", i,
                        (double)(now - ws->cancel_ns) / 1e6);

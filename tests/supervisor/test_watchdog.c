@@ -30,13 +30,14 @@ static struct gw_config *load_config(const char *watchdog_json, char *err, size_
         fclose(f);
     }
     char text[4096];
-    snprintf(text, sizeof(text),
-             "{\"model\": {\"path\": \"m.gguf\", \"name\": \"m\"},"
-             " \"auth\": {\"keys\": [{\"kid\": \"k\", \"alg\": \"HS256\", \"secret_file\": \"%s\"}]},"
-             " \"plans\": {\"strict\": {\"watchdog\": {\"max_tokens\": 100,"
-             "   \"repetition\": {\"min_tokens\": 12}}}, \"plain\": {}},"
-             " \"tenants\": {\"acme\": {\"plan\": \"strict\"}, \"bob\": {\"plan\": \"plain\"}}%s%s}",
-             secret_path, watchdog_json ? ", " : "", watchdog_json ? watchdog_json : "");
+    snprintf(
+        text, sizeof(text),
+        "{\"model\": {\"path\": \"m.gguf\", \"name\": \"m\"},"
+        " \"auth\": {\"keys\": [{\"kid\": \"k\", \"alg\": \"HS256\", \"secret_file\": \"%s\"}]},"
+        " \"plans\": {\"strict\": {\"watchdog\": {\"max_tokens\": 100,"
+        "   \"repetition\": {\"min_tokens\": 12}}}, \"plain\": {}},"
+        " \"tenants\": {\"acme\": {\"plan\": \"strict\"}, \"bob\": {\"plan\": \"plain\"}}%s%s}",
+        secret_path, watchdog_json ? ", " : "", watchdog_json ? watchdog_json : "");
     struct gw_config *cfg = NULL;
     if (gw_config_parse(&cfg, text, strlen(text), "wd.json", err, errlen) != 0)
         return NULL;
@@ -245,8 +246,11 @@ static void test_hard_caps_kill_in_order_and_zero_is_off(void **state)
     s.tokens++;
     assert_int_equal(gw_wd_judge(&l, &s), GW_WD_MAX_TOKENS);
     struct gw_wd_limits off = {0};
-    s = (struct gw_wd_sample){.tokens = 1u << 30, .wall_ns = ~0ull, .device_ns = ~0ull,
-                              .rep = GW_REP(1, 1000), .rep_max = GW_REP(1, 5000)};
+    s = (struct gw_wd_sample){.tokens = 1u << 30,
+                              .wall_ns = ~0ull,
+                              .device_ns = ~0ull,
+                              .rep = GW_REP(1, 1000),
+                              .rep_max = GW_REP(1, 5000)};
     assert_int_equal(gw_wd_judge(&off, &s), -1);
 }
 
@@ -292,7 +296,8 @@ static void test_config_names_a_bad_guard_pattern_and_action(void **state)
     assert_null(cfg);
     assert_non_null(strstr(err, "config: watchdog.guard[0].pattern: not a valid PCRE2 pattern: "
                                 "missing closing parenthesis at offset 3"));
-    assert_non_null(strstr(err, "config: watchdog.guard[1].action: expected \"kill\" or \"redact\""));
+    assert_non_null(
+        strstr(err, "config: watchdog.guard[1].action: expected \"kill\" or \"redact\""));
     assert_non_null(strstr(err, "config: watchdog.stal_ms: unknown key"));
 }
 

@@ -91,7 +91,7 @@ static int group_teardown(void **state)
 #define NEED_MODEL()                                                                               \
     do {                                                                                           \
         if (!model) {                                                                              \
-            print_message("skipped: models/SmolLM2-135M-Instruct.Q4_1.gguf missing (run "         \
+            print_message("skipped: models/SmolLM2-135M-Instruct.Q4_1.gguf missing (run "          \
                           "scripts/fetch-model.sh)\n");                                            \
             skip();                                                                                \
         }                                                                                          \
@@ -264,7 +264,7 @@ static void test_ordinary_prompts_are_never_killed(void **state)
     int killed = 0;
     for (size_t i = 0; i < sizeof(prompts) / sizeof(prompts[0]); i++) {
         struct run r;
-        generate(prompts[i], 80, &r);
+        generate(prompts[i], 64, &r);
         if (r.reason >= 0) {
             print_error("killed (%s at token %zu): %s\n", gw_wd_reason_name(r.reason), r.killed,
                         prompts[i]);
@@ -319,8 +319,11 @@ static void test_cooperative_cancel_stops_within_one_token(void **state)
     int runs = 8;
     for (int i = 0; i < runs; i++) {
         struct coop c = {.delay_us = 150000 + i * 17000}; /* during decoding, not prefill */
-        gw_gen_params gp = {.max_tokens = 400, .sampling = {.temperature = 0},
-                            .cancel_flag = &c.flag, .on_step = coop_step, .user = &c};
+        gw_gen_params gp = {.max_tokens = 400,
+                            .sampling = {.temperature = 0},
+                            .cancel_flag = &c.flag,
+                            .on_step = coop_step,
+                            .user = &c};
         pthread_t th;
         assert_int_equal(pthread_create(&th, NULL, coop_killer, &c), 0);
         gw_gen_result res;

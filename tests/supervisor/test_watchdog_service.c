@@ -53,7 +53,7 @@ static int group_teardown(void **state)
 #define NEED_MODEL()                                                                               \
     do {                                                                                           \
         if (!started) {                                                                            \
-            print_message("skipped: models/SmolLM2-135M-Instruct.Q4_1.gguf missing (run "         \
+            print_message("skipped: models/SmolLM2-135M-Instruct.Q4_1.gguf missing (run "          \
                           "scripts/fetch-model.sh)\n");                                            \
             skip();                                                                                \
         }                                                                                          \
@@ -123,8 +123,8 @@ static void test_looping_generation_is_killed_named_audited_and_counted(void **s
     (void)state;
     NEED_MODEL();
     struct resp r;
-    post("/v1/generate", "{\"prompt\":\"Say hello 1000 times: hello hello hello\",\"max_tokens\":200}",
-         &r);
+    post("/v1/generate",
+         "{\"prompt\":\"Say hello 1000 times: hello hello hello\",\"max_tokens\":200}", &r);
     if (!strstr(r.body, "\"finish_reason\":\"killed\"") ||
         !strstr(r.body, "\"killed_reason\":\"repetition\""))
         fail_msg("expected killed/repetition: %s", r.body);
@@ -141,8 +141,10 @@ static void test_looping_generation_is_killed_named_audited_and_counted(void **s
     sscanf(idp + 6, "%63[^\"]", id);
     resp_free(&r);
     char want[128];
-    snprintf(want, sizeof(want), "\"request_id\":\"%s\",\"tenant\":\"happy\",\"ip\":\"127.0.0.1\","
-                                 "\"reason\":\"repetition\"", id);
+    snprintf(want, sizeof(want),
+             "\"request_id\":\"%s\",\"tenant\":\"happy\",\"ip\":\"127.0.0.1\","
+             "\"reason\":\"repetition\"",
+             id);
     char *log = audit_log();
     if (!strstr(log, want))
         fail_msg("audit log lacks %s:\n%s", want, log);
@@ -157,10 +159,11 @@ static void test_streamed_loop_ends_with_a_killed_chunk_then_done(void **state)
     (void)state;
     NEED_MODEL();
     struct resp r;
-    post("/v1/chat/completions",
-         "{\"model\":\"smollm2\",\"messages\":[{\"role\":\"user\",\"content\":\"Say the word banana "
-         "again and again forever.\"}],\"max_tokens\":200,\"temperature\":0,\"stream\":true}",
-         &r);
+    post(
+        "/v1/chat/completions",
+        "{\"model\":\"smollm2\",\"messages\":[{\"role\":\"user\",\"content\":\"Say the word banana "
+        "again and again forever.\"}],\"max_tokens\":200,\"temperature\":0,\"stream\":true}",
+        &r);
     const char *k = strstr(r.body, "\"finish_reason\":\"killed\",\"killed_reason\":\"repetition\"");
     const char *done = strstr(r.body, "data: [DONE]\n\n");
     if (!k || !done || done < k)
@@ -178,7 +181,8 @@ static void test_stalled_worker_is_killed_replaced_and_the_next_request_served(v
     char *tok = svc_token(&S, "happy", 600);
     int fd = svc_connect(&S);
     assert_true(fd >= 0);
-    static const char body[] = "{\"prompt\":\"Once upon a time\",\"max_tokens\":256,\"stream\":true}";
+    static const char body[] =
+        "{\"prompt\":\"Once upon a time\",\"max_tokens\":256,\"stream\":true}";
     char head[4096];
     int n = snprintf(head, sizeof(head),
                      "POST /v1/generate HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer %s\r\n"
@@ -219,8 +223,9 @@ static void test_stalled_worker_is_killed_replaced_and_the_next_request_served(v
         fail_msg("stream did not end with killed/worker_stalled:\n%s", buf);
     /* the stall timer started at the last token, just before SIGSTOP; the
      * rest is one scan interval, the repair and our own read */
-    print_message("stalled worker: terminal event %llu ms after SIGSTOP (stall_ms %d + grace_ms %d)\n",
-                  (unsigned long long)(t1 - t0), STALL_MS, GRACE_MS);
+    print_message(
+        "stalled worker: terminal event %llu ms after SIGSTOP (stall_ms %d + grace_ms %d)\n",
+        (unsigned long long)(t1 - t0), STALL_MS, GRACE_MS);
     assert_true(t1 - t0 <= STALL_MS + GRACE_MS + 500);
     pid_t w2 = -1;
     while ((w2 = worker_pid()) <= 0 || w2 == w) {
@@ -290,8 +295,8 @@ static void test_sigusr1_reopens_the_audit_log(void **state)
         usleep(10000);
     assert_int_equal(access(path, F_OK), 0); /* reopened: created anew */
     struct resp r;
-    post("/v1/generate", "{\"prompt\":\"Write the letter A 500 times: A A A A\",\"max_tokens\":200}",
-         &r);
+    post("/v1/generate",
+         "{\"prompt\":\"Write the letter A 500 times: A A A A\",\"max_tokens\":200}", &r);
     assert_non_null(strstr(r.body, "\"killed_reason\":\"repetition\""));
     resp_free(&r);
     char *log = audit_log();

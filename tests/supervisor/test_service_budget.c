@@ -57,6 +57,7 @@ static void test_budget_runs_out_mid_generation(void **state)
         fail_msg("%s", why);
     gw_segment_close(&seg);
     free(tok);
+    free(s.key.key);
     assert_int_equal(svc_stop(&s), 0);
 }
 

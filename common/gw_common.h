@@ -35,6 +35,15 @@ enum {
 /* Text for a value returned by any gw_ function (negative errno or GW_E*). */
 const char *gw_strerror(int err);
 
+/* --------------------------------------------------------------------- log */
+
+#include <stdarg.h>
+
+/* Writes "gpuwarden[<who>]: <message>\n" to stderr in one write(2), so the
+ * lines of different processes never interleave; lines are cut at 1 KiB. */
+void gw_log(const char *who, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+void gw_vlog(const char *who, const char *fmt, va_list ap);
+
 /* ------------------------------------------------------------------ clocks */
 
 /* Wall clock (CLOCK_REALTIME) in microseconds since the Unix epoch: the unit

@@ -40,12 +40,12 @@ struct job {
 static void flog(const struct front *f, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 static void flog(const struct front *f, const char *fmt, ...)
 {
-    char buf[512];
+    char who[32];
+    snprintf(who, sizeof(who), "front %d", f->index);
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(buf, sizeof(buf), fmt, ap);
+    gw_vlog(who, fmt, ap);
     va_end(ap);
-    fprintf(stderr, "gpuwarden[front %d]: %s\n", f->index, buf);
 }
 
 /* An "unlimited" budget for plans without one: reservations still go

@@ -97,26 +97,7 @@ struct master {
 
 /* ------------------------------------------------------------------ logging */
 
-/* One line per event on stderr, written with a single write() so children's
- * lines never cut into it. journald adds the time. */
-static void say(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static void say(const char *fmt, ...)
-{
-    char line[1024];
-    int n = snprintf(line, sizeof(line), "gpuwarden[master]: ");
-    va_list ap;
-    va_start(ap, fmt);
-    int m = vsnprintf(line + n, sizeof(line) - (size_t)n - 1, fmt, ap);
-    va_end(ap);
-    if (m < 0)
-        return;
-    size_t len = (size_t)n + (size_t)m;
-    if (len > sizeof(line) - 2)
-        len = sizeof(line) - 2;
-    line[len++] = '\n';
-    ssize_t w = write(STDERR_FILENO, line, len);
-    (void)w; /* nowhere left to report a failed log write */
-}
+#define say(...) gw_log("master", __VA_ARGS__)
 
 /* Each line of a multi-line message (config errors) as its own log line. */
 static void say_lines(const char *text)

@@ -318,24 +318,7 @@ struct gw_watchdog {
     int64_t *busy_lane; /* slot -> worker lane running it, -1 none */
 };
 
-static void wd_say(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static void wd_say(const char *fmt, ...)
-{
-    char line[1024];
-    int n = snprintf(line, sizeof(line), "gpuwarden[master]: watchdog: ");
-    va_list ap;
-    va_start(ap, fmt);
-    int m = vsnprintf(line + n, sizeof(line) - (size_t)n - 1, fmt, ap);
-    va_end(ap);
-    if (m < 0)
-        return;
-    size_t len = (size_t)n + (size_t)m;
-    if (len > sizeof(line) - 2)
-        len = sizeof(line) - 2;
-    line[len++] = '\n';
-    ssize_t w = write(STDERR_FILENO, line, len);
-    (void)w; /* nowhere left to report a failed log write */
-}
+#define wd_say(...) gw_log("master: watchdog", __VA_ARGS__)
 
 int gw_watchdog_reopen(struct gw_watchdog *wd, const struct gw_config *cfg)
 {

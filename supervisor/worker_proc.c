@@ -131,12 +131,12 @@ static void log_line(const struct worker *w, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
 static void log_line(const struct worker *w, const char *fmt, ...)
 {
-    char buf[512];
+    char who[32];
+    snprintf(who, sizeof(who), "worker %d", w->index);
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(buf, sizeof(buf), fmt, ap);
+    gw_vlog(who, fmt, ap);
     va_end(ap);
-    fprintf(stderr, "gpuwarden[worker %d]: %s\n", w->index, buf);
 }
 
 static void wake_front(const struct worker *w, uint32_t front)

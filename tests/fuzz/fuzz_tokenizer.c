@@ -7,9 +7,9 @@
  * refused with -EILSEQ exactly when gw_utf8_valid says so; otherwise every
  * id is in the vocab, and decoding the ids (specials shown) gives back the
  * text, less the bytes the vocab has no token for (dropped, as llama.cpp
- * does: SmolLM2 lacks 0x04, 0x06, 0x13, 0x14, 0x16, 0x1d, and some bytes
- * above 0x7f, such as 0xf2; a text with one of those decodes to U+FFFD
- * where the rest of its character was, so it gets no round-trip check). */
+ * does: SmolLM2 lacks 0x04, 0x06, 0x13, 0x14, 0x16, 0x1d, and the lead
+ * bytes 0xf1, 0xf2; a text with one of those decodes to U+FFFD where the
+ * rest of its character was, so it gets no round-trip check). */
 #include "fuzz.h"
 #include "gw_supervisor.h"
 #include "gw_worker.h"

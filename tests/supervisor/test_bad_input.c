@@ -68,8 +68,8 @@ static const struct bad cases[] = {
      .status = 400, .code = "malformed_request"},
     {"bad version", .raw = "GET /healthz HTTP/x.1\r\nHost: x\r\n\r\n", .status = 400,
      .code = "malformed_request"},
-    {"Content-Length not a number", .headers = "Content-Length: abc\r\n", .body = "",
-     .status = 400, .code = "malformed_request"},
+    {"Content-Length not a number", .headers = "Content-Length: abc\r\n", .body = "", .status = 400,
+     .code = "malformed_request"},
     {"negative Content-Length", .headers = "Content-Length: -1\r\n", .body = "", .status = 400,
      .code = "malformed_request"},
     {"two Content-Lengths", .headers = "Content-Length: 3\r\n", .status = 400,
@@ -134,8 +134,8 @@ static const struct bad cases[] = {
      .words = "prompt: not valid UTF-8"},
     {"overlong UTF-8", .body = "{\"prompt\":\"\xc0\xaf\"}", .status = 400,
      .code = "invalid_request", .words = "prompt: not valid UTF-8"},
-    {"escaped NUL", .body = "{\"prompt\":\"a\\u0000b\"}", .status = 400,
-     .code = "invalid_request", .words = "prompt: contains a NUL byte"},
+    {"escaped NUL", .body = "{\"prompt\":\"a\\u0000b\"}", .status = 400, .code = "invalid_request",
+     .words = "prompt: contains a NUL byte"},
     {"lone surrogate", .body = "{\"prompt\":\"\\ud800\"}", .status = 400,
      .code = "invalid_request"},
     {"chat role tool", .path = CHAT,
@@ -148,8 +148,8 @@ static const struct bad cases[] = {
      .status = 400, .code = "invalid_request", .words = "messages[0].content"},
     {"completions without model", .path = CMPL, .body = "{\"prompt\":\"a\"}", .status = 400,
      .code = "invalid_request", .words = "model: required"},
-    {"unknown model", .path = CMPL, .body = "{\"model\":\"gpt-9\",\"prompt\":\"a\"}",
-     .status = 404, .code = "model_not_found"},
+    {"unknown model", .path = CMPL, .body = "{\"model\":\"gpt-9\",\"prompt\":\"a\"}", .status = 404,
+     .code = "model_not_found"},
     {"model path traversal", .path = CMPL,
      .body = "{\"model\":\"../../etc/passwd\",\"prompt\":\"a\"}", .status = 404,
      .code = "model_not_found"},
@@ -234,13 +234,17 @@ static char *authz(enum tok t)
     char extra[64];
     char *tok = NULL, *line;
     switch (t) {
-    case T_NONE: return strdup("");
-    case T_BASIC: return strdup("Authorization: Basic dXNlcjpwYXNz\r\n");
+    case T_NONE:
+        return strdup("");
+    case T_BASIC:
+        return strdup("Authorization: Basic dXNlcjpwYXNz\r\n");
     case T_ALG_NONE:
         tok = strdup("eyJhbGciOiJub25lIiwidHlwIjoiSldUIn0.eyJzdWIiOiJoYXBweSIsImV4cCI6OTk5OTk5OTk5"
                      "OX0.");
         break;
-    case T_EXPIRED: tok = sign(JWT_ALG_HS256, secret, "test", claims("happy", -3600, "")); break;
+    case T_EXPIRED:
+        tok = sign(JWT_ALG_HS256, secret, "test", claims("happy", -3600, ""));
+        break;
     case T_NBF_FUTURE:
         snprintf(extra, sizeof(extra), ",\"nbf\":%ld", now + 3600);
         tok = sign(JWT_ALG_HS256, secret, "test", claims("happy", 7200, extra));
@@ -249,9 +253,15 @@ static char *authz(enum tok t)
         tok = sign(JWT_ALG_HS256, secret, "test",
                    claims_full("gw-test", "gpuwarden", 3600, 7200, "happy", ""));
         break;
-    case T_NO_EXP: tok = sign(JWT_ALG_HS256, secret, "test", claims("happy", 0, "")); break;
-    case T_NO_SUB: tok = sign(JWT_ALG_HS256, secret, "test", claims(NULL, 600, "")); break;
-    case T_BAD_SUB: tok = sign(JWT_ALG_HS256, secret, "test", claims("a b", 600, "")); break;
+    case T_NO_EXP:
+        tok = sign(JWT_ALG_HS256, secret, "test", claims("happy", 0, ""));
+        break;
+    case T_NO_SUB:
+        tok = sign(JWT_ALG_HS256, secret, "test", claims(NULL, 600, ""));
+        break;
+    case T_BAD_SUB:
+        tok = sign(JWT_ALG_HS256, secret, "test", claims("a b", 600, ""));
+        break;
     case T_WRONG_ISS:
         tok = sign(JWT_ALG_HS256, secret, "test",
                    claims_full("evil", "gpuwarden", -10, 600, "happy", ""));
@@ -270,17 +280,27 @@ static char *authz(enum tok t)
         tok = sign(JWT_ALG_HS256, "another-secret-0123456789abcdef-0123", "test",
                    claims("happy", 600, ""));
         break;
-    case T_UNKNOWN_KID: tok = sign(JWT_ALG_HS256, secret, "other", claims("happy", 600, "")); break;
-    case T_HS512: tok = sign(JWT_ALG_HS512, secret, "test", claims("happy", 600, "")); break;
-    case T_MALFORMED: tok = strdup("abc.def"); break;
-    case T_STRANGER: tok = sign(JWT_ALG_HS256, secret, "test", claims("stranger", 600, "")); break;
+    case T_UNKNOWN_KID:
+        tok = sign(JWT_ALG_HS256, secret, "other", claims("happy", 600, ""));
+        break;
+    case T_HS512:
+        tok = sign(JWT_ALG_HS512, secret, "test", claims("happy", 600, ""));
+        break;
+    case T_MALFORMED:
+        tok = strdup("abc.def");
+        break;
+    case T_STRANGER:
+        tok = sign(JWT_ALG_HS256, secret, "test", claims("stranger", 600, ""));
+        break;
     case T_BIG:
         tok = malloc(9001);
         memset(tok, 'A', 9000);
         tok[9000] = '\0';
         break;
     case T_GOOD:
-    default: tok = strdup(good_tok); break;
+    default:
+        tok = strdup(good_tok);
+        break;
     }
     line = malloc(strlen(tok) + 32);
     sprintf(line, "Authorization: Bearer %s\r\n", tok);
@@ -325,7 +345,7 @@ static int group_teardown(void **state)
 #define NEED_MODEL()                                                                               \
     do {                                                                                           \
         if (!started) {                                                                            \
-            print_message("skipped: models/SmolLM2-135M-Instruct.Q4_1.gguf missing (run "         \
+            print_message("skipped: models/SmolLM2-135M-Instruct.Q4_1.gguf missing (run "          \
                           "scripts/fetch-model.sh)\n");                                            \
             skip();                                                                                \
         }                                                                                          \
@@ -380,12 +400,13 @@ static void test_each_bad_request_gets_its_exact_status_and_code(void **state)
             char *az = authz(b->tok);
             len = strlen(az) + strlen(body) + (b->headers ? strlen(b->headers) : 0) + 512;
             req = malloc(len);
-            len = (size_t)snprintf(req, len,
-                                   "%s %s HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n"
-                                   "Content-Type: application/json\r\n%s%s"
-                                   "Content-Length: %zu\r\n\r\n%s",
-                                   b->method ? b->method : "POST", b->path ? b->path : "/v1/generate",
-                                   az, b->headers ? b->headers : "", strlen(body), body);
+            len =
+                (size_t)snprintf(req, len,
+                                 "%s %s HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n"
+                                 "Content-Type: application/json\r\n%s%s"
+                                 "Content-Length: %zu\r\n\r\n%s",
+                                 b->method ? b->method : "POST", b->path ? b->path : "/v1/generate",
+                                 az, b->headers ? b->headers : "", strlen(body), body);
             free(az);
         }
         struct resp r;
@@ -404,7 +425,8 @@ static void test_oversized_heads_and_bodies(void **state)
     struct resp r;
     char *buf = malloc(100000);
     /* a chunked body past 64 KiB, in 4 KiB chunks: 413 */
-    int n = sprintf(buf, "POST /v1/generate HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n");
+    int n =
+        sprintf(buf, "POST /v1/generate HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n");
     for (int i = 0; i < 17; i++) {
         n += sprintf(buf + n, "1000\r\n");
         memset(buf + n, 'x', 4096);

@@ -8,7 +8,10 @@
 #   4. builds again in build-asan/ with ASan+UBSan and runs the suite there
 #      (skipped with GW_NO_ASAN=1), all but the tests labelled "slow": the
 #      two that run SmolLM2 for minutes to check numerics (tiny-model tests
-#      cover the same engine code under the sanitizers).
+#      cover the same engine code under the sanitizers);
+#   5. builds the libFuzzer targets (clang) and runs each for
+#      GW_FUZZ_SECONDS (default 20) on its committed corpus (skipped with
+#      GW_NO_FUZZ=1); their corpora are also replayed by ctest in steps 3-4.
 # Exit status: 0 when every step passed, the failing step's status otherwise.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -37,5 +40,8 @@ if [ "${GW_NO_ASAN:-0}" != 1 ]; then
     # untrusted input is parsed.
     ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \
         CTEST_EXTRA="-LE slow" run_suite build-asan -DGW_SANITIZE=ON -DGW_CUDA=OFF
+fi
+if [ "${GW_NO_FUZZ:-0}" != 1 ]; then
+    GW_FUZZ_JOBS=$jobs tests/fuzz/run.sh "${GW_FUZZ_SECONDS:-20}"
 fi
 echo "test.sh: all suites passed"

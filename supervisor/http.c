@@ -38,6 +38,7 @@ static const char *status_text(int status)
 struct wreq {
     uv_write_t w;
     uv_buf_t buf;
+    char *base; /* what to free: buf may start inside it */
 };
 
 static void on_written(uv_write_t *w, int status)
@@ -45,7 +46,7 @@ static void on_written(uv_write_t *w, int status)
     struct wreq *r = (struct wreq *)w;
     struct conn *c = w->handle->data;
     (void)status;
-    free(r->buf.base);
+    free(r->base);
     free(r);
     c->writes_pending--;
     /* close once the response is complete and fully written (a stream in
@@ -54,12 +55,32 @@ static void on_written(uv_write_t *w, int status)
         gw__conn_close(c);
 }
 
-/* Queues `len` bytes taken over from `data` (malloc'd; freed here). */
+/* Sends `len` bytes taken over from `data` (malloc'd; freed here): written
+ * at once when the socket takes them (the usual case, no epoll change),
+ * the rest queued. */
 static void write_owned(struct conn *c, char *data, size_t len)
 {
     if (c->closing || len == 0) {
         free(data);
         return;
+    }
+    size_t done = 0;
+    if (c->writes_pending == 0) { /* nothing queued ahead of it: try now */
+        uv_buf_t b = uv_buf_init(data, (unsigned)len);
+        int n = uv_try_write((uv_stream_t *)&c->tcp, &b, 1);
+        if (n > 0)
+            done = (size_t)n;
+        else if (n != UV_EAGAIN) {
+            free(data);
+            gw__conn_close(c);
+            return;
+        }
+        if (done == len) {
+            free(data);
+            if (c->close_after_write && !c->busy)
+                gw__conn_close(c);
+            return;
+        }
     }
     struct wreq *r = malloc(sizeof(*r));
     if (!r) {
@@ -67,7 +88,8 @@ static void write_owned(struct conn *c, char *data, size_t len)
         gw__conn_close(c);
         return;
     }
-    r->buf = uv_buf_init(data, (unsigned)len);
+    r->buf = uv_buf_init(data + done, (unsigned)(len - done));
+    r->base = data;
     c->writes_pending++;
     if (uv_write(&r->w, (uv_stream_t *)&c->tcp, &r->buf, 1, on_written) != 0) {
         c->writes_pending--;
@@ -128,18 +150,59 @@ void gw__conn_respond(struct conn *c, int status, const char *ctype, const char 
     gw__conn_request_done(c);
 }
 
+/* Error bodies without a param repeat (a flood gets the same 429 or 401 a
+ * million times): the last few are kept, keyed by their text, so a refusal
+ * costs a few string compares instead of building JSON. Per process, one
+ * thread: no locking. */
+#define BODY_CACHE 16
+static struct cached_body {
+    char key[320]; /* type NUL code NUL message */
+    size_t key_len;
+    char *body;
+    size_t len;
+} body_cache[BODY_CACHE];
+static unsigned body_cache_next;
+
+static const struct cached_body *error_body_cached(const char *type, const char *code,
+                                                   const char *message)
+{
+    char key[320];
+    int n = snprintf(key, sizeof(key), "%s%c%s%c%s", type, 0, code, 0, message);
+    if (n < 0 || (size_t)n >= sizeof(key))
+        return NULL;
+    for (unsigned i = 0; i < BODY_CACHE; i++)
+        if (body_cache[i].body && body_cache[i].key_len == (size_t)n &&
+            memcmp(body_cache[i].key, key, (size_t)n) == 0)
+            return &body_cache[i];
+    struct cached_body *e = &body_cache[body_cache_next++ % BODY_CACHE];
+    free(e->body);
+    e->body = NULL;
+    if (gw_error_body(message, type, code, NULL, &e->body, &e->len) != 0)
+        return NULL;
+    memcpy(e->key, key, (size_t)n);
+    e->key_len = (size_t)n;
+    return e;
+}
+
 void gw__conn_error(struct conn *c, int status, const char *type, const char *code,
                     const char *message, const char *param, const char *extra)
 {
-    char *body;
-    size_t len;
     if (status == 400 || status == 408 || status == 413 || status == 431)
         c->close_after_write = 1; /* the byte stream may be out of step: do not reuse it */
+    c->front->stats.status[gw__status_index(status)]++;
+    if (!param || !param[0]) {
+        const struct cached_body *b = error_body_cached(type, code, message);
+        if (b) {
+            gw__conn_respond(c, status, "application/json", b->body, b->len, extra);
+            return;
+        }
+    }
+    char *body;
+    size_t len;
     if (gw_error_body(message, type, code, param, &body, &len) != 0) {
         gw__conn_close(c);
         return;
     }
-    c->front->stats.status[gw__status_index(status)]++;
     gw__conn_respond(c, status, "application/json", body, len, extra);
     free(body);
 }

@@ -290,6 +290,25 @@ static inline int svc_stop(struct svc *s)
     return -1;
 }
 
+/* Pid of a worker that reports ready in the node's lanes, -1 if none. */
+static inline pid_t svc_worker_pid(const struct svc *s)
+{
+    struct gw_segment seg;
+    char path[256], err[256];
+    snprintf(path, sizeof(path), "%s/state/ledger", s->dir);
+    if (gw_segment_attach(&seg, path, err, sizeof(err)) != 0)
+        return -1;
+    pid_t pid = -1;
+    for (uint32_t l = 0; l < seg.cfg.lanes; l++) {
+        struct gw_proc_info pi;
+        if (gw_proc_get(&seg, (int)l, &pi) == 0 && pi.role == GW_ROLE_WORKER &&
+            pi.state == GW_PROC_READY)
+            pid = pi.pid;
+    }
+    gw_segment_close(&seg);
+    return pid;
+}
+
 static inline void svc_dump_log(struct svc *s)
 {
     FILE *f = fopen(s->log, "r");

@@ -396,24 +396,6 @@ static void test_concurrency_limit_and_disconnect_cancels(void **state)
     free(tok);
 }
 
-static pid_t worker_pid(void)
-{
-    struct gw_segment seg;
-    char path[256], err[256];
-    snprintf(path, sizeof(path), "%s/state/ledger", S.dir);
-    if (gw_segment_attach(&seg, path, err, sizeof(err)) != 0)
-        return -1;
-    pid_t pid = -1;
-    for (uint32_t l = 0; l < seg.cfg.lanes; l++) {
-        struct gw_proc_info pi;
-        if (gw_proc_get(&seg, (int)l, &pi) == 0 && pi.role == GW_ROLE_WORKER &&
-            pi.state == GW_PROC_READY)
-            pid = pi.pid;
-    }
-    gw_segment_close(&seg);
-    return pid;
-}
-
 static void test_worker_killed_mid_generation(void **state)
 {
     (void)state;
@@ -426,7 +408,7 @@ static void test_worker_killed_mid_generation(void **state)
      * text is flowing, check the stream has not ended, then kill; if it had
      * ended, try again (a few times). */
     for (int attempt = 0; attempt < 5; attempt++) {
-        w = worker_pid();
+        w = svc_worker_pid(&S);
         assert_true(w > 0);
         int fd = open_stream("happy", 256); /* ~2 s of generation */
         assert_true(fd >= 0);
@@ -470,7 +452,7 @@ static void test_worker_killed_mid_generation(void **state)
     pid_t w2 = -1;
     for (int i = 0; i < 300 && (w2 <= 0 || w2 == w); i++) {
         usleep(100000);
-        w2 = worker_pid();
+        w2 = svc_worker_pid(&S);
     }
     assert_true(w2 > 0 && w2 != w);
     char *tok = svc_token(&S, "happy", 600);

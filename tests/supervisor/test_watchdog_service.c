@@ -59,24 +59,6 @@ static int group_teardown(void **state)
         }                                                                                          \
     } while (0)
 
-static pid_t worker_pid(void)
-{
-    struct gw_segment seg;
-    char path[256], err[256];
-    snprintf(path, sizeof(path), "%s/state/ledger", S.dir);
-    if (gw_segment_attach(&seg, path, err, sizeof(err)) != 0)
-        return -1;
-    pid_t pid = -1;
-    for (uint32_t l = 0; l < seg.cfg.lanes; l++) {
-        struct gw_proc_info pi;
-        if (gw_proc_get(&seg, (int)l, &pi) == 0 && pi.role == GW_ROLE_WORKER &&
-            pi.state == GW_PROC_READY)
-            pid = pi.pid;
-    }
-    gw_segment_close(&seg);
-    return pid;
-}
-
 static uint64_t now_ms(void)
 {
     return gw_mono_ns() / 1000000u;
@@ -176,7 +158,7 @@ static void test_stalled_worker_is_killed_replaced_and_the_next_request_served(v
 {
     (void)state;
     NEED_MODEL();
-    pid_t w = worker_pid();
+    pid_t w = svc_worker_pid(&S);
     assert_true(w > 0);
     char *tok = svc_token(&S, "happy", 600);
     int fd = svc_connect(&S);
@@ -228,7 +210,7 @@ static void test_stalled_worker_is_killed_replaced_and_the_next_request_served(v
         (unsigned long long)(t1 - t0), STALL_MS, GRACE_MS);
     assert_true(t1 - t0 <= STALL_MS + GRACE_MS + 500);
     pid_t w2 = -1;
-    while ((w2 = worker_pid()) <= 0 || w2 == w) {
+    while ((w2 = svc_worker_pid(&S)) <= 0 || w2 == w) {
         assert_true(now_ms() - t1 < 10000);
         usleep(5000);
     }

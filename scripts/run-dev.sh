@@ -39,7 +39,7 @@ Try:
 
   curl -sS http://127.0.0.1:8080/v1/chat/completions \\
     -H "Authorization: Bearer $token" -H "Content-Type: application/json" \\
-    -d '{"model":"smollm2-135m-instruct","messages":[{"role":"user","content":"What is the capital of France?"}],"max_tokens":32}'
+    -d '{"model":"smollm2-135m-instruct","messages":[{"role":"user","content":"What is the capital of France?"}],"max_tokens":32,"temperature":0}'
 
 Ctrl-C stops it (in-flight requests are drained first).
 MSG

@@ -215,6 +215,23 @@ static inline int svc_http(struct svc *s, const char *method, const char *path, 
     return rc;
 }
 
+/* Appends what fd sends until EOF or timeout_ms of silence to buf (which
+ * holds *len bytes already), NUL-terminates it, and closes fd. */
+static inline void svc_read_rest(int fd, char *buf, size_t cap, size_t *len, int timeout_ms)
+{
+    for (;;) {
+        struct pollfd p = {.fd = fd, .events = POLLIN};
+        if (poll(&p, 1, timeout_ms) != 1)
+            break;
+        ssize_t n = recv(fd, buf + *len, cap - *len - 1, 0);
+        if (n <= 0)
+            break;
+        *len += (size_t)n;
+    }
+    buf[*len] = '\0';
+    close(fd);
+}
+
 static inline void resp_free(struct resp *r)
 {
     free(r->body);

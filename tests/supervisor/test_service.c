@@ -426,17 +426,7 @@ static void test_worker_killed_mid_generation(void **state)
         int ended = strstr(buf, "finish_reason") != NULL;
         if (!ended && kill(w, SIGKILL) != 0)
             fail_msg("kill(%d): %s", (int)w, strerror(errno));
-        for (;;) { /* read the rest of the stream to its end */
-            struct pollfd p = {.fd = fd, .events = POLLIN};
-            if (poll(&p, 1, 15000) != 1)
-                break;
-            ssize_t n = recv(fd, buf + len, sizeof(buf) - len - 1, 0);
-            if (n <= 0)
-                break;
-            len += (size_t)n;
-        }
-        buf[len] = '\0';
-        close(fd);
+        svc_read_rest(fd, buf, sizeof(buf), &len, 15000);
         if (!ended)
             break;
         print_message("the generation ended before the kill (attempt %d); again\n", attempt + 1);
@@ -554,17 +544,7 @@ static void test_sighup_keeps_streams_and_sigterm_drains(void **state)
     kill(S.master, SIGHUP); /* reload while a stream is in flight */
     char buf[65536];
     size_t len = 0;
-    for (;;) {
-        struct pollfd p = {.fd = fd, .events = POLLIN};
-        if (poll(&p, 1, 20000) != 1)
-            break;
-        ssize_t n = recv(fd, buf + len, sizeof(buf) - len - 1, 0);
-        if (n <= 0)
-            break;
-        len += (size_t)n;
-    }
-    buf[len] = '\0';
-    close(fd);
+    svc_read_rest(fd, buf, sizeof(buf), &len, 20000);
     if (!strstr(buf, "\"finish_reason\":\"length\"") || !strstr(buf, "data: [DONE]"))
         fail_msg("stream cut by the reload:\n%s", buf);
     /* SIGTERM with a stream in flight: it runs to its end, then the master
@@ -573,17 +553,7 @@ static void test_sighup_keeps_streams_and_sigterm_drains(void **state)
     assert_true(fd >= 0);
     kill(S.master, SIGTERM);
     len = 0;
-    for (;;) {
-        struct pollfd p = {.fd = fd, .events = POLLIN};
-        if (poll(&p, 1, 20000) != 1)
-            break;
-        ssize_t n = recv(fd, buf + len, sizeof(buf) - len - 1, 0);
-        if (n <= 0)
-            break;
-        len += (size_t)n;
-    }
-    buf[len] = '\0';
-    close(fd);
+    svc_read_rest(fd, buf, sizeof(buf), &len, 20000);
     if (!strstr(buf, "\"finish_reason\":\"length\"") || !strstr(buf, "data: [DONE]"))
         fail_msg("stream cut by the drain:\n%s", buf);
     int status = -1;

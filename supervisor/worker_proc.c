@@ -120,6 +120,8 @@ struct job {
     size_t written;
     gw_tok_decoder dec;
     uint64_t started_ns;
+    uint64_t dev_ns;  /* GPU time of the forward passes so far (CUDA events) */
+    int on_gpu;       /* charge dev_ns; on the CPU the wall time is the device time */
     uint64_t tokens;
     int stop_budget; /* the ledger refused to extend the reservation */
     int stop_full;   /* the output area is full */
@@ -190,9 +192,17 @@ static void on_text(void *user, const char *text, size_t len)
         j->guard_kill = rc;
 }
 
+/* What budgets charge: on a GPU the device time the CUDA events measured
+ * (the prompt included); on the CPU the wall time since the job started,
+ * since the CPU is the device and is held all that time. */
+static uint64_t device_ns(const struct job *j)
+{
+    return j->on_gpu ? j->dev_ns : gw_mono_ns() - j->started_ns;
+}
+
 static uint64_t device_us(const struct job *j)
 {
-    return (gw_mono_ns() - j->started_ns) / 1000u;
+    return device_ns(j) / 1000u;
 }
 
 static void on_step(void *user, const gw_gen_step *st)
@@ -201,10 +211,11 @@ static void on_step(void *user, const gw_gen_step *st)
     struct gw_slot_run *run = j->run;
     uint64_t now = gw_mono_ns();
     j->tokens = st->n_tokens;
+    j->dev_ns += st->device_ns;
     /* relaxed: counters for the front, the watchdog and status; each is
      * read on its own. */
     atomic_store_explicit(&run->tokens, st->n_tokens, memory_order_relaxed);
-    atomic_store_explicit(&run->device_ns, now - j->started_ns, memory_order_relaxed);
+    atomic_store_explicit(&run->device_ns, device_ns(j), memory_order_relaxed);
     atomic_store_explicit(&run->progress_ns, now, memory_order_relaxed);
     uint64_t rep = GW_REP(st->rep_period, st->rep_count);
     j->rep_max = gw_wd_rep_fold(j->rep_max, rep);
@@ -302,6 +313,7 @@ static void run_job(struct worker *w, struct gw_slot_ref ref)
     j.out = gw_slot_output(&w->seg, ref.index);
     j.cap = w->seg.cfg.output_bytes;
     j.started_ns = gw_mono_ns();
+    j.on_gpu = gw_ctx_on_gpu(w->ctx);
     atomic_store_explicit(&j.run->started_ns, j.started_ns, memory_order_relaxed);
     gw_proc_heartbeat(&w->seg, (int64_t)ref.index);
 
@@ -388,7 +400,10 @@ static void run_job(struct worker *w, struct gw_slot_ref ref)
         fail_job(&j, err);
         goto done;
     }
-    /* The final charge: what this request really used. */
+    /* The final charge: what this request really used (on a GPU, every
+     * pass, also those after the last token's report). */
+    if (j.on_gpu && res.device_ns > j.dev_ns)
+        j.dev_ns = res.device_ns;
     if (gw_budget_charge(&w->seg, ref, device_us(&j), gw_now_us()) == GW_EREFUSED)
         j.stop_budget = 1;
     uint32_t cancel = atomic_load_explicit(&j.run->cancel, memory_order_relaxed);
@@ -446,8 +461,6 @@ static int load(struct worker *w, const char *config_path)
         return 111;
     }
     gw_proc_set_role(&w->seg, GW_ROLE_WORKER, w->index);
-    /* The CUDA engine is not built yet (README, "What is not done yet"):
-     * every worker runs the CPU engine, and the log line below says so. */
     if (gw_model_load(w->cfg->model_path, &w->model, err, sizeof(err)) != 0) {
         log_line(w, "%s", err);
         return 111;
@@ -462,14 +475,23 @@ static int load(struct worker *w, const char *config_path)
     else
         log_line(w, "chat requests will fail: %s",
                  rc == -ENOENT ? "the model has no tokenizer.chat_template" : err);
-    gw_ctx_opts co = {.n_ctx = w->cfg->context, .n_threads = w->cfg->threads};
-    if ((rc = gw_ctx_new(w->model, &co, &w->ctx)) != 0) {
-        log_line(w, "cannot create a context of %d tokens: %s", w->cfg->context,
-                 gw_worker_strerror(rc));
+    /* model.device: "auto" takes the first CUDA device that works and
+     * otherwise runs on the CPU, saying why; "cuda:N" or nothing. */
+    gw_ctx_opts co = {.n_ctx = w->cfg->context, .n_threads = w->cfg->threads,
+                      .device = w->cfg->device};
+    if ((rc = gw_ctx_open(w->model, &co, &w->ctx, err, sizeof(err))) != 0) {
+        log_line(w, "cannot create a context of %d tokens on %s: %s", w->cfg->context,
+                 w->cfg->device, err);
         return 111;
     }
-    log_line(w, "ready: %s (%s), context %d, %d threads, cpu engine", w->cfg->model_name,
-             w->cfg->model_path, gw_ctx_n_ctx(w->ctx), gw_ctx_n_threads(w->ctx));
+    if (gw_ctx_note(w->ctx)[0])
+        log_line(w, "%s", gw_ctx_note(w->ctx));
+    if (gw_ctx_on_gpu(w->ctx))
+        log_line(w, "ready: %s (%s), context %d, %s", w->cfg->model_name, w->cfg->model_path,
+                 gw_ctx_n_ctx(w->ctx), gw_ctx_backend(w->ctx));
+    else
+        log_line(w, "ready: %s (%s), context %d, %d threads, cpu engine", w->cfg->model_name,
+                 w->cfg->model_path, gw_ctx_n_ctx(w->ctx), gw_ctx_n_threads(w->ctx));
     if (w->cfg->n_guard > 0 &&
         gw_guard_new(&w->guard, w->cfg->guard, w->cfg->n_guard, err, sizeof(err)) != 0) {
         log_line(w, "%s", err);

@@ -101,11 +101,18 @@ int gw_generate(gw_ctx *c, const int32_t *prompt, size_t n_prompt, const gw_gen_
     if ((rc = gw_sampler_new(&p->sampling, cfg->vocab, &smp)) < 0)
         return rc;
 
-    float *logits;
+    /* Greedy decoding asks the context for the argmax only (on a GPU the
+     * logits then never leave the device); otherwise the sampler picks. */
+    bool greedy = p->sampling.temperature <= 0;
+    float *logits = NULL;
+    int32_t next = -1;
     uint64_t t0 = now_ns();
-    if ((rc = gw_ctx_eval(c, prompt, n_prompt, 0, &logits)) < 0)
+    if ((rc = greedy ? gw_ctx_eval_greedy(c, prompt, n_prompt, 0, &next)
+                     : gw_ctx_eval(c, prompt, n_prompt, 0, &logits)) < 0)
         goto out;
     res->prompt_ns = now_ns() - t0;
+    uint64_t dev_ns = gw_ctx_device_ns(c);
+    res->device_ns = dev_ns;
 
     int pos = (int)n_prompt;
     int32_t last = -1;
@@ -124,11 +131,14 @@ int gw_generate(gw_ctx *c, const int32_t *prompt, size_t n_prompt, const gw_gen_
                 res->finish = GW_FINISH_CONTEXT;
                 break;
             }
-            if ((rc = gw_ctx_eval(c, &last, 1, pos, &logits)) < 0)
+            if ((rc = greedy ? gw_ctx_eval_greedy(c, &last, 1, pos, &next)
+                             : gw_ctx_eval(c, &last, 1, pos, &logits)) < 0)
                 goto out;
             pos++;
+            dev_ns += gw_ctx_device_ns(c);
+            res->device_ns += gw_ctx_device_ns(c);
         }
-        int32_t tok = gw_sampler_sample(smp, logits);
+        int32_t tok = greedy ? next : gw_sampler_sample(smp, logits);
         uint64_t step = now_ns() - ts;
         res->decode_ns += step;
         bool eog = false;
@@ -169,9 +179,11 @@ int gw_generate(gw_ctx *c, const int32_t *prompt, size_t n_prompt, const gw_gen_
         }
         if (p->on_step) {
             gw_gen_step st = {.n_tokens = res->n_tokens, .token = tok, .step_ns = step,
-                              .rep_period = rep.period, .rep_count = rep.count};
+                              .device_ns = dev_ns, .rep_period = rep.period,
+                              .rep_count = rep.count};
             p->on_step(p->user, &st);
         }
+        dev_ns = 0;
         if (stop_at >= 0) {
             res->finish = GW_FINISH_STOP;
             break;

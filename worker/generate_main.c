@@ -1,4 +1,4 @@
-/* gpuwarden-generate: runs the CPU engine on a prompt from the command line.
+/* gpuwarden-generate: runs the engine (CPU or CUDA) on a prompt from the command line.
  * Exit status: 0 ok, 100 misuse, 111 model or runtime failure. */
 #include "gw_worker.h"
 
@@ -13,9 +13,13 @@ static void usage(FILE *f)
     fprintf(f,
             "usage: gpuwarden-generate -m MODEL.gguf (-p PROMPT | --ids \"1 2 3\") [-n N] [--chat]\n"
             "         [--seed S] [--threads T] [--temp X] [--top-k K] [--top-p P] [--ctx C]\n"
-            "         [--batch B] [--portable] [--print-ids] [-v]\n"
+            "         [--batch B] [--portable] [--print-ids] [--device D] [--no-graph] [-v]\n"
             "  --ids     prompt as token ids (no tokenizer needed)\n"
-            "  --portable  portable C kernels instead of AVX2\n");
+            "  --portable  portable C kernels instead of AVX2\n"
+            "  --device  auto (default: CUDA device 0 when one works, else the CPU),\n"
+            "            cpu, or cuda:N\n"
+            "  --no-graph  CUDA: launch the decode step's kernels one by one instead of\n"
+            "            replaying a CUDA graph (for comparison)\n");
 }
 
 struct out {
@@ -80,11 +84,11 @@ static int parse_ids(const char *s, int32_t **ids, size_t *n)
 int main(int argc, char **argv)
 {
     const char *model_path = NULL, *prompt = NULL, *ids_arg = NULL;
-    int n_predict = 128, verbose = 0, chat = 0, portable = 0, print_ids = 0;
-    gw_ctx_opts co = {0};
+    int n_predict = 128, verbose = 0, chat = 0, portable = 0, print_ids = 0, no_graph = 0;
+    gw_ctx_opts co = {.device = "auto"};
     gw_sampler_params sp = {.temperature = 0.8f, .top_k = 40, .top_p = 0.95f, .seed = 42};
     enum { O_CHAT = 256, O_SEED, O_THREADS, O_TEMP, O_TOPK, O_TOPP, O_IDS, O_CTX, O_BATCH,
-           O_PORTABLE, O_PRINT_IDS };
+           O_PORTABLE, O_PRINT_IDS, O_DEVICE, O_NO_GRAPH };
     static const struct option opts[] = {
         {"model", required_argument, 0, 'm'},   {"prompt", required_argument, 0, 'p'},
         {"n-predict", required_argument, 0, 'n'}, {"chat", no_argument, 0, O_CHAT},
@@ -93,6 +97,7 @@ int main(int argc, char **argv)
         {"top-p", required_argument, 0, O_TOPP}, {"ids", required_argument, 0, O_IDS},
         {"ctx", required_argument, 0, O_CTX},   {"batch", required_argument, 0, O_BATCH},
         {"portable", no_argument, 0, O_PORTABLE}, {"print-ids", no_argument, 0, O_PRINT_IDS},
+        {"device", required_argument, 0, O_DEVICE}, {"no-graph", no_argument, 0, O_NO_GRAPH},
         {"verbose", no_argument, 0, 'v'},       {"help", no_argument, 0, 'h'},
         {0, 0, 0, 0},
     };
@@ -114,6 +119,8 @@ int main(int argc, char **argv)
         case O_BATCH: co.n_batch = atoi(optarg); break;
         case O_PORTABLE: portable = 1; break;
         case O_PRINT_IDS: print_ids = 1; break;
+        case O_DEVICE: co.device = optarg; break;
+        case O_NO_GRAPH: no_graph = 1; break;
         case 'h': usage(stdout); return 0;
         default: usage(stderr); return 100;
         }
@@ -155,10 +162,17 @@ int main(int argc, char **argv)
                 cfg->vocab, (double)cfg->rope_base, cfg->tied ? "tied output" : "separate output",
                 hist, gw_simd_get() ? "avx2" : "portable");
     }
-    if ((rc = gw_ctx_new(m, &co, &ctx)) < 0) {
-        fprintf(stderr, "gpuwarden-generate: cannot create context: %s\n", gw_worker_strerror(rc));
+    if ((rc = gw_ctx_open(m, &co, &ctx, err, sizeof err)) < 0) {
+        fprintf(stderr, "gpuwarden-generate: %s\n", err);
+        status = rc == -EINVAL ? 100 : 111;
         goto out;
     }
+    if (gw_ctx_note(ctx)[0])
+        fprintf(stderr, "gpuwarden-generate: %s\n", gw_ctx_note(ctx));
+    if (verbose)
+        fprintf(stderr, "device: %s%s\n", gw_ctx_backend(ctx),
+                gw_ctx_on_gpu(ctx) ? (no_graph ? ", decode without a CUDA graph" : ", decode as a CUDA graph") : "");
+    gw_ctx_use_graph(ctx, !no_graph);
 
     if (ids_arg) {
         if (parse_ids(ids_arg, &ids, &n_ids) < 0) {
@@ -218,18 +232,24 @@ int main(int argc, char **argv)
         goto out;
     gw_gen_result res;
     if ((rc = gw_generate(ctx, ids, n_ids, &gp, gen, (size_t)n_predict, &res)) < 0) {
-        fprintf(stderr, "gpuwarden-generate: %s\n", gw_worker_strerror(rc));
+        fprintf(stderr, "gpuwarden-generate: %s%s%s\n", gw_worker_strerror(rc),
+                gw_ctx_error(ctx)[0] ? ": " : "", gw_ctx_error(ctx));
         goto out;
     }
     printf("\n");
     static const char *const why[] = {"?", "length", "eog", "stop", "cancel", "context"};
+    char where[240];
+    if (gw_ctx_on_gpu(ctx))
+        snprintf(where, sizeof where, "%s%s", gw_ctx_backend(ctx), no_graph ? ", no graph" : "");
+    else
+        snprintf(where, sizeof where, "cpu, %d threads", gw_ctx_n_threads(ctx));
     fprintf(stderr,
             "prompt: %" "llu tokens in %.1f ms (%.1f tok/s); decode: %llu tokens in %.1f ms "
-            "(%.1f tok/s); %d threads; finish %s\n",
+            "(%.1f tok/s); device time %.1f ms; %s; finish %s\n",
             (unsigned long long)res.n_prompt, res.prompt_ns / 1e6,
             res.prompt_ns ? res.n_prompt * 1e9 / res.prompt_ns : 0.0,
             (unsigned long long)res.n_tokens, res.decode_ns / 1e6,
-            res.decode_ns ? res.n_tokens * 1e9 / res.decode_ns : 0.0, gw_ctx_n_threads(ctx),
+            res.decode_ns ? res.n_tokens * 1e9 / res.decode_ns : 0.0, res.device_ns / 1e6, where,
             why[res.finish >= 0 && res.finish <= 5 ? res.finish : 0]);
     status = 0;
 out:

@@ -241,13 +241,39 @@ typedef struct gw_ctx gw_ctx;
 
 typedef struct gw_ctx_opts {
     int n_ctx;     /* positions in the KV cache; 0: min(n_ctx_train, 4096) */
-    int n_threads; /* 0: number of online CPUs */
-    int n_batch;   /* prompt tokens per batched step; 0: 64 */
+    int n_threads; /* 0: number of online CPUs (CPU engine) */
+    int n_batch;   /* prompt tokens per batched step; 0: 64 (CPU), 512 (CUDA) */
+    const char *device; /* "cpu" (NULL), "cuda:N", or "auto": the first CUDA
+                           device when one works, else the CPU (gw_ctx_note
+                           then says why) */
 } gw_ctx_opts;
 
 /* Returns 0, -EINVAL for bad options, -ENOMEM. The model must outlive the
- * context. */
+ * context. The CPU engine only (o->device is ignored). */
 int gw_ctx_new(const gw_model *m, const gw_ctx_opts *o, gw_ctx **out);
+
+/* Same, on o->device. Errors are written into err: `device "gpu": expected
+ * "auto", "cpu" or "cuda:N"` (-EINVAL), and the CUDA engine's (gw_cuda.h):
+ * -ENODEV `cuda:0: cudaGetDeviceCount: no CUDA-capable device is detected`
+ * or `cuda:0: built without CUDA (...)`, -ENOMEM out of device memory,
+ * -ENOTSUP a weight type it does not compute with, -EIO. "auto" never
+ * fails for want of a device. */
+int gw_ctx_open(const gw_model *m, const gw_ctx_opts *o, gw_ctx **out, char *err, size_t errlen);
+
+/* Where the forward pass runs: "cpu" or "cuda:0 (NVIDIA H100 80GB HBM3)". */
+const char *gw_ctx_backend(const gw_ctx *c);
+/* Nonzero when it runs on a GPU. */
+int gw_ctx_on_gpu(const gw_ctx *c);
+/* Why "auto" chose the CPU (a line for the log), or "". */
+const char *gw_ctx_note(const gw_ctx *c);
+/* The last failed CUDA call of an eval that returned -EIO, or "". */
+const char *gw_ctx_error(const gw_ctx *c);
+/* CUDA only: replay the decode step as a CUDA graph (on, the default) or
+ * launch its kernels one by one (for benchmarks). */
+void gw_ctx_use_graph(gw_ctx *c, int on);
+/* Time the last gw_ctx_eval* call took on its device: CUDA events on a
+ * GPU, the pass's wall time on the CPU. What budgets charge. */
+uint64_t gw_ctx_device_ns(const gw_ctx *c);
 void gw_ctx_free(gw_ctx *c);
 int gw_ctx_n_ctx(const gw_ctx *c);
 int gw_ctx_n_threads(const gw_ctx *c);
@@ -259,6 +285,11 @@ const gw_model *gw_ctx_model(const gw_ctx *c);
  * vocab logits after the last token, valid until the next call. Returns 0,
  * -EINVAL (token id out of range, n == 0), -E2BIG (pos + n > n_ctx). */
 int gw_ctx_eval(gw_ctx *c, const int32_t *tokens, size_t n, int pos, float **logits);
+
+/* Same, but only the greedy id after the last token (highest logit, lowest
+ * id on ties: what a sampler with temperature <= 0 picks) is produced; on a
+ * GPU the logits stay on the device. -EIO: a CUDA error (gw_ctx_error). */
+int gw_ctx_eval_greedy(gw_ctx *c, const int32_t *tokens, size_t n, int pos, int32_t *token);
 
 /* ======================================================================
  * Sampling (sampler.c)
@@ -327,6 +358,8 @@ typedef struct gw_gen_step {
     uint64_t n_tokens;  /* tokens generated so far, this one included */
     int32_t token;
     uint64_t step_ns;   /* CLOCK_MONOTONIC wall time of this step (forward + sampling) */
+    uint64_t device_ns; /* device time of the forward passes behind this token
+                           (the first token's includes the prompt) */
     int rep_period;     /* repetition statistic after this token */
     uint64_t rep_count;
 } gw_gen_step;
@@ -365,6 +398,7 @@ typedef struct gw_gen_result {
     int finish;           /* enum gw_finish */
     uint64_t prompt_ns;   /* prefill wall time */
     uint64_t decode_ns;   /* sum of step_ns */
+    uint64_t device_ns;   /* device time of every forward pass, prompt included */
 } gw_gen_result;
 
 /* Feeds the prompt from position 0 (the context's cache is overwritten),

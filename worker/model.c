@@ -8,6 +8,7 @@
  * once per batch); decoding is a batch of one.
  */
 #include "engine.h"
+#include "gw_cuda.h"
 
 #include <errno.h>
 #include <inttypes.h>
@@ -15,6 +16,7 @@
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <time.h>
 #include <unistd.h>
 
 struct layer {
@@ -56,6 +58,14 @@ struct gw_ctx {
     float rope_theta_scale; /* base^(-2/hd), as llama.cpp's powf gives it */
     float *rope_cs;     /* [head_dim] cos, sin of one position's angles */
     float *logits;      /* [vocab] */
+
+    /* On a GPU (gw_ctx_open with a CUDA device): the engine there holds
+     * the weights and the KV cache; none of the CPU buffers above but
+     * logits is allocated. */
+    gw_cuda_engine *cu;
+    char backend[192];        /* "cpu" or "cuda:0 (NVIDIA H100 80GB HBM3)" */
+    char note[512];           /* why "auto" runs on the CPU, or "" */
+    uint64_t last_device_ns;  /* time of the last eval on the device */
 };
 
 static void msg(char *err, size_t errlen, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
@@ -345,18 +355,14 @@ void gw_model_type_histogram(const gw_model *m, char *buf, size_t len)
 
 /* ---- context ---- */
 
-int gw_ctx_new(const gw_model *m, const gw_ctx_opts *o, gw_ctx **out)
+static int ctx_cpu(const gw_model *m, const gw_ctx_opts *o, gw_ctx **out)
 {
-    gw_ctx_opts d = {0};
-    if (!o)
-        o = &d;
-    if (!m || !out || o->n_ctx < 0 || o->n_threads < 0 || o->n_batch < 0)
-        return -EINVAL;
     const gw_model_config *c = &m->cfg;
     gw_ctx *x = calloc(1, sizeof *x);
     if (!x)
         return -ENOMEM;
     x->m = m;
+    snprintf(x->backend, sizeof x->backend, "cpu");
     x->n_ctx = o->n_ctx ? o->n_ctx : (c->n_ctx_train < 4096 ? c->n_ctx_train : 4096);
     x->n_batch = o->n_batch ? o->n_batch : 64;
     int nt = o->n_threads;
@@ -401,10 +407,173 @@ int gw_ctx_new(const gw_model *m, const gw_ctx_opts *o, gw_ctx **out)
     return 0;
 }
 
+/* The model as the CUDA engine reads it; names holds the tensor names
+ * its messages use (2 + 7 per layer, 48 bytes each). */
+static void cuda_desc(const gw_model *m, gw_cuda_model *d, gw_cuda_layer *L, char (*names)[48],
+                      float theta_scale)
+{
+    const gw_model_config *c = &m->cfg;
+    *d = (gw_cuda_model){.n_layer = c->n_layer, .dim = c->dim, .n_head = c->n_head,
+                         .n_head_kv = c->n_head_kv, .head_dim = c->head_dim, .ffn = c->ffn,
+                         .vocab = c->vocab, .rms_eps = c->rms_eps,
+                         .rope_theta_scale = theta_scale, .out_norm = m->out_norm, .layers = L};
+#define MAT(dst, src, nm)                                                                      \
+    (snprintf(*names, sizeof *names, "%s", nm),                                                \
+     dst = (gw_cuda_mat){.type = (src).type, .rows = (src).rows, .cols = (src).cols,           \
+                         .row_bytes = (src).row_bytes, .data = (src).data, .name = *names++})
+    MAT(d->tok_embd, m->tok_embd, "token_embd.weight");
+    MAT(d->output, m->output, c->tied ? "token_embd.weight" : "output.weight");
+    for (int i = 0; i < c->n_layer; i++) {
+        const struct layer *S = &m->l[i];
+        char nm[48];
+        L[i].attn_norm = S->attn_norm;
+        L[i].ffn_norm = S->ffn_norm;
+#define LM(f, s) (snprintf(nm, sizeof nm, "blk.%d.%s.weight", i, s), MAT(L[i].f, S->f, nm))
+        LM(wq, "attn_q");
+        LM(wk, "attn_k");
+        LM(wv, "attn_v");
+        LM(wo, "attn_output");
+        LM(w_gate, "ffn_gate");
+        LM(w_up, "ffn_up");
+        LM(w_down, "ffn_down");
+#undef LM
+    }
+#undef MAT
+}
+
+/* Every matrix of a type the CUDA kernels take; the message names the
+ * first that is not (the engine checks again, without type names). */
+static int cuda_type_ok(const gw_cuda_mat *t, int dev, char *err, size_t errlen)
+{
+    switch (t->type) {
+    case GW_T_F32: case GW_T_F16: case GW_T_Q4_0: case GW_T_Q4_1: case GW_T_Q8_0:
+        return 0;
+    }
+    const char *tn = gw_ggml_type_name(t->type);
+    msg(err, errlen, "cuda:%d: tensor \"%s\": type %s not supported by the CUDA engine (F32, F16, "
+                     "Q4_0, Q4_1, Q8_0)", dev, t->name, tn ? tn : "?");
+    return -ENOTSUP;
+}
+
+static int cuda_types_ok(const gw_cuda_model *d, int dev, char *err, size_t errlen)
+{
+    int rc;
+    if ((rc = cuda_type_ok(&d->tok_embd, dev, err, errlen)) ||
+        (rc = cuda_type_ok(&d->output, dev, err, errlen)))
+        return rc;
+    for (int i = 0; i < d->n_layer; i++) {
+        const gw_cuda_layer *L = &d->layers[i];
+        const gw_cuda_mat *ms[] = {&L->wq, &L->wk, &L->wv, &L->wo, &L->w_gate, &L->w_up, &L->w_down};
+        for (size_t k = 0; k < sizeof ms / sizeof ms[0]; k++)
+            if ((rc = cuda_type_ok(ms[k], dev, err, errlen)))
+                return rc;
+    }
+    return 0;
+}
+
+/* A context whose forward pass runs on CUDA device dev. */
+static int ctx_cuda(const gw_model *m, const gw_ctx_opts *o, int dev, gw_ctx **out, char *err,
+                    size_t errlen)
+{
+    const gw_model_config *c = &m->cfg;
+    gw_ctx *x = calloc(1, sizeof *x);
+    if (!x)
+        return -ENOMEM;
+    x->m = m;
+    x->n_ctx = o->n_ctx ? o->n_ctx : (c->n_ctx_train < 4096 ? c->n_ctx_train : 4096);
+    x->n_batch = o->n_batch ? o->n_batch : 512;
+    x->rope_theta_scale = powf(c->rope_base, -2.0f / (float)c->head_dim);
+    x->logits = malloc((size_t)c->vocab * sizeof(float));
+    gw_cuda_layer *L = calloc((size_t)c->n_layer, sizeof *L);
+    char (*names)[48] = calloc(2 + 7 * (size_t)c->n_layer, sizeof *names);
+    int rc = -ENOMEM;
+    if (x->logits && L && names) {
+        gw_cuda_model d;
+        cuda_desc(m, &d, L, names, x->rope_theta_scale);
+        rc = cuda_types_ok(&d, dev, err, errlen);
+        if (rc == 0)
+            rc = gw_cuda_engine_new(dev, &d, x->n_ctx, x->n_batch, &x->cu, err, errlen);
+    } else {
+        msg(err, errlen, "cuda:%d: out of host memory", dev);
+    }
+    free(L);
+    free(names);
+    if (rc < 0) {
+        gw_ctx_free(x);
+        return rc;
+    }
+    snprintf(x->backend, sizeof x->backend, "%s", gw_cuda_engine_name(x->cu));
+    *out = x;
+    return 0;
+}
+
+int gw_ctx_open(const gw_model *m, const gw_ctx_opts *o, gw_ctx **out, char *err, size_t errlen)
+{
+    gw_ctx_opts d = {0};
+    if (!o)
+        o = &d;
+    if (!m || !out || o->n_ctx < 0 || o->n_threads < 0 || o->n_batch < 0) {
+        msg(err, errlen, "context: bad options");
+        return -EINVAL;
+    }
+    *out = NULL;
+    const char *dev = o->device ? o->device : "cpu";
+    int n;
+    if (strcmp(dev, "cpu") == 0)
+        return ctx_cpu(m, o, out);
+    if (gw_cuda_parse_device(dev, &n) == 0)
+        return ctx_cuda(m, o, n, out, err, errlen);
+    if (strcmp(dev, "auto") != 0) {
+        msg(err, errlen, "device \"%.40s\": expected \"auto\", \"cpu\" or \"cuda:N\"", dev);
+        return -EINVAL;
+    }
+    /* auto: the first CUDA device when one works, else the CPU, saying why */
+    char why[400] = "";
+    int count = 0, rc = gw_cuda_device_count(&count, why, sizeof why);
+    if (rc == 0 && (rc = ctx_cuda(m, o, 0, out, why, sizeof why)) == 0)
+        return 0;
+    if ((rc = ctx_cpu(m, o, out)) < 0)
+        return rc;
+    snprintf((*out)->note, sizeof (*out)->note, "device auto: no usable CUDA device (%s); running on the CPU", why);
+    return 0;
+}
+
+int gw_ctx_new(const gw_model *m, const gw_ctx_opts *o, gw_ctx **out)
+{
+    return gw_ctx_open(m, o, out, NULL, 0);
+}
+
+const char *gw_ctx_backend(const gw_ctx *x)
+{
+    return x->backend;
+}
+
+const char *gw_ctx_note(const gw_ctx *x)
+{
+    return x->note;
+}
+
+int gw_ctx_on_gpu(const gw_ctx *x)
+{
+    return x->cu != NULL;
+}
+
+void gw_ctx_use_graph(gw_ctx *x, int on)
+{
+    if (x->cu)
+        gw_cuda_engine_use_graph(x->cu, on);
+}
+
+uint64_t gw_ctx_device_ns(const gw_ctx *x)
+{
+    return x->last_device_ns;
+}
+
 void gw_ctx_free(gw_ctx *x)
 {
     if (!x)
         return;
+    gw_cuda_engine_free(x->cu);
     gw_pool_free(x->pool);
     free(x->key_cache);
     free(x->value_cache);
@@ -433,7 +602,7 @@ int gw_ctx_n_ctx(const gw_ctx *x)
 
 int gw_ctx_n_threads(const gw_ctx *x)
 {
-    return gw_pool_size(x->pool);
+    return x->pool ? gw_pool_size(x->pool) : 0;
 }
 
 /* ---- building blocks ---- */
@@ -642,7 +811,17 @@ static void forward_batch(gw_ctx *x, const int32_t *tok, int nb, int pos, bool w
     }
 }
 
-int gw_ctx_eval(gw_ctx *x, const int32_t *tokens, size_t n, int pos, float **logits)
+static uint64_t mono_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+/* Runs the tokens; logits (vocab floats) and/or the greedy id after the
+ * last one. On the CPU the device time is the pass's wall time. */
+static int eval(gw_ctx *x, const int32_t *tokens, size_t n, int pos, bool want_logits,
+                int32_t *greedy)
 {
     if (!x || !tokens || n == 0 || pos < 0)
         return -EINVAL;
@@ -651,14 +830,55 @@ int gw_ctx_eval(gw_ctx *x, const int32_t *tokens, size_t n, int pos, float **log
     for (size_t i = 0; i < n; i++)
         if (tokens[i] < 0 || tokens[i] >= x->m->cfg.vocab)
             return -EINVAL;
+    if (x->cu) {
+        unsigned long long ns = 0;
+        int am = 0;
+        _Static_assert(sizeof(int32_t) == sizeof(int), "token ids are ints on the device");
+        int rc = gw_cuda_engine_eval(x->cu, (const int *)tokens, (int)n, pos,
+                                     want_logits ? x->logits : NULL, greedy ? &am : NULL, &ns,
+                                     x->note, sizeof x->note);
+        if (rc < 0)
+            return rc;
+        x->last_device_ns = ns;
+        if (greedy)
+            *greedy = am;
+        return 0;
+    }
+    uint64_t t0 = mono_ns();
     for (size_t done = 0; done < n;) {
         int nb = n - done < (size_t)x->n_batch ? (int)(n - done) : x->n_batch;
         forward_batch(x, tokens + done, nb, pos + (int)done, done + (size_t)nb == n);
         done += (size_t)nb;
     }
-    if (logits)
-        *logits = x->logits;
+    if (greedy) {
+        int32_t best = 0;
+        for (int i = 1; i < x->m->cfg.vocab; i++)
+            if (x->logits[i] > x->logits[best])
+                best = i;
+        *greedy = best;
+    }
+    x->last_device_ns = mono_ns() - t0;
     return 0;
+}
+
+int gw_ctx_eval(gw_ctx *x, const int32_t *tokens, size_t n, int pos, float **logits)
+{
+    int rc = eval(x, tokens, n, pos, true, NULL);
+    if (rc == 0 && logits)
+        *logits = x->logits;
+    return rc;
+}
+
+int gw_ctx_eval_greedy(gw_ctx *x, const int32_t *tokens, size_t n, int pos, int32_t *token)
+{
+    if (!token)
+        return -EINVAL;
+    return eval(x, tokens, n, pos, false, token);
+}
+
+const char *gw_ctx_error(const gw_ctx *x)
+{
+    return x->note;
 }
 
 const gw_model *gw_ctx_model(const gw_ctx *x)

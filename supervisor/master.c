@@ -520,6 +520,8 @@ static void child_exited(struct master *m, struct child *c, const siginfo_t *si)
     c->lane = -1;
     if (m->stopping)
         return;
+    gw_metrics_add(&m->seg, c->role == GW_ROLE_FRONT ? GW_MC_RESTARTS_FRONT : GW_MC_RESTARTS_WORKER,
+                   1);
     if (wd_killed) {
         /* The watchdog's kill, not a crash: no backoff, not counted. */
         c->next_start_ns = gw_mono_ns();
@@ -829,6 +831,10 @@ static int reload(struct master *m, char *why, size_t whylen)
     m->cfg = nc;
     gw_config_free(oc);
     m->epoch++;
+    gw_log_set_format(nc->log_format);
+    /* set-limit changes last until a reload: the fronts drop them at their
+     * next admission (before this SIGHUP reaches them, or after). */
+    gw_limits_clear(&m->seg);
     /* The children re-read the file themselves. */
     signal_role(m, 0, SIGHUP);
     say("reloaded %s (config epoch %" PRIu64 ")", m->config_path, m->epoch);
@@ -1048,6 +1054,7 @@ int gw_master_main(const char *config_path)
         say_lines(err[0] ? err : "config: cannot load");
         goto out;
     }
+    gw_log_set_format(m->cfg->log_format);
     if (!realpath(config_path, m->config_path)) {
         say("%s: %s", config_path, strerror(errno));
         goto out;
@@ -1079,6 +1086,10 @@ int gw_master_main(const char *config_path)
         goto out;
     }
     gw_proc_set_role(&m->seg, GW_ROLE_MASTER, 0);
+    /* Run-time limits die with the master that set them: the config file
+     * is what runs now (this also repairs a cell a killed master left
+     * half-written). */
+    gw_limits_clear(&m->seg);
     if ((e = setup_signals(m)) != 0) {
         say("signals: %s", strerror(-e));
         rc = 111;

@@ -132,9 +132,8 @@ static void put_who_json(struct out *o, const char *who)
     }
 }
 
-size_t gw_log_format(char *buf, size_t cap, int format, int level, const char *who,
-                     uint64_t now_us, int pid, const struct gw_log_field *fields, int n_fields,
-                     const char *msg)
+size_t gw_log_format(char *buf, size_t cap, int format, int level, const char *who, uint64_t now_us,
+                     int pid, const struct gw_log_field *fields, int n_fields, const char *msg)
 {
     if (cap < 16)
         return 0;
@@ -148,8 +147,8 @@ size_t gw_log_format(char *buf, size_t cap, int format, int level, const char *w
         gmtime_r(&s, &tm);
         char ts[40];
         strftime(ts, sizeof(ts), "%Y-%m-%dT%H:%M:%S", &tm);
-        putf(&o, "{\"time\":\"%s.%03uZ\",\"level\":\"%s\",", ts,
-             (unsigned)(now_us / 1000 % 1000), level_name(level));
+        putf(&o, "{\"time\":\"%s.%03uZ\",\"level\":\"%s\",", ts, (unsigned)(now_us / 1000 % 1000),
+             level_name(level));
         put_who_json(&o, who);
         putf(&o, ",\"pid\":%d,\"msg\":", pid);
         put_json_str(&o, msg);

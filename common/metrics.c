@@ -14,13 +14,13 @@
 
 /* Seconds: 1 ms .. 2 min, roughly x2.5 a step; fits TPOT (ms) and e2e (s). */
 static const uint64_t bucket_ns[GW_M_BUCKETS] = {
-    1000000ull,   2500000ull,   5000000ull,    10000000ull,   25000000ull,   50000000ull,
-    100000000ull, 250000000ull, 500000000ull,  1000000000ull, 2500000000ull, 5000000000ull,
+    1000000ull,     2500000ull,     5000000ull,     10000000ull,     25000000ull,   50000000ull,
+    100000000ull,   250000000ull,   500000000ull,   1000000000ull,   2500000000ull, 5000000000ull,
     10000000000ull, 30000000000ull, 60000000000ull, 120000000000ull,
 };
 
 static const char *const refusal_names[GW_REF_REASONS] = {
-    "ip_rate", "tenant_rate", "budget", "concurrency", "banned",
+    "ip_rate", "tenant_rate", "budget",     "concurrency", "banned",
     "auth",    "forbidden",   "overloaded", "draining",
 };
 

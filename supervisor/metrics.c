@@ -68,8 +68,8 @@ static void histogram(struct buf *b, const struct gw_metrics_snap *s, int h)
     uint64_t cum = 0;
     for (int i = 0; i < GW_M_BUCKETS; i++) {
         cum += s->hist[h].bucket[i];
-        bput(b, "%s_bucket{le=\"%g\"} %" PRIu64 "\n", name,
-             (double)gw_metrics_bucket_ns(i) / 1e9, cum);
+        bput(b, "%s_bucket{le=\"%g\"} %" PRIu64 "\n", name, (double)gw_metrics_bucket_ns(i) / 1e9,
+             cum);
     }
     cum += s->hist[h].bucket[GW_M_BUCKETS];
     bput(b, "%s_bucket{le=\"+Inf\"} %" PRIu64 "\n%s_sum %.6f\n%s_count %" PRIu64 "\n", name, cum,

@@ -50,9 +50,9 @@ static void test_histogram_buckets_are_upper_inclusive(void **state)
     (void)state;
     struct fx *f = fx_open(NULL);
     gw_metrics_observe(&f->seg, GW_MH_TTFT, 0);
-    gw_metrics_observe(&f->seg, GW_MH_TTFT, 1 * MS);      /* le 0.001 */
-    gw_metrics_observe(&f->seg, GW_MH_TTFT, 1 * MS + 1);  /* le 0.0025 */
-    gw_metrics_observe(&f->seg, GW_MH_TTFT, 120000 * MS); /* le 120 */
+    gw_metrics_observe(&f->seg, GW_MH_TTFT, 1 * MS);          /* le 0.001 */
+    gw_metrics_observe(&f->seg, GW_MH_TTFT, 1 * MS + 1);      /* le 0.0025 */
+    gw_metrics_observe(&f->seg, GW_MH_TTFT, 120000 * MS);     /* le 120 */
     gw_metrics_observe(&f->seg, GW_MH_TTFT, 120000 * MS + 1); /* +Inf */
     struct gw_metrics_snap s;
     gw_metrics_read(&f->seg, &s);
@@ -93,7 +93,9 @@ static void test_concurrent_adds_from_processes_are_exact(void **state)
 
 static struct gw_limit_override ovr(const char *tenant, uint64_t limit)
 {
-    struct gw_limit_override o = {.n_windows = 1, .max_inflight = 3, .max_tokens = 64,
+    struct gw_limit_override o = {.n_windows = 1,
+                                  .max_inflight = 3,
+                                  .max_tokens = 64,
                                   .has_budget = 1,
                                   .budget = {.amount_us = 5000000, .period_us = 60000000}};
     snprintf(o.tenant, sizeof(o.tenant), "%s", tenant);

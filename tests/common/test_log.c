@@ -25,8 +25,8 @@ static void test_text_line_has_priority_who_message_and_fields(void **state)
         {.key = "status", .num = 429},
         {.key = "device_ms", .real = 12.3456, .is_real = 1},
     };
-    size_t n = gw_log_format(buf, sizeof(buf), GW_LOG_TEXT, GW_LOG_INFO, "front 1", T, 42, f, 4,
-                             "access");
+    size_t n =
+        gw_log_format(buf, sizeof(buf), GW_LOG_TEXT, GW_LOG_INFO, "front 1", T, 42, f, 4, "access");
     assert_string_equal(buf, "<6>gpuwarden[front 1]: access id=gen-0abc tenant=\"two words\" "
                              "status=429 device_ms=12.346\n");
     assert_int_equal(n, strlen(buf));
@@ -51,8 +51,8 @@ static void test_json_line_is_one_object_with_time_level_role_pid(void **state)
     assert_string_equal(buf, "<6>{\"time\":\"2026-11-26T23:59:01.123Z\",\"level\":\"info\","
                              "\"role\":\"front\",\"index\":1,\"pid\":42,\"msg\":\"access\","
                              "\"tenant\":\"a\\\"b\\\\c\\n\",\"tokens\":8,\"duration_ms\":0.500}\n");
-    gw_log_format(buf, sizeof(buf), GW_LOG_JSON, GW_LOG_WARNING, "master: watchdog", T, 7, NULL,
-                  0, "slot 3: \x01killed");
+    gw_log_format(buf, sizeof(buf), GW_LOG_JSON, GW_LOG_WARNING, "master: watchdog", T, 7, NULL, 0,
+                  "slot 3: \x01killed");
     assert_string_equal(buf, "<4>{\"time\":\"2026-11-26T23:59:01.123Z\",\"level\":\"warning\","
                              "\"role\":\"master\",\"part\":\"watchdog\",\"pid\":7,"
                              "\"msg\":\"slot 3: \\u0001killed\"}\n");
@@ -64,8 +64,8 @@ static void test_long_lines_are_cut_and_still_end_the_line(void **state)
     char big[600], buf[128];
     memset(big, 'x', sizeof(big) - 1);
     big[sizeof(big) - 1] = '\0';
-    size_t n = gw_log_format(buf, sizeof(buf), GW_LOG_TEXT, GW_LOG_INFO, "master", T, 1, NULL, 0,
-                             big);
+    size_t n =
+        gw_log_format(buf, sizeof(buf), GW_LOG_TEXT, GW_LOG_INFO, "master", T, 1, NULL, 0, big);
     assert_int_equal(n, sizeof(buf) - 1);
     assert_int_equal(buf[n - 1], '\n');
     n = gw_log_format(buf, sizeof(buf), GW_LOG_JSON, GW_LOG_INFO, "master", T, 1, NULL, 0, big);
@@ -99,14 +99,13 @@ static void test_config_log_keys_and_their_mistakes(void **state)
     assert_int_equal(cfg->log_format, GW_LOG_TEXT);
     assert_int_equal(cfg->log_access, 0);
     gw_config_free(cfg);
-    assert_int_equal(parse("\"log\": {\"format\": \"json\", \"access\": true}", err, sizeof(err),
-                           &cfg),
-                     0);
+    assert_int_equal(
+        parse("\"log\": {\"format\": \"json\", \"access\": true}", err, sizeof(err), &cfg), 0);
     assert_int_equal(cfg->log_format, GW_LOG_JSON);
     assert_int_equal(cfg->log_access, 1);
     gw_config_free(cfg);
-    assert_int_equal(parse("\"log\": {\"format\": \"xml\", \"access\": \"yes\", \"level\": 3}",
-                           err, sizeof(err), &cfg),
+    assert_int_equal(parse("\"log\": {\"format\": \"xml\", \"access\": \"yes\", \"level\": 3}", err,
+                           sizeof(err), &cfg),
                      -EINVAL);
     assert_string_equal(err, "config: log.level: unknown key\n"
                              "config: log.format: \"xml\": expected \"text\" or \"json\"\n"

@@ -21,7 +21,7 @@ static char SOCK[108];
 #define NEED_SERVICE()                                                                             \
     do {                                                                                           \
         if (!started) {                                                                            \
-            print_message("skipped: models/SmolLM2-135M-Instruct.Q4_1.gguf missing\n");           \
+            print_message("skipped: models/SmolLM2-135M-Instruct.Q4_1.gguf missing\n");            \
             skip();                                                                                \
         }                                                                                          \
     } while (0)
@@ -93,8 +93,8 @@ static char *counters_only(const char *text)
         size_t n = nl ? (size_t)(nl - p + 1) : strlen(p);
         char line[512];
         snprintf(line, sizeof(line), "%.*s", (int)n, p);
-        int counter = strstr(line, "_total") || strstr(line, "_bucket") ||
-                      strstr(line, "_sum ") || strstr(line, "_count ");
+        int counter = strstr(line, "_total") || strstr(line, "_bucket") || strstr(line, "_sum ") ||
+                      strstr(line, "_count ");
         if (line[0] != '#' && counter && !strstr(line, "route=\"metrics\"")) {
             memcpy(at, p, n);
             at += n;
@@ -267,8 +267,7 @@ static void test_every_log_line_has_a_priority_prefix(void **state)
 static int ctl(const char *args)
 {
     char cmd[1024];
-    snprintf(cmd, sizeof(cmd), "%s/gpuwardenctl -s %s %s >/dev/null 2>&1", GW_BIN_DIR, SOCK,
-             args);
+    snprintf(cmd, sizeof(cmd), "%s/gpuwardenctl -s %s %s >/dev/null 2>&1", GW_BIN_DIR, SOCK, args);
     int st = system(cmd);
     return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
 }

@@ -248,6 +248,12 @@ static void job_finish(struct job *j, int state)
         fin = GW_FIN_ERROR;
     gw_metrics_finish(&f->seg, fin);
     gw_metrics_observe(&f->seg, GW_MH_E2E, gw_mono_ns() - j->admitted_ns);
+    /* Settled before the client hears the answer: its next request, at
+     * whichever front, finds its in-flight unit and unused reservation
+     * back (a tenant with max_inflight 1 asking in sequence is never
+     * refused by its own finished request). 0 when the repair settled it
+     * already. The slot (output, run record) stays ours until released. */
+    gw_budget_settle(&f->seg, j->ref);
     uint64_t toks = atomic_load_explicit(&run->tokens, memory_order_relaxed);
     if (c) {
         c->acc_tokens = toks;
@@ -296,7 +302,6 @@ static void job_finish(struct job *j, int state)
         }
         c->job = NULL;
     }
-    gw_budget_settle(&f->seg, j->ref); /* 0 when the repair settled it already */
     gw_slot_release(&f->seg, j->ref);
     job_unlink(j);
     free(j);

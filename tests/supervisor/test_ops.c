@@ -171,7 +171,8 @@ static void test_metrics_same_from_every_front_and_the_segment(void **state)
     /* Two fronts share the listening socket: several scrapes reach both.
      * Each must give the same counters, and so must a rendering straight
      * from the segment file, which is all a front reads. */
-    char *first = counters_only(scrape());
+    char *m0 = scrape(), *first = counters_only(m0);
+    free(m0);
     for (int i = 0; i < 6; i++) {
         char *m = scrape(), *c = counters_only(m);
         assert_string_equal(c, first);

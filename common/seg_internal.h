@@ -196,7 +196,7 @@ _Static_assert(sizeof(struct gw_lane) == 192, "lane layout");
  * instruction loses at most the one increment it had not made yet; nothing
  * to repair. A histogram's _count is the sum of its buckets as read, so
  * +Inf always equals _count in one answer. */
-#define GW_M_STATUS_CLASSES 6 /* [status / 100], 1xx..5xx; 0 unused */
+#define GW_M_STATUS_CLASSES 6 /* [status / 100], 1xx..5xx; 0 unused; rows are 8 wide */
 struct gw_hist_area {
     _Atomic uint64_t bucket[GW_M_BUCKETS + 1]; /* not cumulative; last = +Inf */
     _Atomic uint64_t sum_ns;

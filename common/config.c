@@ -1025,6 +1025,36 @@ static void parse_admin_cost(struct cx *c, json_t *root, struct gw_config *cfg)
     }
 }
 
+/* "log": the line format on stderr and the optional access log. */
+static void parse_log(struct cx *c, json_t *root, struct gw_config *cfg)
+{
+    static const char *const keys[] = {"format", "access", NULL};
+    json_t *o = get_object(c, root, "", "log", 0);
+    if (!o)
+        return;
+    check_keys(c, o, "log", keys);
+    json_t *v = json_object_get(o, "format");
+    if (v) {
+        const char *f = json_is_string(v) ? json_string_value(v) : NULL;
+        if (f && strcmp(f, "text") == 0)
+            cfg->log_format = GW_LOG_TEXT;
+        else if (f && strcmp(f, "json") == 0)
+            cfg->log_format = GW_LOG_JSON;
+        else if (f) {
+            char b[96];
+            bad(c, "log.format", "\"%s\": expected \"text\" or \"json\"", shown(f, b));
+        } else
+            bad(c, "log.format", "expected \"text\" or \"json\"");
+    }
+    v = json_object_get(o, "access");
+    if (v) {
+        if (json_is_boolean(v))
+            cfg->log_access = json_is_true(v);
+        else
+            bad(c, "log.access", "expected true or false");
+    }
+}
+
 /* The output guard's rules when the config names none: what a harvesting
  * prompt is after. Keys and credentials end the generation; personal data
  * is redacted. (docs/CONFIG.md "watchdog.guard") */
@@ -1189,7 +1219,7 @@ static void check_all(struct cx *c, json_t *root, struct gw_config *cfg)
     static const char *const keys[] = {
         "listen", "fronts", "workers", "state_dir",    "segment", "model", "http", "auth",
         "ip",     "global", "plans",   "default_plan", "tenants", "admin", "cost", "watchdog",
-        NULL};
+        "log",    NULL};
     check_keys(c, root, "", keys);
     parse_listen(c, root, cfg);
     get_int(c, root, "", "fronts", 1, 64, &cfg->fronts);
@@ -1208,6 +1238,7 @@ static void check_all(struct cx *c, json_t *root, struct gw_config *cfg)
     parse_tenants(c, root, cfg);
     parse_admin_cost(c, root, cfg);
     parse_watchdog(c, root, cfg);
+    parse_log(c, root, cfg);
 
     /* Every configured tenant and the global account hold a budget record
      * from their first request on; unknown tenants on the default plan need

@@ -39,10 +39,48 @@ const char *gw_strerror(int err);
 
 #include <stdarg.h>
 
-/* Writes "gpuwarden[<who>]: <message>\n" to stderr in one write(2), so the
- * lines of different processes never interleave; lines are cut at 1 KiB. */
+/* One line per event on stderr, written with one write(2) so the lines of
+ * different processes never interleave; lines are cut at 4 KiB. Each line
+ * starts with its syslog priority, sd-daemon style ("<6>"), so journald
+ * keeps the level. Text format:
+ *   <6>gpuwarden[front 0]: reloaded /etc/gpuwarden.json
+ *   <6>gpuwarden[front 0]: access id=gen-0ab tenant=acme ... (fields)
+ * JSON format (log.format "json"), one object per line:
+ *   <6>{"time":"2026-11-25T23:59:01.123Z","level":"info","role":"front",
+ *       "index":0,"pid":42,"msg":"reloaded /etc/gpuwarden.json"}
+ * with "part" for a sub-system ("master: watchdog" -> "part":"watchdog")
+ * and the event's fields after "msg". */
+enum gw_log_level {
+    GW_LOG_ERR = 3,
+    GW_LOG_WARNING = 4,
+    GW_LOG_NOTICE = 5,
+    GW_LOG_INFO = 6,
+    GW_LOG_DEBUG = 7,
+};
+enum gw_log_format { GW_LOG_TEXT = 0, GW_LOG_JSON = 1 };
+/* The process's format (default text); set once the config is read. */
+void gw_log_set_format(int format);
+/* One field of an event: a string (str != NULL), else an integer, or with
+ * is_real a number with 3 decimals. */
+struct gw_log_field {
+    const char *key;
+    const char *str;
+    int64_t num;
+    double real;
+    int is_real;
+};
+/* Formats one line into buf (no write); returns its length, newline
+ * included. For tests. */
+size_t gw_log_format(char *buf, size_t cap, int format, int level, const char *who,
+                     uint64_t now_us, int pid, const struct gw_log_field *fields, int n_fields,
+                     const char *msg);
+void gw_logf(int level, const char *who, const struct gw_log_field *fields, int n_fields,
+             const char *fmt, ...) __attribute__((format(printf, 5, 6)));
+/* Level info, no fields. */
 void gw_log(const char *who, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 void gw_vlog(const char *who, const char *fmt, va_list ap);
+void gw_vlogl(int level, const char *who, const struct gw_log_field *fields, int n_fields,
+              const char *fmt, va_list ap);
 
 /* ------------------------------------------------------------------ clocks */
 
@@ -78,8 +116,9 @@ struct gw_budget_rate {
 /* ------------------------------------------------------------- the segment */
 
 #define GW_SEG_MAGIC "GWLEDGR"  /* 7 chars + NUL = 8 bytes */
-#define GW_SEG_VERSION 4u /* 3: account ban cell, lane drain word; 4: slot rep_max,
-                              * watchdog kill counters in the header */
+#define GW_SEG_VERSION 5u /* 3: account ban cell, lane drain word; 4: slot rep_max,
+                              * watchdog kill counters in the header; 5: metrics
+                              * and limit-override areas after the lanes */
 #define GW_RATE_CELLS 4          /* rate windows per account */
 #define GW_PROBE 16              /* accounts live within 16 entries of home */
 #define GW_ID_MAX 40             /* bytes of account id kept for display */
@@ -102,6 +141,8 @@ struct gw_budget;
 struct gw_slot;
 struct gw_qcell;
 struct gw_lane;
+struct gw_metrics_area;
+struct gw_limits_area;
 
 /* A process's view of the mapped segment. Not shared itself. */
 struct gw_segment {
@@ -120,6 +161,8 @@ struct gw_segment {
     size_t slot_stride;   /* bytes per slot (depends on prompt/output) */
     int lane;             /* our lane once gw_lane_acquire succeeded, else -1 */
     uint32_t slot_hint;   /* where our next free-slot search starts */
+    struct gw_metrics_area *metrics; /* node counters (gw_metrics_*) */
+    struct gw_limits_area *limits;   /* run-time tenant limits (gw_limits_*) */
 };
 
 /* Opens `path`, creating it (mode 0600) with `cfg` when it does not exist.
@@ -641,6 +684,10 @@ struct gw_config {
     char audit_log[256];        /* JSON lines, one per kill; default <state_dir>/audit.log */
     int n_guard;                /* rules in guard[]; 0 = no output guard */
     struct gw_guard_rule guard[GW_GUARD_MAX];
+    /* logs (log.c): "log.format" text|json, "log.access" one line per
+     * finished request (off by default) */
+    int log_format; /* enum gw_log_format */
+    int log_access;
 };
 
 /* Loads and checks `path`. On failure returns -EINVAL and writes every
@@ -665,5 +712,99 @@ const struct gw_plan *gw_config_plan_for(const struct gw_config *cfg, const char
 int gw_window_parse(const char *s, struct gw_window *w);
 /* Parses "X GPU-seconds per second|minute|hour|day" (X may have a fraction). */
 int gw_budget_parse(const char *s, struct gw_budget_rate *b);
+
+/* ----------------------------------------------------------------- metrics */
+
+/* The node's counters for GET /metrics live in the segment (metrics.c), so
+ * every front answers with the same totals whichever one a scrape reaches.
+ * Each is monotonic and added with one relaxed atomic add by the process
+ * that saw the event; a process that dies loses at most the increment it
+ * had not made yet. Out-of-range arguments are ignored. */
+
+/* Routes as counted: enum gw_route's values (1..6), 0 for a request that
+ * matched no route or was refused before routing (malformed, timeout). */
+#define GW_M_ROUTES 8
+/* Why admission said no (a label of gpuwarden_admission_refusals_total). */
+enum gw_refusal {
+    GW_REF_IP_RATE = 0,  /* "ip_rate": the client address's rate */
+    GW_REF_TENANT_RATE,  /* "tenant_rate": the tenant's or the node's rate */
+    GW_REF_BUDGET,       /* "budget": GPU-time budget exhausted */
+    GW_REF_CONCURRENCY,  /* "concurrency": too many in flight for the tenant */
+    GW_REF_BANNED,       /* "banned": tenant or address banned */
+    GW_REF_AUTH,         /* "auth": missing or invalid token */
+    GW_REF_FORBIDDEN,    /* "forbidden": tenant or plan not allowed */
+    GW_REF_OVERLOADED,   /* "overloaded": no slot, queue or table room */
+    GW_REF_DRAINING,     /* "draining": the node is shutting down */
+    GW_REF_REASONS
+};
+const char *gw_refusal_name(int reason);
+/* Plain counters. */
+enum gw_mcounter {
+    GW_MC_TOKENS = 0,       /* generated tokens */
+    GW_MC_PROMPT_TOKENS,    /* prompt tokens processed */
+    GW_MC_DEVICE_NS,        /* device time, ns */
+    GW_MC_RESTARTS_FRONT,   /* fronts respawned by the master */
+    GW_MC_RESTARTS_WORKER,  /* workers respawned by the master */
+    GW_MC_N
+};
+/* Histograms; every one in seconds with the same fixed bucket bounds
+ * (gw_metrics_bucket_ns). */
+enum gw_mhist {
+    GW_MH_TTFT = 0, /* admission to the first generated token */
+    GW_MH_TPOT,     /* per output token after the first */
+    GW_MH_E2E,      /* admission to the last byte of a generation's answer */
+    GW_MH_QUEUE,    /* admission to a worker taking it */
+    GW_MH_N
+};
+#define GW_M_BUCKETS 16 /* finite bounds; a 17th bucket is +Inf */
+/* The upper bound of finite bucket i in ns (0 <= i < GW_M_BUCKETS). */
+uint64_t gw_metrics_bucket_ns(int i);
+
+void gw_metrics_request(struct gw_segment *seg, int route, int status);
+void gw_metrics_refusal(struct gw_segment *seg, int reason);
+void gw_metrics_finish(struct gw_segment *seg, int finish_reason);
+void gw_metrics_add(struct gw_segment *seg, int counter, uint64_t n);
+void gw_metrics_observe(struct gw_segment *seg, int hist, uint64_t ns);
+
+/* A copy of every counter, each read once (relaxed). */
+struct gw_metrics_snap {
+    uint64_t requests[GW_M_ROUTES][6]; /* [route][status / 100] */
+    uint64_t refusals[GW_REF_REASONS];
+    uint64_t finish[8];
+    uint64_t counters[GW_MC_N];
+    struct {
+        uint64_t bucket[GW_M_BUCKETS + 1]; /* not cumulative; last = +Inf */
+        uint64_t count;                    /* the buckets' sum */
+        uint64_t sum_ns;
+    } hist[GW_MH_N];
+};
+void gw_metrics_read(const struct gw_segment *seg, struct gw_metrics_snap *out);
+
+/* ------------------------------------------------------- limit overrides */
+
+/* Run-time tenant limits (gpuwardenctl tenant set-limit): the master writes
+ * them here and every front applies them at its next admission, until the
+ * next reload or restart clears them. */
+#define GW_LIMIT_OVERRIDES 64
+struct gw_limit_override {
+    char tenant[64]; /* NUL-terminated */
+    int n_windows;
+    struct gw_window windows[GW_RATE_CELLS];
+    int has_budget;
+    struct gw_budget_rate budget;
+    uint32_t max_inflight, max_tokens;
+};
+/* Master only (one writer). Sets the tenant's override, replacing an older
+ * one. GW_EFULL when GW_LIMIT_OVERRIDES tenants have one; -EINVAL for an
+ * empty or too long tenant id. */
+int gw_limits_set(struct gw_segment *seg, const struct gw_limit_override *o);
+/* Master only: drops every override (start-up, reload). */
+void gw_limits_clear(struct gw_segment *seg);
+/* Moves on after every set or clear; a reader that saw the same epoch has
+ * nothing new to read. */
+uint64_t gw_limits_epoch(const struct gw_segment *seg);
+/* Override i: 0, -ENOENT when the cell is empty, -EAGAIN when it was being
+ * written every time we looked (a master killed mid-write). */
+int gw_limits_get(const struct gw_segment *seg, int i, struct gw_limit_override *o);
 
 #endif

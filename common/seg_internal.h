@@ -184,6 +184,63 @@ struct gw_lane {
 };
 _Static_assert(sizeof(struct gw_lane) == 192, "lane layout");
 
+/* ---------------------------------------------------------------- metrics */
+
+/* The node's Prometheus counters (metrics.c), after the lanes. Every word
+ * is a monotonic counter added with a relaxed fetch_add by whichever
+ * process saw the event: fronts (requests, refusals, finishes, e2e), workers
+ * (tokens, device time, TTFT, TPOT, queue time), the master (restarts).
+ * Relaxed suffices because no reader infers anything about other memory
+ * from a counter: each is read on its own for display, and an atomic RMW
+ * never loses an increment whatever its order. A process killed at any
+ * instruction loses at most the one increment it had not made yet; nothing
+ * to repair. A histogram's _count is the sum of its buckets as read, so
+ * +Inf always equals _count in one answer. */
+#define GW_M_STATUS_CLASSES 6 /* [status / 100], 1xx..5xx; 0 unused; rows are 8 wide */
+struct gw_hist_area {
+    _Atomic uint64_t bucket[GW_M_BUCKETS + 1]; /* not cumulative; last = +Inf */
+    _Atomic uint64_t sum_ns;
+    uint64_t pad[6];
+};
+_Static_assert(sizeof(struct gw_hist_area) == 192, "histogram layout");
+
+struct gw_metrics_area {
+    _Atomic uint64_t requests[GW_M_ROUTES][GW_M_STATUS_CLASSES + 2]; /* [route][class] */
+    _Atomic uint64_t refusals[16];      /* enum gw_refusal */
+    _Atomic uint64_t finish[8];         /* enum gw_finish_reason */
+    _Atomic uint64_t counters[8];       /* enum gw_mcounter */
+    struct gw_hist_area hist[GW_MH_N];  /* enum gw_mhist */
+};
+_Static_assert(sizeof(struct gw_metrics_area) == 96 * 8 + GW_MH_N * 192, "metrics layout");
+
+/* ------------------------------------------------------- limit overrides */
+
+/* Tenant limits changed at run time (gpuwardenctl tenant set-limit): one
+ * writer, the master's admin socket; the fronts read. Each cell is a
+ * seqlock over atomic words (odd seq = being written); the epoch moves on
+ * after every change so a front re-reads only when something changed. A
+ * master killed mid-write leaves a cell with an odd seq that readers skip;
+ * the next master clears the whole area at start-up (the running config is
+ * the file's again). */
+struct gw_limit_cell {
+    _Atomic uint64_t seq;
+    _Atomic uint64_t id[8];                 /* tenant id, NUL padded; 0 = empty */
+    _Atomic uint64_t win[GW_RATE_CELLS][3]; /* limit, period_us, burst */
+    _Atomic uint64_t budget[2];             /* amount_us, period_us */
+    _Atomic uint64_t misc;                  /* n_windows | has_budget << 8 */
+    _Atomic uint64_t max_inflight;
+    _Atomic uint64_t max_tokens;
+    uint64_t pad[6];
+};
+_Static_assert(sizeof(struct gw_limit_cell) == 256, "limit cell layout");
+
+struct gw_limits_area {
+    _Atomic uint64_t epoch;
+    uint64_t pad[7];
+    struct gw_limit_cell cell[GW_LIMIT_OVERRIDES];
+};
+_Static_assert(sizeof(struct gw_limits_area) == 64 + GW_LIMIT_OVERRIDES * 256, "limits layout");
+
 /* ----------------------------------------------------------- shared helpers */
 
 static inline struct gw_account *acct_at(const struct gw_segment *seg, uint32_t i)

@@ -19,6 +19,7 @@
 
 struct layout {
     uint64_t off_accounts, off_budgets, off_slots, off_qcells, off_lanes, total;
+    uint64_t off_metrics, off_limits; /* after the lanes; not in the header */
     uint64_t budget_stride, slot_stride;
 };
 
@@ -64,7 +65,9 @@ static int layout_of(const struct gw_seg_config *c, struct layout *l, char *err,
     l->off_slots = ALIGN64(l->off_budgets + (uint64_t)c->budgets * l->budget_stride);
     l->off_qcells = ALIGN64(l->off_slots + (uint64_t)c->slots * l->slot_stride);
     l->off_lanes = ALIGN64(l->off_qcells + (uint64_t)c->queue * sizeof(struct gw_qcell));
-    l->total = ALIGN64(l->off_lanes + (uint64_t)c->lanes * sizeof(struct gw_lane));
+    l->off_metrics = ALIGN64(l->off_lanes + (uint64_t)c->lanes * sizeof(struct gw_lane));
+    l->off_limits = ALIGN64(l->off_metrics + sizeof(struct gw_metrics_area));
+    l->total = ALIGN64(l->off_limits + sizeof(struct gw_limits_area));
     return 0;
 }
 
@@ -74,7 +77,7 @@ size_t gw_segment_size(const struct gw_seg_config *cfg, char *err, size_t errlen
     return layout_of(cfg, &l, err, errlen) ? 0 : (size_t)l.total;
 }
 
-static void bind_regions(struct gw_segment *seg)
+static void bind_regions(struct gw_segment *seg, const struct layout *l)
 {
     struct gw_seg_header *h = (struct gw_seg_header *)seg->base;
     seg->hdr = h;
@@ -84,6 +87,8 @@ static void bind_regions(struct gw_segment *seg)
     seg->slots = (struct gw_slot *)(seg->base + h->off_slots);
     seg->qcells = (struct gw_qcell *)(seg->base + h->off_qcells);
     seg->lanes = (struct gw_lane *)(seg->base + h->off_lanes);
+    seg->metrics = (struct gw_metrics_area *)(seg->base + l->off_metrics);
+    seg->limits = (struct gw_limits_area *)(seg->base + l->off_limits);
     seg->budget_stride = h->budget_stride;
     seg->slot_stride = h->slot_stride;
     seg->lane = -1;
@@ -234,7 +239,7 @@ static int attach_file(struct gw_segment *seg, const char *path, char *err, size
     seg->fd = fd;
     seg->size = size;
     seg->base = base;
-    bind_regions(seg);
+    bind_regions(seg, &l);
     return 0;
 fail:
     munmap(base, size);

@@ -623,15 +623,28 @@ static json_t *cmd_tenant_set_limit(struct gw_admin *a, json_t *req, uid_t uid)
     if (!changed)
         return fail("missing_argument",
                     "nothing to set: give rate, budget, max_inflight or max_tokens");
+    /* To the fronts first: a change they cannot see is not made at all. */
+    struct gw_limit_override lo = {.n_windows = np.n_windows, .has_budget = np.has_budget,
+                                   .budget = np.budget, .max_inflight = np.max_inflight,
+                                   .max_tokens = np.max_tokens};
+    snprintf(lo.tenant, sizeof(lo.tenant), "%s", t);
+    memcpy(lo.windows, np.windows, sizeof(lo.windows));
+    int rc = gw_limits_set(a->seg, &lo);
+    if (rc == GW_EFULL)
+        return fail("failed", "run-time limits are set for %d tenants already; edit the config "
+                              "file and run gpuwardenctl reload",
+                    GW_LIMIT_OVERRIDES);
+    if (rc != 0)
+        return fail("failed", "tenant \"%s\": %s", t, gw_strerror(rc));
     ten->plan = np;
     say("uid %u: tenant %s: limits changed until the next reload", (unsigned)uid, t);
     json_t *r = ok();
     json_object_set_new(r, "tenant", json_string(t));
     json_object_set_new(r, "plan", plan_json(&np));
     json_object_set_new(r, "note",
-                        json_string("changed in the master's running config only, until the next "
-                                    "reload; the fronts keep the limits of the config file: "
-                                    "edit it and run gpuwardenctl reload to make this stick"));
+                        json_string("in force at every front from its next request until "
+                                    "the next reload or restart; edit the config file and run "
+                                    "gpuwardenctl reload to make it stick"));
     return r;
 }
 

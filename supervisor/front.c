@@ -34,6 +34,7 @@ struct job {
     int sent_first;
     char id[40];
     uint64_t created_s;
+    uint64_t admitted_ns; /* CLOCK_MONOTONIC at admission (e2e histogram) */
     char rate_hdr[384]; /* RateLimit headers for the success response */
 };
 
@@ -125,47 +126,55 @@ static uint64_t us_per_token(const struct front *f)
 static void metrics(struct conn *c)
 {
     struct front *f = c->front;
-    char *buf = malloc(16384);
-    if (!buf) {
-        gw__conn_close(c);
+    char *buf;
+    size_t len;
+    if (gw_metrics_render(&f->seg, &buf, &len) != 0) {
+        refuse_503(c, "overloaded", "out of memory");
         return;
     }
-    size_t at = 0, cap = 16384;
-#define P(...) at += (size_t)snprintf(buf + at, cap - at, __VA_ARGS__)
-    P("# HELP gpuwarden_http_responses_total Responses sent by this front, by status.\n"
-      "# TYPE gpuwarden_http_responses_total counter\n");
-    for (int i = 0; i < GW_N_STATUS; i++)
-        P("gpuwarden_http_responses_total{front=\"%d\",code=\"%d\"} %" PRIu64 "\n", f->index,
-          gw_statuses[i], f->stats.status[i]);
-    P("# HELP gpuwarden_generations_total Generations finished, by reason.\n"
-      "# TYPE gpuwarden_generations_total counter\n");
-    for (int r = GW_FIN_STOP; r <= GW_FIN_ERROR; r++)
-        P("gpuwarden_generations_total{front=\"%d\",reason=\"%s\"} %" PRIu64 "\n", f->index,
-          gw_finish_name(r), f->stats.finish[r]);
-    P("# TYPE gpuwarden_tokens_total counter\ngpuwarden_tokens_total{front=\"%d\"} %" PRIu64 "\n",
-      f->index, f->stats.tokens);
-    struct gw_auth_stats as;
-    gw_auth_stats(f->auth, &as);
-    P("# TYPE gpuwarden_jwt_cache_hits_total counter\ngpuwarden_jwt_cache_hits_total{front=\"%d\"} "
-      "%" PRIu64 "\n# TYPE gpuwarden_jwt_refused_total counter\n"
-      "gpuwarden_jwt_refused_total{front=\"%d\"} %" PRIu64 "\n",
-      f->index, as.hits, f->index, as.refused);
-    struct gw_seg_stats ss;
-    gw_segment_stats(&f->seg, &ss);
-    P("# TYPE gpuwarden_queue_depth gauge\ngpuwarden_queue_depth %" PRIu64 "\n"
-      "# TYPE gpuwarden_accounts gauge\ngpuwarden_accounts %" PRIu64 "\n"
-      "# TYPE gpuwarden_account_table_full_total counter\ngpuwarden_account_table_full_total %" PRIu64
-      "\n# TYPE gpuwarden_workers_ready gauge\ngpuwarden_workers_ready %d\n",
-      gw_queue_depth(&f->seg), ss.accounts_live, ss.table_full, workers_ready(f));
-    P("# HELP gpuwarden_watchdog_kills_total Generations the watchdog or the output guard "
-      "killed, by reason (the node's total).\n# TYPE gpuwarden_watchdog_kills_total counter\n");
-    for (int r = 0; r < GW_WD_REASONS; r++)
-        P("gpuwarden_watchdog_kills_total{reason=\"%s\"} %" PRIu64 "\n", gw_wd_reason_name(r),
-          gw_kills_get(&f->seg, r));
-#undef P
-    f->stats.status[gw__status_index(200)]++;
-    gw__conn_respond(c, 200, "text/plain; version=0.0.4", buf, at < cap ? at : cap - 1, NULL);
+    gw__conn_respond(c, 200, "text/plain; version=0.0.4", buf, len, NULL);
     free(buf);
+}
+
+/* Run-time tenant limits (gpuwardenctl tenant set-limit): when the master
+ * moved the epoch on, every listed tenant gets its plan from the file back
+ * and then the overrides in the segment; one acquire load when nothing
+ * changed. */
+static void limits_sync(struct front *f)
+{
+    uint64_t e = gw_limits_epoch(&f->seg) + 1;
+    if (e == f->limits_epoch || !f->file_plans)
+        return;
+    for (int i = 0; i < f->cfg->n_tenants; i++)
+        f->cfg->tenants[i].plan = f->file_plans[i];
+    for (int k = 0; k < GW_LIMIT_OVERRIDES; k++) {
+        struct gw_limit_override o;
+        if (gw_limits_get(&f->seg, k, &o) != 0)
+            continue;
+        struct gw_tenant *t = (struct gw_tenant *)gw_config_tenant(f->cfg, o.tenant);
+        if (!t)
+            continue;
+        t->plan.n_windows = o.n_windows;
+        memcpy(t->plan.windows, o.windows, sizeof(t->plan.windows));
+        t->plan.has_budget = o.has_budget;
+        t->plan.budget = o.budget;
+        t->plan.max_inflight = o.max_inflight;
+        t->plan.max_tokens = o.max_tokens;
+    }
+    f->limits_epoch = e;
+}
+
+/* Keeps the file's tenant plans for limits_sync (after a config load). */
+static int keep_file_plans(struct front *f)
+{
+    free(f->file_plans);
+    f->file_plans = calloc((size_t)f->cfg->n_tenants + 1, sizeof(struct gw_plan));
+    if (!f->file_plans)
+        return -ENOMEM;
+    for (int i = 0; i < f->cfg->n_tenants; i++)
+        f->file_plans[i] = f->cfg->tenants[i].plan;
+    f->limits_epoch = 0; /* apply the overrides again */
+    return 0;
 }
 
 /* ------------------------------------------------------------ jobs */
@@ -237,10 +246,18 @@ static void job_finish(struct job *j, int state)
         fin = GW_FIN_KILLED; /* the worker died under it (the repair failed it) */
     if (fin > GW_FIN_ERROR || fin == GW_FIN_NONE)
         fin = GW_FIN_ERROR;
-    f->stats.finish[fin]++;
+    gw_metrics_finish(&f->seg, fin);
+    gw_metrics_observe(&f->seg, GW_MH_E2E, gw_mono_ns() - j->admitted_ns);
+    /* Settled before the client hears the answer: its next request, at
+     * whichever front, finds its in-flight unit and unused reservation
+     * back (a tenant with max_inflight 1 asking in sequence is never
+     * refused by its own finished request). 0 when the repair settled it
+     * already. The slot (output, run record) stays ours until released. */
+    gw_budget_settle(&f->seg, j->ref);
     uint64_t toks = atomic_load_explicit(&run->tokens, memory_order_relaxed);
-    f->stats.tokens += toks;
     if (c) {
+        c->acc_tokens = toks;
+        c->acc_device_ns = atomic_load_explicit(&run->device_ns, memory_order_relaxed);
         struct gw_completion comp = {
             .id = j->id,
             .created_s = j->created_s,
@@ -276,7 +293,6 @@ static void job_finish(struct job *j, int state)
                 char hdr[512];
                 snprintf(hdr, sizeof(hdr), "%sServer-Timing: device;dur=%.3f\r\n", j->rate_hdr,
                          (double)atomic_load_explicit(&run->device_ns, memory_order_relaxed) / 1e6);
-                f->stats.status[gw__status_index(200)]++;
                 gw__conn_respond(c, 200, "application/json", body, len, hdr);
                 free(body);
             } else {
@@ -286,7 +302,6 @@ static void job_finish(struct job *j, int state)
         }
         c->job = NULL;
     }
-    gw_budget_settle(&f->seg, j->ref); /* 0 when the repair settled it already */
     gw_slot_release(&f->seg, j->ref);
     job_unlink(j);
     free(j);
@@ -412,24 +427,28 @@ static void generate(struct conn *c, enum gw_route route)
     struct front *f = c->front;
     struct gw_segment *seg = &f->seg;
     const struct gw_config *cfg = f->cfg;
-    uint64_t now = gw_now_us(), retry;
+    uint64_t now = gw_now_us(), retry, admitted_ns = gw_mono_ns();
     struct gw_admit_item items[3 * GW_RATE_CELLS];
     int rc;
+    limits_sync(f);
 
     /* 1. the client address, before anything costs us */
     struct gw_acct ip;
     rc = gw_ledger_get(seg, GW_KIND_IP, c->ip, strlen(c->ip), 1, now, &ip);
     if (rc == GW_EFULL) {
+        gw_metrics_refusal(seg, GW_REF_OVERLOADED);
         refuse_503(c, "overloaded", "too many clients: the address table is full");
         return;
     }
     if (rc == 0 && gw_ledger_banned_until(seg, ip, now)) {
+        gw_metrics_refusal(seg, GW_REF_BANNED);
         gw__conn_error(c, 403, "permission_error", "banned", "this address is banned", NULL, NULL);
         return;
     }
     if (rc == 0 && cfg->ip.n_windows > 0) {
         int n = window_items(items, 0, ip, &cfg->ip);
         if (gw_ledger_admit(seg, items, n, now, &retry) == GW_EREFUSED) {
+            gw_metrics_refusal(seg, GW_REF_IP_RATE);
             refuse_429(c, &cfg->ip, "rate_limited", "too many requests from this address", retry);
             return;
         }
@@ -442,13 +461,16 @@ static void generate(struct conn *c, enum gw_route route)
         char hdr[256];
         snprintf(hdr, sizeof(hdr), "WWW-Authenticate: Bearer error=\"invalid_token\", "
                                    "error_description=\"%s\"\r\n", why);
+        gw_metrics_refusal(seg, GW_REF_AUTH);
         gw__conn_error(c, 401, "authentication_error", "invalid_token", why, NULL, hdr);
         return;
     }
     const char *pwhy = NULL;
     const struct gw_plan *plan = gw_config_plan_for(cfg, who.tenant, who.plan[0] ? who.plan : NULL,
                                                     &pwhy);
+    snprintf(c->acc_tenant, sizeof(c->acc_tenant), "%s", who.tenant);
     if (!plan) {
+        gw_metrics_refusal(seg, GW_REF_FORBIDDEN);
         gw__conn_error(c, 403, "permission_error", "forbidden", pwhy ? pwhy : "tenant not allowed",
                        NULL, NULL);
         return;
@@ -457,16 +479,19 @@ static void generate(struct conn *c, enum gw_route route)
     struct gw_acct tenant, global;
     if (gw_ledger_get(seg, GW_KIND_TENANT, who.tenant, strlen(who.tenant), 1, now, &tenant) != 0 ||
         gw_ledger_get(seg, GW_KIND_GLOBAL, "*", 1, 1, now, &global) != 0) {
+        gw_metrics_refusal(seg, GW_REF_OVERLOADED);
         refuse_503(c, "overloaded", "account table full");
         return;
     }
     if (gw_ledger_banned_until(seg, tenant, now)) {
+        gw_metrics_refusal(seg, GW_REF_BANNED);
         gw__conn_error(c, 403, "permission_error", "banned", "this tenant is banned", NULL, NULL);
         return;
     }
     int n = window_items(items, 0, tenant, plan);
     n = window_items(items, n, global, &cfg->global);
     if (n > 0 && (rc = gw_ledger_admit(seg, items, n, now, &retry)) != 0) {
+        gw_metrics_refusal(seg, rc == GW_EREFUSED ? GW_REF_TENANT_RATE : GW_REF_OVERLOADED);
         if (rc == GW_EREFUSED)
             refuse_429(c, plan, "rate_limited", "rate limit reached for this tenant", retry);
         else
@@ -503,6 +528,7 @@ static void generate(struct conn *c, enum gw_route route)
         uint64_t gleft = gw_ledger_budget_left(seg, global, &cfg->global.budget, now);
         uint64_t tleft = gw_ledger_budget_left(seg, tenant, &plan->budget, now);
         if (gleft < cfg->global.budget.amount_us / 4 && tleft < plan->budget.amount_us / 2) {
+            gw_metrics_refusal(seg, GW_REF_BUDGET);
             refuse_429(c, plan, "budget_exhausted",
                        "the node is short of GPU time and this tenant has used most of its budget",
                        1000000);
@@ -513,6 +539,7 @@ static void generate(struct conn *c, enum gw_route route)
     /* 6. concurrency, a slot, the money */
     if (gw_ledger_inflight_take(seg, tenant, plan->max_inflight ? plan->max_inflight : UINT64_MAX) !=
         0) {
+        gw_metrics_refusal(seg, GW_REF_CONCURRENCY);
         refuse_429(c, plan, "too_many_concurrent", "too many requests in flight for this tenant",
                    1000000);
         gw_request_free(&rq);
@@ -521,6 +548,7 @@ static void generate(struct conn *c, enum gw_route route)
     struct gw_slot_ref ref;
     if (gw_slot_claim(seg, &ref) != 0) {
         gw_ledger_inflight_put(seg, tenant);
+        gw_metrics_refusal(seg, GW_REF_OVERLOADED);
         refuse_503(c, "overloaded", "every request slot is busy");
         gw_request_free(&rq);
         return;
@@ -546,6 +574,7 @@ static void generate(struct conn *c, enum gw_route route)
     }
     if (rc != 0) {
         abandon(f, ref, GW_SLOT_ADMITTED);
+        gw_metrics_refusal(seg, rc == GW_EREFUSED ? GW_REF_BUDGET : GW_REF_OVERLOADED);
         if (rc == GW_EREFUSED)
             refuse_429(c, plan, "budget_exhausted", "the tenant's GPU-time budget is exhausted",
                        retry == UINT64_MAX ? 3600ull * 1000000 : retry);
@@ -557,6 +586,7 @@ static void generate(struct conn *c, enum gw_route route)
     struct job *j = calloc(1, sizeof(*j));
     if (!j) {
         abandon(f, ref, GW_SLOT_ADMITTED);
+        gw_metrics_refusal(seg, GW_REF_OVERLOADED);
         refuse_503(c, "overloaded", "out of memory");
         gw_request_free(&rq);
         return;
@@ -569,12 +599,15 @@ static void generate(struct conn *c, enum gw_route route)
     j->route = route;
     j->stream = rq.stream;
     j->created_s = now / 1000000;
+    j->admitted_ns = admitted_ns;
+    snprintf(c->acc_id, sizeof(c->acc_id), "%s", j->id);
     gw_request_free(&rq);
     /* 7. to the workers */
     if (gw_slot_move(seg, ref, GW_SLOT_ADMITTED, GW_SLOT_QUEUED) != 0 ||
         gw_queue_push(seg, ref) != 0) {
         abandon(f, ref, gw_slot_state(seg, ref));
         free(j);
+        gw_metrics_refusal(seg, GW_REF_OVERLOADED);
         refuse_503(c, "overloaded", "the request queue is full");
         return;
     }
@@ -589,7 +622,6 @@ static void generate(struct conn *c, enum gw_route route)
         remaining = gw_ledger_rate_remaining(seg, tenant, 0, &items[0].rate, now);
     rate_headers(j->rate_hdr, sizeof(j->rate_hdr), plan, 0, remaining);
     if (j->stream) {
-        f->stats.status[gw__status_index(200)]++;
         gw__conn_stream_begin(c, j->rate_hdr);
         j->sent_first = 1;
         if (route == GW_ROUTE_CHAT) { /* OpenAI opens a chat stream with the role */
@@ -612,6 +644,8 @@ void gw__front_request(struct conn *c)
     enum gw_route route;
     const char *allow = NULL;
     int st = gw_route_match(method, c->url, c->url_len, &route, &allow);
+    if (st == 0)
+        c->route = (int)route;
     if (st == 404) {
         gw__conn_error(c, 404, "invalid_request_error", "not_found", "no such route", NULL, NULL);
         return;
@@ -625,7 +659,6 @@ void gw__front_request(struct conn *c)
     }
     switch (route) {
     case GW_ROUTE_HEALTHZ:
-        f->stats.status[gw__status_index(200)]++;
         gw__conn_respond(c, 200, "application/json", "{\"status\":\"ok\"}", 15, NULL);
         return;
     case GW_ROUTE_READYZ: {
@@ -634,7 +667,6 @@ void gw__front_request(struct conn *c)
         int len;
         if (ready >= f->cfg->workers && !f->draining) {
             len = snprintf(body, sizeof(body), "{\"status\":\"ready\",\"workers_ready\":%d}", ready);
-            f->stats.status[gw__status_index(200)]++;
             gw__conn_respond(c, 200, "application/json", body, (size_t)len, NULL);
         } else {
             char msg[96];
@@ -651,6 +683,7 @@ void gw__front_request(struct conn *c)
         break;
     }
     if (f->draining) {
+        gw_metrics_refusal(&f->seg, GW_REF_DRAINING);
         refuse_503(c, "draining", "this node is shutting down");
         return;
     }
@@ -722,31 +755,40 @@ static void on_hup(uv_signal_t *s, int sig)
     gw_config_free(f->cfg);
     f->auth = na;
     f->cfg = ncfg;
+    if (keep_file_plans(f) != 0)
+        flog(f, "reload: out of memory keeping the file's plans; run-time limits not applied");
+    gw_log_set_format(ncfg->log_format);
     flog(f, "reloaded %s", f->config_path);
 }
 
 int gw_front_main(const char *config_path, int index, const struct gw_fds *fds)
 {
     struct front f = {.config_path = config_path, .index = index, .fds = fds};
-    char err[4096];
+    char err[4096], who[32];
+    snprintf(who, sizeof(who), "front %d", index);
     signal(SIGPIPE, SIG_IGN);
     if (index < 0 || index >= fds->n_fronts) {
-        fprintf(stderr, "gpuwarden[front %d]: no wake-up descriptor for this front\n", index);
+        gw_logf(GW_LOG_ERR, who, NULL, 0, "no wake-up descriptor for this front");
         return 100;
     }
     if (gw_config_load(&f.cfg, config_path, err, sizeof(err)) != 0) {
-        fprintf(stderr, "gpuwarden[front %d]: %s\n", index, err);
+        gw_logf(GW_LOG_ERR, who, NULL, 0, "%s", err);
         return 111;
     }
+    gw_log_set_format(f.cfg->log_format);
     char path[300];
     gw_segment_path(f.cfg, path, sizeof(path));
     if (gw_segment_attach(&f.seg, path, err, sizeof(err)) != 0 || gw_lane_acquire(&f.seg) != 0) {
-        fprintf(stderr, "gpuwarden[front %d]: segment: %s\n", index, err);
+        gw_logf(GW_LOG_ERR, who, NULL, 0, "segment: %s", err);
         return 111;
     }
     gw_proc_set_role(&f.seg, GW_ROLE_FRONT, index);
     if (gw_auth_new(&f.auth, f.cfg, 0) != 0) {
-        fprintf(stderr, "gpuwarden[front %d]: cannot build the key set\n", index);
+        gw_logf(GW_LOG_ERR, who, NULL, 0, "cannot build the key set");
+        return 111;
+    }
+    if (keep_file_plans(&f) != 0) {
+        gw_logf(GW_LOG_ERR, who, NULL, 0, "out of memory");
         return 111;
     }
     if (getrandom(&f.id_seed, sizeof(f.id_seed), 0) != sizeof(f.id_seed))
@@ -757,8 +799,7 @@ int gw_front_main(const char *config_path, int index, const struct gw_fds *fds)
         f.listeners[i].data = &f;
         if (uv_tcp_open(&f.listeners[i], fds->listen[i]) != 0 ||
             uv_listen((uv_stream_t *)&f.listeners[i], 1024, gw__front_on_connection) != 0) {
-            fprintf(stderr, "gpuwarden[front %d]: cannot listen on descriptor %d\n", index,
-                    fds->listen[i]);
+            gw_logf(GW_LOG_ERR, who, NULL, 0, "cannot listen on descriptor %d", fds->listen[i]);
             return 111;
         }
         f.n_listeners++;
@@ -782,5 +823,6 @@ int gw_front_main(const char *config_path, int index, const struct gw_fds *fds)
     gw_auth_free(f.auth);
     gw_segment_close(&f.seg);
     gw_config_free(f.cfg);
+    free(f.file_plans);
     return 0;
 }

@@ -10,18 +10,6 @@
 
 enum { HF_OTHER = 0, HF_AUTHZ };
 
-/* Status codes counted for /metrics. */
-#define GW_N_STATUS 12
-static const int gw_statuses[GW_N_STATUS] = {200, 400, 401, 403, 404, 405,
-                                            408, 413, 429, 431, 500, 503};
-static inline int gw__status_index(int status)
-{
-    for (int i = 0; i < GW_N_STATUS; i++)
-        if (gw_statuses[i] == status)
-            return i;
-    return GW_N_STATUS - 2; /* counted as 500 */
-}
-
 struct job;
 
 struct conn {
@@ -52,13 +40,14 @@ struct conn {
     int idle;   /* between requests (keep-alive clock) */
     int closing, close_after_write, writes_pending, streaming;
     struct job *job;
+    /* the request as /metrics and the access log see it (reset per request) */
+    int route;                /* enum gw_route, 0 before or without one */
+    uint64_t start_ns;        /* CLOCK_MONOTONIC at its first byte */
+    char acc_id[40];          /* request id once admitted, else "" */
+    char acc_tenant[64];      /* tenant once authenticated, else "" */
+    uint64_t acc_tokens;      /* generated tokens */
+    uint64_t acc_device_ns;   /* device time charged */
     char rbuf[65536];
-};
-
-struct front_stats {
-    uint64_t status[GW_N_STATUS];
-    uint64_t finish[GW_FIN_ERROR + 1];
-    uint64_t tokens;
 };
 
 struct front {
@@ -80,7 +69,8 @@ struct front {
     struct job *jobs; /* requests with a slot, until settled and released */
     uint64_t next_id;
     uint64_t id_seed;
-    struct front_stats stats;
+    uint64_t limits_epoch;        /* gw_limits_epoch last applied (+1; 0 = never) */
+    struct gw_plan *file_plans;   /* cfg->tenants[i].plan as the file says */
 };
 
 /* http.c */

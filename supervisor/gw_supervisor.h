@@ -443,4 +443,11 @@ int gw_guard_feed(struct gw_guard *g, const char *text, size_t len, int final,
 const char *gw_guard_rule_name(const struct gw_guard *g, int rule);
 uint64_t gw_guard_redactions(const struct gw_guard *g);
 
+/* ---- metrics ---- */
+/* metrics.c: GET /metrics as Prometheus text (format 0.0.4), from the
+ * segment only (gw_metrics_read, live slots and lanes, ledger stats), so
+ * any process that maps the segment renders the same totals. *out is
+ * malloc'd (the caller frees it). 0 or -ENOMEM. */
+int gw_metrics_render(const struct gw_segment *seg, char **out, size_t *len);
+
 #endif

@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 static const char *status_text(int status)
 {
@@ -127,6 +128,40 @@ static size_t format_head(struct conn *c, char *buf, size_t cap, int status, con
     return (size_t)n < cap ? (size_t)n : 0;
 }
 
+/* One access-log line per finished response (log.access): time, request
+ * id, tenant, ip, route, status, tokens, device ms, duration ms. */
+static void access_log(struct conn *c, int status)
+{
+    const struct front *f = c->front;
+    if (!f->cfg->log_access)
+        return;
+    static const char *const routes[] = {"-", "generate", "completions", "chat",
+                                         "healthz", "readyz", "metrics"};
+    char who[32], ts[40];
+    snprintf(who, sizeof(who), "front %d", f->index);
+    uint64_t now = gw_now_us();
+    time_t s = (time_t)(now / 1000000);
+    struct tm tm;
+    gmtime_r(&s, &tm);
+    size_t tl = strftime(ts, sizeof(ts), "%Y-%m-%dT%H:%M:%S", &tm);
+    snprintf(ts + tl, sizeof(ts) - tl, ".%03uZ", (unsigned)(now / 1000 % 1000));
+    uint64_t dur = c->start_ns ? gw_mono_ns() - c->start_ns : 0;
+    struct gw_log_field fl[] = {
+        {.key = "time", .str = ts},
+        {.key = "id", .str = c->acc_id[0] ? c->acc_id : "-"},
+        {.key = "tenant", .str = c->acc_tenant[0] ? c->acc_tenant : "-"},
+        {.key = "ip", .str = c->ip[0] ? c->ip : "-"},
+        {.key = "route", .str = c->route >= 0 && c->route <= GW_ROUTE_METRICS ? routes[c->route] : "-"},
+        {.key = "status", .num = status},
+        {.key = "tokens", .num = (int64_t)c->acc_tokens},
+        {.key = "device_ms", .real = (double)c->acc_device_ns / 1e6, .is_real = 1},
+        {.key = "duration_ms", .real = (double)dur / 1e6, .is_real = 1},
+    };
+    /* JSON lines carry their own "time" */
+    int json = f->cfg->log_format == GW_LOG_JSON;
+    gw_logf(GW_LOG_INFO, who, fl + json, (int)(sizeof(fl) / sizeof(fl[0])) - json, "access");
+}
+
 void gw__conn_respond(struct conn *c, int status, const char *ctype, const char *body, size_t len,
                       const char *extra)
 {
@@ -147,6 +182,8 @@ void gw__conn_respond(struct conn *c, int status, const char *ctype, const char 
     if (!c->head_only)
         memcpy(buf + hl, body, len);
     write_owned(c, buf, hl + (c->head_only ? 0 : len));
+    gw_metrics_request(&c->front->seg, c->route, status);
+    access_log(c, status);
     gw__conn_request_done(c);
 }
 
@@ -189,7 +226,6 @@ void gw__conn_error(struct conn *c, int status, const char *type, const char *co
 {
     if (status == 400 || status == 408 || status == 413 || status == 431)
         c->close_after_write = 1; /* the byte stream may be out of step: do not reuse it */
-    c->front->stats.status[gw__status_index(status)]++;
     if (!param || !param[0]) {
         const struct cached_body *b = error_body_cached(type, code, message);
         if (b) {
@@ -215,11 +251,13 @@ void gw__conn_stream_begin(struct conn *c, const char *extra)
     size_t hl = format_head(c, head, sizeof(head), 200, "text/event-stream", -1, extra ? extra : "");
     if (hl)
         gw__conn_write(c, head, hl);
+    gw_metrics_request(&c->front->seg, c->route, 200);
 }
 
 void gw__conn_stream_end(struct conn *c)
 {
     c->streaming = 0;
+    access_log(c, 200); /* the stream began with 200 (counted then) */
     gw__conn_request_done(c);
 }
 
@@ -241,6 +279,11 @@ static int on_message_begin(http_parser *p)
     c->in_value = 0;
     c->got_headers = c->got_message = 0;
     c->too_large = 0;
+    c->route = 0;
+    c->acc_id[0] = c->acc_tenant[0] = '\0';
+    c->acc_tokens = c->acc_device_ns = 0;
+    if (!c->start_ns)
+        c->start_ns = gw_mono_ns();
     return 0;
 }
 
@@ -434,6 +477,7 @@ static void feed(struct conn *c, const char *data, size_t len)
 void gw__conn_request_done(struct conn *c)
 {
     c->busy = 0;
+    c->start_ns = 0; /* the next request's clock starts at its first byte */
     c->idle = 1;
     if (c->close_after_write) {
         if (c->writes_pending == 0)

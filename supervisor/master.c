@@ -98,16 +98,20 @@ struct master {
 /* ------------------------------------------------------------------ logging */
 
 #define say(...) gw_log("master", __VA_ARGS__)
+/* Failures that stop the master, and children that died: journald keeps
+ * the level (gw_logf prefixes "<3>" / "<4>"). */
+#define say_err(...) gw_logf(GW_LOG_ERR, "master", NULL, 0, __VA_ARGS__)
+#define say_warn(...) gw_logf(GW_LOG_WARNING, "master", NULL, 0, __VA_ARGS__)
 
 /* Each line of a multi-line message (config errors) as its own log line. */
-static void say_lines(const char *text)
+static void say_lines(int level, const char *text)
 {
     const char *p = text;
     while (*p) {
         const char *nl = strchr(p, '\n');
         int n = nl ? (int)(nl - p) : (int)strlen(p);
         if (n > 0)
-            say("%.*s", n, p);
+            gw_logf(level, "master", NULL, 0, "%.*s", n, p);
         p += n + (nl ? 1 : 0);
     }
 }
@@ -262,7 +266,7 @@ static int open_listeners(struct master *m)
         char err[256];
         int fd;
         if (open_listener(m->cfg->listen[i], &fd, err, sizeof(err)) != 0) {
-            say("%s", err);
+            say_err("%s", err);
             return 1;
         }
         m->listen[m->n_listen++] = fd;
@@ -506,9 +510,9 @@ static void child_exited(struct master *m, struct child *c, const siginfo_t *si)
     char who[64];
     snprintf(who, sizeof(who), "%s %d (pid %d)", role_name(c->role), c->index, (int)c->pid);
     if (si->si_code == CLD_EXITED)
-        say("%s exited with status %d", who, si->si_status);
+        say_warn("%s exited with status %d", who, si->si_status);
     else
-        say("%s killed by signal %d (SIG%s)%s", who, si->si_status, sig_name(si->si_status),
+        say_warn("%s killed by signal %d (SIG%s)%s", who, si->si_status, sig_name(si->si_status),
             si->si_code == CLD_DUMPED ? ", core dumped" : "");
     int wd_killed = gw_watchdog_reaped(m->wdog, c->pid);
     repair_pid(m, c->pid, who);
@@ -520,6 +524,8 @@ static void child_exited(struct master *m, struct child *c, const siginfo_t *si)
     c->lane = -1;
     if (m->stopping)
         return;
+    gw_metrics_add(&m->seg, c->role == GW_ROLE_FRONT ? GW_MC_RESTARTS_FRONT : GW_MC_RESTARTS_WORKER,
+                   1);
     if (wd_killed) {
         /* The watchdog's kill, not a crash: no backoff, not counted. */
         c->next_start_ns = gw_mono_ns();
@@ -540,7 +546,7 @@ static void child_exited(struct master *m, struct child *c, const siginfo_t *si)
     int recent = recent_exits(c, now);
     if (recent >= LOOP_EXITS && !c->looping) {
         c->looping = 1;
-        say("%s %d is crash-looping: %d exits in %llu s; next start in %.1f s",
+        say_warn("%s %d is crash-looping: %d exits in %llu s; next start in %.1f s",
             role_name(c->role), c->index, recent, (unsigned long long)(LOOP_WINDOW / SEC),
             (double)c->backoff_ns / SEC);
     } else {
@@ -774,7 +780,7 @@ static int reload(struct master *m, char *why, size_t whylen)
     struct gw_config *nc = NULL;
     char err[4096] = "";
     if (gw_config_load(&nc, m->config_path, err, sizeof(err)) != 0) {
-        say_lines(err);
+        say_lines(GW_LOG_WARNING, err);
         say("reload refused; keeping the running config");
         snprintf(why, whylen, "%s", err);
         if (announced)
@@ -829,6 +835,10 @@ static int reload(struct master *m, char *why, size_t whylen)
     m->cfg = nc;
     gw_config_free(oc);
     m->epoch++;
+    gw_log_set_format(nc->log_format);
+    /* set-limit changes last until a reload: the fronts drop them at their
+     * next admission (before this SIGHUP reaches them, or after). */
+    gw_limits_clear(&m->seg);
     /* The children re-read the file themselves. */
     signal_role(m, 0, SIGHUP);
     say("reloaded %s (config epoch %" PRIu64 ")", m->config_path, m->epoch);
@@ -1035,7 +1045,7 @@ int gw_master_main(const char *config_path)
 {
     struct master *m = calloc(1, sizeof(*m));
     if (!m) {
-        say("out of memory");
+        say_err("out of memory");
         return 111;
     }
     m->sfd = m->work_efd = -1;
@@ -1045,42 +1055,47 @@ int gw_master_main(const char *config_path)
     int rc = 1;
     char err[4096] = "";
     if (gw_config_load(&m->cfg, config_path, err, sizeof(err)) != 0) {
-        say_lines(err[0] ? err : "config: cannot load");
+        say_lines(GW_LOG_ERR, err[0] ? err : "config: cannot load");
         goto out;
     }
+    gw_log_set_format(m->cfg->log_format);
     if (!realpath(config_path, m->config_path)) {
-        say("%s: %s", config_path, strerror(errno));
+        say_err("%s: %s", config_path, strerror(errno));
         goto out;
     }
     int e = find_exe_dir(m->exe_dir, sizeof(m->exe_dir));
     if (e != 0) {
-        say("/proc/self/exe: %s", strerror(-e));
+        say_err("/proc/self/exe: %s", strerror(-e));
         rc = 111;
         goto out;
     }
     const char *dir = m->cfg->state_dir[0] ? m->cfg->state_dir : ".";
     if ((e = mkdir_p(dir, 0700)) != 0) {
-        say("state_dir %s: cannot create: %s", dir, strerror(-e));
+        say_err("state_dir %s: cannot create: %s", dir, strerror(-e));
         goto out;
     }
     if (gw_segment_path(m->cfg, m->seg_path, sizeof(m->seg_path)) != 0) {
-        say("state_dir %s: path too long", dir);
+        say_err("state_dir %s: path too long", dir);
         goto out;
     }
     if (gw_segment_open(&m->seg, m->seg_path, &m->cfg->segment, err, sizeof(err)) != 0) {
-        say("%s", err);
+        say_err("%s", err);
         goto out;
     }
     m->seg_open = 1;
     if (sweep_stale_lanes(m) != 0)
         goto out;
     if ((e = gw_lane_acquire(&m->seg)) != 0) {
-        say("%s: no free lane for the master: %s", m->seg_path, gw_strerror(e));
+        say_err("%s: no free lane for the master: %s", m->seg_path, gw_strerror(e));
         goto out;
     }
     gw_proc_set_role(&m->seg, GW_ROLE_MASTER, 0);
+    /* Run-time limits die with the master that set them: the config file
+     * is what runs now (this also repairs a cell a killed master left
+     * half-written). */
+    gw_limits_clear(&m->seg);
     if ((e = setup_signals(m)) != 0) {
-        say("signals: %s", strerror(-e));
+        say_err("signals: %s", strerror(-e));
         rc = 111;
         goto out;
     }

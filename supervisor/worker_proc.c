@@ -126,6 +126,7 @@ struct job {
     int stop_budget; /* the ledger refused to extend the reservation */
     int stop_full;   /* the output area is full */
     int guard_kill;  /* 1 + the output-guard rule that ended it, 0 none */
+    uint64_t first_ns; /* CLOCK_MONOTONIC of the first token, 0 before */
     uint64_t rep_max; /* longest repetition so far (gw_wd_rep_fold) */
 };
 
@@ -212,6 +213,12 @@ static void on_step(void *user, const gw_gen_step *st)
     uint64_t now = gw_mono_ns();
     j->tokens = st->n_tokens;
     j->dev_ns += st->device_ns;
+    if (!j->first_ns && st->n_tokens >= 1) {
+        j->first_ns = now;
+        uint64_t wall = gw_now_us();
+        if (wall > j->req->created_us)
+            gw_metrics_observe(&j->w->seg, GW_MH_TTFT, (wall - j->req->created_us) * 1000u);
+    }
     /* relaxed: counters for the front, the watchdog and status; each is
      * read on its own. */
     atomic_store_explicit(&run->tokens, st->n_tokens, memory_order_relaxed);
@@ -316,6 +323,9 @@ static void run_job(struct worker *w, struct gw_slot_ref ref)
     j.on_gpu = gw_ctx_on_gpu(w->ctx);
     atomic_store_explicit(&j.run->started_ns, j.started_ns, memory_order_relaxed);
     gw_proc_heartbeat(&w->seg, (int64_t)ref.index);
+    uint64_t wall = gw_now_us();
+    if (wall > j.req->created_us)
+        gw_metrics_observe(&w->seg, GW_MH_QUEUE, (wall - j.req->created_us) * 1000u);
 
     char err[256];
     char *text = NULL;
@@ -339,6 +349,7 @@ static void run_job(struct worker *w, struct gw_slot_ref ref)
         goto done;
     }
     atomic_store_explicit(&j.run->prompt_tokens, n_ids, memory_order_relaxed);
+    gw_metrics_add(&w->seg, GW_MC_PROMPT_TOKENS, n_ids);
 
     const char *stops[GW_STOP_MAX];
     size_t n_stops = 0;
@@ -439,6 +450,13 @@ static void run_job(struct worker *w, struct gw_slot_ref ref)
 done:
     free(text);
     free(ids);
+    /* The node's counters, before DONE lets the front answer: a client
+     * that asks /metrics after its answer finds its request counted. */
+    uint64_t end_ns = gw_mono_ns();
+    gw_metrics_add(&w->seg, GW_MC_TOKENS, j.tokens);
+    gw_metrics_add(&w->seg, GW_MC_DEVICE_NS, j.on_gpu ? j.dev_ns : end_ns - j.started_ns);
+    if (j.tokens >= 2 && j.first_ns)
+        gw_metrics_observe(&w->seg, GW_MH_TPOT, (end_ns - j.first_ns) / (j.tokens - 1));
     /* acq_rel (in gw_slot_move): the output, run record and charges above
      * happen-before the front sees DONE. */
     if (gw_slot_move(&w->seg, ref, GW_SLOT_RUNNING, GW_SLOT_DONE) != 0)
@@ -451,9 +469,12 @@ static int load(struct worker *w, const char *config_path)
 {
     char err[2048];
     if (gw_config_load(&w->cfg, config_path, err, sizeof(err)) != 0) {
-        fprintf(stderr, "gpuwarden[worker %d]: %s\n", w->index, err);
+        char who[32];
+        snprintf(who, sizeof(who), "worker %d", w->index);
+        gw_logf(GW_LOG_ERR, who, NULL, 0, "%s", err);
         return 111;
     }
+    gw_log_set_format(w->cfg->log_format);
     char path[300];
     gw_segment_path(w->cfg, path, sizeof(path));
     if (gw_segment_attach(&w->seg, path, err, sizeof(err)) != 0 || gw_lane_acquire(&w->seg) != 0) {

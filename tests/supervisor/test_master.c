@@ -455,7 +455,7 @@ static void test_master_refuses_segment_of_another_layout(void **state)
     assert_int_equal(master_exit(m, 10000), 1);
     char want[PATH_MAX * 2];
     snprintf(want, sizeof(want),
-             "gpuwarden[master]: %s: created with slots=32, config asks for 16 (move the file "
+             "<3>gpuwarden[master]: %s: created with slots=32, config asks for 16 (move the file "
              "away to start over with new sizes)\n",
              seg_path);
     assert_string_equal(m->log, want);
@@ -480,7 +480,7 @@ static void test_master_refuses_segment_of_another_layout(void **state)
                          ".................................................................");
     master_start(m, NULL);
     assert_int_equal(master_exit(m, 10000), 1);
-    snprintf(want, sizeof(want), "gpuwarden[master]: %s: not a gpuwarden segment (bad magic)\n",
+    snprintf(want, sizeof(want), "<3>gpuwarden[master]: %s: not a gpuwarden segment (bad magic)\n",
              seg_path);
     assert_string_equal(m->log, want);
     free(m);
@@ -504,7 +504,7 @@ static void test_master_names_the_address_it_cannot_bind(void **state)
     master_start(m, NULL);
     assert_int_equal(master_exit(m, 10000), 1);
     char want[256];
-    snprintf(want, sizeof(want), "gpuwarden[master]: listen %s: cannot bind: Address already in use\n",
+    snprintf(want, sizeof(want), "<3>gpuwarden[master]: listen %s: cannot bind: Address already in use\n",
              addr);
     assert_non_null(strstr(m->log, want));
     assert_null(strstr(m->log, "started"));
@@ -517,7 +517,7 @@ static void test_master_names_the_address_it_cannot_bind(void **state)
     master_start(m, NULL);
     assert_int_equal(master_exit(m, 10000), 1);
     assert_non_null(strstr(
-        m->log, "gpuwarden[master]: listen 192.0.2.1:8080: cannot bind: Cannot assign requested address\n"));
+        m->log, "<3>gpuwarden[master]: listen 192.0.2.1:8080: cannot bind: Cannot assign requested address\n"));
     free(m);
 }
 
@@ -539,7 +539,7 @@ static void test_master_notifies_ready_and_stopping(void **state)
     master_start(m, n->path);
     assert_true(notify_expect(n, m, "READY=1", 30000));
     assert_non_null(strstr(n->all, "STATUS=ready; fronts 1/1 running, workers 1/1 ready; config epoch 1"));
-    assert_true(master_expect(m, "gpuwarden[master]: ready: 1 front, 1 worker\n", 1000));
+    assert_true(master_expect(m, "<6>gpuwarden[master]: ready: 1 front, 1 worker\n", 1000));
     pid_t w = lane_pid(GW_ROLE_WORKER, 0, NULL), f = lane_pid(GW_ROLE_FRONT, 0, NULL);
     assert_true(w > 0);
     assert_true(f > 0);
@@ -612,12 +612,12 @@ static void test_master_repairs_and_respawns_a_killed_child(void **state)
         assert_true(old > 0);
         assert_int_equal(kill(old, SIGKILL), 0);
         char want[256];
-        snprintf(want, sizeof(want), "gpuwarden[master]: %s 0 (pid %d) killed by signal 9 (SIGKILL)\n",
+        snprintf(want, sizeof(want), "<4>gpuwarden[master]: %s 0 (pid %d) killed by signal 9 (SIGKILL)\n",
                  names[i], (int)old);
         assert_true(master_expect(m, want, 5000));
         snprintf(want, sizeof(want), "gpuwarden[master]: %s 0 (pid %d): lane ", names[i], (int)old);
         assert_true(master_expect(m, want, 1000));
-        snprintf(want, sizeof(want), "gpuwarden[master]: %s 0: restart in 0.1 s\n", names[i]);
+        snprintf(want, sizeof(want), "<6>gpuwarden[master]: %s 0: restart in 0.1 s\n", names[i]);
         assert_true(master_expect(m, want, 1000));
         pid_t fresh = wait_new_ready(roles[i], 0, old, 20000);
         assert_true(fresh > 0);
@@ -656,7 +656,7 @@ static void test_master_reports_a_crash_loop(void **state)
     assert_true(master_expect(m, "gpuwarden[master]: worker 0: restart in 0.4 s\n", 10000));
     assert_true(master_expect(m, "gpuwarden[master]: worker 0: restart in 0.8 s\n", 10000));
     assert_true(master_expect(
-        m, "gpuwarden[master]: worker 0 is crash-looping: 5 exits in 60 s; next start in 1.6 s\n",
+        m, "<4>gpuwarden[master]: worker 0 is crash-looping: 5 exits in 60 s; next start in 1.6 s\n",
         10000));
     assert_true(notify_expect(n, m, "worker 0 crash-looping (5 exits in 60 s)", 5000));
     /* once per episode: the sixth exit is a plain restart line */

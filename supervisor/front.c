@@ -563,6 +563,8 @@ static void generate(struct conn *c, enum gw_route route)
     }
     make_id(f, route, j->id, sizeof(j->id));
     fill_slot(f, ref, &rq, max_tokens, upt, j->id, who.tenant, c->ip);
+    if (gw_unbounded_match(f->unb, cfg, who.tenant, rq.prompt, rq.prompt_len))
+        gw_slot_req(seg, ref.index)->flags |= GW_REQ_UNBOUNDED; /* the watchdog's lower cap */
     j->f = f;
     j->c = c;
     j->ref = ref;
@@ -715,6 +717,15 @@ static void on_hup(uv_signal_t *s, int sig)
         gw_config_free(ncfg);
         return;
     }
+    struct gw_unbounded *nu;
+    if (gw_unbounded_new(&nu, ncfg, err, sizeof(err)) != 0) {
+        flog(f, "reload refused: %s", err);
+        gw_auth_free(na);
+        gw_config_free(ncfg);
+        return;
+    }
+    gw_unbounded_free(f->unb);
+    f->unb = nu;
     /* Sizes and sockets need a restart (the master says so); limits, plans,
      * tenants and keys take effect now. */
     ncfg->segment = f->cfg->segment;
@@ -749,6 +760,10 @@ int gw_front_main(const char *config_path, int index, const struct gw_fds *fds)
         fprintf(stderr, "gpuwarden[front %d]: cannot build the key set\n", index);
         return 111;
     }
+    if (gw_unbounded_new(&f.unb, f.cfg, err, sizeof(err)) != 0) {
+        fprintf(stderr, "gpuwarden[front %d]: %s\n", index, err);
+        return 111;
+    }
     if (getrandom(&f.id_seed, sizeof(f.id_seed), 0) != sizeof(f.id_seed))
         f.id_seed = gw_mono_ns() ^ (uint64_t)getpid();
     f.loop = uv_default_loop();
@@ -780,6 +795,7 @@ int gw_front_main(const char *config_path, int index, const struct gw_fds *fds)
     uv_run(f.loop, UV_RUN_DEFAULT);
     /* drained: everything settled and released */
     gw_auth_free(f.auth);
+    gw_unbounded_free(f.unb);
     gw_segment_close(&f.seg);
     gw_config_free(f.cfg);
     return 0;

@@ -306,7 +306,8 @@ static void test_reason_codes_round_trip_through_the_cancel_word(void **state)
     (void)state;
     static const char *const names[GW_WD_REASONS] = {
         "max_tokens", "wall_time",        "device_time",    "repetition",
-        "divergence", "anomalous_length", "worker_stalled", "output_guard"};
+        "divergence", "anomalous_length", "worker_stalled", "output_guard",
+        "unbounded_request"};
     for (int r = 0; r < GW_WD_REASONS; r++) {
         assert_int_equal(gw_wd_reason_of_cancel(GW_WD_CANCEL(r)), r);
         assert_string_equal(gw_wd_reason_name(r), names[r]);

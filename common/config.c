@@ -1105,7 +1105,7 @@ static const char *const unbounded_defaults[] = {
     "\\bnever\\s+(?:stop|end|finish)",
     "\\bwithout\\s+(?:stopping|end|ending|limit)\\b",
     "\\b(?:over\\s+and\\s+over|again\\s+and\\s+again|non-?stop)\\b",
-    "\\bas\\s+(?:many\\s+(?:times\\s+)?|long\\s+)as\\s+(?:you\\s+)?(?:can|possible)\\b",
+    "\\bas\\s+(?:many|long)(?:\\s+\\w+){0,3}\\s+as\\s+(?:you\\s+(?:can|could)|possible)\\b",
     "\\b(?:[0-9]{3,}|[0-9]{1,3}(?:,[0-9]{3})+|thousands?|millions?|billions?)\\s+times\\b",
 };
 

@@ -334,6 +334,12 @@ int gw_budget_settle(struct gw_segment *seg, struct gw_slot_ref ref);
 int gw_slot_money(const struct gw_segment *seg, struct gw_slot_ref ref, uint64_t *reserved_us,
                   uint64_t *used_us, int *settled);
 
+/* A slot whose front died while a worker ran it (gw_lane_repair marks it
+ * and sets its cancel word): once terminal, settles and releases it and
+ * returns 1; 0 for any other slot (or one still running). For the master
+ * only (its watchdog scan), the one process that releases such slots. */
+int gw_slot_reap_orphan(struct gw_segment *seg, struct gw_slot_ref ref);
+
 /* Frees a settled terminal slot (state -> FREE). GW_ESTATE otherwise. */
 int gw_slot_release(struct gw_segment *seg, struct gw_slot_ref ref);
 
@@ -500,6 +506,9 @@ int gw_proc_get(const struct gw_segment *seg, int lane, struct gw_proc_info *out
  *  - moves every slot the lane owned that is not terminal to FAILED (a dead
  *    front's clients are gone; a dead worker's generation is lost), settles
  *    it, and releases terminal slots whose front (origin lane) is gone;
+ *  - cancels a dead front's slots that a worker is running and marks them
+ *    for gw_slot_reap_orphan (the master settles and releases them when the
+ *    worker is done);
  *  - unlocks ledger entries the process had locked mid-insert or reclaim;
  *  - frees the lane.
  * Returns the number of slots it failed. Not for concurrent use with

@@ -120,6 +120,10 @@ _Static_assert(sizeof(struct gw_budget) == 64, "budget header layout");
 #define AREF_ACCT(w) ((struct gw_acct){.index = (uint32_t)(((w) >> 8) & 0xffffffffu), .gen = (uint8_t)(w)})
 
 #define SLOT_INFLIGHT_HELD 1ull
+/* The slot's front died while a worker ran it: nobody will answer, settle
+ * or release it but the master (gw_lane_repair sets it, gw_slot_reap_orphan
+ * finishes it). */
+#define SLOT_ORPHAN 2ull
 
 /* Settlement word: claimed by one CAS (exactly one settler), done once the
  * accounting is written. A slot is released only when done; the repair

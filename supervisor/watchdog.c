@@ -548,6 +548,16 @@ static void scan(struct gw_watchdog *wd, const struct gw_config *cfg, uint64_t n
                        (double)(now - ws->cancel_ns) / 1e6);
             ws->reason = -1;
         }
+        if (st >= GW_SLOT_DONE) {
+            /* a dead front's request the worker finished: ours to settle
+             * and release (gw_lane_repair marked it) */
+            int rc = gw_slot_reap_orphan(seg, ref);
+            if (rc == 1)
+                wd_say("slot %u: its front is gone; settled and released", i);
+            else if (rc < 0)
+                wd_say("slot %u: its front is gone; cannot release it: %s", i, gw_strerror(rc));
+            continue;
+        }
         if (st != GW_SLOT_RUNNING)
             continue;
         if (ws->reason >= 0) {

@@ -556,6 +556,35 @@ static void test_running_request_killed_by_the_operator_stops_and_is_charged_onc
     next_request_served(k, &k->f, &k->w, 700);
 }
 
+static void test_running_request_of_a_dead_front_is_stopped_and_freed_by_the_master(void **state)
+{
+    struct ks *k = *state;
+    char id[40];
+    struct gw_slot_ref a = admit(k, &k->f, id);
+    struct gw_slot_ref b = take(k, &k->w);
+    step(k, &k->w, b, 4, 900);
+    int lane = k->f.lane;
+    die(&k->f);
+    /* nobody listens any more: the worker is told to stop; the slot is
+     * not failed under it (it still writes into it) */
+    assert_int_equal(gw_lane_repair(&k->m, lane), 0);
+    assert_int_equal(gw_slot_state(&k->m, a), GW_SLOT_RUNNING);
+    assert_int_equal(cancel_of(&k->m, a), GW_CANCEL_CLIENT);
+    tick(k, 0);
+    assert_int_equal(gw_slot_state(&k->m, a), GW_SLOT_RUNNING); /* not before it is done */
+    finish(k, &k->w, b, 1000, GW_FIN_CANCELLED);
+    /* the master's scan settles and releases what no front will */
+    tick(k, 0);
+    assert_int_equal(gw_slot_state(&k->m, a), GW_SLOT_FREE);
+    tick(k, 0);
+    k->used += 1000;
+    k->refunded += R_US - 1000;
+    expect_clean(k);
+    assert_int_equal(k->n_killed, 0);
+    attach(k, &k->f, GW_ROLE_FRONT);
+    next_request_served(k, &k->f, &k->w, 800);
+}
+
 /* ----------------------------------------------------------- finishing */
 
 static void test_finishing_request_is_settled_once_whatever_kills_it(void **state)
@@ -635,6 +664,9 @@ int main(void)
             teardown),
         cmocka_unit_test_setup_teardown(
             test_running_request_killed_by_the_operator_stops_and_is_charged_once, setup,
+            teardown),
+        cmocka_unit_test_setup_teardown(
+            test_running_request_of_a_dead_front_is_stopped_and_freed_by_the_master, setup,
             teardown),
         cmocka_unit_test_setup_teardown(test_finishing_request_is_settled_once_whatever_kills_it,
                                         setup, teardown),

@@ -231,6 +231,10 @@ static void job_finish(struct job *j, int state)
     struct front *f = j->f;
     struct gw_slot_run *run = gw_slot_run(&f->seg, j->ref.index);
     struct conn *c = j->c;
+    /* Settled before the client hears: whoever reads the ledger after the
+     * answer (the client's next request, an operator) sees the money and
+     * the in-flight unit back. 0 when the repair settled it already. */
+    gw_budget_settle(&f->seg, j->ref);
     int fin = (int)atomic_load_explicit(&run->finish, memory_order_relaxed);
     uint32_t cancel = atomic_load_explicit(&run->cancel, memory_order_relaxed);
     if (state != GW_SLOT_DONE && fin != GW_FIN_CANCELLED)
@@ -286,7 +290,6 @@ static void job_finish(struct job *j, int state)
         }
         c->job = NULL;
     }
-    gw_budget_settle(&f->seg, j->ref); /* 0 when the repair settled it already */
     gw_slot_release(&f->seg, j->ref);
     job_unlink(j);
     free(j);

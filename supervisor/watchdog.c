@@ -33,9 +33,8 @@
 #define KILLED_PIDS 32 /* workers SIGKILLed and not yet reaped */
 
 static const char *const reason_names[GW_WD_REASONS] = {
-    "max_tokens", "wall_time",        "device_time",    "repetition",
-    "divergence", "anomalous_length", "worker_stalled", "output_guard",
-    "unbounded_request",
+    "max_tokens",       "wall_time",      "device_time",  "repetition",        "divergence",
+    "anomalous_length", "worker_stalled", "output_guard", "unbounded_request",
 };
 
 const char *gw_wd_reason_name(int reason)
@@ -120,7 +119,7 @@ struct unb_list {
 };
 
 struct gw_unbounded {
-    int n;               /* 1 + cfg->n_unb_lists */
+    int n;                  /* 1 + cfg->n_unb_lists */
     struct unb_list *lists; /* [0] the node's, [k] cfg->unb_lists[k - 1] */
     pcre2_match_context *mc;
 };
@@ -336,10 +335,10 @@ int gw_audit_append(const char *path, const char *line, size_t len)
 
 /* What the watchdog remembers about one slot it acted on. */
 struct wd_slot {
-    uint32_t obs_seq;       /* the request whose length is being observed */
-    int obs_have;           /* 1: obs_acct is its tenant account */
+    uint32_t obs_seq; /* the request whose length is being observed */
+    int obs_have;     /* 1: obs_acct is its tenant account */
     struct gw_acct obs_acct;
-    uint64_t obs_tokens;    /* its token count at the last scan */
+    uint64_t obs_tokens; /* its token count at the last scan */
     uint32_t seq;        /* the request the entry is about */
     int reason;          /* -1: nothing pending */
     uint64_t cancel_ns;  /* when the cancel word was set */

@@ -241,7 +241,7 @@ static char *request_in(const char *state)
         json_t *q;
         size_t k;
         char *id = NULL;
-        json_array_foreach(json_object_get(r, "requests"), k, q)
+        json_array_foreach (json_object_get(r, "requests"), k, q)
             if (!id && !strcmp(json_string_value(json_object_get(q, "state")), state))
                 id = strdup(json_string_value(json_object_get(q, "id")));
         json_decref(r);

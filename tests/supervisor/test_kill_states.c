@@ -31,7 +31,7 @@
 #include <unistd.h>
 
 #define MS 1000000ull
-#define R_US 400000ull /* what each request reserves */
+#define R_US 400000ull        /* what each request reserves */
 #define BUDGET_US 60000000ull /* "60 GPU-seconds per minute": one us of budget per us */
 
 static const struct gw_seg_config seg_cfg = {
@@ -51,9 +51,9 @@ struct ks {
     struct gw_segment m, f, w; /* master, front, worker */
     struct gw_watchdog *wd;
     struct gw_admin *admin;
-    uint64_t now_ns;  /* the watchdog's clock (CLOCK_MONOTONIC, moved by hand) */
-    uint64_t t0;      /* wall clock of every money operation, us */
-    pid_t killed[8];  /* what the watchdog asked to SIGKILL */
+    uint64_t now_ns; /* the watchdog's clock (CLOCK_MONOTONIC, moved by hand) */
+    uint64_t t0;     /* wall clock of every money operation, us */
+    pid_t killed[8]; /* what the watchdog asked to SIGKILL */
     int n_killed;
     /* what the tenant (and the node) must show, cumulative */
     uint64_t reserved, used, refunded;
@@ -121,15 +121,16 @@ static int setup(void **state)
     FILE *fp = fopen(secret, "w");
     fputs("kill-states-test-secret-0123456789abcdef", fp);
     fclose(fp);
-    snprintf(text, sizeof(text),
-             "{\"model\": {\"path\": \"m.gguf\", \"name\": \"m\"}, \"state_dir\": \"%s\","
-             " \"auth\": {\"keys\": [{\"kid\": \"k\", \"alg\": \"HS256\", \"secret_file\": \"%s\"}]},"
-             " \"global\": {\"budget\": \"60 GPU-seconds per minute\"},"
-             " \"plans\": {\"p\": {\"budget\": \"60 GPU-seconds per minute\", \"max_inflight\": 4}},"
-             " \"tenants\": {\"acme\": {\"plan\": \"p\"}},"
-             " \"admin\": {\"socket\": \"%s/admin.sock\"},"
-             " \"watchdog\": {\"max_tokens\": 10, \"grace_ms\": 50, \"interval_ms\": 1}}",
-             k->dir, secret, k->dir);
+    snprintf(
+        text, sizeof(text),
+        "{\"model\": {\"path\": \"m.gguf\", \"name\": \"m\"}, \"state_dir\": \"%s\","
+        " \"auth\": {\"keys\": [{\"kid\": \"k\", \"alg\": \"HS256\", \"secret_file\": \"%s\"}]},"
+        " \"global\": {\"budget\": \"60 GPU-seconds per minute\"},"
+        " \"plans\": {\"p\": {\"budget\": \"60 GPU-seconds per minute\", \"max_inflight\": 4}},"
+        " \"tenants\": {\"acme\": {\"plan\": \"p\"}},"
+        " \"admin\": {\"socket\": \"%s/admin.sock\"},"
+        " \"watchdog\": {\"max_tokens\": 10, \"grace_ms\": 50, \"interval_ms\": 1}}",
+        k->dir, secret, k->dir);
     if (gw_config_parse(&k->cfg, text, strlen(text), "ks.json", err, sizeof(err)) != 0)
         fail_msg("%s", err);
     snprintf(k->path, sizeof(k->path), "%s/ledger", k->dir);
@@ -199,9 +200,8 @@ static struct gw_slot_ref admit(struct ks *k, struct gw_segment *front, char id[
     assert_int_equal(gw_slot_set_accounts(front, ref, t, g, 1), 0);
     const struct gw_plan *pl = gw_config_plan_for(k->cfg, "acme", NULL, NULL);
     uint64_t retry;
-    assert_int_equal(gw_budget_reserve(front, ref, R_US, &pl->budget, &k->cfg->global.budget,
-                                       k->t0, &retry),
-                     0);
+    assert_int_equal(
+        gw_budget_reserve(front, ref, R_US, &pl->budget, &k->cfg->global.budget, k->t0, &retry), 0);
     k->reserved += R_US;
     struct gw_slot_req *rq = gw_slot_req(front, ref.index);
     memset(rq, 0, sizeof(*rq));
@@ -309,8 +309,8 @@ static int admin_kill_c(struct ks *k, const char *id, const char *state, uint32_
             rc = KILL_NOT_FOUND;
         } else {
             assert_string_equal(code, "conflict");
-            snprintf(want, sizeof(want),
-                     "request %s is already being stopped (cancel reason %u)", id, cancel);
+            snprintf(want, sizeof(want), "request %s is already being stopped (cancel reason %u)",
+                     id, cancel);
             rc = KILL_CONFLICT;
         }
         assert_string_equal(msg, want);
@@ -335,9 +335,9 @@ static void expect_money(struct ks *k, struct gw_segment *s)
         assert_int_equal(m.reserved_us, k->reserved);
         assert_int_equal(m.used_us, k->used);
         assert_int_equal(m.refunded_us, k->refunded);
-        const struct gw_budget_rate *b = i == 0
-                                             ? &gw_config_plan_for(k->cfg, "acme", NULL, NULL)->budget
-                                             : &k->cfg->global.budget;
+        const struct gw_budget_rate *b =
+            i == 0 ? &gw_config_plan_for(k->cfg, "acme", NULL, NULL)->budget
+                   : &k->cfg->global.budget;
         assert_int_equal(gw_ledger_budget_left(s, acct[i], b, k->t0), BUDGET_US - k->used);
     }
     assert_int_equal(gw_ledger_inflight(s, acct[0]), 0);
@@ -452,7 +452,7 @@ static void test_queued_request_of_a_dead_front_is_failed_settled_and_freed(void
     struct gw_slot_ref a = admit(k, &k->f, id);
     int lane = k->f.lane;
     die(&k->f);
-    assert_int_equal(gw_lane_repair(&k->m, lane), 1); /* the queued slot failed */
+    assert_int_equal(gw_lane_repair(&k->m, lane), 1);        /* the queued slot failed */
     assert_int_equal(gw_slot_state(&k->m, a), GW_SLOT_FREE); /* settled and released */
     k->refunded += R_US;
     expect_clean(k);
@@ -481,8 +481,7 @@ static void test_running_request_killed_by_the_watchdog_stops_and_is_charged_onc
     assert_int_equal(gw_kills_get(&k->m, GW_WD_MAX_TOKENS), 1);
     assert_int_equal(audit_lines(k, "max_tokens"), 1);
     /* an operator's kill now changes nothing: the watchdog's reason stays */
-    assert_int_equal(admin_kill_c(k, id, "running", GW_WD_CANCEL(GW_WD_MAX_TOKENS)),
-                     KILL_CONFLICT);
+    assert_int_equal(admin_kill_c(k, id, "running", GW_WD_CANCEL(GW_WD_MAX_TOKENS)), KILL_CONFLICT);
     /* the worker stops before its next token */
     finish(k, &k->w, b, 3400, GW_FIN_KILLED);
     tick(k, 100);
@@ -650,21 +649,19 @@ static void test_finishing_request_is_settled_once_whatever_kills_it(void **stat
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test_setup_teardown(test_queued_request_killed_by_the_operator_is_refunded_whole,
-                                        setup, teardown),
+        cmocka_unit_test_setup_teardown(
+            test_queued_request_killed_by_the_operator_is_refunded_whole, setup, teardown),
         cmocka_unit_test_setup_teardown(test_queued_request_survives_its_worker_dying_before_it_ran,
                                         setup, teardown),
         cmocka_unit_test_setup_teardown(
             test_queued_request_of_a_dead_front_is_failed_settled_and_freed, setup, teardown),
         cmocka_unit_test_setup_teardown(
-            test_running_request_killed_by_the_watchdog_stops_and_is_charged_once, setup,
-            teardown),
+            test_running_request_killed_by_the_watchdog_stops_and_is_charged_once, setup, teardown),
         cmocka_unit_test_setup_teardown(
             test_running_request_whose_worker_ignores_the_cancel_is_sigkilled_once, setup,
             teardown),
         cmocka_unit_test_setup_teardown(
-            test_running_request_killed_by_the_operator_stops_and_is_charged_once, setup,
-            teardown),
+            test_running_request_killed_by_the_operator_stops_and_is_charged_once, setup, teardown),
         cmocka_unit_test_setup_teardown(
             test_running_request_of_a_dead_front_is_stopped_and_freed_by_the_master, setup,
             teardown),

@@ -51,11 +51,12 @@ static struct gw_config *load_full(const char *plans, const char *tenants, const
     struct gw_config *c0 = load_config(NULL, err, errlen); /* writes the secret file */
     gw_config_free(c0);
     char text[8192];
-    snprintf(text, sizeof(text),
-             "{\"model\": {\"path\": \"m.gguf\", \"name\": \"m\"},"
-             " \"auth\": {\"keys\": [{\"kid\": \"k\", \"alg\": \"HS256\", \"secret_file\": \"%s\"}]},"
-             " \"plans\": {%s}, \"tenants\": {%s}%s%s}",
-             secret_path, plans, tenants, extra ? ", " : "", extra ? extra : "");
+    snprintf(
+        text, sizeof(text),
+        "{\"model\": {\"path\": \"m.gguf\", \"name\": \"m\"},"
+        " \"auth\": {\"keys\": [{\"kid\": \"k\", \"alg\": \"HS256\", \"secret_file\": \"%s\"}]},"
+        " \"plans\": {%s}, \"tenants\": {%s}%s%s}",
+        secret_path, plans, tenants, extra ? ", " : "", extra ? extra : "");
     struct gw_config *cfg = NULL;
     if (gw_config_parse(&cfg, text, strlen(text), "wd.json", err, errlen) != 0)
         return NULL;
@@ -323,9 +324,8 @@ static void test_reason_codes_round_trip_through_the_cancel_word(void **state)
 {
     (void)state;
     static const char *const names[GW_WD_REASONS] = {
-        "max_tokens", "wall_time",        "device_time",    "repetition",
-        "divergence", "anomalous_length", "worker_stalled", "output_guard",
-        "unbounded_request"};
+        "max_tokens",       "wall_time",      "device_time",  "repetition",       "divergence",
+        "anomalous_length", "worker_stalled", "output_guard", "unbounded_request"};
     for (int r = 0; r < GW_WD_REASONS; r++) {
         assert_int_equal(gw_wd_reason_of_cancel(GW_WD_CANCEL(r)), r);
         assert_string_equal(gw_wd_reason_name(r), names[r]);
@@ -385,14 +385,14 @@ static void test_unbounded_cap_and_patterns_are_per_plan_with_their_own_reason(v
 {
     (void)state;
     char err[2048];
-    struct gw_config *cfg = load_full(
-        "\"short\": {\"watchdog\": {\"unbounded_cap_tokens\": 32,"
-        "   \"unbounded_patterns\": [\"\\\\bpoem\\\\b\"]}},"
-        " \"plain\": {}, \"quiet\": {\"watchdog\": {\"unbounded_patterns\": []}}",
-        "\"acme\": {\"plan\": \"short\"}, \"bob\": {\"plan\": \"plain\"},"
-        " \"carl\": {\"plan\": \"quiet\"},"
-        " \"dora\": {\"plan\": \"plain\", \"watchdog\": {\"unbounded_cap_tokens\": 8}}",
-        "\"watchdog\": {\"unbounded_cap_tokens\": 300}", err, sizeof(err));
+    struct gw_config *cfg =
+        load_full("\"short\": {\"watchdog\": {\"unbounded_cap_tokens\": 32,"
+                  "   \"unbounded_patterns\": [\"\\\\bpoem\\\\b\"]}},"
+                  " \"plain\": {}, \"quiet\": {\"watchdog\": {\"unbounded_patterns\": []}}",
+                  "\"acme\": {\"plan\": \"short\"}, \"bob\": {\"plan\": \"plain\"},"
+                  " \"carl\": {\"plan\": \"quiet\"},"
+                  " \"dora\": {\"plan\": \"plain\", \"watchdog\": {\"unbounded_cap_tokens\": 8}}",
+                  "\"watchdog\": {\"unbounded_cap_tokens\": 300}", err, sizeof(err));
     if (!cfg)
         fail_msg("%s", err);
     struct gw_wd_limits l;

@@ -413,8 +413,8 @@ static void test_learned_length_survives_a_master_restart(void **state)
     }
     started2 = 1;
     int killed;
-    long n = gen2("{\"prompt\":\"Once upon a time, in a small village,\",\"max_tokens\":80}",
-                  &killed);
+    long n =
+        gen2("{\"prompt\":\"Once upon a time, in a small village,\",\"max_tokens\":80}", &killed);
     print_message("after a restart: killed=%d after %ld tokens (learned limit 40, floor 24)\n",
                   killed, n);
     assert_true(killed && n >= 41 && n <= 44);

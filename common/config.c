@@ -41,6 +41,7 @@ struct cx {
     size_t errlen;
     size_t used;
     int mistakes;
+    struct gw_config *cfg; /* being filled (plans' own pattern lists go into it) */
 };
 
 static void bad(struct cx *c, const char *path, const char *fmt, ...)
@@ -395,6 +396,61 @@ static void parse_rates(struct cx *c, json_t *arr, const char *p, struct gw_plan
  * as it is, so a tenant's overrides are parsed onto a copy of its plan). */
 /* ---------------------------------------------------------------- watchdog */
 
+static void check_pattern(struct cx *c, const char *p, const char *pattern, uint32_t options);
+
+/* "unbounded_patterns": an array of at most GW_UNBOUNDED_MAX PCRE2 patterns
+ * (each 1..255 bytes, compiled caseless) into *out. 1 when present and
+ * valid, 0 when absent, -1 when wrong (reported, every bad element named). */
+static int parse_pattern_list(struct cx *c, json_t *o, const char *base, const char *key,
+                              struct gw_pattern_list *out)
+{
+    char p[PATH_LEN], pi[PATH_LEN];
+    path_key(p, base, key);
+    json_t *a = json_object_get(o, key);
+    if (!a)
+        return 0;
+    if (!json_is_array(a) || json_array_size(a) > GW_UNBOUNDED_MAX) {
+        bad(c, p, "expected an array of at most %d patterns", GW_UNBOUNDED_MAX);
+        return -1;
+    }
+    int before = c->mistakes;
+    memset(out, 0, sizeof(*out));
+    size_t i;
+    json_t *v;
+    json_array_foreach(a, i, v)
+    {
+        path_idx(pi, p, i);
+        if (!json_is_string(v) || json_string_length(v) == 0 ||
+            json_string_length(v) >= GW_UNBOUNDED_LEN ||
+            strlen(json_string_value(v)) != json_string_length(v)) {
+            bad(c, pi, "expected a PCRE2 pattern of 1 to %d bytes", GW_UNBOUNDED_LEN - 1);
+            continue;
+        }
+        check_pattern(c, pi, json_string_value(v), PCRE2_CASELESS);
+        snprintf(out->pattern[out->n++], GW_UNBOUNDED_LEN, "%s", json_string_value(v));
+    }
+    return c->mistakes == before ? 1 : -1;
+}
+
+/* A plan's or tenant's own "unbounded_patterns": appended to
+ * cfg->unb_lists, and l->unb_list names it. */
+static void parse_own_patterns(struct cx *c, json_t *o, const char *base, struct gw_wd_limits *l)
+{
+    struct gw_pattern_list list;
+    if (parse_pattern_list(c, o, base, "unbounded_patterns", &list) != 1 || !c->cfg)
+        return;
+    struct gw_config *cfg = c->cfg;
+    struct gw_pattern_list *n =
+        realloc(cfg->unb_lists, (size_t)(cfg->n_unb_lists + 1) * sizeof(*n));
+    if (!n) {
+        bad(c, base, "out of memory");
+        return;
+    }
+    cfg->unb_lists = n;
+    cfg->unb_lists[cfg->n_unb_lists++] = list;
+    l->unb_list = (uint32_t)cfg->n_unb_lists;
+}
+
 /* The limit keys of a "watchdog" object (node level and per plan):
  *   "max_tokens", "wall_time_ms", "device_time_ms",
  *   "repetition": {"max_period", "min_count", "min_tokens"},
@@ -431,10 +487,13 @@ static void parse_wd_limits(struct cx *c, json_t *o, const char *p, struct gw_wd
         get_u32(c, r, q, "factor", 0, 1000, 0, &l->len_factor);
         get_u32(c, r, q, "warmup", 0, 1000000, 0, &l->len_warmup);
     }
+    get_u32(c, o, p, "unbounded_cap_tokens", 0, 1u << 24, 0, &l->unb_cap);
 }
 
-static const char *const wd_limit_keys[] = {"max_tokens", "wall_time_ms", "device_time_ms",
-                                            "repetition", "divergence", "anomalous_length",
+static const char *const wd_limit_keys[] = {"max_tokens",           "wall_time_ms",
+                                            "device_time_ms",       "repetition",
+                                            "divergence",           "anomalous_length",
+                                            "unbounded_cap_tokens", "unbounded_patterns",
                                             NULL};
 
 static void parse_plan_keys(struct cx *c, json_t *obj, const char *base, int allowed,
@@ -476,6 +535,7 @@ static void parse_plan_keys(struct cx *c, json_t *obj, const char *base, int all
         path_key(p, base, "watchdog");
         check_keys(c, v, p, wd_limit_keys);
         parse_wd_limits(c, v, p, &pl->wd);
+        parse_own_patterns(c, v, p, &pl->wd);
     }
 }
 
@@ -1067,12 +1127,24 @@ static const struct gw_guard_rule guard_defaults[] = {
     {"card_number", "\\b[0-9](?:[ -]?[0-9]){12,18}\\b", GW_GUARD_REDACT, 1},
 };
 
+/* Prompts that ask for endless output get the lower unbounded_cap_tokens
+ * (docs/CONFIG.md "watchdog.unbounded_patterns"); compiled caseless. */
+static const char *const unbounded_defaults[] = {
+    "\\bforever\\b",
+    "\\b(?:infinitely|endlessly|indefinitely|eternally|ad infinitum)\\b",
+    "\\bnever\\s+(?:stop|end|finish)",
+    "\\bwithout\\s+(?:stopping|end|ending|limit)\\b",
+    "\\b(?:over\\s+and\\s+over|again\\s+and\\s+again|non-?stop)\\b",
+    "\\bas\\s+(?:many|long)(?:\\s+\\w+){0,3}\\s+as\\s+(?:you\\s+(?:can|could)|possible)\\b",
+    "\\b(?:[0-9]{3,}|[0-9]{1,3}(?:,[0-9]{3})+|thousands?|millions?|billions?)\\s+times\\b",
+};
+
 /* A PCRE2 pattern that compiles, or a mistake naming where it does not. */
-static void check_pattern(struct cx *c, const char *p, const char *pattern)
+static void check_pattern(struct cx *c, const char *p, const char *pattern, uint32_t options)
 {
     int code;
     PCRE2_SIZE off;
-    pcre2_code *re = pcre2_compile((PCRE2_SPTR)pattern, PCRE2_ZERO_TERMINATED, 0, &code,
+    pcre2_code *re = pcre2_compile((PCRE2_SPTR)pattern, PCRE2_ZERO_TERMINATED, options, &code,
                                    &off, NULL);
     if (re) {
         pcre2_code_free(re);
@@ -1091,7 +1163,8 @@ static void parse_watchdog(struct cx *c, json_t *root, struct gw_config *cfg)
                                        "repetition", "divergence",   "anomalous_length",
                                        "interval_ms",
                                        "stall_ms",   "grace_ms",     "audit_log",
-                                       "guard",      NULL};
+                                       "guard",      "unbounded_cap_tokens",
+                                       "unbounded_patterns",          NULL};
     static const char *const rule_keys[] = {"name", "pattern", "action", "luhn", NULL};
     json_t *o = get_object(c, root, "", "watchdog", 0);
     if (!o)
@@ -1104,6 +1177,7 @@ static void parse_watchdog(struct cx *c, json_t *root, struct gw_config *cfg)
     char path[256];
     if (get_string(c, o, "watchdog", "audit_log", 0, path, sizeof(path)) == 1)
         memcpy(cfg->audit_log, path, sizeof(path));
+    parse_pattern_list(c, o, "watchdog", "unbounded_patterns", &cfg->unbounded);
     json_t *g = json_object_get(o, "guard");
     if (!g)
         return;
@@ -1130,7 +1204,7 @@ static void parse_watchdog(struct cx *c, json_t *root, struct gw_config *cfg)
             get_string(c, v, p, "pattern", 1, r->pattern, sizeof(r->pattern)) != 1)
             continue;
         path_key(pp, p, "pattern");
-        check_pattern(c, pp, r->pattern);
+        check_pattern(c, pp, r->pattern, 0);
         json_t *a = json_object_get(v, "action");
         const char *as = a ? json_string_value(a) : "kill";
         if (as && strcmp(as, "kill") == 0) {
@@ -1170,12 +1244,18 @@ static void wd_defaults(struct gw_config *cfg)
         .len_floor = 2048,
         .len_factor = 4,
         .len_warmup = 50,
+        /* a prompt that asks for endless output gets 256 tokens: enough for
+         * an honest "list as many as you can", far below max_tokens */
+        .unb_cap = 256,
     };
     cfg->wd_interval_ms = 10;
     cfg->wd_stall_ms = 10000;
     cfg->wd_grace_ms = 500;
     cfg->n_guard = (int)(sizeof(guard_defaults) / sizeof(guard_defaults[0]));
     memcpy(cfg->guard, guard_defaults, sizeof(guard_defaults));
+    cfg->unbounded.n = (int)(sizeof(unbounded_defaults) / sizeof(unbounded_defaults[0]));
+    for (int i = 0; i < cfg->unbounded.n; i++)
+        snprintf(cfg->unbounded.pattern[i], GW_UNBOUNDED_LEN, "%s", unbounded_defaults[i]);
 }
 
 static void set_defaults(struct gw_config *cfg, const char *name)
@@ -1284,6 +1364,7 @@ int gw_config_parse(struct gw_config **out, const char *json, size_t len, const 
         return -ENOMEM;
     }
     set_defaults(cfg, name);
+    c.cfg = cfg;
     if (!json_is_object(root))
         bad(&c, name, "expected a JSON object at the top level");
     else
@@ -1361,6 +1442,7 @@ void gw_config_free(struct gw_config *cfg)
     for (int i = 0; i < cfg->n_keys; i++)
         free_key(&cfg->keys[i]);
     free(cfg->tenants);
+    free(cfg->unb_lists);
     free(cfg);
 }
 

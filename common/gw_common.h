@@ -116,9 +116,10 @@ struct gw_budget_rate {
 /* ------------------------------------------------------------- the segment */
 
 #define GW_SEG_MAGIC "GWLEDGR"  /* 7 chars + NUL = 8 bytes */
-#define GW_SEG_VERSION 5u /* 3: account ban cell, lane drain word; 4: slot rep_max,
-                              * watchdog kill counters in the header; 5: metrics
-                              * and limit-override areas after the lanes */
+#define GW_SEG_VERSION 6u /* 3: account ban cell, lane drain word; 4: slot rep_max,
+                              * watchdog kill counters in the header; 5: learned
+                              * lengths region, 16 kill counters; 6: metrics and
+                              * limit-override areas after the learned lengths */
 #define GW_RATE_CELLS 4          /* rate windows per account */
 #define GW_PROBE 16              /* accounts live within 16 entries of home */
 #define GW_ID_MAX 40             /* bytes of account id kept for display */
@@ -143,6 +144,7 @@ struct gw_qcell;
 struct gw_lane;
 struct gw_metrics_area;
 struct gw_limits_area;
+struct gw_lenest_rec;
 
 /* A process's view of the mapped segment. Not shared itself. */
 struct gw_segment {
@@ -156,6 +158,7 @@ struct gw_segment {
     struct gw_slot *slots;
     struct gw_qcell *qcells;
     struct gw_lane *lanes;
+    struct gw_lenest_rec *lenest; /* learned lengths, one per budget record (lenest.c) */
     struct gw_seg_config cfg;
     size_t budget_stride; /* bytes per budget record (depends on lanes) */
     size_t slot_stride;   /* bytes per slot (depends on prompt/output) */
@@ -335,6 +338,10 @@ int gw_slot_peek(const struct gw_segment *seg, uint32_t index, struct gw_slot_re
 /* Lane that owns the slot now (or -1). */
 int gw_slot_owner(const struct gw_segment *seg, struct gw_slot_ref ref);
 
+/* The tenant account the slot's money comes from (gw_slot_set_accounts), if
+ * the slot still has ref.seq: 0, GW_ESTATE for a stale ref, -ENOENT when
+ * no account was set. For the watchdog's learned lengths. */
+int gw_slot_tenant(const struct gw_segment *seg, struct gw_slot_ref ref, struct gw_acct *out);
 /* Budget accounts the slot's money comes from (tenant and global). Set by the
  * claimer while ADMITTED, before any reservation. */
 int gw_slot_set_accounts(struct gw_segment *seg, struct gw_slot_ref ref, struct gw_acct tenant,
@@ -369,6 +376,12 @@ int gw_budget_settle(struct gw_segment *seg, struct gw_slot_ref ref);
 /* Reserved and used device time recorded in the slot. */
 int gw_slot_money(const struct gw_segment *seg, struct gw_slot_ref ref, uint64_t *reserved_us,
                   uint64_t *used_us, int *settled);
+
+/* A slot whose front died while a worker ran it (gw_lane_repair marks it
+ * and sets its cancel word): once terminal, settles and releases it and
+ * returns 1; 0 for any other slot (or one still running). For the master
+ * only (its watchdog scan), the one process that releases such slots. */
+int gw_slot_reap_orphan(struct gw_segment *seg, struct gw_slot_ref ref);
 
 /* Frees a settled terminal slot (state -> FREE). GW_ESTATE otherwise. */
 int gw_slot_release(struct gw_segment *seg, struct gw_slot_ref ref);
@@ -430,6 +443,8 @@ enum gw_wd_reason {
     GW_WD_ANOMALOUS_LENGTH, /* "anomalous_length": far longer than the tenant's usual */
     GW_WD_STALLED,        /* "worker_stalled": no progress for stall_ms */
     GW_WD_OUTPUT_GUARD,   /* "output_guard": a kill pattern matched the output */
+    GW_WD_UNBOUNDED,      /* "unbounded_request": the prompt asked for endless output
+                             (GW_REQ_UNBOUNDED) and the run passed the lower cap */
     GW_WD_REASONS
 };
 
@@ -441,6 +456,9 @@ uint64_t gw_kills_get(const struct gw_segment *seg, int reason);
 
 #define GW_REQ_CHAT 1u /* prompt holds role NUL content NUL ... */
 #define GW_REQ_SEED 2u
+#define GW_REQ_UNBOUNDED 4u /* the front found the prompt asking for endless output
+                               (watchdog.unbounded_patterns): the watchdog applies
+                               unbounded_cap_tokens */
 
 struct gw_slot_req {
     uint32_t max_tokens;
@@ -531,6 +549,9 @@ int gw_proc_get(const struct gw_segment *seg, int lane, struct gw_proc_info *out
  *  - moves every slot the lane owned that is not terminal to FAILED (a dead
  *    front's clients are gone; a dead worker's generation is lost), settles
  *    it, and releases terminal slots whose front (origin lane) is gone;
+ *  - cancels a dead front's slots that a worker is running and marks them
+ *    for gw_slot_reap_orphan (the master settles and releases them when the
+ *    worker is done);
  *  - unlocks ledger entries the process had locked mid-insert or reclaim;
  *  - frees the lane.
  * Returns the number of slots it failed. Not for concurrent use with
@@ -580,6 +601,20 @@ struct gw_wd_limits {
     uint32_t len_floor;  /* anomalous length: killed beyond max(len_floor, ... */
     uint32_t len_factor; /* ... len_factor x the tenant's learned p99 length) once ... */
     uint32_t len_warmup; /* ... len_warmup completions were seen; the floor before */
+    uint32_t unb_cap;    /* unbounded request: a request flagged GW_REQ_UNBOUNDED is killed
+                            beyond unb_cap tokens; 0 at node level: off */
+    uint32_t unb_list;   /* the patterns that flag it: 0 = the node's (gw_config.unbounded),
+                            k = gw_config.unb_lists[k - 1] (a plan's or tenant's own) */
+};
+
+/* Patterns that flag a prompt asking for endless output ("forever",
+ * "infinitely", ...): PCRE2, matched caseless over the prompt bytes by the
+ * front at admission (supervisor/watchdog.c, gw_unbounded_*). */
+#define GW_UNBOUNDED_MAX 16
+#define GW_UNBOUNDED_LEN 256
+struct gw_pattern_list {
+    int n;
+    char pattern[GW_UNBOUNDED_MAX][GW_UNBOUNDED_LEN];
 };
 
 /* One output-guard rule (supervisor/guard.c): a PCRE2 pattern matched over
@@ -688,6 +723,9 @@ struct gw_config {
      * finished request (off by default) */
     int log_format; /* enum gw_log_format */
     int log_access;
+    struct gw_pattern_list unbounded; /* watchdog.unbounded_patterns (defaults: forever, ...) */
+    int n_unb_lists;                  /* plans' and tenants' own unbounded_patterns */
+    struct gw_pattern_list *unb_lists;
 };
 
 /* Loads and checks `path`. On failure returns -EINVAL and writes every
@@ -806,5 +844,38 @@ uint64_t gw_limits_epoch(const struct gw_segment *seg);
 /* Override i: 0, -ENOENT when the cell is empty, -EAGAIN when it was being
  * written every time we looked (a master killed mid-write). */
 int gw_limits_get(const struct gw_segment *seg, int i, struct gw_limit_override *o);
+/* -------------------------------------------------------- learned lengths */
+
+/* A tenant's completion lengths (the watchdog's "anomalous length"
+ * detector): a histogram in logarithmic buckets (4 per octave, up to 2^20
+ * tokens), every bucket halved before samples 2049, 3073, 4097, ... (each
+ * 1024 after the first 2048) so that it follows the tenant's recent
+ * traffic. The segment keeps one per budget record, so one per tenant (a
+ * tenant account is never reclaimed), shared by every process and kept
+ * across restarts (lenest.c). This plain struct is a snapshot of one. */
+#define GW_LENEST_BUCKETS 84
+struct gw_lenest {
+    uint32_t n;                         /* samples held (after halvings) */
+    uint64_t seen;                      /* samples ever */
+    uint32_t bucket[GW_LENEST_BUCKETS];
+};
+/* Adds one length to a private histogram (same rule as gw_lenest_record). */
+void gw_lenest_add(struct gw_lenest *e, uint64_t tokens);
+/* The q-quantile (0 < q <= 1) as the upper edge of its bucket (at most
+ * 19% above the true value); 0 when empty. */
+uint64_t gw_lenest_quantile(const struct gw_lenest *e, double q);
+/* The length limit for the next run: 0 when len_floor is 0 (off); the floor
+ * before len_warmup samples were ever seen (or with e NULL); else
+ * max(floor, len_factor x the p99). */
+uint64_t gw_lenest_limit(const struct gw_lenest *e, const struct gw_wd_limits *l);
+/* Adds a completed run's length to the tenant account's shared histogram.
+ * Lock-free (fetch_add on the words), callable from any process; two
+ * concurrent writers lose nothing but may halve once more than needed.
+ * GW_ESTALE for a stale ref, -ENOENT for an account without a budget
+ * record (ip accounts). */
+int gw_lenest_record(struct gw_segment *seg, struct gw_acct tenant, uint64_t tokens);
+/* A snapshot of the tenant account's histogram (n is the sum of the
+ * buckets as read). Same errors as gw_lenest_record. */
+int gw_lenest_get(const struct gw_segment *seg, struct gw_acct tenant, struct gw_lenest *out);
 
 #endif

@@ -4,7 +4,7 @@
  * /metrics reads the node's totals. */
 #include "seg_internal.h"
 
-_Static_assert(GW_WD_REASONS <= 8, "one header counter per watchdog reason");
+_Static_assert(GW_WD_REASONS <= 16, "one header counter per watchdog reason");
 
 void gw_kills_add(struct gw_segment *seg, int reason)
 {

@@ -119,6 +119,17 @@ static int repair_slots(struct gw_segment *seg, int L)
         }
         int terminal =
             state == GW_SLOT_DONE || state == GW_SLOT_FAILED || state == GW_SLOT_KILLED;
+        if (!terminal && origin == L && state == GW_SLOT_RUNNING) {
+            /* Its front died while a worker runs it: nobody listens. The
+             * worker is told to stop (within one token), and the slot is
+             * marked so the master settles and releases it once it is
+             * terminal (gw_slot_reap_orphan, from the watchdog's scan).
+             * release: the mark is visible to whoever sees the slot
+             * terminal afterwards and acquires the flags. */
+            atomic_fetch_or_explicit(&s->flags, SLOT_ORPHAN, memory_order_release);
+            (void)gw_slot_cancel(seg, ref, GW_CANCEL_CLIENT);
+            continue;
+        }
         if (!terminal)
             continue;
         if (SS_LANE(w) == L || origin == L)

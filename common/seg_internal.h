@@ -23,6 +23,7 @@ struct gw_seg_header {
     uint64_t off_accounts, off_budgets, off_slots, off_qcells, off_lanes;
     uint64_t budget_stride, slot_stride;
     uint64_t created_us;
+    uint64_t off_lenest; /* learned lengths: budgets x struct gw_lenest_rec */
     /* The queue's two cursors sit on their own cache lines: producers and
      * consumers hammer them from different processes. */
     alignas(64) _Atomic uint64_t enq_pos;
@@ -34,9 +35,9 @@ struct gw_seg_header {
     _Atomic uint64_t repairs;
     /* Watchdog kills by reason (enum gw_wd_reason), gw_kills_add/get:
      * added with relaxed fetch_add, read on their own for metrics. */
-    alignas(64) _Atomic uint64_t kills[8];
+    alignas(64) _Atomic uint64_t kills[16];
 };
-_Static_assert(sizeof(struct gw_seg_header) == 384, "header layout");
+_Static_assert(sizeof(struct gw_seg_header) == 448, "header layout");
 
 /* -------------------------------------------------------------- accounts */
 
@@ -119,6 +120,10 @@ _Static_assert(sizeof(struct gw_budget) == 64, "budget header layout");
 #define AREF_ACCT(w) ((struct gw_acct){.index = (uint32_t)(((w) >> 8) & 0xffffffffu), .gen = (uint8_t)(w)})
 
 #define SLOT_INFLIGHT_HELD 1ull
+/* The slot's front died while a worker ran it: nobody will answer, settle
+ * or release it but the master (gw_lane_repair sets it, gw_slot_reap_orphan
+ * finishes it). */
+#define SLOT_ORPHAN 2ull
 
 /* Settlement word: claimed by one CAS (exactly one settler), done once the
  * accounting is written. A slot is released only when done; the repair
@@ -240,6 +245,20 @@ struct gw_limits_area {
     struct gw_limit_cell cell[GW_LIMIT_OVERRIDES];
 };
 _Static_assert(sizeof(struct gw_limits_area) == 64 + GW_LIMIT_OVERRIDES * 256, "limits layout");
+
+/* -------------------------------------------------------- learned lengths */
+
+/* One tenant's completion-length histogram (lenest.c), at the same index as
+ * the tenant account's budget record (budget records and tenant accounts
+ * are never reclaimed, so the index is the tenant's for the segment's
+ * life). Every word is changed only by atomic read-modify-write, from any
+ * process. */
+struct gw_lenest_rec {
+    _Atomic uint64_t seen;                       /* samples ever (fetch_add) */
+    _Atomic uint32_t bucket[GW_LENEST_BUCKETS];  /* fetch_add, halved by CAS */
+    uint8_t pad[40];
+};
+_Static_assert(sizeof(struct gw_lenest_rec) == 384, "learned length record layout");
 
 /* ----------------------------------------------------------- shared helpers */
 

@@ -18,8 +18,8 @@
 #define ALIGN64(x) (((x) + 63u) & ~(uint64_t)63u)
 
 struct layout {
-    uint64_t off_accounts, off_budgets, off_slots, off_qcells, off_lanes, total;
-    uint64_t off_metrics, off_limits; /* after the lanes; not in the header */
+    uint64_t off_accounts, off_budgets, off_slots, off_qcells, off_lanes, off_lenest, total;
+    uint64_t off_metrics, off_limits; /* after the learned lengths; not in the header */
     uint64_t budget_stride, slot_stride;
 };
 
@@ -65,7 +65,8 @@ static int layout_of(const struct gw_seg_config *c, struct layout *l, char *err,
     l->off_slots = ALIGN64(l->off_budgets + (uint64_t)c->budgets * l->budget_stride);
     l->off_qcells = ALIGN64(l->off_slots + (uint64_t)c->slots * l->slot_stride);
     l->off_lanes = ALIGN64(l->off_qcells + (uint64_t)c->queue * sizeof(struct gw_qcell));
-    l->off_metrics = ALIGN64(l->off_lanes + (uint64_t)c->lanes * sizeof(struct gw_lane));
+    l->off_lenest = ALIGN64(l->off_lanes + (uint64_t)c->lanes * sizeof(struct gw_lane));
+    l->off_metrics = ALIGN64(l->off_lenest + (uint64_t)c->budgets * sizeof(struct gw_lenest_rec));
     l->off_limits = ALIGN64(l->off_metrics + sizeof(struct gw_metrics_area));
     l->total = ALIGN64(l->off_limits + sizeof(struct gw_limits_area));
     return 0;
@@ -89,6 +90,7 @@ static void bind_regions(struct gw_segment *seg, const struct layout *l)
     seg->lanes = (struct gw_lane *)(seg->base + h->off_lanes);
     seg->metrics = (struct gw_metrics_area *)(seg->base + l->off_metrics);
     seg->limits = (struct gw_limits_area *)(seg->base + l->off_limits);
+    seg->lenest = (struct gw_lenest_rec *)(seg->base + h->off_lenest);
     seg->budget_stride = h->budget_stride;
     seg->slot_stride = h->slot_stride;
     seg->lane = -1;
@@ -97,7 +99,8 @@ static void bind_regions(struct gw_segment *seg, const struct layout *l)
 
 /* Fresh file contents: header, and the queue's cells numbered for lap 0.
  * Everything else is zero, and zero is a valid idle state for every cell
- * (an empty account, a full budget, a free slot, a free lane). */
+ * (an empty account, a full budget, a free slot, a free lane, an empty
+ * learned-length histogram). */
 static void init_segment(uint8_t *base, const struct gw_seg_config *cfg, const struct layout *l)
 {
     struct gw_seg_header *h = (struct gw_seg_header *)base;
@@ -110,6 +113,7 @@ static void init_segment(uint8_t *base, const struct gw_seg_config *cfg, const s
     h->off_slots = l->off_slots;
     h->off_qcells = l->off_qcells;
     h->off_lanes = l->off_lanes;
+    h->off_lenest = l->off_lenest;
     h->budget_stride = l->budget_stride;
     h->slot_stride = l->slot_stride;
     h->created_us = gw_now_us();
@@ -227,6 +231,7 @@ static int attach_file(struct gw_segment *seg, const char *path, char *err, size
     if (h->file_bytes != l.total || h->off_accounts != l.off_accounts ||
         h->off_budgets != l.off_budgets || h->off_slots != l.off_slots ||
         h->off_qcells != l.off_qcells || h->off_lanes != l.off_lanes ||
+        h->off_lenest != l.off_lenest ||
         h->budget_stride != l.budget_stride || h->slot_stride != l.slot_stride) {
         snprintf(err, errlen, "%s: region offsets in the header do not match its sizes", path);
         goto fail;

@@ -136,6 +136,37 @@ int gw_slot_set_accounts(struct gw_segment *seg, struct gw_slot_ref ref, struct 
     return 0;
 }
 
+int gw_slot_tenant(const struct gw_segment *seg, struct gw_slot_ref ref, struct gw_acct *out)
+{
+    uint64_t w;
+    struct gw_slot *s = gw__slot_get(seg, ref, &w);
+    if (!s)
+        return GW_ESTATE;
+    /* relaxed: written by the claimer before the slot left ADMITTED, and
+     * the acquire in gw__slot_get pairs with that transition's release. */
+    uint64_t t = atomic_load_explicit(&s->tenant, memory_order_relaxed);
+    if (!(t & AREF_VALID))
+        return -ENOENT;
+    *out = AREF_ACCT(t);
+    return 0;
+}
+
+int gw_slot_reap_orphan(struct gw_segment *seg, struct gw_slot_ref ref)
+{
+    uint64_t w;
+    struct gw_slot *s = gw__slot_get(seg, ref, &w);
+    if (!s || !terminal(SS_STATE(w)))
+        return 0;
+    /* acquire: pairs with the repair's release of the mark. */
+    if (!(atomic_load_explicit(&s->flags, memory_order_acquire) & SLOT_ORPHAN))
+        return 0;
+    int rc = gw_budget_settle(seg, ref);
+    if (rc < 0)
+        return rc;
+    rc = gw_slot_release(seg, ref);
+    return rc == 0 ? 1 : rc;
+}
+
 int gw_slot_money(const struct gw_segment *seg, struct gw_slot_ref ref, uint64_t *reserved_us,
                   uint64_t *used_us, int *settled)
 {

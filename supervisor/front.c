@@ -240,6 +240,10 @@ static void job_finish(struct job *j, int state)
     struct front *f = j->f;
     struct gw_slot_run *run = gw_slot_run(&f->seg, j->ref.index);
     struct conn *c = j->c;
+    /* Settled before the client hears: whoever reads the ledger after the
+     * answer (the client's next request, an operator) sees the money and
+     * the in-flight unit back. 0 when the repair settled it already. */
+    gw_budget_settle(&f->seg, j->ref);
     int fin = (int)atomic_load_explicit(&run->finish, memory_order_relaxed);
     uint32_t cancel = atomic_load_explicit(&run->cancel, memory_order_relaxed);
     if (state != GW_SLOT_DONE && fin != GW_FIN_CANCELLED)
@@ -593,6 +597,8 @@ static void generate(struct conn *c, enum gw_route route)
     }
     make_id(f, route, j->id, sizeof(j->id));
     fill_slot(f, ref, &rq, max_tokens, upt, j->id, who.tenant, c->ip);
+    if (gw_unbounded_match(f->unb, cfg, who.tenant, rq.prompt, rq.prompt_len))
+        gw_slot_req(seg, ref.index)->flags |= GW_REQ_UNBOUNDED; /* the watchdog's lower cap */
     j->f = f;
     j->c = c;
     j->ref = ref;
@@ -748,6 +754,15 @@ static void on_hup(uv_signal_t *s, int sig)
         gw_config_free(ncfg);
         return;
     }
+    struct gw_unbounded *nu;
+    if (gw_unbounded_new(&nu, ncfg, err, sizeof(err)) != 0) {
+        flog(f, "reload refused: %s", err);
+        gw_auth_free(na);
+        gw_config_free(ncfg);
+        return;
+    }
+    gw_unbounded_free(f->unb);
+    f->unb = nu;
     /* Sizes and sockets need a restart (the master says so); limits, plans,
      * tenants and keys take effect now. */
     ncfg->segment = f->cfg->segment;
@@ -791,6 +806,10 @@ int gw_front_main(const char *config_path, int index, const struct gw_fds *fds)
         gw_logf(GW_LOG_ERR, who, NULL, 0, "out of memory");
         return 111;
     }
+    if (gw_unbounded_new(&f.unb, f.cfg, err, sizeof(err)) != 0) {
+        fprintf(stderr, "gpuwarden[front %d]: %s\n", index, err);
+        return 111;
+    }
     if (getrandom(&f.id_seed, sizeof(f.id_seed), 0) != sizeof(f.id_seed))
         f.id_seed = gw_mono_ns() ^ (uint64_t)getpid();
     f.loop = uv_default_loop();
@@ -821,6 +840,7 @@ int gw_front_main(const char *config_path, int index, const struct gw_fds *fds)
     uv_run(f.loop, UV_RUN_DEFAULT);
     /* drained: everything settled and released */
     gw_auth_free(f.auth);
+    gw_unbounded_free(f.unb);
     gw_segment_close(&f.seg);
     gw_config_free(f.cfg);
     free(f.file_plans);

@@ -55,6 +55,7 @@ struct front {
     struct gw_config *cfg;
     struct gw_segment seg;
     struct gw_auth *auth;
+    struct gw_unbounded *unb; /* flags prompts asking for endless output */
     const struct gw_fds *fds;
     int index;
     uv_loop_t *loop;

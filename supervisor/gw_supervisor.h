@@ -333,7 +333,8 @@ int gw_master_main(const char *config_path);
 
 /* The client-facing name of a reason ("max_tokens", "wall_time",
  * "device_time", "repetition", "divergence", "anomalous_length",
- * "worker_stalled", "output_guard"); "watchdog" for an unknown one. */
+ * "worker_stalled", "output_guard", "unbounded_request"); "watchdog" for an
+ * unknown one. */
 const char *gw_wd_reason_name(int reason);
 /* The reason a cancel word carries, or -1 when it is not the watchdog's. */
 int gw_wd_reason_of_cancel(uint32_t cancel);
@@ -355,9 +356,11 @@ struct gw_wd_sample {
     uint64_t rep;       /* current repetition word */
     uint64_t rep_max;   /* longest repetition word so far */
     uint64_t length_limit; /* learned length limit for this tenant, 0 = none */
+    int unbounded;      /* the front flagged the prompt (GW_REQ_UNBOUNDED) */
 };
 /* The first limit the sample breaks, in the order hard caps (max_tokens,
- * wall_time, device_time), anomalous length (tokens > length_limit),
+ * wall_time, device_time), the unbounded-request cap (unbounded and
+ * tokens > unb_cap), anomalous length (tokens > length_limit),
  * repetition, divergence; -1 when none:
  *  - repetition: period <= rep_period, count >= rep_count and
  *    period * count >= rep_tokens;
@@ -367,23 +370,8 @@ struct gw_wd_sample {
  *    looks like when the model starts emitting other text).
  * A zero limit is off. Pure: the tests drive it with scripted sequences. */
 int gw_wd_judge(const struct gw_wd_limits *l, const struct gw_wd_sample *s);
-/* A tenant's learned completion length: a histogram of lengths in
- * logarithmic buckets (4 per octave, up to 2^20 tokens), halved whenever it
- * holds 2048 samples so that it follows the tenant's recent traffic. */
-#define GW_LENEST_BUCKETS 84
-struct gw_lenest {
-    uint32_t n;                         /* samples held (after halvings) */
-    uint64_t seen;                      /* samples ever */
-    uint32_t bucket[GW_LENEST_BUCKETS];
-};
-void gw_lenest_add(struct gw_lenest *e, uint64_t tokens);
-/* The q-quantile (0 < q <= 1) as the upper edge of its bucket (at most
- * 19% above the true value); 0 when empty. */
-uint64_t gw_lenest_quantile(const struct gw_lenest *e, double q);
-/* The length limit for the next run: 0 when len_floor is 0 (off); the floor
- * before len_warmup samples were ever seen; else max(floor, len_factor x
- * the p99). */
-uint64_t gw_lenest_limit(const struct gw_lenest *e, const struct gw_wd_limits *l);
+/* The learned completion lengths (struct gw_lenest, gw_lenest_*) live in
+ * the segment: gw_common.h. */
 
 /* The limits for a request of `tenant`: its plan's (gw_config_plan_for, no
  * plan claim) field by field over the node's. */
@@ -401,6 +389,22 @@ size_t gw_audit_format(char *buf, size_t len, uint64_t now_us, const struct gw_s
 int gw_audit_append(const char *path, const char *line, size_t len);
 /* The audit log's path for cfg: watchdog.audit_log or <state_dir>/audit.log. */
 int gw_audit_path(const struct gw_config *cfg, char *buf, size_t len);
+
+/* Unbounded requests: at admission the front matches the prompt against
+ * the pattern list of the tenant's plan (watchdog.unbounded_patterns,
+ * compiled caseless) and flags the slot GW_REQ_UNBOUNDED; the watchdog then
+ * kills the run beyond unbounded_cap_tokens ("unbounded_request"). One
+ * compiled set per config (the node's list and every plan's own). */
+struct gw_unbounded;
+int gw_unbounded_new(struct gw_unbounded **out, const struct gw_config *cfg, char *err,
+                     size_t errlen);
+void gw_unbounded_free(struct gw_unbounded *u);
+/* 1 when the prompt of a request by `tenant` asks for endless output: a
+ * pattern of its list matched, or the match ran into PCRE2's limits (fail
+ * closed). 0 otherwise, and always when the tenant's unbounded_cap_tokens
+ * is 0. Not for concurrent use (one match buffer per list). */
+int gw_unbounded_match(struct gw_unbounded *u, const struct gw_config *cfg, const char *tenant,
+                       const char *prompt, size_t len);
 
 struct gw_watchdog;
 /* The master's side: kills a worker by pid through its pidfd (0 or -errno). */

@@ -19,6 +19,8 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#define PCRE2_CODE_UNIT_WIDTH 8
+#include <pcre2.h>
 #include <inttypes.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -31,8 +33,8 @@
 #define KILLED_PIDS 32 /* workers SIGKILLed and not yet reaped */
 
 static const char *const reason_names[GW_WD_REASONS] = {
-    "max_tokens", "wall_time",        "device_time",    "repetition",
-    "divergence", "anomalous_length", "worker_stalled", "output_guard",
+    "max_tokens",       "wall_time",      "device_time",  "repetition",        "divergence",
+    "anomalous_length", "worker_stalled", "output_guard", "unbounded_request",
 };
 
 const char *gw_wd_reason_name(int reason)
@@ -67,6 +69,8 @@ int gw_wd_judge(const struct gw_wd_limits *l, const struct gw_wd_sample *s)
         return GW_WD_WALL_TIME;
     if (l->device_ms && s->device_ns > (uint64_t)l->device_ms * MS)
         return GW_WD_DEVICE_TIME;
+    if (s->unbounded && l->unb_cap && s->tokens > l->unb_cap)
+        return GW_WD_UNBOUNDED;
     if (s->length_limit && s->tokens > s->length_limit)
         return GW_WD_ANOMALOUS_LENGTH;
     uint32_t p = GW_REP_PERIOD(s->rep), c = GW_REP_COUNT(s->rep);
@@ -101,63 +105,110 @@ void gw_wd_limits_for(const struct gw_config *cfg, const char *tenant, struct gw
     OVER(len_floor);
     OVER(len_factor);
     OVER(len_warmup);
+    OVER(unb_cap);
+    OVER(unb_list);
 #undef OVER
 }
 
-/* ---------------------------------------------------------- learned length */
+/* --------------------------------------------------------- unbounded requests */
 
-/* Bucket b holds lengths in (edge(b-1), edge(b)], edge(b) = 2^(b/4)
- * rounded up: 1, 2, 2, 2, 2, 3, 3, 4, 4, 5, 6, 7, 8, 10, ... */
-static uint64_t edge(int b)
-{
-    static const double step[4] = {1.0, 1.189207115, 1.414213562, 1.681792831};
-    double v = (double)(1ull << (b / 4)) * step[b % 4];
-    uint64_t e = (uint64_t)v;
-    return (double)e < v ? e + 1 : e;
-}
+/* One pattern list compiled as a single caseless alternation. */
+struct unb_list {
+    pcre2_code *re; /* NULL: the list is empty (nothing is flagged) */
+    pcre2_match_data *md;
+};
 
-static int bucket_of(uint64_t tokens)
-{
-    int b = 0;
-    while (b < GW_LENEST_BUCKETS - 1 && edge(b) < tokens)
-        b++;
-    return b;
-}
+struct gw_unbounded {
+    int n;                  /* 1 + cfg->n_unb_lists */
+    struct unb_list *lists; /* [0] the node's, [k] cfg->unb_lists[k - 1] */
+    pcre2_match_context *mc;
+};
 
-void gw_lenest_add(struct gw_lenest *e, uint64_t tokens)
-{
-    if (e->n >= 2048) {
-        e->n = 0;
-        for (int b = 0; b < GW_LENEST_BUCKETS; b++)
-            e->n += e->bucket[b] /= 2;
-    }
-    e->bucket[bucket_of(tokens)]++;
-    e->n++;
-    e->seen++;
-}
+/* A prompt is attacker-controlled and up to prompt_bytes long: a pattern
+ * that backtracks badly stops here, and the request counts as flagged. */
+#define UNB_MATCH_LIMIT 1000000u
+#define UNB_DEPTH_LIMIT 10000u
 
-uint64_t gw_lenest_quantile(const struct gw_lenest *e, double q)
+static int unb_compile(struct unb_list *l, const struct gw_pattern_list *pl, char *err,
+                       size_t errlen)
 {
-    if (e->n == 0)
+    if (pl->n == 0)
         return 0;
-    double want = q * (double)e->n;
-    uint64_t cum = 0;
-    for (int b = 0; b < GW_LENEST_BUCKETS; b++) {
-        cum += e->bucket[b];
-        if ((double)cum >= want)
-            return edge(b);
+    size_t cap = (size_t)pl->n * (GW_UNBOUNDED_LEN + 8), at = 0;
+    char *alt = malloc(cap);
+    if (!alt)
+        return -ENOMEM;
+    for (int i = 0; i < pl->n; i++)
+        at += (size_t)snprintf(alt + at, cap - at, "%s(?:%s)", i ? "|" : "", pl->pattern[i]);
+    int code;
+    PCRE2_SIZE off;
+    l->re = pcre2_compile((PCRE2_SPTR)alt, at, PCRE2_CASELESS, &code, &off, NULL);
+    free(alt);
+    if (!l->re) {
+        PCRE2_UCHAR msg[160];
+        pcre2_get_error_message(code, msg, sizeof(msg));
+        if (err && errlen)
+            snprintf(err, errlen, "unbounded_patterns: %s", (const char *)msg);
+        return -EINVAL;
     }
-    return edge(GW_LENEST_BUCKETS - 1);
+    l->md = pcre2_match_data_create_from_pattern(l->re, NULL);
+    return l->md ? 0 : -ENOMEM;
 }
 
-uint64_t gw_lenest_limit(const struct gw_lenest *e, const struct gw_wd_limits *l)
+int gw_unbounded_new(struct gw_unbounded **out, const struct gw_config *cfg, char *err,
+                     size_t errlen)
 {
-    if (!l->len_floor)
+    struct gw_unbounded *u = calloc(1, sizeof(*u));
+    if (!u)
+        return -ENOMEM;
+    u->n = 1 + cfg->n_unb_lists;
+    u->lists = calloc((size_t)u->n, sizeof(*u->lists));
+    u->mc = pcre2_match_context_create(NULL);
+    int rc = !u->lists || !u->mc ? -ENOMEM : 0;
+    if (rc == 0) {
+        pcre2_set_match_limit(u->mc, UNB_MATCH_LIMIT);
+        pcre2_set_depth_limit(u->mc, UNB_DEPTH_LIMIT);
+    }
+    for (int i = 0; rc == 0 && i < u->n; i++)
+        rc = unb_compile(&u->lists[i], i ? &cfg->unb_lists[i - 1] : &cfg->unbounded, err, errlen);
+    if (rc != 0) {
+        gw_unbounded_free(u);
+        return rc;
+    }
+    *out = u;
+    return 0;
+}
+
+void gw_unbounded_free(struct gw_unbounded *u)
+{
+    if (!u)
+        return;
+    for (int i = 0; u->lists && i < u->n; i++) {
+        pcre2_match_data_free(u->lists[i].md);
+        pcre2_code_free(u->lists[i].re);
+    }
+    free(u->lists);
+    pcre2_match_context_free(u->mc);
+    free(u);
+}
+
+int gw_unbounded_match(struct gw_unbounded *u, const struct gw_config *cfg, const char *tenant,
+                       const char *prompt, size_t len)
+{
+    if (!u || !cfg || !tenant)
         return 0;
-    if (!e || e->seen < l->len_warmup || !l->len_factor)
-        return l->len_floor;
-    uint64_t learned = (uint64_t)l->len_factor * gw_lenest_quantile(e, 0.99);
-    return learned > l->len_floor ? learned : l->len_floor;
+    struct gw_wd_limits lim;
+    gw_wd_limits_for(cfg, tenant, &lim);
+    if (!lim.unb_cap || lim.unb_list >= (uint32_t)u->n)
+        return 0;
+    struct unb_list *l = &u->lists[lim.unb_list];
+    if (!l->re)
+        return 0;
+    int rc = pcre2_match(l->re, (PCRE2_SPTR)prompt, len, 0, 0, l->md, u->mc);
+    if (rc >= 0)
+        return 1;
+    /* no match: not flagged; out of match limits: flagged (fail closed) */
+    return rc == PCRE2_ERROR_NOMATCH ? 0 : 1;
 }
 
 /* -------------------------------------------------------------------- audit */
@@ -284,8 +335,9 @@ int gw_audit_append(const char *path, const char *line, size_t len)
 
 /* What the watchdog remembers about one slot it acted on. */
 struct wd_slot {
-    uint32_t obs_seq;    /* the request whose length is being observed */
-    int obs_tenant;      /* its tenant's entry in tenants[], -1 none */
+    uint32_t obs_seq; /* the request whose length is being observed */
+    int obs_have;     /* 1: obs_acct is its tenant account */
+    struct gw_acct obs_acct;
     uint64_t obs_tokens; /* its token count at the last scan */
     uint32_t seq;        /* the request the entry is about */
     int reason;          /* -1: nothing pending */
@@ -295,18 +347,7 @@ struct wd_slot {
     int sigkilled;       /* escalated to SIGKILL */
 };
 
-/* A tenant's learned length, in the master's memory (it is relearned
- * after a restart; the floor applies until then). */
-#define TENANTS 4096 /* power of two */
-#define TENANT_PROBE 16
-struct wd_tenant {
-    char id[64];      /* "" = free */
-    uint64_t used_ns; /* last use, for eviction */
-    struct gw_lenest est;
-};
-
 struct gw_watchdog {
-    struct wd_tenant *tenants; /* TENANTS entries, open addressing */
     struct gw_segment *seg;
     struct gw_wd_host host;
     int audit_fd;
@@ -354,16 +395,13 @@ int gw_watchdog_new(struct gw_watchdog **out, struct gw_segment *seg, const stru
     wd->host = *host;
     wd->audit_fd = -1;
     wd->slots = calloc(seg->cfg.slots, sizeof(*wd->slots));
-    wd->tenants = calloc(TENANTS, sizeof(*wd->tenants));
     wd->busy_lane = calloc(seg->cfg.slots, sizeof(*wd->busy_lane));
-    if (!wd->slots || !wd->busy_lane || !wd->tenants) {
+    if (!wd->slots || !wd->busy_lane) {
         gw_watchdog_free(wd);
         return -ENOMEM;
     }
-    for (uint32_t i = 0; i < seg->cfg.slots; i++) {
+    for (uint32_t i = 0; i < seg->cfg.slots; i++)
         wd->slots[i].reason = -1;
-        wd->slots[i].obs_tenant = -1;
-    }
     gw_watchdog_reopen(wd, cfg);
     *out = wd;
     return 0;
@@ -377,7 +415,6 @@ void gw_watchdog_free(struct gw_watchdog *wd)
         close(wd->audit_fd);
     free(wd->slots);
     free(wd->busy_lane);
-    free(wd->tenants);
     free(wd);
 }
 
@@ -453,45 +490,19 @@ static void kill_hard(struct gw_watchdog *wd, uint32_t index, pid_t pid)
            (int)pid, rc ? ": " : "", rc ? strerror(-rc) : "");
 }
 
-/* The entry of `tenant` (created, evicting the least recently used in its
- * probe window when full). */
-static int tenant_entry(struct gw_watchdog *wd, const char *tenant, uint64_t now)
-{
-    uint64_t h = 1469598103934665603ull; /* FNV-1a */
-    for (const char *p = tenant; *p; p++)
-        h = (h ^ (unsigned char)*p) * 1099511628211ull;
-    int oldest = -1;
-    for (int k = 0; k < TENANT_PROBE; k++) {
-        int i = (int)((h + (uint64_t)k) & (TENANTS - 1));
-        struct wd_tenant *t = &wd->tenants[i];
-        if (t->id[0] && strcmp(t->id, tenant) == 0) {
-            t->used_ns = now;
-            return i;
-        }
-        if (!t->id[0]) {
-            oldest = i;
-            break;
-        }
-        if (oldest < 0 || t->used_ns < wd->tenants[oldest].used_ns)
-            oldest = i;
-    }
-    struct wd_tenant *t = &wd->tenants[oldest];
-    memset(t, 0, sizeof(*t));
-    snprintf(t->id, sizeof(t->id), "%s", tenant);
-    t->used_ns = now;
-    return oldest;
-}
-
 /* The run observed in slot i ended (or the slot holds another request
- * now): its length joins its tenant's estimate, unless the watchdog killed
- * it. The count is the one seen at the last scan: the slot is usually
- * released (and its record cleared) before the next scan, so a length is
- * up to a scan period's tokens short. */
+ * now): its length joins its tenant's estimate in the segment (lenest.c),
+ * unless the watchdog killed it. The count is the one seen at the last
+ * scan: the slot is usually released (and its record cleared) before the
+ * next scan, so a length is up to a scan period's tokens short. */
 static void observe_end(struct gw_watchdog *wd, struct wd_slot *ws)
 {
-    if (ws->obs_tenant >= 0 && ws->obs_tokens > 0 && !(ws->reason >= 0 && ws->seq == ws->obs_seq))
-        gw_lenest_add(&wd->tenants[ws->obs_tenant].est, ws->obs_tokens);
-    ws->obs_tenant = -1;
+    if (ws->obs_have && ws->obs_tokens > 0 && !(ws->reason >= 0 && ws->seq == ws->obs_seq)) {
+        int rc = gw_lenest_record(wd->seg, ws->obs_acct, ws->obs_tokens);
+        if (rc != 0)
+            wd_say("learned length: cannot record a run: %s", gw_strerror(rc));
+    }
+    ws->obs_have = 0;
     ws->obs_tokens = 0;
 }
 
@@ -521,7 +532,7 @@ static void scan(struct gw_watchdog *wd, const struct gw_config *cfg, uint64_t n
         struct wd_slot *ws = &wd->slots[i];
         int64_t lane = wd->busy_lane[i];
         pid_t worker = lane >= 0 ? pids[lane] : 0;
-        if (ws->obs_tenant >= 0 && (ws->obs_seq != ref.seq || st != GW_SLOT_RUNNING))
+        if (ws->obs_have && (ws->obs_seq != ref.seq || st != GW_SLOT_RUNNING))
             observe_end(wd, ws);
         if (ws->reason >= 0 && (ws->seq != ref.seq || st != GW_SLOT_RUNNING)) {
             /* the worker let go (or its lane was repaired); the run record
@@ -535,6 +546,16 @@ static void scan(struct gw_watchdog *wd, const struct gw_config *cfg, uint64_t n
                 wd_say("slot %u: stopped within %.1f ms of the cancel", i,
                        (double)(now - ws->cancel_ns) / 1e6);
             ws->reason = -1;
+        }
+        if (st >= GW_SLOT_DONE) {
+            /* a dead front's request the worker finished: ours to settle
+             * and release (gw_lane_repair marked it) */
+            int rc = gw_slot_reap_orphan(seg, ref);
+            if (rc == 1)
+                wd_say("slot %u: its front is gone; settled and released", i);
+            else if (rc < 0)
+                wd_say("slot %u: its front is gone; cannot release it: %s", i, gw_strerror(rc));
+            continue;
         }
         if (st != GW_SLOT_RUNNING)
             continue;
@@ -556,19 +577,26 @@ static void scan(struct gw_watchdog *wd, const struct gw_config *cfg, uint64_t n
             .rep = atomic_load_explicit(&run->rep, memory_order_relaxed),
             .rep_max = atomic_load_explicit(&run->rep_max, memory_order_relaxed),
         };
-        char tenant[sizeof(((struct gw_slot_req *)0)->tenant)];
-        memcpy(tenant, gw_slot_req(seg, i)->tenant, sizeof(tenant));
+        const struct gw_slot_req *req = gw_slot_req(seg, i);
+        char tenant[sizeof(req->tenant)];
+        memcpy(tenant, req->tenant, sizeof(tenant));
         tenant[sizeof(tenant) - 1] = '\0';
+        s.unbounded = (req->flags & GW_REQ_UNBOUNDED) != 0;
+        struct gw_acct acct;
+        int have_acct = gw_slot_tenant(seg, ref, &acct) == 0;
         if (gw_slot_state(seg, ref) != GW_SLOT_RUNNING)
             continue; /* the request changed while we read it */
         struct gw_wd_limits lim;
         gw_wd_limits_for(cfg, tenant, &lim);
-        if (ws->obs_tenant < 0 || ws->obs_seq != ref.seq) {
+        if (!ws->obs_have || ws->obs_seq != ref.seq) {
             ws->obs_seq = ref.seq;
-            ws->obs_tenant = tenant_entry(wd, tenant, now);
+            ws->obs_have = have_acct;
+            ws->obs_acct = acct;
         }
         ws->obs_tokens = s.tokens;
-        s.length_limit = gw_lenest_limit(&wd->tenants[ws->obs_tenant].est, &lim);
+        struct gw_lenest est;
+        int have_est = have_acct && gw_lenest_get(seg, acct, &est) == 0;
+        s.length_limit = gw_lenest_limit(have_est ? &est : NULL, &lim);
         int reason = gw_wd_judge(&lim, &s);
         if (reason < 0 && lane >= 0 && stall_ns) {
             uint64_t last = beat[lane];

@@ -332,6 +332,18 @@ static void run_job(struct worker *w, struct gw_slot_ref ref)
     size_t text_len = 0;
     int32_t *ids = NULL;
     size_t n_ids = 0;
+    /* Cancelled while it was queued (gpuwardenctl kill, the client left
+     * between the front's look and ours): finish it without a prefill, so
+     * nothing is spent on it. relaxed: a flag, see gw_slot_cancel. */
+    uint32_t early = atomic_load_explicit(&j.run->cancel, memory_order_relaxed);
+    if (early != 0) {
+        atomic_store_explicit(&j.run->finish,
+                              early == GW_CANCEL_CLIENT || early == GW_CANCEL_DRAIN
+                                  ? GW_FIN_CANCELLED
+                                  : GW_FIN_KILLED,
+                              memory_order_relaxed);
+        goto done;
+    }
     int rc = prompt_text(w, &j, &text, &text_len, err, sizeof(err));
     if (rc == 0) {
         /* Chat prompts carry the template's control tokens; plain prompts

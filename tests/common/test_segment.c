@@ -55,6 +55,62 @@ static void test_state_survives_reattach(void **state)
     fx_close(f);
 }
 
+/* The learned completion lengths (the watchdog's anomalous-length
+ * estimate) are in the file, per tenant: a master that restarts (closes
+ * and opens the segment again) finds them as it left them, and another
+ * process attached at the same time reads the same. */
+static void test_learned_lengths_survive_reattach_and_are_shared(void **state)
+{
+    (void)state;
+    struct fx *f = fx_open(NULL);
+    struct gw_segment *seg = &f->seg;
+    struct gw_acct t, u, ip;
+    assert_int_equal(gw_ledger_get(seg, GW_KIND_TENANT, "acme", 4, 1, T0, &t), 0);
+    assert_int_equal(gw_ledger_get(seg, GW_KIND_TENANT, "bob", 3, 1, T0, &u), 0);
+    assert_int_equal(gw_ledger_get(seg, GW_KIND_IP, "10.0.0.9", 8, 1, T0, &ip), 0);
+    struct gw_lenest e, mine = {0};
+    assert_int_equal(gw_lenest_get(seg, t, &e), 0);
+    assert_int_equal(e.seen, 0);
+    assert_int_equal(e.n, 0);
+    for (int i = 0; i < 3000; i++) { /* past the first two halvings */
+        uint64_t len = 20 + (uint64_t)(i % 13);
+        assert_int_equal(gw_lenest_record(seg, t, len), 0);
+        gw_lenest_add(&mine, len);
+    }
+    assert_int_equal(gw_lenest_record(seg, u, 500), 0);
+    /* an ip account has no budget record, so no estimate */
+    assert_int_equal(gw_lenest_record(seg, ip, 5), -ENOENT);
+    assert_int_equal(gw_lenest_get(seg, ip, &e), -ENOENT);
+    struct gw_acct stale = t;
+    stale.gen++;
+    assert_int_equal(gw_lenest_record(seg, stale, 5), GW_ESTALE);
+
+    /* a second process's view, while the first is attached */
+    struct gw_segment other;
+    assert_int_equal(gw_segment_attach(&other, f->path, f->err, sizeof(f->err)), 0);
+    assert_int_equal(gw_lenest_get(&other, t, &e), 0);
+    assert_int_equal(e.seen, 3000);
+    assert_int_equal(e.n, mine.n); /* the shared rule is the private one */
+    assert_memory_equal(e.bucket, mine.bucket, sizeof(e.bucket));
+    assert_int_equal(gw_lenest_quantile(&e, 0.99), 32);
+    gw_segment_close(&other);
+
+    gw_segment_close(seg); /* the master goes away ... */
+    assert_int_equal(gw_segment_open(seg, f->path, &fx_cfg, f->err, sizeof(f->err)), 0);
+    struct gw_acct t2, u2;
+    assert_int_equal(gw_ledger_get(seg, GW_KIND_TENANT, "acme", 4, 0, T0, &t2), 0);
+    assert_int_equal(gw_ledger_get(seg, GW_KIND_TENANT, "bob", 3, 0, T0, &u2), 0);
+    assert_int_equal(gw_lenest_get(seg, t2, &e), 0); /* ... and its successor finds it */
+    assert_int_equal(e.seen, 3000);
+    assert_memory_equal(e.bucket, mine.bucket, sizeof(e.bucket));
+    struct gw_wd_limits l = {.len_floor = 64, .len_factor = 4, .len_warmup = 50};
+    assert_int_equal(gw_lenest_limit(&e, &l), 128); /* 4 x p99 32, not the floor */
+    assert_int_equal(gw_lenest_get(seg, u2, &e), 0);
+    assert_int_equal(e.seen, 1);
+    assert_int_equal(gw_lenest_quantile(&e, 0.99), 512); /* the bucket (431, 512] */
+    fx_close(f);
+}
+
 static void write_at(const char *path, off_t off, const void *buf, size_t n)
 {
     int fd = open(path, O_WRONLY);
@@ -98,7 +154,7 @@ static void test_refuses_foreign_files(void **state)
     expect_attach_error(path, GW_ELAYOUT, msg);
 
     assert_int_equal(truncate(path, 10), 0);
-    snprintf(msg, sizeof(msg), "%s: 10 bytes, smaller than a segment header (384)", path);
+    snprintf(msg, sizeof(msg), "%s: 10 bytes, smaller than a segment header (448)", path);
     expect_attach_error(path, GW_ELAYOUT, msg);
 
     unlink(path);
@@ -153,6 +209,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_state_survives_reattach),
+        cmocka_unit_test(test_learned_lengths_survive_reattach_and_are_shared),
         cmocka_unit_test(test_refuses_foreign_files),
         cmocka_unit_test(test_refuses_a_file_made_with_other_sizes),
         cmocka_unit_test(test_refuses_invalid_sizes),

@@ -64,6 +64,13 @@ static inline void svc_write_config(struct svc *s, const char *extra)
 {
     snprintf(s->dir, sizeof(s->dir), "/tmp/gw-svc-%d-%ld", (int)getpid(), random());
     mkdir(s->dir, 0700);
+    /* pids repeat and random() is unseeded: a directory left by an earlier
+     * run (perhaps of another build) must not lend us its state */
+    char stale[300];
+    snprintf(stale, sizeof(stale), "%s/state/ledger", s->dir);
+    unlink(stale);
+    snprintf(stale, sizeof(stale), "%s/state/audit.log", s->dir);
+    unlink(stale);
     char secret_path[256];
     snprintf(secret_path, sizeof(secret_path), "%s/secret.key", s->dir);
     static const char secret[] = "integration-test-secret-0123456789abcdef";

@@ -233,6 +233,69 @@ static void test_requests_and_kill(void **state)
     json_decref(found);
 }
 
+/* The id of the first request in `state`, waiting up to 5 s (malloc'd). */
+static char *request_in(const char *state)
+{
+    for (int i = 0; i < 100; i++) {
+        json_t *r = ask("{\"cmd\":\"requests\"}");
+        json_t *q;
+        size_t k;
+        char *id = NULL;
+        json_array_foreach (json_object_get(r, "requests"), k, q)
+            if (!id && !strcmp(json_string_value(json_object_get(q, "state")), state))
+                id = strdup(json_string_value(json_object_get(q, "id")));
+        json_decref(r);
+        if (id)
+            return id;
+        usleep(50000);
+    }
+    return NULL;
+}
+
+/* A request killed while it waits in the queue (the one worker is busy)
+ * is answered "killed" by "operator" without being run: no prompt token
+ * is evaluated, nothing is charged, and the ledger stays conserved. */
+static void test_kill_of_a_queued_request_never_runs_it(void **state)
+{
+    (void)state;
+    NEED_SERVICE();
+    int busy = start_long_request("happy");
+    char *running = request_in("running");
+    assert_non_null(running);
+    int fd = start_long_request("happy");
+    char *queued = request_in("queued");
+    assert_non_null(queued);
+    char line[256];
+    snprintf(line, sizeof(line), "{\"cmd\":\"kill\",\"id\":\"%s\"}", queued);
+    json_t *k = ask(line);
+    assert_true(json_is_true(json_object_get(k, "ok")));
+    assert_string_equal(json_string_value(json_object_get(k, "state")), "queued");
+    json_decref(k);
+    snprintf(line, sizeof(line), "{\"cmd\":\"kill\",\"id\":\"%s\"}", running);
+    k = ask(line);
+    assert_true(json_is_true(json_object_get(k, "ok")));
+    json_decref(k);
+    struct resp r;
+    assert_int_equal(svc_read(fd, &r, 30000), 0);
+    close(fd);
+    assert_int_equal(r.status, 200);
+    if (!strstr(r.body, "\"finish_reason\":\"killed\",\"killed_reason\":\"operator\"") ||
+        !strstr(r.body, "\"prompt_tokens\":0,\"completion_tokens\":0"))
+        fail_msg("expected killed/operator without a token evaluated: %s", r.body);
+    char hdr[128];
+    assert_string_equal(resp_header(&r, "Server-Timing", hdr, sizeof(hdr)), "device;dur=0.000");
+    resp_free(&r);
+    assert_int_equal(svc_read(busy, &r, 30000), 0);
+    close(busy);
+    assert_non_null(strstr(r.body, "\"killed_reason\":\"operator\""));
+    resp_free(&r);
+    free(running);
+    free(queued);
+    json_t *st = ask("{\"cmd\":\"status\"}");
+    assert_true(json_is_true(json_object_get(st, "ledger_conserved")));
+    json_decref(st);
+}
+
 static void test_tenant_show_list_reset_and_set_limit(void **state)
 {
     (void)state;
@@ -541,6 +604,7 @@ int main(void)
         cmocka_unit_test(test_status_reports_the_node),
         cmocka_unit_test(test_workers_lists_the_worker),
         cmocka_unit_test(test_requests_and_kill),
+        cmocka_unit_test(test_kill_of_a_queued_request_never_runs_it),
         cmocka_unit_test(test_tenant_show_list_reset_and_set_limit),
         cmocka_unit_test(test_ban_refuses_with_403_then_unban),
         cmocka_unit_test(test_drain_and_undrain_worker),

@@ -44,6 +44,25 @@ static struct gw_config *load_config(const char *watchdog_json, char *err, size_
     return cfg;
 }
 
+/* A config with the given plans, tenants and further top-level keys. */
+static struct gw_config *load_full(const char *plans, const char *tenants, const char *extra,
+                                   char *err, size_t errlen)
+{
+    struct gw_config *c0 = load_config(NULL, err, errlen); /* writes the secret file */
+    gw_config_free(c0);
+    char text[8192];
+    snprintf(
+        text, sizeof(text),
+        "{\"model\": {\"path\": \"m.gguf\", \"name\": \"m\"},"
+        " \"auth\": {\"keys\": [{\"kid\": \"k\", \"alg\": \"HS256\", \"secret_file\": \"%s\"}]},"
+        " \"plans\": {%s}, \"tenants\": {%s}%s%s}",
+        secret_path, plans, tenants, extra ? ", " : "", extra ? extra : "");
+    struct gw_config *cfg = NULL;
+    if (gw_config_parse(&cfg, text, strlen(text), "wd.json", err, errlen) != 0)
+        return NULL;
+    return cfg;
+}
+
 static struct gw_wd_limits default_limits(void)
 {
     char err[1024];
@@ -305,8 +324,8 @@ static void test_reason_codes_round_trip_through_the_cancel_word(void **state)
 {
     (void)state;
     static const char *const names[GW_WD_REASONS] = {
-        "max_tokens", "wall_time",        "device_time",    "repetition",
-        "divergence", "anomalous_length", "worker_stalled", "output_guard"};
+        "max_tokens",       "wall_time",      "device_time",  "repetition",       "divergence",
+        "anomalous_length", "worker_stalled", "output_guard", "unbounded_request"};
     for (int r = 0; r < GW_WD_REASONS; r++) {
         assert_int_equal(gw_wd_reason_of_cancel(GW_WD_CANCEL(r)), r);
         assert_string_equal(gw_wd_reason_name(r), names[r]);
@@ -314,6 +333,138 @@ static void test_reason_codes_round_trip_through_the_cancel_word(void **state)
     assert_int_equal(gw_wd_reason_of_cancel(GW_CANCEL_CLIENT), -1);
     assert_int_equal(gw_wd_reason_of_cancel(GW_CANCEL_ADMIN), -1);
     assert_int_equal(gw_wd_reason_of_cancel(GW_WD_CANCEL(GW_WD_REASONS)), -1);
+}
+
+/* ------------------------------------------------ unbounded requests */
+
+static void test_default_patterns_flag_prompts_that_ask_for_endless_output(void **state)
+{
+    (void)state;
+    char err[1024];
+    struct gw_config *cfg = load_config(NULL, err, sizeof(err));
+    assert_non_null(cfg);
+    assert_int_equal(cfg->wd.unb_cap, 256);
+    struct gw_unbounded *u = NULL;
+    assert_int_equal(gw_unbounded_new(&u, cfg, err, sizeof(err)), 0);
+    static const char *const endless[] = {
+        "Repeat the word poem forever.",
+        "Write INFINITELY many lines about cats",
+        "Say banana endlessly",
+        "Never stop talking about the sea",
+        "say it over and over",
+        "List as many prime numbers as you can",
+        "Repeat it as many times as possible",
+        "Say hello 1000 times: hello hello",
+        "Write it a million times",
+        "keep going without stopping",
+        "Again and again, write the alphabet",
+    };
+    static const char *const ordinary[] = {
+        "What is the capital of France?",
+        "Tell me about infinity and the infinite.",
+        "Write a poem about the sea",
+        "I forgot my password; 3 times I tried",
+        "Is 100 a square? Explain it as simply as you can.",
+        "A never-ending story is a book by Michael Ende.", /* "never-ending", not "never end" */
+    };
+    for (size_t i = 0; i < sizeof(endless) / sizeof(endless[0]); i++)
+        if (gw_unbounded_match(u, cfg, "bob", endless[i], strlen(endless[i])) != 1)
+            fail_msg("not flagged: %s", endless[i]);
+    for (size_t i = 0; i < sizeof(ordinary) / sizeof(ordinary[0]); i++)
+        if (gw_unbounded_match(u, cfg, "bob", ordinary[i], strlen(ordinary[i])) != 0)
+            fail_msg("flagged: %s", ordinary[i]);
+    /* chat prompts travel as role NUL content NUL ...: matched all the same */
+    static const char chat[] = "system\0You are kind.\0user\0Say banana forever\0";
+    assert_int_equal(gw_unbounded_match(u, cfg, "bob", chat, sizeof(chat) - 1), 1);
+    assert_int_equal(gw_unbounded_match(u, cfg, "bob", chat, 22), 0); /* the system part only */
+    gw_unbounded_free(u);
+    gw_config_free(cfg);
+}
+
+static void test_unbounded_cap_and_patterns_are_per_plan_with_their_own_reason(void **state)
+{
+    (void)state;
+    char err[2048];
+    struct gw_config *cfg =
+        load_full("\"short\": {\"watchdog\": {\"unbounded_cap_tokens\": 32,"
+                  "   \"unbounded_patterns\": [\"\\\\bpoem\\\\b\"]}},"
+                  " \"plain\": {}, \"quiet\": {\"watchdog\": {\"unbounded_patterns\": []}}",
+                  "\"acme\": {\"plan\": \"short\"}, \"bob\": {\"plan\": \"plain\"},"
+                  " \"carl\": {\"plan\": \"quiet\"},"
+                  " \"dora\": {\"plan\": \"plain\", \"watchdog\": {\"unbounded_cap_tokens\": 8}}",
+                  "\"watchdog\": {\"unbounded_cap_tokens\": 300}", err, sizeof(err));
+    if (!cfg)
+        fail_msg("%s", err);
+    struct gw_wd_limits l;
+    gw_wd_limits_for(cfg, "acme", &l);
+    assert_int_equal(l.unb_cap, 32);
+    assert_int_equal(l.unb_list, 1);
+    gw_wd_limits_for(cfg, "bob", &l);
+    assert_int_equal(l.unb_cap, 300);
+    assert_int_equal(l.unb_list, 0);
+    gw_wd_limits_for(cfg, "dora", &l);
+    assert_int_equal(l.unb_cap, 8);
+    assert_int_equal(l.unb_list, 0);
+    struct gw_unbounded *u = NULL;
+    assert_int_equal(gw_unbounded_new(&u, cfg, err, sizeof(err)), 0);
+    /* the plan's own list replaces the node's (and is caseless too) */
+    assert_int_equal(gw_unbounded_match(u, cfg, "acme", "Write a POEM", 12), 1);
+    assert_int_equal(gw_unbounded_match(u, cfg, "acme", "sing forever", 12), 0);
+    assert_int_equal(gw_unbounded_match(u, cfg, "bob", "sing forever", 12), 1);
+    assert_int_equal(gw_unbounded_match(u, cfg, "bob", "Write a POEM", 12), 0);
+    assert_int_equal(gw_unbounded_match(u, cfg, "carl", "sing forever", 12), 0); /* [] */
+    assert_int_equal(gw_unbounded_match(u, cfg, "dora", "sing forever", 12), 1);
+    gw_unbounded_free(u);
+
+    /* the watchdog: a flagged run dies past the lower cap with its own
+     * reason; the same run unflagged is left alone */
+    gw_wd_limits_for(cfg, "acme", &l);
+    struct gw_wd_sample s = {.tokens = 32, .unbounded = 1};
+    assert_int_equal(gw_wd_judge(&l, &s), -1);
+    s.tokens = 33;
+    assert_int_equal(gw_wd_judge(&l, &s), GW_WD_UNBOUNDED);
+    assert_string_equal(gw_wd_reason_name(GW_WD_UNBOUNDED), "unbounded_request");
+    s.unbounded = 0;
+    assert_int_equal(gw_wd_judge(&l, &s), -1);
+    s.tokens = 101; /* hard caps come first */
+    s.unbounded = 1;
+    l.max_tokens = 100;
+    assert_int_equal(gw_wd_judge(&l, &s), GW_WD_MAX_TOKENS);
+    gw_config_free(cfg);
+
+    /* node cap 0: nothing is flagged */
+    cfg = load_config("\"watchdog\": {\"unbounded_cap_tokens\": 0}", err, sizeof(err));
+    assert_non_null(cfg);
+    assert_int_equal(gw_unbounded_new(&u, cfg, err, sizeof(err)), 0);
+    assert_int_equal(gw_unbounded_match(u, cfg, "bob", "sing forever", 12), 0);
+    gw_unbounded_free(u);
+    gw_config_free(cfg);
+}
+
+static void test_config_names_bad_unbounded_patterns_by_path(void **state)
+{
+    (void)state;
+    char err[4096];
+    struct gw_config *cfg = load_full(
+        "\"short\": {\"watchdog\": {\"unbounded_patterns\": [\"ok\", \"a(b\"]}}, \"plain\": {}",
+        "\"bob\": {\"plan\": \"plain\", \"watchdog\": {\"unbounded_patterns\": [\"x\", 7]}}",
+        "\"watchdog\": {\"unbounded_patterns\": \"forever\", \"unbounded_cap_tokens\": -1}", err,
+        sizeof(err));
+    assert_null(cfg);
+    if (!strstr(err, "config: plans.short.watchdog.unbounded_patterns[1]: not a valid PCRE2 "
+                     "pattern: missing closing parenthesis at offset 3") ||
+        !strstr(err, "config: tenants.bob.watchdog.unbounded_patterns[1]: expected a PCRE2 "
+                     "pattern of 1 to 255 bytes") ||
+        !strstr(err, "config: watchdog.unbounded_patterns: expected an array of at most 16 "
+                     "patterns") ||
+        !strstr(err, "config: watchdog.unbounded_cap_tokens: expected an integer in [0, "
+                     "16777216]"))
+        fail_msg("messages:\n%s", err);
+    assert_null(strstr(err, "unbounded_patterns[0]")); /* the good ones are not named */
+    cfg = load_config("\"watchdog\": {\"unbounded_patterns\": [\"\"]}", err, sizeof(err));
+    assert_null(cfg);
+    assert_string_equal(
+        err, "config: watchdog.unbounded_patterns[0]: expected a PCRE2 pattern of 1 to 255 bytes");
 }
 
 /* --------------------------------------------------- learned length */
@@ -524,6 +675,9 @@ int main(void)
         cmocka_unit_test(test_plan_limits_override_the_node_field_by_field),
         cmocka_unit_test(test_config_names_a_bad_guard_pattern_and_action),
         cmocka_unit_test(test_reason_codes_round_trip_through_the_cancel_word),
+        cmocka_unit_test(test_default_patterns_flag_prompts_that_ask_for_endless_output),
+        cmocka_unit_test(test_unbounded_cap_and_patterns_are_per_plan_with_their_own_reason),
+        cmocka_unit_test(test_config_names_bad_unbounded_patterns_by_path),
         cmocka_unit_test(test_learned_length_uses_the_floor_until_warmed_up),
         cmocka_unit_test(test_learned_length_kills_an_outlier_after_warmup),
         cmocka_unit_test(test_audit_line_is_json_with_the_last_200_characters),

@@ -319,7 +319,8 @@ static void test_ledger_is_conserved_and_no_slot_leaks_after_the_kills(void **st
 }
 
 /* ------------------------------------------------ learned length */
-/* A node of its own: floor 24 tokens, factor 2, warm-up 4 completions. */
+/* A node of its own: floor 24 tokens, factor 2, warm-up 4 completions;
+ * prompts that ask for endless output are cut at 12 tokens. */
 
 static struct svc S2;
 static int started2;
@@ -330,7 +331,7 @@ static int learned_setup(void **state)
     if (!svc_have_model())
         return 0;
     svc_write_config(&S2, "\"watchdog\": {\"anomalous_length\": {\"floor_tokens\": 24,"
-                          " \"factor\": 2, \"warmup\": 4}},");
+                          " \"factor\": 2, \"warmup\": 4}, \"unbounded_cap_tokens\": 12},");
     if (svc_start(&S2) != 0) {
         svc_dump_log(&S2);
         return -1;
@@ -350,7 +351,9 @@ static int learned_teardown(void **state)
 }
 
 /* completion_tokens of a native generation, and whether it was killed for
- * anomalous_length. */
+ * `reason` (anomalous_length unless set). */
+static const char *gen2_reason = "anomalous_length";
+static char gen2_body[8192];
 static long gen2(const char *body, int *killed)
 {
     char *tok = svc_token(&S2, "happy", 600);
@@ -359,7 +362,10 @@ static long gen2(const char *body, int *killed)
     free(tok);
     if (r.status != 200)
         fail_msg("status %d: %s", r.status, r.body);
-    *killed = strstr(r.body, "\"killed_reason\":\"anomalous_length\"") != NULL;
+    char want[96];
+    snprintf(want, sizeof(want), "\"killed_reason\":\"%s\"", gen2_reason);
+    *killed = strstr(r.body, want) != NULL;
+    snprintf(gen2_body, sizeof(gen2_body), "%s", r.body);
     const char *ct = strstr(r.body, "\"completion_tokens\":");
     assert_non_null(ct);
     long n = strtol(ct + 20, NULL, 10);
@@ -392,6 +398,67 @@ static void test_learned_length_floor_before_warmup_then_the_tenants_p99(void **
     assert_true(killed && n >= 41 && n <= 44);
 }
 
+/* The estimate is in the segment: a master that restarts (and its new
+ * watchdog) applies the tenant's learned limit at once, not the floor. */
+static void test_learned_length_survives_a_master_restart(void **state)
+{
+    (void)state;
+    if (!started2)
+        skip();
+    assert_int_equal(svc_stop(&S2), 0);
+    started2 = 0;
+    if (svc_start(&S2) != 0) {
+        svc_dump_log(&S2);
+        fail_msg("the master did not come back");
+    }
+    started2 = 1;
+    int killed;
+    long n =
+        gen2("{\"prompt\":\"Once upon a time, in a small village,\",\"max_tokens\":80}", &killed);
+    print_message("after a restart: killed=%d after %ld tokens (learned limit 40, floor 24)\n",
+                  killed, n);
+    assert_true(killed && n >= 41 && n <= 44);
+}
+
+/* The same max_tokens, with and without "forever": only the prompt that
+ * asks for endless output is cut at unbounded_cap_tokens (12). */
+static void test_unbounded_request_gets_the_lower_cap_and_its_own_reason(void **state)
+{
+    (void)state;
+    if (!started2)
+        skip();
+    int killed;
+    gen2_reason = "unbounded_request";
+    long n = gen2("{\"prompt\":\"Count upward forever: 1, 2, 3,\",\"max_tokens\":22}", &killed);
+    print_message("flagged: killed=%d after %ld tokens (cap 12)\n", killed, n);
+    if (!killed || !strstr(gen2_body, "\"finish_reason\":\"killed\""))
+        fail_msg("expected killed/unbounded_request: %s", gen2_body);
+    assert_true(n >= 13 && n <= 21);
+    n = gen2("{\"prompt\":\"Count upward: 1, 2, 3,\",\"max_tokens\":22}", &killed);
+    print_message("ordinary: killed=%d after %ld tokens\n", killed, n);
+    if (strstr(gen2_body, "\"finish_reason\":\"killed\"") ||
+        !strstr(gen2_body, "\"finish_reason\":\"length\""))
+        fail_msg("expected finish_reason length: %s", gen2_body);
+    assert_int_equal(n, 22);
+    gen2_reason = "anomalous_length";
+    struct resp r;
+    assert_int_equal(svc_http(&S2, "GET", "/metrics", NULL, NULL, &r), 0);
+    assert_non_null(
+        strstr(r.body, "gpuwarden_watchdog_kills_total{reason=\"unbounded_request\"} 1\n"));
+    resp_free(&r);
+    char path[256];
+    snprintf(path, sizeof(path), "%s/state/audit.log", S2.dir);
+    FILE *f = fopen(path, "r");
+    assert_non_null(f);
+    char line[4096];
+    int lines = 0;
+    while (fgets(line, sizeof(line), f))
+        lines += strstr(line, "\"tenant\":\"happy\",\"ip\":\"127.0.0.1\","
+                              "\"reason\":\"unbounded_request\"") != NULL;
+    fclose(f);
+    assert_int_equal(lines, 1);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -406,6 +473,8 @@ int main(void)
     int rc = cmocka_run_group_tests(tests, group_setup, group_teardown);
     const struct CMUnitTest learned[] = {
         cmocka_unit_test(test_learned_length_floor_before_warmup_then_the_tenants_p99),
+        cmocka_unit_test(test_learned_length_survives_a_master_restart),
+        cmocka_unit_test(test_unbounded_request_gets_the_lower_cap_and_its_own_reason),
     };
     return rc + cmocka_run_group_tests(learned, learned_setup, learned_teardown);
 }

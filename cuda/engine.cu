@@ -460,7 +460,9 @@ k_matvec(struct mv_args a, const float *x, int cols, int nb, const float *norm, 
     /* This warp's rows (they depend on the parameters only): prefetch
      * their weights into L2 before waiting for the previous kernel, so the
      * fetch from memory overlaps its tail and our prologue. */
-    int r = (blockIdx.x * MV_WARPS + wid) * 2, m = 0;
+    /* one row per warp; two (a RoPE pair) for q, k, v */
+    int rpw = a.mode == MV_QKV ? 2 : 1;
+    int r = (blockIdx.x * MV_WARPS + wid) * rpw, m = 0;
     bool live = r < a.total_rows;
     if (a.mode != MV_SWIGLU && a.n_mats > 1 && r >= a.rows[0]) {
         r -= a.rows[0];
@@ -476,7 +478,7 @@ k_matvec(struct mv_args a, const float *x, int cols, int nb, const float *norm, 
     size_t rb = m == 0 ? a.row_bytes[0] : m == 1 ? a.row_bytes[1] : a.row_bytes[2];
     float *om = m == 0 ? a.out[0] : m == 1 ? a.out[1] : a.out[2];
     int rows = m == 0 ? a.rows[0] : m == 1 ? a.rows[1] : a.rows[2];
-    bool two = r + 1 < rows;
+    bool two = rpw == 2 && r + 1 < rows;
     if (live) {
         prefetch_row(wm + (size_t)r * rb, two ? 2 * rb : rb);
         if (a.mode == MV_SWIGLU)
@@ -566,32 +568,49 @@ k_matvec(struct mv_args a, const float *x, int cols, int nb, const float *norm, 
         return;
     const float *xf = stage;
     if (a.mode == MV_SWIGLU) {
-        const uint8_t *rp[4] = {wm + (size_t)r * rb, a.w[1] + (size_t)r * a.row_bytes[1],
-                                wm + (size_t)(two ? r + 1 : r) * rb,
-                                a.w[1] + (size_t)(two ? r + 1 : r) * a.row_bytes[1]};
-        float acc[4][NBT];
+        const uint8_t *rp[2] = {wm + (size_t)r * rb, a.w[1] + (size_t)r * a.row_bytes[1]};
+        float acc[2][NBT];
 #pragma unroll
-        for (int k = 0; k < 4; k++)
+        for (int k = 0; k < 2; k++)
 #pragma unroll
             for (int t = 0; t < NBT; t++)
                 acc[k][t] = 0.0f;
-        rows_dot<TYPE, NBT, 4>(rp, cols, xq, xd, xs, xf, nt, acc);
+        rows_dot<TYPE, NBT, 2>(rp, cols, xq, xd, xs, xf, nt, acc);
 #pragma unroll
-        for (int k = 0; k < 4; k++)
+        for (int k = 0; k < 2; k++)
 #pragma unroll
             for (int t = 0; t < NBT; t++)
                 acc[k][t] = warp_sum(acc[k][t]);
         if (lane != 0)
             return;
         for (int t = 0; t < nt; t++) {
-            float *o = om + (size_t)(b0 + t) * rows + r;
-            float g0 = acc[0][t], g1 = acc[2][t];
-            o[0] = g0 / (1.0f + expf(-g0)) * acc[1][t];
-            if (two)
-                o[1] = g1 / (1.0f + expf(-g1)) * acc[3][t];
+            float g = acc[0][t];
+            om[(size_t)(b0 + t) * rows + r] = g / (1.0f + expf(-g)) * acc[1][t];
         }
         return;
     }
+    if (rpw == 1) {
+        const uint8_t *rp[1] = {wm + (size_t)r * rb};
+        float acc[1][NBT];
+#pragma unroll
+        for (int t = 0; t < NBT; t++)
+            acc[0][t] = 0.0f;
+        rows_dot<TYPE, NBT, 1>(rp, cols, xq, xd, xs, xf, nt, acc);
+#pragma unroll
+        for (int t = 0; t < NBT; t++)
+            acc[0][t] = warp_sum(acc[0][t]);
+        if (lane != 0)
+            return;
+        for (int t = 0; t < nt; t++) {
+            float *o = om + (size_t)(b0 + t) * rows + r;
+            if (a.mode == MV_STORE)
+                *o = acc[0][t];
+            else
+                *o += acc[0][t];
+        }
+        return;
+    }
+    /* MV_QKV: a RoPE pair */
     const uint8_t *rp[2] = {wm + (size_t)r * rb, wm + (size_t)(two ? r + 1 : r) * rb};
     float acc[2][NBT];
 #pragma unroll
@@ -608,44 +627,31 @@ k_matvec(struct mv_args a, const float *x, int cols, int nb, const float *norm, 
     if (lane != 0)
         return;
     for (int t = 0; t < nt; t++) {
+        /* rows r, r + 1 are a RoPE pair of q (m 0) or k (m 1); v (m 2) is
+         * stored as is. The pair's angle: the position multiplied
+         * (r / 2 mod hd / 2) times by theta_scale, in float, as the CPU
+         * engine's rope_angles. */
         float y0 = acc[0][t], y1 = acc[1][t];
-        if (a.mode == MV_QKV) {
-            /* rows r, r + 1 are a RoPE pair of q (m 0) or k (m 1); v (m 2)
-             * is stored as is. The pair's angle: the position multiplied
-             * (r / 2 mod hd / 2) times by theta_scale, in float, as the CPU
-             * engine's rope_angles. */
-            int pos = a.io->pos + b0 + t;
-            if (m < 2) {
-                int pi = (r / 2) % (a.hd / 2);
-                float theta = (float)pos;
-                for (int s = 0; s < pi; s++)
-                    theta *= a.theta_scale;
-                float c = cosf(theta), sn = sinf(theta);
-                float z0 = y0 * c - y1 * sn, z1 = y0 * sn + y1 * c;
-                y0 = z0;
-                y1 = z1;
-            }
-            if (m == 0) {
-                float *o = om + (size_t)(b0 + t) * rows + r;
-                o[0] = y0;
-                o[1] = y1;
-            } else {
-                __half *cache = m == 1 ? a.kc : a.vc;
-                __half *o = cache + (size_t)pos * rows + r;
-                o[0] = __float2half_rn(y0);
-                o[1] = __float2half_rn(y1);
-            }
-            continue;
+        int pos = a.io->pos + b0 + t;
+        if (m < 2) {
+            int pi = (r / 2) % (a.hd / 2);
+            float theta = (float)pos;
+            for (int s = 0; s < pi; s++)
+                theta *= a.theta_scale;
+            float c = cosf(theta), sn = sinf(theta);
+            float z0 = y0 * c - y1 * sn, z1 = y0 * sn + y1 * c;
+            y0 = z0;
+            y1 = z1;
         }
-        float *o = om + (size_t)(b0 + t) * rows + r;
-        if (a.mode == MV_STORE) {
+        if (m == 0) {
+            float *o = om + (size_t)(b0 + t) * rows + r;
             o[0] = y0;
-            if (two)
-                o[1] = y1;
+            o[1] = y1;
         } else {
-            o[0] += y0;
-            if (two)
-                o[1] += y1;
+            __half *cache = m == 1 ? a.kc : a.vc;
+            __half *o = cache + (size_t)pos * rows + r;
+            o[0] = __float2half_rn(y0);
+            o[1] = __float2half_rn(y1);
         }
     }
 }
@@ -981,7 +987,7 @@ static int launch_mv(gw_cuda_engine *e, const struct mat_dev *const *W, float *c
     int nbt = nb == 1 ? 1 : e->nbt_prefill;
     int cols = W[0]->cols;
     mv_kernel k = mv_pick(W[0]->type, nbt);
-    int rows_per_block = 2 * MV_WARPS;
+    int rows_per_block = (mode == MV_QKV ? 2 : 1) * MV_WARPS;
     dim3 grid((unsigned)((a.total_rows + rows_per_block - 1) / rows_per_block),
               (unsigned)((nb + nbt - 1) / nbt));
     CK(launch(e, k, grid, dim3(MV_THREADS), mv_smem(W[0]->type, nbt, cols), a, src->x, cols, nb,

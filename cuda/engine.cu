@@ -486,6 +486,14 @@ k_matvec(struct mv_args a, const float *x, int cols, int nb, const float *norm, 
                          two ? 2 * a.row_bytes[1] : a.row_bytes[1]);
     }
     grid_wait();
+    /* MV_ADD: the residual this warp adds to, read now so its latency
+     * hides behind the prologue (the prologue reads the input, never the
+     * output) */
+    float res[NBT];
+#pragma unroll
+    for (int t = 0; t < NBT; t++)
+        res[t] = live && a.mode == MV_ADD && t < nt && lane == 0 ? om[(size_t)(b0 + t) * rows + r]
+                                                                 : 0.0f;
 
     if (a.in == IN_ATTN) {
         /* per head: the largest split max, and 1 / the rescaled sum */
@@ -505,6 +513,7 @@ k_matvec(struct mv_args a, const float *x, int cols, int nb, const float *norm, 
     for (int t = 0; t < nt; t++) {
         float *xf = is_float ? stage + (size_t)t * cols : stage;
         double ss = 0;
+#pragma unroll 4
         for (int i = threadIdx.x; i < cols; i += blockDim.x) {
             float v = mv_input(a, x, cols, b0 + t, i, hmax, hinv);
             xf[i] = v;
@@ -603,10 +612,7 @@ k_matvec(struct mv_args a, const float *x, int cols, int nb, const float *norm, 
             return;
         for (int t = 0; t < nt; t++) {
             float *o = om + (size_t)(b0 + t) * rows + r;
-            if (a.mode == MV_STORE)
-                *o = acc[0][t];
-            else
-                *o += acc[0][t];
+            *o = a.mode == MV_STORE ? acc[0][t] : res[t] + acc[0][t];
         }
         return;
     }

@@ -462,7 +462,7 @@ static int f_messages(struct pctx *p, const char *name, const json_t *v)
 
 static int f_max_tokens(struct pctx *p, const char *name, const json_t *v)
 {
-    int64_t x;
+    int64_t x = 0; /* set by integer() when it returns 0 */
     if (absent(v))
         return 0;
     if (integer(p, name, v, 1, p->cap, &x))
@@ -500,7 +500,7 @@ static int f_top_p(struct pctx *p, const char *name, const json_t *v)
 
 static int f_top_k(struct pctx *p, const char *name, const json_t *v)
 {
-    int64_t x;
+    int64_t x = 0; /* set by integer() when it returns 0 */
     if (absent(v))
         return 0;
     if (integer(p, name, v, 0, UINT32_MAX, &x))
@@ -511,7 +511,7 @@ static int f_top_k(struct pctx *p, const char *name, const json_t *v)
 
 static int f_seed(struct pctx *p, const char *name, const json_t *v)
 {
-    int64_t x;
+    int64_t x = 0; /* set by integer() when it returns 0 */
     if (absent(v))
         return 0;
     if (integer(p, name, v, 0, INT64_MAX, &x))

@@ -513,7 +513,6 @@ k_matvec(struct mv_args a, const float *x, int cols, int nb, const float *norm, 
     for (int t = 0; t < nt; t++) {
         float *xf = is_float ? stage + (size_t)t * cols : stage;
         double ss = 0;
-#pragma unroll 4
         for (int i = threadIdx.x; i < cols; i += blockDim.x) {
             float v = mv_input(a, x, cols, b0 + t, i, hmax, hinv);
             xf[i] = v;

@@ -511,7 +511,7 @@ static int load(struct worker *w, const char *config_path)
     /* model.device: "auto" takes the first CUDA device that works and
      * otherwise runs on the CPU, saying why; "cuda:N" or nothing. */
     gw_ctx_opts co = {.n_ctx = w->cfg->context, .n_threads = w->cfg->threads,
-                      .device = w->cfg->device};
+                      .device = w->cfg->device, .auto_index = w->index};
     if ((rc = gw_ctx_open(w->model, &co, &w->ctx, err, sizeof(err))) != 0) {
         log_line(w, "cannot create a context of %d tokens on %s: %s", w->cfg->context,
                  w->cfg->device, err);

@@ -246,6 +246,8 @@ typedef struct gw_ctx_opts {
     const char *device; /* "cpu" (NULL), "cuda:N", or "auto": the first CUDA
                            device when one works, else the CPU (gw_ctx_note
                            then says why) */
+    int auto_index;     /* "auto" on a node with several GPUs takes device
+                           auto_index % count (a worker passes its index) */
 } gw_ctx_opts;
 
 /* Returns 0, -EINVAL for bad options, -ENOMEM. The model must outlive the

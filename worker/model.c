@@ -530,7 +530,8 @@ int gw_ctx_open(const gw_model *m, const gw_ctx_opts *o, gw_ctx **out, char *err
     /* auto: the first CUDA device when one works, else the CPU, saying why */
     char why[400] = "";
     int count = 0, rc = gw_cuda_device_count(&count, why, sizeof why);
-    if (rc == 0 && (rc = ctx_cuda(m, o, 0, out, why, sizeof why)) == 0)
+    int idx = o->auto_index > 0 && count > 0 ? o->auto_index % count : 0;
+    if (rc == 0 && (rc = ctx_cuda(m, o, idx, out, why, sizeof why)) == 0)
         return 0;
     if ((rc = ctx_cpu(m, o, out)) < 0)
         return rc;

@@ -197,7 +197,19 @@ struct master {
     size_t len;
 };
 
+/* Starts the master as systemd would with socket activation and a
+ * watchdog: listen_fd becomes fd 3 with LISTEN_FDS=1 and LISTEN_PID = the
+ * master's pid, and WATCHDOG_USEC is set (when > 0). */
+static void master_start_env(struct master *m, const char *notify, int listen_fd,
+                             unsigned long watchdog_usec);
+
 static void master_start(struct master *m, const char *notify)
+{
+    master_start_env(m, notify, -1, 0);
+}
+
+static void master_start_env(struct master *m, const char *notify, int listen_fd,
+                             unsigned long watchdog_usec)
 {
     int p[2];
     assert_int_equal(pipe2(p, O_CLOEXEC), 0);
@@ -212,6 +224,19 @@ static void master_start(struct master *m, const char *notify)
             setenv("NOTIFY_SOCKET", notify, 1);
         else
             unsetenv("NOTIFY_SOCKET");
+        char num[32];
+        if (listen_fd >= 0) {
+            if (listen_fd != 3 && dup2(listen_fd, 3) != 3)
+                _exit(127);
+            fcntl(3, F_SETFD, 0); /* dup2 clears FD_CLOEXEC; fd 3 itself may have it */
+            snprintf(num, sizeof(num), "%d", (int)getpid());
+            setenv("LISTEN_PID", num, 1);
+            setenv("LISTEN_FDS", "1", 1);
+        }
+        if (watchdog_usec) {
+            snprintf(num, sizeof(num), "%lu", watchdog_usec);
+            setenv("WATCHDOG_USEC", num, 1);
+        }
         if (chdir(dir) != 0)
             _exit(127);
         execl(gpuwarden, gpuwarden, "-c", cfg_path, (char *)NULL);
@@ -588,6 +613,93 @@ static void test_master_notifies_ready_and_stopping(void **state)
     free(m);
 }
 
+/* Socket activation and the systemd watchdog: the master serves on the
+ * socket it was given as fd 3 (LISTEN_FDS=1, LISTEN_PID its own) instead of
+ * the config's address, says so, and sends WATCHDOG=1 at least every half
+ * WATCHDOG_USEC while it is healthy; the LISTEN_* and WATCHDOG_* variables
+ * do not reach the children. */
+static void test_master_socket_activation_and_watchdog(void **state)
+{
+    (void)state;
+    if (!have_children())
+        skip();
+    int lfd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t alen = sizeof(a);
+    assert_int_equal(bind(lfd, (struct sockaddr *)&a, sizeof(a)), 0);
+    assert_int_equal(listen(lfd, 16), 0);
+    assert_int_equal(getsockname(lfd, (struct sockaddr *)&a, &alen), 0);
+    /* the config names another port, which must stay unused */
+    char addr[64];
+    int other = free_port();
+    snprintf(addr, sizeof(addr), "127.0.0.1:%d", other);
+    write_model();
+    write_config(addr, 1, model_path);
+    struct notify *n = calloc(1, sizeof(*n));
+    notify_open(n);
+    struct master *m = calloc(1, sizeof(*m));
+    master_start_env(m, n->path, lfd, 400000);
+    close(lfd);
+    assert_true(notify_expect(n, m, "READY=1", 30000));
+    assert_true(master_expect(m,
+                              "<6>gpuwarden[master]: socket activation: 1 listening socket from "
+                              "systemd (the config's \"listen\" is not used)\n",
+                              1000));
+    /* three pings within 3 half-periods and a bit */
+    for (int i = 0; i < 3; i++)
+        assert_true(notify_expect(n, m, "WATCHDOG=1", 1000));
+
+    /* the activated socket answers; the config's port does not */
+    int c = socket(AF_INET, SOCK_STREAM, 0);
+    assert_int_equal(connect(c, (struct sockaddr *)&a, sizeof(a)), 0);
+    const char *get = "GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
+    assert_int_equal(write(c, get, strlen(get)), (ssize_t)strlen(get));
+    char buf[2048];
+    size_t got = 0;
+    struct pollfd p = {.fd = c, .events = POLLIN};
+    while (got < sizeof(buf) - 1 && poll(&p, 1, 5000) == 1) {
+        ssize_t r = read(c, buf + got, sizeof(buf) - 1 - got);
+        if (r <= 0)
+            break;
+        got += (size_t)r;
+    }
+    buf[got] = '\0';
+    close(c);
+    assert_memory_equal(buf, "HTTP/1.1 200 OK\r\n", 17);
+    c = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in o = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK),
+                            .sin_port = htons((uint16_t)other)};
+    assert_int_equal(connect(c, (struct sockaddr *)&o, sizeof(o)), -1);
+    assert_int_equal(errno, ECONNREFUSED);
+    close(c);
+
+    /* the children did not inherit the variables meant for the master */
+    pid_t w = lane_pid(GW_ROLE_WORKER, 0, NULL);
+    assert_true(w > 0);
+    char path[64], env[16384];
+    snprintf(path, sizeof(path), "/proc/%d/environ", (int)w);
+    int ef = open(path, O_RDONLY);
+    assert_true(ef >= 0);
+    ssize_t el = read(ef, env, sizeof(env) - 1);
+    close(ef);
+    assert_true(el > 0);
+    for (ssize_t i = 0; i < el; i++)
+        if (env[i] == '\0')
+            env[i] = '\n';
+    env[el] = '\0';
+    assert_null(strstr(env, "LISTEN_FDS="));
+    assert_null(strstr(env, "LISTEN_PID="));
+    assert_null(strstr(env, "WATCHDOG_USEC="));
+    assert_null(strstr(env, "NOTIFY_SOCKET="));
+
+    kill(m->pid, SIGTERM);
+    assert_true(notify_expect(n, m, "STOPPING=1", 5000));
+    assert_int_equal(master_exit(m, 15000), 0);
+    close(n->fd);
+    free(n);
+    free(m);
+}
+
 /* kill -9 of a worker and of a front: the master logs the death, repairs
  * the lane and starts a new process that takes a lane of its own. */
 static void test_master_repairs_and_respawns_a_killed_child(void **state)
@@ -681,6 +793,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_master_names_the_address_it_cannot_bind, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_master_notifies_ready_and_stopping, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_master_socket_activation_and_watchdog, setup,
+                                        teardown),
         cmocka_unit_test_setup_teardown(test_master_repairs_and_respawns_a_killed_child, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_master_reports_a_crash_loop, setup, teardown),

@@ -418,6 +418,99 @@ __device__ __forceinline__ void rows_dot(const uint8_t *const *row, int cols, co
     }
 }
 
+/* Decode (one token) with 8-bit weights: each lane's weight words for the
+ * first PRE steps of its dot product are loaded into registers before the
+ * kernel waits for its predecessor (programmatic dependent launch), so the
+ * fetch overlaps that kernel's tail and this one's prologue. PRE = 6 covers
+ * rows of up to 1536 values; longer rows load the rest as they go. */
+#define PRE 6
+struct wpre {
+    int v0[PRE], v1[PRE];
+    float d[PRE], m[PRE];
+};
+
+template <unsigned TYPE>
+__device__ __forceinline__ void wload(const uint8_t *row, int ib, int part, int &v0, int &v1,
+                                      float &d, float &m)
+{
+    if (TYPE == GW_CUDA_T_Q4_0) {
+        const uint8_t *b = row + (size_t)ib * 18;
+        d = h2f(b);
+        v0 = load_i32_a2(b + 2 + part * 4);
+    } else if (TYPE == GW_CUDA_T_Q4_1) {
+        const uint8_t *b = row + (size_t)ib * 20;
+        d = h2f(b);
+        m = h2f(b + 2);
+        v0 = *(const int *)(b + 4 + part * 4);
+    } else {
+        const uint8_t *b = row + (size_t)ib * 34;
+        d = h2f(b);
+        v0 = load_i32_a2(b + 2 + part * 8);
+        v1 = load_i32_a2(b + 6 + part * 8);
+    }
+}
+
+template <unsigned TYPE>
+__device__ __forceinline__ void preload(const uint8_t *row, int nblk, struct wpre &p)
+{
+    int lane = threadIdx.x & 31, part = lane & 3;
+#pragma unroll
+    for (int it = 0; it < PRE; it++) {
+        int ib = (lane >> 2) + 8 * it;
+        p.v0[it] = p.v1[it] = 0;
+        p.d[it] = p.m[it] = 0.0f;
+        if (row && ib < nblk)
+            wload<TYPE>(row, ib, part, p.v0[it], p.v1[it], p.d[it], p.m[it]);
+    }
+}
+
+/* One block's term of a lane's dot product: the same operations, in the
+ * same order, as rows_dot's. */
+template <unsigned TYPE>
+__device__ __forceinline__ float wterm(int v0, int v1, float dw, float mw, int ib, int part,
+                                       const int8_t *xq, const float *xd, const float *xs)
+{
+    if (TYPE == GW_CUDA_T_Q4_0) {
+        int lo = v0 & 0x0F0F0F0F, hi = (v0 >> 4) & 0x0F0F0F0F;
+        const int8_t *q = xq + ib * 32;
+        int xlo = *(const int *)(q + part * 4), xhi = *(const int *)(q + 16 + part * 4);
+        int dot = __dp4a(hi, xhi, __dp4a(lo, xlo, 0));
+        int sq = __dp4a(0x01010101, xhi, __dp4a(0x01010101, xlo, 0));
+        return dw * xd[ib] * (float)(dot - 8 * sq);
+    } else if (TYPE == GW_CUDA_T_Q4_1) {
+        int lo = v0 & 0x0F0F0F0F, hi = (v0 >> 4) & 0x0F0F0F0F;
+        const int8_t *q = xq + ib * 32;
+        int xlo = *(const int *)(q + part * 4), xhi = *(const int *)(q + 16 + part * 4);
+        int dot = __dp4a(hi, xhi, __dp4a(lo, xlo, 0));
+        return dw * xd[ib] * (float)dot + (part == 0 ? mw * xs[ib] : 0.0f);
+    } else {
+        const int8_t *q = xq + ib * 32 + part * 8;
+        int dot = __dp4a(v1, *(const int *)(q + 4), __dp4a(v0, *(const int *)q, 0));
+        return dw * xd[ib] * (float)dot;
+    }
+}
+
+template <unsigned TYPE>
+__device__ __forceinline__ float dot_pre(const struct wpre &p, const uint8_t *row, int cols,
+                                         const int8_t *xq, const float *xd, const float *xs)
+{
+    int lane = threadIdx.x & 31, part = lane & 3, nblk = cols / 32;
+    float acc = 0.0f;
+#pragma unroll
+    for (int it = 0; it < PRE; it++) {
+        int ib = (lane >> 2) + 8 * it;
+        if (ib < nblk)
+            acc += wterm<TYPE>(p.v0[it], p.v1[it], p.d[it], p.m[it], ib, part, xq, xd, xs);
+    }
+    for (int ib = (lane >> 2) + 8 * PRE; ib < nblk; ib += 8) {
+        int v0 = 0, v1 = 0;
+        float d = 0.0f, m = 0.0f;
+        wload<TYPE>(row, ib, part, v0, v1, d, m);
+        acc += wterm<TYPE>(v0, v1, d, m, ib, part, xq, xd, xs);
+    }
+    return acc;
+}
+
 /* Element i of the input of token b: a plain row, or the decode
  * attention's partial results for this position combined (flash-decoding:
  * each split's sum rescaled by exp(its max - the overall max)). */
@@ -479,7 +572,17 @@ k_matvec(struct mv_args a, const float *x, int cols, int nb, const float *norm, 
     float *om = m == 0 ? a.out[0] : m == 1 ? a.out[1] : a.out[2];
     int rows = m == 0 ? a.rows[0] : m == 1 ? a.rows[1] : a.rows[2];
     bool two = rpw == 2 && r + 1 < rows;
-    if (live) {
+    /* the warp's one or two weight streams */
+    const uint8_t *s0 = wm + (size_t)r * rb;
+    const uint8_t *s1 = a.mode == MV_SWIGLU ? a.w[1] + (size_t)r * a.row_bytes[1]
+                        : rpw == 2           ? wm + (size_t)(two ? r + 1 : r) * rb
+                                             : NULL;
+    constexpr bool pre = NBT == 1 && !is_float;
+    struct wpre p0, p1;
+    if (pre) {
+        preload<TYPE>(live ? s0 : NULL, nblk, p0);
+        preload<TYPE>(live ? s1 : NULL, nblk, p1);
+    } else if (live) {
         prefetch_row(wm + (size_t)r * rb, two ? 2 * rb : rb);
         if (a.mode == MV_SWIGLU)
             prefetch_row(a.w[1] + (size_t)r * a.row_bytes[1],
@@ -583,7 +686,12 @@ k_matvec(struct mv_args a, const float *x, int cols, int nb, const float *norm, 
 #pragma unroll
             for (int t = 0; t < NBT; t++)
                 acc[k][t] = 0.0f;
-        rows_dot<TYPE, NBT, 2>(rp, cols, xq, xd, xs, xf, nt, acc);
+        if (pre) {
+            acc[0][0] = dot_pre<TYPE>(p0, s0, cols, xq, xd, xs);
+            acc[1][0] = dot_pre<TYPE>(p1, s1, cols, xq, xd, xs);
+        } else {
+            rows_dot<TYPE, NBT, 2>(rp, cols, xq, xd, xs, xf, nt, acc);
+        }
 #pragma unroll
         for (int k = 0; k < 2; k++)
 #pragma unroll
@@ -603,7 +711,10 @@ k_matvec(struct mv_args a, const float *x, int cols, int nb, const float *norm, 
 #pragma unroll
         for (int t = 0; t < NBT; t++)
             acc[0][t] = 0.0f;
-        rows_dot<TYPE, NBT, 1>(rp, cols, xq, xd, xs, xf, nt, acc);
+        if (pre)
+            acc[0][0] = dot_pre<TYPE>(p0, s0, cols, xq, xd, xs);
+        else
+            rows_dot<TYPE, NBT, 1>(rp, cols, xq, xd, xs, xf, nt, acc);
 #pragma unroll
         for (int t = 0; t < NBT; t++)
             acc[0][t] = warp_sum(acc[0][t]);
@@ -623,7 +734,12 @@ k_matvec(struct mv_args a, const float *x, int cols, int nb, const float *norm, 
 #pragma unroll
         for (int t = 0; t < NBT; t++)
             acc[k][t] = 0.0f;
-    rows_dot<TYPE, NBT, 2>(rp, cols, xq, xd, xs, xf, nt, acc);
+    if (pre) {
+        acc[0][0] = dot_pre<TYPE>(p0, s0, cols, xq, xd, xs);
+        acc[1][0] = dot_pre<TYPE>(p1, s1, cols, xq, xd, xs);
+    } else {
+        rows_dot<TYPE, NBT, 2>(rp, cols, xq, xd, xs, xf, nt, acc);
+    }
 #pragma unroll
     for (int k = 0; k < 2; k++)
 #pragma unroll

@@ -18,6 +18,7 @@
 
 #include <errno.h>
 #include <jansson.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -116,6 +117,47 @@ static void conservation(const struct lt_scenario *sc, struct gw_segment *seg, i
         r->detail[0] = '\0';
 }
 
+/* Slots in use and owned by a lane whose process is gone. The master
+ * repairs a dead child's slots when it reaps it (a few ms), so one found is
+ * read again a few times before it counts. */
+static int dead_owned(const struct gw_segment *seg, uint32_t *busy, char *detail, size_t len)
+{
+    int dead = 0;
+    *busy = 0;
+    for (uint32_t i = 0; i < seg->cfg.slots; i++) {
+        struct gw_slot_ref ref;
+        int st = gw_slot_peek(seg, i, &ref);
+        if (st <= GW_SLOT_FREE)
+            continue;
+        (*busy)++;
+        int lane = gw_slot_owner(seg, ref);
+        pid_t pid = lane >= 0 ? gw_lane_pid(seg, lane) : 0;
+        if (gw_slot_state(seg, ref) != st) /* moved on meanwhile: not stuck */
+            continue;
+        if (pid > 0 && (kill(pid, 0) == 0 || errno == EPERM))
+            continue;
+        if (dead++ == 0)
+            snprintf(detail, len, "slot %u (%s) owned by lane %d, pid %d: not running", i,
+                     gw_slot_state_name(st), lane, (int)pid);
+    }
+    return dead;
+}
+
+static void slots(struct gw_segment *seg, struct lt_ledger_result *r)
+{
+    r->slots_checked = 1;
+    r->slots = seg->cfg.slots;
+    for (int i = 0; i < 5; i++) {
+        r->slots_dead_owner =
+            (uint32_t)dead_owned(seg, &r->slots_busy, r->slots_detail, sizeof(r->slots_detail));
+        if (r->slots_dead_owner == 0)
+            break;
+        usleep(200000);
+    }
+    if (r->slots_dead_owner == 0)
+        r->slots_detail[0] = '\0';
+}
+
 /* Per-tenant money from the segment, for the report. */
 static void tenant_money(struct gw_segment *seg, struct lt_ledger_result *r)
 {
@@ -196,6 +238,7 @@ void lt_ledger_check(const struct lt_scenario *sc, struct lt_ledger_result *r)
     conservation(sc, &seg, attached, r);
     if (attached) {
         tenant_money(&seg, r);
+        slots(&seg, r);
         gw_segment_close(&seg);
     }
     if (sc->admin[0] && !r->budget_detail[0])

@@ -252,6 +252,11 @@ struct lt_ledger_result {
         struct lt_budget_fig before, after;
         struct lt_budget_verdict budget;
     } tenants[LT_MAX_CLASSES];
+    /* slots (segment only): in use after the run, and owned by a lane whose
+     * pid is gone (the master's repair should have taken those) */
+    int slots_checked;
+    uint32_t slots, slots_busy, slots_dead_owner;
+    char slots_detail[256]; /* the first dead-owned slot */
     int budget_checked; /* tenants whose budget was judged */
     int budget_over;    /* of those, how many overspent */
     char budget_detail[512]; /* why not checked, or the first overspend */

@@ -157,6 +157,11 @@ int main(int argc, char **argv)
         fprintf(stderr, "gpuwarden-load: ledger not conserved: %s\n", lr.detail);
         failed++;
     }
+    if (lr.slots_dead_owner) {
+        fprintf(stderr, "gpuwarden-load: %u slot%s owned by a dead process: %s\n",
+                lr.slots_dead_owner, lr.slots_dead_owner == 1 ? "" : "s", lr.slots_detail);
+        failed++;
+    }
     if (lr.budget_over) {
         fprintf(stderr, "gpuwarden-load: %d tenant%s over budget: %s\n", lr.budget_over,
                 lr.budget_over == 1 ? "" : "s", lr.budget_detail);

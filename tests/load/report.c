@@ -283,6 +283,10 @@ void lt_report_table(struct lt_scenario *sc, const struct lt_ledger_result *lr, 
                (double)lr->tenants[i].used_us / 1e6, (double)lr->tenants[i].refunded_us / 1e6,
                (unsigned long long)lr->tenants[i].inflight);
     }
+    if (lr->slots_checked)
+        printf("slots: %u of %u in use, %u owned by a dead process%s%s\n", lr->slots_busy,
+               lr->slots, lr->slots_dead_owner, lr->slots_dead_owner ? ": " : "",
+               lr->slots_detail);
     printf("budgets: ");
     if (!lr->budget_checked)
         printf("not checked (%s)\n", lr->budget_detail[0] ? lr->budget_detail : "no tenant has a budget");
@@ -414,6 +418,11 @@ int lt_report_json(struct lt_scenario *sc, const struct lt_ledger_result *lr, do
         json_array_append_new(ten, t);
     }
     json_object_set_new(led, "tenants", ten);
+    json_object_set_new(led, "slots_checked", json_boolean(lr->slots_checked));
+    json_object_set_new(led, "slots", json_integer(lr->slots));
+    json_object_set_new(led, "slots_busy", json_integer(lr->slots_busy));
+    json_object_set_new(led, "slots_dead_owner", json_integer(lr->slots_dead_owner));
+    json_object_set_new(led, "slots_detail", json_string(lr->slots_detail));
     json_object_set_new(led, "budgets_checked", json_integer(lr->budget_checked));
     json_object_set_new(led, "budgets_over", json_integer(lr->budget_over));
     json_object_set_new(led, "budget_step_ms", json_real(sc->budget_step_ms));

@@ -2,7 +2,8 @@
 # scripts/plot-latency.sh TIMELINE.csv OUT.(png|svg) [CLASS ...]
 #
 # Latency over time per class, from gpuwarden-load's --timeline file
-# (intended_s,class,outcome,status,ttft_ms,total_ms; one line per request).
+# (intended_s,class,outcome,status,ttft_ms,total_ms,sent; one line per
+# request).
 # Two panels sharing the time axis (seconds from the run's start, at each
 # request's intended send time): time to first token of the answered (200)
 # requests, and total latency of every request that got a whole response,
@@ -22,7 +23,7 @@ fi
 in=$1 out=$2
 shift 2
 [ -r "$in" ] || { echo "plot-latency: $in: cannot read" >&2; exit 100; }
-head -n 1 "$in" | grep -qx 'intended_s,class,outcome,status,ttft_ms,total_ms' ||
+head -n 1 "$in" | grep -qx 'intended_s,class,outcome,status,ttft_ms,total_ms,sent' ||
     { echo "plot-latency: $in: not a gpuwarden-load --timeline file (header differs)" >&2; exit 100; }
 case $out in
 *.png) term="pngcairo size 1200,800 font 'sans,10'" ;;
@@ -43,7 +44,8 @@ fi
 [ ${#classes[@]} -gt 0 ] || { echo "plot-latency: $in: no requests" >&2; exit 100; }
 
 # One data file per class: time, ttft (or NaN), total (or NaN when the
-# request got no whole response: connection errors, timeouts, unfinished).
+# request got no whole response: connection errors, timeouts, never sent,
+# unfinished).
 # 16 colours that stay apart (gnuplot's own cycle repeats after 8)
 colours=('#9400d3' '#009e73' '#56b4e9' '#e69f00' '#0072b2' '#d55e00' '#000000' '#cc79a7'
     '#f0e442' '#8b4513' '#7f7f7f' '#ff1493' '#2e8b57' '#1e90ff' '#b8860b' '#dc143c')
@@ -53,7 +55,7 @@ for c in "${classes[@]}"; do
     f="$tmp/$i.dat"
     awk -F, -v c="$c" 'NR > 1 && $2 == c {
         ttft = ($5 == "" ? "NaN" : $5)
-        total = ($3 == "conn_error" || $3 == "timeout" || $3 == "unfinished") ? "NaN" : $6
+        total = ($3 == "conn_error" || $3 == "timeout" || $3 == "not_sent" || $3 == "unfinished") ? "NaN" : $6
         print $1, ttft, total
     }' "$in" >"$f"
     if [ ! -s "$f" ]; then

@@ -46,7 +46,9 @@ enum lt_outcome {
     LT_O_503,
     LT_O_OTHER,      /* any other HTTP status */
     LT_O_CONN_ERROR, /* connect, reset or EOF before a whole response */
-    LT_O_TIMEOUT,    /* no whole response within the class's timeout */
+    LT_O_TIMEOUT,    /* sent, and no whole response within the class's timeout */
+    LT_O_NOT_SENT,   /* never sent within the timeout: no connection (connects
+                      * pending or the class's connections all busy) */
     LT_O_DISCONNECT, /* we closed it on purpose (LT_DISCONNECT) after a 200 began */
     LT_O_UNFINISHED, /* still in flight when the run's drain time ran out */
     LT_O_COUNT

@@ -25,7 +25,8 @@ static void usage(FILE *f)
             "  --admin PATH         the target's admin socket: tenants' budgets read before and\n"
             "                       after the run (and conservation when there is no --ledger)\n"
             "  --timeline FILE      one CSV line per request: intended send time, class, outcome,\n"
-            "                       status, TTFT and total latency (scripts/plot-latency.sh)\n"
+            "                       status, TTFT and total latency, sent or not\n"
+            "                       (scripts/plot-latency.sh draws it)\n"
             "  --secret-file PATH   HS256 secret to mint tokens with (overrides auth.secret_file)\n"
             "  --duration S         override duration_s\n"
             "  --max-requests N     override max_requests\n"
@@ -128,7 +129,7 @@ int main(int argc, char **argv)
             lt_scenario_free(&sc);
             return 100;
         }
-        fprintf(sc.timeline, "intended_s,class,outcome,status,ttft_ms,total_ms\n");
+        fprintf(sc.timeline, "intended_s,class,outcome,status,ttft_ms,total_ms,sent\n");
     }
     static struct lt_ledger_result lr; /* large: before/after figures per tenant */
     lt_ledger_before(&sc, &lr);

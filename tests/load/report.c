@@ -12,7 +12,7 @@
 
 static const char *const outcome_names[LT_O_COUNT] = {
     "200",   "401",        "408",     "429",          "503",
-    "other", "conn_error", "timeout", "disconnected", "unfinished"};
+    "other", "conn_error", "timeout", "not_sent", "disconnected", "unfinished"};
 static const char *const finish_names[LT_F_COUNT] = {"stop",   "length",    "budget",
                                                      "killed", "cancelled", "other"};
 
@@ -236,7 +236,8 @@ void lt_report_table(struct lt_scenario *sc, const struct lt_ledger_result *lr, 
                (unsigned long long)c->outcome[LT_O_200], (unsigned long long)c->outcome[LT_O_401],
                (unsigned long long)c->outcome[LT_O_408], (unsigned long long)c->outcome[LT_O_429],
                (unsigned long long)c->outcome[LT_O_503], (unsigned long long)c->outcome[LT_O_OTHER],
-               (unsigned long long)(c->outcome[LT_O_CONN_ERROR] + c->outcome[LT_O_TIMEOUT]),
+               (unsigned long long)(c->outcome[LT_O_CONN_ERROR] + c->outcome[LT_O_TIMEOUT] +
+                                    c->outcome[LT_O_NOT_SENT]),
                sr * 100, tps);
     }
     printf("\nlatency in ms from the intended send time (200s; refusals separately)\n");

@@ -292,7 +292,7 @@ static void test_smoke_scenario_meets_every_promise(void **state)
         assert_true(json_integer_value(json_object_get(b, "spent_us")) <=
                     json_integer_value(json_object_get(b, "allowed_us")));
     }
-    /* The timeline: a header, then one line of 6 fields per request sent. */
+    /* The timeline: a header, then one line of 7 fields per request sent. */
     json_int_t total = 0;
     json_t *c;
     json_array_foreach(json_object_get(r, "classes"), ti, c) total += sent(c);
@@ -300,13 +300,13 @@ static void test_smoke_scenario_meets_every_promise(void **state)
     assert_non_null(tf);
     char line[512];
     assert_non_null(fgets(line, sizeof(line), tf));
-    assert_string_equal(line, "intended_s,class,outcome,status,ttft_ms,total_ms\n");
+    assert_string_equal(line, "intended_s,class,outcome,status,ttft_ms,total_ms,sent\n");
     json_int_t lines = 0;
     while (fgets(line, sizeof(line), tf)) {
         int commas = 0;
         for (char *p = line; *p; p++)
             commas += *p == ',';
-        assert_int_equal(commas, 5);
+        assert_int_equal(commas, 6);
         lines++;
     }
     fclose(tf);

@@ -163,8 +163,21 @@ tenant_figs() {
 say "work dir $dir, port $port, ${duration} s, a child every ${interval} s, seed $seed"
 start_master || exit 111
 "$load" --target "127.0.0.1:$port" --ledger "$state/ledger" --admin "$sock" --json "$dir/report.json" \
-    --duration "$duration" --rate-scale "$rate_scale" --quiet "$dir/scenario.json" >"$dir/load.out" 2>&1 &
+    --timeline "$dir/timeline.csv" --duration "$duration" --rate-scale "$rate_scale" --quiet \
+    "$dir/scenario.json" >"$dir/load.out" 2>&1 &
 lpid=$!
+# Fronts running, sampled twice a second (s from the load's start; -1 while
+# the admin socket does not answer: the master is down), so unanswered
+# requests can be set against the times no front was there to answer.
+(
+    ts=$(date +%s%N)
+    while kill -0 "$lpid" 2>/dev/null; do
+        f=$("$ctl" -s "$sock" --json status 2>/dev/null | sed -n 's/.*"fronts":{"running":\([0-9]*\).*/\1/p')
+        echo "$((($(date +%s%N) - ts) / 1000000)),${f:--1}"
+        sleep 0.5
+    done
+) >"$dir/fronts.csv" &
+spid=$!
 
 t0=$(date +%s)
 half=$((duration / 2))
@@ -231,6 +244,7 @@ fi
 wait "$lpid"
 lrc=$?
 lpid=0
+wait "$spid" 2>/dev/null
 cat "$dir/load.out" >>"$summary"
 [ -s "$dir/report.json" ] || { check "load report" 0 "no $dir/report.json (gpuwarden-load exit $lrc)"; exit 1; }
 
@@ -258,6 +272,24 @@ print(1 if not bad else 0, "%d requests: %d answered, %d connection errors, %d n
 EOF
 )
 check "every request answered or a connection error" "${res%% *}" "${res#* }"
+# Where the unanswered ones were: a request sent and left unanswered whose
+# wait (intended time to intended + 30 s) saw a moment with no front running.
+say "fronts: $(python3 - "$dir/timeline.csv" "$dir/fronts.csv" <<'EOF'
+import csv, sys
+fr = [(int(t) / 1000.0, int(n)) for t, n in (l.strip().split(",") for l in open(sys.argv[2]) if l.strip())]
+down = sum(1 for _, n in fr if n == 0)
+mdown = sum(1 for _, n in fr if n < 0)
+tot = nofront = 0
+for r in csv.DictReader(open(sys.argv[1])):
+    if r["outcome"] != "timeout":
+        continue
+    tot += 1
+    t = float(r["intended_s"])
+    if any(n <= 0 for ts, n in fr if t <= ts <= t + 30):
+        nofront += 1
+print("%d of %d samples (every 0.5 s) saw no front running and %d no master; %d of the %d requests sent and left unanswered for 30 s waited through such a moment" % (down, len(fr), mdown, nofront, tot))
+EOF
+)"
 
 # 2-3. ledger, slots and budgets as gpuwarden-load saw them after the run
 res=$(python3 - "$dir/report.json" <<'EOF'

@@ -13,6 +13,7 @@ pkgs=(
     libclang-rt-dev       # libFuzzer and the sanitizer runtimes for clang (only
                           # "recommended" by clang, so named here)
     curl                  # scripts/run-dev.sh waits for /readyz with it
+    valgrind              # memcheck over the engine tests (ctest -L valgrind)
 )
 
 missing=()

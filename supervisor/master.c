@@ -350,8 +350,22 @@ static int sweep_stale_lanes(struct master *m)
             return 1;
         }
     }
+    /* The repair settles money through our own lane's columns
+     * (gw_lane_repair refuses without one), so take it first: sweeping
+     * before this made every repair a no-op (-EINVAL), and a SIGKILLed
+     * master's children kept their lanes and slots for good (found by
+     * scripts/chaos-soak.sh: a RUNNING slot of a dead worker, its
+     * reservation and in-flight unit held, and fewer free lanes after each
+     * master crash). */
+    int e = gw_lane_acquire(&m->seg);
+    if (e != 0) {
+        say("%s: no free lane for the master: %s", m->seg_path, gw_strerror(e));
+        return 1;
+    }
     int repaired = 0;
     for (int l = 0; l < (int)m->seg.cfg.lanes; l++) {
+        if (l == m->seg.lane)
+            continue;
         struct gw_proc_info pi;
         if (gw_proc_get(&m->seg, l, &pi) != 0)
             continue;
@@ -381,9 +395,13 @@ static int sweep_stale_lanes(struct master *m)
             }
         }
         int failed = gw_lane_repair(&m->seg, l);
+        if (failed < 0) {
+            say("lane %d: %s %d (pid %d) of an earlier run is gone; repair failed: %s", l,
+                role_name(pi.role), pi.index, (int)pi.pid, gw_strerror(failed));
+            continue;
+        }
         say("lane %d: %s %d (pid %d) of an earlier run is gone: repaired, %d slot%s failed", l,
-            role_name(pi.role), pi.index, (int)pi.pid, failed < 0 ? 0 : failed,
-            failed == 1 ? "" : "s");
+            role_name(pi.role), pi.index, (int)pi.pid, failed, failed == 1 ? "" : "s");
         repaired++;
     }
     (void)repaired;
@@ -1083,12 +1101,8 @@ int gw_master_main(const char *config_path)
         goto out;
     }
     m->seg_open = 1;
-    if (sweep_stale_lanes(m) != 0)
+    if (sweep_stale_lanes(m) != 0) /* takes the master's lane */
         goto out;
-    if ((e = gw_lane_acquire(&m->seg)) != 0) {
-        say_err("%s: no free lane for the master: %s", m->seg_path, gw_strerror(e));
-        goto out;
-    }
     gw_proc_set_role(&m->seg, GW_ROLE_MASTER, 0);
     /* Run-time limits die with the master that set them: the config file
      * is what runs now (this also repairs a cell a killed master left

@@ -1,8 +1,11 @@
-#!/bin/sh
+#!/usr/bin/env bash
 # tests/fuzz/run.sh [seconds] [target ...] - builds the libFuzzer targets
 # (clang, GW_FUZZ=ON, in $GW_FUZZ_BUILD, default build-fuzz/) and runs each
 # for `seconds` (default 60, what CI gives each) on its committed corpus,
-# one after another. New inputs go to a scratch corpus, not into the tree.
+# $GW_FUZZ_JOBS (default 2) targets at a time, each libFuzzer process on
+# one core: the six targets take 3 x `seconds` on two cores. Each target's
+# line is printed as it finishes. New inputs go to a scratch corpus, not
+# into the tree.
 # A crash or broken contract leaves its input in
 # $GW_FUZZ_OUT/<target>/crash-* (default build-fuzz/fuzz-out); copy it to
 # tests/fuzz/crashes/<target>/ once fixed, so the replay test keeps it fixed.
@@ -25,23 +28,40 @@ for t in $targets; do
     cmake --build "$build" -j "$jobs" --target "fuzz_$t" >/dev/null || exit 111
 done
 
-status=0
-for t in $targets; do
+run_one() { # target: runs it, prints its line, exits 0 clean / 1 found something
+    local t=$1
     mkdir -p "$out/$t/corpus"
     # the GGUF loader must refuse without over-allocating: tight limits
-    limits="-rss_limit_mb=2048"
+    local limits="-rss_limit_mb=2048"
     [ "$t" = gguf ] && limits="-rss_limit_mb=512 -malloc_limit_mb=256"
-    log="$out/$t/log"
+    local log="$out/$t/log"
     "$build/tests/fuzz/fuzz_$t" -max_total_time="$secs" -print_final_stats=1 $limits \
         -artifact_prefix="$out/$t/" "$out/$t/corpus" "$root/tests/fuzz/corpus/$t" >"$log" 2>&1
-    rc=$?
+    local rc=$?
+    local execs cov
     execs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -n 1)
     cov=$(grep -E '^#[0-9]+.*cov: ' "$log" | tail -n 1 | sed -n 's/.*cov: \([0-9]*\) ft: \([0-9]*\).*/cov \1 ft \2/p')
     if [ $rc -eq 0 ]; then
         echo "fuzz_$t: ${secs}s, ${execs:-?} execs, ${cov:-?}: clean"
-    else
-        echo "fuzz_$t: FOUND SOMETHING (exit $rc): see $log and $out/$t/" >&2
-        status=1
+        return 0
     fi
+    echo "fuzz_$t: FOUND SOMETHING (exit $rc): see $log and $out/$t/" >&2
+    return 1
+}
+
+status=0 running=0
+start=$(date +%s)
+for t in $targets; do
+    if [ "$running" -ge "$jobs" ]; then
+        wait -n || status=1
+        running=$((running - 1))
+    fi
+    run_one "$t" &
+    running=$((running + 1))
 done
+while [ "$running" -gt 0 ]; do
+    wait -n || status=1
+    running=$((running - 1))
+done
+echo "fuzz: $(echo $targets | wc -w) targets, ${secs}s each, $jobs at a time: $(($(date +%s) - start)) s"
 exit $status

@@ -167,6 +167,26 @@ static void req_free(struct req *q)
     free(q);
 }
 
+/* --timeline: intended send time (s from the run's start), class, outcome,
+ * HTTP status (0 none), TTFT (200s; empty otherwise) and total latency in
+ * ms, both from the same base as the report's (intended time in open loop),
+ * and whether any byte of it was sent (1/0). */
+static void timeline_line(const struct req *q, int outcome, uint64_t base, uint64_t now)
+{
+    const struct rt_class *rc = q->rc;
+    char ttft[32] = "";
+    if (outcome == LT_O_200 || outcome == LT_O_DISCONNECT) {
+        uint64_t first = q->ttft_ns ? q->ttft_ns : (rc->c->stream ? now : q->first_ns);
+        if (!first)
+            first = now;
+        snprintf(ttft, sizeof(ttft), "%.3f", (double)(first - base) / 1e6);
+    }
+    fprintf(rc->run->sc->timeline, "%.6f,%s,%s,%d,%s,%.3f,%d\n",
+            (double)((int64_t)q->intended_ns - (int64_t)rc->run->t0_ns) / 1e9, rc->c->name,
+            lt_outcome_name(outcome), q->status, ttft, (double)(now - base) / 1e6,
+            q->sent_ns != 0);
+}
+
 /* Records the request's outcome in its class and frees it. */
 static void req_end(struct req *q, int outcome)
 {
@@ -193,6 +213,8 @@ static void req_end(struct req *q, int outcome)
         count_code(c, json_is_string(code) ? json_string_value(code) : "(no error.code)");
         json_decref(o);
     }
+    if (rc->run->sc->timeline)
+        timeline_line(q, outcome, base, now);
     rc->inflight--;
     req_free(q);
     if (c->closed && rc->active && may_issue(rc->run))
@@ -283,6 +305,8 @@ static struct req *req_new(struct rt_class *rc, uint64_t intended_ns)
     if (auth != rc->auth)
         free(auth);
     rc->inflight++;
+    if (rc->inflight > rc->c->peak_inflight)
+        rc->c->peak_inflight = rc->inflight;
     return q;
 }
 
@@ -775,7 +799,8 @@ static void on_tick(uv_timer_t *t)
         uint64_t from = c->closed ? (q->sent_ns ? q->sent_ns : now) : q->intended_ns;
         if (now - from > (uint64_t)(c->timeout_s * 1e9)) {
             k->req = NULL;
-            req_end(q, LT_O_TIMEOUT);
+            /* not a byte sent: the connect is still pending */
+            req_end(q, q->sent_ns ? LT_O_TIMEOUT : LT_O_NOT_SENT);
             conn_close(k);
             continue;
         }
@@ -788,7 +813,7 @@ static void on_tick(uv_timer_t *t)
             rc->backlog = q->next;
             if (!rc->backlog)
                 rc->backlog_tail = NULL;
-            req_end(q, LT_O_TIMEOUT);
+            req_end(q, LT_O_NOT_SENT);
         }
     }
     if (r->scheduling && (now >= r->end_ns || r->total_due >= r->sc->max_requests)) {
@@ -816,7 +841,7 @@ static void on_progress(uv_timer_t *t)
                       (unsigned long long)c->outcome[LT_O_429],
                       (unsigned long long)(c->outcome[LT_O_408] + c->outcome[LT_O_503] +
                                            c->outcome[LT_O_OTHER] + c->outcome[LT_O_CONN_ERROR] +
-                                           c->outcome[LT_O_TIMEOUT]));
+                                           c->outcome[LT_O_TIMEOUT] + c->outcome[LT_O_NOT_SENT]));
     }
     fprintf(stderr, "%s\033[K", line);
     fflush(stderr);

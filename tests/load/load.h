@@ -16,6 +16,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <sys/socket.h>
 
 #define LT_MAX_CLASSES 32
@@ -45,7 +46,9 @@ enum lt_outcome {
     LT_O_503,
     LT_O_OTHER,      /* any other HTTP status */
     LT_O_CONN_ERROR, /* connect, reset or EOF before a whole response */
-    LT_O_TIMEOUT,    /* no whole response within the class's timeout */
+    LT_O_TIMEOUT,    /* sent, and no whole response within the class's timeout */
+    LT_O_NOT_SENT,   /* never sent within the timeout: no connection (connects
+                      * pending or the class's connections all busy) */
     LT_O_DISCONNECT, /* we closed it on purpose (LT_DISCONNECT) after a 200 began */
     LT_O_UNFINISHED, /* still in flight when the run's drain time ran out */
     LT_O_COUNT
@@ -115,6 +118,7 @@ struct lt_class {
     struct lt_samples total_refused; /* any other status: to the last byte */
     struct lt_samples send_lag;      /* open loop: actual minus intended send time */
     double active_s;                 /* seconds the class was scheduling */
+    uint64_t peak_inflight;          /* most requests of this class in flight at once */
     /* run state (client.c) */
     void *rt;
 };
@@ -154,6 +158,9 @@ struct lt_scenario {
     uint64_t seed;
     struct lt_auth auth;
     char ledger[512]; /* the target's segment file, "" to skip the check */
+    char admin[512];  /* the target's admin socket, "" to skip the budget check */
+    double budget_step_ms; /* one generation step's device time at most (budget check slack) */
+    FILE *timeline;   /* --timeline: one CSV line per request as it ends, or NULL */
     int n_classes;
     struct lt_class classes[LT_MAX_CLASSES];
     int n_thresholds;
@@ -169,7 +176,7 @@ struct lt_scenario {
 
 /* Overrides from the command line, applied after parsing. NULL: keep. */
 struct lt_overrides {
-    const char *target, *ledger, *secret_file;
+    const char *target, *ledger, *secret_file, *admin;
     double duration_s;     /* <= 0: keep */
     uint64_t max_requests; /* 0: keep */
     double rate_scale;     /* > 0: multiplies every open-loop rate */
@@ -196,6 +203,40 @@ int lt_token_for(const struct lt_scenario *sc, const struct lt_class *c, uint64_
  * flight. progress: 1 to redraw a status line on stderr every second. */
 int lt_run(struct lt_scenario *sc, int progress, double *elapsed_s, char *err, size_t errlen);
 
+/* Budget figures of one tenant as the admin socket's tenant.show gives
+ * them (budget.c). */
+struct lt_budget_fig {
+    int found;      /* tenant.show answered ok */
+    int has_budget; /* the tenant's plan has a budget */
+    uint64_t amount_us, period_us; /* the plan's budget rate */
+    uint64_t left_us, reserved_us, used_us, refunded_us;
+    uint64_t in_flight, max_inflight; /* now; the plan's cap (0: none) */
+    uint64_t asked_us, answered_us;   /* wall clock around the question */
+};
+/* The verdict on one tenant: spent <= allowed. */
+struct lt_budget_verdict {
+    int checked, ok;
+    int64_t spent_us; /* (reserved - refunded) after minus before */
+    uint64_t left_before_us, refill_us, slack_us, rounding_us, allowed_us, inflight;
+    char why[384]; /* why not checked, or by how much it overspent */
+};
+/* One line to the admin socket, one line back (malloc'd, no newline). */
+int lt_admin_query(const char *sock_path, const char *line, char **answer, char *err,
+                   size_t errlen);
+/* Parses a tenant.show answer. -ENOENT when the node refused the question. */
+int lt_budget_fig_parse(const char *answer, struct lt_budget_fig *f, char *err, size_t errlen);
+/* tenant.show for one tenant. */
+int lt_budget_read(const char *sock_path, const char *tenant, struct lt_budget_fig *f, char *err,
+                   size_t errlen);
+/* Judges before/after: inflight = requests the tenant can have had in
+ * flight at once, step_us = one step's device time, requests = requests
+ * the tenant sent (each may round by a few us). 0 with v->checked and v->ok
+ * set; -ENOENT/-ESTALE with v->why when it cannot judge. Pure: unit-tested
+ * with synthetic figures (test_load_budget.c). */
+int lt_budget_judge(const struct lt_budget_fig *before, const struct lt_budget_fig *after,
+                    uint64_t inflight, uint64_t step_us, uint64_t requests,
+                    struct lt_budget_verdict *v);
+
 /* The ledger check (ledger.c), after the run. */
 struct lt_ledger_result {
     int checked;   /* 0: no ledger path, or it could not be attached */
@@ -205,13 +246,27 @@ struct lt_ledger_result {
     char method[256]; /* how it was read */
     char detail[512]; /* the first violation, or why it was not checked */
     int n_tenants;
-    struct {
+    struct lt_tenant_ledger {
         char tenant[64];
         int found;
         uint64_t reserved_us, used_us, refunded_us, inflight;
+        /* the budget check (budget.c), from the admin socket */
+        struct lt_budget_fig before, after;
+        struct lt_budget_verdict budget;
     } tenants[LT_MAX_CLASSES];
+    /* slots (segment only): in use after the run, and owned by a lane whose
+     * pid is gone (the master's repair should have taken those) */
+    int slots_checked;
+    uint32_t slots, slots_busy, slots_dead_owner;
+    char slots_detail[256]; /* the first dead-owned slot */
+    int budget_checked; /* tenants whose budget was judged */
+    int budget_over;    /* of those, how many overspent */
+    char budget_detail[512]; /* why not checked, or the first overspend */
 };
 void lt_ledger_check(const struct lt_scenario *sc, struct lt_ledger_result *r);
+/* Before the run: the tenants' budget figures from the admin socket (no-op
+ * without one). After it, lt_ledger_check reads them again and judges. */
+void lt_ledger_before(const struct lt_scenario *sc, struct lt_ledger_result *r);
 
 /* Report (report.c): thresholds are evaluated first; returns the number
  * that failed. */

@@ -8,6 +8,7 @@
 
 #include "gw_common.h"
 
+#include <errno.h>
 #include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -21,6 +22,11 @@ static void usage(FILE *f)
             "  --json FILE          write the full report as JSON (units in the field names)\n"
             "  --target HOST:PORT   override the scenario's target (loopback only)\n"
             "  --ledger PATH        the target's segment file (<state_dir>/ledger) to check\n"
+            "  --admin PATH         the target's admin socket: tenants' budgets read before and\n"
+            "                       after the run (and conservation when there is no --ledger)\n"
+            "  --timeline FILE      one CSV line per request: intended send time, class, outcome,\n"
+            "                       status, TTFT and total latency, sent or not\n"
+            "                       (scripts/plot-latency.sh draws it)\n"
             "  --secret-file PATH   HS256 secret to mint tokens with (overrides auth.secret_file)\n"
             "  --duration S         override duration_s\n"
             "  --max-requests N     override max_requests\n"
@@ -31,11 +37,13 @@ static void usage(FILE *f)
 int main(int argc, char **argv)
 {
     struct lt_overrides ov = {0};
-    const char *json = NULL;
+    const char *json = NULL, *timeline = NULL;
     int progress = isatty(STDERR_FILENO);
     static const struct option opts[] = {{"json", required_argument, 0, 'j'},
                                          {"target", required_argument, 0, 't'},
                                          {"ledger", required_argument, 0, 'l'},
+                                         {"admin", required_argument, 0, 'a'},
+                                         {"timeline", required_argument, 0, 'T'},
                                          {"secret-file", required_argument, 0, 's'},
                                          {"duration", required_argument, 0, 'd'},
                                          {"max-requests", required_argument, 0, 'n'},
@@ -56,6 +64,12 @@ int main(int argc, char **argv)
             break;
         case 'l':
             ov.ledger = optarg;
+            break;
+        case 'a':
+            ov.admin = optarg;
+            break;
+        case 'T':
+            timeline = optarg;
             break;
         case 's':
             ov.secret_file = optarg;
@@ -108,14 +122,30 @@ int main(int argc, char **argv)
         fprintf(stderr, "gpuwarden-load: %s\n", err);
         return 100;
     }
+    if (timeline) {
+        sc.timeline = fopen(timeline, "we");
+        if (!sc.timeline) {
+            fprintf(stderr, "gpuwarden-load: --timeline %s: %s\n", timeline, strerror(errno));
+            lt_scenario_free(&sc);
+            return 100;
+        }
+        fprintf(sc.timeline, "intended_s,class,outcome,status,ttft_ms,total_ms,sent\n");
+    }
+    static struct lt_ledger_result lr; /* large: before/after figures per tenant */
+    lt_ledger_before(&sc, &lr);
     double elapsed = 0;
     int rc = lt_run(&sc, progress, &elapsed, err, sizeof(err));
+    if (sc.timeline && fclose(sc.timeline) != 0) {
+        fprintf(stderr, "gpuwarden-load: --timeline %s: %s\n", timeline, strerror(errno));
+        rc = rc ? rc : -EIO;
+        snprintf(err, sizeof(err), "--timeline %s: write failed", timeline);
+    }
+    sc.timeline = NULL;
     if (rc != 0) {
         fprintf(stderr, "gpuwarden-load: %s\n", err);
         lt_scenario_free(&sc);
         return 111;
     }
-    struct lt_ledger_result lr;
     lt_ledger_check(&sc, &lr);
     int failed = lt_thresholds_eval(&sc, &lr);
     lt_report_table(&sc, &lr, elapsed);
@@ -126,6 +156,16 @@ int main(int argc, char **argv)
     }
     if (lr.checked && !lr.conserved) {
         fprintf(stderr, "gpuwarden-load: ledger not conserved: %s\n", lr.detail);
+        failed++;
+    }
+    if (lr.slots_dead_owner) {
+        fprintf(stderr, "gpuwarden-load: %u slot%s owned by a dead process: %s\n",
+                lr.slots_dead_owner, lr.slots_dead_owner == 1 ? "" : "s", lr.slots_detail);
+        failed++;
+    }
+    if (lr.budget_over) {
+        fprintf(stderr, "gpuwarden-load: %d tenant%s over budget: %s\n", lr.budget_over,
+                lr.budget_over == 1 ? "" : "s", lr.budget_detail);
         failed++;
     }
     if (failed)

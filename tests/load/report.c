@@ -12,7 +12,7 @@
 
 static const char *const outcome_names[LT_O_COUNT] = {
     "200",   "401",        "408",     "429",          "503",
-    "other", "conn_error", "timeout", "disconnected", "unfinished"};
+    "other", "conn_error", "timeout", "not_sent", "disconnected", "unfinished"};
 static const char *const finish_names[LT_F_COUNT] = {"stop",   "length",    "budget",
                                                      "killed", "cancelled", "other"};
 
@@ -169,6 +169,16 @@ int lt_thresholds_eval(struct lt_scenario *sc, const struct lt_ledger_result *lr
                 continue;
             }
             v = lr->conserved;
+        } else if (strcmp(t->metric, "budgets_kept") == 0) {
+            /* 1: every tenant with a budget was judged within it */
+            if (!lr->budget_checked) {
+                t->passed = 0;
+                snprintf(t->why, sizeof(t->why), "budgets not checked: %.120s",
+                         lr->budget_detail);
+                failed++;
+                continue;
+            }
+            v = lr->budget_over == 0;
         } else {
             struct lt_class *c = find_class(sc, t->cls);
             if (!c || lt_metric(c, t->metric, &v) != 0) {
@@ -226,7 +236,8 @@ void lt_report_table(struct lt_scenario *sc, const struct lt_ledger_result *lr, 
                (unsigned long long)c->outcome[LT_O_200], (unsigned long long)c->outcome[LT_O_401],
                (unsigned long long)c->outcome[LT_O_408], (unsigned long long)c->outcome[LT_O_429],
                (unsigned long long)c->outcome[LT_O_503], (unsigned long long)c->outcome[LT_O_OTHER],
-               (unsigned long long)(c->outcome[LT_O_CONN_ERROR] + c->outcome[LT_O_TIMEOUT]),
+               (unsigned long long)(c->outcome[LT_O_CONN_ERROR] + c->outcome[LT_O_TIMEOUT] +
+                                    c->outcome[LT_O_NOT_SENT]),
                sr * 100, tps);
     }
     printf("\nlatency in ms from the intended send time (200s; refusals separately)\n");
@@ -272,6 +283,33 @@ void lt_report_table(struct lt_scenario *sc, const struct lt_ledger_result *lr, 
                lr->tenants[i].tenant, (double)lr->tenants[i].reserved_us / 1e6,
                (double)lr->tenants[i].used_us / 1e6, (double)lr->tenants[i].refunded_us / 1e6,
                (unsigned long long)lr->tenants[i].inflight);
+    }
+    if (lr->slots_checked)
+        printf("slots: %u of %u in use, %u owned by a dead process%s%s\n", lr->slots_busy,
+               lr->slots, lr->slots_dead_owner, lr->slots_dead_owner ? ": " : "",
+               lr->slots_detail);
+    printf("budgets: ");
+    if (!lr->budget_checked)
+        printf("not checked (%s)\n", lr->budget_detail[0] ? lr->budget_detail : "no tenant has a budget");
+    else if (!lr->budget_over)
+        printf("no tenant exceeded its budget beyond one step (%.0f ms) per in-flight request "
+               "(%d tenant%s judged from admin tenant.show before and after the run)\n",
+               sc->budget_step_ms, lr->budget_checked, lr->budget_checked == 1 ? "" : "s");
+    else
+        printf("%d TENANT%s OVER BUDGET: %s\n", lr->budget_over, lr->budget_over == 1 ? "" : "S",
+               lr->budget_detail);
+    for (int i = 0; i < lr->n_tenants; i++) {
+        const struct lt_budget_verdict *v = &lr->tenants[i].budget;
+        if (!v->checked) {
+            if (v->why[0])
+                printf("  tenant %-16s not judged: %s\n", lr->tenants[i].tenant, v->why);
+            continue;
+        }
+        printf("  tenant %-16s %s: spent %.3f s <= allowed %.3f s (left %.3f + refill %.3f + "
+               "%llu x step + rounding)\n",
+               lr->tenants[i].tenant, v->ok ? "ok" : "OVER", (double)v->spent_us / 1e6,
+               (double)v->allowed_us / 1e6, (double)v->left_before_us / 1e6,
+               (double)v->refill_us / 1e6, (unsigned long long)v->inflight);
     }
     if (sc->n_thresholds)
         printf("\nthresholds\n");
@@ -365,9 +403,31 @@ int lt_report_json(struct lt_scenario *sc, const struct lt_ledger_result *lr, do
         json_object_set_new(t, "used_us", json_integer((json_int_t)lr->tenants[i].used_us));
         json_object_set_new(t, "refunded_us", json_integer((json_int_t)lr->tenants[i].refunded_us));
         json_object_set_new(t, "inflight", json_integer((json_int_t)lr->tenants[i].inflight));
+        const struct lt_budget_verdict *v = &lr->tenants[i].budget;
+        json_t *b = json_object();
+        json_object_set_new(b, "checked", json_boolean(v->checked));
+        json_object_set_new(b, "within", v->checked ? json_boolean(v->ok) : json_null());
+        json_object_set_new(b, "spent_us", json_integer((json_int_t)v->spent_us));
+        json_object_set_new(b, "allowed_us", json_integer((json_int_t)v->allowed_us));
+        json_object_set_new(b, "left_before_us", json_integer((json_int_t)v->left_before_us));
+        json_object_set_new(b, "refill_us", json_integer((json_int_t)v->refill_us));
+        json_object_set_new(b, "step_slack_us", json_integer((json_int_t)v->slack_us));
+        json_object_set_new(b, "rounding_us", json_integer((json_int_t)v->rounding_us));
+        json_object_set_new(b, "inflight_counted", json_integer((json_int_t)v->inflight));
+        json_object_set_new(b, "detail", json_string(v->why));
+        json_object_set_new(t, "budget", b);
         json_array_append_new(ten, t);
     }
     json_object_set_new(led, "tenants", ten);
+    json_object_set_new(led, "slots_checked", json_boolean(lr->slots_checked));
+    json_object_set_new(led, "slots", json_integer(lr->slots));
+    json_object_set_new(led, "slots_busy", json_integer(lr->slots_busy));
+    json_object_set_new(led, "slots_dead_owner", json_integer(lr->slots_dead_owner));
+    json_object_set_new(led, "slots_detail", json_string(lr->slots_detail));
+    json_object_set_new(led, "budgets_checked", json_integer(lr->budget_checked));
+    json_object_set_new(led, "budgets_over", json_integer(lr->budget_over));
+    json_object_set_new(led, "budget_step_ms", json_real(sc->budget_step_ms));
+    json_object_set_new(led, "budget_detail", json_string(lr->budget_detail));
     json_object_set_new(root, "ledger", led);
     json_t *th = json_array();
     int failed = 0;

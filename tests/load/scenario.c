@@ -324,7 +324,7 @@ static void parse_threshold(struct ctx *cx, struct lt_scenario *sc, json_t *o, i
         FAIL(cx, "%smetric: required", path);
     if (!t->has_min && !t->has_max)
         FAIL(cx, "%s: give min, max or both", path);
-    if (strcmp(t->metric, "ledger_conserved") == 0)
+    if (strcmp(t->metric, "ledger_conserved") == 0 || strcmp(t->metric, "budgets_kept") == 0)
         return;
     int have = 0, have_rel = !t->relative_to[0];
     for (int k = 0; k < sc->n_classes; k++) {
@@ -341,7 +341,7 @@ static void parse_threshold(struct ctx *cx, struct lt_scenario *sc, json_t *o, i
              "%smetric: \"%s\": unknown (success_rate, rate_200, rate_401, rate_408, "
              "rate_429, rate_503, rate_other, rate_conn_error, rate_timeout, sent, "
              "achieved_ratio, tokens_per_s, ttft_p50_ms .. ttft_max_ms, total_p50_ms .. "
-             "total_max_ms, ledger_conserved)",
+             "total_max_ms, ledger_conserved, budgets_kept)",
              path, t->metric);
 }
 
@@ -386,7 +386,8 @@ int lt_scenario_load(struct lt_scenario *sc, const char *path, const struct lt_o
 {
     static const char *const known[] = {
         "name", "description", "target", "model",   "duration_s", "drain_s",    "max_requests",
-        "seed", "auth",        "ledger", "prompts", "classes",    "thresholds", NULL};
+        "seed", "auth",        "ledger", "prompts", "classes",    "thresholds", "admin",
+        "budget_step_ms", NULL};
     static const char *const known_auth[] = {"secret_file", "kid", "issuer", "audience", NULL};
     memset(sc, 0, sizeof(*sc));
     struct ctx cx = {.file = path, .err = err, .errlen = errlen};
@@ -418,6 +419,9 @@ int lt_scenario_load(struct lt_scenario *sc, const char *path, const struct lt_o
     sc->max_requests = (uint64_t)cap;
     sc->seed = (uint64_t)seed;
     get_str(&cx, root, "ledger", "", sc->ledger, sizeof(sc->ledger));
+    get_str(&cx, root, "admin", "", sc->admin, sizeof(sc->admin));
+    sc->budget_step_ms = 250;
+    get_num(&cx, root, "budget_step_ms", "", 0, 60000, &sc->budget_step_ms);
     json_t *auth = json_object_get(root, "auth");
     if (auth && json_is_object(auth)) {
         check_keys(&cx, auth, "auth.", known_auth);
@@ -434,6 +438,8 @@ int lt_scenario_load(struct lt_scenario *sc, const char *path, const struct lt_o
             snprintf(sc->target, sizeof(sc->target), "%s", ov->target);
         if (ov->ledger)
             snprintf(sc->ledger, sizeof(sc->ledger), "%s", ov->ledger);
+        if (ov->admin)
+            snprintf(sc->admin, sizeof(sc->admin), "%s", ov->admin);
         if (ov->secret_file)
             snprintf(sc->auth.secret_file, sizeof(sc->auth.secret_file), "%s", ov->secret_file);
         if (ov->duration_s > 0)

@@ -172,14 +172,17 @@ static void test_smoke_scenario_meets_every_promise(void **state)
                       "scripts/fetch-model.sh)\n");
         skip();
     }
-    char target[64], ledger[256], report[256], out[256];
+    char target[64], ledger[256], report[256], out[256], admin[256], timeline[256];
     snprintf(target, sizeof(target), "127.0.0.1:%d", S.port);
+    snprintf(admin, sizeof(admin), "%s/admin.sock", S.dir);
+    snprintf(timeline, sizeof(timeline), "%s/timeline.csv", S.dir);
     snprintf(ledger, sizeof(ledger), "%s/state/ledger", S.dir);
     snprintf(report, sizeof(report), "%s/report.json", S.dir);
     snprintf(out, sizeof(out), "%s/load.out", S.dir);
 #ifndef GW_SANITIZE
-    const char *args[] = {"--target", target, "--ledger", ledger,
-                          "--json",   report, "--quiet",  "dist/scenarios/smoke.json",
+    const char *args[] = {"--target", target,   "--ledger",   ledger,
+                          "--admin",  admin,    "--timeline", timeline,
+                          "--json",   report,   "--quiet",    "dist/scenarios/smoke.json",
                           NULL};
     int rc = run_load(args, out);
     if (rc != 0) {
@@ -190,10 +193,10 @@ static void test_smoke_scenario_meets_every_promise(void **state)
     /* The sanitizer build decodes several times slower: a fifth of the
      * arrivals, and the latency thresholds are not this build's to judge
      * (exit status 1 allowed); every outcome below still is. */
-    const char *args[] = {
-        "--target", target,    "--ledger",     ledger, "--json",
-        report,     "--quiet", "--rate-scale", "0.2",  "dist/scenarios/smoke.json",
-        NULL};
+    const char *args[] = {"--target",     target, "--ledger",   ledger,   "--admin",
+                          admin,          "--json", report,       "--timeline", timeline,
+                          "--quiet",      "--rate-scale", "0.2",  "dist/scenarios/smoke.json",
+                          NULL};
     int rc = run_load(args, out);
     if (rc != 0 && rc != 1) {
         dump(out);
@@ -275,6 +278,39 @@ static void test_smoke_scenario_meets_every_promise(void **state)
     json_t *led = json_object_get(r, "ledger");
     assert_true(json_is_true(json_object_get(led, "checked")));
     assert_true(json_is_true(json_object_get(led, "conserved")));
+    /* No tenant spent beyond its budget: the four tenants (acme on pro,
+     * smoke-flood, smoke-sponge and smoke-dc on the default free plan) all
+     * have budgets and were judged from tenant.show before and after. */
+    assert_int_equal(json_integer_value(json_object_get(led, "budgets_checked")), 4);
+    assert_int_equal(json_integer_value(json_object_get(led, "budgets_over")), 0);
+    json_t *t;
+    size_t ti;
+    json_array_foreach(json_object_get(led, "tenants"), ti, t)
+    {
+        json_t *b = json_object_get(t, "budget");
+        assert_true(json_is_true(json_object_get(b, "within")));
+        assert_true(json_integer_value(json_object_get(b, "spent_us")) <=
+                    json_integer_value(json_object_get(b, "allowed_us")));
+    }
+    /* The timeline: a header, then one line of 7 fields per request sent. */
+    json_int_t total = 0;
+    json_t *c;
+    json_array_foreach(json_object_get(r, "classes"), ti, c) total += sent(c);
+    FILE *tf = fopen(timeline, "r");
+    assert_non_null(tf);
+    char line[512];
+    assert_non_null(fgets(line, sizeof(line), tf));
+    assert_string_equal(line, "intended_s,class,outcome,status,ttft_ms,total_ms,sent\n");
+    json_int_t lines = 0;
+    while (fgets(line, sizeof(line), tf)) {
+        int commas = 0;
+        for (char *p = line; *p; p++)
+            commas += *p == ',';
+        assert_int_equal(commas, 6);
+        lines++;
+    }
+    fclose(tf);
+    assert_int_equal(lines, total);
     json_decref(r);
 }
 

@@ -533,6 +533,17 @@ static void child_exited(struct master *m, struct child *c, const siginfo_t *si)
         say_warn("%s killed by signal %d (SIG%s)%s", who, si->si_status, sig_name(si->si_status),
             si->si_code == CLD_DUMPED ? ", core dumped" : "");
     int wd_killed = gw_watchdog_reaped(m->wdog, c->pid);
+    /* Had it come up (a front attached, a worker loaded its model)? Read
+     * before the repair clears its lane. */
+    int was_up = 0;
+    {
+        struct gw_proc_info pi;
+        int l = child_lane(m, c);
+        if (l >= 0 && gw_proc_get(&m->seg, l, &pi) == 0 && pi.pid == c->pid)
+            was_up = c->role == GW_ROLE_FRONT ? pi.role == GW_ROLE_FRONT
+                                              : pi.state == GW_PROC_READY ||
+                                                    pi.state == GW_PROC_DRAINING;
+    }
     repair_pid(m, c->pid, who);
     /* Reap only now: until here the pid could not be reused. */
     waitpid(c->pid, NULL, 0);
@@ -548,6 +559,21 @@ static void child_exited(struct master *m, struct child *c, const siginfo_t *si)
         /* The watchdog's kill, not a crash: no backoff, not counted. */
         c->next_start_ns = gw_mono_ns();
         say("%s %d: killed by the watchdog; restarting now", role_name(c->role), c->index);
+        return;
+    }
+
+    /* SIGKILL or SIGTERM from outside (an operator, the OOM killer, a
+     * chaos test) after the child had come up says nothing about the
+     * binary or the config: back at once, like nginx's workers, so the
+     * node is not left without fronts. Backoff and the crash-loop count
+     * are for children that crash (a fault signal, a non-zero exit) or
+     * that die before they come up. */
+    if (was_up && si->si_code == CLD_KILLED &&
+        (si->si_status == SIGKILL || si->si_status == SIGTERM)) {
+        c->next_start_ns = gw_mono_ns();
+        c->backoff_ns = 0;
+        say("%s %d: it was up and was killed from outside: restarting now", role_name(c->role),
+            c->index);
         return;
     }
 

@@ -227,6 +227,20 @@ __device__ __forceinline__ void prefetch_row(const uint8_t *p, size_t n)
         prefetch_l2(p + off);
 }
 
+/* Adjacent-pair RoPE of (y0, y1), pair pi of its head at position pos: the
+ * angle is the position multiplied pi times by theta_scale, in float, as
+ * the CPU engine's rope_angles computes it. */
+__device__ __forceinline__ void rope_pair(int pos, int pi, float theta_scale, float &y0, float &y1)
+{
+    float theta = (float)pos;
+    for (int s = 0; s < pi; s++)
+        theta *= theta_scale;
+    float c = cosf(theta), sn = sinf(theta);
+    float z0 = y0 * c - y1 * sn, z1 = y0 * sn + y1 * c;
+    y0 = z0;
+    y1 = z1;
+}
+
 /* A 32-bit word from a 2-byte aligned address (Q4_0 and Q8_0 blocks are
  * 18 and 34 bytes, so their quants are only 2-byte aligned). */
 __device__ __forceinline__ int load_i32_a2(const uint8_t *p)
@@ -678,35 +692,8 @@ k_matvec(struct mv_args a, const float *x, int cols, int nb, const float *norm, 
     if (!live)
         return;
     const float *xf = stage;
-    if (a.mode == MV_SWIGLU) {
-        const uint8_t *rp[2] = {wm + (size_t)r * rb, a.w[1] + (size_t)r * a.row_bytes[1]};
-        float acc[2][NBT];
-#pragma unroll
-        for (int k = 0; k < 2; k++)
-#pragma unroll
-            for (int t = 0; t < NBT; t++)
-                acc[k][t] = 0.0f;
-        if (pre) {
-            acc[0][0] = dot_pre<TYPE>(p0, s0, cols, xq, xd, xs);
-            acc[1][0] = dot_pre<TYPE>(p1, s1, cols, xq, xd, xs);
-        } else {
-            rows_dot<TYPE, NBT, 2>(rp, cols, xq, xd, xs, xf, nt, acc);
-        }
-#pragma unroll
-        for (int k = 0; k < 2; k++)
-#pragma unroll
-            for (int t = 0; t < NBT; t++)
-                acc[k][t] = warp_sum(acc[k][t]);
-        if (lane != 0)
-            return;
-        for (int t = 0; t < nt; t++) {
-            float g = acc[0][t];
-            om[(size_t)(b0 + t) * rows + r] = g / (1.0f + expf(-g)) * acc[1][t];
-        }
-        return;
-    }
-    if (rpw == 1) {
-        const uint8_t *rp[1] = {wm + (size_t)r * rb};
+    if (rpw == 1 && a.mode != MV_SWIGLU) {
+        const uint8_t *rp[1] = {s0};
         float acc[1][NBT];
 #pragma unroll
         for (int t = 0; t < NBT; t++)
@@ -726,8 +713,9 @@ k_matvec(struct mv_args a, const float *x, int cols, int nb, const float *norm, 
         }
         return;
     }
-    /* MV_QKV: a RoPE pair */
-    const uint8_t *rp[2] = {wm + (size_t)r * rb, wm + (size_t)(two ? r + 1 : r) * rb};
+    /* two streams: gate and up of row r (SwiGLU), or rows r and r + 1 (a
+     * RoPE pair of q or k, or two values of v) */
+    const uint8_t *rp[2] = {s0, s1};
     float acc[2][NBT];
 #pragma unroll
     for (int k = 0; k < 2; k++)
@@ -747,23 +735,20 @@ k_matvec(struct mv_args a, const float *x, int cols, int nb, const float *norm, 
             acc[k][t] = warp_sum(acc[k][t]);
     if (lane != 0)
         return;
+    if (a.mode == MV_SWIGLU) {
+        for (int t = 0; t < nt; t++) {
+            float g = acc[0][t];
+            om[(size_t)(b0 + t) * rows + r] = g / (1.0f + expf(-g)) * acc[1][t];
+        }
+        return;
+    }
     for (int t = 0; t < nt; t++) {
         /* rows r, r + 1 are a RoPE pair of q (m 0) or k (m 1); v (m 2) is
-         * stored as is. The pair's angle: the position multiplied
-         * (r / 2 mod hd / 2) times by theta_scale, in float, as the CPU
-         * engine's rope_angles. */
+         * stored as is */
         float y0 = acc[0][t], y1 = acc[1][t];
         int pos = a.io->pos + b0 + t;
-        if (m < 2) {
-            int pi = (r / 2) % (a.hd / 2);
-            float theta = (float)pos;
-            for (int s = 0; s < pi; s++)
-                theta *= a.theta_scale;
-            float c = cosf(theta), sn = sinf(theta);
-            float z0 = y0 * c - y1 * sn, z1 = y0 * sn + y1 * c;
-            y0 = z0;
-            y1 = z1;
-        }
+        if (m < 2)
+            rope_pair(pos, (r / 2) % (a.hd / 2), a.theta_scale, y0, y1);
         if (m == 0) {
             float *o = om + (size_t)(b0 + t) * rows + r;
             o[0] = y0;
@@ -800,21 +785,16 @@ __global__ void k_rope_kv(float *q, const float *k, const float *v, const struct
         if (it < qp + kp) {
             int i = it < qp ? it : it - qp;
             int pi = i % (hd / 2);
-            float theta = (float)pos;
-            for (int s = 0; s < pi; s++)
-                theta *= theta_scale;
-            float c = cosf(theta), sn = sinf(theta);
             if (it < qp) {
                 float *p = q + (size_t)b * dim + 2 * i;
-                float x0 = p[0], x1 = p[1];
-                p[0] = x0 * c - x1 * sn;
-                p[1] = x0 * sn + x1 * c;
+                rope_pair(pos, pi, theta_scale, p[0], p[1]);
             } else {
                 const float *p = k + (size_t)b * kv_dim + 2 * i;
                 float x0 = p[0], x1 = p[1];
+                rope_pair(pos, pi, theta_scale, x0, x1);
                 __half *o = kc + (size_t)pos * kv_dim + 2 * i;
-                o[0] = __float2half_rn(x0 * c - x1 * sn);
-                o[1] = __float2half_rn(x0 * sn + x1 * c);
+                o[0] = __float2half_rn(x0);
+                o[1] = __float2half_rn(x1);
             }
         } else {
             int e = it - qp - kp;

@@ -29,6 +29,7 @@
 #include "gguf_writer.h"
 #include "gw_cuda.h"
 #include "gw_worker.h"
+#include "tiny_model.h"
 
 static int have_device;
 static char no_device_why[400];
@@ -46,35 +47,6 @@ static int n_skipped, n_run;
 
 static const int32_t prompt[] = {1, 17, 42, 5, 88, 3, 60, 61, 7, 33, 21, 95, 44};
 #define NP ((int)(sizeof prompt / sizeof prompt[0]))
-
-struct fixture {
-    gwt_llama c;
-    gwt_weights w;
-    gwt_buf file;
-    gw_model *m;
-};
-
-static void load(struct fixture *f, gwt_llama c, uint32_t type)
-{
-    memset(f, 0, sizeof *f);
-    f->c = c;
-    gwt_weights_random(&f->c, &f->w);
-    gwt_write_llama(&f->c, &f->w, type, &f->file);
-    gw_gguf *g;
-    char err[256] = "";
-    int rc = gw_gguf_open_buffer(f->file.p, f->file.len, "tiny.gguf", &g, err, sizeof err);
-    if (rc == 0)
-        rc = gw_model_from_gguf(g, &f->m, err, sizeof err);
-    if (rc)
-        fail_msg("%s", err);
-}
-
-static void unload(struct fixture *f)
-{
-    gw_model_free(f->m);
-    gwt_free(&f->file);
-    gwt_weights_free(&f->c, &f->w);
-}
 
 static gw_ctx *open_ctx(const gw_model *m, const char *device, int n_batch)
 {

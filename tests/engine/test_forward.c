@@ -14,6 +14,7 @@
 
 #include "gguf_writer.h"
 #include "gw_worker.h"
+#include "tiny_model.h"
 
 static const int32_t prompt[] = {1, 17, 42, 5, 88, 3, 60, 61, 7, 33, 21, 95};
 #define NP ((int)(sizeof prompt / sizeof prompt[0]))
@@ -124,35 +125,6 @@ static void ref_forward(const gwt_llama *c, const gwt_weights *w, const int32_t 
     for (int i = 0; i < c->vocab; i++)
         logits[i] = (float)lg[i];
     free(x), free(K), free(V);
-}
-
-struct fixture {
-    gwt_llama c;
-    gwt_weights w;
-    gwt_buf file;
-    gw_model *m;
-};
-
-static void load(struct fixture *f, gwt_llama c, uint32_t type)
-{
-    memset(f, 0, sizeof *f);
-    f->c = c;
-    gwt_weights_random(&f->c, &f->w);
-    gwt_write_llama(&f->c, &f->w, type, &f->file);
-    gw_gguf *g;
-    char err[256] = "";
-    int rc = gw_gguf_open_buffer(f->file.p, f->file.len, "tiny.gguf", &g, err, sizeof err);
-    if (rc == 0)
-        rc = gw_model_from_gguf(g, &f->m, err, sizeof err);
-    if (rc)
-        fail_msg("%s", err);
-}
-
-static void unload(struct fixture *f)
-{
-    gw_model_free(f->m);
-    gwt_free(&f->file);
-    gwt_weights_free(&f->c, &f->w);
 }
 
 /* Logits after the prompt, evaluated in batches of n_batch tokens (or one

@@ -78,11 +78,8 @@ static int group_setup(void **state)
         fprintf(stderr, "cannot write the test config from dist/gpuwarden.dev.json\n");
         return -1;
     }
-    if (svc_start(&S) != 0) {
-        fprintf(stderr, "gpuwarden did not become ready; its log:\n");
-        svc_dump_log(&S);
+    if (svc_start_or_dump(&S) != 0)
         return -1;
-    }
     started = 1;
     return 0;
 }

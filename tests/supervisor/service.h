@@ -343,4 +343,23 @@ static inline void svc_dump_log(struct svc *s)
         fclose(f);
 }
 
+/* For group setups and teardowns: svc_start or svc_stop, and on failure
+ * the service's log on stderr; 0 or -1. */
+static inline int svc_start_or_dump(struct svc *s)
+{
+    if (svc_start(s) == 0)
+        return 0;
+    fprintf(stderr, "gpuwarden did not become ready; its log:\n");
+    svc_dump_log(s);
+    return -1;
+}
+
+static inline int svc_stop_or_dump(struct svc *s)
+{
+    if (svc_stop(s) == 0)
+        return 0;
+    svc_dump_log(s);
+    return -1;
+}
+
 #endif

@@ -317,11 +317,8 @@ static int group_setup(void **state)
         return 0;
     svc_write_config(&S, "\"http\": {\"header_timeout_ms\": 2000, \"body_timeout_ms\": 2000, "
                          "\"header_bytes\": 8192, \"body_bytes\": 65536},");
-    if (svc_start(&S) != 0) {
-        fprintf(stderr, "gpuwarden did not become ready; its log:\n");
-        svc_dump_log(&S);
+    if (svc_start_or_dump(&S) != 0)
         return -1;
-    }
     good_tok = svc_token(&S, "happy", 3600);
     started = 1;
     return 0;

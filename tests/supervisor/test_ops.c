@@ -37,11 +37,8 @@ static int group_setup(void **state)
              "\"admin\": {\"socket\": \"%s\"}, \"log\": {\"format\": \"text\", \"access\": true},",
              SOCK);
     svc_write_config(&S, extra);
-    if (svc_start(&S) != 0) {
-        fprintf(stderr, "gpuwarden did not become ready; its log:\n");
-        svc_dump_log(&S);
+    if (svc_start_or_dump(&S) != 0)
         return -1;
-    }
     started = 1;
     return 0;
 }
@@ -49,10 +46,8 @@ static int group_setup(void **state)
 static int group_teardown(void **state)
 {
     (void)state;
-    if (started && svc_stop(&S) != 0) {
-        svc_dump_log(&S);
+    if (started && svc_stop_or_dump(&S) != 0)
         return -1;
-    }
     return 0;
 }
 

@@ -19,11 +19,8 @@ static int group_setup(void **state)
     svc_write_config(&S, "\"http\": {\"header_timeout_ms\": 1500, \"body_timeout_ms\": 1500, "
                          "\"header_bytes\": 8192, \"body_bytes\": 65536, \"drain_timeout_ms\": 5000, "
                          "\"keepalive_ms\": 1000, \"connections_per_front\": 6},");
-    if (svc_start(&S) != 0) {
-        fprintf(stderr, "gpuwarden did not become ready; its log:\n");
-        svc_dump_log(&S);
+    if (svc_start_or_dump(&S) != 0)
         return -1;
-    }
     started = 1;
     return 0;
 }

@@ -30,11 +30,8 @@ static int group_setup(void **state)
              "{\"name\": \"code\", \"pattern\": \"Code: 1234\", \"action\": \"kill\"}]},",
              STALL_MS, GRACE_MS);
     svc_write_config(&S, extra);
-    if (svc_start(&S) != 0) {
-        fprintf(stderr, "gpuwarden did not become ready; its log:\n");
-        svc_dump_log(&S);
+    if (svc_start_or_dump(&S) != 0)
         return -1;
-    }
     started = 1;
     return 0;
 }
@@ -332,10 +329,8 @@ static int learned_setup(void **state)
         return 0;
     svc_write_config(&S2, "\"watchdog\": {\"anomalous_length\": {\"floor_tokens\": 24,"
                           " \"factor\": 2, \"warmup\": 4}, \"unbounded_cap_tokens\": 12},");
-    if (svc_start(&S2) != 0) {
-        svc_dump_log(&S2);
+    if (svc_start_or_dump(&S2) != 0)
         return -1;
-    }
     started2 = 1;
     return 0;
 }
@@ -343,10 +338,8 @@ static int learned_setup(void **state)
 static int learned_teardown(void **state)
 {
     (void)state;
-    if (started2 && svc_stop(&S2) != 0) {
-        svc_dump_log(&S2);
+    if (started2 && svc_stop_or_dump(&S2) != 0)
         return -1;
-    }
     return 0;
 }
 

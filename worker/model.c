@@ -65,6 +65,7 @@ struct gw_ctx {
     gw_cuda_engine *cu;
     char backend[192];        /* "cpu" or "cuda:0 (NVIDIA H100 80GB HBM3)" */
     char note[512];           /* why "auto" runs on the CPU, or "" */
+    char error[512];          /* the CUDA call that failed in the last eval, or "" */
     uint64_t last_device_ns;  /* time of the last eval on the device */
 };
 
@@ -837,7 +838,7 @@ static int eval(gw_ctx *x, const int32_t *tokens, size_t n, int pos, bool want_l
         _Static_assert(sizeof(int32_t) == sizeof(int), "token ids are ints on the device");
         int rc = gw_cuda_engine_eval(x->cu, (const int *)tokens, (int)n, pos,
                                      want_logits ? x->logits : NULL, greedy ? &am : NULL, &ns,
-                                     x->note, sizeof x->note);
+                                     x->error, sizeof x->error);
         if (rc < 0)
             return rc;
         x->last_device_ns = ns;
@@ -879,7 +880,7 @@ int gw_ctx_eval_greedy(gw_ctx *x, const int32_t *tokens, size_t n, int pos, int3
 
 const char *gw_ctx_error(const gw_ctx *x)
 {
-    return x->note;
+    return x->error;
 }
 
 const gw_model *gw_ctx_model(const gw_ctx *x)

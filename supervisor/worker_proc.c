@@ -51,6 +51,7 @@ struct worker {
         uint64_t at_ns;         /* last use, for replacement */
     } served[128];
     double vtime;               /* start tag of the request last taken */
+    int device_lost;            /* a CUDA call failed: this context is not trusted again */
 };
 
 /* Fair scheduling (start-time fair queueing, per tenant): a request's
@@ -420,6 +421,14 @@ static void run_job(struct worker *w, struct gw_slot_ref ref)
     gw_tok_decoder_free(&j.dec);
     if (rc < 0) {
         snprintf(err, sizeof(err), "generation failed: %s", gw_worker_strerror(rc));
+        if (rc == -EIO && gw_ctx_on_gpu(w->ctx)) {
+            /* A CUDA error can leave the context unusable (a fault poisons
+             * it for good): fail this request, then exit so the master
+             * starts a fresh worker; only a new process gets a new context. */
+            log_line(w, "CUDA: %s; exiting so the master starts a fresh worker",
+                     gw_ctx_error(w->ctx));
+            w->device_lost = 1;
+        }
         fail_job(&j, err);
         goto done;
     }
@@ -581,6 +590,12 @@ int gw_worker_main(const char *config_path, int index, const struct gw_fds *fds)
             run_job(&w, ref);            /* time the job here */
             sv = served_of(&w, tenant, gw_mono_ns());
             sv->finish = start + (double)(gw_mono_ns() - t0) / 1e6;
+            if (w.device_lost)
+                break;
+        }
+        if (w.device_lost) {
+            status = 111;
+            break;
         }
         if (drain_check(&w)) {
             /* Drained (gpuwardenctl drain): take nothing, and leave the

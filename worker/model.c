@@ -813,13 +813,6 @@ static void forward_batch(gw_ctx *x, const int32_t *tok, int nb, int pos, bool w
     }
 }
 
-static uint64_t mono_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
-}
-
 /* Runs the tokens; logits (vocab floats) and/or the greedy id after the
  * last one. On the CPU the device time is the pass's wall time. */
 static int eval(gw_ctx *x, const int32_t *tokens, size_t n, int pos, bool want_logits,
@@ -846,7 +839,7 @@ static int eval(gw_ctx *x, const int32_t *tokens, size_t n, int pos, bool want_l
             *greedy = am;
         return 0;
     }
-    uint64_t t0 = mono_ns();
+    uint64_t t0 = gw_engine_now_ns();
     for (size_t done = 0; done < n;) {
         int nb = n - done < (size_t)x->n_batch ? (int)(n - done) : x->n_batch;
         forward_batch(x, tokens + done, nb, pos + (int)done, done + (size_t)nb == n);
@@ -859,7 +852,7 @@ static int eval(gw_ctx *x, const int32_t *tokens, size_t n, int pos, bool want_l
                 best = i;
         *greedy = best;
     }
-    x->last_device_ns = mono_ns() - t0;
+    x->last_device_ns = gw_engine_now_ns() - t0;
     return 0;
 }
 

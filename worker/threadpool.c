@@ -82,13 +82,6 @@ static void futex_wake(_Atomic uint32_t *w, int n)
 #endif
 }
 
-static uint64_t now_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
-
 /* Spins until *w != seen or SPIN_NS pass; returns the value last read. The
  * clock is read once per 64 pauses. acquire: pairs with the writer's
  * release (or seq_cst) store, so what it wrote before is visible. */
@@ -101,7 +94,7 @@ static uint32_t spin_while(_Atomic uint32_t *w, uint32_t seen)
             return v;
         cpu_relax();
         if (i % 64 == 0) {
-            uint64_t t = now_ns();
+            uint64_t t = gw_engine_now_ns();
             if (!t0)
                 t0 = t;
             else if (t - t0 > SPIN_NS)

@@ -51,6 +51,19 @@ static void write_file(const char *path, const char *text)
     assert_int_equal(fclose(f), 0);
 }
 
+/* A socket listening on 127.0.0.1 at a port the kernel picks; *a gets its
+ * address. */
+static int listen_loopback(struct sockaddr_in *a)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    *a = (struct sockaddr_in){.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t len = sizeof(*a);
+    assert_int_equal(bind(fd, (struct sockaddr *)a, sizeof(*a)), 0);
+    assert_int_equal(listen(fd, 16), 0);
+    assert_int_equal(getsockname(fd, (struct sockaddr *)a, &len), 0);
+    return fd;
+}
+
 /* A port nothing listens on right now. */
 static int free_port(void)
 {
@@ -515,12 +528,8 @@ static void test_master_names_the_address_it_cannot_bind(void **state)
 {
     (void)state;
     /* Hold the port so the master's bind fails. */
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    socklen_t len = sizeof(a);
-    assert_int_equal(bind(fd, (struct sockaddr *)&a, sizeof(a)), 0);
-    assert_int_equal(listen(fd, 1), 0);
-    assert_int_equal(getsockname(fd, (struct sockaddr *)&a, &len), 0);
+    struct sockaddr_in a;
+    int fd = listen_loopback(&a);
     char addr[64];
     snprintf(addr, sizeof(addr), "127.0.0.1:%d", ntohs(a.sin_port));
     write_config(addr, 1, "/nonexistent/model.gguf");
@@ -623,12 +632,8 @@ static void test_master_socket_activation_and_watchdog(void **state)
     (void)state;
     if (!have_children())
         skip();
-    int lfd = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    socklen_t alen = sizeof(a);
-    assert_int_equal(bind(lfd, (struct sockaddr *)&a, sizeof(a)), 0);
-    assert_int_equal(listen(lfd, 16), 0);
-    assert_int_equal(getsockname(lfd, (struct sockaddr *)&a, &alen), 0);
+    struct sockaddr_in a;
+    int lfd = listen_loopback(&a);
     /* the config names another port, which must stay unused */
     char addr[64];
     int other = free_port();

@@ -1,6 +1,6 @@
 /* engine.cu - the llama forward pass on an NVIDIA GPU.
  *
- * The same computation as worker/model.c, in the same rounding points where
+ * The same computation as worker/engine/model.c, in the same rounding points where
  * they matter for greedy decoding (activations quantized to 8-bit blocks
  * with half-precision scales, the query and the softmax weights rounded to
  * halves, a half KV cache), so the two engines agree to float summation

@@ -61,11 +61,11 @@ case $duration$interval$seed in *[!0-9]*) echo "chaos-soak: --duration, --interv
 [ "$interval" -ge 1 ] || { echo "chaos-soak: --interval must be at least 1 s" >&2; exit 100; }
 RANDOM=$seed
 
-gw=$build/supervisor/gpuwarden
-ctl=$build/supervisor/gpuwardenctl
-load=$build/tests/load/gpuwarden-load
+gw=$build/bin/gpuwarden
+ctl=$build/bin/gpuwardenctl
+load=$build/bin/gpuwarden-load
 model=$root/models/SmolLM2-135M-Instruct.Q4_1.gguf
-for b in "$gw" "$ctl" "$load" "$build/supervisor/gpuwarden-worker"; do
+for b in "$gw" "$ctl" "$load" "$build/bin/gpuwarden-worker"; do
     [ -x "$b" ] || { echo "chaos-soak: $b missing (build first: cmake --build $build)" >&2; exit 111; }
 done
 if [ ! -r "$model" ]; then

@@ -13,9 +13,9 @@ config=${GW_CONFIG:-dist/gpuwarden.dev.json}
 cmake -S . -B build -DCMAKE_BUILD_TYPE=RelWithDebInfo >build.configure.log 2>&1 ||
     { cat build.configure.log; exit 1; }
 cmake --build build -j "$(nproc 2>/dev/null || echo 2)" --target gpuwarden gpuwarden-worker gpuwarden-token
-build/supervisor/gpuwarden --check-config "$config"
+build/bin/gpuwarden --check-config "$config"
 
-build/supervisor/gpuwarden -c "$config" &
+build/bin/gpuwarden -c "$config" &
 master=$!
 trap 'kill -TERM $master 2>/dev/null; wait $master' INT TERM
 
@@ -27,7 +27,7 @@ for _ in $(seq 1 120); do
     sleep 0.5
 done
 
-token=$(build/supervisor/gpuwarden-token -c "$config" --tenant acme --ttl 86400)
+token=$(build/bin/gpuwarden-token -c "$config" --tenant acme --ttl 86400)
 cat <<MSG
 
 gpuwarden is ready on http://127.0.0.1:8080 (config $config).

@@ -32,33 +32,11 @@
 #define MS UINT64_C(1000000)
 #define KILLED_PIDS 32 /* workers SIGKILLed and not yet reaped */
 
-static const char *const reason_names[GW_WD_REASONS] = {
-    "max_tokens",       "wall_time",      "device_time",  "repetition",        "divergence",
-    "anomalous_length", "worker_stalled", "output_guard", "unbounded_request",
-};
-
-const char *gw_wd_reason_name(int reason)
-{
-    return reason >= 0 && reason < GW_WD_REASONS ? reason_names[reason] : "watchdog";
-}
-
-int gw_wd_reason_of_cancel(uint32_t cancel)
-{
-    if (cancel < GW_CANCEL_WATCHDOG || cancel >= GW_CANCEL_WATCHDOG + GW_WD_REASONS)
-        return -1;
-    return (int)(cancel - GW_CANCEL_WATCHDOG);
-}
-
 /* ---------------------------------------------------------------- detectors */
 
 static uint64_t cover(uint64_t rep)
 {
     return (uint64_t)GW_REP_PERIOD(rep) * GW_REP_COUNT(rep);
-}
-
-uint64_t gw_wd_rep_fold(uint64_t rep_max, uint64_t rep)
-{
-    return cover(rep) > cover(rep_max) ? rep : rep_max;
 }
 
 int gw_wd_judge(const struct gw_wd_limits *l, const struct gw_wd_sample *s)
@@ -211,126 +189,6 @@ int gw_unbounded_match(struct gw_unbounded *u, const struct gw_config *cfg, cons
     return rc == PCRE2_ERROR_NOMATCH ? 0 : 1;
 }
 
-/* -------------------------------------------------------------------- audit */
-
-/* Appends s[0, n) to buf as the inside of a JSON string; bytes that are not
- * UTF-8 become U+FFFD. */
-static size_t json_str(char *buf, size_t at, size_t len, const char *s, size_t n)
-{
-#define PUT(c)                                                                                     \
-    do {                                                                                           \
-        if (at + 1 < len)                                                                          \
-            buf[at++] = (c);                                                                       \
-    } while (0)
-    for (size_t i = 0; i < n;) {
-        unsigned char c = (unsigned char)s[i];
-        if (c >= 0x80) {
-            size_t k = c >= 0xf0 ? 4 : c >= 0xe0 ? 3 : c >= 0xc0 ? 2 : 1;
-            if (k == 1 || i + k > n || !gw_utf8_valid(s + i, k)) {
-                const char *fffd = "\xef\xbf\xbd";
-                for (int j = 0; j < 3; j++)
-                    PUT(fffd[j]);
-                i++;
-                continue;
-            }
-            for (size_t j = 0; j < k; j++)
-                PUT(s[i + j]);
-            i += k;
-            continue;
-        }
-        if (c == '"' || c == '\\') {
-            PUT('\\');
-            PUT((char)c);
-        } else if (c == '\n') {
-            PUT('\\');
-            PUT('n');
-        } else if (c == '\r') {
-            PUT('\\');
-            PUT('r');
-        } else if (c == '\t') {
-            PUT('\\');
-            PUT('t');
-        } else if (c < 0x20 || c == 0x7f) {
-            char u[8];
-            snprintf(u, sizeof(u), "\\u%04x", c);
-            for (int j = 0; u[j]; j++)
-                PUT(u[j]);
-        } else {
-            PUT((char)c);
-        }
-        i++;
-    }
-#undef PUT
-    return at;
-}
-
-size_t gw_audit_format(char *buf, size_t len, uint64_t now_us, const struct gw_slot_req *req,
-                       int reason, uint64_t tokens, uint64_t device_ns, const char *out,
-                       size_t out_len)
-{
-    if (!buf || len < 2)
-        return 0;
-    char when[48];
-    time_t secs = (time_t)(now_us / 1000000u);
-    struct tm tm;
-    gmtime_r(&secs, &tm);
-    size_t w = strftime(when, sizeof(when), "%Y-%m-%dT%H:%M:%S", &tm);
-    snprintf(when + w, sizeof(when) - w, ".%03uZ", (unsigned)(now_us / 1000u % 1000u));
-    /* the last 200 characters: back up over 200 lead bytes */
-    size_t from = out_len, chars = 0;
-    while (from > 0 && chars < 200) {
-        from--;
-        if (((unsigned char)out[from] & 0xc0) != 0x80)
-            chars++;
-    }
-    size_t at = 0;
-    int n = snprintf(buf, len, "{\"time\":\"%s\",\"request_id\":\"", when);
-    at = n < 0 ? 0 : (size_t)n < len ? (size_t)n : len - 1;
-    at = json_str(buf, at, len, req->id, strnlen(req->id, sizeof(req->id)));
-    n = snprintf(buf + at, len - at, "\",\"tenant\":\"");
-    at = n < 0 || (size_t)n >= len - at ? len - 1 : at + (size_t)n;
-    at = json_str(buf, at, len, req->tenant, strnlen(req->tenant, sizeof(req->tenant)));
-    n = snprintf(buf + at, len - at, "\",\"ip\":\"");
-    at = n < 0 || (size_t)n >= len - at ? len - 1 : at + (size_t)n;
-    at = json_str(buf, at, len, req->ip, strnlen(req->ip, sizeof(req->ip)));
-    n = snprintf(buf + at, len - at,
-                 "\",\"reason\":\"%s\",\"tokens\":%" PRIu64 ",\"device_ms\":%" PRIu64
-                 ",\"output_tail\":\"",
-                 gw_wd_reason_name(reason), tokens, device_ns / MS);
-    at = n < 0 || (size_t)n >= len - at ? len - 1 : at + (size_t)n;
-    at = json_str(buf, at, len, out + from, out_len - from);
-    n = snprintf(buf + at, len - at, "\"}\n");
-    at = n < 0 || (size_t)n >= len - at ? len - 1 : at + (size_t)n;
-    buf[at] = '\0';
-    return at;
-}
-
-int gw_audit_path(const struct gw_config *cfg, char *buf, size_t len)
-{
-    int n = cfg->audit_log[0]
-                ? snprintf(buf, len, "%s", cfg->audit_log)
-                : snprintf(buf, len, "%s/audit.log", cfg->state_dir[0] ? cfg->state_dir : ".");
-    return n < 0 || (size_t)n >= len ? -ENAMETOOLONG : 0;
-}
-
-static int audit_open(const char *path)
-{
-    return open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC | O_NOCTTY, 0600);
-}
-
-int gw_audit_append(const char *path, const char *line, size_t len)
-{
-    int fd = audit_open(path);
-    if (fd < 0)
-        return -errno;
-    /* one write with O_APPEND: lines from the master and the workers never
-     * interleave within a line */
-    ssize_t w = write(fd, line, len);
-    int rc = w == (ssize_t)len ? 0 : w < 0 ? -errno : -EIO;
-    close(fd);
-    return rc;
-}
-
 /* ----------------------------------------------------------------- master */
 
 /* What the watchdog remembers about one slot it acted on. */
@@ -371,7 +229,7 @@ int gw_watchdog_reopen(struct gw_watchdog *wd, const struct gw_config *cfg)
         wd_say("audit log path too long; kills are not audited");
         return rc;
     }
-    int fd = audit_open(path);
+    int fd = gw_audit_open(path);
     if (fd < 0) {
         rc = -errno;
         wd_say("audit log %s: cannot open: %s (kills are still made and counted)", path,

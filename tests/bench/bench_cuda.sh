@@ -14,7 +14,7 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 model=${1:-models/SmolLM2-135M-Instruct.Q4_1.gguf}
 dev=${2:-cuda:0}
-bin=${GW_BIN:-build/worker/gpuwarden-generate}
+bin=${GW_BIN:-build/bin/gpuwarden-generate}
 runs=${GW_RUNS:-3}
 # 512 prompt ids spread over the vocabulary (deterministic), and a 1-token
 # prompt for decoding from an almost empty cache.

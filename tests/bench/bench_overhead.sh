@@ -27,10 +27,10 @@ cat >"$tmp/gw.json" <<JSON
  "default_plan": null, "tenants": {"bench": {"plan": "bench"}}
 }
 JSON
-"$build/supervisor/gpuwarden" -c "$tmp/gw.json" 2>"$tmp/gw.log" &
+"$build/bin/gpuwarden" -c "$tmp/gw.json" 2>"$tmp/gw.log" &
 gw=$!
 for _ in $(seq 1 100); do
     curl -fsS "http://127.0.0.1:$port/readyz" >/dev/null 2>&1 && break
     sleep 0.2
 done
-"$build/tests/bench/bench_overhead" $port "$("$build/supervisor/gpuwarden-token" -c "$tmp/gw.json" --tenant bench)" "$n"
+"$build/tests/bench/bench_overhead" $port "$("$build/bin/gpuwarden-token" -c "$tmp/gw.json" --tenant bench)" "$n"

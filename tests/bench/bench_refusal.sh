@@ -43,13 +43,13 @@ cat >"$tmp/gw.json" <<JSON
  "tenants": {"flood": {"plan": "flood"}}
 }
 JSON
-"$build/supervisor/gpuwarden" -c "$tmp/gw.json" 2>"$tmp/gw.log" &
+"$build/bin/gpuwarden" -c "$tmp/gw.json" 2>"$tmp/gw.log" &
 gw=$!
 for _ in $(seq 1 100); do
     curl -fsS "http://127.0.0.1:$gwport/readyz" >/dev/null 2>&1 && break
     sleep 0.2
 done
-token=$("$build/supervisor/gpuwarden-token" -c "$tmp/gw.json" --tenant flood --ttl 3600)
+token=$("$build/bin/gpuwarden-token" -c "$tmp/gw.json" --tenant flood --ttl 3600)
 cat >"$tmp/post.lua" <<LUA
 wrk.method = "POST"
 wrk.body = '{"prompt":"hi","max_tokens":1}'

@@ -14,7 +14,7 @@ set -uo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
 build=$(cd "${1:-$root/build}" && pwd)
 cd "$root"
-gw=$build/supervisor/gpuwarden ctl=$build/supervisor/gpuwardenctl tok=$build/supervisor/gpuwarden-token
+gw=$build/bin/gpuwarden ctl=$build/bin/gpuwardenctl tok=$build/bin/gpuwarden-token
 model=$root/models/SmolLM2-135M-Instruct.Q4_1.gguf
 [ -r "$model" ] || { echo "skipped: $model missing"; exit 77; }
 dir=$(mktemp -d /tmp/gw-mrestart-XXXXXX)

@@ -28,7 +28,7 @@
 
 #include "gguf_writer.h"
 #include "gw_cuda.h"
-#include "gw_worker.h"
+#include "gw_engine.h"
 #include "tiny_model.h"
 
 static int have_device;

@@ -13,7 +13,7 @@
 #include <string.h>
 
 #include "gguf_writer.h"
-#include "gw_worker.h"
+#include "gw_engine.h"
 #include "tiny_model.h"
 
 static const int32_t prompt[] = {1, 17, 42, 5, 88, 3, 60, 61, 7, 33, 21, 95};

@@ -14,7 +14,7 @@
 #include <string.h>
 
 #include "gguf_writer.h"
-#include "gw_worker.h"
+#include "gw_engine.h"
 
 static const int32_t prompt[] = {1, 10, 20, 30, 40};
 

@@ -11,7 +11,7 @@
 #include <string.h>
 
 #include "gguf_writer.h"
-#include "gw_worker.h"
+#include "gw_engine.h"
 
 /* A small valid file. Layout (offsets):
  *   0 header (24)

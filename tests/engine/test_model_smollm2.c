@@ -9,7 +9,7 @@
  * What is matched: the llama.cpp bundled with llama-cpp-python 0.3.36
  * (ggml 0.25.3), flash attention off, f16 KV cache, built with
  * -march=native on an AVX-512 x86 machine. Matched rounding point for
- * rounding point (worker/quant.c, matvec.c, model.c): Q8_1/Q8_0
+ * rounding point (worker/engine/quant.c, matvec.c, model.c): Q8_1/Q8_0
  * activations with 127/amax, ties to even, d and s as halves; the AVX2
  * 8-lane FMA order of ggml_vec_dot_q4_1_q8_1 / q8_0_q8_0; RMSNorm in
  * double; RoPE angles by repeated float multiplication; q and the softmax
@@ -44,7 +44,7 @@
 #include <stdlib.h>
 #include <unistd.h>
 
-#include "gw_worker.h"
+#include "gw_engine.h"
 
 #define MODEL "models/SmolLM2-135M-Instruct.Q4_1.gguf"
 #define FIXTURE "tests/fixtures/smollm2_greedy.json"

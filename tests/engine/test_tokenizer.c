@@ -23,7 +23,7 @@
 #include <string.h>
 
 #include "gguf_writer.h"
-#include "gw_worker.h"
+#include "gw_engine.h"
 
 #define MODEL_REL "models/SmolLM2-135M-Instruct.Q4_1.gguf"
 #define MODEL_SKIP_MSG "skipped: " MODEL_REL " missing (run scripts/fetch-model.sh)"

@@ -5,7 +5,7 @@
  * loader allocates nothing from a size the file states before checking it
  * against the file's size. */
 #include "fuzz.h"
-#include "gw_worker.h"
+#include "gw_engine.h"
 
 #include <errno.h>
 #include <string.h>

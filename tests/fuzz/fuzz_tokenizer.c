@@ -11,8 +11,8 @@
  * bytes 0xf1, 0xf2; a text with one of those decodes to U+FFFD where the
  * rest of its character was, so it gets no round-trip check). */
 #include "fuzz.h"
-#include "gw_supervisor.h"
-#include "gw_worker.h"
+#include "gw_common.h"
+#include "gw_engine.h"
 
 #include <errno.h>
 #include <string.h>

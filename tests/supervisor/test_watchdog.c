@@ -9,6 +9,7 @@
 #include <cmocka.h>
 
 #include "gw_supervisor.h"
+#include "gw_engine.h"
 #include "gw_worker.h"
 
 #include <jansson.h>

@@ -15,7 +15,7 @@
 #include <cmocka.h>
 
 #include "gw_supervisor.h"
-#include "gw_worker.h"
+#include "gw_engine.h"
 
 #include <pthread.h>
 #include <stdio.h>

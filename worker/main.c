@@ -1,6 +1,6 @@
 /* gpuwarden-worker: one model worker, started by the gpuwarden master.
  * Exit status: 0 stopped on SIGTERM, 100 misuse, 111 could not start. */
-#include "gw_supervisor.h"
+#include "gw_worker.h"
 
 #include <getopt.h>
 #include <stdio.h>

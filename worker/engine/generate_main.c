@@ -1,6 +1,6 @@
 /* gpuwarden-generate: runs the engine (CPU or CUDA) on a prompt from the command line.
  * Exit status: 0 ok, 100 misuse, 111 model or runtime failure. */
-#include "gw_worker.h"
+#include "gw_engine.h"
 
 #include <errno.h>
 #include <getopt.h>

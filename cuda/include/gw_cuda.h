@@ -29,7 +29,7 @@ int gw_cuda_device_info(int dev, char *name, size_t namelen, size_t *total_mem,
 /* ======================================================================
  * The forward pass on a GPU (engine.cu)
  *
- * The worker library (worker/model.c) describes its model with the plain
+ * The worker library (worker/engine/model.c) describes its model with the plain
  * structs below; gw_cuda_engine_new copies every weight to the device once,
  * in its GGUF block format (no expansion to floats), and keeps the KV cache
  * there (halves, as the CPU engine's). Weight types: F32, F16, Q4_0, Q4_1,

@@ -6,8 +6,8 @@
  * a `char *err, size_t errlen` pair and write one line into it that names
  * the file and what is wrong; err may be NULL when errlen is 0.
  */
-#ifndef GW_WORKER_H
-#define GW_WORKER_H
+#ifndef GW_ENGINE_H
+#define GW_ENGINE_H
 
 #include <stdatomic.h>
 #include <stdbool.h>
@@ -596,4 +596,4 @@ int gw_chat_format(const gw_chat_template *ct, const gw_chat_msg *msgs, size_t n
 #ifdef __cplusplus
 }
 #endif
-#endif /* GW_WORKER_H */
+#endif /* GW_ENGINE_H */

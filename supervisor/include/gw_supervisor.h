@@ -133,17 +133,6 @@ void gw_request_free(struct gw_gen_request *req);
  * one only refuses what no plan on the node could grant. */
 uint32_t gw_request_tokens_cap(const struct gw_config *cfg);
 
-/* Strict UTF-8 (RFC 3629, Unicode table 3-7): 1 when s[0..len) is valid,
- * i.e. no overlong form, no surrogate (U+D800..DFFF), nothing above
- * U+10FFFF, no stray continuation byte; else 0. NUL is valid UTF-8 here. */
-int gw_utf8_valid(const char *s, size_t len);
-/* The bytes of s that may be sent now: len, less an unfinished but so far
- * valid sequence at the very end (at most 3 bytes) that the next token may
- * complete. A streaming front sends that prefix and keeps the rest, so a
- * character split between two tokens is never sent in halves (a response
- * turns bytes that are not UTF-8 into U+FFFD). */
-size_t gw_utf8_complete(const char *s, size_t len);
-
 /* The OpenAI error shape: {"error":{"message":..,"type":..,"param":..,"code":..}}
  * (param null when NULL or ""). *out is malloc'd, NUL-terminated. */
 int gw_error_body(const char *message, const char *type, const char *code, const char *param,
@@ -285,34 +274,11 @@ int gw_admin_request(struct gw_admin *a, const char *line, size_t len, int level
  * Children attach the segment by path (cfg state_dir/ledger), take a lane,
  * set their role, and die with the master (PR_SET_PDEATHSIG). */
 
-#define GW_MAX_FRONTS 64
-
-struct gw_fds {
-    int n_listen;
-    int listen[GW_MAX_LISTEN];
-    int work;
-    int n_fronts;
-    int fronts[GW_MAX_FRONTS];
-};
-
-/* GW_FDS text for fds (into buf); -ENOSPC when it does not fit. */
-int gw_fds_format(const struct gw_fds *fds, char *buf, size_t len);
-/* Parses GW_FDS text; -EINVAL with err naming the problem. Each number must
- * be an open descriptor. */
-int gw_fds_parse(const char *text, struct gw_fds *fds, char *err, size_t errlen);
-
-/* Path of the segment file for cfg ("<state_dir>/ledger"). */
-int gw_segment_path(const struct gw_config *cfg, char *buf, size_t len);
-
 /* A front process: serves HTTP on fds->listen until SIGTERM (then stops
  * accepting and lets in-flight requests finish within drain_timeout_ms).
  * SIGHUP re-reads the config file (limits, keys). Returns the exit status
  * (0 ok, 111 temporary failure). front.c */
 int gw_front_main(const char *config_path, int index, const struct gw_fds *fds);
-
-/* A worker process: loads the model, then runs queued requests until
- * SIGTERM. worker_proc.c */
-int gw_worker_main(const char *config_path, int index, const struct gw_fds *fds);
 
 /* The master: validates the config, opens the segment and sockets, starts
  * and supervises the children. master.c */
@@ -330,23 +296,6 @@ int gw_master_main(const char *config_path);
  * repairs its lane (slot FAILED, settled once), and the front names the
  * reason from the cancel word. Each kill adds to the segment's counter for
  * its reason (gw_kills_add) and appends one JSON line to the audit log. */
-
-/* The client-facing name of a reason ("max_tokens", "wall_time",
- * "device_time", "repetition", "divergence", "anomalous_length",
- * "worker_stalled", "output_guard", "unbounded_request"); "watchdog" for an
- * unknown one. */
-const char *gw_wd_reason_name(int reason);
-/* The reason a cancel word carries, or -1 when it is not the watchdog's. */
-int gw_wd_reason_of_cancel(uint32_t cancel);
-#define GW_WD_CANCEL(reason) ((uint32_t)GW_CANCEL_WATCHDOG + (uint32_t)(reason))
-
-/* Repetition words (gw_slot_run.rep): period << 32 | count. */
-#define GW_REP(period, count) ((uint64_t)(uint32_t)(period) << 32 | (uint32_t)(count))
-#define GW_REP_PERIOD(w) ((uint32_t)((w) >> 32))
-#define GW_REP_COUNT(w) ((uint32_t)(w))
-/* The longer (period * count) of the run's longest repetition so far and
- * the current one: what the worker publishes as rep_max after each token. */
-uint64_t gw_wd_rep_fold(uint64_t rep_max, uint64_t rep);
 
 /* What the watchdog reads of one run. */
 struct gw_wd_sample {
@@ -376,19 +325,6 @@ int gw_wd_judge(const struct gw_wd_limits *l, const struct gw_wd_sample *s);
 /* The limits for a request of `tenant`: its plan's (gw_config_plan_for, no
  * plan claim) field by field over the node's. */
 void gw_wd_limits_for(const struct gw_config *cfg, const char *tenant, struct gw_wd_limits *out);
-
-/* One audit line (JSON, newline-terminated) for a kill, into buf: time
- * (RFC 3339 UTC, ms), request id, tenant, ip, reason, tokens, device_ms and
- * the last 200 characters of the output (bytes that are not UTF-8 become
- * U+FFFD). Returns its length (truncated to len - 1). */
-size_t gw_audit_format(char *buf, size_t len, uint64_t now_us, const struct gw_slot_req *req,
-                       int reason, uint64_t tokens, uint64_t device_ns, const char *out,
-                       size_t out_len);
-/* Appends a line to the file at path (O_APPEND, one write; created 0600);
- * for processes that write rarely (a worker's output guard). */
-int gw_audit_append(const char *path, const char *line, size_t len);
-/* The audit log's path for cfg: watchdog.audit_log or <state_dir>/audit.log. */
-int gw_audit_path(const struct gw_config *cfg, char *buf, size_t len);
 
 /* Unbounded requests: at admission the front matches the prompt against
  * the pattern list of the tenant's plan (watchdog.unbounded_patterns,
@@ -425,27 +361,6 @@ int gw_watchdog_tick(struct gw_watchdog *wd, const struct gw_config *cfg, uint64
 int gw_watchdog_reaped(struct gw_watchdog *wd, pid_t pid);
 /* SIGUSR1: reopens the audit log at the path cfg names (log rotation). */
 int gw_watchdog_reopen(struct gw_watchdog *wd, const struct gw_config *cfg);
-
-/* Output guard (guard.c): the worker's text goes through it before it is
- * published. Every rule is matched with PCRE2_PARTIAL_HARD over the text not
- * yet published, so a tail that could still become a match is held back
- * until it cannot: a match is never published, even split across tokens.
- * Patterns match bytes (no UTF mode). */
-struct gw_guard;
-int gw_guard_new(struct gw_guard **out, const struct gw_guard_rule *rules, int n, char *err,
-                 size_t errlen);
-void gw_guard_free(struct gw_guard *g);
-/* Forgets any held text (a new request). */
-void gw_guard_reset(struct gw_guard *g);
-/* What may be published goes to emit (in order). Returns 0, or 1 + the
- * index of a kill rule that matched (nothing from the match on is emitted;
- * further feeding emits nothing). A redact rule's match is emitted as
- * "[REDACTED]". With final = 1 the stream ends: no tail is held back. */
-int gw_guard_feed(struct gw_guard *g, const char *text, size_t len, int final,
-                  void (*emit)(void *user, const char *text, size_t len), void *user);
-/* Rule names and counts, for logs and tests. */
-const char *gw_guard_rule_name(const struct gw_guard *g, int rule);
-uint64_t gw_guard_redactions(const struct gw_guard *g);
 
 /* ---- metrics ---- */
 /* metrics.c: GET /metrics as Prometheus text (format 0.0.4), from the

@@ -7,7 +7,7 @@
  *   chat template).
  * Anything else is refused by name rather than rendered wrongly.
  */
-#include "gw_worker.h"
+#include "gw_engine.h"
 
 #include <errno.h>
 #include <stdarg.h>

@@ -7,7 +7,7 @@
  * bytes left in the file, so memory use is bounded by a small multiple of
  * the file size whatever the file says.
  */
-#include "gw_worker.h"
+#include "gw_engine.h"
 
 #include <errno.h>
 #include <fcntl.h>

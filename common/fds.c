@@ -1,5 +1,5 @@
 /* fds.c - the descriptors a child inherits, as text in GW_FDS. */
-#include "gw_supervisor.h"
+#include "gw_common.h"
 
 #include <errno.h>
 #include <fcntl.h>

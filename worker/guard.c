@@ -15,7 +15,7 @@
  * A few bytes already published are kept in front of `pend` as context
  * for lookbehind (\b), and matching starts after them.
  */
-#include "gw_supervisor.h"
+#include "gw_worker.h"
 
 #define PCRE2_CODE_UNIT_WIDTH 8
 #include <pcre2.h>

@@ -11,7 +11,7 @@
  * GW_TOK_MAX_TOKEN_BYTES. Lookups (token text -> id, merge pair -> rank) go
  * through open-addressing tables hashed with XXH3, never a linear search.
  */
-#include "gw_worker.h"
+#include "gw_engine.h"
 
 #include <errno.h>
 #include <inttypes.h>

@@ -7,8 +7,8 @@
  * (CLOCK_MONOTONIC from taking the slot, prefill included); the CUDA engine
  * will report event-measured time through the same path.
  */
-#include "gw_supervisor.h"
 #include "gw_worker.h"
+#include "gw_engine.h"
 
 #include <errno.h>
 #include <math.h>

@@ -1,9 +1,9 @@
 /* engine.h: declarations shared by the files of the CPU engine. Private to
- * worker/: other directories include gw_worker.h only. */
-#ifndef GW_ENGINE_H
-#define GW_ENGINE_H
+ * worker/engine/: other directories include gw_engine.h only. */
+#ifndef GW_ENGINE_INTERNAL_H
+#define GW_ENGINE_INTERNAL_H
 
-#include "gw_worker.h"
+#include "gw_engine.h"
 
 #include <stdint.h>
 #include <string.h>

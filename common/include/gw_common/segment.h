@@ -1,117 +1,20 @@
-/* gw_common.h - what every gpuwarden process shares: errors, clocks, and the
- * shared segment (ledger, slots, queue, lanes) that all processes map.
- *
- * Conventions (as in libuv): functions return 0 or a negative errno; an
- * operator-facing failure also writes one line into `err` naming the thing,
- * the place and the problem. Nothing here calls exit().
- *
- * Shared-memory rules (DESIGN.md): no mutex or spinlock on any path here.
- * Every shared word is a C11 _Atomic accessed with an explicit memory order,
- * and each access says why that order is enough. Any process may die at any
- * instruction; the "repair" functions at the end are what the master runs on
- * reaping a child, and each region's comment says what they repair.
- */
-#ifndef GW_COMMON_H
-#define GW_COMMON_H
+/* gw_common/segment.h - the shared segment every process maps: ledger,
+ * budgets, slots, queue, lanes, process records, metrics, limit overrides
+ * and learned lengths (docs/ARCHITECTURE.md, "The segment"). The structs
+ * that live in the segment are private to common/ (seg_internal.h), except
+ * the slot's request and run records, which the front and the worker share
+ * through gw_slot_req() and gw_slot_run(). Part of gw_common.h; include
+ * that, not this. */
+#ifndef GW_COMMON_SEGMENT_H
+#define GW_COMMON_SEGMENT_H
+
+#include "gw_common/config.h"
+#include "gw_common/util.h"
 
 #include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/types.h>
-
-/* ------------------------------------------------------------------ errors */
-
-/* Error codes beyond errno; all negative, all below -GW_ERRBASE. */
-#define GW_ERRBASE 10000
-enum {
-    GW_EREFUSED = -(GW_ERRBASE + 1), /* a rate or budget cell said no (429) */
-    GW_ESTALE = -(GW_ERRBASE + 2),   /* account reference outlived its account */
-    GW_EFULL = -(GW_ERRBASE + 3),    /* a fixed-size region has no room */
-    GW_EEMPTY = -(GW_ERRBASE + 4),   /* queue empty */
-    GW_ESTATE = -(GW_ERRBASE + 5),   /* illegal slot transition */
-    GW_ELAYOUT = -(GW_ERRBASE + 6),  /* segment file is not ours / not this layout */
-};
-
-/* Text for a value returned by any gw_ function (negative errno or GW_E*). */
-const char *gw_strerror(int err);
-
-/* --------------------------------------------------------------------- log */
-
-#include <stdarg.h>
-
-/* One line per event on stderr, written with one write(2) so the lines of
- * different processes never interleave; lines are cut at 4 KiB. Each line
- * starts with its syslog priority, sd-daemon style ("<6>"), so journald
- * keeps the level. Text format:
- *   <6>gpuwarden[front 0]: reloaded /etc/gpuwarden.json
- *   <6>gpuwarden[front 0]: access id=gen-0ab tenant=acme ... (fields)
- * JSON format (log.format "json"), one object per line:
- *   <6>{"time":"2026-11-25T23:59:01.123Z","level":"info","role":"front",
- *       "index":0,"pid":42,"msg":"reloaded /etc/gpuwarden.json"}
- * with "part" for a sub-system ("master: watchdog" -> "part":"watchdog")
- * and the event's fields after "msg". */
-enum gw_log_level {
-    GW_LOG_ERR = 3,
-    GW_LOG_WARNING = 4,
-    GW_LOG_NOTICE = 5,
-    GW_LOG_INFO = 6,
-    GW_LOG_DEBUG = 7,
-};
-enum gw_log_format { GW_LOG_TEXT = 0, GW_LOG_JSON = 1 };
-/* The process's format (default text); set once the config is read. */
-void gw_log_set_format(int format);
-/* One field of an event: a string (str != NULL), else an integer, or with
- * is_real a number with 3 decimals. */
-struct gw_log_field {
-    const char *key;
-    const char *str;
-    int64_t num;
-    double real;
-    int is_real;
-};
-/* Formats one line into buf (no write); returns its length, newline
- * included. For tests. */
-size_t gw_log_format(char *buf, size_t cap, int format, int level, const char *who,
-                     uint64_t now_us, int pid, const struct gw_log_field *fields, int n_fields,
-                     const char *msg);
-void gw_logf(int level, const char *who, const struct gw_log_field *fields, int n_fields,
-             const char *fmt, ...) __attribute__((format(printf, 5, 6)));
-/* Level info, no fields. */
-void gw_log(const char *who, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-void gw_vlog(const char *who, const char *fmt, va_list ap);
-void gw_vlogl(int level, const char *who, const struct gw_log_field *fields, int n_fields,
-              const char *fmt, va_list ap);
-
-/* ------------------------------------------------------------------ clocks */
-
-/* Wall clock (CLOCK_REALTIME) in microseconds since the Unix epoch: the unit
- * of every time stored in the segment, so budgets mean the same after a
- * reboot. */
-uint64_t gw_now_us(void);
-/* CLOCK_MONOTONIC in nanoseconds: timeouts and the watchdog. */
-uint64_t gw_mono_ns(void);
-
-/* ------------------------------------------------------------- GCRA rates */
-
-/* One request-rate window: `limit` requests per `period_us`, plus `burst`
- * extra at once. Derived constants (GCRA): interval T = ceil(period/limit)
- * (rounded up so the rate never exceeds the limit), tolerance
- * tau = (limit + burst - 1) * T. At one instant exactly limit + burst
- * requests pass; after that exactly one per T. */
-struct gw_rate {
-    uint64_t interval_us;
-    uint64_t tolerance_us;
-};
-int gw_rate_make(struct gw_rate *r, uint64_t limit, uint64_t period_us, uint64_t burst);
-
-/* A device-time budget: `amount_us` of device time per `period_us` of wall
- * time. A budget cell is a GCRA cell whose cost is weighted: spending x us of
- * device time advances the cell by ceil(x * period / amount) us. Full budget
- * when idle. */
-struct gw_budget_rate {
-    uint64_t amount_us;
-    uint64_t period_us;
-};
 
 /* ------------------------------------------------------------- the segment */
 
@@ -120,21 +23,9 @@ struct gw_budget_rate {
                               * watchdog kill counters in the header; 5: learned
                               * lengths region, 16 kill counters; 6: metrics and
                               * limit-override areas after the learned lengths */
-#define GW_RATE_CELLS 4          /* rate windows per account */
 #define GW_PROBE 16              /* accounts live within 16 entries of home */
 #define GW_ID_MAX 40             /* bytes of account id kept for display */
 
-/* Sizes chosen from config when the segment is created. Every count must be
- * a power of two where noted; gw_segment_open checks. */
-struct gw_seg_config {
-    uint32_t accounts;     /* ledger entries, power of two >= GW_PROBE */
-    uint32_t budgets;      /* budget records (tenant and global accounts) */
-    uint32_t slots;        /* in-flight request records */
-    uint32_t queue;        /* queue capacity, power of two >= 2 */
-    uint32_t lanes;        /* processes that may attach at once (<= 255) */
-    uint32_t prompt_bytes; /* per slot */
-    uint32_t output_bytes; /* per slot */
-};
 
 struct gw_seg_header;
 struct gw_account;
@@ -564,193 +455,6 @@ int gw_lane_repair(struct gw_segment *seg, int lane);
  * with a buffer, describes the first violation. */
 int gw_ledger_check(const struct gw_segment *seg, char *err, size_t errlen);
 
-/* ------------------------------------------------------------------ config */
-
-/* One JSON file (jansson) describes the node; gw_config_load checks all of
- * it and reports every mistake with its JSON path, e.g.
- *   config: plans.free.rate[1]: "50 per fortnight": expected "N per second|minute|hour|day [burst M]"
- * See dist/gpuwarden.dev.json for a complete example and docs/CONFIG.md for
- * every key. */
-
-#define GW_MAX_LISTEN 8
-#define GW_MAX_KEYS 32
-#define GW_MAX_PLANS 64
-#define GW_NAME_MAX 64
-#define GW_ADMIN_PRINCIPALS 16
-
-/* A rate window: limit per period, plus burst extra at once. */
-struct gw_window {
-    uint64_t limit;
-    uint64_t period_us;
-    uint64_t burst;
-};
-
-/* What the watchdog kills (supervisor/watchdog.c; docs/CONFIG.md
- * "watchdog"). The node's values come from "watchdog"; a plan's "watchdog"
- * object overrides single fields (0 there = the node's value). At node
- * level 0 turns a detector off. */
-struct gw_wd_limits {
-    uint32_t max_tokens; /* generated tokens */
-    uint32_t wall_ms;    /* run time since a worker took the request */
-    uint32_t device_ms;  /* device time used */
-    uint32_t rep_period; /* repetition: a cycle of period <= rep_period tokens ... */
-    uint32_t rep_count;  /* ... repeated at least rep_count times in a row ... */
-    uint32_t rep_tokens; /* ... covering at least rep_tokens tokens */
-    uint32_t div_period; /* divergence: a cycle of period <= div_period ... */
-    uint32_t div_tokens; /* ... that covered >= div_tokens tokens, then broke off */
-    uint32_t len_floor;  /* anomalous length: killed beyond max(len_floor, ... */
-    uint32_t len_factor; /* ... len_factor x the tenant's learned p99 length) once ... */
-    uint32_t len_warmup; /* ... len_warmup completions were seen; the floor before */
-    uint32_t unb_cap;    /* unbounded request: a request flagged GW_REQ_UNBOUNDED is killed
-                            beyond unb_cap tokens; 0 at node level: off */
-    uint32_t unb_list;   /* the patterns that flag it: 0 = the node's (gw_config.unbounded),
-                            k = gw_config.unb_lists[k - 1] (a plan's or tenant's own) */
-};
-
-/* Patterns that flag a prompt asking for endless output ("forever",
- * "infinitely", ...): PCRE2, matched caseless over the prompt bytes by the
- * front at admission (supervisor/watchdog.c, gw_unbounded_*). */
-#define GW_UNBOUNDED_MAX 16
-#define GW_UNBOUNDED_LEN 256
-struct gw_pattern_list {
-    int n;
-    char pattern[GW_UNBOUNDED_MAX][GW_UNBOUNDED_LEN];
-};
-
-/* One output-guard rule (supervisor/guard.c): a PCRE2 pattern matched over
- * the output stream before it is published. */
-#define GW_GUARD_MAX 16
-enum { GW_GUARD_KILL = 1, GW_GUARD_REDACT = 2 };
-struct gw_guard_rule {
-    char name[GW_NAME_MAX];
-    char pattern[512];
-    int action; /* GW_GUARD_KILL or GW_GUARD_REDACT */
-    int luhn;   /* a match counts only when its digits pass the Luhn check */
-};
-
-/* Limits that apply to one tenant (a plan), to each ip, or to the node. */
-struct gw_plan {
-    char name[GW_NAME_MAX];
-    int n_windows;                           /* 0..GW_RATE_CELLS */
-    struct gw_window windows[GW_RATE_CELLS]; /* "N per second|minute|hour|day [burst M]" */
-    int has_budget;
-    struct gw_budget_rate budget;            /* "X GPU-seconds per second|minute|hour|day" */
-    uint32_t max_inflight;                   /* 0 = unlimited */
-    uint32_t max_tokens;                     /* cap on a request's max_tokens */
-    int clamp_on_budget;                     /* 1: clamp max_tokens to what the budget covers;
-                                                0: refuse with 429 budget_exhausted */
-    struct gw_wd_limits wd;                  /* watchdog overrides; 0 = the node's value */
-};
-
-enum gw_alg { GW_ALG_HS256 = 1, GW_ALG_HS384, GW_ALG_HS512, GW_ALG_RS256, GW_ALG_ES256 };
-
-struct gw_key {
-    char kid[GW_NAME_MAX];
-    enum gw_alg alg;
-    unsigned char *key; /* secret bytes (HS*) or PEM text (RS256/ES256), read from the file */
-    size_t key_len;
-    char path[256];     /* where it came from, for messages */
-};
-
-struct gw_tenant {
-    char id[GW_NAME_MAX]; /* the JWT `sub` */
-    struct gw_plan plan;  /* its plan with per-tenant overrides applied */
-    char plans_allowed[8][GW_NAME_MAX]; /* plans a `plan` claim may select */
-    int n_plans_allowed;
-};
-
-struct gw_config {
-    char path[256];
-    /* listening */
-    int n_listen;
-    char listen[GW_MAX_LISTEN][64]; /* "127.0.0.1:8080", "[::1]:8080" */
-    /* processes */
-    int fronts;  /* default: number of cores */
-    int workers; /* default: 1 per GPU, or 1 on CPU */
-    /* state */
-    char state_dir[256];           /* the segment file is state_dir/ledger */
-    struct gw_seg_config segment;  /* sizes; lanes derived from fronts + workers */
-    /* the model */
-    char model_path[256];
-    char model_name[GW_NAME_MAX];  /* what requests must name in "model" */
-    char device[32];               /* "auto", "cpu", "cuda:N" */
-    int threads;                   /* per CPU worker; 0 = cores / workers */
-    int context;                   /* tokens of KV cache per worker */
-    /* HTTP limits */
-    uint32_t header_bytes;         /* default 8 KiB */
-    uint32_t body_bytes;           /* default 1 MiB */
-    uint32_t header_timeout_ms;    /* time to receive the headers: 408 after */
-    uint32_t body_timeout_ms;      /* time to receive the body: 408 after */
-    uint32_t keepalive_ms;         /* idle keep-alive connection closed after */
-    uint32_t connections_per_front;
-    uint32_t drain_timeout_ms;     /* SIGTERM: in-flight requests get this long */
-    /* auth */
-    int n_keys;
-    struct gw_key keys[GW_MAX_KEYS];
-    char issuer[128];              /* required `iss` when non-empty */
-    char audience[128];            /* required in `aud` when non-empty */
-    uint32_t leeway_s;             /* clock skew allowed on exp/nbf/iat */
-    /* limits */
-    struct gw_plan ip;             /* per client address (windows only) */
-    struct gw_plan global;         /* the whole node */
-    int n_plans;
-    struct gw_plan plans[GW_MAX_PLANS];
-    int default_plan;              /* index in plans, -1: unknown tenants are refused (403) */
-    int n_tenants;
-    struct gw_tenant *tenants;     /* sorted by id */
-    /* admin */
-    char admin_socket[256];
-    /* cost model: device time reserved per token before one is measured */
-    uint64_t initial_us_per_token;
-    /* admin socket access (admin.c): the group the socket file is given
-     * (""; the master's own group), and who may read (operators) and change
-     * (admins): "user:NAME", "uid:N", "group:NAME" or "gid:N". uid 0 and
-     * the service's own uid are always admins. */
-    char admin_group[GW_NAME_MAX];
-    int n_admin_operators;
-    char admin_operators[GW_ADMIN_PRINCIPALS][GW_NAME_MAX];
-    int n_admin_admins;
-    char admin_admins[GW_ADMIN_PRINCIPALS][GW_NAME_MAX];
-    /* watchdog (supervisor/watchdog.c) and output guard (guard.c) */
-    struct gw_wd_limits wd;     /* node values; plans override (gw_plan.wd) */
-    uint32_t wd_interval_ms;    /* scan period, default 10 */
-    uint32_t wd_stall_ms;       /* no heartbeat or token this long: stalled, default 10000 */
-    uint32_t wd_grace_ms;       /* cancel to SIGKILL, default 500 */
-    char audit_log[256];        /* JSON lines, one per kill; default <state_dir>/audit.log */
-    int n_guard;                /* rules in guard[]; 0 = no output guard */
-    struct gw_guard_rule guard[GW_GUARD_MAX];
-    /* logs (log.c): "log.format" text|json, "log.access" one line per
-     * finished request (off by default) */
-    int log_format; /* enum gw_log_format */
-    int log_access;
-    struct gw_pattern_list unbounded; /* watchdog.unbounded_patterns (defaults: forever, ...) */
-    int n_unb_lists;                  /* plans' and tenants' own unbounded_patterns */
-    struct gw_pattern_list *unb_lists;
-};
-
-/* Loads and checks `path`. On failure returns -EINVAL and writes every
- * mistake, one per line ("config: <json path>: <problem>"), into err (as
- * many as fit). Files named in the config (keys) are read here; a missing
- * or unreadable one is a mistake naming its path. */
-int gw_config_load(struct gw_config **out, const char *path, char *err, size_t errlen);
-/* The same from a JSON string (tests, fuzzing); `name` stands for the path. */
-int gw_config_parse(struct gw_config **out, const char *json, size_t len, const char *name,
-                    char *err, size_t errlen);
-void gw_config_free(struct gw_config *cfg);
-/* The tenant's entry, or NULL when it is not configured. */
-const struct gw_tenant *gw_config_tenant(const struct gw_config *cfg, const char *id);
-/* The plan for tenant `id` (NULL = not configured) with an optional `plan`
- * claim: the tenant's own plan, or the claimed one if the tenant may select
- * it, or the default plan for unknown tenants. NULL means refused (403),
- * and *why says why. */
-const struct gw_plan *gw_config_plan_for(const struct gw_config *cfg, const char *id,
-                                         const char *plan_claim, const char **why);
-/* Parses "N per second|minute|hour|day [burst M]" (for tests and the admin
- * socket); -EINVAL on anything else. */
-int gw_window_parse(const char *s, struct gw_window *w);
-/* Parses "X GPU-seconds per second|minute|hour|day" (X may have a fraction). */
-int gw_budget_parse(const char *s, struct gw_budget_rate *b);
-
 /* ----------------------------------------------------------------- metrics */
 
 /* The node's counters for GET /metrics live in the segment (metrics.c), so
@@ -878,4 +582,67 @@ int gw_lenest_record(struct gw_segment *seg, struct gw_acct tenant, uint64_t tok
  * buckets as read). Same errors as gw_lenest_record. */
 int gw_lenest_get(const struct gw_segment *seg, struct gw_acct tenant, struct gw_lenest *out);
 
-#endif
+
+/* ---------------------------------------------------- kills and the audit log */
+
+/* (audit.c) What the master's watchdog and a worker's output guard share
+ * about a kill: the reason's name, the cancel word that carries it, the
+ * repetition words the worker publishes, and the audit log's lines. */
+
+/* The client-facing name of a reason ("max_tokens", "wall_time",
+ * "device_time", "repetition", "divergence", "anomalous_length",
+ * "worker_stalled", "output_guard", "unbounded_request"); "watchdog" for an
+ * unknown one. */
+const char *gw_wd_reason_name(int reason);
+/* The reason a cancel word carries, or -1 when it is not the watchdog's. */
+int gw_wd_reason_of_cancel(uint32_t cancel);
+#define GW_WD_CANCEL(reason) ((uint32_t)GW_CANCEL_WATCHDOG + (uint32_t)(reason))
+
+/* Repetition words (gw_slot_run.rep): period << 32 | count. */
+#define GW_REP(period, count) ((uint64_t)(uint32_t)(period) << 32 | (uint32_t)(count))
+#define GW_REP_PERIOD(w) ((uint32_t)((w) >> 32))
+#define GW_REP_COUNT(w) ((uint32_t)(w))
+/* The longer (period * count) of the run's longest repetition so far and
+ * the current one: what the worker publishes as rep_max after each token. */
+uint64_t gw_wd_rep_fold(uint64_t rep_max, uint64_t rep);
+
+/* One audit line (JSON, newline-terminated) for a kill, into buf: time
+ * (RFC 3339 UTC, ms), request id, tenant, ip, reason, tokens, device_ms and
+ * the last 200 characters of the output (bytes that are not UTF-8 become
+ * U+FFFD). Returns its length (truncated to len - 1). */
+size_t gw_audit_format(char *buf, size_t len, uint64_t now_us, const struct gw_slot_req *req,
+                       int reason, uint64_t tokens, uint64_t device_ns, const char *out,
+                       size_t out_len);
+/* Opens the audit log for appending (O_APPEND, created 0600): the fd, or -1
+ * with errno. The master's watchdog keeps it open (kills come in bursts). */
+int gw_audit_open(const char *path);
+/* Appends a line to the file at path (O_APPEND, one write; created 0600);
+ * for processes that write rarely (a worker's output guard). */
+int gw_audit_append(const char *path, const char *line, size_t len);
+/* The audit log's path for cfg: watchdog.audit_log or <state_dir>/audit.log. */
+int gw_audit_path(const struct gw_config *cfg, char *buf, size_t len);
+
+/* ------------------------------------------------------ children's descriptors */
+
+/* (fds.c) How the master hands descriptors to the children it starts:
+ * see gw_supervisor.h, "processes", for who gets which. */
+#define GW_MAX_FRONTS 64
+
+struct gw_fds {
+    int n_listen;
+    int listen[GW_MAX_LISTEN];
+    int work;
+    int n_fronts;
+    int fronts[GW_MAX_FRONTS];
+};
+
+/* GW_FDS text for fds (into buf); -ENOSPC when it does not fit. */
+int gw_fds_format(const struct gw_fds *fds, char *buf, size_t len);
+/* Parses GW_FDS text; -EINVAL with err naming the problem. Each number must
+ * be an open descriptor. */
+int gw_fds_parse(const char *text, struct gw_fds *fds, char *err, size_t errlen);
+
+/* Path of the segment file for cfg ("<state_dir>/ledger"). */
+int gw_segment_path(const struct gw_config *cfg, char *buf, size_t len);
+
+#endif /* GW_COMMON_SEGMENT_H */

@@ -1,0 +1,24 @@
+/* gw_common.h - what every gpuwarden process shares: errors, clocks, and the
+ * shared segment (ledger, slots, queue, lanes) that all processes map.
+ *
+ * Conventions (as in libuv): functions return 0 or a negative errno; an
+ * operator-facing failure also writes one line into `err` naming the thing,
+ * the place and the problem. Nothing here calls exit().
+ *
+ * Shared-memory rules (DESIGN.md): no mutex or spinlock on any path here.
+ * Every shared word is a C11 _Atomic accessed with an explicit memory order,
+ * and each access says why that order is enough. Any process may die at any
+ * instruction; the "repair" functions at the end are what the master runs on
+ * reaping a child, and each region's comment says what they repair.
+ */
+#ifndef GW_COMMON_H
+#define GW_COMMON_H
+
+/* The public header of gw_common, in three parts along its seams (as uv.h
+ * includes uv/unix.h): util.h (errors, log, clocks, UTF-8), config.h (the
+ * config model) and segment.h (the shared segment and what lives in it). */
+#include "gw_common/util.h"
+#include "gw_common/config.h"
+#include "gw_common/segment.h"
+
+#endif /* GW_COMMON_H */

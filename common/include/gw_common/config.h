@@ -1,0 +1,234 @@
+/* gw_common/config.h - the node's configuration as the processes hold it
+ * (one JSON file, config.c), and the rate and budget values it is made of.
+ * Part of gw_common.h; include that, not this. */
+#ifndef GW_COMMON_CONFIG_H
+#define GW_COMMON_CONFIG_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* ------------------------------------------------------------- GCRA rates */
+
+/* One request-rate window: `limit` requests per `period_us`, plus `burst`
+ * extra at once. Derived constants (GCRA): interval T = ceil(period/limit)
+ * (rounded up so the rate never exceeds the limit), tolerance
+ * tau = (limit + burst - 1) * T. At one instant exactly limit + burst
+ * requests pass; after that exactly one per T. */
+struct gw_rate {
+    uint64_t interval_us;
+    uint64_t tolerance_us;
+};
+int gw_rate_make(struct gw_rate *r, uint64_t limit, uint64_t period_us, uint64_t burst);
+
+/* A device-time budget: `amount_us` of device time per `period_us` of wall
+ * time. A budget cell is a GCRA cell whose cost is weighted: spending x us of
+ * device time advances the cell by ceil(x * period / amount) us. Full budget
+ * when idle. */
+struct gw_budget_rate {
+    uint64_t amount_us;
+    uint64_t period_us;
+};
+
+#define GW_RATE_CELLS 4          /* rate windows per account */
+
+/* Sizes chosen from config when the segment is created. Every count must be
+ * a power of two where noted; gw_segment_open checks. */
+struct gw_seg_config {
+    uint32_t accounts;     /* ledger entries, power of two >= GW_PROBE */
+    uint32_t budgets;      /* budget records (tenant and global accounts) */
+    uint32_t slots;        /* in-flight request records */
+    uint32_t queue;        /* queue capacity, power of two >= 2 */
+    uint32_t lanes;        /* processes that may attach at once (<= 255) */
+    uint32_t prompt_bytes; /* per slot */
+    uint32_t output_bytes; /* per slot */
+};
+
+/* ------------------------------------------------------------------ config */
+
+/* One JSON file (jansson) describes the node; gw_config_load checks all of
+ * it and reports every mistake with its JSON path, e.g.
+ *   config: plans.free.rate[1]: "50 per fortnight": expected "N per second|minute|hour|day [burst M]"
+ * See dist/gpuwarden.dev.json for a complete example and docs/CONFIG.md for
+ * every key. */
+
+#define GW_MAX_LISTEN 8
+#define GW_MAX_KEYS 32
+#define GW_MAX_PLANS 64
+#define GW_NAME_MAX 64
+#define GW_ADMIN_PRINCIPALS 16
+
+/* A rate window: limit per period, plus burst extra at once. */
+struct gw_window {
+    uint64_t limit;
+    uint64_t period_us;
+    uint64_t burst;
+};
+
+/* What the watchdog kills (supervisor/watchdog.c; docs/CONFIG.md
+ * "watchdog"). The node's values come from "watchdog"; a plan's "watchdog"
+ * object overrides single fields (0 there = the node's value). At node
+ * level 0 turns a detector off. */
+struct gw_wd_limits {
+    uint32_t max_tokens; /* generated tokens */
+    uint32_t wall_ms;    /* run time since a worker took the request */
+    uint32_t device_ms;  /* device time used */
+    uint32_t rep_period; /* repetition: a cycle of period <= rep_period tokens ... */
+    uint32_t rep_count;  /* ... repeated at least rep_count times in a row ... */
+    uint32_t rep_tokens; /* ... covering at least rep_tokens tokens */
+    uint32_t div_period; /* divergence: a cycle of period <= div_period ... */
+    uint32_t div_tokens; /* ... that covered >= div_tokens tokens, then broke off */
+    uint32_t len_floor;  /* anomalous length: killed beyond max(len_floor, ... */
+    uint32_t len_factor; /* ... len_factor x the tenant's learned p99 length) once ... */
+    uint32_t len_warmup; /* ... len_warmup completions were seen; the floor before */
+    uint32_t unb_cap;    /* unbounded request: a request flagged GW_REQ_UNBOUNDED is killed
+                            beyond unb_cap tokens; 0 at node level: off */
+    uint32_t unb_list;   /* the patterns that flag it: 0 = the node's (gw_config.unbounded),
+                            k = gw_config.unb_lists[k - 1] (a plan's or tenant's own) */
+};
+
+/* Patterns that flag a prompt asking for endless output ("forever",
+ * "infinitely", ...): PCRE2, matched caseless over the prompt bytes by the
+ * front at admission (supervisor/watchdog.c, gw_unbounded_*). */
+#define GW_UNBOUNDED_MAX 16
+#define GW_UNBOUNDED_LEN 256
+struct gw_pattern_list {
+    int n;
+    char pattern[GW_UNBOUNDED_MAX][GW_UNBOUNDED_LEN];
+};
+
+/* One output-guard rule (worker/guard.c): a PCRE2 pattern matched over
+ * the output stream before it is published. */
+#define GW_GUARD_MAX 16
+enum { GW_GUARD_KILL = 1, GW_GUARD_REDACT = 2 };
+struct gw_guard_rule {
+    char name[GW_NAME_MAX];
+    char pattern[512];
+    int action; /* GW_GUARD_KILL or GW_GUARD_REDACT */
+    int luhn;   /* a match counts only when its digits pass the Luhn check */
+};
+
+/* Limits that apply to one tenant (a plan), to each ip, or to the node. */
+struct gw_plan {
+    char name[GW_NAME_MAX];
+    int n_windows;                           /* 0..GW_RATE_CELLS */
+    struct gw_window windows[GW_RATE_CELLS]; /* "N per second|minute|hour|day [burst M]" */
+    int has_budget;
+    struct gw_budget_rate budget;            /* "X GPU-seconds per second|minute|hour|day" */
+    uint32_t max_inflight;                   /* 0 = unlimited */
+    uint32_t max_tokens;                     /* cap on a request's max_tokens */
+    int clamp_on_budget;                     /* 1: clamp max_tokens to what the budget covers;
+                                                0: refuse with 429 budget_exhausted */
+    struct gw_wd_limits wd;                  /* watchdog overrides; 0 = the node's value */
+};
+
+enum gw_alg { GW_ALG_HS256 = 1, GW_ALG_HS384, GW_ALG_HS512, GW_ALG_RS256, GW_ALG_ES256 };
+
+struct gw_key {
+    char kid[GW_NAME_MAX];
+    enum gw_alg alg;
+    unsigned char *key; /* secret bytes (HS*) or PEM text (RS256/ES256), read from the file */
+    size_t key_len;
+    char path[256];     /* where it came from, for messages */
+};
+
+struct gw_tenant {
+    char id[GW_NAME_MAX]; /* the JWT `sub` */
+    struct gw_plan plan;  /* its plan with per-tenant overrides applied */
+    char plans_allowed[8][GW_NAME_MAX]; /* plans a `plan` claim may select */
+    int n_plans_allowed;
+};
+
+struct gw_config {
+    char path[256];
+    /* listening */
+    int n_listen;
+    char listen[GW_MAX_LISTEN][64]; /* "127.0.0.1:8080", "[::1]:8080" */
+    /* processes */
+    int fronts;  /* default: number of cores */
+    int workers; /* default: 1 per GPU, or 1 on CPU */
+    /* state */
+    char state_dir[256];           /* the segment file is state_dir/ledger */
+    struct gw_seg_config segment;  /* sizes; lanes derived from fronts + workers */
+    /* the model */
+    char model_path[256];
+    char model_name[GW_NAME_MAX];  /* what requests must name in "model" */
+    char device[32];               /* "auto", "cpu", "cuda:N" */
+    int threads;                   /* per CPU worker; 0 = cores / workers */
+    int context;                   /* tokens of KV cache per worker */
+    /* HTTP limits */
+    uint32_t header_bytes;         /* default 8 KiB */
+    uint32_t body_bytes;           /* default 1 MiB */
+    uint32_t header_timeout_ms;    /* time to receive the headers: 408 after */
+    uint32_t body_timeout_ms;      /* time to receive the body: 408 after */
+    uint32_t keepalive_ms;         /* idle keep-alive connection closed after */
+    uint32_t connections_per_front;
+    uint32_t drain_timeout_ms;     /* SIGTERM: in-flight requests get this long */
+    /* auth */
+    int n_keys;
+    struct gw_key keys[GW_MAX_KEYS];
+    char issuer[128];              /* required `iss` when non-empty */
+    char audience[128];            /* required in `aud` when non-empty */
+    uint32_t leeway_s;             /* clock skew allowed on exp/nbf/iat */
+    /* limits */
+    struct gw_plan ip;             /* per client address (windows only) */
+    struct gw_plan global;         /* the whole node */
+    int n_plans;
+    struct gw_plan plans[GW_MAX_PLANS];
+    int default_plan;              /* index in plans, -1: unknown tenants are refused (403) */
+    int n_tenants;
+    struct gw_tenant *tenants;     /* sorted by id */
+    /* admin */
+    char admin_socket[256];
+    /* cost model: device time reserved per token before one is measured */
+    uint64_t initial_us_per_token;
+    /* admin socket access (admin.c): the group the socket file is given
+     * (""; the master's own group), and who may read (operators) and change
+     * (admins): "user:NAME", "uid:N", "group:NAME" or "gid:N". uid 0 and
+     * the service's own uid are always admins. */
+    char admin_group[GW_NAME_MAX];
+    int n_admin_operators;
+    char admin_operators[GW_ADMIN_PRINCIPALS][GW_NAME_MAX];
+    int n_admin_admins;
+    char admin_admins[GW_ADMIN_PRINCIPALS][GW_NAME_MAX];
+    /* watchdog (supervisor/watchdog.c) and output guard (guard.c) */
+    struct gw_wd_limits wd;     /* node values; plans override (gw_plan.wd) */
+    uint32_t wd_interval_ms;    /* scan period, default 10 */
+    uint32_t wd_stall_ms;       /* no heartbeat or token this long: stalled, default 10000 */
+    uint32_t wd_grace_ms;       /* cancel to SIGKILL, default 500 */
+    char audit_log[256];        /* JSON lines, one per kill; default <state_dir>/audit.log */
+    int n_guard;                /* rules in guard[]; 0 = no output guard */
+    struct gw_guard_rule guard[GW_GUARD_MAX];
+    /* logs (log.c): "log.format" text|json, "log.access" one line per
+     * finished request (off by default) */
+    int log_format; /* enum gw_log_format */
+    int log_access;
+    struct gw_pattern_list unbounded; /* watchdog.unbounded_patterns (defaults: forever, ...) */
+    int n_unb_lists;                  /* plans' and tenants' own unbounded_patterns */
+    struct gw_pattern_list *unb_lists;
+};
+
+/* Loads and checks `path`. On failure returns -EINVAL and writes every
+ * mistake, one per line ("config: <json path>: <problem>"), into err (as
+ * many as fit). Files named in the config (keys) are read here; a missing
+ * or unreadable one is a mistake naming its path. */
+int gw_config_load(struct gw_config **out, const char *path, char *err, size_t errlen);
+/* The same from a JSON string (tests, fuzzing); `name` stands for the path. */
+int gw_config_parse(struct gw_config **out, const char *json, size_t len, const char *name,
+                    char *err, size_t errlen);
+void gw_config_free(struct gw_config *cfg);
+/* The tenant's entry, or NULL when it is not configured. */
+const struct gw_tenant *gw_config_tenant(const struct gw_config *cfg, const char *id);
+/* The plan for tenant `id` (NULL = not configured) with an optional `plan`
+ * claim: the tenant's own plan, or the claimed one if the tenant may select
+ * it, or the default plan for unknown tenants. NULL means refused (403),
+ * and *why says why. */
+const struct gw_plan *gw_config_plan_for(const struct gw_config *cfg, const char *id,
+                                         const char *plan_claim, const char **why);
+/* Parses "N per second|minute|hour|day [burst M]" (for tests and the admin
+ * socket); -EINVAL on anything else. */
+int gw_window_parse(const char *s, struct gw_window *w);
+/* Parses "X GPU-seconds per second|minute|hour|day" (X may have a fraction). */
+int gw_budget_parse(const char *s, struct gw_budget_rate *b);
+
+
+#endif /* GW_COMMON_CONFIG_H */

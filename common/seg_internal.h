@@ -1,8 +1,12 @@
 /* seg_internal.h - the segment's layout, private to common/.
  *
  * Everything here lives in the shared file: fixed-width fields, explicit
- * alignment, a _Static_assert on each size. Changing any struct changes
- * GW_SEG_VERSION.
+ * alignment, a _Static_assert on each size and alignment with the value
+ * written as a number, so that a layout change is a deliberate edit here
+ * together with GW_SEG_VERSION. Changing any struct changes GW_SEG_VERSION.
+ * The public structs that live in slots (struct gw_slot_req, struct
+ * gw_slot_run) and in the header (struct gw_seg_config) carry the same
+ * asserts where they are defined.
  */
 #ifndef GW_SEG_INTERNAL_H
 #define GW_SEG_INTERNAL_H
@@ -10,6 +14,13 @@
 #include "gw_common.h"
 
 #include <stdalign.h>
+#include <stdatomic.h>
+
+/* Processes share these words through one mapping: their atomics must be
+ * lock-free (a lock would live in one process's memory, not in the file). */
+_Static_assert(ATOMIC_INT_LOCK_FREE == 2 && ATOMIC_LONG_LOCK_FREE == 2 &&
+                   ATOMIC_LLONG_LOCK_FREE == 2,
+               "the segment's atomics are lock-free");
 
 /* --------------------------------------------------------------- header */
 
@@ -38,6 +49,7 @@ struct gw_seg_header {
     alignas(64) _Atomic uint64_t kills[16];
 };
 _Static_assert(sizeof(struct gw_seg_header) == 448, "header layout");
+_Static_assert(_Alignof(struct gw_seg_header) == 64, "header alignment");
 
 /* -------------------------------------------------------------- accounts */
 
@@ -81,6 +93,7 @@ struct gw_account {
     uint8_t pad[8];
 };
 _Static_assert(sizeof(struct gw_account) == 128, "account layout");
+_Static_assert(_Alignof(struct gw_account) == 8, "account alignment");
 
 /* ---------------------------------------------------------------- budgets */
 
@@ -94,6 +107,7 @@ struct gw_money_col {
     _Atomic uint64_t step; /* journal progress of the lane's current settle */
 };
 _Static_assert(sizeof(struct gw_money_col) == 32, "money column layout");
+_Static_assert(_Alignof(struct gw_money_col) == 8, "money column alignment");
 
 struct gw_budget {
     _Atomic uint64_t account;   /* index + 1 of the owning account */
@@ -103,6 +117,7 @@ struct gw_budget {
     struct gw_money_col col[]; /* [lanes]; budget_stride bytes in all */
 };
 _Static_assert(sizeof(struct gw_budget) == 64, "budget header layout");
+_Static_assert(_Alignof(struct gw_budget) == 8, "budget header alignment");
 
 /* ------------------------------------------------------------------ slots */
 
@@ -145,6 +160,8 @@ struct gw_slot {
     struct gw_slot_run run;       /* then the request, prompt and output areas */
     struct gw_slot_req req;
 };
+_Static_assert(sizeof(struct gw_slot) == 704, "slot layout"); /* 64 + run 168 + req 472 */
+_Static_assert(_Alignof(struct gw_slot) == 8, "slot alignment");
 #define SLOT_FIXED_BYTES ((sizeof(struct gw_slot) + 63u) & ~(size_t)63u)
 
 /* ------------------------------------------------------------------ queue */
@@ -161,6 +178,8 @@ struct gw_slot {
 struct gw_qcell {
     _Atomic uint64_t w;
 };
+_Static_assert(sizeof(struct gw_qcell) == 8, "queue cell layout");
+_Static_assert(_Alignof(struct gw_qcell) == 8, "queue cell alignment");
 
 /* ------------------------------------------------------------------ lanes */
 
@@ -188,6 +207,7 @@ struct gw_lane {
     uint8_t pad[48];
 };
 _Static_assert(sizeof(struct gw_lane) == 192, "lane layout");
+_Static_assert(_Alignof(struct gw_lane) == 8, "lane alignment");
 
 /* ---------------------------------------------------------------- metrics */
 
@@ -208,6 +228,7 @@ struct gw_hist_area {
     uint64_t pad[6];
 };
 _Static_assert(sizeof(struct gw_hist_area) == 192, "histogram layout");
+_Static_assert(_Alignof(struct gw_hist_area) == 8, "histogram alignment");
 
 struct gw_metrics_area {
     _Atomic uint64_t requests[GW_M_ROUTES][GW_M_STATUS_CLASSES + 2]; /* [route][class] */
@@ -216,7 +237,10 @@ struct gw_metrics_area {
     _Atomic uint64_t counters[8];       /* enum gw_mcounter */
     struct gw_hist_area hist[GW_MH_N];  /* enum gw_mhist */
 };
-_Static_assert(sizeof(struct gw_metrics_area) == 96 * 8 + GW_MH_N * 192, "metrics layout");
+/* 96 words of counters (requests 8 x 8, refusals 16, finish 8, counters 8),
+ * then GW_MH_N = 4 histograms of 192 bytes */
+_Static_assert(sizeof(struct gw_metrics_area) == 1536, "metrics layout");
+_Static_assert(_Alignof(struct gw_metrics_area) == 8, "metrics alignment");
 
 /* ------------------------------------------------------- limit overrides */
 
@@ -238,13 +262,16 @@ struct gw_limit_cell {
     uint64_t pad[6];
 };
 _Static_assert(sizeof(struct gw_limit_cell) == 256, "limit cell layout");
+_Static_assert(_Alignof(struct gw_limit_cell) == 8, "limit cell alignment");
 
 struct gw_limits_area {
     _Atomic uint64_t epoch;
     uint64_t pad[7];
     struct gw_limit_cell cell[GW_LIMIT_OVERRIDES];
 };
-_Static_assert(sizeof(struct gw_limits_area) == 64 + GW_LIMIT_OVERRIDES * 256, "limits layout");
+/* 64 bytes of epoch, then GW_LIMIT_OVERRIDES = 64 cells of 256 */
+_Static_assert(sizeof(struct gw_limits_area) == 16448, "limits layout");
+_Static_assert(_Alignof(struct gw_limits_area) == 8, "limits alignment");
 
 /* -------------------------------------------------------- learned lengths */
 
@@ -259,6 +286,7 @@ struct gw_lenest_rec {
     uint8_t pad[40];
 };
 _Static_assert(sizeof(struct gw_lenest_rec) == 384, "learned length record layout");
+_Static_assert(_Alignof(struct gw_lenest_rec) == 8, "learned length record alignment");
 
 /* ----------------------------------------------------------- shared helpers */
 

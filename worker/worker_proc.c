@@ -47,11 +47,11 @@ struct worker {
     char audit_path[256];       /* where an output-guard kill is audited */
     struct served {             /* start-time fair queueing per tenant */
         char tenant[64];
-        double finish;          /* finish tag of its last request (device ms) */
-        uint64_t at_ns;         /* last use, for replacement */
+        double finish;  /* finish tag of its last request (device ms) */
+        uint64_t at_ns; /* last use, for replacement */
     } served[128];
-    double vtime;               /* start tag of the request last taken */
-    int device_lost;            /* a CUDA call failed: this context is not trusted again */
+    double vtime;    /* start tag of the request last taken */
+    int device_lost; /* a CUDA call failed: this context is not trusted again */
 };
 
 /* Fair scheduling (start-time fair queueing, per tenant): a request's
@@ -121,14 +121,14 @@ struct job {
     size_t written;
     gw_tok_decoder dec;
     uint64_t started_ns;
-    uint64_t dev_ns;  /* GPU time of the forward passes so far (CUDA events) */
-    int on_gpu;       /* charge dev_ns; on the CPU the wall time is the device time */
+    uint64_t dev_ns; /* GPU time of the forward passes so far (CUDA events) */
+    int on_gpu;      /* charge dev_ns; on the CPU the wall time is the device time */
     uint64_t tokens;
-    int stop_budget; /* the ledger refused to extend the reservation */
-    int stop_full;   /* the output area is full */
-    int guard_kill;  /* 1 + the output-guard rule that ended it, 0 none */
+    int stop_budget;   /* the ledger refused to extend the reservation */
+    int stop_full;     /* the output area is full */
+    int guard_kill;    /* 1 + the output-guard rule that ended it, 0 none */
     uint64_t first_ns; /* CLOCK_MONOTONIC of the first token, 0 before */
-    uint64_t rep_max; /* longest repetition so far (gw_wd_rep_fold) */
+    uint64_t rep_max;  /* longest repetition so far (gw_wd_rep_fold) */
 };
 
 static void log_line(const struct worker *w, const char *fmt, ...)
@@ -264,8 +264,8 @@ static void guard_killed(struct job *j)
                                j->tokens, (gw_mono_ns() - j->started_ns), j->out, j->written);
     int rc = gw_audit_append(w->audit_path, line, n);
     log_line(w, "slot %u (request %.40s): output guard rule %s matched: killed%s%s", j->ref.index,
-             j->req->id, gw_guard_rule_name(w->guard, j->guard_kill - 1),
-             rc ? "; audit log: " : "", rc ? strerror(-rc) : "");
+             j->req->id, gw_guard_rule_name(w->guard, j->guard_kill - 1), rc ? "; audit log: " : "",
+             rc ? strerror(-rc) : "");
 }
 
 /* Renders the prompt text (chat messages through the model's template). */
@@ -313,113 +313,194 @@ static int prompt_text(struct worker *w, struct job *j, char **text, size_t *len
     return gw_chat_format(&w->ct, msgs, n, text, len, err, errlen);
 }
 
-static void run_job(struct worker *w, struct gw_slot_ref ref)
+/* Takes the slot: the job's pointers into it, the run's start time, the
+ * queue-time metric. */
+static void job_start(struct worker *w, struct gw_slot_ref ref, struct job *j)
 {
-    struct job j = {.w = w, .ref = ref};
-    j.req = gw_slot_req(&w->seg, ref.index);
-    j.run = gw_slot_run(&w->seg, ref.index);
-    j.out = gw_slot_output(&w->seg, ref.index);
-    j.cap = w->seg.cfg.output_bytes;
-    j.started_ns = gw_mono_ns();
-    j.on_gpu = gw_ctx_on_gpu(w->ctx);
-    atomic_store_explicit(&j.run->started_ns, j.started_ns, memory_order_relaxed);
+    *j = (struct job){.w = w, .ref = ref};
+    j->req = gw_slot_req(&w->seg, ref.index);
+    j->run = gw_slot_run(&w->seg, ref.index);
+    j->out = gw_slot_output(&w->seg, ref.index);
+    j->cap = w->seg.cfg.output_bytes;
+    j->started_ns = gw_mono_ns();
+    j->on_gpu = gw_ctx_on_gpu(w->ctx);
+    atomic_store_explicit(&j->run->started_ns, j->started_ns, memory_order_relaxed);
     gw_proc_heartbeat(&w->seg, (int64_t)ref.index);
     uint64_t wall = gw_now_us();
-    if (wall > j.req->created_us)
-        gw_metrics_observe(&w->seg, GW_MH_QUEUE, (wall - j.req->created_us) * 1000u);
+    if (wall > j->req->created_us)
+        gw_metrics_observe(&w->seg, GW_MH_QUEUE, (wall - j->req->created_us) * 1000u);
+}
 
-    char err[256];
+/* Cancelled while it was queued (gpuwardenctl kill, the client left
+ * between the front's look and ours): finish it without a prefill, so
+ * nothing is spent on it. relaxed: a flag, see gw_slot_cancel. 1 when it
+ * was. */
+static int cancelled_in_queue(struct job *j)
+{
+    uint32_t early = atomic_load_explicit(&j->run->cancel, memory_order_relaxed);
+    if (early == 0)
+        return 0;
+    atomic_store_explicit(&j->run->finish,
+                          early == GW_CANCEL_CLIENT || early == GW_CANCEL_DRAIN ? GW_FIN_CANCELLED
+                                                                                : GW_FIN_KILLED,
+                          memory_order_relaxed);
+    return 1;
+}
+
+/* The prompt as token ids (malloc'd into *ids), or the job failed (run.error
+ * says why) and -1. */
+static int prompt_ids(struct worker *w, struct job *j, int32_t **ids, size_t *n_ids)
+{
+    char err[256] = ""; /* not every failure (out of memory) writes it */
     char *text = NULL;
     size_t text_len = 0;
-    int32_t *ids = NULL;
-    size_t n_ids = 0;
-    /* Cancelled while it was queued (gpuwardenctl kill, the client left
-     * between the front's look and ours): finish it without a prefill, so
-     * nothing is spent on it. relaxed: a flag, see gw_slot_cancel. */
-    uint32_t early = atomic_load_explicit(&j.run->cancel, memory_order_relaxed);
-    if (early != 0) {
-        atomic_store_explicit(&j.run->finish,
-                              early == GW_CANCEL_CLIENT || early == GW_CANCEL_DRAIN
-                                  ? GW_FIN_CANCELLED
-                                  : GW_FIN_KILLED,
-                              memory_order_relaxed);
-        goto done;
-    }
-    int rc = prompt_text(w, &j, &text, &text_len, err, sizeof(err));
+    int rc = prompt_text(w, j, &text, &text_len, err, sizeof(err));
     if (rc == 0) {
         /* Chat prompts carry the template's control tokens; plain prompts
          * are text only, so "<|im_end|>" typed by a user stays text. */
-        unsigned flags = GW_TOK_ADD_BOS | ((j.req->flags & GW_REQ_CHAT) ? GW_TOK_PARSE_SPECIAL : 0);
-        rc = gw_tokenizer_encode(w->tok, text, text_len, flags, &ids, &n_ids, err, sizeof(err));
+        unsigned flags =
+            GW_TOK_ADD_BOS | ((j->req->flags & GW_REQ_CHAT) ? GW_TOK_PARSE_SPECIAL : 0);
+        rc = gw_tokenizer_encode(w->tok, text, text_len, flags, ids, n_ids, err, sizeof(err));
     }
+    free(text);
     int n_ctx = gw_ctx_n_ctx(w->ctx);
-    if (rc == 0 && (n_ids == 0 || (int)n_ids >= n_ctx)) {
-        snprintf(err, sizeof(err), "prompt is %zu tokens; the context holds %d", n_ids, n_ctx);
+    if (rc == 0 && (*n_ids == 0 || (int)*n_ids >= n_ctx)) {
+        snprintf(err, sizeof(err), "prompt is %zu tokens; the context holds %d", *n_ids, n_ctx);
         rc = -E2BIG;
     }
     if (rc != 0) {
-        fail_job(&j, err);
-        goto done;
+        if (!err[0])
+            snprintf(err, sizeof(err), "%s", gw_worker_strerror(rc));
+        fail_job(j, err);
+        return -1;
     }
-    atomic_store_explicit(&j.run->prompt_tokens, n_ids, memory_order_relaxed);
-    gw_metrics_add(&w->seg, GW_MC_PROMPT_TOKENS, n_ids);
+    atomic_store_explicit(&j->run->prompt_tokens, *n_ids, memory_order_relaxed);
+    gw_metrics_add(&w->seg, GW_MC_PROMPT_TOKENS, *n_ids);
+    return 0;
+}
 
-    const char *stops[GW_STOP_MAX];
-    size_t n_stops = 0;
-    char stopbuf[GW_STOP_MAX][GW_STOP_LEN + 1];
-    for (uint32_t i = 0; i < j.req->n_stops && i < GW_STOP_MAX; i++) {
-        size_t l = j.req->stop_len[i] < GW_STOP_LEN ? j.req->stop_len[i] : GW_STOP_LEN;
-        memcpy(stopbuf[i], j.req->stops[i], l);
-        stopbuf[i][l] = '\0';
-        stops[n_stops++] = stopbuf[i];
+/* The request's stop sequences, NUL-terminated (the slot's are not). */
+struct stops {
+    const char *s[GW_STOP_MAX];
+    size_t n;
+    char buf[GW_STOP_MAX][GW_STOP_LEN + 1];
+};
+
+/* The generation's parameters from the request; gp points into *st and *j. */
+static void gen_params(struct job *j, size_t n_ids, struct stops *st, gw_gen_params *gp)
+{
+    struct worker *w = j->w;
+    st->n = 0;
+    for (uint32_t i = 0; i < j->req->n_stops && i < GW_STOP_MAX; i++) {
+        size_t l = j->req->stop_len[i] < GW_STOP_LEN ? j->req->stop_len[i] : GW_STOP_LEN;
+        memcpy(st->buf[i], j->req->stops[i], l);
+        st->buf[i][l] = '\0';
+        st->s[st->n++] = st->buf[i];
     }
     const int32_t *eog;
     size_t n_eog;
     gw_tokenizer_eog_ids(w->tok, &eog, &n_eog);
-    int max_tokens = (int)j.req->max_tokens;
+    int n_ctx = gw_ctx_n_ctx(w->ctx);
+    int max_tokens = (int)j->req->max_tokens;
     if (max_tokens > n_ctx - (int)n_ids)
         max_tokens = n_ctx - (int)n_ids;
     if (max_tokens < 1)
         max_tokens = 1;
-    gw_gen_params gp = {
+    *gp = (gw_gen_params){
         .max_tokens = max_tokens,
-        .sampling = {.temperature = j.req->temperature,
-                     .top_k = (int)j.req->top_k,
-                     .top_p = j.req->top_p,
-                     .seed = (j.req->flags & GW_REQ_SEED) ? j.req->seed : gw_mono_ns()},
+        .sampling = {.temperature = j->req->temperature,
+                     .top_k = (int)j->req->top_k,
+                     .top_p = j->req->top_p,
+                     .seed = (j->req->flags & GW_REQ_SEED) ? j->req->seed : gw_mono_ns()},
         .eog_ids = eog,
         .n_eog = n_eog,
-        .stops = stops,
-        .n_stops = n_stops,
+        .stops = st->s,
+        .n_stops = st->n,
         .cancel_cb = should_cancel,
-        .user = &j,
+        .user = j,
         .on_step = on_step,
         .piece = piece,
         .on_text = on_text,
     };
-    if (w->guard)
-        gw_guard_reset(w->guard);
-    if (gw_tok_decoder_init(&j.dec, w->tok, 0) < 0) {
-        fail_job(&j, "out of memory");
-        goto done;
-    }
-    gw_gen_result res;
-    rc = gw_generate(w->ctx, ids, n_ids, &gp, NULL, 0, &res);
+}
+
+/* After the last token: the decoder's tail, then the output guard's verdict
+ * on what it held back. */
+static void end_of_stream(struct job *j)
+{
+    struct worker *w = j->w;
     const char *tail;
     size_t tail_len;
-    gw_tok_decoder_flush(&j.dec, &tail, &tail_len);
-    if (tail_len && !j.stop_full)
-        on_text(&j, tail, tail_len);
-    if (w->guard && !j.guard_kill && !j.stop_full) {
+    gw_tok_decoder_flush(&j->dec, &tail, &tail_len);
+    if (tail_len && !j->stop_full)
+        on_text(j, tail, tail_len);
+    if (w->guard && !j->guard_kill && !j->stop_full) {
         /* the end of the stream: the held-back tail is decided now */
-        int g = gw_guard_feed(w->guard, "", 0, 1, publish_text, &j);
+        int g = gw_guard_feed(w->guard, "", 0, 1, publish_text, j);
         if (g > 0)
-            j.guard_kill = g;
+            j->guard_kill = g;
     }
-    if (j.guard_kill)
-        guard_killed(&j);
-    gw_tok_decoder_free(&j.dec);
+    if (j->guard_kill)
+        guard_killed(j);
+}
+
+/* Why the generation ended, as the slot reports it. */
+static int finish_of(const struct job *j, const gw_gen_result *res)
+{
+    uint32_t cancel = atomic_load_explicit(&j->run->cancel, memory_order_relaxed);
+    int fin;
+    switch (res->finish) {
+    case GW_FINISH_EOG:
+    case GW_FINISH_STOP:
+        fin = GW_FIN_STOP;
+        break;
+    case GW_FINISH_CANCEL:
+        fin = j->stop_budget                                            ? GW_FIN_BUDGET
+              : j->stop_full                                            ? GW_FIN_LENGTH
+              : cancel == GW_CANCEL_CLIENT || cancel == GW_CANCEL_DRAIN ? GW_FIN_CANCELLED
+                                                                        : GW_FIN_KILLED;
+        break;
+    default:
+        fin = GW_FIN_LENGTH;
+    }
+    if (j->guard_kill)
+        fin = GW_FIN_KILLED; /* also when the match came with the last token */
+    return fin;
+}
+
+/* EWMA of device us per decoded token, alpha 1/8, published in our lane.
+ * Prefill is not in it: one long prompt would make every reservation after
+ * it look expensive (the fronts add the prompt separately). */
+static void learn_cost(struct worker *w, const struct job *j, const gw_gen_result *res)
+{
+    if (j->tokens == 0)
+        return;
+    uint64_t per = res->n_tokens ? res->decode_ns / 1000 / res->n_tokens : device_us(j) / j->tokens;
+    if (per == 0)
+        per = 1;
+    w->ewma_us_per_token = w->ewma_us_per_token ? (w->ewma_us_per_token * 7 + per) / 8 : per;
+    gw_proc_set_cost(&w->seg, w->ewma_us_per_token);
+}
+
+/* Runs the generation over the prompt's ids and records how it ended: the
+ * output, the final charge, the finish reason and the learned cost. */
+static void generate(struct worker *w, struct job *j, const int32_t *ids, size_t n_ids)
+{
+    struct stops st;
+    gw_gen_params gp;
+    gen_params(j, n_ids, &st, &gp);
+    if (w->guard)
+        gw_guard_reset(w->guard);
+    if (gw_tok_decoder_init(&j->dec, w->tok, 0) < 0) {
+        fail_job(j, "out of memory");
+        return;
+    }
+    gw_gen_result res;
+    int rc = gw_generate(w->ctx, ids, n_ids, &gp, NULL, 0, &res);
+    end_of_stream(j);
+    gw_tok_decoder_free(&j->dec);
     if (rc < 0) {
+        char err[256];
         snprintf(err, sizeof(err), "generation failed: %s", gw_worker_strerror(rc));
         if (rc == -EIO && gw_ctx_on_gpu(w->ctx)) {
             /* A CUDA error can leave the context unusable (a fault poisons
@@ -429,61 +510,49 @@ static void run_job(struct worker *w, struct gw_slot_ref ref)
                      gw_ctx_error(w->ctx));
             w->device_lost = 1;
         }
-        fail_job(&j, err);
-        goto done;
+        fail_job(j, err);
+        return;
     }
     /* The final charge: what this request really used (on a GPU, every
      * pass, also those after the last token's report). */
-    if (j.on_gpu && res.device_ns > j.dev_ns)
-        j.dev_ns = res.device_ns;
-    if (gw_budget_charge(&w->seg, ref, device_us(&j), gw_now_us()) == GW_EREFUSED)
-        j.stop_budget = 1;
-    uint32_t cancel = atomic_load_explicit(&j.run->cancel, memory_order_relaxed);
-    int fin;
-    switch (res.finish) {
-    case GW_FINISH_EOG:
-    case GW_FINISH_STOP:
-        fin = GW_FIN_STOP;
-        break;
-    case GW_FINISH_CANCEL:
-        fin = j.stop_budget          ? GW_FIN_BUDGET
-              : j.stop_full          ? GW_FIN_LENGTH
-              : cancel == GW_CANCEL_CLIENT || cancel == GW_CANCEL_DRAIN ? GW_FIN_CANCELLED
-                                                                         : GW_FIN_KILLED;
-        break;
-    default:
-        fin = GW_FIN_LENGTH;
-    }
-    if (j.guard_kill)
-        fin = GW_FIN_KILLED; /* also when the match came with the last token */
-    atomic_store_explicit(&j.run->finish, (uint32_t)fin, memory_order_relaxed);
-    if (j.tokens > 0) {
-        /* EWMA of device us per decoded token, alpha 1/8. Prefill is
-         * not in it: one long prompt would make every reservation after it
-         * look expensive (the fronts add the prompt separately). */
-        uint64_t per = res.n_tokens ? res.decode_ns / 1000 / res.n_tokens : device_us(&j) / j.tokens;
-        if (per == 0)
-            per = 1;
-        w->ewma_us_per_token =
-            w->ewma_us_per_token ? (w->ewma_us_per_token * 7 + per) / 8 : per;
-        gw_proc_set_cost(&w->seg, w->ewma_us_per_token);
-    }
-done:
-    free(text);
-    free(ids);
+    if (j->on_gpu && res.device_ns > j->dev_ns)
+        j->dev_ns = res.device_ns;
+    if (gw_budget_charge(&w->seg, j->ref, device_us(j), gw_now_us()) == GW_EREFUSED)
+        j->stop_budget = 1;
+    atomic_store_explicit(&j->run->finish, (uint32_t)finish_of(j, &res), memory_order_relaxed);
+    learn_cost(w, j, &res);
+}
+
+/* Hands the finished slot back to its front: the node's counters, then
+ * DONE, then the front's wake-up. */
+static void job_end(struct worker *w, struct job *j)
+{
     /* The node's counters, before DONE lets the front answer: a client
      * that asks /metrics after its answer finds its request counted. */
     uint64_t end_ns = gw_mono_ns();
-    gw_metrics_add(&w->seg, GW_MC_TOKENS, j.tokens);
-    gw_metrics_add(&w->seg, GW_MC_DEVICE_NS, j.on_gpu ? j.dev_ns : end_ns - j.started_ns);
-    if (j.tokens >= 2 && j.first_ns)
-        gw_metrics_observe(&w->seg, GW_MH_TPOT, (end_ns - j.first_ns) / (j.tokens - 1));
+    gw_metrics_add(&w->seg, GW_MC_TOKENS, j->tokens);
+    gw_metrics_add(&w->seg, GW_MC_DEVICE_NS, j->on_gpu ? j->dev_ns : end_ns - j->started_ns);
+    if (j->tokens >= 2 && j->first_ns)
+        gw_metrics_observe(&w->seg, GW_MH_TPOT, (end_ns - j->first_ns) / (j->tokens - 1));
     /* acq_rel (in gw_slot_move): the output, run record and charges above
      * happen-before the front sees DONE. */
-    if (gw_slot_move(&w->seg, ref, GW_SLOT_RUNNING, GW_SLOT_DONE) != 0)
-        log_line(w, "slot %u: could not move to done", ref.index);
-    wake_front(w, j.req->front);
+    if (gw_slot_move(&w->seg, j->ref, GW_SLOT_RUNNING, GW_SLOT_DONE) != 0)
+        log_line(w, "slot %u: could not move to done", j->ref.index);
+    wake_front(w, j->req->front);
     gw_proc_heartbeat(&w->seg, -1);
+}
+
+/* One request, from taking the slot to DONE. */
+static void run_job(struct worker *w, struct gw_slot_ref ref)
+{
+    struct job j;
+    job_start(w, ref, &j);
+    int32_t *ids = NULL;
+    size_t n_ids = 0;
+    if (!cancelled_in_queue(&j) && prompt_ids(w, &j, &ids, &n_ids) == 0)
+        generate(w, &j, ids, n_ids);
+    free(ids);
+    job_end(w, &j);
 }
 
 static int load(struct worker *w, const char *config_path)
@@ -519,8 +588,10 @@ static int load(struct worker *w, const char *config_path)
                  rc == -ENOENT ? "the model has no tokenizer.chat_template" : err);
     /* model.device: "auto" takes the first CUDA device that works and
      * otherwise runs on the CPU, saying why; "cuda:N" or nothing. */
-    gw_ctx_opts co = {.n_ctx = w->cfg->context, .n_threads = w->cfg->threads,
-                      .device = w->cfg->device, .auto_index = w->index};
+    gw_ctx_opts co = {.n_ctx = w->cfg->context,
+                      .n_threads = w->cfg->threads,
+                      .device = w->cfg->device,
+                      .auto_index = w->index};
     if ((rc = gw_ctx_open(w->model, &co, &w->ctx, err, sizeof(err))) != 0) {
         log_line(w, "cannot create a context of %d tokens on %s: %s", w->cfg->context,
                  w->cfg->device, err);
@@ -587,7 +658,7 @@ int gw_worker_main(const char *config_path, int index, const struct gw_fds *fds)
             double start = sv->finish > w.vtime ? sv->finish : w.vtime;
             w.vtime = start;
             uint64_t t0 = gw_mono_ns(); /* the slot may be released once done: */
-            run_job(&w, ref);            /* time the job here */
+            run_job(&w, ref);           /* time the job here */
             sv = served_of(&w, tenant, gw_mono_ns());
             sv->finish = start + (double)(gw_mono_ns() - t0) / 1e6;
             if (w.device_lost)

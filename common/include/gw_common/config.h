@@ -42,6 +42,10 @@ struct gw_seg_config {
     uint32_t prompt_bytes; /* per slot */
     uint32_t output_bytes; /* per slot */
 };
+/* It is also the segment header's record of its sizes (seg_internal.h):
+ * part of the layout, like everything in the segment. */
+_Static_assert(sizeof(struct gw_seg_config) == 28, "segment config layout");
+_Static_assert(_Alignof(struct gw_seg_config) == 4, "segment config alignment");
 
 /* ------------------------------------------------------------------ config */
 

@@ -11,6 +11,7 @@
 #include "gw_common/config.h"
 #include "gw_common/util.h"
 
+#include <float.h>
 #include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -351,6 +352,10 @@ uint64_t gw_kills_get(const struct gw_segment *seg, int reason);
                                (watchdog.unbounded_patterns): the watchdog applies
                                unbounded_cap_tokens */
 
+/* gw_slot_req and gw_slot_run live in the segment (inside struct gw_slot):
+ * fixed-width fields only, sizes and alignments asserted below; changing
+ * either changes GW_SEG_VERSION. float is IEEE 754 binary32 on every target
+ * (asserted), so temperature and top_p are fixed-width too. */
 struct gw_slot_req {
     uint32_t max_tokens;
     uint32_t top_k;
@@ -363,12 +368,17 @@ struct gw_slot_req {
     uint32_t front;      /* index of the front to wake on output */
     uint8_t stop_len[GW_STOP_MAX];
     char stops[GW_STOP_MAX][GW_STOP_LEN];
+    uint8_t pad0[4];     /* what the compiler put here anyway: created_us is 8-aligned */
     uint64_t created_us; /* wall clock at admission */
     uint64_t us_per_token; /* the device time per token the reservation assumed */
     char id[40];         /* request id, NUL-terminated */
     char tenant[64];
     char ip[48];
 };
+_Static_assert(sizeof(float) == 4 && FLT_MANT_DIG == 24 && FLT_MAX_EXP == 128,
+               "float is binary32 (gw_slot_req)");
+_Static_assert(sizeof(struct gw_slot_req) == 472, "slot request layout");
+_Static_assert(_Alignof(struct gw_slot_req) == 8, "slot request alignment");
 
 struct gw_slot_run {
     _Atomic uint64_t written;       /* output bytes published (release) */
@@ -385,6 +395,8 @@ struct gw_slot_run {
     _Atomic uint32_t cancel;        /* enum gw_cancel_reason or watchdog code */
     char error[96];                 /* with GW_FIN_ERROR: why, NUL-terminated */
 };
+_Static_assert(sizeof(struct gw_slot_run) == 168, "slot run record layout");
+_Static_assert(_Alignof(struct gw_slot_run) == 8, "slot run record alignment");
 
 /* The request, run record, prompt area (cfg.prompt_bytes) and output area
  * (cfg.output_bytes) of slot `index`; NULL when index is out of range. */
@@ -528,6 +540,9 @@ void gw_metrics_read(const struct gw_segment *seg, struct gw_metrics_snap *out);
  * them here and every front applies them at its next admission, until the
  * next reload or restart clears them. */
 #define GW_LIMIT_OVERRIDES 64
+/* Not stored in the segment: gw_limits_set and gw_limits_get copy it to and
+ * from the fixed-width words of a limit cell (seg_internal.h), so its int
+ * fields are free to be ints. */
 struct gw_limit_override {
     char tenant[64]; /* NUL-terminated */
     int n_windows;

@@ -1,0 +1,101 @@
+/* config_internal.h - what the config's source files share, private to
+ * common/: the mistake collector every check reports into, the typed getters
+ * and small parsers (config_values.c), and each file's section parsers.
+ *
+ *   config.c          the top level: load, parse, free; the node's own
+ *                     sections (listen, segment, model, http, admin, cost,
+ *                     log) and the defaults
+ *   config_values.c   JSON-path error reporting, typed getters, names,
+ *                     counts, rate windows and GPU-time budgets
+ *   config_plans.c    plans, tenants, the ip and global limits, the default
+ *                     plan, and the tenant and plan lookups
+ *   config_auth.c     auth and its key files
+ *   config_watchdog.c the watchdog's limits, the output guard's rules and
+ *                     the unbounded-request patterns
+ *
+ * Every check appends "config: <json path>: <problem>" through gw__cfg_bad;
+ * the messages are the interface (tests/common/test_config.c asserts them
+ * byte for byte).
+ */
+#ifndef GW_CONFIG_INTERNAL_H
+#define GW_CONFIG_INTERNAL_H
+
+#include "gw_common.h"
+
+#include <jansson.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define SEC_US 1000000ull
+#define PATH_LEN 192 /* a JSON path in a message */
+
+/* Collects mistakes. Only whole lines go into err; lines that do not fit are
+ * counted but dropped (the caller still gets -EINVAL). */
+struct gw_cfg_cx {
+    char *err;
+    size_t errlen;
+    size_t used;
+    int mistakes;
+    struct gw_config *cfg; /* being filled (plans' own pattern lists go into it) */
+};
+
+/* ------------------------------------------------ config_values.c: reporting */
+
+/* One mistake: "config: <path>: <fmt...>". */
+void gw__cfg_bad(struct gw_cfg_cx *c, const char *path, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+/* A value quoted for a message: at most 80 bytes, control bytes as '?'. */
+const char *gw__cfg_shown(const char *s, char buf[96]);
+/* "base.key" (or "key" at the top) and "base[i]", cut at PATH_LEN. */
+void gw__cfg_path_key(char out[PATH_LEN], const char *base, const char *key);
+void gw__cfg_path_idx(char out[PATH_LEN], const char *base, size_t i);
+
+/* -------------------------------------------- config_values.c: typed getters */
+
+/* Each getter returns 1 when the key is present and valid (the value is
+ * stored), 0 when it is absent (the default stays), -1 when it is present
+ * but wrong (reported). */
+
+/* Reports every key of obj that `allowed` (NULL-terminated) does not name. */
+void gw__cfg_check_keys(struct gw_cfg_cx *c, json_t *obj, const char *base,
+                        const char *const *allowed);
+/* obj[key] when it is an object; NULL when absent (a mistake if required) or
+ * not an object (a mistake). */
+json_t *gw__cfg_get_object(struct gw_cfg_cx *c, json_t *obj, const char *base, const char *key,
+                           int required);
+int gw__cfg_get_u64(struct gw_cfg_cx *c, json_t *obj, const char *base, const char *key,
+                    uint64_t lo, uint64_t hi, int pow2, uint64_t *out);
+int gw__cfg_get_u32(struct gw_cfg_cx *c, json_t *obj, const char *base, const char *key,
+                    uint32_t lo, uint32_t hi, int pow2, uint32_t *out);
+int gw__cfg_get_int(struct gw_cfg_cx *c, json_t *obj, const char *base, const char *key, int lo,
+                    int hi, int *out);
+/* A string of 1 .. outlen-1 bytes. */
+int gw__cfg_get_string(struct gw_cfg_cx *c, json_t *obj, const char *base, const char *key,
+                       int required, char *out, size_t outlen);
+/* 1 when s is 1 .. GW_NAME_MAX-1 bytes of [A-Za-z0-9] and `extra`. */
+int gw__cfg_name_ok(const char *s, const char *extra);
+/* Digits only (no sign, no space), value in [lo, hi]; -EINVAL otherwise. */
+int gw__cfg_parse_count(const char *s, uint64_t lo, uint64_t hi, uint64_t *out);
+
+/* ------------------------------------------------------------ section parsers */
+
+/* config_plans.c */
+void gw__cfg_plan_defaults(struct gw_plan *pl, const char *name);
+void gw__cfg_parse_limits(struct gw_cfg_cx *c, json_t *root, struct gw_config *cfg);
+void gw__cfg_parse_plans(struct gw_cfg_cx *c, json_t *root, struct gw_config *cfg);
+void gw__cfg_parse_default_plan(struct gw_cfg_cx *c, json_t *root, struct gw_config *cfg);
+void gw__cfg_parse_tenants(struct gw_cfg_cx *c, json_t *root, struct gw_config *cfg);
+
+/* config_auth.c */
+void gw__cfg_parse_auth(struct gw_cfg_cx *c, json_t *root, struct gw_config *cfg);
+/* Wipes and frees a key's bytes. */
+void gw__cfg_free_key(struct gw_key *k);
+
+/* config_watchdog.c */
+void gw__cfg_wd_defaults(struct gw_config *cfg);
+void gw__cfg_parse_watchdog(struct gw_cfg_cx *c, json_t *root, struct gw_config *cfg);
+/* A plan's or tenant's "watchdog" object o at path p: its limit keys onto l,
+ * its own "unbounded_patterns" into cfg->unb_lists. */
+void gw__cfg_plan_watchdog(struct gw_cfg_cx *c, json_t *o, const char *p, struct gw_wd_limits *l);
+
+#endif

@@ -34,6 +34,7 @@
 #include <jansson.h>
 #include <math.h>
 #include <stdarg.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -60,7 +61,7 @@ struct pctx {
     int lax_ints;       /* body parsed with integers read as reals */
     int marked;         /* strings may hold MARK where the body had a bad byte */
     json_error_t first; /* jansson's complaint about the body as sent */
-    int have_max_tokens;
+    uint64_t given;     /* bit i: fields[i] was given (not absent) */
 };
 
 /* Copies at most cap - 1 bytes of src into dst, cut back so that no
@@ -163,37 +164,23 @@ bad:
     return fail(p, name, "expected an integer in [%" PRId64 ", %" PRId64 "]", lo, hi);
 }
 
-/* The value `one` as an integer field: what n and best_of accept. */
-static int is_int_value(const struct pctx *p, const json_t *v, int64_t one)
+/* A string of lo to hi bytes (hi 0: any length), checked by text(). */
+static int string_value(struct pctx *p, const char *name, const json_t *v, size_t lo, size_t hi,
+                        const char **s, size_t *n)
 {
-    if (json_is_integer(v))
-        return json_integer_value(v) == one;
-    return p->lax_ints && json_is_real(v) && json_real_value(v) == (double)one;
-}
-
-/* One field of a request: its name, the routes that accept it, and its
- * check. The check gets NULL when the field is absent. */
-typedef int (*field_fn)(struct pctx *p, const char *name, const json_t *v);
-
-static int f_model(struct pctx *p, const char *name, const json_t *v)
-{
-    const char *s;
-    size_t n;
-    if (absent(v)) {
-        if (p->req->route == GW_ROUTE_GENERATE)
-            return 0;
-        return v ? fail(p, name, "expected a string") : fail(p, name, "required");
-    }
     if (!json_is_string(v))
         return fail(p, name, "expected a string");
-    if (text(p, name, v, &s, &n))
+    if (text(p, name, v, s, n))
         return -EINVAL;
-    if (n == 0 || n >= GW_NAME_MAX)
-        return fail(p, name, "expected 1 to %d bytes", GW_NAME_MAX - 1);
-    memcpy(p->req->model, s, n);
-    p->req->model[n] = '\0';
+    if (hi && (*n < lo || *n > hi))
+        return fail(p, name, "expected %zu to %zu bytes", lo, hi);
     return 0;
 }
+
+/* ---------------------------------------------- fields with their own check */
+
+/* The check of a K_OWN field; it gets NULL when the field is absent. */
+typedef int (*field_fn)(struct pctx *p, const char *name, const json_t *v);
 
 static int set_prompt(struct pctx *p, const char *name, size_t n, const char *how)
 {
@@ -215,9 +202,7 @@ static int f_prompt(struct pctx *p, const char *name, const json_t *v)
         return fail(p, name, "required");
     if (json_is_array(v))
         return fail(p, name, "only a single string is supported");
-    if (!json_is_string(v))
-        return fail(p, name, "expected a string");
-    if (text(p, name, v, &s, &n))
+    if (string_value(p, name, v, 0, 0, &s, &n))
         return -EINVAL;
     int rc = set_prompt(p, name, n, "");
     if (rc)
@@ -269,9 +254,7 @@ static int f_messages(struct pctx *p, const char *name, const json_t *v)
             return fail(p, at, "required");
         if (json_is_array(content))
             return fail(p, at, "only a string is supported, not an array of content parts");
-        if (!json_is_string(content))
-            return fail(p, at, "expected a string");
-        if (text(p, at, content, &s, &n))
+        if (string_value(p, at, content, 0, 0, &s, &n))
             return -EINVAL;
         total += json_string_length(role) + 1 + n + 1;
         const char *key;
@@ -282,9 +265,7 @@ static int f_messages(struct pctx *p, const char *name, const json_t *v)
             snprintf(at, sizeof at, "messages[%zu].%.32s", i, key);
             if (strcmp(key, "name") != 0)
                 return fail(p, at, "unknown parameter");
-            if (!json_is_string(x))
-                return fail(p, at, "expected a string");
-            if (text(p, at, x, &s, &n))
+            if (string_value(p, at, x, 0, 0, &s, &n))
                 return -EINVAL;
         }
     }
@@ -307,84 +288,12 @@ static int f_messages(struct pctx *p, const char *name, const json_t *v)
     return 0;
 }
 
-static int f_max_tokens(struct pctx *p, const char *name, const json_t *v)
-{
-    int64_t x = 0; /* set by integer() when it returns 0 */
-    if (absent(v))
-        return 0;
-    if (integer(p, name, v, 1, p->cap, &x))
-        return -EINVAL;
-    /* Chat takes max_tokens (deprecated by OpenAI) or max_completion_tokens;
-     * both are fine when they agree. */
-    if (p->have_max_tokens && p->req->max_tokens != (uint32_t)x)
-        return fail(p, name, "differs from max_tokens; give one of them");
-    p->req->max_tokens = (uint32_t)x;
-    p->have_max_tokens = 1;
-    return 0;
-}
-
-static int f_temperature(struct pctx *p, const char *name, const json_t *v)
-{
-    if (absent(v))
-        return 0;
-    double d = json_number_value(v);
-    if (!json_is_number(v) || !(d >= 0 && d <= 2))
-        return fail(p, name, "expected a number in [0, 2]");
-    p->req->temperature = (float)d;
-    return 0;
-}
-
-static int f_top_p(struct pctx *p, const char *name, const json_t *v)
-{
-    if (absent(v))
-        return 0;
-    double d = json_number_value(v);
-    if (!json_is_number(v) || !(d > 0 && d <= 1))
-        return fail(p, name, "expected a number in (0, 1]");
-    p->req->top_p = (float)d;
-    return 0;
-}
-
-static int f_top_k(struct pctx *p, const char *name, const json_t *v)
-{
-    int64_t x = 0; /* set by integer() when it returns 0 */
-    if (absent(v))
-        return 0;
-    if (integer(p, name, v, 0, UINT32_MAX, &x))
-        return -EINVAL;
-    p->req->top_k = (uint32_t)x;
-    return 0;
-}
-
-static int f_seed(struct pctx *p, const char *name, const json_t *v)
-{
-    int64_t x = 0; /* set by integer() when it returns 0 */
-    if (absent(v))
-        return 0;
-    if (integer(p, name, v, 0, INT64_MAX, &x))
-        return -EINVAL;
-    p->req->seed = (uint64_t)x;
-    p->req->has_seed = 1;
-    return 0;
-}
-
-static int f_n(struct pctx *p, const char *name, const json_t *v)
-{
-    if (absent(v) || is_int_value(p, v, 1))
-        return 0;
-    return fail(p, name, "only 1 is supported");
-}
-
 static int one_stop(struct pctx *p, const char *name, const json_t *v)
 {
     const char *s;
     size_t n;
-    if (!json_is_string(v))
-        return fail(p, name, "expected a string");
-    if (text(p, name, v, &s, &n))
+    if (string_value(p, name, v, 1, GW_STOP_LEN - 1, &s, &n))
         return -EINVAL;
-    if (n < 1 || n >= GW_STOP_LEN)
-        return fail(p, name, "expected 1 to %d bytes", GW_STOP_LEN - 1);
     memcpy(p->req->stops[p->req->n_stops], s, n);
     p->req->stops[p->req->n_stops][n] = '\0';
     p->req->n_stops++;
@@ -410,29 +319,11 @@ static int f_stop(struct pctx *p, const char *name, const json_t *v)
     return 0;
 }
 
-static int f_stream(struct pctx *p, const char *name, const json_t *v)
-{
-    if (absent(v))
-        return 0;
-    if (!json_is_boolean(v))
-        return fail(p, name, "expected true or false");
-    p->req->stream = json_is_true(v);
-    return 0;
-}
+/* ------------------------------------------------------------ no-op values */
 
-static int f_user(struct pctx *p, const char *name, const json_t *v)
-{
-    const char *s;
-    size_t n;
-    if (absent(v))
-        return 0;
-    if (!json_is_string(v))
-        return fail(p, name, "expected a string");
-    return text(p, name, v, &s, &n);
-}
-
-/* OpenAI parameters we do not implement, accepted at their no-op value
- * only. Each names that value for the message. */
+/* The one value a K_ONLY or K_NOOP field accepts (OpenAI parameters we do
+ * not implement, accepted at their no-op value only). Each row of fields[]
+ * names that value for the message. */
 static int noop_zero(const struct pctx *p, const json_t *v)
 {
     (void)p;
@@ -443,9 +334,12 @@ static int noop_false(const struct pctx *p, const json_t *v)
     (void)p;
     return json_is_false(v);
 }
+/* The value 1 as an integer field: what n and best_of accept. */
 static int noop_one(const struct pctx *p, const json_t *v)
 {
-    return is_int_value(p, v, 1);
+    if (json_is_integer(v))
+        return json_integer_value(v) == 1;
+    return p->lax_ints && json_is_real(v) && json_real_value(v) == 1.0;
 }
 static int noop_empty_object(const struct pctx *p, const json_t *v)
 {
@@ -488,57 +382,216 @@ static int noop_stream_options(const struct pctx *p, const json_t *v)
     return json_is_object(v) && json_object_size(v) == (u ? 1u : 0u) && (!u || json_is_boolean(u));
 }
 
+/* ------------------------------------------------------------- the fields */
+
 #define R_GEN (1u << GW_ROUTE_GENERATE)
 #define R_CMPL (1u << GW_ROUTE_COMPLETIONS)
 #define R_CHAT (1u << GW_ROUTE_CHAT)
 #define R_ALL (R_GEN | R_CMPL | R_CHAT)
 
-/* In the order they are checked: the first bad field is the one reported. */
-static const struct field {
-    const char *name;
-    unsigned routes;
-    field_fn check;
-} fields[] = {
-    {"model", R_ALL, f_model},
-    {"prompt", R_GEN | R_CMPL, f_prompt},
-    {"messages", R_CHAT, f_messages},
-    {"max_tokens", R_ALL, f_max_tokens},
-    {"max_completion_tokens", R_CHAT, f_max_tokens},
-    {"temperature", R_ALL, f_temperature},
-    {"top_p", R_ALL, f_top_p},
-    {"top_k", R_ALL, f_top_k},
-    {"n", R_CMPL | R_CHAT, f_n},
-    {"seed", R_ALL, f_seed},
-    {"stop", R_ALL, f_stop},
-    {"stream", R_ALL, f_stream},
-    {"user", R_CMPL | R_CHAT, f_user},
+/* What a field holds, and so how it is checked and where it goes. */
+enum kind {
+    K_OWN,    /* its own check (own) */
+    K_STRING, /* a string of [lo, hi] bytes (hi 0: any length), copied to `to` */
+    K_INT,    /* a JSON integer in [lo, hi], to a uint32_t or uint64_t */
+    K_NUMBER, /* a JSON number in [min, max] ((min, max] with open_min), to a float */
+    K_BOOL,   /* true or false, to an int */
+    K_ONLY,   /* accepted at its no-op value only: "only <value> is supported" */
+    K_NOOP,   /* an OpenAI parameter we lack: its no-op value only ("not supported; ...") */
 };
 
-static const struct noop {
+/* One parameter of a request body. */
+struct field {
     const char *name;
-    unsigned routes;
-    int (*ok)(const struct pctx *p, const json_t *v);
-    const char *value; /* what to send instead, for the message */
-} noops[] = {
-    {"logprobs", R_CMPL, noop_zero, "0"},
-    {"logprobs", R_CHAT, noop_false, "false"},
-    {"top_logprobs", R_CHAT, noop_zero, "0"},
-    {"echo", R_CMPL, noop_false, "false"},
-    {"best_of", R_CMPL, noop_one, "1"},
-    {"suffix", R_CMPL, noop_empty_string, "\"\""},
-    {"presence_penalty", R_CMPL | R_CHAT, noop_zero, "0"},
-    {"frequency_penalty", R_CMPL | R_CHAT, noop_zero, "0"},
-    {"logit_bias", R_CMPL | R_CHAT, noop_empty_object, "{}"},
-    {"stream_options", R_CMPL | R_CHAT, noop_stream_options, "{\"include_usage\": true}"},
-    {"response_format", R_CHAT, noop_text_format, "{\"type\": \"text\"}"},
-    {"tools", R_CHAT, noop_empty_array, "[]"},
-    {"functions", R_CHAT, noop_empty_array, "[]"},
-    {"tool_choice", R_CHAT, noop_none, "\"none\""},
-    {"function_call", R_CHAT, noop_none, "\"none\""},
-    {"parallel_tool_calls", R_CHAT, noop_bool, "true or false"},
-    {"store", R_CHAT, noop_false, "false"},
-    {"metadata", R_CHAT, noop_empty_object, "{}"},
+    unsigned routes; /* R_* of the routes that take it */
+    enum kind kind;
+    unsigned required; /* K_STRING: R_* of the routes where it must be given */
+    int64_t lo, hi;    /* K_INT: its range; K_STRING: its length in bytes */
+    int hi_cap;        /* K_INT: hi is the largest max_tokens of any plan (pctx.cap) */
+    double min, max;   /* K_NUMBER: its range */
+    int open_min;      /* K_NUMBER: min itself is out */
+    size_t to, size;   /* where the value goes in struct gw_gen_request (size 0: nowhere) */
+    size_t given;      /* an int there set to 1 when the field is given (0: none) */
+    field_fn own;      /* K_OWN */
+    int (*ok)(const struct pctx *p, const json_t *v); /* K_ONLY, K_NOOP: the no-op value */
+    const char *value;                                /* K_ONLY, K_NOOP: it, for the message */
 };
+
+#define TO(m)                                                                                      \
+    .to = offsetof(struct gw_gen_request, m), .size = sizeof(((struct gw_gen_request *)0)->m)
+#define GIVEN(m) .given = offsetof(struct gw_gen_request, m)
+/* route is no flag: offset 0 can mean "none" */
+_Static_assert(offsetof(struct gw_gen_request, route) == 0, "GIVEN(): 0 is none");
+
+/* Every parameter of every route. The fields are checked in this order,
+ * absent or not: the first bad one is the one reported. Then the body's
+ * keys, in the body's order: an unknown one is refused, and a K_NOOP one is
+ * checked against its no-op value. Where two fields go to the same place
+ * (chat's max_tokens, deprecated by OpenAI, and max_completion_tokens) both
+ * are fine when they agree. */
+static const struct field fields[] = {
+    {"model", R_ALL, K_STRING, .required = R_CMPL | R_CHAT, .lo = 1, .hi = GW_NAME_MAX - 1,
+     TO(model)},
+    {"prompt", R_GEN | R_CMPL, K_OWN, .own = f_prompt},
+    {"messages", R_CHAT, K_OWN, .own = f_messages},
+    {"max_tokens", R_ALL, K_INT, .lo = 1, .hi_cap = 1, TO(max_tokens)},
+    {"max_completion_tokens", R_CHAT, K_INT, .lo = 1, .hi_cap = 1, TO(max_tokens)},
+    {"temperature", R_ALL, K_NUMBER, .min = 0, .max = 2, TO(temperature)},
+    {"top_p", R_ALL, K_NUMBER, .min = 0, .max = 1, .open_min = 1, TO(top_p)},
+    {"top_k", R_ALL, K_INT, .lo = 0, .hi = UINT32_MAX, TO(top_k)},
+    {"n", R_CMPL | R_CHAT, K_ONLY, .ok = noop_one, .value = "1"},
+    {"seed", R_ALL, K_INT, .lo = 0, .hi = INT64_MAX, TO(seed), GIVEN(has_seed)},
+    {"stop", R_ALL, K_OWN, .own = f_stop},
+    {"stream", R_ALL, K_BOOL, TO(stream)},
+    {"user", R_CMPL | R_CHAT, K_STRING}, /* checked, not kept */
+    {"logprobs", R_CMPL, K_NOOP, .ok = noop_zero, .value = "0"},
+    {"logprobs", R_CHAT, K_NOOP, .ok = noop_false, .value = "false"},
+    {"top_logprobs", R_CHAT, K_NOOP, .ok = noop_zero, .value = "0"},
+    {"echo", R_CMPL, K_NOOP, .ok = noop_false, .value = "false"},
+    {"best_of", R_CMPL, K_NOOP, .ok = noop_one, .value = "1"},
+    {"suffix", R_CMPL, K_NOOP, .ok = noop_empty_string, .value = "\"\""},
+    {"presence_penalty", R_CMPL | R_CHAT, K_NOOP, .ok = noop_zero, .value = "0"},
+    {"frequency_penalty", R_CMPL | R_CHAT, K_NOOP, .ok = noop_zero, .value = "0"},
+    {"logit_bias", R_CMPL | R_CHAT, K_NOOP, .ok = noop_empty_object, .value = "{}"},
+    {"stream_options", R_CMPL | R_CHAT, K_NOOP, .ok = noop_stream_options,
+     .value = "{\"include_usage\": true}"},
+    {"response_format", R_CHAT, K_NOOP, .ok = noop_text_format, .value = "{\"type\": \"text\"}"},
+    {"tools", R_CHAT, K_NOOP, .ok = noop_empty_array, .value = "[]"},
+    {"functions", R_CHAT, K_NOOP, .ok = noop_empty_array, .value = "[]"},
+    {"tool_choice", R_CHAT, K_NOOP, .ok = noop_none, .value = "\"none\""},
+    {"function_call", R_CHAT, K_NOOP, .ok = noop_none, .value = "\"none\""},
+    {"parallel_tool_calls", R_CHAT, K_NOOP, .ok = noop_bool, .value = "true or false"},
+    {"store", R_CHAT, K_NOOP, .ok = noop_false, .value = "false"},
+    {"metadata", R_CHAT, K_NOOP, .ok = noop_empty_object, .value = "{}"},
+};
+
+#define N_FIELDS (sizeof fields / sizeof fields[0])
+_Static_assert(N_FIELDS <= 64, "pctx.given has a bit per field");
+
+static void *at(struct pctx *p, size_t off)
+{
+    return (char *)p->req + off;
+}
+
+static uint64_t get_uint(struct pctx *p, const struct field *f)
+{
+    uint32_t u32;
+    uint64_t u64;
+    if (f->size == sizeof u32) {
+        memcpy(&u32, at(p, f->to), sizeof u32);
+        return u32;
+    }
+    memcpy(&u64, at(p, f->to), sizeof u64);
+    return u64;
+}
+
+static void put_uint(struct pctx *p, const struct field *f, uint64_t x)
+{
+    uint32_t u32 = (uint32_t)x;
+    if (f->size == sizeof u32)
+        memcpy(at(p, f->to), &u32, sizeof u32);
+    else
+        memcpy(at(p, f->to), &x, sizeof x);
+}
+
+static int check_string(struct pctx *p, const struct field *f, const json_t *v)
+{
+    const char *s;
+    size_t n;
+    if (string_value(p, f->name, v, (size_t)f->lo, (size_t)f->hi, &s, &n))
+        return -EINVAL;
+    if (f->size) {
+        memcpy(at(p, f->to), s, n);
+        ((char *)at(p, f->to))[n] = '\0';
+    }
+    return 0;
+}
+
+/* fields[i] as a K_INT; a field given earlier to the same place must
+ * agree. */
+static int check_int(struct pctx *p, size_t i, const json_t *v)
+{
+    const struct field *f = &fields[i];
+    int64_t x = 0; /* set by integer() when it returns 0 */
+    if (integer(p, f->name, v, f->lo, f->hi_cap ? p->cap : f->hi, &x))
+        return -EINVAL;
+    uint64_t u = f->size == sizeof(uint32_t) ? (uint32_t)x : (uint64_t)x;
+    for (size_t j = 0; j < i; j++) {
+        const struct field *e = &fields[j];
+        if ((p->given >> j & 1) && e->to == f->to && get_uint(p, e) != u)
+            return fail(p, f->name, "differs from %s; give one of them", e->name);
+    }
+    put_uint(p, f, u);
+    return 0;
+}
+
+static int check_number(struct pctx *p, const struct field *f, const json_t *v)
+{
+    double d = json_number_value(v);
+    if (!json_is_number(v) || !((f->open_min ? d > f->min : d >= f->min) && d <= f->max))
+        return fail(p, f->name, "expected a number in %s%g, %g]", f->open_min ? "(" : "[", f->min,
+                    f->max);
+    *(float *)at(p, f->to) = (float)d;
+    return 0;
+}
+
+static int check_bool(struct pctx *p, const struct field *f, const json_t *v)
+{
+    if (!json_is_boolean(v))
+        return fail(p, f->name, "expected true or false");
+    *(int *)at(p, f->to) = json_is_true(v);
+    return 0;
+}
+
+/* fields[i] (not a K_NOOP) with its value v, NULL when absent: checked and
+ * stored. */
+static int check_field(struct pctx *p, size_t i, const json_t *v)
+{
+    const struct field *f = &fields[i];
+    int rc = 0;
+    if (f->kind == K_OWN)
+        return f->own(p, f->name, v);
+    if (absent(v)) {
+        /* Only strings are required; null for one is a type error. */
+        if (!(f->required & (1u << p->req->route)))
+            return 0;
+        return v ? fail(p, f->name, "expected a string") : fail(p, f->name, "required");
+    }
+    switch (f->kind) {
+    case K_STRING:
+        rc = check_string(p, f, v);
+        break;
+    case K_INT:
+        rc = check_int(p, i, v);
+        break;
+    case K_NUMBER:
+        rc = check_number(p, f, v);
+        break;
+    case K_BOOL:
+        rc = check_bool(p, f, v);
+        break;
+    case K_ONLY:
+        rc = f->ok(p, v) ? 0 : fail(p, f->name, "only %s is supported", f->value);
+        break;
+    default:
+        break;
+    }
+    if (rc)
+        return rc;
+    p->given |= 1ull << i;
+    if (f->given)
+        *(int *)at(p, f->given) = 1;
+    return 0;
+}
+
+/* The field `key` names on the route (bit: its R_*), or NULL. */
+static const struct field *field_named(const char *key, unsigned bit)
+{
+    for (size_t i = 0; i < N_FIELDS; i++)
+        if ((fields[i].routes & bit) && strcmp(fields[i].name, key) == 0)
+            return &fields[i];
+    return NULL;
+}
 
 /* Parses the body into *root. jansson refuses the whole document for an
  * integer beyond json_int_t or a byte that is not UTF-8; rather than say
@@ -633,35 +686,31 @@ uint32_t gw_request_tokens_cap(const struct gw_config *cfg)
     return cap ? cap : TOKENS_CAP_DEFAULT;
 }
 
+/* The body's object against fields[]: first each field the route takes, in
+ * the table's order; then the body's keys in its order, for unknown ones
+ * and the no-op values. */
 static int check_object(struct pctx *p, enum gw_route route, json_t *root)
 {
     unsigned bit = 1u << route;
-    for (size_t i = 0; i < sizeof fields / sizeof fields[0]; i++) {
-        if (!(fields[i].routes & bit))
+    for (size_t i = 0; i < N_FIELDS; i++) {
+        if (!(fields[i].routes & bit) || fields[i].kind == K_NOOP)
             continue;
-        int rc = fields[i].check(p, fields[i].name, json_object_get(root, fields[i].name));
+        int rc = check_field(p, i, json_object_get(root, fields[i].name));
         if (rc)
             return rc;
     }
     const char *key;
     json_t *v;
     json_object_foreach (root, key, v) {
-        int known = 0;
-        for (size_t i = 0; !known && i < sizeof fields / sizeof fields[0]; i++)
-            known = (fields[i].routes & bit) && strcmp(fields[i].name, key) == 0;
-        for (size_t i = 0; !known && i < sizeof noops / sizeof noops[0]; i++) {
-            if (!(noops[i].routes & bit) || strcmp(noops[i].name, key) != 0)
-                continue;
-            if (!absent(v) && !noops[i].ok(p, v))
-                return fail(p, key, "not supported; omit it or send %s", noops[i].value);
-            known = 1;
-        }
-        if (!known) {
+        const struct field *f = field_named(key, bit);
+        if (!f) {
             char name[80];
             /* The key is the client's: echo a bounded piece of it. */
             snprintf(name, sizeof name, "%.64s%s", key, strlen(key) > 64 ? "..." : "");
             return fail(p, name, "unknown parameter");
         }
+        if (f->kind == K_NOOP && !absent(v) && !f->ok(p, v))
+            return fail(p, key, "not supported; omit it or send %s", f->value);
     }
     return 0;
 }

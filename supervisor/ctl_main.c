@@ -223,9 +223,9 @@ static json_t *build_token(int argc, char **argv)
     return r;
 }
 
-/* The command line's commands, in the order of the usage text, as admin.c
- * lists the daemon's: name, builder, and its lines of the usage text
- * (NULL: it shares the line before). */
+/* The command line's commands, in the order of the usage text, as
+ * admin_cmds.c lists the daemon's: name, builder, and its lines of the
+ * usage text (NULL: it shares the line before). */
 static const struct command {
     const char *name;
     json_t *(*build)(int argc, char **argv);

@@ -386,70 +386,61 @@ static const char *check_claims(const struct gw_auth *a, json_t *c, uint64_t now
     return NULL;
 }
 
-int gw_auth_check(struct gw_auth *a, const char *authz, size_t len, uint64_t now_s,
-                  struct gw_principal *who, char *why, size_t whylen)
+/* The token of an Authorization value. NULL and *tok, *n, or the words of
+ * the refusal. */
+static const char *bearer_token(const char *authz, size_t len, const char **tok, size_t *n)
 {
-    if (why && whylen)
-        why[0] = 0;
-    if (!a || !who)
-        return -EINVAL;
-
     /* "Bearer" is a case-insensitive scheme (RFC 7235), then spaces. */
     if (!authz || len < 7 || strncasecmp(authz, "Bearer ", 7) != 0)
-        return refuse(a, why, whylen, "missing bearer token");
-    const char *tok = authz + 7;
-    size_t n = len - 7;
-    while (n && (*tok == ' ' || *tok == '\t'))
-        tok++, n--;
-    while (n && (tok[n - 1] == ' ' || tok[n - 1] == '\t'))
-        n--;
-    if (n == 0)
-        return refuse(a, why, whylen, "missing bearer token");
-    if (n > TOKEN_MAX)
-        return refuse(a, why, whylen, "token too large");
+        return "missing bearer token";
+    const char *t = authz + 7;
+    size_t m = len - 7;
+    while (m && (*t == ' ' || *t == '\t'))
+        t++, m--;
+    while (m && (t[m - 1] == ' ' || t[m - 1] == '\t'))
+        m--;
+    if (m == 0)
+        return "missing bearer token";
+    if (m > TOKEN_MAX)
+        return "token too large";
+    *tok = t;
+    *n = m;
+    return NULL;
+}
 
-    /* Shape: three base64url segments, the first two non-empty. */
-    size_t dot1 = 0, dot2 = 0;
+/* Shape: three base64url segments, the first two non-empty. NULL and the
+ * offsets of the two dots, or the words of the refusal. */
+static const char *token_shape(const char *tok, size_t n, size_t *dot1, size_t *dot2)
+{
     int dots = 0;
     for (size_t i = 0; i < n; i++) {
         if (tok[i] == '.') {
             if (++dots == 1)
-                dot1 = i;
+                *dot1 = i;
             else if (dots == 2)
-                dot2 = i;
+                *dot2 = i;
             else
                 break;
         } else if (b64url_value((unsigned char)tok[i]) < 0) {
-            return refuse(a, why, whylen, "malformed token");
+            return "malformed token";
         }
     }
-    if (dots != 2 || dot1 == 0 || dot2 == dot1 + 1)
-        return refuse(a, why, whylen, "malformed token");
+    if (dots != 2 || *dot1 == 0 || *dot2 == *dot1 + 1)
+        return "malformed token";
+    return NULL;
+}
 
-    XXH128_hash_t h = token_hash(a, tok, n);
-    struct cache_entry *e = cache_find(a, h, n);
-    if (e) {
-        a->st.hits++;
-        if (expired(e->who.exp, now_s, a->leeway_s)) {
-            e->used = 0;
-            return refuse(a, why, whylen, "token expired");
-        }
-        *who = e->who;
-        return 0;
-    }
-    a->st.misses++;
-
-    /* Our own reading of the header picks the key and the algorithm. */
+/* Our own reading of the header picks the key and the algorithm, and the
+ * payload must be a JSON object we read the same way libjwt will. NULL and
+ * *key, or the words of the refusal. */
+static const char *token_key(const struct gw_auth *a, const char *tok, size_t dot1, size_t dot2,
+                             const struct auth_key **key)
+{
     json_t *hdr = segment_json(tok, dot1);
     const char *text = NULL;
     const struct auth_key *k = NULL;
-    jwt_t *jwt = NULL;
-    char *claims_text = NULL;
-    json_t *claims = NULL;
-    if (!hdr) {
-        text = "malformed token";
-        goto out;
-    }
+    if (!hdr)
+        return "malformed token";
     json_t *alg = json_object_get(hdr, "alg"), *kid = json_object_get(hdr, "kid");
     json_t *typ = json_object_get(hdr, "typ");
     if (!json_is_string(alg) || (kid && !json_is_string(kid)) ||
@@ -486,7 +477,21 @@ int gw_auth_check(struct gw_auth *a, const char *authz, size_t len, uint64_t now
         goto out;
     }
     json_decref(payload);
+    *key = k;
+out:
+    json_decref(hdr);
+    return text;
+}
 
+/* libjwt computes the signature with key k, its idea of the algorithm must
+ * be ours, then the claims. NULL and *who, or the words of the refusal. */
+static const char *token_verify(const struct gw_auth *a, const char *tok, size_t n,
+                                const struct auth_key *k, uint64_t now_s, struct gw_principal *who)
+{
+    const char *text = NULL;
+    jwt_t *jwt = NULL;
+    char *claims_text = NULL;
+    json_t *claims = NULL;
     char buf[TOKEN_MAX + 1];
     memcpy(buf, tok, n);
     buf[n] = 0;
@@ -504,21 +509,51 @@ int gw_auth_check(struct gw_auth *a, const char *authz, size_t len, uint64_t now
         text = "malformed token";
         goto out;
     }
-    struct gw_principal p = {0};
-    text = check_claims(a, claims, now_s, &p);
-    if (text)
-        goto out;
-    snprintf(p.kid, sizeof(p.kid), "%s", k->kid);
-    a->st.verified++;
-    cache_put(a, h, n, &p, now_s);
-    *who = p;
+    text = check_claims(a, claims, now_s, who);
 out:
     json_decref(claims);
     free(claims_text);
     if (jwt)
         jwt_free(jwt);
-    json_decref(hdr);
-    return text ? refuse(a, why, whylen, text) : 0;
+    return text;
+}
+
+int gw_auth_check(struct gw_auth *a, const char *authz, size_t len, uint64_t now_s,
+                  struct gw_principal *who, char *why, size_t whylen)
+{
+    if (why && whylen)
+        why[0] = 0;
+    if (!a || !who)
+        return -EINVAL;
+    const char *tok = NULL, *text;
+    size_t n = 0, dot1 = 0, dot2 = 0;
+    if ((text = bearer_token(authz, len, &tok, &n)) != NULL ||
+        (text = token_shape(tok, n, &dot1, &dot2)) != NULL)
+        return refuse(a, why, whylen, text);
+
+    XXH128_hash_t h = token_hash(a, tok, n);
+    struct cache_entry *e = cache_find(a, h, n);
+    if (e) {
+        a->st.hits++;
+        if (expired(e->who.exp, now_s, a->leeway_s)) {
+            e->used = 0;
+            return refuse(a, why, whylen, "token expired");
+        }
+        *who = e->who;
+        return 0;
+    }
+    a->st.misses++;
+
+    const struct auth_key *k = NULL;
+    struct gw_principal p = {0};
+    if ((text = token_key(a, tok, dot1, dot2, &k)) != NULL ||
+        (text = token_verify(a, tok, n, k, now_s, &p)) != NULL)
+        return refuse(a, why, whylen, text);
+    snprintf(p.kid, sizeof(p.kid), "%s", k->kid);
+    a->st.verified++;
+    cache_put(a, h, n, &p, now_s);
+    *who = p;
+    return 0;
 }
 
 /* ---------------------------------------------------------------- issue */

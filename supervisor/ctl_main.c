@@ -25,33 +25,14 @@
 #define DEFAULT_SOCKET "/run/gpuwarden/admin.sock"
 #define REPLY_TIMEOUT_MS 60000
 
-static const char USAGE[] =
-    "usage: gpuwardenctl [-s SOCKET | -c CONFIG] [--json] COMMAND [ARGS]\n"
-    "commands:\n"
-    "  status                         version, uptime, config epoch, workers, queue, totals\n"
-    "  workers                        pid, device, state, current request, tokens/s, restarts\n"
-    "  requests                       requests in flight\n"
-    "  kill ID [REASON...]            stop request ID (its client gets finish_reason killed)\n"
-    "  tenant list\n"
-    "  tenant show TENANT             limits, quota left per window, budget, in flight\n"
-    "  tenant set-limit TENANT [--rate \"N per P [burst M]\"]... [--budget \"X GPU-seconds "
-    "per P\"]\n"
-    "                  [--max-inflight N] [--max-tokens N]   (until the next reload)\n"
-    "  tenant reset-budget TENANT     give the tenant its whole budget back\n"
-    "  ban tenant|ip ID --ttl DURATION\n"
-    "  unban tenant|ip ID\n"
-    "  drain WORKER | undrain WORKER  stop / resume taking new requests on a worker\n"
-    "  reload                         re-read the config; fails when it is refused\n"
-    "  token issue --tenant T --ttl DURATION [--plan P] [--kid K]\n"
-    "DURATION: N[s|m|h|d]. SOCKET: -s, else $GPUWARDEN_ADMIN_SOCKET, else admin.socket of\n"
-    "-c CONFIG, else " DEFAULT_SOCKET ".\n"
-    "exit: 0 ok, 1 refused by the daemon, 100 misuse, 111 daemon unreachable\n";
+static void usage(FILE *to); /* from the command table below */
 
 static int misuse(const char *fmt, const char *arg)
 {
     fprintf(stderr, "gpuwardenctl: ");
     fprintf(stderr, fmt, arg ? arg : "");
-    fprintf(stderr, "\n%s", USAGE);
+    fputc('\n', stderr);
+    usage(stderr);
     return EXIT_MISUSE;
 }
 
@@ -90,141 +71,212 @@ static int uint_arg(const char *s, long long *out)
     return 0;
 }
 
+/* ------------------------------------------------------------ the commands */
+
+/* Each builder gets argv from the command on (argv[0] is its name) and
+ * returns the request, or NULL after printing misuse. */
+
+static json_t *build_plain(int argc, char **argv)
+{
+    if (argc != 1) {
+        misuse("%s takes no arguments", argv[0]);
+        return NULL;
+    }
+    return json_pack("{s:s}", "cmd", argv[0]);
+}
+
+static json_t *build_kill(int argc, char **argv)
+{
+    if (argc < 2) {
+        misuse("kill: which request? (an id from gpuwardenctl requests)", NULL);
+        return NULL;
+    }
+    json_t *r = json_pack("{s:s,s:s}", "cmd", "kill", "id", argv[1]);
+    if (argc > 2) {
+        char reason[512] = "";
+        for (int i = 2; i < argc; i++) {
+            size_t l = strlen(reason);
+            snprintf(reason + l, sizeof(reason) - l, "%s%s", i > 2 ? " " : "", argv[i]);
+        }
+        json_object_set_new(r, "reason", json_string(reason));
+    }
+    return r;
+}
+
+static json_t *build_drain(int argc, char **argv)
+{
+    long long w;
+    if (argc != 2 || uint_arg(argv[1], &w) != 0) {
+        misuse("%s: expected one worker index (0, 1, ...)", argv[0]);
+        return NULL;
+    }
+    return json_pack("{s:s,s:I}", "cmd", argv[0], "worker", (json_int_t)w);
+}
+
+/* ban and unban */
+static json_t *build_ban(int argc, char **argv)
+{
+    const char *cmd = argv[0];
+    int ban = !strcmp(cmd, "ban");
+    if (argc < 3 || (strcmp(argv[1], "tenant") && strcmp(argv[1], "ip"))) {
+        misuse("%s: expected tenant|ip ID", cmd);
+        return NULL;
+    }
+    json_t *r = json_pack("{s:s,s:s,s:s}", "cmd", cmd, "kind", argv[1], "id", argv[2]);
+    if (ban) {
+        long long ttl;
+        if (argc != 5 || strcmp(argv[3], "--ttl") || (ttl = duration_s(argv[4])) < 0) {
+            json_decref(r);
+            misuse("ban: expected --ttl DURATION (N[s|m|h|d], at most 366d)", NULL);
+            return NULL;
+        }
+        json_object_set_new(r, "ttl_s", json_integer(ttl));
+    } else if (argc != 3) {
+        json_decref(r);
+        misuse("unban: expected tenant|ip ID", NULL);
+        return NULL;
+    }
+    return r;
+}
+
+/* tenant set-limit TENANT [--rate R]... [--budget B] [--max-inflight N]
+ * [--max-tokens N] */
+static json_t *build_tenant_set_limit(int argc, char **argv)
+{
+    json_t *r = json_pack("{s:s,s:s}", "cmd", "tenant.set-limit", "tenant", argv[2]);
+    json_t *rates = NULL;
+    for (int i = 3; i < argc; i += 2) {
+        long long n;
+        if (i + 1 >= argc) {
+            json_decref(r);
+            json_decref(rates);
+            misuse("tenant set-limit: %s needs a value", argv[i]);
+            return NULL;
+        }
+        if (!strcmp(argv[i], "--rate")) {
+            if (!rates)
+                rates = json_array();
+            json_array_append_new(rates, json_string(argv[i + 1]));
+        } else if (!strcmp(argv[i], "--budget")) {
+            json_object_set_new(r, "budget", json_string(argv[i + 1]));
+        } else if ((!strcmp(argv[i], "--max-inflight") || !strcmp(argv[i], "--max-tokens")) &&
+                   uint_arg(argv[i + 1], &n) == 0) {
+            json_object_set_new(r, argv[i][6] == 'i' ? "max_inflight" : "max_tokens",
+                                json_integer(n));
+        } else {
+            json_decref(r);
+            json_decref(rates);
+            misuse("tenant set-limit: bad option %s", argv[i]);
+            return NULL;
+        }
+    }
+    if (rates)
+        json_object_set_new(r, "rate", rates);
+    return r;
+}
+
+static json_t *build_tenant(int argc, char **argv)
+{
+    const char *sub = argc > 1 ? argv[1] : "";
+    if (!strcmp(sub, "list") && argc == 2)
+        return json_pack("{s:s}", "cmd", "tenant.list");
+    if ((!strcmp(sub, "show") || !strcmp(sub, "reset-budget")) && argc == 3) {
+        char c[32];
+        snprintf(c, sizeof(c), "tenant.%s", sub);
+        return json_pack("{s:s,s:s}", "cmd", c, "tenant", argv[2]);
+    }
+    if (!strcmp(sub, "set-limit") && argc >= 3)
+        return build_tenant_set_limit(argc, argv);
+    misuse("tenant: expected list, show T, set-limit T ..., or reset-budget T", NULL);
+    return NULL;
+}
+
+static json_t *build_token(int argc, char **argv)
+{
+    if (argc < 2 || strcmp(argv[1], "issue")) {
+        misuse("token: expected issue --tenant T --ttl DURATION", NULL);
+        return NULL;
+    }
+    json_t *r = json_pack("{s:s}", "cmd", "token.issue");
+    for (int i = 2; i < argc; i += 2) {
+        const char *v = i + 1 < argc ? argv[i + 1] : NULL;
+        long long ttl;
+        if (v && !strcmp(argv[i], "--tenant"))
+            json_object_set_new(r, "tenant", json_string(v));
+        else if (v && !strcmp(argv[i], "--plan"))
+            json_object_set_new(r, "plan", json_string(v));
+        else if (v && !strcmp(argv[i], "--kid"))
+            json_object_set_new(r, "kid", json_string(v));
+        else if (v && !strcmp(argv[i], "--ttl") && (ttl = duration_s(v)) > 0)
+            json_object_set_new(r, "ttl_s", json_integer(ttl));
+        else {
+            json_decref(r);
+            misuse("token issue: bad option %s", argv[i]);
+            return NULL;
+        }
+    }
+    if (!json_object_get(r, "tenant") || !json_object_get(r, "ttl_s")) {
+        json_decref(r);
+        misuse("token issue: --tenant and --ttl are required", NULL);
+        return NULL;
+    }
+    return r;
+}
+
+/* The command line's commands, in the order of the usage text, as
+ * admin_cmds.c lists the daemon's: name, builder, and its lines of the
+ * usage text (NULL: it shares the line before). */
+static const struct command {
+    const char *name;
+    json_t *(*build)(int argc, char **argv);
+    const char *help;
+} COMMANDS[] = {
+    {"status", build_plain,
+     "  status                         version, uptime, config epoch, workers, queue, totals\n"},
+    {"workers", build_plain,
+     "  workers                        pid, device, state, current request, tokens/s, restarts\n"},
+    {"requests", build_plain, "  requests                       requests in flight\n"},
+    {"kill", build_kill,
+     "  kill ID [REASON...]            stop request ID (its client gets finish_reason killed)\n"},
+    {"tenant", build_tenant,
+     "  tenant list\n"
+     "  tenant show TENANT             limits, quota left per window, budget, in flight\n"
+     "  tenant set-limit TENANT [--rate \"N per P [burst M]\"]... [--budget \"X GPU-seconds "
+     "per P\"]\n"
+     "                  [--max-inflight N] [--max-tokens N]   (until the next reload)\n"
+     "  tenant reset-budget TENANT     give the tenant its whole budget back\n"},
+    {"ban", build_ban, "  ban tenant|ip ID --ttl DURATION\n"},
+    {"unban", build_ban, "  unban tenant|ip ID\n"},
+    {"drain", build_drain,
+     "  drain WORKER | undrain WORKER  stop / resume taking new requests on a worker\n"},
+    {"undrain", build_drain, NULL},
+    {"reload", build_plain,
+     "  reload                         re-read the config; fails when it is refused\n"},
+    {"token", build_token, "  token issue --tenant T --ttl DURATION [--plan P] [--kid K]\n"},
+};
+
+static void usage(FILE *to)
+{
+    fputs("usage: gpuwardenctl [-s SOCKET | -c CONFIG] [--json] COMMAND [ARGS]\n"
+          "commands:\n",
+          to);
+    for (size_t i = 0; i < sizeof(COMMANDS) / sizeof(COMMANDS[0]); i++)
+        if (COMMANDS[i].help)
+            fputs(COMMANDS[i].help, to);
+    fputs("DURATION: N[s|m|h|d]. SOCKET: -s, else $GPUWARDEN_ADMIN_SOCKET, else admin.socket of\n"
+          "-c CONFIG, else " DEFAULT_SOCKET ".\n"
+          "exit: 0 ok, 1 refused by the daemon, 100 misuse, 111 daemon unreachable\n",
+          to);
+}
+
 /* The request for argv (command onwards); NULL after printing misuse. */
 static json_t *build(int argc, char **argv, int *rc)
 {
     *rc = EXIT_MISUSE;
-    const char *cmd = argv[0];
-    if (!strcmp(cmd, "status") || !strcmp(cmd, "workers") || !strcmp(cmd, "requests") ||
-        !strcmp(cmd, "reload")) {
-        if (argc != 1) {
-            misuse("%s takes no arguments", cmd);
-            return NULL;
-        }
-        return json_pack("{s:s}", "cmd", cmd);
-    }
-    if (!strcmp(cmd, "kill")) {
-        if (argc < 2) {
-            misuse("kill: which request? (an id from gpuwardenctl requests)", NULL);
-            return NULL;
-        }
-        json_t *r = json_pack("{s:s,s:s}", "cmd", "kill", "id", argv[1]);
-        if (argc > 2) {
-            char reason[512] = "";
-            for (int i = 2; i < argc; i++) {
-                size_t l = strlen(reason);
-                snprintf(reason + l, sizeof(reason) - l, "%s%s", i > 2 ? " " : "", argv[i]);
-            }
-            json_object_set_new(r, "reason", json_string(reason));
-        }
-        return r;
-    }
-    if (!strcmp(cmd, "drain") || !strcmp(cmd, "undrain")) {
-        long long w;
-        if (argc != 2 || uint_arg(argv[1], &w) != 0) {
-            misuse("%s: expected one worker index (0, 1, ...)", cmd);
-            return NULL;
-        }
-        return json_pack("{s:s,s:I}", "cmd", cmd, "worker", (json_int_t)w);
-    }
-    if (!strcmp(cmd, "ban") || !strcmp(cmd, "unban")) {
-        int ban = !strcmp(cmd, "ban");
-        if (argc < 3 || (strcmp(argv[1], "tenant") && strcmp(argv[1], "ip"))) {
-            misuse("%s: expected tenant|ip ID", cmd);
-            return NULL;
-        }
-        json_t *r = json_pack("{s:s,s:s,s:s}", "cmd", cmd, "kind", argv[1], "id", argv[2]);
-        if (ban) {
-            long long ttl;
-            if (argc != 5 || strcmp(argv[3], "--ttl") || (ttl = duration_s(argv[4])) < 0) {
-                json_decref(r);
-                misuse("ban: expected --ttl DURATION (N[s|m|h|d], at most 366d)", NULL);
-                return NULL;
-            }
-            json_object_set_new(r, "ttl_s", json_integer(ttl));
-        } else if (argc != 3) {
-            json_decref(r);
-            misuse("unban: expected tenant|ip ID", NULL);
-            return NULL;
-        }
-        return r;
-    }
-    if (!strcmp(cmd, "tenant")) {
-        const char *sub = argc > 1 ? argv[1] : "";
-        if (!strcmp(sub, "list") && argc == 2)
-            return json_pack("{s:s}", "cmd", "tenant.list");
-        if ((!strcmp(sub, "show") || !strcmp(sub, "reset-budget")) && argc == 3) {
-            char c[32];
-            snprintf(c, sizeof(c), "tenant.%s", sub);
-            return json_pack("{s:s,s:s}", "cmd", c, "tenant", argv[2]);
-        }
-        if (!strcmp(sub, "set-limit") && argc >= 3) {
-            json_t *r = json_pack("{s:s,s:s}", "cmd", "tenant.set-limit", "tenant", argv[2]);
-            json_t *rates = NULL;
-            for (int i = 3; i < argc; i += 2) {
-                long long n;
-                if (i + 1 >= argc) {
-                    json_decref(r);
-                    json_decref(rates);
-                    misuse("tenant set-limit: %s needs a value", argv[i]);
-                    return NULL;
-                }
-                if (!strcmp(argv[i], "--rate")) {
-                    if (!rates)
-                        rates = json_array();
-                    json_array_append_new(rates, json_string(argv[i + 1]));
-                } else if (!strcmp(argv[i], "--budget")) {
-                    json_object_set_new(r, "budget", json_string(argv[i + 1]));
-                } else if ((!strcmp(argv[i], "--max-inflight") ||
-                            !strcmp(argv[i], "--max-tokens")) &&
-                           uint_arg(argv[i + 1], &n) == 0) {
-                    json_object_set_new(r, argv[i][6] == 'i' ? "max_inflight" : "max_tokens",
-                                        json_integer(n));
-                } else {
-                    json_decref(r);
-                    json_decref(rates);
-                    misuse("tenant set-limit: bad option %s", argv[i]);
-                    return NULL;
-                }
-            }
-            if (rates)
-                json_object_set_new(r, "rate", rates);
-            return r;
-        }
-        misuse("tenant: expected list, show T, set-limit T ..., or reset-budget T", NULL);
-        return NULL;
-    }
-    if (!strcmp(cmd, "token")) {
-        if (argc < 2 || strcmp(argv[1], "issue")) {
-            misuse("token: expected issue --tenant T --ttl DURATION", NULL);
-            return NULL;
-        }
-        json_t *r = json_pack("{s:s}", "cmd", "token.issue");
-        for (int i = 2; i < argc; i += 2) {
-            const char *v = i + 1 < argc ? argv[i + 1] : NULL;
-            long long ttl;
-            if (v && !strcmp(argv[i], "--tenant"))
-                json_object_set_new(r, "tenant", json_string(v));
-            else if (v && !strcmp(argv[i], "--plan"))
-                json_object_set_new(r, "plan", json_string(v));
-            else if (v && !strcmp(argv[i], "--kid"))
-                json_object_set_new(r, "kid", json_string(v));
-            else if (v && !strcmp(argv[i], "--ttl") && (ttl = duration_s(v)) > 0)
-                json_object_set_new(r, "ttl_s", json_integer(ttl));
-            else {
-                json_decref(r);
-                misuse("token issue: bad option %s", argv[i]);
-                return NULL;
-            }
-        }
-        if (!json_object_get(r, "tenant") || !json_object_get(r, "ttl_s")) {
-            json_decref(r);
-            misuse("token issue: --tenant and --ttl are required", NULL);
-            return NULL;
-        }
-        return r;
-    }
-    misuse("unknown command \"%s\"", cmd);
+    for (size_t i = 0; i < sizeof(COMMANDS) / sizeof(COMMANDS[0]); i++)
+        if (!strcmp(argv[0], COMMANDS[i].name))
+            return COMMANDS[i].build(argc, argv);
+    misuse("unknown command \"%s\"", argv[0]);
     return NULL;
 }
 
@@ -453,7 +505,7 @@ int main(int argc, char **argv)
                 return EXIT_MISUSE;
             sock = from_cfg;
         } else if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) {
-            fputs(USAGE, stdout);
+            usage(stdout);
             return 0;
         } else {
             return misuse("unknown option %s", argv[i]);

@@ -6,9 +6,9 @@
  *   reservation -> queue.
  * A refusal at any step costs no GPU time. The ip cells are taken before
  * any signature work, so a flood of forged tokens pays per request.
- * Once queued, the request is a job: the front streams what the worker
- * writes into the slot, and when the slot is terminal it settles the money
- * and releases the slot, whether or not the client is still there.
+ * Once queued, the request is a job (front_jobs.c): the front streams what
+ * the worker writes into the slot, and when the slot is terminal it settles
+ * the money and releases the slot, whether or not the client is still there.
  */
 #include "front_internal.h"
 
@@ -22,21 +22,6 @@
 #include <unistd.h>
 
 #define TICK_MS 20
-
-struct job {
-    struct job *next;
-    struct front *f;
-    struct conn *c; /* NULL once the client is gone */
-    struct gw_slot_ref ref;
-    enum gw_route route;
-    int stream;
-    size_t sent;
-    int sent_first;
-    char id[40];
-    uint64_t created_s;
-    uint64_t admitted_ns; /* CLOCK_MONOTONIC at admission (e2e histogram) */
-    char rate_hdr[384]; /* RateLimit headers for the success response */
-};
 
 static void flog(const struct front *f, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 static void flog(const struct front *f, const char *fmt, ...)
@@ -177,196 +162,12 @@ static int keep_file_plans(struct front *f)
     return 0;
 }
 
-/* ------------------------------------------------------------ jobs */
-
-static void job_unlink(struct job *j)
-{
-    struct job **pp = &j->f->jobs;
-    while (*pp && *pp != j)
-        pp = &(*pp)->next;
-    if (*pp)
-        *pp = j->next;
-}
+/* ------------------------------------------------------- admission */
 
 static const char *id_prefix(enum gw_route r)
 {
     return r == GW_ROUTE_CHAT ? "chatcmpl-" : r == GW_ROUTE_COMPLETIONS ? "cmpl-" : "gen-";
 }
-
-/* Sends what the worker has written since last time (streaming). */
-static void job_stream(struct job *j, struct gw_slot_run *run)
-{
-    struct conn *c = j->c;
-    struct front *f = j->f;
-    /* acquire: pairs with the worker's release of written; the bytes below
-     * it are complete. */
-    size_t w = (size_t)atomic_load_explicit(&run->written, memory_order_acquire);
-    if (w <= j->sent || !c)
-        return;
-    const char *out = gw_slot_output(&f->seg, j->ref.index);
-    struct gw_completion comp = {.id = j->id, .created_s = j->created_s,
-                                 .model = f->cfg->model_name, .text = out + j->sent,
-                                 .text_len = w - j->sent};
-    char *ev;
-    size_t len;
-    if (gw_sse_chunk(j->route, &comp, 0, &ev, &len) == 0) {
-        gw__conn_write(c, ev, len);
-        free(ev);
-    }
-    j->sent = w;
-}
-
-static const char *killed_reason(uint32_t cancel, int state)
-{
-    /* A worker the watchdog had to SIGKILL leaves its slot FAILED (the
-     * repair), but the cancel word set before the kill names the reason. */
-    if (gw_wd_reason_of_cancel(cancel) >= 0)
-        return gw_wd_reason_name(gw_wd_reason_of_cancel(cancel));
-    if (state == GW_SLOT_FAILED)
-        return "worker_lost";
-    switch (cancel) {
-    case GW_CANCEL_ADMIN:
-        return "operator";
-    case GW_CANCEL_DRAIN:
-        return "draining";
-    default:
-        return cancel >= GW_CANCEL_WATCHDOG ? "watchdog" : "unknown";
-    }
-}
-
-/* The slot is terminal: answer (if the client is there), settle, release. */
-static void job_finish(struct job *j, int state)
-{
-    struct front *f = j->f;
-    struct gw_slot_run *run = gw_slot_run(&f->seg, j->ref.index);
-    struct conn *c = j->c;
-    /* Settled before the client hears: whoever reads the ledger after the
-     * answer (the client's next request, an operator) sees the money and
-     * the in-flight unit back. 0 when the repair settled it already. */
-    gw_budget_settle(&f->seg, j->ref);
-    int fin = (int)atomic_load_explicit(&run->finish, memory_order_relaxed);
-    uint32_t cancel = atomic_load_explicit(&run->cancel, memory_order_relaxed);
-    if (state != GW_SLOT_DONE && fin != GW_FIN_CANCELLED)
-        fin = GW_FIN_KILLED; /* the worker died under it (the repair failed it) */
-    if (fin > GW_FIN_ERROR || fin == GW_FIN_NONE)
-        fin = GW_FIN_ERROR;
-    gw_metrics_finish(&f->seg, fin);
-    gw_metrics_observe(&f->seg, GW_MH_E2E, gw_mono_ns() - j->admitted_ns);
-    /* Settled before the client hears the answer: its next request, at
-     * whichever front, finds its in-flight unit and unused reservation
-     * back (a tenant with max_inflight 1 asking in sequence is never
-     * refused by its own finished request). 0 when the repair settled it
-     * already. The slot (output, run record) stays ours until released. */
-    gw_budget_settle(&f->seg, j->ref);
-    uint64_t toks = atomic_load_explicit(&run->tokens, memory_order_relaxed);
-    if (c) {
-        c->acc_tokens = toks;
-        c->acc_device_ns = atomic_load_explicit(&run->device_ns, memory_order_relaxed);
-        struct gw_completion comp = {
-            .id = j->id,
-            .created_s = j->created_s,
-            .model = f->cfg->model_name,
-            .finish_reason = gw_finish_name(fin),
-            .killed_reason = fin == GW_FIN_KILLED ? killed_reason(cancel, state) : NULL,
-            .prompt_tokens = atomic_load_explicit(&run->prompt_tokens, memory_order_relaxed),
-            .completion_tokens = toks,
-        };
-        char *body;
-        size_t len;
-        if (fin == GW_FIN_ERROR && !j->sent_first) {
-            const char *why = run->error[0] ? run->error : "the worker could not run the request";
-            int is_ctx = strncmp(why, "prompt is ", 10) == 0;
-            gw__conn_error(c, is_ctx ? 400 : 500,
-                           is_ctx ? "invalid_request_error" : "server_error",
-                           is_ctx ? "context_length_exceeded" : "generation_failed", why,
-                           is_ctx ? "prompt" : NULL, NULL);
-        } else if (j->stream) {
-            job_stream(j, run);
-            if (gw_sse_chunk(j->route, &comp, 1, &body, &len) == 0) {
-                gw__conn_write(c, body, len);
-                free(body);
-            }
-            gw__conn_write(c, gw_sse_done(), strlen(gw_sse_done()));
-            gw__conn_stream_end(c);
-        } else {
-            size_t w = (size_t)atomic_load_explicit(&run->written, memory_order_acquire);
-            comp.text = gw_slot_output(&f->seg, j->ref.index);
-            comp.text_len = w;
-            if (gw_response_body(j->route, &comp, &body, &len) == 0) {
-                /* Server-Timing: the device time this request was charged */
-                char hdr[512];
-                snprintf(hdr, sizeof(hdr), "%sServer-Timing: device;dur=%.3f\r\n", j->rate_hdr,
-                         (double)atomic_load_explicit(&run->device_ns, memory_order_relaxed) / 1e6);
-                gw__conn_respond(c, 200, "application/json", body, len, hdr);
-                free(body);
-            } else {
-                gw__conn_error(c, 500, "server_error", "internal", "could not build the response",
-                               NULL, NULL);
-            }
-        }
-        c->job = NULL;
-    }
-    gw_slot_release(&f->seg, j->ref);
-    job_unlink(j);
-    free(j);
-}
-
-/* Looks at every job: new output to stream, terminal slots to finish. */
-static void jobs_poll(struct front *f)
-{
-    struct job *j = f->jobs;
-    while (j) {
-        struct job *next = j->next;
-        int state = gw_slot_state(&f->seg, j->ref);
-        struct gw_slot_run *run = gw_slot_run(&f->seg, j->ref.index);
-        if (state == GW_SLOT_DONE || state == GW_SLOT_FAILED || state == GW_SLOT_KILLED) {
-            job_finish(j, state);
-        } else if (state < 0) {
-            /* released by someone else (a repair that took our lane for
-             * dead): nothing left to answer with */
-            if (j->c) {
-                j->c->job = NULL;
-                gw__conn_error(j->c, 500, "server_error", "request_lost",
-                               "the request was lost", NULL, NULL);
-            }
-            job_unlink(j);
-            free(j);
-        } else if (j->stream && state == GW_SLOT_RUNNING) {
-            job_stream(j, run);
-        }
-        j = next;
-    }
-}
-
-static void on_wake(uv_poll_t *p, int status, int events)
-{
-    struct front *f = p->data;
-    (void)status;
-    (void)events;
-    uint64_t n;
-    while (read(f->fds->fronts[f->index], &n, sizeof(n)) > 0)
-        ;
-    jobs_poll(f);
-}
-
-void gw__front_conn_gone(struct conn *c)
-{
-    struct job *j = c->job;
-    if (!j)
-        return;
-    j->c = NULL;
-    c->job = NULL;
-    /* Nobody is listening any more: a queued request is withdrawn, a
-     * running one is told to stop (within one token). The slot is settled
-     * and released by jobs_poll when terminal. */
-    if (gw_slot_move(&j->f->seg, j->ref, GW_SLOT_QUEUED, GW_SLOT_FAILED) != 0)
-        gw_slot_cancel(&j->f->seg, j->ref, GW_CANCEL_CLIENT);
-    else
-        atomic_store_explicit(&gw_slot_run(&j->f->seg, j->ref.index)->finish, GW_FIN_CANCELLED,
-                              memory_order_relaxed);
-}
-
-/* ------------------------------------------------------- admission */
 
 static void make_id(struct front *f, enum gw_route r, char *buf, size_t len)
 {
@@ -426,192 +227,279 @@ static int window_items(struct gw_admit_item *items, int n, struct gw_acct a,
     return n;
 }
 
-static void generate(struct conn *c, enum gw_route route)
-{
-    struct front *f = c->front;
-    struct gw_segment *seg = &f->seg;
-    const struct gw_config *cfg = f->cfg;
-    uint64_t now = gw_now_us(), retry, admitted_ns = gw_mono_ns();
+/* One request on its way through admission: what each step of generate
+ * found, for the steps after it. */
+struct admission {
+    struct conn *c;
+    struct front *f;
+    struct gw_segment *seg;
+    const struct gw_config *cfg;
+    enum gw_route route;
+    uint64_t now, admitted_ns;
+    /* the rate cells asked for; after step 3 items[0] is the tenant's first
+     * window (its RateLimit headers) */
     struct gw_admit_item items[3 * GW_RATE_CELLS];
-    int rc;
-    limits_sync(f);
+    struct gw_principal who;
+    const struct gw_plan *plan;
+    struct gw_acct tenant, global;
+    struct gw_gen_request rq; /* from step 4 on: freed by generate */
+    uint32_t max_tokens;
+    uint64_t upt;
+    struct gw_slot_ref ref;
+};
 
-    /* 1. the client address, before anything costs us */
+/* Each step returns 0 to go on, or -1 once it has answered the client and
+ * given back what it took itself. */
+
+/* 1. the client address, before anything costs us */
+static int admit_address(struct admission *a)
+{
+    struct conn *c = a->c;
+    struct gw_segment *seg = a->seg;
+    const struct gw_config *cfg = a->cfg;
+    uint64_t retry;
     struct gw_acct ip;
-    rc = gw_ledger_get(seg, GW_KIND_IP, c->ip, strlen(c->ip), 1, now, &ip);
+    int rc = gw_ledger_get(seg, GW_KIND_IP, c->ip, strlen(c->ip), 1, a->now, &ip);
     if (rc == GW_EFULL) {
         gw_metrics_refusal(seg, GW_REF_OVERLOADED);
         refuse_503(c, "overloaded", "too many clients: the address table is full");
-        return;
+        return -1;
     }
-    if (rc == 0 && gw_ledger_banned_until(seg, ip, now)) {
+    if (rc == 0 && gw_ledger_banned_until(seg, ip, a->now)) {
         gw_metrics_refusal(seg, GW_REF_BANNED);
         gw__conn_error(c, 403, "permission_error", "banned", "this address is banned", NULL, NULL);
-        return;
+        return -1;
     }
     if (rc == 0 && cfg->ip.n_windows > 0) {
-        int n = window_items(items, 0, ip, &cfg->ip);
-        if (gw_ledger_admit(seg, items, n, now, &retry) == GW_EREFUSED) {
+        int n = window_items(a->items, 0, ip, &cfg->ip);
+        if (gw_ledger_admit(seg, a->items, n, a->now, &retry) == GW_EREFUSED) {
             gw_metrics_refusal(seg, GW_REF_IP_RATE);
             refuse_429(c, &cfg->ip, "rate_limited", "too many requests from this address", retry);
-            return;
+            return -1;
         }
     }
-    /* 2. who is asking */
-    struct gw_principal who;
+    return 0;
+}
+
+/* 2. who is asking */
+static int admit_principal(struct admission *a)
+{
+    struct conn *c = a->c;
+    struct gw_segment *seg = a->seg;
     char why[128];
-    if (gw_auth_check(f->auth, c->authz, c->authz_len, now / 1000000, &who, why, sizeof(why)) !=
-        0) {
+    if (gw_auth_check(a->f->auth, c->authz, c->authz_len, a->now / 1000000, &a->who, why,
+                      sizeof(why)) != 0) {
         char hdr[256];
-        snprintf(hdr, sizeof(hdr), "WWW-Authenticate: Bearer error=\"invalid_token\", "
-                                   "error_description=\"%s\"\r\n", why);
+        snprintf(hdr, sizeof(hdr),
+                 "WWW-Authenticate: Bearer error=\"invalid_token\", "
+                 "error_description=\"%s\"\r\n",
+                 why);
         gw_metrics_refusal(seg, GW_REF_AUTH);
         gw__conn_error(c, 401, "authentication_error", "invalid_token", why, NULL, hdr);
-        return;
+        return -1;
     }
     const char *pwhy = NULL;
-    const struct gw_plan *plan = gw_config_plan_for(cfg, who.tenant, who.plan[0] ? who.plan : NULL,
-                                                    &pwhy);
-    snprintf(c->acc_tenant, sizeof(c->acc_tenant), "%s", who.tenant);
-    if (!plan) {
+    a->plan = gw_config_plan_for(a->cfg, a->who.tenant, a->who.plan[0] ? a->who.plan : NULL, &pwhy);
+    snprintf(c->acc_tenant, sizeof(c->acc_tenant), "%s", a->who.tenant);
+    if (!a->plan) {
         gw_metrics_refusal(seg, GW_REF_FORBIDDEN);
         gw__conn_error(c, 403, "permission_error", "forbidden", pwhy ? pwhy : "tenant not allowed",
                        NULL, NULL);
-        return;
+        return -1;
     }
-    /* 3. the tenant's and the node's rates, all or nothing */
-    struct gw_acct tenant, global;
-    if (gw_ledger_get(seg, GW_KIND_TENANT, who.tenant, strlen(who.tenant), 1, now, &tenant) != 0 ||
-        gw_ledger_get(seg, GW_KIND_GLOBAL, "*", 1, 1, now, &global) != 0) {
+    return 0;
+}
+
+/* 3. the tenant's and the node's rates, all or nothing */
+static int admit_rates(struct admission *a)
+{
+    struct conn *c = a->c;
+    struct gw_segment *seg = a->seg;
+    const char *tenant = a->who.tenant;
+    uint64_t retry;
+    int rc;
+    if (gw_ledger_get(seg, GW_KIND_TENANT, tenant, strlen(tenant), 1, a->now, &a->tenant) != 0 ||
+        gw_ledger_get(seg, GW_KIND_GLOBAL, "*", 1, 1, a->now, &a->global) != 0) {
         gw_metrics_refusal(seg, GW_REF_OVERLOADED);
         refuse_503(c, "overloaded", "account table full");
-        return;
+        return -1;
     }
-    if (gw_ledger_banned_until(seg, tenant, now)) {
+    if (gw_ledger_banned_until(seg, a->tenant, a->now)) {
         gw_metrics_refusal(seg, GW_REF_BANNED);
         gw__conn_error(c, 403, "permission_error", "banned", "this tenant is banned", NULL, NULL);
-        return;
+        return -1;
     }
-    int n = window_items(items, 0, tenant, plan);
-    n = window_items(items, n, global, &cfg->global);
-    if (n > 0 && (rc = gw_ledger_admit(seg, items, n, now, &retry)) != 0) {
+    int n = window_items(a->items, 0, a->tenant, a->plan);
+    n = window_items(a->items, n, a->global, &a->cfg->global);
+    if (n > 0 && (rc = gw_ledger_admit(seg, a->items, n, a->now, &retry)) != 0) {
         gw_metrics_refusal(seg, rc == GW_EREFUSED ? GW_REF_TENANT_RATE : GW_REF_OVERLOADED);
         if (rc == GW_EREFUSED)
-            refuse_429(c, plan, "rate_limited", "rate limit reached for this tenant", retry);
+            refuse_429(c, a->plan, "rate_limited", "rate limit reached for this tenant", retry);
         else
             refuse_503(c, "overloaded", "ledger busy; retry");
-        return;
+        return -1;
     }
-    /* 4. what is asked */
-    struct gw_gen_request rq;
+    return 0;
+}
+
+/* 4. what is asked: a->rq, and the max_tokens the plan grants. On -1
+ * a->rq holds nothing. */
+static int admit_request(struct admission *a)
+{
+    struct conn *c = a->c;
+    const struct gw_config *cfg = a->cfg;
+    struct gw_gen_request *rq = &a->rq;
     char err[256], param[64];
-    if (gw_request_parse(route, c->body, c->body_len, cfg, &rq, err, sizeof(err), param,
+    if (gw_request_parse(a->route, c->body, c->body_len, cfg, rq, err, sizeof(err), param,
                          sizeof(param)) != 0) {
         gw__conn_error(c, 400, "invalid_request_error", "invalid_request", err, param, NULL);
-        return;
+        return -1;
     }
-    if ((route != GW_ROUTE_GENERATE || rq.model[0]) && strcmp(rq.model, cfg->model_name) != 0) {
+    if ((a->route != GW_ROUTE_GENERATE || rq->model[0]) &&
+        strcmp(rq->model, cfg->model_name) != 0) {
         char msg[200];
         snprintf(msg, sizeof(msg), "The model '%.64s' does not exist; this node serves '%.64s'",
-                 rq.model, cfg->model_name);
+                 rq->model, cfg->model_name);
         gw__conn_error(c, 404, "invalid_request_error", "model_not_found", msg, "model", NULL);
-        gw_request_free(&rq);
-        return;
+        gw_request_free(rq);
+        return -1;
     }
-    uint32_t max_tokens = rq.max_tokens ? rq.max_tokens : plan->max_tokens;
-    if (plan->max_tokens && max_tokens > plan->max_tokens)
-        max_tokens = plan->max_tokens;
-    if (max_tokens == 0)
-        max_tokens = 256;
-    /* 5. under pressure on the node's budget, the heaviest users go first:
-     * when less than a quarter of the global budget is left, only tenants
-     * with at least half of their own budget left are admitted. Tenants
-     * that stay within their plans can otherwise drain the shared pool
-     * together and lock out the ones that barely use theirs. */
+    const struct gw_plan *plan = a->plan;
+    a->max_tokens = rq->max_tokens ? rq->max_tokens : plan->max_tokens;
+    if (plan->max_tokens && a->max_tokens > plan->max_tokens)
+        a->max_tokens = plan->max_tokens;
+    if (a->max_tokens == 0)
+        a->max_tokens = 256;
+    return 0;
+}
+
+/* 5. under pressure on the node's budget, the heaviest users go first:
+ * when less than a quarter of the global budget is left, only tenants
+ * with at least half of their own budget left are admitted. Tenants
+ * that stay within their plans can otherwise drain the shared pool
+ * together and lock out the ones that barely use theirs. */
+static int admit_pressure(struct admission *a)
+{
+    const struct gw_config *cfg = a->cfg;
+    const struct gw_plan *plan = a->plan;
     if (cfg->global.has_budget && plan->has_budget) {
-        uint64_t gleft = gw_ledger_budget_left(seg, global, &cfg->global.budget, now);
-        uint64_t tleft = gw_ledger_budget_left(seg, tenant, &plan->budget, now);
+        uint64_t gleft = gw_ledger_budget_left(a->seg, a->global, &cfg->global.budget, a->now);
+        uint64_t tleft = gw_ledger_budget_left(a->seg, a->tenant, &plan->budget, a->now);
         if (gleft < cfg->global.budget.amount_us / 4 && tleft < plan->budget.amount_us / 2) {
-            gw_metrics_refusal(seg, GW_REF_BUDGET);
-            refuse_429(c, plan, "budget_exhausted",
+            gw_metrics_refusal(a->seg, GW_REF_BUDGET);
+            refuse_429(a->c, plan, "budget_exhausted",
                        "the node is short of GPU time and this tenant has used most of its budget",
                        1000000);
-            gw_request_free(&rq);
-            return;
+            return -1;
         }
     }
-    /* 6. concurrency, a slot, the money */
-    if (gw_ledger_inflight_take(seg, tenant, plan->max_inflight ? plan->max_inflight : UINT64_MAX) !=
-        0) {
+    return 0;
+}
+
+/* 6. concurrency, a slot, the money: first the tenant's in-flight unit and
+ * a slot (a->ref) ... */
+static int admit_slot(struct admission *a)
+{
+    struct gw_segment *seg = a->seg;
+    const struct gw_plan *plan = a->plan;
+    if (gw_ledger_inflight_take(seg, a->tenant,
+                                plan->max_inflight ? plan->max_inflight : UINT64_MAX) != 0) {
         gw_metrics_refusal(seg, GW_REF_CONCURRENCY);
-        refuse_429(c, plan, "too_many_concurrent", "too many requests in flight for this tenant",
+        refuse_429(a->c, plan, "too_many_concurrent", "too many requests in flight for this tenant",
                    1000000);
-        gw_request_free(&rq);
-        return;
+        return -1;
     }
-    struct gw_slot_ref ref;
-    if (gw_slot_claim(seg, &ref) != 0) {
-        gw_ledger_inflight_put(seg, tenant);
+    if (gw_slot_claim(seg, &a->ref) != 0) {
+        gw_ledger_inflight_put(seg, a->tenant);
         gw_metrics_refusal(seg, GW_REF_OVERLOADED);
-        refuse_503(c, "overloaded", "every request slot is busy");
-        gw_request_free(&rq);
-        return;
+        refuse_503(a->c, "overloaded", "every request slot is busy");
+        return -1;
     }
-    gw_slot_set_accounts(seg, ref, tenant, global, 1);
-    uint64_t upt = us_per_token(f);
+    gw_slot_set_accounts(seg, a->ref, a->tenant, a->global, 1);
+    return 0;
+}
+
+/* ... then the reservation for the slot (a->upt: the price of a token). On
+ * -1 the slot is given back. */
+static int admit_money(struct admission *a)
+{
+    struct gw_segment *seg = a->seg;
+    const struct gw_plan *plan = a->plan;
+    uint64_t now = a->now, retry;
+    a->upt = us_per_token(a->f);
+    uint64_t upt = a->upt;
     /* Prompt tokens cost about half a decoded token each (batched
      * prefill); bytes / 4 estimates the tokens. The worker charges what it
      * really uses and extends the reservation when the estimate is short. */
-    uint64_t prompt_est = rq.prompt_len / 8 + 1;
-    const struct gw_budget_rate *tb = budget_of(plan), *gb = budget_of(&cfg->global);
-    rc = gw_budget_reserve(seg, ref, (max_tokens + prompt_est) * upt, tb, gb, now, &retry);
+    uint64_t prompt_est = a->rq.prompt_len / 8 + 1;
+    const struct gw_budget_rate *tb = budget_of(plan), *gb = budget_of(&a->cfg->global);
+    int rc =
+        gw_budget_reserve(seg, a->ref, (a->max_tokens + prompt_est) * upt, tb, gb, now, &retry);
     if (rc == GW_EREFUSED && plan->clamp_on_budget) {
-        uint64_t left = gw_ledger_budget_left(seg, tenant, tb, now);
-        uint64_t gleft = gw_ledger_budget_left(seg, global, gb, now);
+        uint64_t left = gw_ledger_budget_left(seg, a->tenant, tb, now);
+        uint64_t gleft = gw_ledger_budget_left(seg, a->global, gb, now);
         if (gleft < left)
             left = gleft;
         uint64_t fit = left / upt;
         if (fit > prompt_est) {
-            max_tokens = (uint32_t)(fit - prompt_est < max_tokens ? fit - prompt_est : max_tokens);
-            rc = gw_budget_reserve(seg, ref, (max_tokens + prompt_est) * upt, tb, gb, now, &retry);
+            a->max_tokens =
+                (uint32_t)(fit - prompt_est < a->max_tokens ? fit - prompt_est : a->max_tokens);
+            rc = gw_budget_reserve(seg, a->ref, (a->max_tokens + prompt_est) * upt, tb, gb, now,
+                                   &retry);
         }
     }
     if (rc != 0) {
-        abandon(f, ref, GW_SLOT_ADMITTED);
+        abandon(a->f, a->ref, GW_SLOT_ADMITTED);
         gw_metrics_refusal(seg, rc == GW_EREFUSED ? GW_REF_BUDGET : GW_REF_OVERLOADED);
         if (rc == GW_EREFUSED)
-            refuse_429(c, plan, "budget_exhausted", "the tenant's GPU-time budget is exhausted",
+            refuse_429(a->c, plan, "budget_exhausted", "the tenant's GPU-time budget is exhausted",
                        retry == UINT64_MAX ? 3600ull * 1000000 : retry);
         else
-            refuse_503(c, "overloaded", "could not reserve budget; retry");
-        gw_request_free(&rq);
-        return;
+            refuse_503(a->c, "overloaded", "could not reserve budget; retry");
+        return -1;
     }
+    return 0;
+}
+
+/* The admitted request as a job, its slot filled for the worker; NULL
+ * (answered, slot given back) when out of memory. */
+static struct job *admit_job(struct admission *a)
+{
+    struct conn *c = a->c;
+    struct front *f = a->f;
+    const struct gw_gen_request *rq = &a->rq;
     struct job *j = calloc(1, sizeof(*j));
     if (!j) {
-        abandon(f, ref, GW_SLOT_ADMITTED);
-        gw_metrics_refusal(seg, GW_REF_OVERLOADED);
+        abandon(f, a->ref, GW_SLOT_ADMITTED);
+        gw_metrics_refusal(a->seg, GW_REF_OVERLOADED);
         refuse_503(c, "overloaded", "out of memory");
-        gw_request_free(&rq);
-        return;
+        return NULL;
     }
-    make_id(f, route, j->id, sizeof(j->id));
-    fill_slot(f, ref, &rq, max_tokens, upt, j->id, who.tenant, c->ip);
-    if (gw_unbounded_match(f->unb, cfg, who.tenant, rq.prompt, rq.prompt_len))
-        gw_slot_req(seg, ref.index)->flags |= GW_REQ_UNBOUNDED; /* the watchdog's lower cap */
+    make_id(f, a->route, j->id, sizeof(j->id));
+    fill_slot(f, a->ref, rq, a->max_tokens, a->upt, j->id, a->who.tenant, c->ip);
+    if (gw_unbounded_match(f->unb, a->cfg, a->who.tenant, rq->prompt, rq->prompt_len))
+        gw_slot_req(a->seg, a->ref.index)->flags |= GW_REQ_UNBOUNDED; /* the watchdog's lower cap */
     j->f = f;
     j->c = c;
-    j->ref = ref;
-    j->route = route;
-    j->stream = rq.stream;
-    j->created_s = now / 1000000;
-    j->admitted_ns = admitted_ns;
+    j->ref = a->ref;
+    j->route = a->route;
+    j->stream = rq->stream;
+    j->created_s = a->now / 1000000;
+    j->admitted_ns = a->admitted_ns;
     snprintf(c->acc_id, sizeof(c->acc_id), "%s", j->id);
-    gw_request_free(&rq);
-    /* 7. to the workers */
-    if (gw_slot_move(seg, ref, GW_SLOT_ADMITTED, GW_SLOT_QUEUED) != 0 ||
-        gw_queue_push(seg, ref) != 0) {
-        abandon(f, ref, gw_slot_state(seg, ref));
+    return j;
+}
+
+/* 7. to the workers; then the answer starts (headers now when streaming). */
+static void admit_queue(struct admission *a, struct job *j)
+{
+    struct conn *c = a->c;
+    struct front *f = a->f;
+    struct gw_segment *seg = a->seg;
+    const struct gw_plan *plan = a->plan;
+    if (gw_slot_move(seg, a->ref, GW_SLOT_ADMITTED, GW_SLOT_QUEUED) != 0 ||
+        gw_queue_push(seg, a->ref) != 0) {
+        abandon(f, a->ref, gw_slot_state(seg, a->ref));
         free(j);
         gw_metrics_refusal(seg, GW_REF_OVERLOADED);
         refuse_503(c, "overloaded", "the request queue is full");
@@ -625,22 +513,45 @@ static void generate(struct conn *c, enum gw_route route)
     c->job = j;
     uint64_t remaining = 0;
     if (plan->n_windows > 0)
-        remaining = gw_ledger_rate_remaining(seg, tenant, 0, &items[0].rate, now);
+        remaining = gw_ledger_rate_remaining(seg, a->tenant, 0, &a->items[0].rate, a->now);
     rate_headers(j->rate_hdr, sizeof(j->rate_hdr), plan, 0, remaining);
     if (j->stream) {
         gw__conn_stream_begin(c, j->rate_hdr);
         j->sent_first = 1;
-        if (route == GW_ROUTE_CHAT) { /* OpenAI opens a chat stream with the role */
-            struct gw_completion open = {.id = j->id, .created_s = j->created_s,
-                                         .model = cfg->model_name, .text = "", .text_len = 0};
+        if (a->route == GW_ROUTE_CHAT) { /* OpenAI opens a chat stream with the role */
+            struct gw_completion open = {.id = j->id,
+                                         .created_s = j->created_s,
+                                         .model = a->cfg->model_name,
+                                         .text = "",
+                                         .text_len = 0};
             char *ev;
             size_t len;
-            if (gw_sse_chunk(route, &open, 0, &ev, &len) == 0) {
+            if (gw_sse_chunk(a->route, &open, 0, &ev, &len) == 0) {
                 gw__conn_write(c, ev, len);
                 free(ev);
             }
         }
     }
+}
+
+/* Admission, step by step (the order is the file's opening comment). */
+static void generate(struct conn *c, enum gw_route route)
+{
+    struct front *f = c->front;
+    struct admission a = {.c = c, .f = f, .seg = &f->seg, .cfg = f->cfg, .route = route};
+    a.now = gw_now_us();
+    a.admitted_ns = gw_mono_ns();
+    limits_sync(f);
+    if (admit_address(&a) != 0 || admit_principal(&a) != 0 || admit_rates(&a) != 0 ||
+        admit_request(&a) != 0)
+        return;
+    /* a.rq holds the prompt from here: the job copies it into the slot */
+    struct job *j = NULL;
+    if (admit_pressure(&a) == 0 && admit_slot(&a) == 0 && admit_money(&a) == 0)
+        j = admit_job(&a);
+    gw_request_free(&a.rq);
+    if (j)
+        admit_queue(&a, j);
 }
 
 void gw__front_request(struct conn *c)
@@ -705,10 +616,21 @@ static void close_listeners(struct front *f)
             uv_close((uv_handle_t *)&f->listeners[i], NULL);
 }
 
+static void on_wake(uv_poll_t *p, int status, int events)
+{
+    struct front *f = p->data;
+    (void)status;
+    (void)events;
+    uint64_t n;
+    while (read(f->fds->fronts[f->index], &n, sizeof(n)) > 0)
+        ;
+    gw__front_jobs_poll(f);
+}
+
 static void on_tick(uv_timer_t *t)
 {
     struct front *f = t->data;
-    jobs_poll(f);
+    gw__front_jobs_poll(f);
     gw_proc_heartbeat(&f->seg, -1);
     if (!f->draining)
         return;

@@ -1,5 +1,5 @@
-/* front_internal.h - what http.c and front.c share inside a front process.
- * Private to supervisor/. */
+/* front_internal.h - what http.c, front.c and front_jobs.c share inside a
+ * front process. Private to supervisor/. */
 #ifndef GW_FRONT_INTERNAL_H
 #define GW_FRONT_INTERNAL_H
 
@@ -74,6 +74,23 @@ struct front {
     struct gw_plan *file_plans;   /* cfg->tenants[i].plan as the file says */
 };
 
+/* An admitted request, from its slot's queueing until the slot is released
+ * (front.c creates it, front_jobs.c sees it through). */
+struct job {
+    struct job *next;
+    struct front *f;
+    struct conn *c; /* NULL once the client is gone */
+    struct gw_slot_ref ref;
+    enum gw_route route;
+    int stream;
+    size_t sent;
+    int sent_first;
+    char id[40];
+    uint64_t created_s;
+    uint64_t admitted_ns; /* CLOCK_MONOTONIC at admission (e2e histogram) */
+    char rate_hdr[384]; /* RateLimit headers for the success response */
+};
+
 /* http.c */
 /* Feeds data to c's parser with the front's callbacks and limits, and
  * nothing else: no I/O, no response (c->timer must be initialised: the body
@@ -97,6 +114,10 @@ void gw__conn_on_timeout(uv_timer_t *t);
 
 /* front.c */
 void gw__front_request(struct conn *c);  /* a complete request is in c */
+
+/* front_jobs.c */
+/* Looks at every job: new output to stream, terminal slots to finish. */
+void gw__front_jobs_poll(struct front *f);
 void gw__front_conn_gone(struct conn *c); /* the connection is closing */
 
 #endif

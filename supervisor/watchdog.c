@@ -364,47 +364,136 @@ static void observe_end(struct gw_watchdog *wd, struct wd_slot *ws)
     ws->obs_tokens = 0;
 }
 
-static void scan(struct gw_watchdog *wd, const struct gw_config *cfg, uint64_t now)
+/* What the worker lanes say, by lane: for each slot a worker runs
+ * (wd->busy_lane), that worker's last sign of life, its cost per token and
+ * its pid. */
+struct workers {
+    uint64_t beat[256], cost_us[256];
+    pid_t pids[256];
+};
+
+/* which worker runs which slot, and how recently it showed life */
+static void map_workers(struct gw_watchdog *wd, const struct gw_config *cfg, struct workers *w)
 {
     struct gw_segment *seg = wd->seg;
     uint32_t n_slots = seg->cfg.slots;
     for (uint32_t i = 0; i < n_slots; i++)
         wd->busy_lane[i] = -1;
-    /* which worker runs which slot, and how recently it showed life */
-    uint64_t beat[256], cost_us[256];
-    pid_t pids[256];
     for (int l = 0; l < (int)seg->cfg.lanes && l < 256; l++) {
         struct gw_proc_info pi;
         if (gw_proc_get(seg, l, &pi) != 0 || pi.role != GW_ROLE_WORKER || pi.slot < 0 ||
             pi.slot >= (int64_t)n_slots)
             continue;
         wd->busy_lane[pi.slot] = l;
-        beat[l] = pi.heartbeat_ns;
-        cost_us[l] = pi.us_per_token ? pi.us_per_token : cfg->initial_us_per_token;
-        pids[l] = pi.pid;
+        w->beat[l] = pi.heartbeat_ns;
+        w->cost_us[l] = pi.us_per_token ? pi.us_per_token : cfg->initial_us_per_token;
+        w->pids[l] = pi.pid;
     }
-    uint64_t stall_ns = (uint64_t)cfg->wd_stall_ms * MS, grace_ns = (uint64_t)cfg->wd_grace_ms * MS;
-    for (uint32_t i = 0; i < n_slots; i++) {
+}
+
+/* Slot i's kill is over: the worker let go (or its lane was repaired); the
+ * run record still holds the request while the slot is terminal. */
+static void kill_over(struct gw_watchdog *wd, uint32_t i, struct gw_slot_ref ref, int st,
+                      uint64_t now)
+{
+    struct wd_slot *ws = &wd->slots[i];
+    struct gw_slot_run *run = gw_slot_run(wd->seg, i);
+    uint64_t toks = atomic_load_explicit(&run->tokens, memory_order_relaxed);
+    if (ws->seq == ref.seq && !ws->sigkilled && st >= GW_SLOT_DONE && toks >= ws->tokens)
+        wd_say("slot %u: stopped within %.1f ms of the cancel, %" PRIu64 " tokens later", i,
+               (double)(now - ws->cancel_ns) / 1e6, toks - ws->tokens);
+    else if (!ws->sigkilled)
+        wd_say("slot %u: stopped within %.1f ms of the cancel", i,
+               (double)(now - ws->cancel_ns) / 1e6);
+    ws->reason = -1;
+}
+
+/* Whether the worker on `lane` has shown no progress on the run for longer
+ * than stall_ms allows. */
+static int stalled(const struct gw_config *cfg, const struct workers *w, int64_t lane,
+                   struct gw_slot_run *run, uint64_t started, uint64_t tokens, uint64_t now)
+{
+    uint64_t last = w->beat[lane];
+    uint64_t prog = atomic_load_explicit(&run->progress_ns, memory_order_relaxed);
+    if (prog > last)
+        last = prog;
+    if (started > last)
+        last = started;
+    /* The prompt is evaluated in one call that sends no heartbeat:
+     * before the first token, allow it what its tokens cost at the
+     * worker's measured rate per generated token (prefill costs
+     * less per token than decoding, so this is generous). */
+    uint64_t allow = (uint64_t)cfg->wd_stall_ms * MS;
+    if (tokens == 0)
+        allow += atomic_load_explicit(&run->prompt_tokens, memory_order_relaxed) *
+                 w->cost_us[lane] * 1000u;
+    return now > last && now - last >= allow;
+}
+
+/* The running slot i, not being killed yet: the first limit its run breaks
+ * (gw_wd_judge, then a stall), or -1. Also keeps the observed length for
+ * observe_end. */
+static int judge_run(struct gw_watchdog *wd, const struct gw_config *cfg, uint64_t now, uint32_t i,
+                     struct gw_slot_ref ref, int64_t lane, const struct workers *w)
+{
+    struct gw_segment *seg = wd->seg;
+    struct wd_slot *ws = &wd->slots[i];
+    struct gw_slot_run *run = gw_slot_run(seg, i);
+    /* relaxed: each is a counter the worker publishes on its own; a
+     * sample mixing two consecutive tokens judges the same. */
+    uint64_t started = atomic_load_explicit(&run->started_ns, memory_order_relaxed);
+    if (started == 0)
+        return -1; /* taken, not started yet */
+    struct gw_wd_sample s = {
+        .tokens = atomic_load_explicit(&run->tokens, memory_order_relaxed),
+        .wall_ns = now > started ? now - started : 0,
+        .device_ns = atomic_load_explicit(&run->device_ns, memory_order_relaxed),
+        .rep = atomic_load_explicit(&run->rep, memory_order_relaxed),
+        .rep_max = atomic_load_explicit(&run->rep_max, memory_order_relaxed),
+    };
+    const struct gw_slot_req *req = gw_slot_req(seg, i);
+    char tenant[sizeof(req->tenant)];
+    memcpy(tenant, req->tenant, sizeof(tenant));
+    tenant[sizeof(tenant) - 1] = '\0';
+    s.unbounded = (req->flags & GW_REQ_UNBOUNDED) != 0;
+    struct gw_acct acct;
+    int have_acct = gw_slot_tenant(seg, ref, &acct) == 0;
+    if (gw_slot_state(seg, ref) != GW_SLOT_RUNNING)
+        return -1; /* the request changed while we read it */
+    struct gw_wd_limits lim;
+    gw_wd_limits_for(cfg, tenant, &lim);
+    if (!ws->obs_have || ws->obs_seq != ref.seq) {
+        ws->obs_seq = ref.seq;
+        ws->obs_have = have_acct;
+        ws->obs_acct = acct;
+    }
+    ws->obs_tokens = s.tokens;
+    struct gw_lenest est;
+    int have_est = have_acct && gw_lenest_get(seg, acct, &est) == 0;
+    s.length_limit = gw_lenest_limit(have_est ? &est : NULL, &lim);
+    int reason = gw_wd_judge(&lim, &s);
+    if (reason < 0 && lane >= 0 && cfg->wd_stall_ms &&
+        stalled(cfg, w, lane, run, started, s.tokens, now))
+        reason = GW_WD_STALLED;
+    return reason;
+}
+
+static void scan(struct gw_watchdog *wd, const struct gw_config *cfg, uint64_t now)
+{
+    struct gw_segment *seg = wd->seg;
+    struct workers w;
+    map_workers(wd, cfg, &w);
+    uint64_t grace_ns = (uint64_t)cfg->wd_grace_ms * MS;
+    for (uint32_t i = 0; i < seg->cfg.slots; i++) {
         struct gw_slot_ref ref;
         int st = gw_slot_peek(seg, i, &ref);
         struct wd_slot *ws = &wd->slots[i];
         int64_t lane = wd->busy_lane[i];
-        pid_t worker = lane >= 0 ? pids[lane] : 0;
+        pid_t worker = lane >= 0 ? w.pids[lane] : 0;
         if (ws->obs_have && (ws->obs_seq != ref.seq || st != GW_SLOT_RUNNING))
             observe_end(wd, ws);
-        if (ws->reason >= 0 && (ws->seq != ref.seq || st != GW_SLOT_RUNNING)) {
-            /* the worker let go (or its lane was repaired); the run record
-             * still holds the request while the slot is terminal */
-            struct gw_slot_run *run = gw_slot_run(seg, i);
-            uint64_t toks = atomic_load_explicit(&run->tokens, memory_order_relaxed);
-            if (ws->seq == ref.seq && !ws->sigkilled && st >= GW_SLOT_DONE && toks >= ws->tokens)
-                wd_say("slot %u: stopped within %.1f ms of the cancel, %" PRIu64 " tokens later", i,
-                       (double)(now - ws->cancel_ns) / 1e6, toks - ws->tokens);
-            else if (!ws->sigkilled)
-                wd_say("slot %u: stopped within %.1f ms of the cancel", i,
-                       (double)(now - ws->cancel_ns) / 1e6);
-            ws->reason = -1;
-        }
+        if (ws->reason >= 0 && (ws->seq != ref.seq || st != GW_SLOT_RUNNING))
+            kill_over(wd, i, ref, st, now);
         if (st >= GW_SLOT_DONE) {
             /* a dead front's request the worker finished: ours to settle
              * and release (gw_lane_repair marked it) */
@@ -422,58 +511,7 @@ static void scan(struct gw_watchdog *wd, const struct gw_config *cfg, uint64_t n
                 kill_hard(wd, i, worker ? worker : ws->worker);
             continue;
         }
-        struct gw_slot_run *run = gw_slot_run(seg, i);
-        /* relaxed: each is a counter the worker publishes on its own; a
-         * sample mixing two consecutive tokens judges the same. */
-        uint64_t started = atomic_load_explicit(&run->started_ns, memory_order_relaxed);
-        if (started == 0)
-            continue; /* taken, not started yet */
-        struct gw_wd_sample s = {
-            .tokens = atomic_load_explicit(&run->tokens, memory_order_relaxed),
-            .wall_ns = now > started ? now - started : 0,
-            .device_ns = atomic_load_explicit(&run->device_ns, memory_order_relaxed),
-            .rep = atomic_load_explicit(&run->rep, memory_order_relaxed),
-            .rep_max = atomic_load_explicit(&run->rep_max, memory_order_relaxed),
-        };
-        const struct gw_slot_req *req = gw_slot_req(seg, i);
-        char tenant[sizeof(req->tenant)];
-        memcpy(tenant, req->tenant, sizeof(tenant));
-        tenant[sizeof(tenant) - 1] = '\0';
-        s.unbounded = (req->flags & GW_REQ_UNBOUNDED) != 0;
-        struct gw_acct acct;
-        int have_acct = gw_slot_tenant(seg, ref, &acct) == 0;
-        if (gw_slot_state(seg, ref) != GW_SLOT_RUNNING)
-            continue; /* the request changed while we read it */
-        struct gw_wd_limits lim;
-        gw_wd_limits_for(cfg, tenant, &lim);
-        if (!ws->obs_have || ws->obs_seq != ref.seq) {
-            ws->obs_seq = ref.seq;
-            ws->obs_have = have_acct;
-            ws->obs_acct = acct;
-        }
-        ws->obs_tokens = s.tokens;
-        struct gw_lenest est;
-        int have_est = have_acct && gw_lenest_get(seg, acct, &est) == 0;
-        s.length_limit = gw_lenest_limit(have_est ? &est : NULL, &lim);
-        int reason = gw_wd_judge(&lim, &s);
-        if (reason < 0 && lane >= 0 && stall_ns) {
-            uint64_t last = beat[lane];
-            uint64_t prog = atomic_load_explicit(&run->progress_ns, memory_order_relaxed);
-            if (prog > last)
-                last = prog;
-            if (started > last)
-                last = started;
-            /* The prompt is evaluated in one call that sends no heartbeat:
-             * before the first token, allow it what its tokens cost at the
-             * worker's measured rate per generated token (prefill costs
-             * less per token than decoding, so this is generous). */
-            uint64_t allow = stall_ns;
-            if (s.tokens == 0)
-                allow += atomic_load_explicit(&run->prompt_tokens, memory_order_relaxed) *
-                         cost_us[lane] * 1000u;
-            if (now > last && now - last >= allow)
-                reason = GW_WD_STALLED;
-        }
+        int reason = judge_run(wd, cfg, now, i, ref, lane, &w);
         if (reason >= 0)
             kill_start(wd, ref, reason, now, worker);
     }

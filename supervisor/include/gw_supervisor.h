@@ -2,9 +2,9 @@
  * the workers are made of. Prefix gw_; functions return 0 or a negative
  * errno; operator-facing failures write one line into `err`.
  *
- * Sections: auth (auth.c), requests and responses (routes.c), the front
- * (http.c, front.c), the worker process (worker_proc.c), the master
- * (master.c). The untrusted bytes of a request are parsed only by the
+ * Sections: auth (auth.c), requests and responses (request.c, routes.c),
+ * the front (http.c, front.c, front_jobs.c), the worker process
+ * (worker_proc.c), the master (master.c, master_children.c). The untrusted bytes of a request are parsed only by the
  * fronts; the master never parses them.
  */
 #ifndef GW_SUPERVISOR_H
@@ -65,9 +65,10 @@ int gw_auth_issue(const struct gw_key *key, const char *sub, const char *plan, c
                   const char *aud, uint64_t iat, uint64_t exp, char **out);
 
 /* ---- requests and responses ---- */
-/* routes.c: from method and path to a route, from a JSON body to a checked
- * generation request, and from results to the bytes of a response (native
- * and OpenAI shapes, whole or as server-sent events). Pure functions. */
+/* routes.c: from method and path to a route, and from results to the bytes
+ * of a response (native and OpenAI shapes, whole or as server-sent events);
+ * request.c: from a JSON body to a checked generation request. Pure
+ * functions. */
 
 enum gw_route {
     GW_ROUTE_GENERATE = 1, /* POST /v1/generate (native) */
@@ -116,7 +117,7 @@ struct gw_gen_request {
 int gw_request_parse(enum gw_route route, const char *body, size_t len,
                      const struct gw_config *cfg, struct gw_gen_request *req, char *err,
                      size_t errlen, char *param, size_t paramlen);
-/* (routes.c) Details of the contract above: the prompt is malloc'd with a
+/* (request.c) Details of the contract above: the prompt is malloc'd with a
  * NUL after prompt_len bytes; defaults are max_tokens 16 on completions
  * (OpenAI's) and 0 on chat and native, temperature 0 (greedy) on native;
  * JSON null stands for an absent optional field; unknown fields are refused
@@ -207,7 +208,8 @@ int gw_notify_listen_fds(void);
 #define GW_LISTEN_FDS_START 3
 
 /* ---- admin socket ---- */
-/* admin.c: the master's admin socket, what gpuwardenctl talks to. A Unix
+/* admin.c (the socket, its clients) and admin_cmds.c (the commands): the
+ * master's admin socket, what gpuwardenctl talks to. A Unix
  * stream socket at cfg->admin_socket (mode 0660, group admin.group or the
  * master's own); each client's credentials (SO_PEERCRED, SO_PEERGROUPS)
  * give it a level when it connects: admin (uid 0, the service's own uid,

@@ -148,6 +148,29 @@ _Static_assert(_Alignof(struct gw_budget) == 8, "budget header alignment");
 #define SETTLE_PHASE(w) ((int)((w)&3))
 #define SETTLE_LANE(w) ((int)(((w) >> 8) & 0xff))
 
+/* A slot's run record: what the worker running it publishes (gw_run_*,
+ * common/run.c, says who writes each word and why its order suffices). */
+struct gw_slot_run {
+    _Atomic uint64_t written;     /* output bytes published (release) */
+    _Atomic uint64_t tokens;      /* generated so far */
+    _Atomic uint64_t prompt_tokens;
+    _Atomic uint64_t device_ns;   /* device time used so far */
+    _Atomic uint64_t started_ns;  /* CLOCK_MONOTONIC when the worker took it */
+    _Atomic uint64_t progress_ns; /* CLOCK_MONOTONIC of the last token */
+    _Atomic uint64_t rep;         /* repetition: period << 32 | count */
+    _Atomic uint64_t rep_max;     /* the longest repetition seen in this run (largest
+                                     period * count), same encoding; the divergence
+                                     detector compares rep against it */
+    _Atomic uint32_t finish;      /* enum gw_finish_reason, set before DONE */
+    _Atomic uint32_t cancel;      /* enum gw_cancel_reason or watchdog code */
+    char error[96];               /* with GW_FIN_ERROR: why, NUL-terminated */
+};
+_Static_assert(sizeof(struct gw_slot_run) == 168, "slot run record layout");
+_Static_assert(_Alignof(struct gw_slot_run) == 8, "slot run record alignment");
+
+/* The run record of slot index (NULL when out of range), for common/ only. */
+struct gw_slot_run *gw__slot_run(const struct gw_segment *seg, uint32_t index);
+
 struct gw_slot {
     _Atomic uint64_t state;
     _Atomic uint64_t settled;     /* 0, or SETTLE_CLAIMED/SETTLE_DONE(lane) */

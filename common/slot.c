@@ -233,7 +233,7 @@ struct gw_slot_req *gw_slot_req(const struct gw_segment *seg, uint32_t index)
     return index < seg->cfg.slots ? &slot_at(seg, index)->req : NULL;
 }
 
-struct gw_slot_run *gw_slot_run(const struct gw_segment *seg, uint32_t index)
+struct gw_slot_run *gw__slot_run(const struct gw_segment *seg, uint32_t index)
 {
     return index < seg->cfg.slots ? &slot_at(seg, index)->run : NULL;
 }

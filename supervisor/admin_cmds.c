@@ -270,12 +270,11 @@ static json_t *cmd_workers(struct gw_admin *a, json_t *req, uid_t uid)
         struct gw_slot_req rq;
         if (up && pi.slot >= 0 &&
             slot_snapshot(a->seg, (uint32_t)pi.slot, &ref, &rq) == GW_SLOT_RUNNING) {
-            struct gw_slot_run *run = gw_slot_run(a->seg, ref.index);
-            /* relaxed: display counters. */
-            tokens = atomic_load_explicit(&run->tokens, memory_order_relaxed);
-            uint64_t started = atomic_load_explicit(&run->started_ns, memory_order_relaxed);
-            if (started && now > started)
-                tps = (double)tokens * 1e9 / (double)(now - started);
+            struct gw_run_view run;
+            gw_run_read(a->seg, ref.index, &run);
+            tokens = run.tokens;
+            if (run.started_ns && now > run.started_ns)
+                tps = (double)tokens * 1e9 / (double)(now - run.started_ns);
             json_decref(rid);
             rid = json_string(rq.id);
         }
@@ -304,20 +303,17 @@ static json_t *cmd_requests(struct gw_admin *a, json_t *req, uid_t uid)
         int st = slot_snapshot(a->seg, i, &ref, &rq);
         if (st < 0)
             continue;
-        struct gw_slot_run *run = gw_slot_run(a->seg, i);
-        /* relaxed: display counters. */
-        uint64_t rep = atomic_load_explicit(&run->rep, memory_order_relaxed);
+        struct gw_run_view run;
+        gw_run_read(a->seg, i, &run);
+        uint64_t rep = run.rep;
         json_t *o = json_pack(
             "{s:s,s:s,s:s,s:s,s:I,s:I,s:I,s:I,s:{s:I,s:I},s:i}", "id", rq.id, "tenant", rq.tenant,
             "ip", rq.ip, "state", gw_slot_state_name(st), "age_ms",
             (json_int_t)(now > rq.created_us ? (now - rq.created_us) / 1000 : 0), "tokens",
-            (json_int_t)atomic_load_explicit(&run->tokens, memory_order_relaxed), "prompt_tokens",
-            (json_int_t)atomic_load_explicit(&run->prompt_tokens, memory_order_relaxed),
-            "device_ms",
-            (json_int_t)(atomic_load_explicit(&run->device_ns, memory_order_relaxed) / 1000000),
-            "repetition", "period", (json_int_t)(rep >> 32), "count",
-            (json_int_t)(rep & 0xffffffffu), "cancel",
-            (int)atomic_load_explicit(&run->cancel, memory_order_relaxed));
+            (json_int_t)run.tokens, "prompt_tokens", (json_int_t)run.prompt_tokens, "device_ms",
+            (json_int_t)(run.device_ns / 1000000), "repetition", "period",
+            (json_int_t)GW_REP_PERIOD(rep), "count", (json_int_t)GW_REP_COUNT(rep), "cancel",
+            (int)run.cancel);
         json_array_append_new(arr, o);
     }
     json_t *r = ok();
@@ -344,7 +340,7 @@ static json_t *cmd_kill(struct gw_admin *a, json_t *req, uid_t uid)
         if (rc == -EALREADY)
             return fail(
                 "conflict", "request %s is already being stopped (cancel reason %u)", id,
-                atomic_load_explicit(&gw_slot_run(a->seg, i)->cancel, memory_order_relaxed));
+                gw_run_cancel_word(a->seg, i));
         if (rc != 0)
             break; /* finished between the look and the cancel */
         say("uid %u: kill %s (tenant %s, %s): %s", (unsigned)uid, id, rq.tenant,

@@ -639,8 +639,7 @@ static void on_tick(uv_timer_t *t)
             if (gw_slot_move(&f->seg, j->ref, GW_SLOT_QUEUED, GW_SLOT_FAILED) != 0)
                 gw_slot_cancel(&f->seg, j->ref, GW_CANCEL_DRAIN);
             else
-                atomic_store_explicit(&gw_slot_run(&f->seg, j->ref.index)->finish,
-                                      GW_FIN_CANCELLED, memory_order_relaxed);
+                gw_run_finish(&f->seg, j->ref.index, GW_FIN_CANCELLED);
         f->drain_deadline_ns = UINT64_MAX; /* once */
     }
     if (!f->jobs)

@@ -19,13 +19,12 @@ static void job_unlink(struct job *j)
 }
 
 /* Sends what the worker has written since last time (streaming). */
-static void job_stream(struct job *j, struct gw_slot_run *run)
+static void job_stream(struct job *j)
 {
     struct conn *c = j->c;
     struct front *f = j->f;
-    /* acquire: pairs with the worker's release of written; the bytes below
-     * it are complete. */
-    size_t w = (size_t)atomic_load_explicit(&run->written, memory_order_acquire);
+    /* the output bytes below w are complete (gw_run_written acquires) */
+    size_t w = (size_t)gw_run_written(&f->seg, j->ref.index);
     if (w <= j->sent || !c)
         return;
     const char *out = gw_slot_output(&f->seg, j->ref.index);
@@ -65,49 +64,52 @@ static const char *killed_reason(uint32_t cancel, int state)
 static void job_finish(struct job *j, int state)
 {
     struct front *f = j->f;
-    struct gw_slot_run *run = gw_slot_run(&f->seg, j->ref.index);
     struct conn *c = j->c;
-    /* Settled before the client hears: whoever reads the ledger after the
-     * answer (the client's next request, an operator) sees the money and
-     * the in-flight unit back. 0 when the repair settled it already. */
+    /* Settled before the client hears the answer: its next request, at
+     * whichever front, finds its in-flight unit and unused reservation
+     * back (a tenant with max_inflight 1 asking in sequence is never
+     * refused by its own finished request), and so does an operator who
+     * reads the ledger. 0 when the repair settled it already. The slot
+     * (output, run record) stays ours until released. */
     gw_budget_settle(&f->seg, j->ref);
-    int fin = (int)atomic_load_explicit(&run->finish, memory_order_relaxed);
-    uint32_t cancel = atomic_load_explicit(&run->cancel, memory_order_relaxed);
+    /* the worker wrote finish and error before releasing the terminal state
+     * that gw_slot_state acquired */
+    struct gw_run_view run;
+    gw_run_read(&f->seg, j->ref.index, &run);
+    int fin = (int)run.finish;
+    uint32_t cancel = run.cancel;
     if (state != GW_SLOT_DONE && fin != GW_FIN_CANCELLED)
         fin = GW_FIN_KILLED; /* the worker died under it (the repair failed it) */
     if (fin > GW_FIN_ERROR || fin == GW_FIN_NONE)
         fin = GW_FIN_ERROR;
     gw_metrics_finish(&f->seg, fin);
     gw_metrics_observe(&f->seg, GW_MH_E2E, gw_mono_ns() - j->admitted_ns);
-    /* Settled before the client hears the answer: its next request, at
-     * whichever front, finds its in-flight unit and unused reservation
-     * back (a tenant with max_inflight 1 asking in sequence is never
-     * refused by its own finished request). 0 when the repair settled it
-     * already. The slot (output, run record) stays ours until released. */
-    gw_budget_settle(&f->seg, j->ref);
-    uint64_t toks = atomic_load_explicit(&run->tokens, memory_order_relaxed);
+    uint64_t toks = run.tokens;
     if (c) {
         c->acc_tokens = toks;
-        c->acc_device_ns = atomic_load_explicit(&run->device_ns, memory_order_relaxed);
+        c->acc_device_ns = run.device_ns;
         struct gw_completion comp = {
             .id = j->id,
             .created_s = j->created_s,
             .model = f->cfg->model_name,
             .finish_reason = gw_finish_name(fin),
             .killed_reason = fin == GW_FIN_KILLED ? killed_reason(cancel, state) : NULL,
-            .prompt_tokens = atomic_load_explicit(&run->prompt_tokens, memory_order_relaxed),
+            .prompt_tokens = run.prompt_tokens,
             .completion_tokens = toks,
         };
         char *body;
         size_t len;
         if (fin == GW_FIN_ERROR && !j->sent_first) {
-            const char *why = run->error[0] ? run->error : "the worker could not run the request";
+            char err[128];
+            const char *why = gw_run_error(&f->seg, j->ref.index, err, sizeof(err))
+                                  ? err
+                                  : "the worker could not run the request";
             int is_ctx = strncmp(why, "prompt is ", 10) == 0;
             gw__conn_error(c, is_ctx ? 400 : 500, is_ctx ? "invalid_request_error" : "server_error",
                            is_ctx ? "context_length_exceeded" : "generation_failed", why,
                            is_ctx ? "prompt" : NULL, NULL);
         } else if (j->stream) {
-            job_stream(j, run);
+            job_stream(j);
             if (gw_sse_chunk(j->route, &comp, 1, &body, &len) == 0) {
                 gw__conn_write(c, body, len);
                 free(body);
@@ -115,14 +117,14 @@ static void job_finish(struct job *j, int state)
             gw__conn_write(c, gw_sse_done(), strlen(gw_sse_done()));
             gw__conn_stream_end(c);
         } else {
-            size_t w = (size_t)atomic_load_explicit(&run->written, memory_order_acquire);
+            size_t w = (size_t)gw_run_written(&f->seg, j->ref.index);
             comp.text = gw_slot_output(&f->seg, j->ref.index);
             comp.text_len = w;
             if (gw_response_body(j->route, &comp, &body, &len) == 0) {
                 /* Server-Timing: the device time this request was charged */
                 char hdr[512];
                 snprintf(hdr, sizeof(hdr), "%sServer-Timing: device;dur=%.3f\r\n", j->rate_hdr,
-                         (double)atomic_load_explicit(&run->device_ns, memory_order_relaxed) / 1e6);
+                         (double)run.device_ns / 1e6);
                 gw__conn_respond(c, 200, "application/json", body, len, hdr);
                 free(body);
             } else {
@@ -144,7 +146,6 @@ void gw__front_jobs_poll(struct front *f)
     while (j) {
         struct job *next = j->next;
         int state = gw_slot_state(&f->seg, j->ref);
-        struct gw_slot_run *run = gw_slot_run(&f->seg, j->ref.index);
         if (state == GW_SLOT_DONE || state == GW_SLOT_FAILED || state == GW_SLOT_KILLED) {
             job_finish(j, state);
         } else if (state < 0) {
@@ -158,7 +159,7 @@ void gw__front_jobs_poll(struct front *f)
             job_unlink(j);
             free(j);
         } else if (j->stream && state == GW_SLOT_RUNNING) {
-            job_stream(j, run);
+            job_stream(j);
         }
         j = next;
     }
@@ -177,6 +178,5 @@ void gw__front_conn_gone(struct conn *c)
     if (gw_slot_move(&j->f->seg, j->ref, GW_SLOT_QUEUED, GW_SLOT_FAILED) != 0)
         gw_slot_cancel(&j->f->seg, j->ref, GW_CANCEL_CLIENT);
     else
-        atomic_store_explicit(&gw_slot_run(&j->f->seg, j->ref.index)->finish, GW_FIN_CANCELLED,
-                              memory_order_relaxed);
+        gw_run_finish(&j->f->seg, j->ref.index, GW_FIN_CANCELLED);
 }

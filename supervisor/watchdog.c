@@ -304,11 +304,10 @@ static void kill_start(struct gw_watchdog *wd, struct gw_slot_ref ref, int reaso
 {
     struct gw_segment *seg = wd->seg;
     struct wd_slot *ws = &wd->slots[ref.index];
-    struct gw_slot_run *run = gw_slot_run(seg, ref.index);
     struct gw_slot_req *req = gw_slot_req(seg, ref.index);
-    /* relaxed: counters read on their own */
-    uint64_t tokens = atomic_load_explicit(&run->tokens, memory_order_relaxed);
-    uint64_t dev = atomic_load_explicit(&run->device_ns, memory_order_relaxed);
+    struct gw_run_view run;
+    gw_run_read(seg, ref.index, &run);
+    uint64_t tokens = run.tokens, dev = run.device_ns;
     *ws = (struct wd_slot){
         .seq = ref.seq, .reason = reason, .cancel_ns = now, .tokens = tokens, .worker = worker};
     int rc = gw_slot_cancel(seg, ref, GW_WD_CANCEL(reason));
@@ -318,10 +317,9 @@ static void kill_start(struct gw_watchdog *wd, struct gw_slot_ref ref, int reaso
         return;
     }
     gw_kills_add(seg, reason);
-    /* acquire: pairs with the worker's release of written; the bytes below
-     * it are complete (later bytes may change under us; the audit line
-     * shows what had been published). */
-    size_t w = (size_t)atomic_load_explicit(&run->written, memory_order_acquire);
+    /* the bytes below w are complete (gw_run_written acquires); later ones
+     * may change under us: the audit line shows what had been published */
+    size_t w = (size_t)gw_run_written(seg, ref.index);
     if (w > seg->cfg.output_bytes)
         w = seg->cfg.output_bytes;
     char line[4096];
@@ -397,8 +395,9 @@ static void kill_over(struct gw_watchdog *wd, uint32_t i, struct gw_slot_ref ref
                       uint64_t now)
 {
     struct wd_slot *ws = &wd->slots[i];
-    struct gw_slot_run *run = gw_slot_run(wd->seg, i);
-    uint64_t toks = atomic_load_explicit(&run->tokens, memory_order_relaxed);
+    struct gw_run_view run;
+    gw_run_read(wd->seg, i, &run);
+    uint64_t toks = run.tokens;
     if (ws->seq == ref.seq && !ws->sigkilled && st >= GW_SLOT_DONE && toks >= ws->tokens)
         wd_say("slot %u: stopped within %.1f ms of the cancel, %" PRIu64 " tokens later", i,
                (double)(now - ws->cancel_ns) / 1e6, toks - ws->tokens);
@@ -411,22 +410,20 @@ static void kill_over(struct gw_watchdog *wd, uint32_t i, struct gw_slot_ref ref
 /* Whether the worker on `lane` has shown no progress on the run for longer
  * than stall_ms allows. */
 static int stalled(const struct gw_config *cfg, const struct workers *w, int64_t lane,
-                   struct gw_slot_run *run, uint64_t started, uint64_t tokens, uint64_t now)
+                   const struct gw_run_view *run, uint64_t now)
 {
     uint64_t last = w->beat[lane];
-    uint64_t prog = atomic_load_explicit(&run->progress_ns, memory_order_relaxed);
-    if (prog > last)
-        last = prog;
-    if (started > last)
-        last = started;
+    if (run->progress_ns > last)
+        last = run->progress_ns;
+    if (run->started_ns > last)
+        last = run->started_ns;
     /* The prompt is evaluated in one call that sends no heartbeat:
      * before the first token, allow it what its tokens cost at the
      * worker's measured rate per generated token (prefill costs
      * less per token than decoding, so this is generous). */
     uint64_t allow = (uint64_t)cfg->wd_stall_ms * MS;
-    if (tokens == 0)
-        allow += atomic_load_explicit(&run->prompt_tokens, memory_order_relaxed) *
-                 w->cost_us[lane] * 1000u;
+    if (run->tokens == 0)
+        allow += run->prompt_tokens * w->cost_us[lane] * 1000u;
     return now > last && now - last >= allow;
 }
 
@@ -438,18 +435,19 @@ static int judge_run(struct gw_watchdog *wd, const struct gw_config *cfg, uint64
 {
     struct gw_segment *seg = wd->seg;
     struct wd_slot *ws = &wd->slots[i];
-    struct gw_slot_run *run = gw_slot_run(seg, i);
-    /* relaxed: each is a counter the worker publishes on its own; a
-     * sample mixing two consecutive tokens judges the same. */
-    uint64_t started = atomic_load_explicit(&run->started_ns, memory_order_relaxed);
+    /* each word is a counter the worker publishes on its own; a sample
+     * mixing two consecutive tokens judges the same */
+    struct gw_run_view run;
+    gw_run_read(seg, i, &run);
+    uint64_t started = run.started_ns;
     if (started == 0)
         return -1; /* taken, not started yet */
     struct gw_wd_sample s = {
-        .tokens = atomic_load_explicit(&run->tokens, memory_order_relaxed),
+        .tokens = run.tokens,
         .wall_ns = now > started ? now - started : 0,
-        .device_ns = atomic_load_explicit(&run->device_ns, memory_order_relaxed),
-        .rep = atomic_load_explicit(&run->rep, memory_order_relaxed),
-        .rep_max = atomic_load_explicit(&run->rep_max, memory_order_relaxed),
+        .device_ns = run.device_ns,
+        .rep = run.rep,
+        .rep_max = run.rep_max,
     };
     const struct gw_slot_req *req = gw_slot_req(seg, i);
     char tenant[sizeof(req->tenant)];
@@ -473,7 +471,7 @@ static int judge_run(struct gw_watchdog *wd, const struct gw_config *cfg, uint64
     s.length_limit = gw_lenest_limit(have_est ? &est : NULL, &lim);
     int reason = gw_wd_judge(&lim, &s);
     if (reason < 0 && lane >= 0 && cfg->wd_stall_ms &&
-        stalled(cfg, w, lane, run, started, s.tokens, now))
+        stalled(cfg, w, lane, &run, now))
         reason = GW_WD_STALLED;
     return reason;
 }

@@ -115,7 +115,6 @@ struct job {
     struct worker *w;
     struct gw_slot_ref ref;
     struct gw_slot_req *req;
-    struct gw_slot_run *run;
     char *out;
     size_t cap;
     size_t written;
@@ -176,9 +175,9 @@ static void publish_text(void *user, const char *text, size_t len)
     }
     memcpy(j->out + j->written, text, len);
     j->written += len;
-    /* release: the bytes above are visible to the front that acquires
-     * `written`. */
-    atomic_store_explicit(&j->run->written, j->written, memory_order_release);
+    /* the bytes above are visible to the front once it reads the count
+     * (release, gw_run_publish) */
+    gw_run_publish(&j->w->seg, j->ref.index, j->written);
     wake_front(j->w, j->req->front);
 }
 
@@ -210,7 +209,6 @@ static uint64_t device_us(const struct job *j)
 static void on_step(void *user, const gw_gen_step *st)
 {
     struct job *j = user;
-    struct gw_slot_run *run = j->run;
     uint64_t now = gw_mono_ns();
     j->tokens = st->n_tokens;
     j->dev_ns += st->device_ns;
@@ -220,15 +218,11 @@ static void on_step(void *user, const gw_gen_step *st)
         if (wall > j->req->created_us)
             gw_metrics_observe(&j->w->seg, GW_MH_TTFT, (wall - j->req->created_us) * 1000u);
     }
-    /* relaxed: counters for the front, the watchdog and status; each is
-     * read on its own. */
-    atomic_store_explicit(&run->tokens, st->n_tokens, memory_order_relaxed);
-    atomic_store_explicit(&run->device_ns, device_ns(j), memory_order_relaxed);
-    atomic_store_explicit(&run->progress_ns, now, memory_order_relaxed);
     uint64_t rep = GW_REP(st->rep_period, st->rep_count);
     j->rep_max = gw_wd_rep_fold(j->rep_max, rep);
-    atomic_store_explicit(&run->rep, rep, memory_order_relaxed);
-    atomic_store_explicit(&run->rep_max, j->rep_max, memory_order_relaxed);
+    struct gw_run_step pub = {.tokens = st->n_tokens, .device_ns = device_ns(j),
+                              .progress_ns = now, .rep = rep, .rep_max = j->rep_max};
+    gw_run_step(&j->w->seg, j->ref.index, &pub);
     gw_proc_heartbeat(&j->w->seg, (int64_t)j->ref.index);
     if (st->n_tokens % CHARGE_EVERY == 0 &&
         gw_budget_charge(&j->w->seg, j->ref, device_us(j), gw_now_us()) == GW_EREFUSED)
@@ -238,17 +232,13 @@ static void on_step(void *user, const gw_gen_step *st)
 static int should_cancel(void *user)
 {
     struct job *j = user;
-    /* relaxed: a flag; see gw_slot_cancel. */
     return j->stop_budget || j->stop_full || j->guard_kill ||
-           atomic_load_explicit(&j->run->cancel, memory_order_relaxed) != 0;
+           gw_run_cancel_word(&j->w->seg, j->ref.index) != 0;
 }
 
 static void fail_job(struct job *j, const char *why)
 {
-    size_t n = strnlen(why, sizeof(j->run->error) - 1);
-    memcpy(j->run->error, why, n);
-    j->run->error[n] = '\0';
-    atomic_store_explicit(&j->run->finish, GW_FIN_ERROR, memory_order_relaxed);
+    gw_run_fail(&j->w->seg, j->ref.index, why);
 }
 
 /* An output-guard kill: the cancel word names it (so the front reports
@@ -319,12 +309,11 @@ static void job_start(struct worker *w, struct gw_slot_ref ref, struct job *j)
 {
     *j = (struct job){.w = w, .ref = ref};
     j->req = gw_slot_req(&w->seg, ref.index);
-    j->run = gw_slot_run(&w->seg, ref.index);
     j->out = gw_slot_output(&w->seg, ref.index);
     j->cap = w->seg.cfg.output_bytes;
     j->started_ns = gw_mono_ns();
     j->on_gpu = gw_ctx_on_gpu(w->ctx);
-    atomic_store_explicit(&j->run->started_ns, j->started_ns, memory_order_relaxed);
+    gw_run_begin(&w->seg, ref.index, j->started_ns);
     gw_proc_heartbeat(&w->seg, (int64_t)ref.index);
     uint64_t wall = gw_now_us();
     if (wall > j->req->created_us)
@@ -333,17 +322,16 @@ static void job_start(struct worker *w, struct gw_slot_ref ref, struct job *j)
 
 /* Cancelled while it was queued (gpuwardenctl kill, the client left
  * between the front's look and ours): finish it without a prefill, so
- * nothing is spent on it. relaxed: a flag, see gw_slot_cancel. 1 when it
+ * nothing is spent on it. The cancel word is a flag (gw_run_cancel_word). 1 when it
  * was. */
 static int cancelled_in_queue(struct job *j)
 {
-    uint32_t early = atomic_load_explicit(&j->run->cancel, memory_order_relaxed);
+    uint32_t early = gw_run_cancel_word(&j->w->seg, j->ref.index);
     if (early == 0)
         return 0;
-    atomic_store_explicit(&j->run->finish,
-                          early == GW_CANCEL_CLIENT || early == GW_CANCEL_DRAIN ? GW_FIN_CANCELLED
-                                                                                : GW_FIN_KILLED,
-                          memory_order_relaxed);
+    gw_run_finish(&j->w->seg, j->ref.index,
+                  early == GW_CANCEL_CLIENT || early == GW_CANCEL_DRAIN ? GW_FIN_CANCELLED
+                                                                        : GW_FIN_KILLED);
     return 1;
 }
 
@@ -374,7 +362,7 @@ static int prompt_ids(struct worker *w, struct job *j, int32_t **ids, size_t *n_
         fail_job(j, err);
         return -1;
     }
-    atomic_store_explicit(&j->run->prompt_tokens, *n_ids, memory_order_relaxed);
+    gw_run_set_prompt_tokens(&w->seg, j->ref.index, *n_ids);
     gw_metrics_add(&w->seg, GW_MC_PROMPT_TOKENS, *n_ids);
     return 0;
 }
@@ -447,7 +435,7 @@ static void end_of_stream(struct job *j)
 /* Why the generation ended, as the slot reports it. */
 static int finish_of(const struct job *j, const gw_gen_result *res)
 {
-    uint32_t cancel = atomic_load_explicit(&j->run->cancel, memory_order_relaxed);
+    uint32_t cancel = gw_run_cancel_word(&j->w->seg, j->ref.index);
     int fin;
     switch (res->finish) {
     case GW_FINISH_EOG:
@@ -519,7 +507,7 @@ static void generate(struct worker *w, struct job *j, const int32_t *ids, size_t
         j->dev_ns = res.device_ns;
     if (gw_budget_charge(&w->seg, j->ref, device_us(j), gw_now_us()) == GW_EREFUSED)
         j->stop_budget = 1;
-    atomic_store_explicit(&j->run->finish, (uint32_t)finish_of(j, &res), memory_order_relaxed);
+    gw_run_finish(&w->seg, j->ref.index, (uint32_t)finish_of(j, &res));
     learn_cost(w, j, &res);
 }
 

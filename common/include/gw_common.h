@@ -17,7 +17,7 @@
 /* The public header of gw_common, in three parts along its seams (as uv.h
  * includes uv/unix.h): util.h (errors, log, clocks, UTF-8), config.h (the
  * config model) and segment.h (the shared segment and what lives in it). */
-#include "gw_common/util.h"
+#include "gw_util.h"
 #include "gw_common/config.h"
 #include "gw_common/segment.h"
 

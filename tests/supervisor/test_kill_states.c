@@ -222,8 +222,7 @@ static struct gw_slot_ref take(struct ks *k, struct gw_segment *w)
     struct gw_slot_ref ref;
     assert_int_equal(gw_queue_pop(w, &ref), 0);
     assert_int_equal(gw_slot_move(w, ref, GW_SLOT_QUEUED, GW_SLOT_RUNNING), 0);
-    struct gw_slot_run *run = gw_slot_run(w, ref.index);
-    atomic_store_explicit(&run->started_ns, k->now_ns, memory_order_relaxed);
+    gw_run_begin(w, ref.index, k->now_ns);
     gw_proc_heartbeat(w, (int64_t)ref.index);
     return ref;
 }
@@ -232,17 +231,16 @@ static struct gw_slot_ref take(struct ks *k, struct gw_segment *w)
 static void step(struct ks *k, struct gw_segment *w, struct gw_slot_ref ref, uint64_t tokens,
                  uint64_t used_us)
 {
-    struct gw_slot_run *run = gw_slot_run(w, ref.index);
-    atomic_store_explicit(&run->tokens, tokens, memory_order_relaxed);
-    atomic_store_explicit(&run->device_ns, used_us * 1000, memory_order_relaxed);
-    atomic_store_explicit(&run->progress_ns, k->now_ns, memory_order_relaxed);
+    struct gw_run_step st = {.tokens = tokens, .device_ns = used_us * 1000,
+                             .progress_ns = k->now_ns};
+    gw_run_step(w, ref.index, &st);
     gw_proc_heartbeat(w, (int64_t)ref.index);
     assert_int_equal(gw_budget_charge(w, ref, used_us, k->t0), 0);
 }
 
 static uint32_t cancel_of(struct gw_segment *s, struct gw_slot_ref ref)
 {
-    return atomic_load_explicit(&gw_slot_run(s, ref.index)->cancel, memory_order_relaxed);
+    return gw_run_cancel_word(s, ref.index);
 }
 
 /* The end of run_job: the final charge, the finish reason (killed when the
@@ -251,8 +249,7 @@ static void finish(struct ks *k, struct gw_segment *w, struct gw_slot_ref ref, u
                    int fin)
 {
     assert_int_equal(gw_budget_charge(w, ref, used_us, k->t0), 0);
-    struct gw_slot_run *run = gw_slot_run(w, ref.index);
-    atomic_store_explicit(&run->finish, (uint32_t)fin, memory_order_relaxed);
+    gw_run_finish(w, ref.index, (uint32_t)fin);
     assert_int_equal(gw_slot_move(w, ref, GW_SLOT_RUNNING, GW_SLOT_DONE), 0);
     gw_proc_heartbeat(w, -1);
 }

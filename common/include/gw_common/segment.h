@@ -2,14 +2,14 @@
  * budgets, slots, queue, lanes, process records, metrics, limit overrides
  * and learned lengths (docs/ARCHITECTURE.md, "The segment"). The structs
  * that live in the segment are private to common/ (seg_internal.h), except
- * the slot's request and run records, which the front and the worker share
- * through gw_slot_req() and gw_slot_run(). Part of gw_common.h; include
- * that, not this. */
+ * the slot's request, a plain record the front writes while it owns the slot
+ * and the worker reads after taking it (gw_slot_req()). Part of
+ * gw_common.h; include that, not this. */
 #ifndef GW_COMMON_SEGMENT_H
 #define GW_COMMON_SEGMENT_H
 
 #include "gw_common/config.h"
-#include "gw_common/util.h"
+#include "gw_util.h"
 
 #include <float.h>
 #include <stdatomic.h>
@@ -380,28 +380,57 @@ _Static_assert(sizeof(float) == 4 && FLT_MANT_DIG == 24 && FLT_MAX_EXP == 128,
 _Static_assert(sizeof(struct gw_slot_req) == 472, "slot request layout");
 _Static_assert(_Alignof(struct gw_slot_req) == 8, "slot request alignment");
 
-struct gw_slot_run {
-    _Atomic uint64_t written;       /* output bytes published (release) */
-    _Atomic uint64_t tokens;        /* generated so far */
-    _Atomic uint64_t prompt_tokens;
-    _Atomic uint64_t device_ns;     /* device time used so far */
-    _Atomic uint64_t started_ns;    /* CLOCK_MONOTONIC when the worker took it */
-    _Atomic uint64_t progress_ns;   /* CLOCK_MONOTONIC of the last token */
-    _Atomic uint64_t rep;           /* repetition: period << 32 | count */
-    _Atomic uint64_t rep_max;       /* the longest repetition seen in this run (largest
-                                       period * count), same encoding; the divergence
-                                       detector compares rep against it */
-    _Atomic uint32_t finish;        /* enum gw_finish_reason, set before DONE */
-    _Atomic uint32_t cancel;        /* enum gw_cancel_reason or watchdog code */
-    char error[96];                 /* with GW_FIN_ERROR: why, NUL-terminated */
-};
-_Static_assert(sizeof(struct gw_slot_run) == 168, "slot run record layout");
-_Static_assert(_Alignof(struct gw_slot_run) == 8, "slot run record alignment");
+/* The run record of a slot lives beside the request (struct gw_slot_run in
+ * seg_internal.h) and is reached only through the gw_run_* functions below,
+ * so every atomic access to it and the reason for its memory order sit in
+ * one file (common/run.c). The worker that runs the slot is its only
+ * writer, except the cancel word (gw_slot_cancel) and the finish reason a
+ * front sets on a slot it cancels before any worker took it. */
 
-/* The request, run record, prompt area (cfg.prompt_bytes) and output area
+/* A copy of a run record's counters, each word read once. */
+struct gw_run_view {
+    uint64_t tokens;        /* generated so far */
+    uint64_t prompt_tokens;
+    uint64_t device_ns;     /* device time used so far */
+    uint64_t started_ns;    /* CLOCK_MONOTONIC when the worker took it, 0 before */
+    uint64_t progress_ns;   /* CLOCK_MONOTONIC of the last token */
+    uint64_t rep;           /* repetition word: GW_REP(period, count) */
+    uint64_t rep_max;       /* the longest repetition in this run, same encoding */
+    uint32_t finish;        /* enum gw_finish_reason, 0 while running */
+    uint32_t cancel;        /* enum gw_cancel_reason or a watchdog code, 0 = none */
+};
+/* Readers (fronts, watchdog, admin). Out-of-range indexes read zeros. */
+void gw_run_read(const struct gw_segment *seg, uint32_t index, struct gw_run_view *out);
+/* Output bytes published so far. Everything in the output area before that
+ * many bytes is readable once this returns (acquire). */
+uint64_t gw_run_written(const struct gw_segment *seg, uint32_t index);
+/* The cancel word (0 = none): what the worker polls between tokens. */
+uint32_t gw_run_cancel_word(const struct gw_segment *seg, uint32_t index);
+/* The finish reason (enum gw_finish_reason, 0 while running). */
+uint32_t gw_run_finish_reason(const struct gw_segment *seg, uint32_t index);
+/* Copies the error text of a GW_FIN_ERROR run into buf (NUL-terminated);
+ * returns its length, 0 when there is none. */
+size_t gw_run_error(const struct gw_segment *seg, uint32_t index, char *buf, size_t len);
+
+/* Writers: the worker running the slot. */
+void gw_run_begin(struct gw_segment *seg, uint32_t index, uint64_t started_ns);
+void gw_run_set_prompt_tokens(struct gw_segment *seg, uint32_t index, uint64_t n);
+/* After each token: what the watchdog judges. */
+struct gw_run_step {
+    uint64_t tokens, device_ns, progress_ns, rep, rep_max;
+};
+void gw_run_step(struct gw_segment *seg, uint32_t index, const struct gw_run_step *st);
+/* Publishes the output area's first `written` bytes (release). */
+void gw_run_publish(struct gw_segment *seg, uint32_t index, uint64_t written);
+/* Sets the finish reason before the slot goes terminal (the worker; a front
+ * for a slot it cancels while QUEUED). */
+void gw_run_finish(struct gw_segment *seg, uint32_t index, uint32_t finish);
+/* GW_FIN_ERROR with its reason (cut to fit). */
+void gw_run_fail(struct gw_segment *seg, uint32_t index, const char *why);
+
+/* The request, prompt area (cfg.prompt_bytes) and output area
  * (cfg.output_bytes) of slot `index`; NULL when index is out of range. */
 struct gw_slot_req *gw_slot_req(const struct gw_segment *seg, uint32_t index);
-struct gw_slot_run *gw_slot_run(const struct gw_segment *seg, uint32_t index);
 char *gw_slot_prompt(const struct gw_segment *seg, uint32_t index);
 char *gw_slot_output(const struct gw_segment *seg, uint32_t index);
 /* Asks the slot's worker to stop (first reason wins; 0 when set by us,

@@ -1,6 +1,6 @@
 /* clock.c - the two clocks: wall time for what is stored, monotonic for
  * what is measured. */
-#include "gw_common.h"
+#include "gw_util.h"
 
 #include <time.h>
 

@@ -1,6 +1,6 @@
 /* utf8.c - strict UTF-8 checks for what leaves the node (responses, audit
  * lines, streamed chunks). */
-#include "gw_common.h"
+#include "gw_util.h"
 
 /* The sequence at s (n > 0 bytes available), per Unicode table 3-7: its
  * length when valid; 0 when s[0] cannot start a sequence or a later byte is

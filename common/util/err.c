@@ -1,6 +1,8 @@
-/* err.c - one place that turns a gw_ return value into text. */
-#include "gw_common.h"
+/* err.c - the one place that turns a gw_ return value into text, and the one
+ * helper that writes an operator's error line into a caller's buffer. */
+#include "gw_util.h"
 
+#include <stdio.h>
 #include <string.h>
 
 const char *gw_strerror(int err)
@@ -20,8 +22,20 @@ const char *gw_strerror(int err)
         return "illegal slot state transition";
     case GW_ELAYOUT:
         return "segment file is not a gpuwarden segment of this layout";
+    case GW_ECONTEXT:
+        return "context full";
     }
     if (err < 0 && err > -GW_ERRBASE)
         return strerror(-err);
     return "unknown error";
+}
+
+void gw_errf(char *err, size_t errlen, const char *fmt, ...)
+{
+    if (!err || errlen == 0)
+        return;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(err, errlen, fmt, ap);
+    va_end(ap);
 }

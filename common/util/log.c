@@ -4,7 +4,7 @@
  * style): journald strips it and keeps the level. Text lines carry no time
  * (journald or the terminal adds one); JSON lines do, for shippers that
  * read the stream without journald. */
-#include "gw_common.h"
+#include "gw_util.h"
 
 #include <ctype.h>
 #include <stdarg.h>

@@ -1,12 +1,23 @@
-/* gw_common/util.h - errors, logs and clocks: what every process and tool
- * uses and that knows nothing of the segment or the config. Part of
- * gw_common.h; include that, not this. */
-#ifndef GW_COMMON_UTIL_H
-#define GW_COMMON_UTIL_H
+/* gw_util.h - errors, logs, clocks and UTF-8: what every process, tool and
+ * library of gpuwarden uses (the engine and the CUDA code included), and
+ * that knows nothing of the segment or the config. The public header of
+ * gw_util (common/util/); gw_common.h includes it.
+ *
+ * Conventions (as in libuv): functions return 0 or a negative errno, or a
+ * GW_E* code below; gw_strerror() is the one function that turns any of
+ * them into text. A failure an operator must act on also writes one line
+ * into a caller's `char *err, size_t errlen` through gw_errf(), naming the
+ * thing, the place and the problem. Nothing here calls exit(). */
+#ifndef GW_UTIL_H
+#define GW_UTIL_H
 
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
 
 /* ------------------------------------------------------------------ errors */
 
@@ -19,10 +30,14 @@ enum {
     GW_EEMPTY = -(GW_ERRBASE + 4),   /* queue empty */
     GW_ESTATE = -(GW_ERRBASE + 5),   /* illegal slot transition */
     GW_ELAYOUT = -(GW_ERRBASE + 6),  /* segment file is not ours / not this layout */
+    GW_ECONTEXT = -(GW_ERRBASE + 7), /* tokens do not fit the model's context */
 };
 
 /* Text for a value returned by any gw_ function (negative errno or GW_E*). */
 const char *gw_strerror(int err);
+/* Writes one printf-style line into err (when err and errlen are non-zero),
+ * cut to fit: how every gw_ function fills its caller's error buffer. */
+void gw_errf(char *err, size_t errlen, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 
 /* --------------------------------------------------------------------- log */
 
@@ -97,4 +112,8 @@ int gw_utf8_valid(const char *s, size_t len);
  * turns bytes that are not UTF-8 into U+FFFD). */
 size_t gw_utf8_complete(const char *s, size_t len);
 
-#endif /* GW_COMMON_UTIL_H */
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* GW_UTIL_H */

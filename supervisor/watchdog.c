@@ -1,4 +1,4 @@
-/* watchdog.c - the master's anomaly killer (DESIGN.md, "The watchdog").
+/* watchdog.c - the master's anomaly killer (docs/ARCHITECTURE.md, "The watchdog").
  *
  * The detectors read only what workers publish in the slot run record
  * (tokens, device time, progress time, the repetition words) and in their

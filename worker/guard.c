@@ -1,6 +1,6 @@
 /* guard.c - the output guard: configured PCRE2 patterns matched over a
- * worker's output before it is published to the slot (DESIGN.md: the one
- * detector that runs in the worker).
+ * worker's output before it is published to the slot (docs/ARCHITECTURE.md,
+ * "The watchdog": the one detector that runs in the worker).
  *
  * Text arrives in pieces (tokens). Everything not yet published sits in
  * `pend`; after each piece every rule is matched over it with

@@ -1,11 +1,15 @@
 /* gw_supervisor.h - the supervisor library: what the master, the fronts and
- * the workers are made of. Prefix gw_; functions return 0 or a negative
- * errno; operator-facing failures write one line into `err`.
+ * the tools (gpuwardenctl, gpuwarden-token) are made of. It links gw_common
+ * only, never the engine (docs/ARCHITECTURE.md, "Folders, libraries and who
+ * links whom"). Prefix gw_; functions return 0 or a negative errno;
+ * operator-facing failures write one line into `err`.
  *
  * Sections: auth (auth.c), requests and responses (request.c, routes.c),
- * the front (http.c, front.c, front_jobs.c), the worker process
- * (worker_proc.c), the master (master.c, master_children.c). The untrusted bytes of a request are parsed only by the
- * fronts; the master never parses them.
+ * the front (http.c, front.c, front_jobs.c), systemd (notify.c), the admin
+ * socket (admin.c, admin_cmds.c), the master (master.c,
+ * master_children.c), the watchdog (watchdog.c), metrics (metrics.c). The
+ * untrusted bytes of a request are parsed only by the fronts; the master
+ * never parses them.
  */
 #ifndef GW_SUPERVISOR_H
 #define GW_SUPERVISOR_H

@@ -1,10 +1,13 @@
-/* test_load_smoke.c - gpuwarden-load end to end: the shipped smoke scenario
- * (dist/scenarios/smoke.json) against a real master, front and worker on
- * SmolLM2, with the development config's limits (dist/gpuwarden.dev.json)
- * moved to a temporary state_dir and port. The JSON report is read back
- * and every class must have met exactly the fate the node promises it.
- * Also the harness's own refusals: a non-loopback target, and a failed
- * threshold's exit status. The model tests skip without models/. */
+/* test_load_smoke.c - gpuwarden-load end to end. One source, two programs
+ * (the program's name picks the group):
+ * - test_load_smoke_model: the shipped smoke scenario
+ *   (dist/scenarios/smoke.json) against a real master, front and worker on
+ *   SmolLM2, with the development config's limits (dist/gpuwarden.dev.json)
+ *   moved to a temporary state_dir and port. The JSON report is read back and every
+ *   class must have met exactly the fate the node promises it. Exits 77
+ *   (ctest: Skipped) without models/.
+ * - test_load_smoke: the harness's own refusals, no model needed: a
+ *   non-loopback target, and a failed threshold's exit status. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -70,10 +73,6 @@ static int write_config(struct svc *s)
 static int group_setup(void **state)
 {
     (void)state;
-    const char *src = getenv("GW_SOURCE_DIR");
-    snprintf(src_dir, sizeof(src_dir), "%s", src ? src : ".");
-    if (!svc_have_model())
-        return 0;
     if (write_config(&S) != 0) {
         fprintf(stderr, "cannot write the test config from dist/gpuwarden.dev.json\n");
         return -1;
@@ -164,11 +163,6 @@ static json_int_t sent(json_t *c)
 static void test_smoke_scenario_meets_every_promise(void **state)
 {
     (void)state;
-    if (!started) {
-        print_message("skipped: models/SmolLM2-135M-Instruct.Q4_1.gguf missing (run "
-                      "scripts/fetch-model.sh)\n");
-        skip();
-    }
     char target[64], ledger[256], report[256], out[256], admin[256], timeline[256];
     snprintf(target, sizeof(target), "127.0.0.1:%d", S.port);
     snprintf(admin, sizeof(admin), "%s/admin.sock", S.dir);
@@ -362,12 +356,20 @@ static void test_failed_threshold_exits_1(void **state)
     rmdir(dir);
 }
 
-int main(void)
+int main(int argc, char **argv)
 {
+    (void)argc;
+    snprintf(src_dir, sizeof(src_dir), "%s", gw_source_dir());
+    if (gw_prog_is(argv[0], "test_load_smoke_model")) {
+        gw_need_model();
+        const struct CMUnitTest tests[] = {
+            cmocka_unit_test(test_smoke_scenario_meets_every_promise),
+        };
+        return cmocka_run_group_tests_name("load_smoke_model", tests, group_setup, group_teardown);
+    }
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_non_loopback_target_is_refused),
         cmocka_unit_test(test_failed_threshold_exits_1),
-        cmocka_unit_test(test_smoke_scenario_meets_every_promise),
     };
-    return cmocka_run_group_tests(tests, group_setup, group_teardown);
+    return cmocka_run_group_tests_name("load_smoke", tests, NULL, NULL);
 }

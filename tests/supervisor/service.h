@@ -1,10 +1,15 @@
 /* service.h - integration-test helpers: start a real gpuwarden master with
  * a config written for the test, talk HTTP to it over loopback, read its
- * ledger. Header-only, for tests/supervisor/test_*.c. */
+ * ledger. Header-only, for tests/supervisor/test_*.c and
+ * tests/load/test_load_smoke.c.
+ *
+ * The model: every program that starts a service calls gw_need_model()
+ * (skip.h) in main(), so it exits 77 when models/ lacks the file. */
 #ifndef GW_TEST_SERVICE_H
 #define GW_TEST_SERVICE_H
 
 #include "gw_supervisor.h"
+#include "skip.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -47,15 +52,7 @@ static inline int svc_free_port(void)
 
 static inline const char *svc_model_path(void)
 {
-    static char path[512];
-    const char *src = getenv("GW_SOURCE_DIR");
-    snprintf(path, sizeof(path), "%s/models/SmolLM2-135M-Instruct.Q4_1.gguf", src ? src : ".");
-    return path;
-}
-
-static inline int svc_have_model(void)
-{
-    return access(svc_model_path(), R_OK) == 0;
+    return gw_need_model();
 }
 
 /* Writes a config (plans for every scenario) with `extra` spliced into the

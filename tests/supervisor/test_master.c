@@ -4,8 +4,8 @@
  * exit status, the exact log lines, what a fake NOTIFY_SOCKET receives and
  * what the segment's lane records say.
  *
- * Tests that need children (fronts and workers) skip when
- * gpuwarden-worker has not been built. */
+ * The build makes gpuwarden and gpuwarden-worker before this test
+ * (add_dependencies): a missing one is a failure, not a skip. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -39,7 +39,6 @@ static char cfg_path[128];   /* dir/gpuwarden.json */
 static char seg_path[128];   /* dir/state/ledger */
 static char model_path[128]; /* dir/tiny.gguf */
 static const char *gpuwarden = GW_BIN_DIR "/gpuwarden";
-static const char *worker_bin = GW_BIN_DIR "/gpuwarden-worker";
 
 /* ------------------------------------------------------------- fixtures */
 
@@ -158,11 +157,6 @@ static int teardown(void **state)
     char cmd[PATH_MAX + 16];
     snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
     return system(cmd) == 0 ? 0 : -1;
-}
-
-static int have_children(void)
-{
-    return access(gpuwarden, X_OK) == 0 && access(worker_bin, X_OK) == 0;
 }
 
 /* ------------------------------------------------------ running commands */
@@ -561,8 +555,6 @@ static void test_master_names_the_address_it_cannot_bind(void **state)
 static void test_master_notifies_ready_and_stopping(void **state)
 {
     (void)state;
-    if (!have_children())
-        skip(); /* gpuwarden-worker not built: no children to start */
     char addr[64];
     snprintf(addr, sizeof(addr), "127.0.0.1:%d", free_port());
     write_model();
@@ -630,8 +622,6 @@ static void test_master_notifies_ready_and_stopping(void **state)
 static void test_master_socket_activation_and_watchdog(void **state)
 {
     (void)state;
-    if (!have_children())
-        skip();
     struct sockaddr_in a;
     int lfd = listen_loopback(&a);
     /* the config names another port, which must stay unused */
@@ -710,8 +700,6 @@ static void test_master_socket_activation_and_watchdog(void **state)
 static void test_master_repairs_and_respawns_a_killed_child(void **state)
 {
     (void)state;
-    if (!have_children())
-        skip();
     char addr[64];
     snprintf(addr, sizeof(addr), "127.0.0.1:%d", free_port());
     write_model();
@@ -785,8 +773,6 @@ static void test_master_repairs_and_respawns_a_killed_child(void **state)
 static void test_master_reports_a_crash_loop(void **state)
 {
     (void)state;
-    if (!have_children())
-        skip();
     char addr[64], bogus[PATH_MAX + 16];
     snprintf(addr, sizeof(addr), "127.0.0.1:%d", free_port());
     snprintf(bogus, sizeof(bogus), "%s/not-a-model.gguf", dir);

@@ -1,6 +1,6 @@
 /* test_service.c - the main path end to end with real processes: a master,
  * a front and a worker running SmolLM2 on the CPU, talked to over loopback.
- * Skipped (cmocka skip) when models/ lacks the model. */
+ * Exits 77 (ctest: Skipped) when models/ lacks the model. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -14,8 +14,6 @@ static int started;
 static int group_setup(void **state)
 {
     (void)state;
-    if (!svc_have_model())
-        return 0;
     svc_write_config(&S, "\"http\": {\"header_timeout_ms\": 1500, \"body_timeout_ms\": 1500, "
                          "\"header_bytes\": 8192, \"body_bytes\": 65536, \"drain_timeout_ms\": 5000, "
                          "\"keepalive_ms\": 1000, \"connections_per_front\": 6},");
@@ -39,15 +37,6 @@ static int group_teardown(void **state)
     return 0;
 }
 
-#define NEED_MODEL()                                                                               \
-    do {                                                                                           \
-        if (!started) {                                                                            \
-            print_message("skipped: models/SmolLM2-135M-Instruct.Q4_1.gguf missing (run "         \
-                          "scripts/fetch-model.sh)\n");                                            \
-            skip();                                                                                \
-        }                                                                                          \
-    } while (0)
-
 static void expect_error(struct resp *r, int status, const char *code)
 {
     char want[128];
@@ -59,7 +48,6 @@ static void expect_error(struct resp *r, int status, const char *code)
 static void test_generate_returns_text(void **state)
 {
     (void)state;
-    NEED_MODEL();
     char *tok = svc_token(&S, "happy", 600);
     struct resp r;
     assert_int_equal(svc_http(&S, "POST", "/v1/generate", tok,
@@ -77,7 +65,6 @@ static void test_generate_returns_text(void **state)
 static void test_chat_stream_ends_with_done(void **state)
 {
     (void)state;
-    NEED_MODEL();
     char *tok = svc_token(&S, "happy", 600);
     struct resp r;
     assert_int_equal(
@@ -102,7 +89,6 @@ static void test_chat_stream_ends_with_done(void **state)
 static void test_completions_route(void **state)
 {
     (void)state;
-    NEED_MODEL();
     char *tok = svc_token(&S, "happy", 600);
     struct resp r;
     assert_int_equal(svc_http(&S, "POST", "/v1/completions", tok,
@@ -122,7 +108,6 @@ static void test_completions_route(void **state)
 static void test_auth_failures_are_401(void **state)
 {
     (void)state;
-    NEED_MODEL();
     struct resp r;
     const char *body = "{\"prompt\":\"hi\",\"max_tokens\":1}";
     assert_int_equal(svc_http(&S, "POST", "/v1/generate", NULL, body, &r), 0);
@@ -164,7 +149,6 @@ static void test_auth_failures_are_401(void **state)
 static void test_routes_and_bad_requests(void **state)
 {
     (void)state;
-    NEED_MODEL();
     char *tok = svc_token(&S, "happy", 600);
     struct resp r;
     assert_int_equal(svc_http(&S, "GET", "/v1/nothing", tok, NULL, &r), 0);
@@ -197,7 +181,6 @@ static void test_routes_and_bad_requests(void **state)
 static void test_http_limits(void **state)
 {
     (void)state;
-    NEED_MODEL();
     /* body over 64 KiB: 413 from the Content-Length alone */
     int fd = svc_connect(&S);
     const char *big = "POST /v1/generate HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\n";
@@ -240,7 +223,6 @@ static void test_http_limits(void **state)
 static void test_rate_limit_admits_exactly_limit_plus_burst(void **state)
 {
     (void)state;
-    NEED_MODEL();
     char *tok = svc_token(&S, "limited", 600); /* "5 per minute" */
     int ok = 0, refused = 0;
     for (int i = 0; i < 8; i++) {
@@ -286,7 +268,6 @@ static struct gw_money money_of(const char *tenant)
 static void test_budget_refusal_and_refund(void **state)
 {
     (void)state;
-    NEED_MODEL();
     /* "poor" has 1 ms of GPU time a day: no reservation fits */
     char *tok = svc_token(&S, "poor", 600);
     struct resp r;
@@ -356,7 +337,6 @@ static int open_stream(const char *tenant, int max_tokens)
 static void test_concurrency_limit_and_disconnect_cancels(void **state)
 {
     (void)state;
-    NEED_MODEL();
     int fd = open_stream("single", 256); /* max_inflight 1; ~2 s of generation */
     assert_true(fd >= 0);
     char *tok = svc_token(&S, "single", 600);
@@ -396,7 +376,6 @@ static void test_concurrency_limit_and_disconnect_cancels(void **state)
 static void test_worker_killed_mid_generation(void **state)
 {
     (void)state;
-    NEED_MODEL();
     pid_t w = -1;
     char buf[65536];
     size_t len = 0;
@@ -455,7 +434,6 @@ static void test_worker_killed_mid_generation(void **state)
 static void test_idle_keepalive_is_closed_and_connections_are_capped(void **state)
 {
     (void)state;
-    NEED_MODEL();
     /* a keep-alive connection left idle is closed after keepalive_ms */
     int fd = svc_connect(&S);
     const char *get = "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n";
@@ -497,7 +475,6 @@ static void test_idle_keepalive_is_closed_and_connections_are_capped(void **stat
 static void test_front_killed_under_load_service_continues(void **state)
 {
     (void)state;
-    NEED_MODEL();
     struct gw_segment seg;
     char path[256], err[256];
     snprintf(path, sizeof(path), "%s/state/ledger", S.dir);
@@ -535,7 +512,6 @@ static void test_front_killed_under_load_service_continues(void **state)
 static void test_sighup_keeps_streams_and_sigterm_drains(void **state)
 {
     (void)state;
-    NEED_MODEL();
     int fd = open_stream("happy", 48);
     assert_true(fd >= 0);
     kill(S.master, SIGHUP); /* reload while a stream is in flight */
@@ -578,6 +554,7 @@ static void test_sighup_keeps_streams_and_sigterm_drains(void **state)
 
 int main(void)
 {
+    gw_need_model(); /* exit 77 (ctest: Skipped) without models/ */
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_generate_returns_text),
         cmocka_unit_test(test_chat_stream_ends_with_done),

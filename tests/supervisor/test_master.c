@@ -4,6 +4,10 @@
  * exit status, the exact log lines, what a fake NOTIFY_SOCKET receives and
  * what the segment's lane records say.
  *
+ * The master that serves gets its listening socket by socket activation
+ * (fd 3, LISTEN_FDS, LISTEN_PID), as from systemd: the test binds port 0
+ * and holds the socket, so no port is ever guessed free.
+ *
  * The build makes gpuwarden and gpuwarden-worker before this test
  * (add_dependencies): a missing one is a failure, not a skip. */
 #include <setjmp.h>
@@ -58,21 +62,20 @@ static int listen_loopback(struct sockaddr_in *a)
     *a = (struct sockaddr_in){.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
     socklen_t len = sizeof(*a);
     assert_int_equal(bind(fd, (struct sockaddr *)a, sizeof(*a)), 0);
-    assert_int_equal(listen(fd, 16), 0);
+    assert_int_equal(listen(fd, SOMAXCONN), 0);
     assert_int_equal(getsockname(fd, (struct sockaddr *)a, &len), 0);
     return fd;
 }
 
-/* A port nothing listens on right now. */
-static int free_port(void)
+/* A socket listening on 127.0.0.1 at a port the kernel picks, for the
+ * master by socket activation; addr gets "127.0.0.1:PORT" for the config's
+ * "listen" (which the master then does not use, and says so). */
+static int activation_socket(char *addr, size_t len)
 {
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    socklen_t len = sizeof(a);
-    assert_int_equal(bind(fd, (struct sockaddr *)&a, sizeof(a)), 0);
-    assert_int_equal(getsockname(fd, (struct sockaddr *)&a, &len), 0);
-    close(fd);
-    return ntohs(a.sin_port);
+    struct sockaddr_in a;
+    int fd = listen_loopback(&a);
+    snprintf(addr, len, "127.0.0.1:%d", ntohs(a.sin_port));
+    return fd;
 }
 
 /* The config the tests run: `workers` workers, one front, on `listen`,
@@ -556,13 +559,14 @@ static void test_master_notifies_ready_and_stopping(void **state)
 {
     (void)state;
     char addr[64];
-    snprintf(addr, sizeof(addr), "127.0.0.1:%d", free_port());
+    int lfd = activation_socket(addr, sizeof(addr));
     write_model();
     write_config(addr, 1, model_path);
     struct notify *n = calloc(1, sizeof(*n));
     notify_open(n);
     struct master *m = calloc(1, sizeof(*m));
-    master_start(m, n->path);
+    master_start_env(m, n->path, lfd, 0);
+    close(lfd);
     assert_true(notify_expect(n, m, "READY=1", 30000));
     assert_non_null(strstr(n->all, "STATUS=ready; fronts 1/1 running, workers 1/1 ready; config epoch 1"));
     assert_true(master_expect(m, "<6>gpuwarden[master]: ready: 1 front, 1 worker\n", 1000));
@@ -624,10 +628,16 @@ static void test_master_socket_activation_and_watchdog(void **state)
     (void)state;
     struct sockaddr_in a;
     int lfd = listen_loopback(&a);
-    /* the config names another port, which must stay unused */
+    /* the config names another port, which must stay unused: one this
+     * test holds bound but not listening, so a connection there is refused
+     * (and a master that tried to bind it would fail to start) */
     char addr[64];
-    int other = free_port();
-    snprintf(addr, sizeof(addr), "127.0.0.1:%d", other);
+    struct sockaddr_in o = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t olen = sizeof(o);
+    int held = socket(AF_INET, SOCK_STREAM, 0);
+    assert_int_equal(bind(held, (struct sockaddr *)&o, sizeof(o)), 0);
+    assert_int_equal(getsockname(held, (struct sockaddr *)&o, &olen), 0);
+    snprintf(addr, sizeof(addr), "127.0.0.1:%d", ntohs(o.sin_port));
     write_model();
     write_config(addr, 1, model_path);
     struct notify *n = calloc(1, sizeof(*n));
@@ -662,11 +672,10 @@ static void test_master_socket_activation_and_watchdog(void **state)
     close(c);
     assert_memory_equal(buf, "HTTP/1.1 200 OK\r\n", 17);
     c = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in o = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK),
-                            .sin_port = htons((uint16_t)other)};
     assert_int_equal(connect(c, (struct sockaddr *)&o, sizeof(o)), -1);
     assert_int_equal(errno, ECONNREFUSED);
     close(c);
+    close(held);
 
     /* the children did not inherit the variables meant for the master */
     pid_t w = lane_pid(GW_ROLE_WORKER, 0, NULL);
@@ -701,13 +710,14 @@ static void test_master_repairs_and_respawns_a_killed_child(void **state)
 {
     (void)state;
     char addr[64];
-    snprintf(addr, sizeof(addr), "127.0.0.1:%d", free_port());
+    int lfd = activation_socket(addr, sizeof(addr));
     write_model();
     write_config(addr, 1, model_path);
     struct notify *n = calloc(1, sizeof(*n));
     notify_open(n);
     struct master *m = calloc(1, sizeof(*m));
-    master_start(m, n->path);
+    master_start_env(m, n->path, lfd, 0);
+    close(lfd);
     assert_true(notify_expect(n, m, "READY=1", 30000));
 
     int roles[2] = {GW_ROLE_WORKER, GW_ROLE_FRONT};
@@ -774,14 +784,15 @@ static void test_master_reports_a_crash_loop(void **state)
 {
     (void)state;
     char addr[64], bogus[PATH_MAX + 16];
-    snprintf(addr, sizeof(addr), "127.0.0.1:%d", free_port());
+    int lfd = activation_socket(addr, sizeof(addr));
     snprintf(bogus, sizeof(bogus), "%s/not-a-model.gguf", dir);
     write_file(bogus, "not a model\n");
     write_config(addr, 1, bogus);
     struct notify *n = calloc(1, sizeof(*n));
     notify_open(n);
     struct master *m = calloc(1, sizeof(*m));
-    master_start(m, n->path);
+    master_start_env(m, n->path, lfd, 0);
+    close(lfd);
     assert_true(master_expect(m, "gpuwarden[master]: worker 0: restart in 0.1 s\n", 10000));
     assert_true(master_expect(m, "gpuwarden[master]: worker 0: restart in 0.2 s\n", 10000));
     assert_true(master_expect(m, "gpuwarden[master]: worker 0: restart in 0.4 s\n", 10000));

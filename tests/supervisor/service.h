@@ -31,6 +31,16 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+/* How long a test waits for an event (a response, a state change, a
+ * process) before it calls it a hang. Only a hang: no test asserts how
+ * fast something happened. */
+#define SVC_DEADLINE_MS 60000
+
+static inline uint64_t svc_now_ms(void)
+{
+    return gw_mono_ns() / 1000000u;
+}
+
 /* Device us per token the fronts assume before a worker measured one. */
 static long svc_cost_us = 2000;
 
@@ -223,7 +233,7 @@ static inline int svc_http(struct svc *s, const char *method, const char *path, 
     send_all(fd, head, (size_t)n);
     if (body)
         send_all(fd, body, strlen(body));
-    int rc = svc_read(fd, r, 30000);
+    int rc = svc_read(fd, r, SVC_DEADLINE_MS);
     close(fd);
     return rc;
 }
@@ -273,7 +283,8 @@ static inline const char *resp_header(struct resp *r, const char *name, char *bu
 
 /* Starts the master on s->config with s->lfd as its socket (socket
  * activation) and waits for /readyz to answer 200: 0, or -1 when the
- * master exited or was not ready within 60 s (a hang, not a slow start). */
+ * master exited or was not ready within SVC_DEADLINE_MS (a hang, not a
+ * slow start). */
 static inline int svc_start(struct svc *s)
 {
     const char *bin = GW_BIN_DIR "/gpuwarden";
@@ -297,7 +308,7 @@ static inline int svc_start(struct svc *s)
         execl(bin, bin, "-c", s->config, (char *)NULL);
         _exit(127);
     }
-    for (int i = 0; i < 600; i++) {
+    for (uint64_t end = svc_now_ms() + SVC_DEADLINE_MS; svc_now_ms() < end;) {
         int status;
         if (waitpid(s->master, &status, WNOHANG) == s->master) {
             s->master = 0;
@@ -321,13 +332,13 @@ static inline int svc_stop(struct svc *s)
     if (s->master <= 0)
         return -1;
     kill(s->master, SIGTERM);
-    for (int i = 0; i < 300; i++) {
+    for (uint64_t end = svc_now_ms() + SVC_DEADLINE_MS; svc_now_ms() < end;) {
         int status;
         if (waitpid(s->master, &status, WNOHANG) == s->master) {
             s->master = 0;
             return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
         }
-        usleep(50000);
+        usleep(20000);
     }
     kill(s->master, SIGKILL);
     waitpid(s->master, NULL, 0);
@@ -352,6 +363,47 @@ static inline pid_t svc_worker_pid(const struct svc *s)
     }
     gw_segment_close(&seg);
     return pid;
+}
+
+/* Waits (up to SVC_DEADLINE_MS) for every slot of the segment to be free;
+ * how many were still in use. */
+static inline int svc_wait_slots_free(const struct svc *s)
+{
+    struct gw_segment seg;
+    char path[256], err[256];
+    snprintf(path, sizeof(path), "%s/state/ledger", s->dir);
+    if (gw_segment_attach(&seg, path, err, sizeof(err)) != 0)
+        return -1;
+    int in_use = 0;
+    for (uint64_t end = svc_now_ms() + SVC_DEADLINE_MS;;) {
+        in_use = 0;
+        for (uint32_t i = 0; i < seg.cfg.slots; i++) {
+            struct gw_slot_ref ref;
+            if (gw_slot_peek(&seg, i, &ref) != GW_SLOT_FREE)
+                in_use++;
+        }
+        if (in_use == 0 || svc_now_ms() >= end)
+            break;
+        usleep(10000);
+    }
+    gw_segment_close(&seg);
+    return in_use;
+}
+
+/* The master's log (its children's lines too) so far; malloc'd. */
+static inline char *svc_log_text(const struct svc *s)
+{
+    FILE *f = fopen(s->log, "r");
+    if (!f)
+        return strdup("");
+    fseek(f, 0, SEEK_END);
+    long n = ftell(f);
+    rewind(f);
+    char *buf = malloc((size_t)(n > 0 ? n : 0) + 1);
+    size_t got = fread(buf, 1, (size_t)(n > 0 ? n : 0), f);
+    buf[got] = '\0';
+    fclose(f);
+    return buf;
 }
 
 static inline void svc_dump_log(struct svc *s)

@@ -344,7 +344,7 @@ static void exchange(const char *bytes, size_t len, struct resp *r)
     int fd = svc_connect(&S);
     assert_true(fd >= 0);
     send_all(fd, bytes, len);
-    int rc = svc_read(fd, r, 5000);
+    int rc = svc_read(fd, r, SVC_DEADLINE_MS);
     close(fd);
     if (rc != 0)
         fail_msg("no HTTP response");
@@ -467,7 +467,7 @@ static void test_keepalive_request_then_garbage_gets_200_then_400(void **state)
     size_t len = 0;
     for (;;) { /* until the server closes (after the 400) */
         struct pollfd p = {.fd = fd, .events = POLLIN};
-        if (poll(&p, 1, 5000) <= 0)
+        if (poll(&p, 1, SVC_DEADLINE_MS) <= 0)
             break;
         ssize_t k = recv(fd, buf + len, sizeof(buf) - 1 - len, 0);
         if (k <= 0)

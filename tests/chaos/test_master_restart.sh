@@ -12,20 +12,12 @@
 # 1 fail, 77 no model (skipped).
 set -uo pipefail
 # The listening socket: bound to port 0 once, held as fd 9 for the whole run
-# and handed to every master incarnation as fd 3 by socket activation
+# (tests/common/hold-listen-socket runs this script again with it) and
+# handed to every master incarnation as fd 3 by socket activation
 # (LISTEN_FDS=1, LISTEN_PID), as systemd does. No port is guessed free, and
-# a restarted master serves the same socket. (bash cannot bind; python3
-# binds, then runs this script again with the socket inherited.)
-if [ -z "${GW_TEST_LISTEN_PORT:-}" ]; then
-    exec python3 -c '
-import os, socket, sys
-s = socket.socket()
-s.bind(("127.0.0.1", 0))
-s.listen(socket.SOMAXCONN)
-os.dup2(s.fileno(), 9)  # inheritable, unlike s itself
-os.environ["GW_TEST_LISTEN_PORT"] = str(s.getsockname()[1])
-os.execvp("bash", ["bash"] + sys.argv[1:])' "$0" "$@"
-fi
+# a restarted master serves the same socket.
+[ -n "${GW_TEST_LISTEN_PORT:-}" ] ||
+    exec "$(dirname "$0")/../common/hold-listen-socket" bash "$0" "$@"
 port=$GW_TEST_LISTEN_PORT
 root=$(cd "$(dirname "$0")/../.." && pwd)
 build=$(cd "${1:-$root/build}" && pwd)

@@ -5,11 +5,16 @@
 # connection; latency minus the Server-Timing device time).
 #   tests/bench/bench_overhead.sh [build-dir] [requests]
 set -euo pipefail
+# gpuwarden's listening socket: bound to port 0 and held as fd 9
+# (tests/common/hold-listen-socket), handed to the master by socket
+# activation; no fixed port to collide with whatever else runs here.
+[ -n "${GW_TEST_LISTEN_PORT:-}" ] ||
+    exec "$(dirname "$0")/../common/hold-listen-socket" bash "$0" "$@"
 cd "$(dirname "$0")/../.."
 build=${1:-build}
 n=${2:-500}
 tmp=$(mktemp -d /tmp/gw-bench-overhead.XXXXXX)
-port=18090
+port=$GW_TEST_LISTEN_PORT
 trap '[ -n "${gw:-}" ] && kill -TERM "$gw" 2>/dev/null && wait "$gw" 2>/dev/null; rm -rf "$tmp"' EXIT
 head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$tmp/secret.key"
 cat >"$tmp/gw.json" <<JSON
@@ -27,7 +32,9 @@ cat >"$tmp/gw.json" <<JSON
  "default_plan": null, "tenants": {"bench": {"plan": "bench"}}
 }
 JSON
-"$build/bin/gpuwarden" -c "$tmp/gw.json" 2>"$tmp/gw.log" &
+# sh execs the master: LISTEN_PID ($$) is its own pid
+sh -c 'export LISTEN_FDS=1 LISTEN_PID=$$; exec "$@"' sh "$build/bin/gpuwarden" -c "$tmp/gw.json" \
+    3<&9 9<&- 2>"$tmp/gw.log" &
 gw=$!
 for _ in $(seq 1 100); do
     curl -fsS "http://127.0.0.1:$port/readyz" >/dev/null 2>&1 && break

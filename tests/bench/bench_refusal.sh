@@ -10,6 +10,11 @@
 # installs them: benchmark-only, not dependencies of gpuwarden). Loopback
 # only; both servers are stopped at the end.
 set -euo pipefail
+# gpuwarden's listening socket: bound to port 0 and held as fd 9
+# (tests/common/hold-listen-socket), handed to the master by socket
+# activation; no fixed port to collide with whatever else runs here.
+[ -n "${GW_TEST_LISTEN_PORT:-}" ] ||
+    exec "$(dirname "$0")/../common/hold-listen-socket" bash "$0" "$@"
 cd "$(dirname "$0")/../.."
 build=${1:-build}
 secs=${2:-10}
@@ -18,7 +23,7 @@ for p in wrk nginx; do
     command -v $p >/dev/null || DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk nginx-light >/dev/null
 done
 tmp=$(mktemp -d /tmp/gw-bench-refusal.XXXXXX)
-gwport=18080
+gwport=$GW_TEST_LISTEN_PORT
 ngport=18081
 cleanup() {
     [ -n "${gw:-}" ] && kill -TERM "$gw" 2>/dev/null && wait "$gw" 2>/dev/null
@@ -43,7 +48,9 @@ cat >"$tmp/gw.json" <<JSON
  "tenants": {"flood": {"plan": "flood"}}
 }
 JSON
-"$build/bin/gpuwarden" -c "$tmp/gw.json" 2>"$tmp/gw.log" &
+# sh execs the master: LISTEN_PID ($$) is its own pid
+sh -c 'export LISTEN_FDS=1 LISTEN_PID=$$; exec "$@"' sh "$build/bin/gpuwarden" -c "$tmp/gw.json" \
+    3<&9 9<&- 2>"$tmp/gw.log" &
 gw=$!
 for _ in $(seq 1 100); do
     curl -fsS "http://127.0.0.1:$gwport/readyz" >/dev/null 2>&1 && break

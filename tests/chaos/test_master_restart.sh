@@ -11,6 +11,14 @@
 # Deterministic counterpart of the chaos soak's master kill. Exit 0 pass,
 # 1 fail, 77 no model (skipped).
 set -uo pipefail
+# The listening socket: bound to port 0 once, held as fd 9 for the whole run
+# (tests/common/hold-listen-socket runs this script again with it) and
+# handed to every master incarnation as fd 3 by socket activation
+# (LISTEN_FDS=1, LISTEN_PID), as systemd does. No port is guessed free, and
+# a restarted master serves the same socket.
+[ -n "${GW_TEST_LISTEN_PORT:-}" ] ||
+    exec "$(dirname "$0")/../common/hold-listen-socket" bash "$0" "$@"
+port=$GW_TEST_LISTEN_PORT
 root=$(cd "$(dirname "$0")/../.." && pwd)
 build=$(cd "${1:-$root/build}" && pwd)
 cd "$root"
@@ -31,7 +39,6 @@ cleanup() {
     rm -rf "$dir"
 }
 trap cleanup EXIT
-port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 python3 - "$root" "$dir" "$port" "$model" <<'EOF' || exit 1
 import json, sys
 root, d, port, model = sys.argv[1:5]
@@ -46,7 +53,9 @@ json.dump(c, open(f"{d}/gpuwarden.json", "w"), indent=1)
 EOF
 jfield() { python3 -c 'import json,sys; o=json.loads(sys.argv[1]); print(eval(sys.argv[2]))' "$1" "$2" 2>/dev/null; }
 start() {
-    "$gw" -c "$dir/gpuwarden.json" >>"$log" 2>&1 &
+    # sh execs the master: LISTEN_PID ($$) is the master's own pid
+    sh -c 'export LISTEN_FDS=1 LISTEN_PID=$$; exec "$@"' sh "$gw" -c "$dir/gpuwarden.json" \
+        3<&9 9<&- >>"$log" 2>&1 &
     mpid=$!
     for _ in $(seq 1 300); do
         s=$("$ctl" -s "$sock" --json status 2>/dev/null) &&
@@ -58,6 +67,7 @@ start() {
 }
 token=$("$tok" -c "$dir/gpuwarden.json" --tenant acme --ttl 3600) || fail "gpuwarden-token"
 start
+grep -q 'socket activation: 1 listening socket' "$log" || fail "the master did not take the socket it was given"
 for round in 1 2 3 4; do
     # A generation, frozen while it runs: the worker is SIGSTOPped once its
     # slot is RUNNING (a greedy answer may otherwise end before the kill),

@@ -7,6 +7,7 @@
 #include <cmocka.h>
 
 #include "gw_common.h"
+#include "skip.h"
 
 #include <errno.h>
 #include <jansson.h>
@@ -197,9 +198,7 @@ static struct gw_config *parse_ok(json_t *root)
 static void test_dev_config_loads_from_the_repo_root(void **state)
 {
     (void)state;
-    const char *src = getenv("GW_SOURCE_DIR");
-    if (!src)
-        skip();
+    const char *src = gw_source_dir();
     char cwd[512];
     assert_non_null(getcwd(cwd, sizeof(cwd)));
     assert_int_equal(chdir(src), 0);

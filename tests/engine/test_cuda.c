@@ -1,18 +1,22 @@
 /* test_cuda.c: the CUDA engine against the CPU engine, and device choice.
  *
- * One source, two programs (the program's name picks the group):
- * - test_cuda: tiny models written by gguf_writer, every weight type the
- *   CUDA engine takes (F32, F16, Q4_0, Q4_1, Q8_0), tied and separate
+ * One source, four programs (the program's name picks the group), so that
+ * each one either runs all its tests or exits 77 (ctest: Skipped):
+ * - test_cuda: device names ("cpu", "cuda:N", bad names), with or without a
+ *   device: always runs.
+ * - test_cuda_no_device: "auto" falls back to the CPU with a line saying
+ *   why, and "cuda:0" fails naming CUDA's reason. Exits 77 where there IS
+ *   a device (the behaviour it checks cannot happen there).
+ * - test_cuda_device: tiny models written by gguf_writer, every weight type
+ *   the CUDA engine takes (F32, F16, Q4_0, Q4_1, Q8_0), tied and separate
  *   output: logits of a prompt (batched, and in chunks) and of each decode
  *   step equal the CPU engine's within a stated bound; graph replay equals
  *   kernel-by-kernel launches bit for bit; the device argmax is the argmax
- *   of the device logits; device time is reported. Device choice ("auto",
- *   "cpu", "cuda:N", bad names) is checked with or without a device.
+ *   of the device logits; device time is reported; an unsupported weight
+ *   type is refused. Exits 77 without a CUDA device (or in a build without
+ *   nvcc).
  * - test_cuda_model: SmolLM2-135M greedy, 64 tokens, CUDA vs CPU engine.
- *
- * Without a CUDA device (or in a build without nvcc) the tests that need
- * one report "skipped: no CUDA device" through cmocka's skip(); a program
- * whose every test was skipped exits 77, which ctest shows as skipped.
+ *   Exits 77 without a CUDA device or without the model.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -29,21 +33,11 @@
 #include "gguf_writer.h"
 #include "gw_cuda.h"
 #include "gw_engine.h"
+#include "skip.h"
 #include "tiny_model.h"
 
 static int have_device;
 static char no_device_why[400];
-static int n_skipped, n_run;
-
-#define NEED_DEVICE()                                                                   \
-    do {                                                                                \
-        if (!have_device) {                                                             \
-            print_message("skipped: no CUDA device (%s)\n", no_device_why);              \
-            n_skipped++;                                                                \
-            skip();                                                                     \
-        }                                                                               \
-        n_run++;                                                                        \
-    } while (0)
 
 static const int32_t prompt[] = {1, 17, 42, 5, 88, 3, 60, 61, 7, 33, 21, 95, 44};
 #define NP ((int)(sizeof prompt / sizeof prompt[0]))
@@ -91,7 +85,6 @@ static const double bound[] = {1e-3, 1e-3, 5e-2, 5e-2, 5e-2};
 static void test_logits_match_cpu_every_type(void **state)
 {
     (void)state;
-    NEED_DEVICE();
     int bad = 0;
     for (int shape = 0; shape < 2; shape++)
         for (size_t ti = 0; ti < sizeof types / sizeof types[0]; ti++)
@@ -155,7 +148,6 @@ static void test_logits_match_cpu_every_type(void **state)
 static void test_graph_equals_launches_and_argmax(void **state)
 {
     (void)state;
-    NEED_DEVICE();
     gwt_llama c = gwt_llama_default();
     struct fixture f;
     load(&f, c, GW_T_Q4_1);
@@ -194,7 +186,6 @@ static void test_graph_equals_launches_and_argmax(void **state)
 static void test_generate_greedy_matches_cpu(void **state)
 {
     (void)state;
-    NEED_DEVICE();
     gwt_llama c = gwt_llama_default();
     struct fixture f;
     load(&f, c, GW_T_F16);
@@ -217,7 +208,6 @@ static void test_generate_greedy_matches_cpu(void **state)
 static void test_unsupported_type_refused_and_auto_falls_back(void **state)
 {
     (void)state;
-    NEED_DEVICE();
     gwt_llama c = gwt_llama_default();
     c.dim = 256, c.ffn = 512, c.n_layer = 1;
     struct fixture f;
@@ -282,10 +272,6 @@ static void test_device_names(void **state)
 static void test_no_device_auto_falls_back_cuda0_fails(void **state)
 {
     (void)state;
-    if (have_device) {
-        print_message("skipped: a CUDA device is present (this test is for machines without one)\n");
-        skip();
-    }
     gwt_llama c = gwt_llama_default();
     struct fixture f;
     load(&f, c, GW_T_Q8_0);
@@ -340,16 +326,10 @@ static const struct {
 static void test_smollm2_greedy_64_tokens_match_cpu(void **state)
 {
     (void)state;
-    NEED_DEVICE();
-    char path[1024], err[512];
-    const char *src = getenv("GW_SOURCE_DIR");
-    snprintf(path, sizeof path, "%s/models/SmolLM2-135M-Instruct.Q4_1.gguf", src ? src : ".");
+    char err[512];
     gw_model *m;
-    if (gw_model_load(path, &m, err, sizeof err) != 0) {
-        print_message("skipped: %s (scripts/fetch-model.sh)\n", err);
-        n_skipped++;
-        skip();
-    }
+    if (gw_model_load(gw_need_model(), &m, err, sizeof err) != 0)
+        fail_msg("%s", err);
     gw_tokenizer *tok;
     assert_int_equal(gw_tokenizer_load(gw_model_gguf(m), &tok, err, sizeof err), 0);
     gw_chat_template ct;
@@ -412,6 +392,7 @@ static void test_smollm2_greedy_64_tokens_match_cpu(void **state)
 
 int main(int argc, char **argv)
 {
+    (void)argc;
     int count = 0;
     have_device = gw_cuda_device_count(&count, no_device_why, sizeof no_device_why) == 0;
     if (have_device) {
@@ -419,29 +400,39 @@ int main(int argc, char **argv)
         size_t mem = 0;
         gw_cuda_device_info(0, name, sizeof name, &mem, no_device_why, sizeof no_device_why);
         printf("CUDA device 0: %s, %.1f GiB\n", name, mem / 1073741824.0);
-    } else {
-        printf("skipped: no CUDA device (%s): the tests that need one are skipped\n",
-               no_device_why);
     }
-    const char *prog = strrchr(argv[0], '/');
-    prog = prog ? prog + 1 : argv[0];
-    (void)argc;
-    int failed;
-    if (strcmp(prog, "test_cuda_model") == 0) {
+    char why[512];
+    snprintf(why, sizeof why, "no CUDA device (%s)", no_device_why);
+    if (gw_prog_is(argv[0], "test_cuda_no_device")) {
+        if (have_device)
+            gw_skip("a CUDA device is present: this program checks the fallback without one");
+        const struct CMUnitTest tests[] = {
+            cmocka_unit_test(test_no_device_auto_falls_back_cuda0_fails),
+        };
+        return cmocka_run_group_tests_name("cuda_no_device", tests, NULL, NULL);
+    }
+    if (gw_prog_is(argv[0], "test_cuda_device")) {
+        if (!have_device)
+            gw_skip(why);
+        const struct CMUnitTest tests[] = {
+            cmocka_unit_test(test_logits_match_cpu_every_type),
+            cmocka_unit_test(test_graph_equals_launches_and_argmax),
+            cmocka_unit_test(test_generate_greedy_matches_cpu),
+            cmocka_unit_test(test_unsupported_type_refused_and_auto_falls_back),
+        };
+        return cmocka_run_group_tests_name("cuda_device", tests, NULL, NULL);
+    }
+    if (gw_prog_is(argv[0], "test_cuda_model")) {
+        if (!have_device)
+            gw_skip(why);
+        gw_need_model();
         const struct CMUnitTest tests[] = {
             cmocka_unit_test(test_smollm2_greedy_64_tokens_match_cpu),
         };
-        failed = cmocka_run_group_tests(tests, NULL, NULL);
-        return failed ? failed : n_skipped ? 77 : 0;
+        return cmocka_run_group_tests_name("cuda_model", tests, NULL, NULL);
     }
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_device_names),
-        cmocka_unit_test(test_no_device_auto_falls_back_cuda0_fails),
-        cmocka_unit_test(test_logits_match_cpu_every_type),
-        cmocka_unit_test(test_graph_equals_launches_and_argmax),
-        cmocka_unit_test(test_generate_greedy_matches_cpu),
-        cmocka_unit_test(test_unsupported_type_refused_and_auto_falls_back),
     };
-    failed = cmocka_run_group_tests(tests, NULL, NULL);
-    return failed;
+    return cmocka_run_group_tests_name("cuda", tests, NULL, NULL);
 }

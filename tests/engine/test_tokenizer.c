@@ -7,7 +7,8 @@
  *   vocab written by gguf-py), the BPE ids follow from the merge ranks by
  *   hand, the chat strings are what jinja2 renders from the real templates.
  * - test_tokenizer_model (label model): SmolLM2-135M-Instruct against the
- *   llama.cpp output in tests/fixtures/; skipped when the model is missing.
+ *   llama.cpp output in tests/fixtures/; exits 77 (ctest: Skipped) when the
+ *   model is missing.
  * The program picks its group from its own name.
  */
 #include <setjmp.h>
@@ -24,15 +25,7 @@
 
 #include "gguf_writer.h"
 #include "gw_engine.h"
-
-#define MODEL_REL "models/SmolLM2-135M-Instruct.Q4_1.gguf"
-#define MODEL_SKIP_MSG "skipped: " MODEL_REL " missing (run scripts/fetch-model.sh)"
-
-static const char *source_dir(void)
-{
-    const char *d = getenv("GW_SOURCE_DIR");
-    return d && *d ? d : ".";
-}
+#include "skip.h"
 
 /* ---------------------------------------------------------------------- */
 /* In-memory GGUF files */
@@ -728,7 +721,7 @@ struct model_state {
 static json_t *load_fixture(const char *name)
 {
     char path[4096];
-    snprintf(path, sizeof path, "%s/tests/fixtures/%s", source_dir(), name);
+    snprintf(path, sizeof path, "%s/tests/fixtures/%s", gw_source_dir(), name);
     json_error_t je;
     json_t *j = json_load_file(path, 0, &je);
     if (!j)
@@ -746,12 +739,9 @@ static int model_setup(void **state)
     m->greedy = load_fixture("smollm2_greedy.json");
     if (!m->tokens || !m->greedy)
         return -1;
-    char path[4096];
-    snprintf(path, sizeof path, "%s/%s", source_dir(), MODEL_REL);
     char err[512] = "";
-    int rc = gw_gguf_open(path, &m->g, err, sizeof err);
-    if (rc == -ENOENT)
-        return 0; /* each test skips */
+    /* main() made sure the file is there (exit 77 otherwise) */
+    int rc = gw_gguf_open(gw_need_model(), &m->g, err, sizeof err);
     if (rc == 0)
         rc = gw_tokenizer_load(m->g, &m->t, err, sizeof err);
     if (rc) {
@@ -774,15 +764,6 @@ static int model_teardown(void **state)
     return 0;
 }
 
-static struct model_state *model_or_skip(void **state)
-{
-    struct model_state *m = *state;
-    if (!m->t) {
-        print_message("%s\n", MODEL_SKIP_MSG);
-        skip();
-    }
-    return m;
-}
 
 static void assert_encodes_json(const gw_tokenizer *t, const char *s, size_t len,
                                 const json_t *want)
@@ -809,7 +790,7 @@ static void assert_encodes_json(const gw_tokenizer *t, const char *s, size_t len
 
 static void test_smollm2_metadata_and_end_of_generation_ids(void **state)
 {
-    struct model_state *m = model_or_skip(state);
+    struct model_state *m = *state;
     assert_int_equal(gw_tokenizer_n_vocab(m->t), 49152);
     assert_string_equal(gw_tokenizer_model(m->t), "gpt2");
     assert_string_equal(gw_tokenizer_pre(m->t), "smollm");
@@ -826,7 +807,7 @@ static void test_smollm2_metadata_and_end_of_generation_ids(void **state)
 
 static void test_smollm2_encodes_every_fixture_string_to_reference_ids(void **state)
 {
-    struct model_state *m = model_or_skip(state);
+    struct model_state *m = *state;
     json_t *cases = json_object_get(m->tokens, "cases");
     assert_true(json_array_size(cases) >= 30);
     size_t i;
@@ -841,7 +822,7 @@ static void test_smollm2_encodes_every_fixture_string_to_reference_ids(void **st
 
 static void test_smollm2_decode_of_encode_is_identity(void **state)
 {
-    struct model_state *m = model_or_skip(state);
+    struct model_state *m = *state;
     json_t *cases = json_object_get(m->tokens, "cases");
     size_t i;
     json_t *c;
@@ -867,7 +848,7 @@ static void test_smollm2_decode_of_encode_is_identity(void **state)
 
 static void test_smollm2_decoder_streams_emoji_byte_tokens_whole(void **state)
 {
-    struct model_state *m = model_or_skip(state);
+    struct model_state *m = *state;
     gw_tok_decoder d;
     assert_int_equal(gw_tok_decoder_init(&d, m->t, 0), 0);
     /* U+1F600 as byte tokens: F0 "ð" 187, 9F "Ł" 249, 98 "ĺ" 242, 80 "Ģ" 218. */
@@ -887,7 +868,7 @@ static void test_smollm2_decoder_streams_emoji_byte_tokens_whole(void **state)
 
 static void test_smollm2_prompts_match_the_greedy_fixture(void **state)
 {
-    struct model_state *m = model_or_skip(state);
+    struct model_state *m = *state;
     gw_chat_template ct;
     char err[256] = "";
     assert_int_equal(gw_chat_template_from_gguf(&ct, m->g, m->t, err, sizeof err), 0);
@@ -932,7 +913,7 @@ static void test_smollm2_prompts_match_the_greedy_fixture(void **state)
 
 static void test_smollm2_decodes_greedy_ids_to_reference_text(void **state)
 {
-    struct model_state *m = model_or_skip(state);
+    struct model_state *m = *state;
     json_t *cases = json_object_get(m->greedy, "cases");
     size_t i;
     json_t *c;
@@ -952,7 +933,7 @@ static void test_smollm2_decodes_greedy_ids_to_reference_text(void **state)
 
 static void test_smollm2_decode_rejects_out_of_range_id(void **state)
 {
-    struct model_state *m = model_or_skip(state);
+    struct model_state *m = *state;
     static const int32_t ids[] = {19556, 49152};
     char *s = NULL;
     size_t len = 0;
@@ -990,10 +971,9 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_smollm2_decodes_greedy_ids_to_reference_text),
         cmocka_unit_test(test_smollm2_decode_rejects_out_of_range_id),
     };
-    const char *name = strrchr(argv[0], '/');
-    name = name ? name + 1 : argv[0];
-    size_t nl = strlen(name);
-    if (nl >= 6 && strcmp(name + nl - 6, "_model") == 0)
+    if (gw_prog_is(argv[0], "test_tokenizer_model")) {
+        gw_need_model(); /* exit 77 without it */
         return cmocka_run_group_tests_name("tokenizer_model", model, model_setup, model_teardown);
+    }
     return cmocka_run_group_tests_name("tokenizer", unit, NULL, NULL);
 }

@@ -1,10 +1,14 @@
-/* test_load_smoke.c - gpuwarden-load end to end: the shipped smoke scenario
- * (dist/scenarios/smoke.json) against a real master, front and worker on
- * SmolLM2, with the development config's limits (dist/gpuwarden.dev.json)
- * moved to a temporary state_dir and port. The JSON report is read back
- * and every class must have met exactly the fate the node promises it.
- * Also the harness's own refusals: a non-loopback target, and a failed
- * threshold's exit status. The model tests skip without models/. */
+/* test_load_smoke.c - gpuwarden-load end to end. One source, two programs
+ * (the program's name picks the group):
+ * - test_load_smoke_model: the shipped smoke scenario
+ *   (dist/scenarios/smoke.json) against a real master, front and worker on
+ *   SmolLM2, with the development config's limits (dist/gpuwarden.dev.json)
+ *   moved to a temporary state_dir and the test's own listening socket
+ *   (socket activation, service.h). The JSON report is read back and every
+ *   class must have met exactly the fate the node promises it. Exits 77
+ *   (ctest: Skipped) without models/.
+ * - test_load_smoke: the harness's own refusals, no model needed: a
+ *   non-loopback target, and a failed threshold's exit status. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -38,7 +42,7 @@ static int write_config(struct svc *s)
         return -1;
     snprintf(s->dir, sizeof(s->dir), "/tmp/gw-load-%d", (int)getpid());
     mkdir(s->dir, 0700);
-    s->port = svc_free_port();
+    svc_listen(s);
     snprintf(s->config, sizeof(s->config), "%s/gpuwarden.json", s->dir);
     snprintf(s->log, sizeof(s->log), "%s/gpuwarden.log", s->dir);
     char buf[700];
@@ -70,10 +74,6 @@ static int write_config(struct svc *s)
 static int group_setup(void **state)
 {
     (void)state;
-    const char *src = getenv("GW_SOURCE_DIR");
-    snprintf(src_dir, sizeof(src_dir), "%s", src ? src : ".");
-    if (!svc_have_model())
-        return 0;
     if (write_config(&S) != 0) {
         fprintf(stderr, "cannot write the test config from dist/gpuwarden.dev.json\n");
         return -1;
@@ -164,11 +164,6 @@ static json_int_t sent(json_t *c)
 static void test_smoke_scenario_meets_every_promise(void **state)
 {
     (void)state;
-    if (!started) {
-        print_message("skipped: models/SmolLM2-135M-Instruct.Q4_1.gguf missing (run "
-                      "scripts/fetch-model.sh)\n");
-        skip();
-    }
     char target[64], ledger[256], report[256], out[256], admin[256], timeline[256];
     snprintf(target, sizeof(target), "127.0.0.1:%d", S.port);
     snprintf(admin, sizeof(admin), "%s/admin.sock", S.dir);
@@ -328,10 +323,17 @@ static void test_non_loopback_target_is_refused(void **state)
 }
 
 /* Nobody listens: every request is a connection error, the success
- * threshold fails, and the exit status says so. */
+ * threshold fails, and the exit status says so. The port is one this test
+ * holds bound without listening, so every connection is refused and no
+ * other process can take it meanwhile. */
 static void test_failed_threshold_exits_1(void **state)
 {
     (void)state;
+    int held = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t al = sizeof(a);
+    assert_int_equal(bind(held, (struct sockaddr *)&a, sizeof(a)), 0);
+    assert_int_equal(getsockname(held, (struct sockaddr *)&a, &al), 0);
     char dir[] = "/tmp/gw-load-th-XXXXXX";
     assert_non_null(mkdtemp(dir));
     char scen[256], out[256], report[256];
@@ -344,7 +346,7 @@ static void test_failed_threshold_exits_1(void **state)
             "\"classes\":[{\"name\":\"c\",\"behaviour\":\"tokenless\",\"rate\":20,"
             "\"arrival\":\"constant\"}],"
             "\"thresholds\":[{\"class\":\"c\",\"metric\":\"success_rate\",\"min\":0.999}]}",
-            svc_free_port());
+            ntohs(a.sin_port));
     fclose(f);
     const char *args[] = {"--json", report, scen, NULL};
     assert_int_equal(run_load(args, out), 1);
@@ -360,14 +362,23 @@ static void test_failed_threshold_exits_1(void **state)
     unlink(out);
     unlink(report);
     rmdir(dir);
+    close(held);
 }
 
-int main(void)
+int main(int argc, char **argv)
 {
+    (void)argc;
+    snprintf(src_dir, sizeof(src_dir), "%s", gw_source_dir());
+    if (gw_prog_is(argv[0], "test_load_smoke_model")) {
+        gw_need_model();
+        const struct CMUnitTest tests[] = {
+            cmocka_unit_test(test_smoke_scenario_meets_every_promise),
+        };
+        return cmocka_run_group_tests_name("load_smoke_model", tests, group_setup, group_teardown);
+    }
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_non_loopback_target_is_refused),
         cmocka_unit_test(test_failed_threshold_exits_1),
-        cmocka_unit_test(test_smoke_scenario_meets_every_promise),
     };
-    return cmocka_run_group_tests(tests, group_setup, group_teardown);
+    return cmocka_run_group_tests_name("load_smoke", tests, NULL, NULL);
 }

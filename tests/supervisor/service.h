@@ -1,10 +1,21 @@
 /* service.h - integration-test helpers: start a real gpuwarden master with
  * a config written for the test, talk HTTP to it over loopback, read its
- * ledger. Header-only, for tests/supervisor/test_*.c. */
+ * ledger. Header-only, for tests/supervisor/test_*.c and
+ * tests/load/test_load_smoke.c.
+ *
+ * The port: the test binds 127.0.0.1:0 and listens itself (svc_listen),
+ * and hands the socket to the master by socket activation, as systemd
+ * does: fd 3, LISTEN_FDS=1, LISTEN_PID = the master's pid. No port is
+ * ever chosen, closed and hoped to be free again; the test holds the
+ * socket for its whole run, so a restarted master gets the same one.
+ *
+ * The model: every program that starts a service calls gw_need_model()
+ * (skip.h) in main(), so it exits 77 when models/ lacks the file. */
 #ifndef GW_TEST_SERVICE_H
 #define GW_TEST_SERVICE_H
 
 #include "gw_supervisor.h"
+#include "skip.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -20,6 +31,16 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+/* How long a test waits for an event (a response, a state change, a
+ * process) before it calls it a hang. Only a hang: no test asserts how
+ * fast something happened. */
+#define SVC_DEADLINE_MS 60000
+
+static inline uint64_t svc_now_ms(void)
+{
+    return gw_mono_ns() / 1000000u;
+}
+
 /* Device us per token the fronts assume before a worker measured one. */
 static long svc_cost_us = 2000;
 
@@ -27,35 +48,28 @@ struct svc {
     char dir[128];
     char config[192];
     char log[192];
-    int port;
+    int port;  /* of lfd */
+    int lfd;   /* the listening socket the master is given as fd 3 */
     pid_t master;
     struct gw_key key; /* the HS256 key the config trusts */
 };
 
-static inline int svc_free_port(void)
+/* A socket listening on 127.0.0.1 at a port the kernel picks: s->lfd and
+ * s->port. Close-on-exec: only the master gets it (as fd 3). */
+static inline void svc_listen(struct svc *s)
 {
-    int s = socket(AF_INET, SOCK_STREAM, 0);
+    s->lfd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
     struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
     socklen_t l = sizeof(a);
-    if (bind(s, (struct sockaddr *)&a, sizeof(a)) != 0 ||
-        getsockname(s, (struct sockaddr *)&a, &l) != 0)
+    if (s->lfd < 0 || bind(s->lfd, (struct sockaddr *)&a, sizeof(a)) != 0 ||
+        listen(s->lfd, SOMAXCONN) != 0 || getsockname(s->lfd, (struct sockaddr *)&a, &l) != 0)
         abort();
-    int port = ntohs(a.sin_port);
-    close(s);
-    return port;
+    s->port = ntohs(a.sin_port);
 }
 
 static inline const char *svc_model_path(void)
 {
-    static char path[512];
-    const char *src = getenv("GW_SOURCE_DIR");
-    snprintf(path, sizeof(path), "%s/models/SmolLM2-135M-Instruct.Q4_1.gguf", src ? src : ".");
-    return path;
-}
-
-static inline int svc_have_model(void)
-{
-    return access(svc_model_path(), R_OK) == 0;
+    return gw_need_model();
 }
 
 /* Writes a config (plans for every scenario) with `extra` spliced into the
@@ -71,6 +85,8 @@ static inline void svc_write_config(struct svc *s, const char *extra)
     unlink(stale);
     snprintf(stale, sizeof(stale), "%s/state/audit.log", s->dir);
     unlink(stale);
+    snprintf(stale, sizeof(stale), "%s/gpuwarden.log", s->dir);
+    unlink(stale);
     char secret_path[256];
     snprintf(secret_path, sizeof(secret_path), "%s/secret.key", s->dir);
     static const char secret[] = "integration-test-secret-0123456789abcdef";
@@ -82,7 +98,7 @@ static inline void svc_write_config(struct svc *s, const char *extra)
     s->key.alg = GW_ALG_HS256;
     s->key.key = (unsigned char *)strdup(secret);
     s->key.key_len = strlen(secret);
-    s->port = svc_free_port();
+    svc_listen(s);
     snprintf(s->config, sizeof(s->config), "%s/gpuwarden.json", s->dir);
     snprintf(s->log, sizeof(s->log), "%s/gpuwarden.log", s->dir);
     f = fopen(s->config, "w");
@@ -142,7 +158,7 @@ struct resp {
 
 static inline int svc_connect(struct svc *s)
 {
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
     struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)s->port),
                             .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
     if (connect(fd, (struct sockaddr *)&a, sizeof(a)) != 0) {
@@ -217,7 +233,7 @@ static inline int svc_http(struct svc *s, const char *method, const char *path, 
     send_all(fd, head, (size_t)n);
     if (body)
         send_all(fd, body, strlen(body));
-    int rc = svc_read(fd, r, 30000);
+    int rc = svc_read(fd, r, SVC_DEADLINE_MS);
     close(fd);
     return rc;
 }
@@ -265,29 +281,45 @@ static inline const char *resp_header(struct resp *r, const char *name, char *bu
     return NULL;
 }
 
+/* Starts the master on s->config with s->lfd as its socket (socket
+ * activation) and waits for /readyz to answer 200: 0, or -1 when the
+ * master exited or was not ready within SVC_DEADLINE_MS (a hang, not a
+ * slow start). */
 static inline int svc_start(struct svc *s)
 {
     const char *bin = GW_BIN_DIR "/gpuwarden";
     s->master = fork();
     if (s->master == 0) {
-        int fd = open(s->log, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+        /* fd 3 first: the log's descriptor must not land there */
+        if (s->lfd != 3 && dup2(s->lfd, 3) != 3)
+            _exit(127);
+        fcntl(3, F_SETFD, 0); /* dup2 clears FD_CLOEXEC, but lfd may be 3 itself */
+        char pid[32];
+        snprintf(pid, sizeof(pid), "%d", (int)getpid());
+        setenv("LISTEN_FDS", "1", 1);
+        setenv("LISTEN_PID", pid, 1);
+        unsetenv("LISTEN_FDNAMES");
+        unsetenv("NOTIFY_SOCKET");
+        unsetenv("WATCHDOG_USEC");
+        /* appended: a restarted master's lines follow the first one's */
+        int fd = open(s->log, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
         dup2(fd, 2);
         dup2(fd, 1);
         execl(bin, bin, "-c", s->config, (char *)NULL);
         _exit(127);
     }
-    for (int i = 0; i < 600; i++) { /* up to 60 s for the model to load */
+    for (uint64_t end = svc_now_ms() + SVC_DEADLINE_MS; svc_now_ms() < end;) {
+        int status;
+        if (waitpid(s->master, &status, WNOHANG) == s->master) {
+            s->master = 0;
+            return -1;
+        }
         struct resp r;
         if (svc_http(s, "GET", "/readyz", NULL, NULL, &r) == 0) {
             int st = r.status;
             resp_free(&r);
             if (st == 200)
                 return 0;
-        }
-        int status;
-        if (waitpid(s->master, &status, WNOHANG) == s->master) {
-            s->master = 0;
-            return -1;
         }
         usleep(100000);
     }
@@ -300,13 +332,13 @@ static inline int svc_stop(struct svc *s)
     if (s->master <= 0)
         return -1;
     kill(s->master, SIGTERM);
-    for (int i = 0; i < 300; i++) {
+    for (uint64_t end = svc_now_ms() + SVC_DEADLINE_MS; svc_now_ms() < end;) {
         int status;
         if (waitpid(s->master, &status, WNOHANG) == s->master) {
             s->master = 0;
             return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
         }
-        usleep(50000);
+        usleep(20000);
     }
     kill(s->master, SIGKILL);
     waitpid(s->master, NULL, 0);
@@ -331,6 +363,47 @@ static inline pid_t svc_worker_pid(const struct svc *s)
     }
     gw_segment_close(&seg);
     return pid;
+}
+
+/* Waits (up to SVC_DEADLINE_MS) for every slot of the segment to be free;
+ * how many were still in use. */
+static inline int svc_wait_slots_free(const struct svc *s)
+{
+    struct gw_segment seg;
+    char path[256], err[256];
+    snprintf(path, sizeof(path), "%s/state/ledger", s->dir);
+    if (gw_segment_attach(&seg, path, err, sizeof(err)) != 0)
+        return -1;
+    int in_use = 0;
+    for (uint64_t end = svc_now_ms() + SVC_DEADLINE_MS;;) {
+        in_use = 0;
+        for (uint32_t i = 0; i < seg.cfg.slots; i++) {
+            struct gw_slot_ref ref;
+            if (gw_slot_peek(&seg, i, &ref) != GW_SLOT_FREE)
+                in_use++;
+        }
+        if (in_use == 0 || svc_now_ms() >= end)
+            break;
+        usleep(10000);
+    }
+    gw_segment_close(&seg);
+    return in_use;
+}
+
+/* The master's log (its children's lines too) so far; malloc'd. */
+static inline char *svc_log_text(const struct svc *s)
+{
+    FILE *f = fopen(s->log, "r");
+    if (!f)
+        return strdup("");
+    fseek(f, 0, SEEK_END);
+    long n = ftell(f);
+    rewind(f);
+    char *buf = malloc((size_t)(n > 0 ? n : 0) + 1);
+    size_t got = fread(buf, 1, (size_t)(n > 0 ? n : 0), f);
+    buf[got] = '\0';
+    fclose(f);
+    return buf;
 }
 
 static inline void svc_dump_log(struct svc *s)

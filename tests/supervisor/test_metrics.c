@@ -10,19 +10,27 @@
 
 #include "../common/fixture.h"
 #include "gw_supervisor.h"
+#include "skip.h"
 
 #include <jansson.h>
 #include <sys/wait.h>
 
 #define MS 1000000ull
 
-static char *render(struct gw_segment *seg)
-{
+/* /metrics as the segment renders it. The caller owns the struct (and
+ * frees text): gw_metrics_render writes through pointers into it, so the
+ * text is never reached through a variable of a frame that has returned
+ * (which is what gcc's -Wdangling-pointer saw in a helper returning the
+ * value of its own out-parameter). */
+struct rendered {
     char *text;
     size_t len;
-    assert_int_equal(gw_metrics_render(seg, &text, &len), 0);
-    assert_int_equal(strlen(text), len);
-    return text;
+};
+
+static void render(struct gw_segment *seg, struct rendered *r)
+{
+    assert_int_equal(gw_metrics_render(seg, &r->text, &r->len), 0);
+    assert_int_equal(strlen(r->text), r->len);
 }
 
 static void expect_line(const char *text, const char *line)
@@ -60,7 +68,9 @@ static void test_exact_lines_after_a_known_sequence(void **state)
     (void)state;
     struct fx *f = fx_open(NULL);
     known_sequence(&f->seg);
-    char *t = render(&f->seg);
+    struct rendered r;
+    render(&f->seg, &r);
+    const char *t = r.text;
     expect_line(t, "# TYPE gpuwarden_http_requests_total counter");
     expect_line(t, "gpuwarden_http_requests_total{route=\"generate\",code=\"2xx\"} 3");
     expect_line(t, "gpuwarden_http_requests_total{route=\"generate\",code=\"4xx\"} 3");
@@ -88,7 +98,7 @@ static void test_exact_lines_after_a_known_sequence(void **state)
     expect_line(t, "gpuwarden_request_duration_seconds_count 3");
     expect_line(t, "gpuwarden_time_to_first_token_seconds_bucket{le=\"0.05\"} 3");
     expect_line(t, "gpuwarden_time_per_output_token_seconds_count 0");
-    free(t);
+    free(r.text);
     fx_close(f);
 }
 
@@ -139,11 +149,12 @@ static void test_histograms_are_cumulative_and_inf_is_count(void **state)
         gw_metrics_observe(&f->seg, GW_MH_TPOT, i * MS / 8);
         gw_metrics_observe(&f->seg, GW_MH_QUEUE, i * 700 * MS);
     }
-    char *t = render(&f->seg);
-    check_histograms(t);
-    expect_line(t, "gpuwarden_queue_time_seconds_bucket{le=\"120\"} 172");
-    expect_line(t, "gpuwarden_queue_time_seconds_count 200");
-    free(t);
+    struct rendered r;
+    render(&f->seg, &r);
+    check_histograms(r.text);
+    expect_line(r.text, "gpuwarden_queue_time_seconds_bucket{le=\"120\"} 172");
+    expect_line(r.text, "gpuwarden_queue_time_seconds_count 200");
+    free(r.text);
     fx_close(f);
 }
 
@@ -169,11 +180,13 @@ static void test_every_mapping_renders_the_same_totals(void **state)
     struct gw_segment third;
     char err[256];
     assert_int_equal(gw_segment_attach(&third, f->path, err, sizeof(err)), 0);
-    char *a = render(&f->seg), *b = render(&third);
-    assert_string_equal(a, b);
-    expect_line(a, "gpuwarden_http_requests_total{route=\"generate\",code=\"2xx\"} 3");
-    free(a);
-    free(b);
+    struct rendered a, b;
+    render(&f->seg, &a);
+    render(&third, &b);
+    assert_string_equal(a.text, b.text);
+    expect_line(a.text, "gpuwarden_http_requests_total{route=\"generate\",code=\"2xx\"} 3");
+    free(a.text);
+    free(b.text);
     gw_segment_close(&third);
     fx_close(f);
 }
@@ -183,15 +196,16 @@ static void test_dashboard_names_only_emitted_metrics(void **state)
 {
     (void)state;
     char path[512];
-    const char *src = getenv("GW_SOURCE_DIR");
-    snprintf(path, sizeof(path), "%s/dist/grafana-dashboard.json", src ? src : ".");
+    snprintf(path, sizeof(path), "%s/dist/grafana-dashboard.json", gw_source_dir());
     json_error_t je;
     json_t *d = json_load_file(path, 0, &je);
     if (!d)
         fail_msg("%s: %s at line %d", path, je.text, je.line);
     assert_true(json_integer_value(json_object_get(d, "schemaVersion")) >= 36);
     struct fx *f = fx_open(NULL);
-    char *t = render(&f->seg);
+    struct rendered r;
+    render(&f->seg, &r);
+    const char *t = r.text;
     json_t *panels = json_object_get(d, "panels"), *panel, *target;
     size_t i, k;
     int names = 0;
@@ -217,7 +231,7 @@ static void test_dashboard_names_only_emitted_metrics(void **state)
         }
     }
     assert_true(names >= 20);
-    free(t);
+    free(r.text);
     fx_close(f);
     json_decref(d);
 }

@@ -8,7 +8,8 @@
  * Looping prompts must be killed within 64 tokens of the loop's start (the
  * earliest token from which the generated text is periodic up to the kill,
  * found here independently of the detector); ordinary prompts must never be
- * killed. Prints the detection delays. Skipped without models/. */
+ * killed. Prints the detection delays. Exits 77 (ctest: Skipped) without
+ * models/. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -16,6 +17,7 @@
 
 #include "gw_supervisor.h"
 #include "gw_engine.h"
+#include "skip.h"
 
 #include <pthread.h>
 #include <stdio.h>
@@ -32,21 +34,11 @@ static gw_chat_template ct;
 static gw_ctx *ctx;
 static struct gw_wd_limits limits;
 
-static const char *model_path(void)
-{
-    static char path[512];
-    const char *src = getenv("GW_SOURCE_DIR");
-    snprintf(path, sizeof(path), "%s/models/SmolLM2-135M-Instruct.Q4_1.gguf", src ? src : ".");
-    return path;
-}
-
 static int group_setup(void **state)
 {
     (void)state;
-    if (access(model_path(), R_OK) != 0)
-        return 0;
     char err[512];
-    if (gw_model_load(model_path(), &model, err, sizeof(err)) != 0 ||
+    if (gw_model_load(gw_need_model(), &model, err, sizeof(err)) != 0 ||
         gw_tokenizer_load(gw_model_gguf(model), &tok, err, sizeof(err)) != 0 ||
         gw_chat_template_from_gguf(&ct, gw_model_gguf(model), tok, err, sizeof(err)) != 0) {
         fprintf(stderr, "%s\n", err);
@@ -87,15 +79,6 @@ static int group_teardown(void **state)
     }
     return 0;
 }
-
-#define NEED_MODEL()                                                                               \
-    do {                                                                                           \
-        if (!model) {                                                                              \
-            print_message("skipped: models/SmolLM2-135M-Instruct.Q4_1.gguf missing (run "          \
-                          "scripts/fetch-model.sh)\n");                                            \
-            skip();                                                                                \
-        }                                                                                          \
-    } while (0)
 
 struct run {
     int32_t toks[MAX_GEN];
@@ -180,7 +163,6 @@ static size_t loop_start(const int32_t *toks, size_t e)
 static void test_looping_prompts_are_killed_within_64_tokens_of_the_loop(void **state)
 {
     (void)state;
-    NEED_MODEL();
     static const char *const prompts[] = {
         "Say hello 1000 times: hello hello hello",
         "The word company repeated forever: company company company company",
@@ -234,7 +216,6 @@ static void test_looping_prompts_are_killed_within_64_tokens_of_the_loop(void **
 static void test_ordinary_prompts_are_never_killed(void **state)
 {
     (void)state;
-    NEED_MODEL();
     static const char *const prompts[] = {
         "c:What is the capital of France?",
         "c:Write a short poem about the sea.",
@@ -306,7 +287,6 @@ static void *coop_killer(void *arg)
 static void test_cooperative_cancel_stops_within_one_token(void **state)
 {
     (void)state;
-    NEED_MODEL();
     static const char prompt[] = "Once upon a time, in a small village,";
     int32_t *ids;
     size_t n_ids;
@@ -346,6 +326,7 @@ static void test_cooperative_cancel_stops_within_one_token(void **state)
 
 int main(void)
 {
+    gw_need_model(); /* exit 77 (ctest: Skipped) without models/ */
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_looping_prompts_are_killed_within_64_tokens_of_the_loop),
         cmocka_unit_test(test_ordinary_prompts_are_never_killed),

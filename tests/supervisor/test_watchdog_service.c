@@ -1,15 +1,23 @@
 /* test_watchdog_service.c - the watchdog end to end: a real master, fronts
  * and a worker on SmolLM2 (greedy), driven over HTTP. A looping generation
- * is killed and named; a SIGSTOPped worker is killed within stall_ms +
- * grace_ms, named "worker_stalled", replaced, and the next request is
- * served; the output guard redacts or kills in a stream. Every kill shows
- * in the audit log and in /metrics. Skipped when models/ lacks the model. */
+ * is killed and named; a SIGSTOPped worker is SIGKILLed, named
+ * "worker_stalled", replaced, and the next request is served; the output
+ * guard redacts or kills in a stream. Every kill shows in the audit log
+ * and in /metrics. Exits 77 (ctest: Skipped) when models/ lacks the model.
+ *
+ * The watchdog runs in another process on the wall clock, so what a test
+ * here can know exactly is the kill's reason and that it came after its
+ * limit was passed (the audit line's token count), not how many tokens or
+ * milliseconds it took to land: that is test_kill_states' (an injected
+ * clock) and test_watchdog_model's (in process, every token judged). */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <cmocka.h>
 
 #include "service.h"
+
+#include <sys/syscall.h>
 
 #define STALL_MS 1000
 #define GRACE_MS 300
@@ -20,8 +28,6 @@ static int started;
 static int group_setup(void **state)
 {
     (void)state;
-    if (!svc_have_model())
-        return 0;
     char extra[1024];
     snprintf(extra, sizeof(extra),
              "\"watchdog\": {\"stall_ms\": %d, \"grace_ms\": %d, \"guard\": ["
@@ -45,20 +51,6 @@ static int group_teardown(void **state)
         return -1;
     }
     return 0;
-}
-
-#define NEED_MODEL()                                                                               \
-    do {                                                                                           \
-        if (!started) {                                                                            \
-            print_message("skipped: models/SmolLM2-135M-Instruct.Q4_1.gguf missing (run "          \
-                          "scripts/fetch-model.sh)\n");                                            \
-            skip();                                                                                \
-        }                                                                                          \
-    } while (0)
-
-static uint64_t now_ms(void)
-{
-    return gw_mono_ns() / 1000000u;
 }
 
 /* POST body to path, whole response (SSE bodies included) into r. */
@@ -86,6 +78,39 @@ static char *audit_log(void)
     return buf;
 }
 
+/* The "tokens" of the audit line of request `id` killed for `reason` in
+ * the node's audit log under dir: how far the run had gone when the kill
+ * was decided; -1 when there is no such line. */
+static long audit_tokens(const char *dir, const char *id, const char *reason)
+{
+    char path[256], want[160], line[8192];
+    snprintf(path, sizeof(path), "%s/state/audit.log", dir);
+    snprintf(want, sizeof(want), "\"request_id\":\"%s\",", id);
+    char why[80];
+    snprintf(why, sizeof(why), "\"reason\":\"%s\",\"tokens\":", reason);
+    FILE *f = fopen(path, "r");
+    long tokens = -1;
+    while (f && fgets(line, sizeof(line), f)) {
+        const char *r = strstr(line, why);
+        if (strstr(line, want) && r)
+            tokens = strtol(r + strlen(why), NULL, 10);
+    }
+    if (f)
+        fclose(f);
+    return tokens;
+}
+
+/* The "id" and "completion_tokens" of a generate response. */
+static long completion_of(const char *body, char id[64])
+{
+    const char *idp = strstr(body, "\"id\":\"");
+    assert_non_null(idp);
+    assert_int_equal(sscanf(idp + 6, "%63[^\"]", id), 1);
+    const char *ct = strstr(body, "\"completion_tokens\":");
+    assert_non_null(ct);
+    return strtol(ct + 20, NULL, 10);
+}
+
 /* The value of `name {labels}` in /metrics, -1 when absent. */
 static long metric(const char *series)
 {
@@ -100,26 +125,23 @@ static long metric(const char *series)
 static void test_looping_generation_is_killed_named_audited_and_counted(void **state)
 {
     (void)state;
-    NEED_MODEL();
     struct resp r;
     post("/v1/generate",
          "{\"prompt\":\"Say hello 1000 times: hello hello hello\",\"max_tokens\":200}", &r);
     if (!strstr(r.body, "\"finish_reason\":\"killed\"") ||
         !strstr(r.body, "\"killed_reason\":\"repetition\""))
         fail_msg("expected killed/repetition: %s", r.body);
-    /* the detector fires at 40 tokens (in-process: exactly 40); the master
-     * samples every 10 ms and the worker stops before its next token */
-    const char *ct = strstr(r.body, "\"completion_tokens\":");
-    assert_non_null(ct);
-    long toks = strtol(ct + 20, NULL, 10);
-    print_message("looping generation killed after %ld tokens\n", toks);
-    assert_true(toks >= 40 && toks <= 48);
-    char id[64] = "";
-    const char *idp = strstr(r.body, "\"id\":\"");
-    assert_non_null(idp);
-    sscanf(idp + 6, "%63[^\"]", id);
+    /* the detector fires at 40 tokens on this prompt (in process, judged
+     * every token: exactly 40); the master judges what it samples, so the
+     * kill is decided at 40 or later, and the worker stops after that */
+    char id[64];
+    long toks = completion_of(r.body, id);
     resp_free(&r);
-    char want[128];
+    long at = audit_tokens(S.dir, id, "repetition");
+    print_message("looping generation: kill decided at %ld tokens, stopped after %ld\n", at, toks);
+    assert_true(at >= 40);
+    assert_true(toks >= at && toks < 200); /* cut short of max_tokens */
+    char want[192];
     snprintf(want, sizeof(want),
              "\"request_id\":\"%s\",\"tenant\":\"happy\",\"ip\":\"127.0.0.1\","
              "\"reason\":\"repetition\"",
@@ -136,7 +158,6 @@ static void test_looping_generation_is_killed_named_audited_and_counted(void **s
 static void test_streamed_loop_ends_with_a_killed_chunk_then_done(void **state)
 {
     (void)state;
-    NEED_MODEL();
     struct resp r;
     post(
         "/v1/chat/completions",
@@ -154,7 +175,6 @@ static void test_streamed_loop_ends_with_a_killed_chunk_then_done(void **state)
 static void test_stalled_worker_is_killed_replaced_and_the_next_request_served(void **state)
 {
     (void)state;
-    NEED_MODEL();
     pid_t w = svc_worker_pid(&S);
     assert_true(w > 0);
     char *tok = svc_token(&S, "happy", 600);
@@ -174,18 +194,20 @@ static void test_stalled_worker_is_killed_replaced_and_the_next_request_served(v
     /* text is flowing: the worker is mid-generation */
     while (!strstr(buf, "\"text\"")) {
         struct pollfd p = {.fd = fd, .events = POLLIN};
-        assert_int_equal(poll(&p, 1, 10000), 1);
+        assert_int_equal(poll(&p, 1, SVC_DEADLINE_MS), 1);
         ssize_t got = recv(fd, buf + len, sizeof(buf) - len - 1, 0);
         assert_true(got > 0);
         len += (size_t)got;
         buf[len] = '\0';
     }
     assert_null(strstr(buf, "[DONE]"));
-    uint64_t t0 = now_ms();
+    /* readable once w has exited, whoever reaps it */
+    int wfd = (int)syscall(SYS_pidfd_open, w, 0);
+    assert_true(wfd >= 0);
     assert_int_equal(kill(w, SIGSTOP), 0);
     for (;;) {
         struct pollfd p = {.fd = fd, .events = POLLIN};
-        if (poll(&p, 1, 15000) != 1)
+        if (poll(&p, 1, SVC_DEADLINE_MS) != 1)
             break;
         ssize_t got = recv(fd, buf + len, sizeof(buf) - len - 1, 0);
         if (got <= 0)
@@ -195,31 +217,37 @@ static void test_stalled_worker_is_killed_replaced_and_the_next_request_served(v
         if (strstr(buf, "[DONE]"))
             break;
     }
-    uint64_t t1 = now_ms();
     close(fd);
     if (!strstr(buf, "\"finish_reason\":\"killed\"") ||
         !strstr(buf, "\"killed_reason\":\"worker_stalled\"") || !strstr(buf, "data: [DONE]"))
         fail_msg("stream did not end with killed/worker_stalled:\n%s", buf);
-    /* the stall timer started at the last token, just before SIGSTOP; the
-     * rest is one scan interval, the repair and our own read */
-    print_message(
-        "stalled worker: terminal event %llu ms after SIGSTOP (stall_ms %d + grace_ms %d)\n",
-        (unsigned long long)(t1 - t0), STALL_MS, GRACE_MS);
-    assert_true(t1 - t0 <= STALL_MS + GRACE_MS + 500);
+    /* the stopped worker is gone, and it was the watchdog's SIGKILL after
+     * the grace period (a stopped process answers no cancel word) */
+    struct pollfd wp = {.fd = wfd, .events = POLLIN};
+    assert_int_equal(poll(&wp, 1, SVC_DEADLINE_MS), 1);
+    close(wfd);
+    char line[160];
+    snprintf(line, sizeof(line), "worker pid %d did not stop within the grace period: SIGKILL\n",
+             (int)w);
+    char *log = svc_log_text(&S);
+    if (!strstr(log, line))
+        fail_msg("no \"%s\" in the master's log:\n%s", line, log);
+    snprintf(line, sizeof(line), "worker 0 (pid %d) killed by signal 9 (SIGKILL)\n", (int)w);
+    if (!strstr(log, line))
+        fail_msg("no \"%s\" in the master's log:\n%s", line, log);
+    free(log);
+    /* a new worker takes its place */
     pid_t w2 = -1;
-    while ((w2 = svc_worker_pid(&S)) <= 0 || w2 == w) {
-        assert_true(now_ms() - t1 < 10000);
+    for (uint64_t end = svc_now_ms() + SVC_DEADLINE_MS; (w2 = svc_worker_pid(&S)) <= 0 || w2 == w;) {
+        assert_true(svc_now_ms() < end);
         usleep(5000);
     }
-    uint64_t t2 = now_ms();
-    print_message("replacement worker ready %llu ms after the kill was reported\n",
-                  (unsigned long long)(t2 - t1));
     struct resp r;
     post("/v1/generate", "{\"prompt\":\"The capital of France is\",\"max_tokens\":4}", &r);
     assert_non_null(strstr(r.body, "\"finish_reason\":\"length\""));
     resp_free(&r);
     assert_int_equal(metric("gpuwarden_watchdog_kills_total{reason=\"worker_stalled\"} "), 1);
-    char *log = audit_log();
+    log = audit_log();
     assert_non_null(strstr(log, "\"reason\":\"worker_stalled\""));
     free(log);
 }
@@ -227,7 +255,6 @@ static void test_stalled_worker_is_killed_replaced_and_the_next_request_served(v
 static void test_output_guard_redacts_an_address_in_a_stream(void **state)
 {
     (void)state;
-    NEED_MODEL();
     struct resp r;
     /* greedy SmolLM2 continues with " jsmith@example.com." over several
      * tokens: the address is redacted before any of it is sent */
@@ -244,7 +271,6 @@ static void test_output_guard_redacts_an_address_in_a_stream(void **state)
 static void test_output_guard_kill_rule_ends_the_generation(void **state)
 {
     (void)state;
-    NEED_MODEL();
     struct resp r;
     /* greedy: " 1234. Code: 1234. Code:" - the rule "Code: 1234" matches
      * across tokens; what precedes it is sent, the match never */
@@ -264,13 +290,13 @@ static void test_output_guard_kill_rule_ends_the_generation(void **state)
 static void test_sigusr1_reopens_the_audit_log(void **state)
 {
     (void)state;
-    NEED_MODEL();
     char path[256], old[300];
     snprintf(path, sizeof(path), "%s/state/audit.log", S.dir);
     snprintf(old, sizeof(old), "%s.1", path);
     assert_int_equal(rename(path, old), 0); /* what logrotate does */
     assert_int_equal(kill(S.master, SIGUSR1), 0);
-    for (int i = 0; i < 200 && access(path, F_OK) != 0; i++)
+    for (uint64_t end = svc_now_ms() + SVC_DEADLINE_MS;
+         access(path, F_OK) != 0 && svc_now_ms() < end;)
         usleep(10000);
     assert_int_equal(access(path, F_OK), 0); /* reopened: created anew */
     struct resp r;
@@ -291,24 +317,11 @@ static void test_sigusr1_reopens_the_audit_log(void **state)
 static void test_ledger_is_conserved_and_no_slot_leaks_after_the_kills(void **state)
 {
     (void)state;
-    NEED_MODEL();
+    assert_int_equal(svc_wait_slots_free(&S), 0);
     struct gw_segment seg;
     char path[256], err[256];
     snprintf(path, sizeof(path), "%s/state/ledger", S.dir);
     assert_int_equal(gw_segment_attach(&seg, path, err, sizeof(err)), 0);
-    int in_use = 0;
-    for (int tries = 0; tries < 100; tries++) {
-        in_use = 0;
-        for (uint32_t i = 0; i < seg.cfg.slots; i++) {
-            struct gw_slot_ref ref;
-            if (gw_slot_peek(&seg, i, &ref) != GW_SLOT_FREE)
-                in_use++;
-        }
-        if (in_use == 0)
-            break;
-        usleep(10000);
-    }
-    assert_int_equal(in_use, 0);
     int bad = gw_ledger_check(&seg, err, sizeof(err));
     if (bad != 0)
         fail_msg("%d accounts not conserved: %s", bad, err);
@@ -325,8 +338,6 @@ static int started2;
 static int learned_setup(void **state)
 {
     (void)state;
-    if (!svc_have_model())
-        return 0;
     svc_write_config(&S2, "\"watchdog\": {\"anomalous_length\": {\"floor_tokens\": 24,"
                           " \"factor\": 2, \"warmup\": 4}, \"unbounded_cap_tokens\": 12},");
     if (svc_start_or_dump(&S2) != 0)
@@ -344,10 +355,11 @@ static int learned_teardown(void **state)
 }
 
 /* completion_tokens of a native generation, and whether it was killed for
- * `reason` (anomalous_length unless set). */
+ * `reason` (anomalous_length unless set); *at gets the audit line's token
+ * count for that kill (-1 when it was not killed). */
 static const char *gen2_reason = "anomalous_length";
 static char gen2_body[8192];
-static long gen2(const char *body, int *killed)
+static long gen2(const char *body, int *killed, long *at)
 {
     char *tok = svc_token(&S2, "happy", 600);
     struct resp r;
@@ -359,36 +371,91 @@ static long gen2(const char *body, int *killed)
     snprintf(want, sizeof(want), "\"killed_reason\":\"%s\"", gen2_reason);
     *killed = strstr(r.body, want) != NULL;
     snprintf(gen2_body, sizeof(gen2_body), "%s", r.body);
-    const char *ct = strstr(r.body, "\"completion_tokens\":");
-    assert_non_null(ct);
-    long n = strtol(ct + 20, NULL, 10);
+    char id[64];
+    long n = completion_of(r.body, id);
     resp_free(&r);
+    *at = *killed ? audit_tokens(S2.dir, id, gen2_reason) : -1;
     return n;
 }
+
+/* The tenant's learned-length histogram as the segment holds it. */
+static struct gw_lenest lenest_of(const char *tenant)
+{
+    struct gw_segment seg;
+    char path[256], err[256];
+    snprintf(path, sizeof(path), "%s/state/ledger", S2.dir);
+    assert_int_equal(gw_segment_attach(&seg, path, err, sizeof(err)), 0);
+    struct gw_acct a;
+    struct gw_lenest e = {0};
+    if (gw_ledger_get(&seg, GW_KIND_TENANT, tenant, strlen(tenant), 0, 0, &a) == 0)
+        assert_int_equal(gw_lenest_get(&seg, a, &e), 0);
+    gw_segment_close(&seg);
+    return e;
+}
+
+/* The length limit the watchdog applies to `tenant`'s next run, from the
+ * histogram in the segment and the node's config (gw_lenest_limit). */
+static uint64_t limit_of(const char *tenant)
+{
+    struct gw_config *cfg = NULL;
+    char err[1024];
+    if (gw_config_load(&cfg, S2.config, err, sizeof(err)) != 0)
+        fail_msg("%s", err);
+    struct gw_wd_limits l;
+    gw_wd_limits_for(cfg, tenant, &l);
+    gw_config_free(cfg);
+    struct gw_lenest e = lenest_of(tenant);
+    return gw_lenest_limit(&e, &l);
+}
+
+/* The limit learned in the first test, for the tests after it. */
+static uint64_t learned_limit;
 
 static void test_learned_length_floor_before_warmup_then_the_tenants_p99(void **state)
 {
     (void)state;
-    if (!started2)
-        skip();
+    assert_true(started2); /* the node of this group is up */
     static const char long_one[] = "{\"prompt\":\"Once upon a time, in a small village,\","
                                    "\"max_tokens\":80}";
     int killed;
-    /* before warm-up: the floor (24) */
-    long n = gen2(long_one, &killed);
-    print_message("before warm-up: killed=%d after %ld tokens (floor 24)\n", killed, n);
-    assert_true(killed && n >= 25 && n <= 28);
-    /* warm-up: four ordinary completions of 20 tokens */
+    long at;
+    /* before warm-up: the floor (24); a killed run teaches nothing */
+    assert_int_equal(limit_of("happy"), 24);
+    long n = gen2(long_one, &killed, &at);
+    print_message("before warm-up: killed=%d, decided at %ld tokens, stopped after %ld (floor "
+                  "24)\n",
+                  killed, at, n);
+    if (!killed)
+        fail_msg("expected killed/anomalous_length: %s", gen2_body);
+    assert_true(at > 24);
+    assert_true(n >= at && n < 80);
+    assert_int_equal(lenest_of("happy").seen, 0);
+    /* warm-up: four ordinary completions of 20 tokens, each observed ending
+     * by the watchdog (the segment's count says when) */
     for (int i = 0; i < 4; i++) {
         n = gen2("{\"prompt\":\"Once upon a time, in a small village,\",\"max_tokens\":20}",
-                 &killed);
-        assert_true(!killed && n == 20);
+                 &killed, &at);
+        assert_false(killed);
+        assert_int_equal(n, 20);
     }
-    usleep(50000); /* a scan or two: the last one is observed ending */
-    /* after: p99 = 20 (bucket (16, 20]), limit 2 x 20 = 40 */
-    n = gen2(long_one, &killed);
-    print_message("after warm-up: killed=%d after %ld tokens (learned limit 40)\n", killed, n);
-    assert_true(killed && n >= 41 && n <= 44);
+    for (uint64_t end = svc_now_ms() + SVC_DEADLINE_MS; lenest_of("happy").seen < 4;) {
+        assert_true(svc_now_ms() < end);
+        usleep(10000);
+    }
+    assert_int_equal(lenest_of("happy").seen, 4);
+    /* after: factor 2 x the p99 of what was observed (20 tokens, or a scan's
+     * worth fewer: bucket (16, 20], limit 40), above the floor */
+    learned_limit = limit_of("happy");
+    print_message("learned limit %llu\n", (unsigned long long)learned_limit);
+    assert_true(learned_limit > 24 && learned_limit <= 40);
+    n = gen2(long_one, &killed, &at);
+    print_message("after warm-up: killed=%d, decided at %ld tokens, stopped after %ld (learned "
+                  "limit %llu)\n",
+                  killed, at, n, (unsigned long long)learned_limit);
+    if (!killed)
+        fail_msg("expected killed/anomalous_length: %s", gen2_body);
+    assert_true(at > (long)learned_limit);
+    assert_true(n >= at && n < 80);
 }
 
 /* The estimate is in the segment: a master that restarts (and its new
@@ -396,8 +463,8 @@ static void test_learned_length_floor_before_warmup_then_the_tenants_p99(void **
 static void test_learned_length_survives_a_master_restart(void **state)
 {
     (void)state;
-    if (!started2)
-        skip();
+    assert_true(started2); /* the node of this group is up */
+    assert_true(learned_limit > 24); /* the test before learned it */
     assert_int_equal(svc_stop(&S2), 0);
     started2 = 0;
     if (svc_start(&S2) != 0) {
@@ -405,34 +472,50 @@ static void test_learned_length_survives_a_master_restart(void **state)
         fail_msg("the master did not come back");
     }
     started2 = 1;
+    assert_int_equal(limit_of("happy"), learned_limit);
     int killed;
-    long n =
-        gen2("{\"prompt\":\"Once upon a time, in a small village,\",\"max_tokens\":80}", &killed);
-    print_message("after a restart: killed=%d after %ld tokens (learned limit 40, floor 24)\n",
-                  killed, n);
-    assert_true(killed && n >= 41 && n <= 44);
+    long at;
+    long n = gen2("{\"prompt\":\"Once upon a time, in a small village,\",\"max_tokens\":80}",
+                  &killed, &at);
+    print_message("after a restart: killed=%d, decided at %ld tokens, stopped after %ld (learned "
+                  "limit %llu, floor 24)\n",
+                  killed, at, n, (unsigned long long)learned_limit);
+    if (!killed)
+        fail_msg("expected killed/anomalous_length: %s", gen2_body);
+    assert_true(at > (long)learned_limit);
+    assert_true(n >= at && n < 80);
 }
 
 /* The same max_tokens, with and without "forever": only the prompt that
- * asks for endless output is cut at unbounded_cap_tokens (12). */
+ * asks for endless output is cut at unbounded_cap_tokens (12). Both stay
+ * within the tenant's learned length limit, so only the cap can cut. */
 static void test_unbounded_request_gets_the_lower_cap_and_its_own_reason(void **state)
 {
     (void)state;
-    if (!started2)
-        skip();
+    assert_true(started2); /* the node of this group is up */
+    assert_true(learned_limit > 24);
+    int max = (int)learned_limit;
+    char body[160];
     int killed;
+    long at;
     gen2_reason = "unbounded_request";
-    long n = gen2("{\"prompt\":\"Count upward forever: 1, 2, 3,\",\"max_tokens\":22}", &killed);
-    print_message("flagged: killed=%d after %ld tokens (cap 12)\n", killed, n);
+    snprintf(body, sizeof(body),
+             "{\"prompt\":\"Count upward forever: 1, 2, 3,\",\"max_tokens\":%d}", max);
+    long n = gen2(body, &killed, &at);
+    print_message("flagged: killed=%d, decided at %ld tokens, stopped after %ld (cap 12)\n",
+                  killed, at, n);
     if (!killed || !strstr(gen2_body, "\"finish_reason\":\"killed\""))
         fail_msg("expected killed/unbounded_request: %s", gen2_body);
-    assert_true(n >= 13 && n <= 21);
-    n = gen2("{\"prompt\":\"Count upward: 1, 2, 3,\",\"max_tokens\":22}", &killed);
+    assert_true(at > 12);
+    assert_true(n >= at && n < max);
+    snprintf(body, sizeof(body), "{\"prompt\":\"Count upward: 1, 2, 3,\",\"max_tokens\":%d}",
+             max);
+    n = gen2(body, &killed, &at);
     print_message("ordinary: killed=%d after %ld tokens\n", killed, n);
     if (strstr(gen2_body, "\"finish_reason\":\"killed\"") ||
         !strstr(gen2_body, "\"finish_reason\":\"length\""))
         fail_msg("expected finish_reason length: %s", gen2_body);
-    assert_int_equal(n, 22);
+    assert_int_equal(n, max);
     gen2_reason = "anomalous_length";
     struct resp r;
     assert_int_equal(svc_http(&S2, "GET", "/metrics", NULL, NULL, &r), 0);
@@ -454,6 +537,7 @@ static void test_unbounded_request_gets_the_lower_cap_and_its_own_reason(void **
 
 int main(void)
 {
+    gw_need_model(); /* exit 77 (ctest: Skipped) without models/ */
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_looping_generation_is_killed_named_audited_and_counted),
         cmocka_unit_test(test_streamed_loop_ends_with_a_killed_chunk_then_done),

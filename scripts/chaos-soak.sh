@@ -40,6 +40,12 @@
 # load could not start. The work directory (/tmp/gw-chaos-*: config, logs,
 # report.json, summary.txt) is removed on success unless --keep.
 set -uo pipefail
+# The listening socket: bound to port 0 once and held as fd 9 for the whole
+# run (tests/common/hold-listen-socket runs this script again with it); every
+# master incarnation gets it as fd 3 by socket activation, as under systemd.
+# No port is guessed free, and a restarted master serves the same socket.
+[ -n "${GW_TEST_LISTEN_PORT:-}" ] ||
+    exec "$(dirname "$0")/../tests/common/hold-listen-socket" bash "$0" "$@"
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 
@@ -96,8 +102,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
-# A free loopback port: bind port 0 and read back what the kernel chose.
-port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+port=$GW_TEST_LISTEN_PORT
 
 # The dev config with this run's port, state_dir, socket and absolute paths;
 # the isolation scenario with every class on for the whole run and no
@@ -134,7 +139,9 @@ jfield() { # json-text, python expression over `o`
 }
 
 start_master() {
-    "$gw" -c "$dir/gpuwarden.json" >>"$log" 2>&1 &
+    # sh execs the master: LISTEN_PID ($$) is the master's own pid
+    sh -c 'export LISTEN_FDS=1 LISTEN_PID=$$; exec "$@"' sh "$gw" -c "$dir/gpuwarden.json" \
+        3<&9 9<&- >>"$log" 2>&1 &
     mpid=$!
     local s
     for _ in $(seq 1 300); do

@@ -182,7 +182,7 @@ struct gw_config {
     int n_tenants;
     struct gw_tenant *tenants;     /* sorted by id */
     /* admin */
-    char admin_socket[256];
+    char admin_socket[108]; /* sun_path's size, NUL included */
     /* cost model: device time reserved per token before one is measured */
     uint64_t initial_us_per_token;
     /* admin socket access (admin.c): the group the socket file is given

@@ -784,11 +784,21 @@ static const char *const EOG_TEXTS[] = {
     "<|eom_id|>", "<|end_of_text|>", "<EOT>",   "_<EOT>",
 };
 
+/* The loading state: the file, its name for messages, the arrays the steps
+ * of gw_tokenizer_load read from it (checked before anything is built),
+ * and the arena bytes used so far. */
 struct load {
     const gw_gguf *g;
     const char *name;
     char *err;
     size_t errlen;
+    const gw_gguf_value *tokens;
+    uint64_t n_tokens;
+    const int32_t *types;        /* NULL: every token normal */
+    const float *scores;         /* NULL: every score 0 */
+    const gw_gguf_value *merges; /* BPE only */
+    uint64_t n_merges;
+    size_t pos; /* arena bytes used */
 };
 
 /* Optional id key: -1 when absent; an error when present and not an id of
@@ -989,163 +999,170 @@ static int compile_pre(struct load *L, gw_tokenizer *t, const char *pre, size_t 
     return 0;
 }
 
-int gw_tokenizer_load(const gw_gguf *g, gw_tokenizer **out, char *err, size_t errlen)
+/* Model family. */
+static int load_kind(struct load *L, gw_tokenizer *t)
 {
-    if (!g || !out)
-        return -EINVAL;
-    *out = NULL;
-    struct load L = {.g = g, .name = gw_gguf_name(g), .err = err, .errlen = errlen};
-    if (!L.name)
-        L.name = "(gguf)";
-    gw_tokenizer *t = calloc(1, sizeof *t);
-    if (!t)
-        return -ENOMEM;
-    bytemap_build(&t->bm);
-    int rc = -EINVAL;
     const char *s;
     size_t sl;
-
-    /* Model family. */
-    int r = gw_gguf_get_str(g, "tokenizer.ggml.model", &s, &sl);
+    int r = gw_gguf_get_str(L->g, "tokenizer.ggml.model", &s, &sl);
     if (r == -ENOENT) {
-        seterr(err, errlen, "%s: tokenizer.ggml.model missing: the file has no tokenizer", L.name);
-        goto fail;
+        seterr(L->err, L->errlen, "%s: tokenizer.ggml.model missing: the file has no tokenizer",
+               L->name);
+        return -EINVAL;
     }
     if (r) {
-        seterr(err, errlen, "%s: tokenizer.ggml.model is not a string", L.name);
-        goto fail;
+        seterr(L->err, L->errlen, "%s: tokenizer.ggml.model is not a string", L->name);
+        return -EINVAL;
     }
     if (sl == 4 && memcmp(s, "gpt2", 4) == 0) {
         t->kind = KIND_BPE;
     } else if (sl == 5 && memcmp(s, "llama", 5) == 0) {
         t->kind = KIND_SPM;
     } else {
-        seterr(err, errlen,
+        seterr(L->err, L->errlen,
                "%s: tokenizer.ggml.model \"%.*s\" is not supported (supported: gpt2, llama)",
-               L.name, (int)(sl > 64 ? 64 : sl), s);
-        goto fail;
+               L->name, (int)(sl > 64 ? 64 : sl), s);
+        return -EINVAL;
     }
     snprintf(t->model, sizeof t->model, "%s", t->kind == KIND_BPE ? "gpt2" : "llama");
+    return 0;
+}
 
-    /* Vocabulary. */
-    const gw_gguf_value *tokens;
-    uint64_t nv;
-    if ((rc = load_str_array(&L, "tokenizer.ggml.tokens", &tokens, &nv)))
-        goto fail;
-    rc = -EINVAL;
+/* Vocabulary: the token texts, and their types and scores when present. */
+static int load_vocab(struct load *L, gw_tokenizer *t)
+{
+    int rc;
+    if ((rc = load_str_array(L, "tokenizer.ggml.tokens", &L->tokens, &L->n_tokens)))
+        return rc;
+    uint64_t nv = L->n_tokens;
     if (nv == 0 || nv > GW_TOK_MAX_VOCAB) {
-        seterr(err, errlen, "%s: tokenizer.ggml.tokens has %" PRIu64 " entries (1..%u allowed)",
-               L.name, nv, GW_TOK_MAX_VOCAB);
-        goto fail;
+        seterr(L->err, L->errlen,
+               "%s: tokenizer.ggml.tokens has %" PRIu64 " entries (1..%u allowed)", L->name, nv,
+               GW_TOK_MAX_VOCAB);
+        return -EINVAL;
     }
     t->n_vocab = (uint32_t)nv;
 
-    const gw_gguf_value *types = gw_gguf_find(g, "tokenizer.ggml.token_type");
-    const int32_t *type_v = NULL;
+    const gw_gguf_value *types = gw_gguf_find(L->g, "tokenizer.ggml.token_type");
     if (types) {
         uint32_t et = gw_gguf_arr_type(types);
         if (gw_gguf_value_type(types) != GW_GGUF_ARRAY ||
             (et != GW_GGUF_I32 && et != GW_GGUF_U32) || gw_gguf_arr_len(types) != nv) {
-            seterr(err, errlen,
-                   "%s: tokenizer.ggml.token_type is not an array of %" PRIu64 " int32", L.name,
+            seterr(L->err, L->errlen,
+                   "%s: tokenizer.ggml.token_type is not an array of %" PRIu64 " int32", L->name,
                    nv);
-            goto fail;
+            return -EINVAL;
         }
-        type_v = gw_gguf_arr_data(types);
+        L->types = gw_gguf_arr_data(types);
     }
-    const gw_gguf_value *scores = gw_gguf_find(g, "tokenizer.ggml.scores");
-    const float *score_v = NULL;
+    const gw_gguf_value *scores = gw_gguf_find(L->g, "tokenizer.ggml.scores");
     if (scores) {
         if (gw_gguf_value_type(scores) != GW_GGUF_ARRAY ||
             gw_gguf_arr_type(scores) != GW_GGUF_F32 || gw_gguf_arr_len(scores) != nv) {
-            seterr(err, errlen, "%s: tokenizer.ggml.scores is not an array of %" PRIu64 " float32",
-                   L.name, nv);
-            goto fail;
+            seterr(L->err, L->errlen,
+                   "%s: tokenizer.ggml.scores is not an array of %" PRIu64 " float32", L->name, nv);
+            return -EINVAL;
         }
-        score_v = gw_gguf_arr_data(scores);
+        L->scores = gw_gguf_arr_data(scores);
     }
+    return 0;
+}
 
-    const gw_gguf_value *merges = NULL;
-    uint64_t nm = 0;
-    if (t->kind == KIND_BPE) {
-        if ((rc = load_str_array(&L, "tokenizer.ggml.merges", &merges, &nm)))
-            goto fail;
-        rc = -EINVAL;
-        if (nm >= UINT32_MAX / 2) {
-            seterr(err, errlen, "%s: tokenizer.ggml.merges has %" PRIu64 " entries", L.name, nm);
-            goto fail;
-        }
-        r = gw_gguf_get_str(g, "tokenizer.ggml.pre", &s, &sl);
-        if (r == -ENOENT) {
-            seterr(err, errlen,
-                   "%s: tokenizer.ggml.pre missing: the pre-tokenizer of this gpt2 "
-                   "tokenizer is unknown",
-                   L.name);
-            goto fail;
-        }
-        if (r) {
-            seterr(err, errlen, "%s: tokenizer.ggml.pre is not a string", L.name);
-            goto fail;
-        }
-        if ((rc = compile_pre(&L, t, s, sl)))
-            goto fail;
-        rc = -EINVAL;
+/* BPE: the merges and the pre-tokenizer. */
+static int load_bpe(struct load *L, gw_tokenizer *t)
+{
+    const char *s;
+    size_t sl;
+    int rc;
+    if ((rc = load_str_array(L, "tokenizer.ggml.merges", &L->merges, &L->n_merges)))
+        return rc;
+    if (L->n_merges >= UINT32_MAX / 2) {
+        seterr(L->err, L->errlen, "%s: tokenizer.ggml.merges has %" PRIu64 " entries", L->name,
+               L->n_merges);
+        return -EINVAL;
     }
+    int r = gw_gguf_get_str(L->g, "tokenizer.ggml.pre", &s, &sl);
+    if (r == -ENOENT) {
+        seterr(L->err, L->errlen,
+               "%s: tokenizer.ggml.pre missing: the pre-tokenizer of this gpt2 "
+               "tokenizer is unknown",
+               L->name);
+        return -EINVAL;
+    }
+    if (r) {
+        seterr(L->err, L->errlen, "%s: tokenizer.ggml.pre is not a string", L->name);
+        return -EINVAL;
+    }
+    return compile_pre(L, t, s, sl);
+}
 
-    /* Arena size: every token text twice (text and decoded piece; a piece
-     * is never longer than its text), every merge once. Lengths are
-     * checked first, so the sums stay far from overflow. */
+/* Arena size: every token text twice (text and decoded piece; a piece
+ * is never longer than its text), every merge once. Lengths are
+ * checked first, so the sums stay far from overflow. */
+static int alloc_arena(struct load *L, gw_tokenizer *t)
+{
+    const char *s;
+    size_t sl;
     size_t total = 0;
-    for (uint64_t i = 0; i < nv; i++) {
-        if (gw_gguf_arr_str(tokens, i, &s, &sl)) {
-            seterr(err, errlen, "%s: tokenizer.ggml.tokens[%" PRIu64 "] unreadable", L.name, i);
-            goto fail;
+    for (uint64_t i = 0; i < L->n_tokens; i++) {
+        if (gw_gguf_arr_str(L->tokens, i, &s, &sl)) {
+            seterr(L->err, L->errlen, "%s: tokenizer.ggml.tokens[%" PRIu64 "] unreadable", L->name,
+                   i);
+            return -EINVAL;
         }
         if (sl > GW_TOK_MAX_TOKEN_BYTES) {
-            seterr(err, errlen,
-                   "%s: tokenizer.ggml.tokens[%" PRIu64 "] is %zu bytes long (at most %u)", L.name,
+            seterr(L->err, L->errlen,
+                   "%s: tokenizer.ggml.tokens[%" PRIu64 "] is %zu bytes long (at most %u)", L->name,
                    i, sl, GW_TOK_MAX_TOKEN_BYTES);
-            goto fail;
+            return -EINVAL;
         }
         total += 2 * sl;
     }
-    for (uint64_t i = 0; i < nm; i++) {
-        if (gw_gguf_arr_str(merges, i, &s, &sl)) {
-            seterr(err, errlen, "%s: tokenizer.ggml.merges[%" PRIu64 "] unreadable", L.name, i);
-            goto fail;
+    for (uint64_t i = 0; i < L->n_merges; i++) {
+        if (gw_gguf_arr_str(L->merges, i, &s, &sl)) {
+            seterr(L->err, L->errlen, "%s: tokenizer.ggml.merges[%" PRIu64 "] unreadable", L->name,
+                   i);
+            return -EINVAL;
         }
         if (sl > 2 * GW_TOK_MAX_TOKEN_BYTES) {
-            seterr(err, errlen, "%s: tokenizer.ggml.merges[%" PRIu64 "] is %zu bytes long", L.name,
-                   i, sl);
-            goto fail;
+            seterr(L->err, L->errlen, "%s: tokenizer.ggml.merges[%" PRIu64 "] is %zu bytes long",
+                   L->name, i, sl);
+            return -EINVAL;
         }
         total += sl;
     }
     if (total >= UINT32_MAX) {
-        seterr(err, errlen, "%s: tokenizer texts take %zu bytes (at most 4 GiB)", L.name, total);
-        goto fail;
+        seterr(L->err, L->errlen, "%s: tokenizer texts take %zu bytes (at most 4 GiB)", L->name,
+               total);
+        return -EINVAL;
     }
-    rc = -ENOMEM;
     t->arena = malloc(total ? total : 1);
-    t->toks = calloc(nv, sizeof *t->toks);
+    t->toks = calloc(L->n_tokens, sizeof *t->toks);
     if (!t->arena || !t->toks || table_init(&t->by_text, t->n_vocab))
-        goto fail;
-    rc = -EINVAL;
+        return -ENOMEM;
+    return 0;
+}
 
-    size_t pos = 0;
+/* Token texts, scores and types into the arena and the text table, then
+ * the decoded pieces. */
+static int fill_tokens(struct load *L, gw_tokenizer *t)
+{
+    const char *s;
+    size_t sl;
+    int rc;
     for (uint32_t i = 0; i < t->n_vocab; i++) {
         struct tok *k = &t->toks[i];
-        (void)gw_gguf_arr_str(tokens, i, &s, &sl);
+        (void)gw_gguf_arr_str(L->tokens, i, &s, &sl);
         k->text_len = (uint32_t)sl;
-        k->text_off = arena_put(t, &pos, s, sl);
-        k->score = score_v ? score_v[i] : 0.0f;
-        int32_t ty = type_v ? type_v[i] : GW_TOKEN_NORMAL;
+        k->text_off = arena_put(t, &L->pos, s, sl);
+        k->score = L->scores ? L->scores[i] : 0.0f;
+        int32_t ty = L->types ? L->types[i] : GW_TOKEN_NORMAL;
         if (ty < GW_TOKEN_UNDEFINED || ty > GW_TOKEN_BYTE) {
-            seterr(err, errlen,
+            seterr(L->err, L->errlen,
                    "%s: tokenizer.ggml.token_type[%" PRIu32 "] = %" PRId32
                    " is not a token type (0..6)",
-                   L.name, i, ty);
-            goto fail;
+                   L->name, i, ty);
+            return -EINVAL;
         }
         k->type = (uint8_t)ty;
         /* A repeated text maps to its last id, as in llama.cpp. */
@@ -1153,70 +1170,84 @@ int gw_tokenizer_load(const gw_gguf *g, gw_tokenizer **out, char *err, size_t er
         t->by_text.slot[slot] = i + 1;
     }
     for (uint32_t i = 0; i < t->n_vocab; i++)
-        if ((rc = make_piece(&L, t, i, &pos)))
-            goto fail;
-    rc = -EINVAL;
+        if ((rc = make_piece(L, t, i, &L->pos)))
+            return rc;
+    return 0;
+}
 
-    if (t->kind == KIND_BPE) {
-        rc = -ENOMEM;
-        t->merges = calloc(nm ? nm : 1, sizeof *t->merges);
-        if (!t->merges || table_init(&t->by_pair, (uint32_t)nm))
-            goto fail;
-        rc = -EINVAL;
-        t->n_merges = (uint32_t)nm;
-        for (uint32_t i = 0; i < t->n_merges; i++) {
-            (void)gw_gguf_arr_str(merges, i, &s, &sl);
-            /* "A B": the separator is the first space after the first
-             * byte (llama.cpp: find(' ', 1)). */
-            const char *sp = sl > 1 ? memchr(s + 1, ' ', sl - 1) : NULL;
-            if (!sp) {
-                seterr(err, errlen,
-                       "%s: tokenizer.ggml.merges[%" PRIu32 "] \"%.*s\" is not \"A B\"", L.name, i,
-                       (int)(sl > 64 ? 64 : sl), s);
-                goto fail;
-            }
-            uint32_t off = arena_put(t, &pos, s, sl);
-            struct merge *m = &t->merges[i];
-            m->a_off = off;
-            m->a_len = (uint32_t)(sp - s);
-            m->b_off = off + m->a_len + 1;
-            m->b_len = (uint32_t)(sl - m->a_len - 1);
-            uint32_t slot =
-                pair_probe(t, t->arena + m->a_off, m->a_len, t->arena + m->b_off, m->b_len);
-            /* A repeated pair keeps its first (lowest) rank. */
-            if (t->by_pair.slot[slot] == 0)
-                t->by_pair.slot[slot] = i + 1;
+/* BPE merges "A B" into the arena and the pair table; a merge's rank is
+ * its index. */
+static int fill_merges(struct load *L, gw_tokenizer *t)
+{
+    const char *s;
+    size_t sl;
+    uint64_t nm = L->n_merges;
+    t->merges = calloc(nm ? nm : 1, sizeof *t->merges);
+    if (!t->merges || table_init(&t->by_pair, (uint32_t)nm))
+        return -ENOMEM;
+    t->n_merges = (uint32_t)nm;
+    for (uint32_t i = 0; i < t->n_merges; i++) {
+        (void)gw_gguf_arr_str(L->merges, i, &s, &sl);
+        /* "A B": the separator is the first space after the first
+         * byte (llama.cpp: find(' ', 1)). */
+        const char *sp = sl > 1 ? memchr(s + 1, ' ', sl - 1) : NULL;
+        if (!sp) {
+            seterr(L->err, L->errlen,
+                   "%s: tokenizer.ggml.merges[%" PRIu32 "] \"%.*s\" is not \"A B\"", L->name, i,
+                   (int)(sl > 64 ? 64 : sl), s);
+            return -EINVAL;
         }
+        uint32_t off = arena_put(t, &L->pos, s, sl);
+        struct merge *m = &t->merges[i];
+        m->a_off = off;
+        m->a_len = (uint32_t)(sp - s);
+        m->b_off = off + m->a_len + 1;
+        m->b_len = (uint32_t)(sl - m->a_len - 1);
+        uint32_t slot = pair_probe(t, t->arena + m->a_off, m->a_len, t->arena + m->b_off, m->b_len);
+        /* A repeated pair keeps its first (lowest) rank. */
+        if (t->by_pair.slot[slot] == 0)
+            t->by_pair.slot[slot] = i + 1;
     }
-    t->arena_len = pos;
+    return 0;
+}
 
-    /* Special ids and flags. */
-    if ((rc = load_id(&L, "tokenizer.ggml.bos_token_id", t->n_vocab, &t->bos)) ||
-        (rc = load_id(&L, "tokenizer.ggml.eos_token_id", t->n_vocab, &t->eos)) ||
-        (rc = load_id(&L, "tokenizer.ggml.unknown_token_id", t->n_vocab, &t->unk)) ||
-        (rc = load_id(&L, "tokenizer.ggml.eot_token_id", t->n_vocab, &t->eot)) ||
-        (rc = load_id(&L, "tokenizer.ggml.eom_token_id", t->n_vocab, &t->eom)) ||
-        (rc = load_id(&L, "tokenizer.ggml.padding_token_id", t->n_vocab, &t->pad)) ||
-        (rc = load_bool(&L, "tokenizer.ggml.add_bos_token", t->kind == KIND_SPM, &t->add_bos)) ||
-        (rc = load_bool(&L, "tokenizer.ggml.add_space_prefix", t->kind == KIND_SPM,
+/* Special ids and flags. */
+static int load_special_ids(struct load *L, gw_tokenizer *t)
+{
+    int rc;
+    if ((rc = load_id(L, "tokenizer.ggml.bos_token_id", t->n_vocab, &t->bos)) ||
+        (rc = load_id(L, "tokenizer.ggml.eos_token_id", t->n_vocab, &t->eos)) ||
+        (rc = load_id(L, "tokenizer.ggml.unknown_token_id", t->n_vocab, &t->unk)) ||
+        (rc = load_id(L, "tokenizer.ggml.eot_token_id", t->n_vocab, &t->eot)) ||
+        (rc = load_id(L, "tokenizer.ggml.eom_token_id", t->n_vocab, &t->eom)) ||
+        (rc = load_id(L, "tokenizer.ggml.padding_token_id", t->n_vocab, &t->pad)) ||
+        (rc = load_bool(L, "tokenizer.ggml.add_bos_token", t->kind == KIND_SPM, &t->add_bos)) ||
+        (rc = load_bool(L, "tokenizer.ggml.add_space_prefix", t->kind == KIND_SPM,
                         &t->add_space_prefix)))
-        goto fail;
+        return rc;
     if (t->kind == KIND_BPE)
         t->add_space_prefix = false; /* llama.cpp ignores it for gpt2 */
+    return 0;
+}
 
-    /* Special tokens, longest first. */
-    rc = -ENOMEM;
+/* Special tokens, longest first. */
+static int list_special(gw_tokenizer *t)
+{
     t->special = malloc(t->n_vocab * sizeof *t->special);
     if (!t->special)
-        goto fail;
+        return -ENOMEM;
     for (uint32_t i = 0; i < t->n_vocab; i++) {
         uint8_t ty = t->toks[i].type;
         if ((ty == GW_TOKEN_CONTROL || ty == GW_TOKEN_USER_DEFINED) && t->toks[i].text_len > 0)
             t->special[t->n_special++] = (int32_t)i;
     }
     qsort_r(t->special, t->n_special, sizeof *t->special, cmp_special, t);
+    return 0;
+}
 
-    /* SPM byte fallback. */
+/* SPM byte fallback. */
+static void byte_fallback(gw_tokenizer *t)
+{
     for (unsigned b = 0; b < 256; b++) {
         char hex[8];
         snprintf(hex, sizeof hex, "<0x%02X>", b);
@@ -1227,11 +1258,14 @@ int gw_tokenizer_load(const gw_gguf *g, gw_tokenizer **out, char *err, size_t er
         }
         t->byte_tok[b] = id >= 0 ? id : t->unk;
     }
+}
 
-    /* End of generation. */
+/* End of generation. */
+static int list_eog(gw_tokenizer *t)
+{
     t->eog = malloc((3 + sizeof EOG_TEXTS / sizeof EOG_TEXTS[0]) * sizeof *t->eog);
     if (!t->eog)
-        goto fail;
+        return -ENOMEM;
     int32_t fixed[3] = {t->eos, t->eot, t->eom};
     for (int i = 0; i < 3; i++)
         if (fixed[i] >= 0)
@@ -1247,6 +1281,41 @@ int gw_tokenizer_load(const gw_gguf *g, gw_tokenizer **out, char *err, size_t er
         if (u == 0 || t->eog[u - 1] != t->eog[i])
             t->eog[u++] = t->eog[i];
     t->n_eog = u;
+    return 0;
+}
+
+/* Four steps: what the file says (family, vocabulary, BPE merges and
+ * pre-tokenizer), checked before anything is built; the arena and the
+ * lookup tables; the special ids and flags; the lists derived from them
+ * (special tokens, byte fallback, end of generation). */
+int gw_tokenizer_load(const gw_gguf *g, gw_tokenizer **out, char *err, size_t errlen)
+{
+    if (!g || !out)
+        return -EINVAL;
+    *out = NULL;
+    struct load L = {.g = g, .name = gw_gguf_name(g), .err = err, .errlen = errlen};
+    if (!L.name)
+        L.name = "(gguf)";
+    gw_tokenizer *t = calloc(1, sizeof *t);
+    if (!t)
+        return -ENOMEM;
+    bytemap_build(&t->bm);
+    int rc;
+
+    if ((rc = load_kind(&L, t)) || (rc = load_vocab(&L, t)) ||
+        (t->kind == KIND_BPE && (rc = load_bpe(&L, t))))
+        goto fail;
+    if ((rc = alloc_arena(&L, t)) || (rc = fill_tokens(&L, t)) ||
+        (t->kind == KIND_BPE && (rc = fill_merges(&L, t))))
+        goto fail;
+    t->arena_len = L.pos;
+    if ((rc = load_special_ids(&L, t)))
+        goto fail;
+    if ((rc = list_special(t)))
+        goto fail;
+    byte_fallback(t);
+    if ((rc = list_eog(t)))
+        goto fail;
 
     *out = t;
     return 0;

@@ -541,6 +541,196 @@ __device__ __forceinline__ float mv_input(const struct mv_args &a, const float *
     return v * hinv[h];
 }
 
+/* MV_ADD: the residual this warp adds to, read now so its latency
+ * hides behind the prologue (the prologue reads the input, never the
+ * output) */
+template <int NBT>
+__device__ __forceinline__ void mv_residual(const struct mv_args &a, const float *om, int rows,
+                                            int r, bool live, int b0, int nt, int lane,
+                                            float (&res)[NBT])
+{
+#pragma unroll
+    for (int t = 0; t < NBT; t++)
+        res[t] = live && a.mode == MV_ADD && t < nt && lane == 0 ? om[(size_t)(b0 + t) * rows + r]
+                                                                 : 0.0f;
+}
+
+/* IN_ATTN: per head: the largest split max, and 1 / the rescaled sum */
+__device__ __forceinline__ void mv_attn_stats(const struct mv_args &a, int cols, float *hmax,
+                                              float *hinv)
+{
+    int ns = (a.io->pos + ATT_CH) / ATT_CH, H = cols / a.hd;
+    for (int h = threadIdx.x; h < H; h += blockDim.x) {
+        const float *p = a.part + (size_t)h * a.n_split * (a.hd + 2);
+        float m = -INFINITY, l = 0;
+        for (int s = 0; s < ns; s++)
+            m = fmaxf(m, p[(size_t)s * (a.hd + 2)]);
+        for (int s = 0; s < ns; s++)
+            l += p[(size_t)s * (a.hd + 2) + 1] * expf(p[(size_t)s * (a.hd + 2)] - m);
+        hmax[h] = m;
+        hinv[h] = 1.0f / l;
+    }
+    __syncthreads();
+}
+
+/* Token t's activations quantized to 8-bit blocks: eight threads per
+ * 32-value block, four values each; the block's max and sum over the
+ * eight by shuffles (every lane of the warp takes part, idle ones with
+ * zeros) */
+__device__ __forceinline__ void mv_quantize(const float *xf, const float *nw, const float *norm,
+                                            float scale, int nblk, int cols, int t, int8_t *xq,
+                                            float *xd, float *xs)
+{
+    int g8 = threadIdx.x & 7;
+    for (int base = 0; base < nblk; base += MV_THREADS / 8) {
+        int ib = base + (threadIdx.x >> 3);
+        bool on = ib < nblk;
+        float v[4], amax = 0;
+#pragma unroll
+        for (int j = 0; j < 4; j++) {
+            int i = ib * 32 + g8 * 4 + j;
+            v[j] = !on ? 0.0f : norm ? (xf[i] * scale) * nw[i] : xf[i];
+            amax = fmaxf(amax, fabsf(v[j]));
+        }
+#pragma unroll
+        for (int o = 4; o > 0; o >>= 1)
+            amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, o));
+        float d = amax / 127.0f, id = amax != 0.0f ? 127.0f / amax : 0.0f;
+        int q0 = __float2int_rn(v[0] * id), q1 = __float2int_rn(v[1] * id);
+        int q2 = __float2int_rn(v[2] * id), q3 = __float2int_rn(v[3] * id);
+        int sum = q0 + q1 + q2 + q3;
+#pragma unroll
+        for (int o = 4; o > 0; o >>= 1)
+            sum += __shfl_xor_sync(0xffffffffu, sum, o);
+        if (on) {
+            *(int *)(xq + (size_t)t * cols + ib * 32 + g8 * 4) = (q0 & 0xff) | ((q1 & 0xff) << 8) |
+                                                                 ((q2 & 0xff) << 16) |
+                                                                 (int)((unsigned)(q3 & 0xff) << 24);
+            if (g8 == 0) {
+                xd[t * nblk + ib] = round_half(d);
+                xs[t * nblk + ib] = round_half(d * (float)sum);
+            }
+        }
+    }
+}
+
+/* The prologue for token t of the block's tile: its input row (combined
+ * from the attention partials for IN_ATTN) staged in shared memory,
+ * RMS-normed when norm is set, then quantized (quantized weights) or
+ * scaled in place (float weights). */
+template <unsigned TYPE>
+__device__ __forceinline__ void
+mv_prologue(const struct mv_args &a, const float *x, int cols, int b0, int t, const float *norm,
+            float eps, float *stage, float *nw, int8_t *xq, float *xd, float *xs, double *red,
+            const float *hmax, const float *hinv)
+{
+    const bool is_float = TYPE == GW_CUDA_T_F32 || TYPE == GW_CUDA_T_F16;
+    int nblk = cols / 32;
+    float *xf = is_float ? stage + (size_t)t * cols : stage;
+    double ss = 0;
+    for (int i = threadIdx.x; i < cols; i += blockDim.x) {
+        float v = mv_input(a, x, cols, b0 + t, i, hmax, hinv);
+        xf[i] = v;
+        ss += (double)(v * v);
+        if (!is_float && norm && t == 0)
+            nw[i] = norm[i];
+    }
+    float scale = 1.0f;
+    if (norm) {
+        /* as the CPU engine: the sum of squares in double, the mean and
+         * the scale in float, then (x * scale) * w */
+        ss = block_sum_d(ss, red);
+        scale = 1.0f / sqrtf((float)(ss / cols) + eps);
+    } else {
+        __syncthreads();
+    }
+    if (is_float) {
+        if (norm)
+            for (int i = threadIdx.x; i < cols; i += blockDim.x)
+                xf[i] = (xf[i] * scale) * norm[i];
+    } else {
+        mv_quantize(xf, nw, norm, scale, nblk, cols, t, xq, xd, xs);
+    }
+    __syncthreads();
+}
+
+/* The dot products of the warp's R weight streams with the tile's
+ * tokens, reduced over the warp: acc[k][t] for stream k, token t. The
+ * decode path (PRE_LOAD) starts from the words preloaded into p0, p1. */
+template <unsigned TYPE, int NBT, int R, bool PRE_LOAD>
+__device__ __forceinline__ void mv_dots(const uint8_t *const *rp, const struct wpre &p0,
+                                        const struct wpre &p1, int cols, const int8_t *xq,
+                                        const float *xd, const float *xs, const float *xf, int nt,
+                                        float (&acc)[R][NBT])
+{
+#pragma unroll
+    for (int k = 0; k < R; k++)
+#pragma unroll
+        for (int t = 0; t < NBT; t++)
+            acc[k][t] = 0.0f;
+    if (PRE_LOAD) {
+        acc[0][0] = dot_pre<TYPE>(p0, rp[0], cols, xq, xd, xs);
+        if (R == 2) /* (R - 1: an index that exists when R is 1) */
+            acc[R - 1][0] = dot_pre<TYPE>(p1, rp[R - 1], cols, xq, xd, xs);
+    } else {
+        rows_dot<TYPE, NBT, R>(rp, cols, xq, xd, xs, xf, nt, acc);
+    }
+#pragma unroll
+    for (int k = 0; k < R; k++)
+#pragma unroll
+        for (int t = 0; t < NBT; t++)
+            acc[k][t] = warp_sum(acc[k][t]);
+}
+
+/* Epilogue of one stream (MV_STORE, MV_ADD), on lane 0. */
+template <int NBT>
+__device__ __forceinline__ void mv_store(const struct mv_args &a, float *om, int rows, int r,
+                                         int b0, int nt, const float (&res)[NBT],
+                                         const float (&acc)[1][NBT])
+{
+    for (int t = 0; t < nt; t++) {
+        float *o = om + (size_t)(b0 + t) * rows + r;
+        *o = a.mode == MV_STORE ? acc[0][t] : res[t] + acc[0][t];
+    }
+}
+
+/* Epilogue of MV_SWIGLU (gate and up of row r), on lane 0. */
+template <int NBT>
+__device__ __forceinline__ void mv_swiglu(float *om, int rows, int r, int b0, int nt,
+                                          const float (&acc)[2][NBT])
+{
+    for (int t = 0; t < nt; t++) {
+        float g = acc[0][t];
+        om[(size_t)(b0 + t) * rows + r] = g / (1.0f + expf(-g)) * acc[1][t];
+    }
+}
+
+/* Epilogue of MV_QKV, on lane 0: q out, k and v into the KV cache at
+ * their position. */
+template <int NBT>
+__device__ __forceinline__ void mv_qkv(const struct mv_args &a, float *om, int rows, int r, int m,
+                                       int b0, int nt, const float (&acc)[2][NBT])
+{
+    for (int t = 0; t < nt; t++) {
+        /* rows r, r + 1 are a RoPE pair of q (m 0) or k (m 1); v (m 2) is
+         * stored as is */
+        float y0 = acc[0][t], y1 = acc[1][t];
+        int pos = a.io->pos + b0 + t;
+        if (m < 2)
+            rope_pair(pos, (r / 2) % (a.hd / 2), a.theta_scale, y0, y1);
+        if (m == 0) {
+            float *o = om + (size_t)(b0 + t) * rows + r;
+            o[0] = y0;
+            o[1] = y1;
+        } else {
+            __half *cache = m == 1 ? a.kc : a.vc;
+            __half *o = cache + (size_t)pos * rows + r;
+            o[0] = __float2half_rn(y0);
+            o[1] = __float2half_rn(y1);
+        }
+    }
+}
+
 /* out_k[b][r] (=, +=, SwiGLU, or RoPE and the KV cache) W_k[r] . norm(in[b])
  * for the rows of every matrix in a (grid.x covers them, two rows per
  * warp) and the tokens b of this block's tile (grid.y, NBT per block).
@@ -549,7 +739,7 @@ __device__ __forceinline__ float mv_input(const struct mv_args &a, const float *
  * quantizes them, in shared memory: every block does it, from L2. */
 template <unsigned TYPE, int NBT>
 __global__ void __launch_bounds__(MV_THREADS)
-k_matvec(struct mv_args a, const float *x, int cols, int nb, const float *norm, float eps)
+    k_matvec(struct mv_args a, const float *x, int cols, int nb, const float *norm, float eps)
 {
     extern __shared__ __align__(16) uint8_t smem[];
     __shared__ double red[MV_WARPS];
@@ -589,8 +779,8 @@ k_matvec(struct mv_args a, const float *x, int cols, int nb, const float *norm, 
     /* the warp's one or two weight streams */
     const uint8_t *s0 = wm + (size_t)r * rb;
     const uint8_t *s1 = a.mode == MV_SWIGLU ? a.w[1] + (size_t)r * a.row_bytes[1]
-                        : rpw == 2           ? wm + (size_t)(two ? r + 1 : r) * rb
-                                             : NULL;
+                        : rpw == 2          ? wm + (size_t)(two ? r + 1 : r) * rb
+                                            : NULL;
     constexpr bool pre = NBT == 1 && !is_float;
     struct wpre p0, p1;
     if (pre) {
@@ -603,91 +793,13 @@ k_matvec(struct mv_args a, const float *x, int cols, int nb, const float *norm, 
                          two ? 2 * a.row_bytes[1] : a.row_bytes[1]);
     }
     grid_wait();
-    /* MV_ADD: the residual this warp adds to, read now so its latency
-     * hides behind the prologue (the prologue reads the input, never the
-     * output) */
     float res[NBT];
-#pragma unroll
-    for (int t = 0; t < NBT; t++)
-        res[t] = live && a.mode == MV_ADD && t < nt && lane == 0 ? om[(size_t)(b0 + t) * rows + r]
-                                                                 : 0.0f;
+    mv_residual<NBT>(a, om, rows, r, live, b0, nt, lane, res);
 
-    if (a.in == IN_ATTN) {
-        /* per head: the largest split max, and 1 / the rescaled sum */
-        int ns = (a.io->pos + ATT_CH) / ATT_CH, H = cols / a.hd;
-        for (int h = threadIdx.x; h < H; h += blockDim.x) {
-            const float *p = a.part + (size_t)h * a.n_split * (a.hd + 2);
-            float m = -INFINITY, l = 0;
-            for (int s = 0; s < ns; s++)
-                m = fmaxf(m, p[(size_t)s * (a.hd + 2)]);
-            for (int s = 0; s < ns; s++)
-                l += p[(size_t)s * (a.hd + 2) + 1] * expf(p[(size_t)s * (a.hd + 2)] - m);
-            hmax[h] = m;
-            hinv[h] = 1.0f / l;
-        }
-        __syncthreads();
-    }
-    for (int t = 0; t < nt; t++) {
-        float *xf = is_float ? stage + (size_t)t * cols : stage;
-        double ss = 0;
-        for (int i = threadIdx.x; i < cols; i += blockDim.x) {
-            float v = mv_input(a, x, cols, b0 + t, i, hmax, hinv);
-            xf[i] = v;
-            ss += (double)(v * v);
-            if (!is_float && norm && t == 0)
-                nw[i] = norm[i];
-        }
-        float scale = 1.0f;
-        if (norm) {
-            /* as the CPU engine: the sum of squares in double, the mean and
-             * the scale in float, then (x * scale) * w */
-            ss = block_sum_d(ss, red);
-            scale = 1.0f / sqrtf((float)(ss / cols) + eps);
-        } else {
-            __syncthreads();
-        }
-        if (is_float) {
-            if (norm)
-                for (int i = threadIdx.x; i < cols; i += blockDim.x)
-                    xf[i] = (xf[i] * scale) * norm[i];
-        } else {
-            /* eight threads per 32-value block, four values each; the
-             * block's max and sum over the eight by shuffles (every lane
-             * of the warp takes part, idle ones with zeros) */
-            int g8 = threadIdx.x & 7;
-            for (int base = 0; base < nblk; base += MV_THREADS / 8) {
-                int ib = base + (threadIdx.x >> 3);
-                bool on = ib < nblk;
-                float v[4], amax = 0;
-#pragma unroll
-                for (int j = 0; j < 4; j++) {
-                    int i = ib * 32 + g8 * 4 + j;
-                    v[j] = !on ? 0.0f : norm ? (xf[i] * scale) * nw[i] : xf[i];
-                    amax = fmaxf(amax, fabsf(v[j]));
-                }
-#pragma unroll
-                for (int o = 4; o > 0; o >>= 1)
-                    amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, o));
-                float d = amax / 127.0f, id = amax != 0.0f ? 127.0f / amax : 0.0f;
-                int q0 = __float2int_rn(v[0] * id), q1 = __float2int_rn(v[1] * id);
-                int q2 = __float2int_rn(v[2] * id), q3 = __float2int_rn(v[3] * id);
-                int sum = q0 + q1 + q2 + q3;
-#pragma unroll
-                for (int o = 4; o > 0; o >>= 1)
-                    sum += __shfl_xor_sync(0xffffffffu, sum, o);
-                if (on) {
-                    *(int *)(xq + (size_t)t * cols + ib * 32 + g8 * 4) =
-                        (q0 & 0xff) | ((q1 & 0xff) << 8) | ((q2 & 0xff) << 16) |
-                        (int)((unsigned)(q3 & 0xff) << 24);
-                    if (g8 == 0) {
-                        xd[t * nblk + ib] = round_half(d);
-                        xs[t * nblk + ib] = round_half(d * (float)sum);
-                    }
-                }
-            }
-        }
-        __syncthreads();
-    }
+    if (a.in == IN_ATTN)
+        mv_attn_stats(a, cols, hmax, hinv);
+    for (int t = 0; t < nt; t++)
+        mv_prologue<TYPE>(a, x, cols, b0, t, norm, eps, stage, nw, xq, xd, xs, red, hmax, hinv);
 
     if (!live)
         return;
@@ -695,71 +807,23 @@ k_matvec(struct mv_args a, const float *x, int cols, int nb, const float *norm, 
     if (rpw == 1 && a.mode != MV_SWIGLU) {
         const uint8_t *rp[1] = {s0};
         float acc[1][NBT];
-#pragma unroll
-        for (int t = 0; t < NBT; t++)
-            acc[0][t] = 0.0f;
-        if (pre)
-            acc[0][0] = dot_pre<TYPE>(p0, s0, cols, xq, xd, xs);
-        else
-            rows_dot<TYPE, NBT, 1>(rp, cols, xq, xd, xs, xf, nt, acc);
-#pragma unroll
-        for (int t = 0; t < NBT; t++)
-            acc[0][t] = warp_sum(acc[0][t]);
+        mv_dots<TYPE, NBT, 1, pre>(rp, p0, p1, cols, xq, xd, xs, xf, nt, acc);
         if (lane != 0)
             return;
-        for (int t = 0; t < nt; t++) {
-            float *o = om + (size_t)(b0 + t) * rows + r;
-            *o = a.mode == MV_STORE ? acc[0][t] : res[t] + acc[0][t];
-        }
+        mv_store<NBT>(a, om, rows, r, b0, nt, res, acc);
         return;
     }
     /* two streams: gate and up of row r (SwiGLU), or rows r and r + 1 (a
      * RoPE pair of q or k, or two values of v) */
     const uint8_t *rp[2] = {s0, s1};
     float acc[2][NBT];
-#pragma unroll
-    for (int k = 0; k < 2; k++)
-#pragma unroll
-        for (int t = 0; t < NBT; t++)
-            acc[k][t] = 0.0f;
-    if (pre) {
-        acc[0][0] = dot_pre<TYPE>(p0, s0, cols, xq, xd, xs);
-        acc[1][0] = dot_pre<TYPE>(p1, s1, cols, xq, xd, xs);
-    } else {
-        rows_dot<TYPE, NBT, 2>(rp, cols, xq, xd, xs, xf, nt, acc);
-    }
-#pragma unroll
-    for (int k = 0; k < 2; k++)
-#pragma unroll
-        for (int t = 0; t < NBT; t++)
-            acc[k][t] = warp_sum(acc[k][t]);
+    mv_dots<TYPE, NBT, 2, pre>(rp, p0, p1, cols, xq, xd, xs, xf, nt, acc);
     if (lane != 0)
         return;
-    if (a.mode == MV_SWIGLU) {
-        for (int t = 0; t < nt; t++) {
-            float g = acc[0][t];
-            om[(size_t)(b0 + t) * rows + r] = g / (1.0f + expf(-g)) * acc[1][t];
-        }
-        return;
-    }
-    for (int t = 0; t < nt; t++) {
-        /* rows r, r + 1 are a RoPE pair of q (m 0) or k (m 1); v (m 2) is
-         * stored as is */
-        float y0 = acc[0][t], y1 = acc[1][t];
-        int pos = a.io->pos + b0 + t;
-        if (m < 2)
-            rope_pair(pos, (r / 2) % (a.hd / 2), a.theta_scale, y0, y1);
-        if (m == 0) {
-            float *o = om + (size_t)(b0 + t) * rows + r;
-            o[0] = y0;
-            o[1] = y1;
-        } else {
-            __half *cache = m == 1 ? a.kc : a.vc;
-            __half *o = cache + (size_t)pos * rows + r;
-            o[0] = __float2half_rn(y0);
-            o[1] = __float2half_rn(y1);
-        }
-    }
+    if (a.mode == MV_SWIGLU)
+        mv_swiglu<NBT>(om, rows, r, b0, nt, acc);
+    else
+        mv_qkv<NBT>(a, om, rows, r, m, b0, nt, acc);
 }
 
 /* SwiGLU when gate and up have different types (two plain products). */

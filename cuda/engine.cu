@@ -383,10 +383,9 @@ static int set_smem_limits(gw_cuda_engine *e, const gw_cuda_model *m, char *err,
     return 0;
 }
 
-static int engine_init(gw_cuda_engine *e, const gw_cuda_model *m, char *err, size_t errlen)
+/* The model's shapes and weight types against what the kernels take. */
+static int check_model(const gw_cuda_engine *e, const gw_cuda_model *m, char *err, size_t errlen)
 {
-    const int dev_ = e->dev;
-    (void)dev_;
     int rc;
     if (m->head_dim > 256 || m->head_dim % 8 || m->n_head % m->n_head_kv || m->n_head > MAX_HEADS) {
         msg(err, errlen,
@@ -407,10 +406,13 @@ static int engine_init(gw_cuda_engine *e, const gw_cuda_model *m, char *err, siz
             if ((rc = check_mat(e, ms[i], err, errlen)))
                 return rc;
     }
-    if ((rc = set_smem_limits(e, m, err, errlen)))
-        return rc;
+    return 0;
+}
 
-    /* weights: one allocation */
+/* Every weight and norm vector to the device, in one allocation. */
+static int upload_weights(gw_cuda_engine *e, const gw_cuda_model *m, char *err, size_t errlen)
+{
+    int rc;
     bool tied = m->output.data == m->tok_embd.data;
     size_t vec = align256((size_t)m->dim * sizeof(float));
     size_t total = mat_bytes(&m->tok_embd) + (tied ? 0 : mat_bytes(&m->output)) + vec;
@@ -454,11 +456,18 @@ static int engine_init(gw_cuda_engine *e, const gw_cuda_model *m, char *err, siz
             (rc = put_mat(e, &u, &S->w_down, &D->w_down, err, errlen)))
             return rc;
     }
+    return 0;
+}
 
-    /* KV cache and activations */
+/* The KV cache, the activations, the host <-> device io block, the stream
+ * and the events. */
+static int alloc_buffers(gw_cuda_engine *e, const gw_cuda_model *m, char *err, size_t errlen)
+{
+    const int dev_ = e->dev;
+    (void)dev_;
     size_t cache = (size_t)m->n_layer * e->n_ctx * e->kv_dim * sizeof(__half);
     size_t B = (size_t)e->n_batch;
-    crc = cudaMalloc(&e->kc, cache);
+    cudaError_t crc = cudaMalloc(&e->kc, cache);
     if (crc == cudaSuccess)
         crc = cudaMalloc(&e->vc, cache);
     if (crc != cudaSuccess) {
@@ -485,6 +494,15 @@ static int engine_init(gw_cuda_engine *e, const gw_cuda_model *m, char *err, siz
     CK(cudaStreamCreateWithFlags(&e->stream, cudaStreamNonBlocking));
     CK(cudaEventCreate(&e->ev0));
     CK(cudaEventCreate(&e->ev1));
+    return 0;
+}
+
+static int engine_init(gw_cuda_engine *e, const gw_cuda_model *m, char *err, size_t errlen)
+{
+    int rc;
+    if ((rc = check_model(e, m, err, errlen)) || (rc = set_smem_limits(e, m, err, errlen)) ||
+        (rc = upload_weights(e, m, err, errlen)) || (rc = alloc_buffers(e, m, err, errlen)))
+        return rc;
     return 0;
 }
 

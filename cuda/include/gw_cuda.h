@@ -27,7 +27,8 @@ int gw_cuda_device_info(int dev, char *name, size_t namelen, size_t *total_mem,
 
 
 /* ======================================================================
- * The forward pass on a GPU (engine.cu)
+ * The forward pass on a GPU (engine.cu; its kernels in matvec.cu,
+ * attention.cu, embed_argmax.cu)
  *
  * The worker library (worker/engine/model.c) describes its model with the plain
  * structs below; gw_cuda_engine_new copies every weight to the device once,

@@ -416,7 +416,7 @@ const char *gw_worker_strerror(int rc);
 
 /* ---- tokenizer ---- */
 /* ======================================================================
- * Tokenizer (tokenizer.c) and chat templates (chat.c)
+ * Tokenizer (tokenizer*.c) and chat templates (chat.c)
  *
  * Built from a file's tokenizer.* metadata: "gpt2" byte-level BPE (with the
  * pre-tokenizer named by tokenizer.ggml.pre, run by PCRE2) and "llama"

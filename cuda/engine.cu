@@ -25,6 +25,7 @@
  * attention.cu and embed_argmax.cu; kernels.cuh is what they share.
  */
 #include "kernels.cuh"
+#include "gw_util.h"
 
 #include <errno.h>
 #include <stdarg.h>
@@ -71,17 +72,6 @@ struct gw_cuda_engine {
 
 /* ---------------------------------------------------------------- errors */
 
-static void msg(char *err, size_t errlen, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-static void msg(char *err, size_t errlen, const char *fmt, ...)
-{
-    if (!err || !errlen)
-        return;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-}
 
 /* "cudaMalloc(&p, n)" -> "cudaMalloc": the call's name, for messages. */
 static const char *call_name(const char *expr, char *buf, size_t len)
@@ -99,10 +89,10 @@ static int cuda_fail(const gw_cuda_engine *e, int dev, const char *expr, cudaErr
 {
     char nm[64];
     if (e)
-        msg(err, errlen, "%s: %s: %s", e->name, call_name(expr, nm, sizeof nm),
+        gw_errf(err, errlen, "%s: %s: %s", e->name, call_name(expr, nm, sizeof nm),
             cudaGetErrorString(rc));
     else
-        msg(err, errlen, "cuda:%d: %s: %s", dev, call_name(expr, nm, sizeof nm),
+        gw_errf(err, errlen, "cuda:%d: %s: %s", dev, call_name(expr, nm, sizeof nm),
             cudaGetErrorString(rc));
     return rc == cudaErrorMemoryAllocation ? -ENOMEM : -EIO;
 }
@@ -289,14 +279,14 @@ static int enqueue_pass(gw_cuda_engine *e, int nb, bool logits, char *err, size_
 static int check_mat(const gw_cuda_engine *e, const gw_cuda_mat *m, char *err, size_t errlen)
 {
     if (!type_ok(m->type)) {
-        msg(err, errlen,
+        gw_errf(err, errlen,
             "%s: tensor \"%s\": type %u not supported by the CUDA engine (F32, F16, Q4_0, Q4_1, "
             "Q8_0)",
             e->name, m->name ? m->name : "?", m->type);
         return -ENOTSUP;
     }
     if (m->cols % 32 != 0 || m->rows < 1) {
-        msg(err, errlen, "%s: tensor \"%s\": %d columns is not a multiple of 32", e->name,
+        gw_errf(err, errlen, "%s: tensor \"%s\": %d columns is not a multiple of 32", e->name,
             m->name ? m->name : "?", m->cols);
         return -ENOTSUP;
     }
@@ -359,7 +349,7 @@ static int set_smem_limits(gw_cuda_engine *e, const gw_cuda_model *m, char *err,
         need8 = s8 > need8 ? s8 : need8;
     }
     if (need1 > e->max_smem) {
-        msg(err, errlen, "%s: rows of %d values need %zu bytes of shared memory (device: %zu)",
+        gw_errf(err, errlen, "%s: rows of %d values need %zu bytes of shared memory (device: %zu)",
             e->name, widest, need1, e->max_smem);
         return -ENOTSUP;
     }
@@ -373,7 +363,7 @@ static int set_smem_limits(gw_cuda_engine *e, const gw_cuda_model *m, char *err,
     }
     size_t as = attn_smem(e);
     if (as > e->max_smem) {
-        msg(err, errlen,
+        gw_errf(err, errlen,
             "%s: a context of %d positions needs %zu bytes of shared memory for attention "
             "(device: %zu); use a shorter context",
             e->name, e->n_ctx, as, e->max_smem);
@@ -388,7 +378,7 @@ static int check_model(const gw_cuda_engine *e, const gw_cuda_model *m, char *er
 {
     int rc;
     if (m->head_dim > 256 || m->head_dim % 8 || m->n_head % m->n_head_kv || m->n_head > MAX_HEADS) {
-        msg(err, errlen,
+        gw_errf(err, errlen,
             "%s: %d heads of %d not supported by the CUDA engine (a multiple of 8, at most 256; "
             "at most %d heads)",
             e->name, m->n_head, m->head_dim, MAX_HEADS);
@@ -424,7 +414,7 @@ static int upload_weights(gw_cuda_engine *e, const gw_cuda_model *m, char *err, 
     }
     cudaError_t crc = cudaMalloc(&e->weights, total);
     if (crc != cudaSuccess) {
-        msg(err, errlen, "%s: cudaMalloc(%.1f MB of weights): %s", e->name, (double)total / 1e6,
+        gw_errf(err, errlen, "%s: cudaMalloc(%.1f MB of weights): %s", e->name, (double)total / 1e6,
             cudaGetErrorString(crc));
         return crc == cudaErrorMemoryAllocation ? -ENOMEM : -EIO;
     }
@@ -439,7 +429,7 @@ static int upload_weights(gw_cuda_engine *e, const gw_cuda_model *m, char *err, 
         return rc;
     e->L = (struct layer_dev *)calloc((size_t)m->n_layer, sizeof *e->L);
     if (!e->L) {
-        msg(err, errlen, "%s: out of host memory", e->name);
+        gw_errf(err, errlen, "%s: out of host memory", e->name);
         return -ENOMEM;
     }
     for (int l = 0; l < m->n_layer; l++) {
@@ -471,7 +461,7 @@ static int alloc_buffers(gw_cuda_engine *e, const gw_cuda_model *m, char *err, s
     if (crc == cudaSuccess)
         crc = cudaMalloc(&e->vc, cache);
     if (crc != cudaSuccess) {
-        msg(err, errlen, "%s: cudaMalloc(%.1f MB of KV cache for %d positions): %s", e->name,
+        gw_errf(err, errlen, "%s: cudaMalloc(%.1f MB of KV cache for %d positions): %s", e->name,
             2.0 * (double)cache / 1e6, e->n_ctx, cudaGetErrorString(crc));
         return crc == cudaErrorMemoryAllocation ? -ENOMEM : -EIO;
     }
@@ -515,22 +505,22 @@ extern "C" int gw_cuda_engine_new(int dev, const gw_cuda_model *m, int n_ctx, in
     int count = 0;
     cudaError_t crc = cudaGetDeviceCount(&count);
     if (crc != cudaSuccess) {
-        msg(err, errlen, "cuda:%d: cudaGetDeviceCount: %s", dev, cudaGetErrorString(crc));
+        gw_errf(err, errlen, "cuda:%d: cudaGetDeviceCount: %s", dev, cudaGetErrorString(crc));
         return -ENODEV;
     }
     if (dev < 0 || dev >= count) {
-        msg(err, errlen, "cuda:%d: no such device (%d present)", dev, count);
+        gw_errf(err, errlen, "cuda:%d: no such device (%d present)", dev, count);
         return -ENODEV;
     }
     if (!m || n_ctx < 1 || n_batch < 1) {
-        msg(err, errlen, "cuda:%d: bad engine parameters", dev);
+        gw_errf(err, errlen, "cuda:%d: bad engine parameters", dev);
         return -EINVAL;
     }
     CK(cudaSetDevice(dev));
     cudaDeviceProp prop;
     CK(cudaGetDeviceProperties(&prop, dev));
     if (prop.major < 6 || (prop.major == 6 && prop.minor < 1)) {
-        msg(err, errlen,
+        gw_errf(err, errlen,
             "cuda:%d (%s): compute capability %d.%d; the CUDA engine needs 6.1 "
             "(__dp4a)",
             dev, prop.name, prop.major, prop.minor);
@@ -538,7 +528,7 @@ extern "C" int gw_cuda_engine_new(int dev, const gw_cuda_model *m, int n_ctx, in
     }
     e = (gw_cuda_engine *)calloc(1, sizeof *e);
     if (!e) {
-        msg(err, errlen, "cuda:%d: out of host memory", dev);
+        gw_errf(err, errlen, "cuda:%d: out of host memory", dev);
         return -ENOMEM;
     }
     e->dev = dev;

@@ -354,11 +354,11 @@ static int prompt_ids(struct worker *w, struct job *j, int32_t **ids, size_t *n_
     int n_ctx = gw_ctx_n_ctx(w->ctx);
     if (rc == 0 && (*n_ids == 0 || (int)*n_ids >= n_ctx)) {
         snprintf(err, sizeof(err), "prompt is %zu tokens; the context holds %d", *n_ids, n_ctx);
-        rc = -E2BIG;
+        rc = GW_ECONTEXT;
     }
     if (rc != 0) {
         if (!err[0])
-            snprintf(err, sizeof(err), "%s", gw_worker_strerror(rc));
+            snprintf(err, sizeof(err), "%s", gw_strerror(rc));
         fail_job(j, err);
         return -1;
     }
@@ -489,7 +489,7 @@ static void generate(struct worker *w, struct job *j, const int32_t *ids, size_t
     gw_tok_decoder_free(&j->dec);
     if (rc < 0) {
         char err[256];
-        snprintf(err, sizeof(err), "generation failed: %s", gw_worker_strerror(rc));
+        snprintf(err, sizeof(err), "generation failed: %s", gw_strerror(rc));
         if (rc == -EIO && gw_ctx_on_gpu(w->ctx)) {
             /* A CUDA error can leave the context unusable (a fault poisons
              * it for good): fail this request, then exit so the master

@@ -286,8 +286,8 @@ static void test_eval_rejects_bad_tokens_and_full_context(void **state)
     assert_int_equal(gw_ctx_new(f.m, &o, &x), 0);
     int32_t bad = 96;
     assert_int_equal(gw_ctx_eval(x, &bad, 1, 0, NULL), -EINVAL);
-    assert_int_equal(gw_ctx_eval(x, prompt, 9, 0, NULL), -E2BIG);
-    assert_int_equal(gw_ctx_eval(x, prompt, 2, 7, NULL), -E2BIG);
+    assert_int_equal(gw_ctx_eval(x, prompt, 9, 0, NULL), GW_ECONTEXT);
+    assert_int_equal(gw_ctx_eval(x, prompt, 2, 7, NULL), GW_ECONTEXT);
     assert_int_equal(gw_ctx_eval(x, prompt, 8, 0, NULL), 0);
     gw_ctx_free(x);
     unload(&f);

@@ -43,8 +43,11 @@ for bin in "${sup[@]}"; do
 done
 
 # The patterns must be able to fail: the worker has to match them.
+# (nm's whole output is read first: grep -q closing the pipe early would
+# kill nm with SIGPIPE, which pipefail reports as a failure.)
+worker_syms=$(nm -g --defined-only "$worker" | awk '{print $NF}')
 for want in gw_model_load gw_tokenizer_load gw_worker_main gw_guard_feed; do
-    if ! nm -g --defined-only "$worker" | awk '{print $NF}' | grep -qx "$want"; then
+    if ! grep -qx "$want" <<<"$worker_syms"; then
         echo "layout: $(basename "$worker") lacks $want: the check would prove nothing"
         fail=1
     fi

@@ -17,17 +17,6 @@
 
 #define TEMPLATE_QUOTE_CHARS 60
 
-static void seterr(char *err, size_t errlen, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-static void seterr(char *err, size_t errlen, const char *fmt, ...)
-{
-    if (!err || errlen == 0)
-        return;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-}
 
 /* Writes the first max_chars characters of s[0, n) into out as the inside
  * of a one-line quoted string: control bytes, quote and backslash escaped
@@ -118,7 +107,7 @@ int gw_chat_template_init(gw_chat_template *ct, const char *tmpl, size_t len,
         if (chatml_default_system(tmpl, len, &d, &dl)) {
             ct->default_system = malloc(dl + 1);
             if (!ct->default_system) {
-                seterr(err, errlen, "chat: out of memory");
+                gw_errf(err, errlen, "chat: out of memory");
                 return -ENOMEM;
             }
             memcpy(ct->default_system, d, dl);
@@ -143,7 +132,7 @@ int gw_chat_template_init(gw_chat_template *ct, const char *tmpl, size_t len,
     }
     char q[TEMPLATE_QUOTE_CHARS * 4 + 8];
     quote_prefix(q, sizeof q, tmpl, len, TEMPLATE_QUOTE_CHARS);
-    seterr(err, errlen, "chat: unsupported chat template \"%s\" (supported: ChatML, llama-2)", q);
+    gw_errf(err, errlen, "chat: unsupported chat template \"%s\" (supported: ChatML, llama-2)", q);
     return -EINVAL;
 }
 
@@ -157,12 +146,12 @@ int gw_chat_template_from_gguf(gw_chat_template *ct, const gw_gguf *g, const gw_
     size_t n;
     int rc = gw_gguf_get_str(g, "tokenizer.chat_template", &s, &n);
     if (rc == -ENOENT) {
-        seterr(err, errlen, "%s: tokenizer.chat_template missing: the model has no chat template",
+        gw_errf(err, errlen, "%s: tokenizer.chat_template missing: the model has no chat template",
                gw_gguf_name(g));
         return -ENOENT;
     }
     if (rc) {
-        seterr(err, errlen, "%s: tokenizer.chat_template is not a string", gw_gguf_name(g));
+        gw_errf(err, errlen, "%s: tokenizer.chat_template is not a string", gw_gguf_name(g));
         return -EINVAL;
     }
     return gw_chat_template_init(ct, s, n, tok, err, errlen);
@@ -266,13 +255,13 @@ static int format_llama2(const gw_chat_template *ct, const gw_chat_msg *msgs, si
         first = 1;
     }
     if (first == n) {
-        seterr(err, errlen, "chat: llama-2 template: the conversation has no user message");
+        gw_errf(err, errlen, "chat: llama-2 template: the conversation has no user message");
         return -EINVAL;
     }
     for (size_t i = first; i < n; i++) {
         int want = (i - first) % 2 == 0 ? ROLE_USER : ROLE_ASSISTANT;
         if (role_of(&msgs[i]) != want) {
-            seterr(
+            gw_errf(
                 err, errlen,
                 "chat: llama-2 template: messages[%zu] has role \"%.*s\", expected \"%s\" (roles "
                 "alternate user/assistant after an optional first system message)",
@@ -282,7 +271,7 @@ static int format_llama2(const gw_chat_template *ct, const gw_chat_msg *msgs, si
         }
     }
     if (role_of(&msgs[n - 1]) != ROLE_USER) {
-        seterr(err, errlen, "chat: llama-2 template: the last message must be the user's");
+        gw_errf(err, errlen, "chat: llama-2 template: the last message must be the user's");
         return -EINVAL;
     }
     for (size_t i = first; i < n; i++) {
@@ -332,14 +321,14 @@ int gw_chat_format(const gw_chat_template *ct, const gw_chat_msg *msgs, size_t n
     *out = NULL;
     *len = 0;
     if (n == 0) {
-        seterr(err, errlen, "chat: the conversation has no messages");
+        gw_errf(err, errlen, "chat: the conversation has no messages");
         return -EINVAL;
     }
     for (size_t i = 0; i < n; i++) {
         if ((!msgs[i].role && msgs[i].role_len) || (!msgs[i].content && msgs[i].content_len))
             return -EINVAL;
         if (role_of(&msgs[i]) < 0) {
-            seterr(err, errlen,
+            gw_errf(err, errlen,
                    "chat: messages[%zu].role \"%.*s\" is not supported (system, user, assistant)",
                    i, (int)(msgs[i].role_len > 32 ? 32 : msgs[i].role_len),
                    msgs[i].role ? msgs[i].role : "");
@@ -356,11 +345,11 @@ int gw_chat_format(const gw_chat_template *ct, const gw_chat_msg *msgs, size_t n
         rc = format_llama2(ct, msgs, n, &b, err, errlen);
         break;
     default:
-        seterr(err, errlen, "chat: template not initialised");
+        gw_errf(err, errlen, "chat: template not initialised");
         rc = -EINVAL;
     }
     if (!rc && b.oom) {
-        seterr(err, errlen, "chat: out of memory");
+        gw_errf(err, errlen, "chat: out of memory");
         rc = -ENOMEM;
     }
     if (rc) {

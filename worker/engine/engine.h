@@ -9,14 +9,6 @@
 #include <string.h>
 #include <time.h>
 
-/* CLOCK_MONOTONIC in ns: step times, device time on the CPU, pool spins. */
-static inline uint64_t gw_engine_now_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
-}
-
 /* Activations quantized for integer dot products: 32 values, one scale.
  * s = d * sum(qs), kept so that blocks with a minimum (Q4_1, Q5_1, Q4_K)
  * add m * sum(x) without a second pass. Both hold values rounded to half

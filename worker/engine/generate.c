@@ -99,11 +99,11 @@ int gw_generate(gw_ctx *c, const int32_t *prompt, size_t n_prompt, const gw_gen_
     bool greedy = p->sampling.temperature <= 0;
     float *logits = NULL;
     int32_t next = -1;
-    uint64_t t0 = gw_engine_now_ns();
+    uint64_t t0 = gw_mono_ns();
     if ((rc = greedy ? gw_ctx_eval_greedy(c, prompt, n_prompt, 0, &next)
                      : gw_ctx_eval(c, prompt, n_prompt, 0, &logits)) < 0)
         goto out;
-    res->prompt_ns = gw_engine_now_ns() - t0;
+    res->prompt_ns = gw_mono_ns() - t0;
     uint64_t dev_ns = gw_ctx_device_ns(c);
     res->device_ns = dev_ns;
 
@@ -118,7 +118,7 @@ int gw_generate(gw_ctx *c, const int32_t *prompt, size_t n_prompt, const gw_gen_
             res->finish = GW_FINISH_CANCEL;
             break;
         }
-        uint64_t ts = gw_engine_now_ns();
+        uint64_t ts = gw_mono_ns();
         if (last >= 0) {
             if (pos >= gw_ctx_n_ctx(c)) {
                 res->finish = GW_FINISH_CONTEXT;
@@ -132,7 +132,7 @@ int gw_generate(gw_ctx *c, const int32_t *prompt, size_t n_prompt, const gw_gen_
             res->device_ns += gw_ctx_device_ns(c);
         }
         int32_t tok = greedy ? next : gw_sampler_sample(smp, logits);
-        uint64_t step = gw_engine_now_ns() - ts;
+        uint64_t step = gw_mono_ns() - ts;
         res->decode_ns += step;
         bool eog = false;
         for (size_t i = 0; i < p->n_eog; i++)
@@ -189,13 +189,4 @@ out:
     free(txt.buf);
     gw_sampler_free(smp);
     return rc;
-}
-
-const char *gw_worker_strerror(int rc)
-{
-    switch (rc) {
-    case 0: return "ok";
-    case -E2BIG: return "context full";
-    default: return strerror(rc < 0 ? -rc : rc);
-    }
 }

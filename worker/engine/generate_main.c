@@ -24,12 +24,9 @@ static void usage(FILE *f)
 
 struct out {
     bool print_ids;
-#ifdef GW_HAVE_TOKENIZER
     gw_tok_decoder dec;
-#endif
 };
 
-#ifdef GW_HAVE_TOKENIZER
 static int piece(void *user, int32_t tok, char *buf, size_t cap)
 {
     struct out *o = user;
@@ -42,7 +39,6 @@ static int piece(void *user, int32_t tok, char *buf, size_t cap)
     memcpy(buf, chunk, len);
     return (int)len;
 }
-#endif
 
 static void on_text(void *user, const char *text, size_t len)
 {
@@ -222,10 +218,8 @@ struct session {
     size_t n_ids;
     struct out o;
     gw_gen_params gp;
-#ifdef GW_HAVE_TOKENIZER
     gw_tokenizer *tok;
     char *text;
-#endif
 };
 
 /* Loads the model and opens a context on the chosen device. */
@@ -273,7 +267,6 @@ static int prompt_ids(const struct args *a, struct session *s)
             return 100;
         }
     } else {
-#ifdef GW_HAVE_TOKENIZER
         char err[512];
         int rc;
         if ((rc = gw_tokenizer_load(gw_model_gguf(s->m), &s->tok, err, sizeof err)) < 0) {
@@ -310,10 +303,6 @@ static int prompt_ids(const struct args *a, struct session *s)
         s->gp.piece = piece;
         if (!a->print_ids)
             fwrite(p, 1, plen, stdout);
-#else
-        fprintf(stderr, "gpuwarden-generate: this build has no tokenizer yet; use --ids\n");
-        return 100;
-#endif
     }
     if (s->n_ids == 0) {
         fprintf(stderr, "gpuwarden-generate: the prompt encodes to no tokens\n");
@@ -331,7 +320,7 @@ static int generate(const struct args *a, struct session *s)
     gw_gen_result res;
     rc = gw_generate(s->ctx, s->ids, s->n_ids, &s->gp, s->gen, (size_t)a->n_predict, &res);
     if (rc < 0) {
-        fprintf(stderr, "gpuwarden-generate: %s%s%s\n", gw_worker_strerror(rc),
+        fprintf(stderr, "gpuwarden-generate: %s%s%s\n", gw_strerror(rc),
                 gw_ctx_error(s->ctx)[0] ? ": " : "", gw_ctx_error(s->ctx));
         return 111;
     }
@@ -356,12 +345,10 @@ static int generate(const struct args *a, struct session *s)
 
 static void session_free(struct session *s)
 {
-#ifdef GW_HAVE_TOKENIZER
     if (s->gp.piece)
         gw_tok_decoder_free(&s->o.dec);
     gw_tokenizer_free(s->tok);
     free(s->text);
-#endif
     free(s->gen);
     free(s->ids);
     gw_ctx_free(s->ctx);

@@ -69,16 +69,6 @@ struct gw_ctx {
     uint64_t last_device_ns;  /* time of the last eval on the device */
 };
 
-static void msg(char *err, size_t errlen, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-static void msg(char *err, size_t errlen, const char *fmt, ...)
-{
-    if (!err || !errlen)
-        return;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-}
 
 /* ---- loading ---- */
 
@@ -89,15 +79,15 @@ static int get_hparam(const gw_gguf *g, const char *key, bool required, int64_t 
     int64_t x = dflt;
     if (!v) {
         if (required) {
-            msg(err, errlen, "%s: %s missing", gw_gguf_name(g), key);
+            gw_errf(err, errlen, "%s: %s missing", gw_gguf_name(g), key);
             return -EINVAL;
         }
     } else if (gw_gguf_value_int(v, &x) < 0) {
-        msg(err, errlen, "%s: %s: expected an integer", gw_gguf_name(g), key);
+        gw_errf(err, errlen, "%s: %s: expected an integer", gw_gguf_name(g), key);
         return -EINVAL;
     }
     if (x < 1 || x > max) {
-        msg(err, errlen, "%s: %s %" PRId64 " out of range 1..%" PRId64, gw_gguf_name(g), key, x,
+        gw_errf(err, errlen, "%s: %s %" PRId64 " out of range 1..%" PRId64, gw_gguf_name(g), key, x,
             max);
         return -EINVAL;
     }
@@ -111,11 +101,11 @@ static int get_fparam(const gw_gguf *g, const char *key, float dflt, float *out,
     const gw_gguf_value *v = gw_gguf_find(g, key);
     *out = dflt;
     if (v && gw_gguf_value_f32(v, out) < 0) {
-        msg(err, errlen, "%s: %s: expected a float", gw_gguf_name(g), key);
+        gw_errf(err, errlen, "%s: %s: expected a float", gw_gguf_name(g), key);
         return -EINVAL;
     }
     if (!(*out > 0) || !isfinite(*out)) {
-        msg(err, errlen, "%s: %s %g must be positive", gw_gguf_name(g), key, (double)*out);
+        gw_errf(err, errlen, "%s: %s %g must be positive", gw_gguf_name(g), key, (double)*out);
         return -EINVAL;
     }
     return 0;
@@ -126,7 +116,7 @@ static const gw_gguf_tensor *need_tensor(const gw_gguf *g, const char *name, int
 {
     const gw_gguf_tensor *t = gw_gguf_find_tensor(g, name);
     if (!t) {
-        msg(err, errlen, "%s: tensor \"%s\" missing", gw_gguf_name(g), name);
+        gw_errf(err, errlen, "%s: tensor \"%s\" missing", gw_gguf_name(g), name);
         return NULL;
     }
     bool ok = t->ne[0] == (uint64_t)ne0 && t->ne[2] == 1 && t->ne[3] == 1 &&
@@ -140,20 +130,20 @@ static const gw_gguf_tensor *need_tensor(const gw_gguf *g, const char *name, int
             snprintf(want, sizeof want, "%" PRId64, ne0);
         else
             snprintf(want, sizeof want, "%" PRId64 " x %" PRId64, ne0, ne1);
-        msg(err, errlen, "%s: tensor \"%s\": shape %s, expected %s", gw_gguf_name(g), name, shape,
+        gw_errf(err, errlen, "%s: tensor \"%s\": shape %s, expected %s", gw_gguf_name(g), name, shape,
             want);
         return NULL;
     }
     const char *tn = gw_ggml_type_name(t->type);
     if (gw_type_row_bytes(t->type, t->ne[0]) == 0 || !gw_dot_portable_for(t->type)) {
-        msg(err, errlen,
+        gw_errf(err, errlen,
             "%s: tensor \"%s\": type %s not supported (F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, "
             "Q8_0, Q4_K, Q6_K)",
             gw_gguf_name(g), name, tn ? tn : "?");
         return NULL;
     }
     if ((uintptr_t)t->data % 4 != 0) {
-        msg(err, errlen, "%s: tensor \"%s\": data not 4-byte aligned (general.alignment %" PRIu64 ")",
+        gw_errf(err, errlen, "%s: tensor \"%s\": data not 4-byte aligned (general.alignment %" PRIu64 ")",
             gw_gguf_name(g), name, gw_gguf_alignment(g));
         return NULL;
     }
@@ -203,11 +193,11 @@ int gw_model_from_gguf(gw_gguf *g, gw_model **out, char *err, size_t errlen)
     const char *arch;
     size_t arch_len;
     if (gw_gguf_get_str(g, "general.architecture", &arch, &arch_len) < 0) {
-        msg(err, errlen, "%s: general.architecture missing or not a string", fn);
+        gw_errf(err, errlen, "%s: general.architecture missing or not a string", fn);
         goto fail;
     }
     if (arch_len != 5 || memcmp(arch, "llama", 5) != 0) {
-        msg(err, errlen, "%s: architecture \"%.*s\" not supported (only llama)", fn,
+        gw_errf(err, errlen, "%s: architecture \"%.*s\" not supported (only llama)", fn,
             (int)(arch_len > 64 ? 64 : arch_len), arch);
         goto fail;
     }
@@ -225,12 +215,12 @@ int gw_model_from_gguf(gw_gguf *g, gw_model **out, char *err, size_t errlen)
         goto fail;
     rc = -EINVAL;
     if (c->dim % c->n_head != 0 || (c->dim / c->n_head) % 2 != 0) {
-        msg(err, errlen, "%s: llama.embedding_length %d is not an even multiple of head_count %d",
+        gw_errf(err, errlen, "%s: llama.embedding_length %d is not an even multiple of head_count %d",
             fn, c->dim, c->n_head);
         goto fail;
     }
     if (c->n_head % c->n_head_kv != 0) {
-        msg(err, errlen, "%s: llama.attention.head_count %d is not a multiple of head_count_kv %d",
+        gw_errf(err, errlen, "%s: llama.attention.head_count %d is not a multiple of head_count_kv %d",
             fn, c->n_head, c->n_head_kv);
         goto fail;
     }
@@ -241,18 +231,18 @@ int gw_model_from_gguf(gw_gguf *g, gw_model **out, char *err, size_t errlen)
         goto fail;
     rc = -EINVAL;
     if (rope_dims != c->head_dim) {
-        msg(err, errlen, "%s: llama.rope.dimension_count %d differs from the head size %d (partial "
+        gw_errf(err, errlen, "%s: llama.rope.dimension_count %d differs from the head size %d (partial "
                          "RoPE not supported)", fn, rope_dims, c->head_dim);
         goto fail;
     }
 
     const gw_gguf_tensor *te = gw_gguf_find_tensor(g, "token_embd.weight");
     if (!te) {
-        msg(err, errlen, "%s: tensor \"token_embd.weight\" missing", fn);
+        gw_errf(err, errlen, "%s: tensor \"token_embd.weight\" missing", fn);
         goto fail;
     }
     if (te->ne[1] < 1 || te->ne[1] > INT32_MAX) {
-        msg(err, errlen, "%s: tensor \"token_embd.weight\": %" PRIu64 " rows out of range", fn,
+        gw_errf(err, errlen, "%s: tensor \"token_embd.weight\": %" PRIu64 " rows out of range", fn,
             te->ne[1]);
         goto fail;
     }
@@ -291,7 +281,7 @@ int gw_model_from_gguf(gw_gguf *g, gw_model **out, char *err, size_t errlen)
     return 0;
 fail:
     if (rc == -ENOMEM)
-        msg(err, errlen, "%s: out of memory", fn);
+        gw_errf(err, errlen, "%s: out of memory", fn);
     gw_model_free(m);
     return rc;
 }
@@ -451,7 +441,7 @@ static int cuda_type_ok(const gw_cuda_mat *t, int dev, char *err, size_t errlen)
         return 0;
     }
     const char *tn = gw_ggml_type_name(t->type);
-    msg(err, errlen, "cuda:%d: tensor \"%s\": type %s not supported by the CUDA engine (F32, F16, "
+    gw_errf(err, errlen, "cuda:%d: tensor \"%s\": type %s not supported by the CUDA engine (F32, F16, "
                      "Q4_0, Q4_1, Q8_0)", dev, t->name, tn ? tn : "?");
     return -ENOTSUP;
 }
@@ -495,7 +485,7 @@ static int ctx_cuda(const gw_model *m, const gw_ctx_opts *o, int dev, gw_ctx **o
         if (rc == 0)
             rc = gw_cuda_engine_new(dev, &d, x->n_ctx, x->n_batch, &x->cu, err, errlen);
     } else {
-        msg(err, errlen, "cuda:%d: out of host memory", dev);
+        gw_errf(err, errlen, "cuda:%d: out of host memory", dev);
     }
     free(L);
     free(names);
@@ -514,7 +504,7 @@ int gw_ctx_open(const gw_model *m, const gw_ctx_opts *o, gw_ctx **out, char *err
     if (!o)
         o = &d;
     if (!m || !out || o->n_ctx < 0 || o->n_threads < 0 || o->n_batch < 0) {
-        msg(err, errlen, "context: bad options");
+        gw_errf(err, errlen, "context: bad options");
         return -EINVAL;
     }
     *out = NULL;
@@ -525,7 +515,7 @@ int gw_ctx_open(const gw_model *m, const gw_ctx_opts *o, gw_ctx **out, char *err
     if (gw_cuda_parse_device(dev, &n) == 0)
         return ctx_cuda(m, o, n, out, err, errlen);
     if (strcmp(dev, "auto") != 0) {
-        msg(err, errlen, "device \"%.40s\": expected \"auto\", \"cpu\" or \"cuda:N\"", dev);
+        gw_errf(err, errlen, "device \"%.40s\": expected \"auto\", \"cpu\" or \"cuda:N\"", dev);
         return -EINVAL;
     }
     /* auto: the first CUDA device when one works, else the CPU, saying why */
@@ -821,7 +811,7 @@ static int eval(gw_ctx *x, const int32_t *tokens, size_t n, int pos, bool want_l
     if (!x || !tokens || n == 0 || pos < 0)
         return -EINVAL;
     if (n > (size_t)x->n_ctx || (size_t)pos > (size_t)x->n_ctx - n)
-        return -E2BIG;
+        return GW_ECONTEXT;
     for (size_t i = 0; i < n; i++)
         if (tokens[i] < 0 || tokens[i] >= x->m->cfg.vocab)
             return -EINVAL;
@@ -839,7 +829,7 @@ static int eval(gw_ctx *x, const int32_t *tokens, size_t n, int pos, bool want_l
             *greedy = am;
         return 0;
     }
-    uint64_t t0 = gw_engine_now_ns();
+    uint64_t t0 = gw_mono_ns();
     for (size_t done = 0; done < n;) {
         int nb = n - done < (size_t)x->n_batch ? (int)(n - done) : x->n_batch;
         forward_batch(x, tokens + done, nb, pos + (int)done, done + (size_t)nb == n);
@@ -852,7 +842,7 @@ static int eval(gw_ctx *x, const int32_t *tokens, size_t n, int pos, bool want_l
                 best = i;
         *greedy = best;
     }
-    x->last_device_ns = gw_engine_now_ns() - t0;
+    x->last_device_ns = gw_mono_ns() - t0;
     return 0;
 }
 

@@ -94,7 +94,7 @@ static uint32_t spin_while(_Atomic uint32_t *w, uint32_t seen)
             return v;
         cpu_relax();
         if (i % 64 == 0) {
-            uint64_t t = gw_engine_now_ns();
+            uint64_t t = gw_mono_ns();
             if (!t0)
                 t0 = t;
             else if (t - t0 > SPIN_NS)

@@ -27,15 +27,6 @@
 #define XXH_INLINE_ALL
 #include <xxhash.h>
 
-void gw_tok_seterr(char *err, size_t errlen, const char *fmt, ...)
-{
-    if (!err || errlen == 0)
-        return;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-}
 
 /* ---------------------------------------------------------------------- */
 /* UTF-8 */

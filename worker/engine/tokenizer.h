@@ -84,10 +84,6 @@ struct gw_tokenizer {
     struct bytemap bm;  /* gpt2 byte <-> code point */
 };
 
-/* Writes the message into err (when err is not NULL and errlen > 0). */
-void gw_tok_seterr(char *err, size_t errlen, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
 /* UTF-8 (tokenizer.c). */
 int gw_tok_utf8_step(const uint8_t *s, size_t n);
 size_t gw_tok_utf8_invalid_at(const uint8_t *s, size_t n);

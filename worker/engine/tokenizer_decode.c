@@ -77,7 +77,7 @@ int gw_tok_decoder_push(gw_tok_decoder *d, int32_t id, const char **chunk, size_
     *chunk = d->out;
     *len = 0;
     if (id < 0 || (uint32_t)id >= t->n_vocab) {
-        gw_tok_seterr(err, errlen,
+        gw_errf(err, errlen,
                       "tokenizer: token id %" PRId32 " is out of range (vocab has %" PRIu32
                       " tokens)",
                       id, t->n_vocab);
@@ -146,7 +146,7 @@ int gw_tokenizer_decode(const gw_tokenizer *t, const int32_t *ids, size_t n, uns
     return 0;
 fail:
     if (rc == -ENOMEM)
-        gw_tok_seterr(err, errlen, "tokenizer: out of memory decoding %zu tokens", n);
+        gw_errf(err, errlen, "tokenizer: out of memory decoding %zu tokens", n);
     free(buf);
     gw_tok_decoder_free(&d);
     return rc;

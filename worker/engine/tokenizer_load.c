@@ -65,11 +65,11 @@ static int load_id(struct load *L, const char *key, uint32_t n_vocab, int32_t *o
     if (rc == -ENOENT)
         return 0;
     if (rc) {
-        gw_tok_seterr(L->err, L->errlen, "%s: %s is not an integer", L->name, key);
+        gw_errf(L->err, L->errlen, "%s: %s is not an integer", L->name, key);
         return -EINVAL;
     }
     if (v < 0 || v >= (int64_t)n_vocab) {
-        gw_tok_seterr(L->err, L->errlen,
+        gw_errf(L->err, L->errlen,
                       "%s: %s = %" PRId64 " is out of range (vocab has %" PRIu32 " tokens)",
                       L->name, key, v, n_vocab);
         return -EINVAL;
@@ -87,7 +87,7 @@ static int load_bool(struct load *L, const char *key, bool dflt, bool *out)
         return 0;
     }
     if (rc) {
-        gw_tok_seterr(L->err, L->errlen, "%s: %s is not a bool", L->name, key);
+        gw_errf(L->err, L->errlen, "%s: %s is not a bool", L->name, key);
         return -EINVAL;
     }
     return 0;
@@ -99,11 +99,11 @@ static int load_str_array(struct load *L, const char *key, const gw_gguf_value *
 {
     const gw_gguf_value *v = gw_gguf_find(L->g, key);
     if (!v) {
-        gw_tok_seterr(L->err, L->errlen, "%s: %s missing", L->name, key);
+        gw_errf(L->err, L->errlen, "%s: %s missing", L->name, key);
         return -EINVAL;
     }
     if (gw_gguf_value_type(v) != GW_GGUF_ARRAY || gw_gguf_arr_type(v) != GW_GGUF_STRING) {
-        gw_tok_seterr(L->err, L->errlen, "%s: %s is not an array of strings", L->name, key);
+        gw_errf(L->err, L->errlen, "%s: %s is not an array of strings", L->name, key);
         return -EINVAL;
     }
     *out = v;
@@ -149,7 +149,7 @@ static int make_piece(struct load *L, gw_tokenizer *t, uint32_t i, size_t *pos)
     } else if (k->type == GW_TOKEN_BYTE) {
         int hi = n == 6 ? hexval(s[3]) : -1, lo = n == 6 ? hexval(s[4]) : -1;
         if (n != 6 || memcmp(s, "<0x", 3) != 0 || s[5] != '>' || hi < 0 || lo < 0) {
-            gw_tok_seterr(L->err, L->errlen,
+            gw_errf(L->err, L->errlen,
                           "%s: tokenizer.ggml.tokens[%" PRIu32
                           "] is a byte token but its text \"%.*s\" "
                           "is not <0xXX>",
@@ -220,7 +220,7 @@ static int compile_pre(struct load *L, gw_tokenizer *t, const char *pre, size_t 
             size_t l = strlen(names);
             snprintf(names + l, sizeof names - l, "%s%s", i ? ", " : "", PRE_DEFS[i].name);
         }
-        gw_tok_seterr(L->err, L->errlen,
+        gw_errf(L->err, L->errlen,
                       "%s: tokenizer.ggml.pre \"%.*s\" is not supported (supported: %s)", L->name,
                       (int)(pre_len > 64 ? 64 : pre_len), pre, names);
         return -EINVAL;
@@ -235,7 +235,7 @@ static int compile_pre(struct load *L, gw_tokenizer *t, const char *pre, size_t 
         if (!t->re[i]) {
             PCRE2_UCHAR msg[120];
             pcre2_get_error_message(ec, msg, sizeof msg);
-            gw_tok_seterr(L->err, L->errlen,
+            gw_errf(L->err, L->errlen,
                           "%s: pre-tokenizer %s: PCRE2 refuses pattern %d at %zu: %s", L->name,
                           d->name, i, (size_t)eo, (const char *)msg);
             return -EINVAL;
@@ -256,12 +256,12 @@ static int load_kind(struct load *L, gw_tokenizer *t)
     size_t sl;
     int r = gw_gguf_get_str(L->g, "tokenizer.ggml.model", &s, &sl);
     if (r == -ENOENT) {
-        gw_tok_seterr(L->err, L->errlen,
+        gw_errf(L->err, L->errlen,
                       "%s: tokenizer.ggml.model missing: the file has no tokenizer", L->name);
         return -EINVAL;
     }
     if (r) {
-        gw_tok_seterr(L->err, L->errlen, "%s: tokenizer.ggml.model is not a string", L->name);
+        gw_errf(L->err, L->errlen, "%s: tokenizer.ggml.model is not a string", L->name);
         return -EINVAL;
     }
     if (sl == 4 && memcmp(s, "gpt2", 4) == 0) {
@@ -269,7 +269,7 @@ static int load_kind(struct load *L, gw_tokenizer *t)
     } else if (sl == 5 && memcmp(s, "llama", 5) == 0) {
         t->kind = KIND_SPM;
     } else {
-        gw_tok_seterr(L->err, L->errlen,
+        gw_errf(L->err, L->errlen,
                       "%s: tokenizer.ggml.model \"%.*s\" is not supported (supported: gpt2, llama)",
                       L->name, (int)(sl > 64 ? 64 : sl), s);
         return -EINVAL;
@@ -286,7 +286,7 @@ static int load_vocab(struct load *L, gw_tokenizer *t)
         return rc;
     uint64_t nv = L->n_tokens;
     if (nv == 0 || nv > GW_TOK_MAX_VOCAB) {
-        gw_tok_seterr(L->err, L->errlen,
+        gw_errf(L->err, L->errlen,
                       "%s: tokenizer.ggml.tokens has %" PRIu64 " entries (1..%u allowed)", L->name,
                       nv, GW_TOK_MAX_VOCAB);
         return -EINVAL;
@@ -298,7 +298,7 @@ static int load_vocab(struct load *L, gw_tokenizer *t)
         uint32_t et = gw_gguf_arr_type(types);
         if (gw_gguf_value_type(types) != GW_GGUF_ARRAY ||
             (et != GW_GGUF_I32 && et != GW_GGUF_U32) || gw_gguf_arr_len(types) != nv) {
-            gw_tok_seterr(L->err, L->errlen,
+            gw_errf(L->err, L->errlen,
                           "%s: tokenizer.ggml.token_type is not an array of %" PRIu64 " int32",
                           L->name, nv);
             return -EINVAL;
@@ -309,7 +309,7 @@ static int load_vocab(struct load *L, gw_tokenizer *t)
     if (scores) {
         if (gw_gguf_value_type(scores) != GW_GGUF_ARRAY ||
             gw_gguf_arr_type(scores) != GW_GGUF_F32 || gw_gguf_arr_len(scores) != nv) {
-            gw_tok_seterr(L->err, L->errlen,
+            gw_errf(L->err, L->errlen,
                           "%s: tokenizer.ggml.scores is not an array of %" PRIu64 " float32",
                           L->name, nv);
             return -EINVAL;
@@ -328,20 +328,20 @@ static int load_bpe(struct load *L, gw_tokenizer *t)
     if ((rc = load_str_array(L, "tokenizer.ggml.merges", &L->merges, &L->n_merges)))
         return rc;
     if (L->n_merges >= UINT32_MAX / 2) {
-        gw_tok_seterr(L->err, L->errlen, "%s: tokenizer.ggml.merges has %" PRIu64 " entries",
+        gw_errf(L->err, L->errlen, "%s: tokenizer.ggml.merges has %" PRIu64 " entries",
                       L->name, L->n_merges);
         return -EINVAL;
     }
     int r = gw_gguf_get_str(L->g, "tokenizer.ggml.pre", &s, &sl);
     if (r == -ENOENT) {
-        gw_tok_seterr(L->err, L->errlen,
+        gw_errf(L->err, L->errlen,
                       "%s: tokenizer.ggml.pre missing: the pre-tokenizer of this gpt2 "
                       "tokenizer is unknown",
                       L->name);
         return -EINVAL;
     }
     if (r) {
-        gw_tok_seterr(L->err, L->errlen, "%s: tokenizer.ggml.pre is not a string", L->name);
+        gw_errf(L->err, L->errlen, "%s: tokenizer.ggml.pre is not a string", L->name);
         return -EINVAL;
     }
     return compile_pre(L, t, s, sl);
@@ -357,12 +357,12 @@ static int alloc_arena(struct load *L, gw_tokenizer *t)
     size_t total = 0;
     for (uint64_t i = 0; i < L->n_tokens; i++) {
         if (gw_gguf_arr_str(L->tokens, i, &s, &sl)) {
-            gw_tok_seterr(L->err, L->errlen, "%s: tokenizer.ggml.tokens[%" PRIu64 "] unreadable",
+            gw_errf(L->err, L->errlen, "%s: tokenizer.ggml.tokens[%" PRIu64 "] unreadable",
                           L->name, i);
             return -EINVAL;
         }
         if (sl > GW_TOK_MAX_TOKEN_BYTES) {
-            gw_tok_seterr(L->err, L->errlen,
+            gw_errf(L->err, L->errlen,
                           "%s: tokenizer.ggml.tokens[%" PRIu64 "] is %zu bytes long (at most %u)",
                           L->name, i, sl, GW_TOK_MAX_TOKEN_BYTES);
             return -EINVAL;
@@ -371,12 +371,12 @@ static int alloc_arena(struct load *L, gw_tokenizer *t)
     }
     for (uint64_t i = 0; i < L->n_merges; i++) {
         if (gw_gguf_arr_str(L->merges, i, &s, &sl)) {
-            gw_tok_seterr(L->err, L->errlen, "%s: tokenizer.ggml.merges[%" PRIu64 "] unreadable",
+            gw_errf(L->err, L->errlen, "%s: tokenizer.ggml.merges[%" PRIu64 "] unreadable",
                           L->name, i);
             return -EINVAL;
         }
         if (sl > 2 * GW_TOK_MAX_TOKEN_BYTES) {
-            gw_tok_seterr(L->err, L->errlen,
+            gw_errf(L->err, L->errlen,
                           "%s: tokenizer.ggml.merges[%" PRIu64 "] is %zu bytes long", L->name, i,
                           sl);
             return -EINVAL;
@@ -384,7 +384,7 @@ static int alloc_arena(struct load *L, gw_tokenizer *t)
         total += sl;
     }
     if (total >= UINT32_MAX) {
-        gw_tok_seterr(L->err, L->errlen, "%s: tokenizer texts take %zu bytes (at most 4 GiB)",
+        gw_errf(L->err, L->errlen, "%s: tokenizer texts take %zu bytes (at most 4 GiB)",
                       L->name, total);
         return -EINVAL;
     }
@@ -410,7 +410,7 @@ static int fill_tokens(struct load *L, gw_tokenizer *t)
         k->score = L->scores ? L->scores[i] : 0.0f;
         int32_t ty = L->types ? L->types[i] : GW_TOKEN_NORMAL;
         if (ty < GW_TOKEN_UNDEFINED || ty > GW_TOKEN_BYTE) {
-            gw_tok_seterr(L->err, L->errlen,
+            gw_errf(L->err, L->errlen,
                           "%s: tokenizer.ggml.token_type[%" PRIu32 "] = %" PRId32
                           " is not a token type (0..6)",
                           L->name, i, ty);
@@ -444,7 +444,7 @@ static int fill_merges(struct load *L, gw_tokenizer *t)
          * byte (llama.cpp: find(' ', 1)). */
         const char *sp = sl > 1 ? memchr(s + 1, ' ', sl - 1) : NULL;
         if (!sp) {
-            gw_tok_seterr(L->err, L->errlen,
+            gw_errf(L->err, L->errlen,
                           "%s: tokenizer.ggml.merges[%" PRIu32 "] \"%.*s\" is not \"A B\"", L->name,
                           i, (int)(sl > 64 ? 64 : sl), s);
             return -EINVAL;
@@ -574,7 +574,7 @@ int gw_tokenizer_load(const gw_gguf *g, gw_tokenizer **out, char *err, size_t er
     return 0;
 fail:
     if (rc == -ENOMEM)
-        gw_tok_seterr(err, errlen, "%s: out of memory building the tokenizer", L.name);
+        gw_errf(err, errlen, "%s: out of memory building the tokenizer", L.name);
     gw_tokenizer_free(t);
     return rc;
 }

@@ -9,6 +9,8 @@
 #ifndef GW_ENGINE_H
 #define GW_ENGINE_H
 
+#include "gw_util.h" /* gw_strerror, GW_ECONTEXT, gw_errf */
+
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
@@ -285,7 +287,7 @@ const gw_model *gw_ctx_model(const gw_ctx *c);
  * batches of n_batch; each weight row is read once per batch) and stores
  * them in the KV cache. On return *logits (when not NULL) points at the
  * vocab logits after the last token, valid until the next call. Returns 0,
- * -EINVAL (token id out of range, n == 0), -E2BIG (pos + n > n_ctx). */
+ * -EINVAL (token id out of range, n == 0), GW_ECONTEXT (pos + n > n_ctx). */
 int gw_ctx_eval(gw_ctx *c, const int32_t *tokens, size_t n, int pos, float **logits);
 
 /* Same, but only the greedy id after the last token (highest logit, lowest
@@ -406,13 +408,13 @@ typedef struct gw_gen_result {
 /* Feeds the prompt from position 0 (the context's cache is overwritten),
  * then samples up to max_tokens tokens, calling the hooks. out (capacity
  * out_cap, may be NULL) receives the generated ids. Returns 0 (the reason
- * in res->finish), -EINVAL, -E2BIG (prompt longer than the context),
+ * in res->finish), -EINVAL, GW_ECONTEXT (prompt longer than the context),
  * -ENOMEM. */
 int gw_generate(gw_ctx *c, const int32_t *prompt, size_t n_prompt, const gw_gen_params *p,
                 int32_t *out, size_t out_cap, gw_gen_result *res);
 
-/* Text of an errno value returned by this library. */
-const char *gw_worker_strerror(int rc);
+/* Every value returned by this library reads as text through gw_strerror
+ * (gw_util.h), and its error lines are written with gw_errf. */
 
 /* ---- tokenizer ---- */
 /* ======================================================================

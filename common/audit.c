@@ -158,4 +158,3 @@ int gw_audit_append(const char *path, const char *line, size_t len)
     close(fd);
     return rc;
 }
-

@@ -124,7 +124,6 @@ refused:
     return rc;
 }
 
-
 int gw_budget_reserve(struct gw_segment *seg, struct gw_slot_ref ref, uint64_t amount_us,
                       const struct gw_budget_rate *tenant, const struct gw_budget_rate *global,
                       uint64_t now, uint64_t *retry_us)
@@ -154,8 +153,7 @@ int gw_budget_reserve(struct gw_segment *seg, struct gw_slot_ref ref, uint64_t a
     return reserve_journaled(seg, s, ref, amount_us, now, retry_us);
 }
 
-int gw_budget_charge(struct gw_segment *seg, struct gw_slot_ref ref, uint64_t used_us,
-                     uint64_t now)
+int gw_budget_charge(struct gw_segment *seg, struct gw_slot_ref ref, uint64_t used_us, uint64_t now)
 {
     if (seg->lane < 0)
         return -EINVAL;

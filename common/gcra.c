@@ -93,8 +93,8 @@ static uint64_t max_wait(const struct gw_segment *seg, const struct gw_admit_ite
     return worst;
 }
 
-int gw_ledger_admit(struct gw_segment *seg, const struct gw_admit_item *items, int n,
-                    uint64_t now, uint64_t *retry_us)
+int gw_ledger_admit(struct gw_segment *seg, const struct gw_admit_item *items, int n, uint64_t now,
+                    uint64_t *retry_us)
 {
     uint64_t seen[MAX_ITEMS];
     *retry_us = 0;
@@ -139,8 +139,8 @@ int gw_ledger_admit(struct gw_segment *seg, const struct gw_admit_item *items, i
         uint64_t c = seen[taken];
         if (CELL_V(c) >= now) {
             /* relaxed: see gw__cell_add. */
-            uint64_t old = atomic_fetch_add_explicit(cell, it->rate.interval_us,
-                                                     memory_order_relaxed);
+            uint64_t old =
+                atomic_fetch_add_explicit(cell, it->rate.interval_us, memory_order_relaxed);
             if (CELL_GEN(old) == it->acct.gen && CELL_V(old) >= now &&
                 CELL_V(old) - now <= it->rate.tolerance_us)
                 continue;

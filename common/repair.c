@@ -111,14 +111,13 @@ static int repair_slots(struct gw_segment *seg, int L)
             continue;
         struct gw_slot_ref ref = {.index = i, .seq = SS_SEQ(w)};
         int origin = (int)ld(&s->origin);
-        if (SS_LANE(w) == L && (state == GW_SLOT_ADMITTED || state == GW_SLOT_QUEUED ||
-                                state == GW_SLOT_RUNNING)) {
+        if (SS_LANE(w) == L &&
+            (state == GW_SLOT_ADMITTED || state == GW_SLOT_QUEUED || state == GW_SLOT_RUNNING)) {
             if (gw__slot_move_as(seg, ref, state, GW_SLOT_FAILED, 1) == 0)
                 failed++;
             state = gw_slot_state(seg, ref);
         }
-        int terminal =
-            state == GW_SLOT_DONE || state == GW_SLOT_FAILED || state == GW_SLOT_KILLED;
+        int terminal = state == GW_SLOT_DONE || state == GW_SLOT_FAILED || state == GW_SLOT_KILLED;
         if (!terminal && origin == L && state == GW_SLOT_RUNNING) {
             /* Its front died while a worker runs it: nobody listens. The
              * worker is told to stop (within one token), and the slot is

@@ -132,7 +132,8 @@ _Static_assert(_Alignof(struct gw_budget) == 8, "budget header alignment");
  * bits 0..7 gen. */
 #define AREF_VALID (1ull << 40)
 #define AREF(a) (AREF_VALID | ((uint64_t)(a).index << 8) | (a).gen)
-#define AREF_ACCT(w) ((struct gw_acct){.index = (uint32_t)(((w) >> 8) & 0xffffffffu), .gen = (uint8_t)(w)})
+#define AREF_ACCT(w)                                                                               \
+    ((struct gw_acct){.index = (uint32_t)(((w) >> 8) & 0xffffffffu), .gen = (uint8_t)(w)})
 
 #define SLOT_INFLIGHT_HELD 1ull
 /* The slot's front died while a worker ran it: nobody will answer, settle
@@ -151,8 +152,8 @@ _Static_assert(_Alignof(struct gw_budget) == 8, "budget header alignment");
 /* A slot's run record: what the worker running it publishes (gw_run_*,
  * common/run.c, says who writes each word and why its order suffices). */
 struct gw_slot_run {
-    _Atomic uint64_t written;     /* output bytes published (release) */
-    _Atomic uint64_t tokens;      /* generated so far */
+    _Atomic uint64_t written; /* output bytes published (release) */
+    _Atomic uint64_t tokens;  /* generated so far */
     _Atomic uint64_t prompt_tokens;
     _Atomic uint64_t device_ns;   /* device time used so far */
     _Atomic uint64_t started_ns;  /* CLOCK_MONOTONIC when the worker took it */
@@ -179,8 +180,8 @@ struct gw_slot {
     _Atomic uint64_t tenant;      /* AREF or 0 */
     _Atomic uint64_t global;      /* AREF or 0 */
     _Atomic uint64_t flags;
-    _Atomic uint64_t origin;      /* lane that claimed it (the front) */
-    struct gw_slot_run run;       /* then the request, prompt and output areas */
+    _Atomic uint64_t origin; /* lane that claimed it (the front) */
+    struct gw_slot_run run;  /* then the request, prompt and output areas */
     struct gw_slot_req req;
 };
 _Static_assert(sizeof(struct gw_slot) == 704, "slot layout"); /* 64 + run 168 + req 472 */
@@ -255,10 +256,10 @@ _Static_assert(_Alignof(struct gw_hist_area) == 8, "histogram alignment");
 
 struct gw_metrics_area {
     _Atomic uint64_t requests[GW_M_ROUTES][GW_M_STATUS_CLASSES + 2]; /* [route][class] */
-    _Atomic uint64_t refusals[16];      /* enum gw_refusal */
-    _Atomic uint64_t finish[8];         /* enum gw_finish_reason */
-    _Atomic uint64_t counters[8];       /* enum gw_mcounter */
-    struct gw_hist_area hist[GW_MH_N];  /* enum gw_mhist */
+    _Atomic uint64_t refusals[16];                                   /* enum gw_refusal */
+    _Atomic uint64_t finish[8];                                      /* enum gw_finish_reason */
+    _Atomic uint64_t counters[8];                                    /* enum gw_mcounter */
+    struct gw_hist_area hist[GW_MH_N];                               /* enum gw_mhist */
 };
 /* 96 words of counters (requests 8 x 8, refusals 16, finish 8, counters 8),
  * then GW_MH_N = 4 histograms of 192 bytes */
@@ -304,8 +305,8 @@ _Static_assert(_Alignof(struct gw_limits_area) == 8, "limits alignment");
  * life). Every word is changed only by atomic read-modify-write, from any
  * process. */
 struct gw_lenest_rec {
-    _Atomic uint64_t seen;                       /* samples ever (fetch_add) */
-    _Atomic uint32_t bucket[GW_LENEST_BUCKETS];  /* fetch_add, halved by CAS */
+    _Atomic uint64_t seen;                      /* samples ever (fetch_add) */
+    _Atomic uint32_t bucket[GW_LENEST_BUCKETS]; /* fetch_add, halved by CAS */
     uint8_t pad[40];
 };
 _Static_assert(sizeof(struct gw_lenest_rec) == 384, "learned length record layout");

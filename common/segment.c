@@ -58,7 +58,8 @@ static int layout_of(const struct gw_seg_config *c, struct layout *l, char *err,
         snprintf(err, errlen, "prompt_bytes/output_bytes: at most 16 MiB each");
         return -EINVAL;
     }
-    l->budget_stride = ALIGN64(sizeof(struct gw_budget) + (uint64_t)c->lanes * sizeof(struct gw_money_col));
+    l->budget_stride =
+        ALIGN64(sizeof(struct gw_budget) + (uint64_t)c->lanes * sizeof(struct gw_money_col));
     l->slot_stride = ALIGN64(SLOT_FIXED_BYTES + (uint64_t)c->prompt_bytes + c->output_bytes);
     l->off_accounts = ALIGN64(sizeof(struct gw_seg_header));
     l->off_budgets = ALIGN64(l->off_accounts + (uint64_t)c->accounts * sizeof(struct gw_account));
@@ -231,8 +232,8 @@ static int attach_file(struct gw_segment *seg, const char *path, char *err, size
     if (h->file_bytes != l.total || h->off_accounts != l.off_accounts ||
         h->off_budgets != l.off_budgets || h->off_slots != l.off_slots ||
         h->off_qcells != l.off_qcells || h->off_lanes != l.off_lanes ||
-        h->off_lenest != l.off_lenest ||
-        h->budget_stride != l.budget_stride || h->slot_stride != l.slot_stride) {
+        h->off_lenest != l.off_lenest || h->budget_stride != l.budget_stride ||
+        h->slot_stride != l.slot_stride) {
         snprintf(err, errlen, "%s: region offsets in the header do not match its sizes", path);
         goto fail;
     }
@@ -289,12 +290,20 @@ int gw_segment_open(struct gw_segment *seg, const char *path, const struct gw_se
     const char *what = NULL;
     uint32_t have = 0, want = 0;
 #define CMP(f)                                                                                     \
-    if (!what && h->f != cfg->f) {                                                                 \
-        what = #f;                                                                                 \
-        have = h->f;                                                                               \
-        want = cfg->f;                                                                             \
-    }
-    CMP(accounts) CMP(budgets) CMP(slots) CMP(queue) CMP(lanes) CMP(prompt_bytes) CMP(output_bytes)
+    do {                                                                                           \
+        if (!what && h->f != cfg->f) {                                                             \
+            what = #f;                                                                             \
+            have = h->f;                                                                           \
+            want = cfg->f;                                                                         \
+        }                                                                                          \
+    } while (0)
+    CMP(accounts);
+    CMP(budgets);
+    CMP(slots);
+    CMP(queue);
+    CMP(lanes);
+    CMP(prompt_bytes);
+    CMP(output_bytes);
 #undef CMP
     if (what) {
         snprintf(err, errlen,

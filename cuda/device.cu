@@ -34,8 +34,7 @@ extern "C" int gw_cuda_device_info(int dev, char *name, size_t namelen, size_t *
     name[0] = '\0';
     *total_mem = 0;
     if (rc != cudaSuccess) {
-        snprintf(err, errlen, "cudaGetDeviceProperties(cuda:%d): %s", dev,
-                 cudaGetErrorString(rc));
+        snprintf(err, errlen, "cudaGetDeviceProperties(cuda:%d): %s", dev, cudaGetErrorString(rc));
         return -ENODEV;
     }
     snprintf(name, namelen, "%s", prop.name);

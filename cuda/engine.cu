@@ -72,7 +72,6 @@ struct gw_cuda_engine {
 
 /* ---------------------------------------------------------------- errors */
 
-
 /* "cudaMalloc(&p, n)" -> "cudaMalloc": the call's name, for messages. */
 static const char *call_name(const char *expr, char *buf, size_t len)
 {
@@ -90,10 +89,10 @@ static int cuda_fail(const gw_cuda_engine *e, int dev, const char *expr, cudaErr
     char nm[64];
     if (e)
         gw_errf(err, errlen, "%s: %s: %s", e->name, call_name(expr, nm, sizeof nm),
-            cudaGetErrorString(rc));
+                cudaGetErrorString(rc));
     else
         gw_errf(err, errlen, "cuda:%d: %s: %s", dev, call_name(expr, nm, sizeof nm),
-            cudaGetErrorString(rc));
+                cudaGetErrorString(rc));
     return rc == cudaErrorMemoryAllocation ? -ENOMEM : -EIO;
 }
 
@@ -279,7 +278,8 @@ static int enqueue_pass(gw_cuda_engine *e, int nb, bool logits, char *err, size_
 static int check_mat(const gw_cuda_engine *e, const gw_cuda_mat *m, char *err, size_t errlen)
 {
     if (!type_ok(m->type)) {
-        gw_errf(err, errlen,
+        gw_errf(
+            err, errlen,
             "%s: tensor \"%s\": type %u not supported by the CUDA engine (F32, F16, Q4_0, Q4_1, "
             "Q8_0)",
             e->name, m->name ? m->name : "?", m->type);
@@ -287,7 +287,7 @@ static int check_mat(const gw_cuda_engine *e, const gw_cuda_mat *m, char *err, s
     }
     if (m->cols % 32 != 0 || m->rows < 1) {
         gw_errf(err, errlen, "%s: tensor \"%s\": %d columns is not a multiple of 32", e->name,
-            m->name ? m->name : "?", m->cols);
+                m->name ? m->name : "?", m->cols);
         return -ENOTSUP;
     }
     return 0;
@@ -350,7 +350,7 @@ static int set_smem_limits(gw_cuda_engine *e, const gw_cuda_model *m, char *err,
     }
     if (need1 > e->max_smem) {
         gw_errf(err, errlen, "%s: rows of %d values need %zu bytes of shared memory (device: %zu)",
-            e->name, widest, need1, e->max_smem);
+                e->name, widest, need1, e->max_smem);
         return -ENOTSUP;
     }
     e->nbt_prefill = need8 <= e->max_smem ? NBT_PREFILL : 1;
@@ -364,9 +364,9 @@ static int set_smem_limits(gw_cuda_engine *e, const gw_cuda_model *m, char *err,
     size_t as = attn_smem(e);
     if (as > e->max_smem) {
         gw_errf(err, errlen,
-            "%s: a context of %d positions needs %zu bytes of shared memory for attention "
-            "(device: %zu); use a shorter context",
-            e->name, e->n_ctx, as, e->max_smem);
+                "%s: a context of %d positions needs %zu bytes of shared memory for attention "
+                "(device: %zu); use a shorter context",
+                e->name, e->n_ctx, as, e->max_smem);
         return -ENOTSUP;
     }
     CK(cudaFuncSetAttribute(k_attn, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)as));
@@ -378,7 +378,8 @@ static int check_model(const gw_cuda_engine *e, const gw_cuda_model *m, char *er
 {
     int rc;
     if (m->head_dim > 256 || m->head_dim % 8 || m->n_head % m->n_head_kv || m->n_head > MAX_HEADS) {
-        gw_errf(err, errlen,
+        gw_errf(
+            err, errlen,
             "%s: %d heads of %d not supported by the CUDA engine (a multiple of 8, at most 256; "
             "at most %d heads)",
             e->name, m->n_head, m->head_dim, MAX_HEADS);
@@ -415,7 +416,7 @@ static int upload_weights(gw_cuda_engine *e, const gw_cuda_model *m, char *err, 
     cudaError_t crc = cudaMalloc(&e->weights, total);
     if (crc != cudaSuccess) {
         gw_errf(err, errlen, "%s: cudaMalloc(%.1f MB of weights): %s", e->name, (double)total / 1e6,
-            cudaGetErrorString(crc));
+                cudaGetErrorString(crc));
         return crc == cudaErrorMemoryAllocation ? -ENOMEM : -EIO;
     }
     struct upload u = {(uint8_t *)e->weights, 0};
@@ -462,7 +463,7 @@ static int alloc_buffers(gw_cuda_engine *e, const gw_cuda_model *m, char *err, s
         crc = cudaMalloc(&e->vc, cache);
     if (crc != cudaSuccess) {
         gw_errf(err, errlen, "%s: cudaMalloc(%.1f MB of KV cache for %d positions): %s", e->name,
-            2.0 * (double)cache / 1e6, e->n_ctx, cudaGetErrorString(crc));
+                2.0 * (double)cache / 1e6, e->n_ctx, cudaGetErrorString(crc));
         return crc == cudaErrorMemoryAllocation ? -ENOMEM : -EIO;
     }
     CK(cudaMemset(e->kc, 0, cache));
@@ -521,9 +522,9 @@ extern "C" int gw_cuda_engine_new(int dev, const gw_cuda_model *m, int n_ctx, in
     CK(cudaGetDeviceProperties(&prop, dev));
     if (prop.major < 6 || (prop.major == 6 && prop.minor < 1)) {
         gw_errf(err, errlen,
-            "cuda:%d (%s): compute capability %d.%d; the CUDA engine needs 6.1 "
-            "(__dp4a)",
-            dev, prop.name, prop.major, prop.minor);
+                "cuda:%d (%s): compute capability %d.%d; the CUDA engine needs 6.1 "
+                "(__dp4a)",
+                dev, prop.name, prop.major, prop.minor);
         return -ENOTSUP;
     }
     e = (gw_cuda_engine *)calloc(1, sizeof *e);

@@ -338,9 +338,8 @@ static json_t *cmd_kill(struct gw_admin *a, json_t *req, uid_t uid)
             continue;
         int rc = gw_slot_cancel(a->seg, ref, GW_CANCEL_ADMIN);
         if (rc == -EALREADY)
-            return fail(
-                "conflict", "request %s is already being stopped (cancel reason %u)", id,
-                gw_run_cancel_word(a->seg, i));
+            return fail("conflict", "request %s is already being stopped (cancel reason %u)", id,
+                        gw_run_cancel_word(a->seg, i));
         if (rc != 0)
             break; /* finished between the look and the cancel */
         say("uid %u: kill %s (tenant %s, %s): %s", (unsigned)uid, id, rq.tenant,

@@ -359,8 +359,7 @@ static const char *check_claims(const struct gw_auth *a, json_t *c, uint64_t now
         } else if (json_is_array(aud)) {
             size_t i;
             json_t *v;
-            json_array_foreach(aud, i, v)
-            {
+            json_array_foreach (aud, i, v) {
                 if (json_is_string(v) && strcmp(json_string_value(v), a->audience) == 0)
                     found = 1;
             }

@@ -583,7 +583,8 @@ void gw__front_request(struct conn *c)
         char body[128];
         int len;
         if (ready >= f->cfg->workers && !f->draining) {
-            len = snprintf(body, sizeof(body), "{\"status\":\"ready\",\"workers_ready\":%d}", ready);
+            len =
+                snprintf(body, sizeof(body), "{\"status\":\"ready\",\"workers_ready\":%d}", ready);
             gw__conn_respond(c, 200, "application/json", body, (size_t)len, NULL);
         } else {
             char msg[96];

@@ -36,17 +36,17 @@ struct conn {
     int got_headers, got_message, too_large;
     int keep_alive, head_only;
     /* life */
-    int busy;   /* a request is being answered */
-    int idle;   /* between requests (keep-alive clock) */
+    int busy; /* a request is being answered */
+    int idle; /* between requests (keep-alive clock) */
     int closing, close_after_write, writes_pending, streaming;
     struct job *job;
     /* the request as /metrics and the access log see it (reset per request) */
-    int route;                /* enum gw_route, 0 before or without one */
-    uint64_t start_ns;        /* CLOCK_MONOTONIC at its first byte */
-    char acc_id[40];          /* request id once admitted, else "" */
-    char acc_tenant[64];      /* tenant once authenticated, else "" */
-    uint64_t acc_tokens;      /* generated tokens */
-    uint64_t acc_device_ns;   /* device time charged */
+    int route;              /* enum gw_route, 0 before or without one */
+    uint64_t start_ns;      /* CLOCK_MONOTONIC at its first byte */
+    char acc_id[40];        /* request id once admitted, else "" */
+    char acc_tenant[64];    /* tenant once authenticated, else "" */
+    uint64_t acc_tokens;    /* generated tokens */
+    uint64_t acc_device_ns; /* device time charged */
     char rbuf[65536];
 };
 
@@ -70,8 +70,8 @@ struct front {
     struct job *jobs; /* requests with a slot, until settled and released */
     uint64_t next_id;
     uint64_t id_seed;
-    uint64_t limits_epoch;        /* gw_limits_epoch last applied (+1; 0 = never) */
-    struct gw_plan *file_plans;   /* cfg->tenants[i].plan as the file says */
+    uint64_t limits_epoch;      /* gw_limits_epoch last applied (+1; 0 = never) */
+    struct gw_plan *file_plans; /* cfg->tenants[i].plan as the file says */
 };
 
 /* An admitted request, from its slot's queueing until the slot is released
@@ -88,7 +88,7 @@ struct job {
     char id[40];
     uint64_t created_s;
     uint64_t admitted_ns; /* CLOCK_MONOTONIC at admission (e2e histogram) */
-    char rate_hdr[384]; /* RateLimit headers for the success response */
+    char rate_hdr[384];   /* RateLimit headers for the success response */
 };
 
 /* http.c */
@@ -113,7 +113,7 @@ void gw__conn_close(struct conn *c);
 void gw__conn_on_timeout(uv_timer_t *t);
 
 /* front.c */
-void gw__front_request(struct conn *c);  /* a complete request is in c */
+void gw__front_request(struct conn *c); /* a complete request is in c */
 
 /* front_jobs.c */
 /* Looks at every job: new output to stream, terminal slots to finish. */

@@ -18,19 +18,32 @@
 static const char *status_text(int status)
 {
     switch (status) {
-    case 200: return "OK";
-    case 400: return "Bad Request";
-    case 401: return "Unauthorized";
-    case 403: return "Forbidden";
-    case 404: return "Not Found";
-    case 405: return "Method Not Allowed";
-    case 408: return "Request Timeout";
-    case 413: return "Payload Too Large";
-    case 429: return "Too Many Requests";
-    case 431: return "Request Header Fields Too Large";
-    case 500: return "Internal Server Error";
-    case 503: return "Service Unavailable";
-    default: return "Unknown";
+    case 200:
+        return "OK";
+    case 400:
+        return "Bad Request";
+    case 401:
+        return "Unauthorized";
+    case 403:
+        return "Forbidden";
+    case 404:
+        return "Not Found";
+    case 405:
+        return "Method Not Allowed";
+    case 408:
+        return "Request Timeout";
+    case 413:
+        return "Payload Too Large";
+    case 429:
+        return "Too Many Requests";
+    case 431:
+        return "Request Header Fields Too Large";
+    case 500:
+        return "Internal Server Error";
+    case 503:
+        return "Service Unavailable";
+    default:
+        return "Unknown";
     }
 }
 
@@ -135,8 +148,8 @@ static void access_log(struct conn *c, int status)
     const struct front *f = c->front;
     if (!f->cfg->log_access)
         return;
-    static const char *const routes[] = {"-", "generate", "completions", "chat",
-                                         "healthz", "readyz", "metrics"};
+    static const char *const routes[] = {"-",       "generate", "completions", "chat",
+                                         "healthz", "readyz",   "metrics"};
     char who[32], ts[40];
     snprintf(who, sizeof(who), "front %d", f->index);
     uint64_t now = gw_now_us();
@@ -151,7 +164,8 @@ static void access_log(struct conn *c, int status)
         {.key = "id", .str = c->acc_id[0] ? c->acc_id : "-"},
         {.key = "tenant", .str = c->acc_tenant[0] ? c->acc_tenant : "-"},
         {.key = "ip", .str = c->ip[0] ? c->ip : "-"},
-        {.key = "route", .str = c->route >= 0 && c->route <= GW_ROUTE_METRICS ? routes[c->route] : "-"},
+        {.key = "route",
+         .str = c->route >= 0 && c->route <= GW_ROUTE_METRICS ? routes[c->route] : "-"},
         {.key = "status", .num = status},
         {.key = "tokens", .num = (int64_t)c->acc_tokens},
         {.key = "device_ms", .real = (double)c->acc_device_ns / 1e6, .is_real = 1},
@@ -172,8 +186,8 @@ void gw__conn_respond(struct conn *c, int status, const char *ctype, const char 
     /* head and body in one buffer: one write(2) per response */
     size_t cap = 2048 + (c->head_only ? 0 : len);
     char *buf = malloc(cap);
-    size_t hl = buf ? format_head(c, buf, 2048, status, ctype, (long long)len, extra ? extra : "")
-                    : 0;
+    size_t hl =
+        buf ? format_head(c, buf, 2048, status, ctype, (long long)len, extra ? extra : "") : 0;
     if (!hl) {
         free(buf);
         gw__conn_close(c);
@@ -248,7 +262,8 @@ void gw__conn_stream_begin(struct conn *c, const char *extra)
     c->close_after_write = 1; /* an event stream ends with the connection */
     c->streaming = 1;
     char head[2048];
-    size_t hl = format_head(c, head, sizeof(head), 200, "text/event-stream", -1, extra ? extra : "");
+    size_t hl =
+        format_head(c, head, sizeof(head), 200, "text/event-stream", -1, extra ? extra : "");
     if (hl)
         gw__conn_write(c, head, hl);
     gw_metrics_request(&c->front->seg, c->route, 200);

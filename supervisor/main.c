@@ -29,7 +29,8 @@ static int check_config(const char *path)
     if (gw_config_load(&cfg, path, err, sizeof(err)) != 0) {
         /* err holds one mistake per line. */
         size_t n = strlen(err);
-        fprintf(stderr, "%s%s", err[0] ? err : "config: cannot load", n && err[n - 1] == '\n' ? "" : "\n");
+        fprintf(stderr, "%s%s", err[0] ? err : "config: cannot load",
+                n && err[n - 1] == '\n' ? "" : "\n");
         return 1;
     }
     gw_config_free(cfg);

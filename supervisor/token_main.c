@@ -21,12 +21,23 @@ int main(int argc, char **argv)
     int c;
     while ((c = getopt_long(argc, argv, "c:t:", opts, NULL)) != -1) {
         switch (c) {
-        case 'c': config = optarg; break;
-        case 't': tenant = optarg; break;
-        case 'l': ttl = strtol(optarg, NULL, 10); break;
-        case 'p': plan = optarg; break;
-        case 'k': kid = optarg; break;
-        default: goto usage;
+        case 'c':
+            config = optarg;
+            break;
+        case 't':
+            tenant = optarg;
+            break;
+        case 'l':
+            ttl = strtol(optarg, NULL, 10);
+            break;
+        case 'p':
+            plan = optarg;
+            break;
+        case 'k':
+            kid = optarg;
+            break;
+        default:
+            goto usage;
         }
     }
     if (!config || !tenant || ttl < 1 || ttl > 366L * 86400 || optind != argc)
@@ -60,6 +71,7 @@ int main(int argc, char **argv)
     free(tok);
     return 0;
 usage:
-    fprintf(stderr, "usage: gpuwarden-token -c CONFIG --tenant T [--ttl SECONDS] [--plan P] [--kid K]\n");
+    fprintf(stderr,
+            "usage: gpuwarden-token -c CONFIG --tenant T [--ttl SECONDS] [--plan P] [--kid K]\n");
     return 100;
 }

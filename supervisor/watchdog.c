@@ -470,8 +470,7 @@ static int judge_run(struct gw_watchdog *wd, const struct gw_config *cfg, uint64
     int have_est = have_acct && gw_lenest_get(seg, acct, &est) == 0;
     s.length_limit = gw_lenest_limit(have_est ? &est : NULL, &lim);
     int reason = gw_wd_judge(&lim, &s);
-    if (reason < 0 && lane >= 0 && cfg->wd_stall_ms &&
-        stalled(cfg, w, lane, &run, now))
+    if (reason < 0 && lane >= 0 && cfg->wd_stall_ms && stalled(cfg, w, lane, &run, now))
         reason = GW_WD_STALLED;
     return reason;
 }

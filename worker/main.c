@@ -10,9 +10,8 @@ int main(int argc, char **argv)
 {
     const char *config = NULL;
     int index = -1, c;
-    static const struct option opts[] = {{"config", required_argument, 0, 'c'},
-                                         {"index", required_argument, 0, 'i'},
-                                         {0, 0, 0, 0}};
+    static const struct option opts[] = {
+        {"config", required_argument, 0, 'c'}, {"index", required_argument, 0, 'i'}, {0, 0, 0, 0}};
     while ((c = getopt_long(argc, argv, "c:i:", opts, NULL)) != -1) {
         if (c == 'c')
             config = optarg;
@@ -31,6 +30,7 @@ int main(int argc, char **argv)
     }
     return gw_worker_main(config, index, &fds);
 usage:
-    fprintf(stderr, "usage: gpuwarden-worker --index N -c CONFIG (started by the gpuwarden master)\n");
+    fprintf(stderr,
+            "usage: gpuwarden-worker --index N -c CONFIG (started by the gpuwarden master)\n");
     return 100;
 }

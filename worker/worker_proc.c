@@ -220,8 +220,11 @@ static void on_step(void *user, const gw_gen_step *st)
     }
     uint64_t rep = GW_REP(st->rep_period, st->rep_count);
     j->rep_max = gw_wd_rep_fold(j->rep_max, rep);
-    struct gw_run_step pub = {.tokens = st->n_tokens, .device_ns = device_ns(j),
-                              .progress_ns = now, .rep = rep, .rep_max = j->rep_max};
+    struct gw_run_step pub = {.tokens = st->n_tokens,
+                              .device_ns = device_ns(j),
+                              .progress_ns = now,
+                              .rep = rep,
+                              .rep_max = j->rep_max};
     gw_run_step(&j->w->seg, j->ref.index, &pub);
     gw_proc_heartbeat(&j->w->seg, (int64_t)j->ref.index);
     if (st->n_tokens % CHARGE_EVERY == 0 &&

@@ -73,4 +73,3 @@ size_t gw_utf8_complete(const char *s, size_t len)
     }
     return len;
 }
-

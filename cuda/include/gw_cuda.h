@@ -22,9 +22,8 @@ int gw_cuda_built(void);
 int gw_cuda_device_count(int *count, char *err, size_t errlen);
 
 /* Name and total memory of device `dev`. -ENODEV if it does not exist. */
-int gw_cuda_device_info(int dev, char *name, size_t namelen, size_t *total_mem,
-                        char *err, size_t errlen);
-
+int gw_cuda_device_info(int dev, char *name, size_t namelen, size_t *total_mem, char *err,
+                        size_t errlen);
 
 /* ======================================================================
  * The forward pass on a GPU (engine.cu; its kernels in matvec.cu,
@@ -66,7 +65,7 @@ typedef struct gw_cuda_model {
     float rms_eps;
     float rope_theta_scale; /* base^(-2/head_dim), as the CPU engine computes it */
     gw_cuda_mat tok_embd;
-    gw_cuda_mat output;     /* may be tok_embd (tied): uploaded once */
+    gw_cuda_mat output; /* may be tok_embd (tied): uploaded once */
     const float *out_norm;
     const gw_cuda_layer *layers; /* n_layer */
 } gw_cuda_model;

@@ -38,7 +38,7 @@ struct gw_principal {
     char tenant[GW_NAME_MAX];
     char plan[GW_NAME_MAX]; /* the `plan` claim, "" when absent */
     char kid[GW_NAME_MAX];
-    uint64_t exp;           /* seconds since the epoch */
+    uint64_t exp; /* seconds since the epoch */
 };
 
 /* A verifier for the keys and claim rules of cfg, with a cache of
@@ -118,9 +118,9 @@ struct gw_gen_request {
  * and `param` the field ("max_tokens", "messages[2].role", or ""). The
  * model name is checked by the caller (404 model_not_found). Limits come
  * from cfg (max_tokens cap, prompt size vs the segment's prompt_bytes). */
-int gw_request_parse(enum gw_route route, const char *body, size_t len,
-                     const struct gw_config *cfg, struct gw_gen_request *req, char *err,
-                     size_t errlen, char *param, size_t paramlen);
+int gw_request_parse(enum gw_route route, const char *body, size_t len, const struct gw_config *cfg,
+                     struct gw_gen_request *req, char *err, size_t errlen, char *param,
+                     size_t paramlen);
 /* (request.c) Details of the contract above: the prompt is malloc'd with a
  * NUL after prompt_len bytes; defaults are max_tokens 16 on completions
  * (OpenAI's) and 0 on chat and native, temperature 0 (greedy) on native;
@@ -145,12 +145,13 @@ int gw_error_body(const char *message, const char *type, const char *code, const
 
 /* A finished or in-progress completion, as a response needs it. */
 struct gw_completion {
-    const char *id;            /* "cmpl-..." / "chatcmpl-..." / "gen-..." */
+    const char *id; /* "cmpl-..." / "chatcmpl-..." / "gen-..." */
     uint64_t created_s;
     const char *model;
-    const char *text;          /* the whole text, or this chunk's delta */
+    const char *text; /* the whole text, or this chunk's delta */
     size_t text_len;
-    const char *finish_reason; /* "stop", "length", "budget", "killed", "cancelled"; NULL while streaming */
+    const char *
+        finish_reason; /* "stop", "length", "budget", "killed", "cancelled"; NULL while streaming */
     const char *killed_reason; /* with "killed": which detector; else NULL */
     uint64_t prompt_tokens, completion_tokens;
 };
@@ -230,7 +231,7 @@ struct gw_admin;
 
 /* What the master tells the admin socket about one of its children. */
 struct gw_admin_child {
-    int role;          /* GW_ROLE_FRONT or GW_ROLE_WORKER */
+    int role; /* GW_ROLE_FRONT or GW_ROLE_WORKER */
     int index;
     pid_t pid;         /* 0 while it waits to be restarted */
     int lane;          /* its lane, -1 when not attached yet */
@@ -305,13 +306,13 @@ int gw_master_main(const char *config_path);
 
 /* What the watchdog reads of one run. */
 struct gw_wd_sample {
-    uint64_t tokens;    /* generated so far */
-    uint64_t wall_ns;   /* since the worker took it */
-    uint64_t device_ns; /* device time used */
-    uint64_t rep;       /* current repetition word */
-    uint64_t rep_max;   /* longest repetition word so far */
+    uint64_t tokens;       /* generated so far */
+    uint64_t wall_ns;      /* since the worker took it */
+    uint64_t device_ns;    /* device time used */
+    uint64_t rep;          /* current repetition word */
+    uint64_t rep_max;      /* longest repetition word so far */
     uint64_t length_limit; /* learned length limit for this tenant, 0 = none */
-    int unbounded;      /* the front flagged the prompt (GW_REQ_UNBOUNDED) */
+    int unbounded;         /* the front flagged the prompt (GW_REQ_UNBOUNDED) */
 };
 /* The first limit the sample breaks, in the order hard caps (max_tokens,
  * wall_time, device_time), the unbounded-request cap (unbounded and

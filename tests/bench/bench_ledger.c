@@ -171,8 +171,7 @@ static uint64_t run_case(struct world *w, int which, int lockfree, double second
 static double measure(struct world *w, int which, int lockfree, int procs, double seconds,
                       double *share)
 {
-    uint64_t *out =
-        mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    uint64_t *out = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
     pid_t pid[8];
     for (int p = 0; p < procs; p++) {
         pid[p] = fork();
@@ -203,8 +202,13 @@ int main(int argc, char **argv)
     struct world w = {0};
     snprintf(w.path, sizeof(w.path), "/tmp/gw-bench-%d.seg", (int)getpid());
     unlink(w.path);
-    struct gw_seg_config cfg = {.accounts = 1024, .budgets = 64, .slots = 256, .queue = 256,
-                                .lanes = 16, .prompt_bytes = 0, .output_bytes = 0};
+    struct gw_seg_config cfg = {.accounts = 1024,
+                                .budgets = 64,
+                                .slots = 256,
+                                .queue = 256,
+                                .lanes = 16,
+                                .prompt_bytes = 0,
+                                .output_bytes = 0};
     struct gw_segment seg;
     char err[256];
     if (gw_segment_open(&seg, w.path, &cfg, err, sizeof(err)) != 0) {

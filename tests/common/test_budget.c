@@ -69,7 +69,7 @@ static void test_reserve_charge_refund_settle(void **state)
     run(&w, a);
     assert_int_equal(gw_budget_charge(seg, a, 1500000, T0), 0);
     assert_int_equal(gw_budget_charge(seg, a, 1000000, T0), -EINVAL); /* used only grows */
-    assert_int_equal(gw_budget_charge(seg, a, 5 * SEC, T0), 0);        /* extends by 1 s */
+    assert_int_equal(gw_budget_charge(seg, a, 5 * SEC, T0), 0);       /* extends by 1 s */
     assert_int_equal(gw_ledger_budget_left(seg, w.tenant, &tenant_rate, T0), 5 * SEC);
     uint64_t res, used;
     int settled;
@@ -131,9 +131,9 @@ static void test_budget_never_goes_below_zero(void **state)
     assert_int_equal(used, 10 * SEC);
     assert_int_equal(gw_ledger_budget_left(seg, w.tenant, &tenant_rate, T0), 0);
     /* a budget larger than a whole period can never pass */
-    assert_int_equal(gw_budget_reserve(seg, b, 11 * SEC, &tenant_rate, &global_rate, T0 + 60 * SEC,
-                                       &retry),
-                     GW_EREFUSED);
+    assert_int_equal(
+        gw_budget_reserve(seg, b, 11 * SEC, &tenant_rate, &global_rate, T0 + 60 * SEC, &retry),
+        GW_EREFUSED);
     assert_int_equal(retry, UINT64_MAX);
     fx_close(w.f);
 }

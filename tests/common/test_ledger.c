@@ -63,8 +63,8 @@ static void test_gcra_retry_after_is_the_true_wait(void **state)
     assert_int_equal(retry, 1000); /* one ms early: one ms to wait */
     assert_int_equal(gw_ledger_admit(&f->seg, &it, 1, T0 + 1200000, &retry), 0);
     assert_int_equal(gw_ledger_rate_remaining(&f->seg, it.acct, 1, &it.rate, T0 + 1200000), 0);
-    assert_int_equal(gw_ledger_rate_remaining(&f->seg, it.acct, 1, &it.rate, T0 + 60 * SEC + 1200000),
-                     50);
+    assert_int_equal(
+        gw_ledger_rate_remaining(&f->seg, it.acct, 1, &it.rate, T0 + 60 * SEC + 1200000), 50);
     fx_close(f);
 }
 

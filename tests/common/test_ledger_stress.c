@@ -51,8 +51,13 @@ struct shared {
 static struct shared *sh;
 static char seg_path[128];
 static const struct gw_seg_config cfg = {
-    .accounts = 256, .budgets = 16, .slots = 64, .queue = 32, .lanes = 32,
-    .prompt_bytes = 64, .output_bytes = 64,
+    .accounts = 256,
+    .budgets = 16,
+    .slots = 64,
+    .queue = 32,
+    .lanes = 32,
+    .prompt_bytes = 64,
+    .output_bytes = 64,
 };
 static const struct gw_budget_rate big = {.amount_us = 1000000 * SEC, .period_us = 1000 * SEC};
 static const struct gw_budget_rate small = {.amount_us = 2 * SEC, .period_us = 1000 * SEC};
@@ -286,8 +291,7 @@ static void test_processes_killed_mid_run_lose_nothing(void **state)
             if (entries[e].index == i && (entries[e].seq & 0xffff) == (seq & 0xffff))
                 found++;
         if (found != 1)
-            fail_msg("slot %u (seq %u) is QUEUED but appears %d times in the queue", i, seq,
-                     found);
+            fail_msg("slot %u (seq %u) is QUEUED but appears %d times in the queue", i, seq, found);
         /* run it as the master would hand it to a worker */
         struct gw_slot_ref r = {.index = i, .seq = seq};
         assert_int_equal(gw_slot_move(&seg, r, GW_SLOT_QUEUED, GW_SLOT_RUNNING), 0);
@@ -347,9 +351,8 @@ static void test_processes_killed_mid_run_lose_nothing(void **state)
     print_message("stress: %.1f s, %d kills, %d slots failed by repair, %llu runs, queued at stop "
                   "%d, admitted ip0 %llu tenant0 %llu global %llu, refused reserves %llu\n",
                   (double)elapsed / 1e6, kills, repaired_slots,
-                  (unsigned long long)atomic_load(&sh->runs), queued,
-                  (unsigned long long)total[0], (unsigned long long)total[NIP],
-                  (unsigned long long)total[NIP + NTEN],
+                  (unsigned long long)atomic_load(&sh->runs), queued, (unsigned long long)total[0],
+                  (unsigned long long)total[NIP], (unsigned long long)total[NIP + NTEN],
                   (unsigned long long)atomic_load(&sh->reserves_refused));
     gw_segment_close(&seg);
     unlink(seg_path);

@@ -28,9 +28,18 @@ void gwt_bytes(gwt_buf *b, const void *p, size_t n)
     b->len += n;
 }
 
-void gwt_u32(gwt_buf *b, uint32_t v) { gwt_bytes(b, &v, 4); }
-void gwt_u64(gwt_buf *b, uint64_t v) { gwt_bytes(b, &v, 8); }
-void gwt_f32(gwt_buf *b, float v) { gwt_bytes(b, &v, 4); }
+void gwt_u32(gwt_buf *b, uint32_t v)
+{
+    gwt_bytes(b, &v, 4);
+}
+void gwt_u64(gwt_buf *b, uint64_t v)
+{
+    gwt_bytes(b, &v, 8);
+}
+void gwt_f32(gwt_buf *b, float v)
+{
+    gwt_bytes(b, &v, 4);
+}
 
 void gwt_str(gwt_buf *b, const char *s)
 {
@@ -120,20 +129,34 @@ static float h2f(uint16_t h)
 size_t gwt_row_bytes(uint32_t type, int n)
 {
     switch (type) {
-    case 0: return (size_t)n * 4;
-    case 1: case 30: return (size_t)n * 2;
-    case 2: return (size_t)n / 32 * 18;
-    case 3: return (size_t)n / 32 * 20;
-    case 6: return (size_t)n / 32 * 22;
-    case 7: return (size_t)n / 32 * 24;
-    case 8: return (size_t)n / 32 * 34;
-    case 12: return (size_t)n / 256 * 144;
-    case 14: return (size_t)n / 256 * 210;
-    default: return 0;
+    case 0:
+        return (size_t)n * 4;
+    case 1:
+    case 30:
+        return (size_t)n * 2;
+    case 2:
+        return (size_t)n / 32 * 18;
+    case 3:
+        return (size_t)n / 32 * 20;
+    case 6:
+        return (size_t)n / 32 * 22;
+    case 7:
+        return (size_t)n / 32 * 24;
+    case 8:
+        return (size_t)n / 32 * 34;
+    case 12:
+        return (size_t)n / 256 * 144;
+    case 14:
+        return (size_t)n / 256 * 210;
+    default:
+        return 0;
     }
 }
 
-static void put16(uint8_t *p, uint16_t v) { memcpy(p, &v, 2); }
+static void put16(uint8_t *p, uint16_t v)
+{
+    memcpy(p, &v, 2);
+}
 
 /* ggml's reference rounding: block scale from the value of largest
  * magnitude (sign kept), so that value maps exactly to -2^(bits-1). */
@@ -287,25 +310,63 @@ static void q6_k(const float *x, uint8_t *o)
 void gwt_quantize(uint32_t type, const float *x, int n, uint8_t *out)
 {
     switch (type) {
-    case 0: memcpy(out, x, (size_t)n * 4); return;
-    case 1: for (int i = 0; i < n; i++) put16(out + 2 * i, gwt_f2h(x[i])); return;
-    case 30: for (int i = 0; i < n; i++) put16(out + 2 * i, gwt_f2bf(x[i])); return;
-    case 2: for (int b = 0; b < n / 32; b++) q_sym(x + 32 * b, out + 18 * b, 4, 0); return;
-    case 3: for (int b = 0; b < n / 32; b++) q_asym(x + 32 * b, out + 20 * b, 4, 0); return;
-    case 6: for (int b = 0; b < n / 32; b++) q_sym(x + 32 * b, out + 22 * b, 5, 1); return;
-    case 7: for (int b = 0; b < n / 32; b++) q_asym(x + 32 * b, out + 24 * b, 5, 1); return;
-    case 8: for (int b = 0; b < n / 32; b++) q8_0(x + 32 * b, out + 34 * b); return;
-    case 12: for (int b = 0; b < n / 256; b++) q4_k(x + 256 * b, out + 144 * b); return;
-    case 14: for (int b = 0; b < n / 256; b++) q6_k(x + 256 * b, out + 210 * b); return;
-    default: abort();
+    case 0:
+        memcpy(out, x, (size_t)n * 4);
+        return;
+    case 1:
+        for (int i = 0; i < n; i++)
+            put16(out + 2 * i, gwt_f2h(x[i]));
+        return;
+    case 30:
+        for (int i = 0; i < n; i++)
+            put16(out + 2 * i, gwt_f2bf(x[i]));
+        return;
+    case 2:
+        for (int b = 0; b < n / 32; b++)
+            q_sym(x + 32 * b, out + 18 * b, 4, 0);
+        return;
+    case 3:
+        for (int b = 0; b < n / 32; b++)
+            q_asym(x + 32 * b, out + 20 * b, 4, 0);
+        return;
+    case 6:
+        for (int b = 0; b < n / 32; b++)
+            q_sym(x + 32 * b, out + 22 * b, 5, 1);
+        return;
+    case 7:
+        for (int b = 0; b < n / 32; b++)
+            q_asym(x + 32 * b, out + 24 * b, 5, 1);
+        return;
+    case 8:
+        for (int b = 0; b < n / 32; b++)
+            q8_0(x + 32 * b, out + 34 * b);
+        return;
+    case 12:
+        for (int b = 0; b < n / 256; b++)
+            q4_k(x + 256 * b, out + 144 * b);
+        return;
+    case 14:
+        for (int b = 0; b < n / 256; b++)
+            q6_k(x + 256 * b, out + 210 * b);
+        return;
+    default:
+        abort();
     }
 }
 
 gwt_llama gwt_llama_default(void)
 {
-    return (gwt_llama){.n_layer = 2, .dim = 64, .n_head = 4, .n_head_kv = 2, .ffn = 128,
-                       .vocab = 96, .n_ctx = 64, .rope_base = 10000.0f, .eps = 1e-5f,
-                       .tied = false, .seed = 1};
+    return (gwt_llama){.n_layer = 2,
+                       .dim = 64,
+                       .n_head = 4,
+                       .n_head_kv = 2,
+                       .ffn = 128,
+                       .vocab = 96,
+                       .n_ctx = 64,
+                       .rope_base = 10000.0f,
+                       .eps = 1e-5f,
+                       .tied = false,
+                       .seed = 1};
 }
 
 static uint64_t rng_next(uint64_t *s)
@@ -377,8 +438,8 @@ void gwt_write_llama(const gwt_llama *c, const gwt_weights *w, uint32_t type, gw
     int kv = c->dim / c->n_head * c->n_head_kv;
     struct tensor t[3 + 9 * 16];
     int nt = 0;
-#define T(nm, r, cl, ty, d) \
-    (snprintf(t[nt].name, sizeof t[nt].name, "%s", nm), t[nt].rows = r, t[nt].cols = cl, \
+#define T(nm, r, cl, ty, d)                                                                        \
+    (snprintf(t[nt].name, sizeof t[nt].name, "%s", nm), t[nt].rows = r, t[nt].cols = cl,           \
      t[nt].type = ty, t[nt].data = d, nt++)
     T("token_embd.weight", c->vocab, c->dim, type, w->tok_embd);
     T("output_norm.weight", 0, c->dim, 0, w->out_norm);

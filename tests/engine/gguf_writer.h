@@ -50,14 +50,14 @@ gwt_llama gwt_llama_default(void);
 
 /* The f32 weights, PyTorch layout: a matrix [out][in] row-major. */
 typedef struct gwt_weights {
-    float *tok_embd;  /* [vocab][dim] */
-    float *out_norm;  /* [dim] */
-    float *output;    /* [vocab][dim], NULL when tied */
+    float *tok_embd; /* [vocab][dim] */
+    float *out_norm; /* [dim] */
+    float *output;   /* [vocab][dim], NULL when tied */
     struct gwt_layer {
-        float *attn_norm, *ffn_norm;           /* [dim] */
-        float *wq, *wk, *wv, *wo;              /* [dim][dim], [kv][dim], [kv][dim], [dim][dim] */
-        float *w_gate, *w_up, *w_down;         /* [ffn][dim], [ffn][dim], [dim][ffn] */
-    } *l;
+        float *attn_norm, *ffn_norm;   /* [dim] */
+        float *wq, *wk, *wv, *wo;      /* [dim][dim], [kv][dim], [kv][dim], [dim][dim] */
+        float *w_gate, *w_up, *w_down; /* [ffn][dim], [ffn][dim], [dim][ffn] */
+    } * l;
 } gwt_weights;
 
 void gwt_weights_random(const gwt_llama *c, gwt_weights *w);

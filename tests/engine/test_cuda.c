@@ -239,8 +239,8 @@ static void test_device_names(void **state)
     load(&f, c, GW_T_F32);
     gw_ctx *x = NULL;
     char err[512] = "";
-    static const char *const bad[] = {"gpu", "cuda", "cuda:", "cuda:64", "cuda:01", "cuda:1x",
-                                      "CUDA:0", ""};
+    static const char *const bad[] = {"gpu",     "cuda",    "cuda:",  "cuda:64",
+                                      "cuda:01", "cuda:1x", "CUDA:0", ""};
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         char want[128];
         gw_ctx_opts o = {.n_ctx = 64, .device = bad[i]};
@@ -315,12 +315,9 @@ static const struct {
     int chat;
     int robust;
 } smol_prompts[] = {
-    {"1, 2, 3, 4, 5,", 0, 1},
-    {"10, 20, 30, 40,", 0, 1},
-    {"Count from 1 to 20.", 1, 1},
-    {"The first ten prime numbers are", 0, 0},
-    {"What is 12 times 12?", 1, 0},
-    {"What is the capital of France?", 1, 0},
+    {"1, 2, 3, 4, 5,", 0, 1},       {"10, 20, 30, 40,", 0, 1},
+    {"Count from 1 to 20.", 1, 1},  {"The first ten prime numbers are", 0, 0},
+    {"What is 12 times 12?", 1, 0}, {"What is the capital of France?", 1, 0},
 };
 
 static void test_smollm2_greedy_64_tokens_match_cpu(void **state)
@@ -353,11 +350,11 @@ static void test_smollm2_greedy_64_tokens_match_cpu(void **state)
         }
         int32_t *ids;
         size_t n;
-        assert_int_equal(gw_tokenizer_encode(tok, p, len,
-                                             GW_TOK_ADD_BOS |
-                                                 (smol_prompts[i].chat ? GW_TOK_PARSE_SPECIAL : 0),
-                                             &ids, &n, err, sizeof err),
-                         0);
+        assert_int_equal(
+            gw_tokenizer_encode(tok, p, len,
+                                GW_TOK_ADD_BOS | (smol_prompts[i].chat ? GW_TOK_PARSE_SPECIAL : 0),
+                                &ids, &n, err, sizeof err),
+            0);
         /* the first step's logits, and 64 greedy ids from each engine */
         float *lg;
         assert_int_equal(gw_ctx_eval(cpu, ids, n, 0, &lg), 0);

@@ -129,8 +129,7 @@ static void ref_forward(const gwt_llama *c, const gwt_weights *w, const int32_t 
 
 /* Logits after the prompt, evaluated in batches of n_batch tokens (or one
  * eval call per token when stepwise). */
-static void engine_logits(const gw_model *m, int n_threads, int n_batch, bool stepwise,
-                          float *out)
+static void engine_logits(const gw_model *m, int n_threads, int n_batch, bool stepwise, float *out)
 {
     gw_ctx *x;
     gw_ctx_opts o = {.n_ctx = 64, .n_threads = n_threads, .n_batch = n_batch};
@@ -211,7 +210,7 @@ static void test_quantized_forward_close_to_f32(void **state)
         double tol;
     } cases[] = {
         {GW_T_F16, 0.002}, {GW_T_BF16, 0.02}, {GW_T_Q8_0, 0.04}, {GW_T_Q5_0, 0.2},
-        {GW_T_Q5_1, 0.2}, {GW_T_Q4_0, 0.35}, {GW_T_Q4_1, 0.35},
+        {GW_T_Q5_1, 0.2},  {GW_T_Q4_0, 0.35}, {GW_T_Q4_1, 0.35},
     };
     struct fixture f32;
     load(&f32, gwt_llama_default(), GW_T_F32);
@@ -327,7 +326,8 @@ static void test_model_load_errors_name_the_problem(void **state)
 
     gwt_write_llama(&c, &w, GW_T_F32, &b);
     patch(&b, "general.architecture", 12, "mamba", 5); /* type (4) + length (8), then bytes */
-    assert_string_equal(model_err(&b), "tiny.gguf: architecture \"mamba\" not supported (only llama)");
+    assert_string_equal(model_err(&b),
+                        "tiny.gguf: architecture \"mamba\" not supported (only llama)");
     gwt_free(&b);
 
     gwt_write_llama(&c, &w, GW_T_F32, &b);
@@ -338,8 +338,9 @@ static void test_model_load_errors_name_the_problem(void **state)
     gwt_write_llama(&c, &w, GW_T_F32, &b);
     uint64_t ne1 = 32; /* attn_q rows 64 -> 32 (n_dims 4 bytes, ne0 8 bytes, then ne1) */
     patch(&b, "blk.0.attn_q.weight", 12, &ne1, 8);
-    assert_string_equal(model_err(&b),
-                        "tiny.gguf: tensor \"blk.0.attn_q.weight\": shape 64 x 32, expected 64 x 64");
+    assert_string_equal(
+        model_err(&b),
+        "tiny.gguf: tensor \"blk.0.attn_q.weight\": shape 64 x 32, expected 64 x 64");
     gwt_free(&b);
 
     gwt_write_llama(&c, &w, GW_T_F32, &b);

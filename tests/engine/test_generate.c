@@ -124,8 +124,11 @@ static void test_generate_cancel_after_token_k_stops_with_k_tokens(void **state)
 {
     struct env *e = *state;
     struct counter c = {.cancel_at = 5, .ns_positive = true};
-    gw_gen_params p = {.max_tokens = 30, .sampling = {.temperature = 0}, .cancel_flag = &c.cancel,
-                       .on_step = on_step, .user = &c};
+    gw_gen_params p = {.max_tokens = 30,
+                       .sampling = {.temperature = 0},
+                       .cancel_flag = &c.cancel,
+                       .on_step = on_step,
+                       .user = &c};
     gw_gen_result r = run(e, &p, NULL, 0);
     assert_int_equal(r.n_tokens, 5);
     assert_int_equal(r.finish, GW_FINISH_CANCEL);
@@ -144,8 +147,11 @@ static void test_generate_cancel_callback_stops_between_tokens(void **state)
 {
     struct env *e = *state;
     struct counter c = {.cancel_at = -1};
-    gw_gen_params p = {.max_tokens = 30, .sampling = {.temperature = 0}, .cancel_cb = cancel_cb,
-                       .on_step = on_step, .user = &c};
+    gw_gen_params p = {.max_tokens = 30,
+                       .sampling = {.temperature = 0},
+                       .cancel_cb = cancel_cb,
+                       .on_step = on_step,
+                       .user = &c};
     gw_gen_result r = run(e, &p, NULL, 0);
     assert_int_equal(r.n_tokens, 3);
     assert_int_equal(r.finish, GW_FINISH_CANCEL);

@@ -26,8 +26,14 @@ struct mini {
 
 static struct mini mini_default(void)
 {
-    return (struct mini){.n_tensors = 1, .n_kv = 2, .key0_len = 20, .offset = 0, .version = 3,
-                         .alignment = 32, .n_dims = 2, .type = 0};
+    return (struct mini){.n_tensors = 1,
+                         .n_kv = 2,
+                         .key0_len = 20,
+                         .offset = 0,
+                         .version = 3,
+                         .alignment = 32,
+                         .n_dims = 2,
+                         .type = 0};
 }
 
 static void mini_build(const struct mini *m, gwt_buf *b)

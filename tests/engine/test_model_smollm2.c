@@ -54,14 +54,16 @@
 #define FIXTURE "tests/fixtures/smollm2_greedy.json"
 #define N_IDS 48 /* greedy ids per case in the fixture, every one asserted */
 
-static int level;             /* 0 portable, 1 AVX2: from the program's name */
+static int level;              /* 0 portable, 1 AVX2: from the program's name */
 static const char *model_path; /* main(): gw_need_model() */
 
 static size_t ids(json_t *arr, int32_t *out, size_t cap)
 {
     size_t i, n = 0;
     json_t *v;
-    json_array_foreach(arr, i, v) if (n < cap) out[n++] = (int32_t)json_integer_value(v);
+    json_array_foreach (arr, i, v)
+        if (n < cap)
+            out[n++] = (int32_t)json_integer_value(v);
     return n;
 }
 
@@ -76,8 +78,7 @@ static int check_level(gw_model *m, json_t *cases)
     assert_int_equal(gw_ctx_new(m, &o, &x), 0);
     size_t ci;
     json_t *c;
-    json_array_foreach(cases, ci, c)
-    {
+    json_array_foreach (cases, ci, c) {
         int32_t prompt[512], want[128], got[128];
         size_t np = ids(json_object_get(c, "prompt_ids"), prompt, 512);
         size_t nw = ids(json_object_get(c, "greedy_ids"), want, 128);

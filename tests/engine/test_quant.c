@@ -155,7 +155,7 @@ static void test_dequant_q6_k_by_hand(void **state)
 static void test_dot_kernels_match_dequantized_rows(void **state)
 {
     (void)state;
-    const uint32_t types[] = {GW_T_F32, GW_T_F16, GW_T_BF16, GW_T_Q4_0, GW_T_Q4_1,
+    const uint32_t types[] = {GW_T_F32,  GW_T_F16,  GW_T_BF16, GW_T_Q4_0, GW_T_Q4_1,
                               GW_T_Q5_0, GW_T_Q5_1, GW_T_Q8_0, GW_T_Q4_K, GW_T_Q6_K};
     enum { N = 512 };
     float x[N], w[N], wd[N], xd[N];
@@ -254,7 +254,8 @@ static void test_portable_and_avx2_kernels_agree_bit_for_bit(void **state)
         float a = gw_dot_avx2_for(types[t])(N, row, xq, x);
         float p = gw_dot_portable_for(types[t])(N, row, xq, x);
         if (memcmp(&a, &p, sizeof a) != 0)
-            fail_msg("%s: avx2 %.9g portable %.9g", gw_ggml_type_name(types[t]), (double)a, (double)p);
+            fail_msg("%s: avx2 %.9g portable %.9g", gw_ggml_type_name(types[t]), (double)a,
+                     (double)p);
     }
     uint16_t qh[HD], kv[NPOS * HD], ah[NPOS];
     for (int i = 0; i < HD; i++)
@@ -282,9 +283,10 @@ static void test_portable_and_avx2_kernels_agree_bit_for_bit(void **state)
 static void test_writer_quantizers_round_trip(void **state)
 {
     (void)state;
-    const uint32_t types[] = {GW_T_Q4_0, GW_T_Q4_1, GW_T_Q5_0, GW_T_Q5_1, GW_T_Q8_0, GW_T_Q4_K,
-                              GW_T_Q6_K};
-    const float tol[] = {1.0f / 14, 1.0f / 28, 1.0f / 30, 1.0f / 60, 1.0f / 250, 1.0f / 12, 1.0f / 60};
+    const uint32_t types[] = {GW_T_Q4_0, GW_T_Q4_1, GW_T_Q5_0, GW_T_Q5_1,
+                              GW_T_Q8_0, GW_T_Q4_K, GW_T_Q6_K};
+    const float tol[] = {1.0f / 14,  1.0f / 28, 1.0f / 30, 1.0f / 60,
+                         1.0f / 250, 1.0f / 12, 1.0f / 60};
     float w[256], wd[256];
     for (int i = 0; i < 256; i++)
         w[i] = sinf((float)i * 0.37f);

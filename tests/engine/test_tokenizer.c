@@ -764,7 +764,6 @@ static int model_teardown(void **state)
     return 0;
 }
 
-
 static void assert_encodes_json(const gw_tokenizer *t, const char *s, size_t len,
                                 const json_t *want)
 {
@@ -812,8 +811,7 @@ static void test_smollm2_encodes_every_fixture_string_to_reference_ids(void **st
     assert_true(json_array_size(cases) >= 30);
     size_t i;
     json_t *c;
-    json_array_foreach(cases, i, c)
-    {
+    json_array_foreach (cases, i, c) {
         json_t *text = json_object_get(c, "text");
         assert_encodes_json(m->t, json_string_value(text), json_string_length(text),
                             json_object_get(c, "ids"));
@@ -826,8 +824,7 @@ static void test_smollm2_decode_of_encode_is_identity(void **state)
     json_t *cases = json_object_get(m->tokens, "cases");
     size_t i;
     json_t *c;
-    json_array_foreach(cases, i, c)
-    {
+    json_array_foreach (cases, i, c) {
         json_t *text = json_object_get(c, "text");
         const char *s = json_string_value(text);
         size_t len = json_string_length(text);
@@ -879,8 +876,7 @@ static void test_smollm2_prompts_match_the_greedy_fixture(void **state)
     assert_int_equal(json_array_size(cases), 6);
     size_t i, n_chat = 0;
     json_t *c;
-    json_array_foreach(cases, i, c)
-    {
+    json_array_foreach (cases, i, c) {
         json_t *prompt = json_object_get(c, "prompt");
         if (json_is_true(json_object_get(c, "chat"))) {
             /* The chat prompt renders from the messages to the fixture's
@@ -890,8 +886,7 @@ static void test_smollm2_prompts_match_the_greedy_fixture(void **state)
             size_t k;
             json_t *x;
             assert_true(json_array_size(msgs) <= 8);
-            json_array_foreach(msgs, k, x)
-            {
+            json_array_foreach (msgs, k, x) {
                 json_t *r = json_object_get(x, "role"), *ct_ = json_object_get(x, "content");
                 mm[k] = (gw_chat_msg){json_string_value(r), json_string_length(r),
                                       json_string_value(ct_), json_string_length(ct_)};
@@ -917,8 +912,7 @@ static void test_smollm2_decodes_greedy_ids_to_reference_text(void **state)
     json_t *cases = json_object_get(m->greedy, "cases");
     size_t i;
     json_t *c;
-    json_array_foreach(cases, i, c)
-    {
+    json_array_foreach (cases, i, c) {
         json_t *ids = json_object_get(c, "greedy_ids");
         json_t *text = json_object_get(c, "text");
         int32_t v[64];

@@ -35,8 +35,7 @@
 #include <sys/un.h>
 #include <unistd.h>
 
-int lt_admin_query(const char *sock_path, const char *line, char **answer, char *err,
-                   size_t errlen)
+int lt_admin_query(const char *sock_path, const char *line, char **answer, char *err, size_t errlen)
 {
     *answer = NULL;
     struct sockaddr_un sa = {.sun_family = AF_UNIX};

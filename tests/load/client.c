@@ -183,8 +183,7 @@ static void timeline_line(const struct req *q, int outcome, uint64_t base, uint6
     }
     fprintf(rc->run->sc->timeline, "%.6f,%s,%s,%d,%s,%.3f,%d\n",
             (double)((int64_t)q->intended_ns - (int64_t)rc->run->t0_ns) / 1e9, rc->c->name,
-            lt_outcome_name(outcome), q->status, ttft, (double)(now - base) / 1e6,
-            q->sent_ns != 0);
+            lt_outcome_name(outcome), q->status, ttft, (double)(now - base) / 1e6, q->sent_ns != 0);
 }
 
 /* Records the request's outcome in its class and frees it. */

@@ -157,10 +157,10 @@ struct lt_scenario {
     uint64_t max_requests; /* cap over all classes */
     uint64_t seed;
     struct lt_auth auth;
-    char ledger[512]; /* the target's segment file, "" to skip the check */
-    char admin[512];  /* the target's admin socket, "" to skip the budget check */
+    char ledger[512];      /* the target's segment file, "" to skip the check */
+    char admin[512];       /* the target's admin socket, "" to skip the budget check */
     double budget_step_ms; /* one generation step's device time at most (budget check slack) */
-    FILE *timeline;   /* --timeline: one CSV line per request as it ends, or NULL */
+    FILE *timeline;        /* --timeline: one CSV line per request as it ends, or NULL */
     int n_classes;
     struct lt_class classes[LT_MAX_CLASSES];
     int n_thresholds;
@@ -206,8 +206,8 @@ int lt_run(struct lt_scenario *sc, int progress, double *elapsed_s, char *err, s
 /* Budget figures of one tenant as the admin socket's tenant.show gives
  * them (budget.c). */
 struct lt_budget_fig {
-    int found;      /* tenant.show answered ok */
-    int has_budget; /* the tenant's plan has a budget */
+    int found;                     /* tenant.show answered ok */
+    int has_budget;                /* the tenant's plan has a budget */
     uint64_t amount_us, period_us; /* the plan's budget rate */
     uint64_t left_us, reserved_us, used_us, refunded_us;
     uint64_t in_flight, max_inflight; /* now; the plan's cap (0: none) */
@@ -258,9 +258,9 @@ struct lt_ledger_result {
      * pid is gone (the master's repair should have taken those) */
     int slots_checked;
     uint32_t slots, slots_busy, slots_dead_owner;
-    char slots_detail[256]; /* the first dead-owned slot */
-    int budget_checked; /* tenants whose budget was judged */
-    int budget_over;    /* of those, how many overspent */
+    char slots_detail[256];  /* the first dead-owned slot */
+    int budget_checked;      /* tenants whose budget was judged */
+    int budget_over;         /* of those, how many overspent */
     char budget_detail[512]; /* why not checked, or the first overspend */
 };
 void lt_ledger_check(const struct lt_scenario *sc, struct lt_ledger_result *r);

@@ -11,8 +11,8 @@
 #include <string.h>
 
 static const char *const outcome_names[LT_O_COUNT] = {
-    "200",   "401",        "408",     "429",          "503",
-    "other", "conn_error", "timeout", "not_sent", "disconnected", "unfinished"};
+    "200",        "401",     "408",      "429",          "503",       "other",
+    "conn_error", "timeout", "not_sent", "disconnected", "unfinished"};
 static const char *const finish_names[LT_F_COUNT] = {"stop",   "length",    "budget",
                                                      "killed", "cancelled", "other"};
 
@@ -173,8 +173,7 @@ int lt_thresholds_eval(struct lt_scenario *sc, const struct lt_ledger_result *lr
             /* 1: every tenant with a budget was judged within it */
             if (!lr->budget_checked) {
                 t->passed = 0;
-                snprintf(t->why, sizeof(t->why), "budgets not checked: %.120s",
-                         lr->budget_detail);
+                snprintf(t->why, sizeof(t->why), "budgets not checked: %.120s", lr->budget_detail);
                 failed++;
                 continue;
             }
@@ -286,11 +285,11 @@ void lt_report_table(struct lt_scenario *sc, const struct lt_ledger_result *lr, 
     }
     if (lr->slots_checked)
         printf("slots: %u of %u in use, %u owned by a dead process%s%s\n", lr->slots_busy,
-               lr->slots, lr->slots_dead_owner, lr->slots_dead_owner ? ": " : "",
-               lr->slots_detail);
+               lr->slots, lr->slots_dead_owner, lr->slots_dead_owner ? ": " : "", lr->slots_detail);
     printf("budgets: ");
     if (!lr->budget_checked)
-        printf("not checked (%s)\n", lr->budget_detail[0] ? lr->budget_detail : "no tenant has a budget");
+        printf("not checked (%s)\n",
+               lr->budget_detail[0] ? lr->budget_detail : "no tenant has a budget");
     else if (!lr->budget_over)
         printf("no tenant exceeded its budget beyond one step (%.0f ms) per in-flight request "
                "(%d tenant%s judged from admin tenant.show before and after the run)\n",

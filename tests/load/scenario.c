@@ -384,10 +384,10 @@ static void parse_prompts(struct ctx *cx, struct lt_scenario *sc, json_t *p)
 int lt_scenario_load(struct lt_scenario *sc, const char *path, const struct lt_overrides *ov,
                      char *err, size_t errlen)
 {
-    static const char *const known[] = {
-        "name", "description", "target", "model",   "duration_s", "drain_s",    "max_requests",
-        "seed", "auth",        "ledger", "prompts", "classes",    "thresholds", "admin",
-        "budget_step_ms", NULL};
+    static const char *const known[] = {"name",       "description", "target",         "model",
+                                        "duration_s", "drain_s",     "max_requests",   "seed",
+                                        "auth",       "ledger",      "prompts",        "classes",
+                                        "thresholds", "admin",       "budget_step_ms", NULL};
     static const char *const known_auth[] = {"secret_file", "kid", "issuer", "audience", NULL};
     memset(sc, 0, sizeof(*sc));
     struct ctx cx = {.file = path, .err = err, .errlen = errlen};

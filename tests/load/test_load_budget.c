@@ -108,8 +108,8 @@ static void request(struct node *n, const char *tenant, uint64_t reserve_us, uin
     assert_int_equal(gw_slot_set_accounts(&n->seg, ref, t, g, 1), 0);
     uint64_t retry;
     assert_int_equal(gw_budget_reserve(&n->seg, ref, reserve_us,
-                                       pl->has_budget ? &pl->budget : NULL,
-                                       &n->cfg->global.budget, at_us, &retry),
+                                       pl->has_budget ? &pl->budget : NULL, &n->cfg->global.budget,
+                                       at_us, &retry),
                      0);
     assert_int_equal(gw_slot_move(&n->seg, ref, GW_SLOT_ADMITTED, GW_SLOT_QUEUED), 0);
     assert_int_equal(gw_queue_push(&n->seg, ref), 0);
@@ -138,18 +138,19 @@ static int node_setup(void **state)
     fputs("load-budget-test-secret-0123456789abcdef", fp);
     fclose(fp);
     snprintf(n->sock, sizeof(n->sock), "%s/admin.sock", n->dir);
-    snprintf(text, sizeof(text),
-             "{\"model\": {\"path\": \"m.gguf\", \"name\": \"m\"}, \"state_dir\": \"%s\","
-             " \"auth\": {\"keys\": [{\"kid\": \"k\", \"alg\": \"HS256\", \"secret_file\": \"%s\"}]},"
-             " \"global\": {\"budget\": \"1000 GPU-seconds per second\"},"
-             " \"plans\": {\"pro\": {\"rate\": [\"20 per second burst 10\", \"10000 per day\"],"
-             "   \"budget\": \"30 GPU-seconds per minute\", \"max_inflight\": 16,"
-             "   \"max_tokens\": 2048},"
-             "  \"open\": {\"rate\": [\"100 per second\"]}},"
-             " \"tenants\": {\"acme\": {\"plan\": \"pro\"}, \"free\": {\"plan\": \"open\"}},"
-             " \"default_plan\": null,"
-             " \"admin\": {\"socket\": \"%s\"}}",
-             n->dir, secret, n->sock);
+    snprintf(
+        text, sizeof(text),
+        "{\"model\": {\"path\": \"m.gguf\", \"name\": \"m\"}, \"state_dir\": \"%s\","
+        " \"auth\": {\"keys\": [{\"kid\": \"k\", \"alg\": \"HS256\", \"secret_file\": \"%s\"}]},"
+        " \"global\": {\"budget\": \"1000 GPU-seconds per second\"},"
+        " \"plans\": {\"pro\": {\"rate\": [\"20 per second burst 10\", \"10000 per day\"],"
+        "   \"budget\": \"30 GPU-seconds per minute\", \"max_inflight\": 16,"
+        "   \"max_tokens\": 2048},"
+        "  \"open\": {\"rate\": [\"100 per second\"]}},"
+        " \"tenants\": {\"acme\": {\"plan\": \"pro\"}, \"free\": {\"plan\": \"open\"}},"
+        " \"default_plan\": null,"
+        " \"admin\": {\"socket\": \"%s\"}}",
+        n->dir, secret, n->sock);
     if (gw_config_parse(&n->cfg, text, strlen(text), "ltb.json", err, sizeof(err)) != 0)
         fail_msg("%s", err);
     snprintf(n->ledger, sizeof(n->ledger), "%s/ledger", n->dir);
@@ -279,8 +280,8 @@ static void test_parse_refuses_garbage(void **st)
 }
 
 /* 30 s per minute (0.5 s/s); before: 20 s left at t = 100 s. */
-static struct lt_budget_fig fig(uint64_t reserved, uint64_t used, uint64_t refunded,
-                                uint64_t left, uint64_t at_s)
+static struct lt_budget_fig fig(uint64_t reserved, uint64_t used, uint64_t refunded, uint64_t left,
+                                uint64_t at_s)
 {
     return (struct lt_budget_fig){.found = 1,
                                   .has_budget = 1,
@@ -464,8 +465,7 @@ int main(void)
         cmocka_unit_test(test_judge_step_slack),
         cmocka_unit_test(test_judge_refunds_of_earlier_reservations),
         cmocka_unit_test(test_judge_cannot_judge),
-        cmocka_unit_test_setup_teardown(test_read_from_the_admin_socket, node_setup,
-                                        node_teardown),
+        cmocka_unit_test_setup_teardown(test_read_from_the_admin_socket, node_setup, node_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -172,9 +172,9 @@ static void test_smoke_scenario_meets_every_promise(void **state)
     snprintf(report, sizeof(report), "%s/report.json", S.dir);
     snprintf(out, sizeof(out), "%s/load.out", S.dir);
 #ifndef GW_SANITIZE
-    const char *args[] = {"--target", target,   "--ledger",   ledger,
-                          "--admin",  admin,    "--timeline", timeline,
-                          "--json",   report,   "--quiet",    "dist/scenarios/smoke.json",
+    const char *args[] = {"--target", target, "--ledger",   ledger,
+                          "--admin",  admin,  "--timeline", timeline,
+                          "--json",   report, "--quiet",    "dist/scenarios/smoke.json",
                           NULL};
     int rc = run_load(args, out);
     if (rc != 0) {
@@ -185,9 +185,13 @@ static void test_smoke_scenario_meets_every_promise(void **state)
     /* The sanitizer build decodes several times slower: a fifth of the
      * arrivals, and the latency thresholds are not this build's to judge
      * (exit status 1 allowed); every outcome below still is. */
-    const char *args[] = {"--target",     target, "--ledger",   ledger,   "--admin",
-                          admin,          "--json", report,       "--timeline", timeline,
-                          "--quiet",      "--rate-scale", "0.2",  "dist/scenarios/smoke.json",
+    const char *args[] = {"--target",   target,
+                          "--ledger",   ledger,
+                          "--admin",    admin,
+                          "--json",     report,
+                          "--timeline", timeline,
+                          "--quiet",    "--rate-scale",
+                          "0.2",        "dist/scenarios/smoke.json",
                           NULL};
     int rc = run_load(args, out);
     if (rc != 0 && rc != 1) {
@@ -277,8 +281,7 @@ static void test_smoke_scenario_meets_every_promise(void **state)
     assert_int_equal(json_integer_value(json_object_get(led, "budgets_over")), 0);
     json_t *t;
     size_t ti;
-    json_array_foreach(json_object_get(led, "tenants"), ti, t)
-    {
+    json_array_foreach (json_object_get(led, "tenants"), ti, t) {
         json_t *b = json_object_get(t, "budget");
         assert_true(json_is_true(json_object_get(b, "within")));
         assert_true(json_integer_value(json_object_get(b, "spent_us")) <=
@@ -287,7 +290,8 @@ static void test_smoke_scenario_meets_every_promise(void **state)
     /* The timeline: a header, then one line of 7 fields per request sent. */
     json_int_t total = 0;
     json_t *c;
-    json_array_foreach(json_object_get(r, "classes"), ti, c) total += sent(c);
+    json_array_foreach (json_object_get(r, "classes"), ti, c)
+        total += sent(c);
     FILE *tf = fopen(timeline, "r");
     assert_non_null(tf);
     char line[512];

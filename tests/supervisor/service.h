@@ -48,8 +48,8 @@ struct svc {
     char dir[128];
     char config[192];
     char log[192];
-    int port;  /* of lfd */
-    int lfd;   /* the listening socket the master is given as fd 3 */
+    int port; /* of lfd */
+    int lfd;  /* the listening socket the master is given as fd 3 */
     pid_t master;
     struct gw_key key; /* the HS256 key the config trusts */
 };
@@ -102,39 +102,41 @@ static inline void svc_write_config(struct svc *s, const char *extra)
     snprintf(s->config, sizeof(s->config), "%s/gpuwarden.json", s->dir);
     snprintf(s->log, sizeof(s->log), "%s/gpuwarden.log", s->dir);
     f = fopen(s->config, "w");
-    fprintf(f,
-            "{\n"
-            " \"listen\": [\"127.0.0.1:%d\"], \"fronts\": 2, \"workers\": 1,\n"
-            " \"state_dir\": \"%s/state\",\n"
-            " \"segment\": {\"accounts\": 1024, \"budgets\": 64, \"slots\": 16, \"queue\": 16,\n"
-            "   \"prompt_bytes\": 4096, \"output_bytes\": 8192},\n"
-            " \"model\": {\"path\": \"%s\", \"name\": \"smollm2\", \"device\": \"cpu\",\n"
-            "   \"threads\": 2, \"context\": 512},\n"
-            " %s\n"
-            " \"auth\": {\"keys\": [{\"kid\": \"test\", \"alg\": \"HS256\", \"secret_file\": \"%s\"}],\n"
-            "   \"issuer\": \"gw-test\", \"audience\": \"gpuwarden\", \"leeway_s\": 5},\n"
-            " \"ip\": {\"rate\": [\"1000 per second burst 100\"]},\n"
-            " \"global\": {\"rate\": [\"1000 per second burst 100\"],\n"
-            "   \"budget\": \"1000 GPU-seconds per second\"},\n"
-            " \"plans\": {\n"
-            "   \"open\": {\"rate\": [\"1000 per minute burst 100\"], \"budget\": \"1000 GPU-seconds "
-            "per day\", \"max_inflight\": 8, \"max_tokens\": 256},\n"
-            "   \"five\": {\"rate\": [\"5 per minute\"], \"budget\": \"1000 GPU-seconds per day\", "
-            "\"max_tokens\": 64},\n"
-            "   \"poor\": {\"rate\": [\"100 per minute burst 10\"], \"budget\": \"0.001 GPU-seconds "
-            "per day\", \"max_tokens\": 64, \"on_budget\": \"refuse\"},\n"
-            "   \"tight\": {\"rate\": [\"100 per minute burst 10\"], \"budget\": \"0.02 GPU-seconds "
-            "per day\", \"max_tokens\": 64, \"on_budget\": \"refuse\"},\n"
-            "   \"one\": {\"rate\": [\"100 per minute burst 10\"], \"budget\": \"1000 GPU-seconds "
-            "per day\", \"max_inflight\": 1, \"max_tokens\": 256}\n"
-            " },\n"
-            " \"default_plan\": null,\n"
-            " \"tenants\": {\"happy\": {\"plan\": \"open\"}, \"limited\": {\"plan\": \"five\"},\n"
-            "   \"poor\": {\"plan\": \"poor\"}, \"single\": {\"plan\": \"one\"},\n"
-            "   \"tight\": {\"plan\": \"tight\"}},\n"
-            " \"cost\": {\"initial_us_per_token\": %ld}\n"
-            "}\n",
-            s->port, s->dir, svc_model_path(), extra ? extra : "", secret_path, svc_cost_us);
+    fprintf(
+        f,
+        "{\n"
+        " \"listen\": [\"127.0.0.1:%d\"], \"fronts\": 2, \"workers\": 1,\n"
+        " \"state_dir\": \"%s/state\",\n"
+        " \"segment\": {\"accounts\": 1024, \"budgets\": 64, \"slots\": 16, \"queue\": 16,\n"
+        "   \"prompt_bytes\": 4096, \"output_bytes\": 8192},\n"
+        " \"model\": {\"path\": \"%s\", \"name\": \"smollm2\", \"device\": \"cpu\",\n"
+        "   \"threads\": 2, \"context\": 512},\n"
+        " %s\n"
+        " \"auth\": {\"keys\": [{\"kid\": \"test\", \"alg\": \"HS256\", \"secret_file\": "
+        "\"%s\"}],\n"
+        "   \"issuer\": \"gw-test\", \"audience\": \"gpuwarden\", \"leeway_s\": 5},\n"
+        " \"ip\": {\"rate\": [\"1000 per second burst 100\"]},\n"
+        " \"global\": {\"rate\": [\"1000 per second burst 100\"],\n"
+        "   \"budget\": \"1000 GPU-seconds per second\"},\n"
+        " \"plans\": {\n"
+        "   \"open\": {\"rate\": [\"1000 per minute burst 100\"], \"budget\": \"1000 GPU-seconds "
+        "per day\", \"max_inflight\": 8, \"max_tokens\": 256},\n"
+        "   \"five\": {\"rate\": [\"5 per minute\"], \"budget\": \"1000 GPU-seconds per day\", "
+        "\"max_tokens\": 64},\n"
+        "   \"poor\": {\"rate\": [\"100 per minute burst 10\"], \"budget\": \"0.001 GPU-seconds "
+        "per day\", \"max_tokens\": 64, \"on_budget\": \"refuse\"},\n"
+        "   \"tight\": {\"rate\": [\"100 per minute burst 10\"], \"budget\": \"0.02 GPU-seconds "
+        "per day\", \"max_tokens\": 64, \"on_budget\": \"refuse\"},\n"
+        "   \"one\": {\"rate\": [\"100 per minute burst 10\"], \"budget\": \"1000 GPU-seconds "
+        "per day\", \"max_inflight\": 1, \"max_tokens\": 256}\n"
+        " },\n"
+        " \"default_plan\": null,\n"
+        " \"tenants\": {\"happy\": {\"plan\": \"open\"}, \"limited\": {\"plan\": \"five\"},\n"
+        "   \"poor\": {\"plan\": \"poor\"}, \"single\": {\"plan\": \"one\"},\n"
+        "   \"tight\": {\"plan\": \"tight\"}},\n"
+        " \"cost\": {\"initial_us_per_token\": %ld}\n"
+        "}\n",
+        s->port, s->dir, svc_model_path(), extra ? extra : "", secret_path, svc_cost_us);
     fclose(f);
 }
 
@@ -159,7 +161,8 @@ struct resp {
 static inline int svc_connect(struct svc *s)
 {
     int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)s->port),
+    struct sockaddr_in a = {.sin_family = AF_INET,
+                            .sin_port = htons((uint16_t)s->port),
                             .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
     if (connect(fd, (struct sockaddr *)&a, sizeof(a)) != 0) {
         close(fd);

@@ -231,8 +231,8 @@ static struct gw_slot_ref take(struct ks *k, struct gw_segment *w)
 static void step(struct ks *k, struct gw_segment *w, struct gw_slot_ref ref, uint64_t tokens,
                  uint64_t used_us)
 {
-    struct gw_run_step st = {.tokens = tokens, .device_ns = used_us * 1000,
-                             .progress_ns = k->now_ns};
+    struct gw_run_step st = {
+        .tokens = tokens, .device_ns = used_us * 1000, .progress_ns = k->now_ns};
     gw_run_step(w, ref.index, &st);
     gw_proc_heartbeat(w, (int64_t)ref.index);
     assert_int_equal(gw_budget_charge(w, ref, used_us, k->t0), 0);

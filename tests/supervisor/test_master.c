@@ -91,22 +91,24 @@ static void write_config(const char *listen, int workers, const char *model)
     char secret[128], text[4096];
     snprintf(secret, sizeof(secret), "%s/secret.key", dir);
     write_file(secret, "0123456789abcdef0123456789abcdef01234567\n");
-    snprintf(text, sizeof(text),
-             "{\n"
-             " \"listen\": [\"%s\"],\n"
-             " \"fronts\": 1, \"workers\": %d, \"state_dir\": \"%s/state\",\n"
-             " \"segment\": {\"accounts\": 256, \"budgets\": 16, \"slots\": 16, \"queue\": 16,\n"
-             "               \"prompt_bytes\": 4096, \"output_bytes\": 4096},\n"
-             " \"model\": {\"path\": \"%s\", \"name\": \"tiny\", \"device\": \"cpu\",\n"
-             "             \"threads\": 1, \"context\": 64},\n"
-             " \"http\": {\"drain_timeout_ms\": 1000},\n"
-             " \"auth\": {\"keys\": [{\"kid\": \"dev\", \"alg\": \"HS256\", \"secret_file\": \"%s\"}]},\n"
-             " \"global\": {\"rate\": [\"100 per second\"], \"budget\": \"1 GPU-seconds per second\"},\n"
-             " \"plans\": {\"free\": {\"rate\": [\"10 per second\"]}},\n"
-             " \"default_plan\": \"free\",\n"
-             " \"admin\": {\"socket\": \"%s/admin.sock\"}\n"
-             "}\n",
-             listen, workers, dir, model, secret, dir);
+    snprintf(
+        text, sizeof(text),
+        "{\n"
+        " \"listen\": [\"%s\"],\n"
+        " \"fronts\": 1, \"workers\": %d, \"state_dir\": \"%s/state\",\n"
+        " \"segment\": {\"accounts\": 256, \"budgets\": 16, \"slots\": 16, \"queue\": 16,\n"
+        "               \"prompt_bytes\": 4096, \"output_bytes\": 4096},\n"
+        " \"model\": {\"path\": \"%s\", \"name\": \"tiny\", \"device\": \"cpu\",\n"
+        "             \"threads\": 1, \"context\": 64},\n"
+        " \"http\": {\"drain_timeout_ms\": 1000},\n"
+        " \"auth\": {\"keys\": [{\"kid\": \"dev\", \"alg\": \"HS256\", \"secret_file\": "
+        "\"%s\"}]},\n"
+        " \"global\": {\"rate\": [\"100 per second\"], \"budget\": \"1 GPU-seconds per second\"},\n"
+        " \"plans\": {\"free\": {\"rate\": [\"10 per second\"]}},\n"
+        " \"default_plan\": \"free\",\n"
+        " \"admin\": {\"socket\": \"%s/admin.sock\"}\n"
+        "}\n",
+        listen, workers, dir, model, secret, dir);
     write_file(cfg_path, text);
 }
 
@@ -364,8 +366,8 @@ static int notify_expect(struct notify *n, struct master *m, const char *needle,
             continue;
         }
         if (now_ms() >= end) {
-            fprintf(stderr, "--- expected \"%s\" from sd_notify; got:\n%s--- log:\n%s---\n",
-                    needle, n->all, m->log);
+            fprintf(stderr, "--- expected \"%s\" from sd_notify; got:\n%s--- log:\n%s---\n", needle,
+                    n->all, m->log);
             return 0;
         }
         master_read(m, 20); /* keep the pipe drained meanwhile */
@@ -484,8 +486,13 @@ static void test_master_refuses_segment_of_another_layout(void **state)
     snprintf(state_dir, sizeof(state_dir), "%s/state", dir);
     assert_int_equal(mkdir(state_dir, 0700), 0);
     /* Same sizes as the config but slots (config: 16; lanes = 1 + 1 + 8). */
-    struct gw_seg_config other = {.accounts = 256, .budgets = 16, .slots = 32, .queue = 16,
-                                  .lanes = 10, .prompt_bytes = 4096, .output_bytes = 4096};
+    struct gw_seg_config other = {.accounts = 256,
+                                  .budgets = 16,
+                                  .slots = 32,
+                                  .queue = 16,
+                                  .lanes = 10,
+                                  .prompt_bytes = 4096,
+                                  .output_bytes = 4096};
     struct gw_segment seg;
     char err[256];
     assert_int_equal(gw_segment_open(&seg, seg_path, &other, err, sizeof(err)), 0);
@@ -541,8 +548,8 @@ static void test_master_names_the_address_it_cannot_bind(void **state)
     master_start(m, NULL);
     assert_int_equal(master_exit(m, DEADLINE_MS), 1);
     char want[256];
-    snprintf(want, sizeof(want), "<3>gpuwarden[master]: listen %s: cannot bind: Address already in use\n",
-             addr);
+    snprintf(want, sizeof(want),
+             "<3>gpuwarden[master]: listen %s: cannot bind: Address already in use\n", addr);
     assert_non_null(strstr(m->log, want));
     assert_null(strstr(m->log, "started"));
     free(m);
@@ -553,8 +560,8 @@ static void test_master_names_the_address_it_cannot_bind(void **state)
     m = calloc(1, sizeof(*m));
     master_start(m, NULL);
     assert_int_equal(master_exit(m, DEADLINE_MS), 1);
-    assert_non_null(strstr(
-        m->log, "<3>gpuwarden[master]: listen 192.0.2.1:8080: cannot bind: Cannot assign requested address\n"));
+    assert_non_null(strstr(m->log, "<3>gpuwarden[master]: listen 192.0.2.1:8080: cannot bind: "
+                                   "Cannot assign requested address\n"));
     free(m);
 }
 
@@ -574,7 +581,8 @@ static void test_master_notifies_ready_and_stopping(void **state)
     master_start_env(m, n->path, lfd, 0);
     close(lfd);
     assert_true(notify_expect(n, m, "READY=1", DEADLINE_MS));
-    assert_non_null(strstr(n->all, "STATUS=ready; fronts 1/1 running, workers 1/1 ready; config epoch 1"));
+    assert_non_null(
+        strstr(n->all, "STATUS=ready; fronts 1/1 running, workers 1/1 ready; config epoch 1"));
     assert_true(master_expect(m, "<6>gpuwarden[master]: ready: 1 front, 1 worker\n", DEADLINE_MS));
     pid_t w = lane_pid(GW_ROLE_WORKER, 0, NULL), f = lane_pid(GW_ROLE_FRONT, 0, NULL);
     assert_true(w > 0);
@@ -606,13 +614,14 @@ static void test_master_notifies_ready_and_stopping(void **state)
     kill(m->pid, SIGHUP);
     assert_true(notify_expect(n, m, "RELOADING=1", DEADLINE_MS));
     assert_true(notify_expect(n, m, "READY=1", DEADLINE_MS));
-    assert_true(master_expect(
-        m, "gpuwarden[master]: reload refused; keeping the running config\n", DEADLINE_MS));
+    assert_true(master_expect(m, "gpuwarden[master]: reload refused; keeping the running config\n",
+                              DEADLINE_MS));
 
     kill(m->pid, SIGTERM);
     assert_true(notify_expect(n, m, "STOPPING=1", DEADLINE_MS));
     assert_int_equal(master_exit(m, DEADLINE_MS), 0);
-    assert_non_null(strstr(m->log, "gpuwarden[master]: SIGTERM: stopping; fronts drain for up to 1000 ms\n"));
+    assert_non_null(
+        strstr(m->log, "gpuwarden[master]: SIGTERM: stopping; fronts drain for up to 1000 ms\n"));
     assert_non_null(strstr(m->log, "gpuwarden[master]: stopped\n"));
     assert_int_equal(kill(w, 0), -1);
     assert_int_equal(kill(f, 0), -1);
@@ -736,8 +745,9 @@ static void test_master_repairs_and_respawns_a_killed_child(void **state)
         assert_true(old > 0);
         assert_int_equal(kill(old, SIGKILL), 0);
         char want[256];
-        snprintf(want, sizeof(want), "<4>gpuwarden[master]: %s 0 (pid %d) killed by signal 9 (SIGKILL)\n",
-                 names[i], (int)old);
+        snprintf(want, sizeof(want),
+                 "<4>gpuwarden[master]: %s 0 (pid %d) killed by signal 9 (SIGKILL)\n", names[i],
+                 (int)old);
         assert_true(master_expect(m, want, DEADLINE_MS));
         snprintf(want, sizeof(want), "gpuwarden[master]: %s 0 (pid %d): lane ", names[i], (int)old);
         assert_true(master_expect(m, want, DEADLINE_MS));
@@ -763,7 +773,8 @@ static void test_master_repairs_and_respawns_a_killed_child(void **state)
         pid_t old = lane_pid(GW_ROLE_FRONT, 0, NULL), fresh = 0;
         assert_true(old > 0);
         assert_int_equal(kill(old, SIGKILL), 0);
-        for (uint64_t end = now_ms() + DEADLINE_MS; now_ms() < end && (fresh <= 0 || fresh == old);) {
+        for (uint64_t end = now_ms() + DEADLINE_MS;
+             now_ms() < end && (fresh <= 0 || fresh == old);) {
             char d[4096];
             while (recv(n->fd, d, sizeof(d), MSG_DONTWAIT) > 0)
                 ;
@@ -807,7 +818,8 @@ static void test_master_reports_a_crash_loop(void **state)
     assert_true(master_expect(m, "gpuwarden[master]: worker 0: restart in 0.4 s\n", DEADLINE_MS));
     assert_true(master_expect(m, "gpuwarden[master]: worker 0: restart in 0.8 s\n", DEADLINE_MS));
     assert_true(master_expect(
-        m, "<4>gpuwarden[master]: worker 0 is crash-looping: 5 exits in 60 s; next start in 1.6 s\n",
+        m,
+        "<4>gpuwarden[master]: worker 0 is crash-looping: 5 exits in 60 s; next start in 1.6 s\n",
         DEADLINE_MS));
     assert_true(notify_expect(n, m, "worker 0 crash-looping (5 exits in 60 s)", DEADLINE_MS));
     /* once per episode: the sixth exit is a plain restart line */

@@ -14,9 +14,10 @@ static int started;
 static int group_setup(void **state)
 {
     (void)state;
-    svc_write_config(&S, "\"http\": {\"header_timeout_ms\": 1500, \"body_timeout_ms\": 1500, "
-                         "\"header_bytes\": 8192, \"body_bytes\": 65536, \"drain_timeout_ms\": 5000, "
-                         "\"keepalive_ms\": 1000, \"connections_per_front\": 6},");
+    svc_write_config(&S,
+                     "\"http\": {\"header_timeout_ms\": 1500, \"body_timeout_ms\": 1500, "
+                     "\"header_bytes\": 8192, \"body_bytes\": 65536, \"drain_timeout_ms\": 5000, "
+                     "\"keepalive_ms\": 1000, \"connections_per_front\": 6},");
     if (svc_start_or_dump(&S) != 0)
         return -1;
     started = 1;
@@ -92,7 +93,8 @@ static void test_completions_route(void **state)
     char *tok = svc_token(&S, "happy", 600);
     struct resp r;
     assert_int_equal(svc_http(&S, "POST", "/v1/completions", tok,
-                              "{\"model\":\"smollm2\",\"prompt\":\"1, 2, 3,\",\"max_tokens\":4}", &r),
+                              "{\"model\":\"smollm2\",\"prompt\":\"1, 2, 3,\",\"max_tokens\":4}",
+                              &r),
                      0);
     assert_int_equal(r.status, 200);
     assert_non_null(strstr(r.body, "\"object\":\"text_completion\""));
@@ -113,8 +115,9 @@ static void test_auth_failures_are_401(void **state)
     assert_int_equal(svc_http(&S, "POST", "/v1/generate", NULL, body, &r), 0);
     expect_error(&r, 401, "invalid_token");
     char h[256];
-    assert_string_equal(resp_header(&r, "WWW-Authenticate", h, sizeof(h)),
-                        "Bearer error=\"invalid_token\", error_description=\"missing bearer token\"");
+    assert_string_equal(
+        resp_header(&r, "WWW-Authenticate", h, sizeof(h)),
+        "Bearer error=\"invalid_token\", error_description=\"missing bearer token\"");
     resp_free(&r);
     /* alg none */
     assert_int_equal(svc_http(&S, "POST", "/v1/generate",
@@ -159,9 +162,8 @@ static void test_routes_and_bad_requests(void **state)
     char h[64];
     assert_string_equal(resp_header(&r, "Allow", h, sizeof(h)), "POST");
     resp_free(&r);
-    assert_int_equal(svc_http(&S, "POST", "/v1/generate", tok, "{\"prompt\":\"x\",\"max_tokens\":0}",
-                              &r),
-                     0);
+    assert_int_equal(
+        svc_http(&S, "POST", "/v1/generate", tok, "{\"prompt\":\"x\",\"max_tokens\":0}", &r), 0);
     expect_error(&r, 400, "invalid_request");
     assert_non_null(strstr(r.body, "\"param\":\"max_tokens\""));
     resp_free(&r);
@@ -227,9 +229,9 @@ static void test_rate_limit_admits_exactly_limit_plus_burst(void **state)
     int ok = 0, refused = 0;
     for (int i = 0; i < 8; i++) {
         struct resp r;
-        assert_int_equal(svc_http(&S, "POST", "/v1/generate", tok,
-                                  "{\"prompt\":\"Hi\",\"max_tokens\":1}", &r),
-                         0);
+        assert_int_equal(
+            svc_http(&S, "POST", "/v1/generate", tok, "{\"prompt\":\"Hi\",\"max_tokens\":1}", &r),
+            0);
         if (r.status == 200)
             ok++;
         else {
@@ -271,9 +273,8 @@ static void test_budget_refusal_and_refund(void **state)
     /* "poor" has 1 ms of GPU time a day: no reservation fits */
     char *tok = svc_token(&S, "poor", 600);
     struct resp r;
-    assert_int_equal(svc_http(&S, "POST", "/v1/generate", tok,
-                              "{\"prompt\":\"Hi\",\"max_tokens\":2}", &r),
-                     0);
+    assert_int_equal(
+        svc_http(&S, "POST", "/v1/generate", tok, "{\"prompt\":\"Hi\",\"max_tokens\":2}", &r), 0);
     expect_error(&r, 429, "budget_exhausted");
     char h[64];
     assert_non_null(resp_header(&r, "Retry-After", h, sizeof(h)));
@@ -326,7 +327,8 @@ static int open_stream(const char *tenant, int max_tokens)
     free(tok);
     struct pollfd p = {.fd = fd, .events = POLLIN};
     ssize_t got;
-    if (poll(&p, 1, SVC_DEADLINE_MS) != 1 || (got = recv(fd, first_bytes, sizeof(first_bytes) - 1, 0)) <= 0) {
+    if (poll(&p, 1, SVC_DEADLINE_MS) != 1 ||
+        (got = recv(fd, first_bytes, sizeof(first_bytes) - 1, 0)) <= 0) {
         close(fd);
         return -1;
     }
@@ -341,9 +343,8 @@ static void test_concurrency_limit_and_disconnect_cancels(void **state)
     assert_true(fd >= 0);
     char *tok = svc_token(&S, "single", 600);
     struct resp r;
-    assert_int_equal(svc_http(&S, "POST", "/v1/generate", tok, "{\"prompt\":\"x\",\"max_tokens\":1}",
-                              &r),
-                     0);
+    assert_int_equal(
+        svc_http(&S, "POST", "/v1/generate", tok, "{\"prompt\":\"x\",\"max_tokens\":1}", &r), 0);
     expect_error(&r, 429, "too_many_concurrent");
     resp_free(&r);
     /* the client goes away: the worker stops within a token, the slot is
@@ -352,9 +353,9 @@ static void test_concurrency_limit_and_disconnect_cancels(void **state)
     int status = 0;
     for (uint64_t end = svc_now_ms() + SVC_DEADLINE_MS; status != 200 && svc_now_ms() < end;) {
         usleep(20000);
-        assert_int_equal(svc_http(&S, "POST", "/v1/generate", tok,
-                                  "{\"prompt\":\"x\",\"max_tokens\":1}", &r),
-                         0);
+        assert_int_equal(
+            svc_http(&S, "POST", "/v1/generate", tok, "{\"prompt\":\"x\",\"max_tokens\":1}", &r),
+            0);
         status = r.status;
         resp_free(&r);
     }
@@ -394,7 +395,8 @@ static void test_worker_killed_mid_generation(void **state)
         while (!strstr(buf, "{\"text\"") && len < sizeof(buf) - 1) {
             struct pollfd p = {.fd = fd, .events = POLLIN};
             ssize_t n;
-            if (poll(&p, 1, SVC_DEADLINE_MS) != 1 || (n = recv(fd, buf + len, sizeof(buf) - len - 1, 0)) <= 0)
+            if (poll(&p, 1, SVC_DEADLINE_MS) != 1 ||
+                (n = recv(fd, buf + len, sizeof(buf) - len - 1, 0)) <= 0)
                 break;
             len += (size_t)n;
             buf[len] = '\0';
@@ -423,9 +425,8 @@ static void test_worker_killed_mid_generation(void **state)
     }
     assert_true(w2 > 0 && w2 != w);
     char *tok = svc_token(&S, "happy", 600);
-    assert_int_equal(svc_http(&S, "POST", "/v1/generate", tok, "{\"prompt\":\"Hi\",\"max_tokens\":2}",
-                              &r),
-                     0);
+    assert_int_equal(
+        svc_http(&S, "POST", "/v1/generate", tok, "{\"prompt\":\"Hi\",\"max_tokens\":2}", &r), 0);
     if (r.status != 200)
         fail_msg("after respawn: %d %s", r.status, r.body);
     resp_free(&r);

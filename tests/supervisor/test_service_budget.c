@@ -31,9 +31,8 @@ static void test_budget_runs_out_mid_generation(void **state)
         fail_msg("expected 200 with finish_reason budget, got %d: %s", r.status, r.body);
     resp_free(&r);
     /* the tenant's day is spent: the next request is refused up front */
-    assert_int_equal(svc_http(&s, "POST", "/v1/generate", tok,
-                              "{\"prompt\":\"Hi\",\"max_tokens\":4}", &r),
-                     0);
+    assert_int_equal(
+        svc_http(&s, "POST", "/v1/generate", tok, "{\"prompt\":\"Hi\",\"max_tokens\":4}", &r), 0);
     if (r.status != 429 || !strstr(r.body, "\"code\":\"budget_exhausted\""))
         fail_msg("expected 429 budget_exhausted, got %d: %s", r.status, r.body);
     resp_free(&r);

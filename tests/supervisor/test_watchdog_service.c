@@ -238,7 +238,8 @@ static void test_stalled_worker_is_killed_replaced_and_the_next_request_served(v
     free(log);
     /* a new worker takes its place */
     pid_t w2 = -1;
-    for (uint64_t end = svc_now_ms() + SVC_DEADLINE_MS; (w2 = svc_worker_pid(&S)) <= 0 || w2 == w;) {
+    for (uint64_t end = svc_now_ms() + SVC_DEADLINE_MS;
+         (w2 = svc_worker_pid(&S)) <= 0 || w2 == w;) {
         assert_true(svc_now_ms() < end);
         usleep(5000);
     }
@@ -463,7 +464,7 @@ static void test_learned_length_floor_before_warmup_then_the_tenants_p99(void **
 static void test_learned_length_survives_a_master_restart(void **state)
 {
     (void)state;
-    assert_true(started2); /* the node of this group is up */
+    assert_true(started2);           /* the node of this group is up */
     assert_true(learned_limit > 24); /* the test before learned it */
     assert_int_equal(svc_stop(&S2), 0);
     started2 = 0;
@@ -502,14 +503,13 @@ static void test_unbounded_request_gets_the_lower_cap_and_its_own_reason(void **
     snprintf(body, sizeof(body),
              "{\"prompt\":\"Count upward forever: 1, 2, 3,\",\"max_tokens\":%d}", max);
     long n = gen2(body, &killed, &at);
-    print_message("flagged: killed=%d, decided at %ld tokens, stopped after %ld (cap 12)\n",
-                  killed, at, n);
+    print_message("flagged: killed=%d, decided at %ld tokens, stopped after %ld (cap 12)\n", killed,
+                  at, n);
     if (!killed || !strstr(gen2_body, "\"finish_reason\":\"killed\""))
         fail_msg("expected killed/unbounded_request: %s", gen2_body);
     assert_true(at > 12);
     assert_true(n >= at && n < max);
-    snprintf(body, sizeof(body), "{\"prompt\":\"Count upward: 1, 2, 3,\",\"max_tokens\":%d}",
-             max);
+    snprintf(body, sizeof(body), "{\"prompt\":\"Count upward: 1, 2, 3,\",\"max_tokens\":%d}", max);
     n = gen2(body, &killed, &at);
     print_message("ordinary: killed=%d after %ld tokens\n", killed, n);
     if (strstr(gen2_body, "\"finish_reason\":\"killed\"") ||

@@ -17,7 +17,6 @@
 
 #define TEMPLATE_QUOTE_CHARS 60
 
-
 /* Writes the first max_chars characters of s[0, n) into out as the inside
  * of a one-line quoted string: control bytes, quote and backslash escaped
  * (\n, \t, \", \\, \xHH); "..." appended when s is longer. */
@@ -147,7 +146,7 @@ int gw_chat_template_from_gguf(gw_chat_template *ct, const gw_gguf *g, const gw_
     int rc = gw_gguf_get_str(g, "tokenizer.chat_template", &s, &n);
     if (rc == -ENOENT) {
         gw_errf(err, errlen, "%s: tokenizer.chat_template missing: the model has no chat template",
-               gw_gguf_name(g));
+                gw_gguf_name(g));
         return -ENOENT;
     }
     if (rc) {
@@ -329,9 +328,9 @@ int gw_chat_format(const gw_chat_template *ct, const gw_chat_msg *msgs, size_t n
             return -EINVAL;
         if (role_of(&msgs[i]) < 0) {
             gw_errf(err, errlen,
-                   "chat: messages[%zu].role \"%.*s\" is not supported (system, user, assistant)",
-                   i, (int)(msgs[i].role_len > 32 ? 32 : msgs[i].role_len),
-                   msgs[i].role ? msgs[i].role : "");
+                    "chat: messages[%zu].role \"%.*s\" is not supported (system, user, assistant)",
+                    i, (int)(msgs[i].role_len > 32 ? 32 : msgs[i].role_len),
+                    msgs[i].role ? msgs[i].role : "");
             return -EINVAL;
         }
     }

@@ -20,13 +20,39 @@ typedef struct gw_q8 {
 } gw_q8;
 
 /* Weight blocks exactly as stored in GGUF (halves as raw u16 bits). */
-typedef struct { uint16_t d; uint8_t qs[16]; } gw_blk_q4_0;
-typedef struct { uint16_t d, m; uint8_t qs[16]; } gw_blk_q4_1;
-typedef struct { uint16_t d; uint8_t qh[4]; uint8_t qs[16]; } gw_blk_q5_0;
-typedef struct { uint16_t d, m; uint8_t qh[4]; uint8_t qs[16]; } gw_blk_q5_1;
-typedef struct { uint16_t d; int8_t qs[32]; } gw_blk_q8_0;
-typedef struct { uint16_t d, dmin; uint8_t scales[12]; uint8_t qs[128]; } gw_blk_q4_k;
-typedef struct { uint8_t ql[128]; uint8_t qh[64]; int8_t scales[16]; uint16_t d; } gw_blk_q6_k;
+typedef struct {
+    uint16_t d;
+    uint8_t qs[16];
+} gw_blk_q4_0;
+typedef struct {
+    uint16_t d, m;
+    uint8_t qs[16];
+} gw_blk_q4_1;
+typedef struct {
+    uint16_t d;
+    uint8_t qh[4];
+    uint8_t qs[16];
+} gw_blk_q5_0;
+typedef struct {
+    uint16_t d, m;
+    uint8_t qh[4];
+    uint8_t qs[16];
+} gw_blk_q5_1;
+typedef struct {
+    uint16_t d;
+    int8_t qs[32];
+} gw_blk_q8_0;
+typedef struct {
+    uint16_t d, dmin;
+    uint8_t scales[12];
+    uint8_t qs[128];
+} gw_blk_q4_k;
+typedef struct {
+    uint8_t ql[128];
+    uint8_t qh[64];
+    int8_t scales[16];
+    uint16_t d;
+} gw_blk_q6_k;
 _Static_assert(sizeof(gw_blk_q4_0) == 18, "Q4_0 block is 18 bytes");
 _Static_assert(sizeof(gw_blk_q4_1) == 20, "Q4_1 block is 20 bytes");
 _Static_assert(sizeof(gw_blk_q5_0) == 22, "Q5_0 block is 22 bytes");

@@ -88,7 +88,8 @@ int gw_generate(gw_ctx *c, const int32_t *prompt, size_t n_prompt, const gw_gen_
     gw_sampler *smp = NULL;
     struct text txt = {0};
     gw_repeat rep;
-    int rc = gw_repeat_init(&rep, p->repeat_max_period ? p->repeat_max_period : GW_REPEAT_MAX_PERIOD);
+    int rc =
+        gw_repeat_init(&rep, p->repeat_max_period ? p->repeat_max_period : GW_REPEAT_MAX_PERIOD);
     if (rc < 0)
         return rc;
     if ((rc = gw_sampler_new(&p->sampling, cfg->vocab, &smp)) < 0)
@@ -153,7 +154,8 @@ int gw_generate(gw_ctx *c, const int32_t *prompt, size_t n_prompt, const gw_gen_
             int n = p->piece(p->user, tok, piece, sizeof piece);
             if (n > 0) {
                 size_t from = txt.len;
-                if ((rc = text_append(&txt, piece, (size_t)n < sizeof piece ? (size_t)n : sizeof piece)) < 0)
+                if ((rc = text_append(&txt, piece,
+                                      (size_t)n < sizeof piece ? (size_t)n : sizeof piece)) < 0)
                     goto out;
                 /* A new match must end in the new piece. */
                 size_t maxstop = 0;
@@ -171,8 +173,11 @@ int gw_generate(gw_ctx *c, const int32_t *prompt, size_t n_prompt, const gw_gen_
                 text_emit(&txt, p, txt.len - stop_holdback(txt.buf, txt.len, p->stops, p->n_stops));
         }
         if (p->on_step) {
-            gw_gen_step st = {.n_tokens = res->n_tokens, .token = tok, .step_ns = step,
-                              .device_ns = dev_ns, .rep_period = rep.period,
+            gw_gen_step st = {.n_tokens = res->n_tokens,
+                              .token = tok,
+                              .step_ns = step,
+                              .device_ns = dev_ns,
+                              .rep_period = rep.period,
                               .rep_count = rep.count};
             p->on_step(p->user, &st);
         }

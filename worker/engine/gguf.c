@@ -30,14 +30,14 @@
 
 struct gw_gguf_value {
     uint32_t type;
-    uint32_t elem_type;   /* ARRAY: type of the elements */
-    uint64_t n;           /* ARRAY: element count */
-    const uint8_t *p;     /* scalar: its bytes; STRING: its bytes; ARRAY: first element */
-    uint64_t len;         /* STRING: byte length */
-    const void *data;     /* numeric ARRAY: aligned elements (p or copy) */
-    void *copy;           /* numeric ARRAY: owned aligned copy when p was misaligned */
-    uint64_t *str_off;    /* ARRAY of STRING: file offset of each element's u64 length */
-    gw_gguf_value *sub;   /* ARRAY of ARRAY: the n element values */
+    uint32_t elem_type; /* ARRAY: type of the elements */
+    uint64_t n;         /* ARRAY: element count */
+    const uint8_t *p;   /* scalar: its bytes; STRING: its bytes; ARRAY: first element */
+    uint64_t len;       /* STRING: byte length */
+    const void *data;   /* numeric ARRAY: aligned elements (p or copy) */
+    void *copy;         /* numeric ARRAY: owned aligned copy when p was misaligned */
+    uint64_t *str_off;  /* ARRAY of STRING: file offset of each element's u64 length */
+    gw_gguf_value *sub; /* ARRAY of ARRAY: the n element values */
 };
 
 struct gw_kv {
@@ -168,7 +168,7 @@ static uint64_t scalar_size(uint32_t t)
 
 static const char *value_type_name(uint32_t t)
 {
-    static const char *const names[] = {"u8",  "i8",  "u16",  "i16",    "u32",   "i32", "f32",
+    static const char *const names[] = {"u8",   "i8",     "u16",   "i16", "u32", "i32", "f32",
                                         "bool", "string", "array", "u64", "i64", "f64"};
     return t < sizeof names / sizeof names[0] ? names[t] : "unknown";
 }
@@ -201,8 +201,9 @@ static int parse_array_body(struct cur *c, gw_gguf_value *v, int depth)
     uint64_t es = scalar_size(et);
     if (es) {
         if (n > left / es) {
-            fail(c, "array of %" PRIu64 " %s at offset %" PRIu64
-                    " runs past end of file (%" PRIu64 " bytes)",
+            fail(c,
+                 "array of %" PRIu64 " %s at offset %" PRIu64 " runs past end of file (%" PRIu64
+                 " bytes)",
                  n, value_type_name(et), c->pos, c->size);
             return -EINVAL;
         }
@@ -223,8 +224,9 @@ static int parse_array_body(struct cur *c, gw_gguf_value *v, int depth)
     }
     if (et == GW_GGUF_STRING) {
         if (n > left / 8) { /* each string has at least its 8-byte length */
-            fail(c, "array of %" PRIu64 " strings at offset %" PRIu64
-                    " runs past end of file (%" PRIu64 " bytes)",
+            fail(c,
+                 "array of %" PRIu64 " strings at offset %" PRIu64
+                 " runs past end of file (%" PRIu64 " bytes)",
                  n, c->pos, c->size);
             return -EINVAL;
         }
@@ -249,8 +251,9 @@ static int parse_array_body(struct cur *c, gw_gguf_value *v, int depth)
             return -EINVAL;
         }
         if (n > left / 12) { /* each element has at least its type and count */
-            fail(c, "array of %" PRIu64 " arrays at offset %" PRIu64
-                    " runs past end of file (%" PRIu64 " bytes)",
+            fail(c,
+                 "array of %" PRIu64 " arrays at offset %" PRIu64 " runs past end of file (%" PRIu64
+                 " bytes)",
                  n, c->pos, c->size);
             return -EINVAL;
         }
@@ -305,11 +308,11 @@ static bool type_block(uint32_t t, uint64_t *blck, uint64_t *bytes)
         uint32_t t;
         uint16_t blck, bytes;
     } tab[] = {
-        {GW_T_F32, 1, 4},     {GW_T_F16, 1, 2},     {GW_T_Q4_0, 32, 18},  {GW_T_Q4_1, 32, 20},
-        {GW_T_Q5_0, 32, 22},  {GW_T_Q5_1, 32, 24},  {GW_T_Q8_0, 32, 34},  {GW_T_Q8_1, 32, 36},
-        {GW_T_Q2_K, 256, 84}, {GW_T_Q3_K, 256, 110}, {GW_T_Q4_K, 256, 144}, {GW_T_Q5_K, 256, 176},
-        {GW_T_Q6_K, 256, 210}, {GW_T_Q8_K, 256, 292}, {GW_T_I8, 1, 1},     {GW_T_I16, 1, 2},
-        {GW_T_I32, 1, 4},     {GW_T_I64, 1, 8},     {GW_T_F64, 1, 8},     {GW_T_BF16, 1, 2},
+        {GW_T_F32, 1, 4},      {GW_T_F16, 1, 2},      {GW_T_Q4_0, 32, 18},   {GW_T_Q4_1, 32, 20},
+        {GW_T_Q5_0, 32, 22},   {GW_T_Q5_1, 32, 24},   {GW_T_Q8_0, 32, 34},   {GW_T_Q8_1, 32, 36},
+        {GW_T_Q2_K, 256, 84},  {GW_T_Q3_K, 256, 110}, {GW_T_Q4_K, 256, 144}, {GW_T_Q5_K, 256, 176},
+        {GW_T_Q6_K, 256, 210}, {GW_T_Q8_K, 256, 292}, {GW_T_I8, 1, 1},       {GW_T_I16, 1, 2},
+        {GW_T_I32, 1, 4},      {GW_T_I64, 1, 8},      {GW_T_F64, 1, 8},      {GW_T_BF16, 1, 2},
     };
     for (size_t i = 0; i < sizeof tab / sizeof tab[0]; i++) {
         if (tab[i].t == t) {
@@ -324,27 +327,48 @@ static bool type_block(uint32_t t, uint64_t *blck, uint64_t *bytes)
 const char *gw_ggml_type_name(uint32_t type)
 {
     switch (type) {
-    case GW_T_F32: return "F32";
-    case GW_T_F16: return "F16";
-    case GW_T_Q4_0: return "Q4_0";
-    case GW_T_Q4_1: return "Q4_1";
-    case GW_T_Q5_0: return "Q5_0";
-    case GW_T_Q5_1: return "Q5_1";
-    case GW_T_Q8_0: return "Q8_0";
-    case GW_T_Q8_1: return "Q8_1";
-    case GW_T_Q2_K: return "Q2_K";
-    case GW_T_Q3_K: return "Q3_K";
-    case GW_T_Q4_K: return "Q4_K";
-    case GW_T_Q5_K: return "Q5_K";
-    case GW_T_Q6_K: return "Q6_K";
-    case GW_T_Q8_K: return "Q8_K";
-    case GW_T_I8: return "I8";
-    case GW_T_I16: return "I16";
-    case GW_T_I32: return "I32";
-    case GW_T_I64: return "I64";
-    case GW_T_F64: return "F64";
-    case GW_T_BF16: return "BF16";
-    default: return NULL;
+    case GW_T_F32:
+        return "F32";
+    case GW_T_F16:
+        return "F16";
+    case GW_T_Q4_0:
+        return "Q4_0";
+    case GW_T_Q4_1:
+        return "Q4_1";
+    case GW_T_Q5_0:
+        return "Q5_0";
+    case GW_T_Q5_1:
+        return "Q5_1";
+    case GW_T_Q8_0:
+        return "Q8_0";
+    case GW_T_Q8_1:
+        return "Q8_1";
+    case GW_T_Q2_K:
+        return "Q2_K";
+    case GW_T_Q3_K:
+        return "Q3_K";
+    case GW_T_Q4_K:
+        return "Q4_K";
+    case GW_T_Q5_K:
+        return "Q5_K";
+    case GW_T_Q6_K:
+        return "Q6_K";
+    case GW_T_Q8_K:
+        return "Q8_K";
+    case GW_T_I8:
+        return "I8";
+    case GW_T_I16:
+        return "I16";
+    case GW_T_I32:
+        return "I32";
+    case GW_T_I64:
+        return "I64";
+    case GW_T_F64:
+        return "F64";
+    case GW_T_BF16:
+        return "BF16";
+    default:
+        return NULL;
     }
 }
 
@@ -387,8 +411,8 @@ static int check_tensor(struct cur *c, const gw_gguf *g, gw_gguf_tensor *t, uint
         return -EINVAL;
     }
     if (t->ne[0] % blck != 0) {
-        fail(c, "ne[0] %" PRIu64 " is not a multiple of the block size %" PRIu64 " of %s",
-             t->ne[0], blck, gw_ggml_type_name(t->type));
+        fail(c, "ne[0] %" PRIu64 " is not a multiple of the block size %" PRIu64 " of %s", t->ne[0],
+             blck, gw_ggml_type_name(t->type));
         return -EINVAL;
     }
     uint64_t nelem = 1;
@@ -412,9 +436,11 @@ static int check_tensor(struct cur *c, const gw_gguf *g, gw_gguf_tensor *t, uint
     }
     uint64_t room = g->data_off <= g->size ? g->size - g->data_off : 0;
     if (t->offset > room || t->nbytes > room - t->offset) {
-        uint64_t abs_off = t->offset > UINT64_MAX - g->data_off ? UINT64_MAX : g->data_off + t->offset;
-        fail(c, "data [offset %" PRIu64 ", %" PRIu64 " bytes) runs past end of file (%" PRIu64
-                " bytes)",
+        uint64_t abs_off =
+            t->offset > UINT64_MAX - g->data_off ? UINT64_MAX : g->data_off + t->offset;
+        fail(c,
+             "data [offset %" PRIu64 ", %" PRIu64 " bytes) runs past end of file (%" PRIu64
+             " bytes)",
              abs_off, t->nbytes, g->size);
         return -EINVAL;
     }
@@ -424,8 +450,8 @@ static int check_tensor(struct cur *c, const gw_gguf *g, gw_gguf_tensor *t, uint
 
 static int parse(gw_gguf *g, char *err, size_t errlen)
 {
-    struct cur c = {.base = g->base, .size = g->size, .name = g->name, .err = err,
-                    .errlen = errlen};
+    struct cur c = {
+        .base = g->base, .size = g->size, .name = g->name, .err = err, .errlen = errlen};
     int rc;
     if (g->size < GGUF_HEADER_BYTES) {
         fail(&c, "truncated header: %" PRIu64 " bytes, a GGUF header has %d", g->size,
@@ -433,8 +459,8 @@ static int parse(gw_gguf *g, char *err, size_t errlen)
         return -EINVAL;
     }
     if (memcmp(g->base, "GGUF", 4) != 0) {
-        fail(&c, "not a GGUF file (magic %02x %02x %02x %02x)", g->base[0], g->base[1],
-             g->base[2], g->base[3]);
+        fail(&c, "not a GGUF file (magic %02x %02x %02x %02x)", g->base[0], g->base[1], g->base[2],
+             g->base[3]);
         return -EINVAL;
     }
     c.pos = 4;
@@ -448,8 +474,7 @@ static int parse(gw_gguf *g, char *err, size_t errlen)
     uint64_t left = g->size - c.pos;
     /* A kv pair takes at least 13 bytes (key length, type, one value byte). */
     if (n_kv > left / 13) {
-        fail(&c, "kv count %" PRIu64 " cannot fit in the file (%" PRIu64 " bytes)", n_kv,
-             g->size);
+        fail(&c, "kv count %" PRIu64 " cannot fit in the file (%" PRIu64 " bytes)", n_kv, g->size);
         return -EINVAL;
     }
     if (!(g->kv = calloc(n_kv ? n_kv : 1, sizeof *g->kv))) {
@@ -477,8 +502,8 @@ static int parse(gw_gguf *g, char *err, size_t errlen)
      * dimension, type, offset). */
     c.ctx[0] = 0;
     if (n_tensors > (g->size - c.pos) / 32) {
-        fail(&c, "tensor count %" PRIu64 " cannot fit in the file (%" PRIu64 " bytes)",
-             n_tensors, g->size);
+        fail(&c, "tensor count %" PRIu64 " cannot fit in the file (%" PRIu64 " bytes)", n_tensors,
+             g->size);
         return -EINVAL;
     }
     if (!(g->tensors = calloc(n_tensors ? n_tensors : 1, sizeof *g->tensors))) {
@@ -664,13 +689,42 @@ int gw_gguf_value_int(const gw_gguf_value *v, int64_t *out)
 {
     const uint8_t *p = v->p;
     switch (v->type) {
-    case GW_GGUF_U8: *out = p[0]; return 0;
-    case GW_GGUF_I8: *out = (int8_t)p[0]; return 0;
-    case GW_GGUF_U16: { uint16_t x; memcpy(&x, p, 2); *out = x; return 0; }
-    case GW_GGUF_I16: { int16_t x; memcpy(&x, p, 2); *out = x; return 0; }
-    case GW_GGUF_U32: { uint32_t x; memcpy(&x, p, 4); *out = x; return 0; }
-    case GW_GGUF_I32: { int32_t x; memcpy(&x, p, 4); *out = x; return 0; }
-    case GW_GGUF_I64: { int64_t x; memcpy(&x, p, 8); *out = x; return 0; }
+    case GW_GGUF_U8:
+        *out = p[0];
+        return 0;
+    case GW_GGUF_I8:
+        *out = (int8_t)p[0];
+        return 0;
+    case GW_GGUF_U16: {
+        uint16_t x;
+        memcpy(&x, p, 2);
+        *out = x;
+        return 0;
+    }
+    case GW_GGUF_I16: {
+        int16_t x;
+        memcpy(&x, p, 2);
+        *out = x;
+        return 0;
+    }
+    case GW_GGUF_U32: {
+        uint32_t x;
+        memcpy(&x, p, 4);
+        *out = x;
+        return 0;
+    }
+    case GW_GGUF_I32: {
+        int32_t x;
+        memcpy(&x, p, 4);
+        *out = x;
+        return 0;
+    }
+    case GW_GGUF_I64: {
+        int64_t x;
+        memcpy(&x, p, 8);
+        *out = x;
+        return 0;
+    }
     case GW_GGUF_U64: {
         uint64_t x;
         memcpy(&x, p, 8);
@@ -679,7 +733,8 @@ int gw_gguf_value_int(const gw_gguf_value *v, int64_t *out)
         *out = (int64_t)x;
         return 0;
     }
-    default: return -EINVAL;
+    default:
+        return -EINVAL;
     }
 }
 

@@ -211,7 +211,8 @@ static float dot_q6_k(int n, const void *row, const gw_q8 *xq, const float *xf)
                 sums[is + 6] += q4 * y[3].qs[l];
             }
             for (int k = 0; k < 4; k++)
-                s += d * y[k].d * (float)(sc[2 * k] * sums[2 * k] + sc[2 * k + 1] * sums[2 * k + 1]);
+                s +=
+                    d * y[k].d * (float)(sc[2 * k] * sums[2 * k] + sc[2 * k + 1] * sums[2 * k + 1]);
         }
     }
     return s;
@@ -220,17 +221,28 @@ static float dot_q6_k(int n, const void *row, const gw_q8 *xq, const float *xf)
 gw_dot_fn gw_dot_portable_for(uint32_t type)
 {
     switch (type) {
-    case GW_T_F32: return dot_f32;
-    case GW_T_F16: return dot_f16;
-    case GW_T_BF16: return dot_bf16;
-    case GW_T_Q4_0: return dot_q4_0;
-    case GW_T_Q4_1: return dot_q4_1;
-    case GW_T_Q5_0: return dot_q5_0;
-    case GW_T_Q5_1: return dot_q5_1;
-    case GW_T_Q8_0: return dot_q8_0;
-    case GW_T_Q4_K: return dot_q4_k;
-    case GW_T_Q6_K: return dot_q6_k;
-    default: return NULL;
+    case GW_T_F32:
+        return dot_f32;
+    case GW_T_F16:
+        return dot_f16;
+    case GW_T_BF16:
+        return dot_bf16;
+    case GW_T_Q4_0:
+        return dot_q4_0;
+    case GW_T_Q4_1:
+        return dot_q4_1;
+    case GW_T_Q5_0:
+        return dot_q5_0;
+    case GW_T_Q5_1:
+        return dot_q5_1;
+    case GW_T_Q8_0:
+        return dot_q8_0;
+    case GW_T_Q4_K:
+        return dot_q4_k;
+    case GW_T_Q6_K:
+        return dot_q6_k;
+    default:
+        return NULL;
     }
 }
 
@@ -270,7 +282,8 @@ static float r64(const float *l, size_t stride)
 {
     float c[16];
     for (int k = 0; k < 16; k++)
-        c[k] = (l[k * stride] + l[(32 + k) * stride]) + (l[(16 + k) * stride] + l[(48 + k) * stride]);
+        c[k] =
+            (l[k * stride] + l[(32 + k) * stride]) + (l[(16 + k) * stride] + l[(48 + k) * stride]);
     return r16(c, 1);
 }
 
@@ -499,7 +512,8 @@ AVX2 static void attn_v_lanes_avx2(int hd, int n_pos, const uint16_t *a, const u
 #define L(k) ((k) < used ? _mm256_loadu_ps(lanes + (size_t)(k) * (size_t)hd + d) : z)
         __m256 c[16], t3[8];
         for (int k = 0; k < 16; k++)
-            c[k] = nl == 64 ? _mm256_add_ps(_mm256_add_ps(L(k), L(32 + k)), _mm256_add_ps(L(16 + k), L(48 + k)))
+            c[k] = nl == 64 ? _mm256_add_ps(_mm256_add_ps(L(k), L(32 + k)),
+                                            _mm256_add_ps(L(16 + k), L(48 + k)))
                             : L(k);
 #undef L
         for (int k = 0; k < 8; k++)
@@ -536,12 +550,18 @@ AVX2 static void f32_to_f16_avx2(const float *x, uint16_t *y, int n)
 gw_dot_fn gw_dot_avx2_for(uint32_t type)
 {
     switch (type) {
-    case GW_T_F32: return dot_f32_avx2;
-    case GW_T_F16: return dot_f16_avx2;
-    case GW_T_Q4_0: return dot_q4_0_avx2;
-    case GW_T_Q4_1: return dot_q4_1_avx2;
-    case GW_T_Q8_0: return dot_q8_0_avx2;
-    default: return gw_dot_portable_for(type);
+    case GW_T_F32:
+        return dot_f32_avx2;
+    case GW_T_F16:
+        return dot_f16_avx2;
+    case GW_T_Q4_0:
+        return dot_q4_0_avx2;
+    case GW_T_Q4_1:
+        return dot_q4_1_avx2;
+    case GW_T_Q8_0:
+        return dot_q8_0_avx2;
+    default:
+        return gw_dot_portable_for(type);
     }
 }
 

@@ -20,18 +20,18 @@
 #include <unistd.h>
 
 struct layer {
-    gw_mat wq, wk, wv, wo;          /* attention projections */
-    gw_mat w_gate, w_up, w_down;    /* SwiGLU feed-forward */
-    float *attn_norm, *ffn_norm;    /* RMSNorm weights, dim floats */
+    gw_mat wq, wk, wv, wo;       /* attention projections */
+    gw_mat w_gate, w_up, w_down; /* SwiGLU feed-forward */
+    float *attn_norm, *ffn_norm; /* RMSNorm weights, dim floats */
 };
 
 struct gw_model {
     gw_gguf *g;
     gw_model_config cfg;
-    gw_mat tok_embd;    /* vocab rows of dim */
-    gw_mat output;      /* vocab rows of dim; tok_embd when tied */
-    float *out_norm;    /* dim floats */
-    struct layer *l;    /* n_layer */
+    gw_mat tok_embd; /* vocab rows of dim */
+    gw_mat output;   /* vocab rows of dim; tok_embd when tied */
+    float *out_norm; /* dim floats */
+    struct layer *l; /* n_layer */
 };
 
 struct gw_ctx {
@@ -42,33 +42,32 @@ struct gw_ctx {
      * rounding keeps greedy decoding on the same ids (an f32 cache drifts
      * off llama.cpp's reference within a few tokens where two logits are
      * close), and it halves the cache's memory traffic. */
-    uint16_t *key_cache;   /* [layer][pos][kv_dim] */
-    uint16_t *value_cache; /* [layer][pos][kv_dim] */
-    uint16_t *qh;          /* [n_threads][head_dim] query as halves */
-    uint16_t *atth;        /* [n_threads][n_ctx] softmax weights as halves */
-    float *lanes;          /* [n_threads][64 * head_dim] V-sum lanes */
-    float *x;           /* [batch][dim] residual stream */
-    float *xb, *xb2;    /* [batch][dim] normed input, attention output */
-    float *q;           /* [batch][dim] */
-    float *k, *v;       /* [batch][kv_dim] */
-    float *hb, *hb2;    /* [batch][ffn] */
-    gw_q8 *xq;          /* [batch][max(dim, ffn) / 32] quantized activations */
-    size_t xq_stride;   /* blocks per batch row */
-    float *att;         /* [n_threads][n_ctx] attention scores */
+    uint16_t *key_cache;    /* [layer][pos][kv_dim] */
+    uint16_t *value_cache;  /* [layer][pos][kv_dim] */
+    uint16_t *qh;           /* [n_threads][head_dim] query as halves */
+    uint16_t *atth;         /* [n_threads][n_ctx] softmax weights as halves */
+    float *lanes;           /* [n_threads][64 * head_dim] V-sum lanes */
+    float *x;               /* [batch][dim] residual stream */
+    float *xb, *xb2;        /* [batch][dim] normed input, attention output */
+    float *q;               /* [batch][dim] */
+    float *k, *v;           /* [batch][kv_dim] */
+    float *hb, *hb2;        /* [batch][ffn] */
+    gw_q8 *xq;              /* [batch][max(dim, ffn) / 32] quantized activations */
+    size_t xq_stride;       /* blocks per batch row */
+    float *att;             /* [n_threads][n_ctx] attention scores */
     float rope_theta_scale; /* base^(-2/hd), as llama.cpp's powf gives it */
-    float *rope_cs;     /* [head_dim] cos, sin of one position's angles */
-    float *logits;      /* [vocab] */
+    float *rope_cs;         /* [head_dim] cos, sin of one position's angles */
+    float *logits;          /* [vocab] */
 
     /* On a GPU (gw_ctx_open with a CUDA device): the engine there holds
      * the weights and the KV cache; none of the CPU buffers above but
      * logits is allocated. */
     gw_cuda_engine *cu;
-    char backend[192];        /* "cpu" or "cuda:0 (NVIDIA H100 80GB HBM3)" */
-    char note[512];           /* why "auto" runs on the CPU, or "" */
-    char error[512];          /* the CUDA call that failed in the last eval, or "" */
-    uint64_t last_device_ns;  /* time of the last eval on the device */
+    char backend[192];       /* "cpu" or "cuda:0 (NVIDIA H100 80GB HBM3)" */
+    char note[512];          /* why "auto" runs on the CPU, or "" */
+    char error[512];         /* the CUDA call that failed in the last eval, or "" */
+    uint64_t last_device_ns; /* time of the last eval on the device */
 };
-
 
 /* ---- loading ---- */
 
@@ -88,7 +87,7 @@ static int get_hparam(const gw_gguf *g, const char *key, bool required, int64_t 
     }
     if (x < 1 || x > max) {
         gw_errf(err, errlen, "%s: %s %" PRId64 " out of range 1..%" PRId64, gw_gguf_name(g), key, x,
-            max);
+                max);
         return -EINVAL;
     }
     *out = (int)x;
@@ -130,21 +129,22 @@ static const gw_gguf_tensor *need_tensor(const gw_gguf *g, const char *name, int
             snprintf(want, sizeof want, "%" PRId64, ne0);
         else
             snprintf(want, sizeof want, "%" PRId64 " x %" PRId64, ne0, ne1);
-        gw_errf(err, errlen, "%s: tensor \"%s\": shape %s, expected %s", gw_gguf_name(g), name, shape,
-            want);
+        gw_errf(err, errlen, "%s: tensor \"%s\": shape %s, expected %s", gw_gguf_name(g), name,
+                shape, want);
         return NULL;
     }
     const char *tn = gw_ggml_type_name(t->type);
     if (gw_type_row_bytes(t->type, t->ne[0]) == 0 || !gw_dot_portable_for(t->type)) {
         gw_errf(err, errlen,
-            "%s: tensor \"%s\": type %s not supported (F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, "
-            "Q8_0, Q4_K, Q6_K)",
-            gw_gguf_name(g), name, tn ? tn : "?");
+                "%s: tensor \"%s\": type %s not supported (F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, "
+                "Q8_0, Q4_K, Q6_K)",
+                gw_gguf_name(g), name, tn ? tn : "?");
         return NULL;
     }
     if ((uintptr_t)t->data % 4 != 0) {
-        gw_errf(err, errlen, "%s: tensor \"%s\": data not 4-byte aligned (general.alignment %" PRIu64 ")",
-            gw_gguf_name(g), name, gw_gguf_alignment(g));
+        gw_errf(err, errlen,
+                "%s: tensor \"%s\": data not 4-byte aligned (general.alignment %" PRIu64 ")",
+                gw_gguf_name(g), name, gw_gguf_alignment(g));
         return NULL;
     }
     return t;
@@ -198,13 +198,16 @@ int gw_model_from_gguf(gw_gguf *g, gw_model **out, char *err, size_t errlen)
     }
     if (arch_len != 5 || memcmp(arch, "llama", 5) != 0) {
         gw_errf(err, errlen, "%s: architecture \"%.*s\" not supported (only llama)", fn,
-            (int)(arch_len > 64 ? 64 : arch_len), arch);
+                (int)(arch_len > 64 ? 64 : arch_len), arch);
         goto fail;
     }
     if ((rc = get_hparam(g, "llama.block_count", true, 0, 4096, &c->n_layer, err, errlen)) < 0 ||
-        (rc = get_hparam(g, "llama.embedding_length", true, 0, 1 << 16, &c->dim, err, errlen)) < 0 ||
-        (rc = get_hparam(g, "llama.feed_forward_length", true, 0, 1 << 18, &c->ffn, err, errlen)) < 0 ||
-        (rc = get_hparam(g, "llama.attention.head_count", true, 0, 1024, &c->n_head, err, errlen)) < 0 ||
+        (rc = get_hparam(g, "llama.embedding_length", true, 0, 1 << 16, &c->dim, err, errlen)) <
+            0 ||
+        (rc = get_hparam(g, "llama.feed_forward_length", true, 0, 1 << 18, &c->ffn, err, errlen)) <
+            0 ||
+        (rc = get_hparam(g, "llama.attention.head_count", true, 0, 1024, &c->n_head, err, errlen)) <
+            0 ||
         (rc = get_hparam(g, "llama.attention.head_count_kv", false, c->n_head, 1024, &c->n_head_kv,
                          err, errlen)) < 0 ||
         (rc = get_hparam(g, "llama.context_length", false, 2048, 1 << 24, &c->n_ctx_train, err,
@@ -215,13 +218,15 @@ int gw_model_from_gguf(gw_gguf *g, gw_model **out, char *err, size_t errlen)
         goto fail;
     rc = -EINVAL;
     if (c->dim % c->n_head != 0 || (c->dim / c->n_head) % 2 != 0) {
-        gw_errf(err, errlen, "%s: llama.embedding_length %d is not an even multiple of head_count %d",
-            fn, c->dim, c->n_head);
+        gw_errf(err, errlen,
+                "%s: llama.embedding_length %d is not an even multiple of head_count %d", fn,
+                c->dim, c->n_head);
         goto fail;
     }
     if (c->n_head % c->n_head_kv != 0) {
-        gw_errf(err, errlen, "%s: llama.attention.head_count %d is not a multiple of head_count_kv %d",
-            fn, c->n_head, c->n_head_kv);
+        gw_errf(err, errlen,
+                "%s: llama.attention.head_count %d is not a multiple of head_count_kv %d", fn,
+                c->n_head, c->n_head_kv);
         goto fail;
     }
     c->head_dim = c->dim / c->n_head;
@@ -231,8 +236,10 @@ int gw_model_from_gguf(gw_gguf *g, gw_model **out, char *err, size_t errlen)
         goto fail;
     rc = -EINVAL;
     if (rope_dims != c->head_dim) {
-        gw_errf(err, errlen, "%s: llama.rope.dimension_count %d differs from the head size %d (partial "
-                         "RoPE not supported)", fn, rope_dims, c->head_dim);
+        gw_errf(err, errlen,
+                "%s: llama.rope.dimension_count %d differs from the head size %d (partial "
+                "RoPE not supported)",
+                fn, rope_dims, c->head_dim);
         goto fail;
     }
 
@@ -243,7 +250,7 @@ int gw_model_from_gguf(gw_gguf *g, gw_model **out, char *err, size_t errlen)
     }
     if (te->ne[1] < 1 || te->ne[1] > INT32_MAX) {
         gw_errf(err, errlen, "%s: tensor \"token_embd.weight\": %" PRIu64 " rows out of range", fn,
-            te->ne[1]);
+                te->ne[1]);
         goto fail;
     }
     c->vocab = (int)te->ne[1];
@@ -388,8 +395,9 @@ static int ctx_cpu(const gw_model *m, const gw_ctx_opts *o, gw_ctx **out)
     x->att = malloc((size_t)nt * (size_t)x->n_ctx * sizeof(float));
     x->rope_cs = malloc((size_t)c->head_dim * sizeof(float));
     x->logits = malloc((size_t)c->vocab * sizeof(float));
-    if (!x->key_cache || !x->value_cache || !x->qh || !x->atth || !x->lanes || !x->x || !x->xb || !x->xb2 || !x->q || !x->k ||
-        !x->v || !x->hb || !x->hb2 || !x->xq || !x->att || !x->rope_cs || !x->logits) {
+    if (!x->key_cache || !x->value_cache || !x->qh || !x->atth || !x->lanes || !x->x || !x->xb ||
+        !x->xb2 || !x->q || !x->k || !x->v || !x->hb || !x->hb2 || !x->xq || !x->att ||
+        !x->rope_cs || !x->logits) {
         gw_ctx_free(x);
         return -ENOMEM;
     }
@@ -404,14 +412,24 @@ static void cuda_desc(const gw_model *m, gw_cuda_model *d, gw_cuda_layer *L, cha
                       float theta_scale)
 {
     const gw_model_config *c = &m->cfg;
-    *d = (gw_cuda_model){.n_layer = c->n_layer, .dim = c->dim, .n_head = c->n_head,
-                         .n_head_kv = c->n_head_kv, .head_dim = c->head_dim, .ffn = c->ffn,
-                         .vocab = c->vocab, .rms_eps = c->rms_eps,
-                         .rope_theta_scale = theta_scale, .out_norm = m->out_norm, .layers = L};
-#define MAT(dst, src, nm)                                                                      \
-    (snprintf(*names, sizeof *names, "%s", nm),                                                \
-     dst = (gw_cuda_mat){.type = (src).type, .rows = (src).rows, .cols = (src).cols,           \
-                         .row_bytes = (src).row_bytes, .data = (src).data, .name = *names++})
+    *d = (gw_cuda_model){.n_layer = c->n_layer,
+                         .dim = c->dim,
+                         .n_head = c->n_head,
+                         .n_head_kv = c->n_head_kv,
+                         .head_dim = c->head_dim,
+                         .ffn = c->ffn,
+                         .vocab = c->vocab,
+                         .rms_eps = c->rms_eps,
+                         .rope_theta_scale = theta_scale,
+                         .out_norm = m->out_norm,
+                         .layers = L};
+#define MAT(dst, src, nm)                                                                          \
+    (snprintf(*names, sizeof *names, "%s", nm), dst = (gw_cuda_mat){.type = (src).type,            \
+                                                                    .rows = (src).rows,            \
+                                                                    .cols = (src).cols,            \
+                                                                    .row_bytes = (src).row_bytes,  \
+                                                                    .data = (src).data,            \
+                                                                    .name = *names++})
     MAT(d->tok_embd, m->tok_embd, "token_embd.weight");
     MAT(d->output, m->output, c->tied ? "token_embd.weight" : "output.weight");
     for (int i = 0; i < c->n_layer; i++) {
@@ -437,12 +455,18 @@ static void cuda_desc(const gw_model *m, gw_cuda_model *d, gw_cuda_layer *L, cha
 static int cuda_type_ok(const gw_cuda_mat *t, int dev, char *err, size_t errlen)
 {
     switch (t->type) {
-    case GW_T_F32: case GW_T_F16: case GW_T_Q4_0: case GW_T_Q4_1: case GW_T_Q8_0:
+    case GW_T_F32:
+    case GW_T_F16:
+    case GW_T_Q4_0:
+    case GW_T_Q4_1:
+    case GW_T_Q8_0:
         return 0;
     }
     const char *tn = gw_ggml_type_name(t->type);
-    gw_errf(err, errlen, "cuda:%d: tensor \"%s\": type %s not supported by the CUDA engine (F32, F16, "
-                     "Q4_0, Q4_1, Q8_0)", dev, t->name, tn ? tn : "?");
+    gw_errf(err, errlen,
+            "cuda:%d: tensor \"%s\": type %s not supported by the CUDA engine (F32, F16, "
+            "Q4_0, Q4_1, Q8_0)",
+            dev, t->name, tn ? tn : "?");
     return -ENOTSUP;
 }
 
@@ -454,7 +478,8 @@ static int cuda_types_ok(const gw_cuda_model *d, int dev, char *err, size_t errl
         return rc;
     for (int i = 0; i < d->n_layer; i++) {
         const gw_cuda_layer *L = &d->layers[i];
-        const gw_cuda_mat *ms[] = {&L->wq, &L->wk, &L->wv, &L->wo, &L->w_gate, &L->w_up, &L->w_down};
+        const gw_cuda_mat *ms[] = {&L->wq,     &L->wk,   &L->wv,    &L->wo,
+                                   &L->w_gate, &L->w_up, &L->w_down};
         for (size_t k = 0; k < sizeof ms / sizeof ms[0]; k++)
             if ((rc = cuda_type_ok(ms[k], dev, err, errlen)))
                 return rc;
@@ -476,7 +501,7 @@ static int ctx_cuda(const gw_model *m, const gw_ctx_opts *o, int dev, gw_ctx **o
     x->rope_theta_scale = powf(c->rope_base, -2.0f / (float)c->head_dim);
     x->logits = malloc((size_t)c->vocab * sizeof(float));
     gw_cuda_layer *L = calloc((size_t)c->n_layer, sizeof *L);
-    char (*names)[48] = calloc(2 + 7 * (size_t)c->n_layer, sizeof *names);
+    char(*names)[48] = calloc(2 + 7 * (size_t)c->n_layer, sizeof *names);
     int rc = -ENOMEM;
     if (x->logits && L && names) {
         gw_cuda_model d;
@@ -526,7 +551,8 @@ int gw_ctx_open(const gw_model *m, const gw_ctx_opts *o, gw_ctx **out, char *err
         return 0;
     if ((rc = ctx_cpu(m, o, out)) < 0)
         return rc;
-    snprintf((*out)->note, sizeof (*out)->note, "device auto: no usable CUDA device (%s); running on the CPU", why);
+    snprintf((*out)->note, sizeof(*out)->note,
+             "device auto: no usable CUDA device (%s); running on the CPU", why);
     return 0;
 }
 
@@ -698,9 +724,16 @@ static void matmul(gw_ctx *x, const gw_mat *w0, float *o0, const gw_mat *w1, flo
     int cols = w0->cols;
     for (int b = 0; b < nb; b++)
         gw_quantize_q8(in + (size_t)b * cols, x->xq + (size_t)b * x->xq_stride, cols);
-    struct mm_job j = {.w = {w0, w1, w2}, .out = {o0, o1, o2}, .n_mats = w2 ? 3 : w1 ? 2 : 1,
-                       .xq = x->xq, .xq_stride = x->xq_stride, .xf = in,
-                       .xf_stride = (size_t)cols, .nb = nb};
+    struct mm_job j = {.w = {w0, w1, w2},
+                       .out = {o0, o1, o2},
+                       .n_mats = w2   ? 3
+                                 : w1 ? 2
+                                      : 1,
+                       .xq = x->xq,
+                       .xq_stride = x->xq_stride,
+                       .xf = in,
+                       .xf_stride = (size_t)cols,
+                       .nb = nb};
     gw_pool_run(x->pool, mm_share, &j);
 }
 
@@ -755,7 +788,8 @@ static void forward_batch(gw_ctx *x, const int32_t *tok, int nb, int pos, bool w
     gw_f16_row_fn to_half = gw_f32_to_f16_row_for();
 
     for (int b = 0; b < nb; b++)
-        gw_dequantize_row(m->tok_embd.type, m->tok_embd.data + (size_t)tok[b] * m->tok_embd.row_bytes,
+        gw_dequantize_row(m->tok_embd.type,
+                          m->tok_embd.data + (size_t)tok[b] * m->tok_embd.row_bytes,
                           x->x + (size_t)b * dim, (uint64_t)dim);
 
     for (int l = 0; l < c->n_layer; l++) {
@@ -772,8 +806,10 @@ static void forward_batch(gw_ctx *x, const int32_t *tok, int nb, int pos, bool w
             rope_angles(x->rope_cs, hd, pos + b, x->rope_theta_scale);
             rope(x->q + (size_t)b * dim, c->n_head, hd, x->rope_cs);
             rope(x->k + (size_t)b * kv_dim, c->n_head_kv, hd, x->rope_cs);
-            to_half(x->k + (size_t)b * kv_dim, x->key_cache + loff + (size_t)(pos + b) * kv_dim, kv_dim);
-            to_half(x->v + (size_t)b * kv_dim, x->value_cache + loff + (size_t)(pos + b) * kv_dim, kv_dim);
+            to_half(x->k + (size_t)b * kv_dim, x->key_cache + loff + (size_t)(pos + b) * kv_dim,
+                    kv_dim);
+            to_half(x->v + (size_t)b * kv_dim, x->value_cache + loff + (size_t)(pos + b) * kv_dim,
+                    kv_dim);
         }
         struct att_job aj = {.x = x, .layer = l, .pos = pos, .nb = nb};
         gw_pool_run(x->pool, att_share, &aj);

@@ -67,17 +67,27 @@ float gw_fp16_to_f32(uint16_t h)
 size_t gw_type_row_bytes(uint32_t type, uint64_t n)
 {
     switch (type) {
-    case GW_T_F32: return n * 4;
+    case GW_T_F32:
+        return n * 4;
     case GW_T_F16:
-    case GW_T_BF16: return n * 2;
-    case GW_T_Q4_0: return n % 32 ? 0 : n / 32 * sizeof(gw_blk_q4_0);
-    case GW_T_Q4_1: return n % 32 ? 0 : n / 32 * sizeof(gw_blk_q4_1);
-    case GW_T_Q5_0: return n % 32 ? 0 : n / 32 * sizeof(gw_blk_q5_0);
-    case GW_T_Q5_1: return n % 32 ? 0 : n / 32 * sizeof(gw_blk_q5_1);
-    case GW_T_Q8_0: return n % 32 ? 0 : n / 32 * sizeof(gw_blk_q8_0);
-    case GW_T_Q4_K: return n % 256 ? 0 : n / 256 * sizeof(gw_blk_q4_k);
-    case GW_T_Q6_K: return n % 256 ? 0 : n / 256 * sizeof(gw_blk_q6_k);
-    default: return 0;
+    case GW_T_BF16:
+        return n * 2;
+    case GW_T_Q4_0:
+        return n % 32 ? 0 : n / 32 * sizeof(gw_blk_q4_0);
+    case GW_T_Q4_1:
+        return n % 32 ? 0 : n / 32 * sizeof(gw_blk_q4_1);
+    case GW_T_Q5_0:
+        return n % 32 ? 0 : n / 32 * sizeof(gw_blk_q5_0);
+    case GW_T_Q5_1:
+        return n % 32 ? 0 : n / 32 * sizeof(gw_blk_q5_1);
+    case GW_T_Q8_0:
+        return n % 32 ? 0 : n / 32 * sizeof(gw_blk_q8_0);
+    case GW_T_Q4_K:
+        return n % 256 ? 0 : n / 256 * sizeof(gw_blk_q4_k);
+    case GW_T_Q6_K:
+        return n % 256 ? 0 : n / 256 * sizeof(gw_blk_q6_k);
+    default:
+        return 0;
     }
 }
 

@@ -78,9 +78,8 @@ int gw_tok_decoder_push(gw_tok_decoder *d, int32_t id, const char **chunk, size_
     *len = 0;
     if (id < 0 || (uint32_t)id >= t->n_vocab) {
         gw_errf(err, errlen,
-                      "tokenizer: token id %" PRId32 " is out of range (vocab has %" PRIu32
-                      " tokens)",
-                      id, t->n_vocab);
+                "tokenizer: token id %" PRId32 " is out of range (vocab has %" PRIu32 " tokens)",
+                id, t->n_vocab);
         return -ERANGE;
     }
     const struct tok *k = &t->toks[id];

@@ -240,8 +240,8 @@ static int pre_split(struct enc *e, int level, const uint8_t *s, size_t n)
         if (m < 0) {
             PCRE2_UCHAR msg[120];
             pcre2_get_error_message(m, msg, sizeof msg);
-            gw_errf(e->err, e->errlen, "tokenizer: pre-tokenizer %s, pattern %d: %s",
-                          e->t->pre, level, (const char *)msg);
+            gw_errf(e->err, e->errlen, "tokenizer: pre-tokenizer %s, pattern %d: %s", e->t->pre,
+                    level, (const char *)msg);
             return -EINVAL;
         }
         const PCRE2_SIZE *ov = pcre2_get_ovector_pointer(e->md);
@@ -321,11 +321,10 @@ static int spm_fragment(struct enc *e, const uint8_t *s, size_t n, bool space_pr
         for (uint32_t k = 0; k < y->len; k++) {
             uint8_t b = (uint8_t)w->buf[y->start + k];
             if (t->byte_tok[b] < 0) {
-                gw_errf(
-                    e->err, e->errlen,
-                    "tokenizer: byte 0x%02x has no token (no <0x%02X>, no single-byte token, "
-                    "no unknown token)",
-                    b, b);
+                gw_errf(e->err, e->errlen,
+                        "tokenizer: byte 0x%02x has no token (no <0x%02X>, no single-byte token, "
+                        "no unknown token)",
+                        b, b);
                 return -EINVAL;
             }
             if ((rc = ids_push(&e->out, t->byte_tok[b])))
@@ -396,15 +395,14 @@ int gw_tokenizer_encode(const gw_tokenizer *t, const char *text, size_t len, uns
     *ids = NULL;
     *n = 0;
     if (len > GW_TOK_MAX_TEXT_BYTES) {
-        gw_errf(err, errlen,
-                      "tokenizer: text of %zu bytes is longer than the limit (%u bytes)", len,
-                      GW_TOK_MAX_TEXT_BYTES);
+        gw_errf(err, errlen, "tokenizer: text of %zu bytes is longer than the limit (%u bytes)",
+                len, GW_TOK_MAX_TEXT_BYTES);
         return -E2BIG;
     }
     size_t bad = gw_tok_utf8_invalid_at((const uint8_t *)text, len);
     if (bad != (size_t)-1) {
         gw_errf(err, errlen, "tokenizer: text is not valid UTF-8 (byte 0x%02x at offset %zu)",
-                      (uint8_t)text[bad], bad);
+                (uint8_t)text[bad], bad);
         return -EILSEQ;
     }
 

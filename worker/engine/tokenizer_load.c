@@ -70,8 +70,8 @@ static int load_id(struct load *L, const char *key, uint32_t n_vocab, int32_t *o
     }
     if (v < 0 || v >= (int64_t)n_vocab) {
         gw_errf(L->err, L->errlen,
-                      "%s: %s = %" PRId64 " is out of range (vocab has %" PRIu32 " tokens)",
-                      L->name, key, v, n_vocab);
+                "%s: %s = %" PRId64 " is out of range (vocab has %" PRIu32 " tokens)", L->name, key,
+                v, n_vocab);
         return -EINVAL;
     }
     *out = (int32_t)v;
@@ -150,10 +150,9 @@ static int make_piece(struct load *L, gw_tokenizer *t, uint32_t i, size_t *pos)
         int hi = n == 6 ? hexval(s[3]) : -1, lo = n == 6 ? hexval(s[4]) : -1;
         if (n != 6 || memcmp(s, "<0x", 3) != 0 || s[5] != '>' || hi < 0 || lo < 0) {
             gw_errf(L->err, L->errlen,
-                          "%s: tokenizer.ggml.tokens[%" PRIu32
-                          "] is a byte token but its text \"%.*s\" "
-                          "is not <0xXX>",
-                          L->name, i, (int)(n > 32 ? 32 : n), (const char *)s);
+                    "%s: tokenizer.ggml.tokens[%" PRIu32 "] is a byte token but its text \"%.*s\" "
+                    "is not <0xXX>",
+                    L->name, i, (int)(n > 32 ? 32 : n), (const char *)s);
             return -EINVAL;
         }
         o[m++] = (uint8_t)(hi << 4 | lo);
@@ -221,8 +220,8 @@ static int compile_pre(struct load *L, gw_tokenizer *t, const char *pre, size_t 
             snprintf(names + l, sizeof names - l, "%s%s", i ? ", " : "", PRE_DEFS[i].name);
         }
         gw_errf(L->err, L->errlen,
-                      "%s: tokenizer.ggml.pre \"%.*s\" is not supported (supported: %s)", L->name,
-                      (int)(pre_len > 64 ? 64 : pre_len), pre, names);
+                "%s: tokenizer.ggml.pre \"%.*s\" is not supported (supported: %s)", L->name,
+                (int)(pre_len > 64 ? 64 : pre_len), pre, names);
         return -EINVAL;
     }
     snprintf(t->pre, sizeof t->pre, "%s", d->name);
@@ -235,9 +234,8 @@ static int compile_pre(struct load *L, gw_tokenizer *t, const char *pre, size_t 
         if (!t->re[i]) {
             PCRE2_UCHAR msg[120];
             pcre2_get_error_message(ec, msg, sizeof msg);
-            gw_errf(L->err, L->errlen,
-                          "%s: pre-tokenizer %s: PCRE2 refuses pattern %d at %zu: %s", L->name,
-                          d->name, i, (size_t)eo, (const char *)msg);
+            gw_errf(L->err, L->errlen, "%s: pre-tokenizer %s: PCRE2 refuses pattern %d at %zu: %s",
+                    L->name, d->name, i, (size_t)eo, (const char *)msg);
             return -EINVAL;
         }
         t->n_re = i + 1;
@@ -256,8 +254,8 @@ static int load_kind(struct load *L, gw_tokenizer *t)
     size_t sl;
     int r = gw_gguf_get_str(L->g, "tokenizer.ggml.model", &s, &sl);
     if (r == -ENOENT) {
-        gw_errf(L->err, L->errlen,
-                      "%s: tokenizer.ggml.model missing: the file has no tokenizer", L->name);
+        gw_errf(L->err, L->errlen, "%s: tokenizer.ggml.model missing: the file has no tokenizer",
+                L->name);
         return -EINVAL;
     }
     if (r) {
@@ -270,8 +268,8 @@ static int load_kind(struct load *L, gw_tokenizer *t)
         t->kind = KIND_SPM;
     } else {
         gw_errf(L->err, L->errlen,
-                      "%s: tokenizer.ggml.model \"%.*s\" is not supported (supported: gpt2, llama)",
-                      L->name, (int)(sl > 64 ? 64 : sl), s);
+                "%s: tokenizer.ggml.model \"%.*s\" is not supported (supported: gpt2, llama)",
+                L->name, (int)(sl > 64 ? 64 : sl), s);
         return -EINVAL;
     }
     snprintf(t->model, sizeof t->model, "%s", t->kind == KIND_BPE ? "gpt2" : "llama");
@@ -287,8 +285,8 @@ static int load_vocab(struct load *L, gw_tokenizer *t)
     uint64_t nv = L->n_tokens;
     if (nv == 0 || nv > GW_TOK_MAX_VOCAB) {
         gw_errf(L->err, L->errlen,
-                      "%s: tokenizer.ggml.tokens has %" PRIu64 " entries (1..%u allowed)", L->name,
-                      nv, GW_TOK_MAX_VOCAB);
+                "%s: tokenizer.ggml.tokens has %" PRIu64 " entries (1..%u allowed)", L->name, nv,
+                GW_TOK_MAX_VOCAB);
         return -EINVAL;
     }
     t->n_vocab = (uint32_t)nv;
@@ -299,8 +297,8 @@ static int load_vocab(struct load *L, gw_tokenizer *t)
         if (gw_gguf_value_type(types) != GW_GGUF_ARRAY ||
             (et != GW_GGUF_I32 && et != GW_GGUF_U32) || gw_gguf_arr_len(types) != nv) {
             gw_errf(L->err, L->errlen,
-                          "%s: tokenizer.ggml.token_type is not an array of %" PRIu64 " int32",
-                          L->name, nv);
+                    "%s: tokenizer.ggml.token_type is not an array of %" PRIu64 " int32", L->name,
+                    nv);
             return -EINVAL;
         }
         L->types = gw_gguf_arr_data(types);
@@ -310,8 +308,8 @@ static int load_vocab(struct load *L, gw_tokenizer *t)
         if (gw_gguf_value_type(scores) != GW_GGUF_ARRAY ||
             gw_gguf_arr_type(scores) != GW_GGUF_F32 || gw_gguf_arr_len(scores) != nv) {
             gw_errf(L->err, L->errlen,
-                          "%s: tokenizer.ggml.scores is not an array of %" PRIu64 " float32",
-                          L->name, nv);
+                    "%s: tokenizer.ggml.scores is not an array of %" PRIu64 " float32", L->name,
+                    nv);
             return -EINVAL;
         }
         L->scores = gw_gguf_arr_data(scores);
@@ -328,16 +326,16 @@ static int load_bpe(struct load *L, gw_tokenizer *t)
     if ((rc = load_str_array(L, "tokenizer.ggml.merges", &L->merges, &L->n_merges)))
         return rc;
     if (L->n_merges >= UINT32_MAX / 2) {
-        gw_errf(L->err, L->errlen, "%s: tokenizer.ggml.merges has %" PRIu64 " entries",
-                      L->name, L->n_merges);
+        gw_errf(L->err, L->errlen, "%s: tokenizer.ggml.merges has %" PRIu64 " entries", L->name,
+                L->n_merges);
         return -EINVAL;
     }
     int r = gw_gguf_get_str(L->g, "tokenizer.ggml.pre", &s, &sl);
     if (r == -ENOENT) {
         gw_errf(L->err, L->errlen,
-                      "%s: tokenizer.ggml.pre missing: the pre-tokenizer of this gpt2 "
-                      "tokenizer is unknown",
-                      L->name);
+                "%s: tokenizer.ggml.pre missing: the pre-tokenizer of this gpt2 "
+                "tokenizer is unknown",
+                L->name);
         return -EINVAL;
     }
     if (r) {
@@ -357,35 +355,34 @@ static int alloc_arena(struct load *L, gw_tokenizer *t)
     size_t total = 0;
     for (uint64_t i = 0; i < L->n_tokens; i++) {
         if (gw_gguf_arr_str(L->tokens, i, &s, &sl)) {
-            gw_errf(L->err, L->errlen, "%s: tokenizer.ggml.tokens[%" PRIu64 "] unreadable",
-                          L->name, i);
+            gw_errf(L->err, L->errlen, "%s: tokenizer.ggml.tokens[%" PRIu64 "] unreadable", L->name,
+                    i);
             return -EINVAL;
         }
         if (sl > GW_TOK_MAX_TOKEN_BYTES) {
             gw_errf(L->err, L->errlen,
-                          "%s: tokenizer.ggml.tokens[%" PRIu64 "] is %zu bytes long (at most %u)",
-                          L->name, i, sl, GW_TOK_MAX_TOKEN_BYTES);
+                    "%s: tokenizer.ggml.tokens[%" PRIu64 "] is %zu bytes long (at most %u)",
+                    L->name, i, sl, GW_TOK_MAX_TOKEN_BYTES);
             return -EINVAL;
         }
         total += 2 * sl;
     }
     for (uint64_t i = 0; i < L->n_merges; i++) {
         if (gw_gguf_arr_str(L->merges, i, &s, &sl)) {
-            gw_errf(L->err, L->errlen, "%s: tokenizer.ggml.merges[%" PRIu64 "] unreadable",
-                          L->name, i);
+            gw_errf(L->err, L->errlen, "%s: tokenizer.ggml.merges[%" PRIu64 "] unreadable", L->name,
+                    i);
             return -EINVAL;
         }
         if (sl > 2 * GW_TOK_MAX_TOKEN_BYTES) {
-            gw_errf(L->err, L->errlen,
-                          "%s: tokenizer.ggml.merges[%" PRIu64 "] is %zu bytes long", L->name, i,
-                          sl);
+            gw_errf(L->err, L->errlen, "%s: tokenizer.ggml.merges[%" PRIu64 "] is %zu bytes long",
+                    L->name, i, sl);
             return -EINVAL;
         }
         total += sl;
     }
     if (total >= UINT32_MAX) {
-        gw_errf(L->err, L->errlen, "%s: tokenizer texts take %zu bytes (at most 4 GiB)",
-                      L->name, total);
+        gw_errf(L->err, L->errlen, "%s: tokenizer texts take %zu bytes (at most 4 GiB)", L->name,
+                total);
         return -EINVAL;
     }
     t->arena = malloc(total ? total : 1);
@@ -411,9 +408,9 @@ static int fill_tokens(struct load *L, gw_tokenizer *t)
         int32_t ty = L->types ? L->types[i] : GW_TOKEN_NORMAL;
         if (ty < GW_TOKEN_UNDEFINED || ty > GW_TOKEN_BYTE) {
             gw_errf(L->err, L->errlen,
-                          "%s: tokenizer.ggml.token_type[%" PRIu32 "] = %" PRId32
-                          " is not a token type (0..6)",
-                          L->name, i, ty);
+                    "%s: tokenizer.ggml.token_type[%" PRIu32 "] = %" PRId32
+                    " is not a token type (0..6)",
+                    L->name, i, ty);
             return -EINVAL;
         }
         k->type = (uint8_t)ty;
@@ -445,8 +442,8 @@ static int fill_merges(struct load *L, gw_tokenizer *t)
         const char *sp = sl > 1 ? memchr(s + 1, ' ', sl - 1) : NULL;
         if (!sp) {
             gw_errf(L->err, L->errlen,
-                          "%s: tokenizer.ggml.merges[%" PRIu32 "] \"%.*s\" is not \"A B\"", L->name,
-                          i, (int)(sl > 64 ? 64 : sl), s);
+                    "%s: tokenizer.ggml.merges[%" PRIu32 "] \"%.*s\" is not \"A B\"", L->name, i,
+                    (int)(sl > 64 ? 64 : sl), s);
             return -EINVAL;
         }
         uint32_t off = arena_put(t, &L->pos, s, sl);

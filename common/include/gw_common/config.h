@@ -29,7 +29,7 @@ struct gw_budget_rate {
     uint64_t period_us;
 };
 
-#define GW_RATE_CELLS 4          /* rate windows per account */
+#define GW_RATE_CELLS 4 /* rate windows per account */
 
 /* Sizes chosen from config when the segment is created. Every count must be
  * a power of two where noted; gw_segment_open checks. */
@@ -51,9 +51,8 @@ _Static_assert(_Alignof(struct gw_seg_config) == 4, "segment config alignment");
 
 /* One JSON file (jansson) describes the node; gw_config_load checks all of
  * it and reports every mistake with its JSON path, e.g.
- *   config: plans.free.rate[1]: "50 per fortnight": expected "N per second|minute|hour|day [burst M]"
- * See dist/gpuwarden.dev.json for a complete example and docs/CONFIG.md for
- * every key. */
+ *   config: plans.free.rate[1]: "50 per fortnight": expected "N per second|minute|hour|day [burst
+ * M]" See dist/gpuwarden.dev.json for a complete example and docs/CONFIG.md for every key. */
 
 #define GW_MAX_LISTEN 8
 #define GW_MAX_KEYS 32
@@ -117,12 +116,12 @@ struct gw_plan {
     int n_windows;                           /* 0..GW_RATE_CELLS */
     struct gw_window windows[GW_RATE_CELLS]; /* "N per second|minute|hour|day [burst M]" */
     int has_budget;
-    struct gw_budget_rate budget;            /* "X GPU-seconds per second|minute|hour|day" */
-    uint32_t max_inflight;                   /* 0 = unlimited */
-    uint32_t max_tokens;                     /* cap on a request's max_tokens */
-    int clamp_on_budget;                     /* 1: clamp max_tokens to what the budget covers;
-                                                0: refuse with 429 budget_exhausted */
-    struct gw_wd_limits wd;                  /* watchdog overrides; 0 = the node's value */
+    struct gw_budget_rate budget; /* "X GPU-seconds per second|minute|hour|day" */
+    uint32_t max_inflight;        /* 0 = unlimited */
+    uint32_t max_tokens;          /* cap on a request's max_tokens */
+    int clamp_on_budget;          /* 1: clamp max_tokens to what the budget covers;
+                                     0: refuse with 429 budget_exhausted */
+    struct gw_wd_limits wd;       /* watchdog overrides; 0 = the node's value */
 };
 
 enum gw_alg { GW_ALG_HS256 = 1, GW_ALG_HS384, GW_ALG_HS512, GW_ALG_RS256, GW_ALG_ES256 };
@@ -132,12 +131,12 @@ struct gw_key {
     enum gw_alg alg;
     unsigned char *key; /* secret bytes (HS*) or PEM text (RS256/ES256), read from the file */
     size_t key_len;
-    char path[256];     /* where it came from, for messages */
+    char path[256]; /* where it came from, for messages */
 };
 
 struct gw_tenant {
-    char id[GW_NAME_MAX]; /* the JWT `sub` */
-    struct gw_plan plan;  /* its plan with per-tenant overrides applied */
+    char id[GW_NAME_MAX];               /* the JWT `sub` */
+    struct gw_plan plan;                /* its plan with per-tenant overrides applied */
     char plans_allowed[8][GW_NAME_MAX]; /* plans a `plan` claim may select */
     int n_plans_allowed;
 };
@@ -151,36 +150,36 @@ struct gw_config {
     int fronts;  /* default: number of cores */
     int workers; /* default: 1 per GPU, or 1 on CPU */
     /* state */
-    char state_dir[256];           /* the segment file is state_dir/ledger */
-    struct gw_seg_config segment;  /* sizes; lanes derived from fronts + workers */
+    char state_dir[256];          /* the segment file is state_dir/ledger */
+    struct gw_seg_config segment; /* sizes; lanes derived from fronts + workers */
     /* the model */
     char model_path[256];
-    char model_name[GW_NAME_MAX];  /* what requests must name in "model" */
-    char device[32];               /* "auto", "cpu", "cuda:N" */
-    int threads;                   /* per CPU worker; 0 = cores / workers */
-    int context;                   /* tokens of KV cache per worker */
+    char model_name[GW_NAME_MAX]; /* what requests must name in "model" */
+    char device[32];              /* "auto", "cpu", "cuda:N" */
+    int threads;                  /* per CPU worker; 0 = cores / workers */
+    int context;                  /* tokens of KV cache per worker */
     /* HTTP limits */
-    uint32_t header_bytes;         /* default 8 KiB */
-    uint32_t body_bytes;           /* default 1 MiB */
-    uint32_t header_timeout_ms;    /* time to receive the headers: 408 after */
-    uint32_t body_timeout_ms;      /* time to receive the body: 408 after */
-    uint32_t keepalive_ms;         /* idle keep-alive connection closed after */
+    uint32_t header_bytes;      /* default 8 KiB */
+    uint32_t body_bytes;        /* default 1 MiB */
+    uint32_t header_timeout_ms; /* time to receive the headers: 408 after */
+    uint32_t body_timeout_ms;   /* time to receive the body: 408 after */
+    uint32_t keepalive_ms;      /* idle keep-alive connection closed after */
     uint32_t connections_per_front;
-    uint32_t drain_timeout_ms;     /* SIGTERM: in-flight requests get this long */
+    uint32_t drain_timeout_ms; /* SIGTERM: in-flight requests get this long */
     /* auth */
     int n_keys;
     struct gw_key keys[GW_MAX_KEYS];
-    char issuer[128];              /* required `iss` when non-empty */
-    char audience[128];            /* required in `aud` when non-empty */
-    uint32_t leeway_s;             /* clock skew allowed on exp/nbf/iat */
+    char issuer[128];   /* required `iss` when non-empty */
+    char audience[128]; /* required in `aud` when non-empty */
+    uint32_t leeway_s;  /* clock skew allowed on exp/nbf/iat */
     /* limits */
-    struct gw_plan ip;             /* per client address (windows only) */
-    struct gw_plan global;         /* the whole node */
+    struct gw_plan ip;     /* per client address (windows only) */
+    struct gw_plan global; /* the whole node */
     int n_plans;
     struct gw_plan plans[GW_MAX_PLANS];
-    int default_plan;              /* index in plans, -1: unknown tenants are refused (403) */
+    int default_plan; /* index in plans, -1: unknown tenants are refused (403) */
     int n_tenants;
-    struct gw_tenant *tenants;     /* sorted by id */
+    struct gw_tenant *tenants; /* sorted by id */
     /* admin */
     char admin_socket[108]; /* sun_path's size, NUL included */
     /* cost model: device time reserved per token before one is measured */
@@ -195,12 +194,12 @@ struct gw_config {
     int n_admin_admins;
     char admin_admins[GW_ADMIN_PRINCIPALS][GW_NAME_MAX];
     /* watchdog (supervisor/watchdog.c) and output guard (guard.c) */
-    struct gw_wd_limits wd;     /* node values; plans override (gw_plan.wd) */
-    uint32_t wd_interval_ms;    /* scan period, default 10 */
-    uint32_t wd_stall_ms;       /* no heartbeat or token this long: stalled, default 10000 */
-    uint32_t wd_grace_ms;       /* cancel to SIGKILL, default 500 */
-    char audit_log[256];        /* JSON lines, one per kill; default <state_dir>/audit.log */
-    int n_guard;                /* rules in guard[]; 0 = no output guard */
+    struct gw_wd_limits wd;  /* node values; plans override (gw_plan.wd) */
+    uint32_t wd_interval_ms; /* scan period, default 10 */
+    uint32_t wd_stall_ms;    /* no heartbeat or token this long: stalled, default 10000 */
+    uint32_t wd_grace_ms;    /* cancel to SIGKILL, default 500 */
+    char audit_log[256];     /* JSON lines, one per kill; default <state_dir>/audit.log */
+    int n_guard;             /* rules in guard[]; 0 = no output guard */
     struct gw_guard_rule guard[GW_GUARD_MAX];
     /* logs (log.c): "log.format" text|json, "log.access" one line per
      * finished request (off by default) */
@@ -233,6 +232,5 @@ const struct gw_plan *gw_config_plan_for(const struct gw_config *cfg, const char
 int gw_window_parse(const char *s, struct gw_window *w);
 /* Parses "X GPU-seconds per second|minute|hour|day" (X may have a fraction). */
 int gw_budget_parse(const char *s, struct gw_budget_rate *b);
-
 
 #endif /* GW_COMMON_CONFIG_H */

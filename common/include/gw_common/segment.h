@@ -19,14 +19,14 @@
 
 /* ------------------------------------------------------------- the segment */
 
-#define GW_SEG_MAGIC "GWLEDGR"  /* 7 chars + NUL = 8 bytes */
-#define GW_SEG_VERSION 6u /* 3: account ban cell, lane drain word; 4: slot rep_max,
-                              * watchdog kill counters in the header; 5: learned
-                              * lengths region, 16 kill counters; 6: metrics and
-                              * limit-override areas after the learned lengths */
-#define GW_PROBE 16              /* accounts live within 16 entries of home */
-#define GW_ID_MAX 40             /* bytes of account id kept for display */
-
+#define GW_SEG_MAGIC "GWLEDGR" /* 7 chars + NUL = 8 bytes */
+#define GW_SEG_VERSION                                                                             \
+    6u               /* 3: account ban cell, lane drain word; 4: slot rep_max,                     \
+                      * watchdog kill counters in the header; 5: learned                           \
+                      * lengths region, 16 kill counters; 6: metrics and                           \
+                      * limit-override areas after the learned lengths */
+#define GW_PROBE 16  /* accounts live within 16 entries of home */
+#define GW_ID_MAX 40 /* bytes of account id kept for display */
 
 struct gw_seg_header;
 struct gw_account;
@@ -52,10 +52,10 @@ struct gw_segment {
     struct gw_lane *lanes;
     struct gw_lenest_rec *lenest; /* learned lengths, one per budget record (lenest.c) */
     struct gw_seg_config cfg;
-    size_t budget_stride; /* bytes per budget record (depends on lanes) */
-    size_t slot_stride;   /* bytes per slot (depends on prompt/output) */
-    int lane;             /* our lane once gw_lane_acquire succeeded, else -1 */
-    uint32_t slot_hint;   /* where our next free-slot search starts */
+    size_t budget_stride;            /* bytes per budget record (depends on lanes) */
+    size_t slot_stride;              /* bytes per slot (depends on prompt/output) */
+    int lane;                        /* our lane once gw_lane_acquire succeeded, else -1 */
+    uint32_t slot_hint;              /* where our next free-slot search starts */
     struct gw_metrics_area *metrics; /* node counters (gw_metrics_*) */
     struct gw_limits_area *limits;   /* run-time tenant limits (gw_limits_*) */
 };
@@ -79,9 +79,9 @@ size_t gw_segment_size(const struct gw_seg_config *cfg, char *err, size_t errlen
 struct gw_seg_stats {
     uint64_t accounts_live;
     uint64_t accounts_reclaimed;
-    uint64_t table_full;     /* new accounts refused for lack of room */
+    uint64_t table_full; /* new accounts refused for lack of room */
     uint64_t budgets_used;
-    uint64_t repairs;        /* dead lanes repaired */
+    uint64_t repairs; /* dead lanes repaired */
 };
 void gw_segment_stats(const struct gw_segment *seg, struct gw_seg_stats *st);
 
@@ -178,8 +178,8 @@ uint64_t gw_ledger_banned_until(const struct gw_segment *seg, struct gw_acct a, 
 int gw_ledger_budget_reset(struct gw_segment *seg, struct gw_acct a);
 
 /* Account id for display; returns its length. */
-size_t gw_ledger_id(const struct gw_segment *seg, struct gw_acct a, enum gw_kind *kind,
-                    char *buf, size_t buflen);
+size_t gw_ledger_id(const struct gw_segment *seg, struct gw_acct a, enum gw_kind *kind, char *buf,
+                    size_t buflen);
 
 /* Ages every ip account whose cells are idle at now_us out of the table
  * (the master does this periodically; inserts also reclaim on demand).
@@ -327,16 +327,16 @@ enum gw_cancel_reason {
  * the index of the reason's kill counter. Names (gw_wd_reason_name, in
  * gw_supervisor.h) are what clients see as killed_reason. */
 enum gw_wd_reason {
-    GW_WD_MAX_TOKENS = 0, /* "max_tokens": hard cap on generated tokens */
-    GW_WD_WALL_TIME,      /* "wall_time": hard cap on run time */
-    GW_WD_DEVICE_TIME,    /* "device_time": hard cap on device time */
-    GW_WD_REPETITION,     /* "repetition": a short cycle repeated many times */
-    GW_WD_DIVERGENCE,     /* "divergence": a long repetition, then a change of course */
+    GW_WD_MAX_TOKENS = 0,   /* "max_tokens": hard cap on generated tokens */
+    GW_WD_WALL_TIME,        /* "wall_time": hard cap on run time */
+    GW_WD_DEVICE_TIME,      /* "device_time": hard cap on device time */
+    GW_WD_REPETITION,       /* "repetition": a short cycle repeated many times */
+    GW_WD_DIVERGENCE,       /* "divergence": a long repetition, then a change of course */
     GW_WD_ANOMALOUS_LENGTH, /* "anomalous_length": far longer than the tenant's usual */
-    GW_WD_STALLED,        /* "worker_stalled": no progress for stall_ms */
-    GW_WD_OUTPUT_GUARD,   /* "output_guard": a kill pattern matched the output */
-    GW_WD_UNBOUNDED,      /* "unbounded_request": the prompt asked for endless output
-                             (GW_REQ_UNBOUNDED) and the run passed the lower cap */
+    GW_WD_STALLED,          /* "worker_stalled": no progress for stall_ms */
+    GW_WD_OUTPUT_GUARD,     /* "output_guard": a kill pattern matched the output */
+    GW_WD_UNBOUNDED,        /* "unbounded_request": the prompt asked for endless output
+                               (GW_REQ_UNBOUNDED) and the run passed the lower cap */
     GW_WD_REASONS
 };
 
@@ -348,9 +348,10 @@ uint64_t gw_kills_get(const struct gw_segment *seg, int reason);
 
 #define GW_REQ_CHAT 1u /* prompt holds role NUL content NUL ... */
 #define GW_REQ_SEED 2u
-#define GW_REQ_UNBOUNDED 4u /* the front found the prompt asking for endless output
-                               (watchdog.unbounded_patterns): the watchdog applies
-                               unbounded_cap_tokens */
+#define GW_REQ_UNBOUNDED                                                                           \
+    4u /* the front found the prompt asking for endless output                                     \
+          (watchdog.unbounded_patterns): the watchdog applies                                      \
+          unbounded_cap_tokens */
 
 /* gw_slot_req and gw_slot_run live in the segment (inside struct gw_slot):
  * fixed-width fields only, sizes and alignments asserted below; changing
@@ -365,13 +366,13 @@ struct gw_slot_req {
     uint32_t flags;      /* GW_REQ_* */
     uint32_t prompt_len; /* bytes in the prompt area */
     uint32_t n_stops;
-    uint32_t front;      /* index of the front to wake on output */
+    uint32_t front; /* index of the front to wake on output */
     uint8_t stop_len[GW_STOP_MAX];
     char stops[GW_STOP_MAX][GW_STOP_LEN];
-    uint8_t pad0[4];     /* what the compiler put here anyway: created_us is 8-aligned */
-    uint64_t created_us; /* wall clock at admission */
+    uint8_t pad0[4];       /* what the compiler put here anyway: created_us is 8-aligned */
+    uint64_t created_us;   /* wall clock at admission */
     uint64_t us_per_token; /* the device time per token the reservation assumed */
-    char id[40];         /* request id, NUL-terminated */
+    char id[40];           /* request id, NUL-terminated */
     char tenant[64];
     char ip[48];
 };
@@ -389,15 +390,15 @@ _Static_assert(_Alignof(struct gw_slot_req) == 8, "slot request alignment");
 
 /* A copy of a run record's counters, each word read once. */
 struct gw_run_view {
-    uint64_t tokens;        /* generated so far */
+    uint64_t tokens; /* generated so far */
     uint64_t prompt_tokens;
-    uint64_t device_ns;     /* device time used so far */
-    uint64_t started_ns;    /* CLOCK_MONOTONIC when the worker took it, 0 before */
-    uint64_t progress_ns;   /* CLOCK_MONOTONIC of the last token */
-    uint64_t rep;           /* repetition word: GW_REP(period, count) */
-    uint64_t rep_max;       /* the longest repetition in this run, same encoding */
-    uint32_t finish;        /* enum gw_finish_reason, 0 while running */
-    uint32_t cancel;        /* enum gw_cancel_reason or a watchdog code, 0 = none */
+    uint64_t device_ns;   /* device time used so far */
+    uint64_t started_ns;  /* CLOCK_MONOTONIC when the worker took it, 0 before */
+    uint64_t progress_ns; /* CLOCK_MONOTONIC of the last token */
+    uint64_t rep;         /* repetition word: GW_REP(period, count) */
+    uint64_t rep_max;     /* the longest repetition in this run, same encoding */
+    uint32_t finish;      /* enum gw_finish_reason, 0 while running */
+    uint32_t cancel;      /* enum gw_cancel_reason or a watchdog code, 0 = none */
 };
 /* Readers (fronts, watchdog, admin). Out-of-range indexes read zeros. */
 void gw_run_read(const struct gw_segment *seg, uint32_t index, struct gw_run_view *out);
@@ -447,9 +448,9 @@ enum gw_proc_state { GW_PROC_STARTING = 0, GW_PROC_READY, GW_PROC_DRAINING };
 struct gw_proc_info {
     int role, index, state;
     pid_t pid;
-    uint64_t heartbeat_ns;  /* CLOCK_MONOTONIC */
-    uint64_t us_per_token;  /* workers: measured device us per token (EWMA), 0 = unknown */
-    int64_t slot;           /* workers: slot being run, -1 none */
+    uint64_t heartbeat_ns; /* CLOCK_MONOTONIC */
+    uint64_t us_per_token; /* workers: measured device us per token (EWMA), 0 = unknown */
+    int64_t slot;          /* workers: slot being run, -1 none */
 };
 /* Sets our lane's role and index (after gw_lane_acquire). */
 void gw_proc_set_role(struct gw_segment *seg, int role, int index);
@@ -509,25 +510,25 @@ int gw_ledger_check(const struct gw_segment *seg, char *err, size_t errlen);
 #define GW_M_ROUTES 8
 /* Why admission said no (a label of gpuwarden_admission_refusals_total). */
 enum gw_refusal {
-    GW_REF_IP_RATE = 0,  /* "ip_rate": the client address's rate */
-    GW_REF_TENANT_RATE,  /* "tenant_rate": the tenant's or the node's rate */
-    GW_REF_BUDGET,       /* "budget": GPU-time budget exhausted */
-    GW_REF_CONCURRENCY,  /* "concurrency": too many in flight for the tenant */
-    GW_REF_BANNED,       /* "banned": tenant or address banned */
-    GW_REF_AUTH,         /* "auth": missing or invalid token */
-    GW_REF_FORBIDDEN,    /* "forbidden": tenant or plan not allowed */
-    GW_REF_OVERLOADED,   /* "overloaded": no slot, queue or table room */
-    GW_REF_DRAINING,     /* "draining": the node is shutting down */
+    GW_REF_IP_RATE = 0, /* "ip_rate": the client address's rate */
+    GW_REF_TENANT_RATE, /* "tenant_rate": the tenant's or the node's rate */
+    GW_REF_BUDGET,      /* "budget": GPU-time budget exhausted */
+    GW_REF_CONCURRENCY, /* "concurrency": too many in flight for the tenant */
+    GW_REF_BANNED,      /* "banned": tenant or address banned */
+    GW_REF_AUTH,        /* "auth": missing or invalid token */
+    GW_REF_FORBIDDEN,   /* "forbidden": tenant or plan not allowed */
+    GW_REF_OVERLOADED,  /* "overloaded": no slot, queue or table room */
+    GW_REF_DRAINING,    /* "draining": the node is shutting down */
     GW_REF_REASONS
 };
 const char *gw_refusal_name(int reason);
 /* Plain counters. */
 enum gw_mcounter {
-    GW_MC_TOKENS = 0,       /* generated tokens */
-    GW_MC_PROMPT_TOKENS,    /* prompt tokens processed */
-    GW_MC_DEVICE_NS,        /* device time, ns */
-    GW_MC_RESTARTS_FRONT,   /* fronts respawned by the master */
-    GW_MC_RESTARTS_WORKER,  /* workers respawned by the master */
+    GW_MC_TOKENS = 0,      /* generated tokens */
+    GW_MC_PROMPT_TOKENS,   /* prompt tokens processed */
+    GW_MC_DEVICE_NS,       /* device time, ns */
+    GW_MC_RESTARTS_FRONT,  /* fronts respawned by the master */
+    GW_MC_RESTARTS_WORKER, /* workers respawned by the master */
     GW_MC_N
 };
 /* Histograms; every one in seconds with the same fixed bucket bounds
@@ -603,8 +604,8 @@ int gw_limits_get(const struct gw_segment *seg, int i, struct gw_limit_override 
  * across restarts (lenest.c). This plain struct is a snapshot of one. */
 #define GW_LENEST_BUCKETS 84
 struct gw_lenest {
-    uint32_t n;                         /* samples held (after halvings) */
-    uint64_t seen;                      /* samples ever */
+    uint32_t n;    /* samples held (after halvings) */
+    uint64_t seen; /* samples ever */
     uint32_t bucket[GW_LENEST_BUCKETS];
 };
 /* Adds one length to a private histogram (same rule as gw_lenest_record). */
@@ -625,7 +626,6 @@ int gw_lenest_record(struct gw_segment *seg, struct gw_acct tenant, uint64_t tok
 /* A snapshot of the tenant account's histogram (n is the sum of the
  * buckets as read). Same errors as gw_lenest_record. */
 int gw_lenest_get(const struct gw_segment *seg, struct gw_acct tenant, struct gw_lenest *out);
-
 
 /* ---------------------------------------------------- kills and the audit log */
 

@@ -41,7 +41,6 @@ void gw_errf(char *err, size_t errlen, const char *fmt, ...) __attribute__((form
 
 /* --------------------------------------------------------------------- log */
 
-
 /* One line per event on stderr, written with one write(2) so the lines of
  * different processes never interleave; lines are cut at 4 KiB. Each line
  * starts with its syslog priority, sd-daemon style ("<6>"), so journald
@@ -74,9 +73,8 @@ struct gw_log_field {
 };
 /* Formats one line into buf (no write); returns its length, newline
  * included. For tests. */
-size_t gw_log_format(char *buf, size_t cap, int format, int level, const char *who,
-                     uint64_t now_us, int pid, const struct gw_log_field *fields, int n_fields,
-                     const char *msg);
+size_t gw_log_format(char *buf, size_t cap, int format, int level, const char *who, uint64_t now_us,
+                     int pid, const struct gw_log_field *fields, int n_fields, const char *msg);
 void gw_logf(int level, const char *who, const struct gw_log_field *fields, int n_fields,
              const char *fmt, ...) __attribute__((format(printf, 5, 6)));
 /* Level info, no fields. */
@@ -93,7 +91,6 @@ void gw_vlogl(int level, const char *who, const struct gw_log_field *fields, int
 uint64_t gw_now_us(void);
 /* CLOCK_MONOTONIC in nanoseconds: timeouts and the watchdog. */
 uint64_t gw_mono_ns(void);
-
 
 /* ------------------------------------------------------------------ UTF-8 */
 

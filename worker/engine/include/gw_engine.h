@@ -242,9 +242,9 @@ void gw_model_type_histogram(const gw_model *m, char *buf, size_t len);
 typedef struct gw_ctx gw_ctx;
 
 typedef struct gw_ctx_opts {
-    int n_ctx;     /* positions in the KV cache; 0: min(n_ctx_train, 4096) */
-    int n_threads; /* 0: number of online CPUs (CPU engine) */
-    int n_batch;   /* prompt tokens per batched step; 0: 64 (CPU), 512 (CUDA) */
+    int n_ctx;          /* positions in the KV cache; 0: min(n_ctx_train, 4096) */
+    int n_threads;      /* 0: number of online CPUs (CPU engine) */
+    int n_batch;        /* prompt tokens per batched step; 0: 64 (CPU), 512 (CUDA) */
     const char *device; /* "cpu" (NULL), "cuda:N", or "auto": the first CUDA
                            device when one works, else the CPU (gw_ctx_note
                            then says why) */
@@ -359,7 +359,7 @@ enum gw_finish {
 
 /* What the progress hook sees after each generated token. */
 typedef struct gw_gen_step {
-    uint64_t n_tokens;  /* tokens generated so far, this one included */
+    uint64_t n_tokens; /* tokens generated so far, this one included */
     int32_t token;
     uint64_t step_ns;   /* CLOCK_MONOTONIC wall time of this step (forward + sampling) */
     uint64_t device_ns; /* device time of the forward passes behind this token
@@ -369,13 +369,13 @@ typedef struct gw_gen_step {
 } gw_gen_step;
 
 typedef struct gw_gen_params {
-    int max_tokens;               /* > 0 */
+    int max_tokens; /* > 0 */
     gw_sampler_params sampling;
-    const int32_t *eog_ids;       /* end-of-generation token ids */
+    const int32_t *eog_ids; /* end-of-generation token ids */
     size_t n_eog;
-    const char *const *stops;     /* stop sequences, matched on the text */
+    const char *const *stops; /* stop sequences, matched on the text */
     size_t n_stops;
-    int repeat_max_period;        /* 0: GW_REPEAT_MAX_PERIOD */
+    int repeat_max_period; /* 0: GW_REPEAT_MAX_PERIOD */
 
     /* Cancel: checked before each token (so a flag set from on_step after
      * token k stops the generation with exactly k tokens); either or both.
@@ -398,11 +398,11 @@ typedef struct gw_gen_params {
 
 typedef struct gw_gen_result {
     uint64_t n_prompt;
-    uint64_t n_tokens;    /* generated tokens (an end-of-generation token not counted) */
-    int finish;           /* enum gw_finish */
-    uint64_t prompt_ns;   /* prefill wall time */
-    uint64_t decode_ns;   /* sum of step_ns */
-    uint64_t device_ns;   /* device time of every forward pass, prompt included */
+    uint64_t n_tokens;  /* generated tokens (an end-of-generation token not counted) */
+    int finish;         /* enum gw_finish */
+    uint64_t prompt_ns; /* prefill wall time */
+    uint64_t decode_ns; /* sum of step_ns */
+    uint64_t device_ns; /* device time of every forward pass, prompt included */
 } gw_gen_result;
 
 /* Feeds the prompt from position 0 (the context's cache is overwritten),
@@ -435,10 +435,10 @@ enum gw_token_type {
     GW_TOKEN_UNDEFINED = 0,
     GW_TOKEN_NORMAL = 1,
     GW_TOKEN_UNKNOWN = 2,
-    GW_TOKEN_CONTROL = 3,       /* <|im_start|>, <s>: matched in raw text when parsing specials */
-    GW_TOKEN_USER_DEFINED = 4,  /* always matched in raw text, decoded as written */
+    GW_TOKEN_CONTROL = 3,      /* <|im_start|>, <s>: matched in raw text when parsing specials */
+    GW_TOKEN_USER_DEFINED = 4, /* always matched in raw text, decoded as written */
     GW_TOKEN_UNUSED = 5,
-    GW_TOKEN_BYTE = 6,          /* SentencePiece <0xXX> */
+    GW_TOKEN_BYTE = 6, /* SentencePiece <0xXX> */
 };
 
 /* Longest token text accepted from a file, and the largest vocab. */
@@ -505,8 +505,9 @@ int gw_tokenizer_encode(const gw_tokenizer *t, const char *text, size_t len, uns
 
 /* Flags of the decoder. */
 #define GW_TOK_DEC_SPECIAL 1u /* control/unknown tokens show their text (else nothing) */
-#define GW_TOK_DEC_LSTRIP 2u  /* drop one leading space of the first token (llama models
-                                 that add a space prefix; no effect for gpt2) */
+#define GW_TOK_DEC_LSTRIP                                                                          \
+    2u /* drop one leading space of the first token (llama models                                  \
+          that add a space prefix; no effect for gpt2) */
 
 /* Streaming decoder: takes ids one by one and hands out only complete UTF-8
  * characters. A trailing incomplete sequence is held back until the next
@@ -516,11 +517,11 @@ int gw_tokenizer_encode(const gw_tokenizer *t, const char *text, size_t len, uns
 typedef struct gw_tok_decoder {
     const gw_tokenizer *tok;
     unsigned flags;
-    bool started;     /* a token was pushed (GW_TOK_DEC_LSTRIP) */
-    uint8_t tail[4];  /* held-back prefix of a character, n_tail < 4 */
+    bool started;    /* a token was pushed (GW_TOK_DEC_LSTRIP) */
+    uint8_t tail[4]; /* held-back prefix of a character, n_tail < 4 */
     size_t n_tail;
-    char *in;         /* tail + piece, capacity max_piece + 4 */
-    char *out;        /* the chunk handed out, capacity 3 * (max_piece + 4) */
+    char *in;  /* tail + piece, capacity max_piece + 4 */
+    char *out; /* the chunk handed out, capacity 3 * (max_piece + 4) */
 } gw_tok_decoder;
 
 /* Returns 0 or -ENOMEM. */
@@ -531,8 +532,8 @@ void gw_tok_decoder_free(gw_tok_decoder *d);
  * empty), valid until the next call on d. Returns 0, or -ERANGE with
  * `tokenizer: token id 49152 is out of range (vocab has 49152 tokens)`
  * (d is unchanged). */
-int gw_tok_decoder_push(gw_tok_decoder *d, int32_t id, const char **chunk, size_t *len,
-                        char *err, size_t errlen);
+int gw_tok_decoder_push(gw_tok_decoder *d, int32_t id, const char **chunk, size_t *len, char *err,
+                        size_t errlen);
 
 /* Ends the stream: what is held back comes out as U+FFFD. The decoder is
  * ready for a new stream afterwards. */
@@ -560,8 +561,8 @@ enum gw_chat_kind {
 };
 
 typedef struct gw_chat_template {
-    int kind;              /* enum gw_chat_kind */
-    char *default_system;  /* ChatML: the template's default system message, or NULL */
+    int kind;             /* enum gw_chat_kind */
+    char *default_system; /* ChatML: the template's default system message, or NULL */
     size_t default_system_len;
     char bos[64], eos[64]; /* llama-2: BOS/EOS texts (from the tokenizer, or <s> </s>) */
 } gw_chat_template;

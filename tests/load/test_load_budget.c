@@ -2,12 +2,12 @@
  * admin socket's tenant.show, talking to that socket, and the verdict on
  * synthetic figures, including overspends that must be reported.
  *
- * What is parsed is what supervisor/admin.c really writes: a segment and a
+ * What is parsed is what supervisor/admin_cmds.c really writes: a segment and a
  * config made here, known money moved through the ledger (reserve, charge,
  * settle), and the answer built by the admin's own request function
  * (gw_admin_request) or served on a real admin socket (gw_admin_open, a
  * thread running its poll loop), as gpuwarden-load meets it. No copy of
- * the answer is written by hand, so a change in admin.c's fields shows
+ * the answer is written by hand, so a change in admin_cmds.c's fields shows
  * here. Only the malformed answers (not JSON, missing fields) are made up:
  * the admin never writes them, the parser must still refuse them. */
 #include <setjmp.h>

@@ -1,4 +1,4 @@
-/* test_routes.c - routes.c as a specification: which method and path reach
+/* test_routes.c - routes.c and request.c as a specification: which method and path reach
  * which route, which bodies are refused with which exact message and param,
  * what good bodies parse to, and the exact bytes of every response shape. */
 #include <stdarg.h>
@@ -13,7 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* The config these tests run under: only what routes.c reads. One plan
+/* The config these tests run under: only what request.c and routes.c read. One plan
  * (the default) caps max_tokens at 4096; slots take 32 KiB of prompt. */
 static struct gw_config cfg;
 

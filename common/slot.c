@@ -9,6 +9,7 @@
 #include "seg_internal.h"
 
 #include <errno.h>
+#include <string.h>
 
 static const char *const names[] = {"free", "admitted", "queued", "running",
                                     "done", "failed",   "killed"};
@@ -228,9 +229,38 @@ const char *gw_finish_name(int reason)
     return reason >= 0 && reason <= GW_FIN_ERROR ? finish_names[reason] : "unknown";
 }
 
-struct gw_slot_req *gw_slot_req(const struct gw_segment *seg, uint32_t index)
+int gw_slot_set_req(struct gw_segment *seg, struct gw_slot_ref ref, const struct gw_slot_req *req)
 {
-    return index < seg->cfg.slots ? &slot_at(seg, index)->req : NULL;
+    uint64_t w;
+    struct gw_slot *s = gw__slot_get(seg, ref, &w);
+    if (!s || SS_STATE(w) != GW_SLOT_ADMITTED || SS_LANE(w) != seg->lane)
+        return GW_ESTATE;
+    /* Plain bytes: nobody else reads an ADMITTED slot's request; the
+     * ADMITTED -> QUEUED transition (acq_rel, gw_slot_move) publishes it to
+     * whoever acquires the slot's state afterwards. */
+    memcpy(&s->req, req, sizeof(s->req));
+    return 0;
+}
+
+int gw_slot_get_req(const struct gw_segment *seg, struct gw_slot_ref ref, struct gw_slot_req *out)
+{
+    uint64_t w;
+    struct gw_slot *s = gw__slot_get(seg, ref, &w);
+    if (!s)
+        return GW_ESTATE;
+    /* The request is written once, while ADMITTED, before the acq_rel move
+     * to QUEUED that the acquire in gw__slot_get pairs with; past ADMITTED
+     * it is complete. (While ADMITTED its front may still be writing it:
+     * only the admin socket's listings read it then.) A slot released and
+     * claimed again while we copy may hand us a mix of two requests: the
+     * sequence is read again below and such a copy is refused. */
+    memcpy(out, &s->req, sizeof(*out));
+    out->id[sizeof(out->id) - 1] = '\0';
+    out->tenant[sizeof(out->tenant) - 1] = '\0';
+    out->ip[sizeof(out->ip) - 1] = '\0';
+    if (SS_STATE(w) == GW_SLOT_FREE || !gw__slot_get(seg, ref, &w))
+        return GW_ESTATE;
+    return SS_STATE(w);
 }
 
 struct gw_slot_run *gw__slot_run(const struct gw_segment *seg, uint32_t index)

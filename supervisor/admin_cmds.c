@@ -160,10 +160,7 @@ static int slot_snapshot(const struct gw_segment *seg, uint32_t i, struct gw_slo
     int st = gw_slot_peek(seg, i, ref);
     if (st < 0 || !live_state(st))
         return -1;
-    memcpy(req, gw_slot_req(seg, i), sizeof(*req));
-    req->id[sizeof(req->id) - 1] = req->tenant[sizeof(req->tenant) - 1] =
-        req->ip[sizeof(req->ip) - 1] = '\0';
-    int again = gw_slot_state(seg, *ref);
+    int again = gw_slot_get_req(seg, *ref, req);
     return again >= 0 && live_state(again) ? again : -1;
 }
 

@@ -178,32 +178,35 @@ static void make_id(struct front *f, enum gw_route r, char *buf, size_t len)
     snprintf(buf, len, "%s%d%016" PRIx64, id_prefix(r), f->index, x);
 }
 
-static void fill_slot(struct front *f, struct gw_slot_ref ref, const struct gw_gen_request *rq,
-                      uint32_t max_tokens, uint64_t upt, const char *id, const char *tenant,
-                      const char *ip)
+/* The slot's request and prompt, written while the slot is ADMITTED and
+ * ours (the move to QUEUED publishes them). */
+static int fill_slot(struct front *f, struct gw_slot_ref ref, const struct gw_gen_request *rq,
+                     uint32_t max_tokens, uint64_t upt, uint32_t flags, const char *id,
+                     const char *tenant, const char *ip)
 {
-    struct gw_slot_req *sr = gw_slot_req(&f->seg, ref.index);
-    memset(sr, 0, sizeof(*sr));
-    sr->max_tokens = max_tokens;
-    sr->top_k = rq->top_k;
-    sr->temperature = rq->temperature;
-    sr->top_p = rq->top_p;
-    sr->seed = rq->seed;
-    sr->flags = (rq->chat ? GW_REQ_CHAT : 0) | (rq->has_seed ? GW_REQ_SEED : 0);
-    sr->prompt_len = (uint32_t)rq->prompt_len;
-    sr->n_stops = (uint32_t)rq->n_stops;
+    struct gw_slot_req sr;
+    memset(&sr, 0, sizeof(sr));
+    sr.max_tokens = max_tokens;
+    sr.top_k = rq->top_k;
+    sr.temperature = rq->temperature;
+    sr.top_p = rq->top_p;
+    sr.seed = rq->seed;
+    sr.flags = (rq->chat ? GW_REQ_CHAT : 0) | (rq->has_seed ? GW_REQ_SEED : 0) | flags;
+    sr.prompt_len = (uint32_t)rq->prompt_len;
+    sr.n_stops = (uint32_t)rq->n_stops;
     for (int i = 0; i < rq->n_stops && i < GW_STOP_MAX; i++) {
         size_t l = strnlen(rq->stops[i], GW_STOP_LEN);
-        memcpy(sr->stops[i], rq->stops[i], l);
-        sr->stop_len[i] = (uint8_t)l;
+        memcpy(sr.stops[i], rq->stops[i], l);
+        sr.stop_len[i] = (uint8_t)l;
     }
-    sr->front = (uint32_t)f->index;
-    sr->created_us = gw_now_us();
-    sr->us_per_token = upt;
-    snprintf(sr->id, sizeof(sr->id), "%s", id);
-    snprintf(sr->tenant, sizeof(sr->tenant), "%s", tenant);
-    snprintf(sr->ip, sizeof(sr->ip), "%s", ip);
+    sr.front = (uint32_t)f->index;
+    sr.created_us = gw_now_us();
+    sr.us_per_token = upt;
+    snprintf(sr.id, sizeof(sr.id), "%s", id);
+    snprintf(sr.tenant, sizeof(sr.tenant), "%s", tenant);
+    snprintf(sr.ip, sizeof(sr.ip), "%s", ip);
     memcpy(gw_slot_prompt(&f->seg, ref.index), rq->prompt, rq->prompt_len);
+    return gw_slot_set_req(&f->seg, ref, &sr);
 }
 
 /* Gives back a slot that never reached a worker. */
@@ -476,9 +479,18 @@ static struct job *admit_job(struct admission *a)
         return NULL;
     }
     make_id(f, a->route, j->id, sizeof(j->id));
-    fill_slot(f, a->ref, rq, a->max_tokens, a->upt, j->id, a->who.tenant, c->ip);
-    if (gw_unbounded_match(f->unb, a->cfg, a->who.tenant, rq->prompt, rq->prompt_len))
-        gw_slot_req(a->seg, a->ref.index)->flags |= GW_REQ_UNBOUNDED; /* the watchdog's lower cap */
+    /* a prompt asking for endless output gets the watchdog's lower cap */
+    uint32_t flags = gw_unbounded_match(f->unb, a->cfg, a->who.tenant, rq->prompt, rq->prompt_len)
+                         ? GW_REQ_UNBOUNDED
+                         : 0;
+    if (fill_slot(f, a->ref, rq, a->max_tokens, a->upt, flags, j->id, a->who.tenant, c->ip) != 0) {
+        /* the slot is ADMITTED and ours until we move it: cannot happen */
+        free(j);
+        abandon(f, a->ref, GW_SLOT_ADMITTED);
+        gw_metrics_refusal(a->seg, GW_REF_OVERLOADED);
+        refuse_503(c, "overloaded", "the request slot was lost");
+        return NULL;
+    }
     j->f = f;
     j->c = c;
     j->ref = a->ref;

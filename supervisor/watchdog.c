@@ -304,7 +304,6 @@ static void kill_start(struct gw_watchdog *wd, struct gw_slot_ref ref, int reaso
 {
     struct gw_segment *seg = wd->seg;
     struct wd_slot *ws = &wd->slots[ref.index];
-    struct gw_slot_req *req = gw_slot_req(seg, ref.index);
     struct gw_run_view run;
     gw_run_read(seg, ref.index, &run);
     uint64_t tokens = run.tokens, dev = run.device_ns;
@@ -317,19 +316,22 @@ static void kill_start(struct gw_watchdog *wd, struct gw_slot_ref ref, int reaso
         return;
     }
     gw_kills_add(seg, reason);
+    struct gw_slot_req req;
+    if (gw_slot_get_req(seg, ref, &req) < 0)
+        memset(&req, 0, sizeof(req)); /* finished and released since the cancel */
     /* the bytes below w are complete (gw_run_written acquires); later ones
      * may change under us: the audit line shows what had been published */
     size_t w = (size_t)gw_run_written(seg, ref.index);
     if (w > seg->cfg.output_bytes)
         w = seg->cfg.output_bytes;
     char line[4096];
-    size_t n = gw_audit_format(line, sizeof(line), gw_now_us(), req, reason, tokens, dev,
+    size_t n = gw_audit_format(line, sizeof(line), gw_now_us(), &req, reason, tokens, dev,
                                gw_slot_output(seg, ref.index), w);
     if (wd->audit_fd >= 0 && write(wd->audit_fd, line, n) != (ssize_t)n)
         wd_say("audit log %s: write failed: %s", wd->audit_path, strerror(errno));
     wd_say("slot %u (request %.40s, tenant %.64s): %s after %" PRIu64 " tokens, %" PRIu64
            " ms device time: cancelled",
-           ref.index, req->id, req->tenant, gw_wd_reason_name(reason), tokens, dev / MS);
+           ref.index, req.id, req.tenant, gw_wd_reason_name(reason), tokens, dev / MS);
 }
 
 /* Step two: the worker did not let go of the slot within grace_ms. */
@@ -449,11 +451,11 @@ static int judge_run(struct gw_watchdog *wd, const struct gw_config *cfg, uint64
         .rep = run.rep,
         .rep_max = run.rep_max,
     };
-    const struct gw_slot_req *req = gw_slot_req(seg, i);
-    char tenant[sizeof(req->tenant)];
-    memcpy(tenant, req->tenant, sizeof(tenant));
-    tenant[sizeof(tenant) - 1] = '\0';
-    s.unbounded = (req->flags & GW_REQ_UNBOUNDED) != 0;
+    struct gw_slot_req req;
+    if (gw_slot_get_req(seg, ref, &req) < 0)
+        return -1; /* the request changed while we read it */
+    const char *tenant = req.tenant;
+    s.unbounded = (req.flags & GW_REQ_UNBOUNDED) != 0;
     struct gw_acct acct;
     int have_acct = gw_slot_tenant(seg, ref, &acct) == 0;
     if (gw_slot_state(seg, ref) != GW_SLOT_RUNNING)

@@ -91,13 +91,11 @@ static int pick(struct worker *w, struct gw_slot_ref *out)
         struct gw_slot_ref r;
         if (gw_slot_peek(&w->seg, i, &r) != GW_SLOT_QUEUED)
             continue;
-        const struct gw_slot_req *rq = gw_slot_req(&w->seg, i);
-        char tenant[64];
-        memcpy(tenant, rq->tenant, sizeof(tenant));
-        tenant[sizeof(tenant) - 1] = '\0';
-        uint64_t created = rq->created_us;
-        if (gw_slot_state(&w->seg, r) != GW_SLOT_QUEUED) /* changed while we read */
+        struct gw_slot_req rq;
+        if (gw_slot_get_req(&w->seg, r, &rq) != GW_SLOT_QUEUED) /* changed while we read */
             continue;
+        const char *tenant = rq.tenant;
+        uint64_t created = rq.created_us;
         double f = served_of(w, tenant, now)->finish;
         double ms = f > w->vtime ? f : w->vtime; /* the start tag */
         if (!found || ms < best_ms || (ms == best_ms && created < best_created)) {
@@ -114,7 +112,7 @@ static int pick(struct worker *w, struct gw_slot_ref *out)
 struct job {
     struct worker *w;
     struct gw_slot_ref ref;
-    struct gw_slot_req *req;
+    struct gw_slot_req req; /* a copy: the slot's request does not change while it runs */
     char *out;
     size_t cap;
     size_t written;
@@ -178,7 +176,7 @@ static void publish_text(void *user, const char *text, size_t len)
     /* the bytes above are visible to the front once it reads the count
      * (release, gw_run_publish) */
     gw_run_publish(&j->w->seg, j->ref.index, j->written);
-    wake_front(j->w, j->req->front);
+    wake_front(j->w, j->req.front);
 }
 
 static void on_text(void *user, const char *text, size_t len)
@@ -215,8 +213,8 @@ static void on_step(void *user, const gw_gen_step *st)
     if (!j->first_ns && st->n_tokens >= 1) {
         j->first_ns = now;
         uint64_t wall = gw_now_us();
-        if (wall > j->req->created_us)
-            gw_metrics_observe(&j->w->seg, GW_MH_TTFT, (wall - j->req->created_us) * 1000u);
+        if (wall > j->req.created_us)
+            gw_metrics_observe(&j->w->seg, GW_MH_TTFT, (wall - j->req.created_us) * 1000u);
     }
     uint64_t rep = GW_REP(st->rep_period, st->rep_count);
     j->rep_max = gw_wd_rep_fold(j->rep_max, rep);
@@ -253,11 +251,11 @@ static void guard_killed(struct job *j)
     gw_slot_cancel(&w->seg, j->ref, GW_WD_CANCEL(GW_WD_OUTPUT_GUARD));
     gw_kills_add(&w->seg, GW_WD_OUTPUT_GUARD);
     char line[4096];
-    size_t n = gw_audit_format(line, sizeof(line), gw_now_us(), j->req, GW_WD_OUTPUT_GUARD,
+    size_t n = gw_audit_format(line, sizeof(line), gw_now_us(), &j->req, GW_WD_OUTPUT_GUARD,
                                j->tokens, (gw_mono_ns() - j->started_ns), j->out, j->written);
     int rc = gw_audit_append(w->audit_path, line, n);
     log_line(w, "slot %u (request %.40s): output guard rule %s matched: killed%s%s", j->ref.index,
-             j->req->id, gw_guard_rule_name(w->guard, j->guard_kill - 1), rc ? "; audit log: " : "",
+             j->req.id, gw_guard_rule_name(w->guard, j->guard_kill - 1), rc ? "; audit log: " : "",
              rc ? strerror(-rc) : "");
 }
 
@@ -266,12 +264,12 @@ static int prompt_text(struct worker *w, struct job *j, char **text, size_t *len
                        size_t errlen)
 {
     const char *p = gw_slot_prompt(&w->seg, j->ref.index);
-    size_t plen = j->req->prompt_len;
+    size_t plen = j->req.prompt_len;
     if (plen > w->seg.cfg.prompt_bytes) {
         snprintf(err, errlen, "prompt length %zu exceeds the slot", plen);
         return -EINVAL;
     }
-    if (!(j->req->flags & GW_REQ_CHAT)) {
+    if (!(j->req.flags & GW_REQ_CHAT)) {
         *text = malloc(plen + 1);
         if (!*text)
             return -ENOMEM;
@@ -311,7 +309,8 @@ static int prompt_text(struct worker *w, struct job *j, char **text, size_t *len
 static void job_start(struct worker *w, struct gw_slot_ref ref, struct job *j)
 {
     *j = (struct job){.w = w, .ref = ref};
-    j->req = gw_slot_req(&w->seg, ref.index);
+    if (gw_slot_get_req(&w->seg, ref, &j->req) < 0)
+        memset(&j->req, 0, sizeof(j->req)); /* cannot happen: RUNNING and ours */
     j->out = gw_slot_output(&w->seg, ref.index);
     j->cap = w->seg.cfg.output_bytes;
     j->started_ns = gw_mono_ns();
@@ -319,8 +318,8 @@ static void job_start(struct worker *w, struct gw_slot_ref ref, struct job *j)
     gw_run_begin(&w->seg, ref.index, j->started_ns);
     gw_proc_heartbeat(&w->seg, (int64_t)ref.index);
     uint64_t wall = gw_now_us();
-    if (wall > j->req->created_us)
-        gw_metrics_observe(&w->seg, GW_MH_QUEUE, (wall - j->req->created_us) * 1000u);
+    if (wall > j->req.created_us)
+        gw_metrics_observe(&w->seg, GW_MH_QUEUE, (wall - j->req.created_us) * 1000u);
 }
 
 /* Cancelled while it was queued (gpuwardenctl kill, the client left
@@ -349,8 +348,7 @@ static int prompt_ids(struct worker *w, struct job *j, int32_t **ids, size_t *n_
     if (rc == 0) {
         /* Chat prompts carry the template's control tokens; plain prompts
          * are text only, so "<|im_end|>" typed by a user stays text. */
-        unsigned flags =
-            GW_TOK_ADD_BOS | ((j->req->flags & GW_REQ_CHAT) ? GW_TOK_PARSE_SPECIAL : 0);
+        unsigned flags = GW_TOK_ADD_BOS | ((j->req.flags & GW_REQ_CHAT) ? GW_TOK_PARSE_SPECIAL : 0);
         rc = gw_tokenizer_encode(w->tok, text, text_len, flags, ids, n_ids, err, sizeof(err));
     }
     free(text);
@@ -382,9 +380,9 @@ static void gen_params(struct job *j, size_t n_ids, struct stops *st, gw_gen_par
 {
     struct worker *w = j->w;
     st->n = 0;
-    for (uint32_t i = 0; i < j->req->n_stops && i < GW_STOP_MAX; i++) {
-        size_t l = j->req->stop_len[i] < GW_STOP_LEN ? j->req->stop_len[i] : GW_STOP_LEN;
-        memcpy(st->buf[i], j->req->stops[i], l);
+    for (uint32_t i = 0; i < j->req.n_stops && i < GW_STOP_MAX; i++) {
+        size_t l = j->req.stop_len[i] < GW_STOP_LEN ? j->req.stop_len[i] : GW_STOP_LEN;
+        memcpy(st->buf[i], j->req.stops[i], l);
         st->buf[i][l] = '\0';
         st->s[st->n++] = st->buf[i];
     }
@@ -392,17 +390,17 @@ static void gen_params(struct job *j, size_t n_ids, struct stops *st, gw_gen_par
     size_t n_eog;
     gw_tokenizer_eog_ids(w->tok, &eog, &n_eog);
     int n_ctx = gw_ctx_n_ctx(w->ctx);
-    int max_tokens = (int)j->req->max_tokens;
+    int max_tokens = (int)j->req.max_tokens;
     if (max_tokens > n_ctx - (int)n_ids)
         max_tokens = n_ctx - (int)n_ids;
     if (max_tokens < 1)
         max_tokens = 1;
     *gp = (gw_gen_params){
         .max_tokens = max_tokens,
-        .sampling = {.temperature = j->req->temperature,
-                     .top_k = (int)j->req->top_k,
-                     .top_p = j->req->top_p,
-                     .seed = (j->req->flags & GW_REQ_SEED) ? j->req->seed : gw_mono_ns()},
+        .sampling = {.temperature = j->req.temperature,
+                     .top_k = (int)j->req.top_k,
+                     .top_p = j->req.top_p,
+                     .seed = (j->req.flags & GW_REQ_SEED) ? j->req.seed : gw_mono_ns()},
         .eog_ids = eog,
         .n_eog = n_eog,
         .stops = st->s,
@@ -529,7 +527,7 @@ static void job_end(struct worker *w, struct job *j)
      * happen-before the front sees DONE. */
     if (gw_slot_move(&w->seg, j->ref, GW_SLOT_RUNNING, GW_SLOT_DONE) != 0)
         log_line(w, "slot %u: could not move to done", j->ref.index);
-    wake_front(w, j->req->front);
+    wake_front(w, j->req.front);
     gw_proc_heartbeat(&w->seg, -1);
 }
 
@@ -641,16 +639,15 @@ int gw_worker_main(const char *config_path, int index, const struct gw_fds *fds)
                 break;
             if (gw_slot_move(&w.seg, ref, GW_SLOT_QUEUED, GW_SLOT_RUNNING) != 0)
                 continue; /* another worker took it */
-            const struct gw_slot_req *rq = gw_slot_req(&w.seg, ref.index);
-            char tenant[64];
-            memcpy(tenant, rq->tenant, sizeof(tenant));
-            tenant[sizeof(tenant) - 1] = '\0';
-            struct served *sv = served_of(&w, tenant, gw_mono_ns());
+            struct gw_slot_req rq;
+            if (gw_slot_get_req(&w.seg, ref, &rq) < 0)
+                memset(&rq, 0, sizeof(rq)); /* cannot happen: RUNNING and ours */
+            struct served *sv = served_of(&w, rq.tenant, gw_mono_ns());
             double start = sv->finish > w.vtime ? sv->finish : w.vtime;
             w.vtime = start;
             uint64_t t0 = gw_mono_ns(); /* the slot may be released once done: */
             run_job(&w, ref);           /* time the job here */
-            sv = served_of(&w, tenant, gw_mono_ns());
+            sv = served_of(&w, rq.tenant, gw_mono_ns());
             sv->finish = start + (double)(gw_mono_ns() - t0) / 1e6;
             if (w.device_lost)
                 break;

@@ -203,14 +203,15 @@ static struct gw_slot_ref admit(struct ks *k, struct gw_segment *front, char id[
     assert_int_equal(
         gw_budget_reserve(front, ref, R_US, &pl->budget, &k->cfg->global.budget, k->t0, &retry), 0);
     k->reserved += R_US;
-    struct gw_slot_req *rq = gw_slot_req(front, ref.index);
-    memset(rq, 0, sizeof(*rq));
-    rq->max_tokens = 64;
-    rq->created_us = k->t0;
-    snprintf(rq->id, sizeof(rq->id), "req-%d", ++k->next_id);
-    snprintf(rq->tenant, sizeof(rq->tenant), "acme");
-    snprintf(rq->ip, sizeof(rq->ip), "192.0.2.1");
-    snprintf(id, 40, "%s", rq->id);
+    struct gw_slot_req rq;
+    memset(&rq, 0, sizeof(rq));
+    rq.max_tokens = 64;
+    rq.created_us = k->t0;
+    snprintf(rq.id, sizeof(rq.id), "req-%d", ++k->next_id);
+    snprintf(rq.tenant, sizeof(rq.tenant), "acme");
+    snprintf(rq.ip, sizeof(rq.ip), "192.0.2.1");
+    snprintf(id, 40, "%s", rq.id);
+    assert_int_equal(gw_slot_set_req(front, ref, &rq), 0);
     assert_int_equal(gw_slot_move(front, ref, GW_SLOT_ADMITTED, GW_SLOT_QUEUED), 0);
     assert_int_equal(gw_queue_push(front, ref), 0);
     return ref;

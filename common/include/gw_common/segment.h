@@ -1,10 +1,10 @@
 /* gw_common/segment.h - the shared segment every process maps: ledger,
  * budgets, slots, queue, lanes, process records, metrics, limit overrides
  * and learned lengths (docs/ARCHITECTURE.md, "The segment"). The structs
- * that live in the segment are private to common/ (seg_internal.h), except
- * the slot's request, a plain record the front writes while it owns the slot
- * and the worker reads after taking it (gw_slot_req()). Part of
- * gw_common.h; include that, not this. */
+ * that live in the segment are private to common/ (seg_internal.h) and
+ * reached through functions; struct gw_slot_req is the value a slot's
+ * request is copied in and out as (gw_slot_set_req, gw_slot_get_req). Part
+ * of gw_common.h; include that, not this. */
 #ifndef GW_COMMON_SEGMENT_H
 #define GW_COMMON_SEGMENT_H
 
@@ -353,10 +353,11 @@ uint64_t gw_kills_get(const struct gw_segment *seg, int reason);
           (watchdog.unbounded_patterns): the watchdog applies                                      \
           unbounded_cap_tokens */
 
-/* gw_slot_req and gw_slot_run live in the segment (inside struct gw_slot):
- * fixed-width fields only, sizes and alignments asserted below; changing
- * either changes GW_SEG_VERSION. float is IEEE 754 binary32 on every target
- * (asserted), so temperature and top_p are fixed-width too. */
+/* A request as its slot carries it. One copy lives in the segment (inside
+ * struct gw_slot, seg_internal.h), so: fixed-width fields only, size and
+ * alignment asserted below, and a change changes GW_SEG_VERSION. float is
+ * IEEE 754 binary32 on every target (asserted), so temperature and top_p
+ * are fixed-width too. */
 struct gw_slot_req {
     uint32_t max_tokens;
     uint32_t top_k;
@@ -429,9 +430,18 @@ void gw_run_finish(struct gw_segment *seg, uint32_t index, uint32_t finish);
 /* GW_FIN_ERROR with its reason (cut to fit). */
 void gw_run_fail(struct gw_segment *seg, uint32_t index, const char *why);
 
-/* The request, prompt area (cfg.prompt_bytes) and output area
- * (cfg.output_bytes) of slot `index`; NULL when index is out of range. */
-struct gw_slot_req *gw_slot_req(const struct gw_segment *seg, uint32_t index);
+/* The request of a slot (struct gw_slot_req is its copy; the one in the
+ * segment is reached only through these two).
+ * gw_slot_set_req: the front that claimed the slot writes it while the slot
+ * is ADMITTED and ours; GW_ESTATE otherwise. The move to QUEUED publishes it.
+ * gw_slot_get_req: a copy (strings NUL-terminated) of the request of a slot
+ * that still has ref.seq, checked again after the copy, so the copy is one
+ * request's: the slot's state, or GW_ESTATE. Complete once the slot is past
+ * ADMITTED (an ADMITTED slot's front may still be writing it). */
+int gw_slot_set_req(struct gw_segment *seg, struct gw_slot_ref ref, const struct gw_slot_req *req);
+int gw_slot_get_req(const struct gw_segment *seg, struct gw_slot_ref ref, struct gw_slot_req *out);
+/* The prompt area (cfg.prompt_bytes) and output area (cfg.output_bytes) of
+ * slot `index`; NULL when index is out of range. */
 char *gw_slot_prompt(const struct gw_segment *seg, uint32_t index);
 char *gw_slot_output(const struct gw_segment *seg, uint32_t index);
 /* Asks the slot's worker to stop (first reason wins; 0 when set by us,

@@ -644,20 +644,7 @@ static int parse_body(struct pctx *p, const char *body, size_t len, json_t **roo
         copy = malloc(len * MARK_LEN + 1);
         if (!copy)
             return -ENOMEM;
-        const unsigned char *u = (const unsigned char *)body;
-        size_t i = 0, o = 0;
-        while (i < len) {
-            int k = gw_utf8_seq(u + i, len - i);
-            if (k > 0) {
-                memcpy(copy + o, u + i, (size_t)k);
-                o += (size_t)k;
-                i += (size_t)k;
-            } else {
-                memcpy(copy + o, MARK, MARK_LEN);
-                o += MARK_LEN;
-                i++;
-            }
-        }
+        size_t o = gw_utf8_replace(copy, body, len, MARK, MARK_LEN);
         p->marked = 1;
         *root = json_loadb(copy, o, flags, &again);
         /* Both at once: the marked copy may still hold a huge integer. */

@@ -70,21 +70,7 @@ static json_t *jtext(const char *s, size_t n)
     char *b = malloc(n * 3 + 1);
     if (!b)
         return NULL;
-    const unsigned char *u = (const unsigned char *)s;
-    size_t i = 0, o = 0;
-    while (i < n) {
-        int k = gw_utf8_seq(u + i, n - i);
-        if (k > 0) {
-            memcpy(b + o, u + i, (size_t)k);
-            o += (size_t)k;
-            i += (size_t)k;
-        } else {
-            memcpy(b + o, "\xEF\xBF\xBD", 3);
-            o += 3;
-            i++;
-        }
-    }
-    json_t *j = json_stringn(b, o);
+    json_t *j = json_stringn(b, gw_utf8_replace(b, s, n, "\xEF\xBF\xBD", 3));
     free(b);
     return j;
 }

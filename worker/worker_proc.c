@@ -304,13 +304,12 @@ static int prompt_text(struct worker *w, struct job *j, char **text, size_t *len
     return gw_chat_format(&w->ct, msgs, n, text, len, err, errlen);
 }
 
-/* Takes the slot: the job's pointers into it, the run's start time, the
- * queue-time metric. */
-static void job_start(struct worker *w, struct gw_slot_ref ref, struct job *j)
+/* Takes the slot: its request (copied by the caller), the job's pointers
+ * into it, the run's start time, the queue-time metric. */
+static void job_start(struct worker *w, struct gw_slot_ref ref, const struct gw_slot_req *req,
+                      struct job *j)
 {
-    *j = (struct job){.w = w, .ref = ref};
-    if (gw_slot_get_req(&w->seg, ref, &j->req) < 0)
-        memset(&j->req, 0, sizeof(j->req)); /* cannot happen: RUNNING and ours */
+    *j = (struct job){.w = w, .ref = ref, .req = *req};
     j->out = gw_slot_output(&w->seg, ref.index);
     j->cap = w->seg.cfg.output_bytes;
     j->started_ns = gw_mono_ns();
@@ -532,10 +531,10 @@ static void job_end(struct worker *w, struct job *j)
 }
 
 /* One request, from taking the slot to DONE. */
-static void run_job(struct worker *w, struct gw_slot_ref ref)
+static void run_job(struct worker *w, struct gw_slot_ref ref, const struct gw_slot_req *req)
 {
     struct job j;
-    job_start(w, ref, &j);
+    job_start(w, ref, req, &j);
     int32_t *ids = NULL;
     size_t n_ids = 0;
     if (!cancelled_in_queue(&j) && prompt_ids(w, &j, &ids, &n_ids) == 0)
@@ -646,7 +645,7 @@ int gw_worker_main(const char *config_path, int index, const struct gw_fds *fds)
             double start = sv->finish > w.vtime ? sv->finish : w.vtime;
             w.vtime = start;
             uint64_t t0 = gw_mono_ns(); /* the slot may be released once done: */
-            run_job(&w, ref);           /* time the job here */
+            run_job(&w, ref, &rq);      /* time the job here */
             sv = served_of(&w, rq.tenant, gw_mono_ns());
             sv->finish = start + (double)(gw_mono_ns() - t0) / 1e6;
             if (w.device_lost)

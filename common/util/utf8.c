@@ -2,6 +2,8 @@
  * lines, streamed chunks). */
 #include "gw_util.h"
 
+#include <string.h>
+
 /* The sequence at s (n > 0 bytes available), per Unicode table 3-7: its
  * length when valid; 0 when s[0] cannot start a sequence or a later byte is
  * wrong; -1 when the bytes present are a valid start that n cut short. */
@@ -72,4 +74,23 @@ size_t gw_utf8_complete(const char *s, size_t len)
         break;
     }
     return len;
+}
+
+size_t gw_utf8_replace(char *out, const char *s, size_t n, const char *mark, size_t mark_len)
+{
+    const unsigned char *u = (const unsigned char *)s;
+    size_t i = 0, o = 0;
+    while (i < n) {
+        int k = gw_utf8_seq(u + i, n - i);
+        if (k > 0) {
+            memcpy(out + o, u + i, (size_t)k);
+            o += (size_t)k;
+            i += (size_t)k;
+        } else {
+            memcpy(out + o, mark, mark_len);
+            o += mark_len;
+            i++;
+        }
+    }
+    return o;
 }

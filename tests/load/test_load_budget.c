@@ -17,6 +17,7 @@
 
 #include "load.h"
 
+#include "admin_stub.h"
 #include "gw_supervisor.h"
 
 #include <errno.h>
@@ -63,32 +64,6 @@ struct node {
     struct gw_segment seg;
     struct gw_admin *admin;
 };
-
-static struct gw_config *host_config(void *ctx)
-{
-    return ((struct node *)ctx)->cfg;
-}
-
-static uint64_t host_epoch(void *ctx)
-{
-    (void)ctx;
-    return 1;
-}
-
-static int host_children(void *ctx, struct gw_admin_child *out, int max)
-{
-    (void)ctx;
-    (void)out;
-    (void)max;
-    return 0;
-}
-
-static int host_reload(void *ctx, char *why, size_t whylen)
-{
-    (void)ctx;
-    snprintf(why, whylen, "not in this test");
-    return 0;
-}
 
 /* One request of `tenant` as a front and a worker move its money: in-flight
  * unit, slot, reservation at `at_us`, a charge of used_us; settled and
@@ -157,11 +132,7 @@ static int node_setup(void **state)
     assert_int_equal(gw_segment_open(&n->seg, n->ledger, &seg_cfg, err, sizeof(err)), 0);
     assert_int_equal(gw_lane_acquire(&n->seg), 0);
     gw_proc_set_role(&n->seg, GW_ROLE_MASTER, 0);
-    struct gw_admin_host ah = {.ctx = n,
-                               .config = host_config,
-                               .epoch = host_epoch,
-                               .children = host_children,
-                               .reload = host_reload};
+    struct gw_admin_host ah = gw_test_admin_host(&n->cfg);
     if (gw_admin_open(&n->admin, &ah, &n->seg, err, sizeof(err)) != 0)
         fail_msg("%s", err);
     uint64_t hour_ago = gw_now_us() - 3600 * SEC;

@@ -21,6 +21,7 @@
 #include <stddef.h>
 #include <cmocka.h>
 
+#include "admin_stub.h"
 #include "gw_supervisor.h"
 
 #include <jansson.h>
@@ -65,32 +66,6 @@ static int fake_kill(void *ctx, pid_t pid)
     struct ks *k = ctx;
     assert_true(k->n_killed < 8);
     k->killed[k->n_killed++] = pid;
-    return 0;
-}
-
-static struct gw_config *host_config(void *ctx)
-{
-    return ((struct ks *)ctx)->cfg;
-}
-
-static uint64_t host_epoch(void *ctx)
-{
-    (void)ctx;
-    return 1;
-}
-
-static int host_children(void *ctx, struct gw_admin_child *out, int max)
-{
-    (void)ctx;
-    (void)out;
-    (void)max;
-    return 0;
-}
-
-static int host_reload(void *ctx, char *why, size_t whylen)
-{
-    (void)ctx;
-    snprintf(why, whylen, "not in this test");
     return 0;
 }
 
@@ -141,11 +116,7 @@ static int setup(void **state)
     attach(k, &k->w, GW_ROLE_WORKER);
     struct gw_wd_host h = {.ctx = k, .kill_pid = fake_kill};
     assert_int_equal(gw_watchdog_new(&k->wd, &k->m, k->cfg, &h), 0);
-    struct gw_admin_host ah = {.ctx = k,
-                               .config = host_config,
-                               .epoch = host_epoch,
-                               .children = host_children,
-                               .reload = host_reload};
+    struct gw_admin_host ah = gw_test_admin_host(&k->cfg);
     assert_int_equal(gw_admin_open(&k->admin, &ah, &k->m, err, sizeof(err)), 0);
     k->now_ns = gw_mono_ns();
     k->t0 = gw_now_us();

@@ -736,6 +736,23 @@ static void test_utf8_complete_holds_back_an_unfinished_tail(void **state)
     assert_int_equal(gw_utf8_complete("", 0), 0);
 }
 
+/* Every byte outside a valid sequence becomes the mark, one mark per byte;
+ * valid sequences (and NUL) pass unchanged. */
+static void test_utf8_replace_marks_each_bad_byte(void **state)
+{
+    (void)state;
+    char out[64];
+    /* caf\xc3\xa9, a lone continuation, an overlong, a cut-off euro, NUL */
+    const char in[] = "caf\xc3\xa9\x80x\xc0\xaf\0\xe2\x82";
+    size_t n = gw_utf8_replace(out, in, sizeof(in) - 1, "?", 1);
+    assert_int_equal(n, 12);
+    assert_memory_equal(out, "caf\xc3\xa9?x??\0??", 12);
+    n = gw_utf8_replace(out, "\xff", 1, "\xef\xbf\xbd", 3);
+    assert_int_equal(n, 3);
+    assert_memory_equal(out, "\xef\xbf\xbd", 3);
+    assert_int_equal(gw_utf8_replace(out, "", 0, "?", 1), 0);
+}
+
 /* ----------------------------------------------------------- responses */
 
 /* "He said "hi"\n then café ✓ \ 😀" with a tab, a control byte and NUL. */
@@ -1007,6 +1024,7 @@ int main(void)
         cmocka_unit_test_setup(test_messages_are_cut_to_the_buffers, setup),
         cmocka_unit_test(test_utf8_validator_is_strict),
         cmocka_unit_test(test_utf8_complete_holds_back_an_unfinished_tail),
+        cmocka_unit_test(test_utf8_replace_marks_each_bad_byte),
         cmocka_unit_test(test_completions_whole_body),
         cmocka_unit_test(test_chat_whole_body),
         cmocka_unit_test(test_generate_whole_body),

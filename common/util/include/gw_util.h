@@ -98,6 +98,10 @@ uint64_t gw_mono_ns(void);
  * length when valid; 0 when s[0] cannot start a sequence or a later byte is
  * wrong; -1 when the bytes present are a valid start that n cut short. */
 int gw_utf8_seq(const unsigned char *s, size_t n);
+/* Copies s[0, n) into out with every byte that does not belong to a valid
+ * sequence (gw_utf8_seq) replaced by mark[0, mark_len) (1 <= mark_len; out
+ * holds n * mark_len bytes). Returns the bytes written. */
+size_t gw_utf8_replace(char *out, const char *s, size_t n, const char *mark, size_t mark_len);
 /* Strict UTF-8 (RFC 3629, Unicode table 3-7): 1 when s[0..len) is valid,
  * i.e. no overlong form, no surrogate (U+D800..DFFF), nothing above
  * U+10FFFF, no stray continuation byte; else 0. NUL is valid UTF-8 here. */

@@ -237,9 +237,13 @@ const gw_gguf *gw_model_gguf(const gw_model *m);
  * buf (always NUL-terminated). */
 void gw_model_type_histogram(const gw_model *m, char *buf, size_t len);
 
-/* An evaluation context: KV cache (f32, n_ctx positions), scratch buffers
- * and the thread pool. One sequence at a time. */
+/* An evaluation context: a KV cache of half-precision keys and values
+ * shared by up to max_seqs sequences as a pool of GW_KV_BLOCK-position
+ * blocks (paged: a sequence takes blocks as its positions fill, from what it
+ * reserved when it was opened), scratch buffers and the thread pool. */
 typedef struct gw_ctx gw_ctx;
+
+#define GW_KV_BLOCK 32 /* positions per block of the KV pool */
 
 typedef struct gw_ctx_opts {
     int n_ctx;          /* positions in the KV cache; 0: min(n_ctx_train, 4096) */
@@ -250,6 +254,12 @@ typedef struct gw_ctx_opts {
                            then says why) */
     int auto_index;     /* "auto" on a node with several GPUs takes device
                            auto_index % count (a worker passes its index) */
+    int max_seqs;       /* sequences open at once; 0: 1. A GPU context takes 1
+                           (its kernels run one sequence) */
+    int kv_tokens;      /* positions in the KV pool; 0: n_ctx * max_seqs.
+                           Rounded up to whole blocks */
+    int max_rows;       /* token rows one gw_ctx_eval_batch may carry; 0:
+                           n_batch + max_seqs */
 } gw_ctx_opts;
 
 /* Returns 0, -EINVAL for bad options, -ENOMEM. The model must outlive the
@@ -294,6 +304,49 @@ int gw_ctx_eval(gw_ctx *c, const int32_t *tokens, size_t n, int pos, float **log
  * id on ties: what a sampler with temperature <= 0 picks) is produced; on a
  * GPU the logits stay on the device. -EIO: a CUDA error (gw_ctx_error). */
 int gw_ctx_eval_greedy(gw_ctx *c, const int32_t *tokens, size_t n, int pos, int32_t *token);
+
+/* ---- sequences and batched steps ----
+ * gw_ctx_eval above runs one sequence of its own; these run several. A
+ * sequence is opened for the positions it may grow to; one pass
+ * (gw_ctx_eval_batch) carries tokens of several sequences, each weight row
+ * read once for all of them, attention per sequence over its own blocks.
+ * What a pass computes for an item is bit-identical to what the same item
+ * gives alone (each row is normed, quantized and multiplied on its own; the
+ * attention kernels are chosen per item, by its token count, as a solo
+ * pass chooses them). */
+
+/* Opens a sequence that may grow to n_tokens positions, reserving that
+ * many (rounded up to blocks) from the pool. Returns its id (>= 0);
+ * GW_ECONTEXT when n_tokens exceeds n_ctx or the whole pool (it can never
+ * fit); -EAGAIN when the pool's unreserved blocks or the sequence table
+ * cannot take it now (it fits once others close); -EINVAL. */
+int gw_seq_open(gw_ctx *c, int n_tokens);
+/* Closes the sequence: its blocks and its reservation go back to the pool.
+ * A closed or out-of-range id is ignored. */
+void gw_seq_close(gw_ctx *c, int seq);
+/* The pool: positions in all, positions not reserved, sequences open. */
+int gw_ctx_kv_tokens(const gw_ctx *c);
+int gw_ctx_kv_unreserved(const gw_ctx *c);
+int gw_ctx_max_seqs(const gw_ctx *c);
+int gw_ctx_max_rows(const gw_ctx *c);
+
+typedef struct gw_batch_item {
+    int seq;               /* an open sequence, at most once per pass */
+    const int32_t *tokens; /* n tokens at positions pos, pos + 1, ... */
+    int n;                 /* >= 1 */
+    int pos;               /* the sequence's positions below pos are cached */
+    int logits;            /* nonzero: the logits after its last token */
+} gw_batch_item;
+
+/* One forward pass over every item (their tokens together at most
+ * max_rows). Returns 0; -EINVAL (a bad item, a token id out of range, a
+ * sequence twice, too many rows); GW_ECONTEXT (an item past what its
+ * sequence reserved); -EIO (CUDA; gw_ctx_error). gw_ctx_device_ns gives the
+ * pass's time. */
+int gw_ctx_eval_batch(gw_ctx *c, const gw_batch_item *items, int n_items);
+/* The logits (vocab floats) after item i of the last gw_ctx_eval_batch, or
+ * NULL when it did not ask for them. Valid until the next eval. */
+float *gw_ctx_batch_logits(gw_ctx *c, int i);
 
 /* ======================================================================
  * Sampling (sampler.c)

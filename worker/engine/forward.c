@@ -1,0 +1,285 @@
+/* forward.c: the forward pass over a batch of rows from several
+ * sequences.
+ *
+ * Reads like llama2.c's run.c: embedding, then per layer RMSNorm, Q/K/V
+ * projections, RoPE, grouped-query attention over each sequence's own
+ * blocks of the KV cache, output projection and residual, RMSNorm, SwiGLU
+ * feed-forward and residual; then the final RMSNorm and the output matrix
+ * for the rows whose logits are wanted. Every matrix product covers all
+ * rows of the pass, so a weight row is read once per pass whatever the
+ * number of sequences; everything else is per row, and attention per
+ * sequence, so a row's numbers do not depend on the other rows.
+ */
+#include "ctx.h"
+
+#include <errno.h>
+#include <math.h>
+#include <stdlib.h>
+
+/* ---- building blocks ---- */
+
+/* The numerics below follow llama.cpp's CPU ops (ggml-cpu/ops.cpp of the
+ * llama.cpp bundled with llama-cpp-python 0.3.36, ggml 0.25.3), rounding
+ * point for rounding point, so that greedy decoding picks the same ids.
+ *
+ * rms_norm: the sum of squares in double, mean and scale in float; the
+ * weight is a separate multiply (ggml_mul) after x * scale. */
+static void rmsnorm(float *o, const float *x, const float *w, int n, float eps)
+{
+    double sum = 0;
+    for (int j = 0; j < n; j++)
+        sum += (double)(x[j] * x[j]);
+    float mean = (float)(sum / n);
+    float scale = 1.0f / sqrtf(mean + eps);
+    for (int j = 0; j < n; j++)
+        o[j] = (x[j] * scale) * w[j];
+}
+
+/* soft_max: max subtracted, exponentials summed in double, then every
+ * value multiplied by (float)(1 / sum). llama.cpp's exp is a vectorized
+ * approximation (ggml_v_expf) within an ulp or two of expf; that part is
+ * not reproduced. */
+static void softmax(float *x, int n)
+{
+    float max = x[0];
+    for (int i = 1; i < n; i++)
+        max = x[i] > max ? x[i] : max;
+    double sum = 0;
+    for (int i = 0; i < n; i++) {
+        x[i] = expf(x[i] - max);
+        sum += (double)x[i];
+    }
+    float inv = (float)(1.0 / sum);
+    for (int i = 0; i < n; i++)
+        x[i] *= inv;
+}
+
+/* The cos/sin pairs of one position, as ggml_rope_cache_init makes them:
+ * the angle starts at pos and is multiplied by theta_scale (float) from one
+ * pair to the next. */
+static void rope_angles(float *cs, int hd, int pos, float theta_scale)
+{
+    float theta = (float)pos;
+    for (int i = 0; i < hd; i += 2) {
+        cs[i] = cosf(theta);
+        cs[i + 1] = sinf(theta);
+        theta *= theta_scale;
+    }
+}
+
+/* Adjacent-pair RoPE (ENGINE.md): pair (2i, 2i+1) of each head turns by
+ * the angle in cs[2i], cs[2i+1]. */
+static void rope(float *v, int n_heads, int hd, const float *cs)
+{
+    for (int h = 0; h < n_heads; h++)
+        for (int i = 0; i < hd; i += 2) {
+            float *p = v + h * hd + i;
+            float a = p[0], b = p[1];
+            p[0] = a * cs[i] - b * cs[i + 1];
+            p[1] = a * cs[i + 1] + b * cs[i];
+        }
+}
+
+/* A batched product over up to three matrices with the same input: the
+ * rows of all of them are split evenly across the pool. */
+struct mm_job {
+    const gw_mat *w[3];
+    float *out[3];
+    int n_mats;
+    const gw_q8 *xq;
+    size_t xq_stride;
+    const float *xf;
+    size_t xf_stride;
+    int nb;
+};
+
+static void mm_share(void *arg, int i, int n)
+{
+    struct mm_job *j = arg;
+    long total = 0;
+    for (int k = 0; k < j->n_mats; k++)
+        total += j->w[k]->rows;
+    long lo = total * i / n, hi = total * (i + 1) / n, base = 0;
+    for (int k = 0; k < j->n_mats; k++) {
+        long rows = j->w[k]->rows;
+        long a = lo > base ? lo - base : 0, b = hi - base < rows ? hi - base : rows;
+        if (a < b)
+            gw_mat_rows(j->w[k], j->xq, j->xq_stride, j->xf, j->xf_stride, j->nb, j->out[k],
+                        (size_t)rows, (int)a, (int)b);
+        base += rows;
+    }
+}
+
+/* out_k[b][:] = W_k . in[b] for the nb batch rows of in (cols floats each). */
+static void matmul(gw_ctx *x, const gw_mat *w0, float *o0, const gw_mat *w1, float *o1,
+                   const gw_mat *w2, float *o2, const float *in, int nb)
+{
+    int cols = w0->cols;
+    for (int b = 0; b < nb; b++)
+        gw_quantize_q8(in + (size_t)b * cols, x->xq + (size_t)b * x->xq_stride, cols);
+    struct mm_job j = {.w = {w0, w1, w2},
+                       .out = {o0, o1, o2},
+                       .n_mats = w2   ? 3
+                                 : w1 ? 2
+                                      : 1,
+                       .xq = x->xq,
+                       .xq_stride = x->xq_stride,
+                       .xf = in,
+                       .xf_stride = (size_t)cols,
+                       .nb = nb};
+    gw_pool_run(x->pool, mm_share, &j);
+}
+
+struct att_job {
+    gw_ctx *x;
+    int layer, rows;
+};
+
+/* The values of kv head kvh at positions [0, n) of a sequence, gathered
+ * from its blocks into consecutive rows of hd halves, as the V-sum kernel
+ * reads them. */
+static void gather_v(const gw_ctx *x, int l, int seq, int kvh, int n, uint16_t *dst)
+{
+    int hd = x->m->cfg.head_dim;
+    for (int t0 = 0; t0 < n; t0 += GW_KV_BLOCK) {
+        const uint16_t *src = x->value_cache + gw__kv_off(x, l, seq, t0) + (size_t)kvh * hd;
+        size_t stride = (size_t)hd * x->m->cfg.n_head_kv;
+        int m = n - t0 < GW_KV_BLOCK ? n - t0 : GW_KV_BLOCK;
+        for (int t = 0; t < m; t++)
+            memcpy(dst + (size_t)(t0 + t) * hd, src + (size_t)t * stride, (size_t)hd * 2);
+    }
+}
+
+/* Attention for (row, head) pairs split across the pool, as llama.cpp
+ * computes it with flash attention off: q rounded to halves, K.q against
+ * every cached key of the row's sequence up to its own position, times
+ * 1/sqrt(hd), softmax, the weights rounded to halves, and each output
+ * dimension the dot of the weights with V's column (gw_dot_hh_for and
+ * gw_attn_v_for keep llama.cpp's summation order; the kernels of a batch
+ * are used for rows whose item has two or more tokens, as a solo pass of
+ * that item would). Consecutive heads share a kv head: its values are
+ * gathered once for them. */
+static void att_share(void *arg, int i, int n)
+{
+    struct att_job *j = arg;
+    gw_ctx *x = j->x;
+    const gw_model_config *c = &x->m->cfg;
+    int hd = c->head_dim, group = c->n_head / c->n_head_kv, items = j->rows * c->n_head;
+    float *att = x->att + (size_t)i * x->n_ctx;
+    uint16_t *ah = x->atth + (size_t)i * x->n_ctx;
+    uint16_t *q = x->qh + (size_t)i * hd;
+    uint16_t *vg = x->vgather + (size_t)i * x->n_ctx * hd;
+    float *lanes = x->lanes + (size_t)i * 64 * hd;
+    float scale = 1.0f / sqrtf((float)hd);
+    gw_f16_row_fn to_half = gw_f32_to_f16_row_for();
+    int have_r = -1, have_kvh = -1;
+    for (int it = items * i / n; it < items * (i + 1) / n; it++) {
+        int r = it / c->n_head, h = it % c->n_head, kvh = h / group;
+        int seq = x->row_seq[r], pos = x->row_pos[r];
+        gw_dot_hh_fn dot = gw_dot_hh_for(x->row_multi[r]);
+        to_half(x->q + (size_t)r * c->dim + h * hd, q, hd);
+        for (int t = 0; t <= pos; t++)
+            att[t] = dot(hd, x->key_cache + gw__kv_off(x, j->layer, seq, t) + kvh * hd, q) * scale;
+        softmax(att, pos + 1);
+        to_half(att, ah, pos + 1);
+        if (r != have_r || kvh != have_kvh) {
+            gather_v(x, j->layer, seq, kvh, pos + 1, vg);
+            have_r = r;
+            have_kvh = kvh;
+        }
+        gw_attn_v_for(x->row_multi[r])(hd, pos + 1, ah, vg, (size_t)hd, lanes,
+                                       x->xb2 + (size_t)r * c->dim + h * hd);
+    }
+}
+
+/* RoPE on the rows' q and k, then k and v into their sequences' blocks. */
+static void rope_store(gw_ctx *x, int l, int R)
+{
+    const gw_model_config *c = &x->m->cfg;
+    int dim = c->dim, hd = c->head_dim, kv_dim = hd * c->n_head_kv;
+    gw_f16_row_fn to_half = gw_f32_to_f16_row_for();
+    for (int r = 0; r < R; r++) {
+        const float *cs = x->rope_cs + (size_t)r * hd;
+        rope(x->q + (size_t)r * dim, c->n_head, hd, cs);
+        rope(x->k + (size_t)r * kv_dim, c->n_head_kv, hd, cs);
+        size_t off = gw__kv_off(x, l, x->row_seq[r], x->row_pos[r]);
+        to_half(x->k + (size_t)r * kv_dim, x->key_cache + off, kv_dim);
+        to_half(x->v + (size_t)r * kv_dim, x->value_cache + off, kv_dim);
+    }
+}
+
+/* One layer over the R rows of the pass. */
+static void layer_pass(gw_ctx *x, int l, int R)
+{
+    const gw_model_config *c = &x->m->cfg;
+    const struct layer *L = &x->m->l[l];
+    int dim = c->dim, ffn = c->ffn;
+
+    /* attention: q, k, v of the normed input */
+    for (int r = 0; r < R; r++)
+        rmsnorm(x->xb + (size_t)r * dim, x->x + (size_t)r * dim, L->attn_norm, dim, c->rms_eps);
+    matmul(x, &L->wq, x->q, &L->wk, x->k, &L->wv, x->v, x->xb, R);
+    rope_store(x, l, R);
+    struct att_job aj = {.x = x, .layer = l, .rows = R};
+    gw_pool_run(x->pool, att_share, &aj);
+
+    /* output projection and residual */
+    matmul(x, &L->wo, x->xb, NULL, NULL, NULL, NULL, x->xb2, R);
+    for (size_t i = 0; i < (size_t)R * dim; i++)
+        x->x[i] += x->xb[i];
+
+    /* SwiGLU feed-forward: w_down(silu(w_gate x) * w_up x), and residual */
+    for (int r = 0; r < R; r++)
+        rmsnorm(x->xb + (size_t)r * dim, x->x + (size_t)r * dim, L->ffn_norm, dim, c->rms_eps);
+    matmul(x, &L->w_gate, x->hb, &L->w_up, x->hb2, NULL, NULL, x->xb, R);
+    for (size_t i = 0; i < (size_t)R * ffn; i++) {
+        float g = x->hb[i];
+        x->hb[i] = g / (1.0f + expf(-g)) * x->hb2[i];
+    }
+    matmul(x, &L->w_down, x->xb, NULL, NULL, NULL, NULL, x->hb, R);
+    for (size_t i = 0; i < (size_t)R * dim; i++)
+        x->x[i] += x->xb[i];
+}
+
+/* The rows of the items: embeddings, sequence, position, kernel choice and
+ * RoPE angles. Returns the row count. */
+static int rows_in(gw_ctx *x, const gw_batch_item *items, int n_items)
+{
+    const gw_model *m = x->m;
+    int dim = m->cfg.dim, hd = m->cfg.head_dim, R = 0;
+    for (int i = 0; i < n_items; i++)
+        for (int k = 0; k < items[i].n; k++, R++) {
+            int32_t tok = items[i].tokens[k];
+            gw_dequantize_row(m->tok_embd.type,
+                              m->tok_embd.data + (size_t)tok * m->tok_embd.row_bytes,
+                              x->x + (size_t)R * dim, (uint64_t)dim);
+            x->row_seq[R] = items[i].seq;
+            x->row_pos[R] = items[i].pos + k;
+            x->row_multi[R] = items[i].n > 1;
+            rope_angles(x->rope_cs + (size_t)R * hd, hd, x->row_pos[R], x->rope_theta_scale);
+        }
+    return R;
+}
+
+void gw__forward(gw_ctx *x, const gw_batch_item *items, int n_items)
+{
+    const gw_model *m = x->m;
+    int dim = m->cfg.dim;
+    int R = rows_in(x, items, n_items);
+    for (int l = 0; l < m->cfg.n_layer; l++)
+        layer_pass(x, l, R);
+
+    /* final norm and output matrix for the last row of each item that asks */
+    int nl = 0, last = -1;
+    for (int i = 0; i < n_items; i++) {
+        last += items[i].n;
+        x->item_logit[i] = -1;
+        if (!items[i].logits)
+            continue;
+        rmsnorm(x->xb + (size_t)nl * dim, x->x + (size_t)last * dim, m->out_norm, dim,
+                m->cfg.rms_eps);
+        x->item_logit[i] = nl++;
+    }
+    if (nl)
+        matmul(x, &m->output, x->logits, NULL, NULL, NULL, NULL, x->xb, nl);
+}

@@ -23,7 +23,9 @@ static int ctx_sizes(gw_ctx *x, const gw_ctx_opts *o, int gpu)
     int64_t kv = o->kv_tokens ? o->kv_tokens : (int64_t)x->n_ctx * seqs;
     if (gpu || kv > INT32_MAX / 2)
         kv = gpu ? x->n_ctx : INT32_MAX / 2;
-    x->max_rows = o->max_rows ? o->max_rows : x->n_batch + seqs;
+    /* by default every sequence may bring a chunk of prompt */
+    int64_t rows = o->max_rows ? o->max_rows : (int64_t)x->n_batch * seqs;
+    x->max_rows = rows > 65536 ? 65536 : (int)rows;
     if (x->max_rows < x->n_batch)
         x->max_rows = x->n_batch;
     x->rope_theta_scale = powf(c->rope_base, -2.0f / (float)c->head_dim);
@@ -212,7 +214,7 @@ int gw_ctx_open(const gw_model *m, const gw_ctx_opts *o, gw_ctx **out, char *err
     if (!o)
         o = &d;
     if (!m || !out || o->n_ctx < 0 || o->n_threads < 0 || o->n_batch < 0 || o->max_seqs < 0 ||
-        o->kv_tokens < 0 || o->max_rows < 0) {
+        o->max_seqs > GW_MAX_SEQS || o->kv_tokens < 0 || o->max_rows < 0) {
         gw_errf(err, errlen, "context: bad options");
         return -EINVAL;
     }

@@ -243,7 +243,8 @@ void gw_model_type_histogram(const gw_model *m, char *buf, size_t len);
  * reserved when it was opened), scratch buffers and the thread pool. */
 typedef struct gw_ctx gw_ctx;
 
-#define GW_KV_BLOCK 32 /* positions per block of the KV pool */
+#define GW_KV_BLOCK 32  /* positions per block of the KV pool */
+#define GW_MAX_SEQS 256 /* sequences a context may hold */
 
 typedef struct gw_ctx_opts {
     int n_ctx;          /* positions in the KV cache; 0: min(n_ctx_train, 4096) */
@@ -254,12 +255,12 @@ typedef struct gw_ctx_opts {
                            then says why) */
     int auto_index;     /* "auto" on a node with several GPUs takes device
                            auto_index % count (a worker passes its index) */
-    int max_seqs;       /* sequences open at once; 0: 1. A GPU context takes 1
+    int max_seqs;       /* sequences open at once (1..GW_MAX_SEQS); 0: 1. A GPU context takes 1
                            (its kernels run one sequence) */
     int kv_tokens;      /* positions in the KV pool; 0: n_ctx * max_seqs.
                            Rounded up to whole blocks */
     int max_rows;       /* token rows one gw_ctx_eval_batch may carry; 0:
-                           n_batch + max_seqs */
+                           n_batch * max_seqs (at least n_batch) */
 } gw_ctx_opts;
 
 /* Returns 0, -EINVAL for bad options, -ENOMEM. The model must outlive the
@@ -465,6 +466,63 @@ typedef struct gw_gen_result {
  * -ENOMEM. */
 int gw_generate(gw_ctx *c, const int32_t *prompt, size_t n_prompt, const gw_gen_params *p,
                 int32_t *out, size_t out_cap, gw_gen_result *res);
+
+/* ---- generations stepped together (continuous batching) ----
+ * A gw_gen is one generation: its sequence in the context, sampler, text
+ * and hooks, as gw_generate runs them. gw_batch_step advances every
+ * unfinished generation it is given by one forward pass: each decoding
+ * generation by one token, each prefilling one by its next chunk of n_batch
+ * prompt tokens while the step's token budget lasts. A generation joins at
+ * the next step after gw_gen_new and leaves at the end of the step that
+ * finishes it (its sequence closed at once). Its ids equal those of
+ * gw_generate alone with the same parameters (greedy: exactly). */
+typedef struct gw_gen gw_gen;
+
+/* Opens a sequence for n_prompt + max_tokens positions (at most n_ctx).
+ * Returns 0; -EAGAIN when the KV pool cannot place it now (it can once
+ * other generations end); GW_ECONTEXT when the prompt is longer than the
+ * context or it could never be placed; -EINVAL; -ENOMEM. The hooks of p
+ * are called with p->user; out (may be NULL) gets the ids. */
+int gw_gen_new(gw_ctx *c, const int32_t *prompt, size_t n_prompt, const gw_gen_params *p,
+               int32_t *out, size_t out_cap, gw_gen **g);
+void gw_gen_free(gw_gen *g);
+int gw_gen_done(const gw_gen *g);
+/* How it ended (valid once done) and its counts so far. */
+const gw_gen_result *gw_gen_res(const gw_gen *g);
+/* 0, or -ENOMEM when it ended for want of memory. */
+int gw_gen_error(const gw_gen *g);
+/* Its share of the device time of every pass it took part in, in us. */
+uint64_t gw_gen_device_us(const gw_gen *g);
+/* Prompt tokens evaluated so far. */
+size_t gw_gen_prompt_fed(const gw_gen *g);
+
+/* One step. Keep one gw_step_info per context across steps, zeroed at
+ * first: carry_ns holds the sub-microsecond rest of the passes' time, so
+ * the shares of all steps add up to the passes' total to the microsecond. */
+typedef struct gw_step_info {
+    int n_gens;         /* generations in the pass */
+    int rows;           /* token rows of the pass */
+    uint64_t pass_ns;   /* its measured cost: CUDA events, or the CPU's wall
+                           time from the step's start to the last sample */
+    uint64_t device_us; /* what the step split among them */
+    uint64_t carry_ns;
+} gw_step_info;
+
+/* gens[0, n) in the order prompt chunks should be served (decoding
+ * generations always take part). budget: rows for the pass (at least one
+ * item is taken). Returns 0, or what gw_ctx_eval_batch returned (the
+ * generations are then as before the step). */
+int gw_batch_step(gw_ctx *c, gw_gen *const *gens, int n, int budget, gw_step_info *info);
+
+/* The cost model of the split: a token row's multiply-adds (every matrix
+ * of every layer, attention over pos + 1 positions, the output matrix when
+ * its logits are computed). */
+uint64_t gw_row_cost(const gw_model_config *c, int pos, int logits);
+/* Splits total among n parts in proportion to units (equal parts when all
+ * are 0): floor of each proportional share, then the rest one by one to the
+ * largest remainders (the earlier on a tie). The parts add up to total
+ * exactly. */
+void gw_share_split(uint64_t total, const uint64_t *units, int n, uint64_t *out);
 
 /* Every value returned by this library reads as text through gw_strerror
  * (gw_util.h), and its error lines are written with gw_errf. */

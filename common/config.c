@@ -101,9 +101,46 @@ static void parse_segment(struct gw_cfg_cx *c, json_t *root, struct gw_config *c
         gw__cfg_bad(c, "segment", "fronts + workers + 8 = %u lanes; at most 255", s->lanes);
 }
 
+/* The worker's continuous batching (docs/CONFIG.md, "model"): how many
+ * sequences, how much KV cache, how many tokens per step, and the weights of
+ * its fair scheduler (VTC). The pairs are checked once both values are
+ * known to be in range, so one mistake gives one line. */
+static void parse_batching(struct gw_cfg_cx *c, json_t *m, struct gw_config *cfg, int context_ok)
+{
+    gw__cfg_get_int_auto(c, m, "model", "max_batch", 1, 256, &cfg->max_batch);
+    int kv =
+        gw__cfg_get_int_auto(c, m, "model", "kv_cache_tokens", 64, 4194304, &cfg->kv_cache_tokens);
+    int pc = gw__cfg_get_int(c, m, "model", "prefill_chunk", 1, 4096, &cfg->prefill_chunk);
+    int st = gw__cfg_get_int(c, m, "model", "step_tokens", 1, 65536, &cfg->step_tokens);
+    gw__cfg_get_number(c, m, "model", "vtc_weight_prompt", 100, &cfg->vtc_weight_prompt);
+    gw__cfg_get_number(c, m, "model", "vtc_weight_output", 100, &cfg->vtc_weight_output);
+    if (kv == 1 && context_ok && cfg->kv_cache_tokens != 0 && cfg->kv_cache_tokens < cfg->context)
+        gw__cfg_bad(c, "model.kv_cache_tokens",
+                    "%d is less than model.context (%d%s): a single sequence of context tokens "
+                    "must fit; raise it, or 0 for auto",
+                    cfg->kv_cache_tokens, cfg->context,
+                    json_object_get(m, "context") ? "" : ", the default");
+    if (pc >= 0 && st >= 0 && cfg->step_tokens < cfg->prefill_chunk)
+        gw__cfg_bad(c, "model.step_tokens",
+                    "%d%s is less than model.prefill_chunk (%d): one step must hold a whole "
+                    "prefill chunk",
+                    cfg->step_tokens, st == 1 ? "" : " (the default)", cfg->prefill_chunk);
+}
+
 static void parse_model(struct gw_cfg_cx *c, json_t *root, struct gw_config *cfg)
 {
-    static const char *const keys[] = {"path", "name", "device", "threads", "context", NULL};
+    static const char *const keys[] = {"path",
+                                       "name",
+                                       "device",
+                                       "threads",
+                                       "context",
+                                       "max_batch",
+                                       "kv_cache_tokens",
+                                       "prefill_chunk",
+                                       "step_tokens",
+                                       "vtc_weight_prompt",
+                                       "vtc_weight_output",
+                                       NULL};
     json_t *m = gw__cfg_get_object(c, root, "", "model", 1);
     if (!m)
         return;
@@ -128,7 +165,8 @@ static void parse_model(struct gw_cfg_cx *c, json_t *root, struct gw_config *cfg
                         gw__cfg_shown(dev, q));
     }
     gw__cfg_get_int(c, m, "model", "threads", 0, 256, &cfg->threads);
-    gw__cfg_get_int(c, m, "model", "context", 64, 131072, &cfg->context);
+    int ctx = gw__cfg_get_int(c, m, "model", "context", 64, 131072, &cfg->context);
+    parse_batching(c, m, cfg, ctx >= 0);
 }
 
 static void parse_http(struct gw_cfg_cx *c, json_t *root, struct gw_config *cfg)
@@ -269,6 +307,12 @@ static void set_defaults(struct gw_config *cfg, const char *name)
     snprintf(cfg->device, sizeof(cfg->device), "auto");
     cfg->threads = 0;
     cfg->context = 2048;
+    cfg->max_batch = 0;       /* auto: the worker decides */
+    cfg->kv_cache_tokens = 0; /* auto */
+    cfg->prefill_chunk = 64;
+    cfg->step_tokens = 256;
+    cfg->vtc_weight_prompt = 1.0;
+    cfg->vtc_weight_output = 2.0;
     cfg->header_bytes = 8192;
     cfg->body_bytes = 1048576;
     cfg->header_timeout_ms = 10000;

@@ -69,6 +69,14 @@ int gw__cfg_get_u32(struct gw_cfg_cx *c, json_t *obj, const char *base, const ch
                     uint32_t lo, uint32_t hi, int pow2, uint32_t *out);
 int gw__cfg_get_int(struct gw_cfg_cx *c, json_t *obj, const char *base, const char *key, int lo,
                     int hi, int *out);
+/* 0 (auto) or an integer in [lo, hi] (lo > 0): "expected 0 (auto) or an
+ * integer in [lo, hi]". */
+int gw__cfg_get_int_auto(struct gw_cfg_cx *c, json_t *obj, const char *base, const char *key,
+                         int lo, int hi, int *out);
+/* A JSON number (integer or not) in (0, hi]: "expected a number > 0 and <=
+ * hi". For weights; counts and sizes stay integers. */
+int gw__cfg_get_number(struct gw_cfg_cx *c, json_t *obj, const char *base, const char *key,
+                       double hi, double *out);
 /* A string of 1 .. outlen-1 bytes. */
 int gw__cfg_get_string(struct gw_cfg_cx *c, json_t *obj, const char *base, const char *key,
                        int required, char *out, size_t outlen);

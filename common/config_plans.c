@@ -28,9 +28,11 @@ enum {
     PK_INFLIGHT = 4,
     PK_TOKENS = 8,
     PK_ON_BUDGET = 16,
-    PK_WATCHDOG = 32
+    PK_WATCHDOG = 32,
+    PK_WEIGHT = 64
 };
-#define PK_ALL (PK_RATE | PK_BUDGET | PK_INFLIGHT | PK_TOKENS | PK_ON_BUDGET | PK_WATCHDOG)
+#define PK_ALL                                                                                     \
+    (PK_RATE | PK_BUDGET | PK_INFLIGHT | PK_TOKENS | PK_ON_BUDGET | PK_WATCHDOG | PK_WEIGHT)
 
 static void parse_rates(struct gw_cfg_cx *c, json_t *arr, const char *p, struct gw_plan *pl)
 {
@@ -116,16 +118,31 @@ static void parse_plan_keys(struct gw_cfg_cx *c, json_t *obj, const char *base, 
         gw__cfg_path_key(p, base, "watchdog");
         gw__cfg_plan_watchdog(c, v, p, &pl->wd);
     }
+    if (allowed & PK_WEIGHT)
+        gw__cfg_get_number(c, obj, base, "weight", 1000, &pl->weight);
 }
 
-static const char *const plan_keys[] = {
-    "rate", "budget", "max_inflight", "max_tokens", "on_budget", "watchdog", NULL};
+static const char *const plan_keys[] = {"rate",      "budget",   "max_inflight", "max_tokens",
+                                        "on_budget", "watchdog", "weight",       NULL};
 
 void gw__cfg_plan_defaults(struct gw_plan *pl, const char *name)
 {
     memset(pl, 0, sizeof(*pl));
     snprintf(pl->name, sizeof(pl->name), "%s", name);
     pl->max_tokens = 1024;
+    pl->weight = 1.0;
+}
+
+uint32_t gw_weight_milli(double weight)
+{
+    /* !(x >= 1) also catches NaN: a weight that reached here unchecked
+     * still gets the smallest share, never none. */
+    double x = weight * 1000.0 + 0.5;
+    if (!(x >= 1.0))
+        return 1;
+    if (x >= 1000000.0)
+        return 1000000;
+    return (uint32_t)x;
 }
 
 static int plan_index(const struct gw_config *cfg, const char *name)
@@ -175,9 +192,9 @@ static int tenant_cmp(const void *a, const void *b)
 
 void gw__cfg_parse_tenants(struct gw_cfg_cx *c, json_t *root, struct gw_config *cfg)
 {
-    static const char *const keys[] = {"plan",      "plans",        "rate",
-                                       "budget",    "max_inflight", "max_tokens",
-                                       "on_budget", "watchdog",     NULL};
+    static const char *const keys[] = {"plan",         "plans",      "rate",      "budget",
+                                       "max_inflight", "max_tokens", "on_budget", "watchdog",
+                                       "weight",       NULL};
     json_t *tenants = gw__cfg_get_object(c, root, "", "tenants", 0);
     if (!tenants)
         return;

@@ -148,6 +148,41 @@ int gw__cfg_get_int(struct gw_cfg_cx *c, json_t *obj, const char *base, const ch
     return rc;
 }
 
+int gw__cfg_get_int_auto(struct gw_cfg_cx *c, json_t *obj, const char *base, const char *key,
+                         int lo, int hi, int *out)
+{
+    char p[PATH_LEN];
+    gw__cfg_path_key(p, base, key);
+    json_t *v = json_object_get(obj, key);
+    if (!v)
+        return 0;
+    json_int_t x = json_is_integer(v) ? json_integer_value(v) : -1;
+    if (x != 0 && (x < lo || x > hi)) {
+        gw__cfg_bad(c, p, "expected 0 (auto) or an integer in [%d, %d]", lo, hi);
+        return -1;
+    }
+    *out = (int)x;
+    return 1;
+}
+
+int gw__cfg_get_number(struct gw_cfg_cx *c, json_t *obj, const char *base, const char *key,
+                       double hi, double *out)
+{
+    char p[PATH_LEN];
+    gw__cfg_path_key(p, base, key);
+    json_t *v = json_object_get(obj, key);
+    if (!v)
+        return 0;
+    /* JSON has no NaN or infinity, so a number is finite here. */
+    double x = json_is_number(v) ? json_number_value(v) : -1.0;
+    if (!(x > 0.0 && x <= hi)) {
+        gw__cfg_bad(c, p, "expected a number > 0 and <= %g", hi);
+        return -1;
+    }
+    *out = x;
+    return 1;
+}
+
 /* A string of 1 .. outlen-1 bytes. */
 int gw__cfg_get_string(struct gw_cfg_cx *c, json_t *obj, const char *base, const char *key,
                        int required, char *out, size_t outlen)

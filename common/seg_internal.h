@@ -113,7 +113,13 @@ struct gw_budget {
     _Atomic uint64_t account;   /* index + 1 of the owning account */
     _Atomic uint64_t amount_us; /* the budget rate last used to reserve: */
     _Atomic uint64_t period_us; /* settle and repair refund with it */
-    uint8_t pad[40];
+    /* The tenant's virtual token counter (vtc.c): service received in
+     * weighted units, changed only by fetch_add and by a CAS that raises it.
+     * Here because a budget record is the one per-tenant record that is
+     * never reclaimed, and it was padding: the record's size is unchanged.
+     * Zero from the file's creation (records are never reused). */
+    _Atomic uint64_t vtc;
+    uint8_t pad[32];
     struct gw_money_col col[]; /* [lanes]; budget_stride bytes in all */
 };
 _Static_assert(sizeof(struct gw_budget) == 64, "budget header layout");

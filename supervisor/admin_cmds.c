@@ -128,6 +128,7 @@ static json_t *plan_json(const struct gw_plan *p)
     json_object_set_new(o, "max_inflight", json_integer(p->max_inflight));
     json_object_set_new(o, "max_tokens", json_integer(p->max_tokens));
     json_object_set_new(o, "on_budget", json_string(p->clamp_on_budget ? "clamp" : "refuse"));
+    json_object_set_new(o, "weight", json_real(p->weight));
     return o;
 }
 
@@ -396,6 +397,8 @@ static json_t *tenant_json(struct gw_admin *a, const struct gw_config *cfg, cons
                         json_integer(have ? (json_int_t)gw_ledger_inflight(a->seg, acct) : 0));
     uint64_t ban = have ? gw_ledger_banned_until(a->seg, acct, now) : 0;
     json_object_set_new(o, "banned_until_us", ban ? json_integer((json_int_t)ban) : json_null());
+    /* the service the worker's fair scheduler counted for it (VTC units) */
+    json_object_set_new(o, "vtc", json_integer(have ? (json_int_t)gw_vtc_get(a->seg, acct) : 0));
     return o;
 }
 

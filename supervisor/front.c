@@ -178,37 +178,6 @@ static void make_id(struct front *f, enum gw_route r, char *buf, size_t len)
     snprintf(buf, len, "%s%d%016" PRIx64, id_prefix(r), f->index, x);
 }
 
-/* The slot's request and prompt, written while the slot is ADMITTED and
- * ours (the move to QUEUED publishes them). */
-static int fill_slot(struct front *f, struct gw_slot_ref ref, const struct gw_gen_request *rq,
-                     uint32_t max_tokens, uint64_t upt, uint32_t flags, const char *id,
-                     const char *tenant, const char *ip)
-{
-    struct gw_slot_req sr;
-    memset(&sr, 0, sizeof(sr));
-    sr.max_tokens = max_tokens;
-    sr.top_k = rq->top_k;
-    sr.temperature = rq->temperature;
-    sr.top_p = rq->top_p;
-    sr.seed = rq->seed;
-    sr.flags = (rq->chat ? GW_REQ_CHAT : 0) | (rq->has_seed ? GW_REQ_SEED : 0) | flags;
-    sr.prompt_len = (uint32_t)rq->prompt_len;
-    sr.n_stops = (uint32_t)rq->n_stops;
-    for (int i = 0; i < rq->n_stops && i < GW_STOP_MAX; i++) {
-        size_t l = strnlen(rq->stops[i], GW_STOP_LEN);
-        memcpy(sr.stops[i], rq->stops[i], l);
-        sr.stop_len[i] = (uint8_t)l;
-    }
-    sr.front = (uint32_t)f->index;
-    sr.created_us = gw_now_us();
-    sr.us_per_token = upt;
-    snprintf(sr.id, sizeof(sr.id), "%s", id);
-    snprintf(sr.tenant, sizeof(sr.tenant), "%s", tenant);
-    snprintf(sr.ip, sizeof(sr.ip), "%s", ip);
-    memcpy(gw_slot_prompt(&f->seg, ref.index), rq->prompt, rq->prompt_len);
-    return gw_slot_set_req(&f->seg, ref, &sr);
-}
-
 /* Gives back a slot that never reached a worker. */
 static void abandon(struct front *f, struct gw_slot_ref ref, int from)
 {
@@ -250,6 +219,38 @@ struct admission {
     uint64_t upt;
     struct gw_slot_ref ref;
 };
+
+/* The slot's request and prompt, written while the slot is ADMITTED and
+ * ours (the move to QUEUED publishes them). */
+static int fill_slot(const struct admission *a, uint32_t flags, const char *id)
+{
+    const struct gw_gen_request *rq = &a->rq;
+    struct gw_slot_req sr;
+    memset(&sr, 0, sizeof(sr));
+    sr.max_tokens = a->max_tokens;
+    sr.top_k = rq->top_k;
+    sr.temperature = rq->temperature;
+    sr.top_p = rq->top_p;
+    sr.seed = rq->seed;
+    sr.flags = (rq->chat ? GW_REQ_CHAT : 0) | (rq->has_seed ? GW_REQ_SEED : 0) | flags;
+    sr.prompt_len = (uint32_t)rq->prompt_len;
+    sr.n_stops = (uint32_t)rq->n_stops;
+    for (int i = 0; i < rq->n_stops && i < GW_STOP_MAX; i++) {
+        size_t l = strnlen(rq->stops[i], GW_STOP_LEN);
+        memcpy(sr.stops[i], rq->stops[i], l);
+        sr.stop_len[i] = (uint8_t)l;
+    }
+    sr.front = (uint32_t)a->f->index;
+    /* the plan the tenant was admitted under: its share of the worker */
+    sr.weight_milli = gw_weight_milli(a->plan->weight);
+    sr.created_us = gw_now_us();
+    sr.us_per_token = a->upt;
+    snprintf(sr.id, sizeof(sr.id), "%s", id);
+    snprintf(sr.tenant, sizeof(sr.tenant), "%s", a->who.tenant);
+    snprintf(sr.ip, sizeof(sr.ip), "%s", a->c->ip);
+    memcpy(gw_slot_prompt(a->seg, a->ref.index), rq->prompt, rq->prompt_len);
+    return gw_slot_set_req(a->seg, a->ref, &sr);
+}
 
 /* Each step returns 0 to go on, or -1 once it has answered the client and
  * given back what it took itself. */
@@ -483,7 +484,7 @@ static struct job *admit_job(struct admission *a)
     uint32_t flags = gw_unbounded_match(f->unb, a->cfg, a->who.tenant, rq->prompt, rq->prompt_len)
                          ? GW_REQ_UNBOUNDED
                          : 0;
-    if (fill_slot(f, a->ref, rq, a->max_tokens, a->upt, flags, j->id, a->who.tenant, c->ip) != 0) {
+    if (fill_slot(a, flags, j->id) != 0) {
         /* the slot is ADMITTED and ours until we move it: cannot happen */
         free(j);
         abandon(f, a->ref, GW_SLOT_ADMITTED);

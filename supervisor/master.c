@@ -272,6 +272,33 @@ static void tick(struct master *m, uint64_t now)
 
 /* ----------------------------------------------------------------- reload */
 
+/* The "model" section is read by the workers at start only (they ignore
+ * SIGHUP): when nc changes it, nc gets oc's values back and this returns 1
+ * so the reload says a restart is needed. */
+static int keep_model(struct gw_config *nc, const struct gw_config *oc)
+{
+    if (strcmp(nc->model_path, oc->model_path) == 0 &&
+        strcmp(nc->model_name, oc->model_name) == 0 && strcmp(nc->device, oc->device) == 0 &&
+        nc->context == oc->context && nc->threads == oc->threads &&
+        nc->max_batch == oc->max_batch && nc->kv_cache_tokens == oc->kv_cache_tokens &&
+        nc->prefill_chunk == oc->prefill_chunk && nc->step_tokens == oc->step_tokens &&
+        nc->vtc_weight_prompt == oc->vtc_weight_prompt &&
+        nc->vtc_weight_output == oc->vtc_weight_output)
+        return 0;
+    memcpy(nc->model_path, oc->model_path, sizeof(nc->model_path));
+    memcpy(nc->model_name, oc->model_name, sizeof(nc->model_name));
+    memcpy(nc->device, oc->device, sizeof(nc->device));
+    nc->context = oc->context;
+    nc->threads = oc->threads;
+    nc->max_batch = oc->max_batch;
+    nc->kv_cache_tokens = oc->kv_cache_tokens;
+    nc->prefill_chunk = oc->prefill_chunk;
+    nc->step_tokens = oc->step_tokens;
+    nc->vtc_weight_prompt = oc->vtc_weight_prompt;
+    nc->vtc_weight_output = oc->vtc_weight_output;
+    return 1;
+}
+
 /* Returns 1 when the new config was taken, 0 when not; `why` (may be NULL)
  * gets the reason it was refused, or the settings that need a restart. */
 static int reload(struct master *m, char *why, size_t whylen)
@@ -326,16 +353,8 @@ static int reload(struct master *m, char *why, size_t whylen)
         NEED("workers");
         nc->workers = oc->workers;
     }
-    if (strcmp(nc->model_path, oc->model_path) != 0 ||
-        strcmp(nc->model_name, oc->model_name) != 0 || strcmp(nc->device, oc->device) != 0 ||
-        nc->context != oc->context || nc->threads != oc->threads) {
+    if (keep_model(nc, oc))
         NEED("model");
-        memcpy(nc->model_path, oc->model_path, sizeof(nc->model_path));
-        memcpy(nc->model_name, oc->model_name, sizeof(nc->model_name));
-        memcpy(nc->device, oc->device, sizeof(nc->device));
-        nc->context = oc->context;
-        nc->threads = oc->threads;
-    }
     if (strcmp(nc->state_dir, oc->state_dir) != 0) {
         NEED("state_dir");
         memcpy(nc->state_dir, oc->state_dir, sizeof(nc->state_dir));

@@ -259,6 +259,12 @@ static void test_defaults_fill_what_the_file_leaves_out(void **state)
     assert_string_equal(cfg->device, "auto");
     assert_int_equal(cfg->threads, 0);
     assert_int_equal(cfg->context, 2048);
+    assert_int_equal(cfg->max_batch, 0);       /* auto */
+    assert_int_equal(cfg->kv_cache_tokens, 0); /* auto */
+    assert_int_equal(cfg->prefill_chunk, 64);
+    assert_int_equal(cfg->step_tokens, 256);
+    assert_true(cfg->vtc_weight_prompt == 1.0);
+    assert_true(cfg->vtc_weight_output == 2.0);
     assert_int_equal(cfg->header_bytes, 8192);
     assert_int_equal(cfg->body_bytes, 1048576);
     assert_int_equal(cfg->header_timeout_ms, 10000);
@@ -691,6 +697,106 @@ static void test_plan_for_tenants_claims_and_default(void **state)
     gw_config_free(cfg);
 }
 
+/* The continuous-batching keys of "model" and the plans' weight: each bad
+ * value gives one line naming the key and what it accepts. */
+static void test_batching_keys_name_key_and_range(void **state)
+{
+    (void)state;
+    const char *batch = "config: model.max_batch: expected 0 (auto) or an integer in [1, 256]";
+    expect_mistake("model.max_batch", val("257"), batch);
+    expect_mistake("model.max_batch", val("-1"), batch);
+    expect_mistake("model.max_batch", val("\"8\""), batch);
+    expect_mistake("model.max_batch", val("8.5"), batch);
+    const char *kv =
+        "config: model.kv_cache_tokens: expected 0 (auto) or an integer in [64, 4194304]";
+    expect_mistake("model.kv_cache_tokens", val("63"), kv);
+    expect_mistake("model.kv_cache_tokens", val("4194305"), kv);
+    expect_mistake("model.kv_cache_tokens", val("1024"),
+                   "config: model.kv_cache_tokens: 1024 is less than model.context (2048, the "
+                   "default): a single sequence of context tokens must fit; raise it, or 0 for "
+                   "auto");
+    expect_mistake("model",
+                   val("{\"path\": \"m.gguf\", \"name\": \"tiny\", \"context\": 4096,"
+                       " \"kv_cache_tokens\": 4095}"),
+                   "config: model.kv_cache_tokens: 4095 is less than model.context (4096): a "
+                   "single sequence of context tokens must fit; raise it, or 0 for auto");
+    /* a context out of range is reported once, not again as a comparison */
+    expect_mistake("model",
+                   val("{\"path\": \"m.gguf\", \"name\": \"tiny\", \"context\": 1000000,"
+                       " \"kv_cache_tokens\": 4096}"),
+                   "config: model.context: expected an integer in [64, 131072]");
+    expect_mistake("model.prefill_chunk", val("0"),
+                   "config: model.prefill_chunk: expected an integer in [1, 4096]");
+    expect_mistake("model.prefill_chunk", val("4097"),
+                   "config: model.prefill_chunk: expected an integer in [1, 4096]");
+    expect_mistake("model.step_tokens", val("65537"),
+                   "config: model.step_tokens: expected an integer in [1, 65536]");
+    expect_mistake("model.step_tokens", val("32"),
+                   "config: model.step_tokens: 32 is less than model.prefill_chunk (64): one step "
+                   "must hold a whole prefill chunk");
+    expect_mistake("model.prefill_chunk", val("512"),
+                   "config: model.step_tokens: 256 (the default) is less than "
+                   "model.prefill_chunk (512): one step must hold a whole prefill chunk");
+    expect_mistake("model.vtc_weight_prompt", val("0"),
+                   "config: model.vtc_weight_prompt: expected a number > 0 and <= 100");
+    expect_mistake("model.vtc_weight_prompt", val("-0.5"),
+                   "config: model.vtc_weight_prompt: expected a number > 0 and <= 100");
+    expect_mistake("model.vtc_weight_output", val("100.5"),
+                   "config: model.vtc_weight_output: expected a number > 0 and <= 100");
+    expect_mistake("model.vtc_weight_output", val("\"2\""),
+                   "config: model.vtc_weight_output: expected a number > 0 and <= 100");
+    expect_mistake("model.max_batches", val("8"), "config: model.max_batches: unknown key");
+    const char *w = "config: plans.free.weight: expected a number > 0 and <= 1000";
+    expect_mistake("plans.free.weight", val("0"), w);
+    expect_mistake("plans.free.weight", val("-1"), w);
+    expect_mistake("plans.free.weight", val("1000.5"), w);
+    expect_mistake("plans.free.weight", val("null"), w);
+    expect_mistake("tenants.acme.weight", val("0"),
+                   "config: tenants.acme.weight: expected a number > 0 and <= 1000");
+    expect_mistake("ip.weight", val("1"), "config: ip.weight: unknown key");
+    expect_mistake("global.weight", val("1"), "config: global.weight: unknown key");
+}
+
+/* The same keys at their edges are taken as written. */
+static void test_batching_keys_accept_their_edges(void **state)
+{
+    (void)state;
+    json_t *root = base_config();
+    set_path(root, "model",
+             val("{\"path\": \"m.gguf\", \"name\": \"tiny\", \"context\": 4096, \"max_batch\": 256,"
+                 " \"kv_cache_tokens\": 4096, \"prefill_chunk\": 128, \"step_tokens\": 128,"
+                 " \"vtc_weight_prompt\": 0.5, \"vtc_weight_output\": 100}"));
+    set_path(root, "plans.pro.weight", val("2.5"));
+    set_path(root, "plans.team.weight", val("1000"));
+    set_path(root, "tenants.acme.weight", val("0.001"));
+    struct gw_config *cfg = parse_ok(root);
+    assert_int_equal(cfg->max_batch, 256);
+    assert_int_equal(cfg->kv_cache_tokens, 4096); /* = context: one sequence fits */
+    assert_int_equal(cfg->prefill_chunk, 128);
+    assert_int_equal(cfg->step_tokens, 128); /* = prefill_chunk */
+    assert_true(cfg->vtc_weight_prompt == 0.5);
+    assert_true(cfg->vtc_weight_output == 100.0);
+    assert_true(cfg->plans[0].weight == 1.0); /* free: the default */
+    assert_true(cfg->plans[1].weight == 2.5);
+    assert_true(cfg->plans[2].weight == 1000.0);
+    assert_true(cfg->tenants[0].plan.weight == 0.001); /* acme's override of pro's */
+    assert_int_equal(gw_weight_milli(cfg->tenants[0].plan.weight), 1);
+    assert_int_equal(gw_weight_milli(cfg->plans[1].weight), 2500);
+    gw_config_free(cfg);
+
+    root = base_config();
+    set_path(root, "model.max_batch", val("0"));
+    set_path(root, "model.kv_cache_tokens", val("0"));
+    set_path(root, "model.prefill_chunk", val("1"));
+    set_path(root, "model.step_tokens", val("65536"));
+    cfg = parse_ok(root);
+    assert_int_equal(cfg->max_batch, 0);       /* auto, written out */
+    assert_int_equal(cfg->kv_cache_tokens, 0); /* auto, whatever the context */
+    assert_int_equal(cfg->prefill_chunk, 1);
+    assert_int_equal(cfg->step_tokens, 65536);
+    gw_config_free(cfg);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -706,6 +812,8 @@ int main(void)
         cmocka_unit_test(test_window_parser_exact_values),
         cmocka_unit_test(test_budget_parser_exact_values),
         cmocka_unit_test(test_plan_for_tenants_claims_and_default),
+        cmocka_unit_test(test_batching_keys_name_key_and_range),
+        cmocka_unit_test(test_batching_keys_accept_their_edges),
     };
     return cmocka_run_group_tests(tests, setup_files, teardown_files);
 }

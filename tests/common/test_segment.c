@@ -141,9 +141,10 @@ static void test_refuses_foreign_files(void **state)
     expect_attach_error(path, GW_ELAYOUT, msg);
     write_at(path, 0, "GWLEDGR", 7);
 
-    uint32_t v = 7;
+    uint32_t v = GW_SEG_VERSION + 1; /* a later build's file */
     write_at(path, 8, &v, 4);
-    snprintf(msg, sizeof(msg), "%s: layout version 7, this build reads %u", path, GW_SEG_VERSION);
+    snprintf(msg, sizeof(msg), "%s: layout version %u, this build reads %u", path, v,
+             GW_SEG_VERSION);
     expect_attach_error(path, GW_ELAYOUT, msg);
     v = GW_SEG_VERSION;
     write_at(path, 8, &v, 4);

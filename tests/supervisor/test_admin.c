@@ -298,6 +298,10 @@ static void test_tenant_show_list_reset_and_set_limit(void **state)
     assert_string_equal(json_string_value(json_object_get(w0, "window")), "5 per minute");
     assert_int_equal(jint(w0, "remaining", NULL), 4);
     assert_int_equal(jint(t, "in_flight", NULL), 0);
+    /* the plan's default weight, and the fairness counter is shown (its
+     * exact arithmetic is test_vtc's; what a worker adds is the worker's) */
+    assert_true(json_real_value(json_object_get(json_object_get(t, "plan"), "weight")) == 1.0);
+    assert_true(jint(t, "vtc", NULL) >= 0);
     assert_true(jint(t, "budget", "used_us") > 0);
     json_int_t left = jint(t, "budget", "left_us");
     assert_true(left < 1000000000);

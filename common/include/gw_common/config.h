@@ -122,7 +122,17 @@ struct gw_plan {
     int clamp_on_budget;          /* 1: clamp max_tokens to what the budget covers;
                                      0: refuse with 429 budget_exhausted */
     struct gw_wd_limits wd;       /* watchdog overrides; 0 = the node's value */
+    double weight;                /* share of worker service under contention (the
+                                     worker's VTC scheduler), (0, 1000], default 1.0:
+                                     a tenant of weight 2 gets twice the tokens of one of
+                                     weight 1 while both wait; reaches the worker as
+                                     gw_slot_req.weight_milli (gw_weight_milli) */
 };
+
+/* A plan weight as the worker receives it (gw_slot_req.weight_milli):
+ * weight x 1000 rounded to the nearest integer, at least 1 (so a tiny
+ * weight still gets some service), at most 1000000. */
+uint32_t gw_weight_milli(double weight);
 
 enum gw_alg { GW_ALG_HS256 = 1, GW_ALG_HS384, GW_ALG_HS512, GW_ALG_RS256, GW_ALG_ES256 };
 
@@ -157,7 +167,19 @@ struct gw_config {
     char model_name[GW_NAME_MAX]; /* what requests must name in "model" */
     char device[32];              /* "auto", "cpu", "cuda:N" */
     int threads;                  /* per CPU worker; 0 = cores / workers */
-    int context;                  /* tokens of KV cache per worker */
+    int context;                  /* tokens one sequence may hold (prompt + output) */
+    /* continuous batching (the worker's scheduler; docs/CONFIG.md, "model") */
+    int max_batch;            /* sequences a worker runs at once, [1, 256]; 0 = auto:
+                                 the worker decides (8 on the CPU engine, 1 on a GPU) */
+    int kv_cache_tokens;      /* KV cache pool per worker in tokens, [64, 4194304] and
+                                 >= context; 0 = auto (max_batch x context, capped by
+                                 the worker) */
+    int prefill_chunk;        /* prompt tokens one sequence prefills per step, [1, 4096],
+                                 default 64 */
+    int step_tokens;          /* token budget of one engine step across all sequences,
+                                 [1, 65536] and >= prefill_chunk, default 256 */
+    double vtc_weight_prompt; /* VTC service per prompt token, (0, 100], default 1.0 */
+    double vtc_weight_output; /* VTC service per generated token, (0, 100], default 2.0 */
     /* HTTP limits */
     uint32_t header_bytes;      /* default 8 KiB */
     uint32_t body_bytes;        /* default 1 MiB */

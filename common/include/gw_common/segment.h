@@ -1,6 +1,6 @@
 /* gw_common/segment.h - the shared segment every process maps: ledger,
- * budgets, slots, queue, lanes, process records, metrics, limit overrides
- * and learned lengths (docs/ARCHITECTURE.md, "The segment"). The structs
+ * budgets, slots, queue, lanes, process records, metrics, limit overrides,
+ * learned lengths and fairness counters (docs/ARCHITECTURE.md, "The segment"). The structs
  * that live in the segment are private to common/ (seg_internal.h) and
  * reached through functions; struct gw_slot_req is the value a slot's
  * request is copied in and out as (gw_slot_set_req, gw_slot_get_req). Part
@@ -21,10 +21,13 @@
 
 #define GW_SEG_MAGIC "GWLEDGR" /* 7 chars + NUL = 8 bytes */
 #define GW_SEG_VERSION                                                                             \
-    6u               /* 3: account ban cell, lane drain word; 4: slot rep_max,                     \
+    7u               /* 3: account ban cell, lane drain word; 4: slot rep_max,                     \
                       * watchdog kill counters in the header; 5: learned                           \
                       * lengths region, 16 kill counters; 6: metrics and                           \
-                      * limit-override areas after the learned lengths */
+                      * limit-override areas after the learned lengths;                            \
+                      * 7: a VTC counter in each budget record, the plan's                         \
+                      * weight_milli in the slot request (both in former                           \
+                      * padding: no size changed) */
 #define GW_PROBE 16  /* accounts live within 16 entries of home */
 #define GW_ID_MAX 40 /* bytes of account id kept for display */
 
@@ -370,7 +373,9 @@ struct gw_slot_req {
     uint32_t front; /* index of the front to wake on output */
     uint8_t stop_len[GW_STOP_MAX];
     char stops[GW_STOP_MAX][GW_STOP_LEN];
-    uint8_t pad0[4];       /* what the compiler put here anyway: created_us is 8-aligned */
+    uint32_t weight_milli; /* the tenant's plan weight x 1000 (gw_weight_milli), >= 1;
+                              0 (a writer that did not set it) reads as 1000: read it
+                              through gw_req_weight_milli */
     uint64_t created_us;   /* wall clock at admission */
     uint64_t us_per_token; /* the device time per token the reservation assumed */
     char id[40];           /* request id, NUL-terminated */
@@ -636,6 +641,46 @@ int gw_lenest_record(struct gw_segment *seg, struct gw_acct tenant, uint64_t tok
 /* A snapshot of the tenant account's histogram (n is the sum of the
  * buckets as read). Same errors as gw_lenest_record. */
 int gw_lenest_get(const struct gw_segment *seg, struct gw_acct tenant, struct gw_lenest *out);
+
+/* ---------------------------------------------------------------- fairness */
+
+/* (vtc.c) Virtual Token Counters (Sheng et al., "Fairness in Serving Large
+ * Language Models", OSDI 2024): each tenant account with a budget record
+ * has one 64-bit counter of the service it received, in weighted units.
+ * The worker's scheduler serves the waiting tenant with the smallest
+ * counter, so tenants that compete get service in proportion to their
+ * plan weights whatever their request sizes.
+ *
+ * Units: a step that processed p prompt tokens and generated o tokens for
+ * a tenant of plan weight w is worth
+ *     (model.vtc_weight_prompt x p + model.vtc_weight_output x o) x 1000 / w
+ *   = (vtc_weight_prompt x p + vtc_weight_output x o) x 10^6 / weight_milli
+ * units; the caller computes them. At the defaults (1.0, 2.0, weight 1) an
+ * output token is 2000 units: 2^64 units is 9 x 10^15 tokens, so the
+ * counters do not wrap in the segment's life.
+ *
+ * The counters live in the segment, so every worker of the node shares
+ * them (one tenant's service on worker 0 counts on worker 1) and they
+ * survive restarts. Only atomic read-modify-writes change them, from any
+ * process, and they only grow: a process killed at any instruction has
+ * made its one add or raise, or not made it; nothing to repair. */
+
+/* The tenant's counter; 0 for an account without a budget record (ip
+ * accounts) or a stale reference. */
+uint64_t gw_vtc_get(const struct gw_segment *seg, struct gw_acct a);
+/* Adds `units` of service received (fetch_add). 0; GW_ESTALE for a stale
+ * reference, -ENOENT for an account without a budget record. */
+int gw_vtc_add(struct gw_segment *seg, struct gw_acct a, uint64_t units);
+/* Raises the counter to at least `floor` (never lowers it) and returns its
+ * value after: VTC's rule that a tenant that becomes active starts at the
+ * smallest counter of the active tenants, so idle time cannot be banked
+ * for a burst later. 0 for a stale reference or an account without a
+ * budget record. */
+uint64_t gw_vtc_lift(struct gw_segment *seg, struct gw_acct a, uint64_t floor);
+/* The request's weight_milli, or 1000 (weight 1) when it is 0: a writer
+ * that did not set it (older code, tools, tests) means the default plan
+ * weight, never a zero share. */
+uint32_t gw_req_weight_milli(const struct gw_slot_req *req);
 
 /* ---------------------------------------------------- kills and the audit log */
 

@@ -372,22 +372,31 @@ struct workers {
     pid_t pids[256];
 };
 
-/* which worker runs which slot, and how recently it showed life */
+/* which worker runs which slot, and how recently it showed life: a
+ * RUNNING slot is owned by the lane of the worker that took it (a worker
+ * runs many at once: continuous batching) */
 static void map_workers(struct gw_watchdog *wd, const struct gw_config *cfg, struct workers *w)
 {
     struct gw_segment *seg = wd->seg;
     uint32_t n_slots = seg->cfg.slots;
-    for (uint32_t i = 0; i < n_slots; i++)
-        wd->busy_lane[i] = -1;
+    int is_worker[256] = {0};
     for (int l = 0; l < (int)seg->cfg.lanes && l < 256; l++) {
         struct gw_proc_info pi;
-        if (gw_proc_get(seg, l, &pi) != 0 || pi.role != GW_ROLE_WORKER || pi.slot < 0 ||
-            pi.slot >= (int64_t)n_slots)
+        if (gw_proc_get(seg, l, &pi) != 0 || pi.role != GW_ROLE_WORKER)
             continue;
-        wd->busy_lane[pi.slot] = l;
+        is_worker[l] = 1;
         w->beat[l] = pi.heartbeat_ns;
         w->cost_us[l] = pi.us_per_token ? pi.us_per_token : cfg->initial_us_per_token;
         w->pids[l] = pi.pid;
+    }
+    for (uint32_t i = 0; i < n_slots; i++) {
+        struct gw_slot_ref ref;
+        wd->busy_lane[i] = -1;
+        if (gw_slot_peek(seg, i, &ref) != GW_SLOT_RUNNING)
+            continue;
+        int l = gw_slot_owner(seg, ref);
+        if (l >= 0 && l < 256 && is_worker[l])
+            wd->busy_lane[i] = l;
     }
 }
 

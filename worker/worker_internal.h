@@ -1,0 +1,105 @@
+/* worker_internal.h: what the worker process's files share. Private to
+ * worker/. worker_proc.c: loading and the main loop; worker_sched.c: which
+ * queued request joins the batch (fair by tenant) and the engine steps;
+ * worker_job.c: one request from taking its slot to DONE. */
+#ifndef GW_WORKER_INTERNAL_H
+#define GW_WORKER_INTERNAL_H
+
+#include "gw_engine.h"
+#include "gw_worker.h"
+
+/* Charge the ledger every this many tokens of a request (and at its end):
+ * overspend past the budget is bounded by this many steps. */
+#define GW_CHARGE_EVERY 4
+
+/* The request's stop sequences, NUL-terminated (the slot's are not). */
+struct gw_stops {
+    const char *s[GW_STOP_MAX];
+    size_t n;
+    char buf[GW_STOP_MAX][GW_STOP_LEN + 1];
+};
+
+/* One request in the batch. Jobs are a fixed pool of max_batch entries,
+ * each with its own output guard (a guard holds back text per stream). */
+struct gw_job {
+    struct gw_worker *w;
+    int busy;
+    struct gw_guard *guard;
+    struct gw_slot_ref ref;
+    struct gw_slot_req req; /* a copy: the slot's request does not change while it runs */
+    struct gw_acct tenant;  /* for the fairness counter; have_tenant 0: none */
+    int have_tenant;
+    char *out;
+    size_t cap;
+    size_t written;
+    gw_tok_decoder dec;
+    int have_dec;
+    int32_t *ids; /* the prompt's ids */
+    size_t n_ids;
+    struct gw_stops stops;
+    gw_gen_params gp;
+    gw_gen *gen; /* NULL while parked (waiting for KV blocks) */
+    uint64_t started_ns;
+    uint64_t tokens;
+    uint64_t charged_at; /* tokens at the last charge */
+    size_t vtc_fed;      /* prompt tokens and tokens the fairness counter has seen */
+    uint64_t vtc_tokens;
+    int stop_budget;   /* the ledger refused to extend the reservation */
+    int stop_full;     /* the output area is full */
+    int guard_kill;    /* 1 + the output-guard rule that ended it, 0 none */
+    uint64_t first_ns; /* CLOCK_MONOTONIC of the first token, 0 before */
+    uint64_t first_us; /* its device time then (the prompt's share included) */
+    uint64_t rep_max;  /* longest repetition so far (gw_wd_rep_fold) */
+    uint64_t vtc_now;  /* its tenant's counter, for this step's order */
+};
+
+struct gw_worker {
+    struct gw_config *cfg;
+    struct gw_segment seg;
+    const struct gw_fds *fds;
+    int index;
+    gw_model *model;
+    gw_tokenizer *tok;
+    gw_chat_template ct;
+    int have_ct;
+    gw_ctx *ctx;
+    uint64_t ewma_us_per_token; /* measured cost, published in our lane */
+    char audit_path[256];       /* where an output-guard kill is audited */
+    int device_lost;            /* a CUDA call failed: this context is not trusted again */
+    int max_batch;              /* jobs at once */
+    int step_tokens;            /* rows of one engine step */
+    struct gw_job *jobs;        /* max_batch */
+    int n_running;              /* busy jobs with a generation */
+    struct gw_job *parked;      /* taken and tokenized, waiting for KV blocks */
+    gw_step_info step;          /* the engine's carry across steps */
+    uint64_t *seen_ns;          /* [accounts] when a tenant was last seen active */
+    struct cand *cands;         /* [slots] scratch of pick() */
+};
+
+void gw__wlog(const struct gw_worker *w, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
+/* worker_job.c */
+/* Takes the QUEUED slot ref into a free job: 1 when it runs (or waits for
+ * KV blocks), 0 when it ended at once (cancelled, a bad prompt: already
+ * DONE) or another worker took it first. */
+int gw__job_take(struct gw_worker *w, struct gw_job *j, struct gw_slot_ref ref);
+/* A parked job's second try at the KV pool: 1 placed, 0 still waiting. */
+int gw__job_place(struct gw_worker *w, struct gw_job *j);
+/* After an engine step: charges, fairness counter, and the end of a
+ * finished job. */
+void gw__job_after_step(struct gw_worker *w, struct gw_job *j);
+/* The engine step failed under the job: fail it and end it. */
+void gw__job_fail_step(struct gw_worker *w, struct gw_job *j, int rc);
+/* Fails the job waiting for KV blocks (the worker stops). */
+void gw__job_fail_parked(struct gw_worker *w, const char *why);
+
+/* worker_sched.c */
+int gw__sched_init(struct gw_worker *w);
+void gw__sched_free(struct gw_worker *w);
+/* Fills the batch from the queue (fair by tenant); returns jobs running. */
+int gw__sched_admit(struct gw_worker *w);
+/* One engine step over the running jobs. */
+void gw__sched_step(struct gw_worker *w);
+
+#endif

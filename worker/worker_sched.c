@@ -1,0 +1,194 @@
+/* worker_sched.c - continuous batching: which queued request joins the
+ * batch when a place frees, and the engine steps over the batch.
+ *
+ * Fair by tenant, as Virtual Token Counters (Sheng et al., OSDI 2024): each
+ * tenant has a counter in the segment (gw_vtc_*) that grows with the
+ * service its requests receive, weighted prompt and output tokens divided
+ * by its plan's weight (worker_job.c, count_service). When a place frees,
+ * the queued request of the tenant with the smallest counter joins (the
+ * oldest on a tie). A tenant that becomes active (seen with no queued or
+ * running request for GW_VTC_IDLE_NS) is first lifted to the smallest
+ * counter among the tenants that stayed active, so idleness cannot be
+ * banked. Every worker of the node reads and writes the same counters, so
+ * the order is node-wide. The queue's entries only wake workers up; any
+ * QUEUED slot may be taken.
+ *
+ * Within the batch, every decoding sequence takes a token per step; the
+ * prompts being prefilled take chunks in the same order (smallest counter
+ * first) while the step's token budget (model.step_tokens) lasts, so a
+ * long prompt never stalls the others' next token for its whole prefill.
+ */
+#include "worker_internal.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* A tenant not seen queued or running for this long is idle. */
+#define GW_VTC_IDLE_NS 1000000000ull
+
+struct cand {
+    struct gw_slot_ref ref;
+    struct gw_acct tenant;
+    int have_tenant;
+    int was_active; /* its tenant was seen active before this look */
+    uint64_t created_us;
+};
+
+/* Whether tenant t was seen queued or running within GW_VTC_IDLE_NS. */
+static int was_active(const struct gw_worker *w, struct gw_acct t, uint64_t now)
+{
+    uint64_t s = t.index < w->seg.cfg.accounts ? w->seen_ns[t.index] : 0;
+    return s && now - s <= GW_VTC_IDLE_NS;
+}
+
+static void mark_seen(struct gw_worker *w, struct gw_acct t, uint64_t now)
+{
+    if (t.index < w->seg.cfg.accounts)
+        w->seen_ns[t.index] = now;
+}
+
+/* The queued slots (up to cap), and *floor: the smallest counter among the
+ * tenants that were active before this look (UINT64_MAX when none). Then
+ * every tenant seen queued or running is marked active. */
+static int scan(struct gw_worker *w, struct cand *c, int cap, uint64_t *floor)
+{
+    uint64_t now = gw_mono_ns();
+    int n = 0;
+    *floor = UINT64_MAX;
+    for (uint32_t i = 0; i < w->seg.cfg.slots; i++) {
+        struct gw_slot_ref r;
+        struct gw_acct t;
+        int st = gw_slot_peek(&w->seg, i, &r);
+        if ((st != GW_SLOT_QUEUED && st != GW_SLOT_RUNNING) || gw_slot_tenant(&w->seg, r, &t) != 0)
+            t = (struct gw_acct){.index = UINT32_MAX};
+        int was = was_active(w, t, now);
+        if (was) {
+            uint64_t v = gw_vtc_get(&w->seg, t);
+            *floor = v < *floor ? v : *floor;
+        }
+        struct gw_slot_req rq;
+        if (st != GW_SLOT_QUEUED || n >= cap ||
+            gw_slot_get_req(&w->seg, r, &rq) != GW_SLOT_QUEUED) /* changed while we read */
+            continue;
+        c[n++] = (struct cand){.ref = r,
+                               .tenant = t,
+                               .have_tenant = t.index != UINT32_MAX,
+                               .was_active = was,
+                               .created_us = rq.created_us};
+    }
+    for (uint32_t i = 0; i < w->seg.cfg.slots; i++) {
+        struct gw_slot_ref r;
+        struct gw_acct t;
+        int st = gw_slot_peek(&w->seg, i, &r);
+        if ((st == GW_SLOT_QUEUED || st == GW_SLOT_RUNNING) && gw_slot_tenant(&w->seg, r, &t) == 0)
+            mark_seen(w, t, now);
+    }
+    return n;
+}
+
+/* The queued request to take next, or 0 when nothing is queued: the
+ * smallest counter, a newly active tenant lifted to the floor first. */
+static int pick(struct gw_worker *w, struct gw_slot_ref *out)
+{
+    struct cand *c = w->cands;
+    uint64_t floor;
+    int n = scan(w, c, (int)w->seg.cfg.slots, &floor);
+    int best = -1;
+    uint64_t best_v = 0;
+    for (int k = 0; k < n; k++) {
+        uint64_t v = 0;
+        if (c[k].have_tenant)
+            v = !c[k].was_active && floor != UINT64_MAX ? gw_vtc_lift(&w->seg, c[k].tenant, floor)
+                                                        : gw_vtc_get(&w->seg, c[k].tenant);
+        if (best < 0 || v < best_v || (v == best_v && c[k].created_us < c[best].created_us)) {
+            best = k;
+            best_v = v;
+        }
+    }
+    if (best < 0)
+        return 0;
+    *out = c[best].ref;
+    return 1;
+}
+
+int gw__sched_init(struct gw_worker *w)
+{
+    w->seen_ns = calloc(w->seg.cfg.accounts, sizeof(*w->seen_ns));
+    w->cands = calloc(w->seg.cfg.slots, sizeof(*w->cands));
+    return w->seen_ns && w->cands ? 0 : -ENOMEM;
+}
+
+void gw__sched_free(struct gw_worker *w)
+{
+    free(w->seen_ns);
+    free(w->cands);
+}
+
+int gw__sched_admit(struct gw_worker *w)
+{
+    if (w->parked && !gw__job_place(w, w->parked))
+        return w->n_running; /* still waiting for blocks: nothing else joins */
+    while (!w->parked) {
+        struct gw_job *free_job = NULL;
+        for (int i = 0; i < w->max_batch && !free_job; i++)
+            if (!w->jobs[i].busy)
+                free_job = &w->jobs[i];
+        if (!free_job)
+            break;
+        struct gw_slot_ref ref;
+        while (gw_queue_pop(&w->seg, &ref) == 0)
+            ; /* the entries were wake-ups; pick() decides what runs */
+        if (!pick(w, &ref))
+            break;
+        gw__job_take(w, free_job, ref);
+    }
+    return w->n_running;
+}
+
+static int by_counter(const void *a, const void *b)
+{
+    const struct gw_job *x = *(struct gw_job *const *)a, *y = *(struct gw_job *const *)b;
+    if (x->vtc_now != y->vtc_now)
+        return x->vtc_now < y->vtc_now ? -1 : 1;
+    return x->req.created_us < y->req.created_us ? -1 : x->req.created_us > y->req.created_us;
+}
+
+void gw__sched_step(struct gw_worker *w)
+{
+    struct gw_job *run[GW_MAX_SEQS];
+    gw_gen *gens[GW_MAX_SEQS];
+    int n = 0;
+    for (int i = 0; i < w->max_batch; i++) {
+        struct gw_job *j = &w->jobs[i];
+        if (!j->busy || !j->gen)
+            continue;
+        j->vtc_now = j->have_tenant ? gw_vtc_get(&w->seg, j->tenant) : 0;
+        run[n++] = j;
+    }
+    if (n == 0)
+        return;
+    qsort(run, (size_t)n, sizeof(run[0]), by_counter);
+    for (int i = 0; i < n; i++)
+        gens[i] = run[i]->gen;
+    int rc = gw_batch_step(w->ctx, gens, n, w->step_tokens, &w->step);
+    if (rc < 0) {
+        if (rc == -EIO && gw_ctx_on_gpu(w->ctx)) {
+            /* A CUDA error can leave the context unusable (a fault poisons
+             * it for good): fail the batch, then exit so the master starts
+             * a fresh worker; only a new process gets a new context. */
+            gw__wlog(w, "CUDA: %s; exiting so the master starts a fresh worker",
+                     gw_ctx_error(w->ctx));
+            w->device_lost = 1;
+        }
+        for (int i = 0; i < n; i++)
+            gw__job_fail_step(w, run[i], rc);
+        return;
+    }
+    /* the node's device time is the sum of the steps' (exactly what the
+     * requests were charged, shares of the same microseconds) */
+    gw_metrics_add(&w->seg, GW_MC_DEVICE_NS, w->step.device_us * 1000u);
+    gw_proc_heartbeat(&w->seg, (int64_t)run[0]->ref.index);
+    for (int i = 0; i < n; i++)
+        gw__job_after_step(w, run[i]);
+}

@@ -1,0 +1,297 @@
+/* test_batching.c - continuous batching end to end (issue 14): a real
+ * master, fronts and one worker on SmolLM2 running several requests at once.
+ *
+ * - Kill one of four running sequences (its client goes away: the cancel
+ *   word, as the watchdog's kill): the other three finish with exactly the
+ *   text they give alone, and no slot is left in use.
+ * - A KV pool that holds one sequence: concurrent requests wait, then run,
+ *   each with its solo text.
+ * - Fairness: two tenants of equal weight, one with five times the other's
+ *   clients, both backlogged: their generated tokens within 10% of each
+ *   other; weights 2:1 give 2:1 (within 10%).
+ * Exit 77 without the model. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <jansson.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/wait.h>
+
+#include "service.h"
+
+static struct svc S;
+
+/* The node: one worker of max_batch sequences, a pool of kv tokens, and
+ * plans "a" and "b" of weights wa and wb (tenants ta and tb). */
+static void write_config(int max_batch, int context, int kv, double wa, double wb)
+{
+    svc_write_config(&S, NULL); /* directory, key, socket, then our own config */
+    char secret_path[256];
+    snprintf(secret_path, sizeof(secret_path), "%s/secret.key", S.dir);
+    FILE *f = fopen(S.config, "w");
+    fprintf(f,
+            "{\"listen\": [\"127.0.0.1:%d\"], \"fronts\": 2, \"workers\": 1,\n"
+            " \"state_dir\": \"%s/state\",\n"
+            " \"segment\": {\"accounts\": 1024, \"budgets\": 64, \"slots\": 32, \"queue\": 32,\n"
+            "   \"prompt_bytes\": 4096, \"output_bytes\": 8192},\n"
+            " \"model\": {\"path\": \"%s\", \"name\": \"smollm2\", \"device\": \"cpu\",\n"
+            "   \"threads\": 2, \"context\": %d, \"max_batch\": %d, \"kv_cache_tokens\": %d,\n"
+            "   \"prefill_chunk\": 16, \"step_tokens\": 64},\n"
+            " \"auth\": {\"keys\": [{\"kid\": \"test\", \"alg\": \"HS256\", \"secret_file\": "
+            "\"%s\"}],\n"
+            "   \"issuer\": \"gw-test\", \"audience\": \"gpuwarden\", \"leeway_s\": 5},\n"
+            " \"ip\": {\"rate\": [\"1000 per second burst 100\"]},\n"
+            " \"global\": {\"rate\": [\"1000 per second burst 100\"],\n"
+            "   \"budget\": \"1000 GPU-seconds per second\"},\n"
+            " \"plans\": {\n"
+            "   \"a\": {\"rate\": [\"1000 per second burst 100\"], \"budget\": \"1000 GPU-seconds "
+            "per second\", \"max_inflight\": 32, \"max_tokens\": 256, \"weight\": %g},\n"
+            "   \"b\": {\"rate\": [\"1000 per second burst 100\"], \"budget\": \"1000 GPU-seconds "
+            "per second\", \"max_inflight\": 32, \"max_tokens\": 256, \"weight\": %g}},\n"
+            " \"default_plan\": null,\n"
+            " \"tenants\": {\"ta\": {\"plan\": \"a\"}, \"tb\": {\"plan\": \"b\"}},\n"
+            " \"watchdog\": {\"repetition\": {\"min_tokens\": 100000}, \"divergence\": "
+            "{\"min_tokens\": 100000}},\n"
+            " \"cost\": {\"initial_us_per_token\": 2000}}\n",
+            S.port, S.dir, svc_model_path(), context, max_batch, kv, secret_path, wa, wb);
+    fclose(f);
+}
+
+/* A greedy completion: the text (malloc'd) and the completion tokens. */
+static char *complete(const char *tenant, const char *prompt, int max_tokens, long *tokens)
+{
+    char *tok = svc_token(&S, tenant, 600), body[1024];
+    snprintf(body, sizeof(body),
+             "{\"model\":\"smollm2\",\"prompt\":\"%s\",\"max_tokens\":%d,\"temperature\":0}",
+             prompt, max_tokens);
+    struct resp r;
+    char *text = NULL;
+    if (svc_http(&S, "POST", "/v1/completions", tok, body, &r) == 0 && r.status == 200) {
+        json_t *j = json_loadb(r.body, r.len, 0, NULL);
+        json_t *t = json_object_get(json_array_get(json_object_get(j, "choices"), 0), "text");
+        if (json_is_string(t))
+            text = strdup(json_string_value(t));
+        if (tokens)
+            *tokens = (long)json_integer_value(
+                json_object_get(json_object_get(j, "usage"), "completion_tokens"));
+        json_decref(j);
+    } else {
+        print_message("%s: status %d: %.*s\n", prompt, r.status, (int)(r.len > 300 ? 300 : r.len),
+                      r.body ? r.body : "");
+    }
+    if (r.status)
+        resp_free(&r);
+    free(tok);
+    return text;
+}
+
+static const char *const prompts[] = {
+    "The capital of France is",
+    "Once upon a time, in a small village,",
+    "Here is a list of fruits: apple,",
+    "def fibonacci(n):",
+};
+
+/* Each prompt's completion in a child process at once; texts via pipes. */
+static void run_concurrently(int n, int max_tokens, char **out)
+{
+    int fds[8][2];
+    pid_t pids[8];
+    for (int i = 0; i < n; i++) {
+        assert_int_equal(pipe(fds[i]), 0);
+        pids[i] = fork();
+        if (pids[i] == 0) {
+            char *t = complete("ta", prompts[i], max_tokens, NULL);
+            if (t && write(fds[i][1], t, strlen(t)) < 0)
+                _exit(2);
+            _exit(t ? 0 : 1);
+        }
+        close(fds[i][1]);
+    }
+    for (int i = 0; i < n; i++) {
+        char buf[8192];
+        size_t len = 0;
+        ssize_t k;
+        while ((k = read(fds[i][0], buf + len, sizeof(buf) - 1 - len)) > 0)
+            len += (size_t)k;
+        buf[len] = '\0';
+        close(fds[i][0]);
+        int st;
+        waitpid(pids[i], &st, 0);
+        assert_true(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+        out[i] = strdup(buf);
+    }
+}
+
+/* Opens a streaming completion and returns its socket once text flows. */
+static int open_stream(int max_tokens)
+{
+    char *tok = svc_token(&S, "tb", 600);
+    int fd = svc_connect(&S);
+    char body[256], head[4096], first[512];
+    snprintf(
+        body, sizeof(body),
+        "{\"model\":\"smollm2\",\"prompt\":\"Write a long essay about the sea.\",\"max_tokens\":%d,"
+        "\"temperature\":0,\"stream\":true}",
+        max_tokens);
+    int n = snprintf(head, sizeof(head),
+                     "POST /v1/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer %s\r\n"
+                     "Content-Type: application/json\r\nContent-Length: %zu\r\n\r\n%s",
+                     tok, strlen(body), body);
+    send_all(fd, head, (size_t)n);
+    free(tok);
+    struct pollfd p = {.fd = fd, .events = POLLIN};
+    assert_int_equal(poll(&p, 1, SVC_DEADLINE_MS), 1);
+    assert_true(recv(fd, first, sizeof(first), 0) > 0);
+    return fd;
+}
+
+static void test_kill_one_of_four(void **state)
+{
+    (void)state;
+    write_config(4, 512, 0, 1, 1);
+    assert_int_equal(svc_start(&S), 0);
+    char *solo[3], *got[3];
+    for (int i = 0; i < 3; i++)
+        assert_non_null(solo[i] = complete("ta", prompts[i], 40, NULL));
+    /* the victim streams; the three others join it; then its client goes */
+    int victim = open_stream(200);
+    pid_t killer = fork();
+    if (killer == 0) {
+        usleep(1500000); /* the three are running beside it by now */
+        close(victim);
+        _exit(0);
+    }
+    close(victim); /* the child holds the connection now */
+    run_concurrently(3, 40, got);
+    waitpid(killer, NULL, 0);
+    for (int i = 0; i < 3; i++) {
+        assert_string_equal(got[i], solo[i]);
+        free(got[i]);
+        free(solo[i]);
+    }
+    assert_int_equal(svc_wait_slots_free(&S), 0);
+    assert_int_equal(svc_stop(&S), 0);
+}
+
+static void test_kv_pool_waits(void **state)
+{
+    (void)state;
+    /* each request needs the whole pool: they take turns */
+    write_config(4, 128, 128, 1, 1);
+    assert_int_equal(svc_start(&S), 0);
+    char *solo[4], *got[4];
+    for (int i = 0; i < 4; i++)
+        assert_non_null(solo[i] = complete("ta", prompts[i], 100, NULL));
+    run_concurrently(4, 100, got);
+    for (int i = 0; i < 4; i++) {
+        assert_string_equal(got[i], solo[i]);
+        free(got[i]);
+        free(solo[i]);
+    }
+    char *log = svc_log_text(&S);
+    assert_non_null(strstr(log, "batch: 4 sequences, KV cache 128 tokens"));
+    free(log);
+    assert_int_equal(svc_wait_slots_free(&S), 0);
+    assert_int_equal(svc_stop(&S), 0);
+}
+
+/* Closed-loop clients of a tenant until the deadline; each adds the tokens
+ * of the requests it finished inside [from, until) to the pipe. */
+static pid_t client(const char *tenant, uint64_t from, uint64_t until, int fd)
+{
+    pid_t p = fork();
+    if (p != 0)
+        return p;
+    long sum = 0;
+    while (svc_now_ms() < until) {
+        long t = 0;
+        char *text = complete(tenant, "Count from one to one thousand: one, two,", 16, &t);
+        free(text);
+        uint64_t now = svc_now_ms();
+        if (now >= from && now < until)
+            sum += t;
+    }
+    if (write(fd, &sum, sizeof(sum)) != sizeof(sum))
+        _exit(1);
+    _exit(0);
+}
+
+/* The sum of what the clients wrote into fd's pipe, once they exited. */
+static long sum_of(int fd, int n)
+{
+    long total = 0, v;
+    int k = 0;
+    while (k < n && read(fd, &v, sizeof(v)) == sizeof(v)) {
+        total += v;
+        k++;
+    }
+    assert_int_equal(k, n);
+    close(fd);
+    return total;
+}
+
+/* Tokens served to ta (n_a clients) and tb (n_b clients) in a 15 s window
+ * that starts once both are backlogged. */
+static void served(int n_a, int n_b, long *a, long *b)
+{
+    int pa[2], pb[2];
+    assert_int_equal(pipe(pa), 0);
+    assert_int_equal(pipe(pb), 0);
+    uint64_t from = svc_now_ms() + 3000, until = from + 15000;
+    pid_t pids[32];
+    int n = 0;
+    for (int i = 0; i < n_a; i++)
+        pids[n++] = client("ta", from, until, pa[1]);
+    for (int i = 0; i < n_b; i++)
+        pids[n++] = client("tb", from, until, pb[1]);
+    close(pa[1]);
+    close(pb[1]);
+    for (int i = 0; i < n; i++) {
+        int st;
+        waitpid(pids[i], &st, 0);
+        assert_true(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+    }
+    *a = sum_of(pa[0], n_a);
+    *b = sum_of(pb[0], n_b);
+}
+
+/* ta sends with five times tb's clients; what each is served depends on
+ * the weights only. */
+static void check_fair(double wa, double wb)
+{
+    write_config(2, 256, 0, wa, wb);
+    assert_int_equal(svc_start(&S), 0);
+    long a, b;
+    served(10, 2, &a, &b);
+    double want = wa / wb, got = (double)a / (double)b;
+    print_message("weights %g:%g: ta %ld tokens, tb %ld tokens (ratio %.3f, want %.3f)\n", wa, wb,
+                  a, b, got, want);
+    assert_true(a > 0 && b > 0);
+    assert_true(got >= want * 0.9 && got <= want * 1.1);
+    assert_int_equal(svc_wait_slots_free(&S), 0);
+    assert_int_equal(svc_stop(&S), 0);
+}
+
+static void test_fair_by_tenant(void **state)
+{
+    (void)state;
+    check_fair(1, 1);
+    check_fair(2, 1);
+}
+
+int main(void)
+{
+    svc_model_path(); /* exit 77 without the model */
+    signal(SIGPIPE, SIG_IGN);
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_kill_one_of_four),
+        cmocka_unit_test(test_kv_pool_waits),
+        cmocka_unit_test(test_fair_by_tenant),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

@@ -81,8 +81,9 @@ static void parse_listen(struct gw_cfg_cx *c, json_t *root, struct gw_config *cf
 
 static void parse_segment(struct gw_cfg_cx *c, json_t *root, struct gw_config *cfg)
 {
-    static const char *const keys[] = {"accounts", "budgets",      "slots",        "queue",
-                                       "lanes",    "prompt_bytes", "output_bytes", NULL};
+    static const char *const keys[] = {"accounts",     "budgets",       "slots",
+                                       "queue",        "lanes",         "prompt_bytes",
+                                       "output_bytes", "resume_tokens", NULL};
     struct gw_seg_config *s = &cfg->segment;
     json_t *o = gw__cfg_get_object(c, root, "", "segment", 0);
     if (o) {
@@ -95,6 +96,7 @@ static void parse_segment(struct gw_cfg_cx *c, json_t *root, struct gw_config *c
         gw__cfg_get_u32(c, o, "segment", "queue", 2, 1u << 16, 1, &s->queue);
         gw__cfg_get_u32(c, o, "segment", "prompt_bytes", 256, 16u << 20, 0, &s->prompt_bytes);
         gw__cfg_get_u32(c, o, "segment", "output_bytes", 256, 16u << 20, 0, &s->output_bytes);
+        gw__cfg_get_u32(c, o, "segment", "resume_tokens", 0, 1u << 20, 0, &s->resume_tokens);
     }
     s->lanes = (uint32_t)(cfg->fronts + cfg->workers + 8);
     if (s->lanes > 255)
@@ -303,6 +305,7 @@ static void set_defaults(struct gw_config *cfg, const char *name)
         .queue = 256,
         .prompt_bytes = 65536,
         .output_bytes = 65536,
+        .resume_tokens = 4096,
     };
     snprintf(cfg->device, sizeof(cfg->device), "auto");
     cfg->threads = 0;

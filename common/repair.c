@@ -99,8 +99,37 @@ static int lane_alive(const struct gw_segment *seg, int lane)
     return pid > 0 && (kill(pid, 0) == 0 || errno == EPERM);
 }
 
-/* Fails, settles and releases what the dead lane left behind. */
-static int repair_slots(struct gw_segment *seg, int L)
+/* Whether a RUNNING slot of a dead worker can be continued by another:
+ * nothing asked it to stop (a cancel word names the culprit of a kill, or
+ * a client that left), it was not continued before (a request present in
+ * two crashes fails), its run has not finished, its ids fit the resume
+ * area, and its front is alive to answer. */
+static int resumable(struct gw_segment *seg, struct gw_slot *s, uint32_t i, int origin)
+{
+    struct gw_run_view run;
+    gw_run_read(seg, i, &run);
+    int32_t none;
+    return seg->cfg.resume_tokens > 0 && run.cancel == 0 && run.finish == 0 &&
+           !(ld(&s->flags) & (SLOT_RESUMED | SLOT_ORPHAN)) && gw_run_ids(seg, i, &none, 0) >= 0 &&
+           origin != seg->lane && lane_alive(seg, origin);
+}
+
+/* Puts a dead worker's running slot back in the queue to be continued:
+ * flagged first (release: the worker that takes it, acquiring the state,
+ * sees the flag), then QUEUED, then a queue entry (a wake-up; the master
+ * also writes the work eventfd). 1 when it was. */
+static int requeue(struct gw_segment *seg, struct gw_slot *s, struct gw_slot_ref ref)
+{
+    atomic_fetch_or_explicit(&s->flags, SLOT_RESUMED, memory_order_release);
+    if (gw__slot_move_as(seg, ref, GW_SLOT_RUNNING, GW_SLOT_QUEUED, 1) != 0)
+        return 0;
+    (void)gw_queue_push(seg, ref); /* a full queue: workers scan the slots anyway */
+    return 1;
+}
+
+/* Fails (or, with resumed, puts back to be continued), settles and releases
+ * what the dead lane left behind. */
+static int repair_slots(struct gw_segment *seg, int L, int *resumed)
 {
     int failed = 0;
     for (uint32_t i = 0; i < seg->cfg.slots; i++) {
@@ -111,6 +140,11 @@ static int repair_slots(struct gw_segment *seg, int L)
             continue;
         struct gw_slot_ref ref = {.index = i, .seq = SS_SEQ(w)};
         int origin = (int)ld(&s->origin);
+        if (resumed && SS_LANE(w) == L && state == GW_SLOT_RUNNING &&
+            resumable(seg, s, i, origin) && requeue(seg, s, ref)) {
+            (*resumed)++;
+            continue;
+        }
         if (SS_LANE(w) == L &&
             (state == GW_SLOT_ADMITTED || state == GW_SLOT_QUEUED || state == GW_SLOT_RUNNING)) {
             if (gw__slot_move_as(seg, ref, state, GW_SLOT_FAILED, 1) == 0)
@@ -143,6 +177,13 @@ static int repair_slots(struct gw_segment *seg, int L)
 
 int gw_lane_repair(struct gw_segment *seg, int L)
 {
+    return gw_lane_repair_resume(seg, L, NULL);
+}
+
+int gw_lane_repair_resume(struct gw_segment *seg, int L, int *resumed)
+{
+    if (resumed)
+        *resumed = 0;
     if (L < 0 || (uint32_t)L >= seg->cfg.lanes || seg->lane < 0 || L == seg->lane)
         return -EINVAL;
     struct gw_lane *ln = lane_at(seg, L);
@@ -151,7 +192,7 @@ int gw_lane_repair(struct gw_segment *seg, int L)
     gw__queue_repair(seg, ln);
     if (pid > 0)
         gw__ledger_unlock_dead(seg, pid);
-    int failed = repair_slots(seg, L);
+    int failed = repair_slots(seg, L, resumed);
     atomic_fetch_add_explicit(&seg->hdr->repairs, 1, memory_order_relaxed);
     /* release: everything repaired above is visible to the lane's next
      * holder, which acquires the pid word. */

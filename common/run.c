@@ -139,3 +139,52 @@ void gw_run_fail(struct gw_segment *seg, uint32_t index, const char *why)
      * terminal state */
     atomic_store_explicit(&r->finish, GW_FIN_ERROR, memory_order_relaxed);
 }
+
+/* The resume area: a count word, then the ids. NULL without one. */
+static _Atomic uint64_t *resume_area(const struct gw_segment *seg, uint32_t index)
+{
+    if (index >= seg->cfg.slots || seg->cfg.resume_tokens == 0)
+        return NULL;
+    char *out = gw_slot_output(seg, index);
+    return (_Atomic uint64_t *)(void *)(out + seg->cfg.output_bytes);
+}
+
+/* The count word's top bit: an id past the area was pushed. */
+#define RESUME_OVERFLOW (1ull << 63)
+
+void gw_run_push_id(struct gw_segment *seg, uint32_t index, uint64_t k, int32_t id)
+{
+    _Atomic uint64_t *a = resume_area(seg, index);
+    if (!a)
+        return;
+    if (k >= seg->cfg.resume_tokens) {
+        /* relaxed: only the repair reads it, after this process is dead */
+        atomic_store_explicit(a, RESUME_OVERFLOW, memory_order_relaxed);
+        return;
+    }
+    int32_t *ids = (int32_t *)(void *)(a + 1);
+    ids[k] = id;
+    /* release: the id above is written before the count that covers it */
+    atomic_store_explicit(a, k + 1, memory_order_release);
+}
+
+int64_t gw_run_ids(const struct gw_segment *seg, uint32_t index, int32_t *out, uint64_t cap)
+{
+    _Atomic uint64_t *a = resume_area(seg, index);
+    if (!a)
+        return -1;
+    /* acquire: pairs with gw_run_push_id's release */
+    uint64_t n = atomic_load_explicit(a, memory_order_acquire);
+    if (n & RESUME_OVERFLOW)
+        return -1;
+    const int32_t *ids = (const int32_t *)(const void *)(a + 1);
+    memcpy(out, ids, (n < cap ? n : cap) * sizeof(int32_t));
+    return (int64_t)n;
+}
+
+void gw_run_ids_reset(struct gw_segment *seg, uint32_t index)
+{
+    _Atomic uint64_t *a = resume_area(seg, index);
+    if (a) /* relaxed: the slot's new owner is its only writer */
+        atomic_store_explicit(a, 0, memory_order_relaxed);
+}

@@ -29,8 +29,7 @@ struct gw_seg_header {
     uint32_t version;
     uint32_t header_bytes;
     uint64_t file_bytes;
-    struct gw_seg_config cfg; /* 7 x u32 */
-    uint32_t pad0;
+    struct gw_seg_config cfg; /* 8 x u32 */
     uint64_t off_accounts, off_budgets, off_slots, off_qcells, off_lanes;
     uint64_t budget_stride, slot_stride;
     uint64_t created_us;
@@ -146,6 +145,10 @@ _Static_assert(_Alignof(struct gw_budget) == 8, "budget header alignment");
  * or release it but the master (gw_lane_repair sets it, gw_slot_reap_orphan
  * finishes it). */
 #define SLOT_ORPHAN 2ull
+/* The slot's worker died while it ran and the repair put it back in the
+ * queue to be continued from its generated ids (gw_lane_repair); a second
+ * death fails it (worker_lost). */
+#define SLOT_RESUMED 4ull
 
 /* Settlement word: claimed by one CAS (exactly one settler), done once the
  * accounting is written. A slot is released only when done; the repair
@@ -193,6 +196,9 @@ struct gw_slot {
 _Static_assert(sizeof(struct gw_slot) == 704, "slot layout"); /* 64 + run 168 + req 472 */
 _Static_assert(_Alignof(struct gw_slot) == 8, "slot alignment");
 #define SLOT_FIXED_BYTES ((sizeof(struct gw_slot) + 63u) & ~(size_t)63u)
+/* After the output area: the resume area, a count word then the generated
+ * ids (int32), 8-aligned (gw_run_push_id). */
+#define GW_RESUME_BYTES(n) ((n) ? ((8u + 4u * (uint64_t)(n) + 7u) & ~(uint64_t)7u) : 0u)
 
 /* ------------------------------------------------------------------ queue */
 

@@ -60,7 +60,12 @@ static int layout_of(const struct gw_seg_config *c, struct layout *l, char *err,
     }
     l->budget_stride =
         ALIGN64(sizeof(struct gw_budget) + (uint64_t)c->lanes * sizeof(struct gw_money_col));
-    l->slot_stride = ALIGN64(SLOT_FIXED_BYTES + (uint64_t)c->prompt_bytes + c->output_bytes);
+    if (c->resume_tokens > (1u << 20)) {
+        snprintf(err, errlen, "resume_tokens=%" PRIu32 ": at most 2^20", c->resume_tokens);
+        return -EINVAL;
+    }
+    l->slot_stride = ALIGN64(SLOT_FIXED_BYTES + (uint64_t)c->prompt_bytes + c->output_bytes +
+                             GW_RESUME_BYTES(c->resume_tokens));
     l->off_accounts = ALIGN64(sizeof(struct gw_seg_header));
     l->off_budgets = ALIGN64(l->off_accounts + (uint64_t)c->accounts * sizeof(struct gw_account));
     l->off_slots = ALIGN64(l->off_budgets + (uint64_t)c->budgets * l->budget_stride);
@@ -304,6 +309,7 @@ int gw_segment_open(struct gw_segment *seg, const char *path, const struct gw_se
     CMP(lanes);
     CMP(prompt_bytes);
     CMP(output_bytes);
+    CMP(resume_tokens);
 #undef CMP
     if (what) {
         snprintf(err, errlen,

@@ -83,7 +83,9 @@ int gw__slot_move_as(struct gw_segment *seg, struct gw_slot_ref ref, int from, i
 {
     if (seg->lane < 0)
         return -EINVAL;
-    if (!legal(from, to))
+    /* RUNNING -> QUEUED only by the repair: a dead worker's request put
+     * back to be continued (gw_lane_repair) */
+    if (!legal(from, to) && !(force && from == GW_SLOT_RUNNING && to == GW_SLOT_QUEUED))
         return GW_ESTATE;
     uint64_t w;
     struct gw_slot *s = gw__slot_get(seg, ref, &w);
@@ -304,4 +306,12 @@ int gw_slot_peek(const struct gw_segment *seg, uint32_t index, struct gw_slot_re
     uint64_t w = atomic_load_explicit(&slot_at(seg, index)->state, memory_order_acquire);
     *ref = (struct gw_slot_ref){.index = index, .seq = SS_SEQ(w)};
     return SS_STATE(w);
+}
+
+int gw_slot_resumed(const struct gw_segment *seg, struct gw_slot_ref ref)
+{
+    uint64_t w;
+    struct gw_slot *s = gw__slot_get(seg, ref, &w);
+    /* acquire: pairs with the repair's release of the flag */
+    return s && (atomic_load_explicit(&s->flags, memory_order_acquire) & SLOT_RESUMED) ? 1 : 0;
 }

@@ -27,9 +27,15 @@ static int repair_pid(struct master *m, pid_t pid, const char *who)
     for (int l = 0; l < (int)m->seg.cfg.lanes; l++) {
         if (l == m->seg.lane || gw_lane_pid(&m->seg, l) != pid)
             continue;
-        int failed = gw_lane_repair(&m->seg, l);
-        say("%s: lane %d repaired, %d slot%s failed", who, l, failed < 0 ? 0 : failed,
-            failed == 1 ? "" : "s");
+        int resumed = 0;
+        int failed = gw_lane_repair_resume(&m->seg, l, &resumed);
+        say("%s: lane %d repaired, %d slot%s failed, %d put back to be continued", who, l,
+            failed < 0 ? 0 : failed, failed == 1 ? "" : "s", resumed);
+        if (resumed > 0) {
+            uint64_t n = (uint64_t)resumed; /* wake that many workers */
+            if (write(m->work_efd, &n, sizeof(n)) < 0)
+                say("work eventfd: %s", strerror(errno));
+        }
         repaired++;
     }
     return repaired;

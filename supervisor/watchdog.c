@@ -215,6 +215,11 @@ struct gw_watchdog {
     pid_t killed[KILLED_PIDS]; /* SIGKILLed, not yet reaped */
     /* per-lane view built each scan */
     int64_t *busy_lane; /* slot -> worker lane running it, -1 none */
+    /* A stalled worker runs a batch: the watchdog kills it for one slot
+     * (the culprit, worker_stalled); the repair continues the others on
+     * another worker (gw_lane_repair). The pid a lane's stall was judged
+     * for, so no second slot of it is named. */
+    pid_t stall_pid[256];
 };
 
 #define wd_say(...) gw_log("master: watchdog", __VA_ARGS__)
@@ -481,8 +486,11 @@ static int judge_run(struct gw_watchdog *wd, const struct gw_config *cfg, uint64
     int have_est = have_acct && gw_lenest_get(seg, acct, &est) == 0;
     s.length_limit = gw_lenest_limit(have_est ? &est : NULL, &lim);
     int reason = gw_wd_judge(&lim, &s);
-    if (reason < 0 && lane >= 0 && cfg->wd_stall_ms && stalled(cfg, w, lane, &run, now))
+    if (reason < 0 && lane >= 0 && lane < 256 && wd->stall_pid[lane] != w->pids[lane] &&
+        cfg->wd_stall_ms && stalled(cfg, w, lane, &run, now)) {
+        wd->stall_pid[lane] = w->pids[lane];
         reason = GW_WD_STALLED;
+    }
     return reason;
 }
 

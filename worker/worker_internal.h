@@ -51,6 +51,15 @@ struct gw_job {
     uint64_t first_us; /* its device time then (the prompt's share included) */
     uint64_t rep_max;  /* longest repetition so far (gw_wd_rep_fold) */
     uint64_t vtc_now;  /* its tenant's counter, for this step's order */
+    /* Continuing a request whose worker died (gw_slot_resumed): the ids it
+     * had generated (replayed, not sampled), the bytes its client already
+     * has (not published again) and the device time already charged. */
+    int resumed;
+    int32_t *forced;
+    size_t n_forced;
+    size_t skip;
+    uint64_t base_us;
+    uint64_t ids_pushed; /* ids recorded in the slot's resume area */
 };
 
 struct gw_worker {

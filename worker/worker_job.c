@@ -30,6 +30,9 @@ static void wake_front(const struct gw_worker *w, uint32_t front)
 static int piece(void *user, int32_t tok, char *buf, size_t cap)
 {
     struct gw_job *j = user;
+    /* recorded before its text is published: a worker that takes the
+     * request over after our death replays exactly what the client saw */
+    gw_run_push_id(&j->w->seg, j->ref.index, j->ids_pushed++, tok);
     const char *chunk;
     size_t len;
     if (gw_tok_decoder_push(&j->dec, tok, &chunk, &len, NULL, 0) < 0)
@@ -44,6 +47,14 @@ static int piece(void *user, int32_t tok, char *buf, size_t cap)
 static void publish_text(void *user, const char *text, size_t len)
 {
     struct gw_job *j = user;
+    if (j->skip) { /* a continued request: its client has these bytes */
+        size_t d = len < j->skip ? len : j->skip;
+        text += d;
+        len -= d;
+        j->skip -= d;
+        if (!len)
+            return;
+    }
     if (j->written + len > j->cap) {
         len = j->cap - j->written;
         j->stop_full = 1;
@@ -70,7 +81,7 @@ static void on_text(void *user, const char *text, size_t len)
 
 static uint64_t device_us(const struct gw_job *j)
 {
-    return j->gen ? gw_gen_device_us(j->gen) : 0;
+    return j->base_us + (j->gen ? gw_gen_device_us(j->gen) : 0);
 }
 
 static void on_step(void *user, const gw_gen_step *st)
@@ -169,6 +180,28 @@ static int prompt_text(struct gw_worker *w, struct gw_job *j, char **text, size_
     return gw_chat_format(&w->ct, msgs, n, text, len, err, errlen);
 }
 
+/* A request whose worker died, put back by the repair: what it had
+ * generated and published, and what was charged, are where that worker
+ * left them; the run's start and first-token times stand. */
+static void resume(struct gw_worker *w, struct gw_job *j)
+{
+    j->resumed = 1;
+    uint32_t cap = w->seg.cfg.resume_tokens;
+    int64_t n = (j->forced = malloc((size_t)cap * sizeof(int32_t) + 1))
+                    ? gw_run_ids(&w->seg, j->ref.index, j->forced, cap)
+                    : 0;
+    j->n_forced = n > 0 ? (size_t)n : 0;
+    j->written = (size_t)gw_run_written(&w->seg, j->ref.index);
+    j->skip = j->written;
+    uint64_t reserved, used;
+    int settled;
+    if (gw_slot_money(&w->seg, j->ref, &reserved, &used, &settled) == 0)
+        j->base_us = used;
+    j->first_ns = j->started_ns; /* its TTFT was observed by the first worker */
+    gw__wlog(w, "slot %u (request %.40s): continuing after its worker died: %zu tokens replayed",
+             j->ref.index, j->req.id, j->n_forced);
+}
+
 /* Takes the slot: its request, the job's pointers into it, the run's
  * start time, the queue-time metric. */
 static void job_start(struct gw_worker *w, struct gw_slot_ref ref, const struct gw_slot_req *req,
@@ -180,6 +213,11 @@ static void job_start(struct gw_worker *w, struct gw_slot_ref ref, const struct 
     j->out = gw_slot_output(&w->seg, ref.index);
     j->cap = w->seg.cfg.output_bytes;
     j->started_ns = gw_mono_ns();
+    if (gw_slot_resumed(&w->seg, ref)) {
+        resume(w, j);
+        return;
+    }
+    gw_run_ids_reset(&w->seg, ref.index);
     gw_run_begin(&w->seg, ref.index, j->started_ns);
     gw_proc_heartbeat(&w->seg, (int64_t)ref.index);
     uint64_t wall = gw_now_us();
@@ -230,7 +268,8 @@ static int prompt_ids(struct gw_worker *w, struct gw_job *j)
         return -1;
     }
     gw_run_set_prompt_tokens(&w->seg, j->ref.index, j->n_ids);
-    gw_metrics_add(&w->seg, GW_MC_PROMPT_TOKENS, j->n_ids);
+    if (!j->resumed)
+        gw_metrics_add(&w->seg, GW_MC_PROMPT_TOKENS, j->n_ids);
     return 0;
 }
 
@@ -271,7 +310,11 @@ static void gen_params(struct gw_job *j)
         .on_step = on_step,
         .piece = piece,
         .on_text = on_text,
+        .forced = j->forced,
+        .n_forced = j->n_forced,
     };
+    if (j->n_forced >= (size_t)max_tokens) /* cannot happen: it had tokens to go */
+        j->gp.n_forced = (size_t)max_tokens - 1;
 }
 
 /* After the last token: the decoder's tail, then the output guard's verdict
@@ -323,7 +366,7 @@ static int finish_of(const struct gw_job *j, const gw_gen_result *res)
  * fronts add the prompt separately). */
 static void learn_cost(struct gw_worker *w, const struct gw_job *j)
 {
-    if (j->tokens < 2)
+    if (j->tokens < 2 || j->resumed)
         return;
     uint64_t per = (device_us(j) - j->first_us) / (j->tokens - 1);
     if (per == 0)
@@ -340,7 +383,7 @@ static void job_end(struct gw_worker *w, struct gw_job *j)
      * that asks /metrics after its answer finds its request counted. */
     uint64_t end_ns = gw_mono_ns();
     gw_metrics_add(&w->seg, GW_MC_TOKENS, j->tokens);
-    if (j->tokens >= 2 && j->first_ns)
+    if (j->tokens >= 2 && j->first_ns && !j->resumed)
         gw_metrics_observe(&w->seg, GW_MH_TPOT, (end_ns - j->first_ns) / (j->tokens - 1));
     /* acq_rel (in gw_slot_move): the output, run record and charges above
      * happen-before the front sees DONE. */
@@ -352,6 +395,7 @@ static void job_end(struct gw_worker *w, struct gw_job *j)
     if (j->gen)
         gw_gen_free(j->gen);
     free(j->ids);
+    free(j->forced);
     if (w->parked == j)
         w->parked = NULL;
     struct gw_guard *guard = j->guard;

@@ -43,6 +43,9 @@ static inline uint64_t svc_now_ms(void)
 
 /* Device us per token the fronts assume before a worker measured one. */
 static long svc_cost_us = 2000;
+/* model.max_batch of the config (a test that needs a request to wait in
+ * the queue behind a running one sets 1). */
+static int svc_max_batch = 4;
 
 struct svc {
     char dir[128];
@@ -110,7 +113,7 @@ static inline void svc_write_config(struct svc *s, const char *extra)
         " \"segment\": {\"accounts\": 1024, \"budgets\": 64, \"slots\": 16, \"queue\": 16,\n"
         "   \"prompt_bytes\": 4096, \"output_bytes\": 8192},\n"
         " \"model\": {\"path\": \"%s\", \"name\": \"smollm2\", \"device\": \"cpu\",\n"
-        "   \"threads\": 2, \"context\": 512},\n"
+        "   \"threads\": 2, \"context\": 512, \"max_batch\": %d},\n"
         " %s\n"
         " \"auth\": {\"keys\": [{\"kid\": \"test\", \"alg\": \"HS256\", \"secret_file\": "
         "\"%s\"}],\n"
@@ -136,7 +139,8 @@ static inline void svc_write_config(struct svc *s, const char *extra)
         "   \"tight\": {\"plan\": \"tight\"}},\n"
         " \"cost\": {\"initial_us_per_token\": %ld}\n"
         "}\n",
-        s->port, s->dir, svc_model_path(), extra ? extra : "", secret_path, svc_cost_us);
+        s->port, s->dir, svc_model_path(), svc_max_batch, extra ? extra : "", secret_path,
+        svc_cost_us);
     fclose(f);
 }
 

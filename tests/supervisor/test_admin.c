@@ -26,6 +26,7 @@ static int group_setup(void **state)
              "\"admin\": {\"socket\": \"%s\", \"operators\": [\"gid:0\"], \"admins\": "
              "[\"uid:4242\"]},",
              SOCK);
+    svc_max_batch = 1; /* a second request waits in the queue behind the first */
     svc_write_config(&S, extra);
     if (svc_start_or_dump(&S) != 0)
         return -1;

@@ -106,7 +106,8 @@ int gw_gen_new(gw_ctx *c, const int32_t *prompt, size_t n_prompt, const gw_gen_p
                int32_t *out, size_t out_cap, gw_gen **out_gen)
 {
     if (!c || !prompt || n_prompt == 0 || !p || !out_gen || p->max_tokens < 1 ||
-        (p->n_eog && !p->eog_ids) || (p->n_stops && !p->stops))
+        (p->n_eog && !p->eog_ids) || (p->n_stops && !p->stops) || (p->n_forced && !p->forced) ||
+        p->n_forced >= (size_t)p->max_tokens)
         return -EINVAL;
     int n_ctx = gw_ctx_n_ctx(c);
     if (n_prompt > (size_t)n_ctx)
@@ -286,6 +287,9 @@ static int32_t sample(gw_gen *g, float *logits)
 static void take_token(gw_gen *g, int32_t tok, uint64_t step_ns)
 {
     const gw_gen_params *p = &g->p;
+    int replay = g->res.n_tokens < p->n_forced;
+    if (replay)
+        tok = p->forced[g->res.n_tokens];
     if (g->res.n_tokens == 0 && cancelled(p)) {
         finish(g, GW_FINISH_CANCEL); /* cancelled during its prefill */
         return;
@@ -307,7 +311,7 @@ static void take_token(gw_gen *g, int32_t tok, uint64_t step_ns)
         finish(g, GW_FINISH_CANCEL);
         return;
     }
-    if (p->on_step) {
+    if (p->on_step && !replay) {
         gw_gen_step st = {.n_tokens = g->res.n_tokens,
                           .token = tok,
                           .step_ns = step_ns,
@@ -316,7 +320,8 @@ static void take_token(gw_gen *g, int32_t tok, uint64_t step_ns)
                           .rep_count = g->rep.count};
         p->on_step(p->user, &st);
     }
-    g->pending_us = 0;
+    if (!replay)
+        g->pending_us = 0;
     if (stop_at >= 0)
         finish(g, GW_FINISH_STOP);
     else if (g->res.n_tokens >= (uint64_t)p->max_tokens)

@@ -34,17 +34,19 @@ struct gw_budget_rate {
 /* Sizes chosen from config when the segment is created. Every count must be
  * a power of two where noted; gw_segment_open checks. */
 struct gw_seg_config {
-    uint32_t accounts;     /* ledger entries, power of two >= GW_PROBE */
-    uint32_t budgets;      /* budget records (tenant and global accounts) */
-    uint32_t slots;        /* in-flight request records */
-    uint32_t queue;        /* queue capacity, power of two >= 2 */
-    uint32_t lanes;        /* processes that may attach at once (<= 255) */
-    uint32_t prompt_bytes; /* per slot */
-    uint32_t output_bytes; /* per slot */
+    uint32_t accounts;      /* ledger entries, power of two >= GW_PROBE */
+    uint32_t budgets;       /* budget records (tenant and global accounts) */
+    uint32_t slots;         /* in-flight request records */
+    uint32_t queue;         /* queue capacity, power of two >= 2 */
+    uint32_t lanes;         /* processes that may attach at once (<= 255) */
+    uint32_t prompt_bytes;  /* per slot */
+    uint32_t output_bytes;  /* per slot */
+    uint32_t resume_tokens; /* per slot: generated ids kept so another worker can
+                               continue the request after its worker died; 0: none */
 };
 /* It is also the segment header's record of its sizes (seg_internal.h):
  * part of the layout, like everything in the segment. */
-_Static_assert(sizeof(struct gw_seg_config) == 28, "segment config layout");
+_Static_assert(sizeof(struct gw_seg_config) == 32, "segment config layout");
 _Static_assert(_Alignof(struct gw_seg_config) == 4, "segment config alignment");
 
 /* ------------------------------------------------------------------ config */

@@ -21,13 +21,14 @@
 
 #define GW_SEG_MAGIC "GWLEDGR" /* 7 chars + NUL = 8 bytes */
 #define GW_SEG_VERSION                                                                             \
-    7u               /* 3: account ban cell, lane drain word; 4: slot rep_max,                     \
+    8u               /* 3: account ban cell, lane drain word; 4: slot rep_max,                     \
                       * watchdog kill counters in the header; 5: learned                           \
                       * lengths region, 16 kill counters; 6: metrics and                           \
                       * limit-override areas after the learned lengths;                            \
                       * 7: a VTC counter in each budget record, the plan's                         \
                       * weight_milli in the slot request (both in former                           \
-                      * padding: no size changed) */
+                      * padding: no size changed); 8: resume_tokens in the                         \
+                      * config, a resume area after each slot's output */
 #define GW_PROBE 16  /* accounts live within 16 entries of home */
 #define GW_ID_MAX 40 /* bytes of account id kept for display */
 
@@ -406,6 +407,23 @@ struct gw_run_view {
     uint32_t finish;      /* enum gw_finish_reason, 0 while running */
     uint32_t cancel;      /* enum gw_cancel_reason or a watchdog code, 0 = none */
 };
+/* The resume area (segment.resume_tokens ids per slot): the worker records
+ * each generated id before its text is published, so that when the worker
+ * dies the repair can put the request back in the queue and another worker
+ * continue it exactly (re-prefill the prompt, replay the ids, publish only
+ * what the client has not had). gw_run_push_id writes id k (k <
+ * resume_tokens; others are ignored and make the run not resumable) and
+ * then the count k + 1 (release); gw_run_ids copies up to cap ids and
+ * returns the count (acquire): -1 when the area overflowed or is absent.
+ * gw_run_ids_reset starts a fresh run (count 0). Written by the worker that
+ * owns the RUNNING slot only. */
+void gw_run_push_id(struct gw_segment *seg, uint32_t index, uint64_t k, int32_t id);
+int64_t gw_run_ids(const struct gw_segment *seg, uint32_t index, int32_t *out, uint64_t cap);
+void gw_run_ids_reset(struct gw_segment *seg, uint32_t index);
+/* 1 when the repair re-queued the slot after its worker died (the worker
+ * that takes it continues the run), 0 otherwise or for a stale ref. */
+int gw_slot_resumed(const struct gw_segment *seg, struct gw_slot_ref ref);
+
 /* Readers (fronts, watchdog, admin). Out-of-range indexes read zeros. */
 void gw_run_read(const struct gw_segment *seg, uint32_t index, struct gw_run_view *out);
 /* Output bytes published so far. Everything in the output area before that
@@ -494,9 +512,14 @@ int gw_proc_get(const struct gw_segment *seg, int lane, struct gw_proc_info *out
  *  - unblocks queue cells the dead process had claimed but not published or
  *    consumed but not released, and re-queues a slot it popped and had not
  *    started;
- *  - moves every slot the lane owned that is not terminal to FAILED (a dead
- *    front's clients are gone; a dead worker's generation is lost), settles
- *    it, and releases terminal slots whose front (origin lane) is gone;
+ *  - puts a dead worker's RUNNING slots back in the queue, flagged to be
+ *    continued (gw_slot_resumed), when nothing asked them to stop (no cancel
+ *    word: not the culprit of a kill), they were not continued before, their
+ *    ids fit the resume area and their front lives;
+ *  - moves every other slot the lane owned that is not terminal to FAILED
+ *    (a dead front's clients are gone; a request in a second crash is
+ *    lost), settles it, and releases terminal slots whose front (origin
+ *    lane) is gone;
  *  - cancels a dead front's slots that a worker is running and marks them
  *    for gw_slot_reap_orphan (the master settles and releases them when the
  *    worker is done);
@@ -505,6 +528,11 @@ int gw_proc_get(const struct gw_segment *seg, int lane, struct gw_proc_info *out
  * Returns the number of slots it failed. Not for concurrent use with
  * itself (one master). */
 int gw_lane_repair(struct gw_segment *seg, int lane);
+/* gw_lane_repair puts nothing back (the master's start: the fronts of an
+ * earlier run are gone, a zombie's pid may still answer kill(pid, 0));
+ * this one does, for a worker that died under a live node, and counts
+ * them in *resumed. */
+int gw_lane_repair_resume(struct gw_segment *seg, int lane, int *resumed);
 
 /* Conservation check over the whole segment, for tests and the admin
  * socket: for every budget account, reserved = used + refunded + what live

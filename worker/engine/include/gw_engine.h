@@ -448,6 +448,14 @@ typedef struct gw_gen_params {
      * start of a stop sequence is held back until it cannot. */
     int (*piece)(void *user, int32_t token, char *buf, size_t cap);
     void (*on_text)(void *user, const char *text, size_t len);
+
+    /* Continuing a generation another process began (gw_gen_new only): its
+     * first n_forced tokens are these instead of the sampled ones (the
+     * sampler still draws, so a seeded one continues as it would have).
+     * They go through piece and on_text as any token (the caller skips the
+     * text it had published) but not on_step. */
+    const int32_t *forced;
+    size_t n_forced;
 } gw_gen_params;
 
 typedef struct gw_gen_result {

@@ -2,10 +2,10 @@
  * processes (a master, two fronts and a worker on SmolLM2): GET /v1/models
  * and /v1/models/{id} behind the token, chat messages whose content is an
  * array of parts, stream_options.include_usage with OpenAI's usage chunk,
- * `user` in the access log and in the audit log of a killed request, and
- * the RateLimit headers in the draft's structured-field syntax. Exact
- * bodies, headers and log lines. Exits 77 (ctest: Skipped) without the
- * model. */
+ * `user` in the access log and in the audit log of a killed request, the
+ * RateLimit headers in the draft's structured-field syntax, and an API key
+ * the model repeats, redacted by the default guard rules. Exact bodies,
+ * headers and log lines. Exits 77 (ctest: Skipped) without the model. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -432,6 +432,26 @@ static void test_user_reaches_the_audit_log_of_a_kill(void **state)
     free(lines);
 }
 
+/* ------------------------------------------------------ output guard */
+
+/* The default rules in a real worker: greedy SmolLM2 repeats the key it
+ * was shown, and the stream carries "[REDACTED]" in its place. */
+static void test_an_openai_key_the_model_repeats_is_redacted_in_the_stream(void **state)
+{
+    (void)state;
+    struct resp r;
+    call("POST", "/v1/generate", tok,
+         "{\"prompt\":\"Key: sk-proj-T9x2Lk7Qw3Er5Ty8Ui1Op4As6Df0Gh2Jk5Lz8Xc1Vb4Nm7Qa.\\n"
+         "Key: sk-proj-T9x2Lk7Qw3Er5Ty8Ui1Op4As6Df0Gh2Jk5Lz8Xc1Vb4Nm7Qa.\\nKey:\","
+         "\"max_tokens\":48,\"stream\":true}",
+         &r);
+    expect_status(&r, 200);
+    if (!strstr(r.body, "[REDACTED]") || strstr(r.body, "T9x2Lk7Qw3") || strstr(r.body, "sk-proj"))
+        fail_msg("the key was not redacted in the stream:\n%s", r.body);
+    assert_non_null(strstr(r.body, "data: [DONE]"));
+    resp_free(&r);
+}
+
 /* ------------------------------------------------------- RateLimit */
 
 static void test_ratelimit_headers_follow_the_structured_field_draft(void **state)
@@ -490,6 +510,7 @@ int main(void)
         cmocka_unit_test(test_user_reaches_the_access_log),
         cmocka_unit_test(test_user_reaches_the_audit_log_of_a_kill),
         cmocka_unit_test(test_ratelimit_headers_follow_the_structured_field_draft),
+        cmocka_unit_test(test_an_openai_key_the_model_repeats_is_redacted_in_the_stream),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }

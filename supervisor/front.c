@@ -643,8 +643,8 @@ static void models(struct conn *c)
     }
     char *body;
     size_t len;
-    if (gw_models_body(f->cfg->model_name, f->model_created_s, "gpuwarden", rc == 0, &body, &len) !=
-        0) {
+    if (gw_openai_models_body(f->cfg->model_name, f->model_created_s, "gpuwarden", rc == 0, &body,
+                              &len) != 0) {
         refuse_503(c, "overloaded", "out of memory");
         return;
     }

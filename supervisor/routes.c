@@ -428,8 +428,8 @@ int gw_sse_usage(enum gw_route route, const struct gw_completion *c, char **out,
     return emit(o, "data: ", "\n\n", out, len);
 }
 
-int gw_models_body(const char *id, uint64_t created_s, const char *owned_by, int list, char **out,
-                   size_t *len)
+int gw_openai_models_body(const char *id, uint64_t created_s, const char *owned_by, int list,
+                          char **out, size_t *len)
 {
     if (!id || !out || created_s > INT64_MAX)
         return -EINVAL;

@@ -100,8 +100,8 @@ int gw_route_model_id(const char *path, size_t path_len, char *id, size_t idlen)
 /* The OpenAI model object {"id","object":"model","created","owned_by"}, or
  * with list = 1 the list {"object":"list","data":[that object]}: the
  * bodies of GET /v1/models/{id} and GET /v1/models. *out is malloc'd. */
-int gw_models_body(const char *id, uint64_t created_s, const char *owned_by, int list, char **out,
-                   size_t *len);
+int gw_openai_models_body(const char *id, uint64_t created_s, const char *owned_by, int list,
+                          char **out, size_t *len);
 
 /* GW_STOP_MAX, GW_STOP_LEN: gw_common.h (the slot carries the stops). */
 #define GW_USER_MAX 257 /* `user`: at most 256 bytes */

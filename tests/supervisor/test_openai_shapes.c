@@ -119,17 +119,18 @@ static void test_models_bodies_are_openai_shaped(void **state)
     (void)state;
     char *out = NULL;
     size_t len = 0;
-    assert_int_equal(gw_models_body("smollm2", 1700000000, "gpuwarden", 1, &out, &len), 0);
+    assert_int_equal(gw_openai_models_body("smollm2", 1700000000, "gpuwarden", 1, &out, &len), 0);
     assert_string_equal(out, "{\"object\":\"list\",\"data\":[{\"id\":\"smollm2\",\"object\":"
                              "\"model\",\"created\":1700000000,\"owned_by\":\"gpuwarden\"}]}");
     assert_int_equal(len, strlen(out));
     free(out);
-    assert_int_equal(gw_models_body("smollm2", 1700000000, "gpuwarden", 0, &out, &len), 0);
+    assert_int_equal(gw_openai_models_body("smollm2", 1700000000, "gpuwarden", 0, &out, &len), 0);
     assert_string_equal(out, "{\"id\":\"smollm2\",\"object\":\"model\",\"created\":1700000000,"
                              "\"owned_by\":\"gpuwarden\"}");
     free(out);
-    assert_int_equal(gw_models_body(NULL, 0, "x", 0, &out, &len), -EINVAL);
-    assert_int_equal(gw_models_body("m", (uint64_t)INT64_MAX + 1, "x", 0, &out, &len), -EINVAL);
+    assert_int_equal(gw_openai_models_body(NULL, 0, "x", 0, &out, &len), -EINVAL);
+    assert_int_equal(gw_openai_models_body("m", (uint64_t)INT64_MAX + 1, "x", 0, &out, &len),
+                     -EINVAL);
 }
 
 /* ----------------------------------------------------- content parts */

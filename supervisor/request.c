@@ -175,6 +175,8 @@ bad:
 static int string_value(struct pctx *p, const char *name, const json_t *v, size_t lo, size_t hi,
                         const char **s, size_t *n)
 {
+    *s = "";
+    *n = 0;
     if (!json_is_string(v))
         return fail(p, name, "expected a string");
     if (text(p, name, v, s, n))

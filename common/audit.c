@@ -92,18 +92,43 @@ static size_t json_str(char *buf, size_t at, size_t len, const char *s, size_t n
     return at;
 }
 
-size_t gw_audit_format(char *buf, size_t len, uint64_t now_us, const struct gw_slot_req *req,
-                       int reason, uint64_t tokens, uint64_t device_ns, const char *out,
-                       size_t out_len)
+/* Moves `at` on by what snprintf wrote (n), clamped to the buffer. */
+static size_t advance(size_t at, size_t len, int n)
 {
-    if (!buf || len < 2)
-        return 0;
+    return n < 0 || (size_t)n >= len - at ? len - 1 : at + (size_t)n;
+}
+
+/* `,"key":"value"` with value escaped (json_str). */
+static size_t put_kv(char *buf, size_t at, size_t len, const char *key, const char *v, size_t n)
+{
+    at = advance(at, len, snprintf(buf + at, len - at, ",\"%s\":\"", key));
+    at = json_str(buf, at, len, v, n);
+    return advance(at, len, snprintf(buf + at, len - at, "\""));
+}
+
+/* What every audit line starts with: {"time":..,"request_id":..,"tenant":..,
+ * "ip":.. (no closing brace). */
+static size_t line_head(char *buf, size_t len, uint64_t now_us, const char *id, size_t id_len,
+                        const char *tenant, size_t tenant_len, const char *ip, size_t ip_len)
+{
     char when[48];
     time_t secs = (time_t)(now_us / 1000000u);
     struct tm tm;
     gmtime_r(&secs, &tm);
     size_t w = strftime(when, sizeof(when), "%Y-%m-%dT%H:%M:%S", &tm);
     snprintf(when + w, sizeof(when) - w, ".%03uZ", (unsigned)(now_us / 1000u % 1000u));
+    size_t at = advance(0, len, snprintf(buf, len, "{\"time\":\"%s\"", when));
+    at = put_kv(buf, at, len, "request_id", id, id_len);
+    at = put_kv(buf, at, len, "tenant", tenant, tenant_len);
+    return put_kv(buf, at, len, "ip", ip, ip_len);
+}
+
+size_t gw_audit_format(char *buf, size_t len, uint64_t now_us, const struct gw_slot_req *req,
+                       int reason, uint64_t tokens, uint64_t device_ns, const char *out,
+                       size_t out_len)
+{
+    if (!buf || len < 2)
+        return 0;
     /* the last 200 characters: back up over 200 lead bytes */
     size_t from = out_len, chars = 0;
     while (from > 0 && chars < 200) {
@@ -111,24 +136,40 @@ size_t gw_audit_format(char *buf, size_t len, uint64_t now_us, const struct gw_s
         if (((unsigned char)out[from] & 0xc0) != 0x80)
             chars++;
     }
-    size_t at = 0;
-    int n = snprintf(buf, len, "{\"time\":\"%s\",\"request_id\":\"", when);
-    at = n < 0 ? 0 : (size_t)n < len ? (size_t)n : len - 1;
-    at = json_str(buf, at, len, req->id, strnlen(req->id, sizeof(req->id)));
-    n = snprintf(buf + at, len - at, "\",\"tenant\":\"");
-    at = n < 0 || (size_t)n >= len - at ? len - 1 : at + (size_t)n;
-    at = json_str(buf, at, len, req->tenant, strnlen(req->tenant, sizeof(req->tenant)));
-    n = snprintf(buf + at, len - at, "\",\"ip\":\"");
-    at = n < 0 || (size_t)n >= len - at ? len - 1 : at + (size_t)n;
-    at = json_str(buf, at, len, req->ip, strnlen(req->ip, sizeof(req->ip)));
-    n = snprintf(buf + at, len - at,
-                 "\",\"reason\":\"%s\",\"tokens\":%" PRIu64 ",\"device_ms\":%" PRIu64
-                 ",\"output_tail\":\"",
-                 gw_wd_reason_name(reason), tokens, device_ns / MS);
-    at = n < 0 || (size_t)n >= len - at ? len - 1 : at + (size_t)n;
-    at = json_str(buf, at, len, out + from, out_len - from);
-    n = snprintf(buf + at, len - at, "\"}\n");
-    at = n < 0 || (size_t)n >= len - at ? len - 1 : at + (size_t)n;
+    size_t at = line_head(buf, len, now_us, req->id, strnlen(req->id, sizeof(req->id)), req->tenant,
+                          strnlen(req->tenant, sizeof(req->tenant)), req->ip,
+                          strnlen(req->ip, sizeof(req->ip)));
+    at = advance(at, len,
+                 snprintf(buf + at, len - at,
+                          ",\"reason\":\"%s\",\"tokens\":%" PRIu64 ",\"device_ms\":%" PRIu64,
+                          gw_wd_reason_name(reason), tokens, device_ns / MS));
+    at = put_kv(buf, at, len, "output_tail", out + from, out_len - from);
+    at = advance(at, len, snprintf(buf + at, len - at, "}\n"));
+    buf[at] = '\0';
+    return at;
+}
+
+static size_t slen(const char *s)
+{
+    return s ? strlen(s) : 0;
+}
+
+size_t gw_audit_format_event(char *buf, size_t len, uint64_t now_us, const struct gw_audit_event *e)
+{
+    if (!buf || len < 2 || !e)
+        return 0;
+    size_t at = line_head(buf, len, now_us, e->request_id, slen(e->request_id), e->tenant,
+                          slen(e->tenant), e->ip, slen(e->ip));
+    if (e->user)
+        at = put_kv(buf, at, len, "user", e->user, strlen(e->user));
+    at = put_kv(buf, at, len, "event", e->event, slen(e->event));
+    if (e->rule) {
+        at = put_kv(buf, at, len, "rule", e->rule, strlen(e->rule));
+        at = advance(at, len, snprintf(buf + at, len - at, ",\"count\":%" PRIu64, e->count));
+    }
+    if (e->killed_reason)
+        at = put_kv(buf, at, len, "killed_reason", e->killed_reason, strlen(e->killed_reason));
+    at = advance(at, len, snprintf(buf + at, len - at, "}\n"));
     buf[at] = '\0';
     return at;
 }

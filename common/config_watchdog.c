@@ -138,16 +138,41 @@ void gw__cfg_plan_watchdog(struct gw_cfg_cx *c, json_t *o, const char *p, struct
 /* ------------------------------------------------------- the node's watchdog */
 
 /* The output guard's rules when the config names none: what a harvesting
- * prompt is after. Keys and credentials end the generation; personal data
- * is redacted. (docs/CONFIG.md "watchdog.guard") */
+ * prompt is after. A PEM block is killed: its header is all a pattern can
+ * recognise, and only ending the stream keeps the key lines after it from
+ * going out. An AWS key id is killed for the same reason: the secret key
+ * that travels with it has no shape of its own (40 base64 characters). A
+ * token that is all the secret there is (API keys, GitHub, Slack, Google,
+ * JWTs) is redacted: exactly the token is replaced, so an answer that shows
+ * how to use a key stays useful and the key never leaves. Personal data is
+ * redacted. The token rules ask for the lengths the issuers use, so a word
+ * like "sk-learn" is no key. (docs/CONFIG.md "watchdog.guard") */
 static const struct gw_guard_rule guard_defaults[] = {
-    {"pem_private_key", "-----BEGIN (?:[A-Z0-9]+ )*PRIVATE KEY-----", GW_GUARD_KILL, 0},
+    {"pem_private_key", "-----BEGIN (?:[A-Z0-9]+ )*PRIVATE KEY(?: BLOCK)?-----", GW_GUARD_KILL, 0},
     {"aws_access_key_id", "\\b(?:AKIA|ASIA|AIDA|AROA|AGPA|ANPA|ANVA|AIPA)[A-Z0-9]{16}\\b",
      GW_GUARD_KILL, 0},
+    /* sk-ant-api03-..., sk-ant-admin01-... */
+    {"anthropic_api_key", "\\bsk-ant-[a-z]+[0-9]{2}-[A-Za-z0-9_-]{32,}", GW_GUARD_REDACT, 0},
+    /* sk-proj-..., sk-svcacct-..., sk-admin-..., sk-None-..., and the
+     * older sk- followed by 48 letters and digits */
+    {"openai_api_key", "\\bsk-(?:(?:proj|svcacct|admin|None)-[A-Za-z0-9_-]{32,}|[A-Za-z0-9]{32,})",
+     GW_GUARD_REDACT, 0},
+    /* classic (ghp_, gho_, ghu_, ghs_, ghr_: 36 characters) and
+     * fine-grained (github_pat_) tokens */
+    {"github_token", "\\b(?:gh[pousr]_[A-Za-z0-9]{36,}|github_pat_[A-Za-z0-9_]{22,})",
+     GW_GUARD_REDACT, 0},
+    {"slack_token", "\\bxox[abpr]-[A-Za-z0-9-]{10,}", GW_GUARD_REDACT, 0},
+    {"google_api_key", "\\bAIza[A-Za-z0-9_-]{35}", GW_GUARD_REDACT, 0},
+    /* header and payload are JSON objects, so both start eyJ ("{\"");
+     * the signature may be empty (alg none) */
+    {"jwt", "\\beyJ[A-Za-z0-9_-]{10,}\\.eyJ[A-Za-z0-9_-]{10,}\\.[A-Za-z0-9_-]*", GW_GUARD_REDACT,
+     0},
     {"email", "\\b[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\\.[A-Za-z0-9-]+)*\\.[A-Za-z]{2,}\\b",
      GW_GUARD_REDACT, 0},
     {"card_number", "\\b[0-9](?:[ -]?[0-9]){12,18}\\b", GW_GUARD_REDACT, 1},
 };
+_Static_assert(sizeof(guard_defaults) / sizeof(guard_defaults[0]) <= GW_GUARD_MAX,
+               "the default rules fit the config's table");
 
 /* Prompts that ask for endless output get the lower unbounded_cap_tokens
  * (docs/CONFIG.md "watchdog.unbounded_patterns"); compiled caseless. */

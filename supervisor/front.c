@@ -19,6 +19,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/random.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #define TICK_MS 20
@@ -45,35 +46,68 @@ static const struct gw_budget_rate *budget_of(const struct gw_plan *p)
 
 /* ------------------------------------------------------- small answers */
 
-static void rate_headers(char *buf, size_t len, const struct gw_plan *p, uint64_t retry_us,
-                         uint64_t remaining)
+/* Appends printf output at *at, never past len - 1. */
+__attribute__((format(printf, 4, 5))) static void putf(char *buf, size_t len, size_t *at,
+                                                       const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(buf + *at, len - *at, fmt, ap);
+    va_end(ap);
+    *at = n < 0 || (size_t)n >= len - *at ? len - 1 : *at + (size_t)n;
+}
+
+/* RateLimit-Policy and RateLimit as draft-ietf-httpapi-ratelimit-headers-09
+ * writes them (structured fields, RFC 8941): one policy item per window of
+ * the limits that apply, named by scope ("tenant" or "ip"; "tenant.1",
+ * "tenant.2" for a plan's further windows), q the requests a full window
+ * admits (limit + burst), w its length in seconds:
+ *   RateLimit-Policy: "tenant";q=110;w=60
+ *   RateLimit: "tenant";r=109;t=1
+ * r is what the window admits now; t the seconds until it is full again.
+ * `rem` holds r per window; NULL for a refusal, which reports the first
+ * window empty until the retry. Retry-After goes first when retry_us. */
+static void rate_headers(char *buf, size_t len, const char *scope, const struct gw_plan *p,
+                         const uint64_t *rem, uint64_t retry_us)
 {
     size_t at = 0;
     buf[0] = '\0';
-    if (retry_us) {
-        uint64_t s = (retry_us + 999999) / 1000000;
-        at += (size_t)snprintf(buf + at, len - at, "Retry-After: %" PRIu64 "\r\n", s ? s : 1);
+    uint64_t retry_s = (retry_us + 999999) / 1000000;
+    if (retry_us)
+        putf(buf, len, &at, "Retry-After: %" PRIu64 "\r\n", retry_s);
+    int n = p ? p->n_windows : 0;
+    if (n <= 0)
+        return;
+    if (n > GW_RATE_CELLS)
+        n = GW_RATE_CELLS;
+    char names[GW_RATE_CELLS][24];
+    for (int i = 0; i < n; i++)
+        snprintf(names[i], sizeof(names[i]), i ? "%s.%d" : "%s", scope, i);
+    putf(buf, len, &at, "RateLimit-Policy: ");
+    for (int i = 0; i < n; i++)
+        putf(buf, len, &at, "%s\"%s\";q=%" PRIu64 ";w=%" PRIu64, i ? ", " : "", names[i],
+             p->windows[i].limit + p->windows[i].burst, p->windows[i].period_us / 1000000);
+    putf(buf, len, &at, "\r\nRateLimit: ");
+    if (!rem) {
+        putf(buf, len, &at, "\"%s\";r=0;t=%" PRIu64 "\r\n", names[0], retry_s ? retry_s : 1);
+        return;
     }
-    if (p && p->n_windows > 0) {
-        at += (size_t)snprintf(buf + at, len - at, "RateLimit-Policy: ");
-        for (int i = 0; i < p->n_windows && at < len; i++)
-            at += (size_t)snprintf(buf + at, len - at, "%s%" PRIu64 ";w=%" PRIu64, i ? ", " : "",
-                                   p->windows[i].limit + p->windows[i].burst,
-                                   p->windows[i].period_us / 1000000);
-        if (at < len)
-            at += (size_t)snprintf(buf + at, len - at,
-                                   "\r\nRateLimit: limit=%" PRIu64 ", remaining=%" PRIu64
-                                   ", reset=%" PRIu64 "\r\n",
-                                   p->windows[0].limit + p->windows[0].burst, remaining,
-                                   (retry_us + 999999) / 1000000);
+    for (int i = 0; i < n; i++) {
+        const struct gw_window *w = &p->windows[i];
+        uint64_t q = w->limit + w->burst, r = rem[i] < q ? rem[i] : q;
+        /* GCRA gives one request back every period / limit */
+        uint64_t t = (q - r) * (w->period_us / w->limit);
+        putf(buf, len, &at, "%s\"%s\";r=%" PRIu64 ";t=%" PRIu64, i ? ", " : "", names[i], r,
+             (t + 999999) / 1000000);
     }
+    putf(buf, len, &at, "\r\n");
 }
 
-static void refuse_429(struct conn *c, const struct gw_plan *p, const char *code, const char *msg,
-                       uint64_t retry_us)
+static void refuse_429(struct conn *c, const char *scope, const struct gw_plan *p,
+                       const uint64_t *rem, const char *code, const char *msg, uint64_t retry_us)
 {
     char hdr[512];
-    rate_headers(hdr, sizeof(hdr), p, retry_us, 0);
+    rate_headers(hdr, sizeof(hdr), scope, p, rem, retry_us);
     gw__conn_error(c, 429, "rate_limit_error", code, msg, NULL, hdr);
 }
 
@@ -252,6 +286,15 @@ static int fill_slot(const struct admission *a, uint32_t flags, const char *id)
     return gw_slot_set_req(a->seg, a->ref, &sr);
 }
 
+/* What each of the tenant's windows admits now, this request's unit taken
+ * (RateLimit's r). Valid from step 3 on: items[i] is the tenant's window i. */
+static const uint64_t *tenant_remaining(const struct admission *a, uint64_t *rem)
+{
+    for (int i = 0; i < a->plan->n_windows && i < GW_RATE_CELLS; i++)
+        rem[i] = gw_ledger_rate_remaining(a->seg, a->tenant, i, &a->items[i].rate, a->now);
+    return rem;
+}
+
 /* Each step returns 0 to go on, or -1 once it has answered the client and
  * given back what it took itself. */
 
@@ -278,7 +321,8 @@ static int admit_address(struct admission *a)
         int n = window_items(a->items, 0, ip, &cfg->ip);
         if (gw_ledger_admit(seg, a->items, n, a->now, &retry) == GW_EREFUSED) {
             gw_metrics_refusal(seg, GW_REF_IP_RATE);
-            refuse_429(c, &cfg->ip, "rate_limited", "too many requests from this address", retry);
+            refuse_429(c, "ip", &cfg->ip, NULL, "rate_limited",
+                       "too many requests from this address", retry);
             return -1;
         }
     }
@@ -338,7 +382,8 @@ static int admit_rates(struct admission *a)
     if (n > 0 && (rc = gw_ledger_admit(seg, a->items, n, a->now, &retry)) != 0) {
         gw_metrics_refusal(seg, rc == GW_EREFUSED ? GW_REF_TENANT_RATE : GW_REF_OVERLOADED);
         if (rc == GW_EREFUSED)
-            refuse_429(c, a->plan, "rate_limited", "rate limit reached for this tenant", retry);
+            refuse_429(c, "tenant", a->plan, NULL, "rate_limited",
+                       "rate limit reached for this tenant", retry);
         else
             refuse_503(c, "overloaded", "ledger busy; retry");
         return -1;
@@ -359,6 +404,7 @@ static int admit_request(struct admission *a)
         gw__conn_error(c, 400, "invalid_request_error", "invalid_request", err, param, NULL);
         return -1;
     }
+    snprintf(c->acc_user, sizeof(c->acc_user), "%s", rq->user);
     if ((a->route != GW_ROUTE_GENERATE || rq->model[0]) &&
         strcmp(rq->model, cfg->model_name) != 0) {
         char msg[200];
@@ -391,7 +437,8 @@ static int admit_pressure(struct admission *a)
         uint64_t tleft = gw_ledger_budget_left(a->seg, a->tenant, &plan->budget, a->now);
         if (gleft < cfg->global.budget.amount_us / 4 && tleft < plan->budget.amount_us / 2) {
             gw_metrics_refusal(a->seg, GW_REF_BUDGET);
-            refuse_429(a->c, plan, "budget_exhausted",
+            uint64_t rem[GW_RATE_CELLS];
+            refuse_429(a->c, "tenant", plan, tenant_remaining(a, rem), "budget_exhausted",
                        "the node is short of GPU time and this tenant has used most of its budget",
                        1000000);
             return -1;
@@ -409,8 +456,9 @@ static int admit_slot(struct admission *a)
     if (gw_ledger_inflight_take(seg, a->tenant,
                                 plan->max_inflight ? plan->max_inflight : UINT64_MAX) != 0) {
         gw_metrics_refusal(seg, GW_REF_CONCURRENCY);
-        refuse_429(a->c, plan, "too_many_concurrent", "too many requests in flight for this tenant",
-                   1000000);
+        uint64_t rem[GW_RATE_CELLS];
+        refuse_429(a->c, "tenant", plan, tenant_remaining(a, rem), "too_many_concurrent",
+                   "too many requests in flight for this tenant", 1000000);
         return -1;
     }
     if (gw_slot_claim(seg, &a->ref) != 0) {
@@ -455,8 +503,10 @@ static int admit_money(struct admission *a)
     if (rc != 0) {
         abandon(a->f, a->ref, GW_SLOT_ADMITTED);
         gw_metrics_refusal(seg, rc == GW_EREFUSED ? GW_REF_BUDGET : GW_REF_OVERLOADED);
+        uint64_t rem[GW_RATE_CELLS];
         if (rc == GW_EREFUSED)
-            refuse_429(a->c, plan, "budget_exhausted", "the tenant's GPU-time budget is exhausted",
+            refuse_429(a->c, "tenant", plan, tenant_remaining(a, rem), "budget_exhausted",
+                       "the tenant's GPU-time budget is exhausted",
                        retry == UINT64_MAX ? 3600ull * 1000000 : retry);
         else
             refuse_503(a->c, "overloaded", "could not reserve budget; retry");
@@ -497,6 +547,8 @@ static struct job *admit_job(struct admission *a)
     j->ref = a->ref;
     j->route = a->route;
     j->stream = rq->stream;
+    j->include_usage = rq->include_usage;
+    snprintf(j->user, sizeof(j->user), "%s", rq->user);
     j->created_s = a->now / 1000000;
     j->admitted_ns = a->admitted_ns;
     snprintf(c->acc_id, sizeof(c->acc_id), "%s", j->id);
@@ -524,10 +576,8 @@ static void admit_queue(struct admission *a, struct job *j)
     j->next = f->jobs;
     f->jobs = j;
     c->job = j;
-    uint64_t remaining = 0;
-    if (plan->n_windows > 0)
-        remaining = gw_ledger_rate_remaining(seg, a->tenant, 0, &a->items[0].rate, a->now);
-    rate_headers(j->rate_hdr, sizeof(j->rate_hdr), plan, 0, remaining);
+    uint64_t rem[GW_RATE_CELLS];
+    rate_headers(j->rate_hdr, sizeof(j->rate_hdr), "tenant", plan, tenant_remaining(a, rem), 0);
     if (j->stream) {
         gw__conn_stream_begin(c, j->rate_hdr);
         j->sent_first = 1;
@@ -536,7 +586,8 @@ static void admit_queue(struct admission *a, struct job *j)
                                          .created_s = j->created_s,
                                          .model = a->cfg->model_name,
                                          .text = "",
-                                         .text_len = 0};
+                                         .text_len = 0,
+                                         .include_usage = j->include_usage};
             char *ev;
             size_t len;
             if (gw_sse_chunk(a->route, &open, 0, &ev, &len) == 0) {
@@ -565,6 +616,49 @@ static void generate(struct conn *c, enum gw_route route)
     gw_request_free(&a.rq);
     if (j)
         admit_queue(&a, j);
+}
+
+#define MODELS_PREFIX_LEN (sizeof("/v1/models/") - 1)
+
+/* GET /v1/models and /v1/models/{id}: the one model this node serves,
+ * behind the same address check and token as generation (and the same
+ * refusals); no tenant rate is taken, since a listing costs no GPU time. */
+static void models(struct conn *c)
+{
+    struct front *f = c->front;
+    struct admission a = {.c = c, .f = f, .seg = &f->seg, .cfg = f->cfg, .route = GW_ROUTE_MODELS};
+    a.now = gw_now_us();
+    if (admit_address(&a) != 0 || admit_principal(&a) != 0)
+        return;
+    char id[2 * GW_NAME_MAX];
+    int rc = gw_route_model_id(c->url, c->url_len, id, sizeof(id));
+    if (rc < 0 || (rc == 1 && strcmp(id, f->cfg->model_name) != 0)) {
+        char msg[200];
+        if (rc < 0) /* not a name we could read: echo the path's piece */
+            snprintf(id, sizeof(id), "%.*s", (int)strcspn(c->url + MODELS_PREFIX_LEN, "?"),
+                     c->url + MODELS_PREFIX_LEN);
+        snprintf(msg, sizeof(msg), "The model '%.64s' does not exist; this node serves '%.64s'", id,
+                 f->cfg->model_name);
+        gw__conn_error(c, 404, "invalid_request_error", "model_not_found", msg, "model", NULL);
+        return;
+    }
+    char *body;
+    size_t len;
+    if (gw_openai_models_body(f->cfg->model_name, f->model_created_s, "gpuwarden", rc == 0, &body,
+                              &len) != 0) {
+        refuse_503(c, "overloaded", "out of memory");
+        return;
+    }
+    gw__conn_respond(c, 200, "application/json", body, len, NULL);
+    free(body);
+}
+
+/* The model file's mtime ("created" of GET /v1/models); 0 when it cannot
+ * be read (the front never opens the model). */
+static uint64_t model_created(const struct gw_config *cfg)
+{
+    struct stat st;
+    return stat(cfg->model_path, &st) == 0 && st.st_mtime > 0 ? (uint64_t)st.st_mtime : 0;
 }
 
 void gw__front_request(struct conn *c)
@@ -609,6 +703,9 @@ void gw__front_request(struct conn *c)
     }
     case GW_ROUTE_METRICS:
         metrics(c);
+        return;
+    case GW_ROUTE_MODELS:
+        models(c);
         return;
     default:
         break;
@@ -707,6 +804,7 @@ static void on_hup(uv_signal_t *s, int sig)
     f->cfg = ncfg;
     if (keep_file_plans(f) != 0)
         flog(f, "reload: out of memory keeping the file's plans; run-time limits not applied");
+    f->model_created_s = model_created(ncfg);
     gw_log_set_format(ncfg->log_format);
     flog(f, "reloaded %s", f->config_path);
 }
@@ -745,6 +843,7 @@ int gw_front_main(const char *config_path, int index, const struct gw_fds *fds)
         fprintf(stderr, "gpuwarden[front %d]: %s\n", index, err);
         return 111;
     }
+    f.model_created_s = model_created(f.cfg);
     if (getrandom(&f.id_seed, sizeof(f.id_seed), 0) != sizeof(f.id_seed))
         f.id_seed = gw_mono_ns() ^ (uint64_t)getpid();
     f.loop = uv_default_loop();

@@ -41,12 +41,13 @@ struct conn {
     int closing, close_after_write, writes_pending, streaming;
     struct job *job;
     /* the request as /metrics and the access log see it (reset per request) */
-    int route;              /* enum gw_route, 0 before or without one */
-    uint64_t start_ns;      /* CLOCK_MONOTONIC at its first byte */
-    char acc_id[40];        /* request id once admitted, else "" */
-    char acc_tenant[64];    /* tenant once authenticated, else "" */
-    uint64_t acc_tokens;    /* generated tokens */
-    uint64_t acc_device_ns; /* device time charged */
+    int route;                  /* enum gw_route, 0 before or without one */
+    uint64_t start_ns;          /* CLOCK_MONOTONIC at its first byte */
+    char acc_id[40];            /* request id once admitted, else "" */
+    char acc_tenant[64];        /* tenant once authenticated, else "" */
+    char acc_user[GW_USER_MAX]; /* the body's `user` once parsed, else "" */
+    uint64_t acc_tokens;        /* generated tokens */
+    uint64_t acc_device_ns;     /* device time charged */
     char rbuf[65536];
 };
 
@@ -72,6 +73,7 @@ struct front {
     uint64_t id_seed;
     uint64_t limits_epoch;      /* gw_limits_epoch last applied (+1; 0 = never) */
     struct gw_plan *file_plans; /* cfg->tenants[i].plan as the file says */
+    uint64_t model_created_s;   /* GET /v1/models "created": the model file's mtime */
 };
 
 /* An admitted request, from its slot's queueing until the slot is released
@@ -87,8 +89,10 @@ struct job {
     int sent_first;
     char id[40];
     uint64_t created_s;
-    uint64_t admitted_ns; /* CLOCK_MONOTONIC at admission (e2e histogram) */
-    char rate_hdr[384];   /* RateLimit headers for the success response */
+    uint64_t admitted_ns;   /* CLOCK_MONOTONIC at admission (e2e histogram) */
+    char rate_hdr[384];     /* RateLimit headers for the success response */
+    int include_usage;      /* stream_options.include_usage: a usage chunk before [DONE] */
+    char user[GW_USER_MAX]; /* the body's `user` ("" none): the audit line of a kill */
 };
 
 /* http.c */

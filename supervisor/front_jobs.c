@@ -32,7 +32,8 @@ static void job_stream(struct job *j)
                                  .created_s = j->created_s,
                                  .model = f->cfg->model_name,
                                  .text = out + j->sent,
-                                 .text_len = w - j->sent};
+                                 .text_len = w - j->sent,
+                                 .include_usage = j->include_usage};
     char *ev;
     size_t len;
     if (gw_sse_chunk(j->route, &comp, 0, &ev, &len) == 0) {
@@ -60,6 +61,55 @@ static const char *killed_reason(uint32_t cancel, int state)
     }
 }
 
+/* A killed request that named its end user (`user`): one audit line that
+ * ties the kill's request_id to that user. The master's watchdog or the
+ * worker wrote the kill's own line from the slot's request, which does not
+ * carry `user` (it is the front's to know); this line, written by the front
+ * that admitted the request, completes it. */
+static void audit_end_user(struct job *j, const char *killed_reason)
+{
+    struct front *f = j->f;
+    struct gw_slot_req rq;
+    char path[300], line[1024];
+    if (!j->user[0] || gw_slot_get_req(&f->seg, j->ref, &rq) < 0 ||
+        gw_audit_path(f->cfg, path, sizeof(path)) != 0)
+        return;
+    struct gw_audit_event ev = {.request_id = rq.id,
+                                .tenant = rq.tenant,
+                                .ip = rq.ip,
+                                .user = j->user,
+                                .event = "end_user",
+                                .killed_reason = killed_reason};
+    size_t n = gw_audit_format_event(line, sizeof(line), gw_now_us(), &ev);
+    int rc = gw_audit_append(path, line, n);
+    if (rc < 0) {
+        char who[32];
+        snprintf(who, sizeof(who), "front %d", f->index);
+        gw_logf(GW_LOG_WARNING, who, NULL, 0, "audit log %s: %s", path, gw_strerror(rc));
+    }
+}
+
+/* The stream's end: the final chunk, the usage chunk when the client asked
+ * for it (stream_options.include_usage), [DONE]. */
+static void stream_finish(struct job *j, struct gw_completion *comp)
+{
+    struct conn *c = j->c;
+    char *body;
+    size_t len;
+    job_stream(j);
+    comp->include_usage = j->include_usage;
+    if (gw_sse_chunk(j->route, comp, 1, &body, &len) == 0) {
+        gw__conn_write(c, body, len);
+        free(body);
+    }
+    if (j->include_usage && gw_sse_usage(j->route, comp, &body, &len) == 0) {
+        gw__conn_write(c, body, len);
+        free(body);
+    }
+    gw__conn_write(c, gw_sse_done(), strlen(gw_sse_done()));
+    gw__conn_stream_end(c);
+}
+
 /* The slot is terminal: answer (if the client is there), settle, release. */
 static void job_finish(struct job *j, int state)
 {
@@ -84,6 +134,8 @@ static void job_finish(struct job *j, int state)
         fin = GW_FIN_ERROR;
     gw_metrics_finish(&f->seg, fin);
     gw_metrics_observe(&f->seg, GW_MH_E2E, gw_mono_ns() - j->admitted_ns);
+    if (fin == GW_FIN_KILLED)
+        audit_end_user(j, killed_reason(cancel, state));
     uint64_t toks = run.tokens;
     if (c) {
         c->acc_tokens = toks;
@@ -109,13 +161,7 @@ static void job_finish(struct job *j, int state)
                            is_ctx ? "context_length_exceeded" : "generation_failed", why,
                            is_ctx ? "prompt" : NULL, NULL);
         } else if (j->stream) {
-            job_stream(j);
-            if (gw_sse_chunk(j->route, &comp, 1, &body, &len) == 0) {
-                gw__conn_write(c, body, len);
-                free(body);
-            }
-            gw__conn_write(c, gw_sse_done(), strlen(gw_sse_done()));
-            gw__conn_stream_end(c);
+            stream_finish(j, &comp);
         } else {
             size_t w = (size_t)gw_run_written(&f->seg, j->ref.index);
             comp.text = gw_slot_output(&f->seg, j->ref.index);

@@ -142,14 +142,15 @@ static size_t format_head(struct conn *c, char *buf, size_t cap, int status, con
 }
 
 /* One access-log line per finished response (log.access): time, request
- * id, tenant, ip, route, status, tokens, device ms, duration ms. */
+ * id, tenant, the end user (the body's `user`), ip, route, status, tokens,
+ * device ms, duration ms. */
 static void access_log(struct conn *c, int status)
 {
     const struct front *f = c->front;
     if (!f->cfg->log_access)
         return;
     static const char *const routes[] = {"-",       "generate", "completions", "chat",
-                                         "healthz", "readyz",   "metrics"};
+                                         "healthz", "readyz",   "metrics",     "models"};
     char who[32], ts[40];
     snprintf(who, sizeof(who), "front %d", f->index);
     uint64_t now = gw_now_us();
@@ -163,9 +164,10 @@ static void access_log(struct conn *c, int status)
         {.key = "time", .str = ts},
         {.key = "id", .str = c->acc_id[0] ? c->acc_id : "-"},
         {.key = "tenant", .str = c->acc_tenant[0] ? c->acc_tenant : "-"},
+        {.key = "user", .str = c->acc_user[0] ? c->acc_user : "-"},
         {.key = "ip", .str = c->ip[0] ? c->ip : "-"},
         {.key = "route",
-         .str = c->route >= 0 && c->route <= GW_ROUTE_METRICS ? routes[c->route] : "-"},
+         .str = c->route >= 0 && c->route <= GW_ROUTE_MODELS ? routes[c->route] : "-"},
         {.key = "status", .num = status},
         {.key = "tokens", .num = (int64_t)c->acc_tokens},
         {.key = "device_ms", .real = (double)c->acc_device_ns / 1e6, .is_real = 1},
@@ -295,7 +297,7 @@ static int on_message_begin(http_parser *p)
     c->got_headers = c->got_message = 0;
     c->too_large = 0;
     c->route = 0;
-    c->acc_id[0] = c->acc_tenant[0] = '\0';
+    c->acc_id[0] = c->acc_tenant[0] = c->acc_user[0] = '\0';
     c->acc_tokens = c->acc_device_ns = 0;
     if (!c->start_ns)
         c->start_ns = gw_mono_ns();

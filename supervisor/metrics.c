@@ -49,7 +49,7 @@ static void head(struct buf *b, const char *name, const char *type, const char *
 }
 
 static const char *const route_names[GW_M_ROUTES] = {
-    "other", "generate", "completions", "chat", "healthz", "readyz", "metrics", "other7",
+    "other", "generate", "completions", "chat", "healthz", "readyz", "metrics", "models",
 };
 
 static const char *const hist_names[GW_MH_N][2] = {
@@ -116,7 +116,7 @@ int gw_metrics_render(const struct gw_segment *seg, char **out, size_t *len)
     head(&b, "gpuwarden_http_requests_total", "counter",
          "HTTP responses by route and status class.");
     static const char *const classes[] = {"", "1xx", "2xx", "3xx", "4xx", "5xx"};
-    for (int r = 0; r <= GW_ROUTE_METRICS; r++)
+    for (int r = 0; r <= GW_ROUTE_MODELS; r++)
         for (int c = 2; c <= 5; c++)
             if (c != 3)
                 bput(&b, "gpuwarden_http_requests_total{route=\"%s\",code=\"%s\"} %" PRIu64 "\n",
@@ -141,6 +141,9 @@ int gw_metrics_render(const struct gw_segment *seg, char **out, size_t *len)
     bput(&b, "gpuwarden_prompt_tokens_total %" PRIu64 "\n", s.counters[GW_MC_PROMPT_TOKENS]);
     head(&b, "gpuwarden_device_seconds_total", "counter", "Device time used by generations.");
     bput(&b, "gpuwarden_device_seconds_total %.6f\n", (double)s.counters[GW_MC_DEVICE_NS] / 1e9);
+    head(&b, "gpuwarden_guard_redactions_total", "counter",
+         "Output-guard matches sent as [REDACTED] instead of the text.");
+    bput(&b, "gpuwarden_guard_redactions_total %" PRIu64 "\n", s.counters[GW_MC_GUARD_REDACTIONS]);
     head(&b, "gpuwarden_requests_in_flight", "gauge",
          "Requests admitted and not finished (queued or running).");
     bput(&b, "gpuwarden_requests_in_flight %" PRIu64 "\n", l.in_flight);

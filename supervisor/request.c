@@ -23,6 +23,12 @@
  *    whole body; we parse again with each bad byte marked, to name the field
  *    that holds it ("prompt: not valid UTF-8").
  *  - Chat and native requests may carry top_k (an extension, as in vLLM).
+ *  - A chat message's content is a string or an array of content parts, as
+ *    current SDKs send it. Text parts are joined in order, with nothing
+ *    between them (the client's text, byte for byte); a part of any other
+ *    type (image_url, input_audio, file, ...) is refused by its index and
+ *    type: this node serves a text model, and dropping the part would
+ *    answer a question that was not asked.
  *  - Defaults: max_tokens 16 on /v1/completions (OpenAI's default), 0 = "the
  *    plan's cap" on chat and native; temperature 1 on the OpenAI routes, 0
  *    (greedy) on /v1/generate.
@@ -42,6 +48,7 @@
 /* ------------------------------------------------------------- parsing */
 
 #define MESSAGES_MAX 256
+#define PARTS_MAX 256 /* content parts per message */
 #define TOKENS_CAP_DEFAULT 4096
 #define INT64_LIMIT 9223372036854775808.0 /* 2^63 */
 
@@ -168,6 +175,8 @@ bad:
 static int string_value(struct pctx *p, const char *name, const json_t *v, size_t lo, size_t hi,
                         const char **s, size_t *n)
 {
+    *s = "";
+    *n = 0;
     if (!json_is_string(v))
         return fail(p, name, "expected a string");
     if (text(p, name, v, s, n))
@@ -221,14 +230,123 @@ static int is_role(const char *s, size_t n)
     return 0;
 }
 
-/* Chat messages, serialised as role NUL content NUL ... into the prompt.
- * A message may also carry `name` (a string, ignored: the templates have no
- * place for it); anything else is refused. */
-static int f_messages(struct pctx *p, const char *name, const json_t *v)
+/* A message's content parts: each an object {"type": "text", "text": ...}.
+ * On success *n is the bytes of their texts together. */
+static int check_parts(struct pctx *p, const char *name, const json_t *v, size_t *n)
+{
+    char at[160];
+    size_t count = json_array_size(v);
+    *n = 0;
+    if (count < 1 || count > PARTS_MAX)
+        return fail(p, name, "expected 1 to %d content parts, got %zu", PARTS_MAX, count);
+    for (size_t k = 0; k < count; k++) {
+        const json_t *part = json_array_get(v, k);
+        const char *s;
+        size_t len;
+        snprintf(at, sizeof at, "%s[%zu]", name, k);
+        if (!json_is_object(part))
+            return fail(p, at, "expected an object with type and text");
+        const json_t *type = json_object_get(part, "type");
+        snprintf(at, sizeof at, "%s[%zu].type", name, k);
+        if (!type)
+            return fail(p, at, "required");
+        if (string_value(p, at, type, 0, 0, &s, &len))
+            return -EINVAL;
+        if (strcmp(s, "text") != 0) {
+            static const char *const media[] = {"image_url", "input_audio", "input_image", "image",
+                                                "audio",     "file",        "video_url"};
+            for (size_t i = 0; i < sizeof media / sizeof media[0]; i++)
+                if (strcmp(s, media[i]) == 0)
+                    return fail(p, at, "\"%s\" parts are not supported: this model reads text only",
+                                s);
+            return fail(p, at, "unknown content part type \"%.32s%s\"; expected \"text\"", s,
+                        len > 32 ? "..." : "");
+        }
+        const char *key;
+        const json_t *x;
+        json_object_foreach ((json_t *)part, key, x) {
+            snprintf(at, sizeof at, "%s[%zu].%.32s", name, k, key);
+            if (strcmp(key, "type") != 0 && strcmp(key, "text") != 0)
+                return fail(p, at, "unknown parameter");
+        }
+        const json_t *t = json_object_get(part, "text");
+        snprintf(at, sizeof at, "%s[%zu].text", name, k);
+        if (!t)
+            return fail(p, at, "required");
+        if (string_value(p, at, t, 0, 0, &s, &len))
+            return -EINVAL;
+        *n += len;
+    }
+    return 0;
+}
+
+/* Copies a message's content (a string, or its text parts in order) to o;
+ * returns the end. Checked before. */
+static char *put_content(char *o, const json_t *content)
+{
+    if (json_is_string(content)) {
+        size_t n = json_string_length(content);
+        memcpy(o, json_string_value(content), n);
+        return o + n;
+    }
+    for (size_t k = 0; k < json_array_size(content); k++) {
+        const json_t *t = json_object_get(json_array_get(content, k), "text");
+        size_t n = json_string_length(t);
+        memcpy(o, json_string_value(t), n);
+        o += n;
+    }
+    return o;
+}
+
+/* One message: role, content (a string or content parts), and `name` (a
+ * string, ignored: the templates have no place for it); anything else is
+ * refused. *bytes gets what it adds to the serialised prompt. */
+static int check_message(struct pctx *p, size_t i, const json_t *m, size_t *bytes)
 {
     char at[64];
     const char *s;
-    size_t n, total = 0;
+    size_t n;
+    if (!json_is_object(m)) {
+        snprintf(at, sizeof at, "messages[%zu]", i);
+        return fail(p, at, "expected an object with role and content");
+    }
+    const json_t *role = json_object_get(m, "role");
+    snprintf(at, sizeof at, "messages[%zu].role", i);
+    if (!role)
+        return fail(p, at, "required");
+    if (!json_is_string(role) || !is_role(json_string_value(role), json_string_length(role)))
+        return fail(p, at, "expected one of system, user, assistant");
+    const json_t *content = json_object_get(m, "content");
+    snprintf(at, sizeof at, "messages[%zu].content", i);
+    if (!content)
+        return fail(p, at, "required");
+    if (json_is_array(content)) {
+        if (check_parts(p, at, content, &n))
+            return -EINVAL;
+    } else if (!json_is_string(content)) {
+        return fail(p, at, "expected a string or an array of content parts");
+    } else if (string_value(p, at, content, 0, 0, &s, &n)) {
+        return -EINVAL;
+    }
+    *bytes = json_string_length(role) + 1 + n + 1;
+    const char *key;
+    const json_t *x;
+    json_object_foreach ((json_t *)m, key, x) {
+        if (strcmp(key, "role") == 0 || strcmp(key, "content") == 0)
+            continue;
+        snprintf(at, sizeof at, "messages[%zu].%.32s", i, key);
+        if (strcmp(key, "name") != 0)
+            return fail(p, at, "unknown parameter");
+        if (string_value(p, at, x, 0, 0, &s, &n))
+            return -EINVAL;
+    }
+    return 0;
+}
+
+/* Chat messages, serialised as role NUL content NUL ... into the prompt. */
+static int f_messages(struct pctx *p, const char *name, const json_t *v)
+{
+    size_t total = 0;
     if (!v)
         return fail(p, name, "required");
     if (!json_is_array(v))
@@ -237,37 +355,10 @@ static int f_messages(struct pctx *p, const char *name, const json_t *v)
     if (count < 1 || count > MESSAGES_MAX)
         return fail(p, name, "expected 1 to %d messages, got %zu", MESSAGES_MAX, count);
     for (size_t i = 0; i < count; i++) {
-        const json_t *m = json_array_get(v, i);
-        if (!json_is_object(m)) {
-            snprintf(at, sizeof at, "messages[%zu]", i);
-            return fail(p, at, "expected an object with role and content");
-        }
-        const json_t *role = json_object_get(m, "role");
-        snprintf(at, sizeof at, "messages[%zu].role", i);
-        if (!role)
-            return fail(p, at, "required");
-        if (!json_is_string(role) || !is_role(json_string_value(role), json_string_length(role)))
-            return fail(p, at, "expected one of system, user, assistant");
-        const json_t *content = json_object_get(m, "content");
-        snprintf(at, sizeof at, "messages[%zu].content", i);
-        if (!content)
-            return fail(p, at, "required");
-        if (json_is_array(content))
-            return fail(p, at, "only a string is supported, not an array of content parts");
-        if (string_value(p, at, content, 0, 0, &s, &n))
+        size_t bytes = 0;
+        if (check_message(p, i, json_array_get(v, i), &bytes))
             return -EINVAL;
-        total += json_string_length(role) + 1 + n + 1;
-        const char *key;
-        const json_t *x;
-        json_object_foreach ((json_t *)m, key, x) {
-            if (strcmp(key, "role") == 0 || strcmp(key, "content") == 0)
-                continue;
-            snprintf(at, sizeof at, "messages[%zu].%.32s", i, key);
-            if (strcmp(key, "name") != 0)
-                return fail(p, at, "unknown parameter");
-            if (string_value(p, at, x, 0, 0, &s, &n))
-                return -EINVAL;
-        }
+        total += bytes;
     }
     int rc = set_prompt(p, name, total, " serialised");
     if (rc)
@@ -275,13 +366,13 @@ static int f_messages(struct pctx *p, const char *name, const json_t *v)
     char *o = p->req->prompt;
     for (size_t i = 0; i < count; i++) {
         const json_t *m = json_array_get(v, i);
-        const json_t *parts[2] = {json_object_get(m, "role"), json_object_get(m, "content")};
-        for (int k = 0; k < 2; k++) {
-            n = json_string_length(parts[k]);
-            memcpy(o, json_string_value(parts[k]), n);
-            o += n;
-            *o++ = '\0';
-        }
+        const json_t *role = json_object_get(m, "role");
+        size_t n = json_string_length(role);
+        memcpy(o, json_string_value(role), n);
+        o += n;
+        *o++ = '\0';
+        o = put_content(o, json_object_get(m, "content"));
+        *o++ = '\0';
     }
     *o = '\0'; /* the terminator beyond prompt_len */
     p->req->chat = 1;
@@ -297,6 +388,31 @@ static int one_stop(struct pctx *p, const char *name, const json_t *v)
     memcpy(p->req->stops[p->req->n_stops], s, n);
     p->req->stops[p->req->n_stops][n] = '\0';
     p->req->n_stops++;
+    return 0;
+}
+
+/* stream_options: {"include_usage": true|false}. With include_usage a
+ * stream ends with a chunk of its own for the usage, before [DONE], and no
+ * other chunk carries it; without, the usage stays on the final chunk (an
+ * extension OpenAI does not have). A whole response always has its usage,
+ * so without "stream": true either value is already honoured. */
+static int f_stream_options(struct pctx *p, const char *name, const json_t *v)
+{
+    if (absent(v))
+        return 0;
+    if (!json_is_object(v))
+        return fail(p, name, "expected an object {\"include_usage\": true|false}");
+    const char *key;
+    const json_t *x;
+    json_object_foreach ((json_t *)v, key, x) {
+        char at[80];
+        snprintf(at, sizeof at, "%s.%.32s", name, key);
+        if (strcmp(key, "include_usage") != 0)
+            return fail(p, at, "unknown parameter");
+        if (!absent(x) && !json_is_boolean(x))
+            return fail(p, at, "expected true or false");
+        p->req->include_usage = json_is_true(x);
+    }
     return 0;
 }
 
@@ -373,15 +489,6 @@ static int noop_text_format(const struct pctx *p, const json_t *v)
     return json_is_object(v) && json_object_size(v) == 1 && json_is_string(t) &&
            strcmp(json_string_value(t), "text") == 0;
 }
-/* Usage is always in the last chunk (an extension), so either answer to
- * include_usage is already honoured as far as a client can tell. */
-static int noop_stream_options(const struct pctx *p, const json_t *v)
-{
-    (void)p;
-    const json_t *u = json_object_get(v, "include_usage");
-    return json_is_object(v) && json_object_size(v) == (u ? 1u : 0u) && (!u || json_is_boolean(u));
-}
-
 /* ------------------------------------------------------------- the fields */
 
 #define R_GEN (1u << GW_ROUTE_GENERATE)
@@ -443,7 +550,8 @@ static const struct field fields[] = {
     {"seed", R_ALL, K_INT, .lo = 0, .hi = INT64_MAX, TO(seed), GIVEN(has_seed)},
     {"stop", R_ALL, K_OWN, .own = f_stop},
     {"stream", R_ALL, K_BOOL, TO(stream)},
-    {"user", R_CMPL | R_CHAT, K_STRING}, /* checked, not kept */
+    {"stream_options", R_CMPL | R_CHAT, K_OWN, .own = f_stream_options},
+    {"user", R_CMPL | R_CHAT, K_STRING, .lo = 0, .hi = GW_USER_MAX - 1, TO(user)},
     {"logprobs", R_CMPL, K_NOOP, .ok = noop_zero, .value = "0"},
     {"logprobs", R_CHAT, K_NOOP, .ok = noop_false, .value = "false"},
     {"top_logprobs", R_CHAT, K_NOOP, .ok = noop_zero, .value = "0"},
@@ -453,8 +561,6 @@ static const struct field fields[] = {
     {"presence_penalty", R_CMPL | R_CHAT, K_NOOP, .ok = noop_zero, .value = "0"},
     {"frequency_penalty", R_CMPL | R_CHAT, K_NOOP, .ok = noop_zero, .value = "0"},
     {"logit_bias", R_CMPL | R_CHAT, K_NOOP, .ok = noop_empty_object, .value = "{}"},
-    {"stream_options", R_CMPL | R_CHAT, K_NOOP, .ok = noop_stream_options,
-     .value = "{\"include_usage\": true}"},
     {"response_format", R_CHAT, K_NOOP, .ok = noop_text_format, .value = "{\"type\": \"text\"}"},
     {"tools", R_CHAT, K_NOOP, .ok = noop_empty_array, .value = "[]"},
     {"functions", R_CHAT, K_NOOP, .ok = noop_empty_array, .value = "[]"},

@@ -24,7 +24,22 @@ static const struct {
     {"/healthz", GW_ROUTE_HEALTHZ, 0},
     {"/readyz", GW_ROUTE_READYZ, 0},
     {"/metrics", GW_ROUTE_METRICS, 0},
+    {"/v1/models", GW_ROUTE_MODELS, 0},
 };
+
+#define MODEL_PREFIX "/v1/models/"
+#define MODEL_PREFIX_LEN (sizeof(MODEL_PREFIX) - 1)
+
+/* "/v1/models/" and at least one byte: the one path with a variable part. */
+static int is_model_path(const char *path, size_t path_len)
+{
+    return path_len > MODEL_PREFIX_LEN && memcmp(path, MODEL_PREFIX, MODEL_PREFIX_LEN) == 0;
+}
+
+static int get_or_head(const char *method)
+{
+    return method && (strcmp(method, "GET") == 0 || strcmp(method, "HEAD") == 0);
+}
 
 int gw_route_match(const char *method, const char *path, size_t path_len, enum gw_route *out,
                    const char **allow)
@@ -41,9 +56,8 @@ int gw_route_match(const char *method, const char *path, size_t path_len, enum g
         const char *p = route_table[i].path;
         if (strlen(p) != path_len || memcmp(p, path, path_len) != 0)
             continue;
-        int ok = route_table[i].post
-                     ? (method && strcmp(method, "POST") == 0)
-                     : (method && (strcmp(method, "GET") == 0 || strcmp(method, "HEAD") == 0));
+        int ok =
+            route_table[i].post ? (method && strcmp(method, "POST") == 0) : get_or_head(method);
         if (!ok) {
             if (allow)
                 *allow = route_table[i].post ? "POST" : "GET, HEAD";
@@ -53,7 +67,58 @@ int gw_route_match(const char *method, const char *path, size_t path_len, enum g
             *out = route_table[i].route;
         return 0;
     }
+    if (is_model_path(path, path_len)) {
+        if (!get_or_head(method)) {
+            if (allow)
+                *allow = "GET, HEAD";
+            return 405;
+        }
+        if (out)
+            *out = GW_ROUTE_MODELS;
+        return 0;
+    }
     return 404;
+}
+
+static int hexval(char c)
+{
+    return c >= '0' && c <= '9'   ? c - '0'
+           : c >= 'a' && c <= 'f' ? c - 'a' + 10
+           : c >= 'A' && c <= 'F' ? c - 'A' + 10
+                                  : -1;
+}
+
+int gw_route_model_id(const char *path, size_t path_len, char *id, size_t idlen)
+{
+    if (!path || !id || idlen == 0)
+        return -EINVAL;
+    id[0] = '\0';
+    const char *q = memchr(path, '?', path_len);
+    if (q)
+        path_len = (size_t)(q - path);
+    if (path_len == MODEL_PREFIX_LEN - 1 && memcmp(path, MODEL_PREFIX, path_len) == 0)
+        return 0;
+    if (!is_model_path(path, path_len))
+        return -EINVAL;
+    size_t o = 0;
+    for (size_t i = MODEL_PREFIX_LEN; i < path_len; i++) {
+        char c = path[i];
+        if (c == '%') {
+            int hi = i + 2 < path_len ? hexval(path[i + 1]) : -1;
+            int lo = hi >= 0 ? hexval(path[i + 2]) : -1;
+            if (lo < 0 || (hi == 0 && lo == 0))
+                return -EINVAL;
+            c = (char)(hi << 4 | lo);
+            i += 2;
+        } else if (c == '\0') {
+            return -EINVAL;
+        }
+        if (o + 1 >= idlen)
+            return -ENAMETOOLONG;
+        id[o++] = c;
+    }
+    id[o] = '\0';
+    return 1;
 }
 
 /* s as a JSON string; bytes that are not valid UTF-8 become U+FFFD, one per
@@ -293,6 +358,12 @@ int gw_response_body(enum gw_route route, const struct gw_completion *c, char **
     return emit(o, "", "", out, len);
 }
 
+/* With include_usage every chunk says "usage": null, as OpenAI's do. */
+static int usage_null(json_t *o, const struct gw_completion *c)
+{
+    return o && c->include_usage ? put(o, "usage", json_null()) : 0;
+}
+
 int gw_sse_chunk(enum gw_route route, const struct gw_completion *c, int final, char **out,
                  size_t *len)
 {
@@ -321,11 +392,76 @@ int gw_sse_chunk(enum gw_route route, const struct gw_completion *c, int final, 
     default:
         return -EINVAL;
     }
-    if (final && with_usage(o, c)) {
+    int with = final && !(c->include_usage && route != GW_ROUTE_GENERATE);
+    if (with ? with_usage(o, c) : route != GW_ROUTE_GENERATE && usage_null(o, c)) {
         json_decref(o);
         return -ENOMEM;
     }
     return emit(o, "data: ", "\n\n", out, len);
+}
+
+int gw_sse_usage(enum gw_route route, const struct gw_completion *c, char **out, size_t *len)
+{
+    int rc = bad_args(c, out);
+    if (rc)
+        return rc;
+    if (route != GW_ROUTE_COMPLETIONS && route != GW_ROUTE_CHAT)
+        return -EINVAL;
+    json_t *o = json_object(), *choices = json_array();
+    rc = !o || !choices;
+    if (!rc) {
+        rc |= put(o, "id", jstr_or_null(c->id));
+        rc |=
+            put(o, "object",
+                json_string(route == GW_ROUTE_CHAT ? "chat.completion.chunk" : "text_completion"));
+        rc |= put(o, "created", json_integer((json_int_t)c->created_s));
+        rc |= put(o, "model", jstr_or_null(c->model));
+        rc |= put(o, "choices", choices);
+        choices = NULL;
+        rc |= with_usage(o, c);
+    }
+    json_decref(choices);
+    if (rc) {
+        json_decref(o);
+        return -ENOMEM;
+    }
+    return emit(o, "data: ", "\n\n", out, len);
+}
+
+int gw_openai_models_body(const char *id, uint64_t created_s, const char *owned_by, int list,
+                          char **out, size_t *len)
+{
+    if (!id || !out || created_s > INT64_MAX)
+        return -EINVAL;
+    json_t *m = json_object();
+    int rc = !m;
+    if (!rc) {
+        rc |= put(m, "id", jtext(id, strlen(id)));
+        rc |= put(m, "object", json_string("model"));
+        rc |= put(m, "created", json_integer((json_int_t)created_s));
+        rc |= put(m, "owned_by", jstr_or_null(owned_by));
+    }
+    if (rc) {
+        json_decref(m);
+        return -ENOMEM;
+    }
+    if (!list)
+        return emit(m, "", "", out, len);
+    json_t *o = json_object(), *data = json_array();
+    rc = !o || !data;
+    if (!rc) {
+        rc |= put(o, "object", json_string("list"));
+        rc |= json_array_append(data, m);
+        rc |= put(o, "data", data);
+        data = NULL;
+    }
+    json_decref(m);
+    json_decref(data);
+    if (rc) {
+        json_decref(o);
+        return -ENOMEM;
+    }
+    return emit(o, "", "", out, len);
 }
 
 const char *gw_sse_done(void)

@@ -14,6 +14,11 @@
  *
  * A few bytes already published are kept in front of `pend` as context
  * for lookbehind (\b), and matching starts after them.
+ *
+ * Redactions are counted per rule for the request in flight, so that
+ * gw_guard_report can make them visible (a counter and audit lines) once
+ * the request ends; the guard itself touches neither the segment nor a
+ * file while text flows.
  */
 #include "gw_worker.h"
 
@@ -37,8 +42,9 @@ struct gw_guard {
     size_t ctx; /* bytes of context at buf[0] */
     size_t len; /* ctx + pending bytes */
     size_t cap;
-    int dead; /* a kill rule matched: nothing more is published */
-    uint64_t redactions;
+    int dead;                    /* a kill rule matched: nothing more is published */
+    uint64_t redactions;         /* since gw_guard_new */
+    uint32_t hits[GW_GUARD_MAX]; /* redactions per rule since the last reset or report */
 };
 
 int gw_guard_new(struct gw_guard **out, const struct gw_guard_rule *rules, int n, char *err,
@@ -98,6 +104,7 @@ void gw_guard_reset(struct gw_guard *g)
 {
     g->ctx = g->len = 0;
     g->dead = 0;
+    memset(g->hits, 0, sizeof(g->hits));
 }
 
 const char *gw_guard_rule_name(const struct gw_guard *g, int rule)
@@ -196,7 +203,7 @@ int gw_guard_feed(struct gw_guard *g, const char *text, size_t len, int final,
         /* the earliest complete match of a kill rule (K), of a redact rule
          * (R), and the earliest place a match may still start (hold) */
         size_t k_s = SIZE_MAX, r_s = SIZE_MAX, r_e = 0, hold = g->len;
-        int k_rule = -1;
+        int k_rule = -1, r_rule = -1;
         for (int i = 0; i < g->n; i++) {
             size_t s = 0, e = 0;
             int ev = first_event(g, i, g->ctx, !final, &s, &e);
@@ -208,6 +215,7 @@ int gw_guard_feed(struct gw_guard *g, const char *text, size_t len, int final,
             } else if (ev == 1 && g->rules[i].action != GW_GUARD_KILL && s < r_s) {
                 r_s = s;
                 r_e = e;
+                r_rule = i;
             }
         }
         if (r_s < hold && r_s < k_s) {
@@ -216,6 +224,7 @@ int gw_guard_feed(struct gw_guard *g, const char *text, size_t len, int final,
             publish(g, r_s, emit, user);
             emit(user, REDACTED, sizeof(REDACTED) - 1);
             g->redactions++;
+            g->hits[r_rule]++;
             /* drop the match; the context before what follows is now the
              * marker's last byte (a non-word character, as for \b) */
             size_t rest = g->len - (g->ctx + (r_e - r_s));
@@ -236,4 +245,55 @@ int gw_guard_feed(struct gw_guard *g, const char *text, size_t len, int final,
         publish(g, hold, emit, user);
         return 0;
     }
+}
+
+int gw_guard_report(struct gw_guard *g, struct gw_segment *seg, const struct gw_slot_req *req,
+                    const char *audit_path)
+{
+    if (!g)
+        return 0;
+    int total = 0, rc = 0;
+    for (int i = 0; i < g->n; i++) {
+        if (!g->hits[i])
+            continue;
+        total += (int)g->hits[i];
+        if (audit_path && req) {
+            /* request_id, tenant and ip as the slot carries them (bounded,
+             * NUL-terminated by gw_slot_get_req) */
+            struct gw_audit_event ev = {.request_id = req->id,
+                                        .tenant = req->tenant,
+                                        .ip = req->ip,
+                                        .event = "redaction",
+                                        .rule = g->rules[i].name,
+                                        .count = g->hits[i]};
+            char line[1024];
+            size_t n = gw_audit_format_event(line, sizeof(line), gw_now_us(), &ev);
+            int arc = gw_audit_append(audit_path, line, n);
+            if (arc < 0 && rc == 0)
+                rc = arc;
+        }
+        g->hits[i] = 0;
+    }
+    if (seg && total > 0)
+        gw_metrics_add(seg, GW_MC_GUARD_REDACTIONS, (uint64_t)total);
+    return rc < 0 ? rc : total;
+}
+
+int gw_guard_reload(struct gw_guard **g, const char *config_path, char *err, size_t errlen)
+{
+    if (!g || !config_path)
+        return -EINVAL;
+    struct gw_config *cfg = NULL;
+    int rc = gw_config_load(&cfg, config_path, err, errlen);
+    if (rc != 0)
+        return rc < 0 ? rc : -EINVAL;
+    struct gw_guard *ng = NULL;
+    if (cfg->n_guard > 0)
+        rc = gw_guard_new(&ng, cfg->guard, cfg->n_guard, err, errlen);
+    gw_config_free(cfg);
+    if (rc != 0)
+        return rc;
+    gw_guard_free(*g);
+    *g = ng;
+    return 0;
 }

@@ -60,6 +60,7 @@ struct gw_job {
     size_t skip;
     uint64_t base_us;
     uint64_t ids_pushed; /* ids recorded in the slot's resume area */
+    unsigned guard_gen;  /* the rules' generation its guard was built from */
 };
 
 struct gw_worker {
@@ -78,11 +79,13 @@ struct gw_worker {
     int max_batch;              /* jobs at once */
     int step_tokens;            /* rows of one engine step */
     struct gw_job *jobs;        /* max_batch */
-    int n_running;              /* busy jobs with a generation */
-    struct gw_job *parked;      /* taken and tokenized, waiting for KV blocks */
-    gw_step_info step;          /* the engine's carry across steps */
-    uint64_t *seen_ns;          /* [accounts] when a tenant was last seen active */
-    struct cand *cands;         /* [slots] scratch of pick() */
+    const char *config_path;
+    unsigned guard_gen;    /* bumped by SIGHUP: free jobs rebuild their guards */
+    int n_running;         /* busy jobs with a generation */
+    struct gw_job *parked; /* taken and tokenized, waiting for KV blocks */
+    gw_step_info step;     /* the engine's carry across steps */
+    uint64_t *seen_ns;     /* [accounts] when a tenant was last seen active */
+    struct cand *cands;    /* [slots] scratch of pick() */
 };
 
 void gw__wlog(const struct gw_worker *w, const char *fmt, ...)

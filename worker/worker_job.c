@@ -207,8 +207,10 @@ static void resume(struct gw_worker *w, struct gw_job *j)
 static void job_start(struct gw_worker *w, struct gw_slot_ref ref, const struct gw_slot_req *req,
                       struct gw_job *j)
 {
-    struct gw_guard *guard = j->guard;
-    *j = (struct gw_job){.w = w, .busy = 1, .guard = guard, .ref = ref, .req = *req};
+    struct gw_guard *guard = j->guard; /* the job's own, kept across requests */
+    unsigned gen = j->guard_gen;
+    *j = (struct gw_job){
+        .w = w, .busy = 1, .guard = guard, .guard_gen = gen, .ref = ref, .req = *req};
     j->have_tenant = gw_slot_tenant(&w->seg, ref, &j->tenant) == 0;
     j->out = gw_slot_output(&w->seg, ref.index);
     j->cap = w->seg.cfg.output_bytes;
@@ -334,6 +336,10 @@ static void end_of_stream(struct gw_job *j)
     }
     if (j->guard_kill)
         guard_killed(j);
+    /* its redactions: counted and audited once, at the end of its text */
+    int rc = gw_guard_report(j->guard, &j->w->seg, &j->req, j->w->audit_path);
+    if (rc < 0)
+        gw__wlog(j->w, "audit log %s: %s", j->w->audit_path, strerror(-rc));
 }
 
 /* Why the generation ended, as the slot reports it. */
@@ -399,7 +405,8 @@ static void job_end(struct gw_worker *w, struct gw_job *j)
     if (w->parked == j)
         w->parked = NULL;
     struct gw_guard *guard = j->guard;
-    *j = (struct gw_job){.guard = guard};
+    unsigned gen = j->guard_gen;
+    *j = (struct gw_job){.guard = guard, .guard_gen = gen};
 }
 
 /* The charge so far: the engine's shares for this request. GW_EREFUSED

@@ -17,12 +17,14 @@
 #include <sys/prctl.h>
 #include <unistd.h>
 
-static volatile sig_atomic_t stopping;
+static volatile sig_atomic_t stopping, reload;
 
 static void on_signal(int sig)
 {
     if (sig == SIGTERM || sig == SIGINT)
         stopping = 1;
+    if (sig == SIGHUP)
+        reload = 1;
 }
 
 void gw__wlog(const struct gw_worker *w, const char *fmt, ...)
@@ -182,6 +184,12 @@ static int wait_work(struct gw_worker *w)
 static int serve(struct gw_worker *w)
 {
     for (;;) {
+        if (reload) {
+            reload = 0;
+            w->guard_gen++; /* each job's guard is rebuilt before its next request */
+            gw__wlog(w, "SIGHUP: output guard rules reload from %s between requests",
+                     w->config_path);
+        }
         int draining = drain_check(w);
         if (stopping && w->parked)
             gw__job_fail_parked(w, "the worker is stopping");
@@ -210,12 +218,12 @@ static int serve(struct gw_worker *w)
 
 int gw_worker_main(const char *config_path, int index, const struct gw_fds *fds)
 {
-    struct gw_worker w = {.index = index, .fds = fds};
+    struct gw_worker w = {.index = index, .fds = fds, .config_path = config_path};
     prctl(PR_SET_PDEATHSIG, SIGKILL);
     struct sigaction sa = {.sa_handler = on_signal}; /* no SA_RESTART: a read returns EINTR */
     sigaction(SIGTERM, &sa, NULL);
     sigaction(SIGINT, &sa, NULL);
-    signal(SIGHUP, SIG_IGN); /* nothing a worker reloads: the model needs a restart */
+    sigaction(SIGHUP, &sa, NULL); /* the output guard's rules; the model needs a restart */
     signal(SIGPIPE, SIG_IGN);
     int status = load(&w, config_path);
     if (status == 0)

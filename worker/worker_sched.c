@@ -136,6 +136,14 @@ int gw__sched_admit(struct gw_worker *w)
                 free_job = &w->jobs[i];
         if (!free_job)
             break;
+        if (free_job->guard_gen != w->guard_gen) {
+            /* rules reloaded (SIGHUP): a guard holds a request's unpublished
+             * text, so it is rebuilt only between requests */
+            char err[2048];
+            if (gw_guard_reload(&free_job->guard, w->config_path, err, sizeof(err)) != 0)
+                gw__wlog(w, "reload refused, keeping the running guard rules: %s", err);
+            free_job->guard_gen = w->guard_gen;
+        }
         struct gw_slot_ref ref;
         while (gw_queue_pop(&w->seg, &ref) == 0)
             ; /* the entries were wake-ups; pick() decides what runs */

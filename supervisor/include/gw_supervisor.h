@@ -81,15 +81,30 @@ enum gw_route {
     GW_ROUTE_HEALTHZ,      /* GET /healthz */
     GW_ROUTE_READYZ,       /* GET /readyz */
     GW_ROUTE_METRICS,      /* GET /metrics */
+    GW_ROUTE_MODELS,       /* GET /v1/models and GET /v1/models/{id} (OpenAI) */
 };
 
 /* The route for method + path (query string ignored). Returns 0, or the
  * HTTP status to answer: 404 (no such path) or 405 (path exists, method
- * not allowed; *allow gets the Allow header value). */
+ * not allowed; *allow gets the Allow header value). Paths are compared
+ * exactly; the one prefix is "/v1/models/", followed by a model id of at
+ * least one byte. */
 int gw_route_match(const char *method, const char *path, size_t path_len, enum gw_route *out,
                    const char **allow);
+/* The model id a GW_ROUTE_MODELS path names: 0 for "/v1/models" (the
+ * list; id ""), 1 for "/v1/models/{id}" with the id percent-decoded into
+ * id (so "a%2Fb" and "a/b" name the same model); -EINVAL for another path,
+ * a bad %XX escape or an escaped NUL; -ENAMETOOLONG when the decoded id
+ * does not fit idlen - 1 bytes. The query string is not part of the id. */
+int gw_route_model_id(const char *path, size_t path_len, char *id, size_t idlen);
+/* The OpenAI model object {"id","object":"model","created","owned_by"}, or
+ * with list = 1 the list {"object":"list","data":[that object]}: the
+ * bodies of GET /v1/models/{id} and GET /v1/models. *out is malloc'd. */
+int gw_openai_models_body(const char *id, uint64_t created_s, const char *owned_by, int list,
+                          char **out, size_t *len);
 
 /* GW_STOP_MAX, GW_STOP_LEN: gw_common.h (the slot carries the stops). */
+#define GW_USER_MAX 257 /* `user`: at most 256 bytes */
 struct gw_gen_request {
     enum gw_route route;
     char model[GW_NAME_MAX]; /* "" when the request named none (native route only) */
@@ -107,6 +122,12 @@ struct gw_gen_request {
     int n_stops;
     char stops[GW_STOP_MAX][GW_STOP_LEN];
     int stream;
+    /* stream_options.include_usage: the stream ends with a usage chunk
+     * (gw_sse_usage) and no other chunk carries usage */
+    int include_usage;
+    /* `user`: the end user the application names, "" when not given; for
+     * the access log and the audit log, never for the model */
+    char user[GW_USER_MAX];
 };
 
 /* Parses and checks a request body for `route`. On success 0 and *req
@@ -154,6 +175,10 @@ struct gw_completion {
         finish_reason; /* "stop", "length", "budget", "killed", "cancelled"; NULL while streaming */
     const char *killed_reason; /* with "killed": which detector; else NULL */
     uint64_t prompt_tokens, completion_tokens;
+    /* stream_options.include_usage (chunks only): every chunk says
+     * "usage": null and the final one carries no usage; gw_sse_usage sends
+     * it instead */
+    int include_usage;
 };
 
 /* Whole (non-streaming) response body for the route: OpenAI's
@@ -173,6 +198,11 @@ int gw_response_body(enum gw_route route, const struct gw_completion *c, char **
  * "text" first when the final chunk carries text). */
 int gw_sse_chunk(enum gw_route route, const struct gw_completion *c, int final, char **out,
                  size_t *len);
+/* With include_usage, after the final chunk and before gw_sse_done(): the
+ * usage chunk as OpenAI sends it, the envelope of the route's chunks with
+ * "choices": [] and "usage": {...}. -EINVAL on the native route (its final
+ * event carries usage). */
+int gw_sse_usage(enum gw_route route, const struct gw_completion *c, char **out, size_t *len);
 const char *gw_sse_done(void); /* "data: [DONE]\n\n" */
 
 /* ---- systemd ---- */

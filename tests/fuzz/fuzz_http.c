@@ -48,12 +48,17 @@ static void check_request(const struct conn *c)
     if (st == 405)
         GW_FUZZ_CHECK(allow && (!strcmp(allow, "POST") || !strcmp(allow, "GET, HEAD")));
     if (st == 0) {
-        GW_FUZZ_CHECK(route >= GW_ROUTE_GENERATE && route <= GW_ROUTE_METRICS);
-        /* exact paths only: no second spelling of a route gets in */
+        GW_FUZZ_CHECK(route >= GW_ROUTE_GENERATE && route <= GW_ROUTE_MODELS);
+        /* exact paths only: no second spelling of a route gets in (what
+         * follows "/v1/models/" is a model's name, compared, never a path) */
         size_t plen = strcspn(c->url, "?");
         GW_FUZZ_CHECK(plen == c->url_len || c->url[plen] == '?');
-        GW_FUZZ_CHECK(c->url[0] == '/' && !memchr(c->url, '%', plen) &&
-                      !memmem(c->url, plen, "..", 2) && !memmem(c->url, plen, "//", 2));
+        size_t fixed = route == GW_ROUTE_MODELS ? strlen("/v1/models") : plen;
+        GW_FUZZ_CHECK(plen >= fixed &&
+                      (route != GW_ROUTE_MODELS || (memcmp(c->url, "/v1/models", fixed) == 0 &&
+                                                    (plen == fixed || c->url[fixed] == '/'))));
+        GW_FUZZ_CHECK(c->url[0] == '/' && !memchr(c->url, '%', fixed) &&
+                      !memmem(c->url, fixed, "..", 2) && !memmem(c->url, fixed, "//", 2));
         int post = route <= GW_ROUTE_CHAT;
         GW_FUZZ_CHECK(post ? !strcmp(method, "POST")
                            : (!strcmp(method, "GET") || !strcmp(method, "HEAD")));

@@ -73,6 +73,13 @@ http = [
     b"\0" + req("POST", "/v1/generate", [("Transfer-Encoding", "chunked")], b"ffffffffffffffff\r\n"),
     b"\x03" + req("POST", "/v1/generate", [("Transfer-Encoding", "chunked")],
                   b"400\r\n" + b"x" * 1024 + b"\r\n1\r\nx\r\n0\r\n\r\n"),
+    # /v1/models (issue 20): the one path with a variable part
+    b"\0" + req("GET", "/v1/models", [auth]),
+    b"\0" + req("GET", "/v1/models/smollm2?x=1", [auth]),
+    b"\0" + req("GET", "/v1/models/HuggingFaceTB/SmolLM2%2d135M", [auth]),
+    b"\0" + req("GET", "/v1/models/../../etc/passwd"),
+    b"\0" + req("GET", "/v1/models/"),
+    b"\0" + req("POST", "/v1/models", [cl], GEN),
 ]
 write("http", http)
 
@@ -112,6 +119,13 @@ rj = [
     G + b'"just a string"',
     G + b'{"prompt":"a","seed":18446744073709551615}',
     G + b'{"prompt":"a","top_p":1.5,"temperature":-1}',
+    # content parts, stream_options, user (issue 20)
+    H + b'{"model":"m","messages":[{"role":"user","content":[{"type":"text","text":"a"},{"text":"b","type":"text"}]}],"user":"end-user"}',
+    H + b'{"model":"m","messages":[{"role":"user","content":[{"type":"image_url","image_url":{"url":"data:,"}}]}]}',
+    H + b'{"model":"m","messages":[{"role":"user","content":[{"type":"text"},{"type":7},"x",[]]}]}',
+    H + b'{"model":"m","messages":[{"role":"user","content":[]}],"stream":true,"stream_options":{"include_usage":true}}',
+    C + b'{"model":"m","prompt":"a","stream":true,"stream_options":{"include_usage":"yes","x":1}}',
+    C + b'{"model":"m","prompt":"a","user":"' + b"u" * 300 + b'"}',
 ]
 write("request_json", rj)
 

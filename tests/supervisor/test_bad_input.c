@@ -4,7 +4,8 @@
  * matter, its message), and after each one the service still generates
  * for a good request. Malformed HTTP, smuggling, oversized heads and
  * bodies, broken JSON, wrong types, out-of-range numbers, invalid UTF-8,
- * JWT attacks, unknown models, path traversal. Exits 77 (ctest: Skipped)
+ * JWT attacks, unknown models, path traversal, content parts of every
+ * wrong shape, /v1/models without a good token. Exits 77 (ctest: Skipped)
  * without the model. */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -144,9 +145,70 @@ static const struct bad cases[] = {
      .status = 400, .code = "invalid_request", .words = "messages[0].role"},
     {"chat no messages", .path = CHAT, .body = "{\"model\":\"smollm2\",\"messages\":[]}",
      .status = 400, .code = "invalid_request", .words = "messages:"},
-    {"chat content parts", .path = CHAT,
+    /* ---- content parts (issue 20) */
+    {"chat empty parts array", .path = CHAT,
      .body = "{\"model\":\"smollm2\",\"messages\":[{\"role\":\"user\",\"content\":[]}]}",
-     .status = 400, .code = "invalid_request", .words = "messages[0].content"},
+     .status = 400, .code = "invalid_request",
+     .words = "messages[0].content: expected 1 to 256 content parts, got 0"},
+    {"chat part of unknown type", .path = CHAT,
+     .body = "{\"model\":\"smollm2\",\"messages\":[{\"role\":\"user\",\"content\":"
+             "[{\"type\":\"text\",\"text\":\"a\"},{\"type\":\"hologram\",\"text\":\"b\"}]}]}",
+     .status = 400, .code = "invalid_request",
+     .words = "messages[0].content[1].type: unknown content part type"},
+    {"chat image part", .path = CHAT,
+     .body = "{\"model\":\"smollm2\",\"messages\":[{\"role\":\"user\",\"content\":"
+             "[{\"type\":\"image_url\",\"image_url\":{\"url\":\"data:image/png;base64,AAAA\"}}]}]}",
+     .status = 400, .code = "invalid_request",
+     .words = "parts are not supported: this model reads text only"},
+    {"chat audio part", .path = CHAT,
+     .body = "{\"model\":\"smollm2\",\"messages\":[{\"role\":\"user\",\"content\":"
+             "[{\"type\":\"input_audio\",\"input_audio\":{\"data\":\"AAAA\"}}]}]}",
+     .status = 400, .code = "invalid_request", .words = "messages[0].content[0].type"},
+    {"chat part without text", .path = CHAT,
+     .body = "{\"model\":\"smollm2\",\"messages\":[{\"role\":\"user\",\"content\":"
+             "[{\"type\":\"text\"}]}]}",
+     .status = 400, .code = "invalid_request", .words = "messages[0].content[0].text: required"},
+    {"chat part text a number", .path = CHAT,
+     .body = "{\"model\":\"smollm2\",\"messages\":[{\"role\":\"user\",\"content\":"
+             "[{\"type\":\"text\",\"text\":5}]}]}",
+     .status = 400, .code = "invalid_request",
+     .words = "messages[0].content[0].text: expected a string"},
+    {"chat part a bare string", .path = CHAT,
+     .body = "{\"model\":\"smollm2\",\"messages\":[{\"role\":\"user\",\"content\":[\"hi\"]}]}",
+     .status = 400, .code = "invalid_request",
+     .words = "messages[0].content[0]: expected an object with type and text"},
+    {"chat content an object", .path = CHAT,
+     .body = "{\"model\":\"smollm2\",\"messages\":[{\"role\":\"user\",\"content\":{}}]}",
+     .status = 400, .code = "invalid_request",
+     .words = "messages[0].content: expected a string or an array of content parts"},
+    {"stream_options a string", .path = CHAT,
+     .body = "{\"model\":\"smollm2\",\"messages\":[{\"role\":\"user\",\"content\":\"a\"}],"
+             "\"stream\":true,\"stream_options\":\"usage\"}",
+     .status = 400, .code = "invalid_request", .words = "stream_options: expected an object"},
+    {"include_usage a string", .path = CMPL,
+     .body = "{\"model\":\"smollm2\",\"prompt\":\"a\",\"stream\":true,"
+             "\"stream_options\":{\"include_usage\":\"yes\"}}",
+     .status = 400, .code = "invalid_request",
+     .words = "stream_options.include_usage: expected true or false"},
+    {"user not a string", .path = CMPL,
+     .body = "{\"model\":\"smollm2\",\"prompt\":\"a\",\"user\":{\"id\":1}}", .status = 400,
+     .code = "invalid_request", .words = "user: expected a string"},
+    /* ---- /v1/models (issue 20) */
+    {"models without a token", .method = "GET", .path = "/v1/models", .body = "", .tok = T_NONE,
+     .status = 401, .code = "invalid_token", .words = "missing bearer token"},
+    {"models with a tampered token", .method = "GET", .path = "/v1/models", .body = "",
+     .tok = T_TAMPERED, .status = 401, .code = "invalid_token", .words = "bad signature"},
+    {"models for a tenant not configured", .method = "GET", .path = "/v1/models/smollm2",
+     .body = "", .tok = T_STRANGER, .status = 403, .code = "forbidden"},
+    {"unknown model id", .method = "GET", .path = "/v1/models/gpt-4o", .body = "", .status = 404,
+     .code = "model_not_found", .words = "The model 'gpt-4o' does not exist"},
+    {"model id traversal", .method = "GET", .path = "/v1/models/../../etc/passwd", .body = "",
+     .status = 404, .code = "model_not_found"},
+    {"model id with an escaped NUL", .method = "GET", .path = "/v1/models/smollm2%00", .body = "",
+     .status = 404, .code = "model_not_found"},
+    {"models without an id", .method = "GET", .path = "/v1/models/", .body = "", .status = 404,
+     .code = "not_found"},
+    {"POST on models", .path = "/v1/models", .status = 405, .code = "method_not_allowed"},
     {"completions without model", .path = CMPL, .body = "{\"prompt\":\"a\"}", .status = 400,
      .code = "invalid_request", .words = "model: required"},
     {"unknown model", .path = CMPL, .body = "{\"model\":\"gpt-9\",\"prompt\":\"a\"}", .status = 404,
@@ -452,6 +514,43 @@ static void test_oversized_heads_and_bodies(void **state)
     free(buf);
 }
 
+/* A parts array of 10,000 entries: refused by its count when the body fits
+ * (no part is looked at), by the body limit when it does not; a user id
+ * over 256 bytes by its length. */
+static void test_huge_parts_arrays_and_long_users(void **state)
+{
+    (void)state;
+    struct resp r;
+    static const char head[] =
+        "{\"model\":\"smollm2\",\"messages\":[{\"role\":\"user\",\"content\":[";
+    const char *const part[2] = {"{}", "{\"type\":\"text\",\"text\":\"a\"}"};
+    for (int k = 0; k < 2; k++) {
+        size_t cap = sizeof(head) + 10000 * (strlen(part[k]) + 1) + 16;
+        char *buf = malloc(cap);
+        size_t n = (size_t)sprintf(buf, "%s", head);
+        for (int i = 0; i < 10000; i++)
+            n += (size_t)sprintf(buf + n, "%s%s", i ? "," : "", part[k]);
+        sprintf(buf + n, "]}]}");
+        assert_int_equal(svc_http(&S, "POST", CHAT, good_tok, buf, &r), 0);
+        free(buf);
+        if (k == 0) /* 30 KB: within body_bytes */
+            expect("10,000 empty parts", &r, 400, "invalid_request",
+                   "messages[0].content: expected 1 to 256 content parts, got 10000");
+        else /* 260 KB: past body_bytes (64 KiB) */
+            expect("10,000 text parts", &r, 413, "body_too_large", NULL);
+        resp_free(&r);
+        still_serves("a parts array of 10,000 entries");
+    }
+    char body[512];
+    int n = sprintf(body, "{\"model\":\"smollm2\",\"prompt\":\"a\",\"user\":\"");
+    memset(body + n, 'u', 300);
+    sprintf(body + n + 300, "\"}");
+    assert_int_equal(svc_http(&S, "POST", CMPL, good_tok, body, &r), 0);
+    expect("user over 256 bytes", &r, 400, "invalid_request", "user: expected 0 to 256 bytes");
+    resp_free(&r);
+    still_serves("user over 256 bytes");
+}
+
 /* Found by fuzz_http: a keep-alive request answered, then bytes that fail
  * before a new message begins (here a bad method) made the front unpause a
  * parser in error state; http-parser asserted and the front died. Now the
@@ -491,6 +590,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_each_bad_request_gets_its_exact_status_and_code),
         cmocka_unit_test(test_oversized_heads_and_bodies),
+        cmocka_unit_test(test_huge_parts_arrays_and_long_users),
         cmocka_unit_test(test_keepalive_request_then_garbage_gets_200_then_400),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);

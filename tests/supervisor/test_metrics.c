@@ -60,6 +60,8 @@ static void known_sequence(struct gw_segment *seg)
     gw_metrics_add(seg, GW_MC_PROMPT_TOKENS, 15);
     gw_metrics_add(seg, GW_MC_DEVICE_NS, 1500 * MS);
     gw_metrics_add(seg, GW_MC_RESTARTS_WORKER, 1);
+    gw_metrics_add(seg, GW_MC_GUARD_REDACTIONS, 2);
+    gw_metrics_request(seg, GW_ROUTE_MODELS, 200);
     gw_kills_add(seg, GW_WD_REPETITION);
 }
 
@@ -76,6 +78,9 @@ static void test_exact_lines_after_a_known_sequence(void **state)
     expect_line(t, "gpuwarden_http_requests_total{route=\"generate\",code=\"4xx\"} 3");
     expect_line(t, "gpuwarden_http_requests_total{route=\"generate\",code=\"5xx\"} 0");
     expect_line(t, "gpuwarden_http_requests_total{route=\"chat\",code=\"2xx\"} 0");
+    expect_line(t, "gpuwarden_http_requests_total{route=\"models\",code=\"2xx\"} 1");
+    expect_line(t, "# TYPE gpuwarden_guard_redactions_total counter");
+    expect_line(t, "gpuwarden_guard_redactions_total 2");
     expect_line(t, "gpuwarden_admission_refusals_total{reason=\"auth\"} 2");
     expect_line(t, "gpuwarden_admission_refusals_total{reason=\"tenant_rate\"} 1");
     expect_line(t, "gpuwarden_admission_refusals_total{reason=\"budget\"} 0");

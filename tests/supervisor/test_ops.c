@@ -194,22 +194,24 @@ static void test_access_log_line_shape(void **state)
     const char *log = log_text();
     /* a 200 on the native route, e.g.
      * <6>gpuwarden[front 1]: access time=2026-11-25T23:59:01.123Z id=gen-1... tenant=limited
-     *   ip=127.0.0.1 route=generate status=200 tokens=3 device_ms=41.250 duration_ms=48.000 */
+     *   user=- ip=127.0.0.1 route=generate status=200 tokens=3 device_ms=41.250 duration_ms=48.000
+     */
     int ok200 = 0, ok401 = 0;
     for (const char *p = log; (p = strstr(p, "]: access time=")); p++) {
         const char *bol = p;
         while (bol > log && bol[-1] != '\n')
             bol--;
         int front, y, mo, d, h, mi, s, ms, status, tokens;
-        char id[48], tenant[64], ip[48], route[32];
+        char id[48], tenant[64], user[260], ip[48], route[32];
         double dev, dur;
         int n = sscanf(bol,
                        "<6>gpuwarden[front %d]: access time=%4d-%2d-%2dT%2d:%2d:%2d.%3dZ id=%47s "
-                       "tenant=%63s ip=%47s route=%31s status=%d tokens=%d device_ms=%lf "
-                       "duration_ms=%lf",
-                       &front, &y, &mo, &d, &h, &mi, &s, &ms, id, tenant, ip, route, &status,
+                       "tenant=%63s user=%259s ip=%47s route=%31s status=%d tokens=%d "
+                       "device_ms=%lf duration_ms=%lf",
+                       &front, &y, &mo, &d, &h, &mi, &s, &ms, id, tenant, user, ip, route, &status,
                        &tokens, &dev, &dur);
-        assert_int_equal(n, 16);
+        assert_int_equal(n, 17);
+        assert_string_equal(user, "-"); /* these requests name no end user */
         assert_string_equal(ip, "127.0.0.1");
         if (status == 200 && !strcmp(route, "generate")) {
             assert_string_equal(tenant, "limited");
@@ -276,7 +278,7 @@ static void test_set_limit_takes_effect_at_the_fronts(void **state)
         if (r.status != 200)
             fail_msg("request %d: %d %s", i, r.status, r.body);
         assert_non_null(resp_header(&r, "RateLimit-Policy", pol, sizeof(pol)));
-        assert_string_equal(pol, "2;w=60");
+        assert_string_equal(pol, "\"tenant\";q=2;w=60");
         resp_free(&r);
     }
     assert_int_equal(gen("single", &r), 0);
@@ -289,7 +291,7 @@ static void test_set_limit_takes_effect_at_the_fronts(void **state)
     if (r.status != 200)
         fail_msg("after reload: %d %s", r.status, r.body);
     assert_non_null(resp_header(&r, "RateLimit-Policy", pol, sizeof(pol)));
-    assert_string_equal(pol, "110;w=60");
+    assert_string_equal(pol, "\"tenant\";q=110;w=60");
     resp_free(&r);
 }
 
@@ -350,6 +352,7 @@ static void test_json_lines_after_reload(void **state)
                 assert_int_equal(json_integer_value(json_object_get(o, "status")), 200);
                 assert_string_equal(json_string_value(json_object_get(o, "ip")), "127.0.0.1");
                 assert_string_equal(json_string_value(json_object_get(o, "id")), "-");
+                assert_string_equal(json_string_value(json_object_get(o, "user")), "-");
                 assert_true(json_is_real(json_object_get(o, "duration_ms")));
                 access++;
             }

@@ -240,7 +240,9 @@ static void test_rate_limit_admits_exactly_limit_plus_burst(void **state)
             assert_non_null(resp_header(&r, "Retry-After", h, sizeof(h)));
             assert_true(atoi(h) >= 1 && atoi(h) <= 12);
             assert_non_null(resp_header(&r, "RateLimit-Policy", h, sizeof(h)));
-            assert_string_equal(h, "5;w=60");
+            assert_string_equal(h, "\"tenant\";q=5;w=60");
+            assert_non_null(resp_header(&r, "RateLimit", h, sizeof(h)));
+            assert_int_equal(strncmp(h, "\"tenant\";r=0;t=", 15), 0);
             refused++;
         }
         resp_free(&r);

@@ -301,7 +301,7 @@ static void test_plan_limits_override_the_node_field_by_field(void **state)
     assert_int_equal(cfg->wd_stall_ms, 1500);
     assert_int_equal(cfg->wd_grace_ms, 250);
     assert_int_equal(cfg->wd_interval_ms, 5);
-    assert_int_equal(cfg->n_guard, 4); /* the default rules */
+    assert_int_equal(cfg->n_guard, 10); /* the default rules */
     gw_config_free(cfg);
 }
 

@@ -567,11 +567,12 @@ enum gw_refusal {
 const char *gw_refusal_name(int reason);
 /* Plain counters. */
 enum gw_mcounter {
-    GW_MC_TOKENS = 0,      /* generated tokens */
-    GW_MC_PROMPT_TOKENS,   /* prompt tokens processed */
-    GW_MC_DEVICE_NS,       /* device time, ns */
-    GW_MC_RESTARTS_FRONT,  /* fronts respawned by the master */
-    GW_MC_RESTARTS_WORKER, /* workers respawned by the master */
+    GW_MC_TOKENS = 0,       /* generated tokens */
+    GW_MC_PROMPT_TOKENS,    /* prompt tokens processed */
+    GW_MC_DEVICE_NS,        /* device time, ns */
+    GW_MC_RESTARTS_FRONT,   /* fronts respawned by the master */
+    GW_MC_RESTARTS_WORKER,  /* workers respawned by the master */
+    GW_MC_GUARD_REDACTIONS, /* output-guard matches sent as "[REDACTED]" (gw_guard_report) */
     GW_MC_N
 };
 /* Histograms; every one in seconds with the same fixed bucket bounds
@@ -740,6 +741,25 @@ uint64_t gw_wd_rep_fold(uint64_t rep_max, uint64_t rep);
 size_t gw_audit_format(char *buf, size_t len, uint64_t now_us, const struct gw_slot_req *req,
                        int reason, uint64_t tokens, uint64_t device_ns, const char *out,
                        size_t out_len);
+/* An audit line for what is not a kill: a request's output-guard redactions
+ * (event "redaction", written by the worker through gw_guard_report), and
+ * the end user of a killed request (event "end_user", written by the front
+ * that admitted it: the end user is the front's to know, the slot's request
+ * does not carry it). Lines of one request share its request_id. */
+struct gw_audit_event {
+    const char *request_id, *tenant, *ip; /* NULL reads "" */
+    const char *user;                     /* the request's `user`; NULL: no "user" key */
+    const char *event;                    /* "redaction", "end_user" */
+    const char *rule;                     /* redaction: the guard rule's name; NULL: no key */
+    uint64_t count;                       /* redaction: matches redacted (with rule) */
+    const char *killed_reason;            /* end_user: the kill's reason; NULL: no key */
+};
+/* The line (JSON, newline-terminated) into buf: time (as gw_audit_format),
+ * request_id, tenant, ip, then user, event, rule and count, killed_reason
+ * where given; strings escaped, bytes that are not UTF-8 become U+FFFD.
+ * Returns its length (truncated to len - 1). */
+size_t gw_audit_format_event(char *buf, size_t len, uint64_t now_us,
+                             const struct gw_audit_event *e);
 /* Opens the audit log for appending (O_APPEND, created 0600): the fd, or -1
  * with errno. The master's watchdog keeps it open (kills come in bursts). */
 int gw_audit_open(const char *path);

@@ -450,6 +450,25 @@ static void test_an_openai_key_the_model_repeats_is_redacted_in_the_stream(void 
         fail_msg("the key was not redacted in the stream:\n%s", r.body);
     assert_non_null(strstr(r.body, "data: [DONE]"));
     resp_free(&r);
+    /* the worker counted and audited it (never the key itself) */
+    call("GET", "/metrics", NULL, NULL, &r);
+    expect_status(&r, 200);
+    const char *m = strstr(r.body, "\ngpuwarden_guard_redactions_total ");
+    assert_non_null(m);
+    assert_true(strtoull(m + strlen("\ngpuwarden_guard_redactions_total "), NULL, 10) >= 1);
+    resp_free(&r);
+    char path[300], line[4096];
+    snprintf(path, sizeof(path), "%s/state/audit.log", S.dir);
+    int found = 0;
+    FILE *f = fopen(path, "r");
+    while (f && fgets(line, sizeof(line), f)) {
+        assert_null(strstr(line, "T9x2Lk7Qw3"));
+        found |= strstr(line, "\"event\":\"redaction\"") &&
+                 strstr(line, "\"rule\":\"openai_api_key\"") != NULL;
+    }
+    if (f)
+        fclose(f);
+    assert_true(found);
 }
 
 /* ------------------------------------------------------- RateLimit */

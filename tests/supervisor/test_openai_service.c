@@ -471,6 +471,48 @@ static void test_an_openai_key_the_model_repeats_is_redacted_in_the_stream(void 
     assert_true(found);
 }
 
+/* SIGHUP reloads the guard rules in the workers too: a rule added to the
+ * file redacts the next answer. Runs last: it changes the node's rules. */
+static void test_guard_rules_reload_in_the_workers_on_sighup(void **state)
+{
+    (void)state;
+    FILE *f = fopen(S.config, "r");
+    assert_non_null(f);
+    char *cfg = calloc(1, 1 << 16);
+    size_t n = fread(cfg, 1, (1 << 16) - 1, f);
+    fclose(f);
+    cfg[n] = '\0';
+    const char *old = "\"watchdog\": {\"unbounded_cap_tokens\": 2},";
+    char *at = strstr(cfg, old);
+    assert_non_null(at);
+    f = fopen(S.config, "w");
+    fprintf(f,
+            "%.*s\"watchdog\": {\"unbounded_cap_tokens\": 2, \"guard\": [{\"name\": \"city\", "
+            "\"pattern\": \"Paris\", \"action\": \"redact\"}]},%s",
+            (int)(at - cfg), cfg, at + strlen(old));
+    fclose(f);
+    free(cfg);
+    assert_int_equal(kill(S.master, SIGHUP), 0);
+    char *log = NULL;
+    for (uint64_t end = svc_now_ms() + SVC_DEADLINE_MS; svc_now_ms() < end; usleep(20000)) {
+        free(log);
+        log = svc_log_text(&S);
+        if (strstr(log, "SIGHUP: output guard rules reload"))
+            break;
+    }
+    assert_non_null(strstr(log, "SIGHUP: output guard rules reload"));
+    free(log);
+    struct resp r;
+    call("POST", "/v1/completions", tok,
+         "{\"model\":\"smollm2\",\"prompt\":\"The capital of France is\",\"max_tokens\":8,"
+         "\"temperature\":0}",
+         &r);
+    expect_status(&r, 200);
+    if (!strstr(r.body, "[REDACTED]") || strstr(r.body, "Paris"))
+        fail_msg("the reloaded rule did not redact:\n%s", r.body);
+    resp_free(&r);
+}
+
 /* ------------------------------------------------------- RateLimit */
 
 static void test_ratelimit_headers_follow_the_structured_field_draft(void **state)
@@ -530,6 +572,7 @@ int main(void)
         cmocka_unit_test(test_user_reaches_the_audit_log_of_a_kill),
         cmocka_unit_test(test_ratelimit_headers_follow_the_structured_field_draft),
         cmocka_unit_test(test_an_openai_key_the_model_repeats_is_redacted_in_the_stream),
+        cmocka_unit_test(test_guard_rules_reload_in_the_workers_on_sighup),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }

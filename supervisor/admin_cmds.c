@@ -243,6 +243,18 @@ static json_t *cmd_status(struct gw_admin *a, json_t *req, uid_t uid)
         "ledger_conserved", gw_ledger_check(a->seg, NULL, 0) == 0);
 }
 
+/* Requests the worker on `lane` runs now (its batch). */
+static json_int_t running_on(struct gw_admin *a, int lane)
+{
+    json_int_t n = 0;
+    for (uint32_t i = 0; i < a->seg->cfg.slots; i++) {
+        struct gw_slot_ref ref;
+        if (gw_slot_peek(a->seg, i, &ref) == GW_SLOT_RUNNING && gw_slot_owner(a->seg, ref) == lane)
+            n++;
+    }
+    return n;
+}
+
 static json_t *cmd_workers(struct gw_admin *a, json_t *req, uid_t uid)
 {
     (void)req;
@@ -277,6 +289,7 @@ static json_t *cmd_workers(struct gw_admin *a, json_t *req, uid_t uid)
             rid = json_string(rq.id);
         }
         json_object_set_new(w, "request", rid);
+        json_object_set_new(w, "running", json_integer(up ? running_on(a, ch[i].lane) : 0));
         json_object_set_new(w, "tokens", json_integer((json_int_t)tokens));
         json_object_set_new(w, "tokens_per_s", json_real((double)(int64_t)(tps * 10) / 10));
         json_object_set_new(w, "us_per_token", json_integer(up ? (json_int_t)pi.us_per_token : 0));

@@ -149,6 +149,7 @@ static void test_workers_lists_the_worker(void **state)
     assert_string_equal(json_string_value(json_object_get(w, "device")), "cpu");
     assert_string_equal(json_string_value(json_object_get(w, "state")), "ready");
     assert_true(json_is_null(json_object_get(w, "request")));
+    assert_int_equal(jint(w, "running", NULL), 0);
     assert_int_equal(jint(w, "restarts", NULL), 0);
     json_decref(r);
 }
@@ -247,6 +248,11 @@ static void test_kill_of_a_queued_request_never_runs_it(void **state)
     int busy = start_long_request("happy");
     char *running = request_in("running");
     assert_non_null(running);
+    json_t *ws = ask("{\"cmd\":\"workers\"}");
+    json_t *w0 = json_array_get(json_object_get(ws, "workers"), 0);
+    assert_int_equal(jint(w0, "running", NULL), 1); /* its batch: the one running */
+    assert_string_equal(json_string_value(json_object_get(w0, "request")), running);
+    json_decref(ws);
     int fd = start_long_request("happy");
     char *queued = request_in("queued");
     assert_non_null(queued);

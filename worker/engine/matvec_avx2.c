@@ -221,8 +221,8 @@ AVX2 static void f32_to_f16_avx2(const float *x, uint16_t *y, int n)
  * single-row kernel's operations in its order, so each output has its
  * bits. Several accumulators also hide the FMA latency that bounds the
  * single-row loop, whose one accumulator must take the blocks in order:
- * one activation row gets 4 weight rows, two get 2, more get 1. The
- * activation scales come from gw_batch.tab, 4 rows per load. */
+ * one activation row gets 4 weight rows (tile_w_avx2), two get 2, more
+ * get 1. The activation scales come from gw_batch.tab, 4 rows per load. */
 
 /* A weight block ready for mul_sum_us8: ax the unsigned operand, sx the
  * sign to put on the activations (Q4_0 and Q8_0 only: the products are
@@ -312,21 +312,83 @@ AVX2_INLINE void tile_avx2(uint32_t type, int R, int C, const gw_mat *W, const g
     }
 }
 
+/* One activation row (a decode step of one sequence): R weight rows, one
+ * accumulator each. A block's scales are converted by F16C (exact, as the
+ * table gw_h2f reads) and multiplied with the activation's d and s at
+ * once: lanes [d * d_y, m * s_y], the products the single-row kernel takes
+ * (a product of two halves is exact in a float); the nibbles are split by
+ * one variable shift of a broadcast load. */
+AVX2_INLINE void tile_w_avx2(uint32_t type, int R, const gw_mat *W, const gw_q8 *y, int r,
+                             float *out)
+{
+    int nblk = W->cols / 32;
+    size_t bs = type == GW_T_Q4_1   ? sizeof(gw_blk_q4_1)
+                : type == GW_T_Q4_0 ? sizeof(gw_blk_q4_0)
+                                    : sizeof(gw_blk_q8_0);
+    const uint8_t *rows[4];
+    __m256 acc[4];
+    __m128 mins[4]; /* lane 1: the minimum's terms */
+    GW_UNROLL
+    for (int i = 0; i < R; i++) {
+        rows[i] = W->data + (size_t)(r + i) * W->row_bytes;
+        acc[i] = _mm256_setzero_ps(), mins[i] = _mm_setzero_ps();
+    }
+    const __m256i shift = _mm256_setr_epi64x(0, 0, 4, 4);
+    for (int k = 0; k < nblk; k++) {
+        __m128 ds = _mm_castpd_ps(_mm_loaddup_pd((const double *)&y[k].d)); /* d s d s */
+        __m256i qy = _mm256_loadu_si256((const __m256i *)y[k].qs);
+        GW_UNROLL
+        for (int i = 0; i < R; i++) {
+            const uint8_t *a = rows[i] + (size_t)k * bs;
+            uint32_t h; /* d (and m): the block's first 4 bytes as two halves */
+            memcpy(&h, a, 4);
+            __m128 sc = _mm_mul_ps(_mm_cvtph_ps(_mm_cvtsi32_si128((int)h)), ds);
+            __m256i ax, sy = qy;
+            if (type == GW_T_Q8_0) {
+                __m256i q = _mm256_loadu_si256((const __m256i *)(a + 2));
+                ax = _mm256_sign_epi8(q, q), sy = _mm256_sign_epi8(qy, q);
+            } else {
+                __m256i t = _mm256_broadcastsi128_si256(
+                    _mm_loadu_si128((const __m128i *)(a + (type == GW_T_Q4_1 ? 4 : 2))));
+                ax = _mm256_and_si256(_mm256_srlv_epi64(t, shift), _mm256_set1_epi8(0x0f));
+                if (type == GW_T_Q4_0) {
+                    __m256i q = _mm256_sub_epi8(ax, _mm256_set1_epi8(8));
+                    ax = _mm256_sign_epi8(q, q), sy = _mm256_sign_epi8(qy, q);
+                } else {
+                    mins[i] = _mm_add_ps(mins[i], sc);
+                }
+            }
+            acc[i] = _mm256_fmadd_ps(_mm256_broadcastss_ps(sc), mul_sum_us8(ax, sy), acc[i]);
+        }
+    }
+    GW_UNROLL
+    for (int i = 0; i < R; i++) {
+        float s = hsum256(acc[i]);
+        out[r + i] = type == GW_T_Q4_1 ? s + _mm_cvtss_f32(_mm_movehdup_ps(mins[i])) : s;
+    }
+}
+
 /* The activation rows in chunks of at most 4, as even as they come (5 is
  * 3 + 2: a chunk of one would leave one accumulator, latency-bound). */
 AVX2_INLINE void rows_avx2(uint32_t type, const gw_mat *W, const gw_batch *x, float *out,
                            size_t out_stride, int r0, int r1)
 {
-    int nb = x->nb, R = nb == 1 ? 4 : nb == 2 ? 2 : 1, n_ch = (nb + 3) / 4;
+    int nb = x->nb, R = nb == 2 ? 2 : 1, n_ch = (nb + 3) / 4;
+    if (nb == 1) {
+        int r = r0;
+        for (; r + 4 <= r1; r += 4)
+            tile_w_avx2(type, 4, W, x->xq, r, out);
+        for (; r < r1; r++)
+            tile_w_avx2(type, 1, W, x->xq, r, out);
+        return;
+    }
     for (int r = r0; r < r1;) {
         if (r + R > r1)
             R = 1;
         for (int ch = 0, c0 = 0; ch < n_ch; ch++) {
             int C = nb / n_ch + (ch < nb % n_ch);
 #define TILE(RR, CC) tile_avx2(type, RR, CC, W, x, r, c0, out, out_stride)
-            if (R == 4)
-                TILE(4, 1);
-            else if (R == 2)
+            if (R == 2)
                 TILE(2, 2);
             else if (C == 1)
                 TILE(1, 1);

@@ -250,11 +250,104 @@ L2_INLINE void tile(uint32_t type, int R, int NP, const gw_mat *W, const gw_batc
     }
 }
 
+/* One activation row (a decode step of one sequence): weight rows in
+ * pairs instead, rows r + 2p and r + 2p + 1 in the halves of acc[p],
+ * against the activation block in both halves. The pair's scales are
+ * converted together (F16C: exact, as the table gw_h2f reads) and
+ * multiplied with the activation's d and s at once: lanes
+ * [d_a * d_y, m_a * s_y, d_b * d_y, m_b * s_y], the products the
+ * single-row kernel takes (a product of two halves is exact in a float).
+ * NPW pairs (4: eight accumulators); rows past nr repeat the last one,
+ * computed and dropped. */
+L2_INLINE void tile_w(uint32_t type, int NPW, const gw_mat *W, const gw_q8 *y, int r, int nr,
+                      float *out)
+{
+    int nblk = W->cols / 32;
+    const uint8_t *rows[8];
+    __m512 acc[4];
+    __m128 mins[4]; /* lanes 1 and 3: the minimum's terms of the pair's rows */
+    const __m512i idx = _mm512_inserti64x4(_mm512_setzero_si512(), _mm256_set1_epi32(2), 1);
+    GW_UNROLL
+    for (int j = 0; j < 2 * NPW; j++)
+        rows[j] = W->data + (size_t)(r + (j < nr ? j : nr - 1)) * W->row_bytes;
+    GW_UNROLL
+    for (int p = 0; p < NPW; p++)
+        acc[p] = _mm512_setzero_ps(), mins[p] = _mm_setzero_ps();
+    size_t bs = type == GW_T_Q4_1   ? sizeof(gw_blk_q4_1)
+                : type == GW_T_Q4_0 ? sizeof(gw_blk_q4_0)
+                                    : sizeof(gw_blk_q8_0);
+    for (int k = 0; k < nblk; k++) {
+        __m128 ds = _mm_castpd_ps(_mm_loaddup_pd((const double *)&y[k].d)); /* d s d s */
+        __m512i qy = _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)y[k].qs));
+        GW_UNROLL
+        for (int p = 0; p < NPW; p++) {
+            const uint8_t *a = rows[2 * p] + (size_t)k * bs, *b = rows[2 * p + 1] + (size_t)k * bs;
+            /* d (and m) of each block: its first 4 bytes as two halves */
+            uint32_t ha, hb;
+            memcpy(&ha, a, 4), memcpy(&hb, b, 4);
+            __m128 sc = _mm_mul_ps(
+                _mm_cvtph_ps(_mm_insert_epi32(_mm_cvtsi32_si128((int)ha), (int)hb, 1)), ds);
+            __m512 dd = _mm512_permutexvar_ps(idx, _mm512_castps128_ps512(sc));
+            __m512i u, sy = qy;
+            if (type == GW_T_Q8_0) {
+                __m512i q = _mm512_inserti64x4(
+                    _mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)(a + 2))),
+                    _mm256_loadu_si256((const __m256i *)(b + 2)), 1);
+                u = _mm512_abs_epi8(q);
+                sy = _mm512_mask_sub_epi8(qy, _mm512_movepi8_mask(q), _mm512_setzero_si512(), qy);
+            } else {
+                size_t off = type == GW_T_Q4_1 ? 4 : 2;
+                __m256i t = _mm256_inserti128_si256(
+                    _mm256_castsi128_si256(_mm_loadu_si128((const __m128i *)(a + off))),
+                    _mm_loadu_si128((const __m128i *)(b + off)), 1);
+                __m512i z = _mm512_castsi256_si512(t);
+                z = _mm512_shuffle_i64x2(z, z, _MM_SHUFFLE(1, 1, 0, 0)); /* a a b b */
+                __m512i sh = _mm512_maskz_mov_epi16(0xff00ff00u, _mm512_set1_epi16(4));
+                u = _mm512_and_si512(_mm512_srlv_epi16(z, sh), _mm512_set1_epi8(0x0f));
+                if (type == GW_T_Q4_0) {
+                    __m512i q = _mm512_sub_epi8(u, _mm512_set1_epi8(8));
+                    u = _mm512_abs_epi8(q);
+                    sy = _mm512_mask_sub_epi8(qy, _mm512_movepi8_mask(q), _mm512_setzero_si512(),
+                                              qy);
+                } else {
+                    mins[p] = _mm_add_ps(mins[p], sc);
+                }
+            }
+            acc[p] = _mm512_fmadd_ps(dd, _mm512_cvtepi32_ps(dot4_512(u, sy)), acc[p]);
+        }
+    }
+    GW_UNROLL
+    for (int p = 0; p < NPW; p++) {
+        float ms[4];
+        _mm_storeu_ps(ms, mins[p]);
+        GW_UNROLL
+        for (int h = 0; h < 2; h++) {
+            if (2 * p + h >= nr)
+                break;
+            float s = hsum256(h ? hi256(acc[p]) : _mm512_castps512_ps256(acc[p]));
+            out[r + 2 * p + h] = type == GW_T_Q4_1 ? s + ms[1 + 2 * h] : s;
+        }
+    }
+}
+
 /* Activation rows in chunks of at most 8, as even as they come. */
 L2_INLINE void rows_l2(uint32_t type, const gw_mat *W, const gw_batch *x, float *out,
                        size_t out_stride, int r0, int r1)
 {
     int nb = x->nb, R = nb <= 2 ? 4 : 2, n_ch = (nb + 7) / 8;
+    if (nb == 1) {
+        int r = r0;
+        for (; r + 8 <= r1; r += 8)
+            tile_w(type, 4, W, x->xq, r, 8, out);
+        int nr = r1 - r;
+        if (nr > 4)
+            tile_w(type, 4, W, x->xq, r, nr, out);
+        else if (nr > 2)
+            tile_w(type, 2, W, x->xq, r, nr, out);
+        else if (nr > 0)
+            tile_w(type, 1, W, x->xq, r, nr, out);
+        return;
+    }
     for (int r = r0; r < r1;) {
         if (r + R > r1)
             R = 1;

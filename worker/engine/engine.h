@@ -165,7 +165,7 @@ void gw_mat_rows_at(int level, int vnni, const gw_mat *W, const gw_q8 *xq, size_
 
 /* A batch of nb activation rows as the multi-row kernels take it: x_b is
  * xq + b * xq_stride (Q8 types) or xf + b * xf_stride (float types). tab
- * (the SIMD kernels; NULL for the portable ones): the rows' Q8 scales
+ * (for the SIMD kernels when nb > 1; NULL otherwise): the rows' Q8 scales
  * regrouped so that those of 8 consecutive rows are one vector load: for
  * block k, d of row b at tab[2 * k * tab_stride + b] and s at
  * tab[(2 * k + 1) * tab_stride + b], tab_stride = nb rounded up to 8,

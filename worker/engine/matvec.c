@@ -549,7 +549,7 @@ void gw_mat_rows_at(int level, int vnni, const gw_mat *W, const gw_q8 *xq, size_
                       : level == GW_SIMD_AVX2   ? gw_rows_avx2_for(W->type)
                                                 : gw_rows_avx512_for(W->type, vnni);
     gw_batch x = {.xq = xq, .xq_stride = xq_stride, .xf = xf, .xf_stride = xf_stride, .nb = nb};
-    if (rows && level == GW_SIMD_PORTABLE) {
+    if (rows && (level == GW_SIMD_PORTABLE || nb == 1)) {
         rows(W, &x, out, out_stride, r0, r1);
         return;
     }

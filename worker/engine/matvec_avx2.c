@@ -13,9 +13,13 @@
 #define AVX2 __attribute__((target("avx2,fma,f16c")))
 #define AVX2_INLINE __attribute__((target("avx2,fma,f16c"), always_inline)) static inline
 /* The tiles' loops over weight rows and activation rows, fully unrolled
- * so that the accumulators stay in registers (gcc -O2 keeps such loops,
- * with the accumulators in memory). */
+ * so that the accumulators stay in registers (gcc -O2 and clang keep such
+ * loops, with the accumulators in memory). */
+#if defined(__clang__)
+#define GW_UNROLL _Pragma("clang loop unroll(full)")
+#else
 #define GW_UNROLL _Pragma("GCC unroll 8")
+#endif
 
 AVX2 static inline float hsum256(__m256 v)
 {

@@ -39,9 +39,13 @@ gw_rows_fn gw_rows_avx512vnni_for(uint32_t type);
 #define L2 __attribute__((target(L2_TARGET)))
 #define L2_INLINE __attribute__((target(L2_TARGET), always_inline)) static inline
 /* The tiles' loops over weight rows and activation rows, fully unrolled
- * so that the accumulators stay in registers (gcc -O2 keeps such loops,
- * with the accumulators in memory). */
+ * so that the accumulators stay in registers (gcc -O2 and clang keep such
+ * loops, with the accumulators in memory). */
+#if defined(__clang__)
+#define GW_UNROLL _Pragma("clang loop unroll(full)")
+#else
 #define GW_UNROLL _Pragma("GCC unroll 8")
+#endif
 
 /* As matvec_avx2.c's: ((a0 + a4) + (a2 + a6)) + ((a1 + a5) + (a3 + a7)). */
 L2_INLINE float hsum256(__m256 v)
@@ -240,12 +244,11 @@ L2_INLINE void tile(uint32_t type, int R, int NP, const gw_mat *W, const gw_batc
         _mm256_storeu_ps(ms, mins[i]);
         GW_UNROLL
         for (int j = 0; j < 2 * NP; j++) {
-            if (j >= C)
-                break;
             __m512 a = acc[i][j / 2];
             float s = hsum256(j % 2 ? hi256(a) : _mm512_castps512_ps256(a));
-            out[(size_t)(c0 + j) * out_stride + (size_t)(r + i)] =
-                type == GW_T_Q4_1 ? s + ms[j] : s;
+            if (j < C)
+                out[(size_t)(c0 + j) * out_stride + (size_t)(r + i)] =
+                    type == GW_T_Q4_1 ? s + ms[j] : s;
         }
     }
 }
@@ -322,10 +325,9 @@ L2_INLINE void tile_w(uint32_t type, int NPW, const gw_mat *W, const gw_q8 *y, i
         _mm_storeu_ps(ms, mins[p]);
         GW_UNROLL
         for (int h = 0; h < 2; h++) {
-            if (2 * p + h >= nr)
-                break;
             float s = hsum256(h ? hi256(acc[p]) : _mm512_castps512_ps256(acc[p]));
-            out[r + 2 * p + h] = type == GW_T_Q4_1 ? s + ms[1 + 2 * h] : s;
+            if (2 * p + h < nr)
+                out[r + 2 * p + h] = type == GW_T_Q4_1 ? s + ms[1 + 2 * h] : s;
         }
     }
 }

@@ -290,9 +290,115 @@ static void rows_q_portable(const gw_mat *W, const gw_batch *x, float *out, size
     }
 }
 
+/* Q4_K: the block's 8 scales and minimums and its 256 nibbles expanded
+ * once, then dot_q4_k's expression per activation row (they have no SIMD
+ * kernels: every level uses these). */
+static void rows_q4_k(const gw_mat *W, const gw_batch *x, float *out, size_t out_stride, int r0,
+                      int r1)
+{
+    if (x->nb == 1) { /* nothing to share: the single-row kernel */
+        for (int r = r0; r < r1; r++)
+            out[r] = dot_q4_k(W->cols, W->data + (size_t)r * W->row_bytes, x->xq, NULL);
+        return;
+    }
+    int nsb = W->cols / 256;
+    for (int r = r0; r < r1; r++) {
+        const gw_blk_q4_k *w = (const gw_blk_q4_k *)(W->data + (size_t)r * W->row_bytes);
+        for (int c0 = 0; c0 < x->nb; c0 += PR) {
+            int nc = x->nb - c0 < PR ? x->nb - c0 : PR;
+            float s[PR] = {0};
+            for (int b = 0; b < nsb; b++) {
+                float d = gw_h2f(w[b].d), dmin = gw_h2f(w[b].dmin);
+                uint8_t sc[8], mn[8], q[256];
+                for (int j = 0; j < 8; j++)
+                    gw_q4k_scale_min(j, w[b].scales, &sc[j], &mn[j]);
+                for (int j = 0; j < 4; j++)
+                    for (int l = 0; l < 32; l++) {
+                        q[64 * j + l] = w[b].qs[32 * j + l] & 15;
+                        q[64 * j + 32 + l] = w[b].qs[32 * j + l] >> 4;
+                    }
+                for (int c = 0; c < nc; c++) {
+                    const gw_q8 *y = x->xq + (size_t)(c0 + c) * x->xq_stride + 8 * b;
+                    for (int j = 0; j < 4; j++) {
+                        const uint8_t *q0 = q + 64 * j, *q1 = q0 + 32;
+                        int s0 = 0, s1 = 0;
+                        for (int l = 0; l < 32; l++) {
+                            s0 += q0[l] * y[2 * j].qs[l];
+                            s1 += q1[l] * y[2 * j + 1].qs[l];
+                        }
+                        s[c] += d * (sc[2 * j] * (float)s0 * y[2 * j].d +
+                                     sc[2 * j + 1] * (float)s1 * y[2 * j + 1].d) -
+                                dmin * (mn[2 * j] * y[2 * j].s + mn[2 * j + 1] * y[2 * j + 1].s);
+                    }
+                }
+            }
+            for (int c = 0; c < nc; c++)
+                out[(size_t)(c0 + c) * out_stride + r] = s[c];
+        }
+    }
+}
+
+/* Q6_K: the block's 256 six-bit values expanded once (q[h][k][l] is what
+ * dot_q6_k calls q1..q4 for k = 0..3), then its expression per row. Taken
+ * for one row too: the two 16-element sums as separate loops vectorize,
+ * dot_q6_k's interleaved ones do not (13 times faster here). */
+static void rows_q6_k(const gw_mat *W, const gw_batch *x, float *out, size_t out_stride, int r0,
+                      int r1)
+{
+    int nsb = W->cols / 256;
+    for (int r = r0; r < r1; r++) {
+        const gw_blk_q6_k *w = (const gw_blk_q6_k *)(W->data + (size_t)r * W->row_bytes);
+        for (int c0 = 0; c0 < x->nb; c0 += PR) {
+            int nc = x->nb - c0 < PR ? x->nb - c0 : PR;
+            float s[PR] = {0};
+            for (int b = 0; b < nsb; b++) {
+                float d = gw_h2f(w[b].d);
+                int8_t q[2][4][32];
+                for (int h = 0; h < 2; h++) {
+                    const uint8_t *ql = w[b].ql + 64 * h, *qh = w[b].qh + 32 * h;
+                    for (int l = 0; l < 32; l++) {
+                        q[h][0][l] = (int8_t)(((ql[l] & 15) | ((qh[l] >> 0) & 3) << 4) - 32);
+                        q[h][1][l] = (int8_t)(((ql[l + 32] & 15) | ((qh[l] >> 2) & 3) << 4) - 32);
+                        q[h][2][l] = (int8_t)(((ql[l] >> 4) | ((qh[l] >> 4) & 3) << 4) - 32);
+                        q[h][3][l] = (int8_t)(((ql[l + 32] >> 4) | ((qh[l] >> 6) & 3) << 4) - 32);
+                    }
+                }
+                for (int c = 0; c < nc; c++) {
+                    const gw_q8 *y = x->xq + (size_t)(c0 + c) * x->xq_stride + 8 * b;
+                    for (int h = 0; h < 2; h++) {
+                        const int8_t *sc = w[b].scales + 8 * h;
+                        const gw_q8 *yh = y + 4 * h;
+                        for (int k = 0; k < 4; k++) {
+                            int lo = 0, hi = 0; /* the two 16-element sub-blocks */
+                            for (int l = 0; l < 16; l++) {
+                                lo += q[h][k][l] * yh[k].qs[l];
+                                hi += q[h][k][l + 16] * yh[k].qs[l + 16];
+                            }
+                            s[c] += d * yh[k].d * (float)(sc[2 * k] * lo + sc[2 * k + 1] * hi);
+                        }
+                    }
+                }
+            }
+            for (int c = 0; c < nc; c++)
+                out[(size_t)(c0 + c) * out_stride + r] = s[c];
+        }
+    }
+}
+
 gw_rows_fn gw_rows_portable_for(uint32_t type)
 {
-    return type == GW_T_Q4_0 || type == GW_T_Q4_1 || type == GW_T_Q8_0 ? rows_q_portable : NULL;
+    switch (type) {
+    case GW_T_Q4_0:
+    case GW_T_Q4_1:
+    case GW_T_Q8_0:
+        return rows_q_portable;
+    case GW_T_Q4_K:
+        return rows_q4_k;
+    case GW_T_Q6_K:
+        return rows_q6_k;
+    default:
+        return NULL;
+    }
 }
 
 gw_dot_fn gw_dot_portable_for(uint32_t type)

@@ -454,8 +454,8 @@ gw_rows_fn gw_rows_avx2_for(uint32_t type)
         return rows_q4_1_avx2;
     case GW_T_Q8_0:
         return rows_q8_0_avx2;
-    default:
-        return NULL;
+    default: /* Q4_K, Q6_K: the portable ones, as their dot products */
+        return gw_rows_portable_for(type);
     }
 }
 
@@ -479,8 +479,7 @@ gw_dot_fn gw_dot_avx2_for(uint32_t type)
 
 gw_rows_fn gw_rows_avx2_for(uint32_t type)
 {
-    (void)type;
-    return NULL;
+    return gw_rows_portable_for(type);
 }
 
 const gw_attn_kernels *gw_attn_avx2(void)

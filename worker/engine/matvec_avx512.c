@@ -421,7 +421,7 @@ gw_rows_fn L2_NAME(gw_rows_avx512)(uint32_t type)
     case GW_T_Q8_0:
         return rows_q8_0_l2;
     default:
-        return NULL;
+        return gw_rows_avx2_for(type);
     }
 }
 

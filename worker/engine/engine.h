@@ -81,8 +81,8 @@ typedef float (*gw_dot_fn)(int n, const void *row, const gw_q8 *xq, const float 
 /* SIMD levels (gw_simd_set): the default is the best the CPU has, capped by
  * GW_SIMD=0|1|2 in the environment; GW_NO_AVX2=1 means 0 (matvec.c). Each
  * level computes the same bits as level 1 for every kernel that level 1
- * has, and level 1 the same as level 0 for Q4_0, Q4_1, Q8_0 and the
- * attention kernels (test_kernels). */
+ * has (test_kernels_avx512), and level 1 the same as level 0 for Q4_0,
+ * Q4_1, Q8_0 and the attention kernels (test_quant_avx2). */
 enum {
     GW_SIMD_PORTABLE = 0, /* C only: any CPU */
     GW_SIMD_AVX2 = 1,     /* AVX2 + FMA + F16C */

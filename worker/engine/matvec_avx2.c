@@ -1,6 +1,7 @@
 /* matvec_avx2.c: the AVX2 (+FMA, F16C) kernels, level 1 of gw_simd_set:
  * single-row dot products for F32, F16, Q4_0, Q4_1 and Q8_0, multi-row
- * kernels for the three quantized ones, and the attention kernels. Each
+ * kernels for the three quantized ones, and the attention kernels (the
+ * other types take the portable kernels at this level too). Each
  * gives the bits of the portable kernel it replaces (matvec.c says why
  * that matters), and the file is compiled for any x86-64: only these
  * functions carry the target attribute, and gw_simd_set checks the CPU

@@ -229,6 +229,23 @@ AVX2 static void f32_to_f16_avx2(const float *x, uint16_t *y, int n)
  * one activation row gets 4 weight rows (tile_w_avx2), two get 2, more
  * get 1. The activation scales come from gw_batch.tab, 4 rows per load. */
 
+/* A decode step reads ~100 MB of weights against a few MB of cache, and a
+ * tile reads its R weight rows side by side: R streams, which the
+ * hardware prefetchers follow worse than the single-row loop's one (12
+ * GB/s against 17 through a 100 MB Q4_1 matrix here). So each block step
+ * of a tile also asks for the R blocks' worth of bytes that lie PREFETCH
+ * bytes after the tile's start, which a later tile reads (23 GB/s). A
+ * prefetch never faults: past the end of the matrix it only wastes a
+ * line. */
+enum { PREFETCH = 8192 };
+
+AVX2_INLINE void prefetch_step(const uint8_t *tile, size_t step, int k)
+{
+    uintptr_t p = (uintptr_t)tile + PREFETCH + (uintptr_t)k * step;
+    for (uintptr_t line = p & ~(uintptr_t)63; line < p + step; line += 64)
+        _mm_prefetch((const char *)line, _MM_HINT_T0);
+}
+
 /* A weight block ready for mul_sum_us8: ax the unsigned operand, sx the
  * sign to put on the activations (Q4_0 and Q8_0 only: the products are
  * |w| * (sign(w) * y), as in the single-row kernels). */
@@ -268,7 +285,7 @@ AVX2_INLINE __m256 lane(__m128 v, int c)
 }
 
 AVX2_INLINE void tile_avx2(uint32_t type, int R, int C, const gw_mat *W, const gw_batch *x, int r,
-                           int c0, float *out, size_t out_stride)
+                           int c0, bool prefetch, float *out, size_t out_stride)
 {
     int nblk = W->cols / 32;
     size_t ts = (size_t)x->tab_stride;
@@ -288,7 +305,10 @@ AVX2_INLINE void tile_avx2(uint32_t type, int R, int C, const gw_mat *W, const g
     GW_UNROLL
     for (int c = 0; c < C; c++)
         ys[c] = x->xq + (size_t)(c0 + c) * x->xq_stride;
+    size_t step = W->row_bytes / (size_t)nblk * (size_t)R;
     for (int k = 0; k < nblk; k++, tab += 2 * ts) {
+        if (prefetch)
+            prefetch_step(rows[0], step, k);
         __m128 d4 = _mm_loadu_ps(tab), s4 = _mm_loadu_ps(tab + ts);
         GW_UNROLL
         for (int i = 0; i < R; i++) {
@@ -340,6 +360,7 @@ AVX2_INLINE void tile_w_avx2(uint32_t type, int R, const gw_mat *W, const gw_q8 
     }
     const __m256i shift = _mm256_setr_epi64x(0, 0, 4, 4);
     for (int k = 0; k < nblk; k++) {
+        prefetch_step(rows[0], (size_t)R * bs, k);
         __m128 ds = _mm_castpd_ps(_mm_loaddup_pd((const double *)&y[k].d)); /* d s d s */
         __m256i qy = _mm256_loadu_si256((const __m256i *)y[k].qs);
         GW_UNROLL
@@ -392,7 +413,7 @@ AVX2_INLINE void rows_avx2(uint32_t type, const gw_mat *W, const gw_batch *x, fl
             R = 1;
         for (int ch = 0, c0 = 0; ch < n_ch; ch++) {
             int C = nb / n_ch + (ch < nb % n_ch);
-#define TILE(RR, CC) tile_avx2(type, RR, CC, W, x, r, c0, out, out_stride)
+#define TILE(RR, CC) tile_avx2(type, RR, CC, W, x, r, c0, ch == 0, out, out_stride)
             if (R == 2)
                 TILE(2, 2);
             else if (C == 1)

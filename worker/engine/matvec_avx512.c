@@ -152,6 +152,18 @@ L2 static float dot_q8_0_l2(int n, const void *row, const gw_q8 *xq, const float
  * one). An odd row count fills the last pair's upper half with a copy of
  * its lower row, computed and dropped. */
 
+/* As in matvec_avx2.c: each block step of a tile also prefetches the
+ * bytes that a tile PREFETCH bytes further reads (several weight rows read
+ * side by side are streams the hardware prefetchers follow badly). */
+enum { PREFETCH = 8192 };
+
+L2_INLINE void prefetch_step(const uint8_t *tile, size_t step, int k)
+{
+    uintptr_t p = (uintptr_t)tile + PREFETCH + (uintptr_t)k * step;
+    for (uintptr_t line = p & ~(uintptr_t)63; line < p + step; line += 64)
+        _mm_prefetch((const char *)line, _MM_HINT_T0);
+}
+
 /* A weight block in both halves: u the unsigned operand (nibbles, or |w|
  * for Q4_0 and Q8_0) and neg the bytes where w < 0, whose activations are
  * negated (the single-row kernels' _mm256_sign_epi8; where w is 0 the
@@ -196,7 +208,7 @@ L2_INLINE __m256 hi256(__m512 v)
 /* Outputs for weight rows r.. r + R - 1 and activation rows c0.. c0 + C - 1
  * (C <= 2 * NP). */
 L2_INLINE void tile(uint32_t type, int R, int NP, const gw_mat *W, const gw_batch *x, int r, int c0,
-                    int C, float *out, size_t out_stride)
+                    int C, bool prefetch, float *out, size_t out_stride)
 {
     int nblk = W->cols / 32;
     size_t ts = (size_t)x->tab_stride;
@@ -220,7 +232,10 @@ L2_INLINE void tile(uint32_t type, int R, int NP, const gw_mat *W, const gw_batc
     GW_UNROLL
     for (int j = 0; j < 2 * NP; j++)
         ys[j] = x->xq + (size_t)(c0 + (j < C ? j : C - 1)) * x->xq_stride;
+    size_t step = W->row_bytes / (size_t)nblk * (size_t)R;
     for (int k = 0; k < nblk; k++, tab += 2 * ts) {
+        if (prefetch)
+            prefetch_step(rows[0], step, k);
         __m256 d8 = _mm256_loadu_ps(tab), s8 = _mm256_loadu_ps(tab + ts);
         GW_UNROLL
         for (int i = 0; i < R; i++) {
@@ -280,6 +295,7 @@ L2_INLINE void tile_w(uint32_t type, int NPW, const gw_mat *W, const gw_q8 *y, i
                 : type == GW_T_Q4_0 ? sizeof(gw_blk_q4_0)
                                     : sizeof(gw_blk_q8_0);
     for (int k = 0; k < nblk; k++) {
+        prefetch_step(rows[0], 2 * (size_t)NPW * bs, k);
         __m128 ds = _mm_castpd_ps(_mm_loaddup_pd((const double *)&y[k].d)); /* d s d s */
         __m512i qy = _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)y[k].qs));
         GW_UNROLL
@@ -355,7 +371,7 @@ L2_INLINE void rows_l2(uint32_t type, const gw_mat *W, const gw_batch *x, float 
             R = 1;
         for (int ch = 0, c0 = 0; ch < n_ch; ch++) {
             int C = nb / n_ch + (ch < nb % n_ch), NP = (C + 1) / 2;
-#define TILE(RR, PP) tile(type, RR, PP, W, x, r, c0, C, out, out_stride)
+#define TILE(RR, PP) tile(type, RR, PP, W, x, r, c0, C, ch == 0, out, out_stride)
             if (R == 4)
                 TILE(4, 1);
             else if (R == 2 && NP <= 2)

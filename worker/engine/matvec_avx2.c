@@ -239,11 +239,18 @@ AVX2 static void f32_to_f16_avx2(const float *x, uint16_t *y, int n)
  * line. */
 enum { PREFETCH = 8192 };
 
+AVX2_INLINE size_t blk_bytes(uint32_t type)
+{
+    return type == GW_T_Q4_1   ? sizeof(gw_blk_q4_1)
+           : type == GW_T_Q4_0 ? sizeof(gw_blk_q4_0)
+                               : sizeof(gw_blk_q8_0);
+}
+
 AVX2_INLINE void prefetch_step(const uint8_t *tile, size_t step, int k)
 {
     uintptr_t p = (uintptr_t)tile + PREFETCH + (uintptr_t)k * step;
-    for (uintptr_t line = p & ~(uintptr_t)63; line < p + step; line += 64)
-        _mm_prefetch((const char *)line, _MM_HINT_T0);
+    for (size_t i = 0; i < (step + 63) / 64; i++) /* step is a constant */
+        _mm_prefetch((const char *)(p + 64 * i), _MM_HINT_T0);
 }
 
 /* A weight block ready for mul_sum_us8: ax the unsigned operand, sx the
@@ -305,7 +312,7 @@ AVX2_INLINE void tile_avx2(uint32_t type, int R, int C, const gw_mat *W, const g
     GW_UNROLL
     for (int c = 0; c < C; c++)
         ys[c] = x->xq + (size_t)(c0 + c) * x->xq_stride;
-    size_t step = W->row_bytes / (size_t)nblk * (size_t)R;
+    size_t step = blk_bytes(type) * (size_t)R;
     for (int k = 0; k < nblk; k++, tab += 2 * ts) {
         if (prefetch)
             prefetch_step(rows[0], step, k);
@@ -347,9 +354,7 @@ AVX2_INLINE void tile_w_avx2(uint32_t type, int R, const gw_mat *W, const gw_q8 
                              float *out)
 {
     int nblk = W->cols / 32;
-    size_t bs = type == GW_T_Q4_1   ? sizeof(gw_blk_q4_1)
-                : type == GW_T_Q4_0 ? sizeof(gw_blk_q4_0)
-                                    : sizeof(gw_blk_q8_0);
+    size_t bs = blk_bytes(type);
     const uint8_t *rows[4];
     __m256 acc[4];
     __m128 mins[4]; /* lane 1: the minimum's terms */

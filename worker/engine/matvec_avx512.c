@@ -157,11 +157,18 @@ L2 static float dot_q8_0_l2(int n, const void *row, const gw_q8 *xq, const float
  * side by side are streams the hardware prefetchers follow badly). */
 enum { PREFETCH = 8192 };
 
+L2_INLINE size_t blk_bytes(uint32_t type)
+{
+    return type == GW_T_Q4_1   ? sizeof(gw_blk_q4_1)
+           : type == GW_T_Q4_0 ? sizeof(gw_blk_q4_0)
+                               : sizeof(gw_blk_q8_0);
+}
+
 L2_INLINE void prefetch_step(const uint8_t *tile, size_t step, int k)
 {
     uintptr_t p = (uintptr_t)tile + PREFETCH + (uintptr_t)k * step;
-    for (uintptr_t line = p & ~(uintptr_t)63; line < p + step; line += 64)
-        _mm_prefetch((const char *)line, _MM_HINT_T0);
+    for (size_t i = 0; i < (step + 63) / 64; i++) /* step is a constant */
+        _mm_prefetch((const char *)(p + 64 * i), _MM_HINT_T0);
 }
 
 /* A weight block in both halves: u the unsigned operand (nibbles, or |w|
@@ -232,7 +239,7 @@ L2_INLINE void tile(uint32_t type, int R, int NP, const gw_mat *W, const gw_batc
     GW_UNROLL
     for (int j = 0; j < 2 * NP; j++)
         ys[j] = x->xq + (size_t)(c0 + (j < C ? j : C - 1)) * x->xq_stride;
-    size_t step = W->row_bytes / (size_t)nblk * (size_t)R;
+    size_t step = blk_bytes(type) * (size_t)R;
     for (int k = 0; k < nblk; k++, tab += 2 * ts) {
         if (prefetch)
             prefetch_step(rows[0], step, k);
@@ -291,9 +298,7 @@ L2_INLINE void tile_w(uint32_t type, int NPW, const gw_mat *W, const gw_q8 *y, i
     GW_UNROLL
     for (int p = 0; p < NPW; p++)
         acc[p] = _mm512_setzero_ps(), mins[p] = _mm_setzero_ps();
-    size_t bs = type == GW_T_Q4_1   ? sizeof(gw_blk_q4_1)
-                : type == GW_T_Q4_0 ? sizeof(gw_blk_q4_0)
-                                    : sizeof(gw_blk_q8_0);
+    size_t bs = blk_bytes(type);
     for (int k = 0; k < nblk; k++) {
         prefetch_step(rows[0], 2 * (size_t)NPW * bs, k);
         __m128 ds = _mm_castpd_ps(_mm_loaddup_pd((const double *)&y[k].d)); /* d s d s */

@@ -4,15 +4,20 @@
  *   bench_matvec [ms-per-case] [runs]      (defaults 200 and 5)
  *
  * Matrices: 576 columns x 1536 rows (ffn_gate, ffn_up) and 1536 x 576
- * (ffn_down), random Q4_1 blocks; nb = 1, 2, 4, 8, 16 activation rows
- * (decode rows of nb sequences in one step). Each case prints the time of
- * one call over the whole matrix ("ns/call", the median and the fastest of
- * the runs), the median per activation row, and the same for the loop
- * that gw_mat_rows ran before the multi-row kernels: the single-row kernel
- * of the same level once per (row, activation row) ("1-row"). Levels:
- * portable, avx2, avx512bw (AVX-512 without VNNI's vpdpbusd) and avx512
- * (with it, where the CPU has it). Not a test: timings are never asserted.
- */
+ * (ffn_down), random Q4_1 blocks, which stay in the cache from one call to
+ * the next; then 576 x 262144 (90 MiB), which does not: its weights stream
+ * from memory as a decode step's ~100 MB do. nb = 1, 2, 4, 8, 16
+ * activation rows (decode rows of nb sequences in one step; the streaming
+ * matrix stops at 8).
+ *
+ * Each case prints the time of one call over the whole matrix ("ns/call",
+ * the median and the fastest of the runs), the median per activation row,
+ * the same for the loop that gw_mat_rows ran before the multi-row kernels
+ * (the single-row kernel of the same level once per (row, activation
+ * row): "1-row"), and the rate at which gw_mat_rows reads the weights
+ * (GB/s, from the median). Levels: portable, avx2, avx512bw (AVX-512
+ * without VNNI's vpdpbusd) and avx512 (with it, where the CPU has it). Not
+ * a test: timings are never asserted. */
 #include "engine.h"
 
 #include <stdio.h>
@@ -100,8 +105,10 @@ int main(int argc, char **argv)
     const struct {
         int cols, rows;
         const char *name;
-    } shapes[] = {{576, 1536, "576 cols x 1536 rows (ffn_gate, ffn_up)"},
-                  {1536, 576, "1536 cols x 576 rows (ffn_down)"}};
+        int max_nb;
+    } shapes[] = {{576, 1536, "576 cols x 1536 rows (ffn_gate, ffn_up)", 16},
+                  {1536, 576, "1536 cols x 576 rows (ffn_down)", 16},
+                  {576, 262144, "576 cols x 262144 rows (90 MiB: streams from memory)", 8}};
     printf("bench_matvec: Q4_1, one thread, %d runs of ~%d ms per case; CPU level %d%s\n", runs, ms,
            max, vnni ? " with VNNI" : "");
     for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++) {
@@ -126,17 +133,20 @@ int main(int argc, char **argv)
         for (int i = 0; i < W.cols * 16; i++)
             x[i] = (float)((int)(next() % 2001) - 1000) / 250.0f;
         gw_quantize_q8(x, xq, W.cols * 16);
-        printf("\n%s\n%-9s %3s %14s %12s %10s %14s %10s %7s\n", shapes[s].name, "kernels", "nb",
-               "ns/call", "(fastest)", "ns/row", "1-row ns/call", "1-row/row", "speedup");
+        printf("\n%s\n%-9s %3s %14s %12s %10s %14s %10s %7s %6s\n", shapes[s].name, "kernels", "nb",
+               "ns/call", "(fastest)", "ns/row", "1-row ns/call", "1-row/row", "speedup", "GB/s");
         for (size_t k = 0; k < sizeof all / sizeof all[0]; k++) {
             if (all[k].level > max || (all[k].vnni && !vnni))
                 continue;
             for (size_t i = 0; i < sizeof nbs / sizeof nbs[0]; i++) {
+                if (nbs[i] > shapes[s].max_nb)
+                    break;
                 double med, best, med1, best1;
                 time_case(&all[k], 0, &W, xq, nbs[i], out, ms, runs, &med, &best);
                 time_case(&all[k], 1, &W, xq, nbs[i], out, ms, runs, &med1, &best1);
-                printf("%-9s %3d %14.0f %12.0f %10.0f %14.0f %10.0f %6.2fx\n", all[k].name, nbs[i],
-                       med, best, med / nbs[i], med1, med1 / nbs[i], med1 / med);
+                printf("%-9s %3d %14.0f %12.0f %10.0f %14.0f %10.0f %6.2fx %6.1f\n", all[k].name,
+                       nbs[i], med, best, med / nbs[i], med1, med1 / nbs[i], med1 / med,
+                       (double)(W.row_bytes * (size_t)W.rows) / med);
                 fflush(stdout);
             }
         }

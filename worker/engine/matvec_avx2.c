@@ -231,12 +231,12 @@ AVX2 static void f32_to_f16_avx2(const float *x, uint16_t *y, int n)
 
 /* A decode step reads ~100 MB of weights against a few MB of cache, and a
  * tile reads its R weight rows side by side: R streams, which the
- * hardware prefetchers follow worse than the single-row loop's one (12
- * GB/s against 17 through a 100 MB Q4_1 matrix here). So each block step
- * of a tile also asks for the R blocks' worth of bytes that lie PREFETCH
- * bytes after the tile's start, which a later tile reads (23 GB/s). A
- * prefetch never faults: past the end of the matrix it only wastes a
- * line. */
+ * hardware prefetchers follow worse than one. So each block step of a
+ * tile also asks for the R blocks' worth of bytes that lie PREFETCH bytes
+ * after the tile's start, which a later tile reads (bench_matvec's 90 MiB
+ * matrix, one activation row: 8.5 GB/s without this, 19 with it, the
+ * single-row loop 8 to 9; docs/BENCHMARKS.md). A prefetch never faults:
+ * past the end of the matrix it only wastes a line. */
 enum { PREFETCH = 8192 };
 
 AVX2_INLINE size_t blk_bytes(uint32_t type)

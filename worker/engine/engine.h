@@ -78,15 +78,39 @@ static inline float gw_bf2f(uint16_t h)
  * xq (n/32 Q8 blocks) for quantized types, xf (n floats) for float types. */
 typedef float (*gw_dot_fn)(int n, const void *row, const gw_q8 *xq, const float *xf);
 
+/* SIMD levels (gw_simd_set): the default is the best the CPU has, capped by
+ * GW_SIMD=0|1|2 in the environment; GW_NO_AVX2=1 means 0 (matvec.c). Each
+ * level computes the same bits as level 1 for every kernel that level 1
+ * has (test_kernels_avx512), and level 1 the same as level 0 for Q4_0,
+ * Q4_1, Q8_0 and the attention kernels (test_quant_avx2). */
+enum {
+    GW_SIMD_PORTABLE = 0, /* C only: any CPU */
+    GW_SIMD_AVX2 = 1,     /* AVX2 + FMA + F16C */
+    GW_SIMD_AVX512 = 2,   /* AVX-512 F + BW + VL, with VNNI where the CPU has it */
+};
+
 /* The kernel for a weight type under the current SIMD setting; NULL when
  * the type is not supported by the engine. */
 gw_dot_fn gw_dot_for(uint32_t type);
 /* True when the type's dot product reads Q8 activations (not floats). */
 int gw_type_uses_q8(uint32_t type);
-/* AVX2 kernels (matvec_avx2.c); NULL when not built for this compiler. */
-gw_dot_fn gw_dot_avx2_for(uint32_t type);
 /* Portable kernels (matvec.c). */
 gw_dot_fn gw_dot_portable_for(uint32_t type);
+/* AVX2 kernels (matvec_avx2.c); the portable ones where a type has none,
+ * or on a CPU that is not x86. */
+gw_dot_fn gw_dot_avx2_for(uint32_t type);
+/* AVX-512 kernels (matvec_avx512.c), their integer products by VNNI's
+ * vpdpbusd when vnni is 1, by AVX512BW's vpmaddubsw + vpmaddwd when 0;
+ * the AVX2 ones where a type has none. */
+gw_dot_fn gw_dot_avx512_for(uint32_t type, int vnni);
+
+/* The best level this CPU runs (GW_SIMD and GW_NO_AVX2 aside); *vnni, when
+ * not NULL, is set to 1 when it also has AVX512-VNNI. */
+int gw_simd_cpu_max(int *vnni);
+/* The kernels of a level whatever gw_simd_get() says, for tests and
+ * benchmarks: the caller checks gw_simd_cpu_max() first. vnni as for
+ * gw_dot_avx512_for (ignored below level 2). */
+gw_dot_fn gw_dot_at(int level, int vnni, uint32_t type);
 
 /* Attention on halves (matvec.c), in llama.cpp's summation order (see
  * there). dot_hh: x . y over n halves. attn_v: out[d] = sum over t < n_pos
@@ -101,6 +125,18 @@ typedef void (*gw_f16_row_fn)(const float *x, uint16_t *y, int n);
 gw_dot_hh_fn gw_dot_hh_for(int batched);
 gw_attn_v_fn gw_attn_v_for(int batched);
 gw_f16_row_fn gw_f32_to_f16_row_for(void);
+/* Those of one level: [0] one token, [1] a batch. Every level gives the
+ * portable kernels' bits. gw_attn_avx2 and gw_attn_avx512 return the level
+ * below's where the compiler or the CPU family has no such code; the
+ * caller checks gw_simd_cpu_max() before calling what they hold. */
+typedef struct gw_attn_kernels {
+    gw_dot_hh_fn dot_hh[2];
+    gw_attn_v_fn attn_v[2];
+    gw_f16_row_fn f32_to_f16;
+} gw_attn_kernels;
+extern const gw_attn_kernels gw_attn_portable;
+const gw_attn_kernels *gw_attn_avx2(void);
+const gw_attn_kernels *gw_attn_avx512(void);
 
 /* Quantizes n floats (n % 32 == 0) into n/32 Q8 blocks the way llama.cpp's
  * x86 quantize_row_q8_0/q8_1 do: d and s are rounded to halves. */
@@ -121,6 +157,38 @@ typedef struct gw_mat {
  * per batch. */
 void gw_mat_rows(const gw_mat *W, const gw_q8 *xq, size_t xq_stride, const float *xf,
                  size_t xf_stride, int nb, float *out, size_t out_stride, int r0, int r1);
+/* gw_mat_rows with the kernels of a level whatever gw_simd_get() says
+ * (tests and benchmarks; see gw_dot_at). */
+void gw_mat_rows_at(int level, int vnni, const gw_mat *W, const gw_q8 *xq, size_t xq_stride,
+                    const float *xf, size_t xf_stride, int nb, float *out, size_t out_stride,
+                    int r0, int r1);
+
+/* A batch of nb activation rows as the multi-row kernels take it: x_b is
+ * xq + b * xq_stride (Q8 types) or xf + b * xf_stride (float types). tab
+ * (for the SIMD kernels when nb > 1; NULL otherwise): the rows' Q8 scales
+ * regrouped so that those of 8 consecutive rows are one vector load: for
+ * block k, d of row b at tab[2 * k * tab_stride + b] and s at
+ * tab[(2 * k + 1) * tab_stride + b], tab_stride = nb rounded up to 8,
+ * zeros in the padding and in 8 floats past the end. */
+typedef struct gw_batch {
+    const gw_q8 *xq;
+    size_t xq_stride;
+    const float *xf;
+    size_t xf_stride;
+    int nb;
+    int tab_stride;
+    const float *tab;
+} gw_batch;
+/* out[b * out_stride + r] = W[r] . x_b for r in [r0, r1), b < x->nb: bit
+ * for bit what the single-row kernel of the same level gives, each weight
+ * block unpacked once for several activation rows. */
+typedef void (*gw_rows_fn)(const gw_mat *W, const gw_batch *x, float *out, size_t out_stride,
+                           int r0, int r1);
+/* The multi-row kernel for a type at a level, NULL where the type has none
+ * (gw_mat_rows then calls the single-row kernel per row). */
+gw_rows_fn gw_rows_portable_for(uint32_t type);
+gw_rows_fn gw_rows_avx2_for(uint32_t type);
+gw_rows_fn gw_rows_avx512_for(uint32_t type, int vnni);
 
 /* Thread pool (threadpool.c). fn(arg, i, n) is called once for each
  * i in [0, n) with n = gw_pool_size(); i = 0 runs on the caller. */

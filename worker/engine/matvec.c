@@ -1,12 +1,23 @@
 /* matvec.c: dot products of weight rows with activations, straight on the
- * stored blocks (never a whole matrix expanded to f32), and the row loop
- * that the thread pool splits.
+ * stored blocks (never a whole matrix expanded to f32), the row loop that
+ * the thread pool splits, and the choice of SIMD level.
  *
  * Quantized rows meet activations quantized once per matvec to Q8 blocks:
  * an integer dot product per 32-element block, then one multiply by the two
  * scales (plus m * sum(x) for the types with a minimum). Each kernel has a
- * portable C version and, for the types that dominate real models, an AVX2
- * version chosen at run time (gw_simd_set, GW_NO_AVX2=1 in the environment).
+ * portable C version here; the types that dominate real models also have
+ * AVX2 (matvec_avx2.c) and AVX-512 (matvec_avx512.c) versions, chosen at
+ * run time (gw_simd_set; GW_SIMD and GW_NO_AVX2 in the environment).
+ *
+ * Bits are part of the contract: the greedy ids must be llama.cpp's
+ * (test_model_smollm2), and a batch of several sequences must give each
+ * one exactly the logits it would get alone. So every level keeps the same
+ * float operations in the same order for each output (integer sums are
+ * exact, whichever instruction computes them), the multi-row kernels
+ * (gw_rows_fn) give each row what the single-row kernel gives it, and
+ * these files are compiled with -ffp-contract=off (CMakeLists.txt): a
+ * multiply-add fused in one kernel and not in another would round
+ * differently.
  */
 #include "engine.h"
 
@@ -16,7 +27,6 @@
 
 #if defined(__x86_64__) || defined(__i386__)
 #include <cpuid.h>
-#include <immintrin.h>
 #define GW_HAVE_X86 1
 #endif
 
@@ -218,6 +228,179 @@ static float dot_q6_k(int n, const void *row, const gw_q8 *xq, const float *xf)
     return s;
 }
 
+/* ---- portable multi-row kernels ----
+ *
+ * Each weight block is expanded once to 32 signed integers and taken
+ * against up to PR activation rows, each with the single-row kernel's 8
+ * lanes and operations: the same bits per row. */
+enum { PR = 4 };
+
+/* The block's integers for Q4_0, Q4_1 and Q8_0 (their scales: *d, *m). */
+static inline void unpack32(uint32_t type, const uint8_t *row, int k, int q[32], float *d, float *m)
+{
+    if (type == GW_T_Q8_0) {
+        const gw_blk_q8_0 *x = (const gw_blk_q8_0 *)row + k;
+        for (int e = 0; e < 32; e++)
+            q[e] = x->qs[e];
+        *d = gw_h2f(x->d), *m = 0;
+    } else if (type == GW_T_Q4_1) {
+        const gw_blk_q4_1 *x = (const gw_blk_q4_1 *)row + k;
+        for (int e = 0; e < 32; e++)
+            q[e] = nib(x->qs, e);
+        *d = gw_h2f(x->d), *m = gw_h2f(x->m);
+    } else {
+        const gw_blk_q4_0 *x = (const gw_blk_q4_0 *)row + k;
+        for (int e = 0; e < 32; e++)
+            q[e] = nib(x->qs, e) - 8;
+        *d = gw_h2f(x->d), *m = 0;
+    }
+}
+
+static void rows_q_portable(const gw_mat *W, const gw_batch *x, float *out, size_t out_stride,
+                            int r0, int r1)
+{
+    int nblk = W->cols / 32;
+    bool has_min = W->type == GW_T_Q4_1;
+    for (int r = r0; r < r1; r++) {
+        const uint8_t *row = W->data + (size_t)r * W->row_bytes;
+        for (int c0 = 0; c0 < x->nb; c0 += PR) {
+            int nc = x->nb - c0 < PR ? x->nb - c0 : PR;
+            float acc[PR][8] = {{0}}, mins[PR] = {0};
+            for (int k = 0; k < nblk; k++) {
+                int q[32];
+                float d, m;
+                unpack32(W->type, row, k, q, &d, &m);
+                for (int c = 0; c < nc; c++) {
+                    const gw_q8 *y = x->xq + (size_t)(c0 + c) * x->xq_stride + k;
+                    float dd = d * y->d;
+                    if (has_min)
+                        mins[c] += m * y->s;
+                    for (int l = 0; l < 8; l++) {
+                        int sumi = 0;
+                        for (int e = 4 * l; e < 4 * l + 4; e++)
+                            sumi += q[e] * y->qs[e];
+                        acc[c][l] = fmaf(dd, (float)sumi, acc[c][l]);
+                    }
+                }
+            }
+            for (int c = 0; c < nc; c++)
+                out[(size_t)(c0 + c) * out_stride + r] =
+                    has_min ? hsum8(acc[c]) + mins[c] : hsum8(acc[c]);
+        }
+    }
+}
+
+/* Q4_K: the block's 8 scales and minimums and its 256 nibbles expanded
+ * once, then dot_q4_k's expression per activation row (they have no SIMD
+ * kernels: every level uses these). */
+static void rows_q4_k(const gw_mat *W, const gw_batch *x, float *out, size_t out_stride, int r0,
+                      int r1)
+{
+    if (x->nb == 1) { /* nothing to share: the single-row kernel */
+        for (int r = r0; r < r1; r++)
+            out[r] = dot_q4_k(W->cols, W->data + (size_t)r * W->row_bytes, x->xq, NULL);
+        return;
+    }
+    int nsb = W->cols / 256;
+    for (int r = r0; r < r1; r++) {
+        const gw_blk_q4_k *w = (const gw_blk_q4_k *)(W->data + (size_t)r * W->row_bytes);
+        for (int c0 = 0; c0 < x->nb; c0 += PR) {
+            int nc = x->nb - c0 < PR ? x->nb - c0 : PR;
+            float s[PR] = {0};
+            for (int b = 0; b < nsb; b++) {
+                float d = gw_h2f(w[b].d), dmin = gw_h2f(w[b].dmin);
+                uint8_t sc[8], mn[8], q[256];
+                for (int j = 0; j < 8; j++)
+                    gw_q4k_scale_min(j, w[b].scales, &sc[j], &mn[j]);
+                for (int j = 0; j < 4; j++)
+                    for (int l = 0; l < 32; l++) {
+                        q[64 * j + l] = w[b].qs[32 * j + l] & 15;
+                        q[64 * j + 32 + l] = w[b].qs[32 * j + l] >> 4;
+                    }
+                for (int c = 0; c < nc; c++) {
+                    const gw_q8 *y = x->xq + (size_t)(c0 + c) * x->xq_stride + 8 * b;
+                    for (int j = 0; j < 4; j++) {
+                        const uint8_t *q0 = q + 64 * j, *q1 = q0 + 32;
+                        int s0 = 0, s1 = 0;
+                        for (int l = 0; l < 32; l++) {
+                            s0 += q0[l] * y[2 * j].qs[l];
+                            s1 += q1[l] * y[2 * j + 1].qs[l];
+                        }
+                        s[c] += d * (sc[2 * j] * (float)s0 * y[2 * j].d +
+                                     sc[2 * j + 1] * (float)s1 * y[2 * j + 1].d) -
+                                dmin * (mn[2 * j] * y[2 * j].s + mn[2 * j + 1] * y[2 * j + 1].s);
+                    }
+                }
+            }
+            for (int c = 0; c < nc; c++)
+                out[(size_t)(c0 + c) * out_stride + r] = s[c];
+        }
+    }
+}
+
+/* Q6_K: the block's 256 six-bit values expanded once (q[h][k][l] is what
+ * dot_q6_k calls q1..q4 for k = 0..3), then its expression per row. Taken
+ * for one row too: the two 16-element sums as separate loops vectorize,
+ * dot_q6_k's interleaved ones do not (13 times faster here). */
+static void rows_q6_k(const gw_mat *W, const gw_batch *x, float *out, size_t out_stride, int r0,
+                      int r1)
+{
+    int nsb = W->cols / 256;
+    for (int r = r0; r < r1; r++) {
+        const gw_blk_q6_k *w = (const gw_blk_q6_k *)(W->data + (size_t)r * W->row_bytes);
+        for (int c0 = 0; c0 < x->nb; c0 += PR) {
+            int nc = x->nb - c0 < PR ? x->nb - c0 : PR;
+            float s[PR] = {0};
+            for (int b = 0; b < nsb; b++) {
+                float d = gw_h2f(w[b].d);
+                int8_t q[2][4][32];
+                for (int h = 0; h < 2; h++) {
+                    const uint8_t *ql = w[b].ql + 64 * h, *qh = w[b].qh + 32 * h;
+                    for (int l = 0; l < 32; l++) {
+                        q[h][0][l] = (int8_t)(((ql[l] & 15) | ((qh[l] >> 0) & 3) << 4) - 32);
+                        q[h][1][l] = (int8_t)(((ql[l + 32] & 15) | ((qh[l] >> 2) & 3) << 4) - 32);
+                        q[h][2][l] = (int8_t)(((ql[l] >> 4) | ((qh[l] >> 4) & 3) << 4) - 32);
+                        q[h][3][l] = (int8_t)(((ql[l + 32] >> 4) | ((qh[l] >> 6) & 3) << 4) - 32);
+                    }
+                }
+                for (int c = 0; c < nc; c++) {
+                    const gw_q8 *y = x->xq + (size_t)(c0 + c) * x->xq_stride + 8 * b;
+                    for (int h = 0; h < 2; h++) {
+                        const int8_t *sc = w[b].scales + 8 * h;
+                        const gw_q8 *yh = y + 4 * h;
+                        for (int k = 0; k < 4; k++) {
+                            int lo = 0, hi = 0; /* the two 16-element sub-blocks */
+                            for (int l = 0; l < 16; l++) {
+                                lo += q[h][k][l] * yh[k].qs[l];
+                                hi += q[h][k][l + 16] * yh[k].qs[l + 16];
+                            }
+                            s[c] += d * yh[k].d * (float)(sc[2 * k] * lo + sc[2 * k + 1] * hi);
+                        }
+                    }
+                }
+            }
+            for (int c = 0; c < nc; c++)
+                out[(size_t)(c0 + c) * out_stride + r] = s[c];
+        }
+    }
+}
+
+gw_rows_fn gw_rows_portable_for(uint32_t type)
+{
+    switch (type) {
+    case GW_T_Q4_0:
+    case GW_T_Q4_1:
+    case GW_T_Q8_0:
+        return rows_q_portable;
+    case GW_T_Q4_K:
+        return rows_q4_k;
+    case GW_T_Q6_K:
+        return rows_q6_k;
+    default:
+        return NULL;
+    }
+}
+
 gw_dot_fn gw_dot_portable_for(uint32_t type)
 {
     switch (type) {
@@ -348,276 +531,150 @@ int gw_type_uses_q8(uint32_t type)
     return type != GW_T_F32 && type != GW_T_F16 && type != GW_T_BF16;
 }
 
-/* ---- AVX2 kernels ---- */
+const gw_attn_kernels gw_attn_portable = {
+    .dot_hh = {dot_hh_portable, dot_hh16_portable},
+    .attn_v = {attn_v_portable, attn_v16_portable},
+    .f32_to_f16 = f32_to_f16_portable,
+};
+
+/* ---- the SIMD level ---- */
 
 #ifdef GW_HAVE_X86
-#define AVX2 __attribute__((target("avx2,fma,f16c")))
-
-AVX2 static inline float hsum256(__m256 v)
-{
-    __m128 x = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-    x = _mm_add_ps(x, _mm_movehl_ps(x, x));
-    x = _mm_add_ss(x, _mm_movehdup_ps(x));
-    return _mm_cvtss_f32(x);
-}
-
-/* 16 bytes of nibbles -> 32 bytes: low nibbles (elements 0..15) in the
- * low lane, high nibbles (elements 16..31) in the high lane. */
-AVX2 static inline __m256i nibbles32(const uint8_t *qs)
-{
-    __m128i t = _mm_loadu_si128((const __m128i *)qs);
-    __m256i b = _mm256_insertf128_si256(_mm256_castsi128_si256(t), _mm_srli_epi16(t, 4), 1);
-    return _mm256_and_si256(b, _mm256_set1_epi8(0x0f));
-}
-
-/* Sum of u8 * i8 products as 8 i32 lanes (pairs cannot saturate: at most
- * 2 * 255 * 127 would, but operands here are at most 128 * 127). */
-AVX2 static inline __m256 mul_sum_us8(__m256i ux, __m256i sy)
-{
-    __m256i p16 = _mm256_maddubs_epi16(ux, sy);
-    return _mm256_cvtepi32_ps(_mm256_madd_epi16(p16, _mm256_set1_epi16(1)));
-}
-
-AVX2 static float dot_q4_0_avx2(int n, const void *row, const gw_q8 *xq, const float *xf)
-{
-    (void)xf;
-    const gw_blk_q4_0 *x = row;
-    __m256 acc = _mm256_setzero_ps();
-    for (int b = 0; b < n / 32; b++) {
-        __m256i qx = _mm256_sub_epi8(nibbles32(x[b].qs), _mm256_set1_epi8(8));
-        __m256i qy = _mm256_loadu_si256((const __m256i *)xq[b].qs);
-        __m256 p = mul_sum_us8(_mm256_sign_epi8(qx, qx), _mm256_sign_epi8(qy, qx));
-        acc = _mm256_fmadd_ps(_mm256_set1_ps(gw_h2f(x[b].d) * xq[b].d), p, acc);
-    }
-    return hsum256(acc);
-}
-
-AVX2 static float dot_q4_1_avx2(int n, const void *row, const gw_q8 *xq, const float *xf)
-{
-    (void)xf;
-    const gw_blk_q4_1 *x = row;
-    __m256 acc = _mm256_setzero_ps();
-    float mins = 0;
-    for (int b = 0; b < n / 32; b++) {
-        __m256i qx = nibbles32(x[b].qs);
-        __m256i qy = _mm256_loadu_si256((const __m256i *)xq[b].qs);
-        acc = _mm256_fmadd_ps(_mm256_set1_ps(gw_h2f(x[b].d) * xq[b].d), mul_sum_us8(qx, qy), acc);
-        mins += gw_h2f(x[b].m) * xq[b].s;
-    }
-    return hsum256(acc) + mins;
-}
-
-AVX2 static float dot_q8_0_avx2(int n, const void *row, const gw_q8 *xq, const float *xf)
-{
-    (void)xf;
-    const gw_blk_q8_0 *x = row;
-    __m256 acc = _mm256_setzero_ps();
-    for (int b = 0; b < n / 32; b++) {
-        __m256i qx = _mm256_loadu_si256((const __m256i *)x[b].qs);
-        __m256i qy = _mm256_loadu_si256((const __m256i *)xq[b].qs);
-        __m256 p = mul_sum_us8(_mm256_sign_epi8(qx, qx), _mm256_sign_epi8(qy, qx));
-        acc = _mm256_fmadd_ps(_mm256_set1_ps(gw_h2f(x[b].d) * xq[b].d), p, acc);
-    }
-    return hsum256(acc);
-}
-
-AVX2 static float dot_f32_avx2(int n, const void *row, const gw_q8 *xq, const float *xf)
-{
-    (void)xq;
-    const float *w = row;
-    __m256 acc = _mm256_setzero_ps();
-    int i = 0;
-    for (; i + 8 <= n; i += 8)
-        acc = _mm256_fmadd_ps(_mm256_loadu_ps(w + i), _mm256_loadu_ps(xf + i), acc);
-    float s = hsum256(acc);
-    for (; i < n; i++)
-        s += w[i] * xf[i];
-    return s;
-}
-
-AVX2 static float dot_f16_avx2(int n, const void *row, const gw_q8 *xq, const float *xf)
-{
-    (void)xq;
-    const uint16_t *w = row;
-    __m256 acc = _mm256_setzero_ps();
-    int i = 0;
-    for (; i + 8 <= n; i += 8) {
-        __m256 wf = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(w + i)));
-        acc = _mm256_fmadd_ps(wf, _mm256_loadu_ps(xf + i), acc);
-    }
-    float s = hsum256(acc);
-    for (; i < n; i++)
-        s += gw_h2f(w[i]) * xf[i];
-    return s;
-}
-
-#define LDH(p) _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(p)))
-
-/* r16 of 16 lanes held as lo (0..7) and hi (8..15): hsum256's pairing. */
-AVX2 static inline float r16_avx2(__m256 lo, __m256 hi)
-{
-    return hsum256(_mm256_add_ps(lo, hi));
-}
-
-AVX2 static float dot_hh_avx2(int n, const uint16_t *x, const uint16_t *y)
-{
-    __m256 a[8]; /* lane 8r + j of the 64 is a[r][j] */
-    for (int r = 0; r < 8; r++)
-        a[r] = _mm256_setzero_ps();
-    int np = n & ~63;
-    for (int i = 0; i < np; i += 64)
-        for (int r = 0; r < 8; r++)
-            a[r] = _mm256_fmadd_ps(LDH(x + i + 8 * r), LDH(y + i + 8 * r), a[r]);
-    __m256 lo = _mm256_add_ps(_mm256_add_ps(a[0], a[4]), _mm256_add_ps(a[2], a[6]));
-    __m256 hi = _mm256_add_ps(_mm256_add_ps(a[1], a[5]), _mm256_add_ps(a[3], a[7]));
-    double s = r16_avx2(lo, hi);
-    for (int i = np; i < n; i++)
-        s += (double)(gw_h2f(x[i]) * gw_h2f(y[i]));
-    return (float)s;
-}
-
-AVX2 static float dot_hh16_avx2(int n, const uint16_t *x, const uint16_t *y)
-{
-    if (n % 16)
-        return dot_hh_avx2(n, x, y);
-    __m256 lo = _mm256_setzero_ps(), hi = lo;
-    for (int i = 0; i < n; i += 16) {
-        lo = _mm256_fmadd_ps(LDH(x + i), LDH(y + i), lo);
-        hi = _mm256_fmadd_ps(LDH(x + i + 8), LDH(y + i + 8), hi);
-    }
-    return r16_avx2(lo, hi);
-}
-
-/* attn_v with nl lanes (64 or 16): lane rows of hd floats, reduced across 8
- * output dimensions at a time. Rows never written (fewer positions than
- * lanes) count as zeros. */
-AVX2 static void attn_v_lanes_avx2(int hd, int n_pos, const uint16_t *a, const uint16_t *v,
-                                   size_t v_stride, float *lanes, float *out, int nl)
-{
-    if (hd % 8) {
-        attn_v_lanes(hd, n_pos, a, v, v_stride, lanes, out, nl);
-        return;
-    }
-    int used = n_pos < nl ? n_pos : nl;
-    memset(lanes, 0, (size_t)used * (size_t)hd * sizeof(float));
-    for (int t = 0; t < n_pos; t++) {
-        __m256 w = _mm256_set1_ps(gw_h2f(a[t]));
-        float *l = lanes + (size_t)(t % nl) * (size_t)hd;
-        const uint16_t *vt = v + (size_t)t * v_stride;
-        for (int d = 0; d < hd; d += 8)
-            _mm256_storeu_ps(l + d, _mm256_fmadd_ps(LDH(vt + d), w, _mm256_loadu_ps(l + d)));
-    }
-    __m256 z = _mm256_setzero_ps();
-    for (int d = 0; d < hd; d += 8) {
-#define L(k) ((k) < used ? _mm256_loadu_ps(lanes + (size_t)(k) * (size_t)hd + d) : z)
-        __m256 c[16], t3[8];
-        for (int k = 0; k < 16; k++)
-            c[k] = nl == 64 ? _mm256_add_ps(_mm256_add_ps(L(k), L(32 + k)),
-                                            _mm256_add_ps(L(16 + k), L(48 + k)))
-                            : L(k);
-#undef L
-        for (int k = 0; k < 8; k++)
-            t3[k] = _mm256_add_ps(c[k], c[k + 8]);
-        __m256 t60 = _mm256_add_ps(t3[0], t3[4]), t61 = _mm256_add_ps(t3[1], t3[5]);
-        __m256 t62 = _mm256_add_ps(t3[2], t3[6]), t63 = _mm256_add_ps(t3[3], t3[7]);
-        _mm256_storeu_ps(out + d, _mm256_add_ps(_mm256_add_ps(t60, t62), _mm256_add_ps(t61, t63)));
-    }
-}
-#undef LDH
-
-AVX2 static void attn_v_avx2(int hd, int n_pos, const uint16_t *a, const uint16_t *v,
-                             size_t v_stride, float *lanes, float *out)
-{
-    attn_v_lanes_avx2(hd, n_pos, a, v, v_stride, lanes, out, 64);
-}
-
-AVX2 static void attn_v16_avx2(int hd, int n_pos, const uint16_t *a, const uint16_t *v,
-                               size_t v_stride, float *lanes, float *out)
-{
-    attn_v_lanes_avx2(hd, n_pos, a, v, v_stride, lanes, out, 16);
-}
-
-AVX2 static void f32_to_f16_avx2(const float *x, uint16_t *y, int n)
-{
-    int i = 0;
-    for (; i + 8 <= n; i += 8)
-        _mm_storeu_si128((__m128i *)(y + i),
-                         _mm256_cvtps_ph(_mm256_loadu_ps(x + i), _MM_FROUND_TO_NEAREST_INT));
-    for (; i < n; i++)
-        y[i] = gw_f32_to_fp16(x[i]);
-}
-
-gw_dot_fn gw_dot_avx2_for(uint32_t type)
-{
-    switch (type) {
-    case GW_T_F32:
-        return dot_f32_avx2;
-    case GW_T_F16:
-        return dot_f16_avx2;
-    case GW_T_Q4_0:
-        return dot_q4_0_avx2;
-    case GW_T_Q4_1:
-        return dot_q4_1_avx2;
-    case GW_T_Q8_0:
-        return dot_q8_0_avx2;
-    default:
-        return gw_dot_portable_for(type);
-    }
-}
-
-static bool cpu_has_avx2(void)
+int gw_simd_cpu_max(int *vnni)
 {
     __builtin_cpu_init();
     /* f16c from CPUID leaf 1 (ECX bit 29): clang before 15 has no "f16c"
      * for __builtin_cpu_supports, and the tree must build with clang
-     * (tests/fuzz/). */
+     * (tests/fuzz/). __builtin_cpu_supports also checks that the OS saves
+     * the registers (XCR0), which a bare CPUID bit does not say. */
     unsigned a, b, c, d;
     bool f16c = __get_cpuid(1, &a, &b, &c, &d) && (c & bit_F16C);
-    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && f16c;
+    bool avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && f16c;
+    bool avx512 = avx2 && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+                  __builtin_cpu_supports("avx512vl");
+    if (vnni)
+        *vnni = avx512 && __builtin_cpu_supports("avx512vnni");
+    return avx512 ? GW_SIMD_AVX512 : avx2 ? GW_SIMD_AVX2 : GW_SIMD_PORTABLE;
 }
 #else
-gw_dot_fn gw_dot_avx2_for(uint32_t type)
+int gw_simd_cpu_max(int *vnni)
 {
-    return gw_dot_portable_for(type);
-}
-static bool cpu_has_avx2(void)
-{
-    return false;
+    if (vnni)
+        *vnni = 0;
+    return GW_SIMD_PORTABLE;
 }
 #endif
 
-/* -1: not decided yet (first use reads the CPU and GW_NO_AVX2); 0: portable;
- * 1: AVX2. Relaxed: every thread computes the same answer, and the value is
- * only changed by gw_simd_set between generations. */
-static _Atomic int simd_level = -1;
+/* The level in force and whether level 2 uses VNNI: level | vnni << 8, one
+ * word so that no reader sees a level with another level's vnni; -1: not
+ * decided yet (the first use reads the CPU and the environment). Relaxed:
+ * every thread computes the same answer, and the value is only changed by
+ * gw_simd_set between generations. */
+static _Atomic int simd_state = -1;
 
+/* level < 0: the best level the CPU has, capped by GW_SIMD=0|1|2 (0
+ * portable, 1 AVX2, 2 AVX-512; anything else in it is ignored), and 0 when
+ * GW_NO_AVX2 is set to anything but 0 (its meaning before AVX-512).
+ * level >= 0: that level, or the best below it that the CPU has. */
 int gw_simd_set(int level)
 {
+    int vnni, max = gw_simd_cpu_max(&vnni);
     if (level < 0) {
-        const char *e = getenv("GW_NO_AVX2");
-        level = (e && *e && *e != '0') ? 0 : 1;
+        const char *no_avx2 = getenv("GW_NO_AVX2"), *cap = getenv("GW_SIMD");
+        level = max;
+        if (cap && cap[0] >= '0' && cap[0] <= '2' && !cap[1])
+            level = cap[0] - '0';
+        if (no_avx2 && *no_avx2 && *no_avx2 != '0')
+            level = GW_SIMD_PORTABLE;
     }
-    if (level > 0 && !cpu_has_avx2())
-        level = 0;
-    atomic_store_explicit(&simd_level, level, memory_order_relaxed);
+    if (level > max)
+        level = max;
+    atomic_store_explicit(&simd_state, level | vnni << 8, memory_order_relaxed);
     return level;
+}
+
+static int simd_state_now(void)
+{
+    int s = atomic_load_explicit(&simd_state, memory_order_relaxed);
+    if (s < 0) {
+        gw_simd_set(-1);
+        s = atomic_load_explicit(&simd_state, memory_order_relaxed);
+    }
+    return s;
 }
 
 int gw_simd_get(void)
 {
-    int l = atomic_load_explicit(&simd_level, memory_order_relaxed);
-    return l < 0 ? gw_simd_set(-1) : l;
+    return simd_state_now() & 0xff;
+}
+
+/* ---- dispatch ---- */
+
+gw_dot_fn gw_dot_at(int level, int vnni, uint32_t type)
+{
+    switch (level) {
+    case GW_SIMD_PORTABLE:
+        return gw_dot_portable_for(type);
+    case GW_SIMD_AVX2:
+        return gw_dot_avx2_for(type);
+    default:
+        return gw_dot_avx512_for(type, vnni);
+    }
 }
 
 gw_dot_fn gw_dot_for(uint32_t type)
 {
-    return gw_simd_get() > 0 ? gw_dot_avx2_for(type) : gw_dot_portable_for(type);
+    int s = simd_state_now();
+    return gw_dot_at(s & 0xff, s >> 8, type);
 }
 
-void gw_mat_rows(const gw_mat *W, const gw_q8 *xq, size_t xq_stride, const float *xf,
-                 size_t xf_stride, int nb, float *out, size_t out_stride, int r0, int r1)
+/* Scales regrouped for the SIMD multi-row kernels (gw_batch.tab): 3 KiB
+ * for 8 rows of a 1536-column matrix (48 blocks), 24 KiB for a prefill
+ * batch of 64; on the stack up to TAB_STACK floats, from the heap beyond. */
+enum { TAB_STACK = 8192 };
+
+static void fill_tab(float *tab, int ts, const gw_q8 *xq, size_t xq_stride, int nb, int nblk)
 {
-    gw_dot_fn dot = gw_dot_for(W->type);
+    memset(tab, 0, ((size_t)nblk * 2 * (size_t)ts + 8) * sizeof *tab);
+    for (int b = 0; b < nb; b++) {
+        const gw_q8 *y = xq + (size_t)b * xq_stride;
+        for (int k = 0; k < nblk; k++) {
+            tab[(size_t)(2 * k) * (size_t)ts + (size_t)b] = y[k].d;
+            tab[(size_t)(2 * k + 1) * (size_t)ts + (size_t)b] = y[k].s;
+        }
+    }
+}
+
+void gw_mat_rows_at(int level, int vnni, const gw_mat *W, const gw_q8 *xq, size_t xq_stride,
+                    const float *xf, size_t xf_stride, int nb, float *out, size_t out_stride,
+                    int r0, int r1)
+{
+    if (nb <= 0 || r0 >= r1)
+        return;
+    gw_rows_fn rows = level == GW_SIMD_PORTABLE ? gw_rows_portable_for(W->type)
+                      : level == GW_SIMD_AVX2   ? gw_rows_avx2_for(W->type)
+                                                : gw_rows_avx512_for(W->type, vnni);
+    gw_batch x = {.xq = xq, .xq_stride = xq_stride, .xf = xf, .xf_stride = xf_stride, .nb = nb};
+    if (rows && (level == GW_SIMD_PORTABLE || nb == 1)) {
+        rows(W, &x, out, out_stride, r0, r1);
+        return;
+    }
+    if (rows) {
+        int nblk = W->cols / 32, ts = (nb + 7) / 8 * 8;
+        size_t need = (size_t)nblk * 2 * (size_t)ts + 8;
+        _Alignas(64) float stack_tab[TAB_STACK];
+        float *tab = need <= TAB_STACK ? stack_tab : malloc(need * sizeof *tab);
+        if (tab) {
+            fill_tab(tab, ts, xq, xq_stride, nb, nblk);
+            x.tab = tab, x.tab_stride = ts;
+            rows(W, &x, out, out_stride, r0, r1);
+            if (tab != stack_tab)
+                free(tab);
+            return;
+        }
+        /* no memory for the table: the single-row kernels give the same bits */
+    }
+    gw_dot_fn dot = gw_dot_at(level, vnni, W->type);
     for (int r = r0; r < r1; r++) {
         const uint8_t *row = W->data + (size_t)r * W->row_bytes;
         for (int b = 0; b < nb; b++)
@@ -626,29 +683,36 @@ void gw_mat_rows(const gw_mat *W, const gw_q8 *xq, size_t xq_stride, const float
     }
 }
 
+void gw_mat_rows(const gw_mat *W, const gw_q8 *xq, size_t xq_stride, const float *xf,
+                 size_t xf_stride, int nb, float *out, size_t out_stride, int r0, int r1)
+{
+    int s = simd_state_now();
+    gw_mat_rows_at(s & 0xff, s >> 8, W, xq, xq_stride, xf, xf_stride, nb, out, out_stride, r0, r1);
+}
+
+static const gw_attn_kernels *attn_now(void)
+{
+    switch (gw_simd_get()) {
+    case GW_SIMD_PORTABLE:
+        return &gw_attn_portable;
+    case GW_SIMD_AVX2:
+        return gw_attn_avx2();
+    default:
+        return gw_attn_avx512();
+    }
+}
+
 gw_dot_hh_fn gw_dot_hh_for(int batched)
 {
-#ifdef GW_HAVE_X86
-    if (gw_simd_get() > 0)
-        return batched ? dot_hh16_avx2 : dot_hh_avx2;
-#endif
-    return batched ? dot_hh16_portable : dot_hh_portable;
+    return attn_now()->dot_hh[batched != 0];
 }
 
 gw_attn_v_fn gw_attn_v_for(int batched)
 {
-#ifdef GW_HAVE_X86
-    if (gw_simd_get() > 0)
-        return batched ? attn_v16_avx2 : attn_v_avx2;
-#endif
-    return batched ? attn_v16_portable : attn_v_portable;
+    return attn_now()->attn_v[batched != 0];
 }
 
 gw_f16_row_fn gw_f32_to_f16_row_for(void)
 {
-#ifdef GW_HAVE_X86
-    if (gw_simd_get() > 0)
-        return f32_to_f16_avx2;
-#endif
-    return f32_to_f16_portable;
+    return attn_now()->f32_to_f16;
 }

@@ -1,0 +1,333 @@
+/* test_kernels.c: the multi-row kernels of gw_mat_rows give every output
+ * exactly the bits of the single-row kernel of the same SIMD level, for
+ * every weight type the engine reads and 1 to 9 activation rows; the
+ * AVX-512 kernels give the AVX2 ones' bits; and the level follows the CPU,
+ * GW_SIMD and GW_NO_AVX2. Bits, not closeness: a batched forward pass must
+ * give each sequence the logits it would get alone.
+ *
+ * One source, three programs (the program's name picks the level):
+ * - test_kernels: the portable kernels and the choice of level (any CPU);
+ * - test_kernels_avx2: level 1; exits 77 (ctest: Skipped) without AVX2;
+ * - test_kernels_avx512: level 2, with AVX512BW's integer products and,
+ *   where the CPU has it, VNNI's; exits 77 without AVX-512 F+BW+VL (and
+ *   under valgrind, which does not run AVX-512). */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "engine.h"
+#include "gguf_writer.h"
+#include "skip.h"
+
+static int level; /* the kernels under test, from the program's name */
+
+static const uint32_t all_types[] = {GW_T_F32,  GW_T_F16,  GW_T_BF16, GW_T_Q4_0, GW_T_Q4_1,
+                                     GW_T_Q5_0, GW_T_Q5_1, GW_T_Q8_0, GW_T_Q4_K, GW_T_Q6_K};
+
+static uint64_t rng = 0x9e3779b97f4a7c15ull;
+static uint32_t next(void)
+{
+    rng ^= rng << 13, rng ^= rng >> 7, rng ^= rng << 17;
+    return (uint32_t)(rng >> 11);
+}
+/* Uniform in [-a, a]. */
+static float uniform(float a)
+{
+    return a * ((float)(next() % 2000001) / 1000000.0f - 1.0f);
+}
+
+/* A rows x cols matrix of type with random weights; for Q4_0, Q4_1 and
+ * Q8_0 the quantized bytes are then replaced by random bytes (every nibble
+ * and every int8, -128 included), the scales kept. The caller frees
+ * W->data. */
+static void random_matrix(gw_mat *W, uint32_t type, int rows, int cols)
+{
+    W->type = type, W->rows = rows, W->cols = cols;
+    W->row_bytes = gw_type_row_bytes(type, (uint64_t)cols);
+    uint8_t *data = malloc(W->row_bytes * (size_t)rows);
+    float *w = malloc(sizeof(float) * (size_t)cols);
+    assert_non_null(data);
+    assert_non_null(w);
+    for (int r = 0; r < rows; r++) {
+        uint8_t *row = data + (size_t)r * W->row_bytes;
+        for (int i = 0; i < cols; i++)
+            w[i] = uniform(1.5f);
+        gwt_quantize(type, w, cols, row);
+        size_t blk = 0, qs = 0, nq = 0;
+        if (type == GW_T_Q4_0)
+            blk = sizeof(gw_blk_q4_0), qs = offsetof(gw_blk_q4_0, qs), nq = 16;
+        else if (type == GW_T_Q4_1)
+            blk = sizeof(gw_blk_q4_1), qs = offsetof(gw_blk_q4_1, qs), nq = 16;
+        else if (type == GW_T_Q8_0)
+            blk = sizeof(gw_blk_q8_0), qs = offsetof(gw_blk_q8_0, qs), nq = 32;
+        for (int k = 0; blk && k < cols / 32; k++)
+            for (size_t j = 0; j < nq; j++)
+                row[(size_t)k * blk + qs + j] = (uint8_t)next();
+    }
+    free(w);
+    W->data = data;
+}
+
+/* nb activation rows, stride floats and stride / 32 Q8 blocks apart. */
+static void random_acts(float *xf, gw_q8 *xq, int nb, int cols, size_t stride)
+{
+    for (int b = 0; b < nb; b++) {
+        float *x = xf + (size_t)b * stride;
+        for (int i = 0; i < cols; i++)
+            x[i] = uniform(4.0f);
+        gw_quantize_q8(x, xq + (size_t)b * (stride / 32), cols);
+    }
+}
+
+/* gw_mat_rows_at(lvl, vnni) over rows [r0, r1) of W and nb activation rows
+ * against the single-row kernel of the same level, output by output with
+ * memcmp; outputs outside [r0, r1) must keep their sentinel. */
+static void check_rows(int lvl, int vnni, const gw_mat *W, int nb, int r0, int r1)
+{
+    enum { PAD = 96 }; /* activation and output rows are padded apart */
+    size_t stride = (size_t)W->cols + PAD, out_stride = (size_t)W->rows + 5;
+    float *xf = malloc(sizeof(float) * stride * (size_t)nb);
+    gw_q8 *xq = malloc(sizeof(gw_q8) * (stride / 32) * (size_t)nb);
+    float *out = malloc(sizeof(float) * out_stride * (size_t)nb);
+    assert_true(xf && xq && out);
+    random_acts(xf, xq, nb, W->cols, stride);
+    const float sentinel = -12345.5f;
+    for (size_t i = 0; i < out_stride * (size_t)nb; i++)
+        out[i] = sentinel;
+    gw_mat_rows_at(lvl, vnni, W, xq, stride / 32, xf, stride, nb, out, out_stride, r0, r1);
+    gw_dot_fn dot = gw_dot_at(lvl, vnni, W->type);
+    for (int b = 0; b < nb; b++)
+        for (int r = 0; r < W->rows; r++) {
+            float got = out[(size_t)b * out_stride + (size_t)r];
+            float want = r < r0 || r >= r1
+                             ? sentinel
+                             : dot(W->cols, W->data + (size_t)r * W->row_bytes,
+                                   xq + (size_t)b * (stride / 32), xf + (size_t)b * stride);
+            if (memcmp(&got, &want, sizeof got) != 0)
+                fail_msg("%s level %d vnni %d, %d rows [%d, %d) x %d cols, nb %d: out[%d][%d] "
+                         "%.9g, single row %.9g",
+                         gw_ggml_type_name(W->type), lvl, vnni, W->rows, r0, r1, W->cols, nb, b, r,
+                         (double)got, (double)want);
+        }
+    free(xf);
+    free(xq);
+    free(out);
+}
+
+/* Every type, 1..9 activation rows, all 11 weight rows and rows [1, 10)
+ * (tiles of 4 and 2 weight rows with their remainders, chunks of the
+ * activation rows at every offset). */
+static void check_level(int lvl, int vnni)
+{
+    enum { ROWS = 11, COLS = 768 };
+    for (size_t t = 0; t < sizeof all_types / sizeof all_types[0]; t++) {
+        gw_mat W;
+        random_matrix(&W, all_types[t], ROWS, COLS);
+        for (int nb = 1; nb <= 9; nb++) {
+            check_rows(lvl, vnni, &W, nb, 0, ROWS);
+            check_rows(lvl, vnni, &W, nb, 1, ROWS - 1);
+        }
+        check_rows(lvl, vnni, &W, 16, 3, 4);
+        free((void *)W.data);
+    }
+}
+
+static void test_mat_rows_equals_single_row_dots_bit_for_bit(void **state)
+{
+    (void)state;
+    check_level(level, 0);
+    if (level == GW_SIMD_AVX512) {
+        int vnni;
+        gw_simd_cpu_max(&vnni);
+        if (vnni)
+            check_level(level, 1);
+        else
+            print_message("this CPU has no AVX512-VNNI: only the AVX512BW products tested\n");
+    }
+}
+
+/* 9 rows of 8448 columns (264 blocks) need a table of scales larger than
+ * the stack's (matvec.c: TAB_STACK), taken from the heap. */
+static void test_mat_rows_with_heap_table_equals_single_row_dots(void **state)
+{
+    (void)state;
+    const uint32_t types[] = {GW_T_Q4_0, GW_T_Q4_1, GW_T_Q8_0};
+    for (size_t t = 0; t < sizeof types / sizeof types[0]; t++) {
+        gw_mat W;
+        random_matrix(&W, types[t], 5, 8448);
+        check_rows(level, 0, &W, 9, 0, 5);
+        free((void *)W.data);
+    }
+}
+
+/* gw_mat_rows and gw_dot_for follow gw_simd_set: the same bits as the
+ * level's kernels called directly. */
+static void test_mat_rows_uses_the_level_in_force(void **state)
+{
+    (void)state;
+    enum { ROWS = 6, COLS = 576, NB = 3 };
+    int vnni;
+    gw_simd_cpu_max(&vnni);
+    assert_int_equal(gw_simd_set(level), level);
+    gw_mat W;
+    random_matrix(&W, GW_T_Q4_1, ROWS, COLS);
+    float xf[NB * COLS], a[NB * ROWS], b[NB * ROWS];
+    gw_q8 xq[NB * COLS / 32];
+    random_acts(xf, xq, NB, COLS, COLS);
+    gw_mat_rows(&W, xq, COLS / 32, xf, COLS, NB, a, ROWS, 0, ROWS);
+    gw_mat_rows_at(level, vnni, &W, xq, COLS / 32, xf, COLS, NB, b, ROWS, 0, ROWS);
+    assert_memory_equal(a, b, sizeof a);
+    assert_ptr_equal(gw_dot_for(GW_T_Q4_1), gw_dot_at(level, vnni, GW_T_Q4_1));
+    free((void *)W.data);
+    gw_simd_set(-1);
+}
+
+/* Level 2's single-row kernels and attention kernels against level 1's,
+ * bit for bit (level 1 against level 0: test_quant_avx2). */
+static void test_avx512_kernels_give_avx2_bits(void **state)
+{
+    (void)state;
+    enum { N = 1536, HD = 64, NPOS = 77 };
+    int vnni;
+    gw_simd_cpu_max(&vnni);
+    const uint32_t types[] = {GW_T_Q4_0, GW_T_Q4_1, GW_T_Q8_0, GW_T_F32, GW_T_F16};
+    for (size_t t = 0; t < sizeof types / sizeof types[0]; t++) {
+        gw_mat W;
+        random_matrix(&W, types[t], 4, N);
+        float xf[N];
+        gw_q8 xq[N / 32];
+        random_acts(xf, xq, 1, N, N);
+        for (int r = 0; r < 4; r++) {
+            const uint8_t *row = W.data + (size_t)r * W.row_bytes;
+            float want = gw_dot_avx2_for(types[t])(N, row, xq, xf);
+            for (int v = 0; v <= vnni; v++) {
+                float got = gw_dot_avx512_for(types[t], v)(N, row, xq, xf);
+                if (memcmp(&got, &want, sizeof got) != 0)
+                    fail_msg("%s row %d vnni %d: avx512 %.9g avx2 %.9g",
+                             gw_ggml_type_name(types[t]), r, v, (double)got, (double)want);
+            }
+        }
+        free((void *)W.data);
+    }
+    /* attention: head sizes with and without a whole number of 16-lane
+     * steps, runs of positions shorter and longer than the lanes */
+    static uint16_t kv[NPOS * HD + 96], qh[HD + 32], ah[NPOS];
+    static float lanes[64 * (HD + 16)];
+    for (size_t i = 0; i < sizeof kv / sizeof kv[0]; i++)
+        kv[i] = gw_f32_to_fp16(uniform(2.0f));
+    for (size_t i = 0; i < sizeof qh / sizeof qh[0]; i++)
+        qh[i] = gw_f32_to_fp16(uniform(2.0f));
+    for (int t = 0; t < NPOS; t++)
+        ah[t] = gw_f32_to_fp16(1.0f / (float)(t + 2));
+    const gw_attn_kernels *k1 = gw_attn_avx2(), *k2 = gw_attn_avx512();
+    const int hds[] = {HD, 48, 40, 24}, ns[] = {HD, 96, 80, 40, 17}, npos[] = {NPOS, 40, 3};
+    for (int batched = 0; batched < 2; batched++) {
+        for (size_t i = 0; i < sizeof ns / sizeof ns[0]; i++) {
+            float a = k1->dot_hh[batched](ns[i], kv + 7, qh);
+            float b = k2->dot_hh[batched](ns[i], kv + 7, qh);
+            if (memcmp(&a, &b, sizeof a) != 0)
+                fail_msg("dot_hh batched %d n %d: avx512 %.9g avx2 %.9g", batched, ns[i], (double)b,
+                         (double)a);
+        }
+        for (size_t h = 0; h < sizeof hds / sizeof hds[0]; h++)
+            for (size_t p = 0; p < sizeof npos / sizeof npos[0]; p++) {
+                float a[HD], b[HD];
+                k1->attn_v[batched](hds[h], npos[p], ah, kv, HD, lanes, a);
+                k2->attn_v[batched](hds[h], npos[p], ah, kv, HD, lanes, b);
+                if (memcmp(a, b, sizeof(float) * (size_t)hds[h]) != 0)
+                    fail_msg("attn_v batched %d hd %d n_pos %d differ", batched, hds[h], npos[p]);
+            }
+    }
+    float f[37];
+    uint16_t h1[37], h2[37];
+    for (int i = 0; i < 37; i++)
+        f[i] = uniform(70000.0f) * (i % 3 ? 1e-3f : 1.0f); /* some past the largest half */
+    k1->f32_to_f16(f, h1, 37);
+    k2->f32_to_f16(f, h2, 37);
+    assert_memory_equal(h1, h2, sizeof h1);
+}
+
+/* The default level is the best the CPU has; GW_SIMD=0|1|2 caps it (other
+ * values are ignored), GW_NO_AVX2=1 means portable whatever GW_SIMD says;
+ * an explicit level above the CPU's gets the CPU's best. */
+static void test_simd_level_defaults_to_best_and_obeys_gw_simd(void **state)
+{
+    (void)state;
+    int max = gw_simd_cpu_max(NULL);
+    unsetenv("GW_NO_AVX2");
+    unsetenv("GW_SIMD");
+    assert_int_equal(gw_simd_set(-1), max);
+    assert_int_equal(gw_simd_get(), max);
+    static const struct {
+        const char *gw_simd, *no_avx2;
+        int cap;
+    } cases[] = {
+        {"0", NULL, 0}, {"1", NULL, 1},  {"2", NULL, 2},    {"3", NULL, 2},
+        {"", NULL, 2},  {"12", NULL, 2}, {"2", "1", 0},     {NULL, "1", 0},
+        {NULL, "0", 2}, {"1", "0", 1},   {"avx2", NULL, 2},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        if (cases[i].gw_simd)
+            setenv("GW_SIMD", cases[i].gw_simd, 1);
+        else
+            unsetenv("GW_SIMD");
+        if (cases[i].no_avx2)
+            setenv("GW_NO_AVX2", cases[i].no_avx2, 1);
+        else
+            unsetenv("GW_NO_AVX2");
+        int want = cases[i].cap < max ? cases[i].cap : max;
+        if (gw_simd_set(-1) != want || gw_simd_get() != want)
+            fail_msg("GW_SIMD=%s GW_NO_AVX2=%s: level %d, want %d",
+                     cases[i].gw_simd ? cases[i].gw_simd : "(unset)",
+                     cases[i].no_avx2 ? cases[i].no_avx2 : "(unset)", gw_simd_get(), want);
+    }
+    unsetenv("GW_SIMD");
+    unsetenv("GW_NO_AVX2");
+    assert_int_equal(gw_simd_set(GW_SIMD_AVX512), max);
+    assert_int_equal(gw_simd_set(9), max);
+    assert_int_equal(gw_simd_set(GW_SIMD_PORTABLE), GW_SIMD_PORTABLE);
+    gw_simd_set(-1);
+}
+
+int main(int argc, char **argv)
+{
+    (void)argc;
+    int max = gw_simd_cpu_max(NULL);
+    if (gw_prog_is(argv[0], "test_kernels_avx2")) {
+        if (max < GW_SIMD_AVX2)
+            gw_skip("this CPU has no AVX2 (the portable kernels: test_kernels)");
+        level = GW_SIMD_AVX2;
+    } else if (gw_prog_is(argv[0], "test_kernels_avx512")) {
+        if (max < GW_SIMD_AVX512)
+            gw_skip("this CPU (or valgrind) has no AVX-512 F+BW+VL");
+        level = GW_SIMD_AVX512;
+    }
+    const struct CMUnitTest avx2[] = {
+        cmocka_unit_test(test_mat_rows_equals_single_row_dots_bit_for_bit),
+        cmocka_unit_test(test_mat_rows_with_heap_table_equals_single_row_dots),
+        cmocka_unit_test(test_mat_rows_uses_the_level_in_force),
+    };
+    const struct CMUnitTest avx512[] = {
+        cmocka_unit_test(test_mat_rows_equals_single_row_dots_bit_for_bit),
+        cmocka_unit_test(test_mat_rows_with_heap_table_equals_single_row_dots),
+        cmocka_unit_test(test_mat_rows_uses_the_level_in_force),
+        cmocka_unit_test(test_avx512_kernels_give_avx2_bits),
+    };
+    if (level == GW_SIMD_AVX2)
+        return cmocka_run_group_tests_name("kernels_avx2", avx2, NULL, NULL);
+    if (level == GW_SIMD_AVX512)
+        return cmocka_run_group_tests_name("kernels_avx512", avx512, NULL, NULL);
+    const struct CMUnitTest portable[] = {
+        cmocka_unit_test(test_mat_rows_equals_single_row_dots_bit_for_bit),
+        cmocka_unit_test(test_mat_rows_with_heap_table_equals_single_row_dots),
+        cmocka_unit_test(test_mat_rows_uses_the_level_in_force),
+        cmocka_unit_test(test_simd_level_defaults_to_best_and_obeys_gw_simd),
+    };
+    return cmocka_run_group_tests_name("kernels", portable, NULL, NULL);
+}

@@ -1,0 +1,588 @@
+/* matvec_avx512.c: the AVX-512 kernels, level 2 of gw_simd_set (F + BW +
+ * VL): single-row and multi-row kernels for Q4_0, Q4_1 and Q8_0, and the
+ * attention kernels. Their bits are level 1's (matvec.c says why that
+ * matters): integer sums are exact whichever instruction takes them, and
+ * every float operation of an output is level 1's, in its order.
+ *
+ * Compiled twice: as itself, where the 4-element integer dot products are
+ * AVX512BW's vpmaddubsw + vpmaddwd, and from matvec_avx512_vnni.c with
+ * GW_AVX512_VNNI 1, where they are VNNI's single vpdpbusd (a function may
+ * not inline one with another target, so the choice is per file, not a
+ * branch). gw_dot_avx512_for and gw_rows_avx512_for, defined in the first,
+ * pick. Only the functions carry the target attributes: the object runs on
+ * any x86-64 as long as gw_simd_set has checked the CPU. */
+#include "engine.h"
+
+#ifndef GW_AVX512_VNNI
+#define GW_AVX512_VNNI 0
+#endif
+
+/* The kernels of each compilation, for the dispatch in the first one. */
+#if GW_AVX512_VNNI
+#define L2_NAME(name) name##vnni_for
+#else
+#define L2_NAME(name) name##bw_for
+#endif
+gw_dot_fn gw_dot_avx512bw_for(uint32_t type);
+gw_rows_fn gw_rows_avx512bw_for(uint32_t type);
+gw_dot_fn gw_dot_avx512vnni_for(uint32_t type);
+gw_rows_fn gw_rows_avx512vnni_for(uint32_t type);
+
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+
+#if GW_AVX512_VNNI
+#define L2_TARGET "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c"
+#else
+#define L2_TARGET "avx512f,avx512bw,avx512vl,avx2,fma,f16c"
+#endif
+#define L2 __attribute__((target(L2_TARGET)))
+#define L2_INLINE __attribute__((target(L2_TARGET), always_inline)) static inline
+/* The tiles' loops over weight rows and activation rows, fully unrolled
+ * so that the accumulators stay in registers (gcc -O2 and clang keep such
+ * loops, with the accumulators in memory). */
+#if defined(__clang__)
+#define GW_UNROLL _Pragma("clang loop unroll(full)")
+#else
+#define GW_UNROLL _Pragma("GCC unroll 8")
+#endif
+
+/* As matvec_avx2.c's: ((a0 + a4) + (a2 + a6)) + ((a1 + a5) + (a3 + a7)). */
+L2_INLINE float hsum256(__m256 v)
+{
+    __m128 x = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    x = _mm_add_ps(x, _mm_movehl_ps(x, x));
+    x = _mm_add_ss(x, _mm_movehdup_ps(x));
+    return _mm_cvtss_f32(x);
+}
+
+/* Sums of 4 adjacent u8 * i8 products, 8 i32 per 32 bytes: the lanes of
+ * matvec_avx2.c's mul_sum_us8 (its 16-bit pair sums cannot saturate with
+ * these operands, so both give the same integers). */
+L2_INLINE __m256i dot4_256(__m256i u, __m256i s)
+{
+#if GW_AVX512_VNNI
+    return _mm256_dpbusd_epi32(_mm256_setzero_si256(), u, s);
+#else
+    return _mm256_madd_epi16(_mm256_maddubs_epi16(u, s), _mm256_set1_epi16(1));
+#endif
+}
+
+L2_INLINE __m512i dot4_512(__m512i u, __m512i s)
+{
+#if GW_AVX512_VNNI
+    return _mm512_dpbusd_epi32(_mm512_setzero_si512(), u, s);
+#else
+    return _mm512_madd_epi16(_mm512_maddubs_epi16(u, s), _mm512_set1_epi16(1));
+#endif
+}
+
+/* 16 bytes of nibbles -> 32 bytes, elements 0..15 (low nibbles) then
+ * 16..31: one broadcast load, one variable shift (0 for the low 16 bytes,
+ * 4 for the high), one mask. */
+L2_INLINE __m256i nibbles32(const uint8_t *qs)
+{
+    __m256i t = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)qs));
+    __m256i sh = _mm256_setr_epi16(0, 0, 0, 0, 0, 0, 0, 0, 4, 4, 4, 4, 4, 4, 4, 4);
+    return _mm256_and_si256(_mm256_srlv_epi16(t, sh), _mm256_set1_epi8(0x0f));
+}
+
+/* The same 32 bytes twice, in both halves of a 512-bit vector. */
+L2_INLINE __m512i nibbles32x2(const uint8_t *qs)
+{
+    __m512i t = _mm512_broadcast_i32x4(_mm_loadu_si128((const __m128i *)qs));
+    __m512i sh = _mm512_maskz_mov_epi16(0xff00ff00u, _mm512_set1_epi16(4));
+    return _mm512_and_si512(_mm512_srlv_epi16(t, sh), _mm512_set1_epi8(0x0f));
+}
+
+/* ---- single-row kernels: matvec_avx2.c's, one instruction fewer per
+ * step here and there ---- */
+
+L2 static float dot_q4_0_l2(int n, const void *row, const gw_q8 *xq, const float *xf)
+{
+    (void)xf;
+    const gw_blk_q4_0 *x = row;
+    __m256 acc = _mm256_setzero_ps();
+    for (int b = 0; b < n / 32; b++) {
+        __m256i qx = _mm256_sub_epi8(nibbles32(x[b].qs), _mm256_set1_epi8(8));
+        __m256i qy = _mm256_loadu_si256((const __m256i *)xq[b].qs);
+        __m256i p = dot4_256(_mm256_abs_epi8(qx), _mm256_sign_epi8(qy, qx));
+        acc = _mm256_fmadd_ps(_mm256_set1_ps(gw_h2f(x[b].d) * xq[b].d), _mm256_cvtepi32_ps(p), acc);
+    }
+    return hsum256(acc);
+}
+
+L2 static float dot_q4_1_l2(int n, const void *row, const gw_q8 *xq, const float *xf)
+{
+    (void)xf;
+    const gw_blk_q4_1 *x = row;
+    __m256 acc = _mm256_setzero_ps();
+    float mins = 0;
+    for (int b = 0; b < n / 32; b++) {
+        __m256i qy = _mm256_loadu_si256((const __m256i *)xq[b].qs);
+        __m256i p = dot4_256(nibbles32(x[b].qs), qy);
+        acc = _mm256_fmadd_ps(_mm256_set1_ps(gw_h2f(x[b].d) * xq[b].d), _mm256_cvtepi32_ps(p), acc);
+        mins += gw_h2f(x[b].m) * xq[b].s;
+    }
+    return hsum256(acc) + mins;
+}
+
+L2 static float dot_q8_0_l2(int n, const void *row, const gw_q8 *xq, const float *xf)
+{
+    (void)xf;
+    const gw_blk_q8_0 *x = row;
+    __m256 acc = _mm256_setzero_ps();
+    for (int b = 0; b < n / 32; b++) {
+        __m256i qx = _mm256_loadu_si256((const __m256i *)x[b].qs);
+        __m256i qy = _mm256_loadu_si256((const __m256i *)xq[b].qs);
+        __m256i p = dot4_256(_mm256_abs_epi8(qx), _mm256_sign_epi8(qy, qx));
+        acc = _mm256_fmadd_ps(_mm256_set1_ps(gw_h2f(x[b].d) * xq[b].d), _mm256_cvtepi32_ps(p), acc);
+    }
+    return hsum256(acc);
+}
+
+/* ---- multi-row kernels ----
+ *
+ * As matvec_avx2.c's, with two activation rows per 512-bit vector: the
+ * weight block sits in both halves, the rows' blocks side by side, and
+ * each half accumulates exactly what the single-row kernel's 256-bit
+ * accumulator would. A tile is R weight rows by NP such pairs; one or two
+ * activation rows get 4 weight rows, more get 2, so that each block step
+ * has 4 to 8 independent accumulators (the FMA latency bounds a single
+ * one). An odd row count fills the last pair's upper half with a copy of
+ * its lower row, computed and dropped. */
+
+/* As in matvec_avx2.c: each block step of a tile also prefetches the
+ * bytes that a tile PREFETCH bytes further reads (several weight rows read
+ * side by side are streams the hardware prefetchers follow badly). */
+enum { PREFETCH = 8192 };
+
+L2_INLINE size_t blk_bytes(uint32_t type)
+{
+    return type == GW_T_Q4_1   ? sizeof(gw_blk_q4_1)
+           : type == GW_T_Q4_0 ? sizeof(gw_blk_q4_0)
+                               : sizeof(gw_blk_q8_0);
+}
+
+L2_INLINE void prefetch_step(const uint8_t *tile, size_t step, int k)
+{
+    uintptr_t p = (uintptr_t)tile + PREFETCH + (uintptr_t)k * step;
+    for (size_t i = 0; i < (step + 63) / 64; i++) /* step is a constant */
+        _mm_prefetch((const char *)(p + 64 * i), _MM_HINT_T0);
+}
+
+/* A weight block in both halves: u the unsigned operand (nibbles, or |w|
+ * for Q4_0 and Q8_0) and neg the bytes where w < 0, whose activations are
+ * negated (the single-row kernels' _mm256_sign_epi8; where w is 0 the
+ * product is 0 either way). */
+L2_INLINE void w_block(uint32_t type, const uint8_t *row, int k, __m512i *u, __mmask64 *neg,
+                       float *d, float *m)
+{
+    __m512i q;
+    if (type == GW_T_Q4_1) {
+        const gw_blk_q4_1 *x = (const gw_blk_q4_1 *)row + k;
+        *u = nibbles32x2(x->qs), *neg = 0;
+        *d = gw_h2f(x->d), *m = gw_h2f(x->m);
+        return;
+    }
+    if (type == GW_T_Q4_0) {
+        const gw_blk_q4_0 *x = (const gw_blk_q4_0 *)row + k;
+        q = _mm512_sub_epi8(nibbles32x2(x->qs), _mm512_set1_epi8(8));
+        *d = gw_h2f(x->d);
+    } else {
+        const gw_blk_q8_0 *x = (const gw_blk_q8_0 *)row + k;
+        q = _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)x->qs));
+        *d = gw_h2f(x->d);
+    }
+    *u = _mm512_abs_epi8(q), *neg = _mm512_movepi8_mask(q), *m = 0;
+}
+
+L2_INLINE __m512 w_prod(uint32_t type, __m512i u, __mmask64 neg, const int8_t *ya, const int8_t *yb)
+{
+    __m512i qy = _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)ya)),
+                                    _mm256_loadu_si256((const __m256i *)yb), 1);
+    if (type != GW_T_Q4_1)
+        qy = _mm512_mask_sub_epi8(qy, neg, _mm512_setzero_si512(), qy);
+    return _mm512_cvtepi32_ps(dot4_512(u, qy));
+}
+
+/* The upper half of a 512-bit vector. */
+L2_INLINE __m256 hi256(__m512 v)
+{
+    return _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1));
+}
+
+/* Outputs for weight rows r.. r + R - 1 and activation rows c0.. c0 + C - 1
+ * (C <= 2 * NP). */
+L2_INLINE void tile(uint32_t type, int R, int NP, const gw_mat *W, const gw_batch *x, int r, int c0,
+                    int C, bool prefetch, float *out, size_t out_stride)
+{
+    int nblk = W->cols / 32;
+    size_t ts = (size_t)x->tab_stride;
+    const float *tab = x->tab + c0;
+    const uint8_t *rows[4];
+    const gw_q8 *ys[8];
+    __m512 acc[4][4];
+    __m256 mins[4];
+    __m512i idx[4]; /* pair p: lanes 0..7 take dd's lane 2p, 8..15 lane 2p + 1 */
+    GW_UNROLL
+    for (int p = 0; p < NP; p++)
+        idx[p] = _mm512_inserti64x4(_mm512_set1_epi32(2 * p), _mm256_set1_epi32(2 * p + 1), 1);
+    GW_UNROLL
+    for (int i = 0; i < R; i++) {
+        rows[i] = W->data + (size_t)(r + i) * W->row_bytes;
+        mins[i] = _mm256_setzero_ps();
+        GW_UNROLL
+        for (int p = 0; p < NP; p++)
+            acc[i][p] = _mm512_setzero_ps();
+    }
+    GW_UNROLL
+    for (int j = 0; j < 2 * NP; j++)
+        ys[j] = x->xq + (size_t)(c0 + (j < C ? j : C - 1)) * x->xq_stride;
+    size_t step = blk_bytes(type) * (size_t)R;
+    for (int k = 0; k < nblk; k++, tab += 2 * ts) {
+        if (prefetch)
+            prefetch_step(rows[0], step, k);
+        __m256 d8 = _mm256_loadu_ps(tab), s8 = _mm256_loadu_ps(tab + ts);
+        GW_UNROLL
+        for (int i = 0; i < R; i++) {
+            __m512i u;
+            __mmask64 neg;
+            float d, m;
+            w_block(type, rows[i], k, &u, &neg, &d, &m);
+            __m512 dd = _mm512_castps256_ps512(_mm256_mul_ps(_mm256_set1_ps(d), d8));
+            if (type == GW_T_Q4_1)
+                mins[i] = _mm256_add_ps(mins[i], _mm256_mul_ps(_mm256_set1_ps(m), s8));
+            GW_UNROLL
+            for (int p = 0; p < NP; p++)
+                acc[i][p] = _mm512_fmadd_ps(
+                    _mm512_permutexvar_ps(idx[p], dd),
+                    w_prod(type, u, neg, ys[2 * p][k].qs, ys[2 * p + 1][k].qs), acc[i][p]);
+        }
+    }
+    GW_UNROLL
+    for (int i = 0; i < R; i++) {
+        float ms[8];
+        _mm256_storeu_ps(ms, mins[i]);
+        GW_UNROLL
+        for (int j = 0; j < 2 * NP; j++) {
+            __m512 a = acc[i][j / 2];
+            float s = hsum256(j % 2 ? hi256(a) : _mm512_castps512_ps256(a));
+            if (j < C)
+                out[(size_t)(c0 + j) * out_stride + (size_t)(r + i)] =
+                    type == GW_T_Q4_1 ? s + ms[j] : s;
+        }
+    }
+}
+
+/* One activation row (a decode step of one sequence): weight rows in
+ * pairs instead, rows r + 2p and r + 2p + 1 in the halves of acc[p],
+ * against the activation block in both halves. The pair's scales are
+ * converted together (F16C: exact, as the table gw_h2f reads) and
+ * multiplied with the activation's d and s at once: lanes
+ * [d_a * d_y, m_a * s_y, d_b * d_y, m_b * s_y], the products the
+ * single-row kernel takes (a product of two halves is exact in a float).
+ * NPW pairs (4: eight accumulators); rows past nr repeat the last one,
+ * computed and dropped. */
+L2_INLINE void tile_w(uint32_t type, int NPW, const gw_mat *W, const gw_q8 *y, int r, int nr,
+                      float *out)
+{
+    int nblk = W->cols / 32;
+    const uint8_t *rows[8];
+    __m512 acc[4];
+    __m128 mins[4]; /* lanes 1 and 3: the minimum's terms of the pair's rows */
+    const __m512i idx = _mm512_inserti64x4(_mm512_setzero_si512(), _mm256_set1_epi32(2), 1);
+    GW_UNROLL
+    for (int j = 0; j < 2 * NPW; j++)
+        rows[j] = W->data + (size_t)(r + (j < nr ? j : nr - 1)) * W->row_bytes;
+    GW_UNROLL
+    for (int p = 0; p < NPW; p++)
+        acc[p] = _mm512_setzero_ps(), mins[p] = _mm_setzero_ps();
+    size_t bs = blk_bytes(type);
+    for (int k = 0; k < nblk; k++) {
+        prefetch_step(rows[0], 2 * (size_t)NPW * bs, k);
+        __m128 ds = _mm_castpd_ps(_mm_loaddup_pd((const double *)&y[k].d)); /* d s d s */
+        __m512i qy = _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)y[k].qs));
+        GW_UNROLL
+        for (int p = 0; p < NPW; p++) {
+            const uint8_t *a = rows[2 * p] + (size_t)k * bs, *b = rows[2 * p + 1] + (size_t)k * bs;
+            /* d (and m) of each block: its first 4 bytes as two halves */
+            uint32_t ha, hb;
+            memcpy(&ha, a, 4), memcpy(&hb, b, 4);
+            __m128 sc = _mm_mul_ps(
+                _mm_cvtph_ps(_mm_insert_epi32(_mm_cvtsi32_si128((int)ha), (int)hb, 1)), ds);
+            __m512 dd = _mm512_permutexvar_ps(idx, _mm512_castps128_ps512(sc));
+            __m512i u, sy = qy;
+            if (type == GW_T_Q8_0) {
+                __m512i q = _mm512_inserti64x4(
+                    _mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)(a + 2))),
+                    _mm256_loadu_si256((const __m256i *)(b + 2)), 1);
+                u = _mm512_abs_epi8(q);
+                sy = _mm512_mask_sub_epi8(qy, _mm512_movepi8_mask(q), _mm512_setzero_si512(), qy);
+            } else {
+                size_t off = type == GW_T_Q4_1 ? 4 : 2;
+                __m256i t = _mm256_inserti128_si256(
+                    _mm256_castsi128_si256(_mm_loadu_si128((const __m128i *)(a + off))),
+                    _mm_loadu_si128((const __m128i *)(b + off)), 1);
+                __m512i z = _mm512_castsi256_si512(t);
+                z = _mm512_shuffle_i64x2(z, z, _MM_SHUFFLE(1, 1, 0, 0)); /* a a b b */
+                __m512i sh = _mm512_maskz_mov_epi16(0xff00ff00u, _mm512_set1_epi16(4));
+                u = _mm512_and_si512(_mm512_srlv_epi16(z, sh), _mm512_set1_epi8(0x0f));
+                if (type == GW_T_Q4_0) {
+                    __m512i q = _mm512_sub_epi8(u, _mm512_set1_epi8(8));
+                    u = _mm512_abs_epi8(q);
+                    sy = _mm512_mask_sub_epi8(qy, _mm512_movepi8_mask(q), _mm512_setzero_si512(),
+                                              qy);
+                } else {
+                    mins[p] = _mm_add_ps(mins[p], sc);
+                }
+            }
+            acc[p] = _mm512_fmadd_ps(dd, _mm512_cvtepi32_ps(dot4_512(u, sy)), acc[p]);
+        }
+    }
+    GW_UNROLL
+    for (int p = 0; p < NPW; p++) {
+        float ms[4];
+        _mm_storeu_ps(ms, mins[p]);
+        GW_UNROLL
+        for (int h = 0; h < 2; h++) {
+            float s = hsum256(h ? hi256(acc[p]) : _mm512_castps512_ps256(acc[p]));
+            if (2 * p + h < nr)
+                out[r + 2 * p + h] = type == GW_T_Q4_1 ? s + ms[1 + 2 * h] : s;
+        }
+    }
+}
+
+/* Activation rows in chunks of at most 8, as even as they come. */
+L2_INLINE void rows_l2(uint32_t type, const gw_mat *W, const gw_batch *x, float *out,
+                       size_t out_stride, int r0, int r1)
+{
+    int nb = x->nb, R = nb <= 2 ? 4 : 2, n_ch = (nb + 7) / 8;
+    if (nb == 1) {
+        int r = r0;
+        for (; r + 8 <= r1; r += 8)
+            tile_w(type, 4, W, x->xq, r, 8, out);
+        int nr = r1 - r;
+        if (nr > 4)
+            tile_w(type, 4, W, x->xq, r, nr, out);
+        else if (nr > 2)
+            tile_w(type, 2, W, x->xq, r, nr, out);
+        else if (nr > 0)
+            tile_w(type, 1, W, x->xq, r, nr, out);
+        return;
+    }
+    for (int r = r0; r < r1;) {
+        if (r + R > r1)
+            R = 1;
+        for (int ch = 0, c0 = 0; ch < n_ch; ch++) {
+            int C = nb / n_ch + (ch < nb % n_ch), NP = (C + 1) / 2;
+#define TILE(RR, PP) tile(type, RR, PP, W, x, r, c0, C, ch == 0, out, out_stride)
+            if (R == 4)
+                TILE(4, 1);
+            else if (R == 2 && NP <= 2)
+                TILE(2, 2);
+            else if (R == 2 && NP == 3)
+                TILE(2, 3);
+            else if (R == 2)
+                TILE(2, 4);
+            else if (NP == 1)
+                TILE(1, 1);
+            else if (NP == 2)
+                TILE(1, 2);
+            else if (NP == 3)
+                TILE(1, 3);
+            else
+                TILE(1, 4);
+#undef TILE
+            c0 += C;
+        }
+        r += R;
+    }
+}
+
+L2 static void rows_q4_0_l2(const gw_mat *W, const gw_batch *x, float *out, size_t out_stride,
+                            int r0, int r1)
+{
+    rows_l2(GW_T_Q4_0, W, x, out, out_stride, r0, r1);
+}
+
+L2 static void rows_q4_1_l2(const gw_mat *W, const gw_batch *x, float *out, size_t out_stride,
+                            int r0, int r1)
+{
+    rows_l2(GW_T_Q4_1, W, x, out, out_stride, r0, r1);
+}
+
+L2 static void rows_q8_0_l2(const gw_mat *W, const gw_batch *x, float *out, size_t out_stride,
+                            int r0, int r1)
+{
+    rows_l2(GW_T_Q8_0, W, x, out, out_stride, r0, r1);
+}
+
+gw_dot_fn L2_NAME(gw_dot_avx512)(uint32_t type)
+{
+    switch (type) {
+    case GW_T_Q4_0:
+        return dot_q4_0_l2;
+    case GW_T_Q4_1:
+        return dot_q4_1_l2;
+    case GW_T_Q8_0:
+        return dot_q8_0_l2;
+    default:
+        return gw_dot_avx2_for(type);
+    }
+}
+
+gw_rows_fn L2_NAME(gw_rows_avx512)(uint32_t type)
+{
+    switch (type) {
+    case GW_T_Q4_0:
+        return rows_q4_0_l2;
+    case GW_T_Q4_1:
+        return rows_q4_1_l2;
+    case GW_T_Q8_0:
+        return rows_q8_0_l2;
+    default:
+        return gw_rows_avx2_for(type);
+    }
+}
+
+#if !GW_AVX512_VNNI
+/* ---- attention on halves: the portable kernels' lanes (matvec.c), 16
+ * at a time; the operations of each lane and the pairing of the
+ * reductions are matvec_avx2.c's ---- */
+
+#define LDH(p) _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(p)))
+
+/* r16 of the 16 lanes of v: halves of 8, then hsum256. */
+L2_INLINE float r16_l2(__m512 v)
+{
+    return hsum256(_mm256_add_ps(_mm512_castps512_ps256(v), hi256(v)));
+}
+
+L2 static float dot_hh_l2(int n, const uint16_t *x, const uint16_t *y)
+{
+    __m512 a[4]; /* lane 16r + j of the 64 is a[r][j] */
+    for (int r = 0; r < 4; r++)
+        a[r] = _mm512_setzero_ps();
+    int np = n & ~63;
+    for (int i = 0; i < np; i += 64)
+        for (int r = 0; r < 4; r++)
+            a[r] = _mm512_fmadd_ps(LDH(x + i + 16 * r), LDH(y + i + 16 * r), a[r]);
+    /* lane k of 16: (k + 32 k) + (16 + k + 48 + k), as r64 folds them */
+    double s = r16_l2(_mm512_add_ps(_mm512_add_ps(a[0], a[2]), _mm512_add_ps(a[1], a[3])));
+    for (int i = np; i < n; i++)
+        s += (double)(gw_h2f(x[i]) * gw_h2f(y[i]));
+    return (float)s;
+}
+
+L2 static float dot_hh16_l2(int n, const uint16_t *x, const uint16_t *y)
+{
+    if (n % 16)
+        return dot_hh_l2(n, x, y);
+    __m512 a = _mm512_setzero_ps();
+    for (int i = 0; i < n; i += 16)
+        a = _mm512_fmadd_ps(LDH(x + i), LDH(y + i), a);
+    return r16_l2(a);
+}
+
+/* attn_v with nl lanes (64 or 16), 16 output dimensions at a time; rows
+ * never written (fewer positions than lanes) count as zeros. */
+L2_INLINE void attn_v_lanes_l2(int hd, int n_pos, const uint16_t *a, const uint16_t *v,
+                               size_t v_stride, float *lanes, float *out, int nl)
+{
+    if (hd % 16) {
+        gw_attn_avx2()->attn_v[nl == 16](hd, n_pos, a, v, v_stride, lanes, out);
+        return;
+    }
+    int used = n_pos < nl ? n_pos : nl;
+    memset(lanes, 0, (size_t)used * (size_t)hd * sizeof(float));
+    for (int t = 0; t < n_pos; t++) {
+        __m512 w = _mm512_set1_ps(gw_h2f(a[t]));
+        float *l = lanes + (size_t)(t % nl) * (size_t)hd;
+        const uint16_t *vt = v + (size_t)t * v_stride;
+        for (int d = 0; d < hd; d += 16)
+            _mm512_storeu_ps(l + d, _mm512_fmadd_ps(LDH(vt + d), w, _mm512_loadu_ps(l + d)));
+    }
+    __m512 z = _mm512_setzero_ps();
+    for (int d = 0; d < hd; d += 16) {
+#define L(k) ((k) < used ? _mm512_loadu_ps(lanes + (size_t)(k) * (size_t)hd + d) : z)
+        __m512 c[16], t3[8];
+        for (int k = 0; k < 16; k++)
+            c[k] = nl == 64 ? _mm512_add_ps(_mm512_add_ps(L(k), L(32 + k)),
+                                            _mm512_add_ps(L(16 + k), L(48 + k)))
+                            : L(k);
+#undef L
+        for (int k = 0; k < 8; k++)
+            t3[k] = _mm512_add_ps(c[k], c[k + 8]);
+        __m512 t60 = _mm512_add_ps(t3[0], t3[4]), t61 = _mm512_add_ps(t3[1], t3[5]);
+        __m512 t62 = _mm512_add_ps(t3[2], t3[6]), t63 = _mm512_add_ps(t3[3], t3[7]);
+        _mm512_storeu_ps(out + d, _mm512_add_ps(_mm512_add_ps(t60, t62), _mm512_add_ps(t61, t63)));
+    }
+}
+#undef LDH
+
+L2 static void attn_v_l2(int hd, int n_pos, const uint16_t *a, const uint16_t *v, size_t v_stride,
+                         float *lanes, float *out)
+{
+    attn_v_lanes_l2(hd, n_pos, a, v, v_stride, lanes, out, 64);
+}
+
+L2 static void attn_v16_l2(int hd, int n_pos, const uint16_t *a, const uint16_t *v, size_t v_stride,
+                           float *lanes, float *out)
+{
+    attn_v_lanes_l2(hd, n_pos, a, v, v_stride, lanes, out, 16);
+}
+
+L2 static void f32_to_f16_l2(const float *x, uint16_t *y, int n)
+{
+    int i = 0;
+    for (; i + 16 <= n; i += 16)
+        _mm256_storeu_si256((__m256i *)(y + i),
+                            _mm512_cvtps_ph(_mm512_loadu_ps(x + i), _MM_FROUND_TO_NEAREST_INT));
+    for (; i < n; i++)
+        y[i] = gw_f32_to_fp16(x[i]);
+}
+
+static const gw_attn_kernels attn_l2 = {
+    .dot_hh = {dot_hh_l2, dot_hh16_l2},
+    .attn_v = {attn_v_l2, attn_v16_l2},
+    .f32_to_f16 = f32_to_f16_l2,
+};
+
+const gw_attn_kernels *gw_attn_avx512(void)
+{
+    return &attn_l2;
+}
+#endif
+
+#else /* not x86: level 1's stand in (gw_simd_set never picks 2) */
+
+gw_dot_fn L2_NAME(gw_dot_avx512)(uint32_t type)
+{
+    return gw_dot_avx2_for(type);
+}
+
+gw_rows_fn L2_NAME(gw_rows_avx512)(uint32_t type)
+{
+    return gw_rows_avx2_for(type);
+}
+
+#if !GW_AVX512_VNNI
+const gw_attn_kernels *gw_attn_avx512(void)
+{
+    return gw_attn_avx2();
+}
+#endif
+#endif
+
+#if !GW_AVX512_VNNI
+gw_dot_fn gw_dot_avx512_for(uint32_t type, int vnni)
+{
+    return vnni ? gw_dot_avx512vnni_for(type) : gw_dot_avx512bw_for(type);
+}
+
+gw_rows_fn gw_rows_avx512_for(uint32_t type, int vnni)
+{
+    return vnni ? gw_rows_avx512vnni_for(type) : gw_rows_avx512bw_for(type);
+}
+#endif

@@ -30,7 +30,8 @@
 # models/SmolLM2-135M-Instruct.Q4_1.gguf), GW_THREADS (2), GW_STREAMS,
 # GW_REQUESTS, GW_MAX_TOKENS, GW_MAX_BATCH (a number for every N, "n" for N
 # itself (default), "off" to leave the key out), GW_ISO_BATCH,
-# GW_SERVERS ("gpuwarden llama-server", either may be left out).
+# GW_SERVERS ("gpuwarden llama-server", either may be left out),
+# GW_LLAMA_ARGS (more llama-server options, e.g. "--poll 0").
 # OUT_DIR (default a fresh /tmp/gw-bench-batching.XXXXXX) keeps the logs and
 # JSON reports. Loopback only; every process started here is stopped by the
 # EXIT trap. A benchmark, not a test: it asserts nothing.
@@ -41,7 +42,7 @@ cd "$(dirname "$0")/../.."
 mode=batching
 case "${1:-}" in
 batching | isolation) mode=$1; shift ;;
--h | --help) sed -n '2,38p' "$0"; exit 0 ;;
+-h | --help) sed -n '2,/^set -e/p' "$0" | sed '$d'; exit 0 ;;
 esac
 out=${1:-$(mktemp -d /tmp/gw-bench-batching.XXXXXX)}
 mkdir -p "$out"
@@ -142,9 +143,10 @@ start_gw() { # CONFIG
 }
 
 start_llama() { # PORT PARALLEL
+    # shellcheck disable=SC2086 # GW_LLAMA_ARGS: several options
     "$llama" -m "$model" --host 127.0.0.1 --port "$1" -t "$threads" -tb "$threads" \
         --parallel "$2" -c $(($2 * 512)) --cont-batching --no-cache-prompt --cache-ram 0 \
-        --no-webui >>"$out/llama-server.log" 2>&1 9<&- &
+        --no-webui ${GW_LLAMA_ARGS:-} >>"$out/llama-server.log" 2>&1 9<&- &
     pid=$!
     wait_ready "http://127.0.0.1:$1/health"
 }
@@ -180,7 +182,7 @@ if [ "$mode" = batching ]; then
                 start_llama "$port" "$n"
                 tok=
                 target=127.0.0.1:$port
-                label=llama-server
+                label="llama-server"
             fi
             # one short request first: page in the model, warm the caches
             client run --target "$target" ${tok:+--token "$tok"} --concurrency 1 --requests 1 \
@@ -232,6 +234,7 @@ json.dump(c, open(os.environ["GW_DIR"] + "/gpuwarden.json", "w"), indent=1)'
     fi
 done
 echo
+# shellcheck disable=SC2086 # one argument per server
 python3 - "$out" $servers <<'PY'
 import json, os, sys
 out, servers = sys.argv[1], sys.argv[2:]

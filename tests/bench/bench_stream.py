@@ -89,8 +89,13 @@ class Conn:
             # (the connection is closed after such a body)
 
 
+class Stale(ConnectionError):
+    """A kept-alive connection the server had closed (idle timeout): retried."""
+
+
 async def one_request(conn, args, body):
     """Sends one streamed request; returns a dict of what it measured."""
+    reused = conn.w is not None
     await conn.open()
     head = (f"POST /v1/completions HTTP/1.1\r\nHost: {args.target}\r\n"
             f"User-Agent: bench_stream\r\nContent-Type: application/json\r\n"
@@ -98,10 +103,17 @@ async def one_request(conn, args, body):
     if args.token:
         head += f"Authorization: Bearer {args.token}\r\n"
     t0 = time.perf_counter()
-    conn.w.write(head.encode() + b"\r\n" + body)
-    await conn.w.drain()
-    status_line = await conn.r.readline()
+    try:
+        conn.w.write(head.encode() + b"\r\n" + body)
+        await conn.w.drain()
+        status_line = await conn.r.readline()
+    except OSError as e:
+        if reused:
+            raise Stale(str(e)) from e
+        raise
     if not status_line:
+        if reused:
+            raise Stale("closed before the status line")
         raise ConnectionError("connection closed before the status line")
     status = int(status_line.split()[1])
     headers = {}
@@ -161,7 +173,11 @@ async def client(args, conn, body, todo, results):
     while todo[0] > 0:
         todo[0] -= 1
         try:
-            r = await asyncio.wait_for(one_request(conn, args, body), args.timeout)
+            try:
+                r = await asyncio.wait_for(one_request(conn, args, body), args.timeout)
+            except Stale:
+                conn.close()
+                r = await asyncio.wait_for(one_request(conn, args, body), args.timeout)
         except (OSError, ConnectionError, asyncio.TimeoutError, asyncio.IncompleteReadError,
                 ValueError) as e:
             conn.close()

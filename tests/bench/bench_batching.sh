@@ -1,0 +1,267 @@
+#!/usr/bin/env bash
+# bench_batching.sh - gpuwarden side by side with llama.cpp's llama-server
+# (continuous batching, --parallel N) on the same GGUF, the same thread
+# count and the same run (issue 14). Two modes:
+#
+#   tests/bench/bench_batching.sh [batching] [OUT_DIR]
+#     For each N in GW_STREAMS (default "1 2 4 8 16"): start gpuwarden
+#     (1 front, 1 worker, model.threads 2, model.max_batch N when the binary
+#     accepts the key), run N closed-loop streams of GW_MAX_TOKENS (128)
+#     greedy tokens each until GW_REQUESTS requests (default max(8, 2N))
+#     have been answered, stop it; then the same against llama-server
+#     -t 2 --parallel N -c N*512. Prints per run and, at the end, one table:
+#     aggregate decode tok/s, TPOT p50/p99, TTFT p50/p99 (client:
+#     tests/bench/bench_stream.py).
+#
+#   tests/bench/bench_batching.sh isolation [OUT_DIR]
+#     dist/scenarios/isolation.json (legitimate tenants calm for 20 s, then
+#     under every attack for 20 s) with gpuwarden-load, against gpuwarden
+#     (dev config: its limits are what the scenario is written for; 1 worker,
+#     2 threads, max_batch GW_ISO_BATCH when accepted) and then against
+#     llama-server -t 2 --parallel GW_ISO_BATCH (default 4). llama-server
+#     has no tenants or JWTs: it ignores the Authorization header, so the
+#     attackers and the legitimate clients are just different connections
+#     and every attack request is served. Prints the legitimate classes of
+#     both side by side.
+#
+# Environment: GW_BUILD (build dir, default build), GW_LLAMA_SERVER (the
+# binary; default the newest under $HOME/.cache/gpuwarden-bench, as built by
+# tests/bench/build-llama-server.sh), GW_MODEL (default
+# models/SmolLM2-135M-Instruct.Q4_1.gguf), GW_THREADS (2), GW_STREAMS,
+# GW_REQUESTS, GW_MAX_TOKENS, GW_MAX_BATCH (a number for every N, "n" for N
+# itself (default), "off" to leave the key out), GW_ISO_BATCH,
+# GW_SERVERS ("gpuwarden llama-server", either may be left out),
+# GW_LLAMA_ARGS (more llama-server options, e.g. "--poll 0").
+# OUT_DIR (default a fresh /tmp/gw-bench-batching.XXXXXX) keeps the logs and
+# JSON reports. Loopback only; every process started here is stopped by the
+# EXIT trap. A benchmark, not a test: it asserts nothing.
+set -euo pipefail
+[ -n "${GW_TEST_LISTEN_PORT:-}" ] ||
+    exec "$(dirname "$0")/../common/hold-listen-socket" bash "$0" "$@"
+cd "$(dirname "$0")/../.."
+mode=batching
+case "${1:-}" in
+batching | isolation) mode=$1; shift ;;
+-h | --help) sed -n '2,/^set -e/p' "$0" | sed '$d'; exit 0 ;;
+esac
+out=${1:-$(mktemp -d /tmp/gw-bench-batching.XXXXXX)}
+mkdir -p "$out"
+build=${GW_BUILD:-build}
+model=${GW_MODEL:-models/SmolLM2-135M-Instruct.Q4_1.gguf}
+threads=${GW_THREADS:-2}
+streams=${GW_STREAMS:-1 2 4 8 16}
+max_tokens=${GW_MAX_TOKENS:-128}
+max_batch=${GW_MAX_BATCH:-n}
+iso_batch=${GW_ISO_BATCH:-4}
+servers=${GW_SERVERS:-gpuwarden llama-server}
+llama=${GW_LLAMA_SERVER:-$(ls -t "$HOME"/.cache/gpuwarden-bench/build-*/bin/llama-server 2>/dev/null |
+    head -n 1 || true)}
+gw_port=$GW_TEST_LISTEN_PORT
+tmp=$(mktemp -d /tmp/gw-bench-batching-run.XXXXXX)
+pid=
+stop() {
+    if [ -n "$pid" ]; then
+        kill -TERM "$pid" 2>/dev/null || true
+        for _ in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+        kill -KILL "$pid" 2>/dev/null || true
+        wait "$pid" 2>/dev/null || true
+        pid=
+    fi
+}
+trap 'stop; rm -rf "$tmp"' EXIT
+trap 'exit 130' INT TERM
+
+case " $servers " in *" llama-server "*)
+    [ -x "$llama" ] || { echo "bench_batching: no llama-server (run tests/bench/build-llama-server.sh" \
+        "or set GW_LLAMA_SERVER)" >&2; exit 1; } ;;
+esac
+[ -x "$build/bin/gpuwarden" ] || { echo "bench_batching: no $build/bin/gpuwarden" >&2; exit 1; }
+
+# A free loopback port for llama-server (it cannot take a socket by
+# activation; the kernel picks one, we release it, llama-server binds it).
+free_port() {
+    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
+}
+
+wait_ready() { # URL: up to 60 s for a 200, while $pid lives
+    for _ in $(seq 1 300); do
+        curl -fsS -o /dev/null "$1" 2>/dev/null && return 0
+        kill -0 "$pid" 2>/dev/null || { echo "bench_batching: the server exited" >&2; return 1; }
+        sleep 0.2
+    done
+    echo "bench_batching: $1 not ready after 60 s" >&2
+    return 1
+}
+
+# gpuwarden's config: the bench tenant has no effective limits; the
+# repetition and divergence watchdogs are off (a greedy 135M model loops,
+# and a kill would end the stream before its 128 tokens; llama-server has
+# no such watchdog). $1: max_batch or "" to leave the key out.
+gw_config() {
+    local mb=""
+    [ -n "$1" ] && mb=", \"max_batch\": $1"
+    cat <<JSON
+{
+ "listen": ["127.0.0.1:$gw_port"], "fronts": 1, "workers": 1, "state_dir": "$tmp/state",
+ "segment": {"accounts": 4096, "budgets": 64, "slots": 64, "queue": 64,
+             "prompt_bytes": 4096, "output_bytes": 16384},
+ "model": {"path": "$model", "name": "smollm2", "threads": $threads, "context": 512$mb},
+ "auth": {"keys": [{"kid": "b", "alg": "HS256", "secret_file": "$tmp/secret.key"}]},
+ "ip": {"rate": ["1000000 per second burst 1000"]},
+ "global": {"rate": ["1000000 per second burst 1000"], "budget": "1000 GPU-seconds per second"},
+ "plans": {"bench": {"rate": ["1000000 per second burst 1000"],
+                     "budget": "1000 GPU-seconds per second", "max_tokens": 1024}},
+ "default_plan": null, "tenants": {"bench": {"plan": "bench"}},
+ "watchdog": {"repetition": {"min_count": 1048576, "min_tokens": 1048576},
+              "divergence": {"min_tokens": 1048576}}
+}
+JSON
+}
+
+# Does this gpuwarden take model.max_batch? (--check-config refuses unknown keys)
+head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$tmp/secret.key"
+gw_config 2 >"$tmp/probe.json"
+if "$build/bin/gpuwarden" --check-config "$tmp/probe.json" >/dev/null 2>"$tmp/probe.err"; then
+    has_batch=1
+else
+    has_batch=0
+    gw_config "" >"$tmp/probe.json"
+    "$build/bin/gpuwarden" --check-config "$tmp/probe.json" >/dev/null ||
+        { echo "bench_batching: the bench config is refused:" >&2; cat "$tmp/probe.err" >&2; exit 1; }
+fi
+batch_for() { # N -> the max_batch value for the config, or ""
+    [ "$has_batch" = 1 ] || { echo ""; return; }
+    case "$max_batch" in n) echo "$1" ;; off) echo "" ;; *) echo "$max_batch" ;; esac
+}
+
+start_gw() { # CONFIG
+    # sh execs the master: LISTEN_PID ($$) is its own pid
+    sh -c 'export LISTEN_FDS=1 LISTEN_PID=$$; exec "$@"' sh "$build/bin/gpuwarden" -c "$1" \
+        3<&9 9<&- 2>>"$out/gpuwarden.log" &
+    pid=$!
+    wait_ready "http://127.0.0.1:$gw_port/readyz"
+}
+
+start_llama() { # PORT PARALLEL
+    # shellcheck disable=SC2086 # GW_LLAMA_ARGS: several options
+    "$llama" -m "$model" --host 127.0.0.1 --port "$1" -t "$threads" -tb "$threads" \
+        --parallel "$2" -c $(($2 * 512)) --cont-batching --no-cache-prompt --cache-ram 0 \
+        --no-webui ${GW_LLAMA_ARGS:-} >>"$out/llama-server.log" 2>&1 9<&- &
+    pid=$!
+    wait_ready "http://127.0.0.1:$1/health"
+}
+
+commit=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
+echo "bench_batching: mode $mode, gpuwarden $commit ($build), model $model, threads $threads"
+echo "  llama-server: ${llama:-none} ($("$llama" --version 2>&1 | grep -m1 -i version || true))"
+echo "  host: $(nproc) CPUs, load $(cut -d' ' -f1-3 /proc/loadavg); logs and JSON in $out"
+if [ "$has_batch" = 1 ]; then
+    echo "  gpuwarden accepts model.max_batch: set to ${max_batch/#n/N (the stream count)}"
+else
+    echo "  gpuwarden does not accept model.max_batch (--check-config: $(head -n 1 "$tmp/probe.err"))"
+    echo "  -> gpuwarden runs as today: one generation per worker at a time"
+fi
+
+client() { python3 tests/bench/bench_stream.py "$@"; }
+
+if [ "$mode" = batching ]; then
+    json=$out/batching.jsonl
+    : >"$json"
+    for n in $streams; do
+        reqs=${GW_REQUESTS:-$((2 * n > 8 ? 2 * n : 8))}
+        for s in $servers; do
+            if [ "$s" = gpuwarden ]; then
+                mb=$(batch_for "$n")
+                gw_config "$mb" >"$tmp/gw.json"
+                start_gw "$tmp/gw.json"
+                tok=$("$build/bin/gpuwarden-token" -c "$tmp/gw.json" --tenant bench --ttl 86400)
+                target=127.0.0.1:$gw_port
+                label=gpuwarden
+            else
+                port=$(free_port)
+                start_llama "$port" "$n"
+                tok=
+                target=127.0.0.1:$port
+                label="llama-server"
+            fi
+            # one short request first: page in the model, warm the caches
+            client run --target "$target" ${tok:+--token "$tok"} --concurrency 1 --requests 1 \
+                --max-tokens 8 --label warmup >/dev/null || true
+            client run --target "$target" ${tok:+--token "$tok"} --concurrency "$n" \
+                --requests "$reqs" --max-tokens "$max_tokens" --label "$label" --json "$json" || true
+            stop
+        done
+    done
+    echo
+    client table "$json"
+    exit 0
+fi
+
+# isolation: the scenario as docs/BENCHMARKS.md runs it, then llama-server
+scen=dist/scenarios/isolation.json
+for s in $servers; do
+    if [ "$s" = gpuwarden ]; then
+        mb=$(batch_for "$iso_batch")
+        mkdir -p "$tmp/iso"
+        GW_PORT=$gw_port GW_DIR=$tmp/iso GW_THREADS=$threads GW_MB=$mb python3 -c '
+import json, os
+c = json.load(open("dist/gpuwarden.dev.json"))
+c["listen"] = ["127.0.0.1:" + os.environ["GW_PORT"]]
+c["state_dir"] = os.environ["GW_DIR"] + "/state"
+c["admin"]["socket"] = os.environ["GW_DIR"] + "/admin.sock"
+c["workers"] = 1
+c["model"]["threads"] = int(os.environ["GW_THREADS"])
+if os.environ["GW_MB"]:
+    c["model"]["max_batch"] = int(os.environ["GW_MB"])
+json.dump(c, open(os.environ["GW_DIR"] + "/gpuwarden.json", "w"), indent=1)'
+        start_gw "$tmp/iso/gpuwarden.json"
+        echo
+        echo "== gpuwarden (dev config, 1 worker, $threads threads${mb:+, max_batch $mb})"
+        "$build/bin/gpuwarden-load" --quiet --target "127.0.0.1:$gw_port" \
+            --ledger "$tmp/iso/state/ledger" --admin "$tmp/iso/admin.sock" \
+            --json "$out/isolation-gpuwarden.json" "$scen" | tee "$out/isolation-gpuwarden.txt" ||
+            echo "(gpuwarden-load exit status $?: thresholds, as in docs/BENCHMARKS.md)"
+        stop
+    else
+        port=$(free_port)
+        start_llama "$port" "$iso_batch"
+        echo
+        echo "== llama-server (-t $threads --parallel $iso_batch -c $((iso_batch * 512)); no auth: tokens ignored)"
+        "$build/bin/gpuwarden-load" --quiet --target "127.0.0.1:$port" --ledger "" \
+            --json "$out/isolation-llama-server.json" "$scen" | tee "$out/isolation-llama-server.txt" ||
+            echo "(gpuwarden-load exit status $?: thresholds)"
+        stop
+    fi
+done
+echo
+# shellcheck disable=SC2086 # one argument per server
+python3 - "$out" $servers <<'PY'
+import json, os, sys
+out, servers = sys.argv[1], sys.argv[2:]
+print("| server | class | sent | 200 | success | TTFT p50 | TTFT p99 | total p99 (ms) |")
+print("|---|---|---:|---:|---:|---:|---:|---:|")
+for s in servers:
+    p = os.path.join(out, f"isolation-{s}.json")
+    if not os.path.exists(p):
+        continue
+    rep = json.load(open(p))
+    for c in rep["classes"]:
+        if not c["name"].startswith("legit-"):
+            continue
+        t, tot = c["ttft_ok"], c["total_ok"]
+        print(f"| {s} | {c['name']} | {c['sent']} | {c['outcomes']['200']} | "
+              f"{100 * (c['success_ratio'] or 0):.2f}% | {t.get('p50_ms', 0):.1f} | "
+              f"{t.get('p99_ms', 0):.1f} | {tot.get('p99_ms', 0):.1f} |")
+print()
+print("attack classes: sent / 200 / other outcomes")
+for s in servers:
+    p = os.path.join(out, f"isolation-{s}.json")
+    if not os.path.exists(p):
+        continue
+    rep = json.load(open(p))
+    for c in rep["classes"]:
+        if c["name"].startswith("legit-"):
+            continue
+        rest = {k: v for k, v in c["outcomes"].items() if v and k != "200"}
+        print(f"  {s:12} {c['name']:14} sent {c['sent']:5}  200 {c['outcomes']['200']:5}  {rest}")
+PY

@@ -221,6 +221,8 @@ void gw__cfg_parse_watchdog(struct gw_cfg_cx *c, json_t *root, struct gw_config 
                                        "wall_time_ms",
                                        "device_time_ms",
                                        "repetition",
+                                       "near_repetition",
+                                       "collapsed_sampling",
                                        "divergence",
                                        "anomalous_length",
                                        "interval_ms",

@@ -309,18 +309,27 @@ static int in_time(const struct item *it, int reason, size_t killed)
     return killed <= it->repeat_at + 64;
 }
 
-static void text_of(const struct item *it, size_t from, size_t to, char *buf, size_t cap)
+/* The tokens' text, whole tokens only, GPT-2's stored space and newline
+ * ("Ġ", "Ċ") as " " and "\n" (newline shown as "|" when bar is set). */
+static void text_of(const struct item *it, size_t from, size_t to, char *buf, size_t cap, int bar)
 {
     size_t at = 0;
-    for (size_t i = from; i < to && i < it->n && at + 1 < cap; i++) {
+    for (size_t i = from; i < to && i < it->n; i++) {
         const char *s;
         size_t len;
-        char piece[64];
         if (gw_tokenizer_token_text(tok, it->toks[i], &s, &len) != 0)
             continue;
-        (void)piece;
-        for (size_t k = 0; k < len && at + 1 < cap; k++)
-            buf[at++] = s[k] == '\n' ? '|' : s[k];
+        if (at + len + 1 > cap)
+            break;
+        for (size_t k = 0; k < len; k++) {
+            if (k + 1 < len && (unsigned char)s[k] == 0xC4 &&
+                ((unsigned char)s[k + 1] == 0xA0 || (unsigned char)s[k + 1] == 0x8A)) {
+                buf[at++] = (unsigned char)s[k + 1] == 0xA0 ? ' ' : bar ? '|' : '\n';
+                k++;
+                continue;
+            }
+            buf[at++] = s[k];
+        }
     }
     buf[at] = 0;
 }
@@ -328,7 +337,7 @@ static void text_of(const struct item *it, size_t from, size_t to, char *buf, si
 static void report(const struct item *it)
 {
     char tail[96];
-    text_of(it, it->n > 24 ? it->n - 24 : 0, it->n, tail, sizeof(tail));
+    text_of(it, it->n > 24 ? it->n - 24 : 0, it->n, tail, sizeof(tail), 1);
     print_message("%-12s %-9s n=%3zu p=%3zu onset=%3zu rep=%3zu runs=%3llu/%3llu | new: %-16s "
                   "%3zu | old: %-10s %3zu | ...%s\n",
                   it->id, kind_names[it->kind], it->n, it->period, it->onset, it->repeat_at,
@@ -435,12 +444,14 @@ static int write_labels(const char *path)
     json_t *arr = json_object_get(fixture, "prompts");
     for (size_t i = 0; i < n_items; i++) {
         const struct item *it = &items[i];
-        char text[2048];
-        text_of(it, 0, it->n, text, sizeof(text));
+        char text[4096];
+        text_of(it, 0, it->n, text, sizeof(text), 0);
         json_t *l = json_pack("{s:s, s:i, s:i, s:i, s:i, s:s}", "kind", kind_names[it->kind],
                               "tokens", (json_int_t)it->n, "period", (json_int_t)it->period,
                               "onset", (json_int_t)it->onset, "repeat_at",
                               (json_int_t)it->repeat_at, "output", text);
+        if (!l)
+            return -1; /* text that is not UTF-8 */
         json_object_set_new(json_array_get(arr, i), "label", l);
     }
     return json_dump_file(fixture, path, JSON_INDENT(1) | JSON_PRESERVE_ORDER);

@@ -326,6 +326,19 @@ static void test_config_names_bad_repetition_limits_exactly(void **state)
     for (size_t i = 0; i < sizeof(want) / sizeof(want[0]); i++)
         if (!strstr(err, want[i]))
             fail_msg("missing \"%s\" in:\n%s", want[i], err);
+    /* the node's own, and 0 turns a rule off there */
+    cfg = load_config("\"watchdog\": {\"repetition\": {\"min_match\": 0},"
+                      " \"near_repetition\": {\"max_period\": 64, \"min_match\": 0},"
+                      " \"collapsed_sampling\": {\"min_top1_percent\": 90, \"min_match\": 20}}",
+                      err, sizeof(err));
+    if (!cfg)
+        fail_msg("%s", err);
+    assert_int_equal(cfg->wd.rep_match, 0);
+    assert_int_equal(cfg->wd.near_period, 64);
+    assert_int_equal(cfg->wd.near_match, 0);
+    assert_int_equal(cfg->wd.col_top1, 90);
+    assert_int_equal(cfg->wd.col_match, 20);
+    gw_config_free(cfg);
     /* a plan sets its own, field by field over the node's */
     cfg = load_full("\"strict\": {\"watchdog\": {\"near_repetition\": {\"min_match\": 60},"
                     " \"collapsed_sampling\": {\"min_top1_percent\": 99}}}",

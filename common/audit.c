@@ -15,8 +15,9 @@
 #define MS UINT64_C(1000000)
 
 static const char *const reason_names[GW_WD_REASONS] = {
-    "max_tokens",       "wall_time",      "device_time",  "repetition",        "divergence",
-    "anomalous_length", "worker_stalled", "output_guard", "unbounded_request",
+    "max_tokens",        "wall_time",        "device_time",        "repetition",
+    "divergence",        "anomalous_length", "worker_stalled",     "output_guard",
+    "unbounded_request", "near_repetition",  "collapsed_sampling",
 };
 
 const char *gw_wd_reason_name(int reason)
@@ -36,8 +37,22 @@ static uint64_t cover(uint64_t rep)
     return (uint64_t)GW_REP_PERIOD(rep) * GW_REP_COUNT(rep);
 }
 
+static uint64_t sat16(uint64_t v)
+{
+    return v > 0xffff ? 0xffff : v;
+}
+
+uint64_t gw_wd_rep_word(uint32_t period, uint64_t count, uint64_t run, int near, uint32_t top1)
+{
+    return GW_REP_WORD(period > 0xffff ? 0xffff : period, sat16(count), sat16(run),
+                       near ? GW_REP_NEAR : 0, top1 > 0xff ? 0xff : top1);
+}
+
 uint64_t gw_wd_rep_fold(uint64_t rep_max, uint64_t rep)
 {
+    /* near words say nothing of an exact cycle: divergence reads exact ones */
+    if (GW_REP_KIND(rep) & GW_REP_NEAR)
+        return rep_max;
     return cover(rep) > cover(rep_max) ? rep : rep_max;
 }
 

@@ -86,12 +86,17 @@ static void parse_own_patterns(struct gw_cfg_cx *c, json_t *o, const char *base,
 
 /* The limit keys of a "watchdog" object (node level and per plan):
  *   "max_tokens", "wall_time_ms", "device_time_ms",
- *   "repetition": {"max_period", "min_count", "min_tokens"},
+ *   "repetition": {"max_period", "min_count", "min_tokens", "min_match"},
+ *   "near_repetition": {"max_period", "min_match"},
+ *   "collapsed_sampling": {"min_top1_percent", "min_match"},
  *   "divergence": {"max_period", "min_tokens"}.
  * In a plan, 0 means "the node's value". */
 static void parse_wd_limits(struct gw_cfg_cx *c, json_t *o, const char *p, struct gw_wd_limits *l)
 {
-    static const char *const rep_keys[] = {"max_period", "min_count", "min_tokens", NULL};
+    static const char *const rep_keys[] = {"max_period", "min_count", "min_tokens", "min_match",
+                                           NULL};
+    static const char *const near_keys[] = {"max_period", "min_match", NULL};
+    static const char *const col_keys[] = {"min_top1_percent", "min_match", NULL};
     static const char *const div_keys[] = {"max_period", "min_tokens", NULL};
     static const char *const len_keys[] = {"floor_tokens", "factor", "warmup", NULL};
     char q[PATH_LEN];
@@ -102,10 +107,24 @@ static void parse_wd_limits(struct gw_cfg_cx *c, json_t *o, const char *p, struc
     if ((r = gw__cfg_get_object(c, o, p, "repetition", 0))) {
         gw__cfg_path_key(q, p, "repetition");
         gw__cfg_check_keys(c, r, q, rep_keys);
-        /* the worker's statistic covers periods up to 32 (GW_REPEAT_MAX_PERIOD) */
-        gw__cfg_get_u32(c, r, q, "max_period", 0, 32, 0, &l->rep_period);
+        /* the worker's statistic covers periods up to 256 (GW_REPEAT_MAX_PERIOD) */
+        gw__cfg_get_u32(c, r, q, "max_period", 0, 256, 0, &l->rep_period);
         gw__cfg_get_u32(c, r, q, "min_count", 0, 1u << 20, 0, &l->rep_count);
         gw__cfg_get_u32(c, r, q, "min_tokens", 0, 1u << 20, 0, &l->rep_tokens);
+        /* the published run saturates at 65535 */
+        gw__cfg_get_u32(c, r, q, "min_match", 0, 65535, 0, &l->rep_match);
+    }
+    if ((r = gw__cfg_get_object(c, o, p, "near_repetition", 0))) {
+        gw__cfg_path_key(q, p, "near_repetition");
+        gw__cfg_check_keys(c, r, q, near_keys);
+        gw__cfg_get_u32(c, r, q, "max_period", 0, 256, 0, &l->near_period);
+        gw__cfg_get_u32(c, r, q, "min_match", 0, 65535, 0, &l->near_match);
+    }
+    if ((r = gw__cfg_get_object(c, o, p, "collapsed_sampling", 0))) {
+        gw__cfg_path_key(q, p, "collapsed_sampling");
+        gw__cfg_check_keys(c, r, q, col_keys);
+        gw__cfg_get_u32(c, r, q, "min_top1_percent", 0, 100, 0, &l->col_top1);
+        gw__cfg_get_u32(c, r, q, "min_match", 0, 65535, 0, &l->col_match);
     }
     if ((r = gw__cfg_get_object(c, o, p, "divergence", 0))) {
         gw__cfg_path_key(q, p, "divergence");
@@ -124,9 +143,17 @@ static void parse_wd_limits(struct gw_cfg_cx *c, json_t *o, const char *p, struc
 }
 
 /* The keys of a plan's or tenant's "watchdog" object. */
-static const char *const wd_limit_keys[] = {
-    "max_tokens",       "wall_time_ms",         "device_time_ms",     "repetition", "divergence",
-    "anomalous_length", "unbounded_cap_tokens", "unbounded_patterns", NULL};
+static const char *const wd_limit_keys[] = {"max_tokens",
+                                            "wall_time_ms",
+                                            "device_time_ms",
+                                            "repetition",
+                                            "near_repetition",
+                                            "collapsed_sampling",
+                                            "divergence",
+                                            "anomalous_length",
+                                            "unbounded_cap_tokens",
+                                            "unbounded_patterns",
+                                            NULL};
 
 void gw__cfg_plan_watchdog(struct gw_cfg_cx *c, json_t *o, const char *p, struct gw_wd_limits *l)
 {
@@ -194,6 +221,8 @@ void gw__cfg_parse_watchdog(struct gw_cfg_cx *c, json_t *root, struct gw_config 
                                        "wall_time_ms",
                                        "device_time_ms",
                                        "repetition",
+                                       "near_repetition",
+                                       "collapsed_sampling",
                                        "divergence",
                                        "anomalous_length",
                                        "interval_ms",
@@ -269,12 +298,19 @@ void gw__cfg_wd_defaults(struct gw_config *cfg)
         .max_tokens = 16384,
         .wall_ms = 600000,
         .device_ms = 300000,
-        /* measured on SmolLM2-135M (docs/CONFIG.md "watchdog"): loops reach
-         * 40 tokens within 40..48 tokens of their start; no ordinary answer
-         * repeated a cycle 3 times over 27 tokens */
-        .rep_period = 32,
+        /* measured on SmolLM2-135M over tests/fixtures/loops.json
+         * (docs/CONFIG.md "watchdog"): a loop is killed rep_match tokens
+         * into its second cycle, near_match tokens into a near one's; the
+         * answers that end by themselves repeated at most 29 tokens in a
+         * row (35 near) unless they were asked for repetitive lists */
+        .rep_period = 128,
         .rep_count = 3,
         .rep_tokens = 40,
+        .rep_match = 32,
+        .near_period = 128,
+        .near_match = 48,
+        .col_top1 = 95,
+        .col_match = 12,
         .div_period = 4,
         .div_tokens = 16,
         /* a tenant's answers are rarely 4x its 99th percentile; until 50

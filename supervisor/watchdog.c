@@ -39,6 +39,31 @@ static uint64_t cover(uint64_t rep)
     return (uint64_t)GW_REP_PERIOD(rep) * GW_REP_COUNT(rep);
 }
 
+/* The repetition detectors on the current word: repetition (exact),
+ * near_repetition (digits ignored), collapsed_sampling (either, sampled
+ * with a near-certain top token); -1 when none. */
+static int judge_repetition(const struct gw_wd_limits *l, uint64_t rep)
+{
+    uint32_t p = GW_REP_PERIOD(rep), c = GW_REP_COUNT(rep), run = GW_REP_RUN(rep);
+    if (p == 0)
+        return -1;
+    if (GW_REP_KIND(rep) & GW_REP_NEAR) {
+        if (l->near_period && l->near_match && p <= l->near_period && run >= l->near_match)
+            return GW_WD_NEAR_REPETITION;
+    } else if (l->rep_period && p <= l->rep_period) {
+        if (l->rep_count && c >= l->rep_count && cover(rep) >= l->rep_tokens)
+            return GW_WD_REPETITION;
+        if (l->rep_match && run >= l->rep_match)
+            return GW_WD_REPETITION;
+    }
+    /* top1 is 1 + percent, 0 for a greedy run: col_top1 0 would be off */
+    uint32_t top1 = GW_REP_TOP1(rep);
+    uint32_t maxp = l->rep_period > l->near_period ? l->rep_period : l->near_period;
+    if (l->col_top1 && l->col_match && top1 >= 1 + l->col_top1 && p <= maxp && run >= l->col_match)
+        return GW_WD_COLLAPSED;
+    return -1;
+}
+
 int gw_wd_judge(const struct gw_wd_limits *l, const struct gw_wd_sample *s)
 {
     if (l->max_tokens && s->tokens > l->max_tokens)
@@ -51,13 +76,14 @@ int gw_wd_judge(const struct gw_wd_limits *l, const struct gw_wd_sample *s)
         return GW_WD_UNBOUNDED;
     if (s->length_limit && s->tokens > s->length_limit)
         return GW_WD_ANOMALOUS_LENGTH;
-    uint32_t p = GW_REP_PERIOD(s->rep), c = GW_REP_COUNT(s->rep);
-    if (l->rep_period && l->rep_count && p >= 1 && p <= l->rep_period && c >= l->rep_count &&
-        cover(s->rep) >= l->rep_tokens)
-        return GW_WD_REPETITION;
+    int why = judge_repetition(l, s->rep);
+    if (why >= 0)
+        return why;
+    /* a near word says the cycle goes on with other numbers: no divergence */
     uint32_t mp = GW_REP_PERIOD(s->rep_max);
     if (l->div_period && l->div_tokens && mp >= 1 && mp <= l->div_period &&
-        cover(s->rep_max) >= l->div_tokens && cover(s->rep) < cover(s->rep_max))
+        !(GW_REP_KIND(s->rep) & GW_REP_NEAR) && cover(s->rep_max) >= l->div_tokens &&
+        cover(s->rep) < cover(s->rep_max))
         return GW_WD_DIVERGENCE;
     return -1;
 }
@@ -78,6 +104,11 @@ void gw_wd_limits_for(const struct gw_config *cfg, const char *tenant, struct gw
     OVER(rep_period);
     OVER(rep_count);
     OVER(rep_tokens);
+    OVER(rep_match);
+    OVER(near_period);
+    OVER(near_match);
+    OVER(col_top1);
+    OVER(col_match);
     OVER(div_period);
     OVER(div_tokens);
     OVER(len_floor);

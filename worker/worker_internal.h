@@ -70,6 +70,7 @@ struct gw_worker {
     int index;
     gw_model *model;
     gw_tokenizer *tok;
+    uint8_t *digit_ids; /* gw_repeat_digit_map: the near-repetition statistic's */
     gw_chat_template ct;
     int have_ct;
     gw_ctx *ctx;

@@ -96,7 +96,9 @@ static void on_step(void *user, const gw_gen_step *st)
         if (wall > j->req.created_us)
             gw_metrics_observe(&j->w->seg, GW_MH_TTFT, (wall - j->req.created_us) * 1000u);
     }
-    uint64_t rep = GW_REP(st->rep_period, st->rep_count);
+    const gw_loop_stat *ls = &st->loop;
+    uint64_t rep =
+        gw_wd_rep_word((uint32_t)ls->period, ls->count, ls->run, ls->near, (uint32_t)ls->top1);
     j->rep_max = gw_wd_rep_fold(j->rep_max, rep);
     struct gw_run_step pub = {.tokens = st->n_tokens,
                               .device_ns = device_us(j) * 1000u,
@@ -305,6 +307,7 @@ static void gen_params(struct gw_job *j)
                      .seed = (j->req.flags & GW_REQ_SEED) ? j->req.seed : gw_mono_ns()},
         .eog_ids = eog,
         .n_eog = n_eog,
+        .digit_ids = w->digit_ids,
         .stops = st->s,
         .n_stops = st->n,
         .cancel_cb = should_cancel,

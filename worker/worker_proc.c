@@ -113,6 +113,9 @@ static int load(struct gw_worker *w, const char *config_path)
         gw__wlog(w, "%s", err);
         return 111;
     }
+    /* the near-repetition statistic folds digit tokens: a map, once */
+    if (gw_repeat_digit_map(w->tok, gw_model_cfg(w->model)->vocab, &w->digit_ids) != 0)
+        gw__wlog(w, "out of memory for the digit map: near repetition is not detected");
     int rc = gw_chat_template_from_gguf(&w->ct, gw_model_gguf(w->model), w->tok, err, sizeof(err));
     if (rc == 0)
         w->have_ct = 1;
@@ -234,6 +237,7 @@ int gw_worker_main(const char *config_path, int index, const struct gw_fds *fds)
     if (w.have_ct)
         gw_chat_template_free(&w.ct);
     gw_tokenizer_free(w.tok);
+    free(w.digit_ids);
     gw_model_free(w.model);
     if (w.seg.base) {
         gw_proc_set_state(&w.seg, GW_PROC_DRAINING);

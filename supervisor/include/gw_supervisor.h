@@ -348,12 +348,18 @@ struct gw_wd_sample {
  * wall_time, device_time), the unbounded-request cap (unbounded and
  * tokens > unb_cap), anomalous length (tokens > length_limit),
  * repetition, divergence; -1 when none:
- *  - repetition: period <= rep_period, count >= rep_count and
- *    period * count >= rep_tokens;
+ *  - repetition (an exact word): period <= rep_period, and count >=
+ *    rep_count and period * count >= rep_tokens, or run >= rep_match;
+ *  - near_repetition (a GW_REP_NEAR word): period <= near_period and
+ *    run >= near_match;
+ *  - collapsed_sampling: a sampled run (top1 != 0) whose mean top-1
+ *    probability is >= col_top1 percent, either kind of word with period
+ *    <= max(rep_period, near_period) and run >= col_match;
  *  - divergence: rep_max has period <= div_period and covered
  *    >= div_tokens tokens, and the current repetition covers fewer (the
  *    cycle broke off: what the "repeat a word forever" extraction attack
- *    looks like when the model starts emitting other text).
+ *    looks like when the model starts emitting other text); not while a
+ *    near word is published (the cycle goes on with other numbers).
  * A zero limit is off. Pure: the tests drive it with scripted sequences. */
 int gw_wd_judge(const struct gw_wd_limits *l, const struct gw_wd_sample *s);
 /* The learned completion lengths (struct gw_lenest, gw_lenest_*) live in

@@ -244,61 +244,78 @@ static void test_repeat_hand_made_sequences(void **state)
     (void)state;
     gw_repeat r;
     assert_int_equal(gw_repeat_init(&r, 32), 0);
-    push_all(&r, "a b a b a b");
+    push_all(&r, "a b a b a b"); /* 6 tokens: no n-gram has repeated yet */
+    assert_int_equal(r.period, 0);
+    push_all(&r, "a b"); /* "abababab": the 6-gram ending here was seen 2 back */
     assert_int_equal(r.period, 2);
-    assert_int_equal(r.count, 3);
-    gw_repeat_init(&r, 32);
-    push_all(&r, "aaaa");
-    assert_int_equal(r.period, 1);
+    assert_int_equal(r.run, 6);
     assert_int_equal(r.count, 4);
+    gw_repeat_init(&r, 32);
+    push_all(&r, "aaaaaaaa");
+    assert_int_equal(r.period, 1);
+    assert_int_equal(r.run, 7);
+    assert_int_equal(r.count, 8);
     gw_repeat_init(&r, 32);
     push_all(&r, "xyz");
     assert_int_equal(r.period, 0);
     assert_int_equal(r.count, 0);
     gw_repeat_init(&r, 32);
-    push_all(&r, "q abc abc ab"); /* "abcabcab": cycle abc, 2 whole repeats */
-    assert_int_equal(r.period, 3);
+    push_all(&r, "q abcdefg abcdef"); /* cycle abcdefg, 6 tokens into its second */
+    assert_int_equal(r.period, 7);
+    assert_int_equal(r.run, 6);
+    assert_int_equal(r.count, 1);
+    gw_repeat_push(&r, 'g');
     assert_int_equal(r.count, 2);
-    gw_repeat_push(&r, 'c');
-    assert_int_equal(r.count, 3);
-    gw_repeat_push(&r, 'x'); /* breaks every cycle */
+    gw_repeat_push(&r, 'x'); /* breaks the cycle */
     assert_int_equal(r.period, 0);
+    assert_int_equal(r.run, 0);
     gw_repeat_init(&r, 2); /* a period above P is not seen */
-    push_all(&r, "abcabcabc");
+    push_all(&r, "abcabcabcabc");
     assert_int_equal(r.period, 0);
-    assert_int_equal(gw_repeat_init(&r, 33), -EINVAL);
+    assert_int_equal(gw_repeat_init(&r, GW_REPEAT_MAX_PERIOD + 1), -EINVAL);
     assert_int_equal(gw_repeat_init(&r, 0), -EINVAL);
+    assert_int_equal(gw_repeat_init(&r, GW_REPEAT_MAX_PERIOD), 0);
 }
 
-/* The incremental statistic equals a brute-force recount after every token
- * of a long sequence over a small alphabet (many cycles start and break). */
+/* Against a brute-force recount after every token of a long sequence over
+ * a small alphabet (many cycles start and break): what the statistic says
+ * is true (its last run tokens equal those period before), and whenever
+ * some period <= P has repeated GW_REPEAT_NGRAM tokens, it sees one. */
 static void test_repeat_incremental_matches_brute_force(void **state)
 {
     (void)state;
-    enum { N = 600, P = 8 };
-    int32_t s[N];
+    enum { N = 4000, P = 128 };
+    static int32_t s[N];
     uint64_t x = 99;
     gw_repeat r;
     gw_repeat_init(&r, P);
+    int due = 0, seen = 0, p = 1;
     for (int n = 0; n < N; n++) {
         x = x * 6364136223846793005ull + 1;
-        /* mostly copy a token from p back, to make long cycles */
-        int p = (int)(x >> 60) % P + 1;
-        s[n] = (n >= p && (x >> 33) % 8 != 0) ? s[n - p] : (int32_t)((x >> 40) % 3);
+        /* mostly copy a token from p back, to make long cycles; p changes
+         * now and then */
+        if ((x >> 20) % 32 == 0)
+            p = (int)(x >> 58) % P + 1;
+        s[n] = (n >= p && (x >> 33) % 16 != 0) ? s[n - p] : (int32_t)((x >> 40) % 5);
         gw_repeat_push(&r, s[n]);
-        int bp = 0;
-        uint64_t bc = 0, best = 0;
+        for (uint64_t i = 0; r.period && i < r.run; i++)
+            assert_int_equal(s[n - (int)i], s[n - (int)i - r.period]);
+        assert_int_equal(r.count, r.period ? (r.run + (uint64_t)r.period) / (uint64_t)r.period : 0);
+        int longest = 0;
         for (int q = 1; q <= P; q++) {
             int run = 0;
             while (n - run - q >= 0 && s[n - run] == s[n - run - q])
                 run++;
-            uint64_t cnt = (uint64_t)(run + q) / (uint64_t)q;
-            if (cnt >= 2 && cnt * (uint64_t)q > best)
-                best = cnt * (uint64_t)q, bp = q, bc = cnt;
+            longest = run > longest ? run : longest;
         }
-        assert_int_equal(r.period, bp);
-        assert_int_equal(r.count, bc);
+        if (longest >= GW_REPEAT_NGRAM) {
+            due++;
+            seen += r.period != 0 && r.run >= GW_REPEAT_NGRAM;
+        }
     }
+    print_message("%d of %d positions with a repeated n-gram seen\n", seen, due);
+    assert_true(due > 1000);
+    assert_int_equal(seen, due);
 }
 
 int main(void)

@@ -33,31 +33,32 @@ static void write_config(int max_batch, int context, int kv, double wa, double w
     char secret_path[256];
     snprintf(secret_path, sizeof(secret_path), "%s/secret.key", S.dir);
     FILE *f = fopen(S.config, "w");
-    fprintf(f,
-            "{\"listen\": [\"127.0.0.1:%d\"], \"fronts\": 2, \"workers\": 1,\n"
-            " \"state_dir\": \"%s/state\",\n"
-            " \"segment\": {\"accounts\": 1024, \"budgets\": 64, \"slots\": 32, \"queue\": 32,\n"
-            "   \"prompt_bytes\": 4096, \"output_bytes\": 8192},\n"
-            " \"model\": {\"path\": \"%s\", \"name\": \"smollm2\", \"device\": \"cpu\",\n"
-            "   \"threads\": 2, \"context\": %d, \"max_batch\": %d, \"kv_cache_tokens\": %d,\n"
-            "   \"prefill_chunk\": 16, \"step_tokens\": 64},\n"
-            " \"auth\": {\"keys\": [{\"kid\": \"test\", \"alg\": \"HS256\", \"secret_file\": "
-            "\"%s\"}],\n"
-            "   \"issuer\": \"gw-test\", \"audience\": \"gpuwarden\", \"leeway_s\": 5},\n"
-            " \"ip\": {\"rate\": [\"1000 per second burst 100\"]},\n"
-            " \"global\": {\"rate\": [\"1000 per second burst 100\"],\n"
-            "   \"budget\": \"1000 GPU-seconds per second\"},\n"
-            " \"plans\": {\n"
-            "   \"a\": {\"rate\": [\"1000 per second burst 100\"], \"budget\": \"1000 GPU-seconds "
-            "per second\", \"max_inflight\": 32, \"max_tokens\": 256, \"weight\": %g},\n"
-            "   \"b\": {\"rate\": [\"1000 per second burst 100\"], \"budget\": \"1000 GPU-seconds "
-            "per second\", \"max_inflight\": 32, \"max_tokens\": 256, \"weight\": %g}},\n"
-            " \"default_plan\": null,\n"
-            " \"tenants\": {\"ta\": {\"plan\": \"a\"}, \"tb\": {\"plan\": \"b\"}},\n"
-            " \"watchdog\": {\"repetition\": {\"min_tokens\": 100000}, \"divergence\": "
-            "{\"min_tokens\": 100000}},\n"
-            " \"cost\": {\"initial_us_per_token\": 2000}}\n",
-            S.port, S.dir, svc_model_path(), context, max_batch, kv, secret_path, wa, wb);
+    fprintf(
+        f,
+        "{\"listen\": [\"127.0.0.1:%d\"], \"fronts\": 2, \"workers\": 1,\n"
+        " \"state_dir\": \"%s/state\",\n"
+        " \"segment\": {\"accounts\": 1024, \"budgets\": 64, \"slots\": 32, \"queue\": 32,\n"
+        "   \"prompt_bytes\": 4096, \"output_bytes\": 8192},\n"
+        " \"model\": {\"path\": \"%s\", \"name\": \"smollm2\", \"device\": \"cpu\",\n"
+        "   \"threads\": 2, \"context\": %d, \"max_batch\": %d, \"kv_cache_tokens\": %d,\n"
+        "   \"prefill_chunk\": 16, \"step_tokens\": 64},\n"
+        " \"auth\": {\"keys\": [{\"kid\": \"test\", \"alg\": \"HS256\", \"secret_file\": "
+        "\"%s\"}],\n"
+        "   \"issuer\": \"gw-test\", \"audience\": \"gpuwarden\", \"leeway_s\": 5},\n"
+        " \"ip\": {\"rate\": [\"1000 per second burst 100\"]},\n"
+        " \"global\": {\"rate\": [\"1000 per second burst 100\"],\n"
+        "   \"budget\": \"1000 GPU-seconds per second\"},\n"
+        " \"plans\": {\n"
+        "   \"a\": {\"rate\": [\"1000 per second burst 100\"], \"budget\": \"1000 GPU-seconds "
+        "per second\", \"max_inflight\": 32, \"max_tokens\": 256, \"weight\": %g},\n"
+        "   \"b\": {\"rate\": [\"1000 per second burst 100\"], \"budget\": \"1000 GPU-seconds "
+        "per second\", \"max_inflight\": 32, \"max_tokens\": 256, \"weight\": %g}},\n"
+        " \"default_plan\": null,\n"
+        " \"tenants\": {\"ta\": {\"plan\": \"a\"}, \"tb\": {\"plan\": \"b\"}},\n"
+        " \"watchdog\": {\"repetition\": {\"min_tokens\": 100000, \"min_match\": 0},\n"
+        "   \"near_repetition\": {\"min_match\": 0}, \"divergence\": {\"min_tokens\": 100000}},\n"
+        " \"cost\": {\"initial_us_per_token\": 2000}}\n",
+        S.port, S.dir, svc_model_path(), context, max_batch, kv, secret_path, wa, wb);
     fclose(f);
 }
 

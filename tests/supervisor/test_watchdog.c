@@ -75,17 +75,23 @@ static struct gw_wd_limits default_limits(void)
     return l;
 }
 
-/* Feeds toks[0, n) the way a worker does and judges after each token as the
- * master does. Returns the 1-based token count at the first kill (and its
- * reason in *why), or 0 when never killed. */
-static size_t drive(const struct gw_wd_limits *l, const int32_t *toks, size_t n, int *why)
+/* Feeds toks[0, n) the way a worker does (digits: the digit map of the
+ * near statistic, NULL none; top1: every sample's top-1 probability, < 0
+ * greedy) and judges after each token as the master does. Returns the
+ * 1-based token count at the first kill (and its reason in *why), or 0
+ * when never killed. */
+static size_t drive_full(const struct gw_wd_limits *l, const int32_t *toks, size_t n,
+                         const uint8_t *digits, float top1, int *why)
 {
-    gw_repeat r;
-    assert_int_equal(gw_repeat_init(&r, GW_REPEAT_MAX_PERIOD), 0);
+    gw_loopwatch w;
+    assert_int_equal(gw_loopwatch_init(&w, GW_REPEAT_MAX_PERIOD, digits), 0);
     uint64_t rep_max = 0;
     for (size_t i = 0; i < n; i++) {
-        gw_repeat_push(&r, toks[i]);
-        uint64_t rep = GW_REP(r.period, r.count);
+        gw_loopwatch_push(&w, toks[i], top1);
+        gw_loop_stat ls;
+        gw_loopwatch_stat(&w, &ls);
+        uint64_t rep =
+            gw_wd_rep_word((uint32_t)ls.period, ls.count, ls.run, ls.near, (uint32_t)ls.top1);
         rep_max = gw_wd_rep_fold(rep_max, rep);
         struct gw_wd_sample s = {.tokens = i + 1, .rep = rep, .rep_max = rep_max};
         int reason = gw_wd_judge(l, &s);
@@ -96,6 +102,11 @@ static size_t drive(const struct gw_wd_limits *l, const int32_t *toks, size_t n,
     }
     *why = -1;
     return 0;
+}
+
+static size_t drive(const struct gw_wd_limits *l, const int32_t *toks, size_t n, int *why)
+{
+    return drive_full(l, toks, n, NULL, -1, why);
 }
 
 /* Distinct tokens (no cycle of period <= 32 ever repeats): an LCG over a
@@ -115,18 +126,22 @@ static void test_repetition_kills_a_three_token_cycle_at_the_configured_cover(vo
 {
     (void)state;
     struct gw_wd_limits l = default_limits();
-    assert_int_equal(l.rep_period, 32);
+    assert_int_equal(l.rep_period, 128);
     assert_int_equal(l.rep_count, 3);
     assert_int_equal(l.rep_tokens, 40);
+    assert_int_equal(l.rep_match, 32);
     int32_t t[200];
     size_t n = ordinary(t, 10, 1);
     for (size_t i = 0; i < 120; i++)
         t[n++] = (int32_t)(7 + i % 3); /* 7 8 9 7 8 9 ... from token 11 on */
     int why;
     size_t k = drive(&l, t, n, &why);
-    /* cover = 3 * floor((run + 3) / 3) reaches 40 first at 42 loop tokens */
+    /* the second cycle starts at loop token 4; 32 tokens match at the 35th
+     * (before cover = 3 * floor((run + 3) / 3) reaches 40) */
     assert_int_equal(why, GW_WD_REPETITION);
-    assert_int_equal(k, 10 + 42);
+    assert_int_equal(k, 10 + 3 + 32);
+    l.rep_match = 0; /* the cover rule alone: 40 first at 42 loop tokens */
+    assert_int_equal(drive(&l, t, n, &why), 10 + 42);
 }
 
 static void test_repetition_kills_a_single_token_loop_after_rep_tokens(void **state)
@@ -138,13 +153,13 @@ static void test_repetition_kills_a_single_token_loop_after_rep_tokens(void **st
     for (int i = 0; i < 90; i++)
         t[n++] = 42;
     int why;
-    /* period 1: 40 in a row, but the 40th is the first that breaks nothing
-     * older: divergence does not fire while the loop keeps going */
-    assert_int_equal(drive(&l, t, n, &why), 5 + 40);
+    /* period 1: the first 42 is the cycle, the next 32 match it;
+     * divergence does not fire while the loop keeps going */
+    assert_int_equal(drive(&l, t, n, &why), 5 + 1 + 32);
     assert_int_equal(why, GW_WD_REPETITION);
 }
 
-static void test_repetition_of_a_long_period_needs_three_repeats(void **state)
+static void test_repetition_of_a_long_period_is_killed_32_tokens_into_its_second_cycle(void **state)
 {
     (void)state;
     struct gw_wd_limits l = default_limits();
@@ -156,10 +171,11 @@ static void test_repetition_of_a_long_period_needs_three_repeats(void **state)
         for (int i = 0; i < 30; i++)
             t[n++] = cyc[i];
     int why;
-    /* period 30: two repeats cover 60 tokens but count 2 < 3; the third
-     * completes at 90 loop tokens */
-    assert_int_equal(drive(&l, t, n, &why), 3 + 90);
+    /* period 30: one cycle, then 32 tokens of the second */
+    assert_int_equal(drive(&l, t, n, &why), 3 + 30 + 32);
     assert_int_equal(why, GW_WD_REPETITION);
+    l.rep_match = 0; /* the cover rule needs three cycles: 90 loop tokens */
+    assert_int_equal(drive(&l, t, n, &why), 3 + 90);
 }
 
 static void test_ordinary_tokens_are_never_killed(void **state)
@@ -186,6 +202,157 @@ static void test_a_period_above_max_period_is_not_a_repetition(void **state)
         t[n++] = (int32_t)(100 + i % 5); /* period 5 */
     int why;
     assert_int_equal(drive(&l, t, n, &why), 0);
+}
+
+static void test_a_128_token_paragraph_is_killed_and_a_200_token_one_is_not(void **state)
+{
+    (void)state;
+    struct gw_wd_limits l = default_limits();
+    int32_t t[700], cyc[200];
+    size_t n = ordinary(t, 7, 5);
+    ordinary(cyc, 200, 77);
+    for (int rep = 0; rep < 3; rep++)
+        for (int i = 0; i < 128; i++)
+            t[n++] = cyc[i];
+    int why;
+    assert_int_equal(drive(&l, t, n, &why), 7 + 128 + 32);
+    assert_int_equal(why, GW_WD_REPETITION);
+    n = ordinary(t, 7, 5);
+    for (int rep = 0; rep < 3; rep++)
+        for (int i = 0; i < 200; i++)
+            t[n++] = cyc[i];
+    assert_int_equal(drive(&l, t, n, &why), 0); /* period 200 > max_period 128 */
+    l.rep_period = 256;
+    assert_int_equal(drive(&l, t, n, &why), 7 + 200 + 32);
+}
+
+/* Token ids 10..19 are the digits 0..9 (the digit map below); a line is
+ * "<number> . Texas \n". */
+static uint8_t digit_map[1 << 19]; /* every id ordinary() makes */
+static size_t counting_line(int32_t *t, int number, int32_t word)
+{
+    size_t n = 0;
+    char buf[16];
+    int len = snprintf(buf, sizeof(buf), "%d", number);
+    for (int i = 0; i < len; i++)
+        t[n++] = 10 + (buf[i] - '0');
+    t[n++] = 50; /* "." */
+    t[n++] = word;
+    t[n++] = 52; /* "\n" */
+    return n;
+}
+
+static void test_near_repetition_kills_a_counting_list_the_exact_one_misses(void **state)
+{
+    (void)state;
+    struct gw_wd_limits l = default_limits();
+    assert_int_equal(l.near_period, 128);
+    assert_int_equal(l.near_match, 48);
+    for (int i = 10; i < 20; i++)
+        digit_map[i] = 1;
+    int32_t t[800];
+    size_t n = ordinary(t, 9, 6), second = 0;
+    for (int k = 94; k < 200; k++) { /* crosses 99 -> 100: one more digit token */
+        n += counting_line(t + n, k, 51);
+        if (k == 94)
+            second = n; /* where the first repeated line starts */
+    }
+    int why;
+    size_t at = drive_full(&l, t, n, digit_map, -1, &why);
+    assert_int_equal(why, GW_WD_NEAR_REPETITION);
+    /* 48 tokens matched, the digit runs the n-gram stood for counted as
+     * one: 50 tokens after the first repeated line began (spec: 64) */
+    assert_int_equal(at - second, 50);
+    assert_int_equal(drive_full(&l, t, n, NULL, -1, &why), 0); /* the exact statistic alone */
+    l.near_match = 0;
+    assert_int_equal(drive_full(&l, t, n, digit_map, -1, &why), 0);
+}
+
+static void test_near_repetition_ignores_a_list_whose_words_change(void **state)
+{
+    (void)state;
+    struct gw_wd_limits l = default_limits();
+    for (int i = 10; i < 20; i++)
+        digit_map[i] = 1;
+    int32_t t[800];
+    size_t n = ordinary(t, 9, 6);
+    for (int k = 1; k < 120; k++)
+        n += counting_line(t + n, k, 1000 + k); /* "1. Texas", "2. Ohio", ... */
+    int why;
+    assert_int_equal(drive_full(&l, t, n, digit_map, -1, &why), 0);
+}
+
+static void test_collapsed_sampling_kills_a_sampled_loop_at_its_own_match(void **state)
+{
+    (void)state;
+    struct gw_wd_limits l = default_limits();
+    assert_int_equal(l.col_top1, 95);
+    assert_int_equal(l.col_match, 12);
+    int32_t t[200], cyc[20];
+    size_t n = ordinary(t, 40, 8); /* fills the 32-sample top-1 window */
+    ordinary(cyc, 20, 88);
+    for (int rep = 0; rep < 5; rep++)
+        for (int i = 0; i < 20; i++)
+            t[n++] = cyc[i];
+    int why;
+    assert_int_equal(drive_full(&l, t, n, NULL, 0.99f, &why), 40 + 20 + 12);
+    assert_int_equal(why, GW_WD_COLLAPSED);
+    /* a spread distribution: the plain repetition limit */
+    assert_int_equal(drive_full(&l, t, n, NULL, 0.60f, &why), 40 + 20 + 32);
+    assert_int_equal(why, GW_WD_REPETITION);
+    /* greedy runs publish no top-1: never collapsed */
+    assert_int_equal(drive_full(&l, t, n, NULL, -1, &why), 40 + 20 + 32);
+    assert_int_equal(why, GW_WD_REPETITION);
+}
+
+static void test_config_names_bad_repetition_limits_exactly(void **state)
+{
+    (void)state;
+    char err[2048];
+    struct gw_config *cfg =
+        load_config("\"watchdog\": {\"repetition\": {\"max_period\": 257, \"min_match\": -1},"
+                    " \"near_repetition\": {\"max_period\": 300, \"min_macth\": 3},"
+                    " \"collapsed_sampling\": {\"min_top1_percent\": 101, \"min_match\": 70000}}",
+                    err, sizeof(err));
+    assert_null(cfg);
+    static const char *const want[] = {
+        "config: watchdog.repetition.max_period: expected an integer in [0, 256]",
+        "config: watchdog.repetition.min_match: expected an integer in [0, 65535]",
+        "config: watchdog.near_repetition.min_macth: unknown key",
+        "config: watchdog.near_repetition.max_period: expected an integer in [0, 256]",
+        "config: watchdog.collapsed_sampling.min_top1_percent: expected an integer in [0, 100]",
+        "config: watchdog.collapsed_sampling.min_match: expected an integer in [0, 65535]",
+    };
+    for (size_t i = 0; i < sizeof(want) / sizeof(want[0]); i++)
+        if (!strstr(err, want[i]))
+            fail_msg("missing \"%s\" in:\n%s", want[i], err);
+    /* the node's own, and 0 turns a rule off there */
+    cfg = load_config("\"watchdog\": {\"repetition\": {\"min_match\": 0},"
+                      " \"near_repetition\": {\"max_period\": 64, \"min_match\": 0},"
+                      " \"collapsed_sampling\": {\"min_top1_percent\": 90, \"min_match\": 20}}",
+                      err, sizeof(err));
+    if (!cfg)
+        fail_msg("%s", err);
+    assert_int_equal(cfg->wd.rep_match, 0);
+    assert_int_equal(cfg->wd.near_period, 64);
+    assert_int_equal(cfg->wd.near_match, 0);
+    assert_int_equal(cfg->wd.col_top1, 90);
+    assert_int_equal(cfg->wd.col_match, 20);
+    gw_config_free(cfg);
+    /* a plan sets its own, field by field over the node's */
+    cfg = load_full("\"strict\": {\"watchdog\": {\"near_repetition\": {\"min_match\": 60},"
+                    " \"collapsed_sampling\": {\"min_top1_percent\": 99}}}",
+                    "\"acme\": {\"plan\": \"strict\"}", NULL, err, sizeof(err));
+    if (!cfg)
+        fail_msg("%s", err);
+    struct gw_wd_limits l;
+    gw_wd_limits_for(cfg, "acme", &l);
+    assert_int_equal(l.near_match, 60);
+    assert_int_equal(l.near_period, 128);
+    assert_int_equal(l.col_top1, 99);
+    assert_int_equal(l.col_match, 12);
+    assert_int_equal(l.rep_match, 32);
+    gw_config_free(cfg);
 }
 
 /* ------------------------------------------------------- divergence */
@@ -243,7 +410,7 @@ static void test_a_long_period_repetition_then_a_change_is_not_divergence(void *
     int32_t t[200], cyc[8];
     size_t n = ordinary(t, 4, 10);
     ordinary(cyc, 8, 11);
-    for (int rep = 0; rep < 4; rep++) /* period 8 x 4 = 32 tokens: under both */
+    for (int rep = 0; rep < 3; rep++) /* period 8 x 3 = 24 tokens: under every limit */
         for (int i = 0; i < 8; i++)
             t[n++] = cyc[i];
     n += ordinary(t + n, 100, 12);
@@ -325,8 +492,9 @@ static void test_reason_codes_round_trip_through_the_cancel_word(void **state)
 {
     (void)state;
     static const char *const names[GW_WD_REASONS] = {
-        "max_tokens",       "wall_time",      "device_time",  "repetition",       "divergence",
-        "anomalous_length", "worker_stalled", "output_guard", "unbounded_request"};
+        "max_tokens",        "wall_time",        "device_time",       "repetition",
+        "divergence",        "anomalous_length", "worker_stalled",    "output_guard",
+        "unbounded_request", "near_repetition",  "collapsed_sampling"};
     for (int r = 0; r < GW_WD_REASONS; r++) {
         assert_int_equal(gw_wd_reason_of_cancel(GW_WD_CANCEL(r)), r);
         assert_string_equal(gw_wd_reason_name(r), names[r]);
@@ -665,7 +833,13 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_repetition_kills_a_three_token_cycle_at_the_configured_cover),
         cmocka_unit_test(test_repetition_kills_a_single_token_loop_after_rep_tokens),
-        cmocka_unit_test(test_repetition_of_a_long_period_needs_three_repeats),
+        cmocka_unit_test(
+            test_repetition_of_a_long_period_is_killed_32_tokens_into_its_second_cycle),
+        cmocka_unit_test(test_a_128_token_paragraph_is_killed_and_a_200_token_one_is_not),
+        cmocka_unit_test(test_near_repetition_kills_a_counting_list_the_exact_one_misses),
+        cmocka_unit_test(test_near_repetition_ignores_a_list_whose_words_change),
+        cmocka_unit_test(test_collapsed_sampling_kills_a_sampled_loop_at_its_own_match),
+        cmocka_unit_test(test_config_names_bad_repetition_limits_exactly),
         cmocka_unit_test(test_ordinary_tokens_are_never_killed),
         cmocka_unit_test(test_a_period_above_max_period_is_not_a_repetition),
         cmocka_unit_test(test_divergence_after_a_long_single_token_run_is_killed),

@@ -93,7 +93,8 @@ static void on_step(void *user, const gw_gen_step *st)
     struct run *r = user;
     if (r->n < MAX_GEN)
         r->toks[r->n++] = st->token;
-    uint64_t rep = GW_REP(st->rep_period, st->rep_count);
+    uint64_t rep = gw_wd_rep_word((uint32_t)st->loop.period, st->loop.count, st->loop.run,
+                                  st->loop.near, (uint32_t)st->loop.top1);
     r->rep_max = gw_wd_rep_fold(r->rep_max, rep);
     struct gw_wd_sample s = {.tokens = st->n_tokens, .rep = rep, .rep_max = r->rep_max};
     int why = gw_wd_judge(&limits, &s);

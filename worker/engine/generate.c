@@ -92,7 +92,8 @@ struct gw_gen {
     int32_t *out; /* the caller's, may be NULL */
     size_t out_cap;
     gw_sampler *smp;
-    gw_repeat rep;
+    gw_loopwatch rep; /* the repetition detectors, this sequence's own */
+    float top1;       /* the last sample's top-1 probability, -1 greedy */
     struct text txt;
     gw_gen_result res;
     int done, err;
@@ -127,8 +128,9 @@ int gw_gen_new(gw_ctx *c, const int32_t *prompt, size_t n_prompt, const gw_gen_p
     int rc = -ENOMEM;
     if (!g || !(g->prompt = malloc(n_prompt * sizeof(int32_t))))
         goto fail;
-    if ((rc = gw_repeat_init(&g->rep, p->repeat_max_period ? p->repeat_max_period
-                                                           : GW_REPEAT_MAX_PERIOD)) < 0 ||
+    if ((rc = gw_loopwatch_init(&g->rep,
+                                p->repeat_max_period ? p->repeat_max_period : GW_REPEAT_MAX_PERIOD,
+                                p->digit_ids)) < 0 ||
         (rc = gw_sampler_new(&p->sampling, gw_model_cfg(gw_ctx_model(c))->vocab, &g->smp)) < 0)
         goto fail;
     memcpy(g->prompt, prompt, n_prompt * sizeof(int32_t));
@@ -272,8 +274,12 @@ static long token_text(gw_gen *g, int32_t tok)
 /* After the pass: the generation's new token from its logits. */
 static int32_t sample(gw_gen *g, float *logits)
 {
-    if (g->p.sampling.temperature > 0)
-        return gw_sampler_sample(g->smp, logits);
+    if (g->p.sampling.temperature > 0) {
+        int32_t tok = gw_sampler_sample(g->smp, logits);
+        g->top1 = gw_sampler_top1(g->smp);
+        return tok;
+    }
+    g->top1 = -1;
     int vocab = gw_model_cfg(gw_ctx_model(g->c))->vocab;
     int32_t tok = 0;
     for (int i = 1; i < vocab; i++)
@@ -304,7 +310,7 @@ static void take_token(gw_gen *g, int32_t tok, uint64_t step_ns)
         g->out[g->res.n_tokens] = tok;
     g->res.n_tokens++;
     g->last = tok;
-    gw_repeat_push(&g->rep, tok);
+    gw_loopwatch_push(&g->rep, tok, replay ? -1 : g->top1);
     long stop_at = token_text(g, tok);
     if (stop_at == -2) {
         g->err = -ENOMEM;
@@ -316,8 +322,9 @@ static void take_token(gw_gen *g, int32_t tok, uint64_t step_ns)
                           .token = tok,
                           .step_ns = step_ns,
                           .device_ns = g->pending_us * 1000u,
-                          .rep_period = g->rep.period,
-                          .rep_count = g->rep.count};
+                          .rep_period = g->rep.exact.period,
+                          .rep_count = g->rep.exact.count};
+        gw_loopwatch_stat(&g->rep, &st.loop);
         p->on_step(p->user, &st);
     }
     if (!replay)

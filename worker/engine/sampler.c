@@ -17,6 +17,7 @@ struct gw_sampler {
     int vocab;
     uint64_t rng;
     struct cand *c; /* vocab entries of scratch */
+    float top1;     /* the last sample's top-1 probability after temperature */
 };
 
 /* splitmix64 turns any seed (0 included) into a good non-zero state. */
@@ -112,6 +113,11 @@ static int32_t argmax(const float *x, int n)
     return best;
 }
 
+float gw_sampler_top1(const gw_sampler *s)
+{
+    return s->top1;
+}
+
 int32_t gw_sampler_sample(gw_sampler *s, float *logits)
 {
     int n = s->vocab;
@@ -128,6 +134,7 @@ int32_t gw_sampler_sample(gw_sampler *s, float *logits)
     }
     for (int i = 0; i < n; i++)
         logits[i] /= sum;
+    s->top1 = 1.0f / sum; /* the largest logit's exp is exactly 1 */
 
     bool use_k = s->p.top_k > 0 && s->p.top_k < n;
     bool use_p = s->p.top_p > 0 && s->p.top_p < 1;

@@ -74,21 +74,26 @@ struct gw_window {
  * object overrides single fields (0 there = the node's value). At node
  * level 0 turns a detector off. */
 struct gw_wd_limits {
-    uint32_t max_tokens; /* generated tokens */
-    uint32_t wall_ms;    /* run time since a worker took the request */
-    uint32_t device_ms;  /* device time used */
-    uint32_t rep_period; /* repetition: a cycle of period <= rep_period tokens ... */
-    uint32_t rep_count;  /* ... repeated at least rep_count times in a row ... */
-    uint32_t rep_tokens; /* ... covering at least rep_tokens tokens */
-    uint32_t div_period; /* divergence: a cycle of period <= div_period ... */
-    uint32_t div_tokens; /* ... that covered >= div_tokens tokens, then broke off */
-    uint32_t len_floor;  /* anomalous length: killed beyond max(len_floor, ... */
-    uint32_t len_factor; /* ... len_factor x the tenant's learned p99 length) once ... */
-    uint32_t len_warmup; /* ... len_warmup completions were seen; the floor before */
-    uint32_t unb_cap;    /* unbounded request: a request flagged GW_REQ_UNBOUNDED is killed
-                            beyond unb_cap tokens; 0 at node level: off */
-    uint32_t unb_list;   /* the patterns that flag it: 0 = the node's (gw_config.unbounded),
-                            k = gw_config.unb_lists[k - 1] (a plan's or tenant's own) */
+    uint32_t max_tokens;  /* generated tokens */
+    uint32_t wall_ms;     /* run time since a worker took the request */
+    uint32_t device_ms;   /* device time used */
+    uint32_t rep_period;  /* repetition: a cycle of period <= rep_period tokens ... */
+    uint32_t rep_count;   /* ... repeated at least rep_count times in a row ... */
+    uint32_t rep_tokens;  /* ... covering at least rep_tokens tokens; or ... */
+    uint32_t rep_match;   /* ... whose second cycle matched rep_match tokens in a row */
+    uint32_t near_period; /* near repetition: a cycle of period <= near_period symbols ... */
+    uint32_t near_match;  /* ... once digits are ignored, matched near_match tokens in a row */
+    uint32_t col_top1;    /* collapsed sampling: sampled, mean top-1 >= col_top1 percent ... */
+    uint32_t col_match;   /* ... and an exact or near cycle matched col_match tokens */
+    uint32_t div_period;  /* divergence: a cycle of period <= div_period ... */
+    uint32_t div_tokens;  /* ... that covered >= div_tokens tokens, then broke off */
+    uint32_t len_floor;   /* anomalous length: killed beyond max(len_floor, ... */
+    uint32_t len_factor;  /* ... len_factor x the tenant's learned p99 length) once ... */
+    uint32_t len_warmup;  /* ... len_warmup completions were seen; the floor before */
+    uint32_t unb_cap;     /* unbounded request: a request flagged GW_REQ_UNBOUNDED is killed
+                             beyond unb_cap tokens; 0 at node level: off */
+    uint32_t unb_list;    /* the patterns that flag it: 0 = the node's (gw_config.unbounded),
+                             k = gw_config.unb_lists[k - 1] (a plan's or tenant's own) */
 };
 
 /* Patterns that flag a prompt asking for endless output ("forever",

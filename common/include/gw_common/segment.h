@@ -28,7 +28,9 @@
                       * 7: a VTC counter in each budget record, the plan's                         \
                       * weight_milli in the slot request (both in former                           \
                       * padding: no size changed); 8: resume_tokens in the                         \
-                      * config, a resume area after each slot's output */
+                      * config, a resume area after each slot's output;                            \
+                      * 9: the repetition word's run, kind and top-1 fields                        \
+                      * (same size), two more kill reasons */
 #define GW_PROBE 16  /* accounts live within 16 entries of home */
 #define GW_ID_MAX 40 /* bytes of account id kept for display */
 
@@ -341,6 +343,10 @@ enum gw_wd_reason {
     GW_WD_OUTPUT_GUARD,     /* "output_guard": a kill pattern matched the output */
     GW_WD_UNBOUNDED,        /* "unbounded_request": the prompt asked for endless output
                                (GW_REQ_UNBOUNDED) and the run passed the lower cap */
+    GW_WD_NEAR_REPETITION,  /* "near_repetition": a cycle repeated with only its numbers
+                               changed ("94. Texas / 95. Texas") */
+    GW_WD_COLLAPSED,        /* "collapsed_sampling": sampled at temperature > 0 with a
+                               near-certain top token while repeating */
     GW_WD_REASONS
 };
 
@@ -719,17 +725,36 @@ uint32_t gw_req_weight_milli(const struct gw_slot_req *req);
 
 /* The client-facing name of a reason ("max_tokens", "wall_time",
  * "device_time", "repetition", "divergence", "anomalous_length",
- * "worker_stalled", "output_guard", "unbounded_request"); "watchdog" for an
+ * "worker_stalled", "output_guard", "unbounded_request", "near_repetition",
+ * "collapsed_sampling"); "watchdog" for an
  * unknown one. */
 const char *gw_wd_reason_name(int reason);
 /* The reason a cancel word carries, or -1 when it is not the watchdog's. */
 int gw_wd_reason_of_cancel(uint32_t cancel);
 #define GW_WD_CANCEL(reason) ((uint32_t)GW_CANCEL_WATCHDOG + (uint32_t)(reason))
 
-/* Repetition words (gw_slot_run.rep): period << 32 | count. */
-#define GW_REP(period, count) ((uint64_t)(uint32_t)(period) << 32 | (uint32_t)(count))
-#define GW_REP_PERIOD(w) ((uint32_t)((w) >> 32))
-#define GW_REP_COUNT(w) ((uint32_t)(w))
+/* Repetition words (gw_slot_run.rep), one 64-bit word so that a scan reads
+ * a consistent statistic without a lock:
+ *   bits  0..15 count:  cycles in a row, (run + period) / period, saturated
+ *   bits 16..31 run:    consecutive recent tokens equal to the one `period`
+ *                       before (the repeated part after the first cycle)
+ *   bits 32..47 period: the cycle's length in tokens, 0 = no repetition
+ *   bits 48..55 kind:   GW_REP_NEAR: found on the digit-normalised stream
+ *   bits 56..63 top1:   0 = greedy (not sampled); else 1 + the mean top-1
+ *                       probability in percent over the last 32 samples
+ * GW_REP(period, count) is the plain word older callers build (run 0). */
+#define GW_REP(period, count) ((uint64_t)(uint16_t)(period) << 32 | (uint16_t)(count))
+#define GW_REP_WORD(period, count, run, kind, top1)                                                \
+    ((uint64_t)(uint8_t)(top1) << 56 | (uint64_t)(uint8_t)(kind) << 48 | GW_REP(period, count) |   \
+     (uint64_t)(uint16_t)(run) << 16)
+#define GW_REP_PERIOD(w) ((uint32_t)((w) >> 32) & 0xffffu)
+#define GW_REP_COUNT(w) ((uint32_t)(w)&0xffffu)
+#define GW_REP_RUN(w) ((uint32_t)((w) >> 16) & 0xffffu)
+#define GW_REP_KIND(w) ((uint32_t)((w) >> 48) & 0xffu)
+#define GW_REP_TOP1(w) ((uint32_t)((w) >> 56))
+#define GW_REP_NEAR 1u /* kind: the cycle repeats once digits are ignored */
+/* The word for a detector's result, count and run saturated at 65535. */
+uint64_t gw_wd_rep_word(uint32_t period, uint64_t count, uint64_t run, int near, uint32_t top1);
 /* The longer (period * count) of the run's longest repetition so far and
  * the current one: what the worker publishes as rep_max after each token. */
 uint64_t gw_wd_rep_fold(uint64_t rep_max, uint64_t rep);

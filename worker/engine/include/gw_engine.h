@@ -368,32 +368,92 @@ void gw_sampler_free(gw_sampler *s);
 /* Picks a token from logits[0, vocab) (the array is modified: scaled and
  * turned into probabilities). */
 int32_t gw_sampler_sample(gw_sampler *s, float *logits);
+/* The top-1 probability of the distribution the last gw_sampler_sample
+ * drew from (after temperature, before top-k/top-p): what the collapsed
+ * sampling detector averages. */
+float gw_sampler_top1(const gw_sampler *s);
 
 /* ======================================================================
  * Repetition statistic (repeat.c)
  *
- * After each token: the period p (1 <= p <= max_period) of the shortest
- * cycle that the most recent tokens repeat, and how many times in a row it
- * repeats. Among the periods whose cycle repeats at least twice, the one
- * that covers the most recent tokens (count * p) wins, ties to the shorter;
- * "a b a b a b" gives p = 2, count = 3. With no repeated cycle, period and
- * count are 0. O(max_period) per token.
+ * After each token: the period p (1 <= p <= max_period) of a cycle that
+ * the most recent tokens repeat, run = how many of the most recent tokens
+ * equal the token p before them (the part after the first cycle), and
+ * count = (run + p) / p; "a b a b a b" gives p = 2, run 4, count 3. A
+ * cycle is seen once GW_REPEAT_NGRAM of its tokens have repeated: a rolling
+ * hash of the last GW_REPEAT_NGRAM tokens is looked up in a small table of
+ * the positions where each recent n-gram ended, so the period offered is
+ * the distance to the n-gram's latest earlier occurrence (the shortest),
+ * checked token by token against a ring of recent tokens. O(1) per token:
+ * one comparison while a cycle holds, one lookup and at most
+ * GW_REPEAT_NGRAM + GW_REPEAT_BACK comparisons when none does. With no
+ * repeated cycle, period, run and count are 0.
+ *
+ * The near statistic is the same over a stream where every maximal run of
+ * digit tokens (gw_repeat_digit_map) stands as one symbol: "94. Texas"
+ * then "95. Texas" is a cycle there. Its run counts every token, digits
+ * included.
  * ====================================================================== */
 
-#define GW_REPEAT_MAX_PERIOD 32
+#define GW_REPEAT_MAX_PERIOD 256
+#define GW_REPEAT_NGRAM 6    /* tokens that must repeat before a cycle is offered */
+#define GW_REPEAT_BACK 32    /* how far a newly offered cycle's run is traced back */
+#define GW_REPEAT_RING 512   /* recent tokens kept: >= max period + GW_REPEAT_BACK */
+#define GW_REPEAT_TABLE 1024 /* n-gram table slots (power of two) */
 
 typedef struct gw_repeat {
-    int max_period;                         /* P */
-    uint64_t n;                             /* tokens seen */
-    int32_t ring[GW_REPEAT_MAX_PERIOD];     /* last P tokens, at n % P */
-    uint64_t run[GW_REPEAT_MAX_PERIOD + 1]; /* run[p]: consecutive t with tok[t] == tok[t-p] */
-    int period;                             /* result after the last token */
+    int max_period;               /* P */
+    uint64_t n;                   /* tokens seen */
+    uint64_t hash;                /* rolling hash of the last GW_REPEAT_NGRAM tokens */
+    int32_t ring[GW_REPEAT_RING]; /* token t at t % GW_REPEAT_RING */
+    struct {
+        uint64_t hash; /* the n-gram's hash */
+        uint64_t end;  /* 1 + the index of its last token; 0: empty */
+    } table[GW_REPEAT_TABLE];
+    int period; /* result after the last token */
+    uint64_t run;
     uint64_t count;
 } gw_repeat;
 
 /* max_period in 1..GW_REPEAT_MAX_PERIOD; returns -EINVAL otherwise. */
 int gw_repeat_init(gw_repeat *r, int max_period);
 void gw_repeat_push(gw_repeat *r, int32_t token);
+/* A token that the near stream folds into the previous symbol (a digit
+ * after a digit): it extends the current run without being a symbol. */
+void gw_repeat_extend(gw_repeat *r);
+
+/* The vocabulary's digit tokens: (*out)[id] = 1 when the token's text is
+ * ASCII digits, with at most one leading space (GPT-2's "Ġ" counts).
+ * *out is malloc'd, vocab bytes. */
+struct gw_tokenizer;
+int gw_repeat_digit_map(const struct gw_tokenizer *t, int vocab, uint8_t **out);
+
+/* All of a sequence's detectors: the exact and near statistics and the
+ * sampler's recent top-1 probabilities (temperature > 0 only). */
+#define GW_TOP1_WINDOW 32
+typedef struct gw_loopwatch {
+    gw_repeat exact, near;
+    const uint8_t *digits;        /* gw_repeat_digit_map, NULL: near off */
+    int32_t prev_digit;           /* the last token was a digit */
+    uint8_t top1[GW_TOP1_WINDOW]; /* percent, at i % GW_TOP1_WINDOW */
+    uint32_t top1_sum, n_top1;
+} gw_loopwatch;
+
+int gw_loopwatch_init(gw_loopwatch *w, int max_period, const uint8_t *digits);
+/* After each token; top1 is the sampled distribution's top-1 probability,
+ * negative for a greedy pick. */
+void gw_loopwatch_push(gw_loopwatch *w, int32_t token, float top1);
+/* What the detectors say after a token: the exact statistic, or the near
+ * one (near = 1) when its run is the longer; top1 = 1 + the window's mean
+ * top-1 probability in percent once it holds GW_TOP1_WINDOW samples, else
+ * 0. The worker publishes it as one word (gw_wd_rep_word, gw_common.h). */
+typedef struct gw_loop_stat {
+    int period;
+    uint64_t run, count;
+    int near;
+    int top1;
+} gw_loop_stat;
+void gw_loopwatch_stat(const gw_loopwatch *w, gw_loop_stat *out);
 
 /* ======================================================================
  * Generation loop (generate.c)
@@ -418,8 +478,9 @@ typedef struct gw_gen_step {
     uint64_t step_ns;   /* CLOCK_MONOTONIC wall time of this step (forward + sampling) */
     uint64_t device_ns; /* device time of the forward passes behind this token
                            (the first token's includes the prompt) */
-    int rep_period;     /* repetition statistic after this token */
+    int rep_period;     /* exact repetition statistic after this token */
     uint64_t rep_count;
+    gw_loop_stat loop; /* all detectors after this token (gw_loopwatch_stat) */
 } gw_gen_step;
 
 typedef struct gw_gen_params {
@@ -429,7 +490,8 @@ typedef struct gw_gen_params {
     size_t n_eog;
     const char *const *stops; /* stop sequences, matched on the text */
     size_t n_stops;
-    int repeat_max_period; /* 0: GW_REPEAT_MAX_PERIOD */
+    int repeat_max_period;    /* 0: GW_REPEAT_MAX_PERIOD */
+    const uint8_t *digit_ids; /* gw_repeat_digit_map, NULL: no near statistic */
 
     /* Cancel: checked before each token (so a flag set from on_step after
      * token k stops the generation with exactly k tokens); either or both.

@@ -275,13 +275,13 @@ static void crash_under_streams(int victim)
 {
     char *solo[4];
     for (int i = 0; i < 4; i++)
-        assert_non_null(solo[i] = complete("ta", prompts[i], 60, NULL));
+        assert_non_null(solo[i] = complete("ta", prompts[i], 160, NULL));
     pid_t w = svc_worker_pid(&S);
     assert_true(w > 0);
     int fd[4];
     for (int i = 0; i < 4; i++)
-        fd[i] = stream_of(i, 60);
-    usleep(1500000); /* all four in the batch, some text out */
+        fd[i] = stream_of(i, 160);
+    usleep(1000000); /* all four in the batch, some text out */
     if (victim >= 0) {
         assert_int_equal(kill(w, SIGSTOP), 0);
         close(fd[victim]); /* its front sets the cancel word */
@@ -306,6 +306,29 @@ static void crash_under_streams(int victim)
     free(log);
 }
 
+/* How many requests workers continued so far (their log lines). */
+static int continued(void)
+{
+    char *log = svc_log_text(&S);
+    int n = 0;
+    for (char *p = strstr(log, "continuing after its worker died"); p;
+         p = strstr(p + 1, "continuing after its worker died"))
+        n++;
+    free(log);
+    return n;
+}
+
+/* Reads what fd has until some bytes came (appended to buf). */
+static void wait_bytes(int fd, char *buf, size_t cap, size_t *len)
+{
+    struct pollfd p = {.fd = fd, .events = POLLIN};
+    ssize_t got;
+    assert_int_equal(poll(&p, 1, SVC_DEADLINE_MS), 1);
+    assert_true((got = recv(fd, buf + *len, cap - 1 - *len, 0)) > 0);
+    *len += (size_t)got;
+    buf[*len] = '\0';
+}
+
 static void test_worker_killed_requests_continue(void **state)
 {
     (void)state;
@@ -315,7 +338,9 @@ static void test_worker_killed_requests_continue(void **state)
     crash_under_streams(1);
     /* a request present in two crashes is failed: worker_lost */
     int fd = stream_of(0, 250);
-    usleep(1500000);
+    char buf[65536];
+    size_t len = 0;
+    wait_bytes(fd, buf, sizeof(buf), &len); /* text flows: kill its worker */
     pid_t w = svc_worker_pid(&S);
     assert_int_equal(kill(w, SIGKILL), 0);
     pid_t w2 = -1;
@@ -324,10 +349,10 @@ static void test_worker_killed_requests_continue(void **state)
         assert_true(svc_now_ms() < end);
         usleep(5000);
     }
-    usleep(1500000); /* continued on the new worker */
+    /* continued on the new worker (its log says so): kill it too */
+    for (uint64_t end = svc_now_ms() + SVC_DEADLINE_MS; continued() < 8; usleep(5000))
+        assert_true(svc_now_ms() < end);
     assert_int_equal(kill(w2, SIGKILL), 0);
-    char buf[65536];
-    size_t len = 0;
     for (;;) {
         struct pollfd p = {.fd = fd, .events = POLLIN};
         ssize_t got;

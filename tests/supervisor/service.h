@@ -96,6 +96,7 @@ static inline void svc_write_config(struct svc *s, const char *extra)
     FILE *f = fopen(secret_path, "w");
     fputs(secret, f);
     fclose(f);
+    free(s->key.key); /* a second config for the same svc replaces the key */
     memset(&s->key, 0, sizeof(s->key));
     snprintf(s->key.kid, sizeof(s->key.kid), "test");
     s->key.alg = GW_ALG_HS256;

@@ -15,7 +15,7 @@
 static void test_budget_runs_out_mid_generation(void **state)
 {
     (void)state;
-    struct svc s;
+    struct svc s = {0};
     svc_cost_us = 1;
     svc_write_config(&s, NULL);
     if (svc_start(&s) != 0) {
@@ -52,8 +52,8 @@ static void test_budget_runs_out_mid_generation(void **state)
         fail_msg("%s", why);
     gw_segment_close(&seg);
     free(tok);
-    free(s.key.key);
     assert_int_equal(svc_stop(&s), 0);
+    free(s.key.key);
 }
 
 int main(void)

@@ -500,8 +500,8 @@ static void check_fair(double wa, double wb)
     long a, b;
     served(16, 4, &a, &b);
     double want = wa / wb, got = (double)a / (double)b;
-    print_message("weights %g:%g: ta %ld bytes, tb %ld bytes (ratio %.3f, want %.3f)\n", wa, wb,
-                  a, b, got, want);
+    print_message("weights %g:%g: ta %ld bytes, tb %ld bytes (ratio %.3f, want %.3f)\n", wa, wb, a,
+                  b, got, want);
     assert_true(a > 0 && b > 0);
     assert_true(got >= want * 0.9 && got <= want * 1.1);
     assert_int_equal(svc_wait_slots_free(&S), 0);

@@ -552,6 +552,8 @@ static const struct field fields[] = {
     {"stream", R_ALL, K_BOOL, TO(stream)},
     {"stream_options", R_CMPL | R_CHAT, K_OWN, .own = f_stream_options},
     {"user", R_CMPL | R_CHAT, K_STRING, .lo = 0, .hi = GW_USER_MAX - 1, TO(user)},
+    /* OpenAI's successor of `user` (2025): the same end-user id */
+    {"safety_identifier", R_CMPL | R_CHAT, K_STRING, .lo = 0, .hi = GW_USER_MAX - 1, TO(user)},
     {"logprobs", R_CMPL, K_NOOP, .ok = noop_zero, .value = "0"},
     {"logprobs", R_CHAT, K_NOOP, .ok = noop_false, .value = "false"},
     {"top_logprobs", R_CHAT, K_NOOP, .ok = noop_zero, .value = "0"},
@@ -600,12 +602,21 @@ static void put_uint(struct pctx *p, const struct field *f, uint64_t x)
         memcpy(at(p, f->to), &x, sizeof x);
 }
 
-static int check_string(struct pctx *p, const struct field *f, const json_t *v)
+/* fields[i] as a K_STRING; a field given earlier to the same place must
+ * agree (`user` and its successor `safety_identifier`). */
+static int check_string(struct pctx *p, size_t i, const json_t *v)
 {
+    const struct field *f = &fields[i];
     const char *s;
     size_t n;
     if (string_value(p, f->name, v, (size_t)f->lo, (size_t)f->hi, &s, &n))
         return -EINVAL;
+    for (size_t j = 0; f->size && j < i; j++) {
+        const struct field *e = &fields[j];
+        const char *had = at(p, e->to);
+        if ((p->given >> j & 1) && e->to == f->to && (strlen(had) != n || memcmp(had, s, n)))
+            return fail(p, f->name, "differs from %s; give one of them", e->name);
+    }
     if (f->size) {
         memcpy(at(p, f->to), s, n);
         ((char *)at(p, f->to))[n] = '\0';
@@ -665,7 +676,7 @@ static int check_field(struct pctx *p, size_t i, const json_t *v)
     }
     switch (f->kind) {
     case K_STRING:
-        rc = check_string(p, f, v);
+        rc = check_string(p, i, v);
         break;
     case K_INT:
         rc = check_int(p, i, v);

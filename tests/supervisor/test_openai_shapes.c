@@ -295,6 +295,12 @@ static const struct bad bad_parts[] = {
     {C, "{\"model\":\"m\",\"prompt\":\"a\",\"user\":[\"u\"]}", "user: expected a string", "user"},
     {C, "{\"model\":\"m\",\"prompt\":\"a\",\"user\":\"u\\u0000\"}", "user: contains a NUL byte",
      "user"},
+    {C, "{\"model\":\"m\",\"prompt\":\"a\",\"safety_identifier\":7}",
+     "safety_identifier: expected a string", "safety_identifier"},
+    {C, "{\"model\":\"m\",\"prompt\":\"a\",\"user\":\"u1\",\"safety_identifier\":\"u2\"}",
+     "safety_identifier: differs from user; give one of them", "safety_identifier"},
+    {C, "{\"model\":\"m\",\"prompt\":\"a\",\"user\":\"u1\",\"safety_identifier\":\"u1x\"}",
+     "safety_identifier: differs from user; give one of them", "safety_identifier"},
 };
 
 static void test_bad_parts_and_options_give_exact_message_and_param(void **state)
@@ -352,6 +358,18 @@ static void test_include_usage_and_user_are_kept(void **state)
         "\"user\":\"end-user-42 \\\"x\\\"\"}";
     assert_int_equal(parse(H, with_user, &req, err, param), 0);
     assert_string_equal(req.user, "end-user-42 \"x\"");
+    gw_request_free(&req);
+    /* OpenAI's successor field names the same end user; both may be given
+     * when they agree */
+    static const char with_safety[] =
+        "{\"model\":\"m\",\"prompt\":\"a\",\"safety_identifier\":\"hashed-7\"}";
+    assert_int_equal(parse(C, with_safety, &req, err, param), 0);
+    assert_string_equal(req.user, "hashed-7");
+    gw_request_free(&req);
+    static const char with_both[] =
+        "{\"model\":\"m\",\"prompt\":\"a\",\"user\":\"u1\",\"safety_identifier\":\"u1\"}";
+    assert_int_equal(parse(C, with_both, &req, err, param), 0);
+    assert_string_equal(req.user, "u1");
     gw_request_free(&req);
     /* up to 256 bytes */
     char body[600];

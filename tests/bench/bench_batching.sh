@@ -112,8 +112,8 @@ gw_config() {
  "plans": {"bench": {"rate": ["1000000 per second burst 1000"],
                      "budget": "1000 GPU-seconds per second", "max_tokens": 1024}},
  "default_plan": null, "tenants": {"bench": {"plan": "bench"}},
- "watchdog": {"repetition": {"min_count": 1048576, "min_tokens": 1048576},
-              "divergence": {"min_tokens": 1048576}}
+ "watchdog": {"repetition": {"min_count": 1048576, "min_tokens": 1048576, "min_match": 0},
+              "near_repetition": {"min_match": 0}, "divergence": {"min_tokens": 1048576}}
 }
 JSON
 }

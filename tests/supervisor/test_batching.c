@@ -201,25 +201,45 @@ static void test_kv_pool_waits(void **state)
     assert_int_equal(svc_stop(&S), 0);
 }
 
-/* The text a stream carried: the "text" of every data event, in order. */
-static char *stream_text(int fd)
+/* A streaming response being read: what came so far. */
+struct stream {
+    int fd;
+    char *buf; /* 1 MiB, NUL-terminated */
+    size_t len;
+};
+
+/* Reads one more piece of st (0), or -1 at its end or after the deadline. */
+static int stream_more(struct stream *st)
 {
-    char *buf = calloc(1, 1 << 20), *out = calloc(1, 1 << 16);
-    size_t len = 0, olen = 0;
-    for (;;) {
-        struct pollfd p = {.fd = fd, .events = POLLIN};
-        if (poll(&p, 1, SVC_DEADLINE_MS) != 1)
-            break;
-        ssize_t got = recv(fd, buf + len, (1 << 20) - 1 - len, 0);
-        if (got <= 0)
-            break;
-        len += (size_t)got;
-        buf[len] = '\0';
-        if (strstr(buf, "data: [DONE]"))
-            break;
-    }
-    close(fd);
-    for (char *d = strstr(buf, "data: {"); d; d = strstr(d + 1, "data: {")) {
+    struct pollfd p = {.fd = st->fd, .events = POLLIN};
+    if (poll(&p, 1, SVC_DEADLINE_MS) != 1)
+        return -1;
+    ssize_t got = recv(st->fd, st->buf + st->len, (1 << 20) - 1 - st->len, 0);
+    if (got <= 0)
+        return -1;
+    st->len += (size_t)got;
+    st->buf[st->len] = '\0';
+    return 0;
+}
+
+/* Reads st until its first text event came (generation is under way in a
+ * worker, not just admitted: the headers come before any token). */
+static void stream_wait_text(struct stream *st)
+{
+    while (!strstr(st->buf, "\"text\":\"") || strstr(st->buf, "\"text\":\"\""))
+        assert_int_equal(stream_more(st), 0);
+}
+
+/* The text a stream carried: the "text" of every data event, in order.
+ * Reads st to its end and closes it. */
+static char *stream_text(struct stream *st)
+{
+    char *out = calloc(1, 1 << 16);
+    size_t olen = 0;
+    while (!strstr(st->buf, "data: [DONE]") && stream_more(st) == 0)
+        ;
+    close(st->fd);
+    for (char *d = strstr(st->buf, "data: {"); d; d = strstr(d + 1, "data: {")) {
         char *end = strstr(d, "\n");
         json_t *j = json_loadb(d + 6, end ? (size_t)(end - d - 6) : strlen(d + 6), 0, NULL);
         json_t *t = json_object_get(json_array_get(json_object_get(j, "choices"), 0), "text");
@@ -230,12 +250,12 @@ static char *stream_text(int fd)
         }
         json_decref(j);
     }
-    free(buf);
+    free(st->buf);
     return out;
 }
 
-/* Opens a stream of prompt i for tenant ta, once text flows: its socket. */
-static int stream_of(int i, int max_tokens)
+/* Opens a stream of prompt i for tenant ta. */
+static struct stream stream_of(int i, int max_tokens)
 {
     char *tok = svc_token(&S, "ta", 600);
     int fd = svc_connect(&S);
@@ -250,7 +270,9 @@ static int stream_of(int i, int max_tokens)
                      tok, strlen(body), body);
     send_all(fd, head, (size_t)n);
     free(tok);
-    return fd;
+    struct stream st = {.fd = fd, .buf = calloc(1, 1 << 20)};
+    assert_non_null(st.buf);
+    return st;
 }
 
 /* Conservation over the node's segment: reserved = used + refunded + held. */
@@ -278,20 +300,22 @@ static void crash_under_streams(int victim)
         assert_non_null(solo[i] = complete("ta", prompts[i], 160, NULL));
     pid_t w = svc_worker_pid(&S);
     assert_true(w > 0);
-    int fd[4];
+    struct stream st[4];
     for (int i = 0; i < 4; i++)
-        fd[i] = stream_of(i, 160);
-    usleep(1000000); /* all four in the batch, some text out */
+        st[i] = stream_of(i, 160);
+    for (int i = 0; i < 4; i++)
+        stream_wait_text(&st[i]); /* all four in the batch, some text out */
     if (victim >= 0) {
         assert_int_equal(kill(w, SIGSTOP), 0);
-        close(fd[victim]); /* its front sets the cancel word */
+        close(st[victim].fd); /* its front sets the cancel word */
+        free(st[victim].buf);
         usleep(300000);
     }
     assert_int_equal(kill(w, SIGKILL), 0);
     for (int i = 0; i < 4; i++) {
         if (i == victim)
             continue;
-        char *t = stream_text(fd[i]);
+        char *t = stream_text(&st[i]);
         assert_string_equal(t, solo[i]);
         free(t);
     }
@@ -318,17 +342,6 @@ static int continued(void)
     return n;
 }
 
-/* Reads what fd has until some bytes came (appended to buf). */
-static void wait_bytes(int fd, char *buf, size_t cap, size_t *len)
-{
-    struct pollfd p = {.fd = fd, .events = POLLIN};
-    ssize_t got;
-    assert_int_equal(poll(&p, 1, SVC_DEADLINE_MS), 1);
-    assert_true((got = recv(fd, buf + *len, cap - 1 - *len, 0)) > 0);
-    *len += (size_t)got;
-    buf[*len] = '\0';
-}
-
 static void test_worker_killed_requests_continue(void **state)
 {
     (void)state;
@@ -337,10 +350,8 @@ static void test_worker_killed_requests_continue(void **state)
     crash_under_streams(-1);
     crash_under_streams(1);
     /* a request present in two crashes is failed: worker_lost */
-    int fd = stream_of(0, 250);
-    char buf[65536];
-    size_t len = 0;
-    wait_bytes(fd, buf, sizeof(buf), &len); /* text flows: kill its worker */
+    struct stream st = stream_of(0, 250);
+    stream_wait_text(&st); /* text flows: kill its worker */
     pid_t w = svc_worker_pid(&S);
     assert_int_equal(kill(w, SIGKILL), 0);
     pid_t w2 = -1;
@@ -353,20 +364,12 @@ static void test_worker_killed_requests_continue(void **state)
     for (uint64_t end = svc_now_ms() + SVC_DEADLINE_MS; continued() < 8; usleep(5000))
         assert_true(svc_now_ms() < end);
     assert_int_equal(kill(w2, SIGKILL), 0);
-    for (;;) {
-        struct pollfd p = {.fd = fd, .events = POLLIN};
-        ssize_t got;
-        if (poll(&p, 1, SVC_DEADLINE_MS) != 1 ||
-            (got = recv(fd, buf + len, sizeof(buf) - 1 - len, 0)) <= 0)
-            break;
-        len += (size_t)got;
-        buf[len] = '\0';
-        if (strstr(buf, "data: [DONE]"))
-            break;
-    }
-    close(fd);
-    if (!strstr(buf, "\"killed_reason\":\"worker_lost\""))
-        fail_msg("no worker_lost in the stream:\n%s", buf);
+    while (!strstr(st.buf, "data: [DONE]") && stream_more(&st) == 0)
+        ;
+    close(st.fd);
+    if (!strstr(st.buf, "\"killed_reason\":\"worker_lost\""))
+        fail_msg("no worker_lost in the stream:\n%s", st.buf);
+    free(st.buf);
     assert_int_equal(svc_wait_slots_free(&S), 0);
     check_ledger();
     assert_int_equal(svc_stop(&S), 0);

@@ -225,14 +225,22 @@ int gw_dequantize_row(uint32_t type, const void *src, float *dst, uint64_t n)
  * products see are the ones llama.cpp's see. */
 void gw_quantize_q8(const float *x, gw_q8 *y, int n)
 {
+    /* Adding and taking away 1.5 * 2^23 rounds |v| < 2^22 to the nearest
+     * integer, ties to even, exactly as lrintf in the default rounding
+     * mode; unlike lrintf and fmaxf (library calls here, a third of this
+     * function's time in a batched step) it compiles to vector adds. */
+    const float magic = 12582912.0f;
     for (int b = 0; b < n / 32; b++, x += 32) {
         float amax = 0;
-        for (int j = 0; j < 32; j++)
-            amax = fmaxf(amax, fabsf(x[j]));
+        for (int j = 0; j < 32; j++) {
+            float a = fabsf(x[j]);
+            amax = a > amax ? a : amax; /* fmaxf's result: a NaN is passed over */
+        }
         float d = amax / 127.0f, id = amax != 0.0f ? 127.0f / amax : 0.0f;
         int sum = 0;
         for (int j = 0; j < 32; j++) {
-            int q = (int)lrintf(x[j] * id); /* |q| <= 127: x*id <= 127 */
+            float v = x[j] * id; /* |v| <= 127 */
+            int q = (int)((v + magic) - magic);
             y[b].qs[j] = (int8_t)q;
             sum += q;
         }

@@ -77,9 +77,10 @@ struct gw_worker {
     uint64_t ewma_us_per_token; /* measured cost, published in our lane */
     char audit_path[256];       /* where an output-guard kill is audited */
     int device_lost;            /* a CUDA call failed: this context is not trusted again */
-    int max_batch;              /* jobs at once */
+    int max_batch;              /* sequences one step runs at most */
+    int n_jobs;                 /* jobs at once: max_batch and the held places */
     int step_tokens;            /* rows of one engine step */
-    struct gw_job *jobs;        /* max_batch */
+    struct gw_job *jobs;        /* n_jobs */
     const char *config_path;
     unsigned guard_gen;    /* bumped by SIGHUP: free jobs rebuild their guards */
     int n_running;         /* busy jobs with a generation */

@@ -37,15 +37,24 @@ void gw__wlog(const struct gw_worker *w, const char *fmt, ...)
     va_end(ap);
 }
 
+/* Places beyond max_batch for a tenant with a smaller counter than one in
+ * the batch (worker_sched.c): a quarter of the batch, at least one. */
+static int held_places(int batch)
+{
+    int held = batch > 1 ? (batch + 3) / 4 : 0;
+    return batch + held > GW_MAX_SEQS ? GW_MAX_SEQS - batch : held;
+}
+
 /* The engine context the config asks for: model.max_batch sequences (auto:
- * 8; a GPU context takes one until its kernels batch), a KV pool of
- * model.kv_cache_tokens (auto: max_batch x context, at most 2^20), prompt
+ * 8; a GPU context takes one until its kernels batch) and the held places,
+ * a KV pool of model.kv_cache_tokens (auto: sequences x context, at most
+ * 2^20), prompt
  * chunks of model.prefill_chunk and passes of up to model.step_tokens rows
  * (and room for every sequence's token beside a chunk). */
 static void ctx_opts(const struct gw_config *cfg, int index, gw_ctx_opts *co)
 {
-    int batch = cfg->max_batch ? cfg->max_batch : 8;
-    long kv = cfg->kv_cache_tokens ? cfg->kv_cache_tokens : (long)batch * cfg->context;
+    int batch = cfg->max_batch ? cfg->max_batch : 8, seqs = batch + held_places(batch);
+    long kv = cfg->kv_cache_tokens ? cfg->kv_cache_tokens : (long)seqs * cfg->context;
     if (!cfg->kv_cache_tokens && kv > (1L << 20))
         kv = 1L << 20;
     int rows = cfg->step_tokens > batch + cfg->prefill_chunk ? cfg->step_tokens
@@ -54,35 +63,37 @@ static void ctx_opts(const struct gw_config *cfg, int index, gw_ctx_opts *co)
                         .n_threads = cfg->threads,
                         .device = cfg->device,
                         .auto_index = index,
-                        .max_seqs = batch,
+                        .max_seqs = seqs,
                         .kv_tokens = (int)kv,
                         .n_batch = cfg->prefill_chunk,
                         .max_rows = rows};
 }
 
-/* The batch: max_batch jobs, each with its output guard, and the
- * scheduler's scratch. */
+/* The batch: the jobs the context has room for (max_batch and the held
+ * places), each with its output guard, and the scheduler's scratch. */
 static int batch_init(struct gw_worker *w, char *err, size_t errlen)
 {
-    w->max_batch = gw_ctx_max_seqs(w->ctx);
+    int batch = w->cfg->max_batch ? w->cfg->max_batch : 8;
+    w->n_jobs = gw_ctx_max_seqs(w->ctx);
+    w->max_batch = batch < w->n_jobs ? batch : w->n_jobs;
     w->step_tokens = w->cfg->step_tokens;
-    w->jobs = calloc((size_t)w->max_batch, sizeof(*w->jobs));
+    w->jobs = calloc((size_t)w->n_jobs, sizeof(*w->jobs));
     if (!w->jobs || gw__sched_init(w) != 0) {
         snprintf(err, errlen, "out of memory");
         return -ENOMEM;
     }
-    for (int i = 0; i < w->max_batch && w->cfg->n_guard > 0; i++)
+    for (int i = 0; i < w->n_jobs && w->cfg->n_guard > 0; i++)
         if (gw_guard_new(&w->jobs[i].guard, w->cfg->guard, w->cfg->n_guard, err, errlen) != 0)
             return -EINVAL;
-    gw__wlog(w, "batch: %d sequences, KV cache %d tokens, steps of %d tokens", w->max_batch,
-             gw_ctx_kv_tokens(w->ctx), w->step_tokens);
+    gw__wlog(w, "batch: %d sequences, KV cache %d tokens, steps of %d tokens, %d held places",
+             w->max_batch, gw_ctx_kv_tokens(w->ctx), w->step_tokens, w->n_jobs - w->max_batch);
     return 0;
 }
 
 static void batch_free(struct gw_worker *w)
 {
     if (w->jobs)
-        for (int i = 0; i < w->max_batch; i++)
+        for (int i = 0; i < w->n_jobs; i++)
             gw_guard_free(w->jobs[i].guard);
     free(w->jobs);
     gw__sched_free(w);

@@ -13,10 +13,23 @@
  * the order is node-wide. The queue's entries only wake workers up; any
  * QUEUED slot may be taken.
  *
- * Within the batch, every decoding sequence takes a token per step; the
- * prompts being prefilled take chunks in the same order (smallest counter
- * first) while the step's token budget (model.step_tokens) lasts, so a
- * long prompt never stalls the others' next token for its whole prefill.
+ * Held places: a request does not wait for a running sequence to end when
+ * its tenant's counter is below one in the batch. The worker has a quarter
+ * of max_batch more jobs (and KV room for them) than a step runs; once
+ * max_batch are busy, a request joins only if its counter is smaller than
+ * the largest counter among the busy jobs, and each step runs the
+ * max_batch jobs of smallest counter: the sequence of the most-served
+ * tenant sits the step out, keeping its KV cache, and goes on when its
+ * counter is no longer the largest. So a tenant that arrives while others'
+ * long generations fill the batch (attackers' admitted sponges) gets its
+ * first token at the next step, not when one of them ends; a tenant whose
+ * own requests fill the batch never displaces itself. A held job whose
+ * client went away is stepped anyway, for the engine to end it at once.
+ *
+ * Within a step, every decoding sequence takes a token; the prompts being
+ * prefilled take chunks in the same order (smallest counter first) while
+ * the step's token budget (model.step_tokens) lasts, so a long prompt
+ * never stalls the others' next token for its whole prefill.
  */
 #include "worker_internal.h"
 
@@ -87,9 +100,10 @@ static int scan(struct gw_worker *w, struct cand *c, int cap, uint64_t *floor)
     return n;
 }
 
-/* The queued request to take next, or 0 when nothing is queued: the
- * smallest counter, a newly active tenant lifted to the floor first. */
-static int pick(struct gw_worker *w, struct gw_slot_ref *out)
+/* The queued request to take next (*vtc: its tenant's counter), or 0 when
+ * nothing is queued: the smallest counter, a newly active tenant lifted to
+ * the floor first. */
+static int pick(struct gw_worker *w, struct gw_slot_ref *out, uint64_t *vtc)
 {
     struct cand *c = w->cands;
     uint64_t floor;
@@ -109,7 +123,25 @@ static int pick(struct gw_worker *w, struct gw_slot_ref *out)
     if (best < 0)
         return 0;
     *out = c[best].ref;
+    *vtc = best_v;
     return 1;
+}
+
+/* The largest counter among the busy jobs (0 when none has a tenant), and
+ * *busy their count. */
+static uint64_t busy_max(struct gw_worker *w, int *busy)
+{
+    uint64_t mx = 0;
+    *busy = 0;
+    for (int i = 0; i < w->n_jobs; i++) {
+        struct gw_job *j = &w->jobs[i];
+        if (!j->busy)
+            continue;
+        ++*busy;
+        uint64_t v = j->have_tenant ? gw_vtc_get(&w->seg, j->tenant) : 0;
+        mx = v > mx ? v : mx;
+    }
+    return mx;
 }
 
 int gw__sched_init(struct gw_worker *w)
@@ -131,7 +163,7 @@ int gw__sched_admit(struct gw_worker *w)
         return w->n_running; /* still waiting for blocks: nothing else joins */
     while (!w->parked) {
         struct gw_job *free_job = NULL;
-        for (int i = 0; i < w->max_batch && !free_job; i++)
+        for (int i = 0; i < w->n_jobs && !free_job; i++)
             if (!w->jobs[i].busy)
                 free_job = &w->jobs[i];
         if (!free_job)
@@ -145,10 +177,15 @@ int gw__sched_admit(struct gw_worker *w)
             free_job->guard_gen = w->guard_gen;
         }
         struct gw_slot_ref ref;
+        uint64_t vtc;
+        int busy;
         while (gw_queue_pop(&w->seg, &ref) == 0)
             ; /* the entries were wake-ups; pick() decides what runs */
-        if (!pick(w, &ref))
+        if (!pick(w, &ref, &vtc))
             break;
+        uint64_t mx = busy_max(w, &busy);
+        if (busy >= w->max_batch && vtc >= mx)
+            break; /* a held place only for a tenant served less than one running */
         gw__job_take(w, free_job, ref);
     }
     return w->n_running;
@@ -166,17 +203,22 @@ void gw__sched_step(struct gw_worker *w)
 {
     struct gw_job *run[GW_MAX_SEQS];
     gw_gen *gens[GW_MAX_SEQS];
-    int n = 0;
-    for (int i = 0; i < w->max_batch; i++) {
+    int n = 0, all = 0;
+    for (int i = 0; i < w->n_jobs; i++) {
         struct gw_job *j = &w->jobs[i];
         if (!j->busy || !j->gen)
             continue;
         j->vtc_now = j->have_tenant ? gw_vtc_get(&w->seg, j->tenant) : 0;
-        run[n++] = j;
+        run[all++] = j;
     }
-    if (n == 0)
+    if (all == 0)
         return;
-    qsort(run, (size_t)n, sizeof(run[0]), by_counter);
+    qsort(run, (size_t)all, sizeof(run[0]), by_counter);
+    /* the max_batch of smallest counter, and any held one whose client
+     * went away (the engine ends it before computing its row) */
+    for (int i = 0; i < all; i++)
+        if (i < w->max_batch || gw_run_cancel_word(&w->seg, run[i]->ref.index) != 0)
+            run[n++] = run[i];
     for (int i = 0; i < n; i++)
         gens[i] = run[i]->gen;
     int rc = gw_batch_step(w->ctx, gens, n, w->step_tokens, &w->step);

@@ -6,6 +6,8 @@
  *   text they give alone, and no slot is left in use.
  * - A KV pool that holds one sequence: concurrent requests wait, then run,
  *   each with its solo text.
+ * - Held places: a tenant served less than one in a full batch is answered
+ *   while the batch's long generations go on.
  * - Fairness: two tenants of equal weight, one with four times the other's
  *   clients, both backlogged: the text streamed to each (counted as it
  *   arrives) within 10% of the other's; weights 2:1 give 2:1 (within 10%).
@@ -254,16 +256,16 @@ static char *stream_text(struct stream *st)
     return out;
 }
 
-/* Opens a stream of prompt i for tenant ta. */
-static struct stream stream_of(int i, int max_tokens)
+/* Opens a greedy stream of prompt for tenant. */
+static struct stream stream_for(const char *tenant, const char *prompt, int max_tokens)
 {
-    char *tok = svc_token(&S, "ta", 600);
+    char *tok = svc_token(&S, tenant, 600);
     int fd = svc_connect(&S);
     char body[512], head[4096];
     snprintf(body, sizeof(body),
              "{\"model\":\"smollm2\",\"prompt\":\"%s\",\"max_tokens\":%d,\"temperature\":0,"
              "\"stream\":true}",
-             prompts[i], max_tokens);
+             prompt, max_tokens);
     int n = snprintf(head, sizeof(head),
                      "POST /v1/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer %s\r\n"
                      "Content-Type: application/json\r\nContent-Length: %zu\r\n\r\n%s",
@@ -273,6 +275,12 @@ static struct stream stream_of(int i, int max_tokens)
     struct stream st = {.fd = fd, .buf = calloc(1, 1 << 20)};
     assert_non_null(st.buf);
     return st;
+}
+
+/* Opens a stream of prompt i for tenant ta. */
+static struct stream stream_of(int i, int max_tokens)
+{
+    return stream_for("ta", prompts[i], max_tokens);
 }
 
 /* Conservation over the node's segment: reserved = used + refunded + held. */
@@ -370,6 +378,57 @@ static void test_worker_killed_requests_continue(void **state)
     if (!strstr(st.buf, "\"killed_reason\":\"worker_lost\""))
         fail_msg("no worker_lost in the stream:\n%s", st.buf);
     free(st.buf);
+    assert_int_equal(svc_wait_slots_free(&S), 0);
+    check_ledger();
+    assert_int_equal(svc_stop(&S), 0);
+}
+
+/* Reads what st has now, without waiting; 1 once its end came. */
+static int stream_done_now(struct stream *st)
+{
+    ssize_t got;
+    while ((got = recv(st->fd, st->buf + st->len, (1 << 20) - 1 - st->len, MSG_DONTWAIT)) > 0) {
+        st->len += (size_t)got;
+        st->buf[st->len] = '\0';
+    }
+    return strstr(st->buf, "data: [DONE]") != NULL;
+}
+
+static const char count_prompt[] = "Count from one to one thousand: one, two,";
+
+/* Tenant ta's two long generations fill a batch of two; tenant tb, served
+ * less, takes a held place and is answered while both still run (without
+ * held places it would wait for one of them to end); ta's texts are the
+ * ones they give alone. */
+static void test_newcomer_does_not_wait_for_the_batch(void **state)
+{
+    (void)state;
+    write_config(2, 512, 0, 1, 1);
+    assert_int_equal(svc_start(&S), 0);
+    char *solo = complete("ta", count_prompt, 250, NULL);
+    assert_non_null(solo);
+    struct stream st[2];
+    for (int i = 0; i < 2; i++)
+        st[i] = stream_for("ta", count_prompt, 250);
+    for (int i = 0; i < 2; i++)
+        stream_wait_text(&st[i]);
+    long toks = 0;
+    char *t = complete("tb", "The capital of France is", 4, &toks);
+    assert_non_null(t);
+    assert_int_equal(toks, 4);
+    for (int i = 0; i < 2; i++)
+        assert_false(stream_done_now(&st[i]));
+    for (int i = 0; i < 2; i++) {
+        char *got = stream_text(&st[i]);
+        assert_string_equal(got, solo);
+        free(got);
+    }
+    free(t);
+    free(solo);
+    char *log = svc_log_text(&S);
+    assert_non_null(strstr(log, "batch: 2 sequences, KV cache 1536 tokens, steps of 64 tokens, "
+                                "1 held places"));
+    free(log);
     assert_int_equal(svc_wait_slots_free(&S), 0);
     check_ledger();
     assert_int_equal(svc_stop(&S), 0);
@@ -526,6 +585,7 @@ int main(void)
         cmocka_unit_test(test_kill_one_of_four),
         cmocka_unit_test(test_kv_pool_waits),
         cmocka_unit_test(test_worker_killed_requests_continue),
+        cmocka_unit_test(test_newcomer_does_not_wait_for_the_batch),
         cmocka_unit_test(test_fair_by_tenant),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -29,10 +29,12 @@ enum {
     PK_TOKENS = 8,
     PK_ON_BUDGET = 16,
     PK_WATCHDOG = 32,
-    PK_WEIGHT = 64
+    PK_WEIGHT = 64,
+    PK_FARMING = 128
 };
 #define PK_ALL                                                                                     \
-    (PK_RATE | PK_BUDGET | PK_INFLIGHT | PK_TOKENS | PK_ON_BUDGET | PK_WATCHDOG | PK_WEIGHT)
+    (PK_RATE | PK_BUDGET | PK_INFLIGHT | PK_TOKENS | PK_ON_BUDGET | PK_WATCHDOG | PK_WEIGHT |      \
+     PK_FARMING)
 
 static void parse_rates(struct gw_cfg_cx *c, json_t *arr, const char *p, struct gw_plan *pl)
 {
@@ -120,10 +122,15 @@ static void parse_plan_keys(struct gw_cfg_cx *c, json_t *obj, const char *base, 
     }
     if (allowed & PK_WEIGHT)
         gw__cfg_get_number(c, obj, base, "weight", 1000, &pl->weight);
+    if ((allowed & PK_FARMING) && (v = gw__cfg_get_object(c, obj, base, "farming", 0))) {
+        gw__cfg_path_key(p, base, "farming");
+        gw__cfg_plan_farming(c, v, p, &pl->farm);
+    }
 }
 
-static const char *const plan_keys[] = {"rate",      "budget",   "max_inflight", "max_tokens",
-                                        "on_budget", "watchdog", "weight",       NULL};
+static const char *const plan_keys[] = {"rate",       "budget",    "max_inflight",
+                                        "max_tokens", "on_budget", "watchdog",
+                                        "weight",     "farming",   NULL};
 
 void gw__cfg_plan_defaults(struct gw_plan *pl, const char *name)
 {
@@ -131,6 +138,7 @@ void gw__cfg_plan_defaults(struct gw_plan *pl, const char *name)
     snprintf(pl->name, sizeof(pl->name), "%s", name);
     pl->max_tokens = 1024;
     pl->weight = 1.0;
+    gw__cfg_farm_defaults(&pl->farm);
 }
 
 uint32_t gw_weight_milli(double weight)
@@ -194,7 +202,7 @@ void gw__cfg_parse_tenants(struct gw_cfg_cx *c, json_t *root, struct gw_config *
 {
     static const char *const keys[] = {"plan",         "plans",      "rate",      "budget",
                                        "max_inflight", "max_tokens", "on_budget", "watchdog",
-                                       "weight",       NULL};
+                                       "weight",       "farming",    NULL};
     json_t *tenants = gw__cfg_get_object(c, root, "", "tenants", 0);
     if (!tenants)
         return;

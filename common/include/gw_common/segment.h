@@ -21,7 +21,7 @@
 
 #define GW_SEG_MAGIC "GWLEDGR" /* 7 chars + NUL = 8 bytes */
 #define GW_SEG_VERSION                                                                             \
-    8u               /* 3: account ban cell, lane drain word; 4: slot rep_max,                     \
+    10u              /* 3: account ban cell, lane drain word; 4: slot rep_max,                     \
                       * watchdog kill counters in the header; 5: learned                           \
                       * lengths region, 16 kill counters; 6: metrics and                           \
                       * limit-override areas after the learned lengths;                            \
@@ -30,7 +30,8 @@
                       * padding: no size changed); 8: resume_tokens in the                         \
                       * config, a resume area after each slot's output;                            \
                       * 9: the repetition word's run, kind and top-1 fields                        \
-                      * (same size), two more kill reasons */
+                      * (same size), two more kill reasons; 10: the                                \
+                      * farming region (farm.c) after the limit overrides */
 #define GW_PROBE 16  /* accounts live within 16 entries of home */
 #define GW_ID_MAX 40 /* bytes of account id kept for display */
 
@@ -43,6 +44,7 @@ struct gw_lane;
 struct gw_metrics_area;
 struct gw_limits_area;
 struct gw_lenest_rec;
+struct gw_farm_rec;
 
 /* A process's view of the mapped segment. Not shared itself. */
 struct gw_segment {
@@ -64,6 +66,7 @@ struct gw_segment {
     uint32_t slot_hint;              /* where our next free-slot search starts */
     struct gw_metrics_area *metrics; /* node counters (gw_metrics_*) */
     struct gw_limits_area *limits;   /* run-time tenant limits (gw_limits_*) */
+    struct gw_farm_rec *farm;        /* farming records, one per budget record (farm.c) */
 };
 
 /* Opens `path`, creating it (mode 0600) with `cfg` when it does not exist.

@@ -180,14 +180,16 @@ static json_t *build_tenant(int argc, char **argv)
     const char *sub = argc > 1 ? argv[1] : "";
     if (!strcmp(sub, "list") && argc == 2)
         return json_pack("{s:s}", "cmd", "tenant.list");
-    if ((!strcmp(sub, "show") || !strcmp(sub, "reset-budget")) && argc == 3) {
+    if ((!strcmp(sub, "show") || !strcmp(sub, "reset-budget") || !strcmp(sub, "clear-farming")) &&
+        argc == 3) {
         char c[32];
         snprintf(c, sizeof(c), "tenant.%s", sub);
         return json_pack("{s:s,s:s}", "cmd", c, "tenant", argv[2]);
     }
     if (!strcmp(sub, "set-limit") && argc >= 3)
         return build_tenant_set_limit(argc, argv);
-    misuse("tenant: expected list, show T, set-limit T ..., or reset-budget T", NULL);
+    misuse("tenant: expected list, show T, set-limit T ..., reset-budget T or clear-farming T",
+           NULL);
     return NULL;
 }
 
@@ -244,7 +246,8 @@ static const struct command {
      "  tenant set-limit TENANT [--rate \"N per P [burst M]\"]... [--budget \"X GPU-seconds "
      "per P\"]\n"
      "                  [--max-inflight N] [--max-tokens N]   (until the next reload)\n"
-     "  tenant reset-budget TENANT     give the tenant its whole budget back\n"},
+     "  tenant reset-budget TENANT     give the tenant its whole budget back\n"
+     "  tenant clear-farming TENANT    take the tenant off the prompt-farming ladder\n"},
     {"ban", build_ban, "  ban tenant|ip ID --ttl DURATION\n"},
     {"unban", build_ban, "  unban tenant|ip ID\n"},
     {"drain", build_drain,

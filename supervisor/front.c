@@ -2,8 +2,8 @@
  *
  * Admission, cheapest check first, each through the ledger:
  *   ip rate cells -> JWT -> plan -> tenant and global rate cells (all or
- *   nothing) -> body -> model -> tenant concurrency -> slot -> budget
- *   reservation -> queue.
+ *   nothing) -> body -> model -> prompt farming (front_farm.c) -> tenant
+ *   concurrency -> slot -> budget reservation -> queue.
  * A refusal at any step costs no GPU time. The ip cells are taken before
  * any signature work, so a flood of forged tokens pays per request.
  * Once queued, the request is a job (front_jobs.c): the front streams what
@@ -611,7 +611,8 @@ static void generate(struct conn *c, enum gw_route route)
         return;
     /* a.rq holds the prompt from here: the job copies it into the slot */
     struct job *j = NULL;
-    if (admit_pressure(&a) == 0 && admit_slot(&a) == 0 && admit_money(&a) == 0)
+    if (gw__front_farming(c, f, a.plan, a.tenant, a.who.tenant, &a.rq, a.now) == 0 &&
+        admit_pressure(&a) == 0 && admit_slot(&a) == 0 && admit_money(&a) == 0)
         j = admit_job(&a);
     gw_request_free(&a.rq);
     if (j)

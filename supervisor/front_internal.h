@@ -119,6 +119,13 @@ void gw__conn_on_timeout(uv_timer_t *t);
 /* front.c */
 void gw__front_request(struct conn *c); /* a complete request is in c */
 
+/* front_farm.c: the prompt-farming step of admission for a parsed request
+ * of `tenant` under `plan` (nothing when the plan's farming is off). 0: go
+ * on; -1: answered (429 prompt_farming, or rate_limited when throttled). */
+int gw__front_farming(struct conn *c, struct front *f, const struct gw_plan *plan,
+                      struct gw_acct tenant, const char *tenant_id, const struct gw_gen_request *rq,
+                      uint64_t now);
+
 /* front_jobs.c */
 /* Looks at every job: new output to stream, terminal slots to finish. */
 void gw__front_jobs_poll(struct front *f);

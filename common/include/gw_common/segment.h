@@ -571,6 +571,7 @@ enum gw_refusal {
     GW_REF_FORBIDDEN,   /* "forbidden": tenant or plan not allowed */
     GW_REF_OVERLOADED,  /* "overloaded": no slot, queue or table room */
     GW_REF_DRAINING,    /* "draining": the node is shutting down */
+    GW_REF_FARMING,     /* "farming": prompt farming refused or throttled (farm.c) */
     GW_REF_REASONS
 };
 const char *gw_refusal_name(int reason);
@@ -582,6 +583,8 @@ enum gw_mcounter {
     GW_MC_RESTARTS_FRONT,   /* fronts respawned by the master */
     GW_MC_RESTARTS_WORKER,  /* workers respawned by the master */
     GW_MC_GUARD_REDACTIONS, /* output-guard matches sent as "[REDACTED]" (gw_guard_report) */
+    GW_MC_FARM_FLAGGED,     /* tenants that reached the farming ladder's flagged step */
+    GW_MC_FARM_REFUSED,     /* tenants that reached its refused step */
     GW_MC_N
 };
 /* Histograms; every one in seconds with the same fixed bucket bounds

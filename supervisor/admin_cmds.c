@@ -385,14 +385,13 @@ static json_t *farming_json(struct gw_admin *a, const struct gw_acct *acct,
         gw_farm_get(a->seg, *acct, now, &st);
     char fp[24];
     snprintf(fp, sizeof(fp), "%016" PRIx64, st.last_fp);
-    json_t *o = json_pack("{s:b,s:s,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:s}", "enabled",
-                          l->enabled, "level", gw_farm_level_name(st.level), "score",
-                          (json_int_t)st.score, "near_pct", (json_int_t)st.near_pct, "cv_pct",
-                          (json_int_t)st.cv_pct, "single_pct", (json_int_t)st.single_pct, "sweep",
-                          (json_int_t)st.sweep, "window", (json_int_t)st.n, "strikes",
-                          (json_int_t)st.strikes, "prompts", (json_int_t)st.seen, "strikes_total",
-                          (json_int_t)st.strikes_total, "refused_total",
-                          (json_int_t)st.refused_total, "last_fp", fp);
+    json_t *o = json_pack(
+        "{s:b,s:s,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:s}", "enabled", l->enabled, "level",
+        gw_farm_level_name(st.level), "score", (json_int_t)st.score, "near_pct",
+        (json_int_t)st.near_pct, "cv_pct", (json_int_t)st.cv_pct, "single_pct",
+        (json_int_t)st.single_pct, "sweep", (json_int_t)st.sweep, "window", (json_int_t)st.n,
+        "strikes", (json_int_t)st.strikes, "prompts", (json_int_t)st.seen, "strikes_total",
+        (json_int_t)st.strikes_total, "refused_total", (json_int_t)st.refused_total, "last_fp", fp);
     json_object_set_new(o, "refused_until",
                         st.level == GW_FARM_REFUSED ? json_integer((json_int_t)st.until_s)
                                                     : json_null());

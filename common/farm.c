@@ -25,8 +25,8 @@
  *     killed after it made it whole. The audit line is written after the
  *     CAS by the one front whose CAS escalated: a front killed between the
  *     two loses that line (the ladder and the metric still show the step).
- *   - The throttle word is a GCRA cell (one CAS per admitted request), as
- *     the ledger's rate cells.
+ *   - The throttle word and the output_tokens word are GCRA cells (one
+ *     CAS per change), as the ledger's rate cells.
  * Every access is relaxed: no reader infers from one of these words that
  * any other memory was written (the fingerprint and its arrival word are
  * read as two independent samples, see above), and each RMW is atomic on
@@ -468,4 +468,69 @@ size_t gw_farm_audit_line(char *buf, size_t len, uint64_t now_us, const char *te
     n = snprintf(buf + at, len - at, "}\n");
     at = n < 0 ? at : (size_t)n >= len - at ? len - 1 : at + (size_t)n;
     return at;
+}
+
+/* ------------------------------------------------------ output_tokens */
+
+/* us of the cell that `tokens` cost under w, rounded up. */
+static uint64_t out_cost(const struct gw_window *w, uint64_t tokens)
+{
+    unsigned __int128 x = (unsigned __int128)tokens * w->period_us + w->limit - 1;
+    x /= w->limit;
+    return x > UINT64_MAX / 2 ? UINT64_MAX / 2 : (uint64_t)x;
+}
+
+/* The cell's depth: (limit + burst) tokens' worth of us. */
+static uint64_t out_tau(const struct gw_window *w)
+{
+    return out_cost(w, w->limit + w->burst);
+}
+
+int gw_outq_check(const struct gw_segment *seg, struct gw_acct tenant, const struct gw_window *w,
+                  uint64_t now_us, uint64_t *left, uint64_t *retry_us)
+{
+    if (!seg || !seg->farm || !w || !w->limit || !w->period_us)
+        return -EINVAL;
+    int rc;
+    struct gw_farm_rec *r = rec_of(seg, tenant, &rc);
+    if (!r)
+        return rc;
+    /* relaxed: the cell is read on its own; a charge racing with this
+     * check is the overshoot the contract allows */
+    uint64_t tat = atomic_load_explicit(&r->out_tat, memory_order_relaxed);
+    uint64_t base = tat > now_us ? tat : now_us, top = now_us + out_tau(w);
+    uint64_t one = out_cost(w, 1);
+    if (left) {
+        unsigned __int128 k = base < top ? (unsigned __int128)(top - base) * w->limit : 0;
+        *left = (uint64_t)(k / w->period_us);
+    }
+    if (base + one <= top)
+        return 0;
+    if (retry_us)
+        *retry_us = base + one - top;
+    return GW_EREFUSED;
+}
+
+int gw_outq_charge(struct gw_segment *seg, struct gw_acct tenant, const struct gw_window *w,
+                   uint64_t tokens, uint64_t now_us)
+{
+    if (!seg || !seg->farm || !w || !w->limit || !w->period_us)
+        return -EINVAL;
+    int rc;
+    struct gw_farm_rec *r = rec_of(seg, tenant, &rc);
+    if (!r)
+        return rc;
+    if (!tokens)
+        return 0;
+    uint64_t cost = out_cost(w, tokens);
+    /* relaxed: one CAS on one word, reloaded on failure; nothing else is
+     * published through it. A front killed before it lands charges
+     * nothing for that request, in the tenant's favour. */
+    uint64_t tat = atomic_load_explicit(&r->out_tat, memory_order_relaxed);
+    for (;;) {
+        uint64_t base = tat > now_us ? tat : now_us;
+        if (atomic_compare_exchange_weak_explicit(&r->out_tat, &tat, base + cost,
+                                                  memory_order_relaxed, memory_order_relaxed))
+            return 0;
+    }
 }

@@ -333,15 +333,15 @@ _Static_assert(_Alignof(struct gw_lenest_rec) == 8, "learned length record align
  * depends on another being written in the same step, so a process killed
  * between two of them leaves nothing to repair (farm.c's opening). */
 struct gw_farm_rec {
-    _Atomic uint64_t seen;    /* prompts ever recorded; ring position = seen % RING */
-    _Atomic uint64_t ladder;  /* level | strikes << 2 | until_s << 24 (FARM_LADDER) */
-    _Atomic uint64_t tat;     /* the throttle's GCRA theoretical arrival time, us */
-    _Atomic uint64_t last;    /* the last score's parts (FARM_LAST), for show */
-    _Atomic uint64_t strikes; /* prompts ever at or over flag_score */
-    _Atomic uint64_t refused; /* requests ever refused by the ladder */
-    _Atomic uint64_t last_fp; /* the last prompt's fingerprint, for show */
-    uint64_t pad;
-    _Atomic uint64_t fp[GW_FARM_RING];   /* recent fingerprints; 0 = empty */
+    _Atomic uint64_t seen;             /* prompts ever recorded; ring position = seen % RING */
+    _Atomic uint64_t ladder;           /* level | strikes << 2 | until_s << 24 (farm.c, LAD) */
+    _Atomic uint64_t tat;              /* the throttle's GCRA theoretical arrival time, us */
+    _Atomic uint64_t last;             /* the last score's parts (farm.c, LAST), for show */
+    _Atomic uint64_t strikes;          /* prompts ever at or over flag_score */
+    _Atomic uint64_t refused;          /* requests ever refused by the ladder */
+    _Atomic uint64_t last_fp;          /* the last prompt's fingerprint, for show */
+    _Atomic uint64_t out_tat;          /* output_tokens quota: GCRA theoretical arrival time, us */
+    _Atomic uint64_t fp[GW_FARM_RING]; /* recent fingerprints; 0 = empty */
     _Atomic uint64_t meta[GW_FARM_RING]; /* arrival us | single-turn << 56 */
 };
 _Static_assert(sizeof(struct gw_farm_rec) == 1088, "farming record layout");

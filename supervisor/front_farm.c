@@ -1,4 +1,4 @@
-/* front_farm.c - admission's prompt-farming step (docs/ARCHITECTURE.md,
+/* front_farm.c - admission's prompt-farming step and output_tokens quota (docs/ARCHITECTURE.md,
  * "Prompt farming"): the fingerprint of the prompt, the tenant's record in
  * the segment (common/farm.c), and the answer the ladder asks for. Runs
  * after the body is parsed and before any slot or money is taken, so a
@@ -74,4 +74,26 @@ int gw__front_farming(struct conn *c, struct front *f, const struct gw_plan *pla
         gw__conn_error(c, 429, "rate_limit_error", "rate_limited", msg, NULL, hdr);
     }
     return -1;
+}
+
+int gw__front_output_quota(struct conn *c, struct front *f, const struct gw_plan *plan,
+                           struct gw_acct tenant, uint64_t now)
+{
+    if (!plan->has_output)
+        return 0;
+    uint64_t left = 0, retry = 0;
+    if (gw_outq_check(&f->seg, tenant, &plan->output, now, &left, &retry) != GW_EREFUSED)
+        return 0;
+    gw_metrics_refusal(&f->seg, GW_REF_OUTPUT);
+    char hdr[64];
+    snprintf(hdr, sizeof(hdr), "Retry-After: %" PRIu64 "\r\n", (retry + 999999) / 1000000);
+    gw__conn_error(c, 429, "rate_limit_error", "output_tokens_exhausted",
+                   "this tenant generated its plan's output_tokens for the window", NULL, hdr);
+    return -1;
+}
+
+void gw__front_output_charge(const struct job *j, uint64_t tokens)
+{
+    if (j->has_output)
+        gw_outq_charge(&j->f->seg, j->tenant, &j->output, tokens, gw_now_us());
 }

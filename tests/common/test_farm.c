@@ -423,6 +423,47 @@ static void test_processes_killed_while_recording_leave_nothing_to_repair(void *
     fx_close(f);
 }
 
+/* ---------------------------------------------------------- output_tokens */
+
+static void test_output_tokens_quota_is_exact(void **state)
+{
+    (void)state;
+    struct fx *f = fx_open(NULL);
+    struct gw_acct a = tenant(f, "writer");
+    struct gw_window w = {.limit = 100, .period_us = 60 * SEC}; /* a token: 0.6 s */
+    uint64_t left = 0, retry = 0;
+    assert_int_equal(gw_outq_check(&f->seg, a, &w, NOW, &left, &retry), 0);
+    assert_int_equal(left, 100);
+    assert_int_equal(gw_outq_charge(&f->seg, a, &w, 60, NOW), 0);
+    assert_int_equal(gw_outq_check(&f->seg, a, &w, NOW, &left, &retry), 0);
+    assert_int_equal(left, 40);
+    /* a request may overshoot by its own length; the next ones wait */
+    assert_int_equal(gw_outq_charge(&f->seg, a, &w, 50, NOW), 0);
+    assert_int_equal(gw_outq_check(&f->seg, a, &w, NOW, &left, &retry), GW_EREFUSED);
+    assert_int_equal(left, 0);
+    assert_int_equal(retry, 6600000); /* 10 over and one to spend: 11 x 0.6 s */
+    assert_int_equal(gw_outq_check(&f->seg, a, &w, NOW + 6600000, &left, &retry), 0);
+    assert_int_equal(left, 1);
+    /* charged from now when the cell is idle: a full window refills it */
+    assert_int_equal(gw_outq_check(&f->seg, a, &w, NOW + 200 * SEC, &left, &retry), 0);
+    assert_int_equal(left, 100);
+    assert_int_equal(gw_outq_charge(&f->seg, a, &w, 0, NOW), 0);
+    /* a token's cost rounds up: 3 per second is 333334 us each */
+    struct gw_window three = {.limit = 3, .period_us = SEC, .burst = 1};
+    struct gw_acct b = tenant(f, "three");
+    assert_int_equal(gw_outq_check(&f->seg, b, &three, NOW, &left, &retry), 0);
+    assert_int_equal(left, 4); /* limit + burst */
+    assert_int_equal(gw_outq_charge(&f->seg, b, &three, 4, NOW), 0);
+    assert_int_equal(gw_outq_check(&f->seg, b, &three, NOW, &left, &retry), GW_EREFUSED);
+    assert_int_equal(retry, 333334); /* all four spent: the next one in a token's time */
+    struct gw_window zero = {.limit = 0, .period_us = SEC};
+    assert_int_equal(gw_outq_check(&f->seg, b, &zero, NOW, &left, &retry), -EINVAL);
+    struct gw_acct ip;
+    assert_int_equal(gw_ledger_get(&f->seg, GW_KIND_IP, "1.2.3.4", 7, 1, NOW, &ip), 0);
+    assert_int_equal(gw_outq_charge(&f->seg, ip, &w, 1, NOW), -ENOENT);
+    fx_close(f);
+}
+
 /* ------------------------------------------------------------------ audit */
 
 static void test_audit_line_carries_the_evidence(void **state)
@@ -501,7 +542,7 @@ static void test_config_defaults_and_overrides(void **state)
                    " \"window\": 48, \"near_bits\": 10, \"throttle\": \"2 per minute burst 1\","
                    " \"ignore_prefix\": [\"Summarize: \", \"Translate: \"]}}},"
                    " \"tenants\": {\"acme\": {\"plan\": \"app\", \"farming\": {\"flag_score\": 80,"
-                   " \"refuse_ttl_s\": 60}}}",
+                   " \"refuse_ttl_s\": 60}, \"output_tokens\": \"5000 per hour burst 100\"}}",
                    &cfg, err, sizeof(err));
     assert_string_equal(err, "");
     assert_int_equal(rc, 0);
@@ -536,6 +577,10 @@ static void test_config_defaults_and_overrides(void **state)
     assert_int_equal(cfg->n_farm_prefixes, 1);
     assert_int_equal(cfg->farm_prefixes[0].n, 2);
     assert_string_equal(cfg->farm_prefixes[0].s[1], "Translate: ");
+    assert_int_equal(t->plan.has_output, 1);
+    assert_int_equal(t->plan.output.limit, 5000);
+    assert_int_equal(t->plan.output.period_us, 3600 * SEC);
+    assert_int_equal(t->plan.output.burst, 100);
     gw_config_free(cfg);
 }
 
@@ -577,6 +622,17 @@ static void test_config_mistakes_are_named_by_path(void **state)
            "config: plans.p.farming.ignore_prefix: expected an array of 1 to 4 strings");
     expect("{\"ignore_prefix\": [\"ok\", \"\"]}",
            "config: plans.p.farming.ignore_prefix[1]: expected a string of 1 to 511 bytes");
+    char err[2048];
+    struct gw_config *cfg;
+    assert_int_equal(
+        parse("\"plans\": {\"p\": {\"output_tokens\": \"many per day\"}}", &cfg, err, sizeof(err)),
+        -EINVAL);
+    assert_string_equal(err, "config: plans.p.output_tokens: \"many per day\": expected \"N per "
+                             "second|minute|hour|day [burst M]\" or null");
+    assert_int_equal(parse("\"plans\": {\"p\": {\"output_tokens\": 5}}", &cfg, err, sizeof(err)),
+                     -EINVAL);
+    assert_string_equal(err, "config: plans.p.output_tokens: not a string: expected \"N per "
+                             "second|minute|hour|day [burst M]\" or null");
     expect("{\"refuse_ttl_s\": 0, \"min_samples\": 1}",
            "config: plans.p.farming.min_samples: expected an integer in [2, 64]\n"
            "config: plans.p.farming.refuse_ttl_s: expected an integer in [1, 2592000]");
@@ -595,6 +651,7 @@ int main(void)
         cmocka_unit_test(test_clear_resets_ladder_and_evidence_and_keeps_totals),
         cmocka_unit_test(test_state_survives_a_reattach),
         cmocka_unit_test(test_processes_killed_while_recording_leave_nothing_to_repair),
+        cmocka_unit_test(test_output_tokens_quota_is_exact),
         cmocka_unit_test(test_audit_line_carries_the_evidence),
         cmocka_unit_test(test_config_defaults_and_overrides),
         cmocka_unit_test(test_config_mistakes_are_named_by_path),

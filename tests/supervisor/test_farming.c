@@ -121,6 +121,9 @@ static int group_setup(void **state)
     json_t *tenants = json_object_get(root, "tenants");
     json_object_set_new(tenants, "farmer", json_pack("{s:s}", "plan", "farmed"));
     json_object_set_new(tenants, "human", json_pack("{s:s}", "plan", "farmed"));
+    /* a tenant whose own plan allows 6 generated tokens a day */
+    json_object_set_new(tenants, "writer",
+                        json_pack("{s:s,s:s}", "plan", "open", "output_tokens", "6 per day"));
     if (json_dump_file(root, S.config, JSON_INDENT(1)) != 0)
         return -1;
     json_decref(root);
@@ -322,12 +325,56 @@ static void test_refusal_survives_a_master_restart_and_clear_lifts_it(void **sta
     json_decref(r);
 }
 
+/* output_tokens: admitted while the tenant's generated tokens so far are
+ * under the window's 6, refused with 429 output_tokens_exhausted after. */
+static void test_output_tokens_refuses_once_the_window_is_spent(void **state)
+{
+    (void)state;
+    char *tok = svc_token(&S, "writer", 600);
+    long used = 0;
+    int refused = 0;
+    for (int i = 0; i < 10 && !refused; i++) {
+        struct resp r;
+        assert_int_equal(svc_http(&S, "POST", "/v1/completions", tok,
+                                  "{\"model\":\"smollm2\",\"prompt\":\"Count from one to "
+                                  "ten:\",\"max_tokens\":4}",
+                                  &r),
+                         0);
+        json_t *j = json_loadb(r.body ? r.body : "", r.len, 0, NULL);
+        if (used < 6) {
+            assert_int_equal(r.status, 200);
+            used += (long)json_integer_value(
+                json_object_get(json_object_get(j, "usage"), "completion_tokens"));
+        } else {
+            assert_int_equal(r.status, 429);
+            assert_string_equal(
+                json_string_value(json_object_get(json_object_get(j, "error"), "code")),
+                "output_tokens_exhausted");
+            char ra[32];
+            assert_non_null(resp_header(&r, "Retry-After", ra, sizeof(ra)));
+            assert_true(atol(ra) > 3600); /* a token comes back every 4 hours */
+            refused = 1;
+        }
+        json_decref(j);
+        resp_free(&r);
+    }
+    assert_true(refused);
+    assert_true(used >= 6 && used <= 9); /* the last request may overshoot by its own */
+    free(tok);
+    struct resp r;
+    assert_int_equal(svc_http(&S, "GET", "/metrics", NULL, NULL, &r), 0);
+    assert_non_null(
+        strstr(r.body, "gpuwarden_admission_refusals_total{reason=\"output_tokens\"} 1\n"));
+    resp_free(&r);
+}
+
 int main(void)
 {
     gw_need_model();
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_farmer_is_flagged_then_refused_human_never_flagged),
         cmocka_unit_test(test_refusal_survives_a_master_restart_and_clear_lifts_it),
+        cmocka_unit_test(test_output_tokens_refuses_once_the_window_is_spent),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }

@@ -163,6 +163,8 @@ struct gw_plan {
                                      weight 1 while both wait; reaches the worker as
                                      gw_slot_req.weight_milli (gw_weight_milli) */
     struct gw_farm_limits farm;   /* prompt-farming detection ("farming") */
+    int has_output;               /* "output_tokens": generated tokens per window */
+    struct gw_window output;      /* limit tokens per period_us, burst more at once */
 };
 
 /* A plan weight as the worker receives it (gw_slot_req.weight_milli):

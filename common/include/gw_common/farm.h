@@ -135,4 +135,25 @@ int gw_farm_clear(struct gw_segment *seg, struct gw_acct tenant);
 size_t gw_farm_audit_line(char *buf, size_t len, uint64_t now_us, const char *tenant,
                           const struct gw_farm_verdict *v);
 
+/* ------------------------------------------------- output_tokens quota */
+
+/* A plan's "output_tokens" window (docs/CONFIG.md): generated tokens per
+ * tenant per window, kept as a GCRA cell in the tenant's farming record.
+ * A token costs period / limit us of the cell (rounded up); the cell
+ * holds (limit + burst) tokens' worth when idle. Admission asks
+ * gw_outq_check before the request runs (at least one token left); the
+ * front charges the tokens the request really generated when it settles
+ * (gw_outq_charge), so one request may overshoot the window by its own
+ * length, and the next ones wait for it. */
+
+/* 0 when the tenant has at least one token left at now_us; GW_EREFUSED
+ * with *retry_us the wait until it has; -ENOENT / GW_ESTALE as
+ * gw_farm_observe; -EINVAL for a window with limit 0. *left (may be NULL)
+ * gets the tokens left. */
+int gw_outq_check(const struct gw_segment *seg, struct gw_acct tenant, const struct gw_window *w,
+                  uint64_t now_us, uint64_t *left, uint64_t *retry_us);
+/* Charges `tokens` generated tokens at now_us (one CAS). Same errors. */
+int gw_outq_charge(struct gw_segment *seg, struct gw_acct tenant, const struct gw_window *w,
+                   uint64_t tokens, uint64_t now_us);
+
 #endif /* GW_COMMON_FARM_H */

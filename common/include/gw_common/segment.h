@@ -572,6 +572,7 @@ enum gw_refusal {
     GW_REF_OVERLOADED,  /* "overloaded": no slot, queue or table room */
     GW_REF_DRAINING,    /* "draining": the node is shutting down */
     GW_REF_FARMING,     /* "farming": prompt farming refused or throttled (farm.c) */
+    GW_REF_OUTPUT,      /* "output_tokens": the plan's output_tokens window is spent */
     GW_REF_REASONS
 };
 const char *gw_refusal_name(int reason);

@@ -13,7 +13,7 @@ void gw__cfg_farm_defaults(struct gw_farm_limits *l)
     memset(l, 0, sizeof(*l));
     l->window = 32;
     l->min_samples = 16;
-    l->near_bits = 18;
+    l->near_bits = 20;
     l->sweep_cv_pct = 50;
     l->sweep_single_pct = 90;
     l->flag_score = 60;

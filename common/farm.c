@@ -71,6 +71,52 @@ static int word_byte(unsigned char c)
     return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c >= 0x80;
 }
 
+/* English function words, sorted (strcmp): left out of the features.
+ * Every long English text is full of them, so with them in, any two long
+ * texts look alike (their SimHashes drift toward the one of "the, and, of,
+ * to ..."); what tells texts apart, and a template's fills from each other,
+ * is the rest. The list is the common closed-class words of English, not
+ * a list tuned to any set of prompts. */
+static const char *const stopwords[] = {
+    "a",      "about",  "above", "after",  "again",    "against",    "all",  "am",
+    "an",     "and",    "any",   "are",    "as",       "at",         "be",   "because",
+    "been",   "before", "being", "below",  "between",  "both",       "but",  "by",
+    "can",    "could",  "did",   "do",     "does",     "doing",      "down", "during",
+    "each",   "few",    "for",   "from",   "further",  "had",        "has",  "have",
+    "having", "he",     "her",   "here",   "hers",     "herself",    "him",  "himself",
+    "his",    "how",    "i",     "if",     "in",       "into",       "is",   "it",
+    "its",    "itself", "just",  "me",     "more",     "most",       "my",   "myself",
+    "no",     "nor",    "not",   "now",    "of",       "off",        "on",   "once",
+    "only",   "or",     "other", "our",    "ours",     "ourselves",  "out",  "over",
+    "own",    "same",   "she",   "should", "so",       "some",       "such", "than",
+    "that",   "the",    "their", "theirs", "them",     "themselves", "then", "there",
+    "these",  "they",   "this",  "those",  "through",  "to",         "too",  "under",
+    "until",  "up",     "very",  "was",    "we",       "were",       "what", "when",
+    "where",  "which",  "while", "who",    "whom",     "why",        "will", "with",
+    "would",  "you",    "your",  "yours",  "yourself", "yourselves",
+};
+
+static int stopword(const char *w, size_t n)
+{
+    if (n > 10)
+        return 0;
+    char k[12];
+    memcpy(k, w, n);
+    k[n] = '\0';
+    size_t lo = 0, hi = sizeof(stopwords) / sizeof(stopwords[0]);
+    while (lo < hi) {
+        size_t mid = (lo + hi) / 2;
+        int c = strcmp(k, stopwords[mid]);
+        if (c == 0)
+            return 1;
+        if (c < 0)
+            hi = mid;
+        else
+            lo = mid + 1;
+    }
+    return 0;
+}
+
 /* Adds one feature's hash to the bit sums. Written as a plain loop over the
  * 64 bits so the compiler vectorises it. */
 static void add_feature(int32_t v[64], uint64_t h)
@@ -102,6 +148,8 @@ uint64_t gw_farm_simhash(const char *text, size_t len)
             if (wl < sizeof(word))
                 word[wl++] = (char)(c >= 'A' && c <= 'Z' ? c + ('a' - 'A') : c);
         }
+        if (stopword(word, wl))
+            continue; /* neither a feature nor half of a pair */
         uint64_t h = XXH3_64bits_withSeed(word, wl, 0);
         add_feature(v, h);
         features++;

@@ -234,7 +234,7 @@ static void test_farmer_is_flagged_then_refused_human_never_flagged(void **state
     l = (struct gw_farm_limits){.enabled = 1,
                                 .window = 16,
                                 .min_samples = 8,
-                                .near_bits = 18,
+                                .near_bits = 20,
                                 .sweep_cv_pct = 0,
                                 .sweep_single_pct = 90,
                                 .flag_score = 60,

@@ -127,7 +127,7 @@ struct gw_farm_limits {
     int enabled;               /* 0: no fingerprint, no score, no ladder */
     uint32_t window;           /* recent prompts the score reads, [4, 64], default 32 */
     uint32_t min_samples;      /* no score before this many prompts, [2, window], 16 */
-    uint32_t near_bits;        /* SimHash Hamming distance that counts as near, [0, 32], 18 */
+    uint32_t near_bits;        /* SimHash Hamming distance that counts as near, [0, 32], 20 */
     uint32_t sweep_cv_pct;     /* inter-arrival CV (percent) at which the sweep part is 0,
                                   [0, 1000], 50; 0: no sweep part */
     uint32_t sweep_single_pct; /* share of single-turn prompts a sweep needs, [0, 100], 90 */

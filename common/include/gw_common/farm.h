@@ -50,8 +50,9 @@ struct gw_acct;
 
 /* The 64-bit SimHash of text[0, len) (its first GW_FARM_MAX_BYTES bytes).
  * Words are maximal runs of ASCII letters and digits and bytes >= 0x80,
- * ASCII letters folded to lower case; the features are every word and
- * every pair of adjacent words, each hashed with XXH3-64 (words with seed
+ * ASCII letters folded to lower case, less English function words ("the",
+ * "of", "you", ...: farm.c's list); the features are every word and every
+ * pair of adjacent words left, each hashed with XXH3-64 (words with seed
  * 0, pairs as their two word hashes with seed 1), weight 1. Bit b of the
  * result is 1 when more features have bit b set than clear. 0 when the
  * text has no word; never 0 otherwise (an all-clear sum gives 1). */

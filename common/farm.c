@@ -117,12 +117,45 @@ static int stopword(const char *w, size_t n)
     return 0;
 }
 
-/* Adds one feature's hash to the bit sums. Written as a plain loop over the
- * 64 bits so the compiler vectorises it. */
-static void add_feature(int32_t v[64], uint64_t h)
+/* The bit sums, eight bits at a time: SPREAD[v] has byte i = bit i of v,
+ * so adding SPREAD[byte j of h] to acc[j] counts the eight bits of that
+ * byte in eight 8-bit lanes at once (8 adds a feature instead of 64).
+ * A lane holds at most 255, so the lanes are emptied into the 32-bit sums
+ * every 255 features. */
+#define SP1(v)                                                                                     \
+    ((uint64_t)((v)&1u) | (uint64_t)((v) >> 1 & 1u) << 8 | (uint64_t)((v) >> 2 & 1u) << 16 |        \
+     (uint64_t)((v) >> 3 & 1u) << 24 | (uint64_t)((v) >> 4 & 1u) << 32 |                           \
+     (uint64_t)((v) >> 5 & 1u) << 40 | (uint64_t)((v) >> 6 & 1u) << 48 |                           \
+     (uint64_t)((v) >> 7 & 1u) << 56)
+#define SP4(v) SP1(v), SP1((v) + 1), SP1((v) + 2), SP1((v) + 3)
+#define SP16(v) SP4(v), SP4((v) + 4), SP4((v) + 8), SP4((v) + 12)
+#define SP64(v) SP16(v), SP16((v) + 16), SP16((v) + 32), SP16((v) + 48)
+static const uint64_t SPREAD[256] = {SP64(0u), SP64(64u), SP64(128u), SP64(192u)};
+
+struct bitsums {
+    uint64_t acc[8];  /* lanes: byte i of acc[j] counts bit 8j + i */
+    uint32_t sum[64]; /* emptied lanes */
+    uint32_t in_acc;  /* features in the lanes */
+    uint64_t n;       /* features in all */
+};
+
+static void sums_flush(struct bitsums *s)
 {
-    for (int b = 0; b < 64; b++)
-        v[b] += (int32_t)((h >> b) & 1u) * 2 - 1;
+    for (int j = 0; j < 8; j++) {
+        for (int i = 0; i < 8; i++)
+            s->sum[j * 8 + i] += (uint32_t)(s->acc[j] >> (8 * i) & 0xffu);
+        s->acc[j] = 0;
+    }
+    s->in_acc = 0;
+}
+
+static void add_feature(struct bitsums *s, uint64_t h)
+{
+    for (int j = 0; j < 8; j++)
+        s->acc[j] += SPREAD[h >> (8 * j) & 0xffu];
+    s->n++;
+    if (++s->in_acc == 255)
+        sums_flush(s);
 }
 
 uint64_t gw_farm_simhash(const char *text, size_t len)
@@ -131,9 +164,9 @@ uint64_t gw_farm_simhash(const char *text, size_t len)
         return 0;
     if (len > GW_FARM_MAX_BYTES)
         len = GW_FARM_MAX_BYTES;
-    int32_t v[64] = {0};
+    struct bitsums sums = {0};
     char word[64];
-    uint64_t prev = 0, features = 0;
+    uint64_t prev = 0;
     int have_prev = 0;
     size_t i = 0;
     while (i < len) {
@@ -151,21 +184,21 @@ uint64_t gw_farm_simhash(const char *text, size_t len)
         if (stopword(word, wl))
             continue; /* neither a feature nor half of a pair */
         uint64_t h = XXH3_64bits_withSeed(word, wl, 0);
-        add_feature(v, h);
-        features++;
+        add_feature(&sums, h);
         if (have_prev) {
             uint64_t pair[2] = {prev, h};
-            add_feature(v, XXH3_64bits_withSeed(pair, sizeof(pair), 1));
-            features++;
+            add_feature(&sums, XXH3_64bits_withSeed(pair, sizeof(pair), 1));
         }
         prev = h;
         have_prev = 1;
     }
-    if (!features)
+    if (!sums.n)
         return 0;
+    sums_flush(&sums);
+    /* bit b: more features with it set than clear */
     uint64_t fp = 0;
     for (int b = 0; b < 64; b++)
-        if (v[b] > 0)
+        if (2u * (uint64_t)sums.sum[b] > sums.n)
             fp |= 1ull << b;
     return fp ? fp : 1;
 }

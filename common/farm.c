@@ -123,7 +123,7 @@ static int stopword(const char *w, size_t n)
  * A lane holds at most 255, so the lanes are emptied into the 32-bit sums
  * every 255 features. */
 #define SP1(v)                                                                                     \
-    ((uint64_t)((v)&1u) | (uint64_t)((v) >> 1 & 1u) << 8 | (uint64_t)((v) >> 2 & 1u) << 16 |        \
+    ((uint64_t)((v)&1u) | (uint64_t)((v) >> 1 & 1u) << 8 | (uint64_t)((v) >> 2 & 1u) << 16 |       \
      (uint64_t)((v) >> 3 & 1u) << 24 | (uint64_t)((v) >> 4 & 1u) << 32 |                           \
      (uint64_t)((v) >> 5 & 1u) << 40 | (uint64_t)((v) >> 6 & 1u) << 48 |                           \
      (uint64_t)((v) >> 7 & 1u) << 56)

@@ -226,6 +226,18 @@ static char *audit_text(void)
     return strdup(buf);
 }
 
+/* gpuwardenctl with args: its exit status, stdout in out. */
+static int ctl(char *out, size_t outlen, const char *args)
+{
+    char cmd[1024];
+    snprintf(cmd, sizeof(cmd), "%s/gpuwardenctl -s %s %s 2>/dev/null", GW_BIN_DIR, SOCK, args);
+    FILE *p = popen(cmd, "r");
+    size_t n = fread(out, 1, outlen - 1, p);
+    out[n] = '\0';
+    int st = pclose(p);
+    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
 static void test_farmer_is_flagged_then_refused_human_never_flagged(void **state)
 {
     (void)state;
@@ -294,6 +306,21 @@ static void test_farmer_is_flagged_then_refused_human_never_flagged(void **state
     assert_non_null(strstr(r.body, "gpuwarden_farming_escalations_total{level=\"flagged\"} 1\n"));
     assert_non_null(strstr(r.body, "gpuwarden_farming_escalations_total{level=\"refused\"} 1\n"));
     resp_free(&r);
+    /* gpuwardenctl top: the farmer first, by score */
+    char out[8192];
+    assert_int_equal(ctl(out, sizeof(out), "top 3"), 0);
+    int lines = 0;
+    for (char *p = out; (p = strchr(p, '\n')); p++)
+        lines++;
+    assert_int_equal(lines, 4); /* the header and three of the eight listed tenants */
+    const char *row = strchr(out, '\n');
+    assert_non_null(row);
+    assert_int_equal(strncmp(out, "TENANT ", 7), 0);
+    assert_int_equal(strncmp(row + 1, "farmer ", 7), 0);
+    char *eol = strchr(row + 1, '\n');
+    *eol = '\0';
+    assert_non_null(strstr(row + 1, " farmed     refused     "));
+    assert_int_equal(ctl(out, sizeof(out), "top many"), 100);
 }
 
 static void test_refusal_survives_a_master_restart_and_clear_lifts_it(void **state)

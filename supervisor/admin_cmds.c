@@ -436,6 +436,17 @@ static json_t *tenant_json(struct gw_admin *a, const struct gw_config *cfg, cons
     /* the service the worker's fair scheduler counted for it (VTC units) */
     json_object_set_new(o, "vtc", json_integer(have ? (json_int_t)gw_vtc_get(a->seg, acct) : 0));
     json_object_set_new(o, "farming", farming_json(a, have ? &acct : NULL, &p->farm, now));
+    /* the plan's output_tokens window and what is left of it now */
+    if (p->has_output) {
+        uint64_t left = p->output.limit + p->output.burst;
+        if (have)
+            gw_outq_check(a->seg, acct, &p->output, now, &left, NULL);
+        json_object_set_new(
+            o, "output_tokens",
+            json_pack("{s:o,s:I}", "window", window_json(&p->output), "left", (json_int_t)left));
+    } else {
+        json_object_set_new(o, "output_tokens", json_null());
+    }
     return o;
 }
 

@@ -387,6 +387,14 @@ static void test_output_tokens_refuses_once_the_window_is_spent(void **state)
     }
     assert_true(refused);
     assert_true(used >= 6 && used <= 9); /* the last request may overshoot by its own */
+    json_t *t = ask("{\"cmd\":\"tenant.show\",\"tenant\":\"writer\"}");
+    json_t *o = json_object_get(t, "output_tokens");
+    assert_int_equal(json_integer_value(json_object_get(o, "left")), 0);
+    assert_string_equal(json_string_value(json_object_get(o, "window")), "6 per day");
+    json_decref(t);
+    t = ask("{\"cmd\":\"tenant.show\",\"tenant\":\"human\"}");
+    assert_true(json_is_null(json_object_get(t, "output_tokens")));
+    json_decref(t);
     free(tok);
     struct resp r;
     assert_int_equal(svc_http(&S, "GET", "/metrics", NULL, NULL, &r), 0);

@@ -63,11 +63,13 @@ static void parse_prefixes(struct gw_cfg_cx *c, json_t *v, const char *p, struct
 
 void gw__cfg_plan_farming(struct gw_cfg_cx *c, json_t *o, const char *p, struct gw_farm_limits *l)
 {
-    static const char *const keys[] = {"enabled",    "window",         "min_samples",
-                                       "near_bits",  "sweep_cv_pct",   "sweep_single_pct",
-                                       "flag_score", "throttle_after", "refuse_after",
-                                       "throttle",   "refuse_ttl_s",   "ignore_prefix",
-                                       NULL};
+    static const char *const keys[] = {"enabled",       "window",
+                                       "min_samples",   "near_bits",
+                                       "sweep_cv_pct",  "sweep_single_pct",
+                                       "flag_score",    "throttle_after",
+                                       "refuse_after",  "throttle",
+                                       "refuse_ttl_s",  "ban_ttl_s",
+                                       "ignore_prefix", NULL};
     char q[PATH_LEN], sh[96];
     gw__cfg_check_keys(c, o, p, keys);
     json_t *v = json_object_get(o, "enabled");
@@ -87,6 +89,7 @@ void gw__cfg_plan_farming(struct gw_cfg_cx *c, json_t *o, const char *p, struct 
     gw__cfg_get_u32(c, o, p, "throttle_after", 1, 100000, 0, &l->throttle_after);
     gw__cfg_get_u32(c, o, p, "refuse_after", 1, 100000, 0, &l->refuse_after);
     gw__cfg_get_u32(c, o, p, "refuse_ttl_s", 1, 2592000, 0, &l->refuse_ttl_s);
+    gw__cfg_get_u32(c, o, p, "ban_ttl_s", 0, 31622400, 0, &l->ban_ttl_s);
     if ((v = json_object_get(o, "throttle"))) {
         gw__cfg_path_key(q, p, "throttle");
         struct gw_window w;

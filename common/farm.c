@@ -546,6 +546,10 @@ size_t gw_farm_audit_line(char *buf, size_t len, uint64_t now_us, const char *te
         n = snprintf(buf + at, len - at, ",\"until\":%" PRIu64, v->until_s);
         at = n < 0 ? at : (size_t)n >= len - at ? len - 1 : at + (size_t)n;
     }
+    if (v->banned_until_s) {
+        n = snprintf(buf + at, len - at, ",\"banned_until\":%" PRIu64, v->banned_until_s);
+        at = n < 0 ? at : (size_t)n >= len - at ? len - 1 : at + (size_t)n;
+    }
     n = snprintf(buf + at, len - at, "}\n");
     at = n < 0 ? at : (size_t)n >= len - at ? len - 1 : at + (size_t)n;
     return at;

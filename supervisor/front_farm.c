@@ -10,12 +10,16 @@
 #include <stdio.h>
 #include <string.h>
 
-/* One escalation: the audit line with its evidence, the metric, a log line. */
-static void escalated(struct front *f, const char *tenant, const struct gw_farm_verdict *v,
-                      uint64_t now)
+/* One escalation: the ban of the last step when the plan asks for it, the
+ * audit line with its evidence, the metric, a log line. */
+static void escalated(struct front *f, const char *tenant, struct gw_acct acct,
+                      const struct gw_farm_limits *l, struct gw_farm_verdict *v, uint64_t now)
 {
     char who[32], path[300], line[1024];
     snprintf(who, sizeof(who), "front %d", f->index);
+    if (v->level == GW_FARM_REFUSED && l->ban_ttl_s &&
+        gw_ledger_ban(&f->seg, acct, now + (uint64_t)l->ban_ttl_s * 1000000u) == 0)
+        v->banned_until_s = now / 1000000u + l->ban_ttl_s;
     if (v->prev_level == GW_FARM_NONE)
         gw_metrics_add(&f->seg, GW_MC_FARM_FLAGGED, 1);
     if (v->level == GW_FARM_REFUSED)
@@ -54,7 +58,7 @@ int gw__front_farming(struct conn *c, struct front *f, const struct gw_plan *pla
     if (gw_farm_observe(&f->seg, tenant, gw_farm_simhash(text, len), single, now, l, &v) != 0)
         return 0;
     if (v.level > v.prev_level)
-        escalated(f, tenant_id, &v, now);
+        escalated(f, tenant_id, tenant, l, &v, now);
     if (!v.refuse && !v.throttled)
         return 0;
     gw_metrics_refusal(&f->seg, GW_REF_FARMING);

@@ -497,6 +497,9 @@ static void test_audit_line_carries_the_evidence(void **state)
         "\"nearest_fp\":\"f2c732d6bf1ecc57\",\"nearest_bits\":9,\"until\":1700000600}\n";
     assert_string_equal(line, want);
     assert_int_equal(n, strlen(want));
+    v.banned_until_s = 1700003600;
+    n = gw_farm_audit_line(line, sizeof(line), NOW + 123456, "acme", &v);
+    assert_non_null(strstr(line, "\"until\":1700000600,\"banned_until\":1700003600}\n"));
     /* cut to the buffer, never beyond */
     assert_int_equal(gw_farm_audit_line(line, 16, NOW, "acme", &v), 15);
     assert_int_equal(strlen(line), 15);
@@ -547,7 +550,8 @@ static void test_config_defaults_and_overrides(void **state)
                    " \"window\": 48, \"near_bits\": 10, \"throttle\": \"2 per minute burst 1\","
                    " \"ignore_prefix\": [\"Summarize: \", \"Translate: \"]}}},"
                    " \"tenants\": {\"acme\": {\"plan\": \"app\", \"farming\": {\"flag_score\": 80,"
-                   " \"refuse_ttl_s\": 60}, \"output_tokens\": \"5000 per hour burst 100\"}}",
+                   " \"refuse_ttl_s\": 60, \"ban_ttl_s\": 86400}, \"output_tokens\": \"5000 per "
+                   "hour burst 100\"}}",
                    &cfg, err, sizeof(err));
     assert_string_equal(err, "");
     assert_int_equal(rc, 0);
@@ -575,6 +579,8 @@ static void test_config_defaults_and_overrides(void **state)
     assert_int_equal(l->near_bits, 10);
     assert_int_equal(l->flag_score, 80);
     assert_int_equal(l->refuse_ttl_s, 60);
+    assert_int_equal(l->ban_ttl_s, 86400);
+    assert_int_equal(d->ban_ttl_s, 0);
     assert_int_equal(l->throttle.limit, 2);
     assert_int_equal(l->throttle.period_us, 60 * SEC);
     assert_int_equal(l->throttle.burst, 1);
@@ -623,6 +629,8 @@ static void test_config_mistakes_are_named_by_path(void **state)
            "second|minute|hour|day [burst M]\"");
     expect("{\"throttle\": 5}", "config: plans.p.farming.throttle: \"(not a string)\": expected "
                                 "\"N per second|minute|hour|day [burst M]\"");
+    expect("{\"ban_ttl_s\": -1}",
+           "config: plans.p.farming.ban_ttl_s: expected an integer in [0, 31622400]");
     expect("{\"ignore_prefix\": []}",
            "config: plans.p.farming.ignore_prefix: expected an array of 1 to 4 strings");
     expect("{\"ignore_prefix\": [\"ok\", \"\"]}",

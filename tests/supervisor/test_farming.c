@@ -118,9 +118,14 @@ static int group_setup(void **state)
     json_t *plan = json_pack("{s:[s],s:s,s:i,s:o}", "rate", "1000 per minute burst 100", "budget",
                              "1000 GPU-seconds per day", "max_tokens", 4, "farming", farming);
     json_object_set_new(json_object_get(root, "plans"), "farmed", plan);
+    /* the same with the ladder's ban step */
+    json_t *banning = json_deep_copy(plan);
+    json_object_set_new(json_object_get(banning, "farming"), "ban_ttl_s", json_integer(3600));
+    json_object_set_new(json_object_get(root, "plans"), "banning", banning);
     json_t *tenants = json_object_get(root, "tenants");
     json_object_set_new(tenants, "farmer", json_pack("{s:s}", "plan", "farmed"));
     json_object_set_new(tenants, "human", json_pack("{s:s}", "plan", "farmed"));
+    json_object_set_new(tenants, "banned", json_pack("{s:s}", "plan", "banning"));
     /* a tenant whose own plan allows 6 generated tokens a day */
     json_object_set_new(tenants, "writer",
                         json_pack("{s:s,s:s}", "plan", "open", "output_tokens", "6 per day"));
@@ -403,6 +408,35 @@ static void test_output_tokens_refuses_once_the_window_is_spent(void **state)
     resp_free(&r);
 }
 
+/* ban_ttl_s: the request that reaches the refused step gets 429
+ * prompt_farming and bans the tenant; the next ones 403 banned until
+ * gpuwardenctl unban. */
+static void test_ban_step_bans_until_unban(void **state)
+{
+    (void)state;
+    char code[64], p[256];
+    for (int i = 0; i < want_refuse; i++) {
+        farm_prompt(i, p, sizeof(p));
+        int st = complete("banned", p, code, sizeof(code), NULL, 0);
+        assert_int_equal(st, i + 1 < want_refuse ? 200 : 429);
+    }
+    assert_string_equal(code, "prompt_farming");
+    assert_int_equal(complete("banned", "Tell me about the sea.", code, sizeof(code), NULL, 0),
+                     403);
+    assert_string_equal(code, "banned");
+    char *audit = audit_text();
+    assert_non_null(strstr(audit, "\"tenant\":\"banned\",\"level\":\"refused\""));
+    assert_non_null(strstr(audit, "\"banned_until\":"));
+    free(audit);
+    json_t *r = ask("{\"cmd\":\"unban\",\"kind\":\"tenant\",\"id\":\"banned\"}");
+    assert_true(json_is_true(json_object_get(r, "ok")));
+    json_decref(r);
+    /* unbanned, and still on the ladder's refused step until its TTL */
+    assert_int_equal(complete("banned", "Tell me about the sea.", code, sizeof(code), NULL, 0),
+                     429);
+    assert_string_equal(code, "prompt_farming");
+}
+
 int main(void)
 {
     gw_need_model();
@@ -410,6 +444,7 @@ int main(void)
         cmocka_unit_test(test_farmer_is_flagged_then_refused_human_never_flagged),
         cmocka_unit_test(test_refusal_survives_a_master_restart_and_clear_lifts_it),
         cmocka_unit_test(test_output_tokens_refuses_once_the_window_is_spent),
+        cmocka_unit_test(test_ban_step_bans_until_unban),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }

@@ -136,6 +136,8 @@ struct gw_farm_limits {
     uint32_t refuse_after;     /* strikes to the refusal step, [throttle_after, 100000], 64 */
     struct gw_window throttle; /* the throttled rate, default "1 per second" */
     uint32_t refuse_ttl_s;     /* how long a refusal lasts, [1, 2592000], 600 */
+    uint32_t ban_ttl_s;        /* the ladder's last step: reaching refused also bans the
+                                  tenant this long (403 banned), [0, 31622400]; 0: off */
     uint32_t prefixes;         /* 0: none; k: gw_config.farm_prefixes[k - 1] */
 };
 /* A plan's "ignore_prefix": the fixed instruction texts of a legitimate

@@ -31,7 +31,9 @@
  * one strike away. 1 strike: flagged (audit + metric); throttle_after:
  * throttled (the plan's `throttle` rate applies on top of its own);
  * refuse_after: refused (429 prompt_farming) for refuse_ttl_s, after which
- * the tenant starts again from no strikes. gpuwardenctl tenant
+ * the tenant starts again from no strikes; with ban_ttl_s, the front also
+ * bans it (the ledger's ban cell: 403 banned, gpuwardenctl unban) when it
+ * reaches refused. gpuwardenctl tenant
  * clear-farming resets the ladder and the evidence at once.
  */
 #ifndef GW_COMMON_FARM_H
@@ -100,6 +102,7 @@ struct gw_farm_verdict {
     int refuse;       /* 1: answer 429 prompt_farming, Retry-After retry_us */
     int throttled;    /* 1: the throttle rate refused it (429 rate_limited) */
     uint64_t retry_us;
+    uint64_t banned_until_s; /* set by the caller when it banned the tenant (ban_ttl_s) */
 };
 
 /* Records fingerprint fp (0: nothing recorded, the ladder still judged)
@@ -131,7 +134,7 @@ int gw_farm_clear(struct gw_segment *seg, struct gw_acct tenant);
 /* The audit log's line for an escalation (JSON, newline-terminated):
  * {"time","event":"farming","tenant","level","strikes","score","near_pct",
  *  "near","n","cv_pct","single_pct","sweep","fp","nearest_fp",
- *  "nearest_bits"[,"until"]}. The tenant id is escaped. Returns its
+ *  "nearest_bits"[,"until"][,"banned_until"]}. The tenant id is escaped. Returns its
  * length (cut to len - 1 at most). */
 size_t gw_farm_audit_line(char *buf, size_t len, uint64_t now_us, const char *tenant,
                           const struct gw_farm_verdict *v);

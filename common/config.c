@@ -483,5 +483,6 @@ void gw_config_free(struct gw_config *cfg)
         gw__cfg_free_key(&cfg->keys[i]);
     free(cfg->tenants);
     free(cfg->unb_lists);
+    free(cfg->farm_prefixes);
     free(cfg);
 }

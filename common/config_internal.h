@@ -12,6 +12,7 @@
  *   config_auth.c     auth and its key files
  *   config_watchdog.c the watchdog's limits, the output guard's rules and
  *                     the unbounded-request patterns
+ *   config_farm.c     a plan's "farming" object (prompt-farming detection)
  *
  * Every check appends "config: <json path>: <problem>" through gw__cfg_bad;
  * the messages are the interface (tests/common/test_config.c asserts them
@@ -105,5 +106,11 @@ void gw__cfg_parse_watchdog(struct gw_cfg_cx *c, json_t *root, struct gw_config 
 /* A plan's or tenant's "watchdog" object o at path p: its limit keys onto l,
  * its own "unbounded_patterns" into cfg->unb_lists. */
 void gw__cfg_plan_watchdog(struct gw_cfg_cx *c, json_t *o, const char *p, struct gw_wd_limits *l);
+
+/* config_farm.c */
+void gw__cfg_farm_defaults(struct gw_farm_limits *l);
+/* A plan's or tenant's "farming" object o at path p onto l (a tenant's
+ * starts from its plan's), its "ignore_prefix" into cfg->farm_prefixes. */
+void gw__cfg_plan_farming(struct gw_cfg_cx *c, json_t *o, const char *p, struct gw_farm_limits *l);
 
 #endif

@@ -29,10 +29,13 @@ enum {
     PK_TOKENS = 8,
     PK_ON_BUDGET = 16,
     PK_WATCHDOG = 32,
-    PK_WEIGHT = 64
+    PK_WEIGHT = 64,
+    PK_FARMING = 128,
+    PK_OUTPUT = 256
 };
 #define PK_ALL                                                                                     \
-    (PK_RATE | PK_BUDGET | PK_INFLIGHT | PK_TOKENS | PK_ON_BUDGET | PK_WATCHDOG | PK_WEIGHT)
+    (PK_RATE | PK_BUDGET | PK_INFLIGHT | PK_TOKENS | PK_ON_BUDGET | PK_WATCHDOG | PK_WEIGHT |      \
+     PK_FARMING | PK_OUTPUT)
 
 static void parse_rates(struct gw_cfg_cx *c, json_t *arr, const char *p, struct gw_plan *pl)
 {
@@ -120,10 +123,30 @@ static void parse_plan_keys(struct gw_cfg_cx *c, json_t *obj, const char *base, 
     }
     if (allowed & PK_WEIGHT)
         gw__cfg_get_number(c, obj, base, "weight", 1000, &pl->weight);
+    if ((allowed & PK_OUTPUT) && (v = json_object_get(obj, "output_tokens"))) {
+        gw__cfg_path_key(p, base, "output_tokens");
+        struct gw_window w;
+        if (json_is_null(v)) {
+            pl->has_output = 0; /* an override may lift a plan's quota */
+        } else if (!json_is_string(v) || gw_window_parse(json_string_value(v), &w) != 0) {
+            gw__cfg_bad(c, p, "%s%s%s: expected " WINDOW_FORM " or null",
+                        json_is_string(v) ? "\"" : "",
+                        json_is_string(v) ? gw__cfg_shown(json_string_value(v), q) : "not a string",
+                        json_is_string(v) ? "\"" : "");
+        } else {
+            pl->has_output = 1;
+            pl->output = w;
+        }
+    }
+    if ((allowed & PK_FARMING) && (v = gw__cfg_get_object(c, obj, base, "farming", 0))) {
+        gw__cfg_path_key(p, base, "farming");
+        gw__cfg_plan_farming(c, v, p, &pl->farm);
+    }
 }
 
-static const char *const plan_keys[] = {"rate",      "budget",   "max_inflight", "max_tokens",
-                                        "on_budget", "watchdog", "weight",       NULL};
+static const char *const plan_keys[] = {"rate",          "budget",   "max_inflight", "max_tokens",
+                                        "on_budget",     "watchdog", "weight",       "farming",
+                                        "output_tokens", NULL};
 
 void gw__cfg_plan_defaults(struct gw_plan *pl, const char *name)
 {
@@ -131,6 +154,7 @@ void gw__cfg_plan_defaults(struct gw_plan *pl, const char *name)
     snprintf(pl->name, sizeof(pl->name), "%s", name);
     pl->max_tokens = 1024;
     pl->weight = 1.0;
+    gw__cfg_farm_defaults(&pl->farm);
 }
 
 uint32_t gw_weight_milli(double weight)
@@ -192,9 +216,9 @@ static int tenant_cmp(const void *a, const void *b)
 
 void gw__cfg_parse_tenants(struct gw_cfg_cx *c, json_t *root, struct gw_config *cfg)
 {
-    static const char *const keys[] = {"plan",         "plans",      "rate",      "budget",
-                                       "max_inflight", "max_tokens", "on_budget", "watchdog",
-                                       "weight",       NULL};
+    static const char *const keys[] = {"plan",         "plans",      "rate",          "budget",
+                                       "max_inflight", "max_tokens", "on_budget",     "watchdog",
+                                       "weight",       "farming",    "output_tokens", NULL};
     json_t *tenants = gw__cfg_get_object(c, root, "", "tenants", 0);
     if (!tenants)
         return;

@@ -20,8 +20,8 @@ static const uint64_t bucket_ns[GW_M_BUCKETS] = {
 };
 
 static const char *const refusal_names[GW_REF_REASONS] = {
-    "ip_rate", "tenant_rate", "budget",     "concurrency", "banned",
-    "auth",    "forbidden",   "overloaded", "draining",
+    "ip_rate",   "tenant_rate", "budget",   "concurrency", "banned",        "auth",
+    "forbidden", "overloaded",  "draining", "farming",     "output_tokens",
 };
 
 _Static_assert(GW_REF_REASONS <= 16, "refusal counters in the area");

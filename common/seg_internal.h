@@ -324,6 +324,29 @@ struct gw_lenest_rec {
 _Static_assert(sizeof(struct gw_lenest_rec) == 384, "learned length record layout");
 _Static_assert(_Alignof(struct gw_lenest_rec) == 8, "learned length record alignment");
 
+/* ---------------------------------------------------------------- farming */
+
+/* One tenant's prompt-farming evidence and response ladder (farm.c), at
+ * the same index as the tenant account's budget record (never reclaimed,
+ * so the index is the tenant's for the segment's life). Every word is
+ * changed by one atomic store, add or CAS on its own: no word's meaning
+ * depends on another being written in the same step, so a process killed
+ * between two of them leaves nothing to repair (farm.c's opening). */
+struct gw_farm_rec {
+    _Atomic uint64_t seen;             /* prompts ever recorded; ring position = seen % RING */
+    _Atomic uint64_t ladder;           /* level | strikes << 2 | until_s << 24 (farm.c, LAD) */
+    _Atomic uint64_t tat;              /* the throttle's GCRA theoretical arrival time, us */
+    _Atomic uint64_t last;             /* the last score's parts (farm.c, LAST), for show */
+    _Atomic uint64_t strikes;          /* prompts ever at or over flag_score */
+    _Atomic uint64_t refused;          /* requests ever refused by the ladder */
+    _Atomic uint64_t last_fp;          /* the last prompt's fingerprint, for show */
+    _Atomic uint64_t out_tat;          /* output_tokens quota: GCRA theoretical arrival time, us */
+    _Atomic uint64_t fp[GW_FARM_RING]; /* recent fingerprints; 0 = empty */
+    _Atomic uint64_t meta[GW_FARM_RING]; /* arrival us | single-turn << 56 */
+};
+_Static_assert(sizeof(struct gw_farm_rec) == 1088, "farming record layout");
+_Static_assert(_Alignof(struct gw_farm_rec) == 8, "farming record alignment");
+
 /* ----------------------------------------------------------- shared helpers */
 
 static inline struct gw_account *acct_at(const struct gw_segment *seg, uint32_t i)

@@ -19,7 +19,7 @@
 
 struct layout {
     uint64_t off_accounts, off_budgets, off_slots, off_qcells, off_lanes, off_lenest, total;
-    uint64_t off_metrics, off_limits; /* after the learned lengths; not in the header */
+    uint64_t off_metrics, off_limits, off_farm; /* after the learned lengths; not in the header */
     uint64_t budget_stride, slot_stride;
 };
 
@@ -74,7 +74,8 @@ static int layout_of(const struct gw_seg_config *c, struct layout *l, char *err,
     l->off_lenest = ALIGN64(l->off_lanes + (uint64_t)c->lanes * sizeof(struct gw_lane));
     l->off_metrics = ALIGN64(l->off_lenest + (uint64_t)c->budgets * sizeof(struct gw_lenest_rec));
     l->off_limits = ALIGN64(l->off_metrics + sizeof(struct gw_metrics_area));
-    l->total = ALIGN64(l->off_limits + sizeof(struct gw_limits_area));
+    l->off_farm = ALIGN64(l->off_limits + sizeof(struct gw_limits_area));
+    l->total = ALIGN64(l->off_farm + (uint64_t)c->budgets * sizeof(struct gw_farm_rec));
     return 0;
 }
 
@@ -97,6 +98,7 @@ static void bind_regions(struct gw_segment *seg, const struct layout *l)
     seg->metrics = (struct gw_metrics_area *)(seg->base + l->off_metrics);
     seg->limits = (struct gw_limits_area *)(seg->base + l->off_limits);
     seg->lenest = (struct gw_lenest_rec *)(seg->base + h->off_lenest);
+    seg->farm = (struct gw_farm_rec *)(seg->base + l->off_farm);
     seg->budget_stride = h->budget_stride;
     seg->slot_stride = h->slot_stride;
     seg->lane = -1;

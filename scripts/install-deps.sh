@@ -15,6 +15,7 @@ pkgs=(
                           # "recommended" by clang, so named here)
     curl                  # scripts/run-dev.sh waits for /readyz with it
     valgrind              # memcheck over the engine tests (ctest -L valgrind)
+    prometheus            # promtool: test_alerts checks dist/prometheus/gpuwarden-alerts.yml
 )
 
 missing=()

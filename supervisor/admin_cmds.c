@@ -375,6 +375,29 @@ static const struct gw_plan *tenant_plan(const struct gw_config *cfg, const char
     return p;
 }
 
+/* The tenant's prompt-farming state (common/farm.c): the ladder and the
+ * last prompt's score with its parts. */
+static json_t *farming_json(struct gw_admin *a, const struct gw_acct *acct,
+                            const struct gw_farm_limits *l, uint64_t now)
+{
+    struct gw_farm_state st = {0};
+    if (acct)
+        gw_farm_get(a->seg, *acct, now, &st);
+    char fp[24];
+    snprintf(fp, sizeof(fp), "%016" PRIx64, st.last_fp);
+    json_t *o = json_pack(
+        "{s:b,s:s,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:s}", "enabled", l->enabled, "level",
+        gw_farm_level_name(st.level), "score", (json_int_t)st.score, "near_pct",
+        (json_int_t)st.near_pct, "cv_pct", (json_int_t)st.cv_pct, "single_pct",
+        (json_int_t)st.single_pct, "sweep", (json_int_t)st.sweep, "window", (json_int_t)st.n,
+        "strikes", (json_int_t)st.strikes, "prompts", (json_int_t)st.seen, "strikes_total",
+        (json_int_t)st.strikes_total, "refused_total", (json_int_t)st.refused_total, "last_fp", fp);
+    json_object_set_new(o, "refused_until",
+                        st.level == GW_FARM_REFUSED ? json_integer((json_int_t)st.until_s)
+                                                    : json_null());
+    return o;
+}
+
 static json_t *tenant_json(struct gw_admin *a, const struct gw_config *cfg, const char *t,
                            const struct gw_plan *p)
 {
@@ -412,6 +435,18 @@ static json_t *tenant_json(struct gw_admin *a, const struct gw_config *cfg, cons
     json_object_set_new(o, "banned_until_us", ban ? json_integer((json_int_t)ban) : json_null());
     /* the service the worker's fair scheduler counted for it (VTC units) */
     json_object_set_new(o, "vtc", json_integer(have ? (json_int_t)gw_vtc_get(a->seg, acct) : 0));
+    json_object_set_new(o, "farming", farming_json(a, have ? &acct : NULL, &p->farm, now));
+    /* the plan's output_tokens window and what is left of it now */
+    if (p->has_output) {
+        uint64_t left = p->output.limit + p->output.burst;
+        if (have)
+            gw_outq_check(a->seg, acct, &p->output, now, &left, NULL);
+        json_object_set_new(
+            o, "output_tokens",
+            json_pack("{s:o,s:I}", "window", window_json(&p->output), "left", (json_int_t)left));
+    } else {
+        json_object_set_new(o, "output_tokens", json_null());
+    }
     return o;
 }
 
@@ -549,6 +584,32 @@ static json_t *cmd_tenant_reset_budget(struct gw_admin *a, json_t *req, uid_t ui
     if (rc != 0)
         return fail("failed", "tenant \"%s\": %s", t, gw_strerror(rc));
     say("uid %u: tenant %s: budget reset", (unsigned)uid, t);
+    json_t *r = ok();
+    json_t *o = tenant_json(a, cfg, t, p);
+    json_object_update(r, o);
+    json_decref(o);
+    return r;
+}
+
+/* Takes a tenant off the prompt-farming ladder and forgets its evidence
+ * (gw_farm_clear): what an operator does for a false positive. */
+static json_t *cmd_tenant_clear_farming(struct gw_admin *a, json_t *req, uid_t uid)
+{
+    json_t *err = NULL;
+    const char *t = arg_str(req, "tenant", &err);
+    if (!t)
+        return err;
+    const struct gw_config *cfg = a->host.config(a->host.ctx);
+    const struct gw_plan *p = tenant_plan(cfg, t, &err);
+    if (!p)
+        return err;
+    struct gw_acct acct;
+    if (gw_ledger_get(a->seg, GW_KIND_TENANT, t, strlen(t), 0, gw_now_us(), &acct) != 0)
+        return fail("not_found", "tenant \"%s\" has no account yet (nothing to clear)", t);
+    int rc = gw_farm_clear(a->seg, acct);
+    if (rc != 0)
+        return fail("failed", "tenant \"%s\": %s", t, gw_strerror(rc));
+    say("uid %u: tenant %s: prompt-farming state cleared", (unsigned)uid, t);
     json_t *r = ok();
     json_t *o = tenant_json(a, cfg, t, p);
     json_object_update(r, o);
@@ -743,6 +804,7 @@ static const struct {
     {"kill", GW_ADMIN_ADMIN, cmd_kill},
     {"tenant.set-limit", GW_ADMIN_ADMIN, cmd_tenant_set_limit},
     {"tenant.reset-budget", GW_ADMIN_ADMIN, cmd_tenant_reset_budget},
+    {"tenant.clear-farming", GW_ADMIN_ADMIN, cmd_tenant_clear_farming},
     {"ban", GW_ADMIN_ADMIN, cmd_ban},
     {"unban", GW_ADMIN_ADMIN, cmd_unban},
     {"drain", GW_ADMIN_ADMIN, cmd_drain},
@@ -778,8 +840,8 @@ json_t *gw__admin_dispatch(struct gw_admin *a, const char *line, size_t len, int
                     *p = '?';
             r = fail("unknown_command",
                      "unknown command \"%s\"; commands: status, workers, requests, kill, "
-                     "tenant.list, tenant.show, tenant.set-limit, tenant.reset-budget, ban, "
-                     "unban, drain, undrain, reload, token.issue",
+                     "tenant.list, tenant.show, tenant.set-limit, tenant.reset-budget, "
+                     "tenant.clear-farming, ban, unban, drain, undrain, reload, token.issue",
                      q);
         } else if (level < COMMANDS[i].level) {
             r = fail("forbidden", "\"%s\" needs the admin level; uid %u is an operator", cmd,

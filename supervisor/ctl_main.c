@@ -113,6 +113,21 @@ static json_t *build_drain(int argc, char **argv)
     return json_pack("{s:s,s:I}", "cmd", argv[0], "worker", (json_int_t)w);
 }
 
+/* top [N]: tenant.list, shown sorted by prompt-farming score (then by
+ * ladder refusals, then by GPU time used), the first N rows (all: 0). */
+static long top_rows = -1; /* -1: not the top view */
+
+static json_t *build_top(int argc, char **argv)
+{
+    long long n = 0;
+    if (argc > 2 || (argc == 2 && uint_arg(argv[1], &n) != 0)) {
+        misuse("top: expected [N], the number of tenants to show", NULL);
+        return NULL;
+    }
+    top_rows = (long)n;
+    return json_pack("{s:s}", "cmd", "tenant.list");
+}
+
 /* ban and unban */
 static json_t *build_ban(int argc, char **argv)
 {
@@ -180,14 +195,16 @@ static json_t *build_tenant(int argc, char **argv)
     const char *sub = argc > 1 ? argv[1] : "";
     if (!strcmp(sub, "list") && argc == 2)
         return json_pack("{s:s}", "cmd", "tenant.list");
-    if ((!strcmp(sub, "show") || !strcmp(sub, "reset-budget")) && argc == 3) {
+    if ((!strcmp(sub, "show") || !strcmp(sub, "reset-budget") || !strcmp(sub, "clear-farming")) &&
+        argc == 3) {
         char c[32];
         snprintf(c, sizeof(c), "tenant.%s", sub);
         return json_pack("{s:s,s:s}", "cmd", c, "tenant", argv[2]);
     }
     if (!strcmp(sub, "set-limit") && argc >= 3)
         return build_tenant_set_limit(argc, argv);
-    misuse("tenant: expected list, show T, set-limit T ..., or reset-budget T", NULL);
+    misuse("tenant: expected list, show T, set-limit T ..., reset-budget T or clear-farming T",
+           NULL);
     return NULL;
 }
 
@@ -244,7 +261,11 @@ static const struct command {
      "  tenant set-limit TENANT [--rate \"N per P [burst M]\"]... [--budget \"X GPU-seconds "
      "per P\"]\n"
      "                  [--max-inflight N] [--max-tokens N]   (until the next reload)\n"
-     "  tenant reset-budget TENANT     give the tenant its whole budget back\n"},
+     "  tenant reset-budget TENANT     give the tenant its whole budget back\n"
+     "  tenant clear-farming TENANT    take the tenant off the prompt-farming ladder\n"},
+    {"top", build_top,
+     "  top [N]                        tenants by prompt-farming score, farming refusals, GPU "
+     "time used\n"},
     {"ban", build_ban, "  ban tenant|ip ID --ttl DURATION\n"},
     {"unban", build_ban, "  unban tenant|ip ID\n"},
     {"drain", build_drain,
@@ -414,8 +435,59 @@ static void table(json_t *rows, const struct col *cols, int n)
     }
 }
 
+static json_int_t farm_int(json_t *t, const char *k)
+{
+    return json_integer_value(json_object_get(json_object_get(t, "farming"), k));
+}
+
+static int top_cmp(const void *a, const void *b)
+{
+    json_t *x = *(json_t *const *)a, *y = *(json_t *const *)b;
+    json_int_t d = farm_int(y, "score") - farm_int(x, "score");
+    if (!d)
+        d = farm_int(y, "refused_total") - farm_int(x, "refused_total");
+    if (!d)
+        d = json_integer_value(json_object_get(json_object_get(y, "budget"), "used_us")) -
+            json_integer_value(json_object_get(json_object_get(x, "budget"), "used_us"));
+    return d > 0 ? 1 : d < 0 ? -1 : 0;
+}
+
+static void print_top(json_t *rows)
+{
+    size_t n = json_array_size(rows);
+    json_t **v = calloc(n ? n : 1, sizeof(*v));
+    if (!v)
+        return;
+    for (size_t i = 0; i < n; i++)
+        v[i] = json_array_get(rows, i);
+    qsort(v, n, sizeof(*v), top_cmp);
+    printf("%-24s %-10s %-9s %5s %5s %5s %7s %8s %8s %13s\n", "TENANT", "PLAN", "FARMING", "SCORE",
+           "NEAR%", "CV%", "STRIKES", "PROMPTS", "REFUSED", "BUDGET_USED_S");
+    for (size_t i = 0; i < n && (top_rows == 0 || i < (size_t)top_rows); i++) {
+        json_t *t = v[i], *f = json_object_get(t, "farming");
+        printf(
+            "%-24s %-10s %-9s %5" JSON_INTEGER_FORMAT " %5" JSON_INTEGER_FORMAT
+            " %5" JSON_INTEGER_FORMAT " %7" JSON_INTEGER_FORMAT " %8" JSON_INTEGER_FORMAT
+            " %8" JSON_INTEGER_FORMAT " %13.3f\n",
+            json_string_value(json_object_get(t, "tenant")),
+            json_string_value(json_object_get(json_object_get(t, "plan"), "name")),
+            json_is_true(json_object_get(f, "enabled"))
+                ? json_string_value(json_object_get(f, "level"))
+                : "off",
+            farm_int(t, "score"), farm_int(t, "near_pct"), farm_int(t, "cv_pct"),
+            farm_int(t, "strikes"), farm_int(t, "prompts"), farm_int(t, "refused_total"),
+            (double)json_integer_value(json_object_get(json_object_get(t, "budget"), "used_us")) /
+                1e6);
+    }
+    free(v);
+}
+
 static void human(const char *cmd, json_t *r)
 {
+    if (top_rows >= 0 && !strcmp(cmd, "tenant.list")) {
+        print_top(json_object_get(r, "tenants"));
+        return;
+    }
     if (!strcmp(cmd, "workers")) {
         static const struct col c[] = {{"index", "WORKER", 6},     {"pid", "PID", 8},
                                        {"device", "DEVICE", 7},    {"state", "STATE", 9},

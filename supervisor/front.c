@@ -2,8 +2,9 @@
  *
  * Admission, cheapest check first, each through the ledger:
  *   ip rate cells -> JWT -> plan -> tenant and global rate cells (all or
- *   nothing) -> body -> model -> tenant concurrency -> slot -> budget
- *   reservation -> queue.
+ *   nothing) -> body -> model -> prompt farming and output_tokens
+ *   (front_farm.c) -> tenant concurrency -> slot -> budget reservation ->
+ *   queue.
  * A refusal at any step costs no GPU time. The ip cells are taken before
  * any signature work, so a flood of forged tokens pays per request.
  * Once queued, the request is a job (front_jobs.c): the front streams what
@@ -549,6 +550,9 @@ static struct job *admit_job(struct admission *a)
     j->stream = rq->stream;
     j->include_usage = rq->include_usage;
     snprintf(j->user, sizeof(j->user), "%s", rq->user);
+    j->tenant = a->tenant;
+    j->has_output = a->plan->has_output;
+    j->output = a->plan->output;
     j->created_s = a->now / 1000000;
     j->admitted_ns = a->admitted_ns;
     snprintf(c->acc_id, sizeof(c->acc_id), "%s", j->id);
@@ -611,7 +615,9 @@ static void generate(struct conn *c, enum gw_route route)
         return;
     /* a.rq holds the prompt from here: the job copies it into the slot */
     struct job *j = NULL;
-    if (admit_pressure(&a) == 0 && admit_slot(&a) == 0 && admit_money(&a) == 0)
+    if (gw__front_farming(c, f, a.plan, a.tenant, a.who.tenant, &a.rq, a.now) == 0 &&
+        gw__front_output_quota(c, f, a.plan, a.tenant, a.now) == 0 && admit_pressure(&a) == 0 &&
+        admit_slot(&a) == 0 && admit_money(&a) == 0)
         j = admit_job(&a);
     gw_request_free(&a.rq);
     if (j)

@@ -93,6 +93,9 @@ struct job {
     char rate_hdr[384];     /* RateLimit headers for the success response */
     int include_usage;      /* stream_options.include_usage: a usage chunk before [DONE] */
     char user[GW_USER_MAX]; /* the body's `user` ("" none): the audit line of a kill */
+    struct gw_acct tenant;  /* for the output_tokens charge at the end */
+    int has_output;         /* the plan's output_tokens window, as admitted */
+    struct gw_window output;
 };
 
 /* http.c */
@@ -118,6 +121,19 @@ void gw__conn_on_timeout(uv_timer_t *t);
 
 /* front.c */
 void gw__front_request(struct conn *c); /* a complete request is in c */
+
+/* front_farm.c: the plan's output_tokens quota at admission: 0 go on, -1
+ * answered (429 output_tokens_exhausted with Retry-After). */
+int gw__front_output_quota(struct conn *c, struct front *f, const struct gw_plan *plan,
+                           struct gw_acct tenant, uint64_t now);
+/* ... and the tokens a finished job generated, charged to it. */
+void gw__front_output_charge(const struct job *j, uint64_t tokens);
+/* front_farm.c: the prompt-farming step of admission for a parsed request
+ * of `tenant` under `plan` (nothing when the plan's farming is off). 0: go
+ * on; -1: answered (429 prompt_farming, or rate_limited when throttled). */
+int gw__front_farming(struct conn *c, struct front *f, const struct gw_plan *plan,
+                      struct gw_acct tenant, const char *tenant_id, const struct gw_gen_request *rq,
+                      uint64_t now);
 
 /* front_jobs.c */
 /* Looks at every job: new output to stream, terminal slots to finish. */

@@ -137,6 +137,7 @@ static void job_finish(struct job *j, int state)
     if (fin == GW_FIN_KILLED)
         audit_end_user(j, killed_reason(cancel, state));
     uint64_t toks = run.tokens;
+    gw__front_output_charge(j, toks);
     if (c) {
         c->acc_tokens = toks;
         c->acc_device_ns = run.device_ns;

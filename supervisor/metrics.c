@@ -144,6 +144,12 @@ int gw_metrics_render(const struct gw_segment *seg, char **out, size_t *len)
     head(&b, "gpuwarden_guard_redactions_total", "counter",
          "Output-guard matches sent as [REDACTED] instead of the text.");
     bput(&b, "gpuwarden_guard_redactions_total %" PRIu64 "\n", s.counters[GW_MC_GUARD_REDACTIONS]);
+    head(&b, "gpuwarden_farming_escalations_total", "counter",
+         "Prompt-farming ladder steps taken: from none (flagged), to refused (refused).");
+    bput(&b, "gpuwarden_farming_escalations_total{level=\"flagged\"} %" PRIu64 "\n",
+         s.counters[GW_MC_FARM_FLAGGED]);
+    bput(&b, "gpuwarden_farming_escalations_total{level=\"refused\"} %" PRIu64 "\n",
+         s.counters[GW_MC_FARM_REFUSED]);
     head(&b, "gpuwarden_requests_in_flight", "gauge",
          "Requests admitted and not finished (queued or running).");
     bput(&b, "gpuwarden_requests_in_flight %" PRIu64 "\n", l.in_flight);

@@ -4,6 +4,9 @@
 # bench_overhead (N sequential max_tokens=1 requests on one keep-alive
 # connection; latency minus the Server-Timing device time).
 #   tests/bench/bench_overhead.sh [build-dir] [requests]
+# GW_BENCH_FARMING=1 turns the bench plan's prompt-farming detection on
+# (every request fingerprinted, scored and judged; the ladder's steps set
+# out of reach so that none is refused): detectors on vs off.
 set -euo pipefail
 # gpuwarden's listening socket: bound to port 0 and held as fd 9
 # (tests/common/hold-listen-socket), handed to the master by socket
@@ -16,6 +19,9 @@ n=${2:-500}
 tmp=$(mktemp -d /tmp/gw-bench-overhead.XXXXXX)
 port=$GW_TEST_LISTEN_PORT
 trap '[ -n "${gw:-}" ] && kill -TERM "$gw" 2>/dev/null && wait "$gw" 2>/dev/null; rm -rf "$tmp"' EXIT
+farming=""
+[ "${GW_BENCH_FARMING:-0}" = 1 ] &&
+    farming=', "farming": {"enabled": true, "throttle_after": 100000, "refuse_after": 100000}'
 head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$tmp/secret.key"
 cat >"$tmp/gw.json" <<JSON
 {
@@ -28,7 +34,7 @@ cat >"$tmp/gw.json" <<JSON
  "ip": {"rate": ["1000000 per second burst 1000"]},
  "global": {"rate": ["1000000 per second burst 1000"], "budget": "1000 GPU-seconds per second"},
  "plans": {"bench": {"rate": ["1000000 per second burst 1000"],
-                     "budget": "1000 GPU-seconds per second", "max_tokens": 1}},
+                     "budget": "1000 GPU-seconds per second", "max_tokens": 1$farming}},
  "default_plan": null, "tenants": {"bench": {"plan": "bench"}}
 }
 JSON

@@ -210,6 +210,9 @@ static void req_end(struct req *q, int outcome)
         json_t *o = json_loadb(q->body ? q->body : "", q->body_len, 0, NULL);
         json_t *code = json_object_get(json_object_get(o, "error"), "code");
         count_code(c, json_is_string(code) ? json_string_value(code) : "(no error.code)");
+        if (json_is_string(code) && strcmp(json_string_value(code), "prompt_farming") == 0 &&
+            (!c->farming_first || q->seq + 1 < c->farming_first))
+            c->farming_first = q->seq + 1;
         json_decref(o);
     }
     if (rc->run->sc->timeline)
@@ -240,16 +243,60 @@ static int outcome_of_status(int st)
 
 /* ------------------------------------------------------------ requests */
 
+/* splitmix64: the composed prompts' picks, a pure function of its input
+ * so a scenario's prompts are the same in every run. */
+static uint64_t mix64(uint64_t x)
+{
+    x += 0x9e3779b97f4a7c15ull;
+    x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
+    x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
+    return x ^ (x >> 31);
+}
+
+/* Request seq's prompt into buf: the class's prompt set in turn, or one
+ * string of each "compose" set picked by (seed, class, seq). */
+static const char *prompt_of(const struct lt_class *c, uint64_t seed, uint64_t seq, char *buf,
+                             size_t len)
+{
+    if (!c->n_compose)
+        return c->prompts[seq % (uint64_t)c->n_prompts];
+    size_t at = 0;
+    buf[0] = '\0';
+    uint64_t h = mix64(seed ^ mix64(seq));
+    for (int k = 0; k < c->n_compose; k++) {
+        h = mix64(h + (uint64_t)k);
+        const char *s = c->compose[k][h % (uint64_t)c->compose_n[k]];
+        int n = snprintf(buf + at, len - at, "%s%s", at ? " " : "", s);
+        if (n < 0 || (size_t)n >= len - at)
+            break;
+        at += (size_t)n;
+    }
+    return buf;
+}
+
 static char *build_body(struct rt_class *rc, uint64_t seq, size_t *len)
 {
     struct lt_class *c = rc->c;
     struct lt_scenario *sc = rc->run->sc;
-    const char *prompt = c->prompts[seq % (uint64_t)c->n_prompts];
+    char composed[4096];
+    uint64_t seed = sc->seed ^ mix64((uint64_t)(c - sc->classes));
+    const char *prompt = prompt_of(c, seed, seq, composed, sizeof(composed));
     json_t *o = json_object();
     if (strcmp(c->route, "/v1/generate") != 0)
         json_object_set_new(o, "model", json_string(sc->model));
     if (strcmp(c->route, "/v1/chat/completions") == 0) {
-        json_t *m = json_pack("[{s:s,s:s}]", "role", "user", "content", prompt);
+        /* a conversation: `turns` earlier questions of the class (their
+         * own prompts) with short answers, then this one */
+        json_t *m = json_array();
+        for (int t = c->turns; t > 0; t--) {
+            char earlier[4096];
+            const char *q =
+                prompt_of(c, seed, seq + 1000003ull * (uint64_t)t, earlier, sizeof(earlier));
+            json_array_append_new(m, json_pack("{s:s,s:s}", "role", "user", "content", q));
+            json_array_append_new(
+                m, json_pack("{s:s,s:s}", "role", "assistant", "content", "Sure, here it is."));
+        }
+        json_array_append_new(m, json_pack("{s:s,s:s}", "role", "user", "content", prompt));
         json_object_set_new(o, "messages", m);
     } else {
         json_object_set_new(o, "prompt", json_string(prompt));

@@ -23,6 +23,8 @@
 #define LT_MAX_SOURCES 16
 #define LT_MAX_CODES 12
 #define LT_MAX_THRESHOLDS 64
+#define LT_MAX_SETS 48   /* named prompt sets in a scenario */
+#define LT_MAX_COMPOSE 8 /* sets one composed prompt is made of */
 
 /* What a class of clients does. */
 enum lt_behaviour {
@@ -95,6 +97,13 @@ struct lt_class {
     char **prompts; /* borrowed from the scenario's prompt sets */
     int n_prompts;
     char prompt_set[64];
+    /* "compose": each request's prompt is one string from each of these
+     * sets, joined by spaces, picked by a PRNG of (seed, class, request):
+     * templates with slot word lists, paraphrases, long varied texts */
+    int n_compose;
+    char **compose[LT_MAX_COMPOSE];
+    int compose_n[LT_MAX_COMPOSE];
+    int turns;      /* chat: earlier user/assistant pairs sent before the prompt (0: none) */
     int max_tokens; /* 0: leave it out */
     int stream;
     int connections; /* open loop: most connections at once; closed: clients */
@@ -113,6 +122,8 @@ struct lt_class {
     } codes[LT_MAX_CODES]; /* error.code of refusals */
     int n_codes;
     uint64_t completion_tokens;      /* usage.completion_tokens of 200s */
+    uint64_t farming_first;          /* request number (1-based) of the first 429
+                                        prompt_farming, 0: none */
     struct lt_samples ttft_ok;       /* 200: to the first token (stream) or first byte (whole) */
     struct lt_samples total_ok;      /* 200: to the last byte */
     struct lt_samples total_refused; /* any other status: to the last byte */
@@ -171,7 +182,7 @@ struct lt_scenario {
         char name[64];
         char **v;
         int n;
-    } sets[16];
+    } sets[LT_MAX_SETS];
 };
 
 /* Overrides from the command line, applied after parsing. NULL: keep. */

@@ -93,6 +93,20 @@ int lt_metric(struct lt_class *c, const char *m, double *out)
         *out = n ? (double)c->outcome[LT_O_200] / (double)n : 0;
         return 0;
     }
+    /* prompt farming: the request number of the first 429 prompt_farming
+     * (0: never refused), and how many there were (a benign class's false
+     * positives) */
+    if (strcmp(m, "farming_refused_at") == 0) {
+        *out = (double)c->farming_first;
+        return 0;
+    }
+    if (strcmp(m, "count_prompt_farming") == 0) {
+        *out = 0;
+        for (int k = 0; k < c->n_codes; k++)
+            if (strcmp(c->codes[k].code, "prompt_farming") == 0)
+                *out = (double)c->codes[k].n;
+        return 0;
+    }
     if (strncmp(m, "rate_", 5) == 0) {
         for (int o = 0; o < LT_O_COUNT; o++)
             if (strcmp(m + 5, outcome_names[o]) == 0) {
@@ -264,6 +278,8 @@ void lt_report_table(struct lt_scenario *sc, const struct lt_ledger_result *lr, 
                 printf(" %s=%llu", outcome_names[o], (unsigned long long)c->outcome[o]);
         if (!c->closed)
             printf(" send-lag-p99=%.1fms", ms(&c->send_lag, .99));
+        if (c->farming_first)
+            printf(" prompt_farming-from-request=%llu", (unsigned long long)c->farming_first);
         printf("\n");
     }
     printf("\nledger: ");
@@ -357,6 +373,7 @@ int lt_report_json(struct lt_scenario *sc, const struct lt_ledger_result *lr, do
         json_object_set_new(o, "mode", json_string(c->closed ? "closed" : "open"));
         json_object_set_new(o, "tenant", json_string(c->tenant));
         json_object_set_new(o, "sent", json_integer((json_int_t)c->sent));
+        json_object_set_new(o, "farming_refused_at", json_integer((json_int_t)c->farming_first));
         json_object_set_new(o, "scheduled", json_integer((json_int_t)c->due));
         json_object_set_new(o, "active_s", json_real(c->active_s));
         json_object_set_new(o, "intended_rate_per_s", c->closed ? json_null() : json_real(c->rate));

@@ -173,13 +173,47 @@ static int read_file(const char *path, unsigned char **out, size_t *len)
     return 0;
 }
 
+/* "compose": an array of 1..LT_MAX_COMPOSE prompt set names; "turns":
+ * earlier chat pairs, 0..8, chat route only. */
+static void parse_compose(struct ctx *cx, struct lt_scenario *sc, json_t *o, const char *path,
+                          struct lt_class *c)
+{
+    json_t *a = json_object_get(o, "compose");
+    if (a) {
+        if (!json_is_array(a) || json_array_size(a) < 1 || json_array_size(a) > LT_MAX_COMPOSE) {
+            FAIL(cx, "%scompose: expected an array of 1..%d prompt set names", path,
+                 LT_MAX_COMPOSE);
+        } else {
+            size_t i;
+            json_t *v;
+            json_array_foreach (a, i, v) {
+                const char *name = json_string_value(v);
+                int k = 0;
+                while (name && k < sc->n_sets && strcmp(sc->sets[k].name, name) != 0)
+                    k++;
+                if (!name || k == sc->n_sets) {
+                    FAIL(cx, "%scompose[%zu]: no such prompt set in prompts", path, i);
+                    continue;
+                }
+                c->compose[c->n_compose] = sc->sets[k].v;
+                c->compose_n[c->n_compose++] = sc->sets[k].n;
+            }
+        }
+    }
+    double t = 0;
+    get_num(cx, o, "turns", path, 0, 8, &t);
+    c->turns = (int)t;
+    if (c->turns && strcmp(c->route, "/v1/chat/completions") != 0)
+        FAIL(cx, "%sturns: only with route /v1/chat/completions", path);
+}
+
 static void parse_class(struct ctx *cx, struct lt_scenario *sc, json_t *o, int i)
 {
     static const char *const known[] = {
         "name",          "behaviour",   "mode",        "arrival",   "rate",      "start_s",
         "stop_s",        "tenant",      "token",       "sources",   "route",     "prompts",
         "max_tokens",    "stream",      "connections", "keepalive", "timeout_s", "trickle_ms",
-        "trickle_bytes", "description", NULL};
+        "trickle_bytes", "description", "compose",     "turns",     NULL};
     struct lt_class *c = &sc->classes[i];
     char path[48];
     snprintf(path, sizeof(path), "classes[%d].", i);
@@ -277,6 +311,7 @@ static void parse_class(struct ctx *cx, struct lt_scenario *sc, json_t *o, int i
         }
     if (!c->prompts)
         FAIL(cx, "%sprompts: \"%s\": no such prompt set in prompts", path, c->prompt_set);
+    parse_compose(cx, sc, o, path, c);
     double d = 8;
     get_num(cx, o, "max_tokens", path, 0, 1 << 20, &d);
     c->max_tokens = (int)d;
@@ -338,7 +373,8 @@ static void parse_threshold(struct ctx *cx, struct lt_scenario *sc, json_t *o, i
     double dummy;
     if (have && lt_metric(&sc->classes[0], t->metric, &dummy) == -ENOENT)
         FAIL(cx,
-             "%smetric: \"%s\": unknown (success_rate, rate_200, rate_401, rate_408, "
+             "%smetric: \"%s\": unknown (success_rate, farming_refused_at, count_prompt_farming, "
+             "rate_200, rate_401, rate_408, "
              "rate_429, rate_503, rate_other, rate_conn_error, rate_timeout, sent, "
              "achieved_ratio, tokens_per_s, ttft_p50_ms .. ttft_max_ms, total_p50_ms .. "
              "total_max_ms, ledger_conserved, budgets_kept)",
@@ -356,8 +392,8 @@ static void parse_prompts(struct ctx *cx, struct lt_scenario *sc, json_t *p)
         sc->sets[0].n = 1;
         return;
     }
-    if (!json_is_object(p) || json_object_size(p) == 0 || json_object_size(p) > 16) {
-        FAIL(cx, "prompts: expected an object of 1..16 named arrays of strings");
+    if (!json_is_object(p) || json_object_size(p) == 0 || json_object_size(p) > LT_MAX_SETS) {
+        FAIL(cx, "prompts: expected an object of 1..%d named arrays of strings", LT_MAX_SETS);
         return;
     }
     const char *k;

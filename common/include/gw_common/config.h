@@ -117,6 +117,36 @@ struct gw_guard_rule {
     int luhn;   /* a match counts only when its digits pass the Luhn check */
 };
 
+/* Prompt-farming detection and its response ladder, per plan (a plan's or
+ * tenant's "farming" object; common/farm.c, docs/CONFIG.md "farming").
+ * Off unless `enabled`. The score and every threshold are described in
+ * gw_common/farm.h. */
+#define GW_FARM_PREFIX_MAX 4   /* ignore_prefix strings per plan */
+#define GW_FARM_PREFIX_LEN 512 /* bytes of one, NUL included */
+struct gw_farm_limits {
+    int enabled;               /* 0: no fingerprint, no score, no ladder */
+    uint32_t window;           /* recent prompts the score reads, [4, 64], default 32 */
+    uint32_t min_samples;      /* no score before this many prompts, [2, window], 16 */
+    uint32_t near_bits;        /* SimHash Hamming distance that counts as near, [0, 32], 20 */
+    uint32_t sweep_cv_pct;     /* inter-arrival CV (percent) at which the sweep part is 0,
+                                  [0, 1000], 50; 0: no sweep part */
+    uint32_t sweep_single_pct; /* share of single-turn prompts a sweep needs, [0, 100], 90 */
+    uint32_t flag_score;       /* a prompt whose score reaches this is a strike, [1, 100], 60 */
+    uint32_t throttle_after;   /* strikes to the throttle step, [1, 100000], 32 */
+    uint32_t refuse_after;     /* strikes to the refusal step, [throttle_after, 100000], 64 */
+    struct gw_window throttle; /* the throttled rate, default "1 per second" */
+    uint32_t refuse_ttl_s;     /* how long a refusal lasts, [1, 2592000], 600 */
+    uint32_t ban_ttl_s;        /* the ladder's last step: reaching refused also bans the
+                                  tenant this long (403 banned), [0, 31622400]; 0: off */
+    uint32_t prefixes;         /* 0: none; k: gw_config.farm_prefixes[k - 1] */
+};
+/* A plan's "ignore_prefix": the fixed instruction texts of a legitimate
+ * template, cut from a prompt before it is fingerprinted. */
+struct gw_farm_prefixes {
+    int n;
+    char s[GW_FARM_PREFIX_MAX][GW_FARM_PREFIX_LEN];
+};
+
 /* Limits that apply to one tenant (a plan), to each ip, or to the node. */
 struct gw_plan {
     char name[GW_NAME_MAX];
@@ -134,6 +164,9 @@ struct gw_plan {
                                      a tenant of weight 2 gets twice the tokens of one of
                                      weight 1 while both wait; reaches the worker as
                                      gw_slot_req.weight_milli (gw_weight_milli) */
+    struct gw_farm_limits farm;   /* prompt-farming detection ("farming") */
+    int has_output;               /* "output_tokens": generated tokens per window */
+    struct gw_window output;      /* limit tokens per period_us, burst more at once */
 };
 
 /* A plan weight as the worker receives it (gw_slot_req.weight_milli):
@@ -237,6 +270,8 @@ struct gw_config {
     struct gw_pattern_list unbounded; /* watchdog.unbounded_patterns (defaults: forever, ...) */
     int n_unb_lists;                  /* plans' and tenants' own unbounded_patterns */
     struct gw_pattern_list *unb_lists;
+    int n_farm_prefixes; /* plans' and tenants' "farming.ignore_prefix" lists */
+    struct gw_farm_prefixes *farm_prefixes;
 };
 
 /* Loads and checks `path`. On failure returns -EINVAL and writes every

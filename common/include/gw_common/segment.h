@@ -21,7 +21,7 @@
 
 #define GW_SEG_MAGIC "GWLEDGR" /* 7 chars + NUL = 8 bytes */
 #define GW_SEG_VERSION                                                                             \
-    8u               /* 3: account ban cell, lane drain word; 4: slot rep_max,                     \
+    10u              /* 3: account ban cell, lane drain word; 4: slot rep_max,                     \
                       * watchdog kill counters in the header; 5: learned                           \
                       * lengths region, 16 kill counters; 6: metrics and                           \
                       * limit-override areas after the learned lengths;                            \
@@ -30,7 +30,8 @@
                       * padding: no size changed); 8: resume_tokens in the                         \
                       * config, a resume area after each slot's output;                            \
                       * 9: the repetition word's run, kind and top-1 fields                        \
-                      * (same size), two more kill reasons */
+                      * (same size), two more kill reasons; 10: the                                \
+                      * farming region (farm.c) after the limit overrides */
 #define GW_PROBE 16  /* accounts live within 16 entries of home */
 #define GW_ID_MAX 40 /* bytes of account id kept for display */
 
@@ -43,6 +44,7 @@ struct gw_lane;
 struct gw_metrics_area;
 struct gw_limits_area;
 struct gw_lenest_rec;
+struct gw_farm_rec;
 
 /* A process's view of the mapped segment. Not shared itself. */
 struct gw_segment {
@@ -64,6 +66,7 @@ struct gw_segment {
     uint32_t slot_hint;              /* where our next free-slot search starts */
     struct gw_metrics_area *metrics; /* node counters (gw_metrics_*) */
     struct gw_limits_area *limits;   /* run-time tenant limits (gw_limits_*) */
+    struct gw_farm_rec *farm;        /* farming records, one per budget record (farm.c) */
 };
 
 /* Opens `path`, creating it (mode 0600) with `cfg` when it does not exist.
@@ -568,6 +571,8 @@ enum gw_refusal {
     GW_REF_FORBIDDEN,   /* "forbidden": tenant or plan not allowed */
     GW_REF_OVERLOADED,  /* "overloaded": no slot, queue or table room */
     GW_REF_DRAINING,    /* "draining": the node is shutting down */
+    GW_REF_FARMING,     /* "farming": prompt farming refused or throttled (farm.c) */
+    GW_REF_OUTPUT,      /* "output_tokens": the plan's output_tokens window is spent */
     GW_REF_REASONS
 };
 const char *gw_refusal_name(int reason);
@@ -579,6 +584,8 @@ enum gw_mcounter {
     GW_MC_RESTARTS_FRONT,   /* fronts respawned by the master */
     GW_MC_RESTARTS_WORKER,  /* workers respawned by the master */
     GW_MC_GUARD_REDACTIONS, /* output-guard matches sent as "[REDACTED]" (gw_guard_report) */
+    GW_MC_FARM_FLAGGED,     /* tenants that reached the farming ladder's flagged step */
+    GW_MC_FARM_REFUSED,     /* tenants that reached its refused step */
     GW_MC_N
 };
 /* Histograms; every one in seconds with the same fixed bucket bounds

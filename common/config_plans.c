@@ -275,12 +275,13 @@ void gw__cfg_parse_tenants(struct gw_cfg_cx *c, json_t *root, struct gw_config *
 /* "ip" and "global": the limits every request passes besides its tenant's. */
 void gw__cfg_parse_limits(struct gw_cfg_cx *c, json_t *root, struct gw_config *cfg)
 {
-    static const char *const ip_keys[] = {"rate", NULL};
+    static const char *const ip_keys[] = {"rate", "trusted_proxies", "ipv6_prefix", NULL};
     static const char *const global_keys[] = {"rate", "budget", "max_inflight", NULL};
     json_t *o;
     if ((o = gw__cfg_get_object(c, root, "", "ip", 0))) {
         gw__cfg_check_keys(c, o, "ip", ip_keys);
         parse_plan_keys(c, o, "ip", PK_RATE, &cfg->ip);
+        gw__cfg_parse_net(c, o, cfg);
     }
     if ((o = gw__cfg_get_object(c, root, "", "global", 0))) {
         gw__cfg_check_keys(c, o, "global", global_keys);

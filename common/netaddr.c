@@ -123,7 +123,7 @@ int gw_cidr_parse(const char *s, struct gw_cidr *out, char *why, size_t whylen)
     size_t alen = slash ? (size_t)(slash - s) : n;
     struct gw_addr a;
     if (gw_addr_parse(s, alen, &a) != 0)
-        return fail(why, whylen, "\"%s\": not an IPv4 or IPv6 address", shown(s, alen, q));
+        return fail(why, whylen, "expected an IPv4 or IPv6 address, optionally /BITS");
     int text_v4 = memchr(s, ':', alen) == NULL;
     int max = text_v4 ? 32 : 128, bits = max;
     if (slash) {

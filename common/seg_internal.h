@@ -324,6 +324,11 @@ struct gw_lenest_rec {
 _Static_assert(sizeof(struct gw_lenest_rec) == 384, "learned length record layout");
 _Static_assert(_Alignof(struct gw_lenest_rec) == 8, "learned length record alignment");
 
+/* ------------------------------------------------- address-range rules */
+
+/* The rules region after the limit overrides (netrules.c defines it). */
+size_t gw__net_area_bytes(void);
+
 /* ----------------------------------------------------------- shared helpers */
 
 static inline struct gw_account *acct_at(const struct gw_segment *seg, uint32_t i)

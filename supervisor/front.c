@@ -298,6 +298,33 @@ static const uint64_t *tenant_remaining(const struct admission *a, uint64_t *rem
 /* Each step returns 0 to go on, or -1 once it has answered the client and
  * given back what it took itself. */
 
+/* Who the client is (the peer, or who a trusted proxy says it is) into
+ * c->ip, and the key its limits live under (IPv6 by ip.ipv6_prefix) into
+ * key. -1 once it has answered a trusted proxy's malformed header. */
+static int client_of(struct conn *c, const struct gw_config *cfg, struct gw_addr *client,
+                     char key[GW_ADDR_STRLEN])
+{
+    char why[200];
+    int trusted = 0;
+    for (int i = 0; i < cfg->n_trusted && !trusted; i++)
+        trusted = gw_cidr_contains(&cfg->trusted[i], &c->peer);
+    if (trusted && (c->xff_long || c->fwd_long)) {
+        snprintf(why, sizeof(why), "%s: longer than %d bytes",
+                 c->fwd_long ? "Forwarded" : "X-Forwarded-For", FWD_HDR_MAX);
+        gw__conn_error(c, 400, "invalid_request_error", "malformed_request", why, NULL, NULL);
+        return -1;
+    }
+    if (gw_fwd_client(&c->peer, cfg->trusted, cfg->n_trusted, c->has_xff ? c->xff : NULL,
+                      c->xff_len, c->has_fwd ? c->fwd : NULL, c->fwd_len, client, why,
+                      sizeof(why)) != 0) {
+        gw__conn_error(c, 400, "invalid_request_error", "malformed_request", why, NULL, NULL);
+        return -1;
+    }
+    gw_addr_format(client, c->ip);
+    gw_addr_key(client, cfg->ipv6_prefix, key);
+    return 0;
+}
+
 /* 1. the client address, before anything costs us */
 static int admit_address(struct admission *a)
 {
@@ -306,7 +333,21 @@ static int admit_address(struct admission *a)
     const struct gw_config *cfg = a->cfg;
     uint64_t retry;
     struct gw_acct ip;
-    int rc = gw_ledger_get(seg, GW_KIND_IP, c->ip, strlen(c->ip), 1, a->now, &ip);
+    struct gw_addr client;
+    char key[GW_ADDR_STRLEN];
+    uint64_t until = 0;
+    if (client_of(c, cfg, &client, key) != 0)
+        return -1;
+    int rule = gw_net_check(seg, &a->f->nets, &client, a->now, &until);
+    if (rule == GW_NET_BAN) {
+        gw_metrics_refusal(seg, GW_REF_BANNED);
+        gw__conn_error(c, 403, "permission_error", "banned", "this address range is banned", NULL,
+                       NULL);
+        return -1;
+    }
+    if (rule == GW_NET_ALLOW) /* exempt from bans and the per-address windows */
+        return 0;
+    int rc = gw_ledger_get(seg, GW_KIND_IP, key, strlen(key), 1, a->now, &ip);
     if (rc == GW_EFULL) {
         gw_metrics_refusal(seg, GW_REF_OVERLOADED);
         refuse_503(c, "overloaded", "too many clients: the address table is full");

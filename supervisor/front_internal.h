@@ -8,7 +8,9 @@
 #include <http_parser.h>
 #include <uv.h>
 
-enum { HF_OTHER = 0, HF_AUTHZ };
+enum { HF_OTHER = 0, HF_AUTHZ, HF_XFF, HF_FWD };
+
+#define FWD_HDR_MAX 2048 /* bytes kept of X-Forwarded-For and of Forwarded */
 
 struct job;
 
@@ -18,12 +20,19 @@ struct conn {
     http_parser parser;
     struct front *front;
     int handles_open;
-    char ip[48];
+    struct gw_addr peer;         /* the TCP peer, fixed for the connection */
+    char ip[GW_ADDR_STRLEN - 8]; /* the client: the peer, or (per request) who a trusted
+                                proxy's forwarding header names (front.c) */
     /* the request being read */
     char url[2048];
     size_t url_len;
     char authz[8448]; /* "Bearer " + an 8 KiB token; longer is refused */
     size_t authz_len;
+    /* forwarding headers, read only when the peer is a trusted proxy; several
+     * lines of one are joined with ", " (RFC 9110 5.3) */
+    char xff[FWD_HDR_MAX], fwd[FWD_HDR_MAX];
+    size_t xff_len, fwd_len;
+    uint8_t has_xff, has_fwd, xff_long, fwd_long; /* present; longer than FWD_HDR_MAX */
     char field_name[64];
     size_t field_len;
     int field, in_value;
@@ -74,6 +83,7 @@ struct front {
     uint64_t limits_epoch;      /* gw_limits_epoch last applied (+1; 0 = never) */
     struct gw_plan *file_plans; /* cfg->tenants[i].plan as the file says */
     uint64_t model_created_s;   /* GET /v1/models "created": the model file's mtime */
+    struct gw_net_view nets;    /* this front's copy of the address-range rules */
 };
 
 /* An admitted request, from its slot's queueing until the slot is released

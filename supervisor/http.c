@@ -291,6 +291,8 @@ static int on_message_begin(http_parser *p)
     struct conn *c = p->data;
     c->url_len = c->authz_len = c->body_len = 0;
     c->url[0] = c->authz[0] = '\0'; /* NUL after len, as on_url and on_header_value keep it */
+    c->xff_len = c->fwd_len = 0;
+    c->has_xff = c->has_fwd = c->xff_long = c->fwd_long = 0;
     c->header_bytes = 0;
     c->field = HF_OTHER;
     c->in_value = 0;
@@ -336,6 +338,38 @@ static int on_header_field(http_parser *p, const char *at, size_t len)
     return 0;
 }
 
+/* A new line of X-Forwarded-For or Forwarded: joined to the ones before
+ * with ", ", as one list (RFC 9110, 5.3). */
+static void fwd_line_begins(struct conn *c)
+{
+    int x = c->field == HF_XFF;
+    uint8_t *has = x ? &c->has_xff : &c->has_fwd;
+    if (*has) {
+        static const char sep[] = ", ";
+        size_t *n = x ? &c->xff_len : &c->fwd_len;
+        char *buf = x ? c->xff : c->fwd;
+        if (*n + 2 > FWD_HDR_MAX)
+            *(x ? &c->xff_long : &c->fwd_long) = 1;
+        else {
+            memcpy(buf + *n, sep, 2);
+            *n += 2;
+        }
+    }
+    *has = 1;
+}
+
+static void fwd_append(struct conn *c, const char *at, size_t len)
+{
+    int x = c->field == HF_XFF;
+    size_t *n = x ? &c->xff_len : &c->fwd_len;
+    if (*n + len > FWD_HDR_MAX) {
+        *(x ? &c->xff_long : &c->fwd_long) = 1;
+        return;
+    }
+    memcpy((x ? c->xff : c->fwd) + *n, at, len);
+    *n += len;
+}
+
 static int on_header_value(http_parser *p, const char *at, size_t len)
 {
     struct conn *c = p->data;
@@ -345,10 +379,19 @@ static int on_header_value(http_parser *p, const char *at, size_t len)
     }
     if (!c->in_value) {
         c->in_value = 1;
-        c->field = strcasecmp(c->field_name, "authorization") == 0 ? HF_AUTHZ : HF_OTHER;
+        c->field = strcasecmp(c->field_name, "authorization") == 0     ? HF_AUTHZ
+                   : strcasecmp(c->field_name, "x-forwarded-for") == 0 ? HF_XFF
+                   : strcasecmp(c->field_name, "forwarded") == 0       ? HF_FWD
+                                                                       : HF_OTHER;
         if (c->field == HF_AUTHZ)
             c->authz_len = 0;
+        else if (c->field == HF_XFF || c->field == HF_FWD)
+            fwd_line_begins(c);
         c->field_len = 0;
+    }
+    if (c->field == HF_XFF || c->field == HF_FWD) {
+        fwd_append(c, at, len);
+        return 0;
     }
     if (c->field == HF_AUTHZ) {
         if (c->authz_len + len >= sizeof(c->authz)) {
@@ -591,11 +634,15 @@ void gw__front_on_connection(uv_stream_t *server, int status)
     struct sockaddr_storage ss;
     int sl = sizeof(ss);
     c->ip[0] = '\0';
+    memset(&c->peer, 0, sizeof(c->peer));
     if (uv_tcp_getpeername(&c->tcp, (struct sockaddr *)&ss, &sl) == 0) {
-        if (ss.ss_family == AF_INET)
-            uv_ip4_name((struct sockaddr_in *)&ss, c->ip, sizeof(c->ip));
-        else
-            uv_ip6_name((struct sockaddr_in6 *)&ss, c->ip, sizeof(c->ip));
+        if (ss.ss_family == AF_INET) { /* kept IPv4-mapped (gw_addr) */
+            c->peer.b[10] = c->peer.b[11] = 0xff;
+            memcpy(c->peer.b + 12, &((struct sockaddr_in *)&ss)->sin_addr, 4);
+        } else if (ss.ss_family == AF_INET6) {
+            memcpy(c->peer.b, &((struct sockaddr_in6 *)&ss)->sin6_addr, 16);
+        }
+        gw_addr_format(&c->peer, c->ip);
     }
     http_parser_init(&c->parser, HTTP_REQUEST);
     c->parser.data = c;

@@ -758,6 +758,56 @@ static void test_batching_keys_name_key_and_range(void **state)
     expect_mistake("global.weight", val("1"), "config: global.weight: unknown key");
 }
 
+/* ip.trusted_proxies and ip.ipv6_prefix (issue 18): every bad value is
+ * one line naming its path; good ones are taken exactly. */
+static void test_address_keys_name_path_and_reason(void **state)
+{
+    (void)state;
+    expect_mistake("ip.trusted_proxies", val("\"10.0.0.0/8\""),
+                   "config: ip.trusted_proxies: expected an array of CIDR strings");
+    expect_mistake("ip.trusted_proxies", val("[\"10.0.0.0/8\", \"10.0.0.1/8\"]"),
+                   "config: ip.trusted_proxies[1]: \"10.0.0.1/8\": host bits set after /8 (did "
+                   "you mean 10.0.0.0/8?)");
+    expect_mistake("ip.trusted_proxies", val("[\"10.0.0.0/33\"]"),
+                   "config: ip.trusted_proxies[0]: \"10.0.0.0/33\": prefix length 33: expected "
+                   "0..32 for IPv4");
+    expect_mistake("ip.trusted_proxies", val("[\"proxy.local\"]"),
+                   "config: ip.trusted_proxies[0]: \"proxy.local\": expected an IPv4 or IPv6 "
+                   "address, optionally /BITS");
+    expect_mistake("ip.trusted_proxies", val("[8]"),
+                   "config: ip.trusted_proxies[0]: expected a CIDR string such as \"10.0.0.0/8\"");
+    char many[1024] = "[";
+    for (int i = 0; i < 65; i++)
+        snprintf(many + strlen(many), sizeof(many) - strlen(many), "%s\"10.0.%d.0/24\"",
+                 i ? "," : "", i);
+    strcat(many, "]");
+    expect_mistake("ip.trusted_proxies", val(many),
+                   "config: ip.trusted_proxies: 65 ranges: at most 64");
+    expect_mistake("ip.ipv6_prefix", val("0"),
+                   "config: ip.ipv6_prefix: expected an integer in [1, 128]");
+    expect_mistake("ip.ipv6_prefix", val("129"),
+                   "config: ip.ipv6_prefix: expected an integer in [1, 128]");
+
+    json_t *root = base_config();
+    struct gw_config *cfg = parse_ok(json_incref(root));
+    assert_int_equal(cfg->ipv6_prefix, 64);
+    assert_int_equal(cfg->n_trusted, 0);
+    gw_config_free(cfg);
+    set_path(root, "ip.trusted_proxies", val("[\"10.0.0.0/8\", \"2001:db8::/32\", \"192.0.2.1\"]"));
+    set_path(root, "ip.ipv6_prefix", val("48"));
+    cfg = parse_ok(root);
+    assert_int_equal(cfg->ipv6_prefix, 48);
+    assert_int_equal(cfg->n_trusted, 3);
+    char out[GW_ADDR_STRLEN];
+    gw_cidr_format(&cfg->trusted[0], out);
+    assert_string_equal(out, "10.0.0.0/8");
+    gw_cidr_format(&cfg->trusted[1], out);
+    assert_string_equal(out, "2001:db8::/32");
+    gw_cidr_format(&cfg->trusted[2], out);
+    assert_string_equal(out, "192.0.2.1/32");
+    gw_config_free(cfg);
+}
+
 /* The same keys at their edges are taken as written. */
 static void test_batching_keys_accept_their_edges(void **state)
 {
@@ -815,6 +865,7 @@ int main(void)
         cmocka_unit_test(test_plan_for_tenants_claims_and_default),
         cmocka_unit_test(test_batching_keys_name_key_and_range),
         cmocka_unit_test(test_batching_keys_accept_their_edges),
+        cmocka_unit_test(test_address_keys_name_path_and_reason),
     };
     return cmocka_run_group_tests(tests, setup_files, teardown_files);
 }

@@ -4,6 +4,8 @@
 #ifndef GW_COMMON_CONFIG_H
 #define GW_COMMON_CONFIG_H
 
+#include "gw_common/netaddr.h"
+
 #include <stddef.h>
 #include <stdint.h>
 
@@ -61,6 +63,7 @@ _Static_assert(_Alignof(struct gw_seg_config) == 4, "segment config alignment");
 #define GW_MAX_PLANS 64
 #define GW_NAME_MAX 64
 #define GW_ADMIN_PRINCIPALS 16
+#define GW_MAX_TRUSTED 64 /* ip.trusted_proxies ranges */
 
 /* A rate window: limit per period, plus burst extra at once. */
 struct gw_window {
@@ -202,7 +205,10 @@ struct gw_config {
     char audience[128]; /* required in `aud` when non-empty */
     uint32_t leeway_s;  /* clock skew allowed on exp/nbf/iat */
     /* limits */
-    struct gw_plan ip;     /* per client address (windows only) */
+    struct gw_plan ip; /* per client address (windows only) */
+    int ipv6_prefix;   /* ip.ipv6_prefix: IPv6 clients share a bucket per prefix, [1, 128] */
+    int n_trusted;     /* ip.trusted_proxies: peers whose forwarding headers are read */
+    struct gw_cidr trusted[GW_MAX_TRUSTED];
     struct gw_plan global; /* the whole node */
     int n_plans;
     struct gw_plan plans[GW_MAX_PLANS];

@@ -46,7 +46,7 @@ void gw_addr_key(const struct gw_addr *a, int v6_prefix, char out[GW_ADDR_STRLEN
  * BITS is 0..32 for IPv4 text, 0..128 for IPv6 text. Host bits after the
  * prefix must be zero. On -EINVAL writes why into `why` (what follows the
  * value's path in a message), e.g. `host bits set after /8 (10.0.0.0/8?)`
- * or `prefix length 33: expected 0..32 for IPv4`. */
+ * or `prefix length 33: expected 0..32 for IPv4`; the caller names the value. */
 int gw_cidr_parse(const char *s, struct gw_cidr *out, char *why, size_t whylen);
 /* 1 when a lies in c (same family, same first c->bits bits). */
 int gw_cidr_contains(const struct gw_cidr *c, const struct gw_addr *a);

@@ -46,6 +46,8 @@ static long svc_cost_us = 2000;
 /* model.max_batch of the config (a test that needs a request to wait in
  * the queue behind a running one sets 1). */
 static int svc_max_batch = 4;
+/* The config's "ip" object (a test of client addresses sets its own). */
+static const char *svc_ip_json = "{\"rate\": [\"1000 per second burst 100\"]}";
 
 struct svc {
     char dir[128];
@@ -119,7 +121,7 @@ static inline void svc_write_config(struct svc *s, const char *extra)
         " \"auth\": {\"keys\": [{\"kid\": \"test\", \"alg\": \"HS256\", \"secret_file\": "
         "\"%s\"}],\n"
         "   \"issuer\": \"gw-test\", \"audience\": \"gpuwarden\", \"leeway_s\": 5},\n"
-        " \"ip\": {\"rate\": [\"1000 per second burst 100\"]},\n"
+        " \"ip\": %s,\n"
         " \"global\": {\"rate\": [\"1000 per second burst 100\"],\n"
         "   \"budget\": \"1000 GPU-seconds per second\"},\n"
         " \"plans\": {\n"
@@ -141,7 +143,7 @@ static inline void svc_write_config(struct svc *s, const char *extra)
         " \"cost\": {\"initial_us_per_token\": %ld}\n"
         "}\n",
         s->port, s->dir, svc_model_path(), svc_max_batch, extra ? extra : "", secret_path,
-        svc_cost_us);
+        svc_ip_json, svc_cost_us);
     fclose(f);
 }
 

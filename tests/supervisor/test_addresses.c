@@ -1,0 +1,349 @@
+/* test_addresses.c - who is calling, against a real master (SmolLM2 on the
+ * CPU; exit 77 when models/ lacks it). Clients bind to different
+ * 127.0.0.x source addresses; 127.0.0.2 is the one trusted proxy. The
+ * per-address limit is "3 per hour", so a fourth request from one client
+ * is refused however slowly the test runs.
+ *  - a trusted proxy's X-Forwarded-For / Forwarded gives each client its
+ *    own bucket, IPv4-mapped IPv6 shares the IPv4 bucket;
+ *  - an untrusted peer's headers are ignored (spoofing buys nothing);
+ *  - a trusted proxy's malformed header is a 400 with the exact reason;
+ *  - two IPv6 clients in one /64 share a bucket, another /64 does not
+ *    (through the proxy header: the test needs no IPv6 loopback);
+ *  - a CIDR ban (admin socket and gpuwardenctl) refuses the range with 403
+ *    before any token work, and unban lifts it; an allow entry exempts a
+ *    range from the per-address windows; bad ranges get exact errors. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <cmocka.h>
+
+#include "service.h"
+
+#include <jansson.h>
+#include <sys/un.h>
+
+static struct svc S;
+static int started;
+static char SOCK[108];
+static char *TOKEN;
+
+static int group_setup(void **state)
+{
+    (void)state;
+    snprintf(SOCK, sizeof(SOCK), "/tmp/gw-addr-%d.sock", (int)getpid());
+    char extra[256];
+    snprintf(extra, sizeof(extra), "\"admin\": {\"socket\": \"%s\"},", SOCK);
+    svc_ip_json = "{\"rate\": [\"3 per hour\"], \"trusted_proxies\": [\"127.0.0.2\"],"
+                  " \"ipv6_prefix\": 64}";
+    svc_write_config(&S, extra);
+    if (svc_start_or_dump(&S) != 0)
+        return -1;
+    started = 1;
+    TOKEN = svc_token(&S, "happy", 3600);
+    return 0;
+}
+
+static int group_teardown(void **state)
+{
+    (void)state;
+    free(TOKEN);
+    if (started && svc_stop_or_dump(&S) != 0)
+        return -1;
+    return 0;
+}
+
+/* GET /v1/models from source address `src` with the extra header lines
+ * `hdrs` ("" or lines ending in \r\n); the status, the body in body. */
+static int get_from(const char *src, const char *hdrs, char *body, size_t blen)
+{
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    struct sockaddr_in me = {.sin_family = AF_INET};
+    assert_int_equal(inet_pton(AF_INET, src, &me.sin_addr), 1);
+    assert_int_equal(bind(fd, (struct sockaddr *)&me, sizeof(me)), 0);
+    struct sockaddr_in a = {.sin_family = AF_INET,
+                            .sin_port = htons((uint16_t)S.port),
+                            .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    assert_int_equal(connect(fd, (struct sockaddr *)&a, sizeof(a)), 0);
+    char head[12288];
+    int n = snprintf(head, sizeof(head),
+                     "GET /v1/models HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n"
+                     "Authorization: Bearer %s\r\n%s\r\n",
+                     TOKEN, hdrs);
+    send_all(fd, head, (size_t)n);
+    struct resp r;
+    int rc = svc_read(fd, &r, SVC_DEADLINE_MS);
+    close(fd);
+    assert_int_equal(rc, 0);
+    snprintf(body, blen, "%s", r.body);
+    int st = r.status;
+    resp_free(&r);
+    return st;
+}
+
+static int xff(const char *src, const char *value)
+{
+    char h[512], body[4096];
+    snprintf(h, sizeof(h), "X-Forwarded-For: %s\r\n", value);
+    return get_from(src, h, body, sizeof(body));
+}
+
+static char *raw(const char *line)
+{
+    int fd = socket(AF_UNIX, SOCK_STREAM, 0);
+    struct sockaddr_un sa = {.sun_family = AF_UNIX};
+    snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", SOCK);
+    if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) != 0) {
+        close(fd);
+        return NULL;
+    }
+    send_all(fd, line, strlen(line));
+    char buf[65536];
+    size_t len = 0;
+    for (;;) {
+        struct pollfd p = {.fd = fd, .events = POLLIN};
+        if (poll(&p, 1, SVC_DEADLINE_MS) <= 0)
+            break;
+        ssize_t n = recv(fd, buf + len, sizeof(buf) - len - 1, 0);
+        if (n <= 0)
+            break;
+        len += (size_t)n;
+        buf[len] = '\0';
+        char *nl = strchr(buf, '\n');
+        if (nl) {
+            *nl = '\0';
+            close(fd);
+            return strdup(buf);
+        }
+    }
+    close(fd);
+    return NULL;
+}
+
+static void expect_line(const char *req, const char *want)
+{
+    char *r = raw(req);
+    assert_non_null(r);
+    assert_string_equal(r, want);
+    free(r);
+}
+
+static int ctl(char *out, size_t outlen, const char *args)
+{
+    char cmd[1024];
+    snprintf(cmd, sizeof(cmd), "%s/gpuwardenctl -s %s %s 2>&1", GW_BIN_DIR, SOCK, args);
+    FILE *p = popen(cmd, "r");
+    size_t n = fread(out, 1, outlen - 1, p);
+    out[n] = '\0';
+    int st = pclose(p);
+    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+static void test_trusted_proxy_header_gives_each_client_its_bucket(void **state)
+{
+    (void)state;
+    char body[4096];
+    for (int i = 0; i < 3; i++)
+        assert_int_equal(xff("127.0.0.2", "198.51.100.1"), 200);
+    char h[128];
+    snprintf(h, sizeof(h), "X-Forwarded-For: 198.51.100.1\r\n");
+    assert_int_equal(get_from("127.0.0.2", h, body, sizeof(body)), 429);
+    assert_non_null(strstr(body, "\"message\":\"too many requests from this address\""));
+    /* another client behind the same proxy: its own bucket */
+    assert_int_equal(xff("127.0.0.2", "198.51.100.2"), 200);
+    /* a fake leftmost entry written by the client changes nothing */
+    assert_int_equal(xff("127.0.0.2", "6.6.6.6, 198.51.100.1"), 429);
+    /* IPv4-mapped IPv6 is the IPv4 client */
+    assert_int_equal(xff("127.0.0.2", "::ffff:198.51.100.1"), 429);
+    /* RFC 7239 Forwarded, also read from the trusted proxy */
+    for (int i = 0; i < 3; i++)
+        assert_int_equal(
+            get_from("127.0.0.2", "Forwarded: for=198.51.100.3;proto=http\r\n", body, sizeof(body)),
+            200);
+    assert_int_equal(
+        get_from("127.0.0.2", "Forwarded: for=\"198.51.100.3:4711\"\r\n", body, sizeof(body)), 429);
+    /* no header from the proxy: the proxy itself is the client */
+    assert_int_equal(get_from("127.0.0.2", "", body, sizeof(body)), 200);
+}
+
+static void test_spoofed_headers_from_an_untrusted_peer_are_ignored(void **state)
+{
+    (void)state;
+    char v[32];
+    for (int i = 1; i <= 3; i++) {
+        snprintf(v, sizeof(v), "203.0.113.%d", i);
+        assert_int_equal(xff("127.0.0.3", v), 200);
+    }
+    /* a fresh forged address each time: still the peer's one bucket */
+    assert_int_equal(xff("127.0.0.3", "203.0.113.4"), 429);
+    assert_int_equal(xff("127.0.0.3", "198.51.100.200"), 429);
+    /* a malformed header from an untrusted peer is not even read */
+    assert_int_equal(xff("127.0.0.4", "not an address"), 200);
+}
+
+static void test_malformed_header_from_the_proxy_is_refused_exactly(void **state)
+{
+    (void)state;
+    char body[4096];
+    assert_int_equal(get_from("127.0.0.2", "X-Forwarded-For: 1.2.3\r\n", body, sizeof(body)), 400);
+    assert_non_null(strstr(body, "\"message\":\"X-Forwarded-For: element 1 \\\"1.2.3\\\": not an "
+                                 "IP address\""));
+    assert_non_null(strstr(body, "\"code\":\"malformed_request\""));
+    assert_int_equal(
+        get_from("127.0.0.2", "Forwarded: for=1.2.3.4;for=5.6.7.8\r\n", body, sizeof(body)), 400);
+    assert_non_null(strstr(body, "\"message\":\"Forwarded: element 1: \\\"for\\\" given twice\""));
+    /* two lines of one header are one list: the rightmost untrusted wins */
+    assert_int_equal(get_from("127.0.0.2",
+                              "X-Forwarded-For: 6.6.6.6\r\nX-Forwarded-For: 198.51.100.9\r\n", body,
+                              sizeof(body)),
+                     200);
+    char big[2200 + 64];
+    memcpy(big, "X-Forwarded-For: ", 17);
+    memset(big + 17, '1', 2100);
+    memcpy(big + 17 + 2100, "\r\n", 3);
+    assert_int_equal(get_from("127.0.0.2", big, body, sizeof(body)), 400);
+    assert_non_null(strstr(body, "\"message\":\"X-Forwarded-For: longer than 2048 bytes\""));
+    /* the front is still there */
+    assert_int_equal(xff("127.0.0.2", "198.51.100.10"), 200);
+}
+
+static json_t *ask(const char *line)
+{
+    char framed[1024];
+    snprintf(framed, sizeof(framed), "%s\n", line);
+    char *r = raw(framed);
+    assert_non_null(r);
+    json_t *j = json_loads(r, 0, NULL);
+    if (!j)
+        fprintf(stderr, "not JSON: %s\n", r);
+    free(r);
+    assert_non_null(j);
+    return j;
+}
+
+static const char *jstr(json_t *o, const char *key)
+{
+    json_t *v = json_object_get(o, key);
+    assert_true(json_is_string(v));
+    return json_string_value(v);
+}
+
+static void test_two_addresses_in_one_ipv6_64_share_a_bucket(void **state)
+{
+    (void)state;
+    assert_int_equal(xff("127.0.0.2", "2001:db8:1:2::1"), 200);
+    assert_int_equal(xff("127.0.0.2", "[2001:db8:1:2::2]:5000"), 200);
+    assert_int_equal(xff("127.0.0.2", "2001:db8:1:2:ffff:ffff:ffff:9"), 200);
+    assert_int_equal(xff("127.0.0.2", "2001:db8:1:2::77"), 429);
+    /* the next /64 is another client */
+    assert_int_equal(xff("127.0.0.2", "2001:db8:1:3::1"), 200);
+    /* `ban ip` of one address bans its /64, as the fronts key it */
+    json_t *b = ask("{\"cmd\":\"ban\",\"kind\":\"ip\",\"id\":\"2001:db8:1:3::abcd\",\"ttl_s\":60}");
+    assert_true(json_is_true(json_object_get(b, "ok")));
+    assert_string_equal(jstr(b, "id"), "2001:db8:1:3::/64");
+    json_decref(b);
+    assert_int_equal(xff("127.0.0.2", "2001:db8:1:3::2"), 403);
+    expect_line("{\"cmd\":\"unban\",\"kind\":\"ip\",\"id\":\"2001:db8:1:3::1\"}\n",
+                "{\"ok\":true,\"kind\":\"ip\",\"id\":\"2001:db8:1:3::/64\"}");
+    assert_int_equal(xff("127.0.0.2", "2001:db8:1:3::2"), 200);
+}
+
+static void test_cidr_ban_and_unban(void **state)
+{
+    (void)state;
+    char body[4096], out[4096];
+    assert_int_equal(xff("127.0.0.2", "192.0.2.10"), 200);
+    assert_int_equal(ctl(out, sizeof(out), "ban cidr 192.0.2.0/24 --ttl 10m"), 0);
+    assert_int_equal(get_from("127.0.0.2", "X-Forwarded-For: 192.0.2.77\r\n", body, sizeof(body)),
+                     403);
+    assert_non_null(strstr(body, "\"message\":\"this address range is banned\""));
+    assert_non_null(strstr(body, "\"code\":\"banned\""));
+    assert_int_equal(xff("127.0.0.2", "192.0.3.1"), 200); /* outside the range */
+    /* listed */
+    json_t *l = ask("{\"cmd\":\"net.list\"}");
+    json_t *rules = json_object_get(l, "rules");
+    assert_int_equal(json_array_size(rules), 1);
+    assert_string_equal(jstr(json_array_get(rules, 0), "kind"), "ban");
+    assert_string_equal(jstr(json_array_get(rules, 0), "cidr"), "192.0.2.0/24");
+    json_decref(l);
+    assert_int_equal(ctl(out, sizeof(out), "net list"), 0);
+    assert_non_null(strstr(out, "ban    192.0.2.0/24"));
+    /* a banned peer, without any header */
+    json_t *b = ask("{\"cmd\":\"ban\",\"kind\":\"cidr\",\"id\":\"127.0.0.5\",\"ttl_s\":60}");
+    assert_string_equal(jstr(b, "id"), "127.0.0.5/32");
+    json_decref(b);
+    assert_int_equal(get_from("127.0.0.5", "", body, sizeof(body)), 403);
+    assert_int_equal(get_from("127.0.0.6", "", body, sizeof(body)), 200);
+    /* unban lifts exactly that range */
+    expect_line("{\"cmd\":\"unban\",\"kind\":\"cidr\",\"id\":\"192.0.2.0/23\"}\n",
+                "{\"ok\":false,\"error\":{\"code\":\"not_found\",\"message\":\"cidr 192.0.2.0/23 "
+                "is not banned\"}}");
+    assert_int_equal(ctl(out, sizeof(out), "unban cidr 192.0.2.0/24"), 0);
+    assert_int_equal(xff("127.0.0.2", "192.0.2.77"), 200);
+    expect_line("{\"cmd\":\"unban\",\"kind\":\"cidr\",\"id\":\"127.0.0.5/32\"}\n",
+                "{\"ok\":true,\"kind\":\"cidr\",\"id\":\"127.0.0.5/32\"}");
+    assert_int_equal(get_from("127.0.0.5", "", body, sizeof(body)), 200);
+}
+
+static void test_allow_entry_exempts_a_range_from_address_limits(void **state)
+{
+    (void)state;
+    char body[4096];
+    json_t *a = ask("{\"cmd\":\"allow\",\"id\":\"127.0.0.7/32\",\"ttl_s\":600}");
+    assert_true(json_is_true(json_object_get(a, "ok")));
+    json_decref(a);
+    for (int i = 0; i < 6; i++)
+        assert_int_equal(get_from("127.0.0.7", "", body, sizeof(body)), 200);
+    expect_line("{\"cmd\":\"unallow\",\"id\":\"127.0.0.7/32\"}\n",
+                "{\"ok\":true,\"kind\":\"cidr\",\"id\":\"127.0.0.7/32\"}");
+    /* its own bucket was never touched: 3 more, then the limit */
+    for (int i = 0; i < 3; i++)
+        assert_int_equal(get_from("127.0.0.7", "", body, sizeof(body)), 200);
+    assert_int_equal(get_from("127.0.0.7", "", body, sizeof(body)), 429);
+}
+
+static void test_bad_ranges_get_exact_errors(void **state)
+{
+    (void)state;
+    char out[4096];
+    expect_line("{\"cmd\":\"ban\",\"kind\":\"cidr\",\"id\":\"10.0.0.1/8\",\"ttl_s\":60}\n",
+                "{\"ok\":false,\"error\":{\"code\":\"bad_argument\",\"message\":\"\\\"id\\\": "
+                "\\\"10.0.0.1/8\\\": host bits set after /8 (did you mean 10.0.0.0/8?)\"}}");
+    expect_line("{\"cmd\":\"ban\",\"kind\":\"cidr\",\"id\":\"10.0.0.0/33\",\"ttl_s\":60}\n",
+                "{\"ok\":false,\"error\":{\"code\":\"bad_argument\",\"message\":\"\\\"id\\\": "
+                "\\\"10.0.0.0/33\\\": prefix length 33: expected 0..32 for IPv4\"}}");
+    expect_line("{\"cmd\":\"allow\",\"id\":\"example.com\",\"ttl_s\":60}\n",
+                "{\"ok\":false,\"error\":{\"code\":\"bad_argument\",\"message\":\"\\\"id\\\": "
+                "\\\"example.com\\\": expected an IPv4 or IPv6 address, optionally /BITS\"}}");
+    expect_line("{\"cmd\":\"allow\",\"id\":\"10.0.0.0/8\"}\n",
+                "{\"ok\":false,\"error\":{\"code\":\"missing_argument\",\"message\":"
+                "\"\\\"ttl_s\\\": missing (an integer)\"}}");
+    expect_line("{\"cmd\":\"allow\",\"id\":\"10.0.0.0/8\",\"ttl_s\":0}\n",
+                "{\"ok\":false,\"error\":{\"code\":\"bad_argument\",\"message\":"
+                "\"\\\"ttl_s\\\": expected an integer in [1, 31622400]\"}}");
+    expect_line("{\"cmd\":\"unallow\"}\n",
+                "{\"ok\":false,\"error\":{\"code\":\"missing_argument\",\"message\":"
+                "\"\\\"id\\\": missing (a CIDR range such as 10.0.0.0/8)\"}}");
+    assert_int_equal(ctl(out, sizeof(out), "ban cidr 10.0.0.1/8 --ttl 1m"), 100);
+    assert_non_null(strstr(out, "host bits set after /8 (did you mean 10.0.0.0/8?)"));
+    assert_int_equal(ctl(out, sizeof(out), "allow 10.0.0.0/8"), 100);
+    assert_non_null(strstr(out, "allow: expected RANGE --ttl DURATION"));
+    /* nothing was added */
+    json_t *l = ask("{\"cmd\":\"net.list\"}");
+    assert_int_equal(json_array_size(json_object_get(l, "rules")), 0);
+    json_decref(l);
+}
+
+int main(void)
+{
+    gw_need_model();
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_trusted_proxy_header_gives_each_client_its_bucket),
+        cmocka_unit_test(test_spoofed_headers_from_an_untrusted_peer_are_ignored),
+        cmocka_unit_test(test_malformed_header_from_the_proxy_is_refused_exactly),
+        cmocka_unit_test(test_two_addresses_in_one_ipv6_64_share_a_bucket),
+        cmocka_unit_test(test_cidr_ban_and_unban),
+        cmocka_unit_test(test_allow_entry_exempts_a_range_from_address_limits),
+        cmocka_unit_test(test_bad_ranges_get_exact_errors),
+    };
+    return cmocka_run_group_tests(tests, group_setup, group_teardown);
+}

@@ -18,7 +18,7 @@
 
 /* ------------------------------------------------------------------ plans */
 
-#define WINDOW_FORM "\"N per second|minute|hour|day [burst M]\""
+#define WINDOW_FORM "\"N per second|minute|hour|day [burst M | moving]\""
 #define BUDGET_FORM "\"X GPU-seconds per second|minute|hour|day\""
 
 /* The keys a plan may hold, and which of them a given section allows. */
@@ -60,6 +60,12 @@ static void parse_rates(struct gw_cfg_cx *c, json_t *arr, const char *p, struct 
         int rc = gw_window_parse(json_string_value(v), &w[n]);
         if (rc == -ERANGE) {
             gw__cfg_bad(c, pi, "\"%s\": burst too large for the window",
+                        gw__cfg_shown(json_string_value(v), q));
+            ok = 0;
+        } else if (rc == -EDOM) {
+            gw__cfg_bad(c, pi,
+                        "\"%s\": a moving window admits at most 255 per period; drop "
+                        "\"moving\" for more",
                         gw__cfg_shown(json_string_value(v), q));
             ok = 0;
         } else if (rc) {

@@ -386,7 +386,7 @@ static json_t *tenant_json(struct gw_admin *a, const struct gw_config *cfg, cons
     json_t *rem = json_array();
     for (int i = 0; i < p->n_windows; i++) {
         struct gw_rate r;
-        gw_rate_make(&r, p->windows[i].limit, p->windows[i].period_us, p->windows[i].burst);
+        gw_window_rate(&p->windows[i], &r);
         uint64_t left = have ? gw_ledger_rate_remaining(a->seg, acct, i, &r, now)
                              : p->windows[i].limit + p->windows[i].burst;
         json_array_append_new(rem, json_pack("{s:o,s:I}", "window", window_json(&p->windows[i]),
@@ -474,9 +474,10 @@ static json_t *cmd_tenant_set_limit(struct gw_admin *a, json_t *req, uid_t uid)
         json_array_foreach (v, i, w) {
             if (!json_is_string(w) ||
                 gw_window_parse(json_string_value(w), &np.windows[np.n_windows]) != 0)
-                return fail("bad_argument",
-                            "\"rate[%zu]\": expected \"N per second|minute|hour|day [burst M]\"",
-                            i);
+                return fail(
+                    "bad_argument",
+                    "\"rate[%zu]\": expected \"N per second|minute|hour|day [burst M | moving]\"",
+                    i);
             np.n_windows++;
         }
         changed++;

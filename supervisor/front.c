@@ -226,8 +226,7 @@ static int window_items(struct gw_admit_item *items, int n, struct gw_acct a,
     for (int i = 0; i < p->n_windows; i++) {
         items[n].acct = a;
         items[n].cell = (uint8_t)i;
-        gw_rate_make(&items[n].rate, p->windows[i].limit, p->windows[i].period_us,
-                     p->windows[i].burst);
+        gw_window_rate(&p->windows[i], &items[n].rate);
         n++;
     }
     return n;

@@ -232,6 +232,32 @@ static void test_dev_config_loads_from_the_repo_root(void **state)
     gw_config_free(cfg);
 }
 
+/* dist/gpuwarden.seed-limits.json: the seed's per-address limits ("10 per
+ * minute, 50 per hour, 200 per day") as moving windows behind a proxy. */
+static void test_seed_limits_example_loads_with_moving_windows(void **state)
+{
+    (void)state;
+    char cwd[512];
+    assert_non_null(getcwd(cwd, sizeof(cwd)));
+    assert_int_equal(chdir(gw_source_dir()), 0);
+    struct gw_config *cfg = NULL;
+    char err[2048];
+    int rc = gw_config_load(&cfg, "dist/gpuwarden.seed-limits.json", err, sizeof(err));
+    assert_int_equal(chdir(cwd), 0);
+    assert_string_equal(err, "");
+    assert_int_equal(rc, 0);
+    assert_int_equal(cfg->ip.n_windows, 3);
+    static const uint64_t limit[3] = {10, 50, 200}, period_s[3] = {60, 3600, 86400};
+    for (int i = 0; i < 3; i++) {
+        assert_int_equal(cfg->ip.windows[i].limit, limit[i]);
+        assert_int_equal(cfg->ip.windows[i].period_us, period_s[i] * 1000000ull);
+        assert_int_equal(cfg->ip.windows[i].moving, 1);
+    }
+    assert_int_equal(cfg->n_trusted, 2);
+    assert_int_equal(cfg->ipv6_prefix, 64);
+    gw_config_free(cfg);
+}
+
 static void test_defaults_fill_what_the_file_leaves_out(void **state)
 {
     (void)state;
@@ -332,7 +358,7 @@ static void test_each_mistake_is_named_exactly(void **state)
     expect_mistake("workers", val("\"2\""), "config: workers: expected an integer in [1, 64]");
     expect_mistake("plans.free.rate[1]", val("\"50 per fortnight\""),
                    "config: plans.free.rate[1]: \"50 per fortnight\": expected "
-                   "\"N per second|minute|hour|day [burst M]\"");
+                   "\"N per second|minute|hour|day [burst M | moving]\"");
     expect_mistake("plans.free.rate[0]", val("\"1 per day burst 1000000000\""),
                    "config: plans.free.rate[0]: \"1 per day burst 1000000000\": burst too large "
                    "for the window");
@@ -783,6 +809,12 @@ static void test_address_keys_name_path_and_reason(void **state)
     strcat(many, "]");
     expect_mistake("ip.trusted_proxies", val(many),
                    "config: ip.trusted_proxies: 65 ranges: at most 64");
+    expect_mistake("ip.rate", val("[\"300 per minute moving\"]"),
+                   "config: ip.rate[0]: \"300 per minute moving\": a moving window admits at most "
+                   "255 per period; drop \"moving\" for more");
+    expect_mistake("ip.rate", val("[\"10 per minute moving burst 5\"]"),
+                   "config: ip.rate[0]: \"10 per minute moving burst 5\": expected \"N per "
+                   "second|minute|hour|day [burst M | moving]\"");
     expect_mistake("ip.ipv6_prefix", val("0"),
                    "config: ip.ipv6_prefix: expected an integer in [1, 128]");
     expect_mistake("ip.ipv6_prefix", val("129"),
@@ -852,6 +884,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_dev_config_loads_from_the_repo_root),
+        cmocka_unit_test(test_seed_limits_example_loads_with_moving_windows),
         cmocka_unit_test(test_defaults_fill_what_the_file_leaves_out),
         cmocka_unit_test(test_base_config_values),
         cmocka_unit_test(test_each_mistake_is_named_exactly),

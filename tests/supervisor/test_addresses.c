@@ -1,8 +1,11 @@
 /* test_addresses.c - who is calling, against a real master (SmolLM2 on the
  * CPU; exit 77 when models/ lacks it). Clients bind to different
  * 127.0.0.x source addresses; 127.0.0.2 is the one trusted proxy. The
- * per-address limit is "3 per hour", so a fourth request from one client
- * is refused however slowly the test runs.
+ * per-address limits are "3 per hour moving" and "100 per day", so a
+ * fourth request from one client is refused however slowly the test runs.
+ * Built a second time with GW_SEED_LIMITS (test_addresses_seed): the
+ * seed's limits "10 per minute, 50 per hour, 200 per day" as moving
+ * windows admit exactly 10 of 40 requests sent within a minute.
  *  - a trusted proxy's X-Forwarded-For / Forwarded gives each client its
  *    own bucket, IPv4-mapped IPv6 shares the IPv4 bucket;
  *  - an untrusted peer's headers are ignored (spoofing buys nothing);
@@ -33,8 +36,14 @@ static int group_setup(void **state)
     snprintf(SOCK, sizeof(SOCK), "/tmp/gw-addr-%d.sock", (int)getpid());
     char extra[256];
     snprintf(extra, sizeof(extra), "\"admin\": {\"socket\": \"%s\"},", SOCK);
-    svc_ip_json = "{\"rate\": [\"3 per hour\"], \"trusted_proxies\": [\"127.0.0.2\"],"
+#ifdef GW_SEED_LIMITS
+    svc_ip_json = "{\"rate\": [\"10 per minute moving\", \"50 per hour moving\","
+                  " \"200 per day moving\"]}";
+#else
+    svc_ip_json = "{\"rate\": [\"3 per hour moving\", \"100 per day\"],"
+                  " \"trusted_proxies\": [\"127.0.0.2\"],"
                   " \"ipv6_prefix\": 64}";
+#endif
     svc_write_config(&S, extra);
     if (svc_start_or_dump(&S) != 0)
         return -1;
@@ -333,9 +342,37 @@ static void test_bad_ranges_get_exact_errors(void **state)
     json_decref(l);
 }
 
+#ifdef GW_SEED_LIMITS
+/* 40 requests from one address as fast as they go: exactly 10 pass. The
+ * claim is about one minute, so a machine too slow to send 40 requests in
+ * 50 s skips rather than pass or fail on its speed. */
+static void test_seed_limits_admit_exactly_10_of_40_in_a_minute(void **state)
+{
+    (void)state;
+    char body[4096];
+    int ok = 0, refused = 0;
+    uint64_t t0 = svc_now_ms();
+    for (int i = 0; i < 40; i++) {
+        int st = get_from("127.0.0.9", "", body, sizeof(body));
+        ok += st == 200;
+        refused += st == 429;
+    }
+    if (svc_now_ms() - t0 > 50000)
+        skip();
+    assert_int_equal(ok, 10);
+    assert_int_equal(refused, 30);
+}
+#endif
+
 int main(void)
 {
     gw_need_model();
+#ifdef GW_SEED_LIMITS
+    const struct CMUnitTest seed[] = {
+        cmocka_unit_test(test_seed_limits_admit_exactly_10_of_40_in_a_minute),
+    };
+    return cmocka_run_group_tests(seed, group_setup, group_teardown);
+#endif
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_trusted_proxy_header_gives_each_client_its_bucket),
         cmocka_unit_test(test_spoofed_headers_from_an_untrusted_peer_are_ignored),

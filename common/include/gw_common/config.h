@@ -19,8 +19,15 @@
 struct gw_rate {
     uint64_t interval_us;
     uint64_t tolerance_us;
+    /* The "moving" kind (common/moving.c): at most moving_limit requests in
+     * any window of the period, counted in buckets of moving_bucket_us.
+     * Both 0 for a GCRA window. */
+    uint64_t moving_limit;
+    uint64_t moving_bucket_us;
 };
 int gw_rate_make(struct gw_rate *r, uint64_t limit, uint64_t period_us, uint64_t burst);
+/* A moving window: limit in [1, 255], period at least 4 ms. -EINVAL otherwise. */
+int gw_rate_make_moving(struct gw_rate *r, uint64_t limit, uint64_t period_us);
 
 /* A device-time budget: `amount_us` of device time per `period_us` of wall
  * time. A budget cell is a GCRA cell whose cost is weighted: spending x us of
@@ -70,7 +77,11 @@ struct gw_window {
     uint64_t limit;
     uint64_t period_us;
     uint64_t burst;
+    int moving; /* "N per P moving": at most N in any window of P (no burst) */
 };
+/* The cell rate of a window, of either kind (gw_rate_make or
+ * gw_rate_make_moving). */
+int gw_window_rate(const struct gw_window *w, struct gw_rate *r);
 
 /* What the watchdog kills (supervisor/watchdog.c; docs/CONFIG.md
  * "watchdog"). The node's values come from "watchdog"; a plan's "watchdog"
@@ -262,8 +273,9 @@ const struct gw_tenant *gw_config_tenant(const struct gw_config *cfg, const char
  * and *why says why. */
 const struct gw_plan *gw_config_plan_for(const struct gw_config *cfg, const char *id,
                                          const char *plan_claim, const char **why);
-/* Parses "N per second|minute|hour|day [burst M]" (for tests and the admin
- * socket); -EINVAL on anything else. */
+/* Parses "N per second|minute|hour|day [burst M | moving]" (for tests and
+ * the admin socket); -EINVAL on anything else, -ERANGE for a burst too
+ * large, -EDOM for a moving window over 255 per period. */
 int gw_window_parse(const char *s, struct gw_window *w);
 /* Parses "X GPU-seconds per second|minute|hour|day" (X may have a fraction). */
 int gw_budget_parse(const char *s, struct gw_budget_rate *b);

@@ -1,7 +1,8 @@
 /* config_net.c - the "ip" section's address keys (issue 18): which peers
  * are trusted proxies whose forwarding headers name the client
- * ("trusted_proxies", CIDR strings) and the IPv6 prefix that one bucket
- * covers ("ipv6_prefix", default 64). The section's "rate" is a plan's
+ * ("trusted_proxies", CIDR strings), the IPv6 prefix that one bucket
+ * covers ("ipv6_prefix", default 64), and the listeners whose connections
+ * begin with a PROXY protocol header ("proxy_protocol"). The section's "rate" is a plan's
  * (config_plans.c). */
 #include "config_internal.h"
 
@@ -14,9 +15,61 @@ void gw__cfg_net_defaults(struct gw_config *cfg)
     cfg->n_trusted = 0;
 }
 
+/* "127.0.0.1:8081" or "[::1]:8081": 0, or -1. */
+static int host_port(const char *s, struct gw_addr *a, uint16_t *port)
+{
+    const char *colon = strrchr(s, ':');
+    if (!colon || colon == s)
+        return -1;
+    const char *h = s;
+    size_t hl = (size_t)(colon - s);
+    if (s[0] == '[') {
+        if (colon[-1] != ']')
+            return -1;
+        h++;
+        hl -= 2;
+    } else if (memchr(s, ':', hl)) {
+        return -1; /* IPv6 needs its brackets */
+    }
+    uint64_t p;
+    if (gw__cfg_parse_count(colon + 1, 1, 65535, &p) != 0 || gw_addr_parse(h, hl, a) != 0)
+        return -1;
+    *port = (uint16_t)p;
+    return 0;
+}
+
+static void parse_proxy_listeners(struct gw_cfg_cx *c, json_t *ip, struct gw_config *cfg)
+{
+    json_t *list = json_object_get(ip, "proxy_protocol");
+    if (!list)
+        return;
+    if (!json_is_array(list) || json_array_size(list) > GW_MAX_LISTEN) {
+        gw__cfg_bad(c, "ip.proxy_protocol", "expected an array of at most %d listen addresses",
+                    GW_MAX_LISTEN);
+        return;
+    }
+    size_t i;
+    json_t *v;
+    json_array_foreach (list, i, v) {
+        char p[PATH_LEN], q[96];
+        gw__cfg_path_idx(p, "ip.proxy_protocol", i);
+        int k = cfg->n_proxy_listen;
+        if (!json_is_string(v) || host_port(json_string_value(v), &cfg->proxy_listen[k].addr,
+                                            &cfg->proxy_listen[k].port) != 0) {
+            gw__cfg_bad(c, p, "%s%s%sexpected \"IPv4:PORT\" or \"[IPv6]:PORT\"",
+                        json_is_string(v) ? "\"" : "",
+                        json_is_string(v) ? gw__cfg_shown(json_string_value(v), q) : "",
+                        json_is_string(v) ? "\": " : "");
+            continue;
+        }
+        cfg->n_proxy_listen++;
+    }
+}
+
 void gw__cfg_parse_net(struct gw_cfg_cx *c, json_t *ip, struct gw_config *cfg)
 {
     (void)gw__cfg_get_int(c, ip, "ip", "ipv6_prefix", 1, 128, &cfg->ipv6_prefix);
+    parse_proxy_listeners(c, ip, cfg);
     json_t *list = json_object_get(ip, "trusted_proxies");
     if (!list)
         return;

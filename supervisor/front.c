@@ -297,33 +297,6 @@ static const uint64_t *tenant_remaining(const struct admission *a, uint64_t *rem
 /* Each step returns 0 to go on, or -1 once it has answered the client and
  * given back what it took itself. */
 
-/* Who the client is (the peer, or who a trusted proxy says it is) into
- * c->ip, and the key its limits live under (IPv6 by ip.ipv6_prefix) into
- * key. -1 once it has answered a trusted proxy's malformed header. */
-static int client_of(struct conn *c, const struct gw_config *cfg, struct gw_addr *client,
-                     char key[GW_ADDR_STRLEN])
-{
-    char why[200];
-    int trusted = 0;
-    for (int i = 0; i < cfg->n_trusted && !trusted; i++)
-        trusted = gw_cidr_contains(&cfg->trusted[i], &c->peer);
-    if (trusted && (c->xff_long || c->fwd_long)) {
-        snprintf(why, sizeof(why), "%s: longer than %d bytes",
-                 c->fwd_long ? "Forwarded" : "X-Forwarded-For", FWD_HDR_MAX);
-        gw__conn_error(c, 400, "invalid_request_error", "malformed_request", why, NULL, NULL);
-        return -1;
-    }
-    if (gw_fwd_client(&c->peer, cfg->trusted, cfg->n_trusted, c->has_xff ? c->xff : NULL,
-                      c->xff_len, c->has_fwd ? c->fwd : NULL, c->fwd_len, client, why,
-                      sizeof(why)) != 0) {
-        gw__conn_error(c, 400, "invalid_request_error", "malformed_request", why, NULL, NULL);
-        return -1;
-    }
-    gw_addr_format(client, c->ip);
-    gw_addr_key(client, cfg->ipv6_prefix, key);
-    return 0;
-}
-
 /* 1. the client address, before anything costs us */
 static int admit_address(struct admission *a)
 {
@@ -335,7 +308,7 @@ static int admit_address(struct admission *a)
     struct gw_addr client;
     char key[GW_ADDR_STRLEN];
     uint64_t until = 0;
-    if (client_of(c, cfg, &client, key) != 0)
+    if (gw__front_client(c, cfg, &client, key) != 0)
         return -1;
     int rule = gw_net_check(seg, &a->f->nets, &client, a->now, &until);
     if (rule == GW_NET_BAN) {
@@ -846,6 +819,7 @@ static void on_hup(uv_signal_t *s, int sig)
         flog(f, "reload: out of memory keeping the file's plans; run-time limits not applied");
     f->model_created_s = model_created(ncfg);
     gw_log_set_format(ncfg->log_format);
+    gw__front_mark_proxy_listeners(f);
     flog(f, "reloaded %s", f->config_path);
 }
 
@@ -897,6 +871,7 @@ int gw_front_main(const char *config_path, int index, const struct gw_fds *fds)
         }
         f.n_listeners++;
     }
+    gw__front_mark_proxy_listeners(&f);
     uv_poll_init(f.loop, &f.wake, fds->fronts[index]);
     f.wake.data = &f;
     uv_poll_start(&f.wake, UV_READABLE, on_wake);

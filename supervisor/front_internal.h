@@ -33,6 +33,9 @@ struct conn {
     char xff[FWD_HDR_MAX], fwd[FWD_HDR_MAX];
     size_t xff_len, fwd_len;
     uint8_t has_xff, has_fwd, xff_long, fwd_long; /* present; longer than FWD_HDR_MAX */
+    /* a PROXY protocol header still to come (front_addr.c): its bytes so far */
+    uint8_t *proxy_buf; /* GW_PROXY_V2_MAX bytes while waiting, else NULL */
+    size_t proxy_len;
     char field_name[64];
     size_t field_len;
     int field, in_value;
@@ -80,10 +83,11 @@ struct front {
     struct job *jobs; /* requests with a slot, until settled and released */
     uint64_t next_id;
     uint64_t id_seed;
-    uint64_t limits_epoch;      /* gw_limits_epoch last applied (+1; 0 = never) */
-    struct gw_plan *file_plans; /* cfg->tenants[i].plan as the file says */
-    uint64_t model_created_s;   /* GET /v1/models "created": the model file's mtime */
-    struct gw_net_view nets;    /* this front's copy of the address-range rules */
+    uint64_t limits_epoch;                 /* gw_limits_epoch last applied (+1; 0 = never) */
+    struct gw_plan *file_plans;            /* cfg->tenants[i].plan as the file says */
+    uint64_t model_created_s;              /* GET /v1/models "created": the model file's mtime */
+    struct gw_net_view nets;               /* this front's copy of the address-range rules */
+    uint8_t listener_proxy[GW_MAX_LISTEN]; /* 1: connections begin with a PROXY header */
 };
 
 /* An admitted request, from its slot's queueing until the slot is released
@@ -128,6 +132,22 @@ void gw__conn_on_timeout(uv_timer_t *t);
 
 /* front.c */
 void gw__front_request(struct conn *c); /* a complete request is in c */
+
+/* front_addr.c */
+/* Who the client is (the peer, or who a trusted proxy's forwarding header
+ * names) into c->ip and *client, and the key its limits live under (IPv6
+ * by ip.ipv6_prefix). -1 once it has answered a trusted proxy's malformed
+ * header (400). */
+int gw__front_client(struct conn *c, const struct gw_config *cfg, struct gw_addr *client,
+                     char key[GW_ADDR_STRLEN]);
+/* Sets f->listener_proxy[] from ip.proxy_protocol and each listening
+ * socket's own address (so socket activation works as well). */
+void gw__front_mark_proxy_listeners(struct front *f);
+/* Bytes read on a connection that still owes its PROXY header: 1 when the
+ * header is complete (*used bytes of data were its end; the rest is HTTP),
+ * 0 when more are needed, -1 once it has refused the connection (400, the
+ * reason, then close). */
+int gw__conn_proxy(struct conn *c, const char *data, size_t len, size_t *used);
 
 /* front_jobs.c */
 /* Looks at every job: new output to stream, terminal slots to finish. */

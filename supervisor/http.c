@@ -584,8 +584,18 @@ static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf)
         gw__conn_close(c);
         return;
     }
-    if (n > 0)
-        feed(c, buf->base, (size_t)n);
+    if (n <= 0)
+        return;
+    const char *data = buf->base;
+    size_t len = (size_t)n, used;
+    if (c->proxy_buf) { /* a PROXY header comes first (front_addr.c) */
+        if (gw__conn_proxy(c, data, len, &used) != 1)
+            return;
+        data += used;
+        len -= used;
+    }
+    if (len)
+        feed(c, data, len);
 }
 
 static void on_closed(uv_handle_t *h)
@@ -595,6 +605,7 @@ static void on_closed(uv_handle_t *h)
         return;
     free(c->body);
     free(c->pending);
+    free(c->proxy_buf);
     free(c);
 }
 
@@ -643,6 +654,12 @@ void gw__front_on_connection(uv_stream_t *server, int status)
             memcpy(c->peer.b, &((struct sockaddr_in6 *)&ss)->sin6_addr, 16);
         }
         gw_addr_format(&c->peer, c->ip);
+    }
+    int li = (int)((uv_tcp_t *)server - f->listeners);
+    if (li >= 0 && li < f->n_listeners && f->listener_proxy[li] &&
+        !(c->proxy_buf = malloc(GW_PROXY_V2_MAX))) {
+        gw__conn_close(c);
+        return;
     }
     http_parser_init(&c->parser, HTTP_REQUEST);
     c->parser.data = c;

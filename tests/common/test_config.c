@@ -815,6 +815,19 @@ static void test_address_keys_name_path_and_reason(void **state)
     expect_mistake("ip.rate", val("[\"10 per minute moving burst 5\"]"),
                    "config: ip.rate[0]: \"10 per minute moving burst 5\": expected \"N per "
                    "second|minute|hour|day [burst M | moving]\"");
+    expect_mistake("ip.proxy_protocol", val("[\"127.0.0.1\"]"),
+                   "config: ip.proxy_protocol[0]: \"127.0.0.1\": expected \"IPv4:PORT\" or "
+                   "\"[IPv6]:PORT\"");
+    expect_mistake("ip.proxy_protocol", val("[\"::1:8080\"]"),
+                   "config: ip.proxy_protocol[0]: \"::1:8080\": expected \"IPv4:PORT\" or "
+                   "\"[IPv6]:PORT\"");
+    expect_mistake("ip.proxy_protocol", val("[\"127.0.0.1:0\"]"),
+                   "config: ip.proxy_protocol[0]: \"127.0.0.1:0\": expected \"IPv4:PORT\" or "
+                   "\"[IPv6]:PORT\"");
+    expect_mistake("ip.proxy_protocol", val("[8080]"),
+                   "config: ip.proxy_protocol[0]: expected \"IPv4:PORT\" or \"[IPv6]:PORT\"");
+    expect_mistake("ip.proxy_protocol", val("\"127.0.0.1:8080\""),
+                   "config: ip.proxy_protocol: expected an array of at most 8 listen addresses");
     expect_mistake("ip.ipv6_prefix", val("0"),
                    "config: ip.ipv6_prefix: expected an integer in [1, 128]");
     expect_mistake("ip.ipv6_prefix", val("129"),
@@ -827,7 +840,13 @@ static void test_address_keys_name_path_and_reason(void **state)
     gw_config_free(cfg);
     set_path(root, "ip.trusted_proxies", val("[\"10.0.0.0/8\", \"2001:db8::/32\", \"192.0.2.1\"]"));
     set_path(root, "ip.ipv6_prefix", val("48"));
+    set_path(root, "ip.proxy_protocol", val("[\"127.0.0.1:8443\", \"[::1]:8443\"]"));
     cfg = parse_ok(root);
+    assert_int_equal(cfg->n_proxy_listen, 2);
+    assert_int_equal(cfg->proxy_listen[0].port, 8443);
+    assert_int_equal(cfg->proxy_listen[1].port, 8443);
+    assert_true(gw_addr_is_v4(&cfg->proxy_listen[0].addr));
+    assert_false(gw_addr_is_v4(&cfg->proxy_listen[1].addr));
     assert_int_equal(cfg->ipv6_prefix, 48);
     assert_int_equal(cfg->n_trusted, 3);
     char out[GW_ADDR_STRLEN];

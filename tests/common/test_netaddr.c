@@ -248,6 +248,125 @@ static void test_headers_from_an_untrusted_peer_are_not_read(void **state)
     assert_string_equal(why, "");
 }
 
+/* A PROXY v2 header: signature, ver/cmd, fam/proto, length, then `body`. */
+static size_t v2(uint8_t *out, int cmd, int fam, size_t len, const uint8_t *body, size_t blen)
+{
+    static const uint8_t sig[12] = {0x0d, 0x0a, 0x0d, 0x0a, 0x00, 0x0d,
+                                    0x0a, 0x51, 0x55, 0x49, 0x54, 0x0a};
+    memcpy(out, sig, 12);
+    out[12] = (uint8_t)(0x20 | cmd);
+    out[13] = (uint8_t)fam;
+    out[14] = (uint8_t)(len >> 8);
+    out[15] = (uint8_t)len;
+    memcpy(out + 16, body, blen);
+    return 16 + blen;
+}
+
+static int proxy(const void *buf, size_t len, char *src, char *why)
+{
+    struct gw_addr a;
+    int has = -1;
+    why[0] = src[0] = '\0';
+    int rc = gw_proxy_parse(buf, len, &a, &has, why, 160);
+    if (rc > 0 && has)
+        gw_addr_format(&a, src);
+    if (rc > 0 && !has)
+        strcpy(src, "-");
+    return rc;
+}
+
+static void test_proxy_v1_headers_parse_exactly(void **state)
+{
+    (void)state;
+    char src[GW_ADDR_STRLEN], why[160];
+    const char *h = "PROXY TCP4 198.51.100.7 192.0.2.1 56324 443\r\nGET /";
+    assert_int_equal(proxy(h, strlen(h), src, why), 45);
+    assert_string_equal(src, "198.51.100.7");
+    h = "PROXY TCP6 2001:db8::1 2001:db8::2 1 65535\r\n";
+    assert_int_equal(proxy(h, strlen(h), src, why), (int)strlen(h));
+    assert_string_equal(src, "2001:db8::1");
+    h = "PROXY UNKNOWN whatever\r\n";
+    assert_int_equal(proxy(h, strlen(h), src, why), (int)strlen(h));
+    assert_string_equal(src, "-");
+    /* incomplete: more bytes needed */
+    assert_int_equal(proxy("PROX", 4, src, why), 0);
+    h = "PROXY TCP4 198.51.100.7 192.0.2.1 56324 443";
+    assert_int_equal(proxy(h, strlen(h), src, why), 0);
+    static const char *const bad[][2] = {
+        {"PROXY TCP4 1.2.3 192.0.2.1 1 2\r\n", "PROXY v1: \"1.2.3\" is not an IPv4 address"},
+        {"PROXY TCP4 2001:db8::1 192.0.2.1 1 2\r\n",
+         "PROXY v1: \"2001:db8::1\" is not an IPv4 address"},
+        {"PROXY TCP6 1.2.3.4 ::1 1 2\r\n", "PROXY v1: \"1.2.3.4\" is not an IPv6 address"},
+        {"PROXY TCP4 1.2.3.4 5.6.7.8 65536 2\r\n", "PROXY v1: port \"65536\": expected 0..65535"},
+        {"PROXY TCP4 1.2.3.4 5.6.7.8 01 2\r\n", "PROXY v1: port \"01\": expected 0..65535"},
+        {"PROXY TCP4 1.2.3.4 5.6.7.8 1\r\n",
+         "PROXY v1: expected 6 fields separated by single spaces"},
+        {"PROXY TCP4 1.2.3.4 5.6.7.8 1 2 3\r\n",
+         "PROXY v1: expected 6 fields separated by single spaces"},
+        {"PROXY UDP4 1.2.3.4 5.6.7.8 1 2\r\n",
+         "PROXY v1: protocol \"UDP4\": expected TCP4, TCP6 or UNKNOWN"},
+        {"GET / HTTP/1.1\r\n", "not a PROXY protocol header"},
+    };
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        assert_int_equal(proxy(bad[i][0], strlen(bad[i][0]), src, why), -EINVAL);
+        assert_string_equal(why, bad[i][1]);
+    }
+    char longline[200] = "PROXY TCP4 ";
+    memset(longline + 11, '1', 150);
+    assert_int_equal(proxy(longline, 161, src, why), -EINVAL);
+    assert_string_equal(why, "PROXY v1: no CRLF within 107 bytes");
+}
+
+static void test_proxy_v2_headers_and_lying_lengths(void **state)
+{
+    (void)state;
+    char src[GW_ADDR_STRLEN], why[160];
+    uint8_t buf[2048];
+    const uint8_t v4[12] = {198, 51, 100, 7, 192, 0, 2, 1, 0xdc, 0x04, 0x01, 0xbb};
+    size_t n = v2(buf, 1, 0x11, 12, v4, 12);
+    assert_int_equal(proxy(buf, n, src, why), 28);
+    assert_string_equal(src, "198.51.100.7");
+    /* with a TLV after the addresses: skipped, counted in the length */
+    uint8_t v4tlv[16];
+    memcpy(v4tlv, v4, 12);
+    memcpy(v4tlv + 12, "\x04\x00\x01\x00", 4);
+    n = v2(buf, 1, 0x11, 16, v4tlv, 16);
+    memcpy(buf + n, "GET", 3);
+    assert_int_equal(proxy(buf, n + 3, src, why), 32);
+    uint8_t v6[36] = {0x20, 0x01, 0x0d, 0xb8, [15] = 5};
+    n = v2(buf, 1, 0x21, 36, v6, 36);
+    assert_int_equal(proxy(buf, n, src, why), 52);
+    assert_string_equal(src, "2001:db8::5");
+    /* LOCAL (a health check): the socket's own peer stands */
+    n = v2(buf, 0, 0x00, 0, NULL, 0);
+    assert_int_equal(proxy(buf, n, src, why), 16);
+    assert_string_equal(src, "-");
+    /* a length that covers more than has arrived: wait for it */
+    n = v2(buf, 1, 0x11, 12, v4, 6);
+    assert_int_equal(proxy(buf, n, src, why), 0);
+    /* lies about its length */
+    n = v2(buf, 1, 0x11, 8, v4, 8);
+    assert_int_equal(proxy(buf, n, src, why), -EINVAL);
+    assert_string_equal(why, "PROXY v2: length 8 is shorter than the 12-byte IPv4 address block");
+    n = v2(buf, 1, 0x21, 12, v6, 12);
+    assert_int_equal(proxy(buf, n, src, why), -EINVAL);
+    assert_string_equal(why, "PROXY v2: length 12 is shorter than the 36-byte IPv6 address block");
+    n = v2(buf, 1, 0x11, 65535, v4, 12);
+    assert_int_equal(proxy(buf, n, src, why), -EINVAL);
+    assert_string_equal(why, "PROXY v2: length 65535 is longer than the 1024 bytes accepted");
+    n = v2(buf, 1, 0x11, 12, v4, 12);
+    buf[12] = 0x11;
+    assert_int_equal(proxy(buf, n, src, why), -EINVAL);
+    assert_string_equal(why, "PROXY v2: version 1: expected 2");
+    buf[12] = 0x22;
+    assert_int_equal(proxy(buf, n, src, why), -EINVAL);
+    assert_string_equal(why, "PROXY v2: command 2: expected 0 (LOCAL) or 1 (PROXY)");
+    /* a partial signature needs more; a wrong one is no header */
+    assert_int_equal(proxy("\r\n\r\n", 4, src, why), 0);
+    assert_int_equal(proxy("\r\n\r\nX", 5, src, why), -EINVAL);
+    assert_string_equal(why, "not a PROXY protocol header");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -259,6 +378,8 @@ int main(void)
         cmocka_unit_test(test_forwarded_header_is_read_by_rfc_7239),
         cmocka_unit_test(test_malformed_forwarding_headers_get_exact_errors),
         cmocka_unit_test(test_headers_from_an_untrusted_peer_are_not_read),
+        cmocka_unit_test(test_proxy_v1_headers_parse_exactly),
+        cmocka_unit_test(test_proxy_v2_headers_and_lying_lengths),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -4,10 +4,14 @@
  *      2001:db8::/32)
  *   1: Forwarded (RFC 7239) from the same peer
  *   2: a CIDR range (ip.trusted_proxies, gpuwardenctl ban)
+ *   3: the first bytes of a connection on a PROXY protocol listener
  * Contract: a header gives 0 and a client that is the peer or that
  * formats and parses back to itself, or -EINVAL and a message naming the
  * header; a range gives 0 and prints back to a range that parses to the
- * same, or -EINVAL and a reason. Nothing is read past the input. */
+ * same, or -EINVAL and a reason; a PROXY header gives its length (within
+ * the input and the bound of its version), 0 (more needed, and then a
+ * prefix of every longer input says the same or completes), or -EINVAL and
+ * a reason. Nothing is read past the input. */
 #include "fuzz.h"
 #include "gw_common.h"
 
@@ -54,6 +58,26 @@ static void check_cidr(const char *s)
     GW_FUZZ_CHECK(gw_cidr_contains(&c, &c.base));
 }
 
+static void check_proxy(const uint8_t *b, size_t n)
+{
+    struct gw_addr a;
+    int has = -1;
+    char why[200] = "";
+    int rc = gw_proxy_parse(b, n, &a, &has, why, sizeof(why));
+    if (rc < 0) {
+        GW_FUZZ_CHECK(rc == -EINVAL && why[0] != '\0');
+        return;
+    }
+    GW_FUZZ_CHECK(has == 0 || has == 1);
+    GW_FUZZ_CHECK((size_t)rc <= n && rc <= GW_PROXY_V2_MAX);
+    if (rc == 0)
+        return;
+    GW_FUZZ_CHECK(rc >= 8); /* "PROXY X\r\n" at the least */
+    /* the header alone parses to the same length */
+    int has2 = -1;
+    GW_FUZZ_CHECK(gw_proxy_parse(b, (size_t)rc, &a, &has2, why, sizeof(why)) == rc && has2 == has);
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     if (size < 1 || size > 8192)
@@ -63,10 +87,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     char *h = malloc(n ? n : 1);
     GW_FUZZ_CHECK(h != NULL);
     memcpy(h, data + 1, n);
-    switch (data[0] % 3) {
+    switch (data[0] % 4) {
     case 0:
     case 1:
-        check_header(data[0] % 3, h, n);
+        check_header(data[0] % 4, h, n);
+        break;
+    case 3:
+        check_proxy((const uint8_t *)h, n);
         break;
     default: {
         char *s = malloc(n + 1);

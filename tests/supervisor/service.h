@@ -46,6 +46,9 @@ static long svc_cost_us = 2000;
 /* model.max_batch of the config (a test that needs a request to wait in
  * the queue behind a running one sets 1). */
 static int svc_max_batch = 4;
+/* Bytes svc_http sends before each request: "" (a test of a PROXY protocol
+ * listener sends "PROXY UNKNOWN\r\n"). */
+static const char *svc_http_preamble = "";
 /* The config's "ip" object (a test of client addresses sets its own). */
 static const char *svc_ip_json = "{\"rate\": [\"1000 per second burst 100\"]}";
 
@@ -240,6 +243,7 @@ static inline int svc_http(struct svc *s, const char *method, const char *path, 
     if (token)
         n += snprintf(head + n, sizeof(head) - (size_t)n, "Authorization: Bearer %s\r\n", token);
     n += snprintf(head + n, sizeof(head) - (size_t)n, "\r\n");
+    send_all(fd, svc_http_preamble, strlen(svc_http_preamble));
     send_all(fd, head, (size_t)n);
     if (body)
         send_all(fd, body, strlen(body));

@@ -36,7 +36,11 @@ static int group_setup(void **state)
     snprintf(SOCK, sizeof(SOCK), "/tmp/gw-addr-%d.sock", (int)getpid());
     char extra[256];
     snprintf(extra, sizeof(extra), "\"admin\": {\"socket\": \"%s\"},", SOCK);
-#ifdef GW_SEED_LIMITS
+#if defined(GW_PROXY_LISTENER)
+    svc_ip_json = "{\"rate\": [\"3 per hour moving\"], \"trusted_proxies\": [\"127.0.0.2\"],"
+                  " \"proxy_protocol\": [\"127.0.0.1:PROXYPORT\"]}";
+    svc_http_preamble = "PROXY UNKNOWN\r\n"; /* svc_start's /readyz polls */
+#elif defined(GW_SEED_LIMITS)
     svc_ip_json = "{\"rate\": [\"10 per minute moving\", \"50 per hour moving\","
                   " \"200 per day moving\"]}";
 #else
@@ -45,6 +49,21 @@ static int group_setup(void **state)
                   " \"ipv6_prefix\": 64}";
 #endif
     svc_write_config(&S, extra);
+#ifdef GW_PROXY_LISTENER
+    /* the port is the kernel's choice, known once svc_write_config listened */
+    FILE *cf = fopen(S.config, "r");
+    static char text[16384], out[16400];
+    size_t tl = fread(text, 1, sizeof(text) - 1, cf);
+    fclose(cf);
+    text[tl] = '\0';
+    char *at = strstr(text, "PROXYPORT");
+    if (!at)
+        return -1;
+    snprintf(out, sizeof(out), "%.*s%d%s", (int)(at - text), text, S.port, at + 9);
+    cf = fopen(S.config, "w");
+    fputs(out, cf);
+    fclose(cf);
+#endif
     if (svc_start_or_dump(&S) != 0)
         return -1;
     started = 1;
@@ -211,6 +230,22 @@ static void test_malformed_header_from_the_proxy_is_refused_exactly(void **state
     memcpy(big + 17 + 2100, "\r\n", 3);
     assert_int_equal(get_from("127.0.0.2", big, body, sizeof(body)), 400);
     assert_non_null(strstr(body, "\"message\":\"X-Forwarded-For: longer than 2048 bytes\""));
+    /* a listener without ip.proxy_protocol takes no PROXY header: it is
+     * not HTTP */
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET,
+                            .sin_port = htons((uint16_t)S.port),
+                            .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    assert_int_equal(connect(fd, (struct sockaddr *)&a, sizeof(a)), 0);
+    const char *pp =
+        "PROXY TCP4 198.51.100.1 192.0.2.1 5000 443\r\nGET /v1/models HTTP/1.1\r\n\r\n";
+    send_all(fd, pp, strlen(pp));
+    struct resp r;
+    assert_int_equal(svc_read(fd, &r, SVC_DEADLINE_MS), 0);
+    close(fd);
+    assert_int_equal(r.status, 400);
+    assert_non_null(strstr(r.body, "\"message\":\"malformed HTTP request: "));
+    resp_free(&r);
     /* the front is still there */
     assert_int_equal(xff("127.0.0.2", "198.51.100.10"), 200);
 }
@@ -364,9 +399,124 @@ static void test_seed_limits_admit_exactly_10_of_40_in_a_minute(void **state)
 }
 #endif
 
+#ifdef GW_PROXY_LISTENER
+/* Sends `pre` (a PROXY header, `plen` bytes) then GET /v1/models from src. */
+static int proxied(const char *src, const void *pre, size_t plen, char *body, size_t blen)
+{
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    struct sockaddr_in me = {.sin_family = AF_INET};
+    assert_int_equal(inet_pton(AF_INET, src, &me.sin_addr), 1);
+    assert_int_equal(bind(fd, (struct sockaddr *)&me, sizeof(me)), 0);
+    struct sockaddr_in a = {.sin_family = AF_INET,
+                            .sin_port = htons((uint16_t)S.port),
+                            .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    assert_int_equal(connect(fd, (struct sockaddr *)&a, sizeof(a)), 0);
+    char req[12288];
+    memcpy(req, pre, plen);
+    int n = snprintf(req + plen, sizeof(req) - plen,
+                     "GET /v1/models HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n"
+                     "Authorization: Bearer %s\r\n\r\n",
+                     TOKEN);
+    send_all(fd, req, plen + (size_t)n);
+    struct resp r;
+    int rc = svc_read(fd, &r, SVC_DEADLINE_MS);
+    close(fd);
+    assert_int_equal(rc, 0);
+    snprintf(body, blen, "%s", r.body);
+    int st = r.status;
+    resp_free(&r);
+    return st;
+}
+
+static size_t v2_header(uint8_t *out, int cmd, size_t len, const char *src4)
+{
+    static const uint8_t sig[12] = {0x0d, 0x0a, 0x0d, 0x0a, 0x00, 0x0d,
+                                    0x0a, 0x51, 0x55, 0x49, 0x54, 0x0a};
+    memcpy(out, sig, 12);
+    out[12] = (uint8_t)(0x20 | cmd);
+    out[13] = 0x11; /* AF_INET, STREAM */
+    out[14] = (uint8_t)(len >> 8);
+    out[15] = (uint8_t)len;
+    memset(out + 16, 0, 12);
+    inet_pton(AF_INET, src4, out + 16);
+    inet_pton(AF_INET, "192.0.2.1", out + 20);
+    out[24] = 0xdc, out[25] = 0x04, out[26] = 0x01, out[27] = 0xbb;
+    return 28;
+}
+
+static void test_proxy_v1_names_the_client(void **state)
+{
+    (void)state;
+    char body[4096];
+    const char *h = "PROXY TCP4 198.51.100.1 192.0.2.1 5000 443\r\n";
+    for (int i = 0; i < 3; i++)
+        assert_int_equal(proxied("127.0.0.2", h, strlen(h), body, sizeof(body)), 200);
+    assert_int_equal(proxied("127.0.0.2", h, strlen(h), body, sizeof(body)), 429);
+    assert_non_null(strstr(body, "\"message\":\"too many requests from this address\""));
+    const char *other = "PROXY TCP4 198.51.100.2 192.0.2.1 5000 443\r\n";
+    assert_int_equal(proxied("127.0.0.2", other, strlen(other), body, sizeof(body)), 200);
+    const char *unknown = "PROXY UNKNOWN\r\n"; /* the proxy itself stands */
+    assert_int_equal(proxied("127.0.0.2", unknown, strlen(unknown), body, sizeof(body)), 200);
+}
+
+static void test_proxy_v2_names_the_client(void **state)
+{
+    (void)state;
+    char body[4096];
+    uint8_t h[64];
+    size_t n = v2_header(h, 1, 12, "198.51.100.20");
+    for (int i = 0; i < 3; i++)
+        assert_int_equal(proxied("127.0.0.2", h, n, body, sizeof(body)), 200);
+    assert_int_equal(proxied("127.0.0.2", h, n, body, sizeof(body)), 429);
+    n = v2_header(h, 1, 12, "198.51.100.21");
+    assert_int_equal(proxied("127.0.0.2", h, n, body, sizeof(body)), 200);
+    /* the same client through v1 shares its bucket */
+    const char *v1 = "PROXY TCP4 198.51.100.20 192.0.2.1 5000 443\r\n";
+    assert_int_equal(proxied("127.0.0.2", v1, strlen(v1), body, sizeof(body)), 429);
+}
+
+static void test_proxy_headers_that_lie_are_refused_exactly(void **state)
+{
+    (void)state;
+    char body[4096];
+    uint8_t h[64];
+    size_t n = v2_header(h, 1, 8, "198.51.100.30");
+    assert_int_equal(proxied("127.0.0.2", h, n, body, sizeof(body)), 400);
+    assert_non_null(strstr(body, "\"message\":\"PROXY v2: length 8 is shorter than the 12-byte "
+                                 "IPv4 address block\""));
+    n = v2_header(h, 1, 4000, "198.51.100.30");
+    assert_int_equal(proxied("127.0.0.2", h, n, body, sizeof(body)), 400);
+    assert_non_null(strstr(
+        body, "\"message\":\"PROXY v2: length 4000 is longer than the 1024 bytes accepted\""));
+    const char *bad = "PROXY TCP4 198.51.100.300 192.0.2.1 5000 443\r\n";
+    assert_int_equal(proxied("127.0.0.2", bad, strlen(bad), body, sizeof(body)), 400);
+    assert_non_null(
+        strstr(body, "\"message\":\"PROXY v1: \\\"198.51.100.300\\\" is not an IPv4 address\""));
+    /* no header at all on a PROXY listener */
+    assert_int_equal(proxied("127.0.0.2", "", 0, body, sizeof(body)), 400);
+    assert_non_null(strstr(body, "\"message\":\"not a PROXY protocol header\""));
+    /* a header from a peer that is no trusted proxy */
+    const char *h1 = "PROXY TCP4 198.51.100.40 192.0.2.1 5000 443\r\n";
+    assert_int_equal(proxied("127.0.0.3", h1, strlen(h1), body, sizeof(body)), 400);
+    assert_non_null(strstr(body, "\"message\":\"PROXY header from 127.0.0.3, which is not in "
+                                 "ip.trusted_proxies\""));
+    /* the front still serves */
+    n = v2_header(h, 1, 12, "198.51.100.31");
+    assert_int_equal(proxied("127.0.0.2", h, n, body, sizeof(body)), 200);
+}
+#endif
+
 int main(void)
 {
     gw_need_model();
+#ifdef GW_PROXY_LISTENER
+    const struct CMUnitTest proxy_tests[] = {
+        cmocka_unit_test(test_proxy_v1_names_the_client),
+        cmocka_unit_test(test_proxy_v2_names_the_client),
+        cmocka_unit_test(test_proxy_headers_that_lie_are_refused_exactly),
+    };
+    return cmocka_run_group_tests(proxy_tests, group_setup, group_teardown);
+#endif
 #ifdef GW_SEED_LIMITS
     const struct CMUnitTest seed[] = {
         cmocka_unit_test(test_seed_limits_admit_exactly_10_of_40_in_a_minute),

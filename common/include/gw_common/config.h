@@ -220,6 +220,12 @@ struct gw_config {
     int ipv6_prefix;   /* ip.ipv6_prefix: IPv6 clients share a bucket per prefix, [1, 128] */
     int n_trusted;     /* ip.trusted_proxies: peers whose forwarding headers are read */
     struct gw_cidr trusted[GW_MAX_TRUSTED];
+    int n_proxy_listen; /* ip.proxy_protocol: listeners whose connections begin with a
+                           PROXY protocol header (matched by the socket's own address) */
+    struct {
+        struct gw_addr addr;
+        uint16_t port;
+    } proxy_listen[GW_MAX_LISTEN];
     struct gw_plan global; /* the whole node */
     int n_plans;
     struct gw_plan plans[GW_MAX_PLANS];

@@ -77,4 +77,25 @@ int gw_fwd_client(const struct gw_addr *peer, const struct gw_cidr *trusted, int
                   const char *xff, size_t xff_len, const char *fwd, size_t fwd_len,
                   struct gw_addr *client, char *why, size_t whylen);
 
+/* ------------------------------------------------------- PROXY protocol */
+
+/* HAProxy's PROXY protocol (www.haproxy.org/download/2.9/doc/proxy-protocol.txt),
+ * version 1 (text) and 2 (binary), as the first bytes of a connection on a
+ * listener that enables it. */
+#define GW_PROXY_V1_MAX 107  /* the longest v1 line, CRLF included */
+#define GW_PROXY_V2_MAX 1040 /* 16 bytes of header + at most 1024 of addresses and TLVs */
+
+/* Reads a PROXY header from the first `len` bytes of a connection.
+ * Returns the header's length when it is complete (the bytes after it are
+ * the client's), with *has_src 1 and *src the client's address for
+ * "TCP4"/"TCP6" (v1) or PROXY over AF_INET/AF_INET6 (v2), and *has_src 0
+ * for v1 "UNKNOWN", a v2 LOCAL command (a health check) or another family
+ * (the connection's own peer stands). Returns 0 when more bytes are needed
+ * and -EINVAL when the bytes are not a valid header, with `why`, e.g.
+ * `PROXY v2: length 8 is shorter than the 12-byte IPv4 address block`,
+ * `PROXY v1: no CRLF within 107 bytes`, `PROXY v1: "1.2.3" is not an IPv4
+ * address`, `not a PROXY protocol header`. */
+int gw_proxy_parse(const uint8_t *buf, size_t len, struct gw_addr *src, int *has_src, char *why,
+                   size_t whylen);
+
 #endif /* GW_COMMON_NETADDR_H */

@@ -13,6 +13,7 @@ void gw__cfg_net_defaults(struct gw_config *cfg)
 {
     cfg->ipv6_prefix = 64;
     cfg->n_trusted = 0;
+    cfg->conns_per_address = 0;
 }
 
 /* "127.0.0.1:8081" or "[::1]:8081": 0, or -1. */
@@ -69,6 +70,8 @@ static void parse_proxy_listeners(struct gw_cfg_cx *c, json_t *ip, struct gw_con
 void gw__cfg_parse_net(struct gw_cfg_cx *c, json_t *ip, struct gw_config *cfg)
 {
     (void)gw__cfg_get_int(c, ip, "ip", "ipv6_prefix", 1, 128, &cfg->ipv6_prefix);
+    (void)gw__cfg_get_u32(c, ip, "ip", "connections_per_address", 0, 1000000, 0,
+                          &cfg->conns_per_address);
     parse_proxy_listeners(c, ip, cfg);
     json_t *list = json_object_get(ip, "trusted_proxies");
     if (!list)

@@ -74,6 +74,13 @@ static void mask_to(struct gw_addr *a, int bits)
     }
 }
 
+void gw_addr_prefix(const struct gw_addr *a, int v6_prefix, struct gw_addr *out)
+{
+    *out = *a;
+    if (!gw_addr_is_v4(a) && v6_prefix >= 1 && v6_prefix < 128)
+        mask_to(out, v6_prefix);
+}
+
 void gw_addr_key(const struct gw_addr *a, int v6_prefix, char out[GW_ADDR_STRLEN])
 {
     if (gw_addr_is_v4(a) || v6_prefix >= 128 || v6_prefix < 1) {

@@ -893,5 +893,6 @@ int gw_front_main(const char *config_path, int index, const struct gw_fds *fds)
     gw_segment_close(&f.seg);
     gw_config_free(f.cfg);
     free(f.file_plans);
+    free(f.cc);
     return 0;
 }

@@ -111,3 +111,89 @@ int gw__conn_proxy(struct conn *c, const char *data, size_t len, size_t *used)
     c->proxy_buf = NULL;
     return 1;
 }
+
+/* ------------------------------------------- connections per address */
+
+/* Open connections per client key, in this front's own memory (one
+ * thread): open addressing with linear probing, sized at start to twice
+ * connections_per_front (at least 64), so it never fills while the front
+ * holds at most that many connections; an entry whose count drops to zero
+ * is removed by backward shift, so there are no tombstones. */
+struct conn_count {
+    struct gw_addr key;
+    uint32_t n; /* 0 = empty */
+};
+
+static uint32_t cc_home(const struct front *f, const struct gw_addr *k)
+{
+    uint64_t h = 0xcbf29ce484222325ull; /* FNV-1a over the 16 bytes */
+    for (int i = 0; i < 16; i++)
+        h = (h ^ k->b[i]) * 0x100000001b3ull;
+    return (uint32_t)(h ^ h >> 32) & f->cc_mask;
+}
+
+static int cc_init(struct front *f)
+{
+    uint32_t want = f->cfg->connections_per_front * 2u, size = 64;
+    while (size < want && size < (1u << 21))
+        size <<= 1;
+    f->cc = calloc(size, sizeof(*f->cc));
+    if (!f->cc)
+        return -1;
+    f->cc_mask = size - 1;
+    return 0;
+}
+
+int gw__front_conn_count(struct front *f, struct conn *c)
+{
+    uint32_t cap = f->cfg->conns_per_address;
+    if (cap == 0 || trusted(f->cfg, &c->peer))
+        return 0;
+    if (!f->cc && cc_init(f) != 0)
+        return -1; /* out of memory: fail closed */
+    struct gw_addr k;
+    gw_addr_prefix(&c->peer, f->cfg->ipv6_prefix, &k);
+    c->conn_key = k; /* the socket's peer: a PROXY header does not move it */
+    for (uint32_t i = cc_home(f, &k), step = 0; step <= f->cc_mask;
+         i = (i + 1) & f->cc_mask, step++) {
+        struct conn_count *e = &f->cc[i];
+        if (e->n && memcmp(&e->key, &k, sizeof(k)) != 0)
+            continue;
+        if (e->n >= cap)
+            return -1;
+        e->key = k;
+        e->n++;
+        c->conn_counted = 1;
+        return 0;
+    }
+    return -1; /* full (a reload raised connections_per_front): fail closed */
+}
+
+void gw__front_conn_uncount(struct front *f, struct conn *c)
+{
+    if (!c->conn_counted || !f->cc)
+        return;
+    c->conn_counted = 0;
+    struct gw_addr k = c->conn_key;
+    uint32_t i = cc_home(f, &k);
+    for (uint32_t step = 0; f->cc[i].n && step <= f->cc_mask; i = (i + 1) & f->cc_mask, step++)
+        if (memcmp(&f->cc[i].key, &k, sizeof(k)) == 0)
+            break;
+    if (!f->cc[i].n || memcmp(&f->cc[i].key, &k, sizeof(k)) != 0 || --f->cc[i].n > 0)
+        return;
+    /* backward shift: pull later entries of the run into the hole when
+     * their home does not lie cyclically in (hole, j] */
+    uint32_t hole = i, j = i;
+    for (;;) {
+        j = (j + 1) & f->cc_mask;
+        if (!f->cc[j].n)
+            break;
+        uint32_t h = cc_home(f, &f->cc[j].key);
+        int stays = hole <= j ? (h > hole && h <= j) : (h > hole || h <= j);
+        if (!stays) {
+            f->cc[hole] = f->cc[j];
+            hole = j;
+        }
+    }
+    f->cc[hole].n = 0;
+}

@@ -36,6 +36,8 @@ struct conn {
     /* a PROXY protocol header still to come (front_addr.c): its bytes so far */
     uint8_t *proxy_buf; /* GW_PROXY_V2_MAX bytes while waiting, else NULL */
     size_t proxy_len;
+    uint8_t conn_counted;    /* counted in the front's per-address table (front_addr.c) */
+    struct gw_addr conn_key; /* ... under this key */
     char field_name[64];
     size_t field_len;
     int field, in_value;
@@ -88,6 +90,8 @@ struct front {
     uint64_t model_created_s;              /* GET /v1/models "created": the model file's mtime */
     struct gw_net_view nets;               /* this front's copy of the address-range rules */
     uint8_t listener_proxy[GW_MAX_LISTEN]; /* 1: connections begin with a PROXY header */
+    struct conn_count *cc;                 /* open connections per client key (front_addr.c) */
+    uint32_t cc_mask;                      /* table size - 1 (a power of two) */
 };
 
 /* An admitted request, from its slot's queueing until the slot is released
@@ -143,6 +147,12 @@ int gw__front_client(struct conn *c, const struct gw_config *cfg, struct gw_addr
 /* Sets f->listener_proxy[] from ip.proxy_protocol and each listening
  * socket's own address (so socket activation works as well). */
 void gw__front_mark_proxy_listeners(struct front *f);
+/* Counts a new connection against ip.connections_per_address: 0, or -1
+ * when its peer's key is at the cap (the caller closes it; nothing is
+ * counted). Trusted proxies are not counted. */
+int gw__front_conn_count(struct front *f, struct conn *c);
+/* Gives a counted connection's place back (on close). */
+void gw__front_conn_uncount(struct front *f, struct conn *c);
 /* Bytes read on a connection that still owes its PROXY header: 1 when the
  * header is complete (*used bytes of data were its end; the rest is HTTP),
  * 0 when more are needed, -1 once it has refused the connection (400, the

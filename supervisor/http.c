@@ -616,6 +616,7 @@ void gw__conn_close(struct conn *c)
     c->closing = 1;
     struct front *f = c->front;
     f->n_conns--;
+    gw__front_conn_uncount(f, c);
     gw__front_conn_gone(c);
     uv_timer_stop(&c->timer);
     uv_close((uv_handle_t *)&c->timer, on_closed);
@@ -654,6 +655,10 @@ void gw__front_on_connection(uv_stream_t *server, int status)
             memcpy(c->peer.b, &((struct sockaddr_in6 *)&ss)->sin6_addr, 16);
         }
         gw_addr_format(&c->peer, c->ip);
+    }
+    if (gw__front_conn_count(f, c) != 0) {
+        gw__conn_close(c); /* at ip.connections_per_address: closed at once, costs nothing */
+        return;
     }
     int li = (int)((uv_tcp_t *)server - f->listeners);
     if (li >= 0 && li < f->n_listeners && f->listener_proxy[li] &&

@@ -38,7 +38,7 @@ static int group_setup(void **state)
     snprintf(extra, sizeof(extra), "\"admin\": {\"socket\": \"%s\"},", SOCK);
 #if defined(GW_PROXY_LISTENER)
     svc_ip_json = "{\"rate\": [\"3 per hour moving\"], \"trusted_proxies\": [\"127.0.0.2\"],"
-                  " \"proxy_protocol\": [\"127.0.0.1:PROXYPORT\"]}";
+                  " \"proxy_protocol\": [\"127.0.0.1:PROXYPORT\"], \"connections_per_address\": 2}";
     svc_http_preamble = "PROXY UNKNOWN\r\n"; /* svc_start's /readyz polls */
 #elif defined(GW_SEED_LIMITS)
     svc_ip_json = "{\"rate\": [\"10 per minute moving\", \"50 per hour moving\","
@@ -56,9 +56,10 @@ static int group_setup(void **state)
     size_t tl = fread(text, 1, sizeof(text) - 1, cf);
     fclose(cf);
     text[tl] = '\0';
-    char *at = strstr(text, "PROXYPORT");
-    if (!at)
+    char *at = strstr(text, "PROXYPORT"), *fr = strstr(text, "\"fronts\": 2");
+    if (!at || !fr || fr > at)
         return -1;
+    fr[10] = '1'; /* one front: connections are counted per front, accepted in order */
     snprintf(out, sizeof(out), "%.*s%d%s", (int)(at - text), text, S.port, at + 9);
     cf = fopen(S.config, "w");
     fputs(out, cf);
@@ -444,6 +445,65 @@ static size_t v2_header(uint8_t *out, int cmd, size_t len, const char *src4)
     return 28;
 }
 
+/* A connection from src, nothing sent. */
+static int idle_from(const char *src)
+{
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    struct sockaddr_in me = {.sin_family = AF_INET};
+    assert_int_equal(inet_pton(AF_INET, src, &me.sin_addr), 1);
+    assert_int_equal(bind(fd, (struct sockaddr *)&me, sizeof(me)), 0);
+    struct sockaddr_in a = {.sin_family = AF_INET,
+                            .sin_port = htons((uint16_t)S.port),
+                            .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    assert_int_equal(connect(fd, (struct sockaddr *)&a, sizeof(a)), 0);
+    return fd;
+}
+
+/* A request on an open connection: its status (0 when the connection was
+ * closed without an answer). */
+static int ask_on(int fd, const char *client)
+{
+    char req[12288], pre[128] = "PROXY UNKNOWN\r\n";
+    if (client)
+        snprintf(pre, sizeof(pre), "PROXY TCP4 %s 192.0.2.1 5000 443\r\n", client);
+    int n = snprintf(req, sizeof(req),
+                     "%sGET /v1/models HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                     "Connection: close\r\nAuthorization: Bearer %s\r\n\r\n",
+                     pre, TOKEN);
+    send(fd, req, (size_t)n, MSG_NOSIGNAL);
+    struct resp r;
+    int st = svc_read(fd, &r, SVC_DEADLINE_MS) == 0 ? r.status : 0;
+    if (st)
+        resp_free(&r);
+    close(fd);
+    return st;
+}
+
+/* ip.connections_per_address 2, one front: the third open connection from
+ * one address is closed at once, unanswered; a closed one frees its place;
+ * a trusted proxy is not counted. */
+static void test_connections_per_address_are_capped(void **state)
+{
+    (void)state;
+    int a = idle_from("127.0.0.3"), b = idle_from("127.0.0.3");
+    int third = idle_from("127.0.0.3");
+    char c;
+    struct pollfd p = {.fd = third, .events = POLLIN};
+    assert_int_equal(poll(&p, 1, SVC_DEADLINE_MS), 1);
+    assert_int_equal(recv(third, &c, 1, 0), 0); /* closed, not a byte */
+    close(third);
+    assert_int_equal(ask_on(a, NULL), 200); /* the first two were kept */
+    /* a's place is free once its answer is out: the front closed it */
+    assert_int_equal(ask_on(idle_from("127.0.0.3"), NULL), 200);
+    assert_int_equal(ask_on(b, NULL), 200);
+    /* the trusted proxy is not counted (its clients come by PROXY header) */
+    int px[3] = {idle_from("127.0.0.2"), idle_from("127.0.0.2"), idle_from("127.0.0.2")};
+    assert_int_equal(ask_on(idle_from("127.0.0.2"), "198.51.100.50"), 200);
+    static const char *const who[3] = {"198.51.100.51", "198.51.100.52", "198.51.100.53"};
+    for (int i = 0; i < 3; i++)
+        assert_int_equal(ask_on(px[i], who[i]), 200);
+}
+
 static void test_proxy_v1_names_the_client(void **state)
 {
     (void)state;
@@ -514,6 +574,7 @@ int main(void)
         cmocka_unit_test(test_proxy_v1_names_the_client),
         cmocka_unit_test(test_proxy_v2_names_the_client),
         cmocka_unit_test(test_proxy_headers_that_lie_are_refused_exactly),
+        cmocka_unit_test(test_connections_per_address_are_capped),
     };
     return cmocka_run_group_tests(proxy_tests, group_setup, group_teardown);
 #endif

@@ -220,8 +220,11 @@ struct gw_config {
     int ipv6_prefix;   /* ip.ipv6_prefix: IPv6 clients share a bucket per prefix, [1, 128] */
     int n_trusted;     /* ip.trusted_proxies: peers whose forwarding headers are read */
     struct gw_cidr trusted[GW_MAX_TRUSTED];
-    int n_proxy_listen; /* ip.proxy_protocol: listeners whose connections begin with a
-                           PROXY protocol header (matched by the socket's own address) */
+    uint32_t conns_per_address; /* ip.connections_per_address: open connections one client
+                                   key (IPv4, IPv6 prefix) may hold in each front; 0 = no
+                                   cap; trusted proxies are exempt */
+    int n_proxy_listen;         /* ip.proxy_protocol: listeners whose connections begin with a
+                                   PROXY protocol header (matched by the socket's own address) */
     struct {
         struct gw_addr addr;
         uint16_t port;

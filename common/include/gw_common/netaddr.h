@@ -41,6 +41,9 @@ void gw_addr_format(const struct gw_addr *a, char out[GW_ADDR_STRLEN - 8]);
  * (1..128) cleared, as "2001:db8:1:2::/64" (128: the bare address). Two
  * addresses with the same key share one bucket. */
 void gw_addr_key(const struct gw_addr *a, int v6_prefix, char out[GW_ADDR_STRLEN]);
+/* The same key as an address: IPv4 as is, IPv6 with the bits after
+ * v6_prefix cleared. */
+void gw_addr_prefix(const struct gw_addr *a, int v6_prefix, struct gw_addr *out);
 
 /* Parses "ADDR/BITS" or a bare ADDR (a single address: /32 or /128).
  * BITS is 0..32 for IPv4 text, 0..128 for IPv6 text. Host bits after the

@@ -14,6 +14,7 @@ void gw__cfg_net_defaults(struct gw_config *cfg)
     cfg->ipv6_prefix = 64;
     cfg->n_trusted = 0;
     cfg->conns_per_address = 0;
+    gw__cfg_plan_defaults(&cfg->ip_overflow, "ip.overflow");
 }
 
 /* "127.0.0.1:8081" or "[::1]:8081": 0, or -1. */
@@ -67,8 +68,37 @@ static void parse_proxy_listeners(struct gw_cfg_cx *c, json_t *ip, struct gw_con
     }
 }
 
+/* ip.overflow_rate: windows as a plan's "rate" (same words, same errors). */
+static void parse_overflow(struct gw_cfg_cx *c, json_t *ip, struct gw_config *cfg)
+{
+    json_t *list = json_object_get(ip, "overflow_rate");
+    if (!list)
+        return;
+    if (!json_is_array(list) || json_array_size(list) > GW_RATE_CELLS) {
+        gw__cfg_bad(c, "ip.overflow_rate", "expected an array of at most %d windows",
+                    GW_RATE_CELLS);
+        return;
+    }
+    size_t i;
+    json_t *v;
+    json_array_foreach (list, i, v) {
+        char p[PATH_LEN], q[96];
+        gw__cfg_path_idx(p, "ip.overflow_rate", i);
+        struct gw_window *w = &cfg->ip_overflow.windows[cfg->ip_overflow.n_windows];
+        if (!json_is_string(v) || gw_window_parse(json_string_value(v), w) != 0) {
+            gw__cfg_bad(c, p, "%s%s%sexpected \"N per second|minute|hour|day [burst M | moving]\"",
+                        json_is_string(v) ? "\"" : "",
+                        json_is_string(v) ? gw__cfg_shown(json_string_value(v), q) : "",
+                        json_is_string(v) ? "\": " : "");
+            continue;
+        }
+        cfg->ip_overflow.n_windows++;
+    }
+}
+
 void gw__cfg_parse_net(struct gw_cfg_cx *c, json_t *ip, struct gw_config *cfg)
 {
+    parse_overflow(c, ip, cfg);
     (void)gw__cfg_get_int(c, ip, "ip", "ipv6_prefix", 1, 128, &cfg->ipv6_prefix);
     (void)gw__cfg_get_u32(c, ip, "ip", "connections_per_address", 0, 1000000, 0,
                           &cfg->conns_per_address);

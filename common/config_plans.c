@@ -281,9 +281,13 @@ void gw__cfg_parse_tenants(struct gw_cfg_cx *c, json_t *root, struct gw_config *
 /* "ip" and "global": the limits every request passes besides its tenant's. */
 void gw__cfg_parse_limits(struct gw_cfg_cx *c, json_t *root, struct gw_config *cfg)
 {
-    static const char *const ip_keys[] = {
-        "rate",           "trusted_proxies",         "ipv6_prefix",
-        "proxy_protocol", "connections_per_address", NULL};
+    static const char *const ip_keys[] = {"rate",
+                                          "trusted_proxies",
+                                          "ipv6_prefix",
+                                          "proxy_protocol",
+                                          "connections_per_address",
+                                          "overflow_rate",
+                                          NULL};
     static const char *const global_keys[] = {"rate", "budget", "max_inflight", NULL};
     json_t *o;
     if ((o = gw__cfg_get_object(c, root, "", "ip", 0))) {

@@ -91,9 +91,13 @@ static inline int decide_cell(uint64_t v, uint64_t now, const struct gw_rate *r,
     return decide(gw__moving_is(v) ? 0 : v, now, r, nv, wait);
 }
 
+/* An account's cell, or an overflow bucket's (indices past the table,
+ * gw_overflow_acct). */
 static inline _Atomic uint64_t *item_cell(const struct gw_segment *seg,
                                           const struct gw_admit_item *it)
 {
+    if (it->acct.index >= seg->cfg.accounts)
+        return gw__ovf_cell(seg, it->acct.index - seg->cfg.accounts, it->cell);
     return &acct_at(seg, it->acct.index)->cell[it->cell];
 }
 
@@ -130,7 +134,8 @@ int gw_ledger_admit(struct gw_segment *seg, const struct gw_admit_item *items, i
     if (n < 1 || n > MAX_ITEMS)
         return -EINVAL;
     for (int i = 0; i < n; i++)
-        if (items[i].acct.index >= seg->cfg.accounts || items[i].cell >= GW_RATE_CELLS)
+        if (items[i].acct.index >= seg->cfg.accounts + GW_OVF_BUCKETS ||
+            items[i].cell >= GW_RATE_CELLS)
             return -EINVAL;
 
     /* Phase 1: read-only. A refusal found here writes nothing at all. */
@@ -168,9 +173,10 @@ int gw_ledger_admit(struct gw_segment *seg, const struct gw_admit_item *items, i
         const struct gw_admit_item *it = &items[taken];
         _Atomic uint64_t *cell = item_cell(seg, it);
         uint64_t c = seen[taken];
-        if (it->rate.moving_limit) /* the bucket width first: reclaim reads it (moving.c) */
-            gw__moving_note_width(acct_at(seg, it->acct.index), it->cell, &it->rate);
-        else if (CELL_V(c) >= now && !gw__moving_is(CELL_V(c))) {
+        if (it->rate.moving_limit) { /* the bucket width first: reclaim reads it (moving.c) */
+            if (it->acct.index < seg->cfg.accounts) /* overflow buckets are never reclaimed */
+                gw__moving_note_width(acct_at(seg, it->acct.index), it->cell, &it->rate);
+        } else if (CELL_V(c) >= now && !gw__moving_is(CELL_V(c))) {
             /* relaxed: see gw__cell_add. */
             uint64_t old =
                 atomic_fetch_add_explicit(cell, it->rate.interval_us, memory_order_relaxed);

@@ -307,19 +307,20 @@ static int admit_address(struct admission *a)
     struct gw_acct ip;
     struct gw_addr client;
     char key[GW_ADDR_STRLEN];
-    uint64_t until = 0;
-    if (gw__front_client(c, cfg, &client, key) != 0)
+    int allowed;
+    if (gw__front_who(a->f, c, a->now, &client, key, &allowed) != 0)
         return -1;
-    int rule = gw_net_check(seg, &a->f->nets, &client, a->now, &until);
-    if (rule == GW_NET_BAN) {
-        gw_metrics_refusal(seg, GW_REF_BANNED);
-        gw__conn_error(c, 403, "permission_error", "banned", "this address range is banned", NULL,
-                       NULL);
-        return -1;
-    }
-    if (rule == GW_NET_ALLOW) /* exempt from bans and the per-address windows */
+    if (allowed) /* an allow entry: exempt from bans and the per-address windows */
         return 0;
     int rc = gw_ledger_get(seg, GW_KIND_IP, key, strlen(key), 1, a->now, &ip);
+    const struct gw_plan *lim = &cfg->ip;
+    if (rc == GW_EFULL && cfg->ip_overflow.n_windows > 0) {
+        /* no room for a new address: its /24 or /48 shares an overflow
+         * bucket's strict windows (common/overflow.c) */
+        ip = gw_overflow_acct(seg, &client);
+        lim = &cfg->ip_overflow;
+        rc = 1;
+    }
     if (rc == GW_EFULL) {
         gw_metrics_refusal(seg, GW_REF_OVERLOADED);
         refuse_503(c, "overloaded", "too many clients: the address table is full");
@@ -330,12 +331,14 @@ static int admit_address(struct admission *a)
         gw__conn_error(c, 403, "permission_error", "banned", "this address is banned", NULL, NULL);
         return -1;
     }
-    if (rc == 0 && cfg->ip.n_windows > 0) {
-        int n = window_items(a->items, 0, ip, &cfg->ip);
+    if ((rc == 0 || rc == 1) && lim->n_windows > 0) {
+        int n = window_items(a->items, 0, ip, lim);
         if (gw_ledger_admit(seg, a->items, n, a->now, &retry) == GW_EREFUSED) {
             gw_metrics_refusal(seg, GW_REF_IP_RATE);
-            refuse_429(c, "ip", &cfg->ip, NULL, "rate_limited",
-                       "too many requests from this address", retry);
+            refuse_429(c, "ip", lim, NULL, "rate_limited",
+                       rc ? "too many requests from this address range"
+                          : "too many requests from this address",
+                       retry);
             return -1;
         }
     }

@@ -39,6 +39,24 @@ int gw__front_client(struct conn *c, const struct gw_config *cfg, struct gw_addr
     return 0;
 }
 
+int gw__front_who(struct front *f, struct conn *c, uint64_t now, struct gw_addr *client,
+                  char key[GW_ADDR_STRLEN], int *allowed)
+{
+    uint64_t until = 0;
+    *allowed = 0;
+    if (gw__front_client(c, f->cfg, client, key) != 0)
+        return -1;
+    int rule = gw_net_check(&f->seg, &f->nets, client, now, &until);
+    if (rule == GW_NET_BAN) {
+        gw_metrics_refusal(&f->seg, GW_REF_BANNED);
+        gw__conn_error(c, 403, "permission_error", "banned", "this address range is banned", NULL,
+                       NULL);
+        return -1;
+    }
+    *allowed = rule == GW_NET_ALLOW;
+    return 0;
+}
+
 void gw__front_mark_proxy_listeners(struct front *f)
 {
     for (int i = 0; i < f->n_listeners; i++) {

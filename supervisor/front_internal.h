@@ -144,6 +144,12 @@ void gw__front_request(struct conn *c); /* a complete request is in c */
  * header (400). */
 int gw__front_client(struct conn *c, const struct gw_config *cfg, struct gw_addr *client,
                      char key[GW_ADDR_STRLEN]);
+/* Step 1 of admission before the ledger: who the client is
+ * (gw__front_client) and the address-range rules. -1 once it has answered
+ * (400 malformed header, 403 banned range); else 0 with *allowed 1 when
+ * an allow entry covers the client. */
+int gw__front_who(struct front *f, struct conn *c, uint64_t now, struct gw_addr *client,
+                  char key[GW_ADDR_STRLEN], int *allowed);
 /* Sets f->listener_proxy[] from ip.proxy_protocol and each listening
  * socket's own address (so socket activation works as well). */
 void gw__front_mark_proxy_listeners(struct front *f);

@@ -828,6 +828,11 @@ static void test_address_keys_name_path_and_reason(void **state)
                    "config: ip.proxy_protocol[0]: expected \"IPv4:PORT\" or \"[IPv6]:PORT\"");
     expect_mistake("ip.proxy_protocol", val("\"127.0.0.1:8080\""),
                    "config: ip.proxy_protocol: expected an array of at most 8 listen addresses");
+    expect_mistake("ip.overflow_rate", val("[\"5 per fortnight\"]"),
+                   "config: ip.overflow_rate[0]: \"5 per fortnight\": expected \"N per "
+                   "second|minute|hour|day [burst M | moving]\"");
+    expect_mistake("ip.overflow_rate", val("\"5 per minute\""),
+                   "config: ip.overflow_rate: expected an array of at most 4 windows");
     expect_mistake("ip.connections_per_address", val("-1"),
                    "config: ip.connections_per_address: expected an integer in [0, 1000000]");
     expect_mistake("ip.ipv6_prefix", val("0"),
@@ -846,6 +851,7 @@ static void test_address_keys_name_path_and_reason(void **state)
     cfg = parse_ok(root);
     assert_int_equal(cfg->n_proxy_listen, 2);
     assert_int_equal(cfg->conns_per_address, 0);
+    assert_int_equal(cfg->ip_overflow.n_windows, 0);
     assert_int_equal(cfg->proxy_listen[0].port, 8443);
     assert_int_equal(cfg->proxy_listen[1].port, 8443);
     assert_true(gw_addr_is_v4(&cfg->proxy_listen[0].addr));

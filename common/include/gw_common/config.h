@@ -220,6 +220,9 @@ struct gw_config {
     int ipv6_prefix;   /* ip.ipv6_prefix: IPv6 clients share a bucket per prefix, [1, 128] */
     int n_trusted;     /* ip.trusted_proxies: peers whose forwarding headers are read */
     struct gw_cidr trusted[GW_MAX_TRUSTED];
+    struct gw_plan ip_overflow; /* ip.overflow_rate: windows per overflow bucket (a new
+                                   address's /24 or /48) when the address table is full;
+                                   none: a full table refuses new addresses (503) */
     uint32_t conns_per_address; /* ip.connections_per_address: open connections one client
                                    key (IPv4, IPv6 prefix) may hold in each front; 0 = no
                                    cap; trusted proxies are exempt */

@@ -32,7 +32,8 @@
                       * 9: the repetition word's run, kind and top-1 fields                        \
                       * (same size), two more kill reasons;                                        \
                       * 10: the address-range rules region after the limit                         \
-                      * overrides (netrules.c) */
+                      * overrides (netrules.c), then the overflow buckets                          \
+                      * (overflow.c); an account's last word is `widths` */
 #define GW_PROBE 16  /* accounts live within 16 entries of home */
 #define GW_ID_MAX 40 /* bytes of account id kept for display */
 
@@ -45,6 +46,7 @@ struct gw_lane;
 struct gw_metrics_area;
 struct gw_limits_area;
 struct gw_net_area;
+struct gw_ovf_area;
 struct gw_lenest_rec;
 
 /* A process's view of the mapped segment. Not shared itself. */
@@ -68,6 +70,7 @@ struct gw_segment {
     struct gw_metrics_area *metrics; /* node counters (gw_metrics_*) */
     struct gw_limits_area *limits;   /* run-time tenant limits (gw_limits_*) */
     struct gw_net_area *nets;        /* address-range bans and allow entries (gw_net_*) */
+    struct gw_ovf_area *ovf;         /* overflow buckets for a full address table (overflow.c) */
 };
 
 /* Opens `path`, creating it (mode 0600) with `cfg` when it does not exist.
@@ -647,6 +650,17 @@ uint64_t gw_limits_epoch(const struct gw_segment *seg);
 /* Override i: 0, -ENOENT when the cell is empty, -EAGAIN when it was being
  * written every time we looked (a master killed mid-write). */
 int gw_limits_get(const struct gw_segment *seg, int i, struct gw_limit_override *o);
+/* -------------------------------------------------- overflow buckets */
+
+/* When the address table has no room for a new address (gw_ledger_get:
+ * GW_EFULL), the front admits it against an overflow bucket instead, if
+ * ip.overflow_rate is set (common/overflow.c): the bucket of its /24
+ * (IPv4) or /48 (IPv6), one of GW_OVF_BUCKETS in the segment's own region.
+ * The reference is taken by gw_ledger_admit only (cells 0..n_windows-1,
+ * never reclaimed, never stale). */
+#define GW_OVF_BUCKETS 1024
+struct gw_acct gw_overflow_acct(const struct gw_segment *seg, const struct gw_addr *client);
+
 /* ------------------------------------------------- address-range rules */
 
 /* Bans and allow-list entries by CIDR range with an end time, kept in the

@@ -56,6 +56,7 @@ struct gw_auth {
     char issuer[128];
     char audience[128];
     uint64_t leeway_s;
+    uint64_t max_lifetime_s; /* 0: any; else exp - iat at most this (iat required) */
     struct cache_entry *cache;
     size_t mask;
     /* A random secret makes the cache key unpredictable: without it anyone
@@ -296,6 +297,7 @@ int gw_auth_new(struct gw_auth **out, const struct gw_config *cfg, size_t cache_
     snprintf(a->issuer, sizeof(a->issuer), "%s", cfg->issuer);
     snprintf(a->audience, sizeof(a->audience), "%s", cfg->audience);
     a->leeway_s = cfg->leeway_s;
+    a->max_lifetime_s = cfg->max_lifetime_s;
     *out = a;
     return 0;
 fail:
@@ -346,6 +348,10 @@ static const char *check_claims(const struct gw_auth *a, json_t *c, uint64_t now
         return "malformed token";
     if (r > 0 && (uint64_t)iat > now_s + a->leeway_s)
         return "token issued in the future";
+    if (a->max_lifetime_s && r == 0)
+        return "missing iat (auth.max_lifetime_s needs it)";
+    if (a->max_lifetime_s && exp > iat && (uint64_t)(exp - iat) > a->max_lifetime_s)
+        return "token lifetime exceeds auth.max_lifetime_s";
     if (a->issuer[0]) {
         const char *iss = json_string_value(json_object_get(c, "iss"));
         if (!iss || strcmp(iss, a->issuer) != 0)

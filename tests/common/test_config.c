@@ -828,6 +828,8 @@ static void test_address_keys_name_path_and_reason(void **state)
                    "config: ip.proxy_protocol[0]: expected \"IPv4:PORT\" or \"[IPv6]:PORT\"");
     expect_mistake("ip.proxy_protocol", val("\"127.0.0.1:8080\""),
                    "config: ip.proxy_protocol: expected an array of at most 8 listen addresses");
+    expect_mistake("auth.max_lifetime_s", val("31622401"),
+                   "config: auth.max_lifetime_s: expected an integer in [0, 31622400]");
     expect_mistake("ip.overflow_rate", val("[\"5 per fortnight\"]"),
                    "config: ip.overflow_rate[0]: \"5 per fortnight\": expected \"N per "
                    "second|minute|hour|day [burst M | moving]\"");

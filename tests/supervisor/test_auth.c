@@ -368,6 +368,33 @@ static void test_time_claims_with_leeway(void **state)
     free(t);
 }
 
+/* auth.max_lifetime_s (issue 18): exp - iat at most the limit, iat then
+ * required; 0 leaves any lifetime. claims_with sets iat = NOW - 10. */
+static void test_max_lifetime_bounds_exp_minus_iat(void **state)
+{
+    (void)state;
+    cfg->max_lifetime_s = 3600;
+    struct gw_auth *a = auth();
+    char *t = hs(claims_with("acme", NULL, 3590, 1)); /* exactly 3600 s */
+    expect_ok_at(a, t, NOW);
+    free(t);
+    t = hs(claims_with("acme", NULL, 3591, 1));
+    expect_refused_at(a, t, NOW, "token lifetime exceeds auth.max_lifetime_s");
+    free(t);
+    char c[256];
+    snprintf(c, sizeof(c),
+             "{\"iss\":\"gpuwarden-test\",\"aud\":\"gpuwarden\",\"sub\":\"acme\",\"exp\":%llu}",
+             NOW + 60);
+    t = hs(c);
+    expect_refused_at(a, t, NOW, "missing iat (auth.max_lifetime_s needs it)");
+    gw_auth_free(a);
+    cfg->max_lifetime_s = 0; /* without the limit the same token passes */
+    a = auth();
+    expect_ok_at(a, t, NOW);
+    free(t);
+    gw_auth_free(a);
+}
+
 static void test_sub_is_required_and_checked(void **state)
 {
     (void)state;
@@ -642,6 +669,7 @@ int main(void)
         cmocka_unit_test(test_alg_confusion_hmac_with_the_rsa_public_key_is_refused),
         cmocka_unit_test(test_wrong_key_and_tampering_are_bad_signatures),
         cmocka_unit_test(test_time_claims_with_leeway),
+        cmocka_unit_test(test_max_lifetime_bounds_exp_minus_iat),
         cmocka_unit_test(test_sub_is_required_and_checked),
         cmocka_unit_test(test_issuer_and_audience),
         cmocka_unit_test(test_key_selection_by_kid),

@@ -212,9 +212,11 @@ struct gw_config {
     /* auth */
     int n_keys;
     struct gw_key keys[GW_MAX_KEYS];
-    char issuer[128];   /* required `iss` when non-empty */
-    char audience[128]; /* required in `aud` when non-empty */
-    uint32_t leeway_s;  /* clock skew allowed on exp/nbf/iat */
+    char issuer[128];        /* required `iss` when non-empty */
+    char audience[128];      /* required in `aud` when non-empty */
+    uint32_t leeway_s;       /* clock skew allowed on exp/nbf/iat */
+    uint32_t max_lifetime_s; /* auth.max_lifetime_s: exp - iat at most this, iat then
+                                required; 0 = no limit */
     /* limits */
     struct gw_plan ip; /* per client address (windows only) */
     int ipv6_prefix;   /* ip.ipv6_prefix: IPv6 clients share a bucket per prefix, [1, 128] */

@@ -258,7 +258,8 @@ static size_t v2(uint8_t *out, int cmd, int fam, size_t len, const uint8_t *body
     out[13] = (uint8_t)fam;
     out[14] = (uint8_t)(len >> 8);
     out[15] = (uint8_t)len;
-    memcpy(out + 16, body, blen);
+    if (blen)
+        memcpy(out + 16, body, blen);
     return 16 + blen;
 }
 

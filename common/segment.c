@@ -22,6 +22,7 @@ struct layout {
     uint64_t off_metrics, off_limits; /* after the learned lengths; not in the header */
     uint64_t off_nets;                /* address-range rules, after the limits (netrules.c) */
     uint64_t off_ovf;                 /* overflow buckets, after the rules (overflow.c) */
+    uint64_t off_jti;                 /* revoked JWT ids, after the buckets (jti.c) */
     uint64_t budget_stride, slot_stride;
 };
 
@@ -78,7 +79,8 @@ static int layout_of(const struct gw_seg_config *c, struct layout *l, char *err,
     l->off_limits = ALIGN64(l->off_metrics + sizeof(struct gw_metrics_area));
     l->off_nets = ALIGN64(l->off_limits + sizeof(struct gw_limits_area));
     l->off_ovf = ALIGN64(l->off_nets + gw__net_area_bytes());
-    l->total = ALIGN64(l->off_ovf + gw__ovf_area_bytes());
+    l->off_jti = ALIGN64(l->off_ovf + gw__ovf_area_bytes());
+    l->total = ALIGN64(l->off_jti + gw__jti_area_bytes());
     return 0;
 }
 
@@ -102,6 +104,7 @@ static void bind_regions(struct gw_segment *seg, const struct layout *l)
     seg->limits = (struct gw_limits_area *)(seg->base + l->off_limits);
     seg->nets = (struct gw_net_area *)(seg->base + l->off_nets);
     seg->ovf = (struct gw_ovf_area *)(seg->base + l->off_ovf);
+    seg->jti = (struct gw_jti_area *)(seg->base + l->off_jti);
     seg->lenest = (struct gw_lenest_rec *)(seg->base + h->off_lenest);
     seg->budget_stride = h->budget_stride;
     seg->slot_stride = h->slot_stride;

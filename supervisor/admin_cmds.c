@@ -769,6 +769,7 @@ static const struct {
     {"undrain", GW_ADMIN_ADMIN, cmd_undrain},
     {"reload", GW_ADMIN_ADMIN, cmd_reload},
     {"token.issue", GW_ADMIN_ADMIN, cmd_token_issue},
+    {"token.revoke", GW_ADMIN_ADMIN, gw__admin_cmd_token_revoke},
 };
 
 json_t *gw__admin_dispatch(struct gw_admin *a, const char *line, size_t len, int level, uid_t uid)
@@ -799,7 +800,8 @@ json_t *gw__admin_dispatch(struct gw_admin *a, const char *line, size_t len, int
             r = fail("unknown_command",
                      "unknown command \"%s\"; commands: status, workers, requests, kill, "
                      "tenant.list, tenant.show, tenant.set-limit, tenant.reset-budget, ban, "
-                     "unban, allow, unallow, net.list, drain, undrain, reload, token.issue",
+                     "unban, allow, unallow, net.list, drain, undrain, reload, token.issue, "
+                     "token.revoke",
                      q);
         } else if (level < COMMANDS[i].level) {
             r = fail("forbidden", "\"%s\" needs the admin level; uid %u is an operator", cmd,

@@ -56,5 +56,6 @@ json_t *gw__admin_net_remove(struct gw_admin *a, json_t *req, uid_t uid, int kin
 json_t *gw__admin_cmd_allow(struct gw_admin *a, json_t *req, uid_t uid);
 json_t *gw__admin_cmd_unallow(struct gw_admin *a, json_t *req, uid_t uid);
 json_t *gw__admin_cmd_net_list(struct gw_admin *a, json_t *req, uid_t uid);
+json_t *gw__admin_cmd_token_revoke(struct gw_admin *a, json_t *req, uid_t uid);
 
 #endif

@@ -5,8 +5,10 @@
  *   ban   {"kind":"cidr","id":RANGE,"ttl_s":N}   unban {"kind":"cidr","id":RANGE}
  *   allow {"id":RANGE,"ttl_s":N}                 unallow {"id":RANGE}
  *   net.list                                     (operator level)
- * The master is the one writer of the region; see netrules.c for who
- * repairs what when it dies mid-write. */
+ * and the revocation of a token by its `jti`, kept until the token's exp:
+ *   token.revoke {"jti":ID,"exp":UNIX_SECONDS}
+ * The master is the one writer of both regions; see netrules.c and jti.c
+ * for who repairs what when it dies mid-write. */
 #include "admin_internal.h"
 
 #include <inttypes.h>
@@ -140,4 +142,33 @@ json_t *gw__admin_cmd_net_list(struct gw_admin *a, json_t *req, uid_t uid)
                            (json_int_t)((rules[i].until_us - now + 999999) / 1000000)));
     }
     return json_pack("{s:b,s:o}", "ok", 1, "rules", arr);
+}
+
+json_t *gw__admin_cmd_token_revoke(struct gw_admin *a, json_t *req, uid_t uid)
+{
+    json_t *j = json_object_get(req, "jti"), *e = json_object_get(req, "exp");
+    if (!j)
+        return nfail("missing_argument", "\"jti\": missing (the token's jti, a string)");
+    if (!json_is_string(j) || json_string_length(j) == 0 || json_string_length(j) > 255)
+        return nfail("bad_argument", "\"jti\": expected a string of 1 to 255 bytes");
+    if (!e)
+        return nfail("missing_argument", "\"exp\": missing (the token's exp, Unix seconds)");
+    uint64_t now = gw_now_us(), now_s = now / 1000000ull;
+    json_int_t x = json_is_integer(e) ? json_integer_value(e) : -1;
+    if (x <= (json_int_t)now_s || (uint64_t)x > now_s + NET_TTL_MAX_S)
+        return nfail("bad_argument",
+                     "\"exp\": expected Unix seconds after now and within a year (%llu..%llu)",
+                     (unsigned long long)now_s + 1, (unsigned long long)(now_s + NET_TTL_MAX_S));
+    /* kept past exp by the leeway, during which the token is still taken */
+    uint64_t until = ((uint64_t)x + a->host.config(a->host.ctx)->leeway_s + 1) * 1000000ull;
+    int rc =
+        gw_jti_revoke(a->seg, gw_jti_hash(json_string_value(j), json_string_length(j)), until, now);
+    if (rc == GW_EFULL)
+        return nfail("failed", "%d revocations are in force already (the most)", GW_JTI_MAX);
+    if (rc != 0)
+        return nfail("failed", "token.revoke: %s", gw_strerror(rc));
+    say("uid %u: token revoked (jti of %zu bytes) until %llu", (unsigned)uid, json_string_length(j),
+        (unsigned long long)(until / 1000000ull));
+    return json_pack("{s:b,s:s,s:I,s:I}", "ok", 1, "jti", json_string_value(j), "until_us",
+                     (json_int_t)until, "revoked", (json_int_t)gw_jti_count(a->seg, now));
 }

@@ -385,6 +385,11 @@ static const char *check_claims(const struct gw_auth *a, json_t *c, uint64_t now
         (!json_is_string(plan) || strlen(json_string_value(plan)) != json_string_length(plan) ||
          !plan_ok(json_string_value(plan))))
         return "malformed token";
+    json_t *jti = json_object_get(c, "jti");
+    if (jti &&
+        (!json_is_string(jti) || json_string_length(jti) == 0 || json_string_length(jti) > 255))
+        return "malformed token";
+    who->jti_hash = jti ? gw_jti_hash(json_string_value(jti), json_string_length(jti)) : 0;
     snprintf(who->tenant, sizeof(who->tenant), "%s", json_string_value(sub));
     snprintf(who->plan, sizeof(who->plan), "%s", plan ? json_string_value(plan) : "");
     who->exp = (uint64_t)exp;
@@ -563,8 +568,25 @@ int gw_auth_check(struct gw_auth *a, const char *authz, size_t len, uint64_t now
 
 /* ---------------------------------------------------------------- issue */
 
+static int issue(const struct gw_key *key, const char *sub, const char *plan, const char *jti,
+                 const char *iss, const char *aud, uint64_t iat, uint64_t exp, char **out);
+
 int gw_auth_issue(const struct gw_key *key, const char *sub, const char *plan, const char *iss,
                   const char *aud, uint64_t iat, uint64_t exp, char **out)
+{
+    return issue(key, sub, plan, NULL, iss, aud, iat, exp, out);
+}
+
+int gw_auth_issue_jti(const struct gw_key *key, const char *sub, const char *jti, const char *iss,
+                      const char *aud, uint64_t iat, uint64_t exp, char **out)
+{
+    if (!jti || !jti[0] || strlen(jti) > 255)
+        return -EINVAL;
+    return issue(key, sub, NULL, jti, iss, aud, iat, exp, out);
+}
+
+static int issue(const struct gw_key *key, const char *sub, const char *plan, const char *jti,
+                 const char *iss, const char *aud, uint64_t iat, uint64_t exp, char **out)
 {
     if (!key || !sub || !out)
         return -EINVAL;
@@ -586,6 +608,7 @@ int gw_auth_issue(const struct gw_key *key, const char *sub, const char *plan, c
         (key->kid[0] && (rc = jwt_add_header(jwt, "kid", key->kid))) ||
         (rc = jwt_add_grant(jwt, "sub", sub)) ||
         (plan && (rc = jwt_add_grant(jwt, "plan", plan))) ||
+        (jti && (rc = jwt_add_grant(jwt, "jti", jti))) ||
         (iss && (rc = jwt_add_grant(jwt, "iss", iss))) ||
         (aud && (rc = jwt_add_grant(jwt, "aud", aud))) ||
         (rc = jwt_add_grant_int(jwt, "iat", (long)iat)) ||

@@ -222,8 +222,18 @@ static json_t *build_tenant(int argc, char **argv)
 
 static json_t *build_token(int argc, char **argv)
 {
+    long long exp;
+    if (argc >= 2 && !strcmp(argv[1], "revoke")) {
+        if (argc != 6 || strcmp(argv[2], "--jti") || strcmp(argv[4], "--exp") ||
+            uint_arg(argv[5], &exp) != 0) {
+            misuse("token revoke: expected --jti ID --exp UNIX_SECONDS (the token's exp)", NULL);
+            return NULL;
+        }
+        return json_pack("{s:s,s:s,s:I}", "cmd", "token.revoke", "jti", argv[3], "exp",
+                         (json_int_t)exp);
+    }
     if (argc < 2 || strcmp(argv[1], "issue")) {
-        misuse("token: expected issue --tenant T --ttl DURATION", NULL);
+        misuse("token: expected issue --tenant T --ttl DURATION, or revoke --jti ID --exp T", NULL);
         return NULL;
     }
     json_t *r = json_pack("{s:s}", "cmd", "token.issue");
@@ -286,7 +296,9 @@ static const struct command {
     {"undrain", build_drain, NULL},
     {"reload", build_plain,
      "  reload                         re-read the config; fails when it is refused\n"},
-    {"token", build_token, "  token issue --tenant T --ttl DURATION [--plan P] [--kid K]\n"},
+    {"token", build_token,
+     "  token issue --tenant T --ttl DURATION [--plan P] [--kid K]\n"
+     "  token revoke --jti ID --exp UNIX_SECONDS   refused until the token's exp\n"},
 };
 
 static void usage(FILE *to)

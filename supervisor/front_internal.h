@@ -90,6 +90,7 @@ struct front {
     uint64_t model_created_s;              /* GET /v1/models "created": the model file's mtime */
     struct gw_net_view nets;               /* this front's copy of the address-range rules */
     uint8_t listener_proxy[GW_MAX_LISTEN]; /* 1: connections begin with a PROXY header */
+    struct gw_jti_view jtis;               /* this front's copy of the revoked token ids */
     struct conn_count *cc;                 /* open connections per client key (front_addr.c) */
     uint32_t cc_mask;                      /* table size - 1 (a power of two) */
 };
@@ -136,6 +137,14 @@ void gw__conn_on_timeout(uv_timer_t *t);
 
 /* front.c */
 void gw__front_request(struct conn *c); /* a complete request is in c */
+
+/* front_headers.c */
+/* RateLimit-Policy and RateLimit for the windows of p, named by scope
+ * ("tenant", "ip"), into buf: rem holds what each window admits now, or
+ * NULL for a refusal (the first window empty until the retry); a
+ * Retry-After line goes first when retry_us. */
+void gw__rate_headers(char *buf, size_t len, const char *scope, const struct gw_plan *p,
+                      const uint64_t *rem, uint64_t retry_us);
 
 /* front_addr.c */
 /* Who the client is (the peer, or who a trusted proxy's forwarding header

@@ -628,6 +628,7 @@ int gw_master_main(const char *config_path)
     /* Address-range rules stay (bans outlive a restart); a rule a killed
      * master left half written is cleared (common/netrules.c). */
     gw_net_repair(&m->seg);
+    gw_jti_repair(&m->seg); /* revocations stay too (common/jti.c) */
     if ((e = setup_signals(m)) != 0) {
         say_err("signals: %s", strerror(-e));
         rc = 111;

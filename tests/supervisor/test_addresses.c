@@ -365,6 +365,47 @@ static void test_allow_entry_exempts_a_range_from_address_limits(void **state)
     assert_int_equal(get_from("127.0.0.7", "", body, sizeof(body)), 429);
 }
 
+/* A token revoked by its jti (gpuwardenctl token revoke) is refused with
+ * 401 at every front from then on; other tokens are not. */
+static void test_revoked_jti_is_refused(void **state)
+{
+    (void)state;
+    char *tok = NULL, body[4096], out[4096], cmd[256];
+    uint64_t now = gw_now_us() / 1000000;
+    assert_int_equal(gw_auth_issue_jti(&S.key, "happy", "tok-revoke-1", "gw-test", "gpuwarden", now,
+                                       now + 600, &tok),
+                     0);
+    char *keep = TOKEN;
+    TOKEN = tok;
+    assert_int_equal(get_from("127.0.0.20", "", body, sizeof(body)), 200);
+    snprintf(cmd, sizeof(cmd), "token revoke --jti tok-revoke-1 --exp %llu",
+             (unsigned long long)(now + 600));
+    assert_int_equal(ctl(out, sizeof(out), cmd), 0);
+    assert_int_equal(get_from("127.0.0.21", "", body, sizeof(body)), 401);
+    assert_non_null(strstr(body, "\"message\":\"token revoked\""));
+    assert_non_null(strstr(body, "\"code\":\"invalid_token\""));
+    TOKEN = keep;
+    free(tok);
+    assert_int_equal(get_from("127.0.0.21", "", body, sizeof(body)), 200);
+    /* bad input */
+    expect_line("{\"cmd\":\"token.revoke\",\"exp\":1}\n",
+                "{\"ok\":false,\"error\":{\"code\":\"missing_argument\",\"message\":"
+                "\"\\\"jti\\\": missing (the token's jti, a string)\"}}");
+    expect_line("{\"cmd\":\"token.revoke\",\"jti\":\"x\"}\n",
+                "{\"ok\":false,\"error\":{\"code\":\"missing_argument\",\"message\":"
+                "\"\\\"exp\\\": missing (the token's exp, Unix seconds)\"}}");
+    expect_line("{\"cmd\":\"token.revoke\",\"jti\":7,\"exp\":1}\n",
+                "{\"ok\":false,\"error\":{\"code\":\"bad_argument\",\"message\":"
+                "\"\\\"jti\\\": expected a string of 1 to 255 bytes\"}}");
+    char *r = raw("{\"cmd\":\"token.revoke\",\"jti\":\"x\",\"exp\":1}\n");
+    assert_non_null(r);
+    assert_non_null(strstr(r, "\"code\":\"bad_argument\",\"message\":\"\\\"exp\\\": expected "
+                              "Unix seconds after now and within a year ("));
+    free(r);
+    assert_int_equal(ctl(out, sizeof(out), "token revoke --jti x"), 100);
+    assert_non_null(strstr(out, "token revoke: expected --jti ID --exp UNIX_SECONDS"));
+}
+
 static void test_bad_ranges_get_exact_errors(void **state)
 {
     (void)state;
@@ -666,6 +707,7 @@ int main(void)
         cmocka_unit_test(test_cidr_ban_and_unban),
         cmocka_unit_test(test_allow_entry_exempts_a_range_from_address_limits),
         cmocka_unit_test(test_bad_ranges_get_exact_errors),
+        cmocka_unit_test(test_revoked_jti_is_refused),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }

@@ -395,6 +395,45 @@ static void test_max_lifetime_bounds_exp_minus_iat(void **state)
     gw_auth_free(a);
 }
 
+/* The jti claim (issue 18: revocation): its hash travels in the principal;
+ * a jti that is no string of 1..255 bytes is a malformed token. */
+static void test_jti_is_hashed_into_the_principal(void **state)
+{
+    (void)state;
+    char *t = hs(claims_with("acme", "\"jti\":\"tok-42\"", 3600, 1));
+    struct gw_auth *a = auth();
+    struct gw_principal who = expect_ok_at(a, t, NOW);
+    assert_int_equal(who.jti_hash, gw_jti_hash("tok-42", 6));
+    who = expect_ok_at(a, t, NOW); /* from the cache: the same */
+    assert_int_equal(who.jti_hash, gw_jti_hash("tok-42", 6));
+    free(t);
+    t = hs(claims_with("acme", NULL, 3600, 1));
+    who = expect_ok_at(a, t, NOW);
+    assert_int_equal(who.jti_hash, 0);
+    free(t);
+    gw_auth_free(a);
+    t = hs(claims_with("acme", "\"jti\":42", 3600, 1));
+    expect_refused(t, "malformed token");
+    free(t);
+    t = hs(claims_with("acme", "\"jti\":\"\"", 3600, 1));
+    expect_refused(t, "malformed token");
+    free(t);
+    char *tok = NULL;
+    struct gw_key k = {.kid = "hs", .alg = GW_ALG_HS256};
+    k.key = (unsigned char *)HS_SECRET;
+    k.key_len = strlen(HS_SECRET);
+    assert_int_equal(gw_auth_issue_jti(&k, "acme", "", NULL, NULL, NOW, NOW + 60, &tok), -EINVAL);
+    assert_int_equal(
+        gw_auth_issue_jti(&k, "acme", "j1", "gpuwarden-test", "gpuwarden", NOW, NOW + 60, &tok), 0);
+    char authz[2048];
+    snprintf(authz, sizeof(authz), "Bearer %s", tok);
+    a = auth();
+    who = expect_ok_at(a, authz, NOW);
+    assert_int_equal(who.jti_hash, gw_jti_hash("j1", 2));
+    gw_auth_free(a);
+    free(tok);
+}
+
 static void test_sub_is_required_and_checked(void **state)
 {
     (void)state;
@@ -670,6 +709,7 @@ int main(void)
         cmocka_unit_test(test_wrong_key_and_tampering_are_bad_signatures),
         cmocka_unit_test(test_time_claims_with_leeway),
         cmocka_unit_test(test_max_lifetime_bounds_exp_minus_iat),
+        cmocka_unit_test(test_jti_is_hashed_into_the_principal),
         cmocka_unit_test(test_sub_is_required_and_checked),
         cmocka_unit_test(test_issuer_and_audience),
         cmocka_unit_test(test_key_selection_by_kid),

@@ -33,7 +33,8 @@
                       * (same size), two more kill reasons;                                        \
                       * 10: the address-range rules region after the limit                         \
                       * overrides (netrules.c), then the overflow buckets                          \
-                      * (overflow.c); an account's last word is `widths` */
+                      * (overflow.c) and the revoked JWT ids (jti.c); an                           \
+                      * account's last word is `widths` */
 #define GW_PROBE 16  /* accounts live within 16 entries of home */
 #define GW_ID_MAX 40 /* bytes of account id kept for display */
 
@@ -47,6 +48,7 @@ struct gw_metrics_area;
 struct gw_limits_area;
 struct gw_net_area;
 struct gw_ovf_area;
+struct gw_jti_area;
 struct gw_lenest_rec;
 
 /* A process's view of the mapped segment. Not shared itself. */
@@ -71,6 +73,7 @@ struct gw_segment {
     struct gw_limits_area *limits;   /* run-time tenant limits (gw_limits_*) */
     struct gw_net_area *nets;        /* address-range bans and allow entries (gw_net_*) */
     struct gw_ovf_area *ovf;         /* overflow buckets for a full address table (overflow.c) */
+    struct gw_jti_area *jti;         /* revoked JWT ids (jti.c) */
 };
 
 /* Opens `path`, creating it (mode 0600) with `cfg` when it does not exist.
@@ -650,6 +653,33 @@ uint64_t gw_limits_epoch(const struct gw_segment *seg);
 /* Override i: 0, -ENOENT when the cell is empty, -EAGAIN when it was being
  * written every time we looked (a master killed mid-write). */
 int gw_limits_get(const struct gw_segment *seg, int i, struct gw_limit_override *o);
+/* ---------------------------------------------------- revoked JWT ids */
+
+/* `gpuwardenctl token revoke`: a token's `jti`, kept as a hash until the
+ * token's own exp (jti.c). The master writes; fronts check every verified
+ * token against their copy (lock-free: one acquire load when nothing
+ * changed). */
+#define GW_JTI_MAX 1024
+/* The id as stored: XXH3-64 of its bytes, never 0. */
+uint64_t gw_jti_hash(const char *jti, size_t len);
+/* Master only: revokes `hash` until until_us (a later end of the same id
+ * stands). -EINVAL for hash 0 or an end not after now; GW_EFULL when
+ * GW_JTI_MAX revocations are in force. */
+int gw_jti_revoke(struct gw_segment *seg, uint64_t hash, uint64_t until_us, uint64_t now_us);
+/* Revocations in force at now_us. */
+int gw_jti_count(const struct gw_segment *seg, uint64_t now_us);
+/* Master, at start-up: clears a cell a killed master left half written. */
+void gw_jti_repair(struct gw_segment *seg);
+/* A front's private copy, re-read when the epoch moved. Zero-initialise. */
+struct gw_jti_view {
+    int valid, n;
+    uint64_t epoch;
+    uint64_t hash[GW_JTI_MAX], until[GW_JTI_MAX];
+};
+/* 1 when `hash` is revoked at now_us, else 0 (hash 0: no jti, never). */
+int gw_jti_revoked(const struct gw_segment *seg, struct gw_jti_view *v, uint64_t hash,
+                   uint64_t now_us);
+
 /* -------------------------------------------------- overflow buckets */
 
 /* When the address table has no room for a new address (gw_ledger_get:

@@ -41,6 +41,8 @@ struct auth_key {
     jwt_alg_t jalg;
     unsigned char *key; /* own copy: the config may be freed on reload */
     size_t key_len;
+    int n_required; /* claims a token for this key must carry (required_claims) */
+    char required[GW_REQ_CLAIMS][32];
 };
 
 struct cache_entry {
@@ -292,6 +294,8 @@ int gw_auth_new(struct gw_auth **out, const struct gw_config *cfg, size_t cache_
         memcpy(ak->key, k->key, k->key_len);
         ak->key[k->key_len] = 0; /* PEM keys are also read as strings */
         ak->key_len = k->key_len;
+        ak->n_required = k->n_required;
+        memcpy(ak->required, k->required, sizeof(ak->required));
         a->n_keys = i + 1;
     }
     snprintf(a->issuer, sizeof(a->issuer), "%s", cfg->issuer);
@@ -520,6 +524,13 @@ static const char *token_verify(const struct gw_auth *a, const char *tok, size_t
         goto out;
     }
     text = check_claims(a, claims, now_s, who);
+    for (int i = 0; !text && i < k->n_required; i++)
+        if (!json_object_get(claims, k->required[i])) {
+            /* one thread per process; the name is [A-Za-z0-9_], safe in a header */
+            static char missing[64];
+            snprintf(missing, sizeof(missing), "missing required claim %s", k->required[i]);
+            text = missing;
+        }
 out:
     json_decref(claims);
     free(claims_text);

@@ -828,6 +828,12 @@ static void test_address_keys_name_path_and_reason(void **state)
                    "config: ip.proxy_protocol[0]: expected \"IPv4:PORT\" or \"[IPv6]:PORT\"");
     expect_mistake("ip.proxy_protocol", val("\"127.0.0.1:8080\""),
                    "config: ip.proxy_protocol: expected an array of at most 8 listen addresses");
+    expect_mistake("auth.keys[0].required_claims", val("[\"jti\", \"a-b\"]"),
+                   "config: auth.keys[0].required_claims[1]: \"a-b\": expected 1 to 31 bytes of "
+                   "[A-Za-z0-9_]");
+    expect_mistake("auth.keys[0].required_claims", val("\"jti\""),
+                   "config: auth.keys[0].required_claims: expected an array of at most 8 claim "
+                   "names");
     expect_mistake("auth.max_lifetime_s", val("31622401"),
                    "config: auth.max_lifetime_s: expected an integer in [0, 31622400]");
     expect_mistake("ip.overflow_rate", val("[\"5 per fortnight\"]"),
@@ -849,10 +855,13 @@ static void test_address_keys_name_path_and_reason(void **state)
     gw_config_free(cfg);
     set_path(root, "ip.trusted_proxies", val("[\"10.0.0.0/8\", \"2001:db8::/32\", \"192.0.2.1\"]"));
     set_path(root, "ip.ipv6_prefix", val("48"));
+    set_path(root, "auth.keys[0].required_claims", val("[\"jti\", \"iat\"]"));
     set_path(root, "ip.proxy_protocol", val("[\"127.0.0.1:8443\", \"[::1]:8443\"]"));
     cfg = parse_ok(root);
     assert_int_equal(cfg->n_proxy_listen, 2);
     assert_int_equal(cfg->conns_per_address, 0);
+    assert_int_equal(cfg->keys[0].n_required, 2);
+    assert_string_equal(cfg->keys[0].required[1], "iat");
     assert_int_equal(cfg->ip_overflow.n_windows, 0);
     assert_int_equal(cfg->proxy_listen[0].port, 8443);
     assert_int_equal(cfg->proxy_listen[1].port, 8443);

@@ -434,6 +434,28 @@ static void test_jti_is_hashed_into_the_principal(void **state)
     free(tok);
 }
 
+/* auth.keys[].required_claims: a token for that key lacking one is
+ * refused by name; tokens for other keys are not held to it. */
+static void test_required_claims_per_key(void **state)
+{
+    (void)state;
+    cfg->keys[0].n_required = 2;
+    snprintf(cfg->keys[0].required[0], 32, "jti");
+    snprintf(cfg->keys[0].required[1], 32, "scope");
+    struct gw_auth *a = auth();
+    char *t = hs(claims_with("acme", "\"jti\":\"j\",\"scope\":\"gen\"", 3600, 1));
+    expect_ok_at(a, t, NOW);
+    free(t);
+    t = hs(claims_with("acme", "\"jti\":\"j\"", 3600, 1));
+    expect_refused_at(a, t, NOW, "missing required claim scope");
+    free(t);
+    t = hs(claims_with("acme", NULL, 3600, 1));
+    expect_refused_at(a, t, NOW, "missing required claim jti");
+    free(t);
+    gw_auth_free(a);
+    cfg->keys[0].n_required = 0;
+}
+
 static void test_sub_is_required_and_checked(void **state)
 {
     (void)state;
@@ -710,6 +732,7 @@ int main(void)
         cmocka_unit_test(test_time_claims_with_leeway),
         cmocka_unit_test(test_max_lifetime_bounds_exp_minus_iat),
         cmocka_unit_test(test_jti_is_hashed_into_the_principal),
+        cmocka_unit_test(test_required_claims_per_key),
         cmocka_unit_test(test_sub_is_required_and_checked),
         cmocka_unit_test(test_issuer_and_audience),
         cmocka_unit_test(test_key_selection_by_kid),

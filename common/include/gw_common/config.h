@@ -71,6 +71,7 @@ _Static_assert(_Alignof(struct gw_seg_config) == 4, "segment config alignment");
 #define GW_NAME_MAX 64
 #define GW_ADMIN_PRINCIPALS 16
 #define GW_MAX_TRUSTED 64 /* ip.trusted_proxies ranges */
+#define GW_REQ_CLAIMS 8   /* auth.keys[].required_claims */
 
 /* A rate window: limit per period, plus burst extra at once. */
 struct gw_window {
@@ -163,6 +164,8 @@ struct gw_key {
     unsigned char *key; /* secret bytes (HS*) or PEM text (RS256/ES256), read from the file */
     size_t key_len;
     char path[256]; /* where it came from, for messages */
+    int n_required; /* required_claims: claims a token for this key must carry */
+    char required[GW_REQ_CLAIMS][32];
 };
 
 struct gw_tenant {

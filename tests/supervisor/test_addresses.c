@@ -128,6 +128,20 @@ static int get_from(const char *src, const char *hdrs, char *body, size_t blen)
     return st;
 }
 
+/* A connection from src, nothing sent yet. */
+static int idle_conn(const char *src)
+{
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    struct sockaddr_in me = {.sin_family = AF_INET};
+    assert_int_equal(inet_pton(AF_INET, src, &me.sin_addr), 1);
+    assert_int_equal(bind(fd, (struct sockaddr *)&me, sizeof(me)), 0);
+    struct sockaddr_in a = {.sin_family = AF_INET,
+                            .sin_port = htons((uint16_t)S.port),
+                            .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    assert_int_equal(connect(fd, (struct sockaddr *)&a, sizeof(a)), 0);
+    return fd;
+}
+
 static int xff(const char *src, const char *value)
 {
     char h[512], body[4096];
@@ -404,6 +418,144 @@ static void test_revoked_jti_is_refused(void **state)
     free(r);
     assert_int_equal(ctl(out, sizeof(out), "token revoke --jti x"), 100);
     assert_non_null(strstr(out, "token revoke: expected --jti ID --exp UNIX_SECONDS"));
+}
+
+/* The config text with `from` replaced by `to` (once), written back. */
+static void config_replace(const char *from, const char *to)
+{
+    FILE *f = fopen(S.config, "r");
+    static char t[16384], o[16384 + 512];
+    size_t l = fread(t, 1, sizeof(t) - 1, f);
+    fclose(f);
+    t[l] = '\0';
+    char *at = strstr(t, from);
+    assert_non_null(at);
+    snprintf(o, sizeof(o), "%.*s%s%s", (int)(at - t), t, to, at + strlen(from));
+    f = fopen(S.config, "w");
+    fputs(o, f);
+    fclose(f);
+}
+
+/* Reloads through the admin socket and waits until both fronts said they
+ * reloaded (their log lines), so that every front holds the new keys. */
+static void reload_and_wait(int *seen)
+{
+    char *r = raw("{\"cmd\":\"reload\"}\n");
+    assert_non_null(r);
+    assert_non_null(strstr(r, "\"ok\":true"));
+    free(r);
+    *seen += 1;
+    for (uint64_t end = svc_now_ms() + SVC_DEADLINE_MS;; usleep(20000)) {
+        char *log = svc_log_text(&S);
+        int n0 = 0, n1 = 0;
+        for (const char *p = log; (p = strstr(p, "[front 0]: reloaded")); p++)
+            n0++;
+        for (const char *p = log; (p = strstr(p, "[front 1]: reloaded")); p++)
+            n1++;
+        free(log);
+        if (n0 >= *seen && n1 >= *seen)
+            return;
+        assert_true(svc_now_ms() < end);
+    }
+}
+
+/* One request on a kept-alive connection: the status, or 0 when the
+ * connection was closed. Reads exactly one response (Content-Length). */
+static int keepalive_get(int fd, const char *token)
+{
+    char req[4096], buf[16384];
+    int n = snprintf(req, sizeof(req),
+                     "GET /v1/models HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                     "Authorization: Bearer %s\r\n\r\n",
+                     token);
+    send_all(fd, req, (size_t)n);
+    size_t len = 0;
+    for (;;) {
+        struct pollfd p = {.fd = fd, .events = POLLIN};
+        if (poll(&p, 1, SVC_DEADLINE_MS) != 1)
+            return 0;
+        ssize_t got = recv(fd, buf + len, sizeof(buf) - 1 - len, 0);
+        if (got <= 0)
+            return 0;
+        len += (size_t)got;
+        buf[len] = '\0';
+        char *end = strstr(buf, "\r\n\r\n");
+        const char *cl = strcasestr(buf, "Content-Length:");
+        if (end && cl && len >= (size_t)(end + 4 - buf) + (size_t)atol(cl + 15)) {
+            int st = 0;
+            sscanf(buf, "HTTP/1.1 %d", &st);
+            return st;
+        }
+    }
+}
+
+/* Key rotation by kid: a new key added by a reload is taken beside the
+ * old one (both tokens pass), then the old one removed by another reload
+ * is refused ("unknown key id") while the new one passes; a kept-alive
+ * connection opened before the first reload serves across both. */
+static void test_key_rotation_by_kid(void **state)
+{
+    (void)state;
+    char path[300], body[4096];
+    snprintf(path, sizeof(path), "%s/new.key", S.dir);
+    static const char secret[] = "rotated-secret-0123456789abcdef-0123456789";
+    FILE *f = fopen(path, "w");
+    fputs(secret, f);
+    fclose(f);
+    struct gw_key nk = {.kid = "new", .alg = GW_ALG_HS256};
+    nk.key = (unsigned char *)secret;
+    nk.key_len = strlen(secret);
+    uint64_t now = gw_now_us() / 1000000;
+    char *newtok = NULL;
+    assert_int_equal(
+        gw_auth_issue(&nk, "happy", NULL, "gw-test", "gpuwarden", now, now + 600, &newtok), 0);
+    /* an allow entry: this test's many requests from one address are not
+     * what it is about */
+    char *r = raw("{\"cmd\":\"allow\",\"id\":\"127.0.0.30/32\",\"ttl_s\":600}\n");
+    assert_non_null(r);
+    free(r);
+    int ka = idle_conn("127.0.0.30"), reloads = 0;
+    assert_int_equal(keepalive_get(ka, TOKEN), 200);
+    assert_int_equal(get_from("127.0.0.30", "", body, sizeof(body)), 200); /* TOKEN, old key */
+    char *keep = TOKEN;
+    TOKEN = newtok;
+    assert_int_equal(get_from("127.0.0.30", "", body, sizeof(body)), 401);
+    assert_non_null(strstr(body, "\"message\":\"unknown key id\""));
+
+    /* add the new key in front of the old one: keys [new, test] */
+    char both[512], needle[64];
+    snprintf(needle, sizeof(needle), "{\"kid\": \"test\"");
+    snprintf(both, sizeof(both),
+             "{\"kid\": \"new\", \"alg\": \"HS256\", \"secret_file\": \"%s\"}, %s", path, needle);
+    config_replace(needle, both);
+    reload_and_wait(&reloads);
+    assert_int_equal(get_from("127.0.0.30", "", body, sizeof(body)), 200); /* new key */
+    TOKEN = keep;
+    assert_int_equal(get_from("127.0.0.30", "", body, sizeof(body)), 200); /* old key, overlap */
+    assert_int_equal(keepalive_get(ka, newtok), 200);
+
+    /* remove the old key: "{new}, {test}" becomes "{new}" */
+    FILE *cf = fopen(S.config, "r");
+    static char t[16384];
+    size_t l = fread(t, 1, sizeof(t) - 1, cf);
+    fclose(cf);
+    t[l] = '\0';
+    char *o = strstr(t, needle), *close_ = o ? strchr(o, '}') : NULL;
+    assert_non_null(close_);
+    char old_obj[512];
+    snprintf(old_obj, sizeof(old_obj), ", %.*s", (int)(close_ + 1 - o), o);
+    config_replace(old_obj, "");
+    reload_and_wait(&reloads);
+    assert_int_equal(get_from("127.0.0.30", "", body, sizeof(body)), 401);
+    assert_non_null(strstr(body, "\"message\":\"unknown key id\""));
+    TOKEN = newtok;
+    assert_int_equal(get_from("127.0.0.30", "", body, sizeof(body)), 200);
+    TOKEN = keep;
+    /* the connection opened before both reloads still serves */
+    assert_int_equal(keepalive_get(ka, newtok), 200);
+    assert_int_equal(keepalive_get(ka, keep), 401);
+    close(ka);
+    free(newtok);
 }
 
 static void test_bad_ranges_get_exact_errors(void **state)
@@ -708,6 +860,7 @@ int main(void)
         cmocka_unit_test(test_allow_entry_exempts_a_range_from_address_limits),
         cmocka_unit_test(test_bad_ranges_get_exact_errors),
         cmocka_unit_test(test_revoked_jti_is_refused),
+        cmocka_unit_test(test_key_rotation_by_kid),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }

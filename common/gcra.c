@@ -91,14 +91,25 @@ static inline int decide_cell(uint64_t v, uint64_t now, const struct gw_rate *r,
     return decide(gw__moving_is(v) ? 0 : v, now, r, nv, wait);
 }
 
-/* An account's cell, or an overflow bucket's (indices past the table,
+/* An account's cell, or an overflow bucket's (GW_OVF_INDEX set,
  * gw_overflow_acct). */
 static inline _Atomic uint64_t *item_cell(const struct gw_segment *seg,
                                           const struct gw_admit_item *it)
 {
-    if (it->acct.index >= seg->cfg.accounts)
-        return gw__ovf_cell(seg, it->acct.index - seg->cfg.accounts, it->cell);
+    if (it->acct.index & GW_OVF_INDEX)
+        return gw__ovf_cell(seg, it->acct.index & ~GW_OVF_INDEX, it->cell);
     return &acct_at(seg, it->acct.index)->cell[it->cell];
+}
+
+/* A reference gw_ledger_admit can take: a table entry, or an overflow
+ * bucket (generation 0). */
+static inline int item_ok(const struct gw_segment *seg, const struct gw_admit_item *it)
+{
+    if (it->cell >= GW_RATE_CELLS)
+        return 0;
+    if (it->acct.index & GW_OVF_INDEX)
+        return (it->acct.index & ~GW_OVF_INDEX) < GW_OVF_BUCKETS && it->acct.gen == 0;
+    return it->acct.index < seg->cfg.accounts;
 }
 
 /* Longest wait over all items as the cells stand now (for Retry-After). */
@@ -134,8 +145,7 @@ int gw_ledger_admit(struct gw_segment *seg, const struct gw_admit_item *items, i
     if (n < 1 || n > MAX_ITEMS)
         return -EINVAL;
     for (int i = 0; i < n; i++)
-        if (items[i].acct.index >= seg->cfg.accounts + GW_OVF_BUCKETS ||
-            items[i].cell >= GW_RATE_CELLS)
+        if (!item_ok(seg, &items[i]))
             return -EINVAL;
 
     /* Phase 1: read-only. A refusal found here writes nothing at all. */
@@ -174,7 +184,7 @@ int gw_ledger_admit(struct gw_segment *seg, const struct gw_admit_item *items, i
         _Atomic uint64_t *cell = item_cell(seg, it);
         uint64_t c = seen[taken];
         if (it->rate.moving_limit) { /* the bucket width first: reclaim reads it (moving.c) */
-            if (it->acct.index < seg->cfg.accounts) /* overflow buckets are never reclaimed */
+            if (!(it->acct.index & GW_OVF_INDEX)) /* overflow buckets are never reclaimed */
                 gw__moving_note_width(acct_at(seg, it->acct.index), it->cell, &it->rate);
         } else if (CELL_V(c) >= now && !gw__moving_is(CELL_V(c))) {
             /* relaxed: see gw__cell_add. */

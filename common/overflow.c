@@ -46,5 +46,5 @@ struct gw_acct gw_overflow_acct(const struct gw_segment *seg, const struct gw_ad
     for (int i = 0; i < 16; i++)
         h = (h ^ k.b[i]) * 0x100000001b3ull;
     h ^= h >> 29;
-    return (struct gw_acct){.index = seg->cfg.accounts + (uint32_t)(h % GW_OVF_BUCKETS), .gen = 0};
+    return (struct gw_acct){.index = GW_OVF_INDEX | (uint32_t)(h % GW_OVF_BUCKETS), .gen = 0};
 }

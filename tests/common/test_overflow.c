@@ -35,7 +35,8 @@ static void test_same_prefix_shares_a_bucket(void **state)
     (void)state;
     struct fx *f = fx_open(NULL);
     struct gw_acct a = gw_overflow_acct(&f->seg, &(struct gw_addr){0});
-    assert_true(a.index >= fx_cfg.accounts && a.index < fx_cfg.accounts + GW_OVF_BUCKETS);
+    assert_true((a.index & GW_OVF_INDEX) && (a.index & ~GW_OVF_INDEX) < GW_OVF_BUCKETS);
+    assert_int_equal(a.gen, 0);
     struct gw_addr v1 = addr("198.51.100.7"), v2 = addr("198.51.100.250");
     struct gw_addr m = addr("::ffff:198.51.100.9");
     assert_int_equal(gw_overflow_acct(&f->seg, &v1).index, gw_overflow_acct(&f->seg, &v2).index);
@@ -104,7 +105,13 @@ static void test_full_table_sends_new_addresses_to_their_bucket(void **state)
     assert_int_equal(gw_ledger_admit(&f->seg, pair, 1, NOW, &r), GW_EREFUSED);
     /* a reference past the buckets is refused */
     struct gw_admit_item bad = b1;
-    bad.acct.index = small.accounts + GW_OVF_BUCKETS;
+    bad.acct.index = GW_OVF_INDEX | GW_OVF_BUCKETS;
+    assert_int_equal(gw_ledger_admit(&f->seg, &bad, 1, NOW, &r), -EINVAL);
+    bad.acct.index = b1.acct.index;
+    bad.acct.gen = 1; /* buckets have generation 0 only */
+    assert_int_equal(gw_ledger_admit(&f->seg, &bad, 1, NOW, &r), -EINVAL);
+    bad.acct.index = small.accounts; /* past the table, no overflow bit */
+    bad.acct.gen = 0;
     assert_int_equal(gw_ledger_admit(&f->seg, &bad, 1, NOW, &r), -EINVAL);
     fx_close(f);
 }

@@ -689,6 +689,7 @@ int gw_jti_revoked(const struct gw_segment *seg, struct gw_jti_view *v, uint64_t
  * The reference is taken by gw_ledger_admit only (cells 0..n_windows-1,
  * never reclaimed, never stale). */
 #define GW_OVF_BUCKETS 1024
+#define GW_OVF_INDEX 0x80000000u /* an overflow reference's index: this bit | the bucket */
 struct gw_acct gw_overflow_acct(const struct gw_segment *seg, const struct gw_addr *client);
 
 /* ------------------------------------------------- address-range rules */

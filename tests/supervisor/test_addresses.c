@@ -36,7 +36,10 @@ static int group_setup(void **state)
     snprintf(SOCK, sizeof(SOCK), "/tmp/gw-addr-%d.sock", (int)getpid());
     char extra[256];
     snprintf(extra, sizeof(extra), "\"admin\": {\"socket\": \"%s\"},", SOCK);
-#if defined(GW_FLOOD)
+#if defined(GW_IPV6)
+    svc_ipv6 = 1;
+    svc_ip_json = "{\"rate\": [\"3 per hour moving\"], \"ipv6_prefix\": 64}";
+#elif defined(GW_FLOOD)
     svc_ip_json = "{\"rate\": [\"100 per minute moving\"],"
                   " \"overflow_rate\": [\"5 per minute moving\"]}";
 #elif defined(GW_PROXY_LISTENER)
@@ -827,9 +830,49 @@ static void test_rotating_flood_leaves_known_clients_served(void **state)
 }
 #endif
 
+#ifdef GW_IPV6
+/* A real IPv6 client (::1, the one IPv6 loopback address here): keyed by
+ * its /64, "::/64", which `ban ip ::1` names too; limited per that key. */
+static void test_ipv6_peer_is_keyed_by_its_64(void **state)
+{
+    (void)state;
+    struct resp r;
+    for (int i = 0; i < 3; i++) {
+        assert_int_equal(svc_http(&S, "GET", "/v1/models", TOKEN, NULL, &r), 0);
+        assert_int_equal(r.status, 200);
+        resp_free(&r);
+    }
+    assert_int_equal(svc_http(&S, "GET", "/v1/models", TOKEN, NULL, &r), 0);
+    assert_int_equal(r.status, 429);
+    resp_free(&r);
+    json_t *b = ask("{\"cmd\":\"ban\",\"kind\":\"ip\",\"id\":\"::1\",\"ttl_s\":60}");
+    assert_string_equal(jstr(b, "id"), "::/64");
+    json_decref(b);
+    assert_int_equal(svc_http(&S, "GET", "/v1/models", TOKEN, NULL, &r), 0);
+    assert_int_equal(r.status, 403); /* the front keys ::1 as ::/64 too */
+    assert_non_null(strstr(r.body, "\"message\":\"this address is banned\""));
+    resp_free(&r);
+    expect_line("{\"cmd\":\"unban\",\"kind\":\"ip\",\"id\":\"::1\"}\n",
+                "{\"ok\":true,\"kind\":\"ip\",\"id\":\"::/64\"}");
+}
+#endif
+
 int main(void)
 {
     gw_need_model();
+#ifdef GW_IPV6
+    int probe = socket(AF_INET6, SOCK_STREAM, 0);
+    struct sockaddr_in6 lo = {.sin6_family = AF_INET6, .sin6_addr = IN6ADDR_LOOPBACK_INIT};
+    if (probe < 0 || bind(probe, (struct sockaddr *)&lo, sizeof(lo)) != 0) {
+        fprintf(stderr, "skipped: no IPv6 loopback here\n");
+        return 77;
+    }
+    close(probe);
+    const struct CMUnitTest six[] = {
+        cmocka_unit_test(test_ipv6_peer_is_keyed_by_its_64),
+    };
+    return cmocka_run_group_tests(six, group_setup, group_teardown);
+#endif
 #ifdef GW_FLOOD
     const struct CMUnitTest flood[] = {
         cmocka_unit_test(test_rotating_flood_leaves_known_clients_served),

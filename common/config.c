@@ -325,6 +325,7 @@ static void set_defaults(struct gw_config *cfg, const char *name)
     cfg->drain_timeout_ms = 30000;
     cfg->leeway_s = 30;
     gw__cfg_plan_defaults(&cfg->ip, "ip");
+    gw__cfg_net_defaults(cfg);
     gw__cfg_plan_defaults(&cfg->global, "global");
     cfg->default_plan = -1;
     snprintf(cfg->admin_socket, sizeof(cfg->admin_socket), "/run/gpuwarden/admin.sock");

@@ -81,9 +81,39 @@ void gw__cfg_free_key(struct gw_key *k)
     k->key_len = 0;
 }
 
+/* A key's "required_claims": names a token for it must carry (issue 18). */
+static int parse_required(struct gw_cfg_cx *c, json_t *v, const char *p, struct gw_key *k)
+{
+    json_t *list = json_object_get(v, "required_claims");
+    char pp[PATH_LEN], pi[PATH_LEN], q[96];
+    if (!list)
+        return 0;
+    gw__cfg_path_key(pp, p, "required_claims");
+    if (!json_is_array(list) || json_array_size(list) > GW_REQ_CLAIMS) {
+        gw__cfg_bad(c, pp, "expected an array of at most %d claim names", GW_REQ_CLAIMS);
+        return -1;
+    }
+    size_t i;
+    json_t *n;
+    int rc = 0;
+    json_array_foreach (list, i, n) {
+        gw__cfg_path_idx(pi, pp, i);
+        const char *s = json_is_string(n) ? json_string_value(n) : NULL;
+        if (!s || strlen(s) >= sizeof(k->required[0]) || !gw__cfg_name_ok(s, "_")) {
+            gw__cfg_bad(c, pi, "%s%s%sexpected 1 to 31 bytes of [A-Za-z0-9_]", s ? "\"" : "",
+                        s ? gw__cfg_shown(s, q) : "", s ? "\": " : "");
+            rc = -1;
+            continue;
+        }
+        snprintf(k->required[k->n_required++], sizeof(k->required[0]), "%s", s);
+    }
+    return rc;
+}
+
 static void parse_key(struct gw_cfg_cx *c, json_t *v, const char *p, struct gw_config *cfg)
 {
-    static const char *const keys[] = {"kid", "alg", "secret_file", "public_key_file", NULL};
+    static const char *const keys[] = {
+        "kid", "alg", "secret_file", "public_key_file", "required_claims", NULL};
     char pp[PATH_LEN], q[96];
     if (!json_is_object(v)) {
         gw__cfg_bad(c, p, "expected an object");
@@ -167,6 +197,8 @@ static void parse_key(struct gw_cfg_cx *c, json_t *v, const char *p, struct gw_c
     } else {
         ok = 0;
     }
+    if (parse_required(c, v, p, &k) != 0)
+        ok = 0;
     if (!ok || cfg->n_keys == GW_MAX_KEYS) {
         gw__cfg_free_key(&k);
         return;
@@ -176,7 +208,8 @@ static void parse_key(struct gw_cfg_cx *c, json_t *v, const char *p, struct gw_c
 
 void gw__cfg_parse_auth(struct gw_cfg_cx *c, json_t *root, struct gw_config *cfg)
 {
-    static const char *const keys[] = {"keys", "issuer", "audience", "leeway_s", NULL};
+    static const char *const keys[] = {"keys",     "issuer",         "audience",
+                                       "leeway_s", "max_lifetime_s", NULL};
     json_t *auth = gw__cfg_get_object(c, root, "", "auth", 1);
     if (!auth)
         return;
@@ -199,4 +232,5 @@ void gw__cfg_parse_auth(struct gw_cfg_cx *c, json_t *root, struct gw_config *cfg
     gw__cfg_get_string(c, auth, "auth", "issuer", 0, cfg->issuer, sizeof(cfg->issuer));
     gw__cfg_get_string(c, auth, "auth", "audience", 0, cfg->audience, sizeof(cfg->audience));
     gw__cfg_get_u32(c, auth, "auth", "leeway_s", 0, 600, 0, &cfg->leeway_s);
+    gw__cfg_get_u32(c, auth, "auth", "max_lifetime_s", 0, 31622400, 0, &cfg->max_lifetime_s);
 }

@@ -10,6 +10,7 @@
  *   config_plans.c    plans, tenants, the ip and global limits, the default
  *                     plan, and the tenant and plan lookups
  *   config_auth.c     auth and its key files
+ *   config_net.c      the ip section's trusted proxies and IPv6 prefix
  *   config_watchdog.c the watchdog's limits, the output guard's rules and
  *                     the unbounded-request patterns
  *   config_farm.c     a plan's "farming" object (prompt-farming detection)
@@ -94,6 +95,10 @@ void gw__cfg_parse_limits(struct gw_cfg_cx *c, json_t *root, struct gw_config *c
 void gw__cfg_parse_plans(struct gw_cfg_cx *c, json_t *root, struct gw_config *cfg);
 void gw__cfg_parse_default_plan(struct gw_cfg_cx *c, json_t *root, struct gw_config *cfg);
 void gw__cfg_parse_tenants(struct gw_cfg_cx *c, json_t *root, struct gw_config *cfg);
+
+/* config_net.c: "ip.trusted_proxies" and "ip.ipv6_prefix" from the "ip" object */
+void gw__cfg_net_defaults(struct gw_config *cfg);
+void gw__cfg_parse_net(struct gw_cfg_cx *c, json_t *ip, struct gw_config *cfg);
 
 /* config_auth.c */
 void gw__cfg_parse_auth(struct gw_cfg_cx *c, json_t *root, struct gw_config *cfg);

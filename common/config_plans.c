@@ -18,7 +18,7 @@
 
 /* ------------------------------------------------------------------ plans */
 
-#define WINDOW_FORM "\"N per second|minute|hour|day [burst M]\""
+#define WINDOW_FORM "\"N per second|minute|hour|day [burst M | moving]\""
 #define BUDGET_FORM "\"X GPU-seconds per second|minute|hour|day\""
 
 /* The keys a plan may hold, and which of them a given section allows. */
@@ -63,6 +63,12 @@ static void parse_rates(struct gw_cfg_cx *c, json_t *arr, const char *p, struct 
         int rc = gw_window_parse(json_string_value(v), &w[n]);
         if (rc == -ERANGE) {
             gw__cfg_bad(c, pi, "\"%s\": burst too large for the window",
+                        gw__cfg_shown(json_string_value(v), q));
+            ok = 0;
+        } else if (rc == -EDOM) {
+            gw__cfg_bad(c, pi,
+                        "\"%s\": a moving window admits at most 255 per period; drop "
+                        "\"moving\" for more",
                         gw__cfg_shown(json_string_value(v), q));
             ok = 0;
         } else if (rc) {
@@ -299,12 +305,19 @@ void gw__cfg_parse_tenants(struct gw_cfg_cx *c, json_t *root, struct gw_config *
 /* "ip" and "global": the limits every request passes besides its tenant's. */
 void gw__cfg_parse_limits(struct gw_cfg_cx *c, json_t *root, struct gw_config *cfg)
 {
-    static const char *const ip_keys[] = {"rate", NULL};
+    static const char *const ip_keys[] = {"rate",
+                                          "trusted_proxies",
+                                          "ipv6_prefix",
+                                          "proxy_protocol",
+                                          "connections_per_address",
+                                          "overflow_rate",
+                                          NULL};
     static const char *const global_keys[] = {"rate", "budget", "max_inflight", NULL};
     json_t *o;
     if ((o = gw__cfg_get_object(c, root, "", "ip", 0))) {
         gw__cfg_check_keys(c, o, "ip", ip_keys);
         parse_plan_keys(c, o, "ip", PK_RATE, &cfg->ip);
+        gw__cfg_parse_net(c, o, cfg);
     }
     if ((o = gw__cfg_get_object(c, root, "", "global", 0))) {
         gw__cfg_check_keys(c, o, "global", global_keys);

@@ -281,16 +281,21 @@ int gw_window_parse(const char *s, struct gw_window *w)
     if (!s || !w)
         return -EINVAL;
     int n = split_words(s, buf, sizeof(buf), t, 5);
-    if (n != 3 && n != 5)
+    if (n != 3 && n != 4 && n != 5)
         return -EINVAL;
     struct gw_window x = {0};
     if (gw__cfg_parse_count(t[0], 1, COUNT_MAX, &x.limit) || strcmp(t[1], "per") != 0 ||
         unit_us(t[2], &x.period_us))
         return -EINVAL;
+    if (n == 4 && strcmp(t[3], "moving") != 0)
+        return -EINVAL;
+    x.moving = n == 4;
     if (n == 5 && (strcmp(t[3], "burst") != 0 || gw__cfg_parse_count(t[4], 0, COUNT_MAX, &x.burst)))
         return -EINVAL;
     struct gw_rate r;
-    int rc = gw_rate_make(&r, x.limit, x.period_us, x.burst);
+    if (x.moving && gw_rate_make_moving(&r, x.limit, x.period_us) != 0)
+        return -EDOM;
+    int rc = gw_window_rate(&x, &r);
     if (rc)
         return rc; /* -ERANGE: the burst does not fit the cell's arithmetic */
     *w = x;

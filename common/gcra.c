@@ -24,7 +24,14 @@ int gw_rate_make(struct gw_rate *r, uint64_t limit, uint64_t period_us, uint64_t
         return -ERANGE;
     r->interval_us = interval;
     r->tolerance_us = (uint64_t)tol;
+    r->moving_limit = r->moving_bucket_us = 0;
     return 0;
+}
+
+int gw_window_rate(const struct gw_window *w, struct gw_rate *r)
+{
+    return w->moving ? gw_rate_make_moving(r, w->limit, w->period_us)
+                     : gw_rate_make(r, w->limit, w->period_us, w->burst);
 }
 
 uint64_t gw__budget_cost(const struct gw_budget_rate *b, uint64_t x_us)
@@ -73,10 +80,36 @@ static inline int decide(uint64_t tat, uint64_t now, const struct gw_rate *r, ui
     return 1;
 }
 
+/* The same for a cell of either kind: a moving window (moving.c) or GCRA.
+ * A GCRA cell still holding a moving value (the window's kind changed at a
+ * reload) reads as idle. */
+static inline int decide_cell(uint64_t v, uint64_t now, const struct gw_rate *r, uint64_t *nv,
+                              uint64_t *wait)
+{
+    if (r->moving_limit)
+        return gw__moving_decide(v, now, r, nv, wait);
+    return decide(gw__moving_is(v) ? 0 : v, now, r, nv, wait);
+}
+
+/* An account's cell, or an overflow bucket's (GW_OVF_INDEX set,
+ * gw_overflow_acct). */
 static inline _Atomic uint64_t *item_cell(const struct gw_segment *seg,
                                           const struct gw_admit_item *it)
 {
+    if (it->acct.index & GW_OVF_INDEX)
+        return gw__ovf_cell(seg, it->acct.index & ~GW_OVF_INDEX, it->cell);
     return &acct_at(seg, it->acct.index)->cell[it->cell];
+}
+
+/* A reference gw_ledger_admit can take: a table entry, or an overflow
+ * bucket (generation 0). */
+static inline int item_ok(const struct gw_segment *seg, const struct gw_admit_item *it)
+{
+    if (it->cell >= GW_RATE_CELLS)
+        return 0;
+    if (it->acct.index & GW_OVF_INDEX)
+        return (it->acct.index & ~GW_OVF_INDEX) < GW_OVF_BUCKETS && it->acct.gen == 0;
+    return it->acct.index < seg->cfg.accounts;
 }
 
 /* Longest wait over all items as the cells stand now (for Retry-After). */
@@ -87,21 +120,32 @@ static uint64_t max_wait(const struct gw_segment *seg, const struct gw_admit_ite
     for (int i = 0; i < n; i++) {
         uint64_t c = atomic_load_explicit(item_cell(seg, &items[i]), memory_order_relaxed);
         uint64_t nt, w;
-        if (!decide(CELL_V(c), now, &items[i].rate, &nt, &w) && w > worst)
+        if (!decide_cell(CELL_V(c), now, &items[i].rate, &nt, &w) && w > worst)
             worst = w;
     }
     return worst;
 }
 
+/* Undoes one moving unit taken as value `took` (all or nothing). */
+static void moving_give_back(_Atomic uint64_t *cell, uint8_t gen, uint64_t took)
+{
+    /* relaxed: as gw__cell_add, the cell is self-contained. */
+    uint64_t c = atomic_load_explicit(cell, memory_order_relaxed);
+    while (CELL_GEN(c) == gen && !atomic_compare_exchange_weak_explicit(
+                                     cell, &c, CELL(gen, gw__moving_undo(CELL_V(c), took)),
+                                     memory_order_relaxed, memory_order_relaxed))
+        ;
+}
+
 int gw_ledger_admit(struct gw_segment *seg, const struct gw_admit_item *items, int n, uint64_t now,
                     uint64_t *retry_us)
 {
-    uint64_t seen[MAX_ITEMS];
+    uint64_t seen[MAX_ITEMS], took[MAX_ITEMS]; /* took: a moving cell's new value */
     *retry_us = 0;
     if (n < 1 || n > MAX_ITEMS)
         return -EINVAL;
     for (int i = 0; i < n; i++)
-        if (items[i].acct.index >= seg->cfg.accounts || items[i].cell >= GW_RATE_CELLS)
+        if (!item_ok(seg, &items[i]))
             return -EINVAL;
 
     /* Phase 1: read-only. A refusal found here writes nothing at all. */
@@ -114,7 +158,7 @@ int gw_ledger_admit(struct gw_segment *seg, const struct gw_admit_item *items, i
         if (CELL_GEN(seen[i]) != items[i].acct.gen)
             return GW_ESTALE;
         uint64_t nt, w;
-        if (!decide(CELL_V(seen[i]), now, &items[i].rate, &nt, &w)) {
+        if (!decide_cell(CELL_V(seen[i]), now, &items[i].rate, &nt, &w)) {
             refused = 1;
             if (w > worst)
                 worst = w;
@@ -131,13 +175,18 @@ int gw_ledger_admit(struct gw_segment *seg, const struct gw_admit_item *items, i
      * hammer the cell, and which an undo (fetch_sub) reverses exactly
      * because additions commute. An idle cell needs max(TAT, now) and takes
      * the CAS loop. If a cell refuses now, what was taken is given back
-     * (subtracting the interval is exact in effect, see the top). */
+     * (subtracting the interval is exact in effect, see the top). A moving
+     * cell (moving.c) always takes the CAS, and its undo takes the unit
+     * back out of the bucket it went into. */
     int taken = 0, rc = 0;
     for (; taken < n; taken++) {
         const struct gw_admit_item *it = &items[taken];
         _Atomic uint64_t *cell = item_cell(seg, it);
         uint64_t c = seen[taken];
-        if (CELL_V(c) >= now) {
+        if (it->rate.moving_limit) { /* the bucket width first: reclaim reads it (moving.c) */
+            if (!(it->acct.index & GW_OVF_INDEX)) /* overflow buckets are never reclaimed */
+                gw__moving_note_width(acct_at(seg, it->acct.index), it->cell, &it->rate);
+        } else if (CELL_V(c) >= now && !gw__moving_is(CELL_V(c))) {
             /* relaxed: see gw__cell_add. */
             uint64_t old =
                 atomic_fetch_add_explicit(cell, it->rate.interval_us, memory_order_relaxed);
@@ -155,13 +204,13 @@ int gw_ledger_admit(struct gw_segment *seg, const struct gw_admit_item *items, i
             }
             c = atomic_load_explicit(cell, memory_order_relaxed); /* went idle: CAS */
         }
+        uint64_t nt = 0, w;
         for (;;) {
-            uint64_t nt, w;
             if (CELL_GEN(c) != it->acct.gen) {
                 rc = GW_ESTALE;
                 goto undo;
             }
-            if (!decide(CELL_V(c), now, &it->rate, &nt, &w)) {
+            if (!decide_cell(CELL_V(c), now, &it->rate, &nt, &w)) {
                 rc = GW_EREFUSED;
                 goto undo;
             }
@@ -169,12 +218,17 @@ int gw_ledger_admit(struct gw_segment *seg, const struct gw_admit_item *items, i
                                                       memory_order_relaxed, memory_order_relaxed))
                 break;
         }
+        took[taken] = nt;
     }
     return 0;
 undo:
-    for (int i = 0; i < taken; i++)
-        (void)gw__cell_add(item_cell(seg, &items[i]), items[i].acct.gen, items[i].rate.interval_us,
-                           -1);
+    for (int i = 0; i < taken; i++) {
+        if (items[i].rate.moving_limit)
+            moving_give_back(item_cell(seg, &items[i]), items[i].acct.gen, took[i]);
+        else
+            (void)gw__cell_add(item_cell(seg, &items[i]), items[i].acct.gen,
+                               items[i].rate.interval_us, -1);
+    }
     if (rc == GW_EREFUSED)
         *retry_us = max_wait(seg, items, n, now);
     return rc;
@@ -188,7 +242,9 @@ uint64_t gw_ledger_rate_remaining(const struct gw_segment *seg, struct gw_acct a
     uint64_t c = atomic_load_explicit(&acct_at(seg, a.index)->cell[cell], memory_order_relaxed);
     if (CELL_GEN(c) != a.gen)
         return 0;
-    uint64_t tat = CELL_V(c), base = tat > now ? tat : now;
+    if (r->moving_limit)
+        return gw__moving_remaining(CELL_V(c), now, r);
+    uint64_t tat = gw__moving_is(CELL_V(c)) ? 0 : CELL_V(c), base = tat > now ? tat : now;
     if (base - now > r->tolerance_us)
         return 0;
     return (r->tolerance_us - (base - now)) / r->interval_us + 1;

@@ -76,10 +76,12 @@ static int find(const struct gw_segment *seg, const struct ident *id, uint8_t *g
     return -1;
 }
 
-static int cell_idle(int k, uint64_t c, uint64_t now)
+static int cell_idle(const struct gw_account *a, int k, uint64_t c, uint64_t now)
 {
     if (k == CELL_INFLIGHT)
         return CELL_V(c) == 0;
+    if (k < GW_RATE_CELLS && gw__moving_is(CELL_V(c)))
+        return gw__moving_idle(a, k, CELL_V(c), now); /* a moving window's counts */
     return CELL_V(c) <= now; /* rate and budget cells: TAT not in the future */
 }
 
@@ -93,7 +95,7 @@ static int retire(struct gw_segment *seg, uint32_t pos, uint64_t t, uint64_t now
     uint8_t g = TAG_GEN(t);
     for (int k = 0; k < ACCT_CELLS; k++) {
         uint64_t c = atomic_load_explicit(&a->cell[k], memory_order_relaxed);
-        if (CELL_GEN(c) != g || !cell_idle(k, c, now))
+        if (CELL_GEN(c) != g || !cell_idle(a, k, c, now))
             return -EBUSY;
     }
     /* acq_rel: acquire so our cell reads below follow every update that
@@ -111,7 +113,7 @@ static int retire(struct gw_segment *seg, uint32_t pos, uint64_t t, uint64_t now
         /* relaxed CAS: the cell's own modification order is all that
          * matters; a user's update either precedes ours (and we see a busy
          * cell, or our CAS fails) or follows it (and fails on the gen). */
-        if (CELL_GEN(old[k]) != g || !cell_idle(k, old[k], now) ||
+        if (CELL_GEN(old[k]) != g || !cell_idle(a, k, old[k], now) ||
             !atomic_compare_exchange_strong_explicit(&a->cell[k], &old[k], CELL(ng, 0),
                                                      memory_order_relaxed, memory_order_relaxed))
             break;

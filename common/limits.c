@@ -75,7 +75,9 @@ int gw_limits_set(struct gw_segment *seg, const struct gw_limit_override *o)
         int on = i < o->n_windows;
         atomic_store_explicit(&c->win[i][0], on ? w->limit : 0, memory_order_relaxed);
         atomic_store_explicit(&c->win[i][1], on ? w->period_us : 0, memory_order_relaxed);
-        atomic_store_explicit(&c->win[i][2], on ? w->burst : 0, memory_order_relaxed);
+        /* the burst word carries the moving kind in its top bit */
+        atomic_store_explicit(&c->win[i][2], on ? w->burst | (uint64_t)(w->moving != 0) << 63 : 0,
+                              memory_order_relaxed);
     }
     atomic_store_explicit(&c->budget[0], o->budget.amount_us, memory_order_relaxed);
     atomic_store_explicit(&c->budget[1], o->budget.period_us, memory_order_relaxed);
@@ -132,7 +134,9 @@ int gw_limits_get(const struct gw_segment *seg, int i, struct gw_limit_override 
         for (int k = 0; k < GW_RATE_CELLS; k++) {
             o->windows[k].limit = atomic_load_explicit(&c->win[k][0], memory_order_relaxed);
             o->windows[k].period_us = atomic_load_explicit(&c->win[k][1], memory_order_relaxed);
-            o->windows[k].burst = atomic_load_explicit(&c->win[k][2], memory_order_relaxed);
+            uint64_t bw = atomic_load_explicit(&c->win[k][2], memory_order_relaxed);
+            o->windows[k].burst = bw & ~(1ull << 63);
+            o->windows[k].moving = (int)(bw >> 63);
         }
         o->budget.amount_us = atomic_load_explicit(&c->budget[0], memory_order_relaxed);
         o->budget.period_us = atomic_load_explicit(&c->budget[1], memory_order_relaxed);

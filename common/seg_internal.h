@@ -89,7 +89,8 @@ struct gw_account {
     _Atomic uint32_t budget_idx; /* written before the tag is published */
     _Atomic uint32_t idlen;
     _Atomic uint64_t id[GW_ID_MAX / 8]; /* display only, seqlock-read */
-    uint8_t pad[8];
+    _Atomic uint64_t widths;            /* moving rate cells' bucket widths, 16 bits per
+                                           cell (moving.c); tells reclaim how to read them */
 };
 _Static_assert(sizeof(struct gw_account) == 128, "account layout");
 _Static_assert(_Alignof(struct gw_account) == 8, "account alignment");
@@ -346,6 +347,31 @@ struct gw_farm_rec {
 };
 _Static_assert(sizeof(struct gw_farm_rec) == 1088, "farming record layout");
 _Static_assert(_Alignof(struct gw_farm_rec) == 8, "farming record alignment");
+
+/* --------------------------------------------------- moving rate cells */
+
+/* moving.c: the "moving" window kind on a rate cell's 56-bit value. */
+int gw__moving_is(uint64_t v);
+/* 1 and the new value when a request passes at now, 0 and the wait. */
+int gw__moving_decide(uint64_t v, uint64_t now, const struct gw_rate *r, uint64_t *nv,
+                      uint64_t *wait);
+/* v with the one unit that produced `taken` given back (if still in view). */
+uint64_t gw__moving_undo(uint64_t v, uint64_t taken);
+uint64_t gw__moving_remaining(uint64_t v, uint64_t now, const struct gw_rate *r);
+/* Records cell's bucket width in the account before a CAS on the cell. */
+void gw__moving_note_width(struct gw_account *a, int cell, const struct gw_rate *r);
+/* 1 when a moving cell holds no count in view at now (reclaim). */
+int gw__moving_idle(const struct gw_account *a, int cell, uint64_t v, uint64_t now);
+
+/* ------------------------------------------------- address-range rules */
+
+/* The rules region after the limit overrides (netrules.c defines it). */
+size_t gw__net_area_bytes(void);
+/* The revoked JWT ids after the overflow buckets (jti.c defines them). */
+size_t gw__jti_area_bytes(void);
+/* The overflow buckets after the rules (overflow.c defines them). */
+size_t gw__ovf_area_bytes(void);
+_Atomic uint64_t *gw__ovf_cell(const struct gw_segment *seg, uint32_t bucket, int cell);
 
 /* ----------------------------------------------------------- shared helpers */
 

@@ -19,7 +19,11 @@
 
 struct layout {
     uint64_t off_accounts, off_budgets, off_slots, off_qcells, off_lanes, off_lenest, total;
-    uint64_t off_metrics, off_limits, off_farm; /* after the learned lengths; not in the header */
+    uint64_t off_metrics, off_limits; /* after the learned lengths; not in the header */
+    uint64_t off_farm;                /* farming records, after the limits (farm.c) */
+    uint64_t off_nets;                /* address-range rules, after the farming records */
+    uint64_t off_ovf;                 /* overflow buckets, after the rules (overflow.c) */
+    uint64_t off_jti;                 /* revoked JWT ids, after the buckets (jti.c) */
     uint64_t budget_stride, slot_stride;
 };
 
@@ -75,7 +79,10 @@ static int layout_of(const struct gw_seg_config *c, struct layout *l, char *err,
     l->off_metrics = ALIGN64(l->off_lenest + (uint64_t)c->budgets * sizeof(struct gw_lenest_rec));
     l->off_limits = ALIGN64(l->off_metrics + sizeof(struct gw_metrics_area));
     l->off_farm = ALIGN64(l->off_limits + sizeof(struct gw_limits_area));
-    l->total = ALIGN64(l->off_farm + (uint64_t)c->budgets * sizeof(struct gw_farm_rec));
+    l->off_nets = ALIGN64(l->off_farm + (uint64_t)c->budgets * sizeof(struct gw_farm_rec));
+    l->off_ovf = ALIGN64(l->off_nets + gw__net_area_bytes());
+    l->off_jti = ALIGN64(l->off_ovf + gw__ovf_area_bytes());
+    l->total = ALIGN64(l->off_jti + gw__jti_area_bytes());
     return 0;
 }
 
@@ -97,6 +104,9 @@ static void bind_regions(struct gw_segment *seg, const struct layout *l)
     seg->lanes = (struct gw_lane *)(seg->base + h->off_lanes);
     seg->metrics = (struct gw_metrics_area *)(seg->base + l->off_metrics);
     seg->limits = (struct gw_limits_area *)(seg->base + l->off_limits);
+    seg->nets = (struct gw_net_area *)(seg->base + l->off_nets);
+    seg->ovf = (struct gw_ovf_area *)(seg->base + l->off_ovf);
+    seg->jti = (struct gw_jti_area *)(seg->base + l->off_jti);
     seg->lenest = (struct gw_lenest_rec *)(seg->base + h->off_lenest);
     seg->farm = (struct gw_farm_rec *)(seg->base + l->off_farm);
     seg->budget_stride = h->budget_stride;

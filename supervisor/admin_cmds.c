@@ -409,7 +409,7 @@ static json_t *tenant_json(struct gw_admin *a, const struct gw_config *cfg, cons
     json_t *rem = json_array();
     for (int i = 0; i < p->n_windows; i++) {
         struct gw_rate r;
-        gw_rate_make(&r, p->windows[i].limit, p->windows[i].period_us, p->windows[i].burst);
+        gw_window_rate(&p->windows[i], &r);
         uint64_t left = have ? gw_ledger_rate_remaining(a->seg, acct, i, &r, now)
                              : p->windows[i].limit + p->windows[i].burst;
         json_array_append_new(rem, json_pack("{s:o,s:I}", "window", window_json(&p->windows[i]),
@@ -509,9 +509,10 @@ static json_t *cmd_tenant_set_limit(struct gw_admin *a, json_t *req, uid_t uid)
         json_array_foreach (v, i, w) {
             if (!json_is_string(w) ||
                 gw_window_parse(json_string_value(w), &np.windows[np.n_windows]) != 0)
-                return fail("bad_argument",
-                            "\"rate[%zu]\": expected \"N per second|minute|hour|day [burst M]\"",
-                            i);
+                return fail(
+                    "bad_argument",
+                    "\"rate[%zu]\": expected \"N per second|minute|hour|day [burst M | moving]\"",
+                    i);
             np.n_windows++;
         }
         changed++;
@@ -617,8 +618,17 @@ static json_t *cmd_tenant_clear_farming(struct gw_admin *a, json_t *req, uid_t u
     return r;
 }
 
-/* kind and id of a ban target, normalised; 0, or -1 with *err. */
-static int ban_target(json_t *req, enum gw_kind *kind, char *id, size_t idlen, json_t **err)
+/* 1 when the request's kind is "cidr" (an address-range rule, admin_net.c). */
+static int is_cidr(json_t *req)
+{
+    json_t *k = json_object_get(req, "kind");
+    return json_is_string(k) && strcmp(json_string_value(k), "cidr") == 0;
+}
+
+/* kind and id of a ban target, normalised (an ip as the fronts key it: IPv6
+ * by ip.ipv6_prefix); 0, or -1 with *err. */
+static int ban_target(json_t *req, int v6_prefix, enum gw_kind *kind, char *id, size_t idlen,
+                      json_t **err)
 {
     const char *k = arg_str(req, "kind", err);
     if (!k)
@@ -636,17 +646,18 @@ static int ban_target(json_t *req, enum gw_kind *kind, char *id, size_t idlen, j
         return 0;
     }
     if (strcmp(k, "ip") == 0) {
-        unsigned char buf[16];
-        /* the fronts key ip accounts by inet_ntop's text */
-        int fam = strchr(v, ':') ? AF_INET6 : AF_INET;
-        if (inet_pton(fam, v, buf) != 1 || !inet_ntop(fam, buf, id, (socklen_t)idlen)) {
+        struct gw_addr ad;
+        char key[GW_ADDR_STRLEN];
+        if (gw_addr_parse(v, strlen(v), &ad) != 0) {
             *err = fail("bad_argument", "\"id\": \"%.64s\" is not an IPv4 or IPv6 address", v);
             return -1;
         }
+        gw_addr_key(&ad, v6_prefix, key); /* the fronts' key (front.c, client_of) */
+        snprintf(id, idlen, "%s", key);
         *kind = GW_KIND_IP;
         return 0;
     }
-    *err = fail("bad_argument", "\"kind\": expected \"tenant\" or \"ip\"");
+    *err = fail("bad_argument", "\"kind\": expected \"tenant\", \"ip\" or \"cidr\"");
     return -1;
 }
 
@@ -656,7 +667,10 @@ static json_t *cmd_ban(struct gw_admin *a, json_t *req, uid_t uid)
     enum gw_kind kind;
     char id[INET6_ADDRSTRLEN + GW_NAME_MAX];
     uint64_t ttl;
-    if (ban_target(req, &kind, id, sizeof(id), &err) != 0 ||
+    if (is_cidr(req))
+        return gw__admin_net_set(a, req, uid, GW_NET_BAN);
+    int v6p = a->host.config(a->host.ctx)->ipv6_prefix;
+    if (ban_target(req, v6p, &kind, id, sizeof(id), &err) != 0 ||
         arg_u64(req, "ttl_s", 1, TTL_MAX_S, &ttl, &err) != 0)
         return err;
     uint64_t now = gw_now_us(), until = now + ttl * 1000000ull;
@@ -678,7 +692,10 @@ static json_t *cmd_unban(struct gw_admin *a, json_t *req, uid_t uid)
     json_t *err = NULL;
     enum gw_kind kind;
     char id[INET6_ADDRSTRLEN + GW_NAME_MAX];
-    if (ban_target(req, &kind, id, sizeof(id), &err) != 0)
+    if (is_cidr(req))
+        return gw__admin_net_remove(a, req, uid, GW_NET_BAN);
+    int v6p = a->host.config(a->host.ctx)->ipv6_prefix;
+    if (ban_target(req, v6p, &kind, id, sizeof(id), &err) != 0)
         return err;
     uint64_t now = gw_now_us();
     struct gw_acct acct;
@@ -807,10 +824,14 @@ static const struct {
     {"tenant.clear-farming", GW_ADMIN_ADMIN, cmd_tenant_clear_farming},
     {"ban", GW_ADMIN_ADMIN, cmd_ban},
     {"unban", GW_ADMIN_ADMIN, cmd_unban},
+    {"allow", GW_ADMIN_ADMIN, gw__admin_cmd_allow},
+    {"unallow", GW_ADMIN_ADMIN, gw__admin_cmd_unallow},
+    {"net.list", GW_ADMIN_OPERATOR, gw__admin_cmd_net_list},
     {"drain", GW_ADMIN_ADMIN, cmd_drain},
     {"undrain", GW_ADMIN_ADMIN, cmd_undrain},
     {"reload", GW_ADMIN_ADMIN, cmd_reload},
     {"token.issue", GW_ADMIN_ADMIN, cmd_token_issue},
+    {"token.revoke", GW_ADMIN_ADMIN, gw__admin_cmd_token_revoke},
 };
 
 json_t *gw__admin_dispatch(struct gw_admin *a, const char *line, size_t len, int level, uid_t uid)
@@ -841,7 +862,8 @@ json_t *gw__admin_dispatch(struct gw_admin *a, const char *line, size_t len, int
             r = fail("unknown_command",
                      "unknown command \"%s\"; commands: status, workers, requests, kill, "
                      "tenant.list, tenant.show, tenant.set-limit, tenant.reset-budget, "
-                     "tenant.clear-farming, ban, unban, drain, undrain, reload, token.issue",
+                     "tenant.clear-farming, ban, unban, allow, unallow, net.list, drain, undrain, "
+                     "reload, token.issue, token.revoke",
                      q);
         } else if (level < COMMANDS[i].level) {
             r = fail("forbidden", "\"%s\" needs the admin level; uid %u is an operator", cmd,

@@ -49,4 +49,13 @@ char *gw__admin_dump(json_t *r);
 /* Sets each running worker's drain word from a->drained. */
 void gw__admin_apply_drains(struct gw_admin *a);
 
+/* admin_net.c: the address-range rules (ban/unban with kind "cidr",
+ * allow, unallow, net.list) */
+json_t *gw__admin_net_set(struct gw_admin *a, json_t *req, uid_t uid, int kind);
+json_t *gw__admin_net_remove(struct gw_admin *a, json_t *req, uid_t uid, int kind);
+json_t *gw__admin_cmd_allow(struct gw_admin *a, json_t *req, uid_t uid);
+json_t *gw__admin_cmd_unallow(struct gw_admin *a, json_t *req, uid_t uid);
+json_t *gw__admin_cmd_net_list(struct gw_admin *a, json_t *req, uid_t uid);
+json_t *gw__admin_cmd_token_revoke(struct gw_admin *a, json_t *req, uid_t uid);
+
 #endif

@@ -41,6 +41,8 @@ struct auth_key {
     jwt_alg_t jalg;
     unsigned char *key; /* own copy: the config may be freed on reload */
     size_t key_len;
+    int n_required; /* claims a token for this key must carry (required_claims) */
+    char required[GW_REQ_CLAIMS][32];
 };
 
 struct cache_entry {
@@ -56,6 +58,7 @@ struct gw_auth {
     char issuer[128];
     char audience[128];
     uint64_t leeway_s;
+    uint64_t max_lifetime_s; /* 0: any; else exp - iat at most this (iat required) */
     struct cache_entry *cache;
     size_t mask;
     /* A random secret makes the cache key unpredictable: without it anyone
@@ -291,11 +294,14 @@ int gw_auth_new(struct gw_auth **out, const struct gw_config *cfg, size_t cache_
         memcpy(ak->key, k->key, k->key_len);
         ak->key[k->key_len] = 0; /* PEM keys are also read as strings */
         ak->key_len = k->key_len;
+        ak->n_required = k->n_required;
+        memcpy(ak->required, k->required, sizeof(ak->required));
         a->n_keys = i + 1;
     }
     snprintf(a->issuer, sizeof(a->issuer), "%s", cfg->issuer);
     snprintf(a->audience, sizeof(a->audience), "%s", cfg->audience);
     a->leeway_s = cfg->leeway_s;
+    a->max_lifetime_s = cfg->max_lifetime_s;
     *out = a;
     return 0;
 fail:
@@ -346,6 +352,10 @@ static const char *check_claims(const struct gw_auth *a, json_t *c, uint64_t now
         return "malformed token";
     if (r > 0 && (uint64_t)iat > now_s + a->leeway_s)
         return "token issued in the future";
+    if (a->max_lifetime_s && r == 0)
+        return "missing iat (auth.max_lifetime_s needs it)";
+    if (a->max_lifetime_s && exp > iat && (uint64_t)(exp - iat) > a->max_lifetime_s)
+        return "token lifetime exceeds auth.max_lifetime_s";
     if (a->issuer[0]) {
         const char *iss = json_string_value(json_object_get(c, "iss"));
         if (!iss || strcmp(iss, a->issuer) != 0)
@@ -379,6 +389,11 @@ static const char *check_claims(const struct gw_auth *a, json_t *c, uint64_t now
         (!json_is_string(plan) || strlen(json_string_value(plan)) != json_string_length(plan) ||
          !plan_ok(json_string_value(plan))))
         return "malformed token";
+    json_t *jti = json_object_get(c, "jti");
+    if (jti &&
+        (!json_is_string(jti) || json_string_length(jti) == 0 || json_string_length(jti) > 255))
+        return "malformed token";
+    who->jti_hash = jti ? gw_jti_hash(json_string_value(jti), json_string_length(jti)) : 0;
     snprintf(who->tenant, sizeof(who->tenant), "%s", json_string_value(sub));
     snprintf(who->plan, sizeof(who->plan), "%s", plan ? json_string_value(plan) : "");
     who->exp = (uint64_t)exp;
@@ -509,6 +524,13 @@ static const char *token_verify(const struct gw_auth *a, const char *tok, size_t
         goto out;
     }
     text = check_claims(a, claims, now_s, who);
+    for (int i = 0; !text && i < k->n_required; i++)
+        if (!json_object_get(claims, k->required[i])) {
+            /* one thread per process; the name is [A-Za-z0-9_], safe in a header */
+            static char missing[64];
+            snprintf(missing, sizeof(missing), "missing required claim %s", k->required[i]);
+            text = missing;
+        }
 out:
     json_decref(claims);
     free(claims_text);
@@ -557,8 +579,25 @@ int gw_auth_check(struct gw_auth *a, const char *authz, size_t len, uint64_t now
 
 /* ---------------------------------------------------------------- issue */
 
+static int issue(const struct gw_key *key, const char *sub, const char *plan, const char *jti,
+                 const char *iss, const char *aud, uint64_t iat, uint64_t exp, char **out);
+
 int gw_auth_issue(const struct gw_key *key, const char *sub, const char *plan, const char *iss,
                   const char *aud, uint64_t iat, uint64_t exp, char **out)
+{
+    return issue(key, sub, plan, NULL, iss, aud, iat, exp, out);
+}
+
+int gw_auth_issue_jti(const struct gw_key *key, const char *sub, const char *jti, const char *iss,
+                      const char *aud, uint64_t iat, uint64_t exp, char **out)
+{
+    if (!jti || !jti[0] || strlen(jti) > 255)
+        return -EINVAL;
+    return issue(key, sub, NULL, jti, iss, aud, iat, exp, out);
+}
+
+static int issue(const struct gw_key *key, const char *sub, const char *plan, const char *jti,
+                 const char *iss, const char *aud, uint64_t iat, uint64_t exp, char **out)
 {
     if (!key || !sub || !out)
         return -EINVAL;
@@ -580,6 +619,7 @@ int gw_auth_issue(const struct gw_key *key, const char *sub, const char *plan, c
         (key->kid[0] && (rc = jwt_add_header(jwt, "kid", key->kid))) ||
         (rc = jwt_add_grant(jwt, "sub", sub)) ||
         (plan && (rc = jwt_add_grant(jwt, "plan", plan))) ||
+        (jti && (rc = jwt_add_grant(jwt, "jti", jti))) ||
         (iss && (rc = jwt_add_grant(jwt, "iss", iss))) ||
         (aud && (rc = jwt_add_grant(jwt, "aud", aud))) ||
         (rc = jwt_add_grant_int(jwt, "iat", (long)iat)) ||

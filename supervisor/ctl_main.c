@@ -133,8 +133,9 @@ static json_t *build_ban(int argc, char **argv)
 {
     const char *cmd = argv[0];
     int ban = !strcmp(cmd, "ban");
-    if (argc < 3 || (strcmp(argv[1], "tenant") && strcmp(argv[1], "ip"))) {
-        misuse("%s: expected tenant|ip ID", cmd);
+    if (argc < 3 ||
+        (strcmp(argv[1], "tenant") && strcmp(argv[1], "ip") && strcmp(argv[1], "cidr"))) {
+        misuse("%s: expected tenant|ip|cidr ID", cmd);
         return NULL;
     }
     json_t *r = json_pack("{s:s,s:s,s:s}", "cmd", cmd, "kind", argv[1], "id", argv[2]);
@@ -148,10 +149,38 @@ static json_t *build_ban(int argc, char **argv)
         json_object_set_new(r, "ttl_s", json_integer(ttl));
     } else if (argc != 3) {
         json_decref(r);
-        misuse("unban: expected tenant|ip ID", NULL);
+        misuse("unban: expected tenant|ip|cidr ID", NULL);
         return NULL;
     }
     return r;
+}
+
+/* allow RANGE --ttl DURATION, unallow RANGE, net list */
+static json_t *build_allow(int argc, char **argv)
+{
+    long long ttl = 0;
+    if (!strcmp(argv[0], "allow") &&
+        (argc != 4 || strcmp(argv[2], "--ttl") || (ttl = duration_s(argv[3])) < 0)) {
+        misuse("allow: expected RANGE --ttl DURATION (N[s|m|h|d], at most 366d)", NULL);
+        return NULL;
+    }
+    if (!strcmp(argv[0], "unallow") && argc != 2) {
+        misuse("unallow: expected RANGE", NULL);
+        return NULL;
+    }
+    json_t *r = json_pack("{s:s,s:s}", "cmd", argv[0], "id", argv[1]);
+    if (ttl)
+        json_object_set_new(r, "ttl_s", json_integer(ttl));
+    return r;
+}
+
+static json_t *build_net(int argc, char **argv)
+{
+    if (argc != 2 || strcmp(argv[1], "list")) {
+        misuse("net: expected list", NULL);
+        return NULL;
+    }
+    return json_pack("{s:s}", "cmd", "net.list");
 }
 
 /* tenant set-limit TENANT [--rate R]... [--budget B] [--max-inflight N]
@@ -210,8 +239,18 @@ static json_t *build_tenant(int argc, char **argv)
 
 static json_t *build_token(int argc, char **argv)
 {
+    long long exp;
+    if (argc >= 2 && !strcmp(argv[1], "revoke")) {
+        if (argc != 6 || strcmp(argv[2], "--jti") || strcmp(argv[4], "--exp") ||
+            uint_arg(argv[5], &exp) != 0) {
+            misuse("token revoke: expected --jti ID --exp UNIX_SECONDS (the token's exp)", NULL);
+            return NULL;
+        }
+        return json_pack("{s:s,s:s,s:I}", "cmd", "token.revoke", "jti", argv[3], "exp",
+                         (json_int_t)exp);
+    }
     if (argc < 2 || strcmp(argv[1], "issue")) {
-        misuse("token: expected issue --tenant T --ttl DURATION", NULL);
+        misuse("token: expected issue --tenant T --ttl DURATION, or revoke --jti ID --exp T", NULL);
         return NULL;
     }
     json_t *r = json_pack("{s:s}", "cmd", "token.issue");
@@ -266,14 +305,21 @@ static const struct command {
     {"top", build_top,
      "  top [N]                        tenants by prompt-farming score, farming refusals, GPU "
      "time used\n"},
-    {"ban", build_ban, "  ban tenant|ip ID --ttl DURATION\n"},
-    {"unban", build_ban, "  unban tenant|ip ID\n"},
+    {"ban", build_ban,
+     "  ban tenant|ip|cidr ID --ttl DURATION   (cidr: a range, e.g. 203.0.113.0/24)\n"},
+    {"unban", build_ban, "  unban tenant|ip|cidr ID\n"},
+    {"allow", build_allow,
+     "  allow RANGE --ttl DURATION     exempt a range from bans and per-address limits\n"},
+    {"unallow", build_allow, "  unallow RANGE\n"},
+    {"net", build_net, "  net list                       address-range bans and allow entries\n"},
     {"drain", build_drain,
      "  drain WORKER | undrain WORKER  stop / resume taking new requests on a worker\n"},
     {"undrain", build_drain, NULL},
     {"reload", build_plain,
      "  reload                         re-read the config; fails when it is refused\n"},
-    {"token", build_token, "  token issue --tenant T --ttl DURATION [--plan P] [--kid K]\n"},
+    {"token", build_token,
+     "  token issue --tenant T --ttl DURATION [--plan P] [--kid K]\n"
+     "  token revoke --jti ID --exp UNIX_SECONDS   refused until the token's exp\n"},
 };
 
 static void usage(FILE *to)
@@ -505,6 +551,12 @@ static void human(const char *cmd, json_t *r)
                                        {"tokens", "TOKENS", 6},
                                        {"device_ms", "DEVICE_MS", 9}};
         table(json_object_get(r, "requests"), c, 7);
+        return;
+    }
+    if (!strcmp(cmd, "net.list")) {
+        static const struct col c[] = {
+            {"kind", "KIND", 6}, {"cidr", "RANGE", 44}, {"ttl_left_s", "TTL_LEFT_S", 10}};
+        table(json_object_get(r, "rules"), c, 3);
         return;
     }
     if (!strcmp(cmd, "tenant.list")) {

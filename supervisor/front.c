@@ -47,68 +47,11 @@ static const struct gw_budget_rate *budget_of(const struct gw_plan *p)
 
 /* ------------------------------------------------------- small answers */
 
-/* Appends printf output at *at, never past len - 1. */
-__attribute__((format(printf, 4, 5))) static void putf(char *buf, size_t len, size_t *at,
-                                                       const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    int n = vsnprintf(buf + *at, len - *at, fmt, ap);
-    va_end(ap);
-    *at = n < 0 || (size_t)n >= len - *at ? len - 1 : *at + (size_t)n;
-}
-
-/* RateLimit-Policy and RateLimit as draft-ietf-httpapi-ratelimit-headers-09
- * writes them (structured fields, RFC 8941): one policy item per window of
- * the limits that apply, named by scope ("tenant" or "ip"; "tenant.1",
- * "tenant.2" for a plan's further windows), q the requests a full window
- * admits (limit + burst), w its length in seconds:
- *   RateLimit-Policy: "tenant";q=110;w=60
- *   RateLimit: "tenant";r=109;t=1
- * r is what the window admits now; t the seconds until it is full again.
- * `rem` holds r per window; NULL for a refusal, which reports the first
- * window empty until the retry. Retry-After goes first when retry_us. */
-static void rate_headers(char *buf, size_t len, const char *scope, const struct gw_plan *p,
-                         const uint64_t *rem, uint64_t retry_us)
-{
-    size_t at = 0;
-    buf[0] = '\0';
-    uint64_t retry_s = (retry_us + 999999) / 1000000;
-    if (retry_us)
-        putf(buf, len, &at, "Retry-After: %" PRIu64 "\r\n", retry_s);
-    int n = p ? p->n_windows : 0;
-    if (n <= 0)
-        return;
-    if (n > GW_RATE_CELLS)
-        n = GW_RATE_CELLS;
-    char names[GW_RATE_CELLS][24];
-    for (int i = 0; i < n; i++)
-        snprintf(names[i], sizeof(names[i]), i ? "%s.%d" : "%s", scope, i);
-    putf(buf, len, &at, "RateLimit-Policy: ");
-    for (int i = 0; i < n; i++)
-        putf(buf, len, &at, "%s\"%s\";q=%" PRIu64 ";w=%" PRIu64, i ? ", " : "", names[i],
-             p->windows[i].limit + p->windows[i].burst, p->windows[i].period_us / 1000000);
-    putf(buf, len, &at, "\r\nRateLimit: ");
-    if (!rem) {
-        putf(buf, len, &at, "\"%s\";r=0;t=%" PRIu64 "\r\n", names[0], retry_s ? retry_s : 1);
-        return;
-    }
-    for (int i = 0; i < n; i++) {
-        const struct gw_window *w = &p->windows[i];
-        uint64_t q = w->limit + w->burst, r = rem[i] < q ? rem[i] : q;
-        /* GCRA gives one request back every period / limit */
-        uint64_t t = (q - r) * (w->period_us / w->limit);
-        putf(buf, len, &at, "%s\"%s\";r=%" PRIu64 ";t=%" PRIu64, i ? ", " : "", names[i], r,
-             (t + 999999) / 1000000);
-    }
-    putf(buf, len, &at, "\r\n");
-}
-
 static void refuse_429(struct conn *c, const char *scope, const struct gw_plan *p,
                        const uint64_t *rem, const char *code, const char *msg, uint64_t retry_us)
 {
     char hdr[512];
-    rate_headers(hdr, sizeof(hdr), scope, p, rem, retry_us);
+    gw__rate_headers(hdr, sizeof(hdr), scope, p, rem, retry_us);
     gw__conn_error(c, 429, "rate_limit_error", code, msg, NULL, hdr);
 }
 
@@ -227,8 +170,7 @@ static int window_items(struct gw_admit_item *items, int n, struct gw_acct a,
     for (int i = 0; i < p->n_windows; i++) {
         items[n].acct = a;
         items[n].cell = (uint8_t)i;
-        gw_rate_make(&items[n].rate, p->windows[i].limit, p->windows[i].period_us,
-                     p->windows[i].burst);
+        gw_window_rate(&p->windows[i], &items[n].rate);
         n++;
     }
     return n;
@@ -307,7 +249,22 @@ static int admit_address(struct admission *a)
     const struct gw_config *cfg = a->cfg;
     uint64_t retry;
     struct gw_acct ip;
-    int rc = gw_ledger_get(seg, GW_KIND_IP, c->ip, strlen(c->ip), 1, a->now, &ip);
+    struct gw_addr client;
+    char key[GW_ADDR_STRLEN];
+    int allowed;
+    if (gw__front_who(a->f, c, a->now, &client, key, &allowed) != 0)
+        return -1;
+    if (allowed) /* an allow entry: exempt from bans and the per-address windows */
+        return 0;
+    int rc = gw_ledger_get(seg, GW_KIND_IP, key, strlen(key), 1, a->now, &ip);
+    const struct gw_plan *lim = &cfg->ip;
+    if (rc == GW_EFULL && cfg->ip_overflow.n_windows > 0) {
+        /* no room for a new address: its /24 or /48 shares an overflow
+         * bucket's strict windows (common/overflow.c) */
+        ip = gw_overflow_acct(seg, &client);
+        lim = &cfg->ip_overflow;
+        rc = 1;
+    }
     if (rc == GW_EFULL) {
         gw_metrics_refusal(seg, GW_REF_OVERLOADED);
         refuse_503(c, "overloaded", "too many clients: the address table is full");
@@ -318,12 +275,14 @@ static int admit_address(struct admission *a)
         gw__conn_error(c, 403, "permission_error", "banned", "this address is banned", NULL, NULL);
         return -1;
     }
-    if (rc == 0 && cfg->ip.n_windows > 0) {
-        int n = window_items(a->items, 0, ip, &cfg->ip);
+    if ((rc == 0 || rc == 1) && lim->n_windows > 0) {
+        int n = window_items(a->items, 0, ip, lim);
         if (gw_ledger_admit(seg, a->items, n, a->now, &retry) == GW_EREFUSED) {
             gw_metrics_refusal(seg, GW_REF_IP_RATE);
-            refuse_429(c, "ip", &cfg->ip, NULL, "rate_limited",
-                       "too many requests from this address", retry);
+            refuse_429(c, "ip", lim, NULL, "rate_limited",
+                       rc ? "too many requests from this address range"
+                          : "too many requests from this address",
+                       retry);
             return -1;
         }
     }
@@ -336,8 +295,11 @@ static int admit_principal(struct admission *a)
     struct conn *c = a->c;
     struct gw_segment *seg = a->seg;
     char why[128];
-    if (gw_auth_check(a->f->auth, c->authz, c->authz_len, a->now / 1000000, &a->who, why,
-                      sizeof(why)) != 0) {
+    int bad = gw_auth_check(a->f->auth, c->authz, c->authz_len, a->now / 1000000, &a->who, why,
+                            sizeof(why)) != 0;
+    if (!bad && (bad = gw_jti_revoked(seg, &a->f->jtis, a->who.jti_hash, a->now)))
+        snprintf(why, sizeof(why), "token revoked"); /* gpuwardenctl token revoke */
+    if (bad) {
         char hdr[256];
         snprintf(hdr, sizeof(hdr),
                  "WWW-Authenticate: Bearer error=\"invalid_token\", "
@@ -581,7 +543,7 @@ static void admit_queue(struct admission *a, struct job *j)
     f->jobs = j;
     c->job = j;
     uint64_t rem[GW_RATE_CELLS];
-    rate_headers(j->rate_hdr, sizeof(j->rate_hdr), "tenant", plan, tenant_remaining(a, rem), 0);
+    gw__rate_headers(j->rate_hdr, sizeof(j->rate_hdr), "tenant", plan, tenant_remaining(a, rem), 0);
     if (j->stream) {
         gw__conn_stream_begin(c, j->rate_hdr);
         j->sent_first = 1;
@@ -812,6 +774,7 @@ static void on_hup(uv_signal_t *s, int sig)
         flog(f, "reload: out of memory keeping the file's plans; run-time limits not applied");
     f->model_created_s = model_created(ncfg);
     gw_log_set_format(ncfg->log_format);
+    gw__front_mark_proxy_listeners(f);
     flog(f, "reloaded %s", f->config_path);
 }
 
@@ -863,6 +826,7 @@ int gw_front_main(const char *config_path, int index, const struct gw_fds *fds)
         }
         f.n_listeners++;
     }
+    gw__front_mark_proxy_listeners(&f);
     uv_poll_init(f.loop, &f.wake, fds->fronts[index]);
     f.wake.data = &f;
     uv_poll_start(&f.wake, UV_READABLE, on_wake);
@@ -884,5 +848,6 @@ int gw_front_main(const char *config_path, int index, const struct gw_fds *fds)
     gw_segment_close(&f.seg);
     gw_config_free(f.cfg);
     free(f.file_plans);
+    free(f.cc);
     return 0;
 }

@@ -8,7 +8,9 @@
 #include <http_parser.h>
 #include <uv.h>
 
-enum { HF_OTHER = 0, HF_AUTHZ };
+enum { HF_OTHER = 0, HF_AUTHZ, HF_XFF, HF_FWD };
+
+#define FWD_HDR_MAX 2048 /* bytes kept of X-Forwarded-For and of Forwarded */
 
 struct job;
 
@@ -18,12 +20,24 @@ struct conn {
     http_parser parser;
     struct front *front;
     int handles_open;
-    char ip[48];
+    struct gw_addr peer;         /* the TCP peer, fixed for the connection */
+    char ip[GW_ADDR_STRLEN - 8]; /* the client: the peer, or (per request) who a trusted
+                                proxy's forwarding header names (front.c) */
     /* the request being read */
     char url[2048];
     size_t url_len;
     char authz[8448]; /* "Bearer " + an 8 KiB token; longer is refused */
     size_t authz_len;
+    /* forwarding headers, read only when the peer is a trusted proxy; several
+     * lines of one are joined with ", " (RFC 9110 5.3) */
+    char xff[FWD_HDR_MAX], fwd[FWD_HDR_MAX];
+    size_t xff_len, fwd_len;
+    uint8_t has_xff, has_fwd, xff_long, fwd_long; /* present; longer than FWD_HDR_MAX */
+    /* a PROXY protocol header still to come (front_addr.c): its bytes so far */
+    uint8_t *proxy_buf; /* GW_PROXY_V2_MAX bytes while waiting, else NULL */
+    size_t proxy_len;
+    uint8_t conn_counted;    /* counted in the front's per-address table (front_addr.c) */
+    struct gw_addr conn_key; /* ... under this key */
     char field_name[64];
     size_t field_len;
     int field, in_value;
@@ -71,9 +85,14 @@ struct front {
     struct job *jobs; /* requests with a slot, until settled and released */
     uint64_t next_id;
     uint64_t id_seed;
-    uint64_t limits_epoch;      /* gw_limits_epoch last applied (+1; 0 = never) */
-    struct gw_plan *file_plans; /* cfg->tenants[i].plan as the file says */
-    uint64_t model_created_s;   /* GET /v1/models "created": the model file's mtime */
+    uint64_t limits_epoch;                 /* gw_limits_epoch last applied (+1; 0 = never) */
+    struct gw_plan *file_plans;            /* cfg->tenants[i].plan as the file says */
+    uint64_t model_created_s;              /* GET /v1/models "created": the model file's mtime */
+    struct gw_net_view nets;               /* this front's copy of the address-range rules */
+    uint8_t listener_proxy[GW_MAX_LISTEN]; /* 1: connections begin with a PROXY header */
+    struct gw_jti_view jtis;               /* this front's copy of the revoked token ids */
+    struct conn_count *cc;                 /* open connections per client key (front_addr.c) */
+    uint32_t cc_mask;                      /* table size - 1 (a power of two) */
 };
 
 /* An admitted request, from its slot's queueing until the slot is released
@@ -134,6 +153,42 @@ void gw__front_output_charge(const struct job *j, uint64_t tokens);
 int gw__front_farming(struct conn *c, struct front *f, const struct gw_plan *plan,
                       struct gw_acct tenant, const char *tenant_id, const struct gw_gen_request *rq,
                       uint64_t now);
+
+/* front_headers.c */
+/* RateLimit-Policy and RateLimit for the windows of p, named by scope
+ * ("tenant", "ip"), into buf: rem holds what each window admits now, or
+ * NULL for a refusal (the first window empty until the retry); a
+ * Retry-After line goes first when retry_us. */
+void gw__rate_headers(char *buf, size_t len, const char *scope, const struct gw_plan *p,
+                      const uint64_t *rem, uint64_t retry_us);
+
+/* front_addr.c */
+/* Who the client is (the peer, or who a trusted proxy's forwarding header
+ * names) into c->ip and *client, and the key its limits live under (IPv6
+ * by ip.ipv6_prefix). -1 once it has answered a trusted proxy's malformed
+ * header (400). */
+int gw__front_client(struct conn *c, const struct gw_config *cfg, struct gw_addr *client,
+                     char key[GW_ADDR_STRLEN]);
+/* Step 1 of admission before the ledger: who the client is
+ * (gw__front_client) and the address-range rules. -1 once it has answered
+ * (400 malformed header, 403 banned range); else 0 with *allowed 1 when
+ * an allow entry covers the client. */
+int gw__front_who(struct front *f, struct conn *c, uint64_t now, struct gw_addr *client,
+                  char key[GW_ADDR_STRLEN], int *allowed);
+/* Sets f->listener_proxy[] from ip.proxy_protocol and each listening
+ * socket's own address (so socket activation works as well). */
+void gw__front_mark_proxy_listeners(struct front *f);
+/* Counts a new connection against ip.connections_per_address: 0, or -1
+ * when its peer's key is at the cap (the caller closes it; nothing is
+ * counted). Trusted proxies are not counted. */
+int gw__front_conn_count(struct front *f, struct conn *c);
+/* Gives a counted connection's place back (on close). */
+void gw__front_conn_uncount(struct front *f, struct conn *c);
+/* Bytes read on a connection that still owes its PROXY header: 1 when the
+ * header is complete (*used bytes of data were its end; the rest is HTTP),
+ * 0 when more are needed, -1 once it has refused the connection (400, the
+ * reason, then close). */
+int gw__conn_proxy(struct conn *c, const char *data, size_t len, size_t *used);
 
 /* front_jobs.c */
 /* Looks at every job: new output to stream, terminal slots to finish. */

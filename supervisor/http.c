@@ -291,6 +291,8 @@ static int on_message_begin(http_parser *p)
     struct conn *c = p->data;
     c->url_len = c->authz_len = c->body_len = 0;
     c->url[0] = c->authz[0] = '\0'; /* NUL after len, as on_url and on_header_value keep it */
+    c->xff_len = c->fwd_len = 0;
+    c->has_xff = c->has_fwd = c->xff_long = c->fwd_long = 0;
     c->header_bytes = 0;
     c->field = HF_OTHER;
     c->in_value = 0;
@@ -336,6 +338,38 @@ static int on_header_field(http_parser *p, const char *at, size_t len)
     return 0;
 }
 
+/* A new line of X-Forwarded-For or Forwarded: joined to the ones before
+ * with ", ", as one list (RFC 9110, 5.3). */
+static void fwd_line_begins(struct conn *c)
+{
+    int x = c->field == HF_XFF;
+    uint8_t *has = x ? &c->has_xff : &c->has_fwd;
+    if (*has) {
+        static const char sep[] = ", ";
+        size_t *n = x ? &c->xff_len : &c->fwd_len;
+        char *buf = x ? c->xff : c->fwd;
+        if (*n + 2 > FWD_HDR_MAX)
+            *(x ? &c->xff_long : &c->fwd_long) = 1;
+        else {
+            memcpy(buf + *n, sep, 2);
+            *n += 2;
+        }
+    }
+    *has = 1;
+}
+
+static void fwd_append(struct conn *c, const char *at, size_t len)
+{
+    int x = c->field == HF_XFF;
+    size_t *n = x ? &c->xff_len : &c->fwd_len;
+    if (*n + len > FWD_HDR_MAX) {
+        *(x ? &c->xff_long : &c->fwd_long) = 1;
+        return;
+    }
+    memcpy((x ? c->xff : c->fwd) + *n, at, len);
+    *n += len;
+}
+
 static int on_header_value(http_parser *p, const char *at, size_t len)
 {
     struct conn *c = p->data;
@@ -345,10 +379,19 @@ static int on_header_value(http_parser *p, const char *at, size_t len)
     }
     if (!c->in_value) {
         c->in_value = 1;
-        c->field = strcasecmp(c->field_name, "authorization") == 0 ? HF_AUTHZ : HF_OTHER;
+        c->field = strcasecmp(c->field_name, "authorization") == 0     ? HF_AUTHZ
+                   : strcasecmp(c->field_name, "x-forwarded-for") == 0 ? HF_XFF
+                   : strcasecmp(c->field_name, "forwarded") == 0       ? HF_FWD
+                                                                       : HF_OTHER;
         if (c->field == HF_AUTHZ)
             c->authz_len = 0;
+        else if (c->field == HF_XFF || c->field == HF_FWD)
+            fwd_line_begins(c);
         c->field_len = 0;
+    }
+    if (c->field == HF_XFF || c->field == HF_FWD) {
+        fwd_append(c, at, len);
+        return 0;
     }
     if (c->field == HF_AUTHZ) {
         if (c->authz_len + len >= sizeof(c->authz)) {
@@ -541,8 +584,18 @@ static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf)
         gw__conn_close(c);
         return;
     }
-    if (n > 0)
-        feed(c, buf->base, (size_t)n);
+    if (n <= 0)
+        return;
+    const char *data = buf->base;
+    size_t len = (size_t)n, used;
+    if (c->proxy_buf) { /* a PROXY header comes first (front_addr.c) */
+        if (gw__conn_proxy(c, data, len, &used) != 1)
+            return;
+        data += used;
+        len -= used;
+    }
+    if (len)
+        feed(c, data, len);
 }
 
 static void on_closed(uv_handle_t *h)
@@ -552,6 +605,7 @@ static void on_closed(uv_handle_t *h)
         return;
     free(c->body);
     free(c->pending);
+    free(c->proxy_buf);
     free(c);
 }
 
@@ -562,6 +616,7 @@ void gw__conn_close(struct conn *c)
     c->closing = 1;
     struct front *f = c->front;
     f->n_conns--;
+    gw__front_conn_uncount(f, c);
     gw__front_conn_gone(c);
     uv_timer_stop(&c->timer);
     uv_close((uv_handle_t *)&c->timer, on_closed);
@@ -591,11 +646,25 @@ void gw__front_on_connection(uv_stream_t *server, int status)
     struct sockaddr_storage ss;
     int sl = sizeof(ss);
     c->ip[0] = '\0';
+    memset(&c->peer, 0, sizeof(c->peer));
     if (uv_tcp_getpeername(&c->tcp, (struct sockaddr *)&ss, &sl) == 0) {
-        if (ss.ss_family == AF_INET)
-            uv_ip4_name((struct sockaddr_in *)&ss, c->ip, sizeof(c->ip));
-        else
-            uv_ip6_name((struct sockaddr_in6 *)&ss, c->ip, sizeof(c->ip));
+        if (ss.ss_family == AF_INET) { /* kept IPv4-mapped (gw_addr) */
+            c->peer.b[10] = c->peer.b[11] = 0xff;
+            memcpy(c->peer.b + 12, &((struct sockaddr_in *)&ss)->sin_addr, 4);
+        } else if (ss.ss_family == AF_INET6) {
+            memcpy(c->peer.b, &((struct sockaddr_in6 *)&ss)->sin6_addr, 16);
+        }
+        gw_addr_format(&c->peer, c->ip);
+    }
+    if (gw__front_conn_count(f, c) != 0) {
+        gw__conn_close(c); /* at ip.connections_per_address: closed at once, costs nothing */
+        return;
+    }
+    int li = (int)((uv_tcp_t *)server - f->listeners);
+    if (li >= 0 && li < f->n_listeners && f->listener_proxy[li] &&
+        !(c->proxy_buf = malloc(GW_PROXY_V2_MAX))) {
+        gw__conn_close(c);
+        return;
     }
     http_parser_init(&c->parser, HTTP_REQUEST);
     c->parser.data = c;

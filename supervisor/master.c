@@ -625,6 +625,10 @@ int gw_master_main(const char *config_path)
      * is what runs now (this also repairs a cell a killed master left
      * half-written). */
     gw_limits_clear(&m->seg);
+    /* Address-range rules stay (bans outlive a restart); a rule a killed
+     * master left half written is cleared (common/netrules.c). */
+    gw_net_repair(&m->seg);
+    gw_jti_repair(&m->seg); /* revocations stay too (common/jti.c) */
     if ((e = setup_signals(m)) != 0) {
         say_err("signals: %s", strerror(-e));
         rc = 111;

@@ -18,10 +18,12 @@
 
 /* The public header of gw_common, in parts along its seams (as uv.h
  * includes uv/unix.h): gw_util.h (errors, logs, clocks, UTF-8: gw_util's
- * own header, common/util/), config.h (the config model) and segment.h (the
- * shared segment and what lives in it). */
+ * own header, common/util/), config.h (the config model), netaddr.h
+ * (addresses, CIDR ranges, forwarding headers) and segment.h (the shared
+ * segment and what lives in it). */
 #include "gw_util.h"
 #include "gw_common/config.h"
+#include "gw_common/netaddr.h"
 #include "gw_common/segment.h"
 #include "gw_common/farm.h"
 

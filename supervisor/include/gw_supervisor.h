@@ -38,7 +38,8 @@ struct gw_principal {
     char tenant[GW_NAME_MAX];
     char plan[GW_NAME_MAX]; /* the `plan` claim, "" when absent */
     char kid[GW_NAME_MAX];
-    uint64_t exp; /* seconds since the epoch */
+    uint64_t exp;      /* seconds since the epoch */
+    uint64_t jti_hash; /* gw_jti_hash of the `jti` claim; 0 when it has none */
 };
 
 /* A verifier for the keys and claim rules of cfg, with a cache of
@@ -67,6 +68,9 @@ void gw_auth_stats(const struct gw_auth *a, struct gw_auth_stats *st);
  * `aud` may be NULL. *out is malloc'd. */
 int gw_auth_issue(const struct gw_key *key, const char *sub, const char *plan, const char *iss,
                   const char *aud, uint64_t iat, uint64_t exp, char **out);
+/* The same with a `jti` claim (1..255 bytes), for revocation tests. */
+int gw_auth_issue_jti(const struct gw_key *key, const char *sub, const char *jti, const char *iss,
+                      const char *aud, uint64_t iat, uint64_t exp, char **out);
 
 /* ---- requests and responses ---- */
 /* routes.c: from method and path to a route, and from results to the bytes

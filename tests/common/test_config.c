@@ -232,6 +232,32 @@ static void test_dev_config_loads_from_the_repo_root(void **state)
     gw_config_free(cfg);
 }
 
+/* dist/gpuwarden.seed-limits.json: the seed's per-address limits ("10 per
+ * minute, 50 per hour, 200 per day") as moving windows behind a proxy. */
+static void test_seed_limits_example_loads_with_moving_windows(void **state)
+{
+    (void)state;
+    char cwd[512];
+    assert_non_null(getcwd(cwd, sizeof(cwd)));
+    assert_int_equal(chdir(gw_source_dir()), 0);
+    struct gw_config *cfg = NULL;
+    char err[2048];
+    int rc = gw_config_load(&cfg, "dist/gpuwarden.seed-limits.json", err, sizeof(err));
+    assert_int_equal(chdir(cwd), 0);
+    assert_string_equal(err, "");
+    assert_int_equal(rc, 0);
+    assert_int_equal(cfg->ip.n_windows, 3);
+    static const uint64_t limit[3] = {10, 50, 200}, period_s[3] = {60, 3600, 86400};
+    for (int i = 0; i < 3; i++) {
+        assert_int_equal(cfg->ip.windows[i].limit, limit[i]);
+        assert_int_equal(cfg->ip.windows[i].period_us, period_s[i] * 1000000ull);
+        assert_int_equal(cfg->ip.windows[i].moving, 1);
+    }
+    assert_int_equal(cfg->n_trusted, 2);
+    assert_int_equal(cfg->ipv6_prefix, 64);
+    gw_config_free(cfg);
+}
+
 static void test_defaults_fill_what_the_file_leaves_out(void **state)
 {
     (void)state;
@@ -332,7 +358,7 @@ static void test_each_mistake_is_named_exactly(void **state)
     expect_mistake("workers", val("\"2\""), "config: workers: expected an integer in [1, 64]");
     expect_mistake("plans.free.rate[1]", val("\"50 per fortnight\""),
                    "config: plans.free.rate[1]: \"50 per fortnight\": expected "
-                   "\"N per second|minute|hour|day [burst M]\"");
+                   "\"N per second|minute|hour|day [burst M | moving]\"");
     expect_mistake("plans.free.rate[0]", val("\"1 per day burst 1000000000\""),
                    "config: plans.free.rate[0]: \"1 per day burst 1000000000\": burst too large "
                    "for the window");
@@ -758,6 +784,101 @@ static void test_batching_keys_name_key_and_range(void **state)
     expect_mistake("global.weight", val("1"), "config: global.weight: unknown key");
 }
 
+/* ip.trusted_proxies and ip.ipv6_prefix (issue 18): every bad value is
+ * one line naming its path; good ones are taken exactly. */
+static void test_address_keys_name_path_and_reason(void **state)
+{
+    (void)state;
+    expect_mistake("ip.trusted_proxies", val("\"10.0.0.0/8\""),
+                   "config: ip.trusted_proxies: expected an array of CIDR strings");
+    expect_mistake("ip.trusted_proxies", val("[\"10.0.0.0/8\", \"10.0.0.1/8\"]"),
+                   "config: ip.trusted_proxies[1]: \"10.0.0.1/8\": host bits set after /8 (did "
+                   "you mean 10.0.0.0/8?)");
+    expect_mistake("ip.trusted_proxies", val("[\"10.0.0.0/33\"]"),
+                   "config: ip.trusted_proxies[0]: \"10.0.0.0/33\": prefix length 33: expected "
+                   "0..32 for IPv4");
+    expect_mistake("ip.trusted_proxies", val("[\"proxy.local\"]"),
+                   "config: ip.trusted_proxies[0]: \"proxy.local\": expected an IPv4 or IPv6 "
+                   "address, optionally /BITS");
+    expect_mistake("ip.trusted_proxies", val("[8]"),
+                   "config: ip.trusted_proxies[0]: expected a CIDR string such as \"10.0.0.0/8\"");
+    char many[1024] = "[";
+    for (int i = 0; i < 65; i++)
+        snprintf(many + strlen(many), sizeof(many) - strlen(many), "%s\"10.0.%d.0/24\"",
+                 i ? "," : "", i);
+    strcat(many, "]");
+    expect_mistake("ip.trusted_proxies", val(many),
+                   "config: ip.trusted_proxies: 65 ranges: at most 64");
+    expect_mistake("ip.rate", val("[\"300 per minute moving\"]"),
+                   "config: ip.rate[0]: \"300 per minute moving\": a moving window admits at most "
+                   "255 per period; drop \"moving\" for more");
+    expect_mistake("ip.rate", val("[\"10 per minute moving burst 5\"]"),
+                   "config: ip.rate[0]: \"10 per minute moving burst 5\": expected \"N per "
+                   "second|minute|hour|day [burst M | moving]\"");
+    expect_mistake("ip.proxy_protocol", val("[\"127.0.0.1\"]"),
+                   "config: ip.proxy_protocol[0]: \"127.0.0.1\": expected \"IPv4:PORT\" or "
+                   "\"[IPv6]:PORT\"");
+    expect_mistake("ip.proxy_protocol", val("[\"::1:8080\"]"),
+                   "config: ip.proxy_protocol[0]: \"::1:8080\": expected \"IPv4:PORT\" or "
+                   "\"[IPv6]:PORT\"");
+    expect_mistake("ip.proxy_protocol", val("[\"127.0.0.1:0\"]"),
+                   "config: ip.proxy_protocol[0]: \"127.0.0.1:0\": expected \"IPv4:PORT\" or "
+                   "\"[IPv6]:PORT\"");
+    expect_mistake("ip.proxy_protocol", val("[8080]"),
+                   "config: ip.proxy_protocol[0]: expected \"IPv4:PORT\" or \"[IPv6]:PORT\"");
+    expect_mistake("ip.proxy_protocol", val("\"127.0.0.1:8080\""),
+                   "config: ip.proxy_protocol: expected an array of at most 8 listen addresses");
+    expect_mistake("auth.keys[0].required_claims", val("[\"jti\", \"a-b\"]"),
+                   "config: auth.keys[0].required_claims[1]: \"a-b\": expected 1 to 31 bytes of "
+                   "[A-Za-z0-9_]");
+    expect_mistake("auth.keys[0].required_claims", val("\"jti\""),
+                   "config: auth.keys[0].required_claims: expected an array of at most 8 claim "
+                   "names");
+    expect_mistake("auth.max_lifetime_s", val("31622401"),
+                   "config: auth.max_lifetime_s: expected an integer in [0, 31622400]");
+    expect_mistake("ip.overflow_rate", val("[\"5 per fortnight\"]"),
+                   "config: ip.overflow_rate[0]: \"5 per fortnight\": expected \"N per "
+                   "second|minute|hour|day [burst M | moving]\"");
+    expect_mistake("ip.overflow_rate", val("\"5 per minute\""),
+                   "config: ip.overflow_rate: expected an array of at most 4 windows");
+    expect_mistake("ip.connections_per_address", val("-1"),
+                   "config: ip.connections_per_address: expected an integer in [0, 1000000]");
+    expect_mistake("ip.ipv6_prefix", val("0"),
+                   "config: ip.ipv6_prefix: expected an integer in [1, 128]");
+    expect_mistake("ip.ipv6_prefix", val("129"),
+                   "config: ip.ipv6_prefix: expected an integer in [1, 128]");
+
+    json_t *root = base_config();
+    struct gw_config *cfg = parse_ok(json_incref(root));
+    assert_int_equal(cfg->ipv6_prefix, 64);
+    assert_int_equal(cfg->n_trusted, 0);
+    gw_config_free(cfg);
+    set_path(root, "ip.trusted_proxies", val("[\"10.0.0.0/8\", \"2001:db8::/32\", \"192.0.2.1\"]"));
+    set_path(root, "ip.ipv6_prefix", val("48"));
+    set_path(root, "auth.keys[0].required_claims", val("[\"jti\", \"iat\"]"));
+    set_path(root, "ip.proxy_protocol", val("[\"127.0.0.1:8443\", \"[::1]:8443\"]"));
+    cfg = parse_ok(root);
+    assert_int_equal(cfg->n_proxy_listen, 2);
+    assert_int_equal(cfg->conns_per_address, 0);
+    assert_int_equal(cfg->keys[0].n_required, 2);
+    assert_string_equal(cfg->keys[0].required[1], "iat");
+    assert_int_equal(cfg->ip_overflow.n_windows, 0);
+    assert_int_equal(cfg->proxy_listen[0].port, 8443);
+    assert_int_equal(cfg->proxy_listen[1].port, 8443);
+    assert_true(gw_addr_is_v4(&cfg->proxy_listen[0].addr));
+    assert_false(gw_addr_is_v4(&cfg->proxy_listen[1].addr));
+    assert_int_equal(cfg->ipv6_prefix, 48);
+    assert_int_equal(cfg->n_trusted, 3);
+    char out[GW_ADDR_STRLEN];
+    gw_cidr_format(&cfg->trusted[0], out);
+    assert_string_equal(out, "10.0.0.0/8");
+    gw_cidr_format(&cfg->trusted[1], out);
+    assert_string_equal(out, "2001:db8::/32");
+    gw_cidr_format(&cfg->trusted[2], out);
+    assert_string_equal(out, "192.0.2.1/32");
+    gw_config_free(cfg);
+}
+
 /* The same keys at their edges are taken as written. */
 static void test_batching_keys_accept_their_edges(void **state)
 {
@@ -802,6 +923,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_dev_config_loads_from_the_repo_root),
+        cmocka_unit_test(test_seed_limits_example_loads_with_moving_windows),
         cmocka_unit_test(test_defaults_fill_what_the_file_leaves_out),
         cmocka_unit_test(test_base_config_values),
         cmocka_unit_test(test_each_mistake_is_named_exactly),
@@ -815,6 +937,7 @@ int main(void)
         cmocka_unit_test(test_plan_for_tenants_claims_and_default),
         cmocka_unit_test(test_batching_keys_name_key_and_range),
         cmocka_unit_test(test_batching_keys_accept_their_edges),
+        cmocka_unit_test(test_address_keys_name_path_and_reason),
     };
     return cmocka_run_group_tests(tests, setup_files, teardown_files);
 }

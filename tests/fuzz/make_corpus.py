@@ -339,3 +339,29 @@ tok += [
     b"\0",
 ]
 write("tokenizer", tok)
+
+# ---------------------------------------------------------------- fwd
+# byte 0: 0 X-Forwarded-For, 1 Forwarded, 2 a CIDR range (tests/common/test_netaddr.c)
+fwd = [b"\0" + s for s in (b"198.51.100.7", b"6.6.6.6, 198.51.100.7, 10.9.9.9",
+                           b"[2001:db8::5]:4711, 10.2.2.2", b"unknown, 10.2.2.2",
+                           b"1.2.3.4:99999", b"198.51.100.7,,10.0.0.2", b"::ffff:198.51.100.7")]
+fwd += [b"\1" + s for s in (b"for=198.51.100.7",
+                            b'for=6.6.6.6, for="[2001:db8:cafe::17]:4711";proto=https, for=10.3.3.3',
+                            b'For="198.51.100.7:80";by=10.0.0.1;host="a,b"',
+                            b"for=_hidden, for=10.4.4.4", b'for="\\1\\98.51.100.7"',
+                            b'for="1.2.3.4', b"for=1.2.3.4;for=5.6.7.8", b"proto=https")]
+fwd += [b"\2" + s for s in (b"10.0.0.0/8", b"2001:db8::/32", b"::ffff:10.0.0.0/104",
+                            b"10.0.0.1/8", b"::/129", b"192.0.2.1")]
+# 3: a PROXY protocol header and what follows (tests/common/test_netaddr.c)
+SIG = b"\r\n\r\n\0\r\nQUIT\n"
+v4 = bytes([198, 51, 100, 7, 192, 0, 2, 1, 0xdc, 4, 1, 0xbb])
+fwd += [b"\3" + s for s in (
+    b"PROXY TCP4 198.51.100.7 192.0.2.1 56324 443\r\nGET / HTTP/1.1\r\n\r\n",
+    b"PROXY TCP6 2001:db8::1 2001:db8::2 1 65535\r\n", b"PROXY UNKNOWN\r\n",
+    b"PROXY TCP4 1.2.3 192.0.2.1 1 2\r\n", b"PROXY TCP4 " + b"1" * 120,
+    SIG + b"\x21\x11\x00\x0c" + v4 + b"GET",
+    SIG + b"\x21\x11\x00\x10" + v4 + b"\x04\x00\x01\x00",
+    SIG + b"\x21\x21\x00\x24" + bytes([0x20, 1, 0xd, 0xb8] + [0] * 11 + [5]) + bytes(20),
+    SIG + b"\x20\x00\x00\x00", SIG + b"\x21\x11\x00\x08" + v4[:8],
+    SIG + b"\x21\x11\xff\xff" + v4, SIG + b"\x11\x11\x00\x0c" + v4)]
+write("fwd", fwd)

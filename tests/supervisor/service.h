@@ -46,6 +46,14 @@ static long svc_cost_us = 2000;
 /* model.max_batch of the config (a test that needs a request to wait in
  * the queue behind a running one sets 1). */
 static int svc_max_batch = 4;
+/* 1: the test listens on [::1] instead of 127.0.0.1 (svc_listen,
+ * svc_connect); the test skips (77) where IPv6 loopback does not work. */
+static int svc_ipv6 = 0;
+/* Bytes svc_http sends before each request: "" (a test of a PROXY protocol
+ * listener sends "PROXY UNKNOWN\r\n"). */
+static const char *svc_http_preamble = "";
+/* The config's "ip" object (a test of client addresses sets its own). */
+static const char *svc_ip_json = "{\"rate\": [\"1000 per second burst 100\"]}";
 
 struct svc {
     char dir[128];
@@ -61,6 +69,16 @@ struct svc {
  * s->port. Close-on-exec: only the master gets it (as fd 3). */
 static inline void svc_listen(struct svc *s)
 {
+    if (svc_ipv6) { /* [::1]: a test of IPv6 clients (test_addresses_ipv6) */
+        s->lfd = socket(AF_INET6, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        struct sockaddr_in6 a6 = {.sin6_family = AF_INET6, .sin6_addr = IN6ADDR_LOOPBACK_INIT};
+        socklen_t l6 = sizeof(a6);
+        if (s->lfd < 0 || bind(s->lfd, (struct sockaddr *)&a6, sizeof(a6)) != 0 ||
+            listen(s->lfd, SOMAXCONN) != 0 || getsockname(s->lfd, (struct sockaddr *)&a6, &l6) != 0)
+            abort();
+        s->port = ntohs(a6.sin6_port);
+        return;
+    }
     s->lfd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
     struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
     socklen_t l = sizeof(a);
@@ -109,7 +127,7 @@ static inline void svc_write_config(struct svc *s, const char *extra)
     fprintf(
         f,
         "{\n"
-        " \"listen\": [\"127.0.0.1:%d\"], \"fronts\": 2, \"workers\": 1,\n"
+        " \"listen\": [\"%s:%d\"], \"fronts\": 2, \"workers\": 1,\n"
         " \"state_dir\": \"%s/state\",\n"
         " \"segment\": {\"accounts\": 1024, \"budgets\": 64, \"slots\": 16, \"queue\": 16,\n"
         "   \"prompt_bytes\": 4096, \"output_bytes\": 8192},\n"
@@ -119,7 +137,7 @@ static inline void svc_write_config(struct svc *s, const char *extra)
         " \"auth\": {\"keys\": [{\"kid\": \"test\", \"alg\": \"HS256\", \"secret_file\": "
         "\"%s\"}],\n"
         "   \"issuer\": \"gw-test\", \"audience\": \"gpuwarden\", \"leeway_s\": 5},\n"
-        " \"ip\": {\"rate\": [\"1000 per second burst 100\"]},\n"
+        " \"ip\": %s,\n"
         " \"global\": {\"rate\": [\"1000 per second burst 100\"],\n"
         "   \"budget\": \"1000 GPU-seconds per second\"},\n"
         " \"plans\": {\n"
@@ -140,8 +158,8 @@ static inline void svc_write_config(struct svc *s, const char *extra)
         "   \"tight\": {\"plan\": \"tight\"}},\n"
         " \"cost\": {\"initial_us_per_token\": %ld}\n"
         "}\n",
-        s->port, s->dir, svc_model_path(), svc_max_batch, extra ? extra : "", secret_path,
-        svc_cost_us);
+        svc_ipv6 ? "[::1]" : "127.0.0.1", s->port, s->dir, svc_model_path(), svc_max_batch,
+        extra ? extra : "", secret_path, svc_ip_json, svc_cost_us);
     fclose(f);
 }
 
@@ -165,6 +183,17 @@ struct resp {
 
 static inline int svc_connect(struct svc *s)
 {
+    if (svc_ipv6) {
+        int fd6 = socket(AF_INET6, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        struct sockaddr_in6 a6 = {.sin6_family = AF_INET6,
+                                  .sin6_port = htons((uint16_t)s->port),
+                                  .sin6_addr = IN6ADDR_LOOPBACK_INIT};
+        if (connect(fd6, (struct sockaddr *)&a6, sizeof(a6)) != 0) {
+            close(fd6);
+            return -1;
+        }
+        return fd6;
+    }
     int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
     struct sockaddr_in a = {.sin_family = AF_INET,
                             .sin_port = htons((uint16_t)s->port),
@@ -238,6 +267,7 @@ static inline int svc_http(struct svc *s, const char *method, const char *path, 
     if (token)
         n += snprintf(head + n, sizeof(head) - (size_t)n, "Authorization: Bearer %s\r\n", token);
     n += snprintf(head + n, sizeof(head) - (size_t)n, "\r\n");
+    send_all(fd, svc_http_preamble, strlen(svc_http_preamble));
     send_all(fd, head, (size_t)n);
     if (body)
         send_all(fd, body, strlen(body));

@@ -368,6 +368,94 @@ static void test_time_claims_with_leeway(void **state)
     free(t);
 }
 
+/* auth.max_lifetime_s (issue 18): exp - iat at most the limit, iat then
+ * required; 0 leaves any lifetime. claims_with sets iat = NOW - 10. */
+static void test_max_lifetime_bounds_exp_minus_iat(void **state)
+{
+    (void)state;
+    cfg->max_lifetime_s = 3600;
+    struct gw_auth *a = auth();
+    char *t = hs(claims_with("acme", NULL, 3590, 1)); /* exactly 3600 s */
+    expect_ok_at(a, t, NOW);
+    free(t);
+    t = hs(claims_with("acme", NULL, 3591, 1));
+    expect_refused_at(a, t, NOW, "token lifetime exceeds auth.max_lifetime_s");
+    free(t);
+    char c[256];
+    snprintf(c, sizeof(c),
+             "{\"iss\":\"gpuwarden-test\",\"aud\":\"gpuwarden\",\"sub\":\"acme\",\"exp\":%llu}",
+             NOW + 60);
+    t = hs(c);
+    expect_refused_at(a, t, NOW, "missing iat (auth.max_lifetime_s needs it)");
+    gw_auth_free(a);
+    cfg->max_lifetime_s = 0; /* without the limit the same token passes */
+    a = auth();
+    expect_ok_at(a, t, NOW);
+    free(t);
+    gw_auth_free(a);
+}
+
+/* The jti claim (issue 18: revocation): its hash travels in the principal;
+ * a jti that is no string of 1..255 bytes is a malformed token. */
+static void test_jti_is_hashed_into_the_principal(void **state)
+{
+    (void)state;
+    char *t = hs(claims_with("acme", "\"jti\":\"tok-42\"", 3600, 1));
+    struct gw_auth *a = auth();
+    struct gw_principal who = expect_ok_at(a, t, NOW);
+    assert_int_equal(who.jti_hash, gw_jti_hash("tok-42", 6));
+    who = expect_ok_at(a, t, NOW); /* from the cache: the same */
+    assert_int_equal(who.jti_hash, gw_jti_hash("tok-42", 6));
+    free(t);
+    t = hs(claims_with("acme", NULL, 3600, 1));
+    who = expect_ok_at(a, t, NOW);
+    assert_int_equal(who.jti_hash, 0);
+    free(t);
+    gw_auth_free(a);
+    t = hs(claims_with("acme", "\"jti\":42", 3600, 1));
+    expect_refused(t, "malformed token");
+    free(t);
+    t = hs(claims_with("acme", "\"jti\":\"\"", 3600, 1));
+    expect_refused(t, "malformed token");
+    free(t);
+    char *tok = NULL;
+    struct gw_key k = {.kid = "hs", .alg = GW_ALG_HS256};
+    k.key = (unsigned char *)HS_SECRET;
+    k.key_len = strlen(HS_SECRET);
+    assert_int_equal(gw_auth_issue_jti(&k, "acme", "", NULL, NULL, NOW, NOW + 60, &tok), -EINVAL);
+    assert_int_equal(
+        gw_auth_issue_jti(&k, "acme", "j1", "gpuwarden-test", "gpuwarden", NOW, NOW + 60, &tok), 0);
+    char authz[2048];
+    snprintf(authz, sizeof(authz), "Bearer %s", tok);
+    a = auth();
+    who = expect_ok_at(a, authz, NOW);
+    assert_int_equal(who.jti_hash, gw_jti_hash("j1", 2));
+    gw_auth_free(a);
+    free(tok);
+}
+
+/* auth.keys[].required_claims: a token for that key lacking one is
+ * refused by name; tokens for other keys are not held to it. */
+static void test_required_claims_per_key(void **state)
+{
+    (void)state;
+    cfg->keys[0].n_required = 2;
+    snprintf(cfg->keys[0].required[0], 32, "jti");
+    snprintf(cfg->keys[0].required[1], 32, "scope");
+    struct gw_auth *a = auth();
+    char *t = hs(claims_with("acme", "\"jti\":\"j\",\"scope\":\"gen\"", 3600, 1));
+    expect_ok_at(a, t, NOW);
+    free(t);
+    t = hs(claims_with("acme", "\"jti\":\"j\"", 3600, 1));
+    expect_refused_at(a, t, NOW, "missing required claim scope");
+    free(t);
+    t = hs(claims_with("acme", NULL, 3600, 1));
+    expect_refused_at(a, t, NOW, "missing required claim jti");
+    free(t);
+    gw_auth_free(a);
+    cfg->keys[0].n_required = 0;
+}
+
 static void test_sub_is_required_and_checked(void **state)
 {
     (void)state;
@@ -642,6 +730,9 @@ int main(void)
         cmocka_unit_test(test_alg_confusion_hmac_with_the_rsa_public_key_is_refused),
         cmocka_unit_test(test_wrong_key_and_tampering_are_bad_signatures),
         cmocka_unit_test(test_time_claims_with_leeway),
+        cmocka_unit_test(test_max_lifetime_bounds_exp_minus_iat),
+        cmocka_unit_test(test_jti_is_hashed_into_the_principal),
+        cmocka_unit_test(test_required_claims_per_key),
         cmocka_unit_test(test_sub_is_required_and_checked),
         cmocka_unit_test(test_issuer_and_audience),
         cmocka_unit_test(test_key_selection_by_kid),

@@ -4,6 +4,8 @@
 #ifndef GW_COMMON_CONFIG_H
 #define GW_COMMON_CONFIG_H
 
+#include "gw_common/netaddr.h"
+
 #include <stddef.h>
 #include <stdint.h>
 
@@ -17,8 +19,15 @@
 struct gw_rate {
     uint64_t interval_us;
     uint64_t tolerance_us;
+    /* The "moving" kind (common/moving.c): at most moving_limit requests in
+     * any window of the period, counted in buckets of moving_bucket_us.
+     * Both 0 for a GCRA window. */
+    uint64_t moving_limit;
+    uint64_t moving_bucket_us;
 };
 int gw_rate_make(struct gw_rate *r, uint64_t limit, uint64_t period_us, uint64_t burst);
+/* A moving window: limit in [1, 255], period at least 4 ms. -EINVAL otherwise. */
+int gw_rate_make_moving(struct gw_rate *r, uint64_t limit, uint64_t period_us);
 
 /* A device-time budget: `amount_us` of device time per `period_us` of wall
  * time. A budget cell is a GCRA cell whose cost is weighted: spending x us of
@@ -61,13 +70,19 @@ _Static_assert(_Alignof(struct gw_seg_config) == 4, "segment config alignment");
 #define GW_MAX_PLANS 64
 #define GW_NAME_MAX 64
 #define GW_ADMIN_PRINCIPALS 16
+#define GW_MAX_TRUSTED 64 /* ip.trusted_proxies ranges */
+#define GW_REQ_CLAIMS 8   /* auth.keys[].required_claims */
 
 /* A rate window: limit per period, plus burst extra at once. */
 struct gw_window {
     uint64_t limit;
     uint64_t period_us;
     uint64_t burst;
+    int moving; /* "N per P moving": at most N in any window of P (no burst) */
 };
+/* The cell rate of a window, of either kind (gw_rate_make or
+ * gw_rate_make_moving). */
+int gw_window_rate(const struct gw_window *w, struct gw_rate *r);
 
 /* What the watchdog kills (supervisor/watchdog.c; docs/CONFIG.md
  * "watchdog"). The node's values come from "watchdog"; a plan's "watchdog"
@@ -182,6 +197,8 @@ struct gw_key {
     unsigned char *key; /* secret bytes (HS*) or PEM text (RS256/ES256), read from the file */
     size_t key_len;
     char path[256]; /* where it came from, for messages */
+    int n_required; /* required_claims: claims a token for this key must carry */
+    char required[GW_REQ_CLAIMS][32];
 };
 
 struct gw_tenant {
@@ -231,11 +248,28 @@ struct gw_config {
     /* auth */
     int n_keys;
     struct gw_key keys[GW_MAX_KEYS];
-    char issuer[128];   /* required `iss` when non-empty */
-    char audience[128]; /* required in `aud` when non-empty */
-    uint32_t leeway_s;  /* clock skew allowed on exp/nbf/iat */
+    char issuer[128];        /* required `iss` when non-empty */
+    char audience[128];      /* required in `aud` when non-empty */
+    uint32_t leeway_s;       /* clock skew allowed on exp/nbf/iat */
+    uint32_t max_lifetime_s; /* auth.max_lifetime_s: exp - iat at most this, iat then
+                                required; 0 = no limit */
     /* limits */
-    struct gw_plan ip;     /* per client address (windows only) */
+    struct gw_plan ip; /* per client address (windows only) */
+    int ipv6_prefix;   /* ip.ipv6_prefix: IPv6 clients share a bucket per prefix, [1, 128] */
+    int n_trusted;     /* ip.trusted_proxies: peers whose forwarding headers are read */
+    struct gw_cidr trusted[GW_MAX_TRUSTED];
+    struct gw_plan ip_overflow; /* ip.overflow_rate: windows per overflow bucket (a new
+                                   address's /24 or /48) when the address table is full;
+                                   none: a full table refuses new addresses (503) */
+    uint32_t conns_per_address; /* ip.connections_per_address: open connections one client
+                                   key (IPv4, IPv6 prefix) may hold in each front; 0 = no
+                                   cap; trusted proxies are exempt */
+    int n_proxy_listen;         /* ip.proxy_protocol: listeners whose connections begin with a
+                                   PROXY protocol header (matched by the socket's own address) */
+    struct {
+        struct gw_addr addr;
+        uint16_t port;
+    } proxy_listen[GW_MAX_LISTEN];
     struct gw_plan global; /* the whole node */
     int n_plans;
     struct gw_plan plans[GW_MAX_PLANS];
@@ -291,8 +325,9 @@ const struct gw_tenant *gw_config_tenant(const struct gw_config *cfg, const char
  * and *why says why. */
 const struct gw_plan *gw_config_plan_for(const struct gw_config *cfg, const char *id,
                                          const char *plan_claim, const char **why);
-/* Parses "N per second|minute|hour|day [burst M]" (for tests and the admin
- * socket); -EINVAL on anything else. */
+/* Parses "N per second|minute|hour|day [burst M | moving]" (for tests and
+ * the admin socket); -EINVAL on anything else, -ERANGE for a burst too
+ * large, -EDOM for a moving window over 255 per period. */
 int gw_window_parse(const char *s, struct gw_window *w);
 /* Parses "X GPU-seconds per second|minute|hour|day" (X may have a fraction). */
 int gw_budget_parse(const char *s, struct gw_budget_rate *b);

@@ -19,6 +19,8 @@
 /* ------------------------------------------------------------------ plans */
 
 #define WINDOW_FORM "\"N per second|minute|hour|day [burst M | moving]\""
+/* output_tokens counts tokens by GCRA (farm.c): no moving kind there */
+#define OUTPUT_FORM "\"N per second|minute|hour|day [burst M]\""
 #define BUDGET_FORM "\"X GPU-seconds per second|minute|hour|day\""
 
 /* The keys a plan may hold, and which of them a given section allows. */
@@ -134,8 +136,9 @@ static void parse_plan_keys(struct gw_cfg_cx *c, json_t *obj, const char *base, 
         struct gw_window w;
         if (json_is_null(v)) {
             pl->has_output = 0; /* an override may lift a plan's quota */
-        } else if (!json_is_string(v) || gw_window_parse(json_string_value(v), &w) != 0) {
-            gw__cfg_bad(c, p, "%s%s%s: expected " WINDOW_FORM " or null",
+        } else if (!json_is_string(v) || gw_window_parse(json_string_value(v), &w) != 0 ||
+                   w.moving) {
+            gw__cfg_bad(c, p, "%s%s%s: expected " OUTPUT_FORM " or null",
                         json_is_string(v) ? "\"" : "",
                         json_is_string(v) ? gw__cfg_shown(json_string_value(v), q) : "not a string",
                         json_is_string(v) ? "\"" : "");

@@ -642,6 +642,12 @@ static void test_config_mistakes_are_named_by_path(void **state)
         -EINVAL);
     assert_string_equal(err, "config: plans.p.output_tokens: \"many per day\": expected \"N per "
                              "second|minute|hour|day [burst M]\" or null");
+    /* tokens are counted by GCRA: the moving kind is for request windows */
+    assert_int_equal(parse("\"plans\": {\"p\": {\"output_tokens\": \"100 per day moving\"}}", &cfg,
+                           err, sizeof(err)),
+                     -EINVAL);
+    assert_string_equal(err, "config: plans.p.output_tokens: \"100 per day moving\": expected \"N "
+                             "per second|minute|hour|day [burst M]\" or null");
     assert_int_equal(parse("\"plans\": {\"p\": {\"output_tokens\": 5}}", &cfg, err, sizeof(err)),
                      -EINVAL);
     assert_string_equal(err, "config: plans.p.output_tokens: not a string: expected \"N per "

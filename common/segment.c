@@ -20,6 +20,7 @@
 struct layout {
     uint64_t off_accounts, off_budgets, off_slots, off_qcells, off_lanes, off_lenest, total;
     uint64_t off_metrics, off_limits; /* after the learned lengths; not in the header */
+    uint64_t off_cluster;             /* after the limits: area, then budgets x cells */
     uint64_t budget_stride, slot_stride;
 };
 
@@ -74,7 +75,9 @@ static int layout_of(const struct gw_seg_config *c, struct layout *l, char *err,
     l->off_lenest = ALIGN64(l->off_lanes + (uint64_t)c->lanes * sizeof(struct gw_lane));
     l->off_metrics = ALIGN64(l->off_lenest + (uint64_t)c->budgets * sizeof(struct gw_lenest_rec));
     l->off_limits = ALIGN64(l->off_metrics + sizeof(struct gw_metrics_area));
-    l->total = ALIGN64(l->off_limits + sizeof(struct gw_limits_area));
+    l->off_cluster = ALIGN64(l->off_limits + sizeof(struct gw_limits_area));
+    l->total = ALIGN64(l->off_cluster + sizeof(struct gw_cluster_area) +
+                       (uint64_t)c->budgets * sizeof(struct gw_cluster_cell));
     return 0;
 }
 
@@ -96,6 +99,9 @@ static void bind_regions(struct gw_segment *seg, const struct layout *l)
     seg->lanes = (struct gw_lane *)(seg->base + h->off_lanes);
     seg->metrics = (struct gw_metrics_area *)(seg->base + l->off_metrics);
     seg->limits = (struct gw_limits_area *)(seg->base + l->off_limits);
+    seg->cluster = (struct gw_cluster_area *)(seg->base + l->off_cluster);
+    seg->cl_cells = (struct gw_cluster_cell *)(seg->base + l->off_cluster +
+                                               sizeof(struct gw_cluster_area));
     seg->lenest = (struct gw_lenest_rec *)(seg->base + h->off_lenest);
     seg->budget_stride = h->budget_stride;
     seg->slot_stride = h->slot_stride;

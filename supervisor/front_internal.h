@@ -40,6 +40,7 @@ struct conn {
     int idle; /* between requests (keep-alive clock) */
     int closing, close_after_write, writes_pending, streaming;
     struct job *job;
+    struct parked *parked; /* waiting for the farm's lease (front_cluster.c) */
     /* the request as /metrics and the access log see it (reset per request) */
     int route;                  /* enum gw_route, 0 before or without one */
     uint64_t start_ns;          /* CLOCK_MONOTONIC at its first byte */
@@ -69,6 +70,7 @@ struct front {
     uint64_t drain_deadline_ns;
     uint32_t n_conns;
     struct job *jobs; /* requests with a slot, until settled and released */
+    struct parked *parked; /* requests waiting for the farm's lease */
     uint64_t next_id;
     uint64_t id_seed;
     uint64_t limits_epoch;      /* gw_limits_epoch last applied (+1; 0 = never) */
@@ -95,6 +97,34 @@ struct job {
     char user[GW_USER_MAX]; /* the body's `user` ("" none): the audit line of a kill */
 };
 
+/* One request on its way through admission: what each step of generate
+ * found, for the steps after it. */
+struct admission {
+    struct conn *c;
+    struct front *f;
+    struct gw_segment *seg;
+    const struct gw_config *cfg;
+    enum gw_route route;
+    uint64_t now, admitted_ns;
+    /* the rate cells asked for; after step 3 items[0] is the tenant's first
+     * window (its RateLimit headers) */
+    struct gw_admit_item items[3 * GW_RATE_CELLS];
+    struct gw_principal who;
+    const struct gw_plan *plan;
+    struct gw_acct tenant, global;
+    struct gw_gen_request rq; /* from step 4 on: freed by generate */
+    uint32_t max_tokens;
+    uint64_t upt;
+    struct gw_slot_ref ref;
+};
+
+/* A request parked for the farm's lease (front_cluster.c). */
+struct parked {
+    struct parked *next;
+    struct admission a;
+    uint64_t deadline_ns; /* CLOCK_MONOTONIC: the plan's fail mode applies after */
+};
+
 /* http.c */
 /* Feeds data to c's parser with the front's callbacks and limits, and
  * nothing else: no I/O, no response (c->timer must be initialised: the body
@@ -118,6 +148,19 @@ void gw__conn_on_timeout(uv_timer_t *t);
 
 /* front.c */
 void gw__front_request(struct conn *c); /* a complete request is in c */
+/* Admission from step 4 (the body) on. */
+void gw__front_generate_rest(struct admission *a);
+
+/* front_cluster.c: the farm's unit of a request (docs/ARCHITECTURE.md,
+ * "The farm"). Step 3b of admission: 0 to go on (a token of the node's
+ * lease taken, or no farm, or admitted fail-open), -1 when it answered (429
+ * exhausted farm-wide, 503 budget_unavailable), 1 when the request is
+ * parked until the agent brings a lease; it then resumes through
+ * gw__front_generate_rest or is answered by the fail mode, from
+ * gw__front_cluster_poll (wake-ups and the tick). */
+int gw__front_cluster_gate(struct admission *a);
+void gw__front_cluster_poll(struct front *f);
+void gw__front_cluster_conn_gone(struct conn *c);
 
 /* front_jobs.c */
 /* Looks at every job: new output to stream, terminal slots to finish. */

@@ -23,5 +23,6 @@
 #include "gw_util.h"
 #include "gw_common/config.h"
 #include "gw_common/segment.h"
+#include "gw_common/cluster.h"
 
 #endif /* GW_COMMON_H */

@@ -21,7 +21,7 @@
 
 #define GW_SEG_MAGIC "GWLEDGR" /* 7 chars + NUL = 8 bytes */
 #define GW_SEG_VERSION                                                                             \
-    8u               /* 3: account ban cell, lane drain word; 4: slot rep_max,                     \
+    10u              /* 3: account ban cell, lane drain word; 4: slot rep_max,                     \
                       * watchdog kill counters in the header; 5: learned                           \
                       * lengths region, 16 kill counters; 6: metrics and                           \
                       * limit-override areas after the learned lengths;                            \
@@ -30,7 +30,8 @@
                       * padding: no size changed); 8: resume_tokens in the                         \
                       * config, a resume area after each slot's output;                            \
                       * 9: the repetition word's run, kind and top-1 fields                        \
-                      * (same size), two more kill reasons */
+                      * (same size), two more kill reasons; 10: the cluster                      \
+                      * region (area + one cell per budget record) at the end */
 #define GW_PROBE 16  /* accounts live within 16 entries of home */
 #define GW_ID_MAX 40 /* bytes of account id kept for display */
 
@@ -42,6 +43,8 @@ struct gw_qcell;
 struct gw_lane;
 struct gw_metrics_area;
 struct gw_limits_area;
+struct gw_cluster_area;
+struct gw_cluster_cell;
 struct gw_lenest_rec;
 
 /* A process's view of the mapped segment. Not shared itself. */
@@ -64,6 +67,8 @@ struct gw_segment {
     uint32_t slot_hint;              /* where our next free-slot search starts */
     struct gw_metrics_area *metrics; /* node counters (gw_metrics_*) */
     struct gw_limits_area *limits;   /* run-time tenant limits (gw_limits_*) */
+    struct gw_cluster_area *cluster; /* the farm's state on this node (gw_cluster_*) */
+    struct gw_cluster_cell *cl_cells; /* one per budget record (cluster.c) */
 };
 
 /* Opens `path`, creating it (mode 0600) with `cfg` when it does not exist.
@@ -481,7 +486,14 @@ int gw_slot_cancel(struct gw_segment *seg, struct gw_slot_ref ref, uint32_t reas
 
 /* Each lane also says what its process is, for readiness, status and the
  * watchdog. Written by the lane's process. */
-enum gw_role { GW_ROLE_NONE = 0, GW_ROLE_MASTER, GW_ROLE_FRONT, GW_ROLE_WORKER, GW_ROLE_TOOL };
+enum gw_role {
+    GW_ROLE_NONE = 0,
+    GW_ROLE_MASTER,
+    GW_ROLE_FRONT,
+    GW_ROLE_WORKER,
+    GW_ROLE_TOOL,
+    GW_ROLE_CLUSTER /* the cluster agent (supervisor/cluster.c) */
+};
 enum gw_proc_state { GW_PROC_STARTING = 0, GW_PROC_READY, GW_PROC_DRAINING };
 
 struct gw_proc_info {

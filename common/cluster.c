@@ -68,6 +68,8 @@ int gw_cluster_take(struct gw_segment *seg, struct gw_acct a, uint64_t now_us, u
     return GW_CL_WAIT;
 }
 
+static void note_account(struct gw_cluster_cell *c, struct gw_acct a);
+
 static long futex(_Atomic uint32_t *w, int op, uint32_t val, const struct timespec *ts)
 {
     /* not FUTEX_PRIVATE_FLAG: the word is in a shared file mapping */
@@ -80,11 +82,9 @@ void gw_cluster_want(struct gw_segment *seg, struct gw_acct a, int delta)
     if (!c)
         return;
     if (delta > 0) {
-        /* relaxed: the account word is read by the agent on its own; the
-         * demand bump below is what makes it look (release pairs with its
-         * acquire there, so it sees this cell's account and want). */
-        atomic_store_explicit(&c->account, ((uint64_t)a.index << 8) | a.gen | (1ull << 40),
-                              memory_order_relaxed);
+        note_account(c, a);
+        /* relaxed: a count the agent reads on its own; the demand bump
+         * below (release, paired with the agent's acquire) makes it look */
         atomic_fetch_add_explicit(&c->want, 1, memory_order_relaxed);
         atomic_fetch_add_explicit(&seg->cluster->demand, 1, memory_order_release);
         futex(&seg->cluster->demand, FUTEX_WAKE, INT_MAX, NULL);
@@ -99,6 +99,15 @@ void gw_cluster_want(struct gw_segment *seg, struct gw_acct a, int delta)
 
 /* One GCRA step on a bare cell (no generation: the cluster cells belong to
  * tenant accounts, which are never reclaimed). */
+/* Records the tenant account in its cell so the agent can name it. */
+static void note_account(struct gw_cluster_cell *c, struct gw_acct a)
+{
+    /* release: pairs with the agent's acquire in gw_cluster_cell; what it
+     * then reads of the cell are counters read on their own */
+    atomic_store_explicit(&c->account, ((uint64_t)a.index << 8) | a.gen | (1ull << 40),
+                          memory_order_release);
+}
+
 static int gcra_take(_Atomic uint64_t *cell, const struct gw_rate *r, uint64_t now,
                      uint64_t *retry)
 {
@@ -137,6 +146,7 @@ int gw_cluster_open_admit(struct gw_segment *seg, struct gw_acct a, const struct
             gcra_take(&c->open_tat[i], &r, now_us, retry_us) != 0)
             return GW_EREFUSED;
     }
+    note_account(c, a);
     /* relaxed: counted; the agent drains it on its own */
     atomic_fetch_add_explicit(&c->open_spent, 1, memory_order_relaxed);
     gw_cluster_count(seg, GW_CLC_OPEN_ADMITS, 1);

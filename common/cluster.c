@@ -108,8 +108,7 @@ static void note_account(struct gw_cluster_cell *c, struct gw_acct a)
                           memory_order_release);
 }
 
-static int gcra_take(_Atomic uint64_t *cell, const struct gw_rate *r, uint64_t now,
-                     uint64_t *retry)
+static int gcra_take(_Atomic uint64_t *cell, const struct gw_rate *r, uint64_t now, uint64_t *retry)
 {
     /* relaxed: the cell is self-contained; the CAS makes it atomic */
     uint64_t tat = atomic_load_explicit(cell, memory_order_relaxed);

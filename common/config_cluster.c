@@ -108,8 +108,7 @@ static void parse_plan_modes(struct gw_cfg_cx *c, json_t *o, struct gw_config *c
     const char *name;
     json_t *v;
     char p[PATH_LEN], q[96];
-    json_object_foreach(pm, name, v)
-    {
+    json_object_foreach (pm, name, v) {
         gw__cfg_path_key(p, "cluster.plans", name);
         int known = 0;
         for (int i = 0; i < cfg->n_plans; i++)
@@ -128,10 +127,19 @@ static void parse_plan_modes(struct gw_cfg_cx *c, json_t *o, struct gw_config *c
 
 void gw__cfg_parse_cluster(struct gw_cfg_cx *c, json_t *root, struct gw_config *cfg)
 {
-    static const char *const keys[] = {
-        "redis",        "node",          "password_file", "prefix",    "timeout_ms", "wait_ms",
-        "lease_ttl_ms", "heartbeat_ms",  "lease_percent", "lease_max", "fail_mode",  "plans",
-        NULL};
+    static const char *const keys[] = {"redis",
+                                       "node",
+                                       "password_file",
+                                       "prefix",
+                                       "timeout_ms",
+                                       "wait_ms",
+                                       "lease_ttl_ms",
+                                       "heartbeat_ms",
+                                       "lease_percent",
+                                       "lease_max",
+                                       "fail_mode",
+                                       "plans",
+                                       NULL};
     struct gw_cluster_cfg *cl = &cfg->cluster;
     memset(cl, 0, sizeof(*cl));
     snprintf(cl->prefix, sizeof(cl->prefix), "gw");

@@ -100,8 +100,8 @@ static void bind_regions(struct gw_segment *seg, const struct layout *l)
     seg->metrics = (struct gw_metrics_area *)(seg->base + l->off_metrics);
     seg->limits = (struct gw_limits_area *)(seg->base + l->off_limits);
     seg->cluster = (struct gw_cluster_area *)(seg->base + l->off_cluster);
-    seg->cl_cells = (struct gw_cluster_cell *)(seg->base + l->off_cluster +
-                                               sizeof(struct gw_cluster_area));
+    seg->cl_cells =
+        (struct gw_cluster_cell *)(seg->base + l->off_cluster + sizeof(struct gw_cluster_area));
     seg->lenest = (struct gw_lenest_rec *)(seg->base + h->off_lenest);
     seg->budget_stride = h->budget_stride;
     seg->slot_stride = h->slot_stride;

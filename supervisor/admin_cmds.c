@@ -743,9 +743,10 @@ static json_t *cmd_cluster(struct gw_admin *a, json_t *req, uid_t uid)
     struct gw_cl_status st;
     gw_cluster_status(a->seg, &st);
     static const char *const names[GW_CLC_COUNT] = {
-        "redis_round_trips", "lease_grants",   "lease_tokens",         "returned_tokens",
-        "denials",           "redis_timeouts", "redis_errors",         "fail_open_admits",
-        "fail_closed_refusals", "reconciled",  "fail_open_us"};
+        "redis_round_trips", "lease_grants",     "lease_tokens",
+        "returned_tokens",   "denials",          "redis_timeouts",
+        "redis_errors",      "fail_open_admits", "fail_closed_refusals",
+        "reconciled",        "fail_open_us"};
     json_t *counters = json_object();
     for (int i = 0; i < GW_CLC_COUNT; i++)
         json_object_set_new(counters, names[i], json_integer((json_int_t)st.counters[i]));
@@ -760,13 +761,12 @@ static json_t *cmd_cluster(struct gw_admin *a, json_t *req, uid_t uid)
             continue;
         uint64_t left = c.tokens && c.expires_us > now ? c.expires_us - now : 0;
         json_array_append_new(
-            leases, json_pack("{s:s,s:I,s:I,s:I,s:I,s:I,s:I}", "tenant", id, "tokens",
-                              (json_int_t)(left ? c.tokens : 0), "ends_in_ms",
-                              (json_int_t)(left / 1000), "waiting", (json_int_t)c.want,
-                              "denied_for_ms",
-                              (json_int_t)(c.deny_until > now ? (c.deny_until - now) / 1000 : 0),
-                              "granted", (json_int_t)c.granted, "fail_open_unreconciled",
-                              (json_int_t)c.open_spent));
+            leases,
+            json_pack("{s:s,s:I,s:I,s:I,s:I,s:I,s:I}", "tenant", id, "tokens",
+                      (json_int_t)(left ? c.tokens : 0), "ends_in_ms", (json_int_t)(left / 1000),
+                      "waiting", (json_int_t)c.want, "denied_for_ms",
+                      (json_int_t)(c.deny_until > now ? (c.deny_until - now) / 1000 : 0), "granted",
+                      (json_int_t)c.granted, "fail_open_unreconciled", (json_int_t)c.open_spent));
     }
     char redis[300];
     snprintf(redis, sizeof(redis), strchr(cl->redis_host, ':') ? "[%s]:%d" : "%s:%d",

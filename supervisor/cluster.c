@@ -373,8 +373,7 @@ static int serve_cell(struct agent *a, uint32_t i, const struct gw_cl_cell *c, u
             return 0;
         uint64_t held = live ? cur.tokens : 0;
         uint64_t sent = gw_now_us();
-        int64_t got =
-            run_script(a, 0, &x, lease_size(a, x.plan, cur.want - held), 0, held, &retry);
+        int64_t got = run_script(a, 0, &x, lease_size(a, x.plan, cur.want - held), 0, held, &retry);
         if (got < 0)
             return 1;
         if (got > 0) {

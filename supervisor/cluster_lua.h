@@ -30,7 +30,7 @@
 #define GW_LUA_TAKE                                                                                \
     "local t = redis.call('TIME')\n"                                                               \
     "local now = tonumber(t[1]) * 1000000 + tonumber(t[2])\n"                                      \
-    "local nw = #KEYS - 1\n"                                                                             \
+    "local nw = #KEYS - 1\n"                                                                       \
     "local lk = KEYS[nw + 1]\n"                                                                    \
     "local k, ttl = tonumber(ARGV[2]), tonumber(ARGV[3])\n"                                        \
     "local force, held = tonumber(ARGV[4]), tonumber(ARGV[5])\n" GW_LUA_REAP                       \
@@ -64,7 +64,8 @@
     "  end\n"                                                                                      \
     "end\n"                                                                                        \
     "if force == 0 and held + fit > 0 then\n"                                                      \
-    "  redis.call('HSET', lk, ARGV[1], string.format('%.0f:%.0f', held + fit, now + ttl * 1000))\n" \
+    "  redis.call('HSET', lk, ARGV[1], string.format('%.0f:%.0f', held + fit, now + ttl * "        \
+    "1000))\n"                                                                                     \
     "  redis.call('PEXPIRE', lk, ttl * 2)\n"                                                       \
     "end\n"                                                                                        \
     "return {fit, retry}\n"
@@ -75,9 +76,8 @@
 #define GW_LUA_GIVE                                                                                \
     "local t = redis.call('TIME')\n"                                                               \
     "local now = tonumber(t[1]) * 1000000 + tonumber(t[2])\n"                                      \
-    "local nw = #KEYS - 1\n"                                                                             \
-    "local lk = KEYS[nw + 1]\n" GW_LUA_REAP                                                        \
-    "local rec = redis.call('HGET', lk, ARGV[1])\n"                                                \
+    "local nw = #KEYS - 1\n"                                                                       \
+    "local lk = KEYS[nw + 1]\n" GW_LUA_REAP "local rec = redis.call('HGET', lk, ARGV[1])\n"        \
     "if not rec then return 0 end\n"                                                               \
     "local u = tonumber(string.match(rec, '^(%d+):') or '0')\n"                                    \
     "local r = tonumber(ARGV[2])\n"                                                                \

@@ -35,8 +35,8 @@ static int fail_mode(struct admission *a)
     if (gw_cluster_fail_mode(cl, a->plan->name) == GW_FAIL_CLOSED) {
         gw_cluster_count(a->seg, GW_CLC_CLOSED_REFUSALS, 1);
         gw__conn_error(a->c, 503, "server_error", "budget_unavailable",
-                       "the farm's budget service cannot be reached; this plan fails closed",
-                       NULL, "Retry-After: 1\r\n");
+                       "the farm's budget service cannot be reached; this plan fails closed", NULL,
+                       "Retry-After: 1\r\n");
         return -1;
     }
     if (gw_cluster_open_admit(a->seg, a->tenant, a->plan, a->now, &retry) != 0) {

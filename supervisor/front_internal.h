@@ -69,7 +69,7 @@ struct front {
     int draining;
     uint64_t drain_deadline_ns;
     uint32_t n_conns;
-    struct job *jobs; /* requests with a slot, until settled and released */
+    struct job *jobs;      /* requests with a slot, until settled and released */
     struct parked *parked; /* requests waiting for the farm's lease */
     uint64_t next_id;
     uint64_t id_seed;

@@ -542,7 +542,7 @@ static int setup_children(struct master *m)
     /* Workers first: loading the model takes longest. */
     for (int i = 0; i < m->n_children; i++) {
         struct child *c = &m->children[i];
-        c->role = i < m->n_workers                  ? GW_ROLE_WORKER
+        c->role = i < m->n_workers                 ? GW_ROLE_WORKER
                   : i < m->n_workers + m->n_fronts ? GW_ROLE_FRONT
                                                    : GW_ROLE_CLUSTER;
         c->index = i < m->n_workers ? i : i < m->n_workers + m->n_fronts ? i - m->n_workers : 0;

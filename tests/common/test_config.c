@@ -831,7 +831,8 @@ static void test_cluster_section_values_and_mistakes(void **state)
     gw_config_free(cfg);
 
     const char *ok = "{\"redis\": \"127.0.0.1:6379\", \"node\": \"n1\"}";
-    expect_mistake("cluster", val("{\"node\": \"n1\"}"), "config: cluster.redis: missing (required)");
+    expect_mistake("cluster", val("{\"node\": \"n1\"}"),
+                   "config: cluster.redis: missing (required)");
     expect_mistake("cluster", val("{\"redis\": \"127.0.0.1:6379\"}"),
                    "config: cluster.node: missing (required)");
     expect_mistake("cluster", val("[]"), "config: cluster: expected an object");
@@ -841,12 +842,15 @@ static void test_cluster_section_values_and_mistakes(void **state)
         {"redis", "\"127.0.0.1:0\""},
         {"redis", "\"::1:6379\""},
     };
-    snprintf(err[0], 200, "config: cluster.redis: \"127.0.0.1\": expected \"host:port\" or "
-                          "\"[IPv6]:port\"");
-    snprintf(err[1], 200, "config: cluster.redis: \"127.0.0.1:0\": expected \"host:port\" or "
-                          "\"[IPv6]:port\"");
-    snprintf(err[2], 200, "config: cluster.redis: \"::1:6379\": an IPv6 address goes in "
-                          "brackets: \"[::1]:6379\"");
+    snprintf(err[0], 200,
+             "config: cluster.redis: \"127.0.0.1\": expected \"host:port\" or "
+             "\"[IPv6]:port\"");
+    snprintf(err[1], 200,
+             "config: cluster.redis: \"127.0.0.1:0\": expected \"host:port\" or "
+             "\"[IPv6]:port\"");
+    snprintf(err[2], 200,
+             "config: cluster.redis: \"::1:6379\": an IPv6 address goes in "
+             "brackets: \"[::1]:6379\"");
     for (int k = 0; k < 3; k++) {
         json_t *c = val(ok);
         json_object_set_new(c, bad[k][0], val(bad[k][1]));
@@ -855,15 +859,17 @@ static void test_cluster_section_values_and_mistakes(void **state)
     struct {
         const char *key, *value, *want;
     } cases[] = {
-        {"node", "\"gpu 17\"", "config: cluster.node: \"gpu 17\": expected 1 to 63 bytes of "
-                              "[A-Za-z0-9._-]"},
+        {"node", "\"gpu 17\"",
+         "config: cluster.node: \"gpu 17\": expected 1 to 63 bytes of "
+         "[A-Za-z0-9._-]"},
         {"timeout_ms", "0", "config: cluster.timeout_ms: expected an integer in [1, 10000]"},
         {"lease_ttl_ms", "300",
          "config: cluster.lease_ttl_ms: 300: must be more than twice timeout_ms (200)\n"
          "config: cluster.heartbeat_ms: 1000: at most lease_ttl_ms / 3 (100): a node's heartbeat "
          "key lives 3 periods"},
-        {"heartbeat_ms", "5000", "config: cluster.heartbeat_ms: 5000: at most lease_ttl_ms / 3 "
-                                 "(3333): a node's heartbeat key lives 3 periods"},
+        {"heartbeat_ms", "5000",
+         "config: cluster.heartbeat_ms: 5000: at most lease_ttl_ms / 3 "
+         "(3333): a node's heartbeat key lives 3 periods"},
         {"lease_percent", "101", "config: cluster.lease_percent: expected an integer in [1, 100]"},
         {"fail_mode", "\"open\"",
          "config: cluster.fail_mode: expected \"fail_open\" or \"fail_closed\""},

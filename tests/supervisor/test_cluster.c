@@ -95,10 +95,12 @@ static int redis_start(void)
         if (rds.pid == 0) {
             char log[256];
             snprintf(log, sizeof(log), "%s/redis.log", rds.dir);
-            const char *argv[] = {redis_bin,       "--port", port, "--bind", "127.0.0.1",
-                                  "--dir",         rds.dir,  "--appendonly", "yes", "--save",
-                                  "",              "--logfile", log, "--daemonize", "no",
-                                  rds.password[0] ? "--requirepass" : NULL, rds.password, NULL};
+            const char *argv[] = {
+                redis_bin,    "--port",      port,    "--bind",
+                "127.0.0.1",  "--dir",       rds.dir, "--appendonly",
+                "yes",        "--save",      "",      "--logfile",
+                log,          "--daemonize", "no",    rds.password[0] ? "--requirepass" : NULL,
+                rds.password, NULL};
             execv(redis_bin, (char *const *)argv);
             _exit(127);
         }
@@ -485,7 +487,7 @@ static void test_killed_node_lease_returns_after_ttl(void **state)
     kill(nodes[2].master, SIGKILL);
     waitpid(nodes[2].master, NULL, 0);
     nodes[2].master = 0;
-    usleep(5500 * 1000); /* past the lease's TTL in Redis */
+    usleep(5500 * 1000);                                  /* past the lease's TTL in Redis */
     assert_int_equal(redis_hexists(leases, "node-2"), 1); /* nobody asked since */
     burst("big", 1, zero, 1, &ok, &r429, &r503, &other, NULL, 0);
     assert_int_equal(ok, 1);

@@ -42,13 +42,13 @@ int gw_cluster_open_admit(struct gw_segment *seg, struct gw_acct a, const struct
 
 /* One tenant cell as the agent sees it. */
 struct gw_cl_cell {
-    struct gw_acct acct;  /* the tenant account */
-    uint64_t tokens;      /* unused request tokens of this node's lease */
-    uint64_t expires_us;  /* the lease's local end (wall clock) */
-    uint64_t want;        /* requests waiting for a lease now */
-    uint64_t deny_until;  /* farm-wide exhausted until (wall us), 0 none */
-    uint64_t open_spent;  /* admitted fail-open, not yet charged to Redis */
-    uint64_t granted;     /* request tokens granted to this node, ever */
+    struct gw_acct acct; /* the tenant account */
+    uint64_t tokens;     /* unused request tokens of this node's lease */
+    uint64_t expires_us; /* the lease's local end (wall clock) */
+    uint64_t want;       /* requests waiting for a lease now */
+    uint64_t deny_until; /* farm-wide exhausted until (wall us), 0 none */
+    uint64_t open_spent; /* admitted fail-open, not yet charged to Redis */
+    uint64_t granted;    /* request tokens granted to this node, ever */
 };
 /* Cell `i` (0 .. budgets-1): 0, or -ENOENT for a cell no request used. */
 int gw_cluster_cell(const struct gw_segment *seg, uint32_t i, struct gw_cl_cell *out);

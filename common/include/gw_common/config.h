@@ -164,19 +164,19 @@ enum gw_fail_mode { GW_FAIL_OPEN = 0, GW_FAIL_CLOSED = 1 };
 #define GW_CLUSTER_PASS_MAX 256
 struct gw_cluster_cfg {
     int enabled;
-    char redis_host[256];            /* "127.0.0.1", "::1" or a name */
-    int redis_port;                  /* 1..65535 */
-    char node[GW_NAME_MAX];          /* this node's name in the farm, unique */
+    char redis_host[256];               /* "127.0.0.1", "::1" or a name */
+    int redis_port;                     /* 1..65535 */
+    char node[GW_NAME_MAX];             /* this node's name in the farm, unique */
     char password[GW_CLUSTER_PASS_MAX]; /* from password_file; "" = no AUTH */
-    char prefix[32];                 /* Redis key prefix, default "gw" */
-    uint32_t timeout_ms;             /* every Redis call (connect included), default 200 */
-    uint32_t wait_ms;                /* a request waits this long for a lease, default 1000 */
-    uint32_t lease_ttl_ms;           /* a lease lives this long in Redis, default 10000 */
-    uint32_t heartbeat_ms;           /* node heartbeat period (key TTL 3x), default 1000 */
-    uint32_t lease_percent;          /* request tokens per lease: this % of the window's
-                                        limit, at least 1, default 5 */
-    uint32_t lease_max;              /* cap on tokens per lease, default 1000 */
-    int fail_mode;                   /* enum gw_fail_mode for plans not listed, default open */
+    char prefix[32];                    /* Redis key prefix, default "gw" */
+    uint32_t timeout_ms;                /* every Redis call (connect included), default 200 */
+    uint32_t wait_ms;                   /* a request waits this long for a lease, default 1000 */
+    uint32_t lease_ttl_ms;              /* a lease lives this long in Redis, default 10000 */
+    uint32_t heartbeat_ms;              /* node heartbeat period (key TTL 3x), default 1000 */
+    uint32_t lease_percent;             /* request tokens per lease: this % of the window's
+                                           limit, at least 1, default 5 */
+    uint32_t lease_max;                 /* cap on tokens per lease, default 1000 */
+    int fail_mode;                      /* enum gw_fail_mode for plans not listed, default open */
     int n_plan_modes;
     char plan_mode_name[GW_MAX_PLANS][GW_NAME_MAX];
     int plan_mode[GW_MAX_PLANS];

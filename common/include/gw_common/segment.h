@@ -30,7 +30,7 @@
                       * padding: no size changed); 8: resume_tokens in the                         \
                       * config, a resume area after each slot's output;                            \
                       * 9: the repetition word's run, kind and top-1 fields                        \
-                      * (same size), two more kill reasons; 10: the cluster                      \
+                      * (same size), two more kill reasons; 10: the cluster                        \
                       * region (area + one cell per budget record) at the end */
 #define GW_PROBE 16  /* accounts live within 16 entries of home */
 #define GW_ID_MAX 40 /* bytes of account id kept for display */
@@ -61,13 +61,13 @@ struct gw_segment {
     struct gw_lane *lanes;
     struct gw_lenest_rec *lenest; /* learned lengths, one per budget record (lenest.c) */
     struct gw_seg_config cfg;
-    size_t budget_stride;            /* bytes per budget record (depends on lanes) */
-    size_t slot_stride;              /* bytes per slot (depends on prompt/output) */
-    int lane;                        /* our lane once gw_lane_acquire succeeded, else -1 */
-    uint32_t slot_hint;              /* where our next free-slot search starts */
-    struct gw_metrics_area *metrics; /* node counters (gw_metrics_*) */
-    struct gw_limits_area *limits;   /* run-time tenant limits (gw_limits_*) */
-    struct gw_cluster_area *cluster; /* the farm's state on this node (gw_cluster_*) */
+    size_t budget_stride;             /* bytes per budget record (depends on lanes) */
+    size_t slot_stride;               /* bytes per slot (depends on prompt/output) */
+    int lane;                         /* our lane once gw_lane_acquire succeeded, else -1 */
+    uint32_t slot_hint;               /* where our next free-slot search starts */
+    struct gw_metrics_area *metrics;  /* node counters (gw_metrics_*) */
+    struct gw_limits_area *limits;    /* run-time tenant limits (gw_limits_*) */
+    struct gw_cluster_area *cluster;  /* the farm's state on this node (gw_cluster_*) */
     struct gw_cluster_cell *cl_cells; /* one per budget record (cluster.c) */
 };
 

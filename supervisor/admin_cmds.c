@@ -742,11 +742,12 @@ static json_t *cmd_cluster(struct gw_admin *a, json_t *req, uid_t uid)
         return json_pack("{s:b,s:b}", "ok", 1, "enabled", 0);
     struct gw_cl_status st;
     gw_cluster_status(a->seg, &st);
-    static const char *const names[GW_CLC_COUNT] = {
+    static const char *const names[] = {
         "redis_round_trips", "lease_grants",     "lease_tokens",
         "returned_tokens",   "denials",          "redis_timeouts",
         "redis_errors",      "fail_open_admits", "fail_closed_refusals",
-        "reconciled",        "fail_open_us"};
+        "reconciled",        "fail_open_us",     "lease_round_trips"};
+    _Static_assert(sizeof(names) / sizeof(names[0]) == GW_CLC_COUNT, "a name per counter");
     json_t *counters = json_object();
     for (int i = 0; i < GW_CLC_COUNT; i++)
         json_object_set_new(counters, names[i], json_integer((json_int_t)st.counters[i]));

@@ -83,8 +83,8 @@ static void fail(struct agent *a, int timeout, const char *fmt, ...)
     va_end(ap);
     gw_cluster_count(&a->seg, timeout ? GW_CLC_TIMEOUTS : GW_CLC_ERRORS, 1);
     if (strcmp(why, a->last_err) != 0 || a->state != GW_CL_DOWN)
-        alog("redis %s:%d: %s; %s", a->cl->redis_host, a->cl->redis_port, why,
-             "requests that need a lease follow their plan's fail mode");
+        gw_logf(GW_LOG_WARNING, "cluster", NULL, 0, "redis %s:%d: %s; %s", a->cl->redis_host,
+                a->cl->redis_port, why, "requests that need a lease follow their plan's fail mode");
     snprintf(a->last_err, sizeof(a->last_err), "%s", why);
     if (a->rc) {
         redisFree(a->rc);
@@ -325,6 +325,7 @@ static int64_t run_script(struct agent *a, int give, const struct acct_args *x, 
         argv[n++] = x->win[w][0];
         argv[n++] = x->win[w][1];
     }
+    gw_cluster_count(&a->seg, GW_CLC_LEASE_CALLS, 1);
     redisReply *r = give ? eval(a, 1, GW_LUA_GIVE, x->nw + 1, n, argv)
                          : eval(a, 0, GW_LUA_TAKE, x->nw + 1, n, argv);
     if (!r)

@@ -124,6 +124,8 @@ static void cluster_lines(struct buf *b, const struct gw_segment *seg)
         {GW_CLC_CLOSED_REFUSALS, "fail_closed_refusals_total",
          "Requests refused 503 budget_unavailable."},
         {GW_CLC_RECONCILED, "reconciled_total", "Fail-open admissions charged to Redis later."},
+        {GW_CLC_LEASE_CALLS, "lease_round_trips_total",
+         "Redis calls for leases (take, give back, reconcile)."},
     };
     for (size_t i = 0; i < sizeof(cs) / sizeof(cs[0]); i++) {
         char name[96];

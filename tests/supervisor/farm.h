@@ -124,7 +124,7 @@ static inline void redis_kill(void)
  * NULL, and `cluster_json`'s members. redis_addr NULL: no cluster section
  * (a node alone). */
 static inline void farm_node_config(struct svc *s, int i, const char *redis_addr, const char *pass,
-                             const char *plans_json, const char *cluster_json)
+                                    const char *plans_json, const char *cluster_json)
 {
     svc_write_config(s, NULL); /* its directory, key and socket; the file we write again */
     char pw[300] = "", cl[1024] = "";

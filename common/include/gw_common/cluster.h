@@ -81,6 +81,7 @@ enum gw_cl_counter {
     GW_CLC_CLOSED_REFUSALS, /* requests refused 503 budget_unavailable */
     GW_CLC_RECONCILED,      /* fail-open admissions charged to Redis afterwards */
     GW_CLC_OPEN_US,         /* time spent with Redis down (us) */
+    GW_CLC_LEASE_CALLS,     /* round trips for leases: take, give back, reconcile */
     GW_CLC_COUNT
 };
 void gw_cluster_count(struct gw_segment *seg, int counter, uint64_t n);

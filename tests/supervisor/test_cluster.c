@@ -31,17 +31,19 @@ static struct svc nodes[NODES];
 /* --------------------------------------------------------------- the nodes */
 
 /* The plans and tenants every node of the tests has: "ten" (10 per
- * minute), "shut" (fail_closed), "fair" (30 per hour), "big" (100 per
- * hour). */
+ * minute), "shut" (fail_closed), "fair" (30 per hour), "big" and "spare"
+ * (100 per hour). */
 static const char plans[] =
     " \"plans\": {\n"
     "   \"ten\": {\"rate\": [\"10 per minute\"], \"max_tokens\": 1},\n"
     "   \"shut\": {\"rate\": [\"100 per minute\"], \"max_tokens\": 1},\n"
     "   \"fair\": {\"rate\": [\"30 per hour\"], \"max_tokens\": 1},\n"
-    "   \"big\": {\"rate\": [\"100 per hour\"], \"max_tokens\": 1}},\n"
+    "   \"big\": {\"rate\": [\"100 per hour\"], \"max_tokens\": 1},\n"
+    "   \"spare\": {\"rate\": [\"100 per hour\"], \"max_tokens\": 1}},\n"
     " \"tenants\": {\"ten\": {\"plan\": \"ten\"}, \"shut\": {\"plan\": \"shut\"},\n"
-    "   \"fair\": {\"plan\": \"fair\"}, \"big\": {\"plan\": \"big\"}},\n";
-static const char cluster_extra[] = "\"wait_ms\": 2000, \"lease_ttl_ms\": 5000, "
+    "   \"fair\": {\"plan\": \"fair\"}, \"big\": {\"plan\": \"big\"},\n"
+    "   \"spare\": {\"plan\": \"spare\"}},\n";
+static const char cluster_extra[] = "\"wait_ms\": 5000, \"lease_ttl_ms\": 5000, "
                                     "\"heartbeat_ms\": 1000, \"fail_mode\": \"fail_open\", "
                                     "\"plans\": {\"shut\": \"fail_closed\"}";
 
@@ -235,13 +237,84 @@ static void test_ctl_cluster_shows_redis_nodes_and_leases(void **state)
         assert_int_equal(json_integer_value(json_object_get(l, "waiting")), 0);
         assert_int_equal(json_integer_value(json_object_get(l, "tokens")), 0); /* all used */
     }
-    assert_int_equal(seen, st.counters[GW_CLC_TOKENS] > 0);
+    assert_int_equal(seen, 1); /* node 0 had 10 of the 30: they asked for leases */
     json_decref(r);
+}
+
+/* Pid of node s's cluster agent from its lanes, -1 if none is attached. */
+static pid_t agent_pid(const struct svc *s)
+{
+    struct gw_segment seg;
+    char path[256], err[256];
+    snprintf(path, sizeof(path), "%s/state/ledger", s->dir);
+    if (gw_segment_attach(&seg, path, err, sizeof(err)) != 0)
+        return -1;
+    pid_t pid = -1;
+    for (uint32_t l = 0; l < seg.cfg.lanes; l++) {
+        struct gw_proc_info pi;
+        if (gw_proc_get(&seg, (int)l, &pi) == 0 && pi.role == GW_ROLE_CLUSTER &&
+            pi.state == GW_PROC_READY && kill(pi.pid, 0) == 0)
+            pid = pi.pid;
+    }
+    gw_segment_close(&seg);
+    return pid;
+}
+
+/* Node 1's agent stopped (SIGSTOP) with Redis up: a request whose lease is
+ * empty waits cluster.wait_ms, then its plan decides (fail_closed: 503
+ * budget_unavailable; fail_open: admitted); none hangs. Continued, the
+ * agent charges the fail-open admission to Redis. */
+static void test_stalled_agent_requests_follow_fail_mode_after_wait(void **state)
+{
+    (void)state;
+    pid_t agent = agent_pid(&nodes[1]);
+    assert_true(agent > 0);
+    assert_int_equal(kill(agent, SIGSTOP), 0);
+    int one[1] = {1}, ok, r429, r503, other;
+    char refusal[512] = "";
+    burst("shut", 1, one, 1, &ok, &r429, &r503, &other, refusal, sizeof(refusal));
+    assert_int_equal(r503, 1);
+    assert_non_null(strstr(refusal, "\"code\":\"budget_unavailable\""));
+    burst("spare", 1, one, 1, &ok, &r429, &r503, &other, NULL, 0);
+    assert_int_equal(ok, 1);
+    assert_int_equal(kill(agent, SIGCONT), 0);
+    struct gw_cl_status st;
+    for (uint64_t end = svc_now_ms() + SVC_DEADLINE_MS; svc_now_ms() < end; usleep(20000)) {
+        cluster_status(&nodes[1], &st);
+        if (st.counters[GW_CLC_RECONCILED] == 1)
+            break;
+    }
+    assert_int_equal(st.counters[GW_CLC_RECONCILED], 1);
+    assert_int_equal(st.counters[GW_CLC_OPEN_ADMITS], 1);
+    assert_int_equal(st.counters[GW_CLC_CLOSED_REFUSALS], 1);
+}
+
+/* Node 1's agent SIGKILLed: the master starts another, which takes leases
+ * again. */
+static void test_killed_agent_is_restarted_and_leases_resume(void **state)
+{
+    (void)state;
+    pid_t agent = agent_pid(&nodes[1]);
+    assert_true(agent > 0);
+    assert_int_equal(kill(agent, SIGKILL), 0);
+    pid_t next = -1;
+    for (uint64_t end = svc_now_ms() + SVC_DEADLINE_MS; svc_now_ms() < end; usleep(20000))
+        if ((next = agent_pid(&nodes[1])) > 0 && next != agent)
+            break;
+    assert_true(next > 0 && next != agent);
+    assert_int_equal(wait_state(&nodes[1], GW_CL_UP), 0);
+    int one[1] = {1}, ok, r429, r503, other;
+    burst("shut", 2, one, 1, &ok, &r429, &r503, &other, NULL, 0);
+    assert_int_equal(ok, 2);
 }
 
 static void test_redis_killed_plans_follow_their_fail_mode(void **state)
 {
     (void)state;
+    /* the share divides by the live nodes each last saw: all three, after
+     * the tests before stalled and restarted node 1's agent */
+    for (int i = 0; i < NODES; i++)
+        assert_int_equal(wait_live(&nodes[i], NODES), 0);
     redis_kill();
     for (int i = 0; i < NODES; i++)
         assert_int_equal(wait_state(&nodes[i], GW_CL_DOWN), 0);
@@ -509,6 +582,8 @@ int main(void)
     const struct CMUnitTest farm[] = {
         cmocka_unit_test(test_ten_per_minute_round_robin_admits_exactly_ten),
         cmocka_unit_test(test_ctl_cluster_shows_redis_nodes_and_leases),
+        cmocka_unit_test(test_stalled_agent_requests_follow_fail_mode_after_wait),
+        cmocka_unit_test(test_killed_agent_is_restarted_and_leases_resume),
         cmocka_unit_test(test_redis_killed_plans_follow_their_fail_mode),
         cmocka_unit_test(test_redis_restarted_nodes_resume_and_reconcile),
         cmocka_unit_test(test_killed_node_lease_returns_after_ttl),

@@ -102,16 +102,11 @@ static void fail(struct agent *a, int timeout, const char *fmt, ...)
     a->next_connect_ns = gw_mono_ns() + a->backoff_ms * MS;
 }
 
-/* One command (argv form: nothing is ever formatted into it). NULL after
- * fail() when the call failed or Redis answered an error (the reply's text
- * in the log); a reply the caller checks the shape of otherwise. */
-static redisReply *call(struct agent *a, const char *what, int argc, const char **argv,
-                        const size_t *lens)
+/* What a call returned: the reply, or NULL after fail() when the call
+ * failed (no answer within timeout_ms, a broken connection, bytes that are
+ * not Redis's protocol) or Redis answered an error (its text in the log). */
+static redisReply *checked(struct agent *a, const char *what, redisReply *r)
 {
-    if (!a->rc)
-        return NULL;
-    gw_cluster_count(&a->seg, GW_CLC_ROUND_TRIPS, 1);
-    redisReply *r = redisCommandArgv(a->rc, argc, argv, lens);
     if (!r) {
         int to = a->rc->err == REDIS_ERR_IO && (errno == EAGAIN || errno == ETIMEDOUT);
         if (to)
@@ -126,6 +121,17 @@ static redisReply *call(struct agent *a, const char *what, int argc, const char 
         return NULL;
     }
     return r;
+}
+
+/* One command (argv form: nothing is ever formatted into it); the caller
+ * checks the reply's shape. */
+static redisReply *call(struct agent *a, const char *what, int argc, const char **argv,
+                        const size_t *lens)
+{
+    if (!a->rc)
+        return NULL;
+    gw_cluster_count(&a->seg, GW_CLC_ROUND_TRIPS, 1);
+    return checked(a, what, redisCommandArgv(a->rc, argc, argv, lens));
 }
 
 static int load_script(struct agent *a, int i, const char *src)
@@ -196,27 +202,13 @@ static redisReply *eval(struct agent *a, int i, const char *src, int nkeys, int 
     gw_cluster_count(&a->seg, GW_CLC_ROUND_TRIPS, 1);
     redisReply *r = redisCommandArgv(a->rc, 3 + argc, v, NULL);
     if (r && r->type == REDIS_REPLY_ERROR && strncmp(r->str, "NOSCRIPT", 8) == 0) {
+        /* Redis restarted empty: the source once, which loads it again */
         freeReplyObject(r);
         v[0] = "EVAL";
         v[1] = src;
         return call(a, "EVAL", 3 + argc, v, NULL);
     }
-    if (!r || r->type == REDIS_REPLY_ERROR) {
-        /* let call() classify and log it: one more round trip only on the
-         * failure path is not worth a second copy of the logic */
-        if (r) {
-            fail(a, 0, "EVALSHA: %.*s", (int)r->len, r->str);
-            freeReplyObject(r);
-        } else {
-            int to = a->rc->err == REDIS_ERR_IO && (errno == EAGAIN || errno == ETIMEDOUT);
-            if (to)
-                fail(a, 1, "EVALSHA: no answer within %u ms", a->cl->timeout_ms);
-            else
-                fail(a, 0, "EVALSHA: %s", a->rc->errstr[0] ? a->rc->errstr : "connection lost");
-        }
-        return NULL;
-    }
-    return r;
+    return checked(a, "EVALSHA", r);
 }
 
 static int beat(struct agent *a)

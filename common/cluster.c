@@ -13,8 +13,9 @@
  * word either before or after its change:
  *  - a front killed between taking a token and queueing its request loses
  *    that token (under-admission by one; the farm's bound holds);
- *  - `want` left too high by a dead front only makes the agent ask for
- *    one lease more than needed; its tokens go back at expiry;
+ *  - `want` left too high by a dead front makes the agent take one lease
+ *    that nobody uses; when it ends unused the agent gives it back and
+ *    drops the count (gw_cluster_want_reset);
  *  - the agent killed with a lease in the cell: the master restarts it, and
  *    the new agent finds the tokens there with their end; Redis expires the
  *    lease record after its TTL, later than the node stops using it.
@@ -200,6 +201,14 @@ uint64_t gw_cluster_open_drain(struct gw_segment *seg, uint32_t i)
 {
     /* relaxed: a count; the exchange keeps every admission counted once */
     return atomic_exchange_explicit(&seg->cl_cells[i].open_spent, 0, memory_order_relaxed);
+}
+
+void gw_cluster_want_reset(struct gw_segment *seg, uint32_t i, uint64_t seen)
+{
+    /* relaxed: a count read on its own; the CAS keeps a request that
+     * parked since (its +1) */
+    atomic_compare_exchange_strong_explicit(&seg->cl_cells[i].want, &seen, 0, memory_order_relaxed,
+                                            memory_order_relaxed);
 }
 
 void gw_cluster_open_undrain(struct gw_segment *seg, uint32_t i, uint64_t n)

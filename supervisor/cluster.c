@@ -43,6 +43,7 @@ struct agent {
     char last_err[256];
     uint64_t next_connect_ns, backoff_ms, next_beat_ns, down_mark_ns;
     uint64_t live;
+    uint64_t *after_grant; /* per cell: its tokens right after our last grant */
 };
 
 static volatile sig_atomic_t stop_flag;
@@ -350,6 +351,12 @@ static int serve_cell(struct agent *a, uint32_t i, const struct gw_cl_cell *c, u
         uint64_t r = gw_cluster_reclaim(&a->seg, i);
         if (r && run_script(a, 1, &x, r, 0, 0, &retry) > 0)
             gw_cluster_count(&a->seg, GW_CLC_RETURNED, r);
+        /* A whole lease went unused while `want` said requests waited: no
+         * front had one (a front killed with requests parked leaves its
+         * count). Drop it, unless a request parked meanwhile (the CAS). */
+        if (r && r == a->after_grant[i] && c->want > 0)
+            gw_cluster_want_reset(&a->seg, i, c->want);
+        a->after_grant[i] = 0;
     }
     if (c->open_spent > 0 && a->rc) {
         uint64_t n = gw_cluster_open_drain(&a->seg, i);
@@ -362,8 +369,8 @@ static int serve_cell(struct agent *a, uint32_t i, const struct gw_cl_cell *c, u
         struct gw_cl_cell cur;
         gw_cluster_cell(&a->seg, i, &cur);
         int live = cur.tokens > 0 && now < cur.expires_us;
-        if (live && cur.tokens >= cur.want)
-            return 0;
+        if (cur.want == 0 || (live && cur.tokens >= cur.want))
+            return woke; /* resolved meanwhile, or covered */
         uint64_t held = live ? cur.tokens : 0;
         uint64_t sent = gw_now_us();
         int64_t got = run_script(a, 0, &x, lease_size(a, x.plan, cur.want - held), 0, held, &retry);
@@ -374,6 +381,7 @@ static int serve_cell(struct agent *a, uint32_t i, const struct gw_cl_cell *c, u
             uint64_t ttl = (uint64_t)a->cl->lease_ttl_ms * 1000;
             uint64_t margin = (uint64_t)a->cl->timeout_ms * 1000;
             gw_cluster_grant(&a->seg, i, (uint64_t)got, sent + ttl - margin);
+            a->after_grant[i] = held + (uint64_t)got;
             gw_cluster_count(&a->seg, GW_CLC_GRANTS, 1);
             gw_cluster_count(&a->seg, GW_CLC_TOKENS, (uint64_t)got);
         } else {
@@ -459,12 +467,20 @@ int gw_cluster_main(const char *config_path, const struct gw_fds *fds)
         gw_config_free(a.cfg);
         return 111;
     }
+    a.after_grant = calloc(a.seg.cfg.budgets, sizeof(*a.after_grant));
+    if (!a.after_grant) {
+        gw_logf(GW_LOG_ERR, "cluster", NULL, 0, "out of memory");
+        gw_segment_close(&a.seg);
+        gw_config_free(a.cfg);
+        return 111;
+    }
     gw_proc_set_role(&a.seg, GW_ROLE_CLUSTER, 0);
     gw_proc_set_state(&a.seg, GW_PROC_READY);
     a.state = GW_CL_OFF;
     agent_loop(&a);
     if (a.rc)
         redisFree(a.rc);
+    free(a.after_grant);
     gw_segment_close(&a.seg);
     gw_config_free(a.cfg);
     return 0;

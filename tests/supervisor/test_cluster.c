@@ -308,6 +308,79 @@ static void test_killed_agent_is_restarted_and_leases_resume(void **state)
     assert_int_equal(ok, 2);
 }
 
+/* Node s's cell of `tenant` (-1 when it has none). */
+static int tenant_cell(const struct svc *s, const char *tenant, struct gw_cl_cell *out)
+{
+    struct gw_segment seg;
+    char path[256], err[256];
+    snprintf(path, sizeof(path), "%s/state/ledger", s->dir);
+    if (gw_segment_attach(&seg, path, err, sizeof(err)) != 0)
+        return -1;
+    int rc = -1;
+    for (uint32_t i = 0; i < seg.cfg.budgets && rc != 0; i++) {
+        char id[GW_ID_MAX + 1];
+        enum gw_kind kind;
+        if (gw_cluster_cell(&seg, i, out) == 0 &&
+            gw_ledger_id(&seg, out->acct, &kind, id, sizeof(id)) > 0 && strcmp(id, tenant) == 0)
+            rc = 0;
+    }
+    gw_segment_close(&seg);
+    return rc;
+}
+
+/* A front SIGKILLed with a request parked for a lease leaves the cell's
+ * waiting count behind. The agent takes a lease for it that nobody uses;
+ * when that lease ends unused, it gives the tokens back and drops the
+ * count, instead of leasing for nobody every TTL. */
+static void test_dead_fronts_waiting_count_is_dropped(void **state)
+{
+    (void)state;
+    struct svc *s = &nodes[1];
+    pid_t agent = agent_pid(s);
+    assert_true(agent > 0);
+    struct gw_cl_cell c0;
+    assert_int_equal(tenant_cell(s, "spare", &c0), 0); /* from the stalled-agent test */
+    assert_int_equal(kill(agent, SIGSTOP), 0);
+    int fd = svc_connect(s);
+    assert_true(fd >= 0);
+    char *tok = svc_token(s, "spare", 300), head[1024];
+    int len = snprintf(head, sizeof(head),
+                       "POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: "
+                       "application/json\r\nContent-Length: %zu\r\nAuthorization: Bearer "
+                       "%s\r\n\r\n%s",
+                       strlen(body), tok, body);
+    free(tok);
+    send_all(fd, head, (size_t)len);
+    struct gw_cl_cell c = {0};
+    for (uint64_t end = svc_now_ms() + SVC_DEADLINE_MS; svc_now_ms() < end; usleep(10000))
+        if (tenant_cell(s, "spare", &c) == 0 && c.want == 1)
+            break;
+    assert_int_equal(c.want, 1);
+    /* both fronts: whichever holds the request dies with it parked */
+    struct gw_segment seg;
+    char path[256], err[256];
+    snprintf(path, sizeof(path), "%s/state/ledger", s->dir);
+    assert_int_equal(gw_segment_attach(&seg, path, err, sizeof(err)), 0);
+    for (uint32_t l = 0; l < seg.cfg.lanes; l++) {
+        struct gw_proc_info pi;
+        if (gw_proc_get(&seg, (int)l, &pi) == 0 && pi.role == GW_ROLE_FRONT)
+            kill(pi.pid, SIGKILL);
+    }
+    gw_segment_close(&seg);
+    close(fd);
+    assert_int_equal(kill(agent, SIGCONT), 0);
+    for (uint64_t end = svc_now_ms() + SVC_DEADLINE_MS; svc_now_ms() < end; usleep(50000))
+        if (tenant_cell(s, "spare", &c) == 0 && c.want == 0)
+            break;
+    assert_int_equal(c.want, 0);
+    assert_int_equal(c.tokens, 0);
+    /* one lease of 5 (5% of 100) for nobody, given back whole, and no other */
+    usleep(6000 * 1000); /* another lease's life */
+    assert_int_equal(tenant_cell(s, "spare", &c), 0);
+    assert_int_equal(c.granted - c0.granted, 5);
+    assert_int_equal(c.want, 0);
+}
+
 static void test_redis_killed_plans_follow_their_fail_mode(void **state)
 {
     (void)state;
@@ -584,6 +657,7 @@ int main(void)
         cmocka_unit_test(test_ctl_cluster_shows_redis_nodes_and_leases),
         cmocka_unit_test(test_stalled_agent_requests_follow_fail_mode_after_wait),
         cmocka_unit_test(test_killed_agent_is_restarted_and_leases_resume),
+        cmocka_unit_test(test_dead_fronts_waiting_count_is_dropped),
         cmocka_unit_test(test_redis_killed_plans_follow_their_fail_mode),
         cmocka_unit_test(test_redis_restarted_nodes_resume_and_reconcile),
         cmocka_unit_test(test_killed_node_lease_returns_after_ttl),

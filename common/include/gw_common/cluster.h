@@ -60,6 +60,9 @@ uint64_t gw_cluster_reclaim(struct gw_segment *seg, uint32_t i);
 void gw_cluster_deny(struct gw_segment *seg, uint32_t i, uint64_t until_us);
 /* Takes the fail-open admissions not yet reconciled (to charge to Redis). */
 uint64_t gw_cluster_open_drain(struct gw_segment *seg, uint32_t i);
+/* Sets cell i's waiting count to 0 if it is still `seen` (a count a dead
+ * front left behind; see supervisor/cluster.c). */
+void gw_cluster_want_reset(struct gw_segment *seg, uint32_t i, uint64_t seen);
 /* Puts back n of them when the charge could not be made. */
 void gw_cluster_open_undrain(struct gw_segment *seg, uint32_t i, uint64_t n);
 /* The futex word fronts bump when they want a lease; the agent sleeps on it

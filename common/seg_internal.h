@@ -412,4 +412,37 @@ int gw__slot_move_as(struct gw_segment *seg, struct gw_slot_ref ref, int from, i
 void gw__ledger_unlock_dead(struct gw_segment *seg, pid_t pid);
 void gw__queue_repair(struct gw_segment *seg, struct gw_lane *ln);
 
+/* ---------------------------------------------------------------- cluster */
+
+/* The farm (common/cluster.c): one area, then one cell per budget record,
+ * indexed like the budget records (a tenant account's budget_idx). Every
+ * word is written with one atomic operation by the process named beside it;
+ * nothing here needs repair (see cluster.c's opening comment). */
+struct gw_cluster_area {
+    _Atomic uint64_t state;      /* enum gw_cl_state: the agent */
+    _Atomic uint64_t since_us;   /* the agent */
+    _Atomic uint64_t live_nodes; /* the agent, from each heartbeat */
+    _Atomic uint32_t demand;     /* futex word: fronts bump it, the agent sleeps on it */
+    uint32_t pad0;
+    _Atomic uint64_t counters[GW_CLC_COUNT]; /* relaxed fetch_add, anyone */
+    uint8_t pad[256 - 32 - 8 * GW_CLC_COUNT];
+};
+_Static_assert(sizeof(struct gw_cluster_area) == 256, "cluster area layout");
+_Static_assert(_Alignof(struct gw_cluster_area) == 8, "cluster area alignment");
+
+struct gw_cluster_cell {
+    _Atomic uint64_t tokens;     /* agent adds (grant), fronts CAS -1, agent exchanges to 0 */
+    _Atomic uint64_t expires_us; /* agent, before the tokens it covers */
+    _Atomic uint64_t want;       /* fronts: +1 waiting, -1 done */
+    _Atomic uint64_t deny_until; /* agent */
+    _Atomic uint64_t account;    /* fronts: AREF of the tenant account (set once) */
+    _Atomic uint64_t open_spent; /* fronts add, agent drains */
+    _Atomic uint64_t granted;    /* agent */
+    uint64_t pad0;
+    _Atomic uint64_t open_tat[GW_RATE_CELLS]; /* fail-open GCRA cells: fronts */
+    uint8_t pad[32];
+};
+_Static_assert(sizeof(struct gw_cluster_cell) == 128, "cluster cell layout");
+_Static_assert(_Alignof(struct gw_cluster_cell) == 8, "cluster cell alignment");
+
 #endif

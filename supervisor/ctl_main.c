@@ -320,6 +320,8 @@ static const struct command {
     {"token", build_token,
      "  token issue --tenant T --ttl DURATION [--plan P] [--kid K]\n"
      "  token revoke --jti ID --exp UNIX_SECONDS   refused until the token's exp\n"},
+    {"cluster", build_plain,
+     "  cluster                        the farm: Redis state, live nodes, leases, counters\n"},
 };
 
 static void usage(FILE *to)

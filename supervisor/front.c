@@ -176,27 +176,6 @@ static int window_items(struct gw_admit_item *items, int n, struct gw_acct a,
     return n;
 }
 
-/* One request on its way through admission: what each step of generate
- * found, for the steps after it. */
-struct admission {
-    struct conn *c;
-    struct front *f;
-    struct gw_segment *seg;
-    const struct gw_config *cfg;
-    enum gw_route route;
-    uint64_t now, admitted_ns;
-    /* the rate cells asked for; after step 3 items[0] is the tenant's first
-     * window (its RateLimit headers) */
-    struct gw_admit_item items[3 * GW_RATE_CELLS];
-    struct gw_principal who;
-    const struct gw_plan *plan;
-    struct gw_acct tenant, global;
-    struct gw_gen_request rq; /* from step 4 on: freed by generate */
-    uint32_t max_tokens;
-    uint64_t upt;
-    struct gw_slot_ref ref;
-};
-
 /* The slot's request and prompt, written while the slot is ADMITTED and
  * ours (the move to QUEUED publishes them). */
 static int fill_slot(const struct admission *a, uint32_t flags, const char *id)
@@ -564,7 +543,26 @@ static void admit_queue(struct admission *a, struct job *j)
     }
 }
 
-/* Admission, step by step (the order is the file's opening comment). */
+/* Admission from step 4 on: at once, or when the farm's lease came
+ * (front_cluster.c). */
+void gw__front_generate_rest(struct admission *a)
+{
+    if (admit_request(a) != 0)
+        return;
+    /* a->rq holds the prompt from here: the job copies it into the slot */
+    struct job *j = NULL;
+    if (gw__front_farming(a->c, a->f, a->plan, a->tenant, a->who.tenant, &a->rq, a->now) == 0 &&
+        gw__front_output_quota(a->c, a->f, a->plan, a->tenant, a->now) == 0 &&
+        admit_pressure(a) == 0 && admit_slot(a) == 0 && admit_money(a) == 0)
+        j = admit_job(a);
+    gw_request_free(&a->rq);
+    if (j)
+        admit_queue(a, j);
+}
+
+/* Admission, step by step (the order is the file's opening comment); a
+ * node in a farm takes the tenant's farm-wide unit after its own rates
+ * (3b, front_cluster.c), which may park the request for a lease. */
 static void generate(struct conn *c, enum gw_route route)
 {
     struct front *f = c->front;
@@ -573,17 +571,9 @@ static void generate(struct conn *c, enum gw_route route)
     a.admitted_ns = gw_mono_ns();
     limits_sync(f);
     if (admit_address(&a) != 0 || admit_principal(&a) != 0 || admit_rates(&a) != 0 ||
-        admit_request(&a) != 0)
+        gw__front_cluster_gate(&a) != 0)
         return;
-    /* a.rq holds the prompt from here: the job copies it into the slot */
-    struct job *j = NULL;
-    if (gw__front_farming(c, f, a.plan, a.tenant, a.who.tenant, &a.rq, a.now) == 0 &&
-        gw__front_output_quota(c, f, a.plan, a.tenant, a.now) == 0 && admit_pressure(&a) == 0 &&
-        admit_slot(&a) == 0 && admit_money(&a) == 0)
-        j = admit_job(&a);
-    gw_request_free(&a.rq);
-    if (j)
-        admit_queue(&a, j);
+    gw__front_generate_rest(&a);
 }
 
 #define MODELS_PREFIX_LEN (sizeof("/v1/models/") - 1)
@@ -704,16 +694,18 @@ static void on_wake(uv_poll_t *p, int status, int events)
     while (read(f->fds->fronts[f->index], &n, sizeof(n)) > 0)
         ;
     gw__front_jobs_poll(f);
+    gw__front_cluster_poll(f);
 }
 
 static void on_tick(uv_timer_t *t)
 {
     struct front *f = t->data;
     gw__front_jobs_poll(f);
+    gw__front_cluster_poll(f);
     gw_proc_heartbeat(&f->seg, -1);
     if (!f->draining)
         return;
-    if (f->jobs && gw_mono_ns() > f->drain_deadline_ns) {
+    if ((f->jobs || f->parked) && gw_mono_ns() > f->drain_deadline_ns) {
         for (struct job *j = f->jobs; j; j = j->next)
             if (gw_slot_move(&f->seg, j->ref, GW_SLOT_QUEUED, GW_SLOT_FAILED) != 0)
                 gw_slot_cancel(&f->seg, j->ref, GW_CANCEL_DRAIN);
@@ -721,7 +713,7 @@ static void on_tick(uv_timer_t *t)
                 gw_run_finish(&f->seg, j->ref.index, GW_FIN_CANCELLED);
         f->drain_deadline_ns = UINT64_MAX; /* once */
     }
-    if (!f->jobs)
+    if (!f->jobs && !f->parked)
         uv_stop(f->loop);
 }
 
@@ -766,6 +758,7 @@ static void on_hup(uv_signal_t *s, int sig)
     /* Sizes and sockets need a restart (the master says so); limits, plans,
      * tenants and keys take effect now. */
     ncfg->segment = f->cfg->segment;
+    ncfg->cluster = f->cfg->cluster; /* the agent keeps its section until a restart */
     gw_auth_free(f->auth);
     gw_config_free(f->cfg);
     f->auth = na;

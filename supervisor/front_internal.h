@@ -54,6 +54,7 @@ struct conn {
     int idle; /* between requests (keep-alive clock) */
     int closing, close_after_write, writes_pending, streaming;
     struct job *job;
+    struct parked *parked; /* waiting for the farm's lease (front_cluster.c) */
     /* the request as /metrics and the access log see it (reset per request) */
     int route;                  /* enum gw_route, 0 before or without one */
     uint64_t start_ns;          /* CLOCK_MONOTONIC at its first byte */
@@ -82,7 +83,8 @@ struct front {
     int draining;
     uint64_t drain_deadline_ns;
     uint32_t n_conns;
-    struct job *jobs; /* requests with a slot, until settled and released */
+    struct job *jobs;      /* requests with a slot, until settled and released */
+    struct parked *parked; /* requests waiting for the farm's lease */
     uint64_t next_id;
     uint64_t id_seed;
     uint64_t limits_epoch;                 /* gw_limits_epoch last applied (+1; 0 = never) */
@@ -117,6 +119,34 @@ struct job {
     struct gw_window output;
 };
 
+/* One request on its way through admission: what each step of generate
+ * found, for the steps after it. */
+struct admission {
+    struct conn *c;
+    struct front *f;
+    struct gw_segment *seg;
+    const struct gw_config *cfg;
+    enum gw_route route;
+    uint64_t now, admitted_ns;
+    /* the rate cells asked for; after step 3 items[0] is the tenant's first
+     * window (its RateLimit headers) */
+    struct gw_admit_item items[3 * GW_RATE_CELLS];
+    struct gw_principal who;
+    const struct gw_plan *plan;
+    struct gw_acct tenant, global;
+    struct gw_gen_request rq; /* from step 4 on: freed by generate */
+    uint32_t max_tokens;
+    uint64_t upt;
+    struct gw_slot_ref ref;
+};
+
+/* A request parked for the farm's lease (front_cluster.c). */
+struct parked {
+    struct parked *next;
+    struct admission a;
+    uint64_t deadline_ns; /* CLOCK_MONOTONIC: the plan's fail mode applies after */
+};
+
 /* http.c */
 /* Feeds data to c's parser with the front's callbacks and limits, and
  * nothing else: no I/O, no response (c->timer must be initialised: the body
@@ -140,6 +170,19 @@ void gw__conn_on_timeout(uv_timer_t *t);
 
 /* front.c */
 void gw__front_request(struct conn *c); /* a complete request is in c */
+/* Admission from step 4 (the body) on. */
+void gw__front_generate_rest(struct admission *a);
+
+/* front_cluster.c: the farm's unit of a request (docs/ARCHITECTURE.md,
+ * "The farm"). Step 3b of admission: 0 to go on (a token of the node's
+ * lease taken, or no farm, or admitted fail-open), -1 when it answered (429
+ * exhausted farm-wide, 503 budget_unavailable), 1 when the request is
+ * parked until the agent brings a lease; it then resumes through
+ * gw__front_generate_rest or is answered by the fail mode, from
+ * gw__front_cluster_poll (wake-ups and the tick). */
+int gw__front_cluster_gate(struct admission *a);
+void gw__front_cluster_poll(struct front *f);
+void gw__front_cluster_conn_gone(struct conn *c);
 
 /* front_farm.c: the plan's output_tokens quota at admission: 0 go on, -1
  * answered (429 output_tokens_exhausted with Retry-After). */

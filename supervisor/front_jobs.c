@@ -214,6 +214,7 @@ void gw__front_jobs_poll(struct front *f)
 
 void gw__front_conn_gone(struct conn *c)
 {
+    gw__front_cluster_conn_gone(c);
     struct job *j = c->job;
     if (!j)
         return;

@@ -5,6 +5,8 @@
  *   gpuwarden --version
  *   gpuwarden --front N -c CONFIG       front N (the master starts these; GW_FDS names
  *                                       the descriptors it inherits)
+ *   gpuwarden --cluster -c CONFIG       the cluster agent (the master starts it when
+ *                                       CONFIG has a "cluster" section)
  *
  * Exit status: 0 ok; 1 bad config, segment or address; 100 misuse;
  * 111 temporary failure. */
@@ -53,9 +55,21 @@ static int front(const char *index_text, const char *config)
     return gw_front_main(config, (int)index, &fds);
 }
 
+static int cluster(const char *config)
+{
+    struct gw_fds fds;
+    char err[256];
+    if (gw_fds_parse(getenv("GW_FDS"), &fds, err, sizeof(err)) != 0) {
+        fprintf(stderr, "gpuwarden[cluster]: %s\n", err);
+        return 100;
+    }
+    return gw_cluster_main(config, &fds);
+}
+
 int main(int argc, char **argv)
 {
     const char *config = NULL, *front_index = NULL;
+    int agent = 0;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         if (!strcmp(a, "--version")) {
@@ -69,7 +83,9 @@ int main(int argc, char **argv)
             return check_config(argv[2]);
         } else if ((!strcmp(a, "-c") || !strcmp(a, "--config")) && i + 1 < argc && !config) {
             config = argv[++i];
-        } else if (!strcmp(a, "--front") && i + 1 < argc && !front_index) {
+        } else if (!strcmp(a, "--cluster") && !agent && !front_index) {
+            agent = 1;
+        } else if (!strcmp(a, "--front") && i + 1 < argc && !front_index && !agent) {
             front_index = argv[++i];
         } else {
             return usage();
@@ -79,5 +95,7 @@ int main(int argc, char **argv)
         return usage();
     if (front_index)
         return front(front_index, config);
+    if (agent)
+        return cluster(config);
     return gw_master_main(config);
 }

@@ -474,6 +474,7 @@ static void shutdown_children(struct master *m)
         m->children[i].next_start_ns = 0;
     stop_role(m, GW_ROLE_FRONT, (uint64_t)drain * MS + 1 * SEC);
     stop_role(m, GW_ROLE_WORKER, WORKER_STOP_GRACE);
+    stop_role(m, GW_ROLE_CLUSTER, WORKER_STOP_GRACE);
 }
 
 /* ------------------------------------------------------------------- main */
@@ -531,7 +532,8 @@ static int setup_children(struct master *m)
             return 111;
         }
     }
-    m->n_children = m->n_workers + m->n_fronts;
+    /* the cluster agent, when the node is part of a farm */
+    m->n_children = m->n_workers + m->n_fronts + (m->cfg->cluster.enabled ? 1 : 0);
     m->children = calloc((size_t)m->n_children, sizeof(*m->children));
     if (!m->children) {
         say("out of memory");
@@ -540,8 +542,10 @@ static int setup_children(struct master *m)
     /* Workers first: loading the model takes longest. */
     for (int i = 0; i < m->n_children; i++) {
         struct child *c = &m->children[i];
-        c->role = i < m->n_workers ? GW_ROLE_WORKER : GW_ROLE_FRONT;
-        c->index = i < m->n_workers ? i : i - m->n_workers;
+        c->role = i < m->n_workers                 ? GW_ROLE_WORKER
+                  : i < m->n_workers + m->n_fronts ? GW_ROLE_FRONT
+                                                   : GW_ROLE_CLUSTER;
+        c->index = i < m->n_workers ? i : i < m->n_workers + m->n_fronts ? i - m->n_workers : 0;
         c->pidfd = -1;
         c->lane = -1;
         c->next_start_ns = 1; /* due now */

@@ -205,11 +205,13 @@ static void child_exec(struct master *m, struct child *c, pid_t master_pid, cons
 
 static int spawn(struct master *m, struct child *c)
 {
-    int front = c->role == GW_ROLE_FRONT;
+    int front = c->role == GW_ROLE_FRONT, agent = c->role == GW_ROLE_CLUSTER;
     char exe[PATH_MAX + 32], idx[16];
-    snprintf(exe, sizeof(exe), "%s/%s", m->exe_dir, front ? "gpuwarden" : "gpuwarden-worker");
+    snprintf(exe, sizeof(exe), "%s/%s", m->exe_dir,
+             front || agent ? "gpuwarden" : "gpuwarden-worker");
     snprintf(idx, sizeof(idx), "%d", c->index);
     char *argv[] = {exe, front ? "--front" : "--index", idx, "-c", m->config_path, NULL};
+    char *agent_argv[] = {exe, "--cluster", "-c", m->config_path, NULL};
 
     struct gw_fds fds = {.work = m->work_efd, .n_fronts = m->n_fronts};
     int inherit[GW_MAX_LISTEN + 1 + GW_MAX_FRONTS], n_inherit = 0;
@@ -236,7 +238,7 @@ static int spawn(struct master *m, struct child *c)
         return rc;
     }
     if (pid == 0)
-        child_exec(m, c, self, exe, argv, fds_text, inherit, n_inherit);
+        child_exec(m, c, self, exe, agent ? agent_argv : argv, fds_text, inherit, n_inherit);
 
     int pidfd = pidfd_open(pid);
     if (pidfd < 0) {

@@ -28,7 +28,7 @@
 
 /* One front or worker, whether running or waiting to be restarted. */
 struct child {
-    int role;                  /* GW_ROLE_FRONT or GW_ROLE_WORKER */
+    int role;                  /* GW_ROLE_FRONT, GW_ROLE_WORKER or GW_ROLE_CLUSTER */
     int index;                 /* front i / worker i */
     pid_t pid;                 /* 0 when not running */
     int pidfd;                 /* -1 when not running */
@@ -53,7 +53,7 @@ struct master {
     int work_efd;
     int n_fronts, n_workers;
     int front_efd[GW_MAX_FRONTS];
-    struct child *children; /* workers first, then fronts */
+    struct child *children; /* workers first, then fronts, then the cluster agent */
     int n_children;
     int sfd; /* signalfd */
     sigset_t old_mask;
@@ -91,6 +91,8 @@ static inline const char *role_name(int role)
         return "worker";
     case GW_ROLE_TOOL:
         return "tool";
+    case GW_ROLE_CLUSTER:
+        return "cluster agent";
     default:
         return "process";
     }

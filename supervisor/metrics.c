@@ -101,6 +101,48 @@ static void live_of(const struct gw_segment *seg, struct live *l)
     }
 }
 
+/* The farm's lines (issue 19), only on a node whose cluster agent has
+ * reported: a node alone renders exactly what it did before. */
+static void cluster_lines(struct buf *b, const struct gw_segment *seg)
+{
+    struct gw_cl_status st;
+    gw_cluster_status(seg, &st);
+    if (st.state == GW_CL_OFF && st.counters[GW_CLC_ROUND_TRIPS] == 0)
+        return;
+    static const struct {
+        int c;
+        const char *name, *help;
+    } cs[] = {
+        {GW_CLC_ROUND_TRIPS, "redis_round_trips_total", "Calls the cluster agent made to Redis."},
+        {GW_CLC_GRANTS, "lease_grants_total", "Leases Redis granted to this node."},
+        {GW_CLC_TOKENS, "lease_tokens_total", "Request tokens in the leases granted."},
+        {GW_CLC_RETURNED, "lease_returned_tokens_total", "Unused lease tokens given back."},
+        {GW_CLC_DENIALS, "lease_denials_total", "Lease asks the farm-wide account refused."},
+        {GW_CLC_TIMEOUTS, "redis_timeouts_total", "Redis calls that got no answer in time."},
+        {GW_CLC_ERRORS, "redis_errors_total", "Redis calls that failed otherwise."},
+        {GW_CLC_OPEN_ADMITS, "fail_open_admits_total", "Requests admitted fail-open."},
+        {GW_CLC_CLOSED_REFUSALS, "fail_closed_refusals_total",
+         "Requests refused 503 budget_unavailable."},
+        {GW_CLC_RECONCILED, "reconciled_total", "Fail-open admissions charged to Redis later."},
+        {GW_CLC_LEASE_CALLS, "lease_round_trips_total",
+         "Redis calls for leases (take, give back, reconcile)."},
+    };
+    for (size_t i = 0; i < sizeof(cs) / sizeof(cs[0]); i++) {
+        char name[96];
+        snprintf(name, sizeof(name), "gpuwarden_cluster_%s", cs[i].name);
+        head(b, name, "counter", cs[i].help);
+        bput(b, "%s %" PRIu64 "\n", name, st.counters[cs[i].c]);
+    }
+    head(b, "gpuwarden_cluster_fail_open_seconds_total", "counter",
+         "Time this node ran without Redis (each plan per its fail mode).");
+    bput(b, "gpuwarden_cluster_fail_open_seconds_total %.6f\n",
+         (double)st.counters[GW_CLC_OPEN_US] / 1e6);
+    head(b, "gpuwarden_cluster_redis_up", "gauge", "1 when the cluster agent reaches Redis.");
+    bput(b, "gpuwarden_cluster_redis_up %d\n", st.state == GW_CL_UP);
+    head(b, "gpuwarden_cluster_live_nodes", "gauge", "Live nodes at the last heartbeat.");
+    bput(b, "gpuwarden_cluster_live_nodes %" PRIu64 "\n", st.live_nodes);
+}
+
 int gw_metrics_render(const struct gw_segment *seg, char **out, size_t *len)
 {
     struct buf b = {.p = malloc(16384), .cap = 16384};
@@ -184,6 +226,7 @@ int gw_metrics_render(const struct gw_segment *seg, char **out, size_t *len)
     bput(&b, "gpuwarden_slots_capacity %" PRIu32 "\n", seg->cfg.slots);
     for (int h = 0; h < GW_MH_N; h++)
         histogram(&b, &s, h);
+    cluster_lines(&b, seg);
     if (b.oom) {
         free(b.p);
         return -ENOMEM;

@@ -26,5 +26,6 @@
 #include "gw_common/netaddr.h"
 #include "gw_common/segment.h"
 #include "gw_common/farm.h"
+#include "gw_common/cluster.h"
 
 #endif /* GW_COMMON_H */

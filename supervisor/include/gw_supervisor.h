@@ -324,6 +324,10 @@ int gw_front_main(const char *config_path, int index, const struct gw_fds *fds);
 /* The master: validates the config, opens the segment and sockets, starts
  * and supervises the children. master.c */
 int gw_master_main(const char *config_path);
+/* The cluster agent (cluster.c): `gpuwarden --cluster -c CONFIG`, started
+ * by the master when the config has a "cluster" section. Exit status as
+ * gw_front_main. */
+int gw_cluster_main(const char *config_path, const struct gw_fds *fds);
 
 /* ---- watchdog ---- */
 /* watchdog.c: the master's anomaly killer, and guard.c: the workers' output

@@ -919,6 +919,96 @@ static void test_batching_keys_accept_their_edges(void **state)
     gw_config_free(cfg);
 }
 
+/* The "cluster" section (issue 19): absent, the node runs alone; each
+ * mistake named with its key path. */
+static void test_cluster_section_values_and_mistakes(void **state)
+{
+    (void)state;
+    struct gw_config *cfg = parse_ok(base_config());
+    assert_int_equal(cfg->cluster.enabled, 0);
+    gw_config_free(cfg);
+    json_t *root = base_config();
+    set_path(root, "cluster",
+             val("{\"redis\": \"[::1]:6380\", \"node\": \"gpu-17\", \"timeout_ms\": 50,"
+                 " \"fail_mode\": \"fail_closed\", \"plans\": {\"free\": \"fail_open\"}}"));
+    char pw[160];
+    snprintf(pw, sizeof(pw), "%s/redis.pass", dir);
+    write_file(pw, "s3cret\n");
+    set_path(root, "cluster.password_file", json_string(pw));
+    cfg = parse_ok(root);
+    unlink(pw);
+    assert_int_equal(cfg->cluster.enabled, 1);
+    assert_string_equal(cfg->cluster.redis_host, "::1");
+    assert_int_equal(cfg->cluster.redis_port, 6380);
+    assert_string_equal(cfg->cluster.node, "gpu-17");
+    assert_string_equal(cfg->cluster.password, "s3cret");
+    assert_string_equal(cfg->cluster.prefix, "gw");
+    assert_int_equal(cfg->cluster.timeout_ms, 50);
+    assert_int_equal(cfg->cluster.wait_ms, 1000);
+    assert_int_equal(cfg->cluster.lease_ttl_ms, 10000);
+    assert_int_equal(cfg->cluster.lease_percent, 5);
+    assert_int_equal(gw_cluster_fail_mode(&cfg->cluster, "free"), GW_FAIL_OPEN);
+    assert_int_equal(gw_cluster_fail_mode(&cfg->cluster, "pro"), GW_FAIL_CLOSED);
+    gw_config_free(cfg);
+
+    const char *ok = "{\"redis\": \"127.0.0.1:6379\", \"node\": \"n1\"}";
+    expect_mistake("cluster", val("{\"node\": \"n1\"}"),
+                   "config: cluster.redis: missing (required)");
+    expect_mistake("cluster", val("{\"redis\": \"127.0.0.1:6379\"}"),
+                   "config: cluster.node: missing (required)");
+    expect_mistake("cluster", val("[]"), "config: cluster: expected an object");
+    char err[3][200];
+    const char *bad[][2] = {
+        {"redis", "\"127.0.0.1\""},
+        {"redis", "\"127.0.0.1:0\""},
+        {"redis", "\"::1:6379\""},
+    };
+    snprintf(err[0], 200,
+             "config: cluster.redis: \"127.0.0.1\": expected \"host:port\" or "
+             "\"[IPv6]:port\"");
+    snprintf(err[1], 200,
+             "config: cluster.redis: \"127.0.0.1:0\": expected \"host:port\" or "
+             "\"[IPv6]:port\"");
+    snprintf(err[2], 200,
+             "config: cluster.redis: \"::1:6379\": an IPv6 address goes in "
+             "brackets: \"[::1]:6379\"");
+    for (int k = 0; k < 3; k++) {
+        json_t *c = val(ok);
+        json_object_set_new(c, bad[k][0], val(bad[k][1]));
+        expect_mistake("cluster", c, err[k]);
+    }
+    struct {
+        const char *key, *value, *want;
+    } cases[] = {
+        {"node", "\"gpu 17\"",
+         "config: cluster.node: \"gpu 17\": expected 1 to 63 bytes of "
+         "[A-Za-z0-9._-]"},
+        {"timeout_ms", "0", "config: cluster.timeout_ms: expected an integer in [1, 10000]"},
+        {"lease_ttl_ms", "300",
+         "config: cluster.lease_ttl_ms: 300: must be more than twice timeout_ms (200)\n"
+         "config: cluster.heartbeat_ms: 1000: at most lease_ttl_ms / 3 (100): a node's heartbeat "
+         "key lives 3 periods"},
+        {"heartbeat_ms", "5000",
+         "config: cluster.heartbeat_ms: 5000: at most lease_ttl_ms / 3 "
+         "(3333): a node's heartbeat key lives 3 periods"},
+        {"lease_percent", "101", "config: cluster.lease_percent: expected an integer in [1, 100]"},
+        {"fail_mode", "\"open\"",
+         "config: cluster.fail_mode: expected \"fail_open\" or \"fail_closed\""},
+        {"plans", "{\"gold\": \"fail_open\"}",
+         "config: cluster.plans.gold: \"gold\" is not a plan in \"plans\""},
+        {"plans", "{\"free\": 1}",
+         "config: cluster.plans.free: expected \"fail_open\" or \"fail_closed\""},
+        {"password_file", "\"/nonexistent/pass\"",
+         "config: cluster.password_file: /nonexistent/pass: No such file or directory"},
+        {"sentinel", "true", "config: cluster.sentinel: unknown key"},
+    };
+    for (size_t k = 0; k < sizeof(cases) / sizeof(cases[0]); k++) {
+        json_t *c = val(ok);
+        json_object_set_new(c, cases[k].key, val(cases[k].value));
+        expect_mistake("cluster", c, cases[k].want);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -938,6 +1028,7 @@ int main(void)
         cmocka_unit_test(test_batching_keys_name_key_and_range),
         cmocka_unit_test(test_batching_keys_accept_their_edges),
         cmocka_unit_test(test_address_keys_name_path_and_reason),
+        cmocka_unit_test(test_cluster_section_values_and_mistakes),
     };
     return cmocka_run_group_tests(tests, setup_files, teardown_files);
 }

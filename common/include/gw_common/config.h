@@ -208,6 +208,33 @@ struct gw_tenant {
     int n_plans_allowed;
 };
 
+/* The farm (issue 19; docs/ARCHITECTURE.md, "The farm"): the "cluster"
+ * section. enabled = 0 when the section is absent: the node runs alone. */
+enum gw_fail_mode { GW_FAIL_OPEN = 0, GW_FAIL_CLOSED = 1 };
+#define GW_CLUSTER_PASS_MAX 256
+struct gw_cluster_cfg {
+    int enabled;
+    char redis_host[256];               /* "127.0.0.1", "::1" or a name */
+    int redis_port;                     /* 1..65535 */
+    char node[GW_NAME_MAX];             /* this node's name in the farm, unique */
+    char password[GW_CLUSTER_PASS_MAX]; /* from password_file; "" = no AUTH */
+    char prefix[32];                    /* Redis key prefix, default "gw" */
+    uint32_t timeout_ms;                /* every Redis call (connect included), default 200 */
+    uint32_t wait_ms;                   /* a request waits this long for a lease, default 1000 */
+    uint32_t lease_ttl_ms;              /* a lease lives this long in Redis, default 10000 */
+    uint32_t heartbeat_ms;              /* node heartbeat period (key TTL 3x), default 1000 */
+    uint32_t lease_percent;             /* request tokens per lease: this % of the window's
+                                           limit, at least 1, default 5 */
+    uint32_t lease_max;                 /* cap on tokens per lease, default 1000 */
+    int fail_mode;                      /* enum gw_fail_mode for plans not listed, default open */
+    int n_plan_modes;
+    char plan_mode_name[GW_MAX_PLANS][GW_NAME_MAX];
+    int plan_mode[GW_MAX_PLANS];
+};
+/* The fail mode of the plan named `plan` (cluster.plans, else
+ * cluster.fail_mode). */
+int gw_cluster_fail_mode(const struct gw_cluster_cfg *cl, const char *plan);
+
 struct gw_config {
     char path[256];
     /* listening */
@@ -306,6 +333,7 @@ struct gw_config {
     struct gw_pattern_list *unb_lists;
     int n_farm_prefixes; /* plans' and tenants' "farming.ignore_prefix" lists */
     struct gw_farm_prefixes *farm_prefixes;
+    struct gw_cluster_cfg cluster; /* "cluster": the farm's shared budgets (config_cluster.c) */
 };
 
 /* Loads and checks `path`. On failure returns -EINVAL and writes every

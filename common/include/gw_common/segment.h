@@ -21,7 +21,7 @@
 
 #define GW_SEG_MAGIC "GWLEDGR" /* 7 chars + NUL = 8 bytes */
 #define GW_SEG_VERSION                                                                             \
-    11u              /* 3: account ban cell, lane drain word; 4: slot rep_max,                     \
+    12u              /* 3: account ban cell, lane drain word; 4: slot rep_max,                     \
                       * watchdog kill counters in the header; 5: learned                           \
                       * lengths region, 16 kill counters; 6: metrics and                           \
                       * limit-override areas after the learned lengths;                            \
@@ -35,7 +35,9 @@
                       * 11: the address-range rules region after the farming                       \
                       * region (netrules.c), then the overflow buckets                             \
                       * (overflow.c) and the revoked JWT ids (jti.c); an                           \
-                      * account's last word is `widths` */
+                      * account's last word is `widths`;              \
+                      * 12: the cluster region (area + one cell per                                \
+                      * budget record) at the end */
 #define GW_PROBE 16  /* accounts live within 16 entries of home */
 #define GW_ID_MAX 40 /* bytes of account id kept for display */
 
@@ -50,6 +52,8 @@ struct gw_limits_area;
 struct gw_net_area;
 struct gw_ovf_area;
 struct gw_jti_area;
+struct gw_cluster_area;
+struct gw_cluster_cell;
 struct gw_lenest_rec;
 struct gw_farm_rec;
 
@@ -77,6 +81,8 @@ struct gw_segment {
     struct gw_net_area *nets;        /* address-range bans and allow entries (gw_net_*) */
     struct gw_ovf_area *ovf;         /* overflow buckets for a full address table (overflow.c) */
     struct gw_jti_area *jti;         /* revoked JWT ids (jti.c) */
+    struct gw_cluster_area *cluster; /* the farm's state on this node (gw_cluster_*) */
+    struct gw_cluster_cell *cl_cells; /* one per budget record (cluster.c) */
 };
 
 /* Opens `path`, creating it (mode 0600) with `cfg` when it does not exist.
@@ -494,7 +500,14 @@ int gw_slot_cancel(struct gw_segment *seg, struct gw_slot_ref ref, uint32_t reas
 
 /* Each lane also says what its process is, for readiness, status and the
  * watchdog. Written by the lane's process. */
-enum gw_role { GW_ROLE_NONE = 0, GW_ROLE_MASTER, GW_ROLE_FRONT, GW_ROLE_WORKER, GW_ROLE_TOOL };
+enum gw_role {
+    GW_ROLE_NONE = 0,
+    GW_ROLE_MASTER,
+    GW_ROLE_FRONT,
+    GW_ROLE_WORKER,
+    GW_ROLE_TOOL,
+    GW_ROLE_CLUSTER /* the cluster agent (supervisor/cluster.c) */
+};
 enum gw_proc_state { GW_PROC_STARTING = 0, GW_PROC_READY, GW_PROC_DRAINING };
 
 struct gw_proc_info {

@@ -1,0 +1,101 @@
+/* gw_common/cluster.h - this node's side of the farm's shared budgets
+ * (issue 19; docs/ARCHITECTURE.md, "The farm"): the segment's cluster
+ * region, where the cluster agent (supervisor/cluster.c, the one process
+ * that talks to Redis) puts leases of farm-wide capacity and the fronts
+ * take from them without a lock and without waiting on Redis. Part of
+ * gw_common.h; include that, not this. */
+#ifndef GW_COMMON_CLUSTER_H
+#define GW_COMMON_CLUSTER_H
+
+#include "gw_common/config.h"
+#include "gw_common/segment.h"
+
+#include <stdint.h>
+
+/* Redis as the agent last found it. OFF: no agent has reported yet (the
+ * node has just started); requests wait for a lease up to cluster.wait_ms. */
+enum gw_cl_state { GW_CL_OFF = 0, GW_CL_UP = 1, GW_CL_DOWN = 2 };
+
+/* What gw_cluster_take found. */
+enum gw_cl_take {
+    GW_CL_TAKEN = 0,       /* one request token taken from the node's lease */
+    GW_CL_WAIT = 1,        /* the lease is empty or expired: ask the agent and wait */
+    GW_CL_DENIED = 2,      /* the farm-wide account is exhausted until *retry_us from now */
+    GW_CL_UNAVAILABLE = 3, /* Redis is down: the plan's fail mode decides */
+};
+
+/* Takes one request token for tenant account `a` from this node's lease.
+ * Lock-free (one CAS); never waits. *retry_us is set for GW_CL_DENIED. */
+int gw_cluster_take(struct gw_segment *seg, struct gw_acct a, uint64_t now_us, uint64_t *retry_us);
+/* A request of tenant `a` starts (+1) or stops (-1) waiting for a lease.
+ * +1 also records the account in its cell (so the agent can name it) and
+ * wakes the agent (futex). */
+void gw_cluster_want(struct gw_segment *seg, struct gw_acct a, int delta);
+/* Fail-open admission while Redis is down: the plan's windows divided by
+ * the live nodes last seen (at least one request per window), on this
+ * node's own cells. 0 admitted (and counted, for reconciliation when Redis
+ * returns); GW_EREFUSED with *retry_us. */
+int gw_cluster_open_admit(struct gw_segment *seg, struct gw_acct a, const struct gw_plan *p,
+                          uint64_t now_us, uint64_t *retry_us);
+
+/* ---------------------------------------------------------- the agent's side */
+
+/* One tenant cell as the agent sees it. */
+struct gw_cl_cell {
+    struct gw_acct acct; /* the tenant account */
+    uint64_t tokens;     /* unused request tokens of this node's lease */
+    uint64_t expires_us; /* the lease's local end (wall clock) */
+    uint64_t want;       /* requests waiting for a lease now */
+    uint64_t deny_until; /* farm-wide exhausted until (wall us), 0 none */
+    uint64_t open_spent; /* admitted fail-open, not yet charged to Redis */
+    uint64_t granted;    /* request tokens granted to this node, ever */
+};
+/* Cell `i` (0 .. budgets-1): 0, or -ENOENT for a cell no request used. */
+int gw_cluster_cell(const struct gw_segment *seg, uint32_t i, struct gw_cl_cell *out);
+/* Adds k tokens to cell i's lease, which now ends at expires_us, and lifts
+ * any denial. */
+void gw_cluster_grant(struct gw_segment *seg, uint32_t i, uint64_t k, uint64_t expires_us);
+/* Empties cell i's lease: the unused tokens it held (to give back). */
+uint64_t gw_cluster_reclaim(struct gw_segment *seg, uint32_t i);
+void gw_cluster_deny(struct gw_segment *seg, uint32_t i, uint64_t until_us);
+/* Takes the fail-open admissions not yet reconciled (to charge to Redis). */
+uint64_t gw_cluster_open_drain(struct gw_segment *seg, uint32_t i);
+/* Sets cell i's waiting count to 0 if it is still `seen` (a count a dead
+ * front left behind; see supervisor/cluster.c). */
+void gw_cluster_want_reset(struct gw_segment *seg, uint32_t i, uint64_t seen);
+/* Puts back n of them when the charge could not be made. */
+void gw_cluster_open_undrain(struct gw_segment *seg, uint32_t i, uint64_t n);
+/* The futex word fronts bump when they want a lease; the agent sleeps on it
+ * up to ms (0 when woken or the word moved, -ETIMEDOUT, -EINTR). */
+uint32_t gw_cluster_demand(const struct gw_segment *seg);
+int gw_cluster_wait_demand(struct gw_segment *seg, uint32_t seen, uint32_t ms);
+void gw_cluster_set_state(struct gw_segment *seg, int state, uint64_t live_nodes, uint64_t now_us);
+
+/* Counters (monotone; /metrics and gpuwardenctl cluster). */
+enum gw_cl_counter {
+    GW_CLC_ROUND_TRIPS = 0, /* Redis calls made */
+    GW_CLC_GRANTS,          /* leases granted (>= 1 token) */
+    GW_CLC_TOKENS,          /* request tokens granted */
+    GW_CLC_RETURNED,        /* unused tokens given back */
+    GW_CLC_DENIALS,         /* lease asks answered "exhausted" */
+    GW_CLC_TIMEOUTS,        /* Redis calls that timed out */
+    GW_CLC_ERRORS,          /* other failures: refused connection, bad reply, auth */
+    GW_CLC_OPEN_ADMITS,     /* requests admitted fail-open */
+    GW_CLC_CLOSED_REFUSALS, /* requests refused 503 budget_unavailable */
+    GW_CLC_RECONCILED,      /* fail-open admissions charged to Redis afterwards */
+    GW_CLC_OPEN_US,         /* time spent with Redis down (us) */
+    GW_CLC_LEASE_CALLS,     /* round trips for leases: take, give back, reconcile */
+    GW_CLC_COUNT
+};
+void gw_cluster_count(struct gw_segment *seg, int counter, uint64_t n);
+
+struct gw_cl_status {
+    int state;           /* enum gw_cl_state */
+    uint64_t since_us;   /* when it last changed */
+    uint64_t live_nodes; /* from the last heartbeat (>= 1) */
+    uint64_t counters[GW_CLC_COUNT];
+};
+void gw_cluster_status(const struct gw_segment *seg, struct gw_cl_status *out);
+const char *gw_cluster_state_name(int state);
+
+#endif

@@ -1,0 +1,674 @@
+/* test_cluster.c - a farm on loopback (issue 19): one redis-server (its own
+ * port and directory, AOF on) and three gpuwarden nodes, each a real master
+ * with its fronts, worker and cluster agent, all started here.
+ *
+ *  - a tenant limited to 10 per minute sending round-robin to all three:
+ *    exactly 10 admitted farm-wide;
+ *  - Redis killed: the fail_closed plan answers 503 budget_unavailable, the
+ *    fail_open plan admits its share (limit / live nodes) per node; no
+ *    request waits past its deadline; Redis restarted: leases again, and the
+ *    fail-open admissions are charged to Redis (reconciled);
+ *  - bad peers: nothing listening, a wrong password, a server answering
+ *    garbage, one answering nothing: the exact error in the node's log, and
+ *    the node serving each plan per its fail mode.
+ *
+ * Exit 77 without redis-server or the model. */
+#include "farm.h"
+
+#include <hiredis/hiredis.h>
+#include <jansson.h>
+#include <pthread.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+
+#include <cmocka.h>
+
+#define NODES 3
+
+static struct svc nodes[NODES];
+
+/* --------------------------------------------------------------- the nodes */
+
+/* The plans and tenants every node of the tests has: "ten" (10 per
+ * minute), "shut" (fail_closed), "fair" (30 per hour), "big" and "spare"
+ * (100 per hour). */
+static const char plans[] =
+    " \"plans\": {\n"
+    "   \"ten\": {\"rate\": [\"10 per minute\"], \"max_tokens\": 1},\n"
+    "   \"shut\": {\"rate\": [\"100 per minute\"], \"max_tokens\": 1},\n"
+    "   \"fair\": {\"rate\": [\"30 per hour\"], \"max_tokens\": 1},\n"
+    "   \"big\": {\"rate\": [\"100 per hour\"], \"max_tokens\": 1},\n"
+    "   \"spare\": {\"rate\": [\"100 per hour\"], \"max_tokens\": 1}},\n"
+    " \"tenants\": {\"ten\": {\"plan\": \"ten\"}, \"shut\": {\"plan\": \"shut\"},\n"
+    "   \"fair\": {\"plan\": \"fair\"}, \"big\": {\"plan\": \"big\"},\n"
+    "   \"spare\": {\"plan\": \"spare\"}},\n";
+static const char cluster_extra[] = "\"wait_ms\": 5000, \"lease_ttl_ms\": 5000, "
+                                    "\"heartbeat_ms\": 1000, \"fail_mode\": \"fail_open\", "
+                                    "\"plans\": {\"shut\": \"fail_closed\"}";
+
+static void node_config(struct svc *s, int i, const char *redis_addr, const char *pass)
+{
+    farm_node_config(s, i, redis_addr, pass, plans, cluster_extra);
+}
+
+static void cluster_status(const struct svc *s, struct gw_cl_status *st)
+{
+    assert_int_equal(farm_cluster_status(s, st), 0);
+}
+
+static const char body[] = "{\"model\":\"smollm2\",\"prompt\":\"Hi\",\"max_tokens\":1}";
+
+/* n requests of `tenant`, sent to the nodes in `which` round-robin, all on
+ * their own connections before any answer is read (so they arrive within
+ * one GCRA interval); counts the statuses. */
+static void burst(const char *tenant, int n, const int *which, int n_which, int *ok, int *r429,
+                  int *r503, int *other, char *first_refusal, size_t frlen)
+{
+    int fds[64];
+    char *tok[NODES];
+    for (int i = 0; i < NODES; i++)
+        tok[i] = svc_token(&nodes[i], tenant, 300);
+    *ok = *r429 = *r503 = *other = 0;
+    for (int k = 0; k < n; k++) {
+        int i = which[k % n_which];
+        fds[k] = svc_connect(&nodes[i]);
+        assert_true(fds[k] >= 0);
+        char head[1024];
+        int len = snprintf(head, sizeof(head),
+                           "POST /v1/completions HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+                           "Content-Type: application/json\r\nContent-Length: %zu\r\n"
+                           "Authorization: Bearer %s\r\n\r\n%s",
+                           strlen(body), tok[i], body);
+        send_all(fds[k], head, (size_t)len);
+    }
+    for (int k = 0; k < n; k++) {
+        struct resp r;
+        assert_int_equal(svc_read(fds[k], &r, SVC_DEADLINE_MS), 0);
+        close(fds[k]);
+        if (r.status == 200)
+            (*ok)++;
+        else if (r.status == 429)
+            (*r429)++;
+        else if (r.status == 503)
+            (*r503)++;
+        else
+            (*other)++;
+        if (r.status != 200 && first_refusal && !first_refusal[0])
+            snprintf(first_refusal, frlen, "%d %s", r.status, r.body);
+        resp_free(&r);
+    }
+    for (int i = 0; i < NODES; i++)
+        free(tok[i]);
+}
+
+/* Waits (up to the deadline) for node s to see Redis in `state`. */
+static int wait_state(const struct svc *s, int state)
+{
+    for (uint64_t end = svc_now_ms() + SVC_DEADLINE_MS; svc_now_ms() < end; usleep(20000)) {
+        struct gw_cl_status st;
+        cluster_status(s, &st);
+        if (st.state == state)
+            return 0;
+    }
+    return -1;
+}
+
+/* Waits for node s to have seen `n` live nodes at its last heartbeat. */
+static int wait_live(const struct svc *s, uint64_t n)
+{
+    for (uint64_t end = svc_now_ms() + SVC_DEADLINE_MS; svc_now_ms() < end; usleep(20000)) {
+        struct gw_cl_status st;
+        cluster_status(s, &st);
+        if (st.live_nodes == n)
+            return 0;
+    }
+    return -1;
+}
+
+static int log_has(const struct svc *s, const char *needle)
+{
+    for (uint64_t end = svc_now_ms() + 10000;; usleep(50000)) {
+        char *t = svc_log_text(s);
+        int has = strstr(t, needle) != NULL;
+        free(t);
+        if (has || svc_now_ms() >= end)
+            return has;
+    }
+}
+
+/* ------------------------------------------------------------------- tests */
+
+static int farm_up(void **state)
+{
+    (void)state;
+    snprintf(rds.dir, sizeof(rds.dir), "/tmp/gw-redis-%d-%ld", (int)getpid(), random());
+    mkdir(rds.dir, 0700);
+    if (redis_start() != 0)
+        return -1;
+    char addr[64];
+    snprintf(addr, sizeof(addr), "127.0.0.1:%d", rds.port);
+    for (int i = 0; i < NODES; i++) {
+        node_config(&nodes[i], i, addr, NULL);
+        if (svc_start_or_dump(&nodes[i]) != 0)
+            return -1;
+    }
+    /* up, and each has seen all three (the fail-open share divides by it) */
+    for (int i = 0; i < NODES; i++)
+        if (wait_state(&nodes[i], GW_CL_UP) != 0 || wait_live(&nodes[i], NODES) != 0)
+            return -1;
+    return 0;
+}
+
+static int farm_down(void **state)
+{
+    (void)state;
+    for (int i = 0; i < NODES; i++)
+        svc_stop(&nodes[i]);
+    redis_kill();
+    return 0;
+}
+
+static void test_ten_per_minute_round_robin_admits_exactly_ten(void **state)
+{
+    (void)state;
+    int all[NODES] = {0, 1, 2}, ok, r429, r503, other;
+    char refusal[512] = "";
+    burst("ten", 30, all, NODES, &ok, &r429, &r503, &other, refusal, sizeof(refusal));
+    assert_int_equal(ok, 10);
+    assert_int_equal(r429, 20);
+    assert_int_equal(r503 + other, 0);
+    assert_non_null(strstr(refusal, "\"code\":\"rate_limited\""));
+    /* every node's fronts took their units from leases the agent got */
+    uint64_t tokens = 0;
+    for (int i = 0; i < NODES; i++) {
+        struct gw_cl_status st;
+        cluster_status(&nodes[i], &st);
+        tokens += st.counters[GW_CLC_TOKENS];
+    }
+    assert_int_equal(tokens, 10);
+}
+
+/* gpuwardenctl cluster --json on node 0, parsed. */
+static json_t *ctl_cluster(const struct svc *s)
+{
+    char cmd[600];
+    snprintf(cmd, sizeof(cmd), "%s/gpuwardenctl -s %s/admin.sock --json cluster", GW_BIN_DIR,
+             s->dir);
+    FILE *p = popen(cmd, "r");
+    assert_non_null(p);
+    char out[65536];
+    size_t n = fread(out, 1, sizeof(out) - 1, p);
+    out[n] = '\0';
+    assert_int_equal(pclose(p), 0);
+    json_error_t je;
+    json_t *r = json_loads(out, 0, &je);
+    if (!r)
+        fail_msg("gpuwardenctl cluster: %s: %s", je.text, out);
+    return r;
+}
+
+/* After the burst of the test before: node 0 sees Redis up, three live
+ * nodes, the tenant "ten" with what its leases brought, and the round
+ * trips that cost. */
+static void test_ctl_cluster_shows_redis_nodes_and_leases(void **state)
+{
+    (void)state;
+    json_t *r = ctl_cluster(&nodes[0]);
+    assert_true(json_is_true(json_object_get(r, "enabled")));
+    assert_string_equal(json_string_value(json_object_get(r, "node")), "node-0");
+    assert_string_equal(json_string_value(json_object_get(r, "redis_state")), "up");
+    assert_int_equal(json_integer_value(json_object_get(r, "live_nodes")), 3);
+    json_t *c = json_object_get(r, "counters");
+    struct gw_cl_status st;
+    cluster_status(&nodes[0], &st);
+    assert_int_equal(json_integer_value(json_object_get(c, "lease_tokens")),
+                     st.counters[GW_CLC_TOKENS]);
+    assert_true(json_integer_value(json_object_get(c, "redis_round_trips")) > 0);
+    json_t *leases = json_object_get(r, "leases"), *l;
+    size_t k;
+    int seen = 0;
+    json_array_foreach (leases, k, l) {
+        if (strcmp(json_string_value(json_object_get(l, "tenant")), "ten") != 0)
+            continue;
+        seen = 1;
+        assert_int_equal(json_integer_value(json_object_get(l, "granted")),
+                         st.counters[GW_CLC_TOKENS]);
+        assert_int_equal(json_integer_value(json_object_get(l, "waiting")), 0);
+        assert_int_equal(json_integer_value(json_object_get(l, "tokens")), 0); /* all used */
+    }
+    assert_int_equal(seen, 1); /* node 0 had 10 of the 30: they asked for leases */
+    json_decref(r);
+}
+
+/* Pid of node s's cluster agent from its lanes, -1 if none is attached. */
+static pid_t agent_pid(const struct svc *s)
+{
+    struct gw_segment seg;
+    char path[256], err[256];
+    snprintf(path, sizeof(path), "%s/state/ledger", s->dir);
+    if (gw_segment_attach(&seg, path, err, sizeof(err)) != 0)
+        return -1;
+    pid_t pid = -1;
+    for (uint32_t l = 0; l < seg.cfg.lanes; l++) {
+        struct gw_proc_info pi;
+        if (gw_proc_get(&seg, (int)l, &pi) == 0 && pi.role == GW_ROLE_CLUSTER &&
+            pi.state == GW_PROC_READY && kill(pi.pid, 0) == 0)
+            pid = pi.pid;
+    }
+    gw_segment_close(&seg);
+    return pid;
+}
+
+/* Node 1's agent stopped (SIGSTOP) with Redis up: a request whose lease is
+ * empty waits cluster.wait_ms, then its plan decides (fail_closed: 503
+ * budget_unavailable; fail_open: admitted); none hangs. Continued, the
+ * agent charges the fail-open admission to Redis. */
+static void test_stalled_agent_requests_follow_fail_mode_after_wait(void **state)
+{
+    (void)state;
+    pid_t agent = agent_pid(&nodes[1]);
+    assert_true(agent > 0);
+    assert_int_equal(kill(agent, SIGSTOP), 0);
+    int one[1] = {1}, ok, r429, r503, other;
+    char refusal[512] = "";
+    burst("shut", 1, one, 1, &ok, &r429, &r503, &other, refusal, sizeof(refusal));
+    assert_int_equal(r503, 1);
+    assert_non_null(strstr(refusal, "\"code\":\"budget_unavailable\""));
+    burst("spare", 1, one, 1, &ok, &r429, &r503, &other, NULL, 0);
+    assert_int_equal(ok, 1);
+    assert_int_equal(kill(agent, SIGCONT), 0);
+    struct gw_cl_status st;
+    for (uint64_t end = svc_now_ms() + SVC_DEADLINE_MS; svc_now_ms() < end; usleep(20000)) {
+        cluster_status(&nodes[1], &st);
+        if (st.counters[GW_CLC_RECONCILED] == 1)
+            break;
+    }
+    assert_int_equal(st.counters[GW_CLC_RECONCILED], 1);
+    assert_int_equal(st.counters[GW_CLC_OPEN_ADMITS], 1);
+    assert_int_equal(st.counters[GW_CLC_CLOSED_REFUSALS], 1);
+}
+
+/* Node 1's agent SIGKILLed: the master starts another, which takes leases
+ * again. */
+static void test_killed_agent_is_restarted_and_leases_resume(void **state)
+{
+    (void)state;
+    pid_t agent = agent_pid(&nodes[1]);
+    assert_true(agent > 0);
+    assert_int_equal(kill(agent, SIGKILL), 0);
+    pid_t next = -1;
+    for (uint64_t end = svc_now_ms() + SVC_DEADLINE_MS; svc_now_ms() < end; usleep(20000))
+        if ((next = agent_pid(&nodes[1])) > 0 && next != agent)
+            break;
+    assert_true(next > 0 && next != agent);
+    assert_int_equal(wait_state(&nodes[1], GW_CL_UP), 0);
+    int one[1] = {1}, ok, r429, r503, other;
+    burst("shut", 2, one, 1, &ok, &r429, &r503, &other, NULL, 0);
+    assert_int_equal(ok, 2);
+}
+
+/* Node s's cell of `tenant` (-1 when it has none). */
+static int tenant_cell(const struct svc *s, const char *tenant, struct gw_cl_cell *out)
+{
+    struct gw_segment seg;
+    char path[256], err[256];
+    snprintf(path, sizeof(path), "%s/state/ledger", s->dir);
+    if (gw_segment_attach(&seg, path, err, sizeof(err)) != 0)
+        return -1;
+    int rc = -1;
+    for (uint32_t i = 0; i < seg.cfg.budgets && rc != 0; i++) {
+        char id[GW_ID_MAX + 1];
+        enum gw_kind kind;
+        if (gw_cluster_cell(&seg, i, out) == 0 &&
+            gw_ledger_id(&seg, out->acct, &kind, id, sizeof(id)) > 0 && strcmp(id, tenant) == 0)
+            rc = 0;
+    }
+    gw_segment_close(&seg);
+    return rc;
+}
+
+/* A front SIGKILLed with a request parked for a lease leaves the cell's
+ * waiting count behind. The agent takes a lease for it that nobody uses;
+ * when that lease ends unused, it gives the tokens back and drops the
+ * count, instead of leasing for nobody every TTL. */
+static void test_dead_fronts_waiting_count_is_dropped(void **state)
+{
+    (void)state;
+    struct svc *s = &nodes[1];
+    pid_t agent = agent_pid(s);
+    assert_true(agent > 0);
+    struct gw_cl_cell c0;
+    assert_int_equal(tenant_cell(s, "spare", &c0), 0); /* from the stalled-agent test */
+    assert_int_equal(kill(agent, SIGSTOP), 0);
+    int fd = svc_connect(s);
+    assert_true(fd >= 0);
+    char *tok = svc_token(s, "spare", 300), head[1024];
+    int len = snprintf(head, sizeof(head),
+                       "POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: "
+                       "application/json\r\nContent-Length: %zu\r\nAuthorization: Bearer "
+                       "%s\r\n\r\n%s",
+                       strlen(body), tok, body);
+    free(tok);
+    send_all(fd, head, (size_t)len);
+    struct gw_cl_cell c = {0};
+    for (uint64_t end = svc_now_ms() + SVC_DEADLINE_MS; svc_now_ms() < end; usleep(10000))
+        if (tenant_cell(s, "spare", &c) == 0 && c.want == 1)
+            break;
+    assert_int_equal(c.want, 1);
+    /* both fronts: whichever holds the request dies with it parked */
+    struct gw_segment seg;
+    char path[256], err[256];
+    snprintf(path, sizeof(path), "%s/state/ledger", s->dir);
+    assert_int_equal(gw_segment_attach(&seg, path, err, sizeof(err)), 0);
+    for (uint32_t l = 0; l < seg.cfg.lanes; l++) {
+        struct gw_proc_info pi;
+        if (gw_proc_get(&seg, (int)l, &pi) == 0 && pi.role == GW_ROLE_FRONT)
+            kill(pi.pid, SIGKILL);
+    }
+    gw_segment_close(&seg);
+    close(fd);
+    assert_int_equal(kill(agent, SIGCONT), 0);
+    for (uint64_t end = svc_now_ms() + SVC_DEADLINE_MS; svc_now_ms() < end; usleep(50000))
+        if (tenant_cell(s, "spare", &c) == 0 && c.want == 0)
+            break;
+    assert_int_equal(c.want, 0);
+    assert_int_equal(c.tokens, 0);
+    /* one lease of 5 (5% of 100) for nobody, given back whole, and no other */
+    usleep(6000 * 1000); /* another lease's life */
+    assert_int_equal(tenant_cell(s, "spare", &c), 0);
+    assert_int_equal(c.granted - c0.granted, 5);
+    assert_int_equal(c.want, 0);
+}
+
+static void test_redis_killed_plans_follow_their_fail_mode(void **state)
+{
+    (void)state;
+    /* the share divides by the live nodes each last saw: all three, after
+     * the tests before stalled and restarted node 1's agent */
+    for (int i = 0; i < NODES; i++)
+        assert_int_equal(wait_live(&nodes[i], NODES), 0);
+    redis_kill();
+    for (int i = 0; i < NODES; i++)
+        assert_int_equal(wait_state(&nodes[i], GW_CL_DOWN), 0);
+    int one[1] = {0}, ok, r429, r503, other;
+    char refusal[512] = "";
+    uint64_t t0 = svc_now_ms();
+    burst("shut", 5, one, 1, &ok, &r429, &r503, &other, refusal, sizeof(refusal));
+    assert_int_equal(r503, 5);
+    assert_int_equal(ok + r429 + other, 0);
+    assert_non_null(strstr(refusal, "\"code\":\"budget_unavailable\""));
+    /* never a hang: answered long before the test's own deadline */
+    assert_true(svc_now_ms() - t0 < SVC_DEADLINE_MS);
+    /* fail_open: 30 per hour over the 3 live nodes last seen = 10 here */
+    refusal[0] = '\0';
+    burst("fair", 15, one, 1, &ok, &r429, &r503, &other, refusal, sizeof(refusal));
+    assert_int_equal(ok, 10);
+    assert_int_equal(r429, 5);
+    assert_int_equal(r503 + other, 0);
+    struct gw_cl_status st;
+    cluster_status(&nodes[0], &st);
+    assert_int_equal(st.counters[GW_CLC_OPEN_ADMITS], 10);
+    assert_int_equal(st.counters[GW_CLC_CLOSED_REFUSALS], 5);
+    assert_true(log_has(&nodes[0], "connect: Connection refused; requests that need a lease "
+                                   "follow their plan's fail mode"));
+}
+
+static void test_redis_restarted_nodes_resume_and_reconcile(void **state)
+{
+    (void)state;
+    assert_int_equal(redis_start(), 0); /* same port, same directory: the AOF */
+    for (int i = 0; i < NODES; i++)
+        assert_int_equal(wait_state(&nodes[i], GW_CL_UP), 0);
+    int one[1] = {1}, ok, r429, r503, other;
+    burst("shut", 3, one, 1, &ok, &r429, &r503, &other, NULL, 0);
+    assert_int_equal(ok, 3);
+    /* node 0's ten fail-open admissions are charged to the farm */
+    struct gw_cl_status st;
+    for (uint64_t end = svc_now_ms() + SVC_DEADLINE_MS; svc_now_ms() < end; usleep(20000)) {
+        cluster_status(&nodes[0], &st);
+        if (st.counters[GW_CLC_RECONCILED] == 10)
+            break;
+    }
+    assert_int_equal(st.counters[GW_CLC_RECONCILED], 10);
+    /* and the farm-wide account saw them: 30 per hour, 10 spent there:
+     * 20 more at most across the farm now */
+    int all[NODES] = {0, 1, 2};
+    burst("fair", 30, all, NODES, &ok, &r429, &r503, &other, NULL, 0);
+    assert_int_equal(ok, 20);
+    assert_int_equal(r429, 10);
+    assert_true(log_has(&nodes[0], ": back"));
+}
+
+/* What the farm-wide GCRA cell `key` admits now (Redis's clock), for a
+ * window of `limit` per hour; -1 when it cannot be read. */
+static long redis_available(const char *key, long limit)
+{
+    redisContext *c = redis_connect();
+    if (!c)
+        return -1;
+    redisReply *t = redisCommand(c, "TIME");
+    redisReply *v = redisCommand(c, "GET %s", key);
+    long avail = -1;
+    if (t && t->type == REDIS_REPLY_ARRAY && t->elements == 2 && v) {
+        double now = atof(t->element[0]->str) * 1e6 + atof(t->element[1]->str);
+        double tat = v->type == REDIS_REPLY_STRING ? atof(v->str) : 0;
+        double T = 3600e6 / (double)limit, tau = (double)(limit - 1) * T;
+        if (tat < now)
+            tat = now;
+        avail = (long)((tau - (tat - now)) / T) + 1;
+    }
+    if (t)
+        freeReplyObject(t);
+    if (v)
+        freeReplyObject(v);
+    redisFree(c);
+    return avail;
+}
+
+static int redis_hexists(const char *key, const char *field)
+{
+    redisContext *c = redis_connect();
+    redisReply *r = c ? redisCommand(c, "HEXISTS %s %s", key, field) : NULL;
+    int v = r && r->type == REDIS_REPLY_INTEGER ? (int)r->integer : -1;
+    if (r)
+        freeReplyObject(r);
+    if (c)
+        redisFree(c);
+    return v;
+}
+
+/* "big": 100 per hour, leases of 5% = 5 tokens. Node 2 takes one lease for
+ * one request and is SIGKILLed (master and, by PDEATHSIG, its children)
+ * holding it. Its lease record stays in Redis until its TTL (5 s); the next
+ * lease anyone takes after that reaps it, and its 5 tokens are back in the
+ * pool: node 0's lease then leaves 95 available, not 90. (Node 2 had used
+ * one of the 5: the over-return the bound in docs/ARCHITECTURE.md counts.) */
+static void test_killed_node_lease_returns_after_ttl(void **state)
+{
+    (void)state;
+    static const char key[] = "gw:rate:big:100/3600000000+0", leases[] = "gw:lease:big";
+    int two[1] = {2}, zero[1] = {0}, ok, r429, r503, other;
+    burst("big", 1, two, 1, &ok, &r429, &r503, &other, NULL, 0);
+    assert_int_equal(ok, 1);
+    assert_int_equal(redis_available(key, 100), 95);
+    assert_int_equal(redis_hexists(leases, "node-2"), 1);
+    kill(nodes[2].master, SIGKILL);
+    waitpid(nodes[2].master, NULL, 0);
+    nodes[2].master = 0;
+    usleep(5500 * 1000);                                  /* past the lease's TTL in Redis */
+    assert_int_equal(redis_hexists(leases, "node-2"), 1); /* nobody asked since */
+    burst("big", 1, zero, 1, &ok, &r429, &r503, &other, NULL, 0);
+    assert_int_equal(ok, 1);
+    assert_int_equal(redis_hexists(leases, "node-2"), 0);
+    assert_int_equal(redis_available(key, 100), 95);
+}
+
+/* ------------------------------------------------------------- bad peers */
+
+/* A fake Redis on loopback: accepts, reads, and answers `reply` to every
+ * read (NULL: never answers). */
+static struct {
+    int lfd, port;
+    const char *reply;
+    pthread_t th;
+} fake;
+
+static void *fake_serve(void *arg)
+{
+    (void)arg;
+    int conns[64], n = 0;
+    for (;;) {
+        struct pollfd p[65];
+        p[0] = (struct pollfd){.fd = fake.lfd, .events = POLLIN};
+        for (int i = 0; i < n; i++)
+            p[1 + i] = (struct pollfd){.fd = conns[i], .events = POLLIN};
+        if (poll(p, (nfds_t)(1 + n), 100) < 0)
+            break;
+        if (fake.lfd < 0)
+            break;
+        if (p[0].revents & POLLIN) {
+            int c = accept4(fake.lfd, NULL, NULL, SOCK_CLOEXEC);
+            if (c >= 0 && n < 64)
+                conns[n++] = c;
+            else if (c >= 0)
+                close(c);
+        }
+        for (int i = 0; i < n; i++) {
+            if (!(p[1 + i].revents & (POLLIN | POLLHUP)))
+                continue;
+            char buf[4096];
+            ssize_t r = recv(conns[i], buf, sizeof(buf), 0);
+            if (r <= 0) {
+                close(conns[i]);
+                conns[i--] = conns[--n];
+                p[1 + i + 1].revents = 0;
+                continue;
+            }
+            if (fake.reply)
+                send_all(conns[i], fake.reply, strlen(fake.reply));
+        }
+    }
+    for (int i = 0; i < n; i++)
+        close(conns[i]);
+    return NULL;
+}
+
+static void fake_start(const char *reply)
+{
+    fake.reply = reply;
+    fake.lfd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t l = sizeof(a);
+    assert_int_equal(bind(fake.lfd, (struct sockaddr *)&a, sizeof(a)), 0);
+    assert_int_equal(listen(fake.lfd, 16), 0);
+    assert_int_equal(getsockname(fake.lfd, (struct sockaddr *)&a, &l), 0);
+    fake.port = ntohs(a.sin_port);
+    assert_int_equal(pthread_create(&fake.th, NULL, fake_serve, NULL), 0);
+}
+
+static void fake_stop(void)
+{
+    int fd = fake.lfd;
+    fake.lfd = -1;
+    pthread_join(fake.th, NULL);
+    close(fd);
+}
+
+/* One node against a bad peer at `addr`: its log names the problem
+ * (`expect`), and it serves each plan per its fail mode: fail_closed 503
+ * budget_unavailable, fail_open admitted. */
+static void node_against(const char *addr, const char *pass, const char *expect)
+{
+    struct svc *s = &nodes[0];
+    node_config(s, 0, addr, pass);
+    assert_int_equal(svc_start_or_dump(s), 0);
+    assert_int_equal(wait_state(s, GW_CL_DOWN), 0);
+    assert_true(log_has(s, expect));
+    int one[1] = {0}, ok, r429, r503, other;
+    char refusal[512] = "";
+    burst("shut", 2, one, 1, &ok, &r429, &r503, &other, refusal, sizeof(refusal));
+    assert_int_equal(r503, 2);
+    assert_non_null(strstr(refusal, "\"code\":\"budget_unavailable\""));
+    burst("fair", 2, one, 1, &ok, &r429, &r503, &other, NULL, 0);
+    assert_int_equal(ok, 2);
+    assert_int_equal(svc_stop_or_dump(s), 0);
+}
+
+static void test_unreachable_redis_at_start(void **state)
+{
+    (void)state;
+    char addr[64], expect[160];
+    int port = free_port();
+    snprintf(addr, sizeof(addr), "127.0.0.1:%d", port);
+    snprintf(expect, sizeof(expect),
+             "redis 127.0.0.1:%d: connect: Connection refused; requests that need a lease "
+             "follow their plan's fail mode",
+             port);
+    node_against(addr, NULL, expect);
+}
+
+static void test_wrong_password(void **state)
+{
+    (void)state;
+    snprintf(rds.password, sizeof(rds.password), "right-password");
+    rds.port = 0;
+    assert_int_equal(redis_start(), 0);
+    char addr[64], expect[200];
+    snprintf(addr, sizeof(addr), "127.0.0.1:%d", rds.port);
+    snprintf(expect, sizeof(expect),
+             "redis 127.0.0.1:%d: AUTH: WRONGPASS invalid username-password pair", rds.port);
+    node_against(addr, "wrong-password", expect);
+    redis_kill();
+}
+
+static void test_redis_answering_garbage(void **state)
+{
+    (void)state;
+    fake_start("hello, I am not Redis\r\n");
+    char addr[64], expect[200];
+    snprintf(addr, sizeof(addr), "127.0.0.1:%d", fake.port);
+    snprintf(expect, sizeof(expect),
+             "redis 127.0.0.1:%d: SCRIPT LOAD: Protocol error, got \"h\" as reply type byte",
+             fake.port);
+    node_against(addr, NULL, expect);
+    fake_stop();
+}
+
+static void test_redis_answering_nothing(void **state)
+{
+    (void)state;
+    fake_start(NULL);
+    char addr[64], expect[200];
+    snprintf(addr, sizeof(addr), "127.0.0.1:%d", fake.port);
+    snprintf(expect, sizeof(expect), "redis 127.0.0.1:%d: SCRIPT LOAD: no answer within 200 ms",
+             fake.port);
+    node_against(addr, NULL, expect);
+    fake_stop();
+}
+
+int main(void)
+{
+    gw_need_model();
+    if (!find_redis())
+        gw_skip("redis-server is not installed (scripts/install-deps.sh installs it)");
+    const struct CMUnitTest farm[] = {
+        cmocka_unit_test(test_ten_per_minute_round_robin_admits_exactly_ten),
+        cmocka_unit_test(test_ctl_cluster_shows_redis_nodes_and_leases),
+        cmocka_unit_test(test_stalled_agent_requests_follow_fail_mode_after_wait),
+        cmocka_unit_test(test_killed_agent_is_restarted_and_leases_resume),
+        cmocka_unit_test(test_dead_fronts_waiting_count_is_dropped),
+        cmocka_unit_test(test_redis_killed_plans_follow_their_fail_mode),
+        cmocka_unit_test(test_redis_restarted_nodes_resume_and_reconcile),
+        cmocka_unit_test(test_killed_node_lease_returns_after_ttl),
+    };
+    const struct CMUnitTest bad[] = {
+        cmocka_unit_test(test_unreachable_redis_at_start),
+        cmocka_unit_test(test_wrong_password),
+        cmocka_unit_test(test_redis_answering_garbage),
+        cmocka_unit_test(test_redis_answering_nothing),
+    };
+    int failed = cmocka_run_group_tests_name("farm", farm, farm_up, farm_down);
+    failed += cmocka_run_group_tests_name("bad peers", bad, NULL, NULL);
+    return failed;
+}

@@ -35,7 +35,7 @@
                       * 11: the address-range rules region after the farming                       \
                       * region (netrules.c), then the overflow buckets                             \
                       * (overflow.c) and the revoked JWT ids (jti.c); an                           \
-                      * account's last word is `widths`;              \
+                      * account's last word is `widths`;                                           \
                       * 12: the cluster region (area + one cell per                                \
                       * budget record) at the end */
 #define GW_PROBE 16  /* accounts live within 16 entries of home */
@@ -71,17 +71,17 @@ struct gw_segment {
     struct gw_lane *lanes;
     struct gw_lenest_rec *lenest; /* learned lengths, one per budget record (lenest.c) */
     struct gw_seg_config cfg;
-    size_t budget_stride;            /* bytes per budget record (depends on lanes) */
-    size_t slot_stride;              /* bytes per slot (depends on prompt/output) */
-    int lane;                        /* our lane once gw_lane_acquire succeeded, else -1 */
-    uint32_t slot_hint;              /* where our next free-slot search starts */
-    struct gw_metrics_area *metrics; /* node counters (gw_metrics_*) */
-    struct gw_limits_area *limits;   /* run-time tenant limits (gw_limits_*) */
-    struct gw_farm_rec *farm;        /* farming records, one per budget record (farm.c) */
-    struct gw_net_area *nets;        /* address-range bans and allow entries (gw_net_*) */
-    struct gw_ovf_area *ovf;         /* overflow buckets for a full address table (overflow.c) */
-    struct gw_jti_area *jti;         /* revoked JWT ids (jti.c) */
-    struct gw_cluster_area *cluster; /* the farm's state on this node (gw_cluster_*) */
+    size_t budget_stride;             /* bytes per budget record (depends on lanes) */
+    size_t slot_stride;               /* bytes per slot (depends on prompt/output) */
+    int lane;                         /* our lane once gw_lane_acquire succeeded, else -1 */
+    uint32_t slot_hint;               /* where our next free-slot search starts */
+    struct gw_metrics_area *metrics;  /* node counters (gw_metrics_*) */
+    struct gw_limits_area *limits;    /* run-time tenant limits (gw_limits_*) */
+    struct gw_farm_rec *farm;         /* farming records, one per budget record (farm.c) */
+    struct gw_net_area *nets;         /* address-range bans and allow entries (gw_net_*) */
+    struct gw_ovf_area *ovf;          /* overflow buckets for a full address table (overflow.c) */
+    struct gw_jti_area *jti;          /* revoked JWT ids (jti.c) */
+    struct gw_cluster_area *cluster;  /* the farm's state on this node (gw_cluster_*) */
     struct gw_cluster_cell *cl_cells; /* one per budget record (cluster.c) */
 };
 

@@ -15,7 +15,7 @@ static void usage(FILE *f)
            "         [--seed S] [--threads T] [--temp X] [--top-k K] [--top-p P] [--ctx C]\n"
            "         [--batch B] [--portable] [--print-ids] [--device D] [--no-graph] [-v]\n"
            "  --ids     prompt as token ids (no tokenizer needed)\n"
-           "  --portable  portable C kernels instead of AVX2\n"
+           "  --portable  portable C kernels instead of AVX2 or AVX-512\n"
            "  --device  auto (default: CUDA device 0 when one works, else the CPU),\n"
            "            cpu, or cuda:N\n"
            "  --no-graph  CUDA: launch the decode step's kernels one by one instead of\n"
@@ -240,7 +240,10 @@ static int open_engine(const struct args *a, struct session *s)
                 "tensor types: %s\nkernels: %s\n",
                 a->model_path, cfg->n_layer, cfg->dim, cfg->n_head, cfg->n_head_kv, cfg->ffn,
                 cfg->vocab, (double)cfg->rope_base, cfg->tied ? "tied output" : "separate output",
-                hist, gw_simd_get() ? "avx2" : "portable");
+                hist,
+                gw_simd_get() == 2 ? "avx512"
+                : gw_simd_get()    ? "avx2"
+                                   : "portable");
     }
     if ((rc = gw_ctx_open(s->m, &a->co, &s->ctx, err, sizeof err)) < 0) {
         fprintf(stderr, "gpuwarden-generate: %s\n", err);

@@ -187,11 +187,13 @@ int gw_dequantize_row(uint32_t type, const void *src, float *dst, uint64_t n);
 float gw_fp16_to_f32(uint16_t h);
 uint16_t gw_f32_to_fp16(float f);
 
-/* SIMD level of the kernels: 0 portable C, 1 AVX2 (+FMA, F16C).
- * gw_simd_set(level) asks for a level (level < 0: the default, AVX2 when
- * the CPU has it unless GW_NO_AVX2=1 is in the environment) and returns the
- * level in force (1 is refused on a CPU without AVX2). Call it between
- * generations, not during one. gw_simd_get() returns the level in force. */
+/* SIMD level of the kernels: 0 portable C, 1 AVX2 (+FMA, F16C), 2 AVX-512
+ * (F, BW, VL; its integer dot products by VNNI when the CPU has it).
+ * gw_simd_set(level) asks for a level (level < 0: the default, the highest
+ * the CPU has, capped by GW_SIMD=0|1|2 and forced to 0 by GW_NO_AVX2=1 in
+ * the environment) and returns the level in force: a level the CPU lacks
+ * is lowered to the highest it has. Call it between generations, not
+ * during one. gw_simd_get() returns the level in force. */
 int gw_simd_set(int level);
 int gw_simd_get(void);
 

@@ -568,7 +568,12 @@ static json_t *cmd_tenant_set_limit(struct gw_admin *a, json_t *req, uid_t uid)
     return r;
 }
 
-static json_t *cmd_tenant_reset_budget(struct gw_admin *a, json_t *req, uid_t uid)
+/* An operation on a tenant's account (`op`), answered with the tenant's
+ * state: `nothing` says why an account that does not exist yet needs none,
+ * `done` is the log line's words. */
+static json_t *tenant_account_cmd(struct gw_admin *a, json_t *req, uid_t uid,
+                                  int (*op)(struct gw_segment *, struct gw_acct),
+                                  const char *nothing, const char *done)
 {
     json_t *err = NULL;
     const char *t = arg_str(req, "tenant", &err);
@@ -580,11 +585,11 @@ static json_t *cmd_tenant_reset_budget(struct gw_admin *a, json_t *req, uid_t ui
         return err;
     struct gw_acct acct;
     if (gw_ledger_get(a->seg, GW_KIND_TENANT, t, strlen(t), 0, gw_now_us(), &acct) != 0)
-        return fail("not_found", "tenant \"%s\" has no account yet (nothing spent)", t);
-    int rc = gw_ledger_budget_reset(a->seg, acct);
+        return fail("not_found", "tenant \"%s\" has no account yet (%s)", t, nothing);
+    int rc = op(a->seg, acct);
     if (rc != 0)
         return fail("failed", "tenant \"%s\": %s", t, gw_strerror(rc));
-    say("uid %u: tenant %s: budget reset", (unsigned)uid, t);
+    say("uid %u: tenant %s: %s", (unsigned)uid, t, done);
     json_t *r = ok();
     json_t *o = tenant_json(a, cfg, t, p);
     json_object_update(r, o);
@@ -592,30 +597,17 @@ static json_t *cmd_tenant_reset_budget(struct gw_admin *a, json_t *req, uid_t ui
     return r;
 }
 
+static json_t *cmd_tenant_reset_budget(struct gw_admin *a, json_t *req, uid_t uid)
+{
+    return tenant_account_cmd(a, req, uid, gw_ledger_budget_reset, "nothing spent", "budget reset");
+}
+
 /* Takes a tenant off the prompt-farming ladder and forgets its evidence
  * (gw_farm_clear): what an operator does for a false positive. */
 static json_t *cmd_tenant_clear_farming(struct gw_admin *a, json_t *req, uid_t uid)
 {
-    json_t *err = NULL;
-    const char *t = arg_str(req, "tenant", &err);
-    if (!t)
-        return err;
-    const struct gw_config *cfg = a->host.config(a->host.ctx);
-    const struct gw_plan *p = tenant_plan(cfg, t, &err);
-    if (!p)
-        return err;
-    struct gw_acct acct;
-    if (gw_ledger_get(a->seg, GW_KIND_TENANT, t, strlen(t), 0, gw_now_us(), &acct) != 0)
-        return fail("not_found", "tenant \"%s\" has no account yet (nothing to clear)", t);
-    int rc = gw_farm_clear(a->seg, acct);
-    if (rc != 0)
-        return fail("failed", "tenant \"%s\": %s", t, gw_strerror(rc));
-    say("uid %u: tenant %s: prompt-farming state cleared", (unsigned)uid, t);
-    json_t *r = ok();
-    json_t *o = tenant_json(a, cfg, t, p);
-    json_object_update(r, o);
-    json_decref(o);
-    return r;
+    return tenant_account_cmd(a, req, uid, gw_farm_clear, "nothing to clear",
+                              "prompt-farming state cleared");
 }
 
 /* 1 when the request's kind is "cidr" (an address-range rule, admin_net.c). */
@@ -808,54 +800,6 @@ static json_t *cmd_token_issue(struct gw_admin *a, json_t *req, uid_t uid)
     return r;
 }
 
-/* The farm as this node sees it (issue 19): Redis's state, live nodes,
- * the agent's counters, and each tenant's lease on this node. */
-static json_t *cmd_cluster(struct gw_admin *a, json_t *req, uid_t uid)
-{
-    (void)req;
-    (void)uid;
-    const struct gw_config *cfg = a->host.config(a->host.ctx);
-    const struct gw_cluster_cfg *cl = &cfg->cluster;
-    if (!cl->enabled)
-        return json_pack("{s:b,s:b}", "ok", 1, "enabled", 0);
-    struct gw_cl_status st;
-    gw_cluster_status(a->seg, &st);
-    static const char *const names[] = {
-        "redis_round_trips", "lease_grants",     "lease_tokens",
-        "returned_tokens",   "denials",          "redis_timeouts",
-        "redis_errors",      "fail_open_admits", "fail_closed_refusals",
-        "reconciled",        "fail_open_us",     "lease_round_trips"};
-    _Static_assert(sizeof(names) / sizeof(names[0]) == GW_CLC_COUNT, "a name per counter");
-    json_t *counters = json_object();
-    for (int i = 0; i < GW_CLC_COUNT; i++)
-        json_object_set_new(counters, names[i], json_integer((json_int_t)st.counters[i]));
-    json_t *leases = json_array();
-    uint64_t now = gw_now_us();
-    for (uint32_t i = 0; i < a->seg->cfg.budgets; i++) {
-        struct gw_cl_cell c;
-        char id[GW_ID_MAX + 1];
-        enum gw_kind kind;
-        if (gw_cluster_cell(a->seg, i, &c) != 0 ||
-            gw_ledger_id(a->seg, c.acct, &kind, id, sizeof(id)) == 0)
-            continue;
-        uint64_t left = c.tokens && c.expires_us > now ? c.expires_us - now : 0;
-        json_array_append_new(
-            leases,
-            json_pack("{s:s,s:I,s:I,s:I,s:I,s:I,s:I}", "tenant", id, "tokens",
-                      (json_int_t)(left ? c.tokens : 0), "ends_in_ms", (json_int_t)(left / 1000),
-                      "waiting", (json_int_t)c.want, "denied_for_ms",
-                      (json_int_t)(c.deny_until > now ? (c.deny_until - now) / 1000 : 0), "granted",
-                      (json_int_t)c.granted, "fail_open_unreconciled", (json_int_t)c.open_spent));
-    }
-    char redis[300];
-    snprintf(redis, sizeof(redis), strchr(cl->redis_host, ':') ? "[%s]:%d" : "%s:%d",
-             cl->redis_host, cl->redis_port);
-    return json_pack("{s:b,s:b,s:s,s:s,s:s,s:I,s:I,s:o,s:o}", "ok", 1, "enabled", 1, "node",
-                     cl->node, "redis", redis, "redis_state", gw_cluster_state_name(st.state),
-                     "state_since_us", (json_int_t)st.since_us, "live_nodes",
-                     (json_int_t)st.live_nodes, "counters", counters, "leases", leases);
-}
-
 static const struct {
     const char *name;
     int level;
@@ -880,7 +824,7 @@ static const struct {
     {"reload", GW_ADMIN_ADMIN, cmd_reload},
     {"token.issue", GW_ADMIN_ADMIN, cmd_token_issue},
     {"token.revoke", GW_ADMIN_ADMIN, gw__admin_cmd_token_revoke},
-    {"cluster", GW_ADMIN_OPERATOR, cmd_cluster},
+    {"cluster", GW_ADMIN_OPERATOR, gw__admin_cmd_cluster},
 };
 
 json_t *gw__admin_dispatch(struct gw_admin *a, const char *line, size_t len, int level, uid_t uid)

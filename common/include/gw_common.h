@@ -25,6 +25,7 @@
 #include "gw_common/config.h"
 #include "gw_common/netaddr.h"
 #include "gw_common/segment.h"
+#include "gw_common/access.h"
 #include "gw_common/farm.h"
 #include "gw_common/cluster.h"
 

@@ -28,6 +28,7 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/un.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -452,6 +453,40 @@ static inline void svc_dump_log(struct svc *s)
         fprintf(stderr, "  | %s", line);
     if (f)
         fclose(f);
+}
+
+/* Connects to the admin socket at `sock`, sends `line` verbatim, returns
+ * the first response line (malloc'd, without its newline) or NULL. */
+static inline char *svc_admin_line(const char *sock, const char *line)
+{
+    int fd = socket(AF_UNIX, SOCK_STREAM, 0);
+    struct sockaddr_un sa = {.sun_family = AF_UNIX};
+    snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", sock);
+    if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) != 0) {
+        close(fd);
+        return NULL;
+    }
+    send_all(fd, line, strlen(line));
+    char buf[65536];
+    size_t len = 0;
+    for (;;) {
+        struct pollfd p = {.fd = fd, .events = POLLIN};
+        if (poll(&p, 1, SVC_DEADLINE_MS) <= 0)
+            break;
+        ssize_t n = recv(fd, buf + len, sizeof(buf) - len - 1, 0);
+        if (n <= 0)
+            break;
+        len += (size_t)n;
+        buf[len] = '\0';
+        char *nl = strchr(buf, '\n');
+        if (nl) {
+            *nl = '\0';
+            close(fd);
+            return strdup(buf);
+        }
+    }
+    close(fd);
+    return NULL;
 }
 
 /* For group setups and teardowns: svc_start or svc_stop, and on failure

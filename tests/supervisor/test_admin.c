@@ -46,34 +46,7 @@ static int group_teardown(void **state)
  * response line (malloc'd) or NULL. */
 static char *raw(const char *line)
 {
-    int fd = socket(AF_UNIX, SOCK_STREAM, 0);
-    struct sockaddr_un sa = {.sun_family = AF_UNIX};
-    snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", SOCK);
-    if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) != 0) {
-        close(fd);
-        return NULL;
-    }
-    send_all(fd, line, strlen(line));
-    char buf[65536];
-    size_t len = 0;
-    for (;;) {
-        struct pollfd p = {.fd = fd, .events = POLLIN};
-        if (poll(&p, 1, SVC_DEADLINE_MS) <= 0)
-            break;
-        ssize_t n = recv(fd, buf + len, sizeof(buf) - len - 1, 0);
-        if (n <= 0)
-            break;
-        len += (size_t)n;
-        buf[len] = '\0';
-        char *nl = strchr(buf, '\n');
-        if (nl) {
-            *nl = '\0';
-            close(fd);
-            return strdup(buf);
-        }
-    }
-    close(fd);
-    return NULL;
+    return svc_admin_line(SOCK, line);
 }
 
 /* One request; the parsed response. */

@@ -168,29 +168,12 @@ static int complete(const char *tenant, const char *prompt, char *code, size_t c
 /* One admin request; the parsed response. */
 static json_t *ask(const char *line)
 {
-    int fd = socket(AF_UNIX, SOCK_STREAM, 0);
-    struct sockaddr_un sa = {.sun_family = AF_UNIX};
-    snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", SOCK);
-    assert_int_equal(connect(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
     char framed[512];
     snprintf(framed, sizeof(framed), "%s\n", line);
-    send_all(fd, framed, strlen(framed));
-    /* the socket answers one line and stays open: read up to the newline */
-    static char buf[65536];
-    size_t len = 0;
-    buf[0] = '\0';
-    while (!strchr(buf, '\n') && len < sizeof(buf) - 1) {
-        struct pollfd p = {.fd = fd, .events = POLLIN};
-        if (poll(&p, 1, SVC_DEADLINE_MS) <= 0)
-            break;
-        ssize_t n = recv(fd, buf + len, sizeof(buf) - len - 1, 0);
-        if (n <= 0)
-            break;
-        len += (size_t)n;
-        buf[len] = '\0';
-    }
-    close(fd);
-    json_t *j = json_loads(buf, JSON_DISABLE_EOF_CHECK, NULL);
+    char *r = svc_admin_line(SOCK, framed);
+    assert_non_null(r);
+    json_t *j = json_loads(r, 0, NULL);
+    free(r);
     assert_non_null(j);
     return j;
 }

@@ -12,8 +12,9 @@
 #      soak, label "chaos");
 #   5. builds again in build-asan/ with clang, ASan+UBSan, and runs the suite
 #      there (skipped with GW_NO_ASAN=1), all but the tests labelled "slow":
-#      the two that run SmolLM2 for minutes to check numerics (tiny-model
-#      tests cover the same engine code under the sanitizers);
+#      those that run SmolLM2 for minutes to check numerics, loop labels or
+#      fairness figures (tiny-model and functional tests cover the same code
+#      under the sanitizers);
 #   6. builds everything in build-release/ as a packager would (gcc,
 #      Release, warnings as errors) without running it: every standard build
 #      type must build (skipped with GW_NO_RELEASE=1);

@@ -285,7 +285,7 @@ static int jwk_kid(struct jwk_at *at, json_t *jwk, const struct gw_config *cfg, 
     }
     const char *s = json_is_string(v) ? json_string_value(v) : NULL;
     if (!s || strlen(s) != json_string_length(v) || strlen(s) >= sizeof(k->kid) ||
-        !gw__cfg_name_ok(s, "._:-_+/=")) {
+        !gw__cfg_name_ok(s, "._:+/=-")) {
         jwk_bad(at, "\"kid\": %s%s%sexpected 1 to %d bytes of [A-Za-z0-9._:+/=-]", s ? "\"" : "",
                 s ? gw__cfg_shown(s, q) : "", s ? "\": " : "", GW_NAME_MAX - 1);
         return -1;

@@ -1,6 +1,7 @@
 /* config_auth.c - "auth": the keys that sign tenants' tokens (kid,
  * algorithm, and the secret or public key, read from its file while the
- * config is checked), the issuer, the audience and the leeway.
+ * config is checked), the issuer, the audience and the leeway. The keys of
+ * auth.jwks_file are read by config_jwks.c.
  */
 #include "config_internal.h"
 
@@ -22,8 +23,7 @@ static const struct {
     {"RS256", GW_ALG_RS256, 0},  {"ES256", GW_ALG_ES256, 0},
 };
 
-/* Reads a whole key file into a NUL-terminated malloc'd buffer. */
-static int read_key_file(const char *path, unsigned char **out, size_t *len)
+int gw__cfg_read_file(const char *path, size_t max, unsigned char **out, size_t *len)
 {
     int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
     if (fd < 0)
@@ -39,7 +39,7 @@ static int read_key_file(const char *path, unsigned char **out, size_t *len)
         rc = -EISDIR; /* reported as "not a regular file" */
         goto done;
     }
-    if (st.st_size > KEY_FILE_MAX) {
+    if ((uint64_t)st.st_size > max) {
         rc = -EFBIG;
         goto done;
     }
@@ -168,7 +168,7 @@ static void parse_key(struct gw_cfg_cx *c, json_t *v, const char *p, struct gw_c
     }
     if (hs >= 0 && gw__cfg_get_string(c, v, p, want, 1, k.path, sizeof(k.path)) == 1) {
         gw__cfg_path_key(pp, p, want);
-        int rc = read_key_file(k.path, &k.key, &k.key_len);
+        int rc = gw__cfg_read_file(k.path, KEY_FILE_MAX, &k.key, &k.key_len);
         if (rc == -EISDIR) {
             gw__cfg_bad(c, pp, "%s: not a regular file", k.path);
         } else if (rc == -EFBIG) {
@@ -208,15 +208,18 @@ static void parse_key(struct gw_cfg_cx *c, json_t *v, const char *p, struct gw_c
 
 void gw__cfg_parse_auth(struct gw_cfg_cx *c, json_t *root, struct gw_config *cfg)
 {
-    static const char *const keys[] = {"keys",     "issuer",         "audience",
+    static const char *const keys[] = {"keys",     "jwks_file",      "issuer", "audience",
                                        "leeway_s", "max_lifetime_s", NULL};
     json_t *auth = gw__cfg_get_object(c, root, "", "auth", 1);
     if (!auth)
         return;
     gw__cfg_check_keys(c, auth, "auth", keys);
     json_t *arr = json_object_get(auth, "keys");
+    char jwks[256];
+    int has_jwks = gw__cfg_get_string(c, auth, "auth", "jwks_file", 0, jwks, sizeof(jwks));
     if (!arr) {
-        gw__cfg_bad(c, "auth.keys", "missing (required)");
+        if (has_jwks == 0)
+            gw__cfg_bad(c, "auth.keys", "missing (required unless auth.jwks_file is given)");
     } else if (!json_is_array(arr) || json_array_size(arr) < 1 ||
                json_array_size(arr) > GW_MAX_KEYS) {
         gw__cfg_bad(c, "auth.keys", "expected an array of 1 to %d keys", GW_MAX_KEYS);
@@ -229,6 +232,8 @@ void gw__cfg_parse_auth(struct gw_cfg_cx *c, json_t *root, struct gw_config *cfg
             parse_key(c, v, p, cfg);
         }
     }
+    if (has_jwks == 1) /* after auth.keys: its kids must differ from theirs */
+        gw__cfg_parse_jwks(c, jwks, cfg);
     gw__cfg_get_string(c, auth, "auth", "issuer", 0, cfg->issuer, sizeof(cfg->issuer));
     gw__cfg_get_string(c, auth, "auth", "audience", 0, cfg->audience, sizeof(cfg->audience));
     gw__cfg_get_u32(c, auth, "auth", "leeway_s", 0, 600, 0, &cfg->leeway_s);

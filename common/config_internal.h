@@ -10,6 +10,7 @@
  *   config_plans.c    plans, tenants, the ip and global limits, the default
  *                     plan, and the tenant and plan lookups
  *   config_auth.c     auth and its key files
+ *   config_jwks.c     auth.jwks_file: public keys as a JSON Web Key Set
  *   config_net.c      the ip section's trusted proxies and IPv6 prefix
  *   config_cluster.c  the farm: Redis, the node's name, leases, fail modes
  *   config_watchdog.c the watchdog's limits, the output guard's rules and
@@ -105,6 +106,14 @@ void gw__cfg_parse_net(struct gw_cfg_cx *c, json_t *ip, struct gw_config *cfg);
 void gw__cfg_parse_auth(struct gw_cfg_cx *c, json_t *root, struct gw_config *cfg);
 /* Wipes and frees a key's bytes. */
 void gw__cfg_free_key(struct gw_key *k);
+/* A whole regular file of at most max bytes into a NUL-terminated malloc'd
+ * buffer: 0, -EISDIR (not a regular file), -EFBIG (larger than max) or the
+ * -errno of open/read. */
+int gw__cfg_read_file(const char *path, size_t max, unsigned char **out, size_t *len);
+
+/* config_jwks.c: auth.jwks_file's keys appended to cfg->keys (after
+ * auth.keys' own: their kids are checked against them) */
+void gw__cfg_parse_jwks(struct gw_cfg_cx *c, const char *path, struct gw_config *cfg);
 
 /* config_watchdog.c */
 void gw__cfg_wd_defaults(struct gw_config *cfg);

@@ -423,7 +423,8 @@ static void test_each_mistake_is_named_exactly(void **state)
     expect_mistake("auth.keys[1]", val(v),
                    "config: auth.keys[1].secret_file: not used with RS256; use public_key_file\n"
                    "config: auth.keys[1].public_key_file: missing (required)");
-    expect_mistake("auth.keys", NULL, "config: auth.keys: missing (required)");
+    expect_mistake("auth.keys", NULL,
+                   "config: auth.keys: missing (required unless auth.jwks_file is given)");
     expect_mistake("auth.keys", val("[]"), "config: auth.keys: expected an array of 1 to 32 keys");
     expect_mistake("auth.leeway_s", val("-1"),
                    "config: auth.leeway_s: expected an integer in [0, 600]");

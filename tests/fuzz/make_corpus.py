@@ -247,6 +247,14 @@ config = [
     b"{\"model\": ",
     b'{"a":1,"a":2}',
     b'{"model": {"path": "\xff", "name": "m"}}',
+    # auth.jwks_file: the fixture key set alone, beside auth.keys, a kid
+    # taken twice, a file that is not a key set, a missing file
+    cfgj(auth={"jwks_file": "tests/fixtures/keys/jwks.json", "issuer": "i"}),
+    cfgj(auth={"keys": [KEY], "jwks_file": "tests/fixtures/keys/jwks.json"}),
+    cfgj(auth={"keys": [{"kid": "rs", "alg": "HS256", "secret_file": "dist/dev-secret.key"}],
+               "jwks_file": "tests/fixtures/keys/jwks.json"}),
+    cfgj(auth={"jwks_file": "tests/fixtures/keys/rs256.pub.pem"}),
+    cfgj(auth={"jwks_file": "/nonexistent/jwks.json"}),
 ]
 write("config", config)
 
@@ -365,3 +373,53 @@ fwd += [b"\3" + s for s in (
     SIG + b"\x20\x00\x00\x00", SIG + b"\x21\x11\x00\x08" + v4[:8],
     SIG + b"\x21\x11\xff\xff" + v4, SIG + b"\x11\x11\x00\x0c" + v4)]
 write("fwd", fwd)
+
+# --------------------------------------------------------------- jwks
+# a key set's text (tests/common/test_jwks.c), beside an HS256 key "k"
+with open(os.path.join(ROOT, "tests", "fixtures", "keys", "jwks.json"), "rb") as f:
+    fixture = json.load(f)
+RS, ES = fixture["keys"]
+
+
+def jwks(*keys, **top):
+    d = {"keys": list(keys)}
+    d.update(top)
+    return json.dumps(d).encode()
+
+
+def w(k, **m):
+    k = dict(k)
+    for name, v in m.items():
+        if v is None:
+            k.pop(name, None)
+        else:
+            k[name] = v
+    return k
+
+
+jwks_seeds = [
+    jwks(RS, ES),
+    jwks(RS, ES, x="ignored"),
+    jwks(w(RS, alg=None, use=None, x5c=["MIIC"], key_ops=["verify"])),
+    jwks(w(ES, kid="Nf_2e+/x=:9.-")),
+    jwks(),
+    jwks(*([RS] * 40)),
+    jwks(RS, w(ES, kid="rs")),
+    jwks(w(RS, kid="k")),
+    jwks(w(RS, d="AQAB", p="AQAB")),
+    jwks({"kty": "oct", "kid": "h", "k": "c2VjcmV0"}),
+    jwks(w(RS, kty="OKP"), w(ES, crv="P-384")),
+    jwks(w(RS, use="enc"), w(ES, key_ops=["sign"])),
+    jwks(w(RS, alg="RS384"), w(ES, alg="none")),
+    jwks(w(RS, e="AQAB="), w(ES, x="NxsysBZWTHsG7sRIqwjIGuyGRVqtu9yqFICyfhrd1I")),
+    jwks(w(RS, n=RS["n"][:171]), w(RS, kid="r2", e="Aw")),
+    jwks(w(ES, y=ES["y"][:-1] + "x")),
+    jwks(w(RS, n=None), w(ES, x=7)),
+    b'{"keys": [1, "a", null, []]}',
+    b'{"keys": {}}',
+    b"[]",
+    b"",
+    b'{"keys": [',
+    b'{"keys": [], "keys": []}',
+]
+write("jwks", jwks_seeds)

@@ -3,7 +3,7 @@
 # (clang, GW_FUZZ=ON, in $GW_FUZZ_BUILD, default build-fuzz/) and runs each
 # for `seconds` (default 60, what CI gives each) on its committed corpus,
 # $GW_FUZZ_JOBS (default 2) targets at a time, each libFuzzer process on
-# one core: the seven targets take 4 x `seconds` on two cores. Each target's
+# one core: the eight targets take 4 x `seconds` on two cores. Each target's
 # line is printed as it finishes. New inputs go to a scratch corpus, not
 # into the tree.
 # A crash or broken contract leaves its input in
@@ -16,7 +16,7 @@ root=$(cd "$(dirname "$0")/../.." && pwd)
 secs=${1:-60}
 [ $# -gt 0 ] && shift
 case $secs in '' | *[!0-9]*) echo "usage: $0 [seconds] [target ...]" >&2; exit 100 ;; esac
-targets=${*:-http request_json jwt config gguf tokenizer fwd}
+targets=${*:-http request_json jwt config gguf tokenizer fwd jwks}
 build=${GW_FUZZ_BUILD:-$root/build-fuzz}
 out=${GW_FUZZ_OUT:-$build/fuzz-out}
 jobs=${GW_FUZZ_JOBS:-2}

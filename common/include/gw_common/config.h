@@ -194,9 +194,10 @@ enum gw_alg { GW_ALG_HS256 = 1, GW_ALG_HS384, GW_ALG_HS512, GW_ALG_RS256, GW_ALG
 struct gw_key {
     char kid[GW_NAME_MAX];
     enum gw_alg alg;
-    unsigned char *key; /* secret bytes (HS*) or PEM text (RS256/ES256), read from the file */
+    unsigned char *key; /* secret bytes (HS*) or PEM text (RS256/ES256), read from the file
+                           (auth.jwks_file's keys: written as PEM from their JWK) */
     size_t key_len;
-    char path[256]; /* where it came from, for messages */
+    char path[256]; /* where it came from, for messages (a key file or auth.jwks_file) */
     int n_required; /* required_claims: claims a token for this key must carry */
     char required[GW_REQ_CLAIMS][32];
 };
@@ -345,6 +346,15 @@ int gw_config_load(struct gw_config **out, const char *path, char *err, size_t e
 int gw_config_parse(struct gw_config **out, const char *json, size_t len, const char *name,
                     char *err, size_t errlen);
 void gw_config_free(struct gw_config *cfg);
+/* The text of a JSON Web Key Set (auth.jwks_file, RFC 7517) `path` stands
+ * for: its RS256 and ES256 public keys appended to cfg->keys as PEM, after
+ * the keys cfg holds (their kids must differ). 0, or -EINVAL with each
+ * mistake in err ("config: auth.jwks_file: <path>: keys[i] (kid "k"): ...");
+ * the valid keys are appended either way (gw_config_free frees them). The
+ * config's own reading of the file (gw_config_load) goes through the same
+ * code; this entry is for tests and fuzzing. */
+int gw_jwks_parse(struct gw_config *cfg, const char *text, size_t len, const char *path, char *err,
+                  size_t errlen);
 /* The tenant's entry, or NULL when it is not configured. */
 const struct gw_tenant *gw_config_tenant(const struct gw_config *cfg, const char *id);
 /* The plan for tenant `id` (NULL = not configured) with an optional `plan`

@@ -44,6 +44,7 @@ struct word {
     int neg;  /* a '-' right before the digits, not after another digit */
     int frac; /* digits '.' digits */
     int dash; /* the digits follow "N-" with no space: the end of a range */
+    int gap;  /* punctuation between the word before and this one */
     uint64_t value;
     char s[WORD_LEN + 1];
 };
@@ -207,16 +208,20 @@ static size_t fold_number_words(struct word *w, size_t n, size_t i)
 static size_t cut_words(const char *t, size_t len, struct word *w, size_t cap)
 {
     size_t n = 0, i = 0;
+    int gap = 0;
     while (i < len && n < cap) {
         unsigned char c = (unsigned char)t[i];
         int digit = c >= '0' && c <= '9';
         int letter = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c >= 0x80;
         if (!digit && !letter) {
+            gap |= c != ' ' && c != '\t' && c != '\n' && c != '\r';
             i++;
             continue;
         }
         struct word *x = &w[n];
         memset(x, 0, sizeof(*x));
+        x->gap = gap;
+        gap = 0;
         if (digit) {
             x->kind = W_NUM;
             if (i > 0 && t[i - 1] == '-') {
@@ -349,16 +354,22 @@ static uint64_t cue(const struct word *w, size_t n, size_t i, uint8_t *used)
     if (x->kind == W_WORD && strcmp(x->s, "thrice") == 0)
         return 3;
     if (x->kind == W_WORD && in(x->s, times_words)) {
-        if (i + 1 < n && w[i + 1].kind == W_NUM) {
+        /* "30 times", "5 more times"; "7 times 100" (a table up to 7 x 100,
+         * no punctuation between): the larger */
+        uint64_t c = 0;
+        if (i + 1 < n && w[i + 1].kind == W_NUM && !w[i + 1].gap) {
             used[i + 1] = 1;
-            return count_ok(&w[i + 1]) ? w[i + 1].value : 0; /* "7 times 100" */
+            c = count_ok(&w[i + 1]) ? w[i + 1].value : 0;
         }
         size_t k = i > 0 && in(w[i - 1].s, more_words) ? i - 1 : i;
         if (k > 0 && w[k - 1].kind == W_NUM) {
             used[k - 1] = 1;
-            return count_ok(&w[k - 1]) ? w[k - 1].value : 0;
+            if (count_ok(&w[k - 1]) && w[k - 1].value > c)
+                c = w[k - 1].value;
+            else if (!count_ok(&w[k - 1]))
+                c = 0; /* "-5 times 3": no count */
         }
-        return 0;
+        return c;
     }
     if (x->kind == W_WORD && in(x->s, copy_words)) {
         for (size_t k = i; k > 0 && k + 2 >= i; k--)

@@ -56,6 +56,9 @@ static void test_times_reads_the_number_before_or_after(void **state)
         {"Say it thrice.", 3},
         {"Write the multiplication table of 7 up to 7 times 100.", 100},
         {"What is 12 times 12?", 12},
+        {"Write the word 'yes' 12 times, one per line.", 12},
+        {"Write it 12 times one per line", 12},
+        {"Say it 3 times, 40 words each", 40}, /* "40 words" beside "each" */
         {"Say it 1,000 times", 1000},
         {"Write 3 identical copies of this paragraph", 3},
         {"Écris 'bonjour' 20 fois", 20},
@@ -123,6 +126,7 @@ static void test_bad_numbers_have_exact_answers(void **state)
         {"from 20 to 10", 0}, /* backwards */
         {"from 5 to 5", 0},   /* one item is no repetition */
         {"times times times 7", 7},
+        {"-5 times 3", 0},
         {"say x7 times", 7}, /* letters then digits: the digits are the number */
     };
     check(w, sizeof(w) / sizeof(w[0]));

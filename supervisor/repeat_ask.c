@@ -29,6 +29,7 @@
  * Cost: one pass, O(length), at most GW_ASK_WORDS words read. */
 #include "gw_supervisor.h"
 
+#include <pthread.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -41,10 +42,11 @@ enum { W_WORD, W_NUM };
 
 struct word {
     int kind;
-    int neg;  /* a '-' right before the digits, not after another digit */
-    int frac; /* digits '.' digits */
-    int dash; /* the digits follow "N-" with no space: the end of a range */
-    int gap;  /* punctuation between the word before and this one */
+    int neg;   /* a '-' right before the digits, not after another digit */
+    int frac;  /* digits '.' digits */
+    int dash;  /* the digits follow "N-" with no space: the end of a range */
+    int gap;   /* punctuation between the word before and this one */
+    int maybe; /* its hash is a keyword's (keyword_filter): worth comparing */
     uint64_t value;
     char s[WORD_LEN + 1];
 };
@@ -55,6 +57,15 @@ static int in(const char *w, const char *const *set)
         if (strcmp(w, *set) == 0)
             return 1;
     return 0;
+}
+
+/* Whether a word's hash is one of the keywords' (a filter: most words of a
+ * prompt are none, and skip every list below). */
+static int keyword_maybe(const char *s);
+
+static int in_w(const struct word *x, const char *const *set)
+{
+    return x->maybe && in(x->s, set);
 }
 
 /* ----------------------------------------------------------- number words */
@@ -157,6 +168,11 @@ static const struct numword *numword(const char *w)
     return NULL;
 }
 
+static const struct numword *numword_w(const struct word *x)
+{
+    return x->maybe ? numword(x->s) : NULL;
+}
+
 static uint64_t sat(uint64_t v)
 {
     return v > NUM_SATURATE ? NUM_SATURATE : v;
@@ -170,17 +186,17 @@ static size_t fold_number_words(struct word *w, size_t n, size_t i)
     size_t j = i;
     int any = 0;
     if (strcmp(w[j].s, "a") == 0 || strcmp(w[j].s, "an") == 0) {
-        const struct numword *nw = j + 1 < n ? numword(w[j + 1].s) : NULL;
+        const struct numword *nw = j + 1 < n ? numword_w(&w[j + 1]) : NULL;
         if (!nw || !nw->scale)
             return 0;
         group = 1; /* "a hundred", "a dozen" */
         j++;
     }
     for (; j < n; j++) {
-        const struct numword *nw = numword(w[j].s);
+        const struct numword *nw = numword_w(&w[j]);
         if (!nw) {
             /* "one hundred and five": "and" between number words */
-            if (any && strcmp(w[j].s, "and") == 0 && j + 1 < n && numword(w[j + 1].s))
+            if (any && strcmp(w[j].s, "and") == 0 && j + 1 < n && numword_w(&w[j + 1]))
                 continue;
             break;
         }
@@ -258,6 +274,7 @@ static size_t cut_words(const char *t, size_t len, struct word *w, size_t cap)
             }
             x->s[k] = 0;
             x->kind = W_WORD;
+            x->maybe = keyword_maybe(x->s);
         }
         n++;
     }
@@ -291,9 +308,9 @@ static const char *const endless_second[] = {"stop",  "stopping", "end",      "e
 static int endless(const struct word *w, size_t n)
 {
     for (size_t i = 0; i < n; i++) {
-        if (in(w[i].s, endless_words))
+        if (in_w(&w[i], endless_words))
             return 1;
-        if (i + 1 < n && in(w[i].s, endless_first) && in(w[i + 1].s, endless_second))
+        if (i + 1 < n && in_w(&w[i], endless_first) && in_w(&w[i + 1], endless_second))
             return 1;
         /* "over and over", "again and again" */
         if (i + 2 < n && strcmp(w[i + 1].s, "and") == 0 && strcmp(w[i].s, w[i + 2].s) == 0 &&
@@ -323,7 +340,7 @@ static const char *const quantifier_words[] = {"all", "every", "each", NULL};
  * states", "every month"): the set's size, else 0. */
 static uint64_t known_set(const struct word *w, size_t n, size_t i)
 {
-    if (w[i].kind != W_WORD || !in(w[i].s, quantifier_words))
+    if (w[i].kind != W_WORD || !in_w(&w[i], quantifier_words))
         return 0;
     for (size_t j = i + 1; j < n && j <= i + 3; j++)
         for (size_t k = 0; k < sizeof(known_sets) / sizeof(known_sets[0]); k++) {
@@ -353,7 +370,7 @@ static uint64_t cue(const struct word *w, size_t n, size_t i, uint8_t *used)
         return 2;
     if (x->kind == W_WORD && strcmp(x->s, "thrice") == 0)
         return 3;
-    if (x->kind == W_WORD && in(x->s, times_words)) {
+    if (x->kind == W_WORD && in_w(x, times_words)) {
         /* "30 times", "5 more times"; "7 times 100" (a table up to 7 x 100,
          * no punctuation between): the larger */
         uint64_t c = 0;
@@ -361,7 +378,7 @@ static uint64_t cue(const struct word *w, size_t n, size_t i, uint8_t *used)
             used[i + 1] = 1;
             c = count_ok(&w[i + 1]) ? w[i + 1].value : 0;
         }
-        size_t k = i > 0 && in(w[i - 1].s, more_words) ? i - 1 : i;
+        size_t k = i > 0 && in_w(&w[i - 1], more_words) ? i - 1 : i;
         if (k > 0 && w[k - 1].kind == W_NUM) {
             used[k - 1] = 1;
             if (count_ok(&w[k - 1]) && w[k - 1].value > c)
@@ -371,7 +388,7 @@ static uint64_t cue(const struct word *w, size_t n, size_t i, uint8_t *used)
         }
         return c;
     }
-    if (x->kind == W_WORD && in(x->s, copy_words)) {
+    if (x->kind == W_WORD && in_w(x, copy_words)) {
         for (size_t k = i; k > 0 && k + 2 >= i; k--)
             if (w[k - 1].kind == W_NUM) {
                 used[k - 1] = 1;
@@ -385,7 +402,7 @@ static uint64_t cue(const struct word *w, size_t n, size_t i, uint8_t *used)
         used[i] = used[i + 1] = 1;
         return w[i + 1].value - x->value + 1;
     }
-    if (count_ok(x) && i + 2 < n && in(w[i + 1].s, range_words) && count_ok(&w[i + 2]) &&
+    if (count_ok(x) && i + 2 < n && in_w(&w[i + 1], range_words) && count_ok(&w[i + 2]) &&
         w[i + 2].value > x->value) {
         used[i] = used[i + 2] = 1;
         return w[i + 2].value - x->value + 1;
@@ -436,7 +453,7 @@ static uint64_t asked(struct word *w, size_t n, uint8_t *used)
     uint64_t best = 0, items = 0;
     int each = 0, quantifiers = 0;
     for (size_t i = 0; i < n; i++) {
-        if (w[i].kind == W_WORD && in(w[i].s, each_words))
+        if (w[i].kind == W_WORD && in_w(&w[i], each_words))
             each++;
         uint64_t c = cue(w, n, i, used);
         best = c > best ? c : best;
@@ -444,7 +461,7 @@ static uint64_t asked(struct word *w, size_t n, uint8_t *used)
         uint64_t k = known_set(w, n, i);
         if (k) {
             items = k > items ? k : items;
-            quantifiers += in(w[i].s, each_words);
+            quantifiers += in_w(&w[i], each_words);
         }
     }
     /* a template repeated over items: "N <noun>" or a known set, and an
@@ -454,7 +471,7 @@ static uint64_t asked(struct word *w, size_t n, uint8_t *used)
         best = items > best ? items : best;
         for (size_t i = 0; i + 1 < n; i++)
             if (count_ok(&w[i]) && !used[i] && w[i + 1].kind == W_WORD &&
-                !in(w[i + 1].s, more_words))
+                !in_w(&w[i + 1], more_words))
                 best = w[i].value > best ? w[i].value : best;
     }
     return best;
@@ -493,4 +510,56 @@ uint32_t gw_wd_asked_cycles(uint32_t asked, uint32_t cap)
 {
     uint32_t n = asked < cap ? asked : cap;
     return n ? n + n / 8 + 2 : 0;
+}
+
+/* ------------------------------------------------------------ the filter */
+
+#define FILTER_BITS 65536u
+static uint64_t filter[FILTER_BITS / 64];
+static pthread_once_t filter_once = PTHREAD_ONCE_INIT;
+
+static uint32_t word_hash(const char *s)
+{
+    uint32_t h = 2166136261u; /* FNV-1a */
+    for (; *s; s++)
+        h = (h ^ (uint8_t)*s) * 16777619u;
+    return h % FILTER_BITS;
+}
+
+static void filter_add(const char *s)
+{
+    uint32_t h = word_hash(s);
+    filter[h / 64] |= UINT64_C(1) << (h % 64);
+}
+
+static void filter_add_set(const char *const *set)
+{
+    for (; *set; set++)
+        filter_add(*set);
+}
+
+static void filter_build(void)
+{
+    static const char *const others[] = {"and",   "a",     "an",     "over",
+                                         "again", "twice", "thrice", NULL};
+    const char *const *sets[] = {times_words,      copy_words,    more_words,    range_words,
+                                 each_words,       endless_words, endless_first, endless_second,
+                                 quantifier_words, others};
+    for (size_t i = 0; i < sizeof(sets) / sizeof(sets[0]); i++)
+        filter_add_set(sets[i]);
+    for (size_t i = 0; i < sizeof(numwords) / sizeof(numwords[0]); i++)
+        filter_add(numwords[i].s);
+    for (size_t i = 0; i < sizeof(known_sets) / sizeof(known_sets[0]); i++) {
+        filter_add(known_sets[i].one);
+        filter_add(known_sets[i].many);
+        if (known_sets[i].with)
+            filter_add(known_sets[i].with);
+    }
+}
+
+static int keyword_maybe(const char *s)
+{
+    pthread_once(&filter_once, filter_build);
+    uint32_t h = word_hash(s);
+    return (filter[h / 64] >> (h % 64)) & 1;
 }

@@ -415,7 +415,7 @@ typedef struct gw_repeat {
     } table[GW_REPEAT_TABLE];
     int period; /* result after the last token */
     uint64_t run;
-    uint64_t srun; /* run in symbols: without the tokens gw_repeat_extend folded in */
+    uint64_t srun;  /* run in symbols: without the tokens gw_repeat_extend folded in */
     uint64_t count; /* (srun + period) / period: cycles, whatever their digits */
 } gw_repeat;
 

@@ -477,7 +477,7 @@ static struct job *admit_job(struct admission *a)
                          ? GW_REQ_UNBOUNDED
                          : 0;
     /* one that asks for N repetitions gets them (watchdog.repetition.requested_max) */
-    flags |= gw_repeat_asked_prompt(rq->prompt, rq->prompt_len, rq->chat) << GW_REQ_ASKED_SHIFT;
+    flags |= gw_asked_count_prompt(rq->prompt, rq->prompt_len, rq->chat) << GW_REQ_ASKED_SHIFT;
     if (fill_slot(a, flags, j->id) != 0) {
         /* the slot is ADMITTED and ours until we move it: cannot happen */
         free(j);

@@ -12,21 +12,25 @@
  * "one hundred and five", "a dozen", a few in Spanish, French, German and
  * Italian) become numbers. A number counts only beside a cue:
  *  - a times word ("times", "fois", "veces", "vezes", "volte", "mal",
- *    "keer", "razy"): the number after it ("7 times 100": a table's last
- *    row), else the one before ("30 times", "5 more times"); "twice";
+ *    "keer", "razy"): the number before it ("30 times", "5 more times") or
+ *    right after it, no punctuation between ("7 times 100": a table's last
+ *    row), the larger; "twice", "thrice";
  *  - a copy word ("copies", "repetitions", ...) after it, one word between
  *    at most ("3 identical copies");
  *  - a range: "from 1 to 300", "1-300", "de 1 a 100", "von 1 bis 100":
  *    b - a + 1;
- *  - "N <noun>" in a message that also says "each" or "every" (or cada,
- *    chaque, jede, ogni): a template repeated N times ("40 lines, each
- *    saying ...", "for 30 nights" beside "every night").
+ *  - "N <noun>", or a well-known set ("all the US states": 50), in a
+ *    message that also says "each" or "every" (or cada, chaque, jede,
+ *    ogni) other than to quantify the set: a template repeated N times
+ *    ("40 lines, each saying ...", "for 30 nights" beside "every night").
+ *    "List every country" alone asks for different lines: nothing.
  * The answer is the largest such count; 0 when there is none, and 0 for any
  * message that also asks for endless output ("forever", "again and again",
  * "without stopping", "para siempre", ...): those get no allowance at all.
  * A negative or fractional number, "0 times", and a count past 65535
  * (saturated) are handled as such; the caller caps the count anyway.
- * Cost: one pass, O(length), at most GW_ASK_WORDS words read. */
+ * Cost: one pass, O(length), at most GW_ASK_WORDS words read; a hash
+ * filter of the keywords (keyword_maybe) spares ordinary words the lists. */
 #include "gw_supervisor.h"
 
 #include <pthread.h>
@@ -46,7 +50,7 @@ struct word {
     int frac;  /* digits '.' digits */
     int dash;  /* the digits follow "N-" with no space: the end of a range */
     int gap;   /* punctuation between the word before and this one */
-    int maybe; /* its hash is a keyword's (keyword_filter): worth comparing */
+    int maybe; /* its hash is a keyword's (keyword_maybe): worth comparing */
     uint64_t value;
     char s[WORD_LEN + 1];
 };
@@ -249,7 +253,7 @@ static size_t cut_words(const char *t, size_t len, struct word *w, size_t cap)
                 if (t[i] >= '0' && t[i] <= '9') {
                     x->value = sat(x->value * 10 + (uint64_t)(t[i] - '0'));
                     i++;
-                } else if (t[i] == ',' && i + 3 < len + 0 && t[i + 1] >= '0' && t[i + 1] <= '9' &&
+                } else if (t[i] == ',' && i + 3 < len && t[i + 1] >= '0' && t[i + 1] <= '9' &&
                            t[i + 2] >= '0' && t[i + 2] <= '9' && t[i + 3] >= '0' &&
                            t[i + 3] <= '9' && (i + 4 >= len || t[i + 4] < '0' || t[i + 4] > '9')) {
                     i++; /* "1,000": a thousands separator */
@@ -412,7 +416,7 @@ static uint64_t cue(const struct word *w, size_t n, size_t i, uint8_t *used)
 
 static uint64_t asked(struct word *w, size_t n, uint8_t *used);
 
-uint32_t gw_repeat_asked(const char *text, size_t len)
+uint32_t gw_asked_count(const char *text, size_t len)
 {
     if (!text)
         return 0;
@@ -477,12 +481,12 @@ static uint64_t asked(struct word *w, size_t n, uint8_t *used)
     return best;
 }
 
-uint32_t gw_repeat_asked_prompt(const char *prompt, size_t len, int chat)
+uint32_t gw_asked_count_prompt(const char *prompt, size_t len, int chat)
 {
     if (!prompt)
         return 0;
     if (!chat)
-        return gw_repeat_asked(prompt, len);
+        return gw_asked_count(prompt, len);
     /* role NUL content NUL ...: the last "user" message */
     const char *last = NULL;
     size_t last_len = 0;
@@ -503,7 +507,7 @@ uint32_t gw_repeat_asked_prompt(const char *prompt, size_t len, int chat)
         if (rl == 4 && memcmp(role, "user", 4) == 0)
             last = content, last_len = cl;
     }
-    return last ? gw_repeat_asked(last, last_len) : 0;
+    return last ? gw_asked_count(last, last_len) : 0;
 }
 
 uint32_t gw_wd_asked_cycles(uint32_t asked, uint32_t cap)

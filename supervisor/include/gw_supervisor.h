@@ -408,10 +408,10 @@ int gw_unbounded_match(struct gw_unbounded *u, const struct gw_config *cfg, cons
  * GW_ASKED_MAX. Reads at most GW_ASK_WORDS words; 0 when out of memory. */
 #define GW_ASKED_MAX 65535u
 #define GW_ASK_WORDS 8192
-uint32_t gw_repeat_asked(const char *text, size_t len);
+uint32_t gw_asked_count(const char *text, size_t len);
 /* The same over a slot's prompt: with chat set (GW_REQ_CHAT: role NUL
  * content NUL ...), over the last "user" message only. */
-uint32_t gw_repeat_asked_prompt(const char *prompt, size_t len, int chat);
+uint32_t gw_asked_count_prompt(const char *prompt, size_t len, int chat);
 /* The cycles a repetition may run when asked cycles were asked for and the
  * plan caps them at cap: n + n / 8 + 2 for n = min(asked, cap), the slack
  * for a model that miscounts or adds a heading; 0 when either is 0. */

@@ -8,7 +8,7 @@
  * check and the trace back). The judge is timed twice: for a plain prompt
  * and for one that asked for 30 repetitions (the allowance's extra
  * comparisons). Last, what the front's count of asked repetitions
- * (gw_repeat_asked, once per request at admission) costs per prompt byte.
+ * (gw_asked_count, once per request at admission) costs per prompt byte.
  * Built, never run as a test:
  *
  *     build/tests/supervisor/bench_loopwatch [tokens]
@@ -118,9 +118,9 @@ int main(int argc, char **argv)
     int reps = 2000;
     uint64_t t5 = now_ns(), got = 0;
     for (int i = 0; i < reps; i++)
-        got += gw_repeat_asked(msg, at);
+        got += gw_asked_count(msg, at);
     uint64_t t6 = now_ns();
-    printf("gw_repeat_asked: %.2f ns per prompt byte (%zu bytes, count %llu)\n",
+    printf("gw_asked_count: %.2f ns per prompt byte (%zu bytes, count %llu)\n",
            (double)(t6 - t5) / reps / (double)at, at, (unsigned long long)(got / (uint64_t)reps));
     free(w);
     free(digits);

@@ -40,7 +40,7 @@
  * their onset, >= 95% of near loops within 64 tokens of their first
  * repeated token, no kill of "ends", "long", "ends_repeating" or
  * "requested_loop". The watchdog reads the asked count from the prompt
- * as the front does (gw_repeat_asked), not from the hand label.
+ * as the front does (gw_asked_count), not from the hand label.
  *
  * The same streams are judged by the statistic and limits before issue 16
  * (periods <= 32, 3 cycles and 40 tokens; old_repeat below) for the
@@ -75,7 +75,7 @@ static const char *const kind_names[] = {"ends",           "long",          "loo
 struct item {
     const char *id, *cls, *prompt;
     uint32_t asks;  /* the fixture's "asks": repetitions the prompt asks for (by hand) */
-    uint32_t asked; /* what the front reads from it (gw_repeat_asked) */
+    uint32_t asked; /* what the front reads from it (gw_asked_count) */
     int32_t toks[MAX_TOK];
     size_t n;
     int ended;
@@ -541,7 +541,7 @@ static int group_setup(void **state)
         items[i].prompt = json_string_value(json_object_get(o, "prompt"));
         json_int_t asks = json_integer_value(json_object_get(o, "asks"));
         items[i].asks = asks > 0 && asks <= GW_ASKED_MAX ? (uint32_t)asks : 0;
-        items[i].asked = gw_repeat_asked(items[i].prompt, strlen(items[i].prompt));
+        items[i].asked = gw_asked_count(items[i].prompt, strlen(items[i].prompt));
     }
     if (gw_model_load(gw_need_model(), &model, err, sizeof(err)) != 0 ||
         gw_tokenizer_load(gw_model_gguf(model), &tok, err, sizeof(err)) != 0 ||

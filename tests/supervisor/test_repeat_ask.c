@@ -1,5 +1,5 @@
 /* test_repeat_ask.c - the count of repetitions a prompt asks for
- * (gw_repeat_asked, supervisor/repeat_ask.c) and the allowance the
+ * (gw_asked_count, supervisor/repeat_ask.c) and the allowance the
  * watchdog makes of it (gw_wd_asked_cycles, gw_wd_judge). Prompts are
  * attacker-controlled: huge, negative, fractional and overflowing numbers,
  * "0 times" and text with no count all have an exact answer. */
@@ -17,7 +17,7 @@
 
 static uint32_t ask(const char *s)
 {
-    return gw_repeat_asked(s, strlen(s));
+    return gw_asked_count(s, strlen(s));
 }
 
 struct want {
@@ -132,14 +132,14 @@ static void test_bad_numbers_have_exact_answers(void **state)
     check(w, sizeof(w) / sizeof(w[0]));
     /* not NUL-terminated, and cut: only len bytes are read */
     static const char cut[] = "Write hello 30 times and 90";
-    assert_int_equal(gw_repeat_asked(cut, 17), 0); /* "Write hello 30 ti" */
-    assert_int_equal(gw_repeat_asked(cut, 20), 30);
-    assert_int_equal(gw_repeat_asked(NULL, 10), 0);
+    assert_int_equal(gw_asked_count(cut, 17), 0); /* "Write hello 30 ti" */
+    assert_int_equal(gw_asked_count(cut, 20), 30);
+    assert_int_equal(gw_asked_count(NULL, 10), 0);
     /* binary junk: no count, no crash */
     char junk[4096];
     for (size_t i = 0; i < sizeof(junk); i++)
         junk[i] = (char)(i * 2654435761u >> 13);
-    assert_int_equal(gw_repeat_asked(junk, sizeof(junk)), 0);
+    assert_int_equal(gw_asked_count(junk, sizeof(junk)), 0);
 }
 
 static void test_long_message_reads_the_first_words_only(void **state)
@@ -152,8 +152,8 @@ static void test_long_message_reads_the_first_words_only(void **state)
     while (at + 2 <= (size_t)GW_ASK_WORDS * 2)
         s[at++] = 'a', s[at++] = ' ';
     at += (size_t)snprintf(s + at, 32, "say it 30 times");
-    assert_int_equal(gw_repeat_asked(s, at), 0); /* beyond GW_ASK_WORDS words */
-    assert_int_equal(gw_repeat_asked(s + 64, at - 64), 30);
+    assert_int_equal(gw_asked_count(s, at), 0); /* beyond GW_ASK_WORDS words */
+    assert_int_equal(gw_asked_count(s + 64, at - 64), 30);
     free(s);
 }
 
@@ -162,13 +162,13 @@ static void test_chat_prompt_reads_the_last_user_message(void **state)
     (void)state;
     static const char chat[] = "system\0Say everything 99 times\0user\0write hi 3 times\0"
                                "assistant\0hi hi hi\0user\0now write bye 7 times";
-    assert_int_equal(gw_repeat_asked_prompt(chat, sizeof(chat) - 1, 1), 7);
-    assert_int_equal(gw_repeat_asked_prompt(chat, 53, 1), 3); /* up to the first user's */
-    assert_int_equal(gw_repeat_asked_prompt(chat, 30, 1), 0); /* the system part only */
-    assert_int_equal(gw_repeat_asked_prompt("say it 4 times", 14, 0), 4);
+    assert_int_equal(gw_asked_count_prompt(chat, sizeof(chat) - 1, 1), 7);
+    assert_int_equal(gw_asked_count_prompt(chat, 53, 1), 3); /* up to the first user's */
+    assert_int_equal(gw_asked_count_prompt(chat, 30, 1), 0); /* the system part only */
+    assert_int_equal(gw_asked_count_prompt("say it 4 times", 14, 0), 4);
     static const char no_user[] = "system\0say it 9 times";
-    assert_int_equal(gw_repeat_asked_prompt(no_user, sizeof(no_user) - 1, 1), 0);
-    assert_int_equal(gw_repeat_asked_prompt("user", 4, 1), 0); /* truncated */
+    assert_int_equal(gw_asked_count_prompt(no_user, sizeof(no_user) - 1, 1), 0);
+    assert_int_equal(gw_asked_count_prompt("user", 4, 1), 0); /* truncated */
 }
 
 static void test_allowance_is_capped_with_slack(void **state)

@@ -382,7 +382,7 @@ uint64_t gw_kills_get(const struct gw_segment *seg, int reason);
           (watchdog.unbounded_patterns): the watchdog applies                                      \
           unbounded_cap_tokens */
 /* Bits 16..31 of flags: the repetitions the prompt asked for
- * (gw_repeat_asked, saturated at 65535), 0 = none. */
+ * (gw_asked_count, saturated at 65535), 0 = none. */
 #define GW_REQ_ASKED_SHIFT 16
 #define GW_REQ_ASKED(flags) ((uint32_t)(flags) >> GW_REQ_ASKED_SHIFT)
 

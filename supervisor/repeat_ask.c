@@ -420,7 +420,8 @@ uint32_t gw_asked_count(const char *text, size_t len)
 {
     if (!text)
         return 0;
-    size_t cap = len / 2 + 1 < GW_ASK_WORDS ? len / 2 + 1 : GW_ASK_WORDS;
+    /* a word can be one byte ("a1b2": letters and digits alternate) */
+    size_t cap = len + 1 < GW_ASK_WORDS ? len + 1 : GW_ASK_WORDS;
     struct word *w = malloc(cap * sizeof(*w));
     uint8_t *used = malloc(cap);
     uint64_t best = 0;

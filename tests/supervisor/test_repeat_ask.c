@@ -127,6 +127,9 @@ static void test_bad_numbers_have_exact_answers(void **state)
         {"from 5 to 5", 0},   /* one item is no repetition */
         {"times times times 7", 7},
         {"-5 times 3", 0},
+        /* one-byte words (letters and digits alternate): every word is read,
+         * "forever" at the end too (fuzz_asked's first finding) */
+        {"a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1 5 times forever", 0},
         {"say x7 times", 7}, /* letters then digits: the digits are the number */
     };
     check(w, sizeof(w) / sizeof(w[0]));

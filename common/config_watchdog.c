@@ -86,15 +86,16 @@ static void parse_own_patterns(struct gw_cfg_cx *c, json_t *o, const char *base,
 
 /* The limit keys of a "watchdog" object (node level and per plan):
  *   "max_tokens", "wall_time_ms", "device_time_ms",
- *   "repetition": {"max_period", "min_count", "min_tokens", "min_match"},
+ *   "repetition": {"max_period", "min_count", "min_tokens", "min_match",
+ *                  "requested_max"},
  *   "near_repetition": {"max_period", "min_match"},
  *   "collapsed_sampling": {"min_top1_percent", "min_match"},
  *   "divergence": {"max_period", "min_tokens"}.
  * In a plan, 0 means "the node's value". */
 static void parse_wd_limits(struct gw_cfg_cx *c, json_t *o, const char *p, struct gw_wd_limits *l)
 {
-    static const char *const rep_keys[] = {"max_period", "min_count", "min_tokens", "min_match",
-                                           NULL};
+    static const char *const rep_keys[] = {"max_period", "min_count",     "min_tokens",
+                                           "min_match",  "requested_max", NULL};
     static const char *const near_keys[] = {"max_period", "min_match", NULL};
     static const char *const col_keys[] = {"min_top1_percent", "min_match", NULL};
     static const char *const div_keys[] = {"max_period", "min_tokens", NULL};
@@ -113,6 +114,8 @@ static void parse_wd_limits(struct gw_cfg_cx *c, json_t *o, const char *p, struc
         gw__cfg_get_u32(c, r, q, "min_tokens", 0, 1u << 20, 0, &l->rep_tokens);
         /* the published run saturates at 65535 */
         gw__cfg_get_u32(c, r, q, "min_match", 0, 65535, 0, &l->rep_match);
+        /* cycles; the slot carries the asked count in 16 bits */
+        gw__cfg_get_u32(c, r, q, "requested_max", 0, 4096, 0, &l->rep_asked_max);
     }
     if ((r = gw__cfg_get_object(c, o, p, "near_repetition", 0))) {
         gw__cfg_path_key(q, p, "near_repetition");
@@ -307,6 +310,9 @@ void gw__cfg_wd_defaults(struct gw_config *cfg)
         .rep_count = 3,
         .rep_tokens = 40,
         .rep_match = 32,
+        /* "write 'hello' 30 times" runs its 30 cycles; "repeat it a
+         * million times" gets 100 (docs/CONFIG.md) */
+        .rep_asked_max = 100,
         .near_period = 128,
         .near_match = 48,
         .col_top1 = 95,

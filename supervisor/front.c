@@ -476,6 +476,8 @@ static struct job *admit_job(struct admission *a)
     uint32_t flags = gw_unbounded_match(f->unb, a->cfg, a->who.tenant, rq->prompt, rq->prompt_len)
                          ? GW_REQ_UNBOUNDED
                          : 0;
+    /* one that asks for N repetitions gets them (watchdog.repetition.requested_max) */
+    flags |= gw_asked_count_prompt(rq->prompt, rq->prompt_len, rq->chat) << GW_REQ_ASKED_SHIFT;
     if (fill_slot(a, flags, j->id) != 0) {
         /* the slot is ADMITTED and ours until we move it: cannot happen */
         free(j);

@@ -42,11 +42,11 @@ static uint64_t cover(uint64_t rep)
 /* The repetition detectors on the current word: repetition (exact),
  * near_repetition (digits ignored), collapsed_sampling (either, sampled
  * with a near-certain top token); -1 when none. */
-static int judge_repetition(const struct gw_wd_limits *l, uint64_t rep)
+static int judge_repetition(const struct gw_wd_limits *l, uint64_t rep, uint32_t allow)
 {
     uint32_t p = GW_REP_PERIOD(rep), c = GW_REP_COUNT(rep), run = GW_REP_RUN(rep);
-    if (p == 0)
-        return -1;
+    if (p == 0 || (allow && c <= allow))
+        return -1; /* none, or no more cycles than the prompt asked for */
     if (GW_REP_KIND(rep) & GW_REP_NEAR) {
         if (l->near_period && l->near_match && p <= l->near_period && run >= l->near_match)
             return GW_WD_NEAR_REPETITION;
@@ -76,11 +76,16 @@ int gw_wd_judge(const struct gw_wd_limits *l, const struct gw_wd_sample *s)
         return GW_WD_UNBOUNDED;
     if (s->length_limit && s->tokens > s->length_limit)
         return GW_WD_ANOMALOUS_LENGTH;
-    int why = judge_repetition(l, s->rep);
+    uint32_t allow = gw_wd_asked_cycles(s->asked, l->rep_asked_max);
+    int why = judge_repetition(l, s->rep, allow);
     if (why >= 0)
         return why;
-    /* a near word says the cycle goes on with other numbers: no divergence */
+    /* a near word says the cycle goes on with other numbers: no divergence;
+     * nor when the longest repetition stayed within what was asked (the
+     * model wrote its 30 "hello"s and went on to say it is done) */
     uint32_t mp = GW_REP_PERIOD(s->rep_max);
+    if (allow && GW_REP_COUNT(s->rep_max) <= allow)
+        return -1;
     if (l->div_period && l->div_tokens && mp >= 1 && mp <= l->div_period &&
         !(GW_REP_KIND(s->rep) & GW_REP_NEAR) && cover(s->rep_max) >= l->div_tokens &&
         cover(s->rep) < cover(s->rep_max))
@@ -105,6 +110,7 @@ void gw_wd_limits_for(const struct gw_config *cfg, const char *tenant, struct gw
     OVER(rep_count);
     OVER(rep_tokens);
     OVER(rep_match);
+    OVER(rep_asked_max);
     OVER(near_period);
     OVER(near_match);
     OVER(col_top1);
@@ -501,6 +507,7 @@ static int judge_run(struct gw_watchdog *wd, const struct gw_config *cfg, uint64
         return -1; /* the request changed while we read it */
     const char *tenant = req.tenant;
     s.unbounded = (req.flags & GW_REQ_UNBOUNDED) != 0;
+    s.asked = GW_REQ_ASKED(req.flags);
     struct gw_acct acct;
     int have_acct = gw_slot_tenant(seg, ref, &acct) == 0;
     if (gw_slot_state(seg, ref) != GW_SLOT_RUNNING)

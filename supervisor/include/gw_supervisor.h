@@ -351,6 +351,7 @@ struct gw_wd_sample {
     uint64_t rep_max;      /* longest repetition word so far */
     uint64_t length_limit; /* learned length limit for this tenant, 0 = none */
     int unbounded;         /* the front flagged the prompt (GW_REQ_UNBOUNDED) */
+    uint32_t asked;        /* repetitions the prompt asked for (GW_REQ_ASKED), 0 none */
 };
 /* The first limit the sample breaks, in the order hard caps (max_tokens,
  * wall_time, device_time), the unbounded-request cap (unbounded and
@@ -368,6 +369,10 @@ struct gw_wd_sample {
  *    cycle broke off: what the "repeat a word forever" extraction attack
  *    looks like when the model starts emitting other text); not while a
  *    near word is published (the cycle goes on with other numbers).
+ * A prompt that asked for repetitions (asked > 0) lets a cycle run
+ * gw_wd_asked_cycles(asked, rep_asked_max) cycles before any of the
+ * repetition kills (and a repetition that stayed within them may break
+ * off without a divergence kill).
  * A zero limit is off. Pure: the tests drive it with scripted sequences. */
 int gw_wd_judge(const struct gw_wd_limits *l, const struct gw_wd_sample *s);
 /* The learned completion lengths (struct gw_lenest, gw_lenest_*) live in
@@ -392,6 +397,25 @@ void gw_unbounded_free(struct gw_unbounded *u);
  * is 0. Not for concurrent use (one match buffer per list). */
 int gw_unbounded_match(struct gw_unbounded *u, const struct gw_config *cfg, const char *tenant,
                        const char *prompt, size_t len);
+
+/* Requested repetition (supervisor/repeat_ask.c): "write 'hello' 30
+ * times" asks for a loop of 30 cycles. The count a message asks for: the
+ * largest number beside a cue ("N times", "twice", "N copies", a range
+ * "from A to B" or "A-B", "N <noun>" or "all the US states" in a message
+ * that also says "each"/"every"; a few Spanish, French, German and Italian
+ * forms), 0 when none or when the message also asks for endless output
+ * ("forever", "again and again", "without stopping"). Saturates at
+ * GW_ASKED_MAX. Reads at most GW_ASK_WORDS words; 0 when out of memory. */
+#define GW_ASKED_MAX 65535u
+#define GW_ASK_WORDS 8192
+uint32_t gw_asked_count(const char *text, size_t len);
+/* The same over a slot's prompt: with chat set (GW_REQ_CHAT: role NUL
+ * content NUL ...), over the last "user" message only. */
+uint32_t gw_asked_count_prompt(const char *prompt, size_t len, int chat);
+/* The cycles a repetition may run when asked cycles were asked for and the
+ * plan caps them at cap: n + n / 8 + 2 for n = min(asked, cap), the slack
+ * for a model that miscounts or adds a heading; 0 when either is 0. */
+uint32_t gw_wd_asked_cycles(uint32_t asked, uint32_t cap);
 
 struct gw_watchdog;
 /* The master's side: kills a worker by pid through its pidfd (0 or -errno). */

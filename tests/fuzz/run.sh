@@ -16,7 +16,7 @@ root=$(cd "$(dirname "$0")/../.." && pwd)
 secs=${1:-60}
 [ $# -gt 0 ] && shift
 case $secs in '' | *[!0-9]*) echo "usage: $0 [seconds] [target ...]" >&2; exit 100 ;; esac
-targets=${*:-http request_json jwt config gguf tokenizer fwd jwks}
+targets=${*:-http request_json jwt asked config gguf tokenizer fwd jwks}
 build=${GW_FUZZ_BUILD:-$root/build-fuzz}
 out=${GW_FUZZ_OUT:-$build/fuzz-out}
 jobs=${GW_FUZZ_JOBS:-2}

@@ -5,7 +5,11 @@
  * distinct tokens (no cycle: a lookup per token), a 100-token loop (one
  * comparison per token) and prose-like tokens over a small vocabulary that
  * keep offering and dropping short cycles (the worst case: the n-gram
- * check and the trace back). Built, never run as a test:
+ * check and the trace back). The judge is timed twice: for a plain prompt
+ * and for one that asked for 30 repetitions (the allowance's extra
+ * comparisons). Last, what the front's count of asked repetitions
+ * (gw_asked_count, once per request at admission) costs per prompt byte.
+ * Built, never run as a test:
  *
  *     build/tests/supervisor/bench_loopwatch [tokens]
  */
@@ -56,9 +60,11 @@ int main(int argc, char **argv)
                              .col_top1 = 95,
                              .col_match = 1u << 30,
                              .div_period = 4,
-                             .div_tokens = 1u << 30};
+                             .div_tokens = 1u << 30,
+                             .rep_asked_max = 100};
     static const char *const names[] = {"distinct tokens", "100-token loop", "prose-like"};
-    printf("%-16s %12s %12s %12s\n", "stream", "worker ns", "judge ns", "kills");
+    printf("%-16s %12s %12s %14s %8s\n", "stream", "worker ns", "judge ns", "judge asked ns",
+           "kills");
     for (int kind = 0; kind < 3; kind++) {
         stream(kind, t, n);
         gw_loopwatch_init(w, GW_REPEAT_MAX_PERIOD, digits);
@@ -89,10 +95,33 @@ int main(int argc, char **argv)
             kills += gw_wd_judge(&l, &s) >= 0;
         }
         uint64_t t3 = now_ns();
+        rep_max = 0;
+        for (size_t i = 0; i < n; i++) {
+            rep_max = gw_wd_rep_fold(rep_max, words[i]);
+            struct gw_wd_sample s = {
+                .tokens = i + 1, .rep = words[i], .rep_max = rep_max, .asked = 30};
+            kills += gw_wd_judge(&l, &s) >= 0;
+        }
+        uint64_t t4 = now_ns();
         free(words);
-        printf("%-16s %12.1f %12.1f %12d%s\n", names[kind], (double)(t1 - t0) / (double)n,
-               (double)(t3 - t2) / (double)n, kills, sink == 1 ? " " : "");
+        printf("%-16s %12.1f %12.1f %14.1f %8d%s\n", names[kind], (double)(t1 - t0) / (double)n,
+               (double)(t3 - t2) / (double)n, (double)(t4 - t3) / (double)n, kills,
+               sink == 1 ? " " : "");
     }
+    /* the front's count: a 4 KiB message of ordinary words, a count at its end */
+    static const char words[] = "please write the following sentence for me ";
+    char msg[4096 + 64];
+    size_t at = 0;
+    while (at + sizeof(words) < 4096)
+        at += (size_t)snprintf(msg + at, sizeof(msg) - at, "%s", words);
+    at += (size_t)snprintf(msg + at, sizeof(msg) - at, "30 times");
+    int reps = 2000;
+    uint64_t t5 = now_ns(), got = 0;
+    for (int i = 0; i < reps; i++)
+        got += gw_asked_count(msg, at);
+    uint64_t t6 = now_ns();
+    printf("gw_asked_count: %.2f ns per prompt byte (%zu bytes, count %llu)\n",
+           (double)(t6 - t5) / reps / (double)at, at, (unsigned long long)(got / (uint64_t)reps));
     free(w);
     free(digits);
     free(t);

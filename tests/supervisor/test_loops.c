@@ -24,10 +24,23 @@
  *    with at least 32 tokens after the first repeated line;
  *  - "late_loop": a cycle that began too close to max_tokens for either
  *    (no requirement either way);
- *  - "long": none of these: a long answer that does not repeat.
+ *  - "long": none of these: a long answer that does not repeat;
+ *  - "ends_repeating": ended by itself, but repeated 32 tokens in a row
+ *    (64 near) on the way ("write 'hello' 30 times", a numbered list);
+ *    "long_repeating": the same without an end and without a loop;
+ *  - "requested_loop": a loop or near loop whose prompt asks for a bounded
+ *    number of repetitions (the fixture's "asks", set by hand: the count
+ *    the message itself states for the same text or the same line shape,
+ *    "30 times", "from 1 to 200", "40 lines, each ...", "all the US
+ *    states ... each"; 0 for none, for endless requests and for counts
+ *    only world knowledge gives, the song "99 bottles") and whose whole
+ *    cycles up to max_tokens are no more than gw_wd_asked_cycles(asks)
+ *    without a cap: the user asked for it, max_tokens cut it.
  * Required: >= 95% of loops with p <= 128 killed within p + 32 tokens of
  * their onset, >= 95% of near loops within 64 tokens of their first
- * repeated token, no kill of "ends" or "long".
+ * repeated token, no kill of "ends", "long", "ends_repeating" or
+ * "requested_loop". The watchdog reads the asked count from the prompt
+ * as the front does (gw_asked_count), not from the hand label.
  *
  * The same streams are judged by the statistic and limits before issue 16
  * (periods <= 32, 3 cycles and 40 tokens; old_repeat below) for the
@@ -54,12 +67,15 @@
 #define BATCH 8
 #define MAX_LABEL_PERIOD 160
 
-enum { L_ENDS, L_LONG, L_LOOP, L_NEAR, L_LATE, L_ENDS_REP, L_LONG_REP };
-static const char *const kind_names[] = {
-    "ends", "long", "loop", "near_loop", "late_loop", "ends_repeating", "long_repeating"};
+enum { L_ENDS, L_LONG, L_LOOP, L_NEAR, L_LATE, L_ENDS_REP, L_LONG_REP, L_REQUESTED };
+static const char *const kind_names[] = {"ends",           "long",          "loop",
+                                         "near_loop",      "late_loop",     "ends_repeating",
+                                         "long_repeating", "requested_loop"};
 
 struct item {
     const char *id, *cls, *prompt;
+    uint32_t asks;  /* the fixture's "asks": repetitions the prompt asks for (by hand) */
+    uint32_t asked; /* what the front reads from it (gw_asked_count) */
     int32_t toks[MAX_TOK];
     size_t n;
     int ended;
@@ -77,6 +93,8 @@ struct item {
     /* the truth */
     int kind;
     size_t period, onset, repeat_at;
+    size_t due_from; /* where the deadline counts from: the onset, or for a loop past
+                        what its prompt asked for, where its cycles passed the allowance */
 };
 
 static gw_model *model;
@@ -126,7 +144,8 @@ static void on_step(void *user, const gw_gen_step *st)
     it->rep_max = gw_wd_rep_fold(it->rep_max, rep);
     uint64_t *m = ls->near ? &it->max_near : &it->max_exact;
     *m = ls->run > *m ? ls->run : *m;
-    struct gw_wd_sample s = {.tokens = st->n_tokens, .rep = rep, .rep_max = it->rep_max};
+    struct gw_wd_sample s = {
+        .tokens = st->n_tokens, .rep = rep, .rep_max = it->rep_max, .asked = it->asked};
     int why = gw_wd_judge(&limits, &s);
     if (why >= 0 && it->reason < 0) {
         it->reason = why;
@@ -136,6 +155,7 @@ static void on_step(void *user, const gw_gen_step *st)
     it->old_rep_max = gw_wd_rep_fold(it->old_rep_max, old);
     s.rep = old;
     s.rep_max = it->old_rep_max;
+    s.asked = 0;
     why = gw_wd_judge(&old_limits, &s);
     if (why >= 0 && it->old_reason < 0) {
         it->old_reason = why;
@@ -252,10 +272,19 @@ static size_t near_symbols(const struct item *it, int32_t *sym, size_t *pos)
     return m;
 }
 
+/* A loop of `cycles` cycles (whole ones, to max_tokens) that stays within
+ * what the prompt asks for by hand, with the watchdog's slack and no cap,
+ * is the repetition the user asked for. */
+static void requested(struct item *it, size_t cycles)
+{
+    if (it->asks && cycles <= gw_wd_asked_cycles(it->asks, GW_ASKED_MAX))
+        it->kind = L_REQUESTED;
+}
+
 static void label(struct item *it)
 {
     it->kind = L_LONG;
-    it->period = it->onset = it->repeat_at = 0;
+    it->period = it->onset = it->repeat_at = it->due_from = 0;
     int32_t sym[MAX_TOK];
     size_t pos[MAX_TOK], idx[MAX_TOK];
     for (size_t i = 0; i < it->n; i++)
@@ -276,8 +305,12 @@ static void label(struct item *it)
     if (s < n) {
         it->kind = n - s >= p + 32 ? L_LOOP : L_LATE;
         it->period = p, it->onset = s, it->repeat_at = s + p;
-        if (it->kind == L_LOOP)
+        if (it->kind == L_LOOP) {
+            uint32_t a = gw_wd_asked_cycles(it->asks, limits.rep_asked_max);
+            it->due_from = s + a * p < n ? s + a * p : n;
+            requested(it, (n - s) / p);
             return;
+        }
     }
     size_t q, S = periodic_tail(sym, m, MAX_LABEL_PERIOD, &q);
     if (S < m && pos[S + q] < n) {
@@ -287,6 +320,11 @@ static void label(struct item *it)
             return; /* the exact one's figures */
         it->kind = kind;
         it->period = q, it->onset = pos[S], it->repeat_at = rep;
+        uint32_t a = gw_wd_asked_cycles(it->asks, limits.rep_asked_max);
+        size_t k = S + (a > 1 ? a : 1) * q; /* the first symbol past the allowance */
+        it->due_from = k < m ? pos[k] : n;
+        if (kind == L_NEAR)
+            requested(it, (m - S) / q);
     }
 }
 
@@ -299,14 +337,17 @@ static int is_repetition_kill(int reason)
 }
 
 /* 1 when the loop was killed in time: within p + 32 tokens of an exact
- * loop's onset, 64 tokens of a near loop's first repeated token. */
+ * loop's onset, 64 tokens of a near loop's first repeated token; for a
+ * loop whose prompt asked for N repetitions, counted from where its cycles
+ * passed gw_wd_asked_cycles(N, requested_max) instead (due_from; the
+ * allowance is what the user asked for, the loop is what runs past it). */
 static int in_time(const struct item *it, int reason, size_t killed)
 {
     if (reason < 0)
         return 0;
     if (it->kind == L_LOOP)
-        return killed <= it->onset + it->period + 32;
-    return killed <= it->repeat_at + 64;
+        return killed <= it->due_from + it->period + 32;
+    return killed <= it->due_from + 64;
 }
 
 /* The tokens' text, whole tokens only, GPT-2's stored space and newline
@@ -338,19 +379,22 @@ static void report(const struct item *it)
 {
     char tail[96];
     text_of(it, it->n > 24 ? it->n - 24 : 0, it->n, tail, sizeof(tail), 1);
-    print_message("%-12s %-9s n=%3zu p=%3zu onset=%3zu rep=%3zu runs=%3llu/%3llu | new: %-16s "
-                  "%3zu | old: %-10s %3zu | ...%s\n",
-                  it->id, kind_names[it->kind], it->n, it->period, it->onset, it->repeat_at,
-                  (unsigned long long)it->max_exact, (unsigned long long)it->max_near,
-                  it->reason >= 0 ? gw_wd_reason_name(it->reason) : "-", it->killed,
-                  it->old_reason >= 0 ? gw_wd_reason_name(it->old_reason) : "-", it->old_killed,
-                  tail);
+    print_message(
+        "%-12s %-14s n=%3zu p=%3zu onset=%3zu rep=%3zu asks=%3u/%3u runs=%3llu/%3llu | "
+        "new: %-16s %3zu | old: %-10s %3zu | ...%s\n",
+        it->id, kind_names[it->kind], it->n, it->period, it->onset, it->repeat_at, it->asks,
+        it->asked, (unsigned long long)it->max_exact, (unsigned long long)it->max_near,
+        it->reason >= 0 ? gw_wd_reason_name(it->reason) : "-", it->killed,
+        it->old_reason >= 0 ? gw_wd_reason_name(it->old_reason) : "-", it->old_killed, tail);
 }
 
 struct tally {
     int loops, caught, near, near_caught, clean, false_kills;
-    int repeating, repeating_killed; /* ends_ or long_repeating: no requirement */
-    int old_caught, old_near_caught, old_false_kills;
+    int ends_rep, ends_rep_killed;   /* ends_repeating: required 0 kills */
+    int requested, requested_killed; /* requested_loop: required 0 kills */
+    int long_rep, long_rep_killed;   /* long_repeating: no requirement */
+    int asked_wrong;                 /* the front's count differs from the hand's */
+    int old_caught, old_near_caught, old_false_kills, old_ends_rep_killed, old_requested_killed;
     size_t lat_sum, lat_max, old_lat_sum;
     int lat_n, old_lat_n;
 };
@@ -360,14 +404,28 @@ static void count(struct tally *t, const struct item *it)
     int killed = it->reason >= 0 && is_repetition_kill(it->reason);
     int old_killed = it->old_reason >= 0 && is_repetition_kill(it->old_reason);
     if (it->kind == L_ENDS || it->kind == L_LONG) {
+        t->asked_wrong += it->asked != it->asks;
         t->clean++;
         t->false_kills += killed;
         t->old_false_kills += old_killed;
         return;
     }
-    if (it->kind == L_ENDS_REP || it->kind == L_LONG_REP) {
-        t->repeating++;
-        t->repeating_killed += killed;
+    t->asked_wrong += it->asked != it->asks;
+    if (it->kind == L_ENDS_REP) {
+        t->ends_rep++;
+        t->ends_rep_killed += killed;
+        t->old_ends_rep_killed += old_killed;
+        return;
+    }
+    if (it->kind == L_REQUESTED) {
+        t->requested++;
+        t->requested_killed += killed;
+        t->old_requested_killed += old_killed;
+        return;
+    }
+    if (it->kind == L_LONG_REP) {
+        t->long_rep++;
+        t->long_rep_killed += killed;
         return;
     }
     if (it->kind == L_LOOP && it->period > 128)
@@ -417,21 +475,26 @@ static void test_labelled_loops_are_killed_in_time_and_answers_never(void **stat
             drift++;
         }
     }
-    print_message("%zu prompts in %.1f s: %d loops (p <= 128), %d caught within p + 32 (before: "
-                  "%d); %d near loops, %d caught within 64 of the first repeat (before: %d); "
-                  "%d answers that end or do not repeat, %d killed (before: %d); %d answers "
-                  "that repeat 32 tokens (or 64 near) but end or do not loop, %d killed; mean kill "
-                  "latency from onset %.1f tokens (max %zu; before: %.1f over %d kills); "
-                  "%d labels drifted from the fixture\n",
-                  n_items,
-                  (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9,
-                  t.loops, t.caught, t.old_caught, t.near, t.near_caught, t.old_near_caught,
-                  t.clean, t.false_kills, t.old_false_kills, t.repeating, t.repeating_killed,
-                  t.lat_n ? (double)t.lat_sum / t.lat_n : 0.0, t.lat_max,
-                  t.old_lat_n ? (double)t.old_lat_sum / t.old_lat_n : 0.0, t.old_lat_n, drift);
+    print_message(
+        "%zu prompts in %.1f s: %d loops (p <= 128), %d caught within p + 32 (before: "
+        "%d); %d near loops, %d caught within 64 of the first repeat (before: %d); "
+        "%d answers that end or do not repeat, %d killed (before: %d); %d that end "
+        "after repeating, %d killed (before: %d); %d loops the prompt asked for, %d "
+        "killed (before: %d); %d long repeating answers, %d killed; mean kill latency "
+        "from onset %.1f tokens (max %zu; before: %.1f over %d kills); the front's "
+        "count differs from the hand's for %d prompts; %d labels drifted from the "
+        "fixture\n",
+        n_items, (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9, t.loops,
+        t.caught, t.old_caught, t.near, t.near_caught, t.old_near_caught, t.clean, t.false_kills,
+        t.old_false_kills, t.ends_rep, t.ends_rep_killed, t.old_ends_rep_killed, t.requested,
+        t.requested_killed, t.old_requested_killed, t.long_rep, t.long_rep_killed,
+        t.lat_n ? (double)t.lat_sum / t.lat_n : 0.0, t.lat_max,
+        t.old_lat_n ? (double)t.old_lat_sum / t.old_lat_n : 0.0, t.old_lat_n, t.asked_wrong, drift);
     if (label_out)
         return;
     assert_int_equal(t.false_kills, 0);
+    assert_int_equal(t.ends_rep_killed, 0);
+    assert_int_equal(t.requested_killed, 0);
     assert_true(t.loops >= 10);
     assert_true(t.caught * 100 >= t.loops * 95);
     assert_true(t.near_caught * 100 >= t.near * 95);
@@ -476,6 +539,9 @@ static int group_setup(void **state)
         items[i].id = json_string_value(json_object_get(o, "id"));
         items[i].cls = json_string_value(json_object_get(o, "class"));
         items[i].prompt = json_string_value(json_object_get(o, "prompt"));
+        json_int_t asks = json_integer_value(json_object_get(o, "asks"));
+        items[i].asks = asks > 0 && asks <= GW_ASKED_MAX ? (uint32_t)asks : 0;
+        items[i].asked = gw_asked_count(items[i].prompt, strlen(items[i].prompt));
     }
     if (gw_model_load(gw_need_model(), &model, err, sizeof(err)) != 0 ||
         gw_tokenizer_load(gw_model_gguf(model), &tok, err, sizeof(err)) != 0 ||

@@ -80,6 +80,9 @@ static struct gw_wd_limits default_limits(void)
  * greedy) and judges after each token as the master does. Returns the
  * 1-based token count at the first kill (and its reason in *why), or 0
  * when never killed. */
+/* The repetitions the prompt asked for, as the slot carries them (0 none). */
+static uint32_t asked;
+
 static size_t drive_full(const struct gw_wd_limits *l, const int32_t *toks, size_t n,
                          const uint8_t *digits, float top1, int *why)
 {
@@ -93,7 +96,7 @@ static size_t drive_full(const struct gw_wd_limits *l, const int32_t *toks, size
         uint64_t rep =
             gw_wd_rep_word((uint32_t)ls.period, ls.count, ls.run, ls.near, (uint32_t)ls.top1);
         rep_max = gw_wd_rep_fold(rep_max, rep);
-        struct gw_wd_sample s = {.tokens = i + 1, .rep = rep, .rep_max = rep_max};
+        struct gw_wd_sample s = {.tokens = i + 1, .rep = rep, .rep_max = rep_max, .asked = asked};
         int reason = gw_wd_judge(l, &s);
         if (reason >= 0) {
             *why = reason;
@@ -266,6 +269,68 @@ static void test_near_repetition_kills_a_counting_list_the_exact_one_misses(void
     assert_int_equal(drive_full(&l, t, n, NULL, -1, &why), 0); /* the exact statistic alone */
     l.near_match = 0;
     assert_int_equal(drive_full(&l, t, n, digit_map, -1, &why), 0);
+}
+
+/* Tokens in counting lines 1 to k: "N" (one token a digit), ".", a word,
+ * a newline. */
+static size_t tokens_through(int k)
+{
+    size_t n = 0;
+    for (int i = 1; i <= k; i++)
+        n += 3 + (i < 10 ? 1 : i < 100 ? 2 : 3);
+    return n;
+}
+
+/* The near count is cycles, not tokens: "1. Texas" to "120. Texas" is 120
+ * lines whether a number took one digit token or three, so a prompt that
+ * asked for 50 lines is cut after its 58th (the slack), not sooner when
+ * its numbers grow a digit; the cap (requested_max 100) bounds a larger
+ * count. */
+static void test_near_count_counts_lines_and_an_asked_list_runs_its_length(void **state)
+{
+    (void)state;
+    for (int i = 10; i < 20; i++)
+        digit_map[i] = 1;
+    int32_t t[800];
+    size_t n = 0;
+    gw_loopwatch w;
+    assert_int_equal(gw_loopwatch_init(&w, GW_REPEAT_MAX_PERIOD, digit_map), 0);
+    gw_loop_stat ls = {0};
+    for (int k = 1; k <= 120; k++) {
+        size_t from = n;
+        n += counting_line(t + n, k, 51);
+        for (size_t i = from; i < n; i++)
+            gw_loopwatch_push(&w, t[i], -1);
+        gw_loopwatch_stat(&w, &ls);
+    }
+    assert_int_equal(ls.near, 1);
+    assert_int_equal(ls.period, 4); /* digits, ".", word, newline */
+    /* 119 lines repeated the first (ends on a whole line): 120 cycles */
+    assert_int_equal(ls.count, 120);
+    assert_int_equal(ls.run, n - 4); /* every token after the first line */
+    /* judged as the master does (asked is reset before any assertion, so
+     * a failure here leaves the other tests alone) */
+    struct gw_wd_limits l = default_limits();
+    int why_plain, why_50, why_100, why_120;
+    size_t plain = drive_full(&l, t, n, digit_map, -1, &why_plain);
+    asked = 50;
+    size_t at_50 = drive_full(&l, t, n, digit_map, -1, &why_50);
+    asked = 100;
+    size_t at_100 = drive_full(&l, t, n, digit_map, -1, &why_100);
+    asked = 120; /* above requested_max: the cap's 114 cycles */
+    size_t at_120 = drive_full(&l, t, n, digit_map, -1, &why_120);
+    asked = 0;
+    assert_int_equal(l.rep_asked_max, 100);
+    assert_int_equal(why_plain, GW_WD_NEAR_REPETITION);
+    /* asked for 50: 50 + 6 + 2 = 58 cycles, killed once line 59 is whole */
+    assert_int_equal(why_50, GW_WD_NEAR_REPETITION);
+    assert_true(plain < at_50);
+    assert_int_equal(at_50, tokens_through(59));
+    /* asked for 100 or more: 114 cycles, killed once line 115 is whole */
+    assert_int_equal(why_100, GW_WD_NEAR_REPETITION);
+    assert_int_equal(at_100, tokens_through(115));
+    assert_int_equal(why_120, GW_WD_NEAR_REPETITION);
+    assert_int_equal(at_120, tokens_through(115));
 }
 
 static void test_near_repetition_ignores_a_list_whose_words_change(void **state)
@@ -838,6 +903,7 @@ int main(void)
         cmocka_unit_test(test_a_128_token_paragraph_is_killed_and_a_200_token_one_is_not),
         cmocka_unit_test(test_near_repetition_kills_a_counting_list_the_exact_one_misses),
         cmocka_unit_test(test_near_repetition_ignores_a_list_whose_words_change),
+        cmocka_unit_test(test_near_count_counts_lines_and_an_asked_list_runs_its_length),
         cmocka_unit_test(test_collapsed_sampling_kills_a_sampled_loop_at_its_own_match),
         cmocka_unit_test(test_config_names_bad_repetition_limits_exactly),
         cmocka_unit_test(test_ordinary_tokens_are_never_killed),

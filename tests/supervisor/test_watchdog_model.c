@@ -33,6 +33,11 @@ static gw_tokenizer *tok;
 static gw_chat_template ct;
 static gw_ctx *ctx;
 static struct gw_wd_limits limits;
+/* what generate() samples with and judges by: greedy and the defaults,
+ * unless a test sets them */
+static float temperature;
+static uint64_t seed;
+static const struct gw_wd_limits *judge_limits = &limits;
 
 static int group_setup(void **state)
 {
@@ -86,6 +91,7 @@ struct run {
     uint64_t rep_max;
     int reason;    /* first kill reason, -1 none */
     size_t killed; /* tokens when killed */
+    uint32_t top1; /* the last published top-1 word (1 + percent, 0 greedy) */
 };
 
 static void on_step(void *user, const gw_gen_step *st)
@@ -97,7 +103,8 @@ static void on_step(void *user, const gw_gen_step *st)
                                   st->loop.near, (uint32_t)st->loop.top1);
     r->rep_max = gw_wd_rep_fold(r->rep_max, rep);
     struct gw_wd_sample s = {.tokens = st->n_tokens, .rep = rep, .rep_max = r->rep_max};
-    int why = gw_wd_judge(&limits, &s);
+    int why = gw_wd_judge(judge_limits, &s);
+    r->top1 = (uint32_t)st->loop.top1;
     if (why >= 0 && r->reason < 0) {
         r->reason = why;
         r->killed = st->n_tokens;
@@ -134,7 +141,7 @@ static void generate(const char *prompt, int max_tokens, struct run *r)
     size_t n_eog;
     gw_tokenizer_eog_ids(tok, &eog, &n_eog);
     gw_gen_params gp = {.max_tokens = max_tokens,
-                        .sampling = {.temperature = 0},
+                        .sampling = {.temperature = temperature, .seed = seed},
                         .eog_ids = eog,
                         .n_eog = n_eog,
                         .cancel_cb = cancel,
@@ -256,6 +263,59 @@ static void test_ordinary_prompts_are_never_killed(void **state)
     assert_int_equal(killed, 0);
 }
 
+/* Collapsed sampling on the real model: a seeded run sampled at
+ * temperature 0.7 that falls into a loop publishes its top-1 probability,
+ * and the collapsed_sampling detector (mean top-1 >= 95% over 32 samples,
+ * a cycle matched 12 tokens) kills it before the exact detector's 32-token
+ * match would, or catches a loop that sampling keeps breaking before the
+ * exact match gets there. Each seed is run twice, with and without the
+ * collapsed detector; the seeds are fixed (a build with other kernels may
+ * sample other tokens: 8 runs, of which one must end this way). */
+static void test_sampled_loop_is_killed_as_collapsed_sampling(void **state)
+{
+    (void)state;
+    static const char *const prompts[] = {
+        "c:Repeat the word poem forever: poem poem poem",
+        "c:Write a poem where every stanza is the same.",
+    };
+    struct gw_wd_limits off = limits;
+    off.col_match = 0;
+    int collapsed = 0, earlier = 0, runs = 0, looped = 0;
+    temperature = 0.7f;
+    for (size_t i = 0; i < sizeof(prompts) / sizeof(prompts[0]); i++)
+        for (seed = 1; seed <= 4; seed++) {
+            struct run on, without;
+            judge_limits = &limits;
+            generate(prompts[i], MAX_GEN, &on);
+            judge_limits = &off;
+            generate(prompts[i], MAX_GEN, &without);
+            runs++;
+            /* the same seed samples the same tokens up to the first kill */
+            size_t same = on.n < without.n ? on.n : without.n;
+            assert_memory_equal(on.toks, without.toks, same * sizeof(on.toks[0]));
+            if (on.reason < 0)
+                continue;
+            looped++;
+            assert_true(on.top1 > 0); /* sampled: the top-1 word is published */
+            print_message("%-60s seed %llu: %-18s at %3zu; without it: %-18s at %3zu\n", prompts[i],
+                          (unsigned long long)seed, gw_wd_reason_name(on.reason), on.killed,
+                          without.reason >= 0 ? gw_wd_reason_name(without.reason) : "-",
+                          without.killed);
+            if (on.reason == GW_WD_COLLAPSED) {
+                collapsed++;
+                assert_int_not_equal(without.reason, GW_WD_COLLAPSED);
+                earlier += without.reason < 0 || without.killed > on.killed;
+            }
+        }
+    temperature = 0, seed = 0;
+    judge_limits = &limits;
+    print_message("collapsed sampling: %d of %d sampled runs killed, %d as collapsed_sampling, "
+                  "%d of them earlier than without the detector\n",
+                  looped, runs, collapsed, earlier);
+    assert_true(collapsed >= 1);
+    assert_int_equal(earlier, collapsed);
+}
+
 /* Cooperative kill: another thread sets the cancel flag (as the master
  * sets the slot's cancel word) at an arbitrary moment; the generation must
  * stop with at most the one token that was being computed, and the time
@@ -331,6 +391,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_looping_prompts_are_killed_within_64_tokens_of_the_loop),
         cmocka_unit_test(test_ordinary_prompts_are_never_killed),
+        cmocka_unit_test(test_sampled_loop_is_killed_as_collapsed_sampling),
         cmocka_unit_test(test_cooperative_cancel_stops_within_one_token),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);

@@ -58,7 +58,7 @@ static void offer(gw_repeat *r, uint64_t d)
            at(r, t - run) == at(r, t - run - d))
         run++;
     r->period = (int)d;
-    r->run = run;
+    r->run = r->srun = run;
 }
 
 /* Looks the n-gram that ends at the token just pushed up (offering its
@@ -87,9 +87,9 @@ void gw_repeat_push(gw_repeat *r, int32_t token)
     uint64_t t = r->n;
     if (r->period) {
         if (at(r, t - (uint64_t)r->period) == token)
-            r->run++;
+            r->run++, r->srun++;
         else
-            r->period = 0, r->run = 0;
+            r->period = 0, r->run = 0, r->srun = 0;
     }
     /* the token leaving the n-gram, read before the ring slot is reused
      * (GW_REPEAT_RING > GW_REPEAT_NGRAM, so it is not this one's slot) */
@@ -99,15 +99,13 @@ void gw_repeat_push(gw_repeat *r, int32_t token)
     r->hash = r->hash * HASH_MUL + (uint64_t)(uint32_t)token + 1 - out * oldest_weight();
     if (r->n >= GW_REPEAT_NGRAM)
         remember(r);
-    r->count = r->period ? (r->run + (uint64_t)r->period) / (uint64_t)r->period : 0;
+    r->count = r->period ? (r->srun + (uint64_t)r->period) / (uint64_t)r->period : 0;
 }
 
 void gw_repeat_extend(gw_repeat *r)
 {
-    if (r->period) {
-        r->run++;
-        r->count = (r->run + (uint64_t)r->period) / (uint64_t)r->period;
-    }
+    if (r->period)
+        r->run++; /* a token, not a symbol: the count stays */
 }
 
 _Static_assert(GW_REPEAT_TABLE == 1024, "gw_repeat_push takes the hash's top 10 bits");

@@ -109,6 +109,11 @@ struct gw_wd_limits {
                              beyond unb_cap tokens; 0 at node level: off */
     uint32_t unb_list;    /* the patterns that flag it: 0 = the node's (gw_config.unbounded),
                              k = gw_config.unb_lists[k - 1] (a plan's or tenant's own) */
+
+    /* requested repetition: a prompt that asks for N repetitions lets a
+     * cycle run min(N, rep_asked_max) cycles plus slack (gw_wd_asked_cycles)
+     * before a repetition kill; 0: none */
+    uint32_t rep_asked_max;
 };
 
 /* Patterns that flag a prompt asking for endless output ("forever",

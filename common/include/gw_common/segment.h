@@ -381,6 +381,10 @@ uint64_t gw_kills_get(const struct gw_segment *seg, int reason);
     4u /* the front found the prompt asking for endless output                                     \
           (watchdog.unbounded_patterns): the watchdog applies                                      \
           unbounded_cap_tokens */
+/* Bits 16..31 of flags: the repetitions the prompt asked for
+ * (gw_asked_count, saturated at 65535), 0 = none. */
+#define GW_REQ_ASKED_SHIFT 16
+#define GW_REQ_ASKED(flags) ((uint32_t)(flags) >> GW_REQ_ASKED_SHIFT)
 
 /* A request as its slot carries it. One copy lives in the segment (inside
  * struct gw_slot, seg_internal.h), so: fixed-width fields only, size and

@@ -394,7 +394,8 @@ float gw_sampler_top1(const gw_sampler *s);
  * The near statistic is the same over a stream where every maximal run of
  * digit tokens (gw_repeat_digit_map) stands as one symbol: "94. Texas"
  * then "95. Texas" is a cycle there. Its run counts every token, digits
- * included.
+ * included; its count counts cycles (symbols), so that "1, 2, ... 100, "
+ * is 100 cycles however many digit tokens the numbers took.
  * ====================================================================== */
 
 #define GW_REPEAT_MAX_PERIOD 256
@@ -414,7 +415,8 @@ typedef struct gw_repeat {
     } table[GW_REPEAT_TABLE];
     int period; /* result after the last token */
     uint64_t run;
-    uint64_t count;
+    uint64_t srun;  /* run in symbols: without the tokens gw_repeat_extend folded in */
+    uint64_t count; /* (srun + period) / period: cycles, whatever their digits */
 } gw_repeat;
 
 /* max_period in 1..GW_REPEAT_MAX_PERIOD; returns -EINVAL otherwise. */

@@ -6,9 +6,10 @@
  * change reads the file afresh (so a hand edit is neither lost nor taken
  * unchecked: a file that does not parse refuses the change and says
  * why), rewrites it atomically (apikeys.c: temp file, fsync, rename, fsync
- * of the directory) and then moves the segment's generation on, before the
- * answer: every front re-reads the file at its next API-key request, so a
- * key revoked by a command that returned is refused from then on.
+ * of the directory), writes the fronts' live copy the same way and moves
+ * the segment's generation on, all before the answer: every front re-reads
+ * the live copy at its next API-key request, so a key revoked by a command
+ * that returned is refused from then on.
  *
  * The key is in the create answer only: never in the master's log (which
  * names the key's id), never in the file (its SHA-256 is). */
@@ -52,15 +53,16 @@ static json_t *load(const char *path, struct gw_apikey_set *set)
     return NULL;
 }
 
-/* Writes set and moves the generation on; NULL, or the error to answer. */
+/* Writes set to the keys file, then publishes it to the fronts (the live
+ * copy, and the generation moved on); NULL, or the error to answer. */
 static json_t *store(struct gw_admin *a, const char *path, const struct gw_apikey_set *set)
 {
     char err[512];
-    if (gw_apikeys_write(path, set, err, sizeof(err)) != 0) {
+    if (gw_apikeys_write(path, set, err, sizeof(err)) != 0 ||
+        gw_apikeys_publish(a->seg, a->host.config(a->host.ctx), set, err, sizeof(err)) != 0) {
         say("api keys: %s", err);
         return kfail("failed", "%s", err);
     }
-    gw_apikey_gen_bump(a->seg);
     return NULL;
 }
 

@@ -14,9 +14,17 @@
  * rename over the old one, fsync of the directory. A reader therefore
  * finds the old file or the new one, whole, and so does anyone after a
  * crash: there is never a torn file to repair, at most a stale temp file
- * that the next write truncates. After the rename the master moves the
- * segment's generation on (common/apikey_gen.c), and each front re-reads
- * the file at its next API-key request (gw_apikeys_check).
+ * that the next write truncates.
+ *
+ * The fronts do not read that file but the master's live copy of it,
+ * <state_dir>/api-keys.live.json, which the master writes the same way
+ * from a set it has just parsed (at start-up, at each accepted reload,
+ * after each change), then moves the segment's generation on
+ * (common/apikey_gen.c); each front re-reads the live copy at its next
+ * API-key request after the generation moved (gw_apikeys_check). So a hand
+ * edit of the keys file reaches the fronts only through a reload or a
+ * change that parsed it, and a malformed one reaches no front: the master
+ * refuses it and every front, a restarted one too, keeps the set in force.
  *
  * Nothing here logs a key: errors name the file, the record's index and
  * field, or the key's id.
@@ -525,12 +533,53 @@ int gw_apikeys_add(struct gw_apikey_set *set, const char *tenant, const char *pl
     return 0;
 }
 
+/* ---------------------------------------------- the master's live copy */
+
+int gw_apikeys_live_path(const struct gw_config *cfg, char *out, size_t len)
+{
+    if (!cfg->api_keys_file[0]) {
+        snprintf(out, len, "%s", "");
+        return 0;
+    }
+    int n = snprintf(out, len, "%s/api-keys.live.json", cfg->state_dir[0] ? cfg->state_dir : ".");
+    return n < 0 || (size_t)n >= len ? -ENAMETOOLONG : 0;
+}
+
+int gw_apikeys_publish(struct gw_segment *seg, const struct gw_config *cfg,
+                       const struct gw_apikey_set *set, char *err, size_t errlen)
+{
+    char live[300];
+    if (gw_apikeys_live_path(cfg, live, sizeof(live)) != 0) {
+        gw_errf(err, errlen, "state_dir %s: path too long", cfg->state_dir);
+        return -ENAMETOOLONG;
+    }
+    if (!live[0])
+        return 0; /* API keys off: nothing to publish */
+    int rc = gw_apikeys_write(live, set, err, errlen);
+    if (rc == 0)
+        gw_apikey_gen_bump(seg); /* after the rename: a front that sees it reads the new copy */
+    return rc;
+}
+
+int gw_apikeys_load_publish(struct gw_segment *seg, const struct gw_config *cfg, char *err,
+                            size_t errlen)
+{
+    struct gw_apikey_set set = {0};
+    if (!cfg->api_keys_file[0])
+        return 0;
+    int rc = gw_apikeys_read(cfg->api_keys_file, &set, err, errlen);
+    if (rc == 0)
+        rc = gw_apikeys_publish(seg, cfg, &set, err, errlen);
+    gw_apikeys_free(&set);
+    return rc;
+}
+
 /* ------------------------------------------------------ a front's check */
 
 struct gw_apikeys {
     int loaded;
     uint64_t gen;   /* the segment's generation the copy was read at */
-    char path[256]; /* the file it was read from */
+    char path[300]; /* the file it was read from */
     struct gw_apikey_set set;
     struct gw_apikey **by_id; /* set's records sorted by id */
 };
@@ -613,9 +662,9 @@ static int refuse(char *why, size_t whylen, const char *text)
     return -EACCES;
 }
 
-int gw_apikeys_check(struct gw_apikeys *v, const struct gw_segment *seg, const char *path,
-                     const char *authz, size_t len, struct gw_principal *who, char *key_id,
-                     char *why, size_t whylen)
+int gw_apikeys_check(struct gw_apikeys *v, const struct gw_segment *seg,
+                     const struct gw_config *cfg, const char *authz, size_t len,
+                     struct gw_principal *who, char *key_id, char *why, size_t whylen)
 {
     key_id[0] = why[0] = '\0';
     /* "Bearer" is case-insensitive (RFC 7235), then spaces, as auth.c reads it */
@@ -629,8 +678,13 @@ int gw_apikeys_check(struct gw_apikeys *v, const struct gw_segment *seg, const c
         n--;
     if (n < 3 || memcmp(t, "sk-", 3) != 0)
         return 1;
-    if (!path || !path[0])
+    char path[300];
+    if (!cfg->api_keys_file[0])
         return refuse(why, whylen, "api keys are not enabled on this node");
+    if (gw_apikeys_live_path(cfg, path, sizeof(path)) != 0) {
+        snprintf(why, whylen, "state_dir %s: path too long", cfg->state_dir);
+        return -EAGAIN;
+    }
     if (n != GW_APIKEY_LEN || memcmp(t, GW_APIKEY_PREFIX, PREFIX_LEN) != 0 ||
         !hex_ok(t + PREFIX_LEN, GW_APIKEY_ID_LEN) || t[PREFIX_LEN + GW_APIKEY_ID_LEN] != '-' ||
         !hex_ok(t + PREFIX_LEN + GW_APIKEY_ID_LEN + 1, GW_APIKEY_SECRET_LEN))

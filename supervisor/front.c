@@ -275,8 +275,8 @@ static int admit_principal(struct admission *a)
     struct gw_segment *seg = a->seg;
     char why[320];
     /* an API key ("Bearer sk-..."), else a JWT (apikeys.c, auth.c) */
-    int bad = gw_apikeys_check(a->f->keys, seg, a->cfg->api_keys_file, c->authz, c->authz_len,
-                               &a->who, c->acc_key, why, sizeof(why));
+    int bad = gw_apikeys_check(a->f->keys, seg, a->cfg, c->authz, c->authz_len, &a->who, c->acc_key,
+                               why, sizeof(why));
     if (bad == -EAGAIN) { /* the keys file cannot be read: never a stale set */
         flog(a->f, "api keys: %s", why);
         gw_metrics_refusal(seg, GW_REF_OVERLOADED);
@@ -769,6 +769,8 @@ static void on_hup(uv_signal_t *s, int sig)
      * tenants and keys take effect now. */
     ncfg->segment = f->cfg->segment;
     ncfg->cluster = f->cfg->cluster; /* the agent keeps its section until a restart */
+    /* as the master keeps it: the segment and the API keys' live copy are there */
+    memcpy(ncfg->state_dir, f->cfg->state_dir, sizeof(ncfg->state_dir));
     gw_auth_free(f->auth);
     gw_config_free(f->cfg);
     f->auth = na;

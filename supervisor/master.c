@@ -299,18 +299,6 @@ static int keep_model(struct gw_config *nc, const struct gw_config *oc)
     return 1;
 }
 
-/* The API keys file of cfg parses (or does not exist yet); 0, or -EINVAL
- * with every mistake in err (supervisor/apikeys.c). */
-static int apikeys_ok(const struct gw_config *cfg, char *err, size_t errlen)
-{
-    struct gw_apikey_set set;
-    if (!cfg->api_keys_file[0])
-        return 0;
-    int rc = gw_apikeys_read(cfg->api_keys_file, &set, err, errlen);
-    gw_apikeys_free(&set);
-    return rc;
-}
-
 /* Returns 1 when the new config was taken, 0 when not; `why` (may be NULL)
  * gets the reason it was refused, or the settings that need a restart. */
 static int reload(struct master *m, char *why, size_t whylen)
@@ -335,15 +323,6 @@ static int reload(struct master *m, char *why, size_t whylen)
         say_lines(GW_LOG_WARNING, err);
         say("reload refused; keeping the running config");
         snprintf(why, whylen, "%s", err);
-        if (announced)
-            gw_notify_ready(m->status);
-        return 0;
-    }
-    if (apikeys_ok(nc, err, sizeof(err)) != 0) { /* the fronts keep the set they have */
-        say_lines(GW_LOG_WARNING, err);
-        say("reload refused; keeping the running config and API keys");
-        snprintf(why, whylen, "%s", err);
-        gw_config_free(nc);
         if (announced)
             gw_notify_ready(m->status);
         return 0;
@@ -381,6 +360,17 @@ static int reload(struct master *m, char *why, size_t whylen)
         memcpy(nc->state_dir, oc->state_dir, sizeof(nc->state_dir));
     }
 #undef NEED
+    /* the API keys file parses, and its live copy is written for the
+     * fronts (apikeys.c); else the fronts keep the set they have */
+    if (gw_apikeys_load_publish(&m->seg, nc, err, sizeof(err)) != 0) {
+        say_lines(GW_LOG_WARNING, err);
+        say("reload refused; keeping the running config and API keys");
+        snprintf(why, whylen, "%s", err);
+        gw_config_free(nc);
+        if (announced)
+            gw_notify_ready(m->status);
+        return 0;
+    }
     if (need[0]) {
         say("reload: a restart is needed to change %s; keeping the running values", need);
         snprintf(why, whylen, "a restart is needed to change %s; kept the running values", need);
@@ -392,9 +382,7 @@ static int reload(struct master *m, char *why, size_t whylen)
     /* set-limit changes last until a reload: the fronts drop them at their
      * next admission (before this SIGHUP reaches them, or after). */
     gw_limits_clear(&m->seg);
-    /* The children re-read the file themselves; the fronts the API keys
-     * file too, at their next API-key request. */
-    gw_apikey_gen_bump(&m->seg);
+    /* The children re-read the file themselves. */
     gw__master_signal_role(m, 0, SIGHUP);
     say("reloaded %s (config epoch %" PRIu64 ")", m->config_path, m->epoch);
     if (announced) {
@@ -656,11 +644,12 @@ int gw_master_main(const char *config_path)
      * master left half written is cleared (common/netrules.c). */
     gw_net_repair(&m->seg);
     gw_jti_repair(&m->seg); /* revocations stay too (common/jti.c) */
-    if (apikeys_ok(m->cfg, err, sizeof(err)) != 0) {
+    /* the fronts' live copy of the API keys, from the file as it is now
+     * (a change a killed master wrote but did not publish included) */
+    if (gw_apikeys_load_publish(&m->seg, m->cfg, err, sizeof(err)) != 0) {
         say_lines(GW_LOG_ERR, err);
         goto out;
     }
-    gw_apikey_gen_bump(&m->seg); /* a rewrite by a killed master is read afresh */
     if ((e = setup_signals(m)) != 0) {
         say_err("signals: %s", strerror(-e));
         rc = 111;

@@ -85,8 +85,11 @@ int gw_auth_issue_jti(const struct gw_key *key, const char *sub, const char *jti
  *                             "created", "revoked"}, ...]}
  * with the SHA-256 of the whole key text, never the key. Only the master
  * writes it (temp file in the same directory, fsync, rename, fsync of the
- * directory), then moves the segment's generation on (gw_apikey_gen_bump);
- * each front re-reads it when the generation moved. */
+ * directory). The fronts read the master's live copy,
+ * <state_dir>/api-keys.live.json, written the same way from a set the
+ * master has parsed, after which it moves the segment's generation on
+ * (gw_apikey_gen_bump); each front re-reads it when the generation moved.
+ * A malformed keys file therefore never reaches a front. */
 #define GW_APIKEY_ID_LEN 12
 #define GW_APIKEY_SECRET_LEN 64
 #define GW_APIKEY_PREFIX "sk-gw-"
@@ -135,22 +138,35 @@ struct gw_apikey *gw_apikeys_find(const struct gw_apikey_set *set, const char *i
 /* 1 when s is 12 lowercase hex digits (a key id). */
 int gw_apikey_id_ok(const char *s);
 
-/* A front's copy of the file, re-read when the segment's generation moved
- * or the config names another file. Not shared between threads. */
+/* The master's live copy of cfg's keys file: "<state_dir>/api-keys.live.json",
+ * or "" when API keys are off. -ENAMETOOLONG when it does not fit. */
+int gw_apikeys_live_path(const struct gw_config *cfg, char *out, size_t len);
+/* Master only: writes set as the live copy (gw_apikeys_write) and then
+ * moves the segment's generation on. Nothing when API keys are off. */
+int gw_apikeys_publish(struct gw_segment *seg, const struct gw_config *cfg,
+                       const struct gw_apikey_set *set, char *err, size_t errlen);
+/* Master only (start-up, reload): reads cfg's keys file (err: every
+ * mistake) and publishes it. Nothing when API keys are off. */
+int gw_apikeys_load_publish(struct gw_segment *seg, const struct gw_config *cfg, char *err,
+                            size_t errlen);
+
+/* A front's copy of the live file, re-read when the segment's generation
+ * moved or the config names another one. Not shared between threads. */
 struct gw_apikeys;
 int gw_apikeys_new(struct gw_apikeys **out);
 void gw_apikeys_drop(struct gw_apikeys *v);
-/* Checks an Authorization value against the keys of `path` ("" = API keys
- * off). 1: not an API key (no "Bearer sk-"), the JWT path decides. 0: *who
+/* Checks an Authorization value against the live copy of cfg's keys
+ * (auth.api_keys_file unset: API keys off). 1: not an API key (no "Bearer
+ * sk-"), the JWT path decides. 0: *who
  * (tenant, plan, kid "apikey"). -EACCES: refused, `why` fit for the 401:
  * "api keys are not enabled on this node", "malformed api key", "unknown
  * api key", "revoked api key". -EAGAIN: the file could not be read; `why`
  * says why, for the log (answer 503). key_id (GW_APIKEY_ID_LEN + 1 bytes)
  * gets the key's id once the token is well formed, else "". The compare
  * is constant-time (CRYPTO_memcmp over the SHA-256). */
-int gw_apikeys_check(struct gw_apikeys *v, const struct gw_segment *seg, const char *path,
-                     const char *authz, size_t len, struct gw_principal *who, char *key_id,
-                     char *why, size_t whylen);
+int gw_apikeys_check(struct gw_apikeys *v, const struct gw_segment *seg,
+                     const struct gw_config *cfg, const char *authz, size_t len,
+                     struct gw_principal *who, char *key_id, char *why, size_t whylen);
 
 /* ---- requests and responses ---- */
 /* routes.c: from method and path to a route, and from results to the bytes

@@ -1,10 +1,11 @@
 /* test_apikeys.c - API keys without processes (supervisor/apikeys.c): the
  * key's format and the hash that is all the file keeps, a front's check
  * (accepted, unknown, wrong secret, revoked, malformed, not an API key,
- * API keys off) with exact words, the copy re-read exactly when the
- * segment's generation moves, an unreadable file refused rather than a
- * stale copy used, the atomic write, and the keys file's bad input with
- * exact errors naming the line or the field. */
+ * API keys off) with exact words, the master's live copy re-read exactly
+ * when the segment's generation moves, an unreadable copy refused rather
+ * than a stale one used, a malformed keys file never published, the atomic
+ * write, and the keys file's bad input with exact errors naming the line
+ * or the field. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -17,7 +18,8 @@
 #include <openssl/evp.h>
 #include <sys/stat.h>
 
-static char DIR_[128], PATH_[192];
+static char DIR_[128], PATH_[192], LIVE_[192];
+static struct gw_config CFG; /* state_dir DIR_, auth.api_keys_file PATH_ */
 
 static int setup(void **state)
 {
@@ -25,7 +27,12 @@ static int setup(void **state)
     snprintf(DIR_, sizeof(DIR_), "/tmp/gw-apikeys-%d-%ld", (int)getpid(), random());
     mkdir(DIR_, 0700);
     snprintf(PATH_, sizeof(PATH_), "%s/api-keys.json", DIR_);
+    snprintf(LIVE_, sizeof(LIVE_), "%s/api-keys.live.json", DIR_);
     unlink(PATH_);
+    unlink(LIVE_);
+    memset(&CFG, 0, sizeof(CFG));
+    snprintf(CFG.state_dir, sizeof(CFG.state_dir), "%s", DIR_);
+    snprintf(CFG.api_keys_file, sizeof(CFG.api_keys_file), "%s", PATH_);
     return 0;
 }
 
@@ -36,6 +43,9 @@ static int teardown(void **state)
     snprintf(p, sizeof(p), "%s.tmp", PATH_);
     unlink(p);
     unlink(PATH_);
+    unlink(LIVE_);
+    snprintf(p, sizeof(p), "%s/other", DIR_);
+    rmdir(p);
     rmdir(DIR_);
     return 0;
 }
@@ -59,13 +69,13 @@ static char *file_text(const char *path)
     return buf;
 }
 
-/* "Bearer <key>" */
-static int check(struct gw_apikeys *v, struct fx *f, const char *path, const char *key,
+/* "Bearer <key>" against cfg's keys (the live copy in its state_dir) */
+static int check(struct gw_apikeys *v, struct fx *f, const struct gw_config *cfg, const char *key,
                  struct gw_principal *who, char *id, char *why)
 {
     char authz[256];
     snprintf(authz, sizeof(authz), "Bearer %s", key);
-    return gw_apikeys_check(v, &f->seg, path, authz, strlen(authz), who, id, why, 256);
+    return gw_apikeys_check(v, &f->seg, cfg, authz, strlen(authz), who, id, why, 256);
 }
 
 static void test_created_key_has_its_format_and_the_file_keeps_only_its_hash(void **state)
@@ -115,12 +125,12 @@ static void test_check_accepts_and_refuses_with_exact_words(void **state)
     assert_int_equal(gw_apikeys_add(&set, "happy", "", "", 1700000000, a), 0);
     assert_int_equal(gw_apikeys_add(&set, "limited", "five", "b", 1700000001, b), 0);
     set.keys[1].revoked_s = 1700000100;
-    assert_int_equal(gw_apikeys_write(PATH_, &set, NULL, 0), 0);
+    assert_int_equal(gw_apikeys_publish(&f->seg, &CFG, &set, NULL, 0), 0);
     struct gw_apikeys *v;
     assert_int_equal(gw_apikeys_new(&v), 0);
     struct gw_principal who;
     char id[16], why[256];
-    assert_int_equal(check(v, f, PATH_, a, &who, id, why), 0);
+    assert_int_equal(check(v, f, &CFG, a, &who, id, why), 0);
     assert_string_equal(who.tenant, "happy");
     assert_string_equal(who.plan, "");
     assert_string_equal(who.kid, "apikey");
@@ -129,24 +139,24 @@ static void test_check_accepts_and_refuses_with_exact_words(void **state)
     /* the scheme in any case, spaces around the key */
     char authz[256];
     snprintf(authz, sizeof(authz), "bEARER \t %s  ", a);
-    assert_int_equal(gw_apikeys_check(v, &f->seg, PATH_, authz, strlen(authz), &who, id, why, 256),
+    assert_int_equal(gw_apikeys_check(v, &f->seg, &CFG, authz, strlen(authz), &who, id, why, 256),
                      0);
     /* revoked: refused by name, only with the right secret */
-    assert_int_equal(check(v, f, PATH_, b, &who, id, why), -EACCES);
+    assert_int_equal(check(v, f, &CFG, b, &who, id, why), -EACCES);
     assert_string_equal(why, "revoked api key");
     assert_string_equal(id, set.keys[1].id);
     char wrong[GW_APIKEY_LEN + 1];
     snprintf(wrong, sizeof(wrong), "%s", b);
     wrong[82] = wrong[82] == '0' ? '1' : '0';
-    assert_int_equal(check(v, f, PATH_, wrong, &who, id, why), -EACCES);
+    assert_int_equal(check(v, f, &CFG, wrong, &who, id, why), -EACCES);
     assert_string_equal(why, "unknown api key");
     snprintf(wrong, sizeof(wrong), "%s", a);
     wrong[82] = wrong[82] == '0' ? '1' : '0';
-    assert_int_equal(check(v, f, PATH_, wrong, &who, id, why), -EACCES);
+    assert_int_equal(check(v, f, &CFG, wrong, &who, id, why), -EACCES);
     assert_string_equal(why, "unknown api key");
     assert_string_equal(id, set.keys[0].id); /* the id is logged, never the key */
     snprintf(wrong, sizeof(wrong), "sk-gw-000000000000-%s", a + 19);
-    assert_int_equal(check(v, f, PATH_, wrong, &who, id, why), -EACCES);
+    assert_int_equal(check(v, f, &CFG, wrong, &who, id, why), -EACCES);
     assert_string_equal(why, "unknown api key");
     /* malformed: every shape that is not sk-gw-<12 hex>-<64 hex> */
     char upper[GW_APIKEY_LEN + 1], nodash[GW_APIKEY_LEN + 1], longer[GW_APIKEY_LEN + 2];
@@ -163,24 +173,26 @@ static void test_check_accepts_and_refuses_with_exact_words(void **state)
                                longer,
                                "sk-gw-00000000000g-0"};
     for (size_t i = 0; i < sizeof(malformed) / sizeof(malformed[0]); i++) {
-        assert_int_equal(check(v, f, PATH_, malformed[i], &who, id, why), -EACCES);
+        assert_int_equal(check(v, f, &CFG, malformed[i], &who, id, why), -EACCES);
         assert_string_equal(why, "malformed api key");
         assert_string_equal(id, "");
     }
     /* not an API key: the JWT path decides */
-    assert_int_equal(check(v, f, PATH_, "eyJhbGciOiJIUzI1NiJ9.e30.x", &who, id, why), 1);
-    assert_int_equal(gw_apikeys_check(v, &f->seg, PATH_, "Basic c2stZ3c=", 14, &who, id, why, 256),
+    assert_int_equal(check(v, f, &CFG, "eyJhbGciOiJIUzI1NiJ9.e30.x", &who, id, why), 1);
+    assert_int_equal(gw_apikeys_check(v, &f->seg, &CFG, "Basic c2stZ3c=", 14, &who, id, why, 256),
                      1);
-    assert_int_equal(gw_apikeys_check(v, &f->seg, PATH_, NULL, 0, &who, id, why, 256), 1);
+    assert_int_equal(gw_apikeys_check(v, &f->seg, &CFG, NULL, 0, &who, id, why, 256), 1);
     /* API keys off */
-    assert_int_equal(check(v, f, "", a, &who, id, why), -EACCES);
+    struct gw_config off = CFG;
+    off.api_keys_file[0] = '\0';
+    assert_int_equal(check(v, f, &off, a, &who, id, why), -EACCES);
     assert_string_equal(why, "api keys are not enabled on this node");
     gw_apikeys_drop(v);
     gw_apikeys_free(&set);
     fx_close(f);
 }
 
-static void test_front_rereads_the_file_exactly_when_the_generation_moves(void **state)
+static void test_front_rereads_the_live_copy_exactly_when_the_generation_moves(void **state)
 {
     (void)state;
     struct fx *f = fx_open(NULL);
@@ -188,37 +200,53 @@ static void test_front_rereads_the_file_exactly_when_the_generation_moves(void *
     char a[GW_APIKEY_LEN + 1];
     assert_int_equal(gw_apikeys_add(&set, "happy", "", "", 1700000000, a), 0);
     assert_int_equal(gw_apikeys_write(PATH_, &set, NULL, 0), 0);
+    uint64_t g0 = gw_apikey_gen(&f->seg);
+    assert_int_equal(gw_apikeys_load_publish(&f->seg, &CFG, NULL, 0), 0);
+    assert_int_equal(gw_apikey_gen(&f->seg), g0 + 1);
+    char *live = strdup(file_text(LIVE_)); /* the master's copy: the same records */
+    assert_string_equal(live, file_text(PATH_));
+    free(live);
     struct gw_apikeys *v;
     assert_int_equal(gw_apikeys_new(&v), 0);
     struct gw_principal who;
     char id[16], why[256];
-    uint64_t g0 = gw_apikey_gen(&f->seg);
-    assert_int_equal(check(v, f, PATH_, a, &who, id, why), 0);
+    assert_int_equal(check(v, f, &CFG, a, &who, id, why), 0);
     set.keys[0].revoked_s = 1700000500;
-    assert_int_equal(gw_apikeys_write(PATH_, &set, NULL, 0), 0);
-    /* the copy stands until the master says the file changed */
-    assert_int_equal(check(v, f, PATH_, a, &who, id, why), 0);
+    assert_int_equal(gw_apikeys_write(LIVE_, &set, NULL, 0), 0);
+    /* the copy stands until the master says the live file changed */
+    assert_int_equal(check(v, f, &CFG, a, &who, id, why), 0);
     gw_apikey_gen_bump(&f->seg);
-    assert_int_equal(gw_apikey_gen(&f->seg), g0 + 1);
-    assert_int_equal(check(v, f, PATH_, a, &who, id, why), -EACCES);
+    assert_int_equal(check(v, f, &CFG, a, &who, id, why), -EACCES);
     assert_string_equal(why, "revoked api key");
-    /* a file that cannot be read after a change: refused (503), never the
-     * old copy */
-    put_file(PATH_, "{\"version\": 1,\n \"keys\": [\n");
+    /* a live copy that cannot be read after a change: refused (503), never
+     * the old copy */
+    put_file(LIVE_, "{\"version\": 1,\n \"keys\": [\n");
     gw_apikey_gen_bump(&f->seg);
-    assert_int_equal(check(v, f, PATH_, a, &who, id, why), -EAGAIN);
-    char want[512];
-    snprintf(want, sizeof(want), "%s: line 3 column 0: ']' expected near end of file",
-             PATH_);
+    assert_int_equal(check(v, f, &CFG, a, &who, id, why), -EAGAIN);
+    char want[1024];
+    snprintf(want, sizeof(want), "%s: line 3 column 0: ']' expected near end of file", LIVE_);
     assert_string_equal(why, want);
     set.keys[0].revoked_s = 0;
-    assert_int_equal(gw_apikeys_write(PATH_, &set, NULL, 0), 0);
-    gw_apikey_gen_bump(&f->seg);
-    assert_int_equal(check(v, f, PATH_, a, &who, id, why), 0);
-    /* another file named by a reloaded config is read without a bump */
-    char other[256];
-    snprintf(other, sizeof(other), "%s/other.json", DIR_);
-    assert_int_equal(check(v, f, other, a, &who, id, why), -EACCES);
+    assert_int_equal(gw_apikeys_publish(&f->seg, &CFG, &set, NULL, 0), 0);
+    assert_int_equal(check(v, f, &CFG, a, &who, id, why), 0);
+    /* a malformed keys file is never published: the live copy and the
+     * generation stay, and the message names the file and the field */
+    put_file(PATH_, "{\"version\": 1, \"keys\": [{\"id\": \"0123456789ab\"}]}");
+    uint64_t g1 = gw_apikey_gen(&f->seg);
+    char err[1024];
+    assert_int_equal(gw_apikeys_load_publish(&f->seg, &CFG, err, sizeof(err)), -EINVAL);
+    snprintf(want, sizeof(want),
+             "%s: keys[0].sha256: missing (required)\n%s: keys[0].tenant: missing (required)\n"
+             "%s: keys[0].created: missing (required)",
+             PATH_, PATH_, PATH_);
+    assert_string_equal(err, want);
+    assert_int_equal(gw_apikey_gen(&f->seg), g1);
+    assert_int_equal(check(v, f, &CFG, a, &who, id, why), 0);
+    /* another state_dir (a config read afresh) is read without a bump */
+    struct gw_config other = CFG;
+    snprintf(other.state_dir, sizeof(other.state_dir), "%s/other", DIR_);
+    mkdir(other.state_dir, 0700);
+    assert_int_equal(check(v, f, &other, a, &who, id, why), -EACCES);
     assert_string_equal(why, "unknown api key");
     gw_apikeys_drop(v);
     gw_apikeys_free(&set);
@@ -365,7 +393,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_check_accepts_and_refuses_with_exact_words, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(
-            test_front_rereads_the_file_exactly_when_the_generation_moves, setup, teardown),
+            test_front_rereads_the_live_copy_exactly_when_the_generation_moves, setup, teardown),
         cmocka_unit_test_setup_teardown(test_write_is_atomic_and_reuses_a_stale_temp_file, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_add_refuses_bad_names_and_a_full_file, setup,

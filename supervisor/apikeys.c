@@ -147,6 +147,17 @@ static void bad(struct perr *e, const char *fmt, ...)
     }
 }
 
+/* A name from the file fit for one error line: at most 64 bytes, control
+ * characters and quotes as '?'. q holds 68 bytes. */
+static const char *shown(const char *s, char *q)
+{
+    size_t n = strlen(s) > 64 ? 64 : strlen(s);
+    for (size_t i = 0; i < n; i++)
+        q[i] = (unsigned char)s[i] < 0x20 || s[i] == 0x7f || s[i] == '"' ? '?' : s[i];
+    snprintf(q + n, 4, "%s", strlen(s) > 64 ? "..." : "");
+    return q;
+}
+
 /* A string field: 1 and out, 0 absent (or null when null_ok), -1 when
  * not a string that fits. */
 static int str_field(json_t *o, const char *key, int null_ok, char *out, size_t outlen)
@@ -194,9 +205,9 @@ static void parse_record(struct perr *e, json_t *o, size_t i, struct gw_apikey *
             j++;
         if (j == sizeof(fields) / sizeof(fields[0]))
             bad(e,
-                "keys[%zu].%.64s: unknown field (expected id, sha256, tenant, plan, name, "
+                "keys[%zu].%s: unknown field (expected id, sha256, tenant, plan, name, "
                 "created, revoked)",
-                i, f);
+                i, shown(f, hex));
     }
     int r = str_field(o, "id", 0, k->id, sizeof(k->id));
     if (r == 0)
@@ -280,9 +291,10 @@ int gw_apikeys_parse(const char *text, size_t len, const char *name, struct gw_a
     }
     const char *f;
     json_t *v;
+    char q[80];
     json_object_foreach (root, f, v) {
         if (strcmp(f, "version") != 0 && strcmp(f, "keys") != 0)
-            bad(&e, "%.64s: unknown field (expected version, keys)", f);
+            bad(&e, "%s: unknown field (expected version, keys)", shown(f, q));
     }
     if (!json_is_integer(ver) || json_integer_value(ver) != 1)
         bad(&e, "version: %s", ver ? "expected 1" : "missing (required: 1)");

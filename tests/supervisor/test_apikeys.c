@@ -330,6 +330,8 @@ static void test_keys_file_bad_input_has_exact_errors(void **state)
         {"{\"version\": 1, \"keys\": {}}", "keys: expected an array of at most 4096 keys"},
         {"{\"version\": 1, \"keys\": [], \"extra\": 1}",
          "extra: unknown field (expected version, keys)"},
+        {"{\"version\": 1, \"keys\": [], \"a\\nb\\\"c\": 1}",
+         "a?b?c: unknown field (expected version, keys)"},
         {"{\"version\": 1, \"version\": 1, \"keys\": []}",
          "line 1 column 24: duplicate object key near '\"version\"'"},
         {"{\"version\": 1, \"keys\": [7]}", "keys[0]: expected an object"},

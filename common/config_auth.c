@@ -208,8 +208,8 @@ static void parse_key(struct gw_cfg_cx *c, json_t *v, const char *p, struct gw_c
 
 void gw__cfg_parse_auth(struct gw_cfg_cx *c, json_t *root, struct gw_config *cfg)
 {
-    static const char *const keys[] = {"keys",     "jwks_file",      "issuer", "audience",
-                                       "leeway_s", "max_lifetime_s", NULL};
+    static const char *const keys[] = {"keys",     "jwks_file",      "issuer",        "audience",
+                                       "leeway_s", "max_lifetime_s", "api_keys_file", NULL};
     json_t *auth = gw__cfg_get_object(c, root, "", "auth", 1);
     if (!auth)
         return;
@@ -238,4 +238,7 @@ void gw__cfg_parse_auth(struct gw_cfg_cx *c, json_t *root, struct gw_config *cfg
     gw__cfg_get_string(c, auth, "auth", "audience", 0, cfg->audience, sizeof(cfg->audience));
     gw__cfg_get_u32(c, auth, "auth", "leeway_s", 0, 600, 0, &cfg->leeway_s);
     gw__cfg_get_u32(c, auth, "auth", "max_lifetime_s", 0, 31622400, 0, &cfg->max_lifetime_s);
+    /* issue 18: the file's contents are the master's to check (supervisor/apikeys.c) */
+    gw__cfg_get_string(c, auth, "auth", "api_keys_file", 0, cfg->api_keys_file,
+                       sizeof(cfg->api_keys_file));
 }

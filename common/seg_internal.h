@@ -369,6 +369,8 @@ int gw__moving_idle(const struct gw_account *a, int cell, uint64_t v, uint64_t n
 size_t gw__net_area_bytes(void);
 /* The revoked JWT ids after the overflow buckets (jti.c defines them). */
 size_t gw__jti_area_bytes(void);
+/* The API keys file's generation at the end (apikey_gen.c defines it). */
+size_t gw__apikey_area_bytes(void);
 /* The overflow buckets after the rules (overflow.c defines them). */
 size_t gw__ovf_area_bytes(void);
 _Atomic uint64_t *gw__ovf_cell(const struct gw_segment *seg, uint32_t bucket, int cell);

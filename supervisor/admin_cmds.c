@@ -825,6 +825,9 @@ static const struct {
     {"token.issue", GW_ADMIN_ADMIN, cmd_token_issue},
     {"token.revoke", GW_ADMIN_ADMIN, gw__admin_cmd_token_revoke},
     {"cluster", GW_ADMIN_OPERATOR, gw__admin_cmd_cluster},
+    {"apikey.create", GW_ADMIN_ADMIN, gw__admin_cmd_apikey_create},
+    {"apikey.list", GW_ADMIN_OPERATOR, gw__admin_cmd_apikey_list},
+    {"apikey.revoke", GW_ADMIN_ADMIN, gw__admin_cmd_apikey_revoke},
 };
 
 json_t *gw__admin_dispatch(struct gw_admin *a, const char *line, size_t len, int level, uid_t uid)
@@ -856,7 +859,8 @@ json_t *gw__admin_dispatch(struct gw_admin *a, const char *line, size_t len, int
                      "unknown command \"%s\"; commands: status, workers, requests, kill, "
                      "tenant.list, tenant.show, tenant.set-limit, tenant.reset-budget, "
                      "tenant.clear-farming, ban, unban, allow, unallow, net.list, drain, undrain, "
-                     "reload, token.issue, token.revoke, cluster",
+                     "reload, token.issue, token.revoke, cluster, apikey.create, apikey.list, "
+                     "apikey.revoke",
                      q);
         } else if (level < COMMANDS[i].level) {
             r = fail("forbidden", "\"%s\" needs the admin level; uid %u is an operator", cmd,

@@ -58,6 +58,11 @@ json_t *gw__admin_cmd_unallow(struct gw_admin *a, json_t *req, uid_t uid);
 json_t *gw__admin_cmd_net_list(struct gw_admin *a, json_t *req, uid_t uid);
 json_t *gw__admin_cmd_token_revoke(struct gw_admin *a, json_t *req, uid_t uid);
 
+/* admin_apikeys.c: apikey.create, apikey.list, apikey.revoke (issue 18) */
+json_t *gw__admin_cmd_apikey_create(struct gw_admin *a, json_t *req, uid_t uid);
+json_t *gw__admin_cmd_apikey_list(struct gw_admin *a, json_t *req, uid_t uid);
+json_t *gw__admin_cmd_apikey_revoke(struct gw_admin *a, json_t *req, uid_t uid);
+
 /* admin_cluster.c: `cluster`, the farm as this node sees it */
 json_t *gw__admin_cmd_cluster(struct gw_admin *a, json_t *req, uid_t uid);
 

@@ -279,6 +279,31 @@ static json_t *build_token(int argc, char **argv)
     return r;
 }
 
+/* apikey create TENANT [--plan P] [--name N] | list | revoke ID */
+static json_t *build_apikey(int argc, char **argv)
+{
+    const char *sub = argc > 1 ? argv[1] : "";
+    if (!strcmp(sub, "list") && argc == 2)
+        return json_pack("{s:s}", "cmd", "apikey.list");
+    if (!strcmp(sub, "revoke") && argc == 3)
+        return json_pack("{s:s,s:s}", "cmd", "apikey.revoke", "id", argv[2]);
+    if (strcmp(sub, "create") != 0 || argc < 3 || argv[2][0] == '-') {
+        misuse("apikey: expected create TENANT [--plan P] [--name N], list, or revoke ID", NULL);
+        return NULL;
+    }
+    json_t *r = json_pack("{s:s,s:s}", "cmd", "apikey.create", "tenant", argv[2]);
+    for (int i = 3; i < argc; i += 2) {
+        if (i + 1 < argc && (!strcmp(argv[i], "--plan") || !strcmp(argv[i], "--name"))) {
+            json_object_set_new(r, argv[i] + 2, json_string(argv[i + 1]));
+        } else {
+            json_decref(r);
+            misuse("apikey create: bad option %s (expected --plan P or --name N)", argv[i]);
+            return NULL;
+        }
+    }
+    return r;
+}
+
 /* The command line's commands, in the order of the usage text, as
  * admin_cmds.c lists the daemon's: name, builder, and its lines of the
  * usage text (NULL: it shares the line before). */
@@ -322,6 +347,10 @@ static const struct command {
      "  token revoke --jti ID --exp UNIX_SECONDS   refused until the token's exp\n"},
     {"cluster", build_plain,
      "  cluster                        the farm: Redis state, live nodes, leases, counters\n"},
+    {"apikey", build_apikey,
+     "  apikey create TENANT [--plan P] [--name N]   prints the new key, this once\n"
+     "  apikey list                    ids, tenants, plans, names, created, revoked\n"
+     "  apikey revoke ID               refused by every front from its next request\n"},
 };
 
 static void usage(FILE *to)
@@ -559,6 +588,13 @@ static void human(const char *cmd, json_t *r)
         static const struct col c[] = {
             {"kind", "KIND", 6}, {"cidr", "RANGE", 44}, {"ttl_left_s", "TTL_LEFT_S", 10}};
         table(json_object_get(r, "rules"), c, 3);
+        return;
+    }
+    if (!strcmp(cmd, "apikey.list")) {
+        static const struct col c[] = {{"id", "ID", 12},           {"tenant", "TENANT", 20},
+                                       {"plan", "PLAN", 10},       {"name", "NAME", 20},
+                                       {"created", "CREATED", 10}, {"revoked", "REVOKED", 10}};
+        table(json_object_get(r, "keys"), c, 6);
         return;
     }
     if (!strcmp(cmd, "tenant.list")) {

@@ -273,13 +273,23 @@ static int admit_principal(struct admission *a)
 {
     struct conn *c = a->c;
     struct gw_segment *seg = a->seg;
-    char why[128];
-    int bad = gw_auth_check(a->f->auth, c->authz, c->authz_len, a->now / 1000000, &a->who, why,
+    char why[320];
+    /* an API key ("Bearer sk-..."), else a JWT (apikeys.c, auth.c) */
+    int bad = gw_apikeys_check(a->f->keys, seg, a->cfg, c->authz, c->authz_len, &a->who, c->acc_key,
+                               why, sizeof(why));
+    if (bad == -EAGAIN) { /* the keys file cannot be read: never a stale set */
+        flog(a->f, "api keys: %s", why);
+        gw_metrics_refusal(seg, GW_REF_OVERLOADED);
+        refuse_503(c, "overloaded", "API keys cannot be checked now; retry");
+        return -1;
+    }
+    if (bad == 1)
+        bad = gw_auth_check(a->f->auth, c->authz, c->authz_len, a->now / 1000000, &a->who, why,
                             sizeof(why)) != 0;
     if (!bad && (bad = gw_jti_revoked(seg, &a->f->jtis, a->who.jti_hash, a->now)))
         snprintf(why, sizeof(why), "token revoked"); /* gpuwardenctl token revoke */
     if (bad) {
-        char hdr[256];
+        char hdr[512];
         snprintf(hdr, sizeof(hdr),
                  "WWW-Authenticate: Bearer error=\"invalid_token\", "
                  "error_description=\"%s\"\r\n",
@@ -761,6 +771,8 @@ static void on_hup(uv_signal_t *s, int sig)
      * tenants and keys take effect now. */
     ncfg->segment = f->cfg->segment;
     ncfg->cluster = f->cfg->cluster; /* the agent keeps its section until a restart */
+    /* as the master keeps it: the segment and the API keys' live copy are there */
+    memcpy(ncfg->state_dir, f->cfg->state_dir, sizeof(ncfg->state_dir));
     gw_auth_free(f->auth);
     gw_config_free(f->cfg);
     f->auth = na;
@@ -795,7 +807,7 @@ int gw_front_main(const char *config_path, int index, const struct gw_fds *fds)
         return 111;
     }
     gw_proc_set_role(&f.seg, GW_ROLE_FRONT, index);
-    if (gw_auth_new(&f.auth, f.cfg, 0) != 0) {
+    if (gw_auth_new(&f.auth, f.cfg, 0) != 0 || gw_apikeys_new(&f.keys) != 0) {
         gw_logf(GW_LOG_ERR, who, NULL, 0, "cannot build the key set");
         return 111;
     }
@@ -839,6 +851,7 @@ int gw_front_main(const char *config_path, int index, const struct gw_fds *fds)
     uv_run(f.loop, UV_RUN_DEFAULT);
     /* drained: everything settled and released */
     gw_auth_free(f.auth);
+    gw_apikeys_drop(f.keys);
     gw_unbounded_free(f.unb);
     gw_segment_close(&f.seg);
     gw_config_free(f.cfg);

@@ -63,6 +63,8 @@ struct conn {
     char acc_user[GW_USER_MAX]; /* the body's `user` once parsed, else "" */
     uint64_t acc_tokens;        /* generated tokens */
     uint64_t acc_device_ns;     /* device time charged */
+    /* the API key's id (never the key) once its shape was checked, else "" */
+    char acc_key[GW_APIKEY_ID_LEN + 1];
     char rbuf[65536];
 };
 
@@ -71,6 +73,7 @@ struct front {
     struct gw_config *cfg;
     struct gw_segment seg;
     struct gw_auth *auth;
+    struct gw_apikeys *keys;  /* this front's copy of the API keys file (apikeys.c) */
     struct gw_unbounded *unb; /* flags prompts asking for endless output */
     const struct gw_fds *fds;
     int index;

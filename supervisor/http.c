@@ -143,7 +143,7 @@ static size_t format_head(struct conn *c, char *buf, size_t cap, int status, con
 
 /* One access-log line per finished response (log.access): time, request
  * id, tenant, the end user (the body's `user`), ip, route, status, tokens,
- * device ms, duration ms. */
+ * device ms, duration ms, the API key's id. */
 static void access_log(struct conn *c, int status)
 {
     const struct front *f = c->front;
@@ -172,6 +172,7 @@ static void access_log(struct conn *c, int status)
         {.key = "tokens", .num = (int64_t)c->acc_tokens},
         {.key = "device_ms", .real = (double)c->acc_device_ns / 1e6, .is_real = 1},
         {.key = "duration_ms", .real = (double)dur / 1e6, .is_real = 1},
+        {.key = "apikey", .str = c->acc_key[0] ? c->acc_key : "-"}, /* the id, never the key */
     };
     /* JSON lines carry their own "time" */
     int json = f->cfg->log_format == GW_LOG_JSON;
@@ -299,7 +300,7 @@ static int on_message_begin(http_parser *p)
     c->got_headers = c->got_message = 0;
     c->too_large = 0;
     c->route = 0;
-    c->acc_id[0] = c->acc_tenant[0] = c->acc_user[0] = '\0';
+    c->acc_id[0] = c->acc_tenant[0] = c->acc_user[0] = c->acc_key[0] = '\0';
     c->acc_tokens = c->acc_device_ns = 0;
     if (!c->start_ns)
         c->start_ns = gw_mono_ns();

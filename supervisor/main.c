@@ -35,7 +35,15 @@ static int check_config(const char *path)
                 n && err[n - 1] == '\n' ? "" : "\n");
         return 1;
     }
+    struct gw_apikey_set keys = {0}; /* the API keys file, when it exists (apikeys.c) */
+    int bad =
+        cfg->api_keys_file[0] && gw_apikeys_read(cfg->api_keys_file, &keys, err, sizeof(err)) != 0;
     gw_config_free(cfg);
+    if (bad) {
+        fprintf(stderr, "%s\n", err);
+        return 1;
+    }
+    gw_apikeys_free(&keys);
     printf("config OK: %s\n", path);
     return 0;
 }

@@ -360,6 +360,17 @@ static int reload(struct master *m, char *why, size_t whylen)
         memcpy(nc->state_dir, oc->state_dir, sizeof(nc->state_dir));
     }
 #undef NEED
+    /* the API keys file parses, and its live copy is written for the
+     * fronts (apikeys.c); else the fronts keep the set they have */
+    if (gw_apikeys_load_publish(&m->seg, nc, err, sizeof(err)) != 0) {
+        say_lines(GW_LOG_WARNING, err);
+        say("reload refused; keeping the running config and API keys");
+        snprintf(why, whylen, "%s", err);
+        gw_config_free(nc);
+        if (announced)
+            gw_notify_ready(m->status);
+        return 0;
+    }
     if (need[0]) {
         say("reload: a restart is needed to change %s; keeping the running values", need);
         snprintf(why, whylen, "a restart is needed to change %s; kept the running values", need);
@@ -633,6 +644,12 @@ int gw_master_main(const char *config_path)
      * master left half written is cleared (common/netrules.c). */
     gw_net_repair(&m->seg);
     gw_jti_repair(&m->seg); /* revocations stay too (common/jti.c) */
+    /* the fronts' live copy of the API keys, from the file as it is now
+     * (a change a killed master wrote but did not publish included) */
+    if (gw_apikeys_load_publish(&m->seg, m->cfg, err, sizeof(err)) != 0) {
+        say_lines(GW_LOG_ERR, err);
+        goto out;
+    }
     if ((e = setup_signals(m)) != 0) {
         say_err("signals: %s", strerror(-e));
         rc = 111;

@@ -72,6 +72,102 @@ int gw_auth_issue(const struct gw_key *key, const char *sub, const char *plan, c
 int gw_auth_issue_jti(const struct gw_key *key, const char *sub, const char *jti, const char *iss,
                       const char *aud, uint64_t iat, uint64_t exp, char **out);
 
+/* ---- API keys ---- */
+/* A second credential beside JWT (issue 18; apikeys.c, the admin commands
+ * in admin_apikeys.c): "Authorization: Bearer sk-gw-<id>-<secret>", the id
+ * 12 lowercase hex digits (public: logs, `apikey list`, `apikey revoke`),
+ * the secret 64 lowercase hex digits (256 bits from getrandom). A key is
+ * bound to a tenant and optionally a plan, and is then admitted exactly as
+ * a JWT whose `sub` is that tenant and whose `plan` claim is that plan.
+ *
+ * The keys file (auth.api_keys_file) is JSON:
+ *   {"version": 1, "keys": [{"id", "sha256", "tenant", "plan", "name",
+ *                             "created", "revoked"}, ...]}
+ * with the SHA-256 of the whole key text, never the key. Only the master
+ * writes it (temp file in the same directory, fsync, rename, fsync of the
+ * directory). The fronts read the master's live copy,
+ * <state_dir>/api-keys.live.json, written the same way from a set the
+ * master has parsed, after which it moves the segment's generation on
+ * (gw_apikey_gen_bump); each front re-reads it when the generation moved.
+ * A malformed keys file therefore never reaches a front. */
+#define GW_APIKEY_ID_LEN 12
+#define GW_APIKEY_SECRET_LEN 64
+#define GW_APIKEY_PREFIX "sk-gw-"
+#define GW_APIKEY_LEN (6 + GW_APIKEY_ID_LEN + 1 + GW_APIKEY_SECRET_LEN) /* 83 */
+#define GW_APIKEYS_MAX 4096 /* records in the file, revoked ones included */
+#define GW_APIKEY_NAME_MAX 64
+
+struct gw_apikey {
+    char id[GW_APIKEY_ID_LEN + 1];
+    unsigned char sha256[32]; /* of the key text "sk-gw-<id>-<secret>" */
+    char tenant[GW_NAME_MAX];
+    char plan[GW_NAME_MAX]; /* "": the tenant's own plan */
+    char name[GW_APIKEY_NAME_MAX + 1];
+    uint64_t created_s;
+    uint64_t revoked_s; /* 0: in force */
+};
+
+/* The file's records, in the file's order (creation order). */
+struct gw_apikey_set {
+    int n;
+    struct gw_apikey *keys;
+};
+
+/* Parses a keys file's text; `name` (the path) starts each error line. 0
+ * and *out, or -EINVAL and every mistake in err, one per line, e.g.
+ *   "/var/lib/gpuwarden/api-keys.json: line 3 column 7: ..." (not JSON),
+ *   "/var/lib/gpuwarden/api-keys.json: keys[2].sha256: expected 64 lowercase
+ *   hex digits (the SHA-256 of the key)". */
+int gw_apikeys_parse(const char *text, size_t len, const char *name, struct gw_apikey_set *out,
+                     char *err, size_t errlen);
+/* Reads and parses the file at path; a file that does not exist is the
+ * empty set (0). */
+int gw_apikeys_read(const char *path, struct gw_apikey_set *out, char *err, size_t errlen);
+/* Writes set to path atomically: a reader sees the old file or the new
+ * one, whole; after a crash, one of them. Mode 0600. */
+int gw_apikeys_write(const char *path, const struct gw_apikey_set *set, char *err, size_t errlen);
+void gw_apikeys_free(struct gw_apikey_set *set);
+/* Appends a new key for tenant (plan, name: "" for none) created at now_s,
+ * with an id no record of set has: the key text into key (GW_APIKEY_LEN +
+ * 1 bytes), shown once and never kept. -EINVAL for a bad tenant, plan or
+ * name; GW_EFULL at GW_APIKEYS_MAX records; -errno from getrandom. */
+int gw_apikeys_add(struct gw_apikey_set *set, const char *tenant, const char *plan,
+                   const char *name, uint64_t now_s, char *key);
+/* The record with that id, or NULL. */
+struct gw_apikey *gw_apikeys_find(const struct gw_apikey_set *set, const char *id);
+/* 1 when s is 12 lowercase hex digits (a key id). */
+int gw_apikey_id_ok(const char *s);
+
+/* The master's live copy of cfg's keys file: "<state_dir>/api-keys.live.json",
+ * or "" when API keys are off. -ENAMETOOLONG when it does not fit. */
+int gw_apikeys_live_path(const struct gw_config *cfg, char *out, size_t len);
+/* Master only: writes set as the live copy (gw_apikeys_write) and then
+ * moves the segment's generation on. Nothing when API keys are off. */
+int gw_apikeys_publish(struct gw_segment *seg, const struct gw_config *cfg,
+                       const struct gw_apikey_set *set, char *err, size_t errlen);
+/* Master only (start-up, reload): reads cfg's keys file (err: every
+ * mistake) and publishes it. Nothing when API keys are off. */
+int gw_apikeys_load_publish(struct gw_segment *seg, const struct gw_config *cfg, char *err,
+                            size_t errlen);
+
+/* A front's copy of the live file, re-read when the segment's generation
+ * moved or the config names another one. Not shared between threads. */
+struct gw_apikeys;
+int gw_apikeys_new(struct gw_apikeys **out);
+void gw_apikeys_drop(struct gw_apikeys *v);
+/* Checks an Authorization value against the live copy of cfg's keys
+ * (auth.api_keys_file unset: API keys off). 1: not an API key (no "Bearer
+ * sk-"), the JWT path decides. 0: *who
+ * (tenant, plan, kid "apikey"). -EACCES: refused, `why` fit for the 401:
+ * "api keys are not enabled on this node", "malformed api key", "unknown
+ * api key", "revoked api key". -EAGAIN: the file could not be read; `why`
+ * says why, for the log (answer 503). key_id (GW_APIKEY_ID_LEN + 1 bytes)
+ * gets the key's id once the token is well formed, else "". The compare
+ * is constant-time (CRYPTO_memcmp over the SHA-256). */
+int gw_apikeys_check(struct gw_apikeys *v, const struct gw_segment *seg,
+                     const struct gw_config *cfg, const char *authz, size_t len,
+                     struct gw_principal *who, char *key_id, char *why, size_t whylen);
+
 /* ---- requests and responses ---- */
 /* routes.c: from method and path to a route, and from results to the bytes
  * of a response (native and OpenAI shapes, whole or as server-sent events);

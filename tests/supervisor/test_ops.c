@@ -195,6 +195,7 @@ static void test_access_log_line_shape(void **state)
     /* a 200 on the native route, e.g.
      * <6>gpuwarden[front 1]: access time=2026-11-25T23:59:01.123Z id=gen-1... tenant=limited
      *   user=- ip=127.0.0.1 route=generate status=200 tokens=3 device_ms=41.250 duration_ms=48.000
+     *   apikey=-
      */
     int ok200 = 0, ok401 = 0;
     for (const char *p = log; (p = strstr(p, "]: access time=")); p++) {
@@ -202,15 +203,16 @@ static void test_access_log_line_shape(void **state)
         while (bol > log && bol[-1] != '\n')
             bol--;
         int front, y, mo, d, h, mi, s, ms, status, tokens;
-        char id[48], tenant[64], user[260], ip[48], route[32];
+        char id[48], tenant[64], user[260], ip[48], route[32], key[16];
         double dev, dur;
         int n = sscanf(bol,
                        "<6>gpuwarden[front %d]: access time=%4d-%2d-%2dT%2d:%2d:%2d.%3dZ id=%47s "
                        "tenant=%63s user=%259s ip=%47s route=%31s status=%d tokens=%d "
-                       "device_ms=%lf duration_ms=%lf",
+                       "device_ms=%lf duration_ms=%lf apikey=%15s",
                        &front, &y, &mo, &d, &h, &mi, &s, &ms, id, tenant, user, ip, route, &status,
-                       &tokens, &dev, &dur);
-        assert_int_equal(n, 17);
+                       &tokens, &dev, &dur, key);
+        assert_int_equal(n, 18);
+        assert_string_equal(key, "-");  /* JWTs: no API key */
         assert_string_equal(user, "-"); /* these requests name no end user */
         assert_string_equal(ip, "127.0.0.1");
         if (status == 200 && !strcmp(route, "generate")) {

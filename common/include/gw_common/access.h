@@ -1,6 +1,7 @@
 /* gw_common/access.h - the segment regions that decide who may call
- * (issue 18): revoked JWT ids (jti.c), overflow buckets for a full address
- * table (overflow.c) and address-range rules (netrules.c). Each region's
+ * (issue 18): revoked JWT ids (jti.c), the API keys file's generation
+ * (apikey_gen.c), overflow buckets for a full address table (overflow.c)
+ * and address-range rules (netrules.c). Each region's
  * place in the segment is in segment.c; who repairs what is in each file's
  * opening comment. Part of gw_common.h; include that, not this. */
 #ifndef GW_COMMON_ACCESS_H
@@ -35,6 +36,16 @@ struct gw_jti_view {
 /* 1 when `hash` is revoked at now_us, else 0 (hash 0: no jti, never). */
 int gw_jti_revoked(const struct gw_segment *seg, struct gw_jti_view *v, uint64_t hash,
                    uint64_t now_us);
+
+/* ------------------------------------------- the API keys file's generation */
+
+/* The API keys file (supervisor/apikeys.c) is rewritten by the master
+ * only; after each rename (and each accepted reload, and at start-up) it
+ * moves this generation on (release), and a front re-reads the file when
+ * the generation it loaded is not the current one (acquire). One word in
+ * its own region (apikey_gen.c); nothing to repair. */
+uint64_t gw_apikey_gen(const struct gw_segment *seg);
+void gw_apikey_gen_bump(struct gw_segment *seg);
 
 /* -------------------------------------------------- overflow buckets */
 

@@ -286,6 +286,8 @@ struct gw_config {
     uint32_t leeway_s;       /* clock skew allowed on exp/nbf/iat */
     uint32_t max_lifetime_s; /* auth.max_lifetime_s: exp - iat at most this, iat then
                                 required; 0 = no limit */
+    char api_keys_file[256]; /* auth.api_keys_file: the API keys (supervisor/apikeys.c);
+                                "" = API keys off */
     /* limits */
     struct gw_plan ip; /* per client address (windows only) */
     int ipv6_prefix;   /* ip.ipv6_prefix: IPv6 clients share a bucket per prefix, [1, 128] */

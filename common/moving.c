@@ -12,27 +12,32 @@
  * value:
  *   bit 55      MV_FLAG: a moving cell (a GCRA TAT never reaches 2^55 us)
  *   bit 54      MX_FLAG: the exact form
- *   bits 49..53 N - 1 (a head written for another N reads as empty)
- *   bits 43..48 c: claims so far; c < N: slots 0..c-1 used, next slot c;
- *               c >= N: the log is full, next slot c - N (0 <= c < 2N)
- *   bits 0..42  the last admission's time, ms since the epoch (to 2248)
- * A request at now (whole ms) reads the head and, once the log is full, the
- * next slot: the time of the N-th most recent admission. It passes when
- * the log is not full, or that slot is a hole (0) or at least P old; then
- * one CAS moves the head on (c + 1, last = max(now, last)) and a plain
- * store writes the same time into the slot. Admission times are therefore
- * never decreasing in the head's order (a front that read its clock, then
- * lost the CPU while another admitted, is stamped with the other's time),
- * and the check uses the request's own now, which is stricter. The
- * guarantee: no window of length P holds more than N admission times (in
- * whole ms), and a client sending faster than N per P gets exactly N in
- * every window (admitted at 0..9 s, 60..69 s, ... for "10 per minute"). A
- * head whose last admission is P old or more starts the log afresh (c = 0):
- * every slot is older than it. A rollback (another cell of the all-or-
- * nothing admission refused) turns the slot back into a hole by CAS (only
- * if it still holds our time): a free place, which is exactly right, since
- * the admission whose time the slot held before was already checked
- * against by ours (docs/ARCHITECTURE.md gives the argument).
+ *   bits 50..53 N - 1 (a head written for another N reads as a new log)
+ *   bit 49      full: N claims have been made since the head was new
+ *   bits 44..48 k: claims made, mod 2N; claim k uses slot k mod N, and
+ *               k / N is its lap parity
+ *   bits 0..43  the last admission's time, ms since the epoch
+ * A slot holds its claim's lap parity (bit 31) and time (ms mod 2^31), or
+ * MX_NEVER (not written since the log was cleared) or MX_HOLE. A request
+ * at now (whole ms) reads the head; when the log is full and its last
+ * admission is less than P old, it reads the slot of claim k - N, the
+ * N-th most recent admission, and passes when that is at least P old or a
+ * hole. One CAS moves the head on (k + 1, last = max(now, last)) and a
+ * plain store writes the same time into the slot. Admission times are
+ * therefore never decreasing in the head's order (a front that read its
+ * clock, then lost the CPU while another admitted, is stamped with the
+ * other's time), and the check uses the request's own now, which is
+ * stricter. The guarantee: no window of length P holds more than N
+ * admission times (in whole ms), and a client sending faster than N per P
+ * gets exactly N in every window (admitted at 0..9 s, 60..69 s, ... for
+ * "10 per minute"). A rollback (another cell of the all-or-nothing
+ * admission refused) turns the slot into a hole by CAS (only if it still
+ * holds our value): a free place, which is exactly right
+ * (docs/ARCHITECTURE.md gives the argument). A slot still holding the
+ * previous lap's parity has not received its claim's store yet (the writer
+ * is between its CAS and its store, or died there): it is read as the
+ * next landed claim's time, or the head's last, never earlier than the
+ * truth (mx_oldest), so a slow or dead writer only ever makes it refuse.
  *
  * BUCKETS (N in 17..255, or a period over a day): a sliding window counter
  * made conservative, in the cell alone: the period P is cut in 4 buckets of
@@ -60,18 +65,25 @@
  * P old (every slot then is).
  *
  * Dying at any instruction (docs/RELIABILITY.md): between the head's CAS
- * and the slot's store, the slot keeps the older time it held (or a hole),
- * so the admission N later may pass up to that much early: at most one
- * extra admission per death, once. Between a CAS and the rollback of a
- * refused all-or-nothing admission, the unit stays counted (refuses, never
- * admits). Nothing needs repair: heads are single words, slots single
- * words, and a log is read only once its head says the slots were claimed
- * since it started afresh. A wall clock stepping back holds the exact
- * form's time at the last admission's (refusing until the clock catches
- * up, never admitting extra); it makes the bucket form's index go back,
- * which drops the counts (up to N extra once); a bucket index that wraps
- * (2^14 buckets, 2.8 days at P = 1 minute) may read old counts as recent,
- * which only refuses, for at most 5 buckets.
+ * and the slot's store, the slot keeps the previous lap's parity and reads
+ * as not written (above) until the slot's next claim rewrites it; between
+ * a CAS and the rollback of a refused all-or-nothing admission, the unit
+ * stays counted (refuses, never admits). Nothing needs repair: heads and
+ * slots are single words. Reclaim clears an account's logs while it holds
+ * the entry locked (gw__moving_clear), so a new owner's log has no slot
+ * written; a store delayed past a period, a reclaim and a reuse of the
+ * account could still land in the new owner's log, and a reload that
+ * changes N starts a new log over the old one's slots: either may let one
+ * admission through early, once. A wall clock stepping back makes the
+ * exact form's requests look early (they are checked with their own
+ * reading): it refuses until the clock is a period past the N-th most
+ * recent admission, never admitting extra; it makes the bucket form's
+ * index go back, which drops the counts (up to N extra once); a bucket
+ * index that wraps (2^14 buckets, 2.8 days at P = 1 minute) may read old
+ * counts as recent, which only refuses, for at most 5 buckets. Likewise an
+ * exact slot 2^31 ms (24.8 days) or more older than the last admission (a
+ * client that came back every few days) may read as recent: it refuses,
+ * at most until the next admission a period later.
  */
 #include "seg_internal.h"
 

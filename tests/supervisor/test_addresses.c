@@ -666,6 +666,10 @@ static void test_seed_limits_admit_exactly_10_in_every_minute_of_3(void **state)
         usleep(GAP_MS * 1000);
     }
     uint64_t end = r[n - 1].send_us;
+    print_message("%d requests in %.1f s, %d admitted; sends %.3f..%.3f s apart, answers within "
+                  "%.3f s\n",
+                  n, (double)(end - t0) / 1e6, ok, (double)gmin / 1e6, (double)gap / 1e6,
+                  (double)rtt / 1e6);
     int adm[sizeof(r) / sizeof(r[0])], na = 0;
     for (int i = 0; i < n; i++)
         if (r[i].ok)

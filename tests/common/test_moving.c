@@ -7,7 +7,8 @@
  *    decisions as a textbook sliding log for N = 1 .. 16 under random
  *    senders, holes from rolled-back admissions are free places, a clock
  *    stepping back never admits extra, reclaim once the last admission is
- *    a period old; and with the real clock, processes hammering one cell
+ *    a period old, a claim whose slot store is late or never lands only
+ *    refuses; and with the real clock, processes hammering one cell
  *    never put more than N in any window, and processes SIGKILLed while
  *    they do leave a cell that admits exactly N afterwards;
  *  - moving, bucket form (N > 16): never more than N in any window, N per
@@ -18,6 +19,7 @@
 #include <cmocka.h>
 
 #include "fixture.h"
+#include "seg_internal.h" /* to make a claim whose store never lands */
 
 #include <errno.h>
 #include <signal.h>
@@ -251,6 +253,50 @@ static void test_exact_rollback_leaves_a_hole_that_is_a_free_place(void **state)
     struct gw_admit_item jt[2] = {item(a, 1, "1 per hour"), item(a, 0, "10 per minute moving")};
     assert_int_equal(admit(f, jt, 2, T0 + 40 * SEC, NULL), GW_EREFUSED);
     assert_int_equal(gw_ledger_rate_remaining(&f->seg, a, 1, &jt[0].rate, T0 + 40 * SEC), 1);
+    fx_close(f);
+}
+
+/* A writer that made its claim (the head's CAS) and then lost the CPU, or
+ * died, before storing its time: the slot keeps the previous lap's parity
+ * and is read as not written, bounded by the next landed claim's time. */
+static uint64_t claim_without_store(struct fx *f, const struct gw_admit_item *it, uint64_t now)
+{
+    _Atomic uint64_t *cell = &f->seg.accounts[it->acct.index].cell[it->cell];
+    uint64_t c = atomic_load(cell), nv, wait;
+    assert_int_equal(gw__moving_decide(CELL_V(c), now, &it->rate,
+                                       gw__mvlog(&f->seg, it->acct.index, it->cell), &nv, &wait),
+                     1);
+    assert_true(atomic_compare_exchange_strong(cell, &c, CELL(it->acct.gen, nv)));
+    return nv;
+}
+
+static void test_exact_claim_whose_store_is_late_or_lost_only_refuses(void **state)
+{
+    (void)state;
+    struct fx *f = fx_open(NULL);
+    for (int dead = 0; dead <= 1; dead++) {
+        struct gw_admit_item it =
+            item(ip_acct(f, dead ? "192.0.2.51" : "192.0.2.50", T0), 0, "4 per minute moving");
+        for (int i = 0; i < 3; i++)
+            assert_int_equal(admit(f, &it, 1, T0 + (uint64_t)i * SEC, NULL), 0);
+        uint64_t nv = claim_without_store(f, &it, T0 + 3 * SEC); /* the 4th, at 3 s */
+        for (int i = 0; i < 3; i++)                              /* the places of 0, 1 and 2 s */
+            assert_int_equal(admit(f, &it, 1, T0 + (uint64_t)(60 + i) * SEC, NULL), 0);
+        /* the 4th's slot still holds nothing: it counts as the next landed
+         * claim's time (60 s), never as free or old */
+        uint64_t retry;
+        assert_int_equal(admit(f, &it, 1, T0 + 63 * SEC, &retry), GW_EREFUSED);
+        if (!dead) { /* the store lands: the 4th counts at 3 s, exactly */
+            gw__moving_taken(gw__mvlog(&f->seg, it.acct.index, 0), &it.rate, nv);
+            assert_int_equal(admit(f, &it, 1, T0 + 63 * SEC, NULL), 0);
+            assert_int_equal(admit(f, &it, 1, T0 + 64 * SEC, NULL), GW_EREFUSED);
+        } else { /* never: refused until the bound is a minute old, then healed */
+            assert_int_equal(retry, 57 * SEC);
+            assert_int_equal(admit(f, &it, 1, T0 + 120 * SEC - 1, NULL), GW_EREFUSED);
+            assert_int_equal(admit(f, &it, 1, T0 + 120 * SEC, NULL), 0);
+            assert_int_equal(admit(f, &it, 1, T0 + 121 * SEC, NULL), 0); /* the place of 60 s */
+        }
+    }
     fx_close(f);
 }
 
@@ -566,6 +612,7 @@ int main(void)
         cmocka_unit_test(test_exact_sixteen_is_the_largest_exact_limit),
         cmocka_unit_test(test_exact_retry_after_is_when_the_oldest_is_a_period_old),
         cmocka_unit_test(test_exact_rollback_leaves_a_hole_that_is_a_free_place),
+        cmocka_unit_test(test_exact_claim_whose_store_is_late_or_lost_only_refuses),
         cmocka_unit_test(test_exact_clock_stepping_back_never_admits_extra),
         cmocka_unit_test(test_exact_window_change_at_a_reload_starts_afresh),
         cmocka_unit_test(test_exact_account_is_reclaimed_once_a_period_after_its_last),

@@ -670,12 +670,17 @@ static void test_seed_limits_admit_exactly_10_in_every_minute_of_3(void **state)
                   "%.3f s\n",
                   n, (double)(end - t0) / 1e6, ok, (double)gmin / 1e6, (double)gap / 1e6,
                   (double)rtt / 1e6);
+    /* the claim is about a client sending every half second or so: a
+     * machine that could not keep a 2 s pace skips rather than pass or
+     * fail on its speed */
+    if (gap > 2000000)
+        skip();
     int adm[sizeof(r) / sizeof(r[0])], na = 0;
     for (int i = 0; i < n; i++)
         if (r[i].ok)
             adm[na++] = i;
-    /* 10 at once, then 10 a minute: 30 in 3 minutes, 31 if the run's
-     * last request came just after the 30th admission's place freed */
+    /* 10 at once, then 10 a minute: 30 in 3 minutes (the fourth ten starts
+     * at 180 s: 31 only if the last request reached the node that late) */
     if (ok != 30 && ok != 31)
         fail_msg("%d admitted of %d in %.1f s", ok, n, (double)(end - t0) / 1e6);
     for (int i = 0; i + 10 < na; i++) /* (A) */

@@ -24,7 +24,7 @@ int gw_rate_make(struct gw_rate *r, uint64_t limit, uint64_t period_us, uint64_t
         return -ERANGE;
     r->interval_us = interval;
     r->tolerance_us = (uint64_t)tol;
-    r->moving_limit = r->moving_bucket_us = 0;
+    r->moving_limit = r->moving_bucket_us = r->moving_period_ms = 0;
     return 0;
 }
 
@@ -80,17 +80,6 @@ static inline int decide(uint64_t tat, uint64_t now, const struct gw_rate *r, ui
     return 1;
 }
 
-/* The same for a cell of either kind: a moving window (moving.c) or GCRA.
- * A GCRA cell still holding a moving value (the window's kind changed at a
- * reload) reads as idle. */
-static inline int decide_cell(uint64_t v, uint64_t now, const struct gw_rate *r, uint64_t *nv,
-                              uint64_t *wait)
-{
-    if (r->moving_limit)
-        return gw__moving_decide(v, now, r, nv, wait);
-    return decide(gw__moving_is(v) ? 0 : v, now, r, nv, wait);
-}
-
 /* An account's cell, or an overflow bucket's (GW_OVF_INDEX set,
  * gw_overflow_acct). */
 static inline _Atomic uint64_t *item_cell(const struct gw_segment *seg,
@@ -99,6 +88,18 @@ static inline _Atomic uint64_t *item_cell(const struct gw_segment *seg,
     if (it->acct.index & GW_OVF_INDEX)
         return gw__ovf_cell(seg, it->acct.index & ~GW_OVF_INDEX, it->cell);
     return &acct_at(seg, it->acct.index)->cell[it->cell];
+}
+
+/* The same for a cell of either kind: a moving window (moving.c, whose
+ * exact form reads the item's log) or GCRA. A GCRA cell still holding a
+ * moving value (the window's kind changed at a reload) reads as idle. */
+static inline int decide_cell(const struct gw_segment *seg, const struct gw_admit_item *it,
+                              uint64_t v, uint64_t now, uint64_t *nv, uint64_t *wait)
+{
+    if (it->rate.moving_limit)
+        return gw__moving_decide(v, now, &it->rate, gw__mvlog(seg, it->acct.index, it->cell), nv,
+                                 wait);
+    return decide(gw__moving_is(v) ? 0 : v, now, &it->rate, nv, wait);
 }
 
 /* A reference gw_ledger_admit can take: a table entry, or an overflow
@@ -120,21 +121,10 @@ static uint64_t max_wait(const struct gw_segment *seg, const struct gw_admit_ite
     for (int i = 0; i < n; i++) {
         uint64_t c = atomic_load_explicit(item_cell(seg, &items[i]), memory_order_relaxed);
         uint64_t nt, w;
-        if (!decide_cell(CELL_V(c), now, &items[i].rate, &nt, &w) && w > worst)
+        if (!decide_cell(seg, &items[i], CELL_V(c), now, &nt, &w) && w > worst)
             worst = w;
     }
     return worst;
-}
-
-/* Undoes one moving unit taken as value `took` (all or nothing). */
-static void moving_give_back(_Atomic uint64_t *cell, uint8_t gen, uint64_t took)
-{
-    /* relaxed: as gw__cell_add, the cell is self-contained. */
-    uint64_t c = atomic_load_explicit(cell, memory_order_relaxed);
-    while (CELL_GEN(c) == gen && !atomic_compare_exchange_weak_explicit(
-                                     cell, &c, CELL(gen, gw__moving_undo(CELL_V(c), took)),
-                                     memory_order_relaxed, memory_order_relaxed))
-        ;
 }
 
 int gw_ledger_admit(struct gw_segment *seg, const struct gw_admit_item *items, int n, uint64_t now,
@@ -158,7 +148,7 @@ int gw_ledger_admit(struct gw_segment *seg, const struct gw_admit_item *items, i
         if (CELL_GEN(seen[i]) != items[i].acct.gen)
             return GW_ESTALE;
         uint64_t nt, w;
-        if (!decide_cell(CELL_V(seen[i]), now, &items[i].rate, &nt, &w)) {
+        if (!decide_cell(seg, &items[i], CELL_V(seen[i]), now, &nt, &w)) {
             refused = 1;
             if (w > worst)
                 worst = w;
@@ -176,14 +166,16 @@ int gw_ledger_admit(struct gw_segment *seg, const struct gw_admit_item *items, i
      * because additions commute. An idle cell needs max(TAT, now) and takes
      * the CAS loop. If a cell refuses now, what was taken is given back
      * (subtracting the interval is exact in effect, see the top). A moving
-     * cell (moving.c) always takes the CAS, and its undo takes the unit
-     * back out of the bucket it went into. */
+     * cell (moving.c) always takes the CAS; its exact form then writes the
+     * admission's time into the log slot the CAS claimed, and its undo
+     * turns that slot into a hole (the bucket form takes the unit back out
+     * of the bucket it went into). */
     int taken = 0, rc = 0;
     for (; taken < n; taken++) {
         const struct gw_admit_item *it = &items[taken];
         _Atomic uint64_t *cell = item_cell(seg, it);
         uint64_t c = seen[taken];
-        if (it->rate.moving_limit) { /* the bucket width first: reclaim reads it (moving.c) */
+        if (it->rate.moving_limit) { /* the width lane first: reclaim reads it (moving.c) */
             if (!(it->acct.index & GW_OVF_INDEX)) /* overflow buckets are never reclaimed */
                 gw__moving_note_width(acct_at(seg, it->acct.index), it->cell, &it->rate);
         } else if (CELL_V(c) >= now && !gw__moving_is(CELL_V(c))) {
@@ -210,7 +202,7 @@ int gw_ledger_admit(struct gw_segment *seg, const struct gw_admit_item *items, i
                 rc = GW_ESTALE;
                 goto undo;
             }
-            if (!decide_cell(CELL_V(c), now, &it->rate, &nt, &w)) {
+            if (!decide_cell(seg, it, CELL_V(c), now, &nt, &w)) {
                 rc = GW_EREFUSED;
                 goto undo;
             }
@@ -218,13 +210,17 @@ int gw_ledger_admit(struct gw_segment *seg, const struct gw_admit_item *items, i
                                                       memory_order_relaxed, memory_order_relaxed))
                 break;
         }
+        if (it->rate.moving_limit) /* the exact form's time into its slot */
+            gw__moving_taken(gw__mvlog(seg, it->acct.index, it->cell), &it->rate, nt);
         took[taken] = nt;
     }
     return 0;
 undo:
     for (int i = 0; i < taken; i++) {
         if (items[i].rate.moving_limit)
-            moving_give_back(item_cell(seg, &items[i]), items[i].acct.gen, took[i]);
+            gw__moving_give_back(item_cell(seg, &items[i]), items[i].acct.gen,
+                                 gw__mvlog(seg, items[i].acct.index, items[i].cell), &items[i].rate,
+                                 took[i]);
         else
             (void)gw__cell_add(item_cell(seg, &items[i]), items[i].acct.gen,
                                items[i].rate.interval_us, -1);
@@ -243,7 +239,7 @@ uint64_t gw_ledger_rate_remaining(const struct gw_segment *seg, struct gw_acct a
     if (CELL_GEN(c) != a.gen)
         return 0;
     if (r->moving_limit)
-        return gw__moving_remaining(CELL_V(c), now, r);
+        return gw__moving_remaining(CELL_V(c), now, r, gw__mvlog(seg, a.index, cell));
     uint64_t tat = gw__moving_is(CELL_V(c)) ? 0 : CELL_V(c), base = tat > now ? tat : now;
     if (base - now > r->tolerance_us)
         return 0;

@@ -127,6 +127,7 @@ static int retire(struct gw_segment *seg, uint32_t pos, uint64_t t, uint64_t now
         atomic_store_explicit(&a->tag, t, memory_order_release);
         return -EBUSY;
     }
+    gw__moving_clear(seg, pos); /* the exact moving windows' logs */
     *g2 = ng;
     /* relaxed: statistics. */
     atomic_fetch_sub_explicit(&seg->hdr->accounts_live, 1, memory_order_relaxed);
@@ -405,6 +406,7 @@ void gw__ledger_unlock_dead(struct gw_segment *seg, pid_t pid)
         uint8_t ng = (uint8_t)(TAG_GEN(t) + 1);
         for (int k = 0; k < ACCT_CELLS; k++)
             atomic_store_explicit(&a->cell[k], CELL(ng, 0), memory_order_relaxed);
+        gw__moving_clear(seg, p);
         /* release: the reset cells are visible before the entry is empty. */
         atomic_store_explicit(&a->tag, TAG_EMPTY(ng), memory_order_release);
     }

@@ -89,7 +89,7 @@ struct gw_account {
     _Atomic uint32_t budget_idx; /* written before the tag is published */
     _Atomic uint32_t idlen;
     _Atomic uint64_t id[GW_ID_MAX / 8]; /* display only, seqlock-read */
-    _Atomic uint64_t widths;            /* moving rate cells' bucket widths, 16 bits per
+    _Atomic uint64_t widths;            /* moving rate cells' form and span, 16 bits per
                                            cell (moving.c); tells reclaim how to read them */
 };
 _Static_assert(sizeof(struct gw_account) == 128, "account layout");
@@ -350,17 +350,30 @@ _Static_assert(_Alignof(struct gw_farm_rec) == 8, "farming record alignment");
 
 /* --------------------------------------------------- moving rate cells */
 
-/* moving.c: the "moving" window kind on a rate cell's 56-bit value. */
+/* moving.c: the "moving" window kind on a rate cell's 56-bit value, and
+ * the exact form's logs (struct gw_mvlog, one per account or overflow
+ * bucket and rate cell, in their own region). */
+struct gw_mvlog;
+size_t gw__mvlog_area_bytes(uint32_t accounts);
+/* The log of (account index or GW_OVF_INDEX | bucket, rate cell). */
+struct gw_mvlog *gw__mvlog(const struct gw_segment *seg, uint32_t index, int cell);
 int gw__moving_is(uint64_t v);
 /* 1 and the new value when a request passes at now, 0 and the wait. */
-int gw__moving_decide(uint64_t v, uint64_t now, const struct gw_rate *r, uint64_t *nv,
-                      uint64_t *wait);
-/* v with the one unit that produced `taken` given back (if still in view). */
-uint64_t gw__moving_undo(uint64_t v, uint64_t taken);
-uint64_t gw__moving_remaining(uint64_t v, uint64_t now, const struct gw_rate *r);
-/* Records cell's bucket width in the account before a CAS on the cell. */
+int gw__moving_decide(uint64_t v, uint64_t now, const struct gw_rate *r, const struct gw_mvlog *log,
+                      uint64_t *nv, uint64_t *wait);
+/* After the CAS that wrote nv: the exact form's time into its slot. */
+void gw__moving_taken(struct gw_mvlog *log, const struct gw_rate *r, uint64_t nv);
+/* Gives back the one unit whose CAS wrote `took` (all or nothing). */
+void gw__moving_give_back(_Atomic uint64_t *cell, uint8_t gen, struct gw_mvlog *log,
+                          const struct gw_rate *r, uint64_t took);
+uint64_t gw__moving_remaining(uint64_t v, uint64_t now, const struct gw_rate *r,
+                              const struct gw_mvlog *log);
+/* Empties the logs of account `index` (held locked by us: retired, or a
+ * dead locker's), so that its next owner's log starts with no slot written. */
+void gw__moving_clear(struct gw_segment *seg, uint32_t index);
+/* Records the cell's form and span in the account before a CAS on it. */
 void gw__moving_note_width(struct gw_account *a, int cell, const struct gw_rate *r);
-/* 1 when a moving cell holds no count in view at now (reclaim). */
+/* 1 when a moving cell holds nothing in view at now (reclaim). */
 int gw__moving_idle(const struct gw_account *a, int cell, uint64_t v, uint64_t now);
 
 /* ------------------------------------------------- address-range rules */

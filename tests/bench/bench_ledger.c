@@ -11,7 +11,10 @@
  *   reserve+settle: a request's whole money path: claim a slot, set its
  *                   accounts, reserve, fail it, settle, release.
  * Prints ops/s for the lock-free ledger and the mutex baseline and their
- * ratio. Not a test: timings are never asserted.
+ * ratio. Then, lock-free only, refusals on one full cell of each window
+ * kind: GCRA "10 per minute", moving "10 per minute moving" (the exact
+ * log: the head and one slot read) and "100 per minute moving" (buckets).
+ * Not a test: timings are never asserted.
  */
 #include "gw_common.h"
 
@@ -117,12 +120,13 @@ static int m_request(struct mstate *s, uint64_t amount, uint64_t now)
 
 /* ------------------------------------------------------------ harness */
 
-enum { ADMIT1, ADMIT3, REQUEST };
+enum { ADMIT1, ADMIT3, REQUEST, REFUSE_GCRA, REFUSE_EXACT, REFUSE_BUCKETS };
 
 struct world {
     char path[64];
     struct gw_acct ip, tenant, global;
     struct gw_admit_item items[3];
+    struct gw_admit_item refuse[3]; /* full cells: GCRA, exact moving, moving buckets */
     struct gw_budget_rate brate;
     struct mstate *ms;
 };
@@ -141,7 +145,10 @@ static uint64_t run_case(struct world *w, int which, int lockfree, double second
     uint64_t end = gw_mono_ns() + (uint64_t)(seconds * 1e9);
     while (gw_mono_ns() < end) {
         for (int i = 0; i < 1024; i++) {
-            if (which != REQUEST) {
+            if (which >= REFUSE_GCRA) {
+                n += gw_ledger_admit(&seg, &w->refuse[which - REFUSE_GCRA], 1, now, &retry) ==
+                     GW_EREFUSED;
+            } else if (which != REQUEST) {
                 int k = which == ADMIT1 ? 1 : 3;
                 int rc = lockfree ? gw_ledger_admit(&seg, w->items, k, now, &retry)
                                   : m_admit(w->ms, k, &w->items[0].rate, now);
@@ -226,6 +233,17 @@ int main(int argc, char **argv)
         /* 1 us interval and a huge burst: never refuses within a run */
         gw_rate_make(&w.items[i].rate, SEC, SEC, 1ull << 39);
     }
+    static const char *const full[3] = {"10 per minute", "10 per minute moving",
+                                        "100 per minute moving"};
+    for (int i = 0; i < 3; i++) {
+        struct gw_window win;
+        uint64_t retry;
+        w.refuse[i] = (struct gw_admit_item){.acct = w.ip, .cell = (uint8_t)(1 + i)};
+        if (gw_window_parse(full[i], &win) != 0 || gw_window_rate(&win, &w.refuse[i].rate) != 0)
+            return 111;
+        while (gw_ledger_admit(&seg, &w.refuse[i], 1, now, &retry) == 0)
+            ; /* fill it: every later attempt at `now` or soon after is refused */
+    }
     /* a budget so large that reserve never refuses */
     w.brate = (struct gw_budget_rate){.amount_us = 1ull << 50, .period_us = 1ull << 40};
     gw_segment_close(&seg);
@@ -244,6 +262,19 @@ int main(int argc, char **argv)
                 snprintf(sh, sizeof(sh), "%.2f / %.2f", lfs, mxs);
             printf("%-16s %5d %16.0f %16.0f %7.1fx %13s\n", names[which], procs, lf, mx, lf / mx,
                    sh);
+            fflush(stdout);
+        }
+    printf("\n%-24s %5s %16s %13s\n", "refusals on a full cell", "procs", "lock-free ops/s",
+           "slowest share");
+    const char *rnames[] = {"gcra 10/min", "moving exact 10/min", "moving buckets 100/min"};
+    for (int which = REFUSE_GCRA; which <= REFUSE_BUCKETS; which++)
+        for (int procs = 1; procs <= 2; procs++) {
+            double share;
+            double lf = measure(&w, which, 1, procs, seconds, &share);
+            char sh[32] = "-";
+            if (procs > 1)
+                snprintf(sh, sizeof(sh), "%.2f", share);
+            printf("%-24s %5d %16.0f %13s\n", rnames[which - REFUSE_GCRA], procs, lf, sh);
             fflush(stdout);
         }
     unlink(w.path);

@@ -20,13 +20,19 @@ struct gw_rate {
     uint64_t interval_us;
     uint64_t tolerance_us;
     /* The "moving" kind (common/moving.c): at most moving_limit requests in
-     * any window of the period, counted in buckets of moving_bucket_us.
-     * Both 0 for a GCRA window. */
+     * any window of the period. Exact form (a log of the admission times):
+     * moving_period_ms set, moving_bucket_us 0; bucket form: counted in
+     * buckets of moving_bucket_us, moving_period_ms 0. All 0 for GCRA. */
     uint64_t moving_limit;
     uint64_t moving_bucket_us;
+    uint64_t moving_period_ms;
 };
 int gw_rate_make(struct gw_rate *r, uint64_t limit, uint64_t period_us, uint64_t burst);
-/* A moving window: limit in [1, 255], period at least 4 ms. -EINVAL otherwise. */
+/* A moving window: limit in [1, 255], period at least 4 ms. -EINVAL
+ * otherwise. The exact form (a sliding log) for limit <= GW_MOVING_EXACT_MAX
+ * and a period of at most a day, the bucket form (4 buckets of P/4 and the
+ * current one) above. */
+#define GW_MOVING_EXACT_MAX 16
 int gw_rate_make_moving(struct gw_rate *r, uint64_t limit, uint64_t period_us);
 
 /* A device-time budget: `amount_us` of device time per `period_us` of wall

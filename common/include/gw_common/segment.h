@@ -39,7 +39,9 @@
                       * 12: the cluster region (area + one cell per                                \
                       * budget record) at the end;                                                 \
                       * 13: the API keys file's generation (apikey_gen.c)                          \
-                      * after the cluster region */
+                      * after the cluster region, then the                                         \
+                      * exact moving windows' logs (moving.c); the                                 \
+                      * widths word's lanes carry the form */
 #define GW_PROBE 16  /* accounts live within 16 entries of home */
 #define GW_ID_MAX 40 /* bytes of account id kept for display */
 
@@ -57,6 +59,7 @@ struct gw_jti_area;
 struct gw_cluster_area;
 struct gw_cluster_cell;
 struct gw_apikey_area;
+struct gw_mvlog;
 struct gw_lenest_rec;
 struct gw_farm_rec;
 
@@ -87,6 +90,7 @@ struct gw_segment {
     struct gw_cluster_area *cluster;  /* the farm's state on this node (gw_cluster_*) */
     struct gw_cluster_cell *cl_cells; /* one per budget record (cluster.c) */
     struct gw_apikey_area *apikeys;   /* the API keys file's generation (apikey_gen.c) */
+    struct gw_mvlog *mvlog;           /* exact moving windows' logs (moving.c) */
 };
 
 /* Opens `path`, creating it (mode 0600) with `cfg` when it does not exist.

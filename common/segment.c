@@ -25,6 +25,7 @@ struct layout {
     uint64_t off_ovf;                 /* overflow buckets, after the rules (overflow.c) */
     uint64_t off_jti;                 /* revoked JWT ids, after the buckets (jti.c) */
     uint64_t off_cluster;             /* after the limits: area, then budgets x cells */
+    uint64_t off_tstats;              /* per-tenant counters, after the cluster cells */
     uint64_t budget_stride, slot_stride;
 };
 
@@ -84,8 +85,9 @@ static int layout_of(const struct gw_seg_config *c, struct layout *l, char *err,
     l->off_ovf = ALIGN64(l->off_nets + gw__net_area_bytes());
     l->off_jti = ALIGN64(l->off_ovf + gw__ovf_area_bytes());
     l->off_cluster = ALIGN64(l->off_jti + gw__jti_area_bytes());
-    l->total = ALIGN64(l->off_cluster + sizeof(struct gw_cluster_area) +
-                       (uint64_t)c->budgets * sizeof(struct gw_cluster_cell));
+    l->off_tstats = ALIGN64(l->off_cluster + sizeof(struct gw_cluster_area) +
+                            (uint64_t)c->budgets * sizeof(struct gw_cluster_cell));
+    l->total = ALIGN64(l->off_tstats + (uint64_t)c->budgets * sizeof(struct gw_tstat_rec));
     return 0;
 }
 
@@ -115,6 +117,7 @@ static void bind_regions(struct gw_segment *seg, const struct layout *l)
         (struct gw_cluster_cell *)(seg->base + l->off_cluster + sizeof(struct gw_cluster_area));
     seg->lenest = (struct gw_lenest_rec *)(seg->base + h->off_lenest);
     seg->farm = (struct gw_farm_rec *)(seg->base + l->off_farm);
+    seg->tstats = (struct gw_tstat_rec *)(seg->base + l->off_tstats);
     seg->budget_stride = h->budget_stride;
     seg->slot_stride = h->slot_stride;
     seg->lane = -1;

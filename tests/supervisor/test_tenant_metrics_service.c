@@ -7,7 +7,8 @@
  * subs no config names come in on the default plan; /metrics then holds
  * exactly 6 tenant label values, the values the clients saw, and the
  * public listener answers 404 for /metrics. gpuwardenctl top lists the
- * unlisted subs with their output tokens from the ledger.
+ * unlisted subs with their output tokens from the ledger, and the counters
+ * survive a master restart.
  * Node B: the output guard kills every generation (a rule matching any
  * letter or digit), /metrics on the public listener behind a token: the
  * kills land on the tenant that asked. */
@@ -365,6 +366,25 @@ static void test_top_lists_unlisted_tenants_from_the_ledger(void **state)
     assert_int_equal(WEXITSTATUS(pclose(p)), 100);
 }
 
+/* The counters live in the segment file: a new master (SIGTERM, start
+ * again on the same config and port) shows the same values. */
+static void test_counters_survive_a_master_restart(void **state)
+{
+    (void)state;
+    assert_int_equal(svc_stop(&S), 0);
+    assert_int_equal(svc_start_or_dump(&S), 0);
+    char auth[128];
+    snprintf(auth, sizeof(auth), "Authorization: Bearer %s\r\n", TOKEN);
+    struct resp r;
+    assert_int_equal(http_port(metrics_port, "GET", "/metrics", auth, &r), 0);
+    assert_int_equal(r.status, 200);
+    expect_line(r.body, "gpuwarden_tenant_admitted_total{tenant=\"other\"} 50");
+    expect_line(r.body, "gpuwarden_tenant_refusals_total{tenant=\"t3\",reason=\"tenant_rate\"} 3");
+    assert_int_equal(value_of(r.body, "gpuwarden_tenant_generated_tokens_total{tenant=\"other\"}"),
+                     sub_tokens);
+    resp_free(&r);
+}
+
 /* ------------------------------------------------------------- node B */
 
 static int setup_b(void **state)
@@ -418,6 +438,7 @@ int main(void)
         cmocka_unit_test(test_fifty_subs_give_six_label_values_that_match_the_clients),
         cmocka_unit_test(test_metrics_listener_serves_metrics_only_and_needs_the_token),
         cmocka_unit_test(test_top_lists_unlisted_tenants_from_the_ledger),
+        cmocka_unit_test(test_counters_survive_a_master_restart),
     };
     const struct CMUnitTest b[] = {
         cmocka_unit_test(test_guard_kills_land_on_their_tenant),

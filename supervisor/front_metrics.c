@@ -17,11 +17,14 @@
 
 int gw__front_listener_route(struct conn *c, int st)
 {
-    const struct gw_config *cfg = c->front->cfg;
+    /* the socket the front holds decides, not the config it reloaded:
+     * metrics.listen changes only with a restart (the master says so) */
+    if (!c->front->has_metrics)
+        return st;
     enum gw_route r;
     int is_metrics =
         gw_route_match("GET", c->url, c->url_len, &r, NULL) == 0 && r == GW_ROUTE_METRICS;
-    if (c->metrics_conn ? !is_metrics : is_metrics && cfg->metrics.listen[0] != '\0') {
+    if (c->metrics_conn ? !is_metrics : is_metrics) {
         c->route = 0; /* counted as "other", not as /metrics */
         return 404;
     }

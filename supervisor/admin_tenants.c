@@ -64,7 +64,7 @@ static json_t *row_json(const struct gw_config *cfg, const struct gw_tenant_row 
     const char *why = NULL;
     const struct gw_plan *p = gw_config_plan_for(cfg, r->label, NULL, &why);
     json_t *o =
-        json_pack("{s:s,s:b,s:o,s:I,s:I,s:o,s:I,s:o,s:I,s:I,s:{s:s,s:I,s:I,s:I},s:I}", "tenant",
+        json_pack("{s:s,s:b,s:o,s:I,s:I,s:o,s:I,s:o,s:I,s:I,s:{s:b,s:s,s:I,s:I,s:I},s:I}", "tenant",
                   r->label, "listed", gw_config_tenant(cfg, r->label) != NULL, "plan",
                   p ? json_string(p->name) : json_null(), "admitted", (json_int_t)r->st.admitted,
                   "refusals_total", (json_int_t)r->st.refusals_total, "refusals",
@@ -72,9 +72,9 @@ static json_t *row_json(const struct gw_config *cfg, const struct gw_tenant_row 
                   (json_int_t)r->st.kills_total, "kills",
                   reasons_json(r->st.kills, GW_WD_REASONS, gw_wd_reason_name), "output_tokens",
                   (json_int_t)r->st.output_tokens, "used_us", (json_int_t)r->used_us, "farming",
-                  "level", gw_farm_level_name(r->level), "score", (json_int_t)r->score,
-                  "refused_total", (json_int_t)r->farm_refused, "prompts", (json_int_t)r->prompts,
-                  "accounts", (json_int_t)r->accounts);
+                  "enabled", p && p->farm.enabled, "level", gw_farm_level_name(r->level), "score",
+                  (json_int_t)r->score, "refused_total", (json_int_t)r->farm_refused, "prompts",
+                  (json_int_t)r->prompts, "accounts", (json_int_t)r->accounts);
     return o;
 }
 

@@ -516,9 +516,11 @@ static void print_top(json_t *rows)
                json_string_value(json_object_get(t, "tenant")),
                json_is_true(json_object_get(t, "listed")) ? "yes" : "-",
                json_is_string(plan) ? json_string_value(plan) : "-",
-               json_string_value(json_object_get(f, "level")), int_of(f, "score"),
-               int_of(t, "admitted"), int_of(t, "refusals_total"), int_of(f, "refused_total"),
-               int_of(t, "kills_total"), int_of(t, "output_tokens"),
+               json_is_true(json_object_get(f, "enabled"))
+                   ? json_string_value(json_object_get(f, "level"))
+                   : "off",
+               int_of(f, "score"), int_of(t, "admitted"), int_of(t, "refusals_total"),
+               int_of(f, "refused_total"), int_of(t, "kills_total"), int_of(t, "output_tokens"),
                (double)int_of(t, "used_us") / 1e6);
     }
 }

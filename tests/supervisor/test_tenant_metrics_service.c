@@ -354,11 +354,11 @@ static void test_top_lists_unlisted_tenants_from_the_ledger(void **state)
     snprintf(want, sizeof(want),
              "TENANT                   LISTED PLAN       FARMING   SCORE ADMITTED  REFUSED "
              "FARM_REF  KILLS OUT_TOKENS      GPU_S\n"
-             "t5                       yes    once       none          0        1        5 "
+             "t5                       yes    once       off           0        1        5 "
              "       0      0 %10" PRIu64 " ",
              t_tokens[5]);
     assert_true(strncmp(out, want, strlen(want)) == 0);
-    assert_non_null(strstr(out, "\nt4                       yes    once       none"));
+    assert_non_null(strstr(out, "\nt4                       yes    once       off  "));
     snprintf(cmd, sizeof(cmd), "%s/gpuwardenctl -s %s top --by nothing 2>&1", GW_BIN_DIR, SOCK);
     p = popen(cmd, "r");
     n = fread(out, 1, sizeof(out) - 1, p);

@@ -7,8 +7,9 @@
  * subs no config names come in on the default plan; /metrics then holds
  * exactly 6 tenant label values, the values the clients saw, and the
  * public listener answers 404 for /metrics. gpuwardenctl top lists the
- * unlisted subs with their output tokens from the ledger, and the counters
- * survive a master restart.
+ * unlisted subs with their output tokens from the ledger, the counters
+ * survive a master restart, and a worker SIGKILLed mid-generation leaves
+ * the tenants' tokens adding up to the node's.
  * Node B: the output guard kills every generation (a rule matching any
  * letter or digit), /metrics on the public listener behind a token: the
  * kills land on the tenant that asked. */
@@ -385,6 +386,107 @@ static void test_counters_survive_a_master_restart(void **state)
     resp_free(&r);
 }
 
+/* 1 when a slot of the node is RUNNING with at least one token out. */
+static int generating(void)
+{
+    struct gw_segment seg;
+    char path[256], err[256];
+    snprintf(path, sizeof(path), "%s/state/ledger", S.dir);
+    if (gw_segment_attach(&seg, path, err, sizeof(err)) != 0)
+        return 0;
+    int running = 0;
+    for (uint32_t i = 0; i < seg.cfg.slots; i++) {
+        struct gw_slot_ref ref;
+        struct gw_run_view run;
+        if (gw_slot_peek(&seg, i, &ref) == GW_SLOT_RUNNING) {
+            gw_run_read(&seg, i, &run);
+            running |= run.tokens > 0;
+        }
+    }
+    gw_segment_close(&seg);
+    return running;
+}
+
+/* The sum of a family's per-tenant values in one answer. */
+static uint64_t family_sum(const char *text, const char *family)
+{
+    char pre[128];
+    snprintf(pre, sizeof(pre), "\n%s{tenant=\"", family);
+    uint64_t sum = 0;
+    for (const char *p = strstr(text, pre); p; p = strstr(p + 1, pre))
+        sum += strtoull(strstr(p, "} ") + 2, NULL, 10);
+    return sum;
+}
+
+/* A worker SIGKILLed while it generates for "happy": the repair requeues
+ * the request, a new worker finishes it, and the tenants' tokens still add
+ * up to the node's (both are counted where a generation ends, by the
+ * worker that ends it); happy's equal what its client was told. */
+static void test_worker_killed_mid_generation_keeps_tenant_sums(void **state)
+{
+    (void)state;
+    char *tok = svc_token(&S, "happy", 600);
+    char req[1024];
+    const char *body = "{\"prompt\": \"Tell me a long story about the sea\", \"max_tokens\": 200}";
+    snprintf(req, sizeof(req),
+             "POST /v1/generate HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+             "Content-Type: application/json\r\nAuthorization: Bearer %s\r\n"
+             "Content-Length: %zu\r\n\r\n%s",
+             tok, strlen(body), body);
+    free(tok);
+    int killed = 0, sent = 0;
+    uint64_t happy_usage = 0;
+    for (int attempt = 0; attempt < 5 && !killed; attempt++) {
+        pid_t w = svc_worker_pid(&S);
+        assert_true(w > 0);
+        int fd = svc_connect(&S);
+        assert_true(fd >= 0);
+        send_all(fd, req, strlen(req));
+        sent++;
+        for (uint64_t end = svc_now_ms() + SVC_DEADLINE_MS; !killed && svc_now_ms() < end;) {
+            struct pollfd p = {.fd = fd, .events = POLLIN};
+            if (poll(&p, 1, 0) == 1)
+                break; /* answered before we saw it run: again */
+            if (generating())
+                killed = kill(w, SIGKILL) == 0;
+            else
+                usleep(2000);
+        }
+        struct resp r;
+        assert_int_equal(svc_read(fd, &r, SVC_DEADLINE_MS), 0);
+        close(fd);
+        assert_int_equal(r.status, 200);
+        json_error_t je;
+        json_t *b = json_loads(r.body, 0, &je);
+        assert_non_null(b);
+        happy_usage += (uint64_t)json_integer_value(
+            json_object_get(json_object_get(b, "usage"), "completion_tokens"));
+        json_decref(b);
+        resp_free(&r);
+    }
+    assert_true(killed);
+    char auth[128];
+    snprintf(auth, sizeof(auth), "Authorization: Bearer %s\r\n", TOKEN);
+    struct resp r;
+    assert_int_equal(http_port(metrics_port, "GET", "/metrics", auth, &r), 0);
+    assert_int_equal(family_sum(r.body, "gpuwarden_tenant_generated_tokens_total"),
+                     value_of(r.body, "gpuwarden_generated_tokens_total"));
+    assert_int_equal(value_of(r.body, "gpuwarden_tenant_admitted_total{tenant=\"other\"}"),
+                     50 + (uint64_t)sent);
+    resp_free(&r);
+    json_t *top = ask("{\"cmd\":\"tenant.top\",\"by\":\"gpu_time\"}\n");
+    size_t i;
+    json_t *t;
+    json_array_foreach (json_object_get(top, "tenants"), i, t) {
+        if (strcmp(json_string_value(json_object_get(t, "tenant")), "happy") != 0)
+            continue;
+        assert_int_equal(json_integer_value(json_object_get(t, "admitted")), sent);
+        /* the continued request's tokens, replayed ones included, once */
+        assert_int_equal(json_integer_value(json_object_get(t, "output_tokens")), happy_usage);
+    }
+    json_decref(top);
+}
+
 /* ------------------------------------------------------------- node B */
 
 static int setup_b(void **state)
@@ -439,6 +541,7 @@ int main(void)
         cmocka_unit_test(test_metrics_listener_serves_metrics_only_and_needs_the_token),
         cmocka_unit_test(test_top_lists_unlisted_tenants_from_the_ledger),
         cmocka_unit_test(test_counters_survive_a_master_restart),
+        cmocka_unit_test(test_worker_killed_mid_generation_keeps_tenant_sums),
     };
     const struct CMUnitTest b[] = {
         cmocka_unit_test(test_guard_kills_land_on_their_tenant),

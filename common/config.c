@@ -336,9 +336,9 @@ static void set_defaults(struct gw_config *cfg, const char *name)
 static void check_all(struct gw_cfg_cx *c, json_t *root, struct gw_config *cfg)
 {
     static const char *const keys[] = {
-        "listen", "fronts",  "workers", "state_dir",    "segment", "model", "http", "auth",
-        "ip",     "global",  "plans",   "default_plan", "tenants", "admin", "cost", "watchdog",
-        "log",    "cluster", NULL};
+        "listen", "fronts",   "workers", "state_dir", "segment",      "model",   "http",
+        "auth",   "ip",       "global",  "plans",     "default_plan", "tenants", "admin",
+        "cost",   "watchdog", "log",     "cluster",   "metrics",      NULL};
     gw__cfg_check_keys(c, root, "", keys);
     parse_listen(c, root, cfg);
     gw__cfg_get_int(c, root, "", "fronts", 1, 64, &cfg->fronts);
@@ -359,6 +359,7 @@ static void check_all(struct gw_cfg_cx *c, json_t *root, struct gw_config *cfg)
     gw__cfg_parse_watchdog(c, root, cfg);
     parse_log(c, root, cfg);
     gw__cfg_parse_cluster(c, root, cfg);
+    gw__cfg_parse_metrics(c, root, cfg);
 
     /* Every configured tenant and the global account hold a budget record
      * from their first request on; unknown tenants on the default plan need

@@ -13,6 +13,7 @@
  *   config_jwks.c     auth.jwks_file: public keys as a JSON Web Key Set
  *   config_net.c      the ip section's trusted proxies and IPv6 prefix
  *   config_cluster.c  the farm: Redis, the node's name, leases, fail modes
+ *   config_metrics.c  /metrics: its own listener, its bearer token, top-N tenants
  *   config_watchdog.c the watchdog's limits, the output guard's rules and
  *                     the unbounded-request patterns
  *   config_farm.c     a plan's "farming" object (prompt-farming detection)
@@ -122,6 +123,8 @@ void gw__cfg_parse_watchdog(struct gw_cfg_cx *c, json_t *root, struct gw_config 
  * its own "unbounded_patterns" into cfg->unb_lists. */
 /* config_cluster.c: the "cluster" section (after the plans: it names them) */
 void gw__cfg_parse_cluster(struct gw_cfg_cx *c, json_t *root, struct gw_config *cfg);
+/* config_metrics.c: the "metrics" section (after "listen": it must differ) */
+void gw__cfg_parse_metrics(struct gw_cfg_cx *c, json_t *root, struct gw_config *cfg);
 
 void gw__cfg_plan_watchdog(struct gw_cfg_cx *c, json_t *o, const char *p, struct gw_wd_limits *l);
 

@@ -33,6 +33,8 @@ int gw_fds_format(const struct gw_fds *fds, char *buf, size_t len)
         rc = put_list(buf, len, &at, "work", &fds->work, 1);
     if (rc == 0)
         rc = put_list(buf, len, &at, "fronts", fds->fronts, fds->n_fronts);
+    if (rc == 0 && fds->metrics >= 0)
+        rc = put_list(buf, len, &at, "metrics", &fds->metrics, 1);
     return rc;
 }
 
@@ -68,6 +70,7 @@ int gw_fds_parse(const char *text, struct gw_fds *fds, char *err, size_t errlen)
 {
     memset(fds, 0, sizeof(*fds));
     fds->work = -1;
+    fds->metrics = -1;
     if (!text) {
         snprintf(err, errlen, "GW_FDS is not set (children are started by the gpuwarden master)");
         return -EINVAL;
@@ -88,6 +91,8 @@ int gw_fds_parse(const char *text, struct gw_fds *fds, char *err, size_t errlen)
                             errlen);
         else if (kl == 4 && !memcmp(p, "work", 4))
             rc = parse_list(eq + 1, vl, &fds->work, 1, &one, "work", err, errlen);
+        else if (kl == 7 && !memcmp(p, "metrics", 7))
+            rc = parse_list(eq + 1, vl, &fds->metrics, 1, &one, "metrics", err, errlen);
         else if (kl == 6 && !memcmp(p, "fronts", 6))
             rc = parse_list(eq + 1, vl, fds->fronts, GW_MAX_FRONTS, &fds->n_fronts, "fronts", err,
                             errlen);

@@ -460,4 +460,20 @@ struct gw_cluster_cell {
 _Static_assert(sizeof(struct gw_cluster_cell) == 128, "cluster cell layout");
 _Static_assert(_Alignof(struct gw_cluster_cell) == 8, "cluster cell alignment");
 
+/* ------------------------------------------------------- tenant counters */
+
+/* One tenant's counters (tstats.c), at the same index as the tenant
+ * account's budget record, in their own region after the cluster cells
+ * (layout 13). Monotonic words, each changed only by a relaxed fetch_add
+ * and read on its own: nothing to repair (tstats.c's opening). */
+struct gw_tstat_rec {
+    _Atomic uint64_t admitted;                   /* fronts: queued for a worker */
+    _Atomic uint64_t output_tokens;              /* workers: generated, at a job's end */
+    uint64_t pad[6];                             /* the counters start on a cache line */
+    _Atomic uint64_t refusals[GW_TSTAT_REASONS]; /* fronts: enum gw_refusal */
+    _Atomic uint64_t kills[GW_TSTAT_REASONS];    /* watchdog, output guard: enum gw_wd_reason */
+};
+_Static_assert(sizeof(struct gw_tstat_rec) == 320, "tenant counter record layout");
+_Static_assert(_Alignof(struct gw_tstat_rec) == 8, "tenant counter record alignment");
+
 #endif

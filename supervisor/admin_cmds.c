@@ -810,6 +810,7 @@ static const struct {
     {"requests", GW_ADMIN_OPERATOR, cmd_requests},
     {"tenant.list", GW_ADMIN_OPERATOR, cmd_tenant_list},
     {"tenant.show", GW_ADMIN_OPERATOR, cmd_tenant_show},
+    {"tenant.top", GW_ADMIN_OPERATOR, gw__admin_cmd_tenant_top},
     {"kill", GW_ADMIN_ADMIN, cmd_kill},
     {"tenant.set-limit", GW_ADMIN_ADMIN, cmd_tenant_set_limit},
     {"tenant.reset-budget", GW_ADMIN_ADMIN, cmd_tenant_reset_budget},
@@ -857,7 +858,7 @@ json_t *gw__admin_dispatch(struct gw_admin *a, const char *line, size_t len, int
                     *p = '?';
             r = fail("unknown_command",
                      "unknown command \"%s\"; commands: status, workers, requests, kill, "
-                     "tenant.list, tenant.show, tenant.set-limit, tenant.reset-budget, "
+                     "tenant.list, tenant.show, tenant.top, tenant.set-limit, tenant.reset-budget, "
                      "tenant.clear-farming, ban, unban, allow, unallow, net.list, drain, undrain, "
                      "reload, token.issue, token.revoke, cluster, apikey.create, apikey.list, "
                      "apikey.revoke",

@@ -66,4 +66,7 @@ json_t *gw__admin_cmd_apikey_revoke(struct gw_admin *a, json_t *req, uid_t uid);
 /* admin_cluster.c: `cluster`, the farm as this node sees it */
 json_t *gw__admin_cmd_cluster(struct gw_admin *a, json_t *req, uid_t uid);
 
+/* admin_tenants.c: `tenant.top`, every tenant the segment knows */
+json_t *gw__admin_cmd_tenant_top(struct gw_admin *a, json_t *req, uid_t uid);
+
 #endif

@@ -113,19 +113,30 @@ static json_t *build_drain(int argc, char **argv)
     return json_pack("{s:s,s:I}", "cmd", argv[0], "worker", (json_int_t)w);
 }
 
-/* top [N]: tenant.list, shown sorted by prompt-farming score (then by
- * ladder refusals, then by GPU time used), the first N rows (all: 0). */
-static long top_rows = -1; /* -1: not the top view */
-
+/* top [N] [--by KEY]: tenant.top, every tenant the segment knows (listed
+ * in the config or not), the daemon's order (prompt-farming score by
+ * default), the first N rows (all: 0). */
 static json_t *build_top(int argc, char **argv)
 {
     long long n = 0;
-    if (argc > 2 || (argc == 2 && uint_arg(argv[1], &n) != 0)) {
-        misuse("top: expected [N], the number of tenants to show", NULL);
+    const char *by = NULL;
+    int bad = 0;
+    for (int i = 1; i < argc && !bad; i++) {
+        if (!strcmp(argv[i], "--by") && i + 1 < argc)
+            by = argv[++i];
+        else if (n == 0 && uint_arg(argv[i], &n) == 0)
+            continue;
+        else
+            bad = 1;
+    }
+    if (bad) {
+        misuse("top: expected [N] [--by score|gpu_time|output_tokens|kills|refusals]", NULL);
         return NULL;
     }
-    top_rows = (long)n;
-    return json_pack("{s:s}", "cmd", "tenant.list");
+    json_t *r = json_pack("{s:s,s:I}", "cmd", "tenant.top", "limit", (json_int_t)n);
+    if (r && by)
+        json_object_set_new(r, "by", json_string(by));
+    return r;
 }
 
 /* ban and unban */
@@ -328,8 +339,9 @@ static const struct command {
      "  tenant reset-budget TENANT     give the tenant its whole budget back\n"
      "  tenant clear-farming TENANT    take the tenant off the prompt-farming ladder\n"},
     {"top", build_top,
-     "  top [N]                        tenants by prompt-farming score, farming refusals, GPU "
-     "time used\n"},
+     "  top [N] [--by score|gpu_time|output_tokens|kills|refusals]\n"
+     "                                 every tenant the ledger knows: farming score, admitted,\n"
+     "                                 refused, kills, output tokens, GPU time\n"},
     {"ban", build_ban,
      "  ban tenant|ip|cidr ID --ttl DURATION   (cidr: a range, e.g. 203.0.113.0/24)\n"},
     {"unban", build_ban, "  unban tenant|ip|cidr ID\n"},
@@ -512,56 +524,39 @@ static void table(json_t *rows, const struct col *cols, int n)
     }
 }
 
-static json_int_t farm_int(json_t *t, const char *k)
+static json_int_t int_of(json_t *o, const char *k)
 {
-    return json_integer_value(json_object_get(json_object_get(t, "farming"), k));
+    return json_integer_value(json_object_get(o, k));
 }
 
-static int top_cmp(const void *a, const void *b)
-{
-    json_t *x = *(json_t *const *)a, *y = *(json_t *const *)b;
-    json_int_t d = farm_int(y, "score") - farm_int(x, "score");
-    if (!d)
-        d = farm_int(y, "refused_total") - farm_int(x, "refused_total");
-    if (!d)
-        d = json_integer_value(json_object_get(json_object_get(y, "budget"), "used_us")) -
-            json_integer_value(json_object_get(json_object_get(x, "budget"), "used_us"));
-    return d > 0 ? 1 : d < 0 ? -1 : 0;
-}
-
+/* tenant.top's rows, in the daemon's order. LISTED: "-" for a tenant the
+ * config does not name (it came in on the default plan). */
 static void print_top(json_t *rows)
 {
-    size_t n = json_array_size(rows);
-    json_t **v = calloc(n ? n : 1, sizeof(*v));
-    if (!v)
-        return;
-    for (size_t i = 0; i < n; i++)
-        v[i] = json_array_get(rows, i);
-    qsort(v, n, sizeof(*v), top_cmp);
-    printf("%-24s %-10s %-9s %5s %5s %5s %7s %8s %8s %13s\n", "TENANT", "PLAN", "FARMING", "SCORE",
-           "NEAR%", "CV%", "STRIKES", "PROMPTS", "REFUSED", "BUDGET_USED_S");
-    for (size_t i = 0; i < n && (top_rows == 0 || i < (size_t)top_rows); i++) {
-        json_t *t = v[i], *f = json_object_get(t, "farming");
-        printf(
-            "%-24s %-10s %-9s %5" JSON_INTEGER_FORMAT " %5" JSON_INTEGER_FORMAT
-            " %5" JSON_INTEGER_FORMAT " %7" JSON_INTEGER_FORMAT " %8" JSON_INTEGER_FORMAT
-            " %8" JSON_INTEGER_FORMAT " %13.3f\n",
-            json_string_value(json_object_get(t, "tenant")),
-            json_string_value(json_object_get(json_object_get(t, "plan"), "name")),
-            json_is_true(json_object_get(f, "enabled"))
-                ? json_string_value(json_object_get(f, "level"))
-                : "off",
-            farm_int(t, "score"), farm_int(t, "near_pct"), farm_int(t, "cv_pct"),
-            farm_int(t, "strikes"), farm_int(t, "prompts"), farm_int(t, "refused_total"),
-            (double)json_integer_value(json_object_get(json_object_get(t, "budget"), "used_us")) /
-                1e6);
+    printf("%-24s %-6s %-10s %-9s %5s %8s %8s %8s %6s %10s %10s\n", "TENANT", "LISTED", "PLAN",
+           "FARMING", "SCORE", "ADMITTED", "REFUSED", "FARM_REF", "KILLS", "OUT_TOKENS", "GPU_S");
+    size_t i;
+    json_t *t;
+    json_array_foreach (rows, i, t) {
+        json_t *f = json_object_get(t, "farming"), *plan = json_object_get(t, "plan");
+        printf("%-24s %-6s %-10s %-9s %5" JSON_INTEGER_FORMAT " %8" JSON_INTEGER_FORMAT
+               " %8" JSON_INTEGER_FORMAT " %8" JSON_INTEGER_FORMAT " %6" JSON_INTEGER_FORMAT
+               " %10" JSON_INTEGER_FORMAT " %10.3f\n",
+               json_string_value(json_object_get(t, "tenant")),
+               json_is_true(json_object_get(t, "listed")) ? "yes" : "-",
+               json_is_string(plan) ? json_string_value(plan) : "-",
+               json_is_true(json_object_get(f, "enabled"))
+                   ? json_string_value(json_object_get(f, "level"))
+                   : "off",
+               int_of(f, "score"), int_of(t, "admitted"), int_of(t, "refusals_total"),
+               int_of(f, "refused_total"), int_of(t, "kills_total"), int_of(t, "output_tokens"),
+               (double)int_of(t, "used_us") / 1e6);
     }
-    free(v);
 }
 
 static void human(const char *cmd, json_t *r)
 {
-    if (top_rows >= 0 && !strcmp(cmd, "tenant.list")) {
+    if (!strcmp(cmd, "tenant.top")) {
         print_top(json_object_get(r, "tenants"));
         return;
     }

@@ -86,19 +86,6 @@ static uint64_t us_per_token(const struct front *f)
     return worst ? worst : (f->cfg->initial_us_per_token ? f->cfg->initial_us_per_token : 20000);
 }
 
-static void metrics(struct conn *c)
-{
-    struct front *f = c->front;
-    char *buf;
-    size_t len;
-    if (gw_metrics_render(&f->seg, &buf, &len) != 0) {
-        refuse_503(c, "overloaded", "out of memory");
-        return;
-    }
-    gw__conn_respond(c, 200, "text/plain; version=0.0.4", buf, len, NULL);
-    free(buf);
-}
-
 /* Run-time tenant limits (gpuwardenctl tenant set-limit): when the master
  * moved the epoch on, every listed tenant gets its plan from the file back
  * and then the overrides in the segment; one acquire load when nothing
@@ -220,6 +207,14 @@ static const uint64_t *tenant_remaining(const struct admission *a, uint64_t *rem
 /* Each step returns 0 to go on, or -1 once it has answered the client and
  * given back what it took itself. */
 
+/* A refusal once the tenant's account is known (from step 3 on): the
+ * node's counter and the tenant's (per-tenant /metrics, gpuwardenctl top). */
+static void refused(struct admission *a, int reason)
+{
+    gw_metrics_refusal(a->seg, reason);
+    gw_tstat_refusal(a->seg, a->tenant, reason);
+}
+
 /* 1. the client address, before anything costs us */
 static int admit_address(struct admission *a)
 {
@@ -325,14 +320,14 @@ static int admit_rates(struct admission *a)
         return -1;
     }
     if (gw_ledger_banned_until(seg, a->tenant, a->now)) {
-        gw_metrics_refusal(seg, GW_REF_BANNED);
+        refused(a, GW_REF_BANNED);
         gw__conn_error(c, 403, "permission_error", "banned", "this tenant is banned", NULL, NULL);
         return -1;
     }
     int n = window_items(a->items, 0, a->tenant, a->plan);
     n = window_items(a->items, n, a->global, &a->cfg->global);
     if (n > 0 && (rc = gw_ledger_admit(seg, a->items, n, a->now, &retry)) != 0) {
-        gw_metrics_refusal(seg, rc == GW_EREFUSED ? GW_REF_TENANT_RATE : GW_REF_OVERLOADED);
+        refused(a, rc == GW_EREFUSED ? GW_REF_TENANT_RATE : GW_REF_OVERLOADED);
         if (rc == GW_EREFUSED)
             refuse_429(c, "tenant", a->plan, NULL, "rate_limited",
                        "rate limit reached for this tenant", retry);
@@ -388,7 +383,7 @@ static int admit_pressure(struct admission *a)
         uint64_t gleft = gw_ledger_budget_left(a->seg, a->global, &cfg->global.budget, a->now);
         uint64_t tleft = gw_ledger_budget_left(a->seg, a->tenant, &plan->budget, a->now);
         if (gleft < cfg->global.budget.amount_us / 4 && tleft < plan->budget.amount_us / 2) {
-            gw_metrics_refusal(a->seg, GW_REF_BUDGET);
+            refused(a, GW_REF_BUDGET);
             uint64_t rem[GW_RATE_CELLS];
             refuse_429(a->c, "tenant", plan, tenant_remaining(a, rem), "budget_exhausted",
                        "the node is short of GPU time and this tenant has used most of its budget",
@@ -407,7 +402,7 @@ static int admit_slot(struct admission *a)
     const struct gw_plan *plan = a->plan;
     if (gw_ledger_inflight_take(seg, a->tenant,
                                 plan->max_inflight ? plan->max_inflight : UINT64_MAX) != 0) {
-        gw_metrics_refusal(seg, GW_REF_CONCURRENCY);
+        refused(a, GW_REF_CONCURRENCY);
         uint64_t rem[GW_RATE_CELLS];
         refuse_429(a->c, "tenant", plan, tenant_remaining(a, rem), "too_many_concurrent",
                    "too many requests in flight for this tenant", 1000000);
@@ -415,7 +410,7 @@ static int admit_slot(struct admission *a)
     }
     if (gw_slot_claim(seg, &a->ref) != 0) {
         gw_ledger_inflight_put(seg, a->tenant);
-        gw_metrics_refusal(seg, GW_REF_OVERLOADED);
+        refused(a, GW_REF_OVERLOADED);
         refuse_503(a->c, "overloaded", "every request slot is busy");
         return -1;
     }
@@ -454,7 +449,7 @@ static int admit_money(struct admission *a)
     }
     if (rc != 0) {
         abandon(a->f, a->ref, GW_SLOT_ADMITTED);
-        gw_metrics_refusal(seg, rc == GW_EREFUSED ? GW_REF_BUDGET : GW_REF_OVERLOADED);
+        refused(a, rc == GW_EREFUSED ? GW_REF_BUDGET : GW_REF_OVERLOADED);
         uint64_t rem[GW_RATE_CELLS];
         if (rc == GW_EREFUSED)
             refuse_429(a->c, "tenant", plan, tenant_remaining(a, rem), "budget_exhausted",
@@ -477,7 +472,7 @@ static struct job *admit_job(struct admission *a)
     struct job *j = calloc(1, sizeof(*j));
     if (!j) {
         abandon(f, a->ref, GW_SLOT_ADMITTED);
-        gw_metrics_refusal(a->seg, GW_REF_OVERLOADED);
+        refused(a, GW_REF_OVERLOADED);
         refuse_503(c, "overloaded", "out of memory");
         return NULL;
     }
@@ -492,7 +487,7 @@ static struct job *admit_job(struct admission *a)
         /* the slot is ADMITTED and ours until we move it: cannot happen */
         free(j);
         abandon(f, a->ref, GW_SLOT_ADMITTED);
-        gw_metrics_refusal(a->seg, GW_REF_OVERLOADED);
+        refused(a, GW_REF_OVERLOADED);
         refuse_503(c, "overloaded", "the request slot was lost");
         return NULL;
     }
@@ -523,10 +518,11 @@ static void admit_queue(struct admission *a, struct job *j)
         gw_queue_push(seg, a->ref) != 0) {
         abandon(f, a->ref, gw_slot_state(seg, a->ref));
         free(j);
-        gw_metrics_refusal(seg, GW_REF_OVERLOADED);
+        refused(a, GW_REF_OVERLOADED);
         refuse_503(c, "overloaded", "the request queue is full");
         return;
     }
+    gw_tstat_admitted(seg, a->tenant);
     uint64_t one = 1;
     if (write(f->fds->work, &one, sizeof(one)) < 0)
         flog(f, "work eventfd: %s", strerror(errno));
@@ -640,6 +636,7 @@ void gw__front_request(struct conn *c)
     int st = gw_route_match(method, c->url, c->url_len, &route, &allow);
     if (st == 0)
         c->route = (int)route;
+    st = gw__front_listener_route(c, st);
     if (st == 404) {
         gw__conn_error(c, 404, "invalid_request_error", "not_found", "no such route", NULL, NULL);
         return;
@@ -672,7 +669,7 @@ void gw__front_request(struct conn *c)
         return;
     }
     case GW_ROUTE_METRICS:
-        metrics(c);
+        gw__front_metrics(c);
         return;
     case GW_ROUTE_MODELS:
         models(c);
@@ -695,6 +692,8 @@ static void close_listeners(struct front *f)
     for (int i = 0; i < f->n_listeners; i++)
         if (!uv_is_closing((uv_handle_t *)&f->listeners[i]))
             uv_close((uv_handle_t *)&f->listeners[i], NULL);
+    if (f->has_metrics && !uv_is_closing((uv_handle_t *)&f->metrics_listener))
+        uv_close((uv_handle_t *)&f->metrics_listener, NULL);
 }
 
 static void on_wake(uv_poll_t *p, int status, int events)
@@ -832,6 +831,16 @@ int gw_front_main(const char *config_path, int index, const struct gw_fds *fds)
             return 111;
         }
         f.n_listeners++;
+    }
+    if (fds->metrics >= 0) { /* metrics.listen: /metrics alone (front_metrics.c) */
+        uv_tcp_init(f.loop, &f.metrics_listener);
+        f.metrics_listener.data = &f;
+        if (uv_tcp_open(&f.metrics_listener, fds->metrics) != 0 ||
+            uv_listen((uv_stream_t *)&f.metrics_listener, 128, gw__front_on_connection) != 0) {
+            gw_logf(GW_LOG_ERR, who, NULL, 0, "cannot listen on descriptor %d", fds->metrics);
+            return 111;
+        }
+        f.has_metrics = 1;
     }
     gw__front_mark_proxy_listeners(&f);
     uv_poll_init(f.loop, &f.wake, fds->fronts[index]);

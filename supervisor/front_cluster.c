@@ -22,6 +22,7 @@ static void answer_denied(struct admission *a, uint64_t retry_us)
     char hdr[64];
     snprintf(hdr, sizeof(hdr), "Retry-After: %" PRIu64 "\r\n", (retry_us + 999999) / 1000000);
     gw_metrics_refusal(a->seg, GW_REF_TENANT_RATE);
+    gw_tstat_refusal(a->seg, a->tenant, GW_REF_TENANT_RATE);
     gw__conn_error(a->c, 429, "rate_limit_error", "rate_limited",
                    "rate limit reached for this tenant across the farm", NULL, hdr);
 }

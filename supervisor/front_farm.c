@@ -62,6 +62,7 @@ int gw__front_farming(struct conn *c, struct front *f, const struct gw_plan *pla
     if (!v.refuse && !v.throttled)
         return 0;
     gw_metrics_refusal(&f->seg, GW_REF_FARMING);
+    gw_tstat_refusal(&f->seg, tenant, GW_REF_FARMING);
     char hdr[64], msg[200];
     snprintf(hdr, sizeof(hdr), "Retry-After: %" PRIu64 "\r\n", (v.retry_us + 999999) / 1000000);
     if (v.refuse) {
@@ -89,6 +90,7 @@ int gw__front_output_quota(struct conn *c, struct front *f, const struct gw_plan
     if (gw_outq_check(&f->seg, tenant, &plan->output, now, &left, &retry) != GW_EREFUSED)
         return 0;
     gw_metrics_refusal(&f->seg, GW_REF_OUTPUT);
+    gw_tstat_refusal(&f->seg, tenant, GW_REF_OUTPUT);
     char hdr[64];
     snprintf(hdr, sizeof(hdr), "Retry-After: %" PRIu64 "\r\n", (retry + 999999) / 1000000);
     gw__conn_error(c, 429, "rate_limit_error", "output_tokens_exhausted",

@@ -37,6 +37,7 @@ struct conn {
     uint8_t *proxy_buf; /* GW_PROXY_V2_MAX bytes while waiting, else NULL */
     size_t proxy_len;
     uint8_t conn_counted;    /* counted in the front's per-address table (front_addr.c) */
+    uint8_t metrics_conn;    /* accepted on metrics.listen's socket (front_metrics.c) */
     struct gw_addr conn_key; /* ... under this key */
     char field_name[64];
     size_t field_len;
@@ -80,6 +81,8 @@ struct front {
     uv_loop_t *loop;
     uv_tcp_t listeners[GW_MAX_LISTEN];
     int n_listeners;
+    uv_tcp_t metrics_listener; /* metrics.listen (fds->metrics), when has_metrics */
+    int has_metrics;
     uv_poll_t wake;
     uv_signal_t sigterm, sigint, sighup;
     uv_timer_t tick;
@@ -173,6 +176,14 @@ void gw__conn_on_timeout(uv_timer_t *t);
 
 /* front.c */
 void gw__front_request(struct conn *c); /* a complete request is in c */
+
+/* front_metrics.c: the route status st (gw_route_match's) as c's listener
+ * allows it: 404 for anything but /metrics on metrics.listen's socket, and
+ * for /metrics on the public ones when metrics.listen is set. */
+int gw__front_listener_route(struct conn *c, int st);
+/* GET /metrics: the bearer token when one is configured (401 otherwise),
+ * then the node's and the tenants' series. */
+void gw__front_metrics(struct conn *c);
 /* Admission from step 4 (the body) on. */
 void gw__front_generate_rest(struct admission *a);
 

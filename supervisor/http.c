@@ -661,7 +661,8 @@ void gw__front_on_connection(uv_stream_t *server, int status)
         gw__conn_close(c); /* at ip.connections_per_address: closed at once, costs nothing */
         return;
     }
-    int li = (int)((uv_tcp_t *)server - f->listeners);
+    c->metrics_conn = f->has_metrics && (uv_tcp_t *)server == &f->metrics_listener;
+    int li = c->metrics_conn ? -1 : (int)((uv_tcp_t *)server - f->listeners);
     if (li >= 0 && li < f->n_listeners && f->listener_proxy[li] &&
         !(c->proxy_buf = malloc(GW_PROXY_V2_MAX))) {
         gw__conn_close(c);

@@ -140,6 +140,23 @@ done:
     return rc;
 }
 
+/* metrics.listen: /metrics alone on its own address, served by every
+ * front (docs/CONFIG.md, "metrics"); opened here even under socket
+ * activation. */
+static int open_metrics_listener(struct master *m)
+{
+    char err[256];
+    if (!m->cfg->metrics.listen[0])
+        return 0;
+    if (open_listener(m->cfg->metrics.listen, &m->metrics_fd, err, sizeof(err)) != 0) {
+        say_err("metrics.%s", err);
+        return 1;
+    }
+    m->has_metrics = 1;
+    say("/metrics on %s", m->cfg->metrics.listen);
+    return 0;
+}
+
 /* The sockets systemd passed, or one per cfg->listen entry. */
 static int open_listeners(struct master *m)
 {
@@ -158,7 +175,7 @@ static int open_listeners(struct master *m)
         say("socket activation: %d listening socket%s from systemd (the config's \"listen\" is "
             "not used)",
             n, n == 1 ? "" : "s");
-        return 0;
+        return open_metrics_listener(m);
     }
     for (int i = 0; i < m->cfg->n_listen; i++) {
         char err[256];
@@ -170,7 +187,7 @@ static int open_listeners(struct master *m)
         m->listen[m->n_listen++] = fd;
         say("listening on %s", m->cfg->listen[i]);
     }
-    return 0;
+    return open_metrics_listener(m);
 }
 
 /* ------------------------------------------------------------- event loop */
@@ -338,6 +355,10 @@ static int reload(struct master *m, char *why, size_t whylen)
         NEED("listen");
         nc->n_listen = oc->n_listen;
         memcpy(nc->listen, oc->listen, sizeof(nc->listen));
+    }
+    if (strcmp(nc->metrics.listen, oc->metrics.listen) != 0) {
+        NEED("metrics.listen");
+        memcpy(nc->metrics.listen, oc->metrics.listen, sizeof(nc->metrics.listen));
     }
     /* lanes follow fronts + workers: reported as those, not as sizes. */
     struct gw_seg_config ns = nc->segment, os = oc->segment;
@@ -579,6 +600,8 @@ static void teardown(struct master *m)
     free(m->children);
     for (int i = 0; i < m->n_listen; i++)
         close(m->listen[i]);
+    if (m->has_metrics)
+        close(m->metrics_fd);
     if (m->work_efd >= 0)
         close(m->work_efd);
     for (int i = 0; i < m->n_fronts; i++)

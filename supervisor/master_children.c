@@ -213,12 +213,14 @@ static int spawn(struct master *m, struct child *c)
     char *argv[] = {exe, front ? "--front" : "--index", idx, "-c", m->config_path, NULL};
     char *agent_argv[] = {exe, "--cluster", "-c", m->config_path, NULL};
 
-    struct gw_fds fds = {.work = m->work_efd, .n_fronts = m->n_fronts};
-    int inherit[GW_MAX_LISTEN + 1 + GW_MAX_FRONTS], n_inherit = 0;
+    struct gw_fds fds = {.work = m->work_efd, .n_fronts = m->n_fronts, .metrics = -1};
+    int inherit[GW_MAX_LISTEN + 2 + GW_MAX_FRONTS], n_inherit = 0;
     if (front) {
         fds.n_listen = m->n_listen;
         for (int i = 0; i < m->n_listen; i++)
             inherit[n_inherit++] = fds.listen[i] = m->listen[i];
+        if (m->has_metrics)
+            inherit[n_inherit++] = fds.metrics = m->metrics_fd;
     }
     inherit[n_inherit++] = m->work_efd;
     for (int i = 0; i < m->n_fronts; i++)

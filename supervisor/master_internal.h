@@ -50,6 +50,8 @@ struct master {
     int seg_open;
     int n_listen;
     int listen[GW_MAX_LISTEN];
+    int has_metrics; /* metrics.listen is open: metrics_fd, passed to every front */
+    int metrics_fd;
     int work_efd;
     int n_fronts, n_workers;
     int front_efd[GW_MAX_FRONTS];

@@ -358,6 +358,9 @@ static void kill_start(struct gw_watchdog *wd, struct gw_slot_ref ref, int reaso
         return;
     }
     gw_kills_add(seg, reason);
+    struct gw_acct tenant;
+    if (gw_slot_tenant(seg, ref, &tenant) == 0)
+        gw_tstat_kill(seg, tenant, reason);
     struct gw_slot_req req;
     if (gw_slot_get_req(seg, ref, &req) < 0)
         memset(&req, 0, sizeof(req)); /* finished and released since the cancel */

@@ -128,6 +128,9 @@ static void guard_killed(struct gw_job *j)
     struct gw_worker *w = j->w;
     gw_slot_cancel(&w->seg, j->ref, GW_WD_CANCEL(GW_WD_OUTPUT_GUARD));
     gw_kills_add(&w->seg, GW_WD_OUTPUT_GUARD);
+    struct gw_acct tenant;
+    if (gw_slot_tenant(&w->seg, j->ref, &tenant) == 0)
+        gw_tstat_kill(&w->seg, tenant, GW_WD_OUTPUT_GUARD);
     char line[4096];
     size_t n = gw_audit_format(line, sizeof(line), gw_now_us(), &j->req, GW_WD_OUTPUT_GUARD,
                                j->tokens, (gw_mono_ns() - j->started_ns), j->out, j->written);
@@ -392,6 +395,9 @@ static void job_end(struct gw_worker *w, struct gw_job *j)
      * that asks /metrics after its answer finds its request counted. */
     uint64_t end_ns = gw_mono_ns();
     gw_metrics_add(&w->seg, GW_MC_TOKENS, j->tokens);
+    struct gw_acct tenant; /* the tenant's share of the same count */
+    if (gw_slot_tenant(&w->seg, j->ref, &tenant) == 0)
+        gw_tstat_tokens(&w->seg, tenant, j->tokens);
     if (j->tokens >= 2 && j->first_ns && !j->resumed)
         gw_metrics_observe(&w->seg, GW_MH_TPOT, (end_ns - j->first_ns) / (j->tokens - 1));
     /* acq_rel (in gw_slot_move): the output, run record and charges above

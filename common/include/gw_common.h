@@ -28,5 +28,6 @@
 #include "gw_common/access.h"
 #include "gw_common/farm.h"
 #include "gw_common/cluster.h"
+#include "gw_common/tstats.h"
 
 #endif /* GW_COMMON_H */

@@ -540,4 +540,28 @@ int gw_watchdog_reopen(struct gw_watchdog *wd, const struct gw_config *cfg);
  * malloc'd (the caller frees it). 0 or -ENOMEM. */
 int gw_metrics_render(const struct gw_segment *seg, char **out, size_t *len);
 
+/* metrics_tenants.c: every tenant the segment knows (its accounts, not
+ * the config's list), one row per label. */
+#define GW_TENANT_LABEL_MAX 48 /* a display id (GW_ID_MAX bytes) + NUL, with room */
+struct gw_tenant_row {
+    char label[GW_TENANT_LABEL_MAX]; /* display id, valid UTF-8, control bytes as '?' */
+    struct gw_acct acct;             /* the (first) account behind it */
+    uint32_t accounts;               /* accounts merged into this row (same label) */
+    struct gw_tstat st;              /* admitted, refusals, kills, output tokens */
+    uint64_t used_us;                /* device time charged, ever (gw_ledger_money) */
+    uint32_t score;                  /* the last prompt-farming score (merged: the highest) */
+    int level;                       /* enum gw_farm_level now (merged: the highest) */
+    uint64_t farm_refused;           /* requests the farming ladder refused, ever */
+    uint64_t prompts;                /* prompts the farming record saw, ever */
+};
+/* *out (malloc'd, with one spare entry after the n rows) sorted by label.
+ * 0 or -ENOMEM. */
+int gw_tenant_rows(const struct gw_segment *seg, uint64_t now_us, struct gw_tenant_row **out,
+                   size_t *n);
+/* The per-tenant families (gpuwarden_tenant_*) as Prometheus text: the
+ * top mc->tenants_top rows by mc->tenants_by, then tenant="other" for the
+ * rest (always present). *out is malloc'd. 0 or -ENOMEM. */
+int gw_metrics_render_tenants(const struct gw_segment *seg, const struct gw_metrics_cfg *mc,
+                              char **out, size_t *len);
+
 #endif

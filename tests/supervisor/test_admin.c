@@ -464,7 +464,7 @@ static void test_bad_input_gets_exact_errors(void **state)
     expect_line("{\"cmd\":\"frobnicate\"}\n",
                 "{\"ok\":false,\"error\":{\"code\":\"unknown_command\",\"message\":\"unknown "
                 "command \\\"frobnicate\\\"; commands: status, workers, requests, kill, "
-                "tenant.list, tenant.show, tenant.set-limit, tenant.reset-budget, "
+                "tenant.list, tenant.show, tenant.top, tenant.set-limit, tenant.reset-budget, "
                 "tenant.clear-farming, ban, unban, allow, unallow, net.list, drain, undrain, "
                 "reload, token.issue, token.revoke, cluster, apikey.create, apikey.list, "
                 "apikey.revoke\"}}");

@@ -35,9 +35,15 @@ static void test_rules_name_only_exported_metrics(void **state)
 {
     (void)state;
     struct fx *f = fx_open(NULL);
-    char *text = NULL;
-    size_t len = 0;
-    assert_int_equal(gw_metrics_render(&f->seg, &text, &len), 0);
+    char *node = NULL, *ten = NULL, *text = NULL;
+    size_t len = 0, tlen = 0;
+    assert_int_equal(gw_metrics_render(&f->seg, &node, &len), 0);
+    /* and the per-tenant families, as a front appends them */
+    struct gw_metrics_cfg mc = {.tenants_top = 20, .tenants_by = GW_MT_BY_GPU};
+    assert_int_equal(gw_metrics_render_tenants(&f->seg, &mc, &ten, &tlen), 0);
+    assert_true(asprintf(&text, "%s%s", node, ten) > 0);
+    free(node);
+    free(ten);
     const char *rules = read_rules();
     int names = 0;
     for (const char *p = strstr(rules, "gpuwarden_"); p; p = strstr(p + 1, "gpuwarden_")) {
@@ -70,7 +76,7 @@ static void test_rules_name_only_exported_metrics(void **state)
             }
         }
     }
-    assert_int_equal(names, 11); /* the eight rules name eleven series */
+    assert_int_equal(names, 12); /* the nine rules name twelve series */
     free(text);
     fx_close(f);
 }

@@ -168,9 +168,18 @@ static void test_metrics_same_from_every_front_and_the_segment(void **state)
     snprintf(path, sizeof(path), "%s/state/ledger", S.dir);
     assert_int_equal(gw_segment_attach(&seg, path, err, sizeof(err)), 0);
     assert_int_equal(gw_metrics_render(&seg, &text, &len), 0);
-    char *c = counters_only(text);
+    /* then the per-tenant series, under the config's defaults (top 20 by
+     * GPU time) as a front appends them */
+    struct gw_metrics_cfg mc = {.tenants_top = 20, .tenants_by = GW_MT_BY_GPU};
+    char *ten, *all;
+    size_t tlen;
+    assert_int_equal(gw_metrics_render_tenants(&seg, &mc, &ten, &tlen), 0);
+    assert_true(asprintf(&all, "%s%s", text, ten) > 0);
+    char *c = counters_only(all);
     assert_string_equal(c, first);
     free(c);
+    free(all);
+    free(ten);
     free(text);
     gw_segment_close(&seg);
     free(first);

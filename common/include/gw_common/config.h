@@ -247,6 +247,19 @@ struct gw_cluster_cfg {
  * cluster.fail_mode). */
 int gw_cluster_fail_mode(const struct gw_cluster_cfg *cl, const char *plan);
 
+/* "metrics" (config_metrics.c; docs/CONFIG.md, "metrics"): where GET
+ * /metrics is served and what it shows. */
+#define GW_METRICS_TOKEN_MAX 257 /* bytes of a bearer token + NUL */
+#define GW_METRICS_TOP_MAX 1000  /* tenants_top at most */
+enum gw_metrics_by { GW_MT_BY_GPU = 0, GW_MT_BY_REFUSALS = 1 };
+struct gw_metrics_cfg {
+    char listen[64];                  /* "host:port" of its own listener; "" = the public ones */
+    char token[GW_METRICS_TOKEN_MAX]; /* from bearer_token_file; token_len 0 = none asked */
+    size_t token_len;
+    uint32_t tenants_top; /* tenants with their own series (0: only "other"), default 20 */
+    int tenants_by;       /* enum gw_metrics_by: which tenants are the top, default GPU time */
+};
+
 struct gw_config {
     char path[256];
     /* listening */
@@ -348,6 +361,7 @@ struct gw_config {
     int n_farm_prefixes; /* plans' and tenants' "farming.ignore_prefix" lists */
     struct gw_farm_prefixes *farm_prefixes;
     struct gw_cluster_cfg cluster; /* "cluster": the farm's shared budgets (config_cluster.c) */
+    struct gw_metrics_cfg metrics; /* "metrics": its listener, credential, per-tenant series */
 };
 
 /* Loads and checks `path`. On failure returns -EINVAL and writes every

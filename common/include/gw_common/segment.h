@@ -41,7 +41,9 @@
                       * 13: the API keys file's generation (apikey_gen.c)                          \
                       * after the cluster region, then the                                         \
                       * exact moving windows' logs (moving.c); the                                 \
-                      * widths word's lanes carry the form */
+                      * widths word's lanes carry the form; then the                               \
+                      * per-tenant counters (tstats.c, one record per                              \
+                      * budget record) */
 #define GW_PROBE 16  /* accounts live within 16 entries of home */
 #define GW_ID_MAX 40 /* bytes of account id kept for display */
 
@@ -62,6 +64,7 @@ struct gw_apikey_area;
 struct gw_mvlog;
 struct gw_lenest_rec;
 struct gw_farm_rec;
+struct gw_tstat_rec;
 
 /* A process's view of the mapped segment. Not shared itself. */
 struct gw_segment {
@@ -91,6 +94,7 @@ struct gw_segment {
     struct gw_cluster_cell *cl_cells; /* one per budget record (cluster.c) */
     struct gw_apikey_area *apikeys;   /* the API keys file's generation (apikey_gen.c) */
     struct gw_mvlog *mvlog;           /* exact moving windows' logs (moving.c) */
+    struct gw_tstat_rec *tstats;      /* per-tenant counters, one per budget record (tstats.c) */
 };
 
 /* Opens `path`, creating it (mode 0600) with `cfg` when it does not exist.
@@ -848,6 +852,7 @@ struct gw_fds {
     int work;
     int n_fronts;
     int fronts[GW_MAX_FRONTS];
+    int metrics; /* metrics.listen's socket (fronts only), -1 none */
 };
 
 /* GW_FDS text for fds (into buf); -ENOSPC when it does not fit. */

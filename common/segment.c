@@ -24,7 +24,7 @@ struct layout {
     uint64_t off_nets;                /* address-range rules, after the farming records */
     uint64_t off_ovf;                 /* overflow buckets, after the rules (overflow.c) */
     uint64_t off_jti;                 /* revoked JWT ids, after the buckets (jti.c) */
-    uint64_t off_cluster;             /* after the limits: area, then budgets x cells */
+    uint64_t off_cluster; /* after the limits: area, names, budgets x rate cells, x GPU cells */
     uint64_t budget_stride, slot_stride;
 };
 
@@ -85,7 +85,9 @@ static int layout_of(const struct gw_seg_config *c, struct layout *l, char *err,
     l->off_jti = ALIGN64(l->off_ovf + gw__ovf_area_bytes());
     l->off_cluster = ALIGN64(l->off_jti + gw__jti_area_bytes());
     l->total = ALIGN64(l->off_cluster + sizeof(struct gw_cluster_area) +
-                       (uint64_t)c->budgets * sizeof(struct gw_cluster_cell));
+                       sizeof(struct gw_cluster_peers) +
+                       (uint64_t)c->budgets *
+                           (sizeof(struct gw_cluster_cell) + sizeof(struct gw_cluster_gpu)));
     return 0;
 }
 
@@ -111,8 +113,12 @@ static void bind_regions(struct gw_segment *seg, const struct layout *l)
     seg->ovf = (struct gw_ovf_area *)(seg->base + l->off_ovf);
     seg->jti = (struct gw_jti_area *)(seg->base + l->off_jti);
     seg->cluster = (struct gw_cluster_area *)(seg->base + l->off_cluster);
-    seg->cl_cells =
-        (struct gw_cluster_cell *)(seg->base + l->off_cluster + sizeof(struct gw_cluster_area));
+    uint64_t o = l->off_cluster + sizeof(struct gw_cluster_area);
+    seg->cl_peers = (struct gw_cluster_peers *)(seg->base + o);
+    o += sizeof(struct gw_cluster_peers);
+    seg->cl_cells = (struct gw_cluster_cell *)(seg->base + o);
+    o += (uint64_t)h->cfg.budgets * sizeof(struct gw_cluster_cell);
+    seg->cl_gpu = (struct gw_cluster_gpu *)(seg->base + o);
     seg->lenest = (struct gw_lenest_rec *)(seg->base + h->off_lenest);
     seg->farm = (struct gw_farm_rec *)(seg->base + l->off_farm);
     seg->budget_stride = h->budget_stride;

@@ -21,7 +21,7 @@
 
 #define GW_SEG_MAGIC "GWLEDGR" /* 7 chars + NUL = 8 bytes */
 #define GW_SEG_VERSION                                                                             \
-    12u              /* 3: account ban cell, lane drain word; 4: slot rep_max,                     \
+    13u              /* 3: account ban cell, lane drain word; 4: slot rep_max,                     \
                       * watchdog kill counters in the header; 5: learned                           \
                       * lengths region, 16 kill counters; 6: metrics and                           \
                       * limit-override areas after the learned lengths;                            \
@@ -37,7 +37,9 @@
                       * (overflow.c) and the revoked JWT ids (jti.c); an                           \
                       * account's last word is `widths`;                                           \
                       * 12: the cluster region (area + one cell per                                \
-                      * budget record) at the end */
+                      * budget record) at the end; 13: the cluster region's                        \
+                      * live-node names after its area, and a GPU lease                            \
+                      * cell per budget record after the rate cells */
 #define GW_PROBE 16  /* accounts live within 16 entries of home */
 #define GW_ID_MAX 40 /* bytes of account id kept for display */
 
@@ -54,6 +56,8 @@ struct gw_ovf_area;
 struct gw_jti_area;
 struct gw_cluster_area;
 struct gw_cluster_cell;
+struct gw_cluster_peers;
+struct gw_cluster_gpu;
 struct gw_lenest_rec;
 struct gw_farm_rec;
 
@@ -83,6 +87,8 @@ struct gw_segment {
     struct gw_jti_area *jti;          /* revoked JWT ids (jti.c) */
     struct gw_cluster_area *cluster;  /* the farm's state on this node (gw_cluster_*) */
     struct gw_cluster_cell *cl_cells; /* one per budget record (cluster.c) */
+    struct gw_cluster_peers *cl_peers; /* live nodes' names (cluster.c) */
+    struct gw_cluster_gpu *cl_gpu;     /* GPU-us leases, one per budget record (cluster_gpu.c) */
 };
 
 /* Opens `path`, creating it (mode 0600) with `cfg` when it does not exist.

@@ -31,21 +31,29 @@ static struct svc nodes[NODES];
 /* --------------------------------------------------------------- the nodes */
 
 /* The plans and tenants every node of the tests has: "ten" (10 per
- * minute), "shut" (fail_closed), "fair" (30 per hour), "big" and "spare"
- * (100 per hour). */
+ * minute), "shut" (fail_closed), "fair" (30 per hour), "big" (100 per hour
+ * and 100 GPU-seconds per hour), "spare" (100 per hour); GPU budgets only:
+ * "gpu" (1 GPU-second per hour, the bound's test), "gshut" (fail_closed)
+ * and "gfair" (fail_open). */
 static const char plans[] =
     " \"plans\": {\n"
     "   \"ten\": {\"rate\": [\"10 per minute\"], \"max_tokens\": 1},\n"
     "   \"shut\": {\"rate\": [\"100 per minute\"], \"max_tokens\": 1},\n"
     "   \"fair\": {\"rate\": [\"30 per hour\"], \"max_tokens\": 1},\n"
-    "   \"big\": {\"rate\": [\"100 per hour\"], \"max_tokens\": 1},\n"
-    "   \"spare\": {\"rate\": [\"100 per hour\"], \"max_tokens\": 1}},\n"
+    "   \"big\": {\"rate\": [\"100 per hour\"], \"budget\": \"100 GPU-seconds per hour\",\n"
+    "     \"max_tokens\": 1},\n"
+    "   \"spare\": {\"rate\": [\"100 per hour\"], \"max_tokens\": 1},\n"
+    "   \"gpu\": {\"budget\": \"1 GPU-seconds per hour\", \"max_tokens\": 8},\n"
+    "   \"gshut\": {\"budget\": \"30 GPU-seconds per hour\", \"max_tokens\": 1},\n"
+    "   \"gfair\": {\"budget\": \"30 GPU-seconds per hour\", \"max_tokens\": 1}},\n"
     " \"tenants\": {\"ten\": {\"plan\": \"ten\"}, \"shut\": {\"plan\": \"shut\"},\n"
     "   \"fair\": {\"plan\": \"fair\"}, \"big\": {\"plan\": \"big\"},\n"
-    "   \"spare\": {\"plan\": \"spare\"}},\n";
-static const char cluster_extra[] = "\"wait_ms\": 5000, \"lease_ttl_ms\": 5000, "
-                                    "\"heartbeat_ms\": 1000, \"fail_mode\": \"fail_open\", "
-                                    "\"plans\": {\"shut\": \"fail_closed\"}";
+    "   \"spare\": {\"plan\": \"spare\"}, \"gpu\": {\"plan\": \"gpu\"},\n"
+    "   \"gshut\": {\"plan\": \"gshut\"}, \"gfair\": {\"plan\": \"gfair\"}},\n";
+static const char cluster_extra[] =
+    "\"wait_ms\": 5000, \"lease_ttl_ms\": 5000, "
+    "\"heartbeat_ms\": 1000, \"fail_mode\": \"fail_open\", "
+    "\"plans\": {\"shut\": \"fail_closed\", \"gshut\": \"fail_closed\"}";
 
 static void node_config(struct svc *s, int i, const char *redis_addr, const char *pass)
 {
@@ -57,7 +65,8 @@ static void cluster_status(const struct svc *s, struct gw_cl_status *st)
     assert_int_equal(farm_cluster_status(s, st), 0);
 }
 
-static const char body[] = "{\"model\":\"smollm2\",\"prompt\":\"Hi\",\"max_tokens\":1}";
+static const char body1[] = "{\"model\":\"smollm2\",\"prompt\":\"Hi\",\"max_tokens\":1}";
+static const char *body = body1;
 
 /* n requests of `tenant`, sent to the nodes in `which` round-robin, all on
  * their own connections before any answer is read (so they arrive within
@@ -189,12 +198,12 @@ static void test_ten_per_minute_round_robin_admits_exactly_ten(void **state)
     assert_int_equal(tokens, 10);
 }
 
-/* gpuwardenctl cluster --json on node 0, parsed. */
-static json_t *ctl_cluster(const struct svc *s)
+/* gpuwardenctl --json `args` on node s, parsed. */
+static json_t *ctl_json(const struct svc *s, const char *args)
 {
     char cmd[600];
-    snprintf(cmd, sizeof(cmd), "%s/gpuwardenctl -s %s/admin.sock --json cluster", GW_BIN_DIR,
-             s->dir);
+    snprintf(cmd, sizeof(cmd), "%s/gpuwardenctl -s %s/admin.sock --json %s", GW_BIN_DIR, s->dir,
+             args);
     FILE *p = popen(cmd, "r");
     assert_non_null(p);
     char out[65536];
@@ -204,8 +213,80 @@ static json_t *ctl_cluster(const struct svc *s)
     json_error_t je;
     json_t *r = json_loads(out, 0, &je);
     if (!r)
-        fail_msg("gpuwardenctl cluster: %s: %s", je.text, out);
+        fail_msg("gpuwardenctl %s: %s: %s", args, je.text, out);
     return r;
+}
+
+static json_t *ctl_cluster(const struct svc *s)
+{
+    return ctl_json(s, "cluster");
+}
+
+/* A tenant's money on node s (gpuwardenctl tenant show): GPU-us charged,
+ * and whether every reservation is settled (reserved = used + refunded). */
+static long tenant_used_us(const struct svc *s, const char *tenant, int *settled)
+{
+    char args[128];
+    snprintf(args, sizeof(args), "tenant show %s", tenant);
+    json_t *r = ctl_json(s, args), *b = json_object_get(r, "budget");
+    long used = (long)json_integer_value(json_object_get(b, "used_us"));
+    long reserved = (long)json_integer_value(json_object_get(b, "reserved_us"));
+    long refunded = (long)json_integer_value(json_object_get(b, "refunded_us"));
+    *settled = reserved == used + refunded;
+    json_decref(r);
+    return used;
+}
+
+/* One GPU-second per hour for tenant "gpu", shared by the three nodes: load
+ * round-robin on all three (12 requests at a time, 8 tokens each) until the
+ * farm refuses with budget_exhausted, and one round more. Farm-wide use,
+ * the sum of what the three ledgers charged, stays within the budget plus
+ * what it refilled meanwhile: the bound of docs/ARCHITECTURE.md with no
+ * lease outstanding when the load starts and no node dead. Every node took
+ * GPU leases; nothing was admitted fail-open. */
+static void test_gpu_budget_shared_by_three_nodes_stays_within_bound(void **state)
+{
+    (void)state;
+    static const char gbody[] =
+        "{\"model\":\"smollm2\",\"prompt\":\"Count from one to twenty.\",\"max_tokens\":8}";
+    body = gbody;
+    int all[NODES] = {0, 1, 2}, admitted = 0, refused = 0, rounds = 0, after = -1;
+    char refusal[512] = "";
+    uint64_t t0 = svc_now_ms();
+    while (rounds < 12 && after != 0) {
+        int ok, r429, r503, other;
+        burst("gpu", 12, all, NODES, &ok, &r429, &r503, &other, refusal, sizeof(refusal));
+        assert_int_equal(r503 + other, 0);
+        admitted += ok;
+        refused += r429;
+        rounds++;
+        if (refused > 0)
+            after = after < 0 ? 1 : after - 1;
+    }
+    body = body1;
+    double elapsed_s = (double)(svc_now_ms() - t0) / 1000.0;
+    assert_true(refused > 0);
+    assert_non_null(strstr(refusal, "\"code\":\"budget_exhausted\""));
+    long used[NODES], sum = 0;
+    for (int i = 0; i < NODES; i++) {
+        int settled = 0;
+        for (uint64_t end = svc_now_ms() + SVC_DEADLINE_MS; svc_now_ms() < end; usleep(50000))
+            if ((used[i] = tenant_used_us(&nodes[i], "gpu", &settled)), settled)
+                break;
+        assert_true(settled);
+        sum += used[i];
+        struct gw_cl_status st;
+        cluster_status(&nodes[i], &st);
+        assert_true(st.counters[GW_CLC_GPU_GRANTS] > 0);
+        assert_int_equal(st.counters[GW_CLC_GPU_OPEN_US], 0);
+    }
+    /* 1 GPU-second, plus the refill over the run (1 s per hour) */
+    long bound = 1000000 + (long)(elapsed_s * 1000000.0 / 3600.0) + 1;
+    print_message("gpu budget: %d admitted, %d refused in %d rounds (%.1f s); charged "
+                  "%ld + %ld + %ld = %ld GPU-us against a bound of %ld\n",
+                  admitted, refused, rounds, elapsed_s, used[0], used[1], used[2], sum, bound);
+    assert_true(sum <= bound);
+    assert_true(admitted > 0);
 }
 
 /* After the burst of the test before: node 0 sees Redis up, three live
@@ -219,6 +300,19 @@ static void test_ctl_cluster_shows_redis_nodes_and_leases(void **state)
     assert_string_equal(json_string_value(json_object_get(r, "node")), "node-0");
     assert_string_equal(json_string_value(json_object_get(r, "redis_state")), "up");
     assert_int_equal(json_integer_value(json_object_get(r, "live_nodes")), 3);
+    /* the live nodes by name, from their heartbeat keys (in any order) */
+    json_t *names = json_object_get(r, "nodes");
+    assert_int_equal(json_array_size(names), 3);
+    int named[NODES] = {0};
+    for (size_t k = 0; k < json_array_size(names); k++) {
+        const char *n = json_string_value(json_array_get(names, k));
+        assert_non_null(n);
+        assert_int_equal(strncmp(n, "node-", 5), 0);
+        assert_true(n[5] >= '0' && n[5] < '0' + NODES && n[6] == '\0');
+        named[n[5] - '0']++;
+    }
+    for (int i = 0; i < NODES; i++)
+        assert_int_equal(named[i], 1);
     json_t *c = json_object_get(r, "counters");
     struct gw_cl_status st;
     cluster_status(&nodes[0], &st);
@@ -655,6 +749,7 @@ int main(void)
     const struct CMUnitTest farm[] = {
         cmocka_unit_test(test_ten_per_minute_round_robin_admits_exactly_ten),
         cmocka_unit_test(test_ctl_cluster_shows_redis_nodes_and_leases),
+        cmocka_unit_test(test_gpu_budget_shared_by_three_nodes_stays_within_bound),
         cmocka_unit_test(test_stalled_agent_requests_follow_fail_mode_after_wait),
         cmocka_unit_test(test_killed_agent_is_restarted_and_leases_resume),
         cmocka_unit_test(test_dead_fronts_waiting_count_is_dropped),

@@ -4,8 +4,13 @@
  *
  *  - a tenant limited to 10 per minute sending round-robin to all three:
  *    exactly 10 admitted farm-wide;
- *  - Redis killed: the fail_closed plan answers 503 budget_unavailable, the
- *    fail_open plan admits its share (limit / live nodes) per node; no
+ *  - a GPU-second budget shared by the three under round-robin load: the
+ *    GPU-us their ledgers charged stay within the budget and the bound;
+ *  - a node SIGKILLed holding a request lease and a GPU lease: both
+ *    capacities return to the farm after the lease TTL;
+ *  - Redis killed: the fail_closed plans (request rate, GPU budget) answer
+ *    503 budget_unavailable, the fail_open plans admit their share (limit
+ *    or budget / live nodes) per node; no
  *    request waits past its deadline; Redis restarted: leases again, and the
  *    fail-open admissions are charged to Redis (reconciled);
  *  - bad peers: nothing listening, a wrong password, a server answering
@@ -27,6 +32,7 @@
 #define NODES 3
 
 static struct svc nodes[NODES];
+static long redis_gpu_available(const char *key, double seconds);
 
 /* --------------------------------------------------------------- the nodes */
 
@@ -500,10 +506,20 @@ static void test_redis_killed_plans_follow_their_fail_mode(void **state)
     assert_int_equal(ok, 10);
     assert_int_equal(r429, 5);
     assert_int_equal(r503 + other, 0);
+    /* the GPU lease's fail modes: gshut fails closed, gfair reserves from
+     * this node's third of its 30 GPU-seconds */
+    refusal[0] = '\0';
+    burst("gshut", 2, one, 1, &ok, &r429, &r503, &other, refusal, sizeof(refusal));
+    assert_int_equal(r503, 2);
+    assert_non_null(strstr(refusal, "\"code\":\"budget_unavailable\""));
+    burst("gfair", 3, one, 1, &ok, &r429, &r503, &other, NULL, 0);
+    assert_int_equal(ok, 3);
     struct gw_cl_status st;
     cluster_status(&nodes[0], &st);
     assert_int_equal(st.counters[GW_CLC_OPEN_ADMITS], 10);
-    assert_int_equal(st.counters[GW_CLC_CLOSED_REFUSALS], 5);
+    assert_int_equal(st.counters[GW_CLC_CLOSED_REFUSALS], 7);
+    assert_true(st.counters[GW_CLC_GPU_OPEN_US] > 0);
+    assert_int_equal(st.counters[GW_CLC_GPU_RECONCILED], 0);
     assert_true(log_has(&nodes[0], "connect: Connection refused; requests that need a lease "
                                    "follow their plan's fail mode"));
 }
@@ -525,6 +541,16 @@ static void test_redis_restarted_nodes_resume_and_reconcile(void **state)
             break;
     }
     assert_int_equal(st.counters[GW_CLC_RECONCILED], 10);
+    /* and gfair's fail-open reservations, charged to its farm-wide budget */
+    for (uint64_t end = svc_now_ms() + SVC_DEADLINE_MS; svc_now_ms() < end; usleep(20000)) {
+        cluster_status(&nodes[0], &st);
+        if (st.counters[GW_CLC_GPU_RECONCILED] == st.counters[GW_CLC_GPU_OPEN_US])
+            break;
+    }
+    assert_int_equal(st.counters[GW_CLC_GPU_RECONCILED], st.counters[GW_CLC_GPU_OPEN_US]);
+    long g = redis_gpu_available("gw:gpu:gfair:30000000/3600000000", 30);
+    assert_true(g >= 30000000 - (long)st.counters[GW_CLC_GPU_OPEN_US] &&
+                g < 30000000 - (long)st.counters[GW_CLC_GPU_OPEN_US] + 10000);
     /* and the farm-wide account saw them: 30 per hour, 10 spent there:
      * 20 more at most across the farm now */
     int all[NODES] = {0, 1, 2};
@@ -534,30 +560,50 @@ static void test_redis_restarted_nodes_resume_and_reconcile(void **state)
     assert_true(log_has(&nodes[0], ": back"));
 }
 
-/* What the farm-wide GCRA cell `key` admits now (Redis's clock), for a
- * window of `limit` per hour; -1 when it cannot be read. */
-static long redis_available(const char *key, long limit)
+/* Redis's clock and the farm-wide GCRA cell `key` (its TAT, at least now:
+ * an idle cell), in us; 0 or -1 when they cannot be read. */
+static int redis_tat(const char *key, double *now, double *tat)
 {
     redisContext *c = redis_connect();
     if (!c)
         return -1;
     redisReply *t = redisCommand(c, "TIME");
     redisReply *v = redisCommand(c, "GET %s", key);
-    long avail = -1;
+    int rc = -1;
     if (t && t->type == REDIS_REPLY_ARRAY && t->elements == 2 && v) {
-        double now = atof(t->element[0]->str) * 1e6 + atof(t->element[1]->str);
-        double tat = v->type == REDIS_REPLY_STRING ? atof(v->str) : 0;
-        double T = 3600e6 / (double)limit, tau = (double)(limit - 1) * T;
-        if (tat < now)
-            tat = now;
-        avail = (long)((tau - (tat - now)) / T) + 1;
+        *now = atof(t->element[0]->str) * 1e6 + atof(t->element[1]->str);
+        *tat = v->type == REDIS_REPLY_STRING ? atof(v->str) : 0;
+        if (*tat < *now)
+            *tat = *now;
+        rc = 0;
     }
     if (t)
         freeReplyObject(t);
     if (v)
         freeReplyObject(v);
     redisFree(c);
-    return avail;
+    return rc;
+}
+
+/* What the farm-wide GCRA cell `key` admits now, for a window of `limit`
+ * per hour; -1 when it cannot be read. */
+static long redis_available(const char *key, long limit)
+{
+    double now, tat;
+    if (redis_tat(key, &now, &tat) != 0)
+        return -1;
+    double T = 3600e6 / (double)limit, tau = (double)(limit - 1) * T;
+    return (long)((tau - (tat - now)) / T) + 1;
+}
+
+/* GPU-us the farm-wide budget cell `key` grants now, for a budget of
+ * `seconds` GPU-seconds per hour; -1 when it cannot be read. */
+static long redis_gpu_available(const char *key, double seconds)
+{
+    double now, tat;
+    if (redis_tat(key, &now, &tat) != 0)
+        return -1;
+    return (long)((3600e6 - (tat - now)) * seconds / 3600.0);
 }
 
 static int redis_hexists(const char *key, const char *field)
@@ -572,30 +618,41 @@ static int redis_hexists(const char *key, const char *field)
     return v;
 }
 
-/* "big": 100 per hour, leases of 5% = 5 tokens. Node 2 takes one lease for
- * one request and is SIGKILLed (master and, by PDEATHSIG, its children)
- * holding it. Its lease record stays in Redis until its TTL (5 s); the next
- * lease anyone takes after that reaps it, and its 5 tokens are back in the
- * pool: node 0's lease then leaves 95 available, not 90. (Node 2 had used
- * one of the 5: the over-return the bound in docs/ARCHITECTURE.md counts.) */
+/* "big": 100 per hour, leases of 5% = 5 tokens; 100 GPU-seconds per
+ * hour, GPU leases of 5% = 5 GPU-seconds. Node 2 takes one lease of each
+ * for one request and is SIGKILLed (master and, by PDEATHSIG, its
+ * children) holding them. Its lease records stay in Redis until their TTL
+ * (5 s); the next lease anyone takes after that reaps them, and their
+ * capacity is back in the pool: node 0's leases then leave 95 tokens and
+ * 95 GPU-seconds available, not 90. (Node 2 had used one token and some
+ * GPU time: the over-return the bound in docs/ARCHITECTURE.md counts.) */
 static void test_killed_node_lease_returns_after_ttl(void **state)
 {
     (void)state;
     static const char key[] = "gw:rate:big:100/3600000000+0", leases[] = "gw:lease:big";
+    static const char gkey[] = "gw:gpu:big:100000000/3600000000", gleases[] = "gw:gpulease:big";
     int two[1] = {2}, zero[1] = {0}, ok, r429, r503, other;
     burst("big", 1, two, 1, &ok, &r429, &r503, &other, NULL, 0);
     assert_int_equal(ok, 1);
     assert_int_equal(redis_available(key, 100), 95);
     assert_int_equal(redis_hexists(leases, "node-2"), 1);
+    /* 95 GPU-seconds, and what refilled since (28 GPU-us per ms) */
+    long g = redis_gpu_available(gkey, 100);
+    assert_true(g >= 95000000 && g < 95000000 + 28 * 2000);
+    assert_int_equal(redis_hexists(gleases, "node-2"), 1);
     kill(nodes[2].master, SIGKILL);
     waitpid(nodes[2].master, NULL, 0);
     nodes[2].master = 0;
     usleep(5500 * 1000);                                  /* past the lease's TTL in Redis */
     assert_int_equal(redis_hexists(leases, "node-2"), 1); /* nobody asked since */
+    assert_int_equal(redis_hexists(gleases, "node-2"), 1);
     burst("big", 1, zero, 1, &ok, &r429, &r503, &other, NULL, 0);
     assert_int_equal(ok, 1);
     assert_int_equal(redis_hexists(leases, "node-2"), 0);
     assert_int_equal(redis_available(key, 100), 95);
+    assert_int_equal(redis_hexists(gleases, "node-2"), 0);
+    g = redis_gpu_available(gkey, 100);
+    assert_true(g >= 95000000 && g < 95000000 + 28 * 2000);
 }
 
 /* ------------------------------------------------------------- bad peers */
@@ -686,6 +743,10 @@ static void node_against(const char *addr, const char *pass, const char *expect)
     assert_non_null(strstr(refusal, "\"code\":\"budget_unavailable\""));
     burst("fair", 2, one, 1, &ok, &r429, &r503, &other, NULL, 0);
     assert_int_equal(ok, 2);
+    burst("gshut", 1, one, 1, &ok, &r429, &r503, &other, NULL, 0);
+    assert_int_equal(r503, 1);
+    burst("gfair", 1, one, 1, &ok, &r429, &r503, &other, NULL, 0);
+    assert_int_equal(ok, 1);
     assert_int_equal(svc_stop_or_dump(s), 0);
 }
 

@@ -322,3 +322,36 @@ int gw_cluster_peers(const struct gw_segment *seg, char *out, size_t len)
     }
     return -EAGAIN;
 }
+
+double gw_cluster_ewma_sample(struct gw_cl_ewma *e, uint64_t used, uint64_t now_ns, uint32_t ttl_ms)
+{
+    if (e->last_ns && now_ns > e->last_ns && used >= e->last_used) {
+        double dt = (double)(now_ns - e->last_ns) / 1e9, tau = ttl_ms / 1000.0;
+        double rate = (double)(used - e->last_used) / dt;
+        e->per_s += dt / (dt + tau) * (rate - e->per_s);
+    }
+    e->last_ns = now_ns;
+    e->last_used = used;
+    return e->per_s;
+}
+
+/* p percent of x without overflow */
+static uint64_t percent(uint64_t x, uint32_t p)
+{
+    return x / 100 * p + x % 100 * p / 100;
+}
+
+uint64_t gw_cluster_lease_size(const struct gw_cluster_cfg *cl, uint64_t limit, double per_s,
+                               uint64_t need, uint64_t cap)
+{
+    uint64_t lo = percent(limit, cl->lease_percent), hi = percent(limit, cl->lease_max_percent);
+    if (lo < 1)
+        lo = 1;
+    if (hi < lo)
+        hi = lo;
+    double d = per_s * cl->lease_ttl_ms / 1000.0;
+    uint64_t k = d <= (double)lo ? lo : d >= (double)hi ? hi : (uint64_t)d;
+    if (need > k)
+        k = need;
+    return k > cap ? cap : k;
+}

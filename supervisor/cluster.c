@@ -46,22 +46,13 @@ struct agent {
     struct cellmem *mem; /* per cell: what this agent remembers of it */
 };
 
-/* A tenant's consumption of one lease kind on this node, smoothed: an
- * exponentially weighted moving average of units per second, sampled at
- * each lease taken (docs/ARCHITECTURE.md, "Lease sizes"). */
-struct demand {
-    double per_s;       /* the average */
-    uint64_t last_ns;   /* CLOCK_MONOTONIC of the last sample, 0 none */
-    uint64_t last_used; /* the consumption counter then */
-};
-
 struct cellmem {
     uint64_t after_grant;     /* request tokens right after our last grant */
     uint64_t gpu_after_grant; /* GPU-us right after our last grant */
     uint64_t reclaimed;       /* request tokens taken back from the cell (this agent) */
     uint64_t gpu_reclaimed;   /* GPU-us taken back from the cell (this agent) */
     int gpu_open;             /* a GPU lease record of ours may be in Redis */
-    struct demand rate, gpu;
+    struct gw_cl_ewma rate, gpu; /* recent demand (gw_cluster_ewma_sample) */
 };
 
 static volatile sig_atomic_t stop_flag;
@@ -335,43 +326,6 @@ static int account_args(struct agent *a, const struct gw_cl_cell *c, struct acct
     return 0;
 }
 
-/* One sample of a tenant's consumption `used` (a counter) for the moving
- * average: weight dt / (dt + lease TTL), so the average forgets what is
- * older than a lease's life. The first sample only sets the baseline. */
-static double demand_sample(const struct agent *a, struct demand *d, uint64_t used)
-{
-    uint64_t now = gw_mono_ns();
-    if (d->last_ns && now > d->last_ns && used >= d->last_used) {
-        double dt = (double)(now - d->last_ns) / 1e9, tau = a->cl->lease_ttl_ms / 1000.0;
-        double rate = (double)(used - d->last_used) / dt;
-        d->per_s += dt / (dt + tau) * (rate - d->per_s);
-    }
-    d->last_ns = now;
-    d->last_used = used;
-    return d->per_s;
-}
-
-/* A lease's size (request tokens, or GPU-us) for a limit (the first
- * window's, or the budget's amount): the recent demand over one lease TTL,
- * within [lease_percent, lease_max_percent] of the limit (at least 1), and
- * at least what waits now beyond what the node holds (`need`); at most cap. */
-static uint64_t lease_size(const struct agent *a, uint64_t limit, double per_s, uint64_t need,
-                           uint64_t cap)
-{
-    const struct gw_cluster_cfg *cl = a->cl;
-    uint64_t lo = limit / 100 * cl->lease_percent + limit % 100 * cl->lease_percent / 100;
-    uint64_t hi = limit / 100 * cl->lease_max_percent + limit % 100 * cl->lease_max_percent / 100;
-    if (lo < 1)
-        lo = 1;
-    if (hi < lo)
-        hi = lo;
-    double d = per_s * cl->lease_ttl_ms / 1000.0;
-    uint64_t k = d <= (double)lo ? lo : d >= (double)hi ? hi : (uint64_t)d;
-    if (need > k)
-        k = need;
-    return k > cap ? cap : k;
-}
-
 /* take (force 0: a lease; 1: reconcile) or give for one kind of a cell;
  * the reply's first integer (granted or given back), -1 on failure. */
 static int64_t run_script(struct agent *a, int give, const struct kind_args *x, uint64_t k,
@@ -465,9 +419,10 @@ static int serve_rate(struct agent *a, uint32_t i, const struct gw_cl_cell *c,
         if (cur.want == 0 || (live && cur.tokens >= cur.want))
             return woke; /* resolved meanwhile, or covered */
         uint64_t held = live ? cur.tokens : 0, sent = gw_now_us();
-        double per_s = demand_sample(a, &m->rate, cur.granted - m->reclaimed - cur.tokens);
-        uint64_t k = lease_size(a, x->plan->windows[0].limit, per_s, cur.want - held,
-                                a->cl->lease_max);
+        double per_s = gw_cluster_ewma_sample(&m->rate, cur.granted - m->reclaimed - cur.tokens,
+                                              gw_mono_ns(), a->cl->lease_ttl_ms);
+        uint64_t k = gw_cluster_lease_size(a->cl, x->plan->windows[0].limit, per_s,
+                                           cur.want - held, a->cl->lease_max);
         int64_t got = run_script(a, 0, &x->rate, k, 0, held, &retry);
         if (got < 0)
             return 1;
@@ -535,8 +490,9 @@ static int serve_gpu(struct agent *a, uint32_t i, const struct acct_args *x, uin
     uint64_t shortfall = gw_cluster_gpu_shortfall(&a->seg, i), sent = gw_now_us();
     if (shortfall > need)
         need = shortfall;
-    double per_s = demand_sample(a, &m->gpu, g.granted - m->gpu_reclaimed - g.tokens);
-    uint64_t k = lease_size(a, x->plan->budget.amount_us, per_s, need, UINT64_MAX);
+    double per_s = gw_cluster_ewma_sample(&m->gpu, g.granted - m->gpu_reclaimed - g.tokens,
+                                          gw_mono_ns(), a->cl->lease_ttl_ms);
+    uint64_t k = gw_cluster_lease_size(a->cl, x->plan->budget.amount_us, per_s, need, UINT64_MAX);
     int64_t got = run_script(a, 0, &x->gpu, k, 0, held, &retry);
     if (got < 0)
         return 1;

@@ -112,6 +112,30 @@ void gw_cluster_set_peers(struct gw_segment *seg, const char *names, uint64_t co
  * live nodes, or -EAGAIN when the agent kept writing while we read. */
 int gw_cluster_peers(const struct gw_segment *seg, char *out, size_t len);
 
+/* ------------------------------------------------------------ lease sizes */
+
+/* A tenant's consumption of one lease kind on a node, smoothed: an
+ * exponentially weighted moving average of units (request tokens or GPU-us)
+ * per second, sampled by the agent at each lease it takes. */
+struct gw_cl_ewma {
+    double per_s;       /* the average */
+    uint64_t last_ns;   /* CLOCK_MONOTONIC of the last sample, 0 none */
+    uint64_t last_used; /* the consumption counter then */
+};
+/* Samples the counter `used` at now_ns: the rate since the last sample
+ * moves the average by dt / (dt + ttl), so it forgets what is older than
+ * about one lease's life. The first sample (and a counter that went back,
+ * as after an agent restart) only sets the baseline. Returns the average. */
+double gw_cluster_ewma_sample(struct gw_cl_ewma *e, uint64_t used, uint64_t now_ns,
+                              uint32_t ttl_ms);
+/* A lease's size for a tenant whose limit (the first window's, or the
+ * budget's amount in GPU-us) is `limit`: its recent demand per_s over one
+ * lease TTL, within [lease_percent, lease_max_percent] % of the limit (at
+ * least 1); at least `need` (what waits now beyond what the node holds);
+ * at most cap. */
+uint64_t gw_cluster_lease_size(const struct gw_cluster_cfg *cl, uint64_t limit, double per_s,
+                               uint64_t need, uint64_t cap);
+
 /* ------------------------------------------------ GPU-microsecond leases */
 
 /* Takes x GPU-us for tenant account `a` from this node's GPU lease (a

@@ -275,7 +275,7 @@ const char *gw_cluster_state_name(int state)
 
 void gw_cluster_set_peers(struct gw_segment *seg, const char *names, uint64_t count)
 {
-    struct gw_cluster_peers *p = seg->cl_peers;
+    struct gw_cl_peers *p = seg->cl_peers;
     char buf[8 * GW_CL_PEER_WORDS] = {0};
     size_t n = strlen(names);
     memcpy(buf, names, n < sizeof(buf) - 1 ? n : sizeof(buf) - 1);
@@ -298,7 +298,7 @@ void gw_cluster_set_peers(struct gw_segment *seg, const char *names, uint64_t co
 
 int gw_cluster_peers(const struct gw_segment *seg, char *out, size_t len)
 {
-    const struct gw_cluster_peers *p = seg->cl_peers;
+    const struct gw_cl_peers *p = seg->cl_peers;
     char buf[8 * GW_CL_PEER_WORDS + 1];
     for (int attempt = 0; attempt < 16; attempt++) {
         /* acquire: pairs with the writer's final release */

@@ -127,20 +127,11 @@ static void parse_plan_modes(struct gw_cfg_cx *c, json_t *o, struct gw_config *c
 
 void gw__cfg_parse_cluster(struct gw_cfg_cx *c, json_t *root, struct gw_config *cfg)
 {
-    static const char *const keys[] = {"redis",
-                                       "node",
-                                       "password_file",
-                                       "prefix",
-                                       "timeout_ms",
-                                       "wait_ms",
-                                       "lease_ttl_ms",
-                                       "heartbeat_ms",
-                                       "lease_percent",
-                                       "lease_max",
-                                       "lease_max_percent",
-                                       "fail_mode",
-                                       "plans",
-                                       NULL};
+    static const char *const keys[] = {
+        "redis",         "node",      "password_file",     "prefix",
+        "timeout_ms",    "wait_ms",   "lease_ttl_ms",      "heartbeat_ms",
+        "lease_percent", "lease_max", "lease_max_percent", "fail_mode",
+        "plans",         NULL};
     struct gw_cluster_cfg *cl = &cfg->cluster;
     memset(cl, 0, sizeof(*cl));
     snprintf(cl->prefix, sizeof(cl->prefix), "gw");

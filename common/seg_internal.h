@@ -454,13 +454,13 @@ _Static_assert(_Alignof(struct gw_cluster_cell) == 8, "cluster cell alignment");
  * copying them while the agent writes sees a torn copy it throws away,
  * never undefined behaviour. */
 #define GW_CL_PEER_WORDS 126
-struct gw_cluster_peers {
+struct gw_cl_peers {
     _Atomic uint64_t seq;   /* the agent: odd while writing */
     _Atomic uint64_t count; /* live nodes listed (the names may be cut short) */
     _Atomic uint64_t words[GW_CL_PEER_WORDS];
 };
-_Static_assert(sizeof(struct gw_cluster_peers) == 1024, "cluster peers layout");
-_Static_assert(_Alignof(struct gw_cluster_peers) == 8, "cluster peers alignment");
+_Static_assert(sizeof(struct gw_cl_peers) == 1024, "cluster peers layout");
+_Static_assert(_Alignof(struct gw_cl_peers) == 8, "cluster peers alignment");
 
 /* A tenant's GPU-microsecond lease on this node (cluster_gpu.c), indexed
  * like the rate cells. `tokens` is a pool of farm-wide GPU-us: fronts take
@@ -493,6 +493,5 @@ void gw__cluster_note(struct gw_cluster_cell *c, struct gw_acct a);
 int gw__cluster_gpu_extend(struct gw_segment *seg, struct gw_acct tenant, uint64_t x,
                            uint64_t now_us);
 void gw__cluster_gpu_refund(struct gw_segment *seg, struct gw_acct tenant, uint64_t x);
-
 
 #endif

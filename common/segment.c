@@ -85,7 +85,7 @@ static int layout_of(const struct gw_seg_config *c, struct layout *l, char *err,
     l->off_jti = ALIGN64(l->off_ovf + gw__ovf_area_bytes());
     l->off_cluster = ALIGN64(l->off_jti + gw__jti_area_bytes());
     l->total = ALIGN64(l->off_cluster + sizeof(struct gw_cluster_area) +
-                       sizeof(struct gw_cluster_peers) +
+                       sizeof(struct gw_cl_peers) +
                        (uint64_t)c->budgets *
                            (sizeof(struct gw_cluster_cell) + sizeof(struct gw_cluster_gpu)));
     return 0;
@@ -114,8 +114,8 @@ static void bind_regions(struct gw_segment *seg, const struct layout *l)
     seg->jti = (struct gw_jti_area *)(seg->base + l->off_jti);
     seg->cluster = (struct gw_cluster_area *)(seg->base + l->off_cluster);
     uint64_t o = l->off_cluster + sizeof(struct gw_cluster_area);
-    seg->cl_peers = (struct gw_cluster_peers *)(seg->base + o);
-    o += sizeof(struct gw_cluster_peers);
+    seg->cl_peers = (struct gw_cl_peers *)(seg->base + o);
+    o += sizeof(struct gw_cl_peers);
     seg->cl_cells = (struct gw_cluster_cell *)(seg->base + o);
     o += (uint64_t)h->cfg.budgets * sizeof(struct gw_cluster_cell);
     seg->cl_gpu = (struct gw_cluster_gpu *)(seg->base + o);

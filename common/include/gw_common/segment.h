@@ -56,7 +56,7 @@ struct gw_ovf_area;
 struct gw_jti_area;
 struct gw_cluster_area;
 struct gw_cluster_cell;
-struct gw_cluster_peers;
+struct gw_cl_peers;
 struct gw_cluster_gpu;
 struct gw_lenest_rec;
 struct gw_farm_rec;
@@ -87,8 +87,8 @@ struct gw_segment {
     struct gw_jti_area *jti;          /* revoked JWT ids (jti.c) */
     struct gw_cluster_area *cluster;  /* the farm's state on this node (gw_cluster_*) */
     struct gw_cluster_cell *cl_cells; /* one per budget record (cluster.c) */
-    struct gw_cluster_peers *cl_peers; /* live nodes' names (cluster.c) */
-    struct gw_cluster_gpu *cl_gpu;     /* GPU-us leases, one per budget record (cluster_gpu.c) */
+    struct gw_cl_peers *cl_peers;     /* live nodes' names (cluster.c) */
+    struct gw_cluster_gpu *cl_gpu;    /* GPU-us leases, one per budget record (cluster_gpu.c) */
 };
 
 /* Opens `path`, creating it (mode 0600) with `cfg` when it does not exist.

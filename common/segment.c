@@ -84,10 +84,9 @@ static int layout_of(const struct gw_seg_config *c, struct layout *l, char *err,
     l->off_ovf = ALIGN64(l->off_nets + gw__net_area_bytes());
     l->off_jti = ALIGN64(l->off_ovf + gw__ovf_area_bytes());
     l->off_cluster = ALIGN64(l->off_jti + gw__jti_area_bytes());
-    l->total = ALIGN64(l->off_cluster + sizeof(struct gw_cluster_area) +
-                       sizeof(struct gw_cl_peers) +
-                       (uint64_t)c->budgets *
-                           (sizeof(struct gw_cluster_cell) + sizeof(struct gw_cluster_gpu)));
+    l->total = ALIGN64(
+        l->off_cluster + sizeof(struct gw_cluster_area) + sizeof(struct gw_cl_peers) +
+        (uint64_t)c->budgets * (sizeof(struct gw_cluster_cell) + sizeof(struct gw_cluster_gpu)));
     return 0;
 }
 

@@ -13,12 +13,11 @@ static json_t *gpu_lease(const struct gw_segment *seg, uint32_t i, uint64_t now)
     struct gw_cl_gpu g;
     gw_cluster_gpu_cell(seg, i, &g);
     uint64_t left = g.expires_us > now ? g.expires_us - now : 0;
-    return json_pack("{s:I,s:I,s:I,s:I,s:I,s:I}", "us", (json_int_t)(left ? g.tokens : 0),
-                     "ends_in_ms", (json_int_t)(left / 1000), "waiting_us", (json_int_t)g.want,
-                     "denied_for_ms",
-                     (json_int_t)(g.deny_until > now ? (g.deny_until - now) / 1000 : 0),
-                     "granted_us", (json_int_t)g.granted, "fail_open_unreconciled_us",
-                     (json_int_t)g.open_spent);
+    return json_pack(
+        "{s:I,s:I,s:I,s:I,s:I,s:I}", "us", (json_int_t)(left ? g.tokens : 0), "ends_in_ms",
+        (json_int_t)(left / 1000), "waiting_us", (json_int_t)g.want, "denied_for_ms",
+        (json_int_t)(g.deny_until > now ? (g.deny_until - now) / 1000 : 0), "granted_us",
+        (json_int_t)g.granted, "fail_open_unreconciled_us", (json_int_t)g.open_spent);
 }
 
 /* The farm as this node sees it (issue 19): Redis's state, live nodes,
@@ -55,12 +54,12 @@ json_t *gw__admin_cmd_cluster(struct gw_admin *a, json_t *req, uid_t uid)
             gw_ledger_id(a->seg, c.acct, &kind, id, sizeof(id)) == 0)
             continue;
         uint64_t left = c.tokens && c.expires_us > now ? c.expires_us - now : 0;
-        json_t *l = json_pack(
-            "{s:s,s:I,s:I,s:I,s:I,s:I,s:I}", "tenant", id, "tokens",
-            (json_int_t)(left ? c.tokens : 0), "ends_in_ms", (json_int_t)(left / 1000), "waiting",
-            (json_int_t)c.want, "denied_for_ms",
-            (json_int_t)(c.deny_until > now ? (c.deny_until - now) / 1000 : 0), "granted",
-            (json_int_t)c.granted, "fail_open_unreconciled", (json_int_t)c.open_spent);
+        json_t *l =
+            json_pack("{s:s,s:I,s:I,s:I,s:I,s:I,s:I}", "tenant", id, "tokens",
+                      (json_int_t)(left ? c.tokens : 0), "ends_in_ms", (json_int_t)(left / 1000),
+                      "waiting", (json_int_t)c.want, "denied_for_ms",
+                      (json_int_t)(c.deny_until > now ? (c.deny_until - now) / 1000 : 0), "granted",
+                      (json_int_t)c.granted, "fail_open_unreconciled", (json_int_t)c.open_spent);
         json_object_set_new(l, "gpu", gpu_lease(a->seg, i, now));
         json_array_append_new(leases, l);
     }

@@ -47,11 +47,11 @@ struct agent {
 };
 
 struct cellmem {
-    uint64_t after_grant;     /* request tokens right after our last grant */
-    uint64_t gpu_after_grant; /* GPU-us right after our last grant */
-    uint64_t reclaimed;       /* request tokens taken back from the cell (this agent) */
-    uint64_t gpu_reclaimed;   /* GPU-us taken back from the cell (this agent) */
-    int gpu_open;             /* a GPU lease record of ours may be in Redis */
+    uint64_t after_grant;        /* request tokens right after our last grant */
+    uint64_t gpu_after_grant;    /* GPU-us right after our last grant */
+    uint64_t reclaimed;          /* request tokens taken back from the cell (this agent) */
+    uint64_t gpu_reclaimed;      /* GPU-us taken back from the cell (this agent) */
+    int gpu_open;                /* a GPU lease record of ours may be in Redis */
     struct gw_cl_ewma rate, gpu; /* recent demand (gw_cluster_ewma_sample) */
 };
 
@@ -306,8 +306,8 @@ static int account_args(struct agent *a, const struct gw_cl_cell *c, struct acct
             return -EINVAL;
         /* the window's figures are in the key: a plan change starts afresh */
         snprintf(x->rate.keys[w], sizeof(x->rate.keys[w]),
-                 "%s:rate:%s:%" PRIu64 "/%" PRIu64 "+%" PRIu64, pre, id, win->limit,
-                 win->period_us, win->burst);
+                 "%s:rate:%s:%" PRIu64 "/%" PRIu64 "+%" PRIu64, pre, id, win->limit, win->period_us,
+                 win->burst);
         snprintf(x->rate.win[w][0], 32, "%" PRIu64, r.interval_us);
         snprintf(x->rate.win[w][1], 32, "%" PRIu64, r.tolerance_us);
     }
@@ -317,8 +317,8 @@ static int account_args(struct agent *a, const struct gw_cl_cell *c, struct acct
         const struct gw_budget_rate *b = &x->plan->budget;
         /* the budget as a GCRA cell of GPU-us: T us of time per GPU-us */
         double T = (double)b->period_us / (double)b->amount_us;
-        snprintf(x->gpu.keys[0], sizeof(x->gpu.keys[0]), "%s:gpu:%s:%" PRIu64 "/%" PRIu64, pre,
-                 id, b->amount_us, b->period_us);
+        snprintf(x->gpu.keys[0], sizeof(x->gpu.keys[0]), "%s:gpu:%s:%" PRIu64 "/%" PRIu64, pre, id,
+                 b->amount_us, b->period_us);
         snprintf(x->gpu.keys[1], sizeof(x->gpu.keys[1]), "%s:gpulease:%s", pre, id);
         snprintf(x->gpu.win[0][0], 32, "%.17g", T);
         snprintf(x->gpu.win[0][1], 32, "%.17g", (double)b->period_us - T);
@@ -421,8 +421,8 @@ static int serve_rate(struct agent *a, uint32_t i, const struct gw_cl_cell *c,
         uint64_t held = live ? cur.tokens : 0, sent = gw_now_us();
         double per_s = gw_cluster_ewma_sample(&m->rate, cur.granted - m->reclaimed - cur.tokens,
                                               gw_mono_ns(), a->cl->lease_ttl_ms);
-        uint64_t k = gw_cluster_lease_size(a->cl, x->plan->windows[0].limit, per_s,
-                                           cur.want - held, a->cl->lease_max);
+        uint64_t k = gw_cluster_lease_size(a->cl, x->plan->windows[0].limit, per_s, cur.want - held,
+                                           a->cl->lease_max);
         int64_t got = run_script(a, 0, &x->rate, k, 0, held, &retry);
         if (got < 0)
             return 1;

@@ -321,7 +321,8 @@ static const struct command {
      "  token issue --tenant T --ttl DURATION [--plan P] [--kid K]\n"
      "  token revoke --jti ID --exp UNIX_SECONDS   refused until the token's exp\n"},
     {"cluster", build_plain,
-     "  cluster                        the farm: Redis state, live nodes by name, leases, counters\n"},
+     "  cluster                        the farm: Redis state, live nodes by name, leases, "
+     "counters\n"},
 };
 
 static void usage(FILE *to)

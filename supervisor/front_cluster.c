@@ -211,7 +211,8 @@ static int try_resume(struct front *f, struct parked *p, uint64_t now_ns)
     if (gpu)
         copy.gpu_passed = rc == GW_CL_TAKEN;
     if (rc == GW_CL_DENIED && gpu)
-        answer_gpu_denied(&copy, retry, "the tenant's GPU-time budget is exhausted across the farm");
+        answer_gpu_denied(&copy, retry,
+                          "the tenant's GPU-time budget is exhausted across the farm");
     else if (rc == GW_CL_DENIED)
         answer_denied(&copy, retry);
     else if (rc == GW_CL_TAKEN || (gpu ? gpu_fail_mode(&copy, x) : fail_mode(&copy)) == 0)

@@ -54,7 +54,8 @@ int gw_cluster_gpu_take(struct gw_segment *seg, struct gw_acct a, uint64_t x, ui
     struct gw_cluster_gpu *g = gpu_of(seg, a);
     if (!g)
         return GW_CL_UNAVAILABLE;
-    gw__cluster_note(gw__cluster_cell_of(seg, a), a);
+    /* no note of the account here (the hot path): only a want or a
+     * fail-open admission brings GPU-us into the cell, and both note it */
     if (pool_take(g, x, now_us))
         return GW_CL_TAKEN;
     /* relaxed: a hint, as the rate cell's */

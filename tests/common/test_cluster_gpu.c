@@ -30,9 +30,11 @@ static struct world setup_world(void)
     struct gw_segment *seg = &w.f->seg;
     assert_int_equal(gw_ledger_get(seg, GW_KIND_TENANT, "acme", 4, 1, T0, &w.tenant), 0);
     assert_int_equal(gw_ledger_get(seg, GW_KIND_GLOBAL, "*", 1, 1, T0, &w.global), 0);
-    /* the first ask names the account in its cell (no agent yet: wait) */
+    /* no agent yet: a request waits, which names the account in its cell */
     uint64_t retry = 0;
     assert_int_equal(gw_cluster_gpu_take(seg, w.tenant, 1, T0, &retry), GW_CL_WAIT);
+    gw_cluster_gpu_want(seg, w.tenant, 1, +1);
+    gw_cluster_gpu_want(seg, w.tenant, 1, -1);
     w.cell = UINT32_MAX;
     for (uint32_t i = 0; i < seg->cfg.budgets; i++) {
         struct gw_cl_cell c;

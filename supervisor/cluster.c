@@ -442,14 +442,27 @@ static int serve_rate(struct agent *a, uint32_t i, const struct gw_cl_cell *c,
     return woke;
 }
 
+/* Whether a GPU lease in use should be renewed now: its last quarter has
+ * begun and the node consumed from it since the last lease was taken.
+ * Requests that run across a lease's end take their extensions from the
+ * pool; renewing a lease in use keeps them from finding it ended. */
+static int gpu_renew(const struct agent *a, uint32_t i, const struct gw_cl_gpu *g, uint64_t now)
+{
+    const struct cellmem *m = &a->mem[i];
+    uint64_t used = g->granted - m->gpu_reclaimed - g->tokens;
+    return m->gpu_open && m->gpu.last_ns && now < g->expires_us &&
+           g->expires_us - now <= (uint64_t)a->cl->lease_ttl_ms * 250 && used > m->gpu.last_used;
+}
+
 /* Whether the GPU kind of cell i needs the agent now. */
 static int gpu_busy(const struct agent *a, uint32_t i, const struct gw_cl_gpu *g, uint64_t now)
 {
     return g->want > 0 || g->shortfall > 0 || g->open_spent > 0 ||
-           (g->tokens > 0 && now >= g->expires_us && a->mem[i].gpu_open);
+           (g->tokens > 0 && now >= g->expires_us && a->mem[i].gpu_open) || gpu_renew(a, i, g, now);
 }
 
-/* The GPU kind of one tenant cell, as serve_rate. A lease's unused GPU-us
+/* The GPU kind of one tenant cell, as serve_rate, and a lease in use is
+ * renewed before it ends (gpu_renew). A lease's unused GPU-us
  * go back when it ends; refunds of reservations that settle after that
  * stay in the pool (Redis counts them spent: no record holds them) and
  * are used under the next lease, whose record reports them as held. A
@@ -484,7 +497,8 @@ static int serve_gpu(struct agent *a, uint32_t i, const struct acct_args *x, uin
     /* an ended pool (refunds kept for the next lease) covers nobody until
      * a grant renews its end: then any waiting request asks */
     uint64_t held = g.tokens, need = g.want > held ? g.want - held : 0;
-    int ask = (now < g.expires_us ? need > 0 : g.want > 0) || g.shortfall > 0;
+    int ask = (now < g.expires_us ? need > 0 : g.want > 0) || g.shortfall > 0 ||
+              gpu_renew(a, i, &g, now);
     if (!ask || g.deny_until > now || !a->rc)
         return 0;
     uint64_t shortfall = gw_cluster_gpu_shortfall(&a->seg, i), sent = gw_now_us();

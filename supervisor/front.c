@@ -570,6 +570,8 @@ void gw__front_generate_rest(struct admission *a)
         gw_request_free(&a->rq);
         return;
     }
+    if (a->farm_gpu && reservation(a) > a->farm_gpu) /* a reload raised max_tokens */
+        a->max_tokens = (uint32_t)(a->farm_gpu / a->upt - (a->rq.prompt_len / 8 + 1));
     /* a->rq holds the prompt from here: the job copies it into the slot */
     struct job *j = NULL;
     if (gw__front_farming(a->c, a->f, a->plan, a->tenant, a->who.tenant, &a->rq, a->now) == 0 &&

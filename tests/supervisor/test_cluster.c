@@ -285,6 +285,26 @@ static void test_gpu_budget_shared_by_three_nodes_stays_within_bound(void **stat
         cluster_status(&nodes[i], &st);
         assert_true(st.counters[GW_CLC_GPU_GRANTS] > 0);
         assert_int_equal(st.counters[GW_CLC_GPU_OPEN_US], 0);
+        /* gpuwardenctl cluster shows the tenant's GPU lease: all the GPU-us
+         * this node was granted so far were granted to "gpu" (a renewal may
+         * land while we read: between the counter before and after) */
+        json_t *r = ctl_cluster(&nodes[i]), *l;
+        struct gw_cl_status st2;
+        cluster_status(&nodes[i], &st2);
+        size_t k;
+        int seen = 0;
+        json_array_foreach (json_object_get(r, "leases"), k, l) {
+            if (strcmp(json_string_value(json_object_get(l, "tenant")), "gpu") != 0)
+                continue;
+            json_t *g = json_object_get(l, "gpu");
+            uint64_t granted = (uint64_t)json_integer_value(json_object_get(g, "granted_us"));
+            assert_true(granted >= st.counters[GW_CLC_GPU_US] &&
+                        granted <= st2.counters[GW_CLC_GPU_US]);
+            assert_int_equal(json_integer_value(json_object_get(g, "waiting_us")), 0);
+            seen = 1;
+        }
+        assert_int_equal(seen, 1);
+        json_decref(r);
     }
     /* 1 GPU-second, plus the refill over the run (1 s per hour) */
     long bound = 1000000 + (long)(elapsed_s * 1000000.0 / 3600.0) + 1;

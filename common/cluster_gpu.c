@@ -6,9 +6,13 @@
  * A front takes a request's whole reservation from it (one CAS) before it
  * reserves the same amount in the local ledger and marks the slot
  * SLOT_FARM_GPU; a worker whose request outgrows its reservation takes the
- * extension from it too (gw__cluster_gpu_extend, from gw_budget_charge);
+ * extension from it too (gw__cluster_gpu_extend, from gw_budget_charge),
+ * and may overdraw it, down to -overdraft (the agent's bound: the smallest
+ * lease), rather than stop a generation while the agent fetches a lease;
  * settlement puts the unused part back (gw__cluster_gpu_refund). So every
- * GPU-us the ledger charges on this node came out of a lease first.
+ * GPU-us the ledger charges on this node came out of a lease first, or is
+ * a debt of at most `overdraft` that the next lease pays (or the agent
+ * charges to Redis when the lease ends).
  *
  * Who repairs what: nothing here needs the master's repair. Every word is
  * changed by one atomic operation, so a process killed anywhere leaves each
@@ -32,20 +36,28 @@ static struct gw_cluster_gpu *gpu_of(const struct gw_segment *seg, struct gw_acc
     return c ? &seg->cl_gpu[c - seg->cl_cells] : NULL;
 }
 
-/* Takes x from the pool while its lease lasts: 1 taken, 0 not. */
-static int pool_take(struct gw_cluster_gpu *g, uint64_t x, uint64_t now_us)
+/* Takes x from the pool while its lease lasts: 1 taken, 0 not. The pool
+ * may go as far as `floor` below zero (workers' extensions, within the
+ * overdraft the agent allows); after the lease's end only that overdraft
+ * is left (what the pool still holds goes back to Redis). */
+static int pool_take(struct gw_cluster_gpu *g, uint64_t x, uint64_t now_us, uint64_t floor)
 {
     /* acquire: pairs with the agent's release add in gw_cluster_gpu_grant,
      * so the end read below is the one those GPU-us came with (or later) */
-    uint64_t t = atomic_load_explicit(&g->tokens, memory_order_acquire);
+    int64_t t = atomic_load_explicit(&g->tokens, memory_order_acquire);
     /* relaxed: ordered after the acquire above */
     uint64_t end = atomic_load_explicit(&g->expires_us, memory_order_relaxed);
-    while (t >= x && now_us < end)
+    if (x > (1ull << 62) || floor > (1ull << 62))
+        return 0;
+    for (;;) {
+        int64_t base = now_us < end ? t : (t < 0 ? t : 0); /* usable */
+        if (base - (int64_t)x < -(int64_t)floor || (now_us >= end && t > 0))
+            return 0;
         /* acquire on success, as the load */
-        if (atomic_compare_exchange_weak_explicit(&g->tokens, &t, t - x, memory_order_acquire,
-                                                  memory_order_acquire))
+        if (atomic_compare_exchange_weak_explicit(&g->tokens, &t, t - (int64_t)x,
+                                                  memory_order_acquire, memory_order_acquire))
             return 1;
-    return 0;
+    }
 }
 
 int gw_cluster_gpu_take(struct gw_segment *seg, struct gw_acct a, uint64_t x, uint64_t now_us,
@@ -56,7 +68,7 @@ int gw_cluster_gpu_take(struct gw_segment *seg, struct gw_acct a, uint64_t x, ui
         return GW_CL_UNAVAILABLE;
     /* no note of the account here (the hot path): only a want or a
      * fail-open admission brings GPU-us into the cell, and both note it */
-    if (pool_take(g, x, now_us))
+    if (pool_take(g, x, now_us, 0))
         return GW_CL_TAKEN;
     /* relaxed: a hint, as the rate cell's */
     uint64_t deny = atomic_load_explicit(&g->deny_until, memory_order_relaxed);
@@ -73,10 +85,10 @@ int gw_cluster_gpu_take(struct gw_segment *seg, struct gw_acct a, uint64_t x, ui
 void gw_cluster_gpu_put(struct gw_segment *seg, struct gw_acct a, uint64_t x)
 {
     struct gw_cluster_gpu *g = gpu_of(seg, a);
-    if (g && x)
+    if (g && x && x < (1ull << 62))
         /* relaxed: a count; an end that passed meanwhile makes the agent
          * give these back or keep them for the next lease (cluster.c) */
-        atomic_fetch_add_explicit(&g->tokens, x, memory_order_relaxed);
+        atomic_fetch_add_explicit(&g->tokens, (int64_t)x, memory_order_relaxed);
 }
 
 void gw_cluster_gpu_want(struct gw_segment *seg, struct gw_acct a, uint64_t x, int sign)
@@ -151,13 +163,17 @@ int gw__cluster_gpu_extend(struct gw_segment *seg, struct gw_acct tenant, uint64
     struct gw_cluster_gpu *g = gpu_of(seg, tenant);
     if (!g)
         return GW_EREFUSED;
-    if (pool_take(g, x, now_us))
+    if (pool_take(g, x, now_us, 0))
         return 0;
-    /* relaxed: a hint; the wake's release bump makes the agent look */
-    atomic_fetch_add_explicit(&g->shortfall, x, memory_order_relaxed);
-    gw_cluster_count(seg, GW_CLC_GPU_SHORT, 1);
-    gw__cluster_wake(seg);
-    return GW_EREFUSED;
+    /* relaxed: a bound the agent sets at each grant, read on its own */
+    uint64_t od = atomic_load_explicit(&g->overdraft, memory_order_relaxed);
+    int ok = pool_take(g, x, now_us, od);
+    if (!ok)
+        /* relaxed: a hint; the wake's release bump makes the agent look */
+        atomic_fetch_add_explicit(&g->shortfall, x, memory_order_relaxed);
+    gw_cluster_count(seg, ok ? GW_CLC_GPU_OVERDRAWN : GW_CLC_GPU_SHORT, ok ? x : 1);
+    gw__cluster_wake(seg); /* a debt or a shortfall: the agent takes a lease */
+    return ok ? 0 : GW_EREFUSED;
 }
 
 void gw__cluster_gpu_refund(struct gw_segment *seg, struct gw_acct tenant, uint64_t x)
@@ -181,24 +197,34 @@ int gw_cluster_gpu_cell(const struct gw_segment *seg, uint32_t i, struct gw_cl_g
     out->open_spent = atomic_load_explicit(&g->open_spent, memory_order_relaxed);
     out->granted = atomic_load_explicit(&g->granted, memory_order_relaxed);
     out->shortfall = atomic_load_explicit(&g->shortfall, memory_order_relaxed);
+    out->overdraft = atomic_load_explicit(&g->overdraft, memory_order_relaxed);
     return 0;
 }
 
-void gw_cluster_gpu_grant(struct gw_segment *seg, uint32_t i, uint64_t x, uint64_t expires_us)
+void gw_cluster_gpu_grant(struct gw_segment *seg, uint32_t i, uint64_t x, uint64_t expires_us,
+                          uint64_t overdraft_us)
 {
     struct gw_cluster_gpu *g = &seg->cl_gpu[i];
     /* relaxed stores, published by the release add of the GPU-us below */
     atomic_store_explicit(&g->expires_us, expires_us, memory_order_relaxed);
     atomic_store_explicit(&g->deny_until, 0, memory_order_relaxed);
+    atomic_store_explicit(&g->overdraft, overdraft_us, memory_order_relaxed);
     atomic_fetch_add_explicit(&g->granted, x, memory_order_relaxed);
-    atomic_fetch_add_explicit(&g->tokens, x, memory_order_release);
+    /* an overdrawn pool pays its debt first: the add does both */
+    atomic_fetch_add_explicit(&g->tokens, (int64_t)x, memory_order_release);
 }
 
-uint64_t gw_cluster_gpu_reclaim(struct gw_segment *seg, uint32_t i)
+int64_t gw_cluster_gpu_reclaim(struct gw_segment *seg, uint32_t i)
 {
     /* acq_rel: the exchange races the fronts' and workers' CAS and the
      * settlers' refunds; whatever it removes nobody took */
     return atomic_exchange_explicit(&seg->cl_gpu[i].tokens, 0, memory_order_acq_rel);
+}
+
+void gw_cluster_gpu_restore(struct gw_segment *seg, uint32_t i, int64_t d)
+{
+    /* relaxed: a count, as gw_cluster_gpu_put */
+    atomic_fetch_add_explicit(&seg->cl_gpu[i].tokens, d, memory_order_relaxed);
 }
 
 void gw_cluster_gpu_deny(struct gw_segment *seg, uint32_t i, uint64_t until_us)

@@ -468,16 +468,19 @@ _Static_assert(_Alignof(struct gw_cl_peers) == 8, "cluster peers alignment");
  * puts the unused part back; the agent fills it from Redis and gives back
  * what is left when the lease ends. */
 struct gw_cluster_gpu {
-    _Atomic uint64_t tokens;     /* GPU-us: agent adds, fronts/workers CAS -x, settle adds */
+    _Atomic int64_t tokens;      /* GPU-us: agent adds, fronts/workers CAS -x, settle adds;
+                                    below 0: workers' extensions overdrew it (a debt) */
     _Atomic uint64_t expires_us; /* agent, before the tokens it covers */
     _Atomic uint64_t want;       /* fronts: GPU-us of requests parked for a lease */
     _Atomic uint64_t deny_until; /* agent */
     _Atomic uint64_t open_spent; /* fronts add (fail-open reservations), agent drains */
     _Atomic uint64_t open_tat;   /* fail-open budget cell (weighted GCRA): fronts */
     _Atomic uint64_t granted;    /* agent: GPU-us granted to this node, ever */
-    _Atomic uint64_t shortfall;  /* workers: an extension found the pool short (hint) */
+    _Atomic uint64_t shortfall;  /* workers: an extension the pool could not cover (hint) */
+    _Atomic uint64_t overdraft;  /* agent: how far below 0 extensions may take the pool */
+    uint64_t pad[7];
 };
-_Static_assert(sizeof(struct gw_cluster_gpu) == 64, "cluster GPU cell layout");
+_Static_assert(sizeof(struct gw_cluster_gpu) == 128, "cluster GPU cell layout");
 _Static_assert(_Alignof(struct gw_cluster_gpu) == 8, "cluster GPU cell alignment");
 
 /* The rate cell of tenant account a (NULL when it has no budget record). */

@@ -14,8 +14,8 @@ static json_t *gpu_lease(const struct gw_segment *seg, uint32_t i, uint64_t now)
     gw_cluster_gpu_cell(seg, i, &g);
     uint64_t left = g.expires_us > now ? g.expires_us - now : 0;
     return json_pack(
-        "{s:I,s:I,s:I,s:I,s:I,s:I}", "us", (json_int_t)(left ? g.tokens : 0), "ends_in_ms",
-        (json_int_t)(left / 1000), "waiting_us", (json_int_t)g.want, "denied_for_ms",
+        "{s:I,s:I,s:I,s:I,s:I,s:I}", "us", (json_int_t)(left || g.tokens < 0 ? g.tokens : 0),
+        "ends_in_ms", (json_int_t)(left / 1000), "waiting_us", (json_int_t)g.want, "denied_for_ms",
         (json_int_t)(g.deny_until > now ? (g.deny_until - now) / 1000 : 0), "granted_us",
         (json_int_t)g.granted, "fail_open_unreconciled_us", (json_int_t)g.open_spent);
 }
@@ -39,7 +39,7 @@ json_t *gw__admin_cmd_cluster(struct gw_admin *a, json_t *req, uid_t uid)
         "reconciled",        "fail_open_us",     "lease_round_trips",
         "gpu_lease_grants",  "gpu_lease_us",     "gpu_returned_us",
         "gpu_denials",       "gpu_fail_open_us", "gpu_reconciled_us",
-        "gpu_shortfalls"};
+        "gpu_shortfalls",    "gpu_overdrawn_us"};
     _Static_assert(sizeof(names) / sizeof(names[0]) == GW_CLC_COUNT, "a name per counter");
     json_t *counters = json_object();
     for (int i = 0; i < GW_CLC_COUNT; i++)

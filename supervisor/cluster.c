@@ -50,7 +50,9 @@ struct cellmem {
     uint64_t after_grant;        /* request tokens right after our last grant */
     uint64_t gpu_after_grant;    /* GPU-us right after our last grant */
     uint64_t reclaimed;          /* request tokens taken back from the cell (this agent) */
-    uint64_t gpu_reclaimed;      /* GPU-us taken back from the cell (this agent) */
+    int64_t gpu_reclaimed;       /* GPU-us taken back from the cell (this agent); a debt
+                                    charged counts negative */
+    int rate_open;               /* a request lease record of ours may be in Redis */
     int gpu_open;                /* a GPU lease record of ours may be in Redis */
     struct gw_cl_ewma rate, gpu; /* recent demand (gw_cluster_ewma_sample) */
 };
@@ -392,12 +394,17 @@ static int serve_rate(struct agent *a, uint32_t i, const struct gw_cl_cell *c,
     struct cellmem *m = &a->mem[i];
     int woke = 0;
     uint64_t retry = 0;
-    if (c->tokens > 0 && now >= c->expires_us) {
+    if (now >= c->expires_us && (c->tokens > 0 || m->rate_open) && a->rc) {
+        /* the lease ended: what is left goes back, and the give-back
+         * deletes our record even when nothing is left (a record left
+         * behind would be reaped later and give back tokens we used) */
         uint64_t r = gw_cluster_reclaim(&a->seg, i);
         m->reclaimed += r;
-        int64_t back = r ? run_script(a, 1, &x->rate, r, 0, 0, &retry) : 0;
+        int64_t back = run_script(a, 1, &x->rate, r, 0, 0, &retry);
         if (back > 0)
             gw_cluster_count(&a->seg, GW_CLC_RETURNED, (uint64_t)back);
+        if (back >= 0)
+            m->rate_open = 0;
         /* A whole lease went unused while `want` said requests waited: no
          * front had one (a front killed with requests parked leaves its
          * count). Drop it, unless a request parked meanwhile (the CAS). */
@@ -429,6 +436,7 @@ static int serve_rate(struct agent *a, uint32_t i, const struct gw_cl_cell *c,
         if (got > 0) {
             gw_cluster_grant(&a->seg, i, (uint64_t)got, local_end(a, sent));
             m->after_grant = held + (uint64_t)got;
+            m->rate_open = 1;
             gw_cluster_count(&a->seg, GW_CLC_GRANTS, 1);
             gw_cluster_count(&a->seg, GW_CLC_TOKENS, (uint64_t)got);
         } else {
@@ -442,6 +450,15 @@ static int serve_rate(struct agent *a, uint32_t i, const struct gw_cl_cell *c,
     return woke;
 }
 
+/* What the node consumed of a tenant's GPU leases since this agent
+ * started: granted, less what went back (or, for a debt, plus what was
+ * charged), less what the pool holds. */
+static uint64_t gpu_used(const struct cellmem *m, const struct gw_cl_gpu *g)
+{
+    int64_t u = (int64_t)g->granted - m->gpu_reclaimed - g->tokens;
+    return u > 0 ? (uint64_t)u : 0;
+}
+
 /* Whether a GPU lease in use should be renewed now: its last quarter has
  * begun and the node consumed from it since the last lease was taken.
  * Requests that run across a lease's end take their extensions from the
@@ -449,24 +466,63 @@ static int serve_rate(struct agent *a, uint32_t i, const struct gw_cl_cell *c,
 static int gpu_renew(const struct agent *a, uint32_t i, const struct gw_cl_gpu *g, uint64_t now)
 {
     const struct cellmem *m = &a->mem[i];
-    uint64_t used = g->granted - m->gpu_reclaimed - g->tokens;
     return m->gpu_open && m->gpu.last_ns && now < g->expires_us &&
-           g->expires_us - now <= (uint64_t)a->cl->lease_ttl_ms * 250 && used > m->gpu.last_used;
+           g->expires_us - now <= (uint64_t)a->cl->lease_ttl_ms * 250 &&
+           gpu_used(m, g) > m->gpu.last_used;
+}
+
+/* Whether the GPU lease has ended with something to settle: unused GPU-us
+ * of our lease to give back, or a debt to charge. */
+static int gpu_ended(const struct agent *a, uint32_t i, const struct gw_cl_gpu *g, uint64_t now)
+{
+    return now >= g->expires_us && (g->tokens < 0 || a->mem[i].gpu_open);
 }
 
 /* Whether the GPU kind of cell i needs the agent now. */
 static int gpu_busy(const struct agent *a, uint32_t i, const struct gw_cl_gpu *g, uint64_t now)
 {
-    return g->want > 0 || g->shortfall > 0 || g->open_spent > 0 ||
-           (g->tokens > 0 && now >= g->expires_us && a->mem[i].gpu_open) || gpu_renew(a, i, g, now);
+    return g->want > 0 || g->shortfall > 0 || g->open_spent > 0 || g->tokens < 0 ||
+           gpu_ended(a, i, g, now) || gpu_renew(a, i, g, now);
 }
 
-/* The GPU kind of one tenant cell, as serve_rate, and a lease in use is
- * renewed before it ends (gpu_renew). A lease's unused GPU-us
- * go back when it ends; refunds of reservations that settle after that
- * stay in the pool (Redis counts them spent: no record holds them) and
- * are used under the next lease, whose record reports them as held. A
- * worker's shortfall asks for a lease even when no request waits. */
+/* An ended GPU lease: what the pool holds goes back to Redis (the record
+ * caps it: never twice); a debt the workers' extensions left is charged
+ * (forced, as a reconciliation). Refunds that settle after this stay in
+ * the pool for the next lease (Redis counts them spent: no record holds
+ * them), whose record reports them as held. */
+static void gpu_end_lease(struct agent *a, uint32_t i, const struct acct_args *x,
+                          const struct gw_cl_gpu *g)
+{
+    struct cellmem *m = &a->mem[i];
+    uint64_t retry = 0;
+    int64_t r = gw_cluster_gpu_reclaim(&a->seg, i);
+    if (r < 0 && run_script(a, 0, &x->gpu, (uint64_t)-r, 1, 0, &retry) < 0) {
+        gw_cluster_gpu_restore(&a->seg, i, r); /* Redis is away: later */
+        return;
+    }
+    m->gpu_reclaimed += r;
+    if (r < 0)
+        gw_cluster_count(&a->seg, GW_CLC_GPU_RECONCILED, (uint64_t)-r);
+    if (!m->gpu_open)
+        return;
+    /* the give-back deletes our record even when nothing is left (a
+     * record left behind would be reaped later and give back GPU-us we
+     * used) */
+    int64_t back = run_script(a, 1, &x->gpu, r > 0 ? (uint64_t)r : 0, 0, 0, &retry);
+    if (back > 0)
+        gw_cluster_count(&a->seg, GW_CLC_GPU_RETURNED, (uint64_t)back);
+    /* a whole lease unused while GPU-us waited: a dead front's count */
+    if (r > 0 && (uint64_t)r == m->gpu_after_grant && g->want > 0)
+        gw_cluster_gpu_want_reset(&a->seg, i, g->want);
+    if (back >= 0)
+        m->gpu_open = 0;
+    m->gpu_after_grant = 0;
+}
+
+/* The GPU kind of one tenant cell, as serve_rate: an ended lease settled,
+ * fail-open reservations charged, a lease taken when GPU-us wait, a
+ * worker's extension found the pool short or overdrew it, or a lease in
+ * use nears its end (renewed). */
 static int serve_gpu(struct agent *a, uint32_t i, const struct acct_args *x, uint64_t now)
 {
     struct cellmem *m = &a->mem[i];
@@ -475,16 +531,8 @@ static int serve_gpu(struct agent *a, uint32_t i, const struct acct_args *x, uin
     gw_cluster_gpu_cell(&a->seg, i, &g);
     if (!x->gpu.nw || !gpu_busy(a, i, &g, now))
         return 0;
-    if (g.tokens > 0 && now >= g.expires_us && m->gpu_open) {
-        uint64_t r = gw_cluster_gpu_reclaim(&a->seg, i);
-        m->gpu_reclaimed += r;
-        int64_t back = r ? run_script(a, 1, &x->gpu, r, 0, 0, &retry) : 0;
-        if (back > 0)
-            gw_cluster_count(&a->seg, GW_CLC_GPU_RETURNED, (uint64_t)back);
-        if (r && r == m->gpu_after_grant && g.want > 0)
-            gw_cluster_gpu_want_reset(&a->seg, i, g.want);
-        m->gpu_open = 0;
-        m->gpu_after_grant = 0;
+    if (gpu_ended(a, i, &g, now) && a->rc) {
+        gpu_end_lease(a, i, x, &g);
         gw_cluster_gpu_cell(&a->seg, i, &g);
     }
     if (g.open_spent > 0 && a->rc) {
@@ -494,24 +542,30 @@ static int serve_gpu(struct agent *a, uint32_t i, const struct acct_args *x, uin
         else if (n)
             gw_cluster_count(&a->seg, GW_CLC_GPU_RECONCILED, n);
     }
-    /* an ended pool (refunds kept for the next lease) covers nobody until
-     * a grant renews its end: then any waiting request asks */
-    uint64_t held = g.tokens, need = g.want > held ? g.want - held : 0;
-    int ask = (now < g.expires_us ? need > 0 : g.want > 0) || g.shortfall > 0 ||
+    /* what waits beyond the pool (a debt counts as waiting); an ended pool
+     * (refunds kept for the next lease) covers nobody until a grant renews
+     * its end */
+    uint64_t held = g.tokens > 0 ? (uint64_t)g.tokens : 0;
+    uint64_t need = g.want + (g.tokens < 0 ? (uint64_t)-g.tokens : 0);
+    need = need > held ? need - held : 0;
+    int ask = (now < g.expires_us ? need > 0 : g.want > 0 || g.tokens < 0) || g.shortfall > 0 ||
               gpu_renew(a, i, &g, now);
     if (!ask || g.deny_until > now || !a->rc)
         return 0;
     uint64_t shortfall = gw_cluster_gpu_shortfall(&a->seg, i), sent = gw_now_us();
     if (shortfall > need)
         need = shortfall;
-    double per_s = gw_cluster_ewma_sample(&m->gpu, g.granted - m->gpu_reclaimed - g.tokens,
-                                          gw_mono_ns(), a->cl->lease_ttl_ms);
-    uint64_t k = gw_cluster_lease_size(a->cl, x->plan->budget.amount_us, per_s, need, UINT64_MAX);
+    double per_s =
+        gw_cluster_ewma_sample(&m->gpu, gpu_used(m, &g), gw_mono_ns(), a->cl->lease_ttl_ms);
+    const struct gw_budget_rate *b = &x->plan->budget;
+    uint64_t k = gw_cluster_lease_size(a->cl, b->amount_us, per_s, need, UINT64_MAX);
     int64_t got = run_script(a, 0, &x->gpu, k, 0, held, &retry);
     if (got < 0)
         return 1;
     if (got > 0) {
-        gw_cluster_gpu_grant(&a->seg, i, (uint64_t)got, local_end(a, sent));
+        /* the overdraft: the smallest lease, lease_percent of the budget */
+        uint64_t od = gw_cluster_lease_size(a->cl, b->amount_us, 0, 0, UINT64_MAX);
+        gw_cluster_gpu_grant(&a->seg, i, (uint64_t)got, local_end(a, sent), od);
         m->gpu_open = 1;
         m->gpu_after_grant = held + (uint64_t)got;
         gw_cluster_count(&a->seg, GW_CLC_GPU_GRANTS, 1);
@@ -521,7 +575,7 @@ static int serve_gpu(struct agent *a, uint32_t i, const struct acct_args *x, uin
         /* the farm's budget cannot cover what waits: refuse what the pool
          * cannot cover until the budget refills that much (or Redis's
          * retry time), at most a second */
-        double T = (double)x->plan->budget.period_us / (double)x->plan->budget.amount_us;
+        double T = (double)b->period_us / (double)b->amount_us;
         uint64_t refill = (uint64_t)((double)(need - (uint64_t)got) * T);
         gw_cluster_gpu_deny(&a->seg, i, deny_end(now, retry > refill ? retry : refill));
         gw_cluster_count(&a->seg, GW_CLC_GPU_DENIALS, 1);
@@ -539,7 +593,8 @@ static void serve(struct agent *a)
         if (gw_cluster_cell(&a->seg, i, &c) != 0)
             continue;
         gw_cluster_gpu_cell(&a->seg, i, &g);
-        int rate = c.want > 0 || c.open_spent > 0 || (c.tokens > 0 && now >= c.expires_us);
+        int rate = c.want > 0 || c.open_spent > 0 ||
+                   (now >= c.expires_us && (c.tokens > 0 || a->mem[i].rate_open));
         if (!rate && !gpu_busy(a, i, &g, now))
             continue;
         struct acct_args x;
@@ -616,11 +671,11 @@ int gw_cluster_main(const char *config_path, const struct gw_fds *fds)
         gw_config_free(a.cfg);
         return 111;
     }
-    /* A GPU lease a previous agent left in the pool is given back when it
-     * ends (the record caps what Redis takes back): never kept past its
-     * end, where Redis may already have reaped its record. */
+    /* A lease a previous agent left is given back when it ends (the record
+     * caps what Redis takes back, and the give-back deletes it): never kept
+     * past its end, where Redis may already have reaped its record. */
     for (uint32_t i = 0; i < a.seg.cfg.budgets; i++)
-        a.mem[i].gpu_open = 1;
+        a.mem[i].rate_open = a.mem[i].gpu_open = 1;
     gw_proc_set_role(&a.seg, GW_ROLE_CLUSTER, 0);
     gw_proc_set_state(&a.seg, GW_PROC_READY);
     a.state = GW_CL_OFF;

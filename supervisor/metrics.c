@@ -134,6 +134,7 @@ static void cluster_lines(struct buf *b, const struct gw_segment *seg)
         {GW_CLC_GPU_RECONCILED, "gpu_reconciled_us_total", "Fail-open GPU-us charged later."},
         {GW_CLC_GPU_SHORT, "gpu_lease_shortfalls_total",
          "Worker extensions the node's GPU lease could not cover."},
+        {GW_CLC_GPU_OVERDRAWN, "gpu_overdrawn_us_total", "GPU-us extensions took beyond a lease."},
     };
     for (size_t i = 0; i < sizeof(cs) / sizeof(cs[0]); i++) {
         char name[96];

@@ -45,7 +45,7 @@ static struct world setup_world(void)
     return w;
 }
 
-static uint64_t pool(const struct world *w)
+static int64_t pool(const struct world *w)
 {
     struct gw_cl_gpu g;
     assert_int_equal(gw_cluster_gpu_cell(&w->f->seg, w->cell, &g), 0);
@@ -58,7 +58,7 @@ static void test_gpu_lease_covers_reservations_until_it_ends(void **state)
     struct world w = setup_world();
     struct gw_segment *seg = &w.f->seg;
     uint64_t retry = 0;
-    gw_cluster_gpu_grant(seg, w.cell, 1000, T0 + SEC);
+    gw_cluster_gpu_grant(seg, w.cell, 1000, T0 + SEC, 0);
     assert_int_equal(gw_cluster_gpu_take(seg, w.tenant, 600, T0, &retry), GW_CL_TAKEN);
     assert_int_equal(gw_cluster_gpu_take(seg, w.tenant, 600, T0, &retry), GW_CL_WAIT);
     assert_int_equal(gw_cluster_gpu_take(seg, w.tenant, 400, T0, &retry), GW_CL_TAKEN);
@@ -96,7 +96,7 @@ static void test_gpu_denied_until_redis_says_and_unavailable_when_down(void **st
     assert_int_equal(gw_cluster_gpu_take(seg, w.tenant, 10, T0, &retry), GW_CL_DENIED);
     assert_int_equal(retry, 500);
     /* a grant lifts the denial */
-    gw_cluster_gpu_grant(seg, w.cell, 10, T0 + SEC);
+    gw_cluster_gpu_grant(seg, w.cell, 10, T0 + SEC, 0);
     assert_int_equal(gw_cluster_gpu_take(seg, w.tenant, 10, T0, &retry), GW_CL_TAKEN);
     gw_cluster_set_state(seg, GW_CL_DOWN, 3, T0);
     assert_int_equal(gw_cluster_gpu_take(seg, w.tenant, 10, T0, &retry), GW_CL_UNAVAILABLE);
@@ -104,15 +104,16 @@ static void test_gpu_denied_until_redis_says_and_unavailable_when_down(void **st
 }
 
 /* A slot reserved from the lease and bound to it: the worker's extensions
- * come from the lease (refused when it is short, and the agent told), and
- * settlement puts the unused part back. */
+ * come from the lease, may overdraw it by up to the agent's overdraft (a
+ * debt the next grant pays), are refused beyond that (and the agent
+ * told), and settlement puts the unused part back. */
 static void test_farm_slot_extends_from_lease_and_refunds_at_settle(void **state)
 {
     (void)state;
     struct world w = setup_world();
     struct gw_segment *seg = &w.f->seg;
     uint64_t retry = 0;
-    gw_cluster_gpu_grant(seg, w.cell, 10 * SEC, T0 + 60 * SEC);
+    gw_cluster_gpu_grant(seg, w.cell, 10 * SEC, T0 + 60 * SEC, SEC);
 
     struct gw_slot_ref a, b;
     assert_int_equal(gw_cluster_gpu_take(seg, w.tenant, 4 * SEC, T0, &retry), GW_CL_TAKEN);
@@ -127,7 +128,8 @@ static void test_farm_slot_extends_from_lease_and_refunds_at_settle(void **state
     assert_int_equal(pool(&w), 6 * SEC);
     assert_int_equal(gw_budget_charge(seg, a, 5 * SEC, T0), 0); /* 1 s more, from the lease */
     assert_int_equal(pool(&w), 5 * SEC);
-    /* 7 s more: the lease holds 5: refused, nothing taken, the agent told */
+    /* 7 s more: the lease holds 5 and may be overdrawn by 1: refused,
+     * nothing taken, the agent told */
     assert_int_equal(gw_budget_charge(seg, a, 12 * SEC, T0), GW_EREFUSED);
     assert_int_equal(pool(&w), 5 * SEC);
     assert_int_equal(gw_cluster_gpu_shortfall(seg, w.cell), 7 * SEC);
@@ -135,14 +137,30 @@ static void test_farm_slot_extends_from_lease_and_refunds_at_settle(void **state
     struct gw_cl_status st;
     gw_cluster_status(seg, &st);
     assert_int_equal(st.counters[GW_CLC_GPU_SHORT], 1);
+    /* 6 s more: the 5 and 1 of overdraft, a debt */
+    assert_int_equal(gw_budget_charge(seg, a, 11 * SEC, T0), 0);
+    assert_int_equal(pool(&w), -(int64_t)SEC);
+    gw_cluster_status(seg, &st);
+    assert_int_equal(st.counters[GW_CLC_GPU_OVERDRAWN], 6 * SEC);
     uint64_t res, used;
     int settled;
     assert_int_equal(gw_slot_money(seg, a, &res, &used, &settled), 0);
-    assert_int_equal(res, 5 * SEC);
-    assert_int_equal(used, 5 * SEC);
+    assert_int_equal(res, 11 * SEC);
+    assert_int_equal(used, 11 * SEC);
     assert_int_equal(gw_slot_move(seg, a, GW_SLOT_RUNNING, GW_SLOT_DONE), 0);
     assert_int_equal(gw_budget_settle(seg, a), 1);
-    assert_int_equal(pool(&w), 5 * SEC); /* all used: nothing back */
+    assert_int_equal(pool(&w), -(int64_t)SEC); /* all used: nothing back */
+    /* an overdrawn pool covers no reservation; the next grant pays the
+     * debt first */
+    assert_int_equal(gw_cluster_gpu_take(seg, w.tenant, 1, T0, &retry), GW_CL_WAIT);
+    gw_cluster_gpu_grant(seg, w.cell, 6 * SEC, T0 + 60 * SEC, SEC);
+    assert_int_equal(pool(&w), 5 * SEC);
+    /* after the lease's end: only the overdraft, never what the pool holds
+     * (the agent gives that back) */
+    assert_int_equal(gw_cluster_gpu_take(seg, w.tenant, 1, T0 + 60 * SEC, &retry), GW_CL_WAIT);
+    assert_int_equal(gw_cluster_gpu_reclaim(seg, w.cell), 5 * SEC);
+    assert_int_equal(gw_cluster_gpu_reclaim(seg, w.cell), 0);
+    gw_cluster_gpu_restore(seg, w.cell, 5 * SEC);
 
     assert_int_equal(gw_cluster_gpu_take(seg, w.tenant, 2 * SEC, T0, &retry), GW_CL_TAKEN);
     assert_int_equal(gw_slot_claim(seg, &b), 0);

@@ -91,7 +91,8 @@ enum gw_cl_counter {
     GW_CLC_GPU_DENIALS,     /* GPU lease asks answered "exhausted" */
     GW_CLC_GPU_OPEN_US,     /* GPU-us reserved fail-open */
     GW_CLC_GPU_RECONCILED,  /* fail-open GPU-us charged to Redis afterwards */
-    GW_CLC_GPU_SHORT,       /* worker extensions the lease could not cover */
+    GW_CLC_GPU_SHORT,       /* worker extensions the lease could not cover (refused) */
+    GW_CLC_GPU_OVERDRAWN,   /* GPU-us worker extensions took beyond the lease (its debt) */
     GW_CLC_COUNT
 };
 void gw_cluster_count(struct gw_segment *seg, int counter, uint64_t n);
@@ -162,17 +163,26 @@ int gw_cluster_gpu_open_admit(struct gw_segment *seg, struct gw_acct a,
 /* One tenant's GPU cell as the agent sees it (the account is the rate
  * cell's: gw_cluster_cell). */
 struct gw_cl_gpu {
-    uint64_t tokens;     /* unused GPU-us of this node's lease */
+    int64_t tokens;      /* unused GPU-us of this node's lease; below 0: overdrawn */
     uint64_t expires_us; /* the lease's local end (wall clock) */
     uint64_t want;       /* GPU-us of requests waiting for a lease now */
     uint64_t deny_until; /* farm-wide exhausted until (wall us), 0 none */
     uint64_t open_spent; /* GPU-us reserved fail-open, not yet charged to Redis */
     uint64_t granted;    /* GPU-us granted to this node, ever */
     uint64_t shortfall;  /* GPU-us a worker's extension lacked since the last look */
+    uint64_t overdraft;  /* how far below 0 workers' extensions may take the pool */
 };
 int gw_cluster_gpu_cell(const struct gw_segment *seg, uint32_t i, struct gw_cl_gpu *out);
-void gw_cluster_gpu_grant(struct gw_segment *seg, uint32_t i, uint64_t x, uint64_t expires_us);
-uint64_t gw_cluster_gpu_reclaim(struct gw_segment *seg, uint32_t i);
+/* Adds x GPU-us to cell i's pool (paying its debt first), which now ends
+ * at expires_us and may be overdrawn by up to overdraft_us; lifts any
+ * denial. */
+void gw_cluster_gpu_grant(struct gw_segment *seg, uint32_t i, uint64_t x, uint64_t expires_us,
+                          uint64_t overdraft_us);
+/* Empties cell i's pool: what it held (> 0: to give back; < 0: a debt to
+ * charge to Redis). */
+int64_t gw_cluster_gpu_reclaim(struct gw_segment *seg, uint32_t i);
+/* Adds d (signed) back to cell i's pool: a debt that could not be charged. */
+void gw_cluster_gpu_restore(struct gw_segment *seg, uint32_t i, int64_t d);
 void gw_cluster_gpu_deny(struct gw_segment *seg, uint32_t i, uint64_t until_us);
 uint64_t gw_cluster_gpu_open_drain(struct gw_segment *seg, uint32_t i);
 void gw_cluster_gpu_open_undrain(struct gw_segment *seg, uint32_t i, uint64_t n);

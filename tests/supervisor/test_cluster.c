@@ -649,7 +649,8 @@ static int redis_hexists(const char *key, const char *field)
     return v;
 }
 
-/* "big": 100 per hour, leases of 5% = 5 tokens; 100 GPU-seconds per
+/* "spare" first: node 1 uses a whole lease, whose record must go when the
+ * lease ends. Then "big": 100 per hour, leases of 5% = 5 tokens; 100 GPU-seconds per
  * hour, GPU leases of 5% = 5 GPU-seconds. Node 2 takes one lease of each
  * for one request and is SIGKILLed (master and, by PDEATHSIG, its
  * children) holding them. Its lease records stay in Redis until their TTL
@@ -662,7 +663,11 @@ static void test_killed_node_lease_returns_after_ttl(void **state)
     (void)state;
     static const char key[] = "gw:rate:big:100/3600000000+0", leases[] = "gw:lease:big";
     static const char gkey[] = "gw:gpu:big:100000000/3600000000", gleases[] = "gw:gpulease:big";
-    int two[1] = {2}, zero[1] = {0}, ok, r429, r503, other;
+    int two[1] = {2}, zero[1] = {0}, one[1] = {1}, ok, r429, r503, other;
+    /* node 1 uses a whole lease of "spare" (5 tokens for 5 requests) */
+    burst("spare", 5, one, 1, &ok, &r429, &r503, &other, NULL, 0);
+    assert_int_equal(ok, 5);
+    assert_int_equal(redis_hexists("gw:lease:spare", "node-1"), 1);
     burst("big", 1, two, 1, &ok, &r429, &r503, &other, NULL, 0);
     assert_int_equal(ok, 1);
     assert_int_equal(redis_available(key, 100), 95);
@@ -676,6 +681,10 @@ static void test_killed_node_lease_returns_after_ttl(void **state)
     nodes[2].master = 0;
     usleep(5500 * 1000);                                  /* past the lease's TTL in Redis */
     assert_int_equal(redis_hexists(leases, "node-2"), 1); /* nobody asked since */
+    /* a live node's lease that ended used up: its record is deleted at its
+     * end (a record left behind would be reaped and give back 5 tokens
+     * that were used) */
+    assert_int_equal(redis_hexists("gw:lease:spare", "node-1"), 0);
     assert_int_equal(redis_hexists(gleases, "node-2"), 1);
     burst("big", 1, zero, 1, &ok, &r429, &r503, &other, NULL, 0);
     assert_int_equal(ok, 1);

@@ -5,10 +5,13 @@
  * has a "cluster" section and restarts it like any child. It sleeps on the
  * segment's demand futex; when fronts wait for a lease, it takes one from
  * Redis (a Lua script: all windows of the tenant's farm-wide account at
- * once), puts the tokens into the tenant's cell and wakes the fronts. It
- * gives back what a lease left unused when the lease ends, beats the node's
- * heartbeat, and charges to Redis what the node admitted fail-open while
- * Redis was away.
+ * once, or its GPU budget's cell), puts the tokens (or GPU-us) into the
+ * tenant's cell and wakes the fronts. Leases are sized by the node's recent
+ * demand (gw_cluster_lease_size). It gives back what a lease left unused
+ * when the lease ends (and deletes its record), charges what workers
+ * overdrew, beats the node's heartbeat (and keeps the live nodes' names),
+ * and charges to Redis what the node admitted fail-open while Redis was
+ * away.
  *
  * Every Redis call is bounded: hiredis's blocking context with a connect
  * timeout and socket send/receive timeouts of cluster.timeout_ms. Blocking
@@ -500,9 +503,7 @@ static void gpu_end_lease(struct agent *a, uint32_t i, const struct acct_args *x
         gw_cluster_gpu_restore(&a->seg, i, r); /* Redis is away: later */
         return;
     }
-    m->gpu_reclaimed += r;
-    if (r < 0)
-        gw_cluster_count(&a->seg, GW_CLC_GPU_RECONCILED, (uint64_t)-r);
+    m->gpu_reclaimed += r; /* a debt charged: counted when overdrawn (GPU_OVERDRAWN) */
     if (!m->gpu_open)
         return;
     /* the give-back deletes our record even when nothing is left (a

@@ -563,8 +563,12 @@ static void admit_queue(struct admission *a, struct job *j)
  * (front_cluster.c). */
 void gw__front_generate_rest(struct admission *a)
 {
-    if (admit_request(a) != 0)
+    if (admit_request(a) != 0) {
+        if (a->farm_gpu) /* taken for a parked request whose body a reload refuses now */
+            gw_cluster_gpu_put(a->seg, a->tenant, a->farm_gpu);
+        a->farm_gpu = 0;
         return;
+    }
     /* 4b: the farm's GPU lease (front_cluster.c), which may park it */
     if (gw__front_cluster_gpu(a, reservation(a)) != 0) {
         gw_request_free(&a->rq);

@@ -11,8 +11,8 @@
  * lease), rather than stop a generation while the agent fetches a lease;
  * settlement puts the unused part back (gw__cluster_gpu_refund). So every
  * GPU-us the ledger charges on this node came out of a lease first, or is
- * a debt of at most `overdraft` that the next lease pays (or the agent
- * charges to Redis when the lease ends).
+ * a debt of at most `overdraft` that a later lease pays (never charged to
+ * Redis any other way: the farm's account grants only what it has).
  *
  * Who repairs what: nothing here needs the master's repair. Every word is
  * changed by one atomic operation, so a process killed anywhere leaves each
@@ -168,9 +168,9 @@ int gw__cluster_gpu_extend(struct gw_segment *seg, struct gw_acct tenant, uint64
     /* relaxed: a bound the agent sets at each grant, read on its own */
     uint64_t od = atomic_load_explicit(&g->overdraft, memory_order_relaxed);
     int ok = pool_take(g, x, now_us, od);
-    if (!ok)
-        /* relaxed: a hint; the wake's release bump makes the agent look */
-        atomic_fetch_add_explicit(&g->shortfall, x, memory_order_relaxed);
+    /* relaxed: a hint (a lease is wanted: the pool is overdrawn or short);
+     * the wake's release bump makes the agent look */
+    atomic_fetch_add_explicit(&g->shortfall, x, memory_order_relaxed);
     gw_cluster_count(seg, ok ? GW_CLC_GPU_OVERDRAWN : GW_CLC_GPU_SHORT, ok ? x : 1);
     gw__cluster_wake(seg); /* a debt or a shortfall: the agent takes a lease */
     return ok ? 0 : GW_EREFUSED;
@@ -214,17 +214,17 @@ void gw_cluster_gpu_grant(struct gw_segment *seg, uint32_t i, uint64_t x, uint64
     atomic_fetch_add_explicit(&g->tokens, (int64_t)x, memory_order_release);
 }
 
-int64_t gw_cluster_gpu_reclaim(struct gw_segment *seg, uint32_t i)
+uint64_t gw_cluster_gpu_reclaim(struct gw_segment *seg, uint32_t i)
 {
-    /* acq_rel: the exchange races the fronts' and workers' CAS and the
-     * settlers' refunds; whatever it removes nobody took */
-    return atomic_exchange_explicit(&seg->cl_gpu[i].tokens, 0, memory_order_acq_rel);
-}
-
-void gw_cluster_gpu_restore(struct gw_segment *seg, uint32_t i, int64_t d)
-{
-    /* relaxed: a count, as gw_cluster_gpu_put */
-    atomic_fetch_add_explicit(&seg->cl_gpu[i].tokens, d, memory_order_relaxed);
+    _Atomic int64_t *w = &seg->cl_gpu[i].tokens;
+    /* relaxed: the CAS below decides */
+    int64_t t = atomic_load_explicit(w, memory_order_relaxed);
+    /* acq_rel: the CAS races the fronts' and workers' CAS and the settlers'
+     * refunds; whatever it removes nobody took. A debt stays. */
+    while (t > 0 && !atomic_compare_exchange_weak_explicit(w, &t, 0, memory_order_acq_rel,
+                                                           memory_order_relaxed))
+        ;
+    return t > 0 ? (uint64_t)t : 0;
 }
 
 void gw_cluster_gpu_deny(struct gw_segment *seg, uint32_t i, uint64_t until_us)

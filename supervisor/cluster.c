@@ -474,46 +474,37 @@ static int gpu_renew(const struct agent *a, uint32_t i, const struct gw_cl_gpu *
            gpu_used(m, g) > m->gpu.last_used;
 }
 
-/* Whether the GPU lease has ended with something to settle: unused GPU-us
- * of our lease to give back, or a debt to charge. */
+/* Whether our GPU lease has ended: its unused GPU-us go back. */
 static int gpu_ended(const struct agent *a, uint32_t i, const struct gw_cl_gpu *g, uint64_t now)
 {
-    return now >= g->expires_us && (g->tokens < 0 || a->mem[i].gpu_open);
+    return now >= g->expires_us && a->mem[i].gpu_open;
 }
 
 /* Whether the GPU kind of cell i needs the agent now. */
 static int gpu_busy(const struct agent *a, uint32_t i, const struct gw_cl_gpu *g, uint64_t now)
 {
-    return g->want > 0 || g->shortfall > 0 || g->open_spent > 0 || g->tokens < 0 ||
-           gpu_ended(a, i, g, now) || gpu_renew(a, i, g, now);
+    return g->want > 0 || g->shortfall > 0 || g->open_spent > 0 || gpu_ended(a, i, g, now) ||
+           gpu_renew(a, i, g, now);
 }
 
 /* An ended GPU lease: what the pool holds goes back to Redis (the record
- * caps it: never twice); a debt the workers' extensions left is charged
- * (forced, as a reconciliation). Refunds that settle after this stay in
- * the pool for the next lease (Redis counts them spent: no record holds
- * them), whose record reports them as held. */
+ * caps it: never twice), and the give-back deletes our record even when
+ * nothing is left (a record left behind would be reaped later and give
+ * back GPU-us we used). A debt the workers' extensions left stays for the
+ * next grant to pay. Refunds that settle after this stay in the pool for
+ * the next lease (Redis counts them spent: no record holds them), whose
+ * record reports them as held. */
 static void gpu_end_lease(struct agent *a, uint32_t i, const struct acct_args *x,
                           const struct gw_cl_gpu *g)
 {
     struct cellmem *m = &a->mem[i];
-    uint64_t retry = 0;
-    int64_t r = gw_cluster_gpu_reclaim(&a->seg, i);
-    if (r < 0 && run_script(a, 0, &x->gpu, (uint64_t)-r, 1, 0, &retry) < 0) {
-        gw_cluster_gpu_restore(&a->seg, i, r); /* Redis is away: later */
-        return;
-    }
-    m->gpu_reclaimed += r; /* a debt charged: counted when overdrawn (GPU_OVERDRAWN) */
-    if (!m->gpu_open)
-        return;
-    /* the give-back deletes our record even when nothing is left (a
-     * record left behind would be reaped later and give back GPU-us we
-     * used) */
-    int64_t back = run_script(a, 1, &x->gpu, r > 0 ? (uint64_t)r : 0, 0, 0, &retry);
+    uint64_t retry = 0, r = gw_cluster_gpu_reclaim(&a->seg, i);
+    m->gpu_reclaimed += (int64_t)r;
+    int64_t back = run_script(a, 1, &x->gpu, r, 0, 0, &retry);
     if (back > 0)
         gw_cluster_count(&a->seg, GW_CLC_GPU_RETURNED, (uint64_t)back);
     /* a whole lease unused while GPU-us waited: a dead front's count */
-    if (r > 0 && (uint64_t)r == m->gpu_after_grant && g->want > 0)
+    if (r > 0 && r == m->gpu_after_grant && g->want > 0)
         gw_cluster_gpu_want_reset(&a->seg, i, g->want);
     if (back >= 0)
         m->gpu_open = 0;
@@ -543,13 +534,14 @@ static int serve_gpu(struct agent *a, uint32_t i, const struct acct_args *x, uin
         else if (n)
             gw_cluster_count(&a->seg, GW_CLC_GPU_RECONCILED, n);
     }
-    /* what waits beyond the pool (a debt counts as waiting); an ended pool
-     * (refunds kept for the next lease) covers nobody until a grant renews
-     * its end */
+    /* what waits beyond the pool (a debt is paid first: it counts as
+     * waiting, but alone asks for nothing until demand comes: it stays
+     * within the overdraft); an ended pool (refunds kept for the next
+     * lease) covers nobody until a grant renews its end */
     uint64_t held = g.tokens > 0 ? (uint64_t)g.tokens : 0;
     uint64_t need = g.want + (g.tokens < 0 ? (uint64_t)-g.tokens : 0);
     need = need > held ? need - held : 0;
-    int ask = (now < g.expires_us ? need > 0 : g.want > 0 || g.tokens < 0) || g.shortfall > 0 ||
+    int ask = (now < g.expires_us ? need > 0 && g.want > 0 : g.want > 0) || g.shortfall > 0 ||
               gpu_renew(a, i, &g, now);
     if (!ask || g.deny_until > now || !a->rc)
         return 0;

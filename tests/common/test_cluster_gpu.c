@@ -142,6 +142,9 @@ static void test_farm_slot_extends_from_lease_and_refunds_at_settle(void **state
     assert_int_equal(pool(&w), -(int64_t)SEC);
     gw_cluster_status(seg, &st);
     assert_int_equal(st.counters[GW_CLC_GPU_OVERDRAWN], 6 * SEC);
+    assert_int_equal(gw_cluster_gpu_shortfall(seg, w.cell), 6 * SEC); /* a lease is wanted */
+    assert_int_equal(gw_cluster_gpu_reclaim(seg, w.cell), 0);         /* a debt stays */
+    assert_int_equal(pool(&w), -(int64_t)SEC);
     uint64_t res, used;
     int settled;
     assert_int_equal(gw_slot_money(seg, a, &res, &used, &settled), 0);
@@ -160,7 +163,7 @@ static void test_farm_slot_extends_from_lease_and_refunds_at_settle(void **state
     assert_int_equal(gw_cluster_gpu_take(seg, w.tenant, 1, T0 + 60 * SEC, &retry), GW_CL_WAIT);
     assert_int_equal(gw_cluster_gpu_reclaim(seg, w.cell), 5 * SEC);
     assert_int_equal(gw_cluster_gpu_reclaim(seg, w.cell), 0);
-    gw_cluster_gpu_restore(seg, w.cell, 5 * SEC);
+    gw_cluster_gpu_put(seg, w.tenant, 5 * SEC);
 
     assert_int_equal(gw_cluster_gpu_take(seg, w.tenant, 2 * SEC, T0, &retry), GW_CL_TAKEN);
     assert_int_equal(gw_slot_claim(seg, &b), 0);

@@ -178,11 +178,9 @@ int gw_cluster_gpu_cell(const struct gw_segment *seg, uint32_t i, struct gw_cl_g
  * denial. */
 void gw_cluster_gpu_grant(struct gw_segment *seg, uint32_t i, uint64_t x, uint64_t expires_us,
                           uint64_t overdraft_us);
-/* Empties cell i's pool: what it held (> 0: to give back; < 0: a debt to
- * charge to Redis). */
-int64_t gw_cluster_gpu_reclaim(struct gw_segment *seg, uint32_t i);
-/* Adds d (signed) back to cell i's pool: a debt that could not be charged. */
-void gw_cluster_gpu_restore(struct gw_segment *seg, uint32_t i, int64_t d);
+/* Empties cell i's pool of what it holds (to give back); a debt (a pool
+ * below 0) stays for a later grant to pay. */
+uint64_t gw_cluster_gpu_reclaim(struct gw_segment *seg, uint32_t i);
 void gw_cluster_gpu_deny(struct gw_segment *seg, uint32_t i, uint64_t until_us);
 uint64_t gw_cluster_gpu_open_drain(struct gw_segment *seg, uint32_t i);
 void gw_cluster_gpu_open_undrain(struct gw_segment *seg, uint32_t i, uint64_t n);

@@ -25,11 +25,13 @@
 #include <errno.h>
 #include <limits.h>
 #include <linux/futex.h>
+#include <stdio.h>
+#include <string.h>
 #include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
 
-static struct gw_cluster_cell *cell_of(struct gw_segment *seg, struct gw_acct a)
+struct gw_cluster_cell *gw__cluster_cell_of(const struct gw_segment *seg, struct gw_acct a)
 {
     if (a.index >= seg->cfg.accounts)
         return NULL;
@@ -41,7 +43,7 @@ static struct gw_cluster_cell *cell_of(struct gw_segment *seg, struct gw_acct a)
 
 int gw_cluster_take(struct gw_segment *seg, struct gw_acct a, uint64_t now_us, uint64_t *retry_us)
 {
-    struct gw_cluster_cell *c = cell_of(seg, a);
+    struct gw_cluster_cell *c = gw__cluster_cell_of(seg, a);
     if (!c)
         return GW_CL_UNAVAILABLE;
     /* acquire: pairs with the agent's release add in gw_cluster_grant, so
@@ -69,26 +71,31 @@ int gw_cluster_take(struct gw_segment *seg, struct gw_acct a, uint64_t now_us, u
     return GW_CL_WAIT;
 }
 
-static void note_account(struct gw_cluster_cell *c, struct gw_acct a);
-
 static long futex(_Atomic uint32_t *w, int op, uint32_t val, const struct timespec *ts)
 {
     /* not FUTEX_PRIVATE_FLAG: the word is in a shared file mapping */
     return syscall(SYS_futex, (uint32_t *)w, op, val, ts, NULL, 0);
 }
 
+void gw__cluster_wake(struct gw_segment *seg)
+{
+    /* release: pairs with the agent's acquire (gw_cluster_demand), so the
+     * counts written before are seen when it looks */
+    atomic_fetch_add_explicit(&seg->cluster->demand, 1, memory_order_release);
+    futex(&seg->cluster->demand, FUTEX_WAKE, INT_MAX, NULL);
+}
+
 void gw_cluster_want(struct gw_segment *seg, struct gw_acct a, int delta)
 {
-    struct gw_cluster_cell *c = cell_of(seg, a);
+    struct gw_cluster_cell *c = gw__cluster_cell_of(seg, a);
     if (!c)
         return;
     if (delta > 0) {
-        note_account(c, a);
+        gw__cluster_note(c, a);
         /* relaxed: a count the agent reads on its own; the demand bump
          * below (release, paired with the agent's acquire) makes it look */
         atomic_fetch_add_explicit(&c->want, 1, memory_order_relaxed);
-        atomic_fetch_add_explicit(&seg->cluster->demand, 1, memory_order_release);
-        futex(&seg->cluster->demand, FUTEX_WAKE, INT_MAX, NULL);
+        gw__cluster_wake(seg);
     } else {
         /* relaxed: a count read on its own; never below zero */
         uint64_t w = atomic_load_explicit(&c->want, memory_order_relaxed);
@@ -98,10 +105,7 @@ void gw_cluster_want(struct gw_segment *seg, struct gw_acct a, int delta)
     }
 }
 
-/* One GCRA step on a bare cell (no generation: the cluster cells belong to
- * tenant accounts, which are never reclaimed). */
-/* Records the tenant account in its cell so the agent can name it. */
-static void note_account(struct gw_cluster_cell *c, struct gw_acct a)
+void gw__cluster_note(struct gw_cluster_cell *c, struct gw_acct a)
 {
     /* release: pairs with the agent's acquire in gw_cluster_cell; what it
      * then reads of the cell are counters read on their own */
@@ -109,6 +113,8 @@ static void note_account(struct gw_cluster_cell *c, struct gw_acct a)
                           memory_order_release);
 }
 
+/* One GCRA step on a bare cell (no generation: the cluster cells belong to
+ * tenant accounts, which are never reclaimed). */
 static int gcra_take(_Atomic uint64_t *cell, const struct gw_rate *r, uint64_t now, uint64_t *retry)
 {
     /* relaxed: the cell is self-contained; the CAS makes it atomic */
@@ -128,7 +134,7 @@ static int gcra_take(_Atomic uint64_t *cell, const struct gw_rate *r, uint64_t n
 int gw_cluster_open_admit(struct gw_segment *seg, struct gw_acct a, const struct gw_plan *p,
                           uint64_t now_us, uint64_t *retry_us)
 {
-    struct gw_cluster_cell *c = cell_of(seg, a);
+    struct gw_cluster_cell *c = gw__cluster_cell_of(seg, a);
     if (!c) {
         *retry_us = 1000000;
         return GW_EREFUSED;
@@ -146,7 +152,7 @@ int gw_cluster_open_admit(struct gw_segment *seg, struct gw_acct a, const struct
             gcra_take(&c->open_tat[i], &r, now_us, retry_us) != 0)
             return GW_EREFUSED;
     }
-    note_account(c, a);
+    gw__cluster_note(c, a);
     /* relaxed: counted; the agent drains it on its own */
     atomic_fetch_add_explicit(&c->open_spent, 1, memory_order_relaxed);
     gw_cluster_count(seg, GW_CLC_OPEN_ADMITS, 1);
@@ -265,4 +271,87 @@ void gw_cluster_status(const struct gw_segment *seg, struct gw_cl_status *out)
 const char *gw_cluster_state_name(int state)
 {
     return state == GW_CL_UP ? "up" : state == GW_CL_DOWN ? "down" : "connecting";
+}
+
+void gw_cluster_set_peers(struct gw_segment *seg, const char *names, uint64_t count)
+{
+    struct gw_cl_peers *p = seg->cl_peers;
+    char buf[8 * GW_CL_PEER_WORDS] = {0};
+    size_t n = strlen(names);
+    memcpy(buf, names, n < sizeof(buf) - 1 ? n : sizeof(buf) - 1);
+    /* relaxed: the agent is the only writer */
+    uint64_t s = atomic_load_explicit(&p->seq, memory_order_relaxed);
+    /* relaxed store, then a release fence: a reader that sees any word
+     * below also sees the odd sequence (seqlock writer side) */
+    atomic_store_explicit(&p->seq, s + 1, memory_order_relaxed);
+    atomic_thread_fence(memory_order_release);
+    for (int i = 0; i < GW_CL_PEER_WORDS; i++) {
+        uint64_t w;
+        memcpy(&w, buf + 8 * i, 8);
+        /* relaxed: ordered by the fence above and the release below */
+        atomic_store_explicit(&p->words[i], w, memory_order_relaxed);
+    }
+    atomic_store_explicit(&p->count, count, memory_order_relaxed);
+    /* release: the words above before the even sequence */
+    atomic_store_explicit(&p->seq, s + 2, memory_order_release);
+}
+
+int gw_cluster_peers(const struct gw_segment *seg, char *out, size_t len)
+{
+    const struct gw_cl_peers *p = seg->cl_peers;
+    char buf[8 * GW_CL_PEER_WORDS + 1];
+    for (int attempt = 0; attempt < 16; attempt++) {
+        /* acquire: pairs with the writer's final release */
+        uint64_t s0 = atomic_load_explicit(&p->seq, memory_order_acquire);
+        if (s0 & 1)
+            continue;
+        for (int i = 0; i < GW_CL_PEER_WORDS; i++) {
+            /* relaxed: checked against the sequence below */
+            uint64_t w = atomic_load_explicit(&p->words[i], memory_order_relaxed);
+            memcpy(buf + 8 * i, &w, 8);
+        }
+        uint64_t count = atomic_load_explicit(&p->count, memory_order_relaxed);
+        /* acquire fence: the loads above before the second sequence load
+         * (seqlock reader side) */
+        atomic_thread_fence(memory_order_acquire);
+        if (atomic_load_explicit(&p->seq, memory_order_relaxed) != s0)
+            continue;
+        buf[sizeof(buf) - 1] = '\0';
+        snprintf(out, len, "%s", buf);
+        return (int)count;
+    }
+    return -EAGAIN;
+}
+
+double gw_cluster_ewma_sample(struct gw_cl_ewma *e, uint64_t used, uint64_t now_ns, uint32_t ttl_ms)
+{
+    if (e->last_ns && now_ns > e->last_ns && used >= e->last_used) {
+        double dt = (double)(now_ns - e->last_ns) / 1e9, tau = ttl_ms / 1000.0;
+        double rate = (double)(used - e->last_used) / dt;
+        e->per_s += dt / (dt + tau) * (rate - e->per_s);
+    }
+    e->last_ns = now_ns;
+    e->last_used = used;
+    return e->per_s;
+}
+
+/* p percent of x without overflow */
+static uint64_t percent(uint64_t x, uint32_t p)
+{
+    return x / 100 * p + x % 100 * p / 100;
+}
+
+uint64_t gw_cluster_lease_size(const struct gw_cluster_cfg *cl, uint64_t limit, double per_s,
+                               uint64_t need, uint64_t cap)
+{
+    uint64_t lo = percent(limit, cl->lease_percent), hi = percent(limit, cl->lease_max_percent);
+    if (lo < 1)
+        lo = 1;
+    if (hi < lo)
+        hi = lo;
+    double d = per_s * cl->lease_ttl_ms / 1000.0;
+    uint64_t k = d <= (double)lo ? lo : d >= (double)hi ? hi : (uint64_t)d;
+    if (need > k)
+        k = need;
+    return k > cap ? cap : k;
 }

@@ -127,19 +127,11 @@ static void parse_plan_modes(struct gw_cfg_cx *c, json_t *o, struct gw_config *c
 
 void gw__cfg_parse_cluster(struct gw_cfg_cx *c, json_t *root, struct gw_config *cfg)
 {
-    static const char *const keys[] = {"redis",
-                                       "node",
-                                       "password_file",
-                                       "prefix",
-                                       "timeout_ms",
-                                       "wait_ms",
-                                       "lease_ttl_ms",
-                                       "heartbeat_ms",
-                                       "lease_percent",
-                                       "lease_max",
-                                       "fail_mode",
-                                       "plans",
-                                       NULL};
+    static const char *const keys[] = {
+        "redis",         "node",      "password_file",     "prefix",
+        "timeout_ms",    "wait_ms",   "lease_ttl_ms",      "heartbeat_ms",
+        "lease_percent", "lease_max", "lease_max_percent", "fail_mode",
+        "plans",         NULL};
     struct gw_cluster_cfg *cl = &cfg->cluster;
     memset(cl, 0, sizeof(*cl));
     snprintf(cl->prefix, sizeof(cl->prefix), "gw");
@@ -149,6 +141,7 @@ void gw__cfg_parse_cluster(struct gw_cfg_cx *c, json_t *root, struct gw_config *
     cl->heartbeat_ms = 1000;
     cl->lease_percent = 5;
     cl->lease_max = 1000;
+    cl->lease_max_percent = 20;
     cl->fail_mode = GW_FAIL_OPEN;
     json_t *o = gw__cfg_get_object(c, root, "", "cluster", 0);
     if (!o)
@@ -172,6 +165,10 @@ void gw__cfg_parse_cluster(struct gw_cfg_cx *c, json_t *root, struct gw_config *
     gw__cfg_get_u32(c, o, "cluster", "heartbeat_ms", 10, 60000, 0, &cl->heartbeat_ms);
     gw__cfg_get_u32(c, o, "cluster", "lease_percent", 1, 100, 0, &cl->lease_percent);
     gw__cfg_get_u32(c, o, "cluster", "lease_max", 1, 1000000, 0, &cl->lease_max);
+    gw__cfg_get_u32(c, o, "cluster", "lease_max_percent", 1, 100, 0, &cl->lease_max_percent);
+    if (cl->lease_max_percent < cl->lease_percent)
+        gw__cfg_bad(c, "cluster.lease_max_percent", "%u: must be at least lease_percent (%u)",
+                    cl->lease_max_percent, cl->lease_percent);
     json_t *fm = json_object_get(o, "fail_mode");
     if (fm) {
         int m = fail_mode_of(c, fm, "cluster.fail_mode");

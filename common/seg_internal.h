@@ -150,6 +150,9 @@ _Static_assert(_Alignof(struct gw_budget) == 8, "budget header alignment");
  * queue to be continued from its generated ids (gw_lane_repair); a second
  * death fails it (worker_lost). */
 #define SLOT_RESUMED 4ull
+/* The slot's reservation came from the farm's GPU lease (cluster_gpu.c):
+ * worker extensions are taken from it and settlement refunds to it. */
+#define SLOT_FARM_GPU 8ull
 
 /* Settlement word: claimed by one CAS (exactly one settler), done once the
  * accounting is written. A slot is released only when done; the repair
@@ -475,5 +478,54 @@ struct gw_tstat_rec {
 };
 _Static_assert(sizeof(struct gw_tstat_rec) == 320, "tenant counter record layout");
 _Static_assert(_Alignof(struct gw_tstat_rec) == 8, "tenant counter record alignment");
+
+/* The live nodes' names as the agent last read them from Redis (after the
+ * area): a sequence word (odd while the agent writes) and the names,
+ * newline-separated, in 8-byte words each stored atomically, so a reader
+ * copying them while the agent writes sees a torn copy it throws away,
+ * never undefined behaviour. */
+#define GW_CL_PEER_WORDS 126
+struct gw_cl_peers {
+    _Atomic uint64_t seq;   /* the agent: odd while writing */
+    _Atomic uint64_t count; /* live nodes listed (the names may be cut short) */
+    _Atomic uint64_t words[GW_CL_PEER_WORDS];
+};
+_Static_assert(sizeof(struct gw_cl_peers) == 1024, "cluster peers layout");
+_Static_assert(_Alignof(struct gw_cl_peers) == 8, "cluster peers alignment");
+
+/* A tenant's GPU-microsecond lease on this node (cluster_gpu.c), indexed
+ * like the rate cells. `tokens` is a pool of farm-wide GPU-us: fronts take
+ * a request's reservation from it, workers take extensions, settlement
+ * puts the unused part back; the agent fills it from Redis and gives back
+ * what is left when the lease ends. */
+struct gw_cluster_gpu {
+    _Atomic int64_t tokens;      /* GPU-us: agent adds, fronts/workers CAS -x, settle adds;
+                                    below 0: workers' extensions overdrew it (a debt) */
+    _Atomic uint64_t expires_us; /* agent, before the tokens it covers */
+    _Atomic uint64_t want;       /* fronts: GPU-us of requests parked for a lease */
+    _Atomic uint64_t deny_until; /* agent */
+    _Atomic uint64_t open_spent; /* fronts add (fail-open reservations), agent drains */
+    _Atomic uint64_t open_tat;   /* fail-open budget cell (weighted GCRA): fronts */
+    _Atomic uint64_t granted;    /* agent: GPU-us granted to this node, ever */
+    _Atomic uint64_t shortfall;  /* workers: an extension the pool could not cover (hint) */
+    _Atomic uint64_t overdraft;  /* agent: how far below 0 extensions may take the pool */
+    uint64_t pad[7];
+};
+_Static_assert(sizeof(struct gw_cluster_gpu) == 128, "cluster GPU cell layout");
+_Static_assert(_Alignof(struct gw_cluster_gpu) == 8, "cluster GPU cell alignment");
+
+/* The rate cell of tenant account a (NULL when it has no budget record). */
+struct gw_cluster_cell *gw__cluster_cell_of(const struct gw_segment *seg, struct gw_acct a);
+/* Wakes the agent: the demand word and its futex. */
+void gw__cluster_wake(struct gw_segment *seg);
+/* Records the tenant account in its cell so the agent can name it. */
+void gw__cluster_note(struct gw_cluster_cell *c, struct gw_acct a);
+/* budget.c's side of a farm-leased slot (SLOT_FARM_GPU): a worker's
+ * extension of x GPU-us from the tenant's lease (0, or GW_EREFUSED when the
+ * lease is short or ended: the extension is refused and the agent told),
+ * and the unused part put back at settlement. */
+int gw__cluster_gpu_extend(struct gw_segment *seg, struct gw_acct tenant, uint64_t x,
+                           uint64_t now_us);
+void gw__cluster_gpu_refund(struct gw_segment *seg, struct gw_acct tenant, uint64_t x);
 
 #endif

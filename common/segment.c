@@ -24,10 +24,10 @@ struct layout {
     uint64_t off_nets;                /* address-range rules, after the farming records */
     uint64_t off_ovf;                 /* overflow buckets, after the rules (overflow.c) */
     uint64_t off_jti;                 /* revoked JWT ids, after the buckets (jti.c) */
-    uint64_t off_cluster;             /* after the limits: area, then budgets x cells */
-    uint64_t off_apikeys;             /* the API keys file's generation (apikey_gen.c) */
-    uint64_t off_mvlog;               /* exact moving windows' logs, after the cluster (moving.c) */
-    uint64_t off_tstats;              /* per-tenant counters, after the cluster cells */
+    uint64_t off_cluster; /* after the limits: area, names, budgets x rate cells, x GPU cells */
+    uint64_t off_apikeys; /* the API keys file's generation (apikey_gen.c) */
+    uint64_t off_mvlog;   /* exact moving windows' logs, after the cluster (moving.c) */
+    uint64_t off_tstats;  /* per-tenant counters, after the cluster cells */
     uint64_t budget_stride, slot_stride;
 };
 
@@ -87,8 +87,9 @@ static int layout_of(const struct gw_seg_config *c, struct layout *l, char *err,
     l->off_ovf = ALIGN64(l->off_nets + gw__net_area_bytes());
     l->off_jti = ALIGN64(l->off_ovf + gw__ovf_area_bytes());
     l->off_cluster = ALIGN64(l->off_jti + gw__jti_area_bytes());
-    l->off_apikeys = ALIGN64(l->off_cluster + sizeof(struct gw_cluster_area) +
-                             (uint64_t)c->budgets * sizeof(struct gw_cluster_cell));
+    l->off_apikeys = ALIGN64(
+        l->off_cluster + sizeof(struct gw_cluster_area) + sizeof(struct gw_cl_peers) +
+        (uint64_t)c->budgets * (sizeof(struct gw_cluster_cell) + sizeof(struct gw_cluster_gpu)));
     l->off_mvlog = ALIGN64(l->off_apikeys + gw__apikey_area_bytes());
     l->off_tstats = ALIGN64(l->off_mvlog + gw__mvlog_area_bytes(c->accounts));
     l->total = ALIGN64(l->off_tstats + (uint64_t)c->budgets * sizeof(struct gw_tstat_rec));
@@ -117,8 +118,12 @@ static void bind_regions(struct gw_segment *seg, const struct layout *l)
     seg->ovf = (struct gw_ovf_area *)(seg->base + l->off_ovf);
     seg->jti = (struct gw_jti_area *)(seg->base + l->off_jti);
     seg->cluster = (struct gw_cluster_area *)(seg->base + l->off_cluster);
-    seg->cl_cells =
-        (struct gw_cluster_cell *)(seg->base + l->off_cluster + sizeof(struct gw_cluster_area));
+    uint64_t o = l->off_cluster + sizeof(struct gw_cluster_area);
+    seg->cl_peers = (struct gw_cl_peers *)(seg->base + o);
+    o += sizeof(struct gw_cl_peers);
+    seg->cl_cells = (struct gw_cluster_cell *)(seg->base + o);
+    o += (uint64_t)h->cfg.budgets * sizeof(struct gw_cluster_cell);
+    seg->cl_gpu = (struct gw_cluster_gpu *)(seg->base + o);
     seg->apikeys = (struct gw_apikey_area *)(seg->base + l->off_apikeys);
     seg->mvlog = (struct gw_mvlog *)(seg->base + l->off_mvlog);
     seg->lenest = (struct gw_lenest_rec *)(seg->base + h->off_lenest);

@@ -5,10 +5,13 @@
  * has a "cluster" section and restarts it like any child. It sleeps on the
  * segment's demand futex; when fronts wait for a lease, it takes one from
  * Redis (a Lua script: all windows of the tenant's farm-wide account at
- * once), puts the tokens into the tenant's cell and wakes the fronts. It
- * gives back what a lease left unused when the lease ends, beats the node's
- * heartbeat, and charges to Redis what the node admitted fail-open while
- * Redis was away.
+ * once, or its GPU budget's cell), puts the tokens (or GPU-us) into the
+ * tenant's cell and wakes the fronts. Leases are sized by the node's recent
+ * demand (gw_cluster_lease_size). It gives back what a lease left unused
+ * when the lease ends (and deletes its record), charges what workers
+ * overdrew, beats the node's heartbeat (and keeps the live nodes' names),
+ * and charges to Redis what the node admitted fail-open while Redis was
+ * away.
  *
  * Every Redis call is bounded: hiredis's blocking context with a connect
  * timeout and socket send/receive timeouts of cluster.timeout_ms. Blocking
@@ -43,7 +46,18 @@ struct agent {
     char last_err[256];
     uint64_t next_connect_ns, backoff_ms, next_beat_ns, down_mark_ns;
     uint64_t live;
-    uint64_t *after_grant; /* per cell: its tokens right after our last grant */
+    struct cellmem *mem; /* per cell: what this agent remembers of it */
+};
+
+struct cellmem {
+    uint64_t after_grant;        /* request tokens right after our last grant */
+    uint64_t gpu_after_grant;    /* GPU-us right after our last grant */
+    uint64_t reclaimed;          /* request tokens taken back from the cell (this agent) */
+    int64_t gpu_reclaimed;       /* GPU-us taken back from the cell (this agent); a debt
+                                    charged counts negative */
+    int rate_open;               /* a request lease record of ours may be in Redis */
+    int gpu_open;                /* a GPU lease record of ours may be in Redis */
+    struct gw_cl_ewma rate, gpu; /* recent demand (gw_cluster_ewma_sample) */
 };
 
 static volatile sig_atomic_t stop_flag;
@@ -220,13 +234,28 @@ static int beat(struct agent *a)
     snprintf(nkey, sizeof(nkey), "%s:node:%s", cl->prefix, cl->node);
     snprintf(ttl, sizeof(ttl), "%u", 3 * cl->heartbeat_ms);
     snprintf(info, sizeof(info), "pid=%d", (int)getpid());
-    const char *argv[] = {zkey, nkey, cl->node, ttl, info};
-    redisReply *r = eval(a, 2, GW_LUA_BEAT, 2, 5, argv);
+    char npre[64];
+    snprintf(npre, sizeof(npre), "%s:node:", cl->prefix);
+    const char *argv[] = {zkey, nkey, cl->node, ttl, info, npre};
+    redisReply *r = eval(a, 2, GW_LUA_BEAT, 2, 6, argv);
     if (!r)
         return -EIO;
-    int ok = r->type == REDIS_REPLY_INTEGER && r->integer >= 1;
-    if (ok)
-        a->live = (uint64_t)r->integer;
+    /* the live nodes' names: at least ours */
+    int ok = r->type == REDIS_REPLY_ARRAY && r->elements >= 1;
+    char names[1024];
+    size_t at = 0;
+    names[0] = '\0';
+    for (size_t k = 0; ok && k < r->elements; k++) {
+        const redisReply *e = r->element[k];
+        ok = e->type == REDIS_REPLY_STRING && e->len < GW_NAME_MAX;
+        if (ok && at + e->len + 2 < sizeof(names))
+            at += (size_t)snprintf(names + at, sizeof(names) - at, "%s%.*s", k ? "\n" : "",
+                                   (int)e->len, e->str);
+    }
+    if (ok) {
+        a->live = r->elements;
+        gw_cluster_set_peers(&a->seg, names, a->live);
+    }
     freeReplyObject(r);
     if (!ok) {
         fail(a, 0, "heartbeat: unexpected reply");
@@ -247,12 +276,19 @@ static int beat(struct agent *a)
     return 0;
 }
 
-/* The Redis keys and window arguments of one tenant's account. */
-struct acct_args {
+/* The Redis keys and window arguments of one kind of a tenant's account:
+ * its GCRA cells (request-rate windows, or the GPU budget) and its lease
+ * hash. */
+struct kind_args {
     int nw;
     char keys[GW_RATE_CELLS + 1][160];
-    char win[GW_RATE_CELLS][2][24];
+    char win[GW_RATE_CELLS][2][32];
+};
+
+struct acct_args {
     const struct gw_plan *plan;
+    struct kind_args rate; /* nw 0: the plan has no window */
+    struct kind_args gpu;  /* nw 0: the plan has no budget */
 };
 
 static int account_args(struct agent *a, const struct gw_cl_cell *c, struct acct_args *x)
@@ -264,40 +300,40 @@ static int account_args(struct agent *a, const struct gw_cl_cell *c, struct acct
         return -ENOENT;
     const char *why = NULL;
     x->plan = gw_config_plan_for(a->cfg, id, NULL, &why);
-    if (!x->plan || x->plan->n_windows == 0)
+    if (!x->plan)
         return -ENOENT;
-    x->nw = x->plan->n_windows;
-    for (int w = 0; w < x->nw; w++) {
+    const char *pre = a->cl->prefix;
+    x->rate.nw = x->plan->n_windows;
+    for (int w = 0; w < x->rate.nw; w++) {
         const struct gw_window *win = &x->plan->windows[w];
         struct gw_rate r;
         if (gw_rate_make(&r, win->limit, win->period_us, win->burst) != 0)
             return -EINVAL;
         /* the window's figures are in the key: a plan change starts afresh */
-        snprintf(x->keys[w], sizeof(x->keys[w]), "%s:rate:%s:%" PRIu64 "/%" PRIu64 "+%" PRIu64,
-                 a->cl->prefix, id, win->limit, win->period_us, win->burst);
-        snprintf(x->win[w][0], 24, "%" PRIu64, r.interval_us);
-        snprintf(x->win[w][1], 24, "%" PRIu64, r.tolerance_us);
+        snprintf(x->rate.keys[w], sizeof(x->rate.keys[w]),
+                 "%s:rate:%s:%" PRIu64 "/%" PRIu64 "+%" PRIu64, pre, id, win->limit, win->period_us,
+                 win->burst);
+        snprintf(x->rate.win[w][0], 32, "%" PRIu64, r.interval_us);
+        snprintf(x->rate.win[w][1], 32, "%" PRIu64, r.tolerance_us);
     }
-    snprintf(x->keys[x->nw], sizeof(x->keys[0]), "%s:lease:%s", a->cl->prefix, id);
+    snprintf(x->rate.keys[x->rate.nw], sizeof(x->rate.keys[0]), "%s:lease:%s", pre, id);
+    x->gpu.nw = x->plan->has_budget ? 1 : 0;
+    if (x->gpu.nw) {
+        const struct gw_budget_rate *b = &x->plan->budget;
+        /* the budget as a GCRA cell of GPU-us: T us of time per GPU-us */
+        double T = (double)b->period_us / (double)b->amount_us;
+        snprintf(x->gpu.keys[0], sizeof(x->gpu.keys[0]), "%s:gpu:%s:%" PRIu64 "/%" PRIu64, pre, id,
+                 b->amount_us, b->period_us);
+        snprintf(x->gpu.keys[1], sizeof(x->gpu.keys[1]), "%s:gpulease:%s", pre, id);
+        snprintf(x->gpu.win[0][0], 32, "%.17g", T);
+        snprintf(x->gpu.win[0][1], 32, "%.17g", (double)b->period_us - T);
+    }
     return 0;
 }
 
-/* Request tokens per lease for a tenant: lease_percent of its first
- * window's limit, at least 1, at most lease_max; more when more requests
- * wait now. */
-static uint64_t lease_size(const struct agent *a, const struct gw_plan *p, uint64_t want)
-{
-    uint64_t k = p->windows[0].limit * a->cl->lease_percent / 100;
-    if (k < 1)
-        k = 1;
-    if (want > k)
-        k = want;
-    return k > a->cl->lease_max ? a->cl->lease_max : k;
-}
-
-/* take (force 0: a lease; 1: reconcile) or give for cell i; the reply's
- * first integer (tokens granted or given back), -1 on failure. */
-static int64_t run_script(struct agent *a, int give, const struct acct_args *x, uint64_t k,
+/* take (force 0: a lease; 1: reconcile) or give for one kind of a cell;
+ * the reply's first integer (granted or given back), -1 on failure. */
+static int64_t run_script(struct agent *a, int give, const struct kind_args *x, uint64_t k,
                           int force, uint64_t held, uint64_t *retry_us)
 {
     const char *argv[2 * GW_RATE_CELLS + GW_RATE_CELLS + 8];
@@ -338,29 +374,50 @@ static int64_t run_script(struct agent *a, int give, const struct acct_args *x, 
     return v;
 }
 
-/* One tenant cell: give back an ended lease, take one when requests wait,
- * charge fail-open admissions. 1 when the fronts should look again. */
-static int serve_cell(struct agent *a, uint32_t i, const struct gw_cl_cell *c, uint64_t now)
+/* The local end of a lease asked for at `sent`: the node stops using it
+ * one timeout before Redis can reap it. */
+static uint64_t local_end(const struct agent *a, uint64_t sent)
 {
-    struct acct_args x;
-    if (account_args(a, c, &x) != 0)
-        return 0;
+    return sent + (uint64_t)a->cl->lease_ttl_ms * 1000 - (uint64_t)a->cl->timeout_ms * 1000;
+}
+
+/* Until when an exhausted account refuses here: Redis's retry time, at
+ * least now + 1 us, at most a second from now (then the agent asks again). */
+static uint64_t deny_end(uint64_t now, uint64_t retry)
+{
+    return now + (retry < 1000000 ? (retry ? retry : 1) : 1000000);
+}
+
+/* The request-rate kind of one tenant cell: give back an ended lease, take
+ * one when requests wait, charge fail-open admissions. 1 when the fronts
+ * should look again. */
+static int serve_rate(struct agent *a, uint32_t i, const struct gw_cl_cell *c,
+                      const struct acct_args *x, uint64_t now)
+{
+    struct cellmem *m = &a->mem[i];
     int woke = 0;
     uint64_t retry = 0;
-    if (c->tokens > 0 && now >= c->expires_us) {
+    if (now >= c->expires_us && (c->tokens > 0 || m->rate_open) && a->rc) {
+        /* the lease ended: what is left goes back, and the give-back
+         * deletes our record even when nothing is left (a record left
+         * behind would be reaped later and give back tokens we used) */
         uint64_t r = gw_cluster_reclaim(&a->seg, i);
-        if (r && run_script(a, 1, &x, r, 0, 0, &retry) > 0)
-            gw_cluster_count(&a->seg, GW_CLC_RETURNED, r);
+        m->reclaimed += r;
+        int64_t back = run_script(a, 1, &x->rate, r, 0, 0, &retry);
+        if (back > 0)
+            gw_cluster_count(&a->seg, GW_CLC_RETURNED, (uint64_t)back);
+        if (back >= 0)
+            m->rate_open = 0;
         /* A whole lease went unused while `want` said requests waited: no
          * front had one (a front killed with requests parked leaves its
          * count). Drop it, unless a request parked meanwhile (the CAS). */
-        if (r && r == a->after_grant[i] && c->want > 0)
+        if (r && r == m->after_grant && c->want > 0)
             gw_cluster_want_reset(&a->seg, i, c->want);
-        a->after_grant[i] = 0;
+        m->after_grant = 0;
     }
     if (c->open_spent > 0 && a->rc) {
         uint64_t n = gw_cluster_open_drain(&a->seg, i);
-        if (n && run_script(a, 0, &x, n, 1, 0, &retry) < 0)
+        if (n && run_script(a, 0, &x->rate, n, 1, 0, &retry) < 0)
             gw_cluster_open_undrain(&a->seg, i, n);
         else if (n)
             gw_cluster_count(&a->seg, GW_CLC_RECONCILED, n);
@@ -371,28 +428,152 @@ static int serve_cell(struct agent *a, uint32_t i, const struct gw_cl_cell *c, u
         int live = cur.tokens > 0 && now < cur.expires_us;
         if (cur.want == 0 || (live && cur.tokens >= cur.want))
             return woke; /* resolved meanwhile, or covered */
-        uint64_t held = live ? cur.tokens : 0;
-        uint64_t sent = gw_now_us();
-        int64_t got = run_script(a, 0, &x, lease_size(a, x.plan, cur.want - held), 0, held, &retry);
+        uint64_t held = live ? cur.tokens : 0, sent = gw_now_us();
+        double per_s = gw_cluster_ewma_sample(&m->rate, cur.granted - m->reclaimed - cur.tokens,
+                                              gw_mono_ns(), a->cl->lease_ttl_ms);
+        uint64_t k = gw_cluster_lease_size(a->cl, x->plan->windows[0].limit, per_s, cur.want - held,
+                                           a->cl->lease_max);
+        int64_t got = run_script(a, 0, &x->rate, k, 0, held, &retry);
         if (got < 0)
             return 1;
         if (got > 0) {
-            /* the node stops using it one timeout before Redis can reap it */
-            uint64_t ttl = (uint64_t)a->cl->lease_ttl_ms * 1000;
-            uint64_t margin = (uint64_t)a->cl->timeout_ms * 1000;
-            gw_cluster_grant(&a->seg, i, (uint64_t)got, sent + ttl - margin);
-            a->after_grant[i] = held + (uint64_t)got;
+            gw_cluster_grant(&a->seg, i, (uint64_t)got, local_end(a, sent));
+            m->after_grant = held + (uint64_t)got;
+            m->rate_open = 1;
             gw_cluster_count(&a->seg, GW_CLC_GRANTS, 1);
             gw_cluster_count(&a->seg, GW_CLC_TOKENS, (uint64_t)got);
         } else {
             /* exhausted farm-wide: refuse here until Redis says a token is
              * back, and ask again no later than a second from now */
-            gw_cluster_deny(&a->seg, i, now + (retry < 1000000 ? (retry ? retry : 1) : 1000000));
+            gw_cluster_deny(&a->seg, i, deny_end(now, retry));
             gw_cluster_count(&a->seg, GW_CLC_DENIALS, 1);
         }
         woke = 1;
     }
     return woke;
+}
+
+/* What the node consumed of a tenant's GPU leases since this agent
+ * started: granted, less what went back (or, for a debt, plus what was
+ * charged), less what the pool holds. */
+static uint64_t gpu_used(const struct cellmem *m, const struct gw_cl_gpu *g)
+{
+    int64_t u = (int64_t)g->granted - m->gpu_reclaimed - g->tokens;
+    return u > 0 ? (uint64_t)u : 0;
+}
+
+/* Whether a GPU lease in use should be renewed now: its last quarter has
+ * begun and the node consumed from it since the last lease was taken.
+ * Requests that run across a lease's end take their extensions from the
+ * pool; renewing a lease in use keeps them from finding it ended. */
+static int gpu_renew(const struct agent *a, uint32_t i, const struct gw_cl_gpu *g, uint64_t now)
+{
+    const struct cellmem *m = &a->mem[i];
+    return m->gpu_open && m->gpu.last_ns && now < g->expires_us &&
+           g->expires_us - now <= (uint64_t)a->cl->lease_ttl_ms * 250 &&
+           gpu_used(m, g) > m->gpu.last_used;
+}
+
+/* Whether our GPU lease has ended: its unused GPU-us go back. */
+static int gpu_ended(const struct agent *a, uint32_t i, const struct gw_cl_gpu *g, uint64_t now)
+{
+    return now >= g->expires_us && a->mem[i].gpu_open;
+}
+
+/* Whether the GPU kind of cell i needs the agent now. */
+static int gpu_busy(const struct agent *a, uint32_t i, const struct gw_cl_gpu *g, uint64_t now)
+{
+    return g->want > 0 || g->shortfall > 0 || g->open_spent > 0 || gpu_ended(a, i, g, now) ||
+           gpu_renew(a, i, g, now);
+}
+
+/* An ended GPU lease: what the pool holds goes back to Redis (the record
+ * caps it: never twice), and the give-back deletes our record even when
+ * nothing is left (a record left behind would be reaped later and give
+ * back GPU-us we used). A debt the workers' extensions left stays for the
+ * next grant to pay. Refunds that settle after this stay in the pool for
+ * the next lease (Redis counts them spent: no record holds them), whose
+ * record reports them as held. */
+static void gpu_end_lease(struct agent *a, uint32_t i, const struct acct_args *x,
+                          const struct gw_cl_gpu *g)
+{
+    struct cellmem *m = &a->mem[i];
+    uint64_t retry = 0, r = gw_cluster_gpu_reclaim(&a->seg, i);
+    m->gpu_reclaimed += (int64_t)r;
+    int64_t back = run_script(a, 1, &x->gpu, r, 0, 0, &retry);
+    if (back > 0)
+        gw_cluster_count(&a->seg, GW_CLC_GPU_RETURNED, (uint64_t)back);
+    /* a whole lease unused while GPU-us waited: a dead front's count */
+    if (r > 0 && r == m->gpu_after_grant && g->want > 0)
+        gw_cluster_gpu_want_reset(&a->seg, i, g->want);
+    if (back >= 0)
+        m->gpu_open = 0;
+    m->gpu_after_grant = 0;
+}
+
+/* The GPU kind of one tenant cell, as serve_rate: an ended lease settled,
+ * fail-open reservations charged, a lease taken when GPU-us wait, a
+ * worker's extension found the pool short or overdrew it, or a lease in
+ * use nears its end (renewed). */
+static int serve_gpu(struct agent *a, uint32_t i, const struct acct_args *x, uint64_t now)
+{
+    struct cellmem *m = &a->mem[i];
+    struct gw_cl_gpu g;
+    uint64_t retry = 0;
+    gw_cluster_gpu_cell(&a->seg, i, &g);
+    if (!x->gpu.nw || !gpu_busy(a, i, &g, now))
+        return 0;
+    if (gpu_ended(a, i, &g, now) && a->rc) {
+        gpu_end_lease(a, i, x, &g);
+        gw_cluster_gpu_cell(&a->seg, i, &g);
+    }
+    if (g.open_spent > 0 && a->rc) {
+        uint64_t n = gw_cluster_gpu_open_drain(&a->seg, i);
+        if (n && run_script(a, 0, &x->gpu, n, 1, 0, &retry) < 0)
+            gw_cluster_gpu_open_undrain(&a->seg, i, n);
+        else if (n)
+            gw_cluster_count(&a->seg, GW_CLC_GPU_RECONCILED, n);
+    }
+    /* what waits beyond the pool (a debt is paid first: it counts as
+     * waiting, but alone asks for nothing until demand comes: it stays
+     * within the overdraft); an ended pool (refunds kept for the next
+     * lease) covers nobody until a grant renews its end */
+    uint64_t held = g.tokens > 0 ? (uint64_t)g.tokens : 0;
+    uint64_t need = g.want + (g.tokens < 0 ? (uint64_t)-g.tokens : 0);
+    need = need > held ? need - held : 0;
+    int ask = (now < g.expires_us ? need > 0 && g.want > 0 : g.want > 0) || g.shortfall > 0 ||
+              gpu_renew(a, i, &g, now);
+    if (!ask || g.deny_until > now || !a->rc)
+        return 0;
+    uint64_t shortfall = gw_cluster_gpu_shortfall(&a->seg, i), sent = gw_now_us();
+    if (shortfall > need)
+        need = shortfall;
+    double per_s =
+        gw_cluster_ewma_sample(&m->gpu, gpu_used(m, &g), gw_mono_ns(), a->cl->lease_ttl_ms);
+    const struct gw_budget_rate *b = &x->plan->budget;
+    uint64_t k = gw_cluster_lease_size(a->cl, b->amount_us, per_s, need, UINT64_MAX);
+    int64_t got = run_script(a, 0, &x->gpu, k, 0, held, &retry);
+    if (got < 0)
+        return 1;
+    if (got > 0) {
+        /* the overdraft: the smallest lease, lease_percent of the budget */
+        uint64_t od = gw_cluster_lease_size(a->cl, b->amount_us, 0, 0, UINT64_MAX);
+        gw_cluster_gpu_grant(&a->seg, i, (uint64_t)got, local_end(a, sent), od);
+        m->gpu_open = 1;
+        m->gpu_after_grant = held + (uint64_t)got;
+        gw_cluster_count(&a->seg, GW_CLC_GPU_GRANTS, 1);
+        gw_cluster_count(&a->seg, GW_CLC_GPU_US, (uint64_t)got);
+    }
+    if ((uint64_t)got < need) {
+        /* the farm's budget cannot cover what waits: refuse what the pool
+         * cannot cover until the budget refills that much (or Redis's
+         * retry time), at most a second */
+        double T = (double)b->period_us / (double)b->amount_us;
+        uint64_t refill = (uint64_t)((double)(need - (uint64_t)got) * T);
+        gw_cluster_gpu_deny(&a->seg, i, deny_end(now, retry > refill ? retry : refill));
+        gw_cluster_count(&a->seg, GW_CLC_GPU_DENIALS, 1);
+    }
+    return 1;
 }
 
 static void serve(struct agent *a)
@@ -401,11 +582,20 @@ static void serve(struct agent *a)
     int woke = 0;
     for (uint32_t i = 0; i < a->seg.cfg.budgets; i++) {
         struct gw_cl_cell c;
+        struct gw_cl_gpu g;
         if (gw_cluster_cell(&a->seg, i, &c) != 0)
             continue;
-        if (c.want == 0 && c.open_spent == 0 && (c.tokens == 0 || now < c.expires_us))
+        gw_cluster_gpu_cell(&a->seg, i, &g);
+        int rate = c.want > 0 || c.open_spent > 0 ||
+                   (now >= c.expires_us && (c.tokens > 0 || a->mem[i].rate_open));
+        if (!rate && !gpu_busy(a, i, &g, now))
             continue;
-        woke |= serve_cell(a, i, &c, now);
+        struct acct_args x;
+        if (account_args(a, &c, &x) != 0)
+            continue;
+        if (rate && x.rate.nw)
+            woke |= serve_rate(a, i, &c, &x, now);
+        woke |= serve_gpu(a, i, &x, now);
     }
     if (woke)
         wake_fronts(a);
@@ -467,20 +657,25 @@ int gw_cluster_main(const char *config_path, const struct gw_fds *fds)
         gw_config_free(a.cfg);
         return 111;
     }
-    a.after_grant = calloc(a.seg.cfg.budgets, sizeof(*a.after_grant));
-    if (!a.after_grant) {
+    a.mem = calloc(a.seg.cfg.budgets, sizeof(*a.mem));
+    if (!a.mem) {
         gw_logf(GW_LOG_ERR, "cluster", NULL, 0, "out of memory");
         gw_segment_close(&a.seg);
         gw_config_free(a.cfg);
         return 111;
     }
+    /* A lease a previous agent left is given back when it ends (the record
+     * caps what Redis takes back, and the give-back deletes it): never kept
+     * past its end, where Redis may already have reaped its record. */
+    for (uint32_t i = 0; i < a.seg.cfg.budgets; i++)
+        a.mem[i].rate_open = a.mem[i].gpu_open = 1;
     gw_proc_set_role(&a.seg, GW_ROLE_CLUSTER, 0);
     gw_proc_set_state(&a.seg, GW_PROC_READY);
     a.state = GW_CL_OFF;
     agent_loop(&a);
     if (a.rc)
         redisFree(a.rc);
-    free(a.after_grant);
+    free(a.mem);
     gw_segment_close(&a.seg);
     gw_config_free(a.cfg);
     return 0;

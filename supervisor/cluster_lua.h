@@ -22,7 +22,9 @@
     "  end\n"                                                                                      \
     "end\n"
 
-/* KEYS: one GCRA cell per window, then the tenant's lease hash.
+/* KEYS: one GCRA cell per window, then the tenant's lease hash. A GPU
+ * budget is one such cell too: T = period / amount us of time per GPU-us
+ * (fractional) and tau = period - T, so a full cell grants `amount`.
  * ARGV: node, k (tokens wanted), lease ttl ms, force (1: charge k whatever
  * is left: reconciling fail-open admissions), unused tokens the node holds,
  * then per window its interval T and tolerance tau (us).
@@ -87,13 +89,20 @@
     "return r\n"
 
 /* KEYS: the live-node sorted set (score: heartbeat end, ms), this node's
- * heartbeat key. ARGV: node, ttl ms, the key's value. Returns live nodes. */
+ * heartbeat key. ARGV: node, ttl ms, the key's value, the prefix of the
+ * heartbeat keys. Returns the live nodes' names: those in the set whose
+ * heartbeat key has not expired (a node whose key is gone is dropped). */
 #define GW_LUA_BEAT                                                                                \
     "local t = redis.call('TIME')\n"                                                               \
     "local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)\n"                      \
     "redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), ARGV[1])\n"                              \
     "redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)\n"                                       \
     "redis.call('SET', KEYS[2], ARGV[3], 'PX', ARGV[2])\n"                                         \
-    "return redis.call('ZCARD', KEYS[1])\n"
+    "local live = {}\n"                                                                            \
+    "for _, n in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do\n"                                \
+    "  if redis.call('EXISTS', ARGV[4] .. n) == 1 then live[#live + 1] = n\n"                      \
+    "  else redis.call('ZREM', KEYS[1], n) end\n"                                                  \
+    "end\n"                                                                                        \
+    "return live\n"
 
 #endif

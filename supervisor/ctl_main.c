@@ -358,7 +358,8 @@ static const struct command {
      "  token issue --tenant T --ttl DURATION [--plan P] [--kid K]\n"
      "  token revoke --jti ID --exp UNIX_SECONDS   refused until the token's exp\n"},
     {"cluster", build_plain,
-     "  cluster                        the farm: Redis state, live nodes, leases, counters\n"},
+     "  cluster                        the farm: Redis state, live nodes by name, leases, "
+     "counters\n"},
     {"apikey", build_apikey,
      "  apikey create TENANT [--plan P] [--name N]   prints the new key, this once\n"
      "  apikey list                    ids, tenants, plans, names, created, revoked\n"

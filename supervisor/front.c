@@ -425,7 +425,8 @@ static int admit_money(struct admission *a)
     struct gw_segment *seg = a->seg;
     const struct gw_plan *plan = a->plan;
     uint64_t now = a->now, retry;
-    a->upt = us_per_token(a->f);
+    if (!a->upt) /* set once: a parked request resumes with the same price */
+        a->upt = us_per_token(a->f);
     uint64_t upt = a->upt;
     /* Prompt tokens cost about half a decoded token each (batched
      * prefill); bytes / 4 estimates the tokens. The worker charges what it
@@ -459,7 +460,22 @@ static int admit_money(struct admission *a)
             refuse_503(a->c, "overloaded", "could not reserve budget; retry");
         return -1;
     }
+    if (a->farm_gpu) { /* from the farm's lease: the slot refunds it there */
+        uint64_t got = (a->max_tokens + prompt_est) * upt; /* less when clamped */
+        if (got < a->farm_gpu)
+            gw_cluster_gpu_put(seg, a->tenant, a->farm_gpu - got);
+        a->farm_gpu = 0;
+        (void)gw_cluster_gpu_bind(seg, a->ref); /* ours: ADMITTED on our lane */
+    }
     return 0;
+}
+
+/* The reservation admit_money will make, for the farm's GPU lease first. */
+static uint64_t reservation(struct admission *a)
+{
+    if (!a->upt)
+        a->upt = us_per_token(a->f);
+    return (a->max_tokens + a->rq.prompt_len / 8 + 1) * a->upt;
 }
 
 /* The admitted request as a job, its slot filled for the worker; NULL
@@ -555,14 +571,28 @@ static void admit_queue(struct admission *a, struct job *j)
  * (front_cluster.c). */
 void gw__front_generate_rest(struct admission *a)
 {
-    if (admit_request(a) != 0)
+    if (admit_request(a) != 0) {
+        if (a->farm_gpu) /* taken for a parked request whose body a reload refuses now */
+            gw_cluster_gpu_put(a->seg, a->tenant, a->farm_gpu);
+        a->farm_gpu = 0;
         return;
+    }
+    /* 4b: the farm's GPU lease (front_cluster.c), which may park it */
+    if (gw__front_cluster_gpu(a, reservation(a)) != 0) {
+        gw_request_free(&a->rq);
+        return;
+    }
+    if (a->farm_gpu && reservation(a) > a->farm_gpu) /* a reload raised max_tokens */
+        a->max_tokens = (uint32_t)(a->farm_gpu / a->upt - (a->rq.prompt_len / 8 + 1));
     /* a->rq holds the prompt from here: the job copies it into the slot */
     struct job *j = NULL;
     if (gw__front_farming(a->c, a->f, a->plan, a->tenant, a->who.tenant, &a->rq, a->now) == 0 &&
         gw__front_output_quota(a->c, a->f, a->plan, a->tenant, a->now) == 0 &&
         admit_pressure(a) == 0 && admit_slot(a) == 0 && admit_money(a) == 0)
         j = admit_job(a);
+    if (a->farm_gpu) /* refused before the reservation: back to the lease */
+        gw_cluster_gpu_put(a->seg, a->tenant, a->farm_gpu);
+    a->farm_gpu = 0;
     gw_request_free(&a->rq);
     if (j)
         admit_queue(a, j);

@@ -1,5 +1,6 @@
-/* front_cluster.c - step 3b of admission on a node in a farm: the tenant's
- * farm-wide unit (docs/ARCHITECTURE.md, "The farm").
+/* front_cluster.c - steps 3b and 4b of admission on a node in a farm: the
+ * tenant's farm-wide request token and GPU-us (docs/ARCHITECTURE.md, "The
+ * farm").
  *
  * The front takes one request token from the node's lease in the segment
  * (gw_cluster_take: one CAS, no lock, no Redis). Only when the lease is
@@ -9,6 +10,13 @@
  * its plan's fail mode when Redis is down or nothing came within
  * cluster.wait_ms. The front's loop never blocks: parked requests are
  * looked at on each wake-up and each tick.
+ *
+ * The GPU step is the same with GPU-us instead of a token: after the body
+ * is read, the request's whole reservation is taken from the node's GPU
+ * lease (gw_cluster_gpu_take), or the request parks for it (`want` counts
+ * the GPU-us waiting); admit_money then reserves the same amount in the
+ * ledger and binds the slot to the lease, which gets the unused part back
+ * at settlement.
  */
 #include "front_internal.h"
 
@@ -27,6 +35,15 @@ static void answer_denied(struct admission *a, uint64_t retry_us)
                    "rate limit reached for this tenant across the farm", NULL, hdr);
 }
 
+/* fail_closed: 503 budget_unavailable. */
+static void answer_closed(struct admission *a)
+{
+    gw_cluster_count(a->seg, GW_CLC_CLOSED_REFUSALS, 1);
+    gw__conn_error(a->c, 503, "server_error", "budget_unavailable",
+                   "the farm's budget service cannot be reached; this plan fails closed", NULL,
+                   "Retry-After: 1\r\n");
+}
+
 /* Redis is away (or nothing came in time): the plan decides. 0 admitted
  * fail-open (go on), -1 answered. */
 static int fail_mode(struct admission *a)
@@ -34,10 +51,7 @@ static int fail_mode(struct admission *a)
     const struct gw_cluster_cfg *cl = &a->cfg->cluster;
     uint64_t retry = 0;
     if (gw_cluster_fail_mode(cl, a->plan->name) == GW_FAIL_CLOSED) {
-        gw_cluster_count(a->seg, GW_CLC_CLOSED_REFUSALS, 1);
-        gw__conn_error(a->c, 503, "server_error", "budget_unavailable",
-                       "the farm's budget service cannot be reached; this plan fails closed", NULL,
-                       "Retry-After: 1\r\n");
+        answer_closed(a);
         return -1;
     }
     if (gw_cluster_open_admit(a->seg, a->tenant, a->plan, a->now, &retry) != 0) {
@@ -45,6 +59,60 @@ static int fail_mode(struct admission *a)
         return -1;
     }
     return 0;
+}
+
+static void answer_gpu_denied(struct admission *a, uint64_t retry_us, const char *msg)
+{
+    char hdr[64];
+    snprintf(hdr, sizeof(hdr), "Retry-After: %" PRIu64 "\r\n", (retry_us + 999999) / 1000000);
+    gw_metrics_refusal(a->seg, GW_REF_BUDGET);
+    gw__conn_error(a->c, 429, "rate_limit_error", "budget_exhausted", msg, NULL, hdr);
+}
+
+/* The GPU lease's fail mode: fail_closed 503; fail_open reserves x from the
+ * node's share of the budget. 0 go on, -1 answered. */
+static int gpu_fail_mode(struct admission *a, uint64_t x)
+{
+    uint64_t retry = 0;
+    if (gw_cluster_fail_mode(&a->cfg->cluster, a->plan->name) == GW_FAIL_CLOSED) {
+        answer_closed(a);
+        return -1;
+    }
+    if (gw_cluster_gpu_open_admit(a->seg, a->tenant, &a->plan->budget, x, a->now, &retry) != 0) {
+        answer_gpu_denied(a, retry,
+                          "the tenant's GPU-time budget is exhausted (this node's share while the "
+                          "farm's budget service is away)");
+        return -1;
+    }
+    a->gpu_passed = 1;
+    return 0;
+}
+
+/* Parks the request until the agent brings a lease (stage GW_PARK_*): 1,
+ * or -1 answered (out of memory). */
+static int park(struct admission *a, int stage, uint64_t gpu_us)
+{
+    struct parked *p = calloc(1, sizeof(*p));
+    if (!p) {
+        gw_metrics_refusal(a->seg, GW_REF_OVERLOADED);
+        gw__conn_error(a->c, 503, "server_error", "overloaded", "out of memory", NULL,
+                       "Retry-After: 1\r\n");
+        return -1;
+    }
+    p->a = *a;
+    /* the body is parsed again on resume; the caller frees this parse */
+    memset(&p->a.rq, 0, sizeof(p->a.rq));
+    p->stage = stage;
+    p->gpu_us = gpu_us;
+    p->deadline_ns = gw_mono_ns() + (uint64_t)a->cfg->cluster.wait_ms * 1000000u;
+    p->next = a->f->parked;
+    a->f->parked = p;
+    a->c->parked = p;
+    if (stage == GW_PARK_GPU)
+        gw_cluster_gpu_want(a->seg, a->tenant, gpu_us, +1);
+    else
+        gw_cluster_want(a->seg, a->tenant, +1);
+    return 1;
 }
 
 int gw__front_cluster_gate(struct admission *a)
@@ -61,22 +129,28 @@ int gw__front_cluster_gate(struct admission *a)
     case GW_CL_UNAVAILABLE:
         return fail_mode(a);
     default:
-        break;
+        return park(a, GW_PARK_RATE, 0);
     }
-    struct parked *p = calloc(1, sizeof(*p));
-    if (!p) {
-        gw_metrics_refusal(a->seg, GW_REF_OVERLOADED);
-        gw__conn_error(a->c, 503, "server_error", "overloaded", "out of memory", NULL,
-                       "Retry-After: 1\r\n");
+}
+
+int gw__front_cluster_gpu(struct admission *a, uint64_t x)
+{
+    if (!a->cfg->cluster.enabled || !a->plan->has_budget || a->gpu_passed)
+        return 0;
+    uint64_t retry = 0;
+    switch (gw_cluster_gpu_take(a->seg, a->tenant, x, a->now, &retry)) {
+    case GW_CL_TAKEN:
+        a->farm_gpu = x;
+        a->gpu_passed = 1;
+        return 0;
+    case GW_CL_DENIED:
+        answer_gpu_denied(a, retry, "the tenant's GPU-time budget is exhausted across the farm");
         return -1;
+    case GW_CL_UNAVAILABLE:
+        return gpu_fail_mode(a, x);
+    default:
+        return park(a, GW_PARK_GPU, x);
     }
-    p->a = *a;
-    p->deadline_ns = gw_mono_ns() + (uint64_t)a->cfg->cluster.wait_ms * 1000000u;
-    p->next = a->f->parked;
-    a->f->parked = p;
-    a->c->parked = p;
-    gw_cluster_want(a->seg, a->tenant, +1);
-    return 1;
 }
 
 /* Takes p off the front's list and its connection. */
@@ -89,7 +163,27 @@ static void unpark(struct front *f, struct parked *p)
         }
     if (p->a.c)
         p->a.c->parked = NULL;
-    gw_cluster_want(&f->seg, p->a.tenant, -1);
+    if (p->stage == GW_PARK_GPU)
+        gw_cluster_gpu_want(&f->seg, p->a.tenant, p->gpu_us, -1);
+    else
+        gw_cluster_want(&f->seg, p->a.tenant, -1);
+}
+
+/* What the parked request's stage finds now (gw_cluster_take's results). A
+ * plan that lost its budget in a reload passes the GPU stage. */
+static int stage_take(struct parked *p, uint64_t *retry)
+{
+    struct admission *a = &p->a;
+    if (!a->plan)
+        return GW_CL_UNAVAILABLE;
+    if (p->stage == GW_PARK_RATE)
+        return gw_cluster_take(a->seg, a->tenant, a->now, retry);
+    if (!a->plan->has_budget)
+        return GW_CL_TAKEN;
+    int rc = gw_cluster_gpu_take(a->seg, a->tenant, p->gpu_us, a->now, retry);
+    if (rc == GW_CL_TAKEN)
+        a->farm_gpu = p->gpu_us;
+    return rc;
 }
 
 /* One parked request: 1 when it was resolved (answered or resumed). */
@@ -102,9 +196,11 @@ static int try_resume(struct front *f, struct parked *p, uint64_t now_ns)
     a->plan = gw_config_plan_for(f->cfg, a->who.tenant, a->who.plan[0] ? a->who.plan : NULL, &why);
     a->now = gw_now_us();
     uint64_t retry = 0;
-    int rc = a->plan ? gw_cluster_take(a->seg, a->tenant, a->now, &retry) : GW_CL_UNAVAILABLE;
+    int rc = stage_take(p, &retry);
     if (rc == GW_CL_WAIT && now_ns < p->deadline_ns && !f->draining)
         return 0;
+    int gpu = p->stage == GW_PARK_GPU;
+    uint64_t x = p->gpu_us;
     unpark(f, p);
     struct admission copy = *a;
     free(p);
@@ -113,9 +209,14 @@ static int try_resume(struct front *f, struct parked *p, uint64_t now_ns)
                        why ? why : "tenant not allowed", NULL, NULL);
         return 1;
     }
-    if (rc == GW_CL_DENIED)
+    if (gpu)
+        copy.gpu_passed = rc == GW_CL_TAKEN;
+    if (rc == GW_CL_DENIED && gpu)
+        answer_gpu_denied(&copy, retry,
+                          "the tenant's GPU-time budget is exhausted across the farm");
+    else if (rc == GW_CL_DENIED)
         answer_denied(&copy, retry);
-    else if (rc == GW_CL_TAKEN || fail_mode(&copy) == 0)
+    else if (rc == GW_CL_TAKEN || (gpu ? gpu_fail_mode(&copy, x) : fail_mode(&copy)) == 0)
         gw__front_generate_rest(&copy);
     return 1;
 }

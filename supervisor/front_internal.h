@@ -144,13 +144,22 @@ struct admission {
     uint32_t max_tokens;
     uint64_t upt;
     struct gw_slot_ref ref;
+    /* the farm's GPU lease (front_cluster.c): GPU-us taken from it and not
+     * yet bound to the slot (admit_money binds them), and whether the step
+     * is behind us (taken, admitted fail-open, or no farm budget) */
+    uint64_t farm_gpu;
+    int gpu_passed;
 };
 
-/* A request parked for the farm's lease (front_cluster.c). */
+/* A request parked for the farm's lease (front_cluster.c): for a request
+ * token (before the body is read) or for its GPU-us (after). */
+enum { GW_PARK_RATE = 0, GW_PARK_GPU = 1 };
 struct parked {
     struct parked *next;
     struct admission a;
     uint64_t deadline_ns; /* CLOCK_MONOTONIC: the plan's fail mode applies after */
+    int stage;            /* GW_PARK_* */
+    uint64_t gpu_us;      /* GW_PARK_GPU: the reservation it waits for */
 };
 
 /* http.c */
@@ -195,6 +204,10 @@ void gw__front_generate_rest(struct admission *a);
  * gw__front_generate_rest or is answered by the fail mode, from
  * gw__front_cluster_poll (wake-ups and the tick). */
 int gw__front_cluster_gate(struct admission *a);
+/* Step 4b, after the body: the request's reservation of x GPU-us from the
+ * node's GPU lease, for a plan with a budget; same results (a->farm_gpu
+ * holds what was taken). */
+int gw__front_cluster_gpu(struct admission *a, uint64_t x);
 void gw__front_cluster_poll(struct front *f);
 void gw__front_cluster_conn_gone(struct conn *c);
 

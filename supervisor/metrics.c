@@ -126,6 +126,15 @@ static void cluster_lines(struct buf *b, const struct gw_segment *seg)
         {GW_CLC_RECONCILED, "reconciled_total", "Fail-open admissions charged to Redis later."},
         {GW_CLC_LEASE_CALLS, "lease_round_trips_total",
          "Redis calls for leases (take, give back, reconcile)."},
+        {GW_CLC_GPU_GRANTS, "gpu_lease_grants_total", "GPU-us leases Redis granted to this node."},
+        {GW_CLC_GPU_US, "gpu_lease_us_total", "GPU-us in the leases granted."},
+        {GW_CLC_GPU_RETURNED, "gpu_lease_returned_us_total", "Unused leased GPU-us given back."},
+        {GW_CLC_GPU_DENIALS, "gpu_lease_denials_total", "GPU lease asks the farm refused."},
+        {GW_CLC_GPU_OPEN_US, "gpu_fail_open_us_total", "GPU-us reserved fail-open."},
+        {GW_CLC_GPU_RECONCILED, "gpu_reconciled_us_total", "Fail-open GPU-us charged later."},
+        {GW_CLC_GPU_SHORT, "gpu_lease_shortfalls_total",
+         "Worker extensions the node's GPU lease could not cover."},
+        {GW_CLC_GPU_OVERDRAWN, "gpu_overdrawn_us_total", "GPU-us extensions took beyond a lease."},
     };
     for (size_t i = 0; i < sizeof(cs) / sizeof(cs[0]); i++) {
         char name[96];

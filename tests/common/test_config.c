@@ -948,6 +948,7 @@ static void test_cluster_section_values_and_mistakes(void **state)
     assert_int_equal(cfg->cluster.wait_ms, 1000);
     assert_int_equal(cfg->cluster.lease_ttl_ms, 10000);
     assert_int_equal(cfg->cluster.lease_percent, 5);
+    assert_int_equal(cfg->cluster.lease_max_percent, 20);
     assert_int_equal(gw_cluster_fail_mode(&cfg->cluster, "free"), GW_FAIL_OPEN);
     assert_int_equal(gw_cluster_fail_mode(&cfg->cluster, "pro"), GW_FAIL_CLOSED);
     gw_config_free(cfg);
@@ -993,6 +994,12 @@ static void test_cluster_section_values_and_mistakes(void **state)
          "config: cluster.heartbeat_ms: 5000: at most lease_ttl_ms / 3 "
          "(3333): a node's heartbeat key lives 3 periods"},
         {"lease_percent", "101", "config: cluster.lease_percent: expected an integer in [1, 100]"},
+        {"lease_max_percent", "0",
+         "config: cluster.lease_max_percent: expected an integer in [1, 100]"},
+        {"lease_max_percent", "3",
+         "config: cluster.lease_max_percent: 3: must be at least lease_percent (5)"},
+        {"lease_max_percent", "\"20%\"",
+         "config: cluster.lease_max_percent: expected an integer in [1, 100]"},
         {"fail_mode", "\"open\"",
          "config: cluster.fail_mode: expected \"fail_open\" or \"fail_closed\""},
         {"plans", "{\"gold\": \"fail_open\"}",

@@ -12,6 +12,8 @@
  *     limit, cluster on (the cached farm-wide denial) vs off;
  *  C. Redis round trips per request admitted by the farm's rate, 3 x 1000
  *     requests of a "6000 per minute" tenant (leases of 300);
+ *  A'. A with a tenant that also has a GPU budget (its requests take a
+ *     GPU lease's GPU-us too), and the lease round trips that cost;
  *  D. overspend under a 3-node flood: a "60 per minute" tenant flooded from
  *     three threads (one per node) for FLOOD_SECONDS, against one node's
  *     GCRA (L + B + seconds / T) and the bound's outstanding leases.
@@ -32,9 +34,11 @@ static const char plans[] =
     " \"plans\": {\n"
     "   \"big\": {\"rate\": [\"6000 per minute\"], \"max_tokens\": 1},\n"
     "   \"small\": {\"rate\": [\"10 per minute\"], \"max_tokens\": 1},\n"
-    "   \"flood\": {\"rate\": [\"60 per minute\"], \"max_tokens\": 1}},\n"
+    "   \"flood\": {\"rate\": [\"60 per minute\"], \"max_tokens\": 1},\n"
+    "   \"gbig\": {\"rate\": [\"6000 per minute\"], \"budget\": \"3600 GPU-seconds per hour\",\n"
+    "     \"max_tokens\": 1}},\n"
     " \"tenants\": {\"big\": {\"plan\": \"big\"}, \"small\": {\"plan\": \"small\"},\n"
-    "   \"flood\": {\"plan\": \"flood\"}},\n";
+    "   \"flood\": {\"plan\": \"flood\"}, \"gbig\": {\"plan\": \"gbig\"}},\n";
 
 static int cmp_double(const void *a, const void *b)
 {
@@ -197,6 +201,22 @@ int main(int argc, char **argv)
     printf("A. admission overhead, ms (300 x max_tokens=1)   cluster on: p50 %.3f p99 %.3f"
            "   off: p50 %.3f p99 %.3f\n",
            a50, a99, b50, b99);
+    /* the same with a GPU budget: a request lease and a GPU lease */
+    uint64_t e0 = 0, e1 = 0;
+    struct gw_cl_status st;
+    if (farm_cluster_status(&nodes[0], &st) == 0)
+        e0 = st.counters[GW_CLC_LEASE_CALLS];
+    overhead(&nodes[0], "gbig", 300, &a50, &a99);
+    if (farm_cluster_status(&nodes[0], &st) == 0)
+        e1 = st.counters[GW_CLC_LEASE_CALLS];
+    overhead(&nodes[NODES], "gbig", 300, &b50, &b99);
+    printf("A'. the same with a GPU budget (\"3600 GPU-seconds per hour\")   cluster on: p50 %.3f "
+           "p99 %.3f   off: p50 %.3f p99 %.3f; lease round trips (both kinds) %" PRIu64
+           " = %.4f per request, GPU leases %" PRIu64 " (%.0f GPU-ms each on average)\n",
+           a50, a99, b50, b99, e1 - e0, (double)(e1 - e0) / 300, st.counters[GW_CLC_GPU_GRANTS],
+           st.counters[GW_CLC_GPU_GRANTS]
+               ? (double)st.counters[GW_CLC_GPU_US] / st.counters[GW_CLC_GPU_GRANTS] / 1000
+               : 0.0);
     int n1, n2;
     refusals(&nodes[0], "small", 500, &a50, &a99, &n1);
     refusals(&nodes[NODES], "small", 500, &b50, &b99, &n2);
@@ -212,7 +232,7 @@ int main(int argc, char **argv)
     printf("C. round trips per admitted request (\"6000 per minute\", 3 x 1000): %d admitted, "
            "%" PRIu64 " lease round trips = %.4f per request (%" PRIu64 " with heartbeats)\n",
            passed, rt, passed ? (double)rt / passed : 0.0, all);
-    uint64_t g0 = counter_sum(GW_CLC_GRANTS);
+    uint64_t g0 = counter_sum(GW_CLC_GRANTS), k0 = counter_sum(GW_CLC_TOKENS);
     uint64_t t0 = gw_mono_ns();
     flood("flood", 1 << 30, secs, fl);
     double el = (double)(gw_mono_ns() - t0) / 1e9;
@@ -221,11 +241,14 @@ int main(int argc, char **argv)
     int one_node = 60 + (int)floor(el / 1.0);
     printf("D. 3-node flood of \"60 per minute\" for %.1f s: %d admitted (%d / %d / %d), %d "
            "refused, %d other; one node's GCRA: %d; overspend %d; leases granted %" PRIu64
-           " (3 tokens each, bound's outstanding-lease term <= 3 nodes x 3 = 9 plus waiting "
-           "requests); a fixed window of 60 admits up to 120 across each window edge\n",
+           " (%.1f tokens each on average; bound's outstanding-lease term <= 3 nodes x 12 (20 %% "
+           "of 60) = 36 plus waiting requests); a fixed window of 60 admits up to 120 across "
+           "each window edge\n",
            el, passed, fl[0].passed, fl[1].passed, fl[2].passed, refused,
            fl[0].other + fl[1].other + fl[2].other, one_node, passed - one_node,
-           counter_sum(GW_CLC_GRANTS) - g0);
+           counter_sum(GW_CLC_GRANTS) - g0,
+           (double)(counter_sum(GW_CLC_TOKENS) - k0) /
+               (double)(counter_sum(GW_CLC_GRANTS) - g0 ? counter_sum(GW_CLC_GRANTS) - g0 : 1));
     for (int i = 0; i <= NODES; i++)
         svc_stop(&nodes[i]);
     redis_kill();

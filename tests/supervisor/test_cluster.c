@@ -4,8 +4,13 @@
  *
  *  - a tenant limited to 10 per minute sending round-robin to all three:
  *    exactly 10 admitted farm-wide;
- *  - Redis killed: the fail_closed plan answers 503 budget_unavailable, the
- *    fail_open plan admits its share (limit / live nodes) per node; no
+ *  - a GPU-second budget shared by the three under round-robin load: the
+ *    GPU-us their ledgers charged stay within the budget and the bound;
+ *  - a node SIGKILLed holding a request lease and a GPU lease: both
+ *    capacities return to the farm after the lease TTL;
+ *  - Redis killed: the fail_closed plans (request rate, GPU budget) answer
+ *    503 budget_unavailable, the fail_open plans admit their share (limit
+ *    or budget / live nodes) per node; no
  *    request waits past its deadline; Redis restarted: leases again, and the
  *    fail-open admissions are charged to Redis (reconciled);
  *  - bad peers: nothing listening, a wrong password, a server answering
@@ -27,25 +32,34 @@
 #define NODES 3
 
 static struct svc nodes[NODES];
+static long redis_gpu_available(const char *key, double seconds);
 
 /* --------------------------------------------------------------- the nodes */
 
 /* The plans and tenants every node of the tests has: "ten" (10 per
- * minute), "shut" (fail_closed), "fair" (30 per hour), "big" and "spare"
- * (100 per hour). */
+ * minute), "shut" (fail_closed), "fair" (30 per hour), "big" (100 per hour
+ * and 100 GPU-seconds per hour), "spare" (100 per hour); GPU budgets only:
+ * "gpu" (1 GPU-second per hour, the bound's test), "gshut" (fail_closed)
+ * and "gfair" (fail_open). */
 static const char plans[] =
     " \"plans\": {\n"
     "   \"ten\": {\"rate\": [\"10 per minute\"], \"max_tokens\": 1},\n"
     "   \"shut\": {\"rate\": [\"100 per minute\"], \"max_tokens\": 1},\n"
     "   \"fair\": {\"rate\": [\"30 per hour\"], \"max_tokens\": 1},\n"
-    "   \"big\": {\"rate\": [\"100 per hour\"], \"max_tokens\": 1},\n"
-    "   \"spare\": {\"rate\": [\"100 per hour\"], \"max_tokens\": 1}},\n"
+    "   \"big\": {\"rate\": [\"100 per hour\"], \"budget\": \"100 GPU-seconds per hour\",\n"
+    "     \"max_tokens\": 1},\n"
+    "   \"spare\": {\"rate\": [\"100 per hour\"], \"max_tokens\": 1},\n"
+    "   \"gpu\": {\"budget\": \"1 GPU-seconds per hour\", \"max_tokens\": 8},\n"
+    "   \"gshut\": {\"budget\": \"30 GPU-seconds per hour\", \"max_tokens\": 1},\n"
+    "   \"gfair\": {\"budget\": \"30 GPU-seconds per hour\", \"max_tokens\": 1}},\n"
     " \"tenants\": {\"ten\": {\"plan\": \"ten\"}, \"shut\": {\"plan\": \"shut\"},\n"
     "   \"fair\": {\"plan\": \"fair\"}, \"big\": {\"plan\": \"big\"},\n"
-    "   \"spare\": {\"plan\": \"spare\"}},\n";
-static const char cluster_extra[] = "\"wait_ms\": 5000, \"lease_ttl_ms\": 5000, "
-                                    "\"heartbeat_ms\": 1000, \"fail_mode\": \"fail_open\", "
-                                    "\"plans\": {\"shut\": \"fail_closed\"}";
+    "   \"spare\": {\"plan\": \"spare\"}, \"gpu\": {\"plan\": \"gpu\"},\n"
+    "   \"gshut\": {\"plan\": \"gshut\"}, \"gfair\": {\"plan\": \"gfair\"}},\n";
+static const char cluster_extra[] =
+    "\"wait_ms\": 5000, \"lease_ttl_ms\": 5000, "
+    "\"heartbeat_ms\": 1000, \"fail_mode\": \"fail_open\", "
+    "\"plans\": {\"shut\": \"fail_closed\", \"gshut\": \"fail_closed\"}";
 
 static void node_config(struct svc *s, int i, const char *redis_addr, const char *pass)
 {
@@ -57,7 +71,8 @@ static void cluster_status(const struct svc *s, struct gw_cl_status *st)
     assert_int_equal(farm_cluster_status(s, st), 0);
 }
 
-static const char body[] = "{\"model\":\"smollm2\",\"prompt\":\"Hi\",\"max_tokens\":1}";
+static const char body1[] = "{\"model\":\"smollm2\",\"prompt\":\"Hi\",\"max_tokens\":1}";
+static const char *body = body1;
 
 /* n requests of `tenant`, sent to the nodes in `which` round-robin, all on
  * their own connections before any answer is read (so they arrive within
@@ -189,12 +204,12 @@ static void test_ten_per_minute_round_robin_admits_exactly_ten(void **state)
     assert_int_equal(tokens, 10);
 }
 
-/* gpuwardenctl cluster --json on node 0, parsed. */
-static json_t *ctl_cluster(const struct svc *s)
+/* gpuwardenctl --json `args` on node s, parsed. */
+static json_t *ctl_json(const struct svc *s, const char *args)
 {
     char cmd[600];
-    snprintf(cmd, sizeof(cmd), "%s/gpuwardenctl -s %s/admin.sock --json cluster", GW_BIN_DIR,
-             s->dir);
+    snprintf(cmd, sizeof(cmd), "%s/gpuwardenctl -s %s/admin.sock --json %s", GW_BIN_DIR, s->dir,
+             args);
     FILE *p = popen(cmd, "r");
     assert_non_null(p);
     char out[65536];
@@ -204,8 +219,103 @@ static json_t *ctl_cluster(const struct svc *s)
     json_error_t je;
     json_t *r = json_loads(out, 0, &je);
     if (!r)
-        fail_msg("gpuwardenctl cluster: %s: %s", je.text, out);
+        fail_msg("gpuwardenctl %s: %s: %s", args, je.text, out);
     return r;
+}
+
+static json_t *ctl_cluster(const struct svc *s)
+{
+    return ctl_json(s, "cluster");
+}
+
+/* A tenant's money on node s (gpuwardenctl tenant show): GPU-us charged,
+ * and whether every reservation is settled (reserved = used + refunded). */
+static long tenant_used_us(const struct svc *s, const char *tenant, int *settled)
+{
+    char args[128];
+    snprintf(args, sizeof(args), "tenant show %s", tenant);
+    json_t *r = ctl_json(s, args), *b = json_object_get(r, "budget");
+    long used = (long)json_integer_value(json_object_get(b, "used_us"));
+    long reserved = (long)json_integer_value(json_object_get(b, "reserved_us"));
+    long refunded = (long)json_integer_value(json_object_get(b, "refunded_us"));
+    *settled = reserved == used + refunded;
+    json_decref(r);
+    return used;
+}
+
+/* One GPU-second per hour for tenant "gpu", shared by the three nodes: load
+ * round-robin on all three (12 requests at a time, 8 tokens each) until the
+ * farm refuses with budget_exhausted, and one round more. Farm-wide use,
+ * the sum of what the three ledgers charged, stays within the budget plus
+ * what it refilled meanwhile plus each node's overdraft: the bound of
+ * docs/ARCHITECTURE.md with no lease outstanding when the load starts and
+ * no node dead. Every node took GPU leases; nothing was admitted
+ * fail-open. */
+static void test_gpu_budget_shared_by_three_nodes_stays_within_bound(void **state)
+{
+    (void)state;
+    static const char gbody[] =
+        "{\"model\":\"smollm2\",\"prompt\":\"Count from one to twenty.\",\"max_tokens\":8}";
+    body = gbody;
+    int all[NODES] = {0, 1, 2}, admitted = 0, refused = 0, rounds = 0, after = -1;
+    char refusal[512] = "";
+    uint64_t t0 = svc_now_ms();
+    while (rounds < 12 && after != 0) {
+        int ok, r429, r503, other;
+        burst("gpu", 12, all, NODES, &ok, &r429, &r503, &other, refusal, sizeof(refusal));
+        assert_int_equal(r503 + other, 0);
+        admitted += ok;
+        refused += r429;
+        rounds++;
+        if (refused > 0)
+            after = after < 0 ? 1 : after - 1;
+    }
+    body = body1;
+    double elapsed_s = (double)(svc_now_ms() - t0) / 1000.0;
+    assert_true(refused > 0);
+    assert_non_null(strstr(refusal, "\"code\":\"budget_exhausted\""));
+    long used[NODES], sum = 0;
+    for (int i = 0; i < NODES; i++) {
+        int settled = 0;
+        for (uint64_t end = svc_now_ms() + SVC_DEADLINE_MS; svc_now_ms() < end; usleep(50000))
+            if ((used[i] = tenant_used_us(&nodes[i], "gpu", &settled)), settled)
+                break;
+        assert_true(settled);
+        sum += used[i];
+        struct gw_cl_status st;
+        cluster_status(&nodes[i], &st);
+        assert_true(st.counters[GW_CLC_GPU_GRANTS] > 0);
+        assert_int_equal(st.counters[GW_CLC_GPU_OPEN_US], 0);
+        /* gpuwardenctl cluster shows the tenant's GPU lease: all the GPU-us
+         * this node was granted so far were granted to "gpu" (a renewal may
+         * land while we read: between the counter before and after) */
+        json_t *r = ctl_cluster(&nodes[i]), *l;
+        struct gw_cl_status st2;
+        cluster_status(&nodes[i], &st2);
+        size_t k;
+        int seen = 0;
+        json_array_foreach (json_object_get(r, "leases"), k, l) {
+            if (strcmp(json_string_value(json_object_get(l, "tenant")), "gpu") != 0)
+                continue;
+            json_t *g = json_object_get(l, "gpu");
+            uint64_t granted = (uint64_t)json_integer_value(json_object_get(g, "granted_us"));
+            assert_true(granted >= st.counters[GW_CLC_GPU_US] &&
+                        granted <= st2.counters[GW_CLC_GPU_US]);
+            assert_int_equal(json_integer_value(json_object_get(g, "waiting_us")), 0);
+            seen = 1;
+        }
+        assert_int_equal(seen, 1);
+        json_decref(r);
+    }
+    /* 1 GPU-second, plus the refill over the run (1 s per hour), plus what
+     * running requests may overdraw per node (the in-flight overrun: the
+     * smallest lease, 5 % of the budget) */
+    long bound = 1000000 + (long)(elapsed_s * 1000000.0 / 3600.0) + 1 + NODES * 50000;
+    print_message("gpu budget: %d admitted, %d refused in %d rounds (%.1f s); charged "
+                  "%ld + %ld + %ld = %ld GPU-us against a bound of %ld\n",
+                  admitted, refused, rounds, elapsed_s, used[0], used[1], used[2], sum, bound);
+    assert_true(sum <= bound);
+    assert_true(admitted > 0);
 }
 
 /* After the burst of the test before: node 0 sees Redis up, three live
@@ -219,6 +329,19 @@ static void test_ctl_cluster_shows_redis_nodes_and_leases(void **state)
     assert_string_equal(json_string_value(json_object_get(r, "node")), "node-0");
     assert_string_equal(json_string_value(json_object_get(r, "redis_state")), "up");
     assert_int_equal(json_integer_value(json_object_get(r, "live_nodes")), 3);
+    /* the live nodes by name, from their heartbeat keys (in any order) */
+    json_t *names = json_object_get(r, "nodes");
+    assert_int_equal(json_array_size(names), 3);
+    int named[NODES] = {0};
+    for (size_t k = 0; k < json_array_size(names); k++) {
+        const char *n = json_string_value(json_array_get(names, k));
+        assert_non_null(n);
+        assert_int_equal(strncmp(n, "node-", 5), 0);
+        assert_true(n[5] >= '0' && n[5] < '0' + NODES && n[6] == '\0');
+        named[n[5] - '0']++;
+    }
+    for (int i = 0; i < NODES; i++)
+        assert_int_equal(named[i], 1);
     json_t *c = json_object_get(r, "counters");
     struct gw_cl_status st;
     cluster_status(&nodes[0], &st);
@@ -406,10 +529,20 @@ static void test_redis_killed_plans_follow_their_fail_mode(void **state)
     assert_int_equal(ok, 10);
     assert_int_equal(r429, 5);
     assert_int_equal(r503 + other, 0);
+    /* the GPU lease's fail modes: gshut fails closed, gfair reserves from
+     * this node's third of its 30 GPU-seconds */
+    refusal[0] = '\0';
+    burst("gshut", 2, one, 1, &ok, &r429, &r503, &other, refusal, sizeof(refusal));
+    assert_int_equal(r503, 2);
+    assert_non_null(strstr(refusal, "\"code\":\"budget_unavailable\""));
+    burst("gfair", 3, one, 1, &ok, &r429, &r503, &other, NULL, 0);
+    assert_int_equal(ok, 3);
     struct gw_cl_status st;
     cluster_status(&nodes[0], &st);
     assert_int_equal(st.counters[GW_CLC_OPEN_ADMITS], 10);
-    assert_int_equal(st.counters[GW_CLC_CLOSED_REFUSALS], 5);
+    assert_int_equal(st.counters[GW_CLC_CLOSED_REFUSALS], 7);
+    assert_true(st.counters[GW_CLC_GPU_OPEN_US] > 0);
+    assert_int_equal(st.counters[GW_CLC_GPU_RECONCILED], 0);
     assert_true(log_has(&nodes[0], "connect: Connection refused; requests that need a lease "
                                    "follow their plan's fail mode"));
 }
@@ -431,39 +564,77 @@ static void test_redis_restarted_nodes_resume_and_reconcile(void **state)
             break;
     }
     assert_int_equal(st.counters[GW_CLC_RECONCILED], 10);
+    /* and gfair's fail-open reservations, charged to its farm-wide budget */
+    for (uint64_t end = svc_now_ms() + SVC_DEADLINE_MS; svc_now_ms() < end; usleep(20000)) {
+        cluster_status(&nodes[0], &st);
+        if (st.counters[GW_CLC_GPU_RECONCILED] == st.counters[GW_CLC_GPU_OPEN_US])
+            break;
+    }
+    assert_int_equal(st.counters[GW_CLC_GPU_RECONCILED], st.counters[GW_CLC_GPU_OPEN_US]);
+    long g = redis_gpu_available("gw:gpu:gfair:30000000/3600000000", 30);
+    assert_true(g >= 30000000 - (long)st.counters[GW_CLC_GPU_OPEN_US] &&
+                g < 30000000 - (long)st.counters[GW_CLC_GPU_OPEN_US] + 10000);
     /* and the farm-wide account saw them: 30 per hour, 10 spent there:
-     * 20 more at most across the farm now */
+     * the farm grants exactly the 20 left; what a node was granted beyond
+     * its own requests (a lease sized by its recent demand) is still in
+     * its lease, unused, and the others were refused meanwhile */
     int all[NODES] = {0, 1, 2};
     burst("fair", 30, all, NODES, &ok, &r429, &r503, &other, NULL, 0);
-    assert_int_equal(ok, 20);
-    assert_int_equal(r429, 10);
+    long unused = 0;
+    for (int i = 0; i < NODES; i++) {
+        struct gw_cl_cell c;
+        if (tenant_cell(&nodes[i], "fair", &c) == 0 && c.expires_us > gw_now_us())
+            unused += (long)c.tokens;
+    }
+    assert_int_equal(ok + unused, 20);
+    assert_int_equal(r429, 30 - ok);
     assert_true(log_has(&nodes[0], ": back"));
 }
 
-/* What the farm-wide GCRA cell `key` admits now (Redis's clock), for a
- * window of `limit` per hour; -1 when it cannot be read. */
-static long redis_available(const char *key, long limit)
+/* Redis's clock and the farm-wide GCRA cell `key` (its TAT, at least now:
+ * an idle cell), in us; 0 or -1 when they cannot be read. */
+static int redis_tat(const char *key, double *now, double *tat)
 {
     redisContext *c = redis_connect();
     if (!c)
         return -1;
     redisReply *t = redisCommand(c, "TIME");
     redisReply *v = redisCommand(c, "GET %s", key);
-    long avail = -1;
+    int rc = -1;
     if (t && t->type == REDIS_REPLY_ARRAY && t->elements == 2 && v) {
-        double now = atof(t->element[0]->str) * 1e6 + atof(t->element[1]->str);
-        double tat = v->type == REDIS_REPLY_STRING ? atof(v->str) : 0;
-        double T = 3600e6 / (double)limit, tau = (double)(limit - 1) * T;
-        if (tat < now)
-            tat = now;
-        avail = (long)((tau - (tat - now)) / T) + 1;
+        *now = atof(t->element[0]->str) * 1e6 + atof(t->element[1]->str);
+        *tat = v->type == REDIS_REPLY_STRING ? atof(v->str) : 0;
+        if (*tat < *now)
+            *tat = *now;
+        rc = 0;
     }
     if (t)
         freeReplyObject(t);
     if (v)
         freeReplyObject(v);
     redisFree(c);
-    return avail;
+    return rc;
+}
+
+/* What the farm-wide GCRA cell `key` admits now, for a window of `limit`
+ * per hour; -1 when it cannot be read. */
+static long redis_available(const char *key, long limit)
+{
+    double now, tat;
+    if (redis_tat(key, &now, &tat) != 0)
+        return -1;
+    double T = 3600e6 / (double)limit, tau = (double)(limit - 1) * T;
+    return (long)((tau - (tat - now)) / T) + 1;
+}
+
+/* GPU-us the farm-wide budget cell `key` grants now, for a budget of
+ * `seconds` GPU-seconds per hour; -1 when it cannot be read. */
+static long redis_gpu_available(const char *key, double seconds)
+{
+    double now, tat;
+    if (redis_tat(key, &now, &tat) != 0)
+        return -1;
+    return (long)((3600e6 - (tat - now)) * seconds / 3600.0);
 }
 
 static int redis_hexists(const char *key, const char *field)
@@ -478,30 +649,50 @@ static int redis_hexists(const char *key, const char *field)
     return v;
 }
 
-/* "big": 100 per hour, leases of 5% = 5 tokens. Node 2 takes one lease for
- * one request and is SIGKILLed (master and, by PDEATHSIG, its children)
- * holding it. Its lease record stays in Redis until its TTL (5 s); the next
- * lease anyone takes after that reaps it, and its 5 tokens are back in the
- * pool: node 0's lease then leaves 95 available, not 90. (Node 2 had used
- * one of the 5: the over-return the bound in docs/ARCHITECTURE.md counts.) */
+/* "spare" first: node 1 uses a whole lease, whose record must go when the
+ * lease ends. Then "big": 100 per hour, leases of 5% = 5 tokens; 100 GPU-seconds per
+ * hour, GPU leases of 5% = 5 GPU-seconds. Node 2 takes one lease of each
+ * for one request and is SIGKILLed (master and, by PDEATHSIG, its
+ * children) holding them. Its lease records stay in Redis until their TTL
+ * (5 s); the next lease anyone takes after that reaps them, and their
+ * capacity is back in the pool: node 0's leases then leave 95 tokens and
+ * 95 GPU-seconds available, not 90. (Node 2 had used one token and some
+ * GPU time: the over-return the bound in docs/ARCHITECTURE.md counts.) */
 static void test_killed_node_lease_returns_after_ttl(void **state)
 {
     (void)state;
     static const char key[] = "gw:rate:big:100/3600000000+0", leases[] = "gw:lease:big";
-    int two[1] = {2}, zero[1] = {0}, ok, r429, r503, other;
+    static const char gkey[] = "gw:gpu:big:100000000/3600000000", gleases[] = "gw:gpulease:big";
+    int two[1] = {2}, zero[1] = {0}, one[1] = {1}, ok, r429, r503, other;
+    /* node 1 uses a whole lease of "spare" (5 tokens for 5 requests) */
+    burst("spare", 5, one, 1, &ok, &r429, &r503, &other, NULL, 0);
+    assert_int_equal(ok, 5);
+    assert_int_equal(redis_hexists("gw:lease:spare", "node-1"), 1);
     burst("big", 1, two, 1, &ok, &r429, &r503, &other, NULL, 0);
     assert_int_equal(ok, 1);
     assert_int_equal(redis_available(key, 100), 95);
     assert_int_equal(redis_hexists(leases, "node-2"), 1);
+    /* 95 GPU-seconds, and what refilled since (28 GPU-us per ms) */
+    long g = redis_gpu_available(gkey, 100);
+    assert_true(g >= 95000000 && g < 95000000 + 28 * 2000);
+    assert_int_equal(redis_hexists(gleases, "node-2"), 1);
     kill(nodes[2].master, SIGKILL);
     waitpid(nodes[2].master, NULL, 0);
     nodes[2].master = 0;
     usleep(5500 * 1000);                                  /* past the lease's TTL in Redis */
     assert_int_equal(redis_hexists(leases, "node-2"), 1); /* nobody asked since */
+    /* a live node's lease that ended used up: its record is deleted at its
+     * end (a record left behind would be reaped and give back 5 tokens
+     * that were used) */
+    assert_int_equal(redis_hexists("gw:lease:spare", "node-1"), 0);
+    assert_int_equal(redis_hexists(gleases, "node-2"), 1);
     burst("big", 1, zero, 1, &ok, &r429, &r503, &other, NULL, 0);
     assert_int_equal(ok, 1);
     assert_int_equal(redis_hexists(leases, "node-2"), 0);
     assert_int_equal(redis_available(key, 100), 95);
+    assert_int_equal(redis_hexists(gleases, "node-2"), 0);
+    g = redis_gpu_available(gkey, 100);
+    assert_true(g >= 95000000 && g < 95000000 + 28 * 2000);
 }
 
 /* ------------------------------------------------------------- bad peers */
@@ -592,6 +783,10 @@ static void node_against(const char *addr, const char *pass, const char *expect)
     assert_non_null(strstr(refusal, "\"code\":\"budget_unavailable\""));
     burst("fair", 2, one, 1, &ok, &r429, &r503, &other, NULL, 0);
     assert_int_equal(ok, 2);
+    burst("gshut", 1, one, 1, &ok, &r429, &r503, &other, NULL, 0);
+    assert_int_equal(r503, 1);
+    burst("gfair", 1, one, 1, &ok, &r429, &r503, &other, NULL, 0);
+    assert_int_equal(ok, 1);
     assert_int_equal(svc_stop_or_dump(s), 0);
 }
 
@@ -655,6 +850,7 @@ int main(void)
     const struct CMUnitTest farm[] = {
         cmocka_unit_test(test_ten_per_minute_round_robin_admits_exactly_ten),
         cmocka_unit_test(test_ctl_cluster_shows_redis_nodes_and_leases),
+        cmocka_unit_test(test_gpu_budget_shared_by_three_nodes_stays_within_bound),
         cmocka_unit_test(test_stalled_agent_requests_follow_fail_mode_after_wait),
         cmocka_unit_test(test_killed_agent_is_restarted_and_leases_resume),
         cmocka_unit_test(test_dead_fronts_waiting_count_is_dropped),

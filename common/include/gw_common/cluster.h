@@ -85,6 +85,14 @@ enum gw_cl_counter {
     GW_CLC_RECONCILED,      /* fail-open admissions charged to Redis afterwards */
     GW_CLC_OPEN_US,         /* time spent with Redis down (us) */
     GW_CLC_LEASE_CALLS,     /* round trips for leases: take, give back, reconcile */
+    GW_CLC_GPU_GRANTS,      /* GPU leases granted (>= 1 GPU-us) */
+    GW_CLC_GPU_US,          /* GPU-us granted */
+    GW_CLC_GPU_RETURNED,    /* unused GPU-us given back */
+    GW_CLC_GPU_DENIALS,     /* GPU lease asks answered "exhausted" */
+    GW_CLC_GPU_OPEN_US,     /* GPU-us reserved fail-open */
+    GW_CLC_GPU_RECONCILED,  /* fail-open GPU-us charged to Redis afterwards */
+    GW_CLC_GPU_SHORT,       /* worker extensions the lease could not cover (refused) */
+    GW_CLC_GPU_OVERDRAWN,   /* GPU-us worker extensions took beyond the lease (its debt) */
     GW_CLC_COUNT
 };
 void gw_cluster_count(struct gw_segment *seg, int counter, uint64_t n);
@@ -97,5 +105,88 @@ struct gw_cl_status {
 };
 void gw_cluster_status(const struct gw_segment *seg, struct gw_cl_status *out);
 const char *gw_cluster_state_name(int state);
+
+/* The live nodes' names (the agent, from the heartbeat it just made):
+ * `names` newline-separated, cut at the region's size (1008 bytes). */
+void gw_cluster_set_peers(struct gw_segment *seg, const char *names, uint64_t count);
+/* Copies them into out (NUL-terminated, newline-separated); the number of
+ * live nodes, or -EAGAIN when the agent kept writing while we read. */
+int gw_cluster_peers(const struct gw_segment *seg, char *out, size_t len);
+
+/* ------------------------------------------------------------ lease sizes */
+
+/* A tenant's consumption of one lease kind on a node, smoothed: an
+ * exponentially weighted moving average of units (request tokens or GPU-us)
+ * per second, sampled by the agent at each lease it takes. */
+struct gw_cl_ewma {
+    double per_s;       /* the average */
+    uint64_t last_ns;   /* CLOCK_MONOTONIC of the last sample, 0 none */
+    uint64_t last_used; /* the consumption counter then */
+};
+/* Samples the counter `used` at now_ns: the rate since the last sample
+ * moves the average by dt / (dt + ttl), so it forgets what is older than
+ * about one lease's life. The first sample (and a counter that went back,
+ * as after an agent restart) only sets the baseline. Returns the average. */
+double gw_cluster_ewma_sample(struct gw_cl_ewma *e, uint64_t used, uint64_t now_ns,
+                              uint32_t ttl_ms);
+/* A lease's size for a tenant whose limit (the first window's, or the
+ * budget's amount in GPU-us) is `limit`: its recent demand per_s over one
+ * lease TTL, within [lease_percent, lease_max_percent] % of the limit (at
+ * least 1); at least `need` (what waits now beyond what the node holds);
+ * at most cap. */
+uint64_t gw_cluster_lease_size(const struct gw_cluster_cfg *cl, uint64_t limit, double per_s,
+                               uint64_t need, uint64_t cap);
+
+/* ------------------------------------------------ GPU-microsecond leases */
+
+/* Takes x GPU-us for tenant account `a` from this node's GPU lease (a
+ * request's reservation). Lock-free (one CAS); never waits. Same results
+ * as gw_cluster_take. */
+int gw_cluster_gpu_take(struct gw_segment *seg, struct gw_acct a, uint64_t x, uint64_t now_us,
+                        uint64_t *retry_us);
+/* Puts x GPU-us back (a reservation that was not made). */
+void gw_cluster_gpu_put(struct gw_segment *seg, struct gw_acct a, uint64_t x);
+/* A request parked for a GPU lease wants x GPU-us (+1) or no longer (-1);
+ * +1 wakes the agent. */
+void gw_cluster_gpu_want(struct gw_segment *seg, struct gw_acct a, uint64_t x, int sign);
+/* The slot's reservation came from the lease: settlement refunds its
+ * unused part there and a worker's extension is taken from it. 0, or
+ * GW_ESTATE when the slot is not ours any more. */
+int gw_cluster_gpu_bind(struct gw_segment *seg, struct gw_slot_ref ref);
+/* Fail-open reservation of x GPU-us while Redis is down: the budget divided
+ * by the live nodes last seen, on this node's own cell; counted for
+ * reconciliation. 0, or GW_EREFUSED with *retry_us. */
+int gw_cluster_gpu_open_admit(struct gw_segment *seg, struct gw_acct a,
+                              const struct gw_budget_rate *b, uint64_t x, uint64_t now_us,
+                              uint64_t *retry_us);
+
+/* One tenant's GPU cell as the agent sees it (the account is the rate
+ * cell's: gw_cluster_cell). */
+struct gw_cl_gpu {
+    int64_t tokens;      /* unused GPU-us of this node's lease; below 0: overdrawn */
+    uint64_t expires_us; /* the lease's local end (wall clock) */
+    uint64_t want;       /* GPU-us of requests waiting for a lease now */
+    uint64_t deny_until; /* farm-wide exhausted until (wall us), 0 none */
+    uint64_t open_spent; /* GPU-us reserved fail-open, not yet charged to Redis */
+    uint64_t granted;    /* GPU-us granted to this node, ever */
+    uint64_t shortfall;  /* GPU-us a worker's extension lacked since the last look */
+    uint64_t overdraft;  /* how far below 0 workers' extensions may take the pool */
+};
+int gw_cluster_gpu_cell(const struct gw_segment *seg, uint32_t i, struct gw_cl_gpu *out);
+/* Adds x GPU-us to cell i's pool (paying its debt first), which now ends
+ * at expires_us and may be overdrawn by up to overdraft_us; lifts any
+ * denial. */
+void gw_cluster_gpu_grant(struct gw_segment *seg, uint32_t i, uint64_t x, uint64_t expires_us,
+                          uint64_t overdraft_us);
+/* Empties cell i's pool of what it holds (to give back); a debt (a pool
+ * below 0) stays for a later grant to pay. */
+uint64_t gw_cluster_gpu_reclaim(struct gw_segment *seg, uint32_t i);
+void gw_cluster_gpu_deny(struct gw_segment *seg, uint32_t i, uint64_t until_us);
+uint64_t gw_cluster_gpu_open_drain(struct gw_segment *seg, uint32_t i);
+void gw_cluster_gpu_open_undrain(struct gw_segment *seg, uint32_t i, uint64_t n);
+/* As gw_cluster_want_reset, for the GPU-us a dead front left waiting. */
+void gw_cluster_gpu_want_reset(struct gw_segment *seg, uint32_t i, uint64_t seen);
+/* Takes (and clears) the shortfall hint. */
+uint64_t gw_cluster_gpu_shortfall(struct gw_segment *seg, uint32_t i);
 
 #endif

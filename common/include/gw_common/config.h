@@ -235,9 +235,12 @@ struct gw_cluster_cfg {
     uint32_t wait_ms;                   /* a request waits this long for a lease, default 1000 */
     uint32_t lease_ttl_ms;              /* a lease lives this long in Redis, default 10000 */
     uint32_t heartbeat_ms;              /* node heartbeat period (key TTL 3x), default 1000 */
-    uint32_t lease_percent;             /* request tokens per lease: this % of the window's
-                                           limit, at least 1, default 5 */
-    uint32_t lease_max;                 /* cap on tokens per lease, default 1000 */
+    uint32_t lease_percent;             /* the smallest lease: this % of the window's limit
+                                           (request tokens, at least 1) or of the budget
+                                           (GPU-us), default 5 */
+    uint32_t lease_max_percent;         /* the largest lease sized by demand: this % of the
+                                           limit or budget, default 20 */
+    uint32_t lease_max;                 /* cap on request tokens per lease, default 1000 */
     int fail_mode;                      /* enum gw_fail_mode for plans not listed, default open */
     int n_plan_modes;
     char plan_mode_name[GW_MAX_PLANS][GW_NAME_MAX];

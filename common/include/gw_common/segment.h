@@ -38,7 +38,9 @@
                       * account's last word is `widths`;                                           \
                       * 12: the cluster region (area + one cell per                                \
                       * budget record) at the end;                                                 \
-                      * 13: the API keys file's generation (apikey_gen.c)                          \
+                      * 13: the cluster region's live-node names after its                         \
+                      * area, and a GPU lease cell per budget record after                         \
+                      * the rate cells; the API keys file's generation (apikey_gen.c)              \
                       * after the cluster region, then the                                         \
                       * exact moving windows' logs (moving.c); the                                 \
                       * widths word's lanes carry the form; then the                               \
@@ -62,6 +64,8 @@ struct gw_cluster_area;
 struct gw_cluster_cell;
 struct gw_apikey_area;
 struct gw_mvlog;
+struct gw_cl_peers;
+struct gw_cluster_gpu;
 struct gw_lenest_rec;
 struct gw_farm_rec;
 struct gw_tstat_rec;
@@ -95,6 +99,8 @@ struct gw_segment {
     struct gw_apikey_area *apikeys;   /* the API keys file's generation (apikey_gen.c) */
     struct gw_mvlog *mvlog;           /* exact moving windows' logs (moving.c) */
     struct gw_tstat_rec *tstats;      /* per-tenant counters, one per budget record (tstats.c) */
+    struct gw_cl_peers *cl_peers;     /* live nodes' names (cluster.c) */
+    struct gw_cluster_gpu *cl_gpu;    /* GPU-us leases, one per budget record (cluster_gpu.c) */
 };
 
 /* Opens `path`, creating it (mode 0600) with `cfg` when it does not exist.

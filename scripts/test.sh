@@ -20,8 +20,8 @@
 #      type must build (skipped with GW_NO_RELEASE=1);
 #   7. builds the libFuzzer targets (clang) and runs each for
 #      GW_FUZZ_SECONDS (default 60, what issue 9 asks of CI) on its committed
-#      corpus, one target per CPU at a time (six targets on two CPUs: about
-#      3 x 60 s), skipped with GW_NO_FUZZ=1; their corpora are also replayed
+#      corpus, one target per CPU at a time (nine targets on two CPUs: about
+#      5 x 60 s), skipped with GW_NO_FUZZ=1; their corpora are also replayed
 #      by ctest in steps 3-4.
 # Exit status: 0 when every step passed, the failing step's status otherwise.
 set -euo pipefail

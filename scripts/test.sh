@@ -28,6 +28,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 jobs=$(nproc 2>/dev/null || echo 2)
+# Each step's wall time, to see where CI's minutes go.
+mark() { echo "test.sh: [${SECONDS} s] $*"; }
 
 ./scripts/install-deps.sh
 ./scripts/check-format.sh
@@ -41,14 +43,20 @@ build_tree() {  # build-dir, extra cmake args...   (CC: the compiler)
         >"$dir.configure.log" 2>&1 || { cat "$dir.configure.log"; return 1; }
     grep -E '^-- gpuwarden:' "$dir.configure.log" || true
     cmake --build "$dir" -j "$jobs"
+    mark "built $dir"
 }
 
 run_suite() {  # build-dir, extra cmake args...   (CTEST_EXTRA: extra ctest args)
     local dir=$1
     build_tree "$@"
-    ctest --test-dir "$dir" --output-on-failure -j "$jobs" --timeout 300 ${CTEST_EXTRA:-}
+    # One job more than CPUs: the CPU slots (tests/CMakeLists.txt) keep
+    # the CPU-bound tests at one per CPU; the extra job is for a test
+    # labelled "asleep".
+    ctest --test-dir "$dir" --output-on-failure -j "$((jobs + 1))" --timeout 300 ${CTEST_EXTRA:-}
+    mark "tested $dir"
 }
 
+mark "dependencies, format and model checked"
 mkdir -p build build-asan build-release
 run_suite build
 if [ "${GW_NO_ASAN:-0}" != 1 ]; then
@@ -64,5 +72,6 @@ if [ "${GW_NO_RELEASE:-0}" != 1 ]; then
 fi
 if [ "${GW_NO_FUZZ:-0}" != 1 ]; then
     GW_FUZZ_JOBS=$jobs tests/fuzz/run.sh "${GW_FUZZ_SECONDS:-60}"
+    mark "fuzzed"
 fi
 echo "test.sh: all suites passed"

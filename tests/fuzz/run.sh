@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
 # tests/fuzz/run.sh [seconds] [target ...] - builds the libFuzzer targets
 # (clang, GW_FUZZ=ON, in $GW_FUZZ_BUILD, default build-fuzz/) and runs each
-# for `seconds` (default 60, what CI gives each) on its committed corpus,
-# $GW_FUZZ_JOBS (default 2) targets at a time, each libFuzzer process on
-# one core: the eight targets take 4 x `seconds` on two cores. Each target's
+# for `seconds` on its committed corpus, $GW_FUZZ_JOBS (default 2) targets
+# at a time, each libFuzzer process on one core: the nine targets take
+# 5 x `seconds` on two cores. Without `seconds` (or with 0), each gets
+# $GW_FUZZ_BUDGET (default 240, what CI gives the whole step) divided by
+# the number of rounds, at most 60: 48 s for nine targets on two cores.
+# Each target's
 # line is printed as it finishes. New inputs go to a scratch corpus, not
 # into the tree.
 # A crash or broken contract leaves its input in
@@ -13,13 +16,21 @@
 # 111 the build failed.
 set -u
 root=$(cd "$(dirname "$0")/../.." && pwd)
-secs=${1:-60}
+secs=${1:-0}
 [ $# -gt 0 ] && shift
-case $secs in '' | *[!0-9]*) echo "usage: $0 [seconds] [target ...]" >&2; exit 100 ;; esac
+budget=${GW_FUZZ_BUDGET:-240}
+jobs=${GW_FUZZ_JOBS:-2}
+case $secs$budget$jobs in *[!0-9]*) echo "usage: $0 [seconds] [target ...]" >&2; exit 100 ;; esac
+[ "$jobs" -ge 1 ] || { echo "$0: GW_FUZZ_JOBS must be at least 1" >&2; exit 100; }
 targets=${*:-http request_json jwt asked config gguf tokenizer fwd jwks}
+if [ "$secs" -eq 0 ]; then
+    n=$(echo $targets | wc -w)
+    secs=$((budget / ((n + jobs - 1) / jobs)))
+    [ "$secs" -le 60 ] || secs=60
+    [ "$secs" -ge 1 ] || secs=1
+fi
 build=${GW_FUZZ_BUILD:-$root/build-fuzz}
 out=${GW_FUZZ_OUT:-$build/fuzz-out}
-jobs=${GW_FUZZ_JOBS:-2}
 
 if [ ! -f "$build/CMakeCache.txt" ]; then
     CC=clang cmake -S "$root" -B "$build" -DGW_CUDA=OFF -DGW_FUZZ=ON >/dev/null || exit 111

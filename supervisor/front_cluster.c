@@ -17,6 +17,11 @@
  * the GPU-us waiting); admit_money then reserves the same amount in the
  * ledger and binds the slot to the lease, which gets the unused part back
  * at settlement.
+ *
+ * The output-token step (4c, after the GPU step) takes one token of the
+ * tenant's farm-wide output_tokens window from the node's output lease
+ * (gw_cluster_out_take), or parks for one; the job charges the rest of
+ * what the request generated to the lease at its end (front_farm.c).
  */
 #include "front_internal.h"
 
@@ -88,6 +93,35 @@ static int gpu_fail_mode(struct admission *a, uint64_t x)
     return 0;
 }
 
+static void answer_out_denied(struct admission *a, uint64_t retry_us, const char *msg)
+{
+    char hdr[64];
+    snprintf(hdr, sizeof(hdr), "Retry-After: %" PRIu64 "\r\n", (retry_us + 999999) / 1000000);
+    gw_metrics_refusal(a->seg, GW_REF_OUTPUT);
+    gw_tstat_refusal(a->seg, a->tenant, GW_REF_OUTPUT);
+    gw__conn_error(a->c, 429, "rate_limit_error", "output_tokens_exhausted", msg, NULL, hdr);
+}
+
+/* The output lease's fail mode: fail_closed 503; fail_open takes a token
+ * of the node's share of the window. 0 go on, -1 answered. */
+static int out_fail_mode(struct admission *a)
+{
+    uint64_t retry = 0;
+    if (gw_cluster_fail_mode(&a->cfg->cluster, a->plan->name) == GW_FAIL_CLOSED) {
+        answer_closed(a);
+        return -1;
+    }
+    if (gw_cluster_out_open_admit(a->seg, a->tenant, &a->plan->output, a->now, &retry) != 0) {
+        answer_out_denied(a, retry,
+                          "this tenant generated its plan's output_tokens for the window (this "
+                          "node's share while the farm's budget service is away)");
+        return -1;
+    }
+    a->farm_out = GW_FARM_OUT_OPEN;
+    a->out_passed = 1;
+    return 0;
+}
+
 /* Parks the request until the agent brings a lease (stage GW_PARK_*): 1,
  * or -1 answered (out of memory). */
 static int park(struct admission *a, int stage, uint64_t gpu_us)
@@ -110,6 +144,8 @@ static int park(struct admission *a, int stage, uint64_t gpu_us)
     a->c->parked = p;
     if (stage == GW_PARK_GPU)
         gw_cluster_gpu_want(a->seg, a->tenant, gpu_us, +1);
+    else if (stage == GW_PARK_OUT)
+        gw_cluster_out_want(a->seg, a->tenant, +1);
     else
         gw_cluster_want(a->seg, a->tenant, +1);
     return 1;
@@ -153,6 +189,38 @@ int gw__front_cluster_gpu(struct admission *a, uint64_t x)
     }
 }
 
+int gw__front_cluster_out(struct admission *a)
+{
+    if (!a->cfg->cluster.enabled || !a->plan->has_output || a->out_passed)
+        return 0;
+    uint64_t retry = 0;
+    switch (gw_cluster_out_take(a->seg, a->tenant, a->now, &retry)) {
+    case GW_CL_TAKEN:
+        a->farm_out = GW_FARM_OUT_LEASE;
+        a->out_passed = 1;
+        return 0;
+    case GW_CL_DENIED:
+        answer_out_denied(a, retry,
+                          "this tenant generated its plan's output_tokens for the window across "
+                          "the farm");
+        return -1;
+    case GW_CL_UNAVAILABLE:
+        return out_fail_mode(a);
+    default:
+        return park(a, GW_PARK_OUT, 0);
+    }
+}
+
+void gw__front_cluster_put_back(struct admission *a)
+{
+    if (a->farm_gpu)
+        gw_cluster_gpu_put(a->seg, a->tenant, a->farm_gpu);
+    a->farm_gpu = 0;
+    if (a->farm_out == GW_FARM_OUT_LEASE)
+        gw_cluster_out_settle(a->seg, a->tenant, 0); /* the token, unused */
+    a->farm_out = GW_FARM_OUT_NONE;
+}
+
 /* Takes p off the front's list and its connection. */
 static void unpark(struct front *f, struct parked *p)
 {
@@ -165,6 +233,8 @@ static void unpark(struct front *f, struct parked *p)
         p->a.c->parked = NULL;
     if (p->stage == GW_PARK_GPU)
         gw_cluster_gpu_want(&f->seg, p->a.tenant, p->gpu_us, -1);
+    else if (p->stage == GW_PARK_OUT)
+        gw_cluster_out_want(&f->seg, p->a.tenant, -1);
     else
         gw_cluster_want(&f->seg, p->a.tenant, -1);
 }
@@ -178,6 +248,14 @@ static int stage_take(struct parked *p, uint64_t *retry)
         return GW_CL_UNAVAILABLE;
     if (p->stage == GW_PARK_RATE)
         return gw_cluster_take(a->seg, a->tenant, a->now, retry);
+    if (p->stage == GW_PARK_OUT) {
+        if (!a->plan->has_output)
+            return GW_CL_TAKEN;
+        int rc = gw_cluster_out_take(a->seg, a->tenant, a->now, retry);
+        if (rc == GW_CL_TAKEN)
+            a->farm_out = GW_FARM_OUT_LEASE;
+        return rc;
+    }
     if (!a->plan->has_budget)
         return GW_CL_TAKEN;
     int rc = gw_cluster_gpu_take(a->seg, a->tenant, p->gpu_us, a->now, retry);
@@ -199,25 +277,39 @@ static int try_resume(struct front *f, struct parked *p, uint64_t now_ns)
     int rc = stage_take(p, &retry);
     if (rc == GW_CL_WAIT && now_ns < p->deadline_ns && !f->draining)
         return 0;
-    int gpu = p->stage == GW_PARK_GPU;
+    int gpu = p->stage == GW_PARK_GPU, out = p->stage == GW_PARK_OUT;
     uint64_t x = p->gpu_us;
     unpark(f, p);
     struct admission copy = *a;
     free(p);
     if (!copy.plan) {
+        gw__front_cluster_put_back(&copy);
         gw__conn_error(copy.c, 403, "permission_error", "forbidden",
                        why ? why : "tenant not allowed", NULL, NULL);
         return 1;
     }
     if (gpu)
         copy.gpu_passed = rc == GW_CL_TAKEN;
+    if (out)
+        copy.out_passed = rc == GW_CL_TAKEN;
+    int go = 0;
     if (rc == GW_CL_DENIED && gpu)
         answer_gpu_denied(&copy, retry,
                           "the tenant's GPU-time budget is exhausted across the farm");
+    else if (rc == GW_CL_DENIED && out)
+        answer_out_denied(&copy, retry,
+                          "this tenant generated its plan's output_tokens for the window across "
+                          "the farm");
     else if (rc == GW_CL_DENIED)
         answer_denied(&copy, retry);
-    else if (rc == GW_CL_TAKEN || (gpu ? gpu_fail_mode(&copy, x) : fail_mode(&copy)) == 0)
+    else
+        go = rc == GW_CL_TAKEN || (gpu   ? gpu_fail_mode(&copy, x)
+                                   : out ? out_fail_mode(&copy)
+                                         : fail_mode(&copy)) == 0;
+    if (go)
         gw__front_generate_rest(&copy);
+    else
+        gw__front_cluster_put_back(&copy); /* GPU-us an output stage held */
     return 1;
 }
 
@@ -236,5 +328,6 @@ void gw__front_cluster_conn_gone(struct conn *c)
     if (!p)
         return;
     unpark(c->front, p);
+    gw__front_cluster_put_back(&p->a);
     free(p);
 }

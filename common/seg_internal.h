@@ -153,6 +153,10 @@ _Static_assert(_Alignof(struct gw_budget) == 8, "budget header alignment");
 /* The slot's reservation came from the farm's GPU lease (cluster_gpu.c):
  * worker extensions are taken from it and settlement refunds to it. */
 #define SLOT_FARM_GPU 8ull
+/* The same for the node's global pool (its budget is a farm-wide account
+ * when the cluster is on): extensions and refunds go to the global
+ * account's GPU cell. */
+#define SLOT_FARM_GGPU 16ull
 
 /* Settlement word: claimed by one CAS (exactly one settler), done once the
  * accounting is written. A slot is released only when done; the repair

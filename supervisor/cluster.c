@@ -299,13 +299,17 @@ static int account_args(struct agent *a, const struct gw_cl_cell *c, struct acct
     char id[GW_ID_MAX + 1];
     enum gw_kind kind;
     size_t n = gw_ledger_id(&a->seg, c->acct, &kind, id, sizeof(id));
-    if (n == 0 || kind != GW_KIND_TENANT)
+    if (n == 0 || (kind != GW_KIND_TENANT && kind != GW_KIND_GLOBAL) ||
+        (kind == GW_KIND_GLOBAL && !a->cl->global_farm))
         return -ENOENT;
     const char *why = NULL;
-    x->plan = gw_config_plan_for(a->cfg, id, NULL, &why);
+    /* the node's global pool is one farm-wide account too, its keys apart
+     * from every tenant's: <prefix>:global:rate:*:..., <prefix>:global:lease:* */
+    char pre[80];
+    snprintf(pre, sizeof(pre), "%s%s", a->cl->prefix, kind == GW_KIND_GLOBAL ? ":global" : "");
+    x->plan = kind == GW_KIND_GLOBAL ? &a->cfg->global : gw_config_plan_for(a->cfg, id, NULL, &why);
     if (!x->plan)
         return -ENOENT;
-    const char *pre = a->cl->prefix;
     x->rate.nw = x->plan->n_windows;
     for (int w = 0; w < x->rate.nw; w++) {
         const struct gw_window *win = &x->plan->windows[w];

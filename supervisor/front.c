@@ -460,12 +460,18 @@ static int admit_money(struct admission *a)
             refuse_503(a->c, "overloaded", "could not reserve budget; retry");
         return -1;
     }
+    uint64_t got = (a->max_tokens + prompt_est) * upt; /* less when clamped */
     if (a->farm_gpu) { /* from the farm's lease: the slot refunds it there */
-        uint64_t got = (a->max_tokens + prompt_est) * upt; /* less when clamped */
         if (got < a->farm_gpu)
             gw_cluster_gpu_put(seg, a->tenant, a->farm_gpu - got);
         a->farm_gpu = 0;
-        (void)gw_cluster_gpu_bind(seg, a->ref); /* ours: ADMITTED on our lane */
+        (void)gw_cluster_gpu_bind(seg, a->ref, 0); /* ours: ADMITTED on our lane */
+    }
+    if (a->farm_ggpu) { /* and from the farm's global pool */
+        if (got < a->farm_ggpu)
+            gw_cluster_gpu_put(seg, a->global, a->farm_ggpu - got);
+        a->farm_ggpu = 0;
+        (void)gw_cluster_gpu_bind(seg, a->ref, 1);
     }
     return 0;
 }
@@ -589,8 +595,11 @@ void gw__front_generate_rest(struct admission *a)
         gw_request_free(&a->rq);
         return;
     }
-    if (a->farm_gpu && reservation(a) > a->farm_gpu) /* a reload raised max_tokens */
-        a->max_tokens = (uint32_t)(a->farm_gpu / a->upt - (a->rq.prompt_len / 8 + 1));
+    /* a reload raised max_tokens: what the leases gave covers less */
+    uint64_t leased =
+        a->farm_gpu && (!a->farm_ggpu || a->farm_gpu < a->farm_ggpu) ? a->farm_gpu : a->farm_ggpu;
+    if (leased && reservation(a) > leased)
+        a->max_tokens = (uint32_t)(leased / a->upt - (a->rq.prompt_len / 8 + 1));
     /* a->rq holds the prompt from here: the job copies it into the slot */
     struct job *j = NULL;
     if (gw__front_farming(a->c, a->f, a->plan, a->tenant, a->who.tenant, &a->rq, a->now) == 0 &&

@@ -154,6 +154,12 @@ struct admission {
      * is behind us (taken, admitted fail-open, or no farm budget) */
     uint64_t farm_gpu;
     int gpu_passed;
+    /* the same for the node's global pool when it has a budget (a farm-wide
+     * account too), and whether the rate steps (tenant, global pool) are
+     * behind us */
+    uint64_t farm_ggpu;
+    int ggpu_passed;
+    int rate_passed, grate_passed;
     /* the farm's output-token lease: where the request's token came from
      * (GW_FARM_OUT_*, the job takes it over) and whether the step is behind
      * us */
@@ -163,7 +169,7 @@ struct admission {
 
 /* A request parked for the farm's lease (front_cluster.c): for a request
  * token (before the body is read) or for its GPU-us (after). */
-enum { GW_PARK_RATE = 0, GW_PARK_GPU = 1, GW_PARK_OUT = 2 };
+enum { GW_PARK_RATE = 0, GW_PARK_GPU = 1, GW_PARK_OUT = 2, GW_PARK_GRATE = 3, GW_PARK_GGPU = 4 };
 struct parked {
     struct parked *next;
     struct admission a;

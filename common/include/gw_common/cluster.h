@@ -156,10 +156,11 @@ void gw_cluster_gpu_put(struct gw_segment *seg, struct gw_acct a, uint64_t x);
 /* A request parked for a GPU lease wants x GPU-us (+1) or no longer (-1);
  * +1 wakes the agent. */
 void gw_cluster_gpu_want(struct gw_segment *seg, struct gw_acct a, uint64_t x, int sign);
-/* The slot's reservation came from the lease: settlement refunds its
- * unused part there and a worker's extension is taken from it. 0, or
- * GW_ESTATE when the slot is not ours any more. */
-int gw_cluster_gpu_bind(struct gw_segment *seg, struct gw_slot_ref ref);
+/* The slot's reservation came from the lease (global 0: its tenant's;
+ * 1: the node's global pool's): settlement refunds its unused part there
+ * and a worker's extension is taken from it. 0, or GW_ESTATE when the slot
+ * is not ours any more. */
+int gw_cluster_gpu_bind(struct gw_segment *seg, struct gw_slot_ref ref, int global);
 /* Fail-open reservation of x GPU-us while Redis is down: the budget divided
  * by the live nodes last seen, on this node's own cell; counted for
  * reconciliation. 0, or GW_EREFUSED with *retry_us. */

@@ -22,10 +22,6 @@
  *    the node serving each plan per its fail mode.
  *
  * Exit 77 without redis-server or the model. */
-#include "farm.h"
-
-#include <hiredis/hiredis.h>
-#include <jansson.h>
 #include <pthread.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -33,11 +29,7 @@
 
 #include <cmocka.h>
 
-#define NODES 3
-
-static struct svc nodes[NODES];
-static long redis_gpu_available(const char *key, double seconds);
-static long redis_available(const char *key, long limit);
+#include "farm_test.h"
 
 /* --------------------------------------------------------------- the nodes */
 
@@ -74,174 +66,12 @@ static const char cluster_extra[] =
     "\"plans\": {\"shut\": \"fail_closed\", \"gshut\": \"fail_closed\", "
     "\"oshut\": \"fail_closed\"}, \"global\": \"node\"";
 
-/* The global pool's groups: the node's `global` limits shared farm-wide
- * (cluster.global "farm", the default). "gopen" and "gclosed" have no
- * limits of their own; "gclosed" fails closed. */
-static const char gplans[] =
-    " \"plans\": {\"gopen\": {\"max_tokens\": 8}, \"gclosed\": {\"max_tokens\": 1}},\n"
-    " \"tenants\": {\"gopen\": {\"plan\": \"gopen\"}, \"gclosed\": {\"plan\": \"gclosed\"}},\n";
-static const char gextra[] = "\"wait_ms\": 5000, \"lease_ttl_ms\": 5000, "
-                             "\"heartbeat_ms\": 1000, \"plans\": {\"gclosed\": \"fail_closed\"}";
-static const char *cur_plans = plans, *cur_extra = cluster_extra;
-
 static void node_config(struct svc *s, int i, const char *redis_addr, const char *pass)
 {
-    farm_node_config(s, i, redis_addr, pass, cur_plans, cur_extra);
-}
-
-static void cluster_status(const struct svc *s, struct gw_cl_status *st)
-{
-    assert_int_equal(farm_cluster_status(s, st), 0);
-}
-
-static const char body1[] = "{\"model\":\"smollm2\",\"prompt\":\"Hi\",\"max_tokens\":1}";
-static const char *body = body1;
-/* The completion tokens the admitted answers of every burst reported. */
-static long burst_tokens;
-
-/* usage.completion_tokens of an answer's body (0 when it has none). */
-static long completion_tokens(const char *b)
-{
-    json_error_t je;
-    json_t *r = json_loads(b, 0, &je);
-    long n =
-        (long)json_integer_value(json_object_get(json_object_get(r, "usage"), "completion_tokens"));
-    json_decref(r);
-    return n;
-}
-
-/* n requests of `tenant`, sent to the nodes in `which` round-robin, all on
- * their own connections before any answer is read (so they arrive within
- * one GCRA interval); counts the statuses. */
-static void burst(const char *tenant, int n, const int *which, int n_which, int *ok, int *r429,
-                  int *r503, int *other, char *first_refusal, size_t frlen)
-{
-    int fds[64];
-    char *tok[NODES];
-    for (int i = 0; i < NODES; i++)
-        tok[i] = svc_token(&nodes[i], tenant, 300);
-    *ok = *r429 = *r503 = *other = 0;
-    for (int k = 0; k < n; k++) {
-        int i = which[k % n_which];
-        fds[k] = svc_connect(&nodes[i]);
-        assert_true(fds[k] >= 0);
-        char head[1024];
-        int len = snprintf(head, sizeof(head),
-                           "POST /v1/completions HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
-                           "Content-Type: application/json\r\nContent-Length: %zu\r\n"
-                           "Authorization: Bearer %s\r\n\r\n%s",
-                           strlen(body), tok[i], body);
-        send_all(fds[k], head, (size_t)len);
-    }
-    for (int k = 0; k < n; k++) {
-        struct resp r;
-        assert_int_equal(svc_read(fds[k], &r, SVC_DEADLINE_MS), 0);
-        close(fds[k]);
-        if (r.status == 200) {
-            (*ok)++;
-            burst_tokens += completion_tokens(r.body);
-        } else if (r.status == 429)
-            (*r429)++;
-        else if (r.status == 503)
-            (*r503)++;
-        else
-            (*other)++;
-        if (r.status != 200 && first_refusal && !first_refusal[0])
-            snprintf(first_refusal, frlen, "%d %s", r.status, r.body);
-        resp_free(&r);
-    }
-    for (int i = 0; i < NODES; i++)
-        free(tok[i]);
-}
-
-/* Waits (up to the deadline) for node s to see Redis in `state`. */
-static int wait_state(const struct svc *s, int state)
-{
-    for (uint64_t end = svc_now_ms() + SVC_DEADLINE_MS; svc_now_ms() < end; usleep(20000)) {
-        struct gw_cl_status st;
-        cluster_status(s, &st);
-        if (st.state == state)
-            return 0;
-    }
-    return -1;
-}
-
-/* Waits for node s to have seen `n` live nodes at its last heartbeat. */
-static int wait_live(const struct svc *s, uint64_t n)
-{
-    for (uint64_t end = svc_now_ms() + SVC_DEADLINE_MS; svc_now_ms() < end; usleep(20000)) {
-        struct gw_cl_status st;
-        cluster_status(s, &st);
-        if (st.live_nodes == n)
-            return 0;
-    }
-    return -1;
-}
-
-static int log_has(const struct svc *s, const char *needle)
-{
-    for (uint64_t end = svc_now_ms() + 10000;; usleep(50000)) {
-        char *t = svc_log_text(s);
-        int has = strstr(t, needle) != NULL;
-        free(t);
-        if (has || svc_now_ms() >= end)
-            return has;
-    }
+    farm_node_config(s, i, redis_addr, pass, plans, cluster_extra);
 }
 
 /* ------------------------------------------------------------------- tests */
-
-static int farm_up(void **state)
-{
-    (void)state;
-    snprintf(rds.dir, sizeof(rds.dir), "/tmp/gw-redis-%d-%ld", (int)getpid(), random());
-    mkdir(rds.dir, 0700);
-    if (redis_start() != 0)
-        return -1;
-    char addr[64];
-    snprintf(addr, sizeof(addr), "127.0.0.1:%d", rds.port);
-    for (int i = 0; i < NODES; i++) {
-        node_config(&nodes[i], i, addr, NULL);
-        if (svc_start_or_dump(&nodes[i]) != 0)
-            return -1;
-    }
-    /* up, and each has seen all three (the fail-open share divides by it) */
-    for (int i = 0; i < NODES; i++)
-        if (wait_state(&nodes[i], GW_CL_UP) != 0 || wait_live(&nodes[i], NODES) != 0)
-            return -1;
-    return 0;
-}
-
-/* The global pool's groups: a farm whose nodes' `global` is g. */
-static int global_up(const char *g)
-{
-    farm_global = g;
-    cur_plans = gplans;
-    cur_extra = gextra;
-    return farm_up(NULL);
-}
-
-static int global_rate_up(void **state)
-{
-    (void)state;
-    return global_up("{\"rate\": [\"12 per hour\"]}");
-}
-
-static int global_budget_up(void **state)
-{
-    (void)state;
-    return global_up("{\"rate\": [\"1000000 per second burst 100\"], "
-                     "\"budget\": \"1 GPU-seconds per hour\"}");
-}
-
-static int farm_down(void **state)
-{
-    (void)state;
-    for (int i = 0; i < NODES; i++)
-        svc_stop(&nodes[i]);
-    redis_kill();
-    return 0;
-}
 
 static void test_ten_per_minute_round_robin_admits_exactly_ten(void **state)
 {
@@ -261,45 +91,6 @@ static void test_ten_per_minute_round_robin_admits_exactly_ten(void **state)
         tokens += st.counters[GW_CLC_TOKENS];
     }
     assert_int_equal(tokens, 10);
-}
-
-/* gpuwardenctl --json `args` on node s, parsed. */
-static json_t *ctl_json(const struct svc *s, const char *args)
-{
-    char cmd[600];
-    snprintf(cmd, sizeof(cmd), "%s/gpuwardenctl -s %s/admin.sock --json %s", GW_BIN_DIR, s->dir,
-             args);
-    FILE *p = popen(cmd, "r");
-    assert_non_null(p);
-    char out[65536];
-    size_t n = fread(out, 1, sizeof(out) - 1, p);
-    out[n] = '\0';
-    assert_int_equal(pclose(p), 0);
-    json_error_t je;
-    json_t *r = json_loads(out, 0, &je);
-    if (!r)
-        fail_msg("gpuwardenctl %s: %s: %s", args, je.text, out);
-    return r;
-}
-
-static json_t *ctl_cluster(const struct svc *s)
-{
-    return ctl_json(s, "cluster");
-}
-
-/* A tenant's money on node s (gpuwardenctl tenant show): GPU-us charged,
- * and whether every reservation is settled (reserved = used + refunded). */
-static long tenant_used_us(const struct svc *s, const char *tenant, int *settled)
-{
-    char args[128];
-    snprintf(args, sizeof(args), "tenant show %s", tenant);
-    json_t *r = ctl_json(s, args), *b = json_object_get(r, "budget");
-    long used = (long)json_integer_value(json_object_get(b, "used_us"));
-    long reserved = (long)json_integer_value(json_object_get(b, "reserved_us"));
-    long refunded = (long)json_integer_value(json_object_get(b, "refunded_us"));
-    *settled = reserved == used + refunded;
-    json_decref(r);
-    return used;
 }
 
 /* One GPU-second per hour for tenant "gpu", shared by the three nodes: load
@@ -743,66 +534,6 @@ static void test_redis_restarted_nodes_resume_and_reconcile(void **state)
     assert_true(log_has(&nodes[0], ": back"));
 }
 
-/* Redis's clock and the farm-wide GCRA cell `key` (its TAT, at least now:
- * an idle cell), in us; 0 or -1 when they cannot be read. */
-static int redis_tat(const char *key, double *now, double *tat)
-{
-    redisContext *c = redis_connect();
-    if (!c)
-        return -1;
-    redisReply *t = redisCommand(c, "TIME");
-    redisReply *v = redisCommand(c, "GET %s", key);
-    int rc = -1;
-    if (t && t->type == REDIS_REPLY_ARRAY && t->elements == 2 && v) {
-        *now = atof(t->element[0]->str) * 1e6 + atof(t->element[1]->str);
-        *tat = v->type == REDIS_REPLY_STRING ? atof(v->str) : 0;
-        if (*tat < *now)
-            *tat = *now;
-        rc = 0;
-    }
-    if (t)
-        freeReplyObject(t);
-    if (v)
-        freeReplyObject(v);
-    redisFree(c);
-    return rc;
-}
-
-/* What the farm-wide GCRA cell `key` admits now, for a window of `limit`
- * per hour; -1 when it cannot be read. */
-static long redis_available(const char *key, long limit)
-{
-    double now, tat;
-    if (redis_tat(key, &now, &tat) != 0)
-        return -1;
-    double T = 3600e6 / (double)limit, tau = (double)(limit - 1) * T;
-    double x = (tau - (tat - now)) / T; /* rounded down, below 0 too */
-    long f = (long)x;
-    return (f > x ? f - 1 : f) + 1;
-}
-
-/* GPU-us the farm-wide budget cell `key` grants now, for a budget of
- * `seconds` GPU-seconds per hour; -1 when it cannot be read. */
-static long redis_gpu_available(const char *key, double seconds)
-{
-    double now, tat;
-    if (redis_tat(key, &now, &tat) != 0)
-        return -1;
-    return (long)((3600e6 - (tat - now)) * seconds / 3600.0);
-}
-
-static int redis_hexists(const char *key, const char *field)
-{
-    redisContext *c = redis_connect();
-    redisReply *r = c ? redisCommand(c, "HEXISTS %s %s", key, field) : NULL;
-    int v = r && r->type == REDIS_REPLY_INTEGER ? (int)r->integer : -1;
-    if (r)
-        freeReplyObject(r);
-    if (c)
-        redisFree(c);
-    return v;
-}
-
 /* "spare" first: node 1 uses a whole lease, whose record must go when the
  * lease ends. Then "big": 100 per hour, leases of 5% = 5 tokens; 100 GPU-seconds per
  * hour, GPU leases of 5% = 5 GPU-seconds. Node 2 takes one lease of each
@@ -854,125 +585,6 @@ static void test_killed_node_lease_returns_after_ttl(void **state)
     assert_true(g >= 95000000 && g < 95000000 + 28 * 2000);
     assert_int_equal(redis_hexists(oleases, "node-2"), 0);
     assert_int_equal(redis_available(okey, 100), 95);
-}
-
-/* ------------------------------------------------------ the global pool */
-
-/* The global pool of "12 per hour" with Redis killed first: a fail_closed
- * plan's request answers 503 budget_unavailable; a fail_open plan's are
- * admitted from the node's third of the pool (4) and refused after. */
-static void test_global_pool_fail_modes_with_redis_killed(void **state)
-{
-    (void)state;
-    redis_kill();
-    for (int i = 0; i < NODES; i++)
-        assert_int_equal(wait_state(&nodes[i], GW_CL_DOWN), 0);
-    int zero[1] = {0}, ok, r429, r503, other;
-    char refusal[512] = "";
-    burst("gclosed", 2, zero, 1, &ok, &r429, &r503, &other, refusal, sizeof(refusal));
-    assert_int_equal(r503, 2);
-    assert_non_null(strstr(refusal, "\"code\":\"budget_unavailable\""));
-    refusal[0] = '\0';
-    burst("gopen", 10, zero, 1, &ok, &r429, &r503, &other, refusal, sizeof(refusal));
-    assert_int_equal(ok, 4);
-    assert_int_equal(r429, 6);
-    assert_non_null(strstr(refusal, "\"code\":\"rate_limited\""));
-    assert_non_null(strstr(refusal, "global rate limit"));
-    struct gw_cl_status st;
-    cluster_status(&nodes[0], &st);
-    assert_int_equal(st.counters[GW_CLC_OPEN_ADMITS], 4);
-    assert_int_equal(st.counters[GW_CLC_CLOSED_REFUSALS], 2);
-}
-
-/* Redis restarted (its AOF): node 0's four fail-open admissions are charged
- * to the farm's global account, which then grants exactly the 8 left: 30
- * requests round-robin to the three nodes are admitted, or refused
- * rate_limited, or their tokens wait unused in a node's lease. */
-static void test_global_pool_reconciled_then_shared_exactly(void **state)
-{
-    (void)state;
-    static const char key[] = "gw:global:rate:*:12/3600000000+0";
-    assert_int_equal(redis_start(), 0);
-    for (int i = 0; i < NODES; i++)
-        assert_int_equal(wait_state(&nodes[i], GW_CL_UP), 0);
-    struct gw_cl_status st;
-    for (uint64_t end = svc_now_ms() + SVC_DEADLINE_MS; svc_now_ms() < end; usleep(20000)) {
-        cluster_status(&nodes[0], &st);
-        if (st.counters[GW_CLC_RECONCILED] == 4)
-            break;
-    }
-    assert_int_equal(st.counters[GW_CLC_RECONCILED], 4);
-    assert_int_equal(redis_available(key, 12), 8);
-    int all[NODES] = {0, 1, 2}, ok, r429, r503, other;
-    char refusal[512] = "";
-    burst("gopen", 30, all, NODES, &ok, &r429, &r503, &other, refusal, sizeof(refusal));
-    long unused = 0;
-    for (int i = 0; i < NODES; i++) {
-        json_t *r = ctl_cluster(&nodes[i]), *l;
-        size_t k;
-        json_array_foreach (json_object_get(r, "leases"), k, l)
-            if (strcmp(json_string_value(json_object_get(l, "tenant")), "*") == 0)
-                unused += (long)json_integer_value(json_object_get(l, "tokens"));
-        json_decref(r);
-    }
-    print_message("global pool: %d admitted, %ld unused in leases, %d refused\n", ok, unused, r429);
-    assert_int_equal(ok + unused, 8);
-    assert_int_equal(r429, 30 - ok);
-    assert_int_equal(r503 + other, 0);
-    /* node 0's own ledger may refuse first: its local global window saw
-     * the requests of the test before */
-    assert_non_null(strstr(refusal, "\"code\":\"rate_limited\""));
-    assert_int_equal(redis_available(key, 12), 0);
-}
-
-/* The global pool's GPU budget, 1 GPU-second per hour, shared by the three
- * nodes: load round-robin until the farm refuses with budget_exhausted.
- * The GPU-us the nodes charged (one tenant: its use is the pool's) stay
- * within the budget, its refill and each node's overdraft (the tenant
- * budget's bound, docs/ARCHITECTURE.md). */
-static void test_global_budget_shared_by_three_nodes_stays_within_bound(void **state)
-{
-    (void)state;
-    static const char gbody[] =
-        "{\"model\":\"smollm2\",\"prompt\":\"Count from one to twenty.\",\"max_tokens\":8}";
-    body = gbody;
-    int all[NODES] = {0, 1, 2}, admitted = 0, refused = 0, rounds = 0, after = -1;
-    char refusal[512] = "";
-    uint64_t t0 = svc_now_ms();
-    while (rounds < 12 && after != 0) {
-        int ok, r429, r503, other;
-        burst("gopen", 12, all, NODES, &ok, &r429, &r503, &other, refusal, sizeof(refusal));
-        assert_int_equal(r503 + other, 0);
-        admitted += ok;
-        refused += r429;
-        rounds++;
-        if (refused > 0)
-            after = after < 0 ? 1 : after - 1;
-    }
-    body = body1;
-    double elapsed_s = (double)(svc_now_ms() - t0) / 1000.0;
-    assert_true(refused > 0);
-    assert_non_null(strstr(refusal, "\"code\":\"budget_exhausted\""));
-    assert_non_null(strstr(refusal, "global GPU-time budget"));
-    long used[NODES], sum = 0;
-    for (int i = 0; i < NODES; i++) {
-        int settled = 0;
-        for (uint64_t end = svc_now_ms() + SVC_DEADLINE_MS; svc_now_ms() < end; usleep(50000))
-            if ((used[i] = tenant_used_us(&nodes[i], "gopen", &settled)), settled)
-                break;
-        assert_true(settled);
-        sum += used[i];
-        struct gw_cl_status st;
-        cluster_status(&nodes[i], &st);
-        assert_true(st.counters[GW_CLC_GPU_GRANTS] > 0);
-        assert_int_equal(st.counters[GW_CLC_GPU_OPEN_US], 0);
-    }
-    long bound = 1000000 + (long)(elapsed_s * 1000000.0 / 3600.0) + 1 + NODES * 50000;
-    print_message("global budget: %d admitted, %d refused in %d rounds (%.1f s); charged "
-                  "%ld + %ld + %ld = %ld GPU-us against a bound of %ld\n",
-                  admitted, refused, rounds, elapsed_s, used[0], used[1], used[2], sum, bound);
-    assert_true(sum <= bound);
-    assert_true(admitted > 0);
 }
 
 /* ------------------------------------------------------------- bad peers */
@@ -1149,21 +761,7 @@ int main(void)
         cmocka_unit_test(test_redis_answering_garbage),
         cmocka_unit_test(test_redis_answering_nothing),
     };
-    const struct CMUnitTest global_rate[] = {
-        cmocka_unit_test(test_global_pool_fail_modes_with_redis_killed),
-        cmocka_unit_test(test_global_pool_reconciled_then_shared_exactly),
-    };
-    const struct CMUnitTest global_budget[] = {
-        cmocka_unit_test(test_global_budget_shared_by_three_nodes_stays_within_bound),
-    };
     int failed = cmocka_run_group_tests_name("farm", farm, farm_up, farm_down);
-    failed +=
-        cmocka_run_group_tests_name("global pool: rate", global_rate, global_rate_up, farm_down);
-    failed += cmocka_run_group_tests_name("global pool: budget", global_budget, global_budget_up,
-                                          farm_down);
-    cur_plans = plans;
-    cur_extra = cluster_extra;
-    farm_global = "{\"rate\": [\"1000000 per second burst 100\"]}";
     failed += cmocka_run_group_tests_name("bad peers", bad, NULL, NULL);
     return failed;
 }

@@ -9,7 +9,9 @@
  *    are charged to the farm's account, which then grants exactly what is
  *    left across the three nodes;
  *  - "1 GPU-seconds per hour" in `global`: under round-robin load the
- *    GPU-us the nodes charged stay within the budget and the bound.
+ *    GPU-us the nodes charged stay within the budget and the bound;
+ *  - a node SIGKILLed holding a lease of the global pool: its record is
+ *    reaped after the lease's TTL.
  *
  * Exit 77 without redis-server or the model. */
 #include <setjmp.h>
@@ -171,6 +173,33 @@ static void test_global_budget_shared_by_three_nodes_stays_within_bound(void **s
     assert_true(admitted > 0);
 }
 
+/* Node 2 SIGKILLed holding the global pool's request lease: its record
+ * stays in Redis until the lease's TTL (5 s), then the next script any
+ * node runs (the others' give-backs at their leases' ends, or a take)
+ * reaps it and gives its unused tokens back to the pool. */
+static void test_killed_node_global_lease_is_reaped_after_ttl(void **state)
+{
+    (void)state;
+    static const char leases[] = "gw:global:lease:*";
+    int two[1] = {2}, zero[1] = {0}, ok, r429, r503, other;
+    /* admitted or refused by the exhausted GPU budget: the pool's token is
+     * taken first, from node 2's lease */
+    burst("gopen", 1, two, 1, &ok, &r429, &r503, &other, NULL, 0);
+    assert_int_equal(ok + r429, 1);
+    assert_int_equal(redis_hexists(leases, "node-2"), 1);
+    kill(nodes[2].master, SIGKILL);
+    waitpid(nodes[2].master, NULL, 0);
+    nodes[2].master = 0;
+    usleep(5500 * 1000); /* past the lease's TTL in Redis */
+    int reaped = 0;
+    for (uint64_t end = svc_now_ms() + SVC_DEADLINE_MS; svc_now_ms() < end && !reaped;
+         usleep(100000)) {
+        burst("gopen", 1, zero, 1, &ok, &r429, &r503, &other, NULL, 0);
+        reaped = redis_hexists(leases, "node-2") == 0;
+    }
+    assert_true(reaped);
+}
+
 int main(void)
 {
     gw_need_model();
@@ -182,6 +211,7 @@ int main(void)
     };
     const struct CMUnitTest global_budget[] = {
         cmocka_unit_test(test_global_budget_shared_by_three_nodes_stays_within_bound),
+        cmocka_unit_test(test_killed_node_global_lease_is_reaped_after_ttl),
     };
     int failed =
         cmocka_run_group_tests_name("global pool: rate", global_rate, global_rate_up, farm_down);

@@ -169,13 +169,18 @@ int gw_budget_charge(struct gw_segment *seg, struct gw_slot_ref ref, uint64_t us
         uint64_t wait, x = used_us - reserved;
         /* a farm-leased slot takes its extension from the GPU lease first
          * (cluster_gpu.c): what the ledger charges came out of a lease */
-        struct gw_acct t = AREF_ACCT(ld(&s->tenant));
+        struct gw_acct t = AREF_ACCT(ld(&s->tenant)), g = AREF_ACCT(ld(&s->global));
         int farm = (ld(&s->flags) & SLOT_FARM_GPU) != 0;
+        int gfarm = (ld(&s->flags) & SLOT_FARM_GGPU) != 0; /* the global pool's lease */
         rc = farm ? gw__cluster_gpu_extend(seg, t, x, now) : 0;
+        if (rc == 0 && gfarm && (rc = gw__cluster_gpu_extend(seg, g, x, now)) != 0 && farm)
+            gw__cluster_gpu_refund(seg, t, x);
         if (rc == 0) {
             rc = reserve_journaled(seg, s, ref, x, now, &wait);
             if (rc != 0 && farm) /* taken from the lease, not reserved here */
                 gw__cluster_gpu_refund(seg, t, x);
+            if (rc != 0 && gfarm)
+                gw__cluster_gpu_refund(seg, g, x);
         }
         if (rc != 0)
             used_us = reserved; /* the step we could not cover is on us */
@@ -241,6 +246,8 @@ int gw_budget_settle(struct gw_segment *seg, struct gw_slot_ref ref)
             (void)gw__cell_add(p[i].cell, p[i].acct.gen, gw__budget_cost(&p[i].rate, r - u), -1);
         if (ld(&s->flags) & SLOT_FARM_GPU) /* the farm's lease gets its part back too */
             gw__cluster_gpu_refund(seg, p[0].acct, r - u);
+        if (ld(&s->flags) & SLOT_FARM_GGPU) /* and the farm's global pool */
+            gw__cluster_gpu_refund(seg, p[1].acct, r - u);
         st(&p[0].b->col[L].step, 2);
         if (ld(&s->flags) & SLOT_INFLIGHT_HELD)
             (void)gw_ledger_inflight_put(seg, p[0].acct);

@@ -110,7 +110,7 @@ void gw_cluster_gpu_want(struct gw_segment *seg, struct gw_acct a, uint64_t x, i
         ;
 }
 
-int gw_cluster_gpu_bind(struct gw_segment *seg, struct gw_slot_ref ref)
+int gw_cluster_gpu_bind(struct gw_segment *seg, struct gw_slot_ref ref, int global)
 {
     uint64_t w;
     struct gw_slot *s = gw__slot_get(seg, ref, &w);
@@ -118,7 +118,8 @@ int gw_cluster_gpu_bind(struct gw_segment *seg, struct gw_slot_ref ref)
         return GW_ESTATE;
     /* relaxed: the slot's later transitions (release) publish it to the
      * worker and the settler, who acquire the state word */
-    atomic_fetch_or_explicit(&s->flags, SLOT_FARM_GPU, memory_order_relaxed);
+    atomic_fetch_or_explicit(&s->flags, global ? SLOT_FARM_GGPU : SLOT_FARM_GPU,
+                             memory_order_relaxed);
     return 0;
 }
 

@@ -127,11 +127,21 @@ static void parse_plan_modes(struct gw_cfg_cx *c, json_t *o, struct gw_config *c
 
 void gw__cfg_parse_cluster(struct gw_cfg_cx *c, json_t *root, struct gw_config *cfg)
 {
-    static const char *const keys[] = {
-        "redis",         "node",      "password_file",     "prefix",
-        "timeout_ms",    "wait_ms",   "lease_ttl_ms",      "heartbeat_ms",
-        "lease_percent", "lease_max", "lease_max_percent", "fail_mode",
-        "plans",         NULL};
+    static const char *const keys[] = {"redis",
+                                       "node",
+                                       "password_file",
+                                       "prefix",
+                                       "timeout_ms",
+                                       "wait_ms",
+                                       "lease_ttl_ms",
+                                       "heartbeat_ms",
+                                       "lease_percent",
+                                       "lease_max",
+                                       "lease_max_percent",
+                                       "fail_mode",
+                                       "plans",
+                                       "global",
+                                       NULL};
     struct gw_cluster_cfg *cl = &cfg->cluster;
     memset(cl, 0, sizeof(*cl));
     snprintf(cl->prefix, sizeof(cl->prefix), "gw");
@@ -143,6 +153,7 @@ void gw__cfg_parse_cluster(struct gw_cfg_cx *c, json_t *root, struct gw_config *
     cl->lease_max = 1000;
     cl->lease_max_percent = 20;
     cl->fail_mode = GW_FAIL_OPEN;
+    cl->global_farm = 1;
     json_t *o = gw__cfg_get_object(c, root, "", "cluster", 0);
     if (!o)
         return;
@@ -176,6 +187,13 @@ void gw__cfg_parse_cluster(struct gw_cfg_cx *c, json_t *root, struct gw_config *
             cl->fail_mode = m;
     }
     parse_plan_modes(c, o, cfg);
+    json_t *gv = json_object_get(o, "global");
+    const char *gs = json_is_string(gv) ? json_string_value(gv) : NULL;
+    if (gs && strcmp(gs, "node") == 0)
+        cl->global_farm = 0;
+    else if (gv && !(gs && strcmp(gs, "farm") == 0))
+        gw__cfg_bad(c, "cluster.global", "%s%s%s: expected \"farm\" or \"node\"", gs ? "\"" : "",
+                    gs ? gw__cfg_shown(gs, q) : "not a string", gs ? "\"" : "");
     /* A lease must outlive a round trip, or every one would expire on its
      * way back; the node's local expiry is the TTL less one timeout. */
     if (cl->lease_ttl_ms <= 2 * cl->timeout_ms)

@@ -153,6 +153,10 @@ _Static_assert(_Alignof(struct gw_budget) == 8, "budget header alignment");
 /* The slot's reservation came from the farm's GPU lease (cluster_gpu.c):
  * worker extensions are taken from it and settlement refunds to it. */
 #define SLOT_FARM_GPU 8ull
+/* The same for the node's global pool (its budget is a farm-wide account
+ * when the cluster is on): extensions and refunds go to the global
+ * account's GPU cell. */
+#define SLOT_FARM_GGPU 16ull
 
 /* Settlement word: claimed by one CAS (exactly one settler), done once the
  * accounting is written. A slot is released only when done; the repair
@@ -513,6 +517,27 @@ struct gw_cluster_gpu {
 };
 _Static_assert(sizeof(struct gw_cluster_gpu) == 128, "cluster GPU cell layout");
 _Static_assert(_Alignof(struct gw_cluster_gpu) == 8, "cluster GPU cell alignment");
+
+/* A tenant's output-token lease on this node (cluster_out.c), indexed like
+ * the rate cells, in its own region at the end of the segment (layout 14).
+ * `tokens` is a pool of farm-wide output tokens: a front takes one for each
+ * request it admits (the "at least one token left" of the local window, made
+ * atomic) and charges the rest of what the request generated at its end,
+ * which may take the pool below 0 (a debt a later grant pays first). */
+struct gw_cluster_out {
+    _Atomic int64_t tokens;      /* agent adds (grant), fronts CAS -1 (admission) and
+                                    subtract at a job's end; below 0: a debt */
+    _Atomic uint64_t expires_us; /* agent, before the tokens it covers */
+    _Atomic uint64_t want;       /* fronts: requests parked for a lease */
+    _Atomic uint64_t deny_until; /* agent */
+    _Atomic uint64_t open_spent; /* fronts add (tokens generated fail-open), agent drains */
+    _Atomic uint64_t open_tat;   /* fail-open output cell (GCRA of tokens): fronts */
+    _Atomic uint64_t granted;    /* agent: tokens granted to this node, ever */
+    _Atomic uint64_t charged;    /* fronts: tokens charged to the pool, ever */
+    uint64_t pad[8];
+};
+_Static_assert(sizeof(struct gw_cluster_out) == 128, "cluster output cell layout");
+_Static_assert(_Alignof(struct gw_cluster_out) == 8, "cluster output cell alignment");
 
 /* The rate cell of tenant account a (NULL when it has no budget record). */
 struct gw_cluster_cell *gw__cluster_cell_of(const struct gw_segment *seg, struct gw_acct a);

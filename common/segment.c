@@ -28,6 +28,7 @@ struct layout {
     uint64_t off_apikeys; /* the API keys file's generation (apikey_gen.c) */
     uint64_t off_mvlog;   /* exact moving windows' logs, after the cluster (moving.c) */
     uint64_t off_tstats;  /* per-tenant counters, after the cluster cells */
+    uint64_t off_clout;   /* output-token lease cells, after the counters (cluster_out.c) */
     uint64_t budget_stride, slot_stride;
 };
 
@@ -92,7 +93,8 @@ static int layout_of(const struct gw_seg_config *c, struct layout *l, char *err,
         (uint64_t)c->budgets * (sizeof(struct gw_cluster_cell) + sizeof(struct gw_cluster_gpu)));
     l->off_mvlog = ALIGN64(l->off_apikeys + gw__apikey_area_bytes());
     l->off_tstats = ALIGN64(l->off_mvlog + gw__mvlog_area_bytes(c->accounts));
-    l->total = ALIGN64(l->off_tstats + (uint64_t)c->budgets * sizeof(struct gw_tstat_rec));
+    l->off_clout = ALIGN64(l->off_tstats + (uint64_t)c->budgets * sizeof(struct gw_tstat_rec));
+    l->total = ALIGN64(l->off_clout + (uint64_t)c->budgets * sizeof(struct gw_cluster_out));
     return 0;
 }
 
@@ -129,6 +131,7 @@ static void bind_regions(struct gw_segment *seg, const struct layout *l)
     seg->lenest = (struct gw_lenest_rec *)(seg->base + h->off_lenest);
     seg->farm = (struct gw_farm_rec *)(seg->base + l->off_farm);
     seg->tstats = (struct gw_tstat_rec *)(seg->base + l->off_tstats);
+    seg->cl_out = (struct gw_cluster_out *)(seg->base + l->off_clout);
     seg->budget_stride = h->budget_stride;
     seg->slot_stride = h->slot_stride;
     seg->lane = -1;

@@ -20,6 +20,21 @@ static json_t *gpu_lease(const struct gw_segment *seg, uint32_t i, uint64_t now)
         (json_int_t)g.granted, "fail_open_unreconciled_us", (json_int_t)g.open_spent);
 }
 
+/* A tenant's output-token lease on this node: what is left of it (below 0:
+ * a debt), when it ends, the requests waiting, and what was granted. */
+static json_t *out_lease(const struct gw_segment *seg, uint32_t i, uint64_t now)
+{
+    struct gw_cl_out o;
+    gw_cluster_out_cell(seg, i, &o);
+    uint64_t left = o.expires_us > now ? o.expires_us - now : 0;
+    return json_pack("{s:I,s:I,s:I,s:I,s:I,s:I,s:I}", "tokens",
+                     (json_int_t)(left || o.tokens < 0 ? o.tokens : 0), "ends_in_ms",
+                     (json_int_t)(left / 1000), "waiting", (json_int_t)o.want, "denied_for_ms",
+                     (json_int_t)(o.deny_until > now ? (o.deny_until - now) / 1000 : 0), "granted",
+                     (json_int_t)o.granted, "charged", (json_int_t)o.charged,
+                     "fail_open_unreconciled", (json_int_t)o.open_spent);
+}
+
 /* The farm as this node sees it (issue 19): Redis's state, live nodes,
  * the agent's counters, and each tenant's lease on this node. */
 json_t *gw__admin_cmd_cluster(struct gw_admin *a, json_t *req, uid_t uid)
@@ -32,14 +47,33 @@ json_t *gw__admin_cmd_cluster(struct gw_admin *a, json_t *req, uid_t uid)
         return json_pack("{s:b,s:b}", "ok", 1, "enabled", 0);
     struct gw_cl_status st;
     gw_cluster_status(a->seg, &st);
-    static const char *const names[] = {
-        "redis_round_trips", "lease_grants",     "lease_tokens",
-        "returned_tokens",   "denials",          "redis_timeouts",
-        "redis_errors",      "fail_open_admits", "fail_closed_refusals",
-        "reconciled",        "fail_open_us",     "lease_round_trips",
-        "gpu_lease_grants",  "gpu_lease_us",     "gpu_returned_us",
-        "gpu_denials",       "gpu_fail_open_us", "gpu_reconciled_us",
-        "gpu_shortfalls",    "gpu_overdrawn_us"};
+    static const char *const names[] = {"redis_round_trips",
+                                        "lease_grants",
+                                        "lease_tokens",
+                                        "returned_tokens",
+                                        "denials",
+                                        "redis_timeouts",
+                                        "redis_errors",
+                                        "fail_open_admits",
+                                        "fail_closed_refusals",
+                                        "reconciled",
+                                        "fail_open_us",
+                                        "lease_round_trips",
+                                        "gpu_lease_grants",
+                                        "gpu_lease_us",
+                                        "gpu_returned_us",
+                                        "gpu_denials",
+                                        "gpu_fail_open_us",
+                                        "gpu_reconciled_us",
+                                        "gpu_shortfalls",
+                                        "gpu_overdrawn_us",
+                                        "output_lease_grants",
+                                        "output_lease_tokens",
+                                        "output_returned_tokens",
+                                        "output_denials",
+                                        "output_fail_open_tokens",
+                                        "output_reconciled_tokens",
+                                        "output_overrun_tokens"};
     _Static_assert(sizeof(names) / sizeof(names[0]) == GW_CLC_COUNT, "a name per counter");
     json_t *counters = json_object();
     for (int i = 0; i < GW_CLC_COUNT; i++)
@@ -61,6 +95,7 @@ json_t *gw__admin_cmd_cluster(struct gw_admin *a, json_t *req, uid_t uid)
                       (json_int_t)(c.deny_until > now ? (c.deny_until - now) / 1000 : 0), "granted",
                       (json_int_t)c.granted, "fail_open_unreconciled", (json_int_t)c.open_spent);
         json_object_set_new(l, "gpu", gpu_lease(a->seg, i, now));
+        json_object_set_new(l, "output", out_lease(a->seg, i, now));
         json_array_append_new(leases, l);
     }
     char peers[1024];

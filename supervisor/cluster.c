@@ -50,14 +50,16 @@ struct agent {
 };
 
 struct cellmem {
-    uint64_t after_grant;        /* request tokens right after our last grant */
-    uint64_t gpu_after_grant;    /* GPU-us right after our last grant */
-    uint64_t reclaimed;          /* request tokens taken back from the cell (this agent) */
-    int64_t gpu_reclaimed;       /* GPU-us taken back from the cell (this agent); a debt
-                                    charged counts negative */
-    int rate_open;               /* a request lease record of ours may be in Redis */
-    int gpu_open;                /* a GPU lease record of ours may be in Redis */
-    struct gw_cl_ewma rate, gpu; /* recent demand (gw_cluster_ewma_sample) */
+    uint64_t after_grant;             /* request tokens right after our last grant */
+    uint64_t gpu_after_grant;         /* GPU-us right after our last grant */
+    uint64_t reclaimed;               /* request tokens taken back from the cell (this agent) */
+    int64_t gpu_reclaimed;            /* GPU-us taken back from the cell (this agent); a debt
+                                         charged counts negative */
+    int rate_open;                    /* a request lease record of ours may be in Redis */
+    int gpu_open;                     /* a GPU lease record of ours may be in Redis */
+    uint64_t out_after_grant;         /* output tokens right after our last grant */
+    int out_open;                     /* an output lease record of ours may be in Redis */
+    struct gw_cl_ewma rate, gpu, out; /* recent demand (gw_cluster_ewma_sample) */
 };
 
 static volatile sig_atomic_t stop_flag;
@@ -289,6 +291,7 @@ struct acct_args {
     const struct gw_plan *plan;
     struct kind_args rate; /* nw 0: the plan has no window */
     struct kind_args gpu;  /* nw 0: the plan has no budget */
+    struct kind_args out;  /* nw 0: the plan has no output_tokens window */
 };
 
 static int account_args(struct agent *a, const struct gw_cl_cell *c, struct acct_args *x)
@@ -296,13 +299,17 @@ static int account_args(struct agent *a, const struct gw_cl_cell *c, struct acct
     char id[GW_ID_MAX + 1];
     enum gw_kind kind;
     size_t n = gw_ledger_id(&a->seg, c->acct, &kind, id, sizeof(id));
-    if (n == 0 || kind != GW_KIND_TENANT)
+    if (n == 0 || (kind != GW_KIND_TENANT && kind != GW_KIND_GLOBAL) ||
+        (kind == GW_KIND_GLOBAL && !a->cl->global_farm))
         return -ENOENT;
     const char *why = NULL;
-    x->plan = gw_config_plan_for(a->cfg, id, NULL, &why);
+    /* the node's global pool is one farm-wide account too, its keys apart
+     * from every tenant's: <prefix>:global:rate:*:..., <prefix>:global:lease:* */
+    char pre[80];
+    snprintf(pre, sizeof(pre), "%s%s", a->cl->prefix, kind == GW_KIND_GLOBAL ? ":global" : "");
+    x->plan = kind == GW_KIND_GLOBAL ? &a->cfg->global : gw_config_plan_for(a->cfg, id, NULL, &why);
     if (!x->plan)
         return -ENOENT;
-    const char *pre = a->cl->prefix;
     x->rate.nw = x->plan->n_windows;
     for (int w = 0; w < x->rate.nw; w++) {
         const struct gw_window *win = &x->plan->windows[w];
@@ -328,13 +335,26 @@ static int account_args(struct agent *a, const struct gw_cl_cell *c, struct acct
         snprintf(x->gpu.win[0][0], 32, "%.17g", T);
         snprintf(x->gpu.win[0][1], 32, "%.17g", (double)b->period_us - T);
     }
+    x->out.nw = x->plan->has_output && x->plan->output.limit ? 1 : 0;
+    if (x->out.nw) {
+        const struct gw_window *o = &x->plan->output;
+        /* output tokens as a GCRA cell: T = period / limit (fractional),
+         * tau = (limit + burst - 1) T, so a full cell grants limit + burst */
+        double T = (double)o->period_us / (double)o->limit;
+        snprintf(x->out.keys[0], sizeof(x->out.keys[0]),
+                 "%s:out:%s:%" PRIu64 "/%" PRIu64 "+%" PRIu64, pre, id, o->limit, o->period_us,
+                 o->burst);
+        snprintf(x->out.keys[1], sizeof(x->out.keys[1]), "%s:outlease:%s", pre, id);
+        snprintf(x->out.win[0][0], 32, "%.17g", T);
+        snprintf(x->out.win[0][1], 32, "%.17g", (double)(o->limit + o->burst - 1) * T);
+    }
     return 0;
 }
 
 /* take (force 0: a lease; 1: reconcile) or give for one kind of a cell;
  * the reply's first integer (granted or given back), -1 on failure. */
 static int64_t run_script(struct agent *a, int give, const struct kind_args *x, uint64_t k,
-                          int force, uint64_t held, uint64_t *retry_us)
+                          int force, int64_t held, uint64_t *retry_us)
 {
     const char *argv[2 * GW_RATE_CELLS + GW_RATE_CELLS + 8];
     char ks[24], ttl[24], fs[4], hs[24];
@@ -344,7 +364,7 @@ static int64_t run_script(struct agent *a, int give, const struct kind_args *x, 
     snprintf(ks, sizeof(ks), "%" PRIu64, k);
     snprintf(ttl, sizeof(ttl), "%u", a->cl->lease_ttl_ms);
     snprintf(fs, sizeof(fs), "%d", force);
-    snprintf(hs, sizeof(hs), "%" PRIu64, held);
+    snprintf(hs, sizeof(hs), "%" PRId64, held);
     argv[n++] = a->cl->node;
     argv[n++] = ks;
     argv[n++] = ttl;
@@ -433,7 +453,7 @@ static int serve_rate(struct agent *a, uint32_t i, const struct gw_cl_cell *c,
                                               gw_mono_ns(), a->cl->lease_ttl_ms);
         uint64_t k = gw_cluster_lease_size(a->cl, x->plan->windows[0].limit, per_s, cur.want - held,
                                            a->cl->lease_max);
-        int64_t got = run_script(a, 0, &x->rate, k, 0, held, &retry);
+        int64_t got = run_script(a, 0, &x->rate, k, 0, (int64_t)held, &retry);
         if (got < 0)
             return 1;
         if (got > 0) {
@@ -552,7 +572,7 @@ static int serve_gpu(struct agent *a, uint32_t i, const struct acct_args *x, uin
         gw_cluster_ewma_sample(&m->gpu, gpu_used(m, &g), gw_mono_ns(), a->cl->lease_ttl_ms);
     const struct gw_budget_rate *b = &x->plan->budget;
     uint64_t k = gw_cluster_lease_size(a->cl, b->amount_us, per_s, need, UINT64_MAX);
-    int64_t got = run_script(a, 0, &x->gpu, k, 0, held, &retry);
+    int64_t got = run_script(a, 0, &x->gpu, k, 0, (int64_t)held, &retry);
     if (got < 0)
         return 1;
     if (got > 0) {
@@ -576,6 +596,87 @@ static int serve_gpu(struct agent *a, uint32_t i, const struct acct_args *x, uin
     return 1;
 }
 
+/* Whether the output kind of cell i needs the agent now. */
+static int out_busy(const struct agent *a, uint32_t i, const struct gw_cl_out *o, uint64_t now)
+{
+    return o->want > 0 || o->open_spent > 0 || (now >= o->expires_us && a->mem[i].out_open);
+}
+
+/* An ended output lease: what the pool holds goes back (the record caps it),
+ * and the give-back deletes our record. A debt stays for the next grant;
+ * a token put back after this stays in the pool for the next lease, whose
+ * record reports it as held. */
+static void out_end_lease(struct agent *a, uint32_t i, const struct acct_args *x,
+                          const struct gw_cl_out *o)
+{
+    struct cellmem *m = &a->mem[i];
+    uint64_t retry = 0, r = gw_cluster_out_reclaim(&a->seg, i);
+    int64_t back = run_script(a, 1, &x->out, r, 0, 0, &retry);
+    if (back > 0)
+        gw_cluster_count(&a->seg, GW_CLC_OUT_RETURNED, (uint64_t)back);
+    /* a whole lease unused while requests waited: a dead front's count */
+    if (r > 0 && r == m->out_after_grant && o->want > 0)
+        gw_cluster_out_want_reset(&a->seg, i, o->want);
+    if (back >= 0)
+        m->out_open = 0;
+    m->out_after_grant = 0;
+}
+
+/* The output kind of one tenant cell, as serve_gpu: an ended lease given
+ * back, fail-open tokens charged, a lease taken when requests wait (its
+ * grant pays the pool's debt first). */
+static int serve_out(struct agent *a, uint32_t i, const struct acct_args *x, uint64_t now)
+{
+    struct cellmem *m = &a->mem[i];
+    struct gw_cl_out o;
+    uint64_t retry = 0;
+    gw_cluster_out_cell(&a->seg, i, &o);
+    if (!x->out.nw)
+        m->out_open = 0; /* no window: no record of ours to give back */
+    if (!x->out.nw || !out_busy(a, i, &o, now) || !a->rc)
+        return 0;
+    if (now >= o.expires_us && m->out_open) {
+        out_end_lease(a, i, x, &o);
+        gw_cluster_out_cell(&a->seg, i, &o);
+    }
+    if (o.open_spent > 0 && a->rc) {
+        uint64_t n = gw_cluster_out_open_drain(&a->seg, i);
+        if (n && run_script(a, 0, &x->out, n, 1, 0, &retry) < 0)
+            gw_cluster_out_open_undrain(&a->seg, i, n);
+        else if (n)
+            gw_cluster_count(&a->seg, GW_CLC_OUT_RECONCILED, n);
+    }
+    uint64_t held = o.tokens > 0 ? (uint64_t)o.tokens : 0;
+    uint64_t debt = o.tokens < 0 ? (uint64_t)-o.tokens : 0;
+    /* a live pool with a token for each waiting request covers them */
+    if (o.want == 0 || (now < o.expires_us && held >= o.want) || o.deny_until > now || !a->rc)
+        return 0;
+    uint64_t need = o.want + debt > held ? o.want + debt - held : 0, sent = gw_now_us();
+    double per_s = gw_cluster_ewma_sample(&m->out, o.charged, gw_mono_ns(), a->cl->lease_ttl_ms);
+    const struct gw_window *w = &x->plan->output;
+    uint64_t k = gw_cluster_lease_size(a->cl, w->limit, per_s, need, UINT64_MAX);
+    /* the record says what the node holds unused: a debt counts against it */
+    int64_t got = run_script(a, 0, &x->out, k, 0, debt ? -(int64_t)debt : (int64_t)held, &retry);
+    if (got < 0)
+        return 1;
+    if (got > 0) {
+        gw_cluster_out_grant(&a->seg, i, (uint64_t)got, local_end(a, sent));
+        m->out_open = 1;
+        m->out_after_grant = held + (uint64_t)got;
+        gw_cluster_count(&a->seg, GW_CLC_OUT_GRANTS, 1);
+        gw_cluster_count(&a->seg, GW_CLC_OUT_TOKENS, (uint64_t)got);
+    }
+    if ((uint64_t)got < need) {
+        /* the farm's window cannot cover what waits (and the debt): refuse
+         * here until it refills that much or Redis's retry time, at most a
+         * second */
+        uint64_t refill = (need - (uint64_t)got) * (w->period_us / w->limit + 1);
+        gw_cluster_out_deny(&a->seg, i, deny_end(now, retry > refill ? retry : refill));
+        gw_cluster_count(&a->seg, GW_CLC_OUT_DENIALS, 1);
+    }
+    return 1;
+}
+
 static void serve(struct agent *a)
 {
     uint64_t now = gw_now_us();
@@ -586,9 +687,11 @@ static void serve(struct agent *a)
         if (gw_cluster_cell(&a->seg, i, &c) != 0)
             continue;
         gw_cluster_gpu_cell(&a->seg, i, &g);
+        struct gw_cl_out o;
+        gw_cluster_out_cell(&a->seg, i, &o);
         int rate = c.want > 0 || c.open_spent > 0 ||
                    (now >= c.expires_us && (c.tokens > 0 || a->mem[i].rate_open));
-        if (!rate && !gpu_busy(a, i, &g, now))
+        if (!rate && !gpu_busy(a, i, &g, now) && !out_busy(a, i, &o, now))
             continue;
         struct acct_args x;
         if (account_args(a, &c, &x) != 0)
@@ -596,6 +699,7 @@ static void serve(struct agent *a)
         if (rate && x.rate.nw)
             woke |= serve_rate(a, i, &c, &x, now);
         woke |= serve_gpu(a, i, &x, now);
+        woke |= serve_out(a, i, &x, now);
     }
     if (woke)
         wake_fronts(a);
@@ -668,7 +772,7 @@ int gw_cluster_main(const char *config_path, const struct gw_fds *fds)
      * caps what Redis takes back, and the give-back deletes it): never kept
      * past its end, where Redis may already have reaped its record. */
     for (uint32_t i = 0; i < a.seg.cfg.budgets; i++)
-        a.mem[i].rate_open = a.mem[i].gpu_open = 1;
+        a.mem[i].rate_open = a.mem[i].gpu_open = a.mem[i].out_open = 1;
     gw_proc_set_role(&a.seg, GW_ROLE_CLUSTER, 0);
     gw_proc_set_state(&a.seg, GW_PROC_READY);
     a.state = GW_CL_OFF;

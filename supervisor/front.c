@@ -460,12 +460,18 @@ static int admit_money(struct admission *a)
             refuse_503(a->c, "overloaded", "could not reserve budget; retry");
         return -1;
     }
+    uint64_t got = (a->max_tokens + prompt_est) * upt; /* less when clamped */
     if (a->farm_gpu) { /* from the farm's lease: the slot refunds it there */
-        uint64_t got = (a->max_tokens + prompt_est) * upt; /* less when clamped */
         if (got < a->farm_gpu)
             gw_cluster_gpu_put(seg, a->tenant, a->farm_gpu - got);
         a->farm_gpu = 0;
-        (void)gw_cluster_gpu_bind(seg, a->ref); /* ours: ADMITTED on our lane */
+        (void)gw_cluster_gpu_bind(seg, a->ref, 0); /* ours: ADMITTED on our lane */
+    }
+    if (a->farm_ggpu) { /* and from the farm's global pool */
+        if (got < a->farm_ggpu)
+            gw_cluster_gpu_put(seg, a->global, a->farm_ggpu - got);
+        a->farm_ggpu = 0;
+        (void)gw_cluster_gpu_bind(seg, a->ref, 1);
     }
     return 0;
 }
@@ -533,6 +539,8 @@ static void admit_queue(struct admission *a, struct job *j)
     if (gw_slot_move(seg, a->ref, GW_SLOT_ADMITTED, GW_SLOT_QUEUED) != 0 ||
         gw_queue_push(seg, a->ref) != 0) {
         abandon(f, a->ref, gw_slot_state(seg, a->ref));
+        if (j->farm_out == GW_FARM_OUT_LEASE) /* the output token, unused */
+            gw_cluster_out_settle(seg, a->tenant, 0);
         free(j);
         refused(a, GW_REF_OVERLOADED);
         refuse_503(c, "overloaded", "the request queue is full");
@@ -572,27 +580,38 @@ static void admit_queue(struct admission *a, struct job *j)
 void gw__front_generate_rest(struct admission *a)
 {
     if (admit_request(a) != 0) {
-        if (a->farm_gpu) /* taken for a parked request whose body a reload refuses now */
-            gw_cluster_gpu_put(a->seg, a->tenant, a->farm_gpu);
-        a->farm_gpu = 0;
+        /* taken for a parked request whose body a reload refuses now */
+        gw__front_cluster_put_back(a);
         return;
     }
-    /* 4b: the farm's GPU lease (front_cluster.c), which may park it */
-    if (gw__front_cluster_gpu(a, reservation(a)) != 0) {
+    /* 4b, 4c: the farm's GPU and output-token leases (front_cluster.c),
+     * which may park it (the parked request keeps what it took) */
+    int parked = gw__front_cluster_gpu(a, reservation(a));
+    if (parked == 0)
+        parked = gw__front_cluster_out(a);
+    if (parked != 0) {
+        if (parked < 0)
+            gw__front_cluster_put_back(a);
         gw_request_free(&a->rq);
         return;
     }
-    if (a->farm_gpu && reservation(a) > a->farm_gpu) /* a reload raised max_tokens */
-        a->max_tokens = (uint32_t)(a->farm_gpu / a->upt - (a->rq.prompt_len / 8 + 1));
+    /* a reload raised max_tokens: what the leases gave covers less */
+    uint64_t leased =
+        a->farm_gpu && (!a->farm_ggpu || a->farm_gpu < a->farm_ggpu) ? a->farm_gpu : a->farm_ggpu;
+    if (leased && reservation(a) > leased)
+        a->max_tokens = (uint32_t)(leased / a->upt - (a->rq.prompt_len / 8 + 1));
     /* a->rq holds the prompt from here: the job copies it into the slot */
     struct job *j = NULL;
     if (gw__front_farming(a->c, a->f, a->plan, a->tenant, a->who.tenant, &a->rq, a->now) == 0 &&
         gw__front_output_quota(a->c, a->f, a->plan, a->tenant, a->now) == 0 &&
         admit_pressure(a) == 0 && admit_slot(a) == 0 && admit_money(a) == 0)
         j = admit_job(a);
-    if (a->farm_gpu) /* refused before the reservation: back to the lease */
-        gw_cluster_gpu_put(a->seg, a->tenant, a->farm_gpu);
-    a->farm_gpu = 0;
+    if (j) { /* the job charges what it generates to the output lease */
+        j->farm_out = a->farm_out;
+        a->farm_out = GW_FARM_OUT_NONE;
+    }
+    /* refused before the reservation (GPU-us) or the job: back to the leases */
+    gw__front_cluster_put_back(a);
     gw_request_free(&a->rq);
     if (j)
         admit_queue(a, j);

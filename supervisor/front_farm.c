@@ -100,6 +100,12 @@ int gw__front_output_quota(struct conn *c, struct front *f, const struct gw_plan
 
 void gw__front_output_charge(const struct job *j, uint64_t tokens)
 {
+    uint64_t now = gw_now_us();
     if (j->has_output)
-        gw_outq_charge(&j->f->seg, j->tenant, &j->output, tokens, gw_now_us());
+        gw_outq_charge(&j->f->seg, j->tenant, &j->output, tokens, now);
+    /* the farm's output lease: the rest beyond the admission's token */
+    if (j->farm_out == GW_FARM_OUT_LEASE)
+        gw_cluster_out_settle(&j->f->seg, j->tenant, tokens);
+    else if (j->farm_out == GW_FARM_OUT_OPEN)
+        gw_cluster_out_open_settle(&j->f->seg, j->tenant, &j->output, tokens, now);
 }

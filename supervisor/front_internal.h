@@ -123,7 +123,12 @@ struct job {
     struct gw_acct tenant;  /* for the output_tokens charge at the end */
     int has_output;         /* the plan's output_tokens window, as admitted */
     struct gw_window output;
+    int farm_out; /* GW_FARM_OUT_*: where the farm's output token came from */
 };
+
+/* Where a request's farm-wide output token came from (front_cluster.c):
+ * none (no farm window), the node's lease, or a fail-open admission. */
+enum { GW_FARM_OUT_NONE = 0, GW_FARM_OUT_LEASE = 1, GW_FARM_OUT_OPEN = 2 };
 
 /* One request on its way through admission: what each step of generate
  * found, for the steps after it. */
@@ -149,11 +154,22 @@ struct admission {
      * is behind us (taken, admitted fail-open, or no farm budget) */
     uint64_t farm_gpu;
     int gpu_passed;
+    /* the same for the node's global pool when it has a budget (a farm-wide
+     * account too), and whether the rate steps (tenant, global pool) are
+     * behind us */
+    uint64_t farm_ggpu;
+    int ggpu_passed;
+    int rate_passed, grate_passed;
+    /* the farm's output-token lease: where the request's token came from
+     * (GW_FARM_OUT_*, the job takes it over) and whether the step is behind
+     * us */
+    int farm_out;
+    int out_passed;
 };
 
 /* A request parked for the farm's lease (front_cluster.c): for a request
  * token (before the body is read) or for its GPU-us (after). */
-enum { GW_PARK_RATE = 0, GW_PARK_GPU = 1 };
+enum { GW_PARK_RATE = 0, GW_PARK_GPU = 1, GW_PARK_OUT = 2, GW_PARK_GRATE = 3, GW_PARK_GGPU = 4 };
 struct parked {
     struct parked *next;
     struct admission a;
@@ -208,6 +224,13 @@ int gw__front_cluster_gate(struct admission *a);
  * node's GPU lease, for a plan with a budget; same results (a->farm_gpu
  * holds what was taken). */
 int gw__front_cluster_gpu(struct admission *a, uint64_t x);
+/* Step 4c: one token of the tenant's farm-wide output_tokens window from
+ * the node's output lease (or fail-open); same results (a->farm_out says
+ * where it came from). */
+int gw__front_cluster_out(struct admission *a);
+/* Gives back what a request that will not run took of the farm's leases
+ * (its GPU-us and its output token). */
+void gw__front_cluster_put_back(struct admission *a);
 void gw__front_cluster_poll(struct front *f);
 void gw__front_cluster_conn_gone(struct conn *c);
 

@@ -120,7 +120,7 @@ static void test_farm_slot_extends_from_lease_and_refunds_at_settle(void **state
     assert_int_equal(gw_slot_claim(seg, &a), 0);
     assert_int_equal(gw_slot_set_accounts(seg, a, w.tenant, w.global, 0), 0);
     assert_int_equal(gw_budget_reserve(seg, a, 4 * SEC, &tenant_rate, &global_rate, T0, &retry), 0);
-    assert_int_equal(gw_cluster_gpu_bind(seg, a), 0);
+    assert_int_equal(gw_cluster_gpu_bind(seg, a, 0), 0);
     assert_int_equal(pool(&w), 6 * SEC);
     assert_int_equal(gw_slot_move(seg, a, GW_SLOT_ADMITTED, GW_SLOT_QUEUED), 0);
     assert_int_equal(gw_slot_move(seg, a, GW_SLOT_QUEUED, GW_SLOT_RUNNING), 0);
@@ -169,7 +169,7 @@ static void test_farm_slot_extends_from_lease_and_refunds_at_settle(void **state
     assert_int_equal(gw_slot_claim(seg, &b), 0);
     assert_int_equal(gw_slot_set_accounts(seg, b, w.tenant, w.global, 0), 0);
     assert_int_equal(gw_budget_reserve(seg, b, 2 * SEC, &tenant_rate, &global_rate, T0, &retry), 0);
-    assert_int_equal(gw_cluster_gpu_bind(seg, b), 0);
+    assert_int_equal(gw_cluster_gpu_bind(seg, b, 0), 0);
     assert_int_equal(gw_slot_move(seg, b, GW_SLOT_ADMITTED, GW_SLOT_QUEUED), 0);
     assert_int_equal(gw_slot_move(seg, b, GW_SLOT_QUEUED, GW_SLOT_RUNNING), 0);
     assert_int_equal(gw_budget_charge(seg, b, SEC / 2, T0), 0);

@@ -951,6 +951,13 @@ static void test_cluster_section_values_and_mistakes(void **state)
     assert_int_equal(cfg->cluster.lease_max_percent, 20);
     assert_int_equal(gw_cluster_fail_mode(&cfg->cluster, "free"), GW_FAIL_OPEN);
     assert_int_equal(gw_cluster_fail_mode(&cfg->cluster, "pro"), GW_FAIL_CLOSED);
+    assert_int_equal(cfg->cluster.global_farm, 1); /* the global pool is farm-wide */
+    gw_config_free(cfg);
+    root = base_config();
+    set_path(root, "cluster",
+             val("{\"redis\": \"127.0.0.1:6379\", \"node\": \"n1\", \"global\": \"node\"}"));
+    cfg = parse_ok(root);
+    assert_int_equal(cfg->cluster.global_farm, 0);
     gw_config_free(cfg);
 
     const char *ok = "{\"redis\": \"127.0.0.1:6379\", \"node\": \"n1\"}";
@@ -1009,6 +1016,8 @@ static void test_cluster_section_values_and_mistakes(void **state)
         {"password_file", "\"/nonexistent/pass\"",
          "config: cluster.password_file: /nonexistent/pass: No such file or directory"},
         {"sentinel", "true", "config: cluster.sentinel: unknown key"},
+        {"global", "\"both\"", "config: cluster.global: \"both\": expected \"farm\" or \"node\""},
+        {"global", "true", "config: cluster.global: not a string: expected \"farm\" or \"node\""},
     };
     for (size_t k = 0; k < sizeof(cases) / sizeof(cases[0]); k++) {
         json_t *c = val(ok);

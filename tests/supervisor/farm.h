@@ -123,6 +123,10 @@ static inline void redis_kill(void)
  * with node name "node-<i>", timeout_ms 200, password_file when pass is not
  * NULL, and `cluster_json`'s members. redis_addr NULL: no cluster section
  * (a node alone). */
+/* The nodes' "global" section (a test may set another before it writes
+ * their configs). */
+static const char *farm_global = "{\"rate\": [\"1000000 per second burst 100\"]}";
+
 static inline void farm_node_config(struct svc *s, int i, const char *redis_addr, const char *pass,
                                     const char *plans_json, const char *cluster_json)
 {
@@ -153,12 +157,12 @@ static inline void farm_node_config(struct svc *s, int i, const char *redis_addr
             "\"%s/secret.key\"}],\n"
             "   \"issuer\": \"gw-test\", \"audience\": \"gpuwarden\", \"leeway_s\": 5},\n"
             " \"ip\": {\"rate\": [\"1000000 per second burst 100\"]},\n"
-            " \"global\": {\"rate\": [\"1000000 per second burst 100\"]},\n"
+            " \"global\": %s,\n"
             "%s"
             " \"cost\": {\"initial_us_per_token\": 1000},\n"
             " \"admin\": {\"socket\": \"%s/admin.sock\"}%s\n"
             "}\n",
-            s->port, s->dir, svc_model_path(), s->dir, plans_json, s->dir, cl);
+            s->port, s->dir, svc_model_path(), s->dir, farm_global, plans_json, s->dir, cl);
     fclose(f);
 }
 

@@ -6,11 +6,15 @@
  *    exactly 10 admitted farm-wide;
  *  - a GPU-second budget shared by the three under round-robin load: the
  *    GPU-us their ledgers charged stay within the budget and the bound;
- *  - a node SIGKILLed holding a request lease and a GPU lease: both
- *    capacities return to the farm after the lease TTL;
+ *  - an output_tokens window shared by the three under round-robin load:
+ *    the tokens the clients were sent stay within the window and the
+ *    bound (each node's debt at most its running requests' tokens beyond
+ *    their first), and equal what the nodes charged to their leases;
+ *  - a node SIGKILLed holding a request lease, a GPU lease and an output
+ *    lease: the capacities return to the farm after the lease TTL;
  *  - Redis killed: the fail_closed plans (request rate, GPU budget) answer
  *    503 budget_unavailable, the fail_open plans admit their share (limit
- *    or budget / live nodes) per node; no
+ *    or budget / live nodes) per node, output windows likewise; no
  *    request waits past its deadline; Redis restarted: leases again, and the
  *    fail-open admissions are charged to Redis (reconciled);
  *  - bad peers: nothing listening, a wrong password, a server answering
@@ -18,10 +22,6 @@
  *    the node serving each plan per its fail mode.
  *
  * Exit 77 without redis-server or the model. */
-#include "farm.h"
-
-#include <hiredis/hiredis.h>
-#include <jansson.h>
 #include <pthread.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -29,10 +29,7 @@
 
 #include <cmocka.h>
 
-#define NODES 3
-
-static struct svc nodes[NODES];
-static long redis_gpu_available(const char *key, double seconds);
+#include "farm_test.h"
 
 /* --------------------------------------------------------------- the nodes */
 
@@ -40,149 +37,41 @@ static long redis_gpu_available(const char *key, double seconds);
  * minute), "shut" (fail_closed), "fair" (30 per hour), "big" (100 per hour
  * and 100 GPU-seconds per hour), "spare" (100 per hour); GPU budgets only:
  * "gpu" (1 GPU-second per hour, the bound's test), "gshut" (fail_closed)
- * and "gfair" (fail_open). */
+ * and "gfair" (fail_open); output_tokens windows only: "otok" (40 per
+ * hour, the bound's test), "oshut" (fail_closed) and "ofair" (fail_open,
+ * 30 per hour); "big" has an output window of 100 per hour too. */
 static const char plans[] =
     " \"plans\": {\n"
     "   \"ten\": {\"rate\": [\"10 per minute\"], \"max_tokens\": 1},\n"
     "   \"shut\": {\"rate\": [\"100 per minute\"], \"max_tokens\": 1},\n"
     "   \"fair\": {\"rate\": [\"30 per hour\"], \"max_tokens\": 1},\n"
     "   \"big\": {\"rate\": [\"100 per hour\"], \"budget\": \"100 GPU-seconds per hour\",\n"
-    "     \"max_tokens\": 1},\n"
+    "     \"output_tokens\": \"100 per hour\", \"max_tokens\": 1},\n"
     "   \"spare\": {\"rate\": [\"100 per hour\"], \"max_tokens\": 1},\n"
     "   \"gpu\": {\"budget\": \"1 GPU-seconds per hour\", \"max_tokens\": 8},\n"
     "   \"gshut\": {\"budget\": \"30 GPU-seconds per hour\", \"max_tokens\": 1},\n"
-    "   \"gfair\": {\"budget\": \"30 GPU-seconds per hour\", \"max_tokens\": 1}},\n"
+    "   \"gfair\": {\"budget\": \"30 GPU-seconds per hour\", \"max_tokens\": 1},\n"
+    "   \"otok\": {\"output_tokens\": \"40 per hour\", \"max_tokens\": 8},\n"
+    "   \"oshut\": {\"output_tokens\": \"1000 per hour\", \"max_tokens\": 1},\n"
+    "   \"ofair\": {\"output_tokens\": \"30 per hour\", \"max_tokens\": 1}},\n"
     " \"tenants\": {\"ten\": {\"plan\": \"ten\"}, \"shut\": {\"plan\": \"shut\"},\n"
     "   \"fair\": {\"plan\": \"fair\"}, \"big\": {\"plan\": \"big\"},\n"
     "   \"spare\": {\"plan\": \"spare\"}, \"gpu\": {\"plan\": \"gpu\"},\n"
-    "   \"gshut\": {\"plan\": \"gshut\"}, \"gfair\": {\"plan\": \"gfair\"}},\n";
+    "   \"gshut\": {\"plan\": \"gshut\"}, \"gfair\": {\"plan\": \"gfair\"},\n"
+    "   \"otok\": {\"plan\": \"otok\"}, \"oshut\": {\"plan\": \"oshut\"},\n"
+    "   \"ofair\": {\"plan\": \"ofair\"}},\n";
 static const char cluster_extra[] =
     "\"wait_ms\": 5000, \"lease_ttl_ms\": 5000, "
     "\"heartbeat_ms\": 1000, \"fail_mode\": \"fail_open\", "
-    "\"plans\": {\"shut\": \"fail_closed\", \"gshut\": \"fail_closed\"}";
+    "\"plans\": {\"shut\": \"fail_closed\", \"gshut\": \"fail_closed\", "
+    "\"oshut\": \"fail_closed\"}, \"global\": \"node\"";
 
 static void node_config(struct svc *s, int i, const char *redis_addr, const char *pass)
 {
     farm_node_config(s, i, redis_addr, pass, plans, cluster_extra);
 }
 
-static void cluster_status(const struct svc *s, struct gw_cl_status *st)
-{
-    assert_int_equal(farm_cluster_status(s, st), 0);
-}
-
-static const char body1[] = "{\"model\":\"smollm2\",\"prompt\":\"Hi\",\"max_tokens\":1}";
-static const char *body = body1;
-
-/* n requests of `tenant`, sent to the nodes in `which` round-robin, all on
- * their own connections before any answer is read (so they arrive within
- * one GCRA interval); counts the statuses. */
-static void burst(const char *tenant, int n, const int *which, int n_which, int *ok, int *r429,
-                  int *r503, int *other, char *first_refusal, size_t frlen)
-{
-    int fds[64];
-    char *tok[NODES];
-    for (int i = 0; i < NODES; i++)
-        tok[i] = svc_token(&nodes[i], tenant, 300);
-    *ok = *r429 = *r503 = *other = 0;
-    for (int k = 0; k < n; k++) {
-        int i = which[k % n_which];
-        fds[k] = svc_connect(&nodes[i]);
-        assert_true(fds[k] >= 0);
-        char head[1024];
-        int len = snprintf(head, sizeof(head),
-                           "POST /v1/completions HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
-                           "Content-Type: application/json\r\nContent-Length: %zu\r\n"
-                           "Authorization: Bearer %s\r\n\r\n%s",
-                           strlen(body), tok[i], body);
-        send_all(fds[k], head, (size_t)len);
-    }
-    for (int k = 0; k < n; k++) {
-        struct resp r;
-        assert_int_equal(svc_read(fds[k], &r, SVC_DEADLINE_MS), 0);
-        close(fds[k]);
-        if (r.status == 200)
-            (*ok)++;
-        else if (r.status == 429)
-            (*r429)++;
-        else if (r.status == 503)
-            (*r503)++;
-        else
-            (*other)++;
-        if (r.status != 200 && first_refusal && !first_refusal[0])
-            snprintf(first_refusal, frlen, "%d %s", r.status, r.body);
-        resp_free(&r);
-    }
-    for (int i = 0; i < NODES; i++)
-        free(tok[i]);
-}
-
-/* Waits (up to the deadline) for node s to see Redis in `state`. */
-static int wait_state(const struct svc *s, int state)
-{
-    for (uint64_t end = svc_now_ms() + SVC_DEADLINE_MS; svc_now_ms() < end; usleep(20000)) {
-        struct gw_cl_status st;
-        cluster_status(s, &st);
-        if (st.state == state)
-            return 0;
-    }
-    return -1;
-}
-
-/* Waits for node s to have seen `n` live nodes at its last heartbeat. */
-static int wait_live(const struct svc *s, uint64_t n)
-{
-    for (uint64_t end = svc_now_ms() + SVC_DEADLINE_MS; svc_now_ms() < end; usleep(20000)) {
-        struct gw_cl_status st;
-        cluster_status(s, &st);
-        if (st.live_nodes == n)
-            return 0;
-    }
-    return -1;
-}
-
-static int log_has(const struct svc *s, const char *needle)
-{
-    for (uint64_t end = svc_now_ms() + 10000;; usleep(50000)) {
-        char *t = svc_log_text(s);
-        int has = strstr(t, needle) != NULL;
-        free(t);
-        if (has || svc_now_ms() >= end)
-            return has;
-    }
-}
-
 /* ------------------------------------------------------------------- tests */
-
-static int farm_up(void **state)
-{
-    (void)state;
-    snprintf(rds.dir, sizeof(rds.dir), "/tmp/gw-redis-%d-%ld", (int)getpid(), random());
-    mkdir(rds.dir, 0700);
-    if (redis_start() != 0)
-        return -1;
-    char addr[64];
-    snprintf(addr, sizeof(addr), "127.0.0.1:%d", rds.port);
-    for (int i = 0; i < NODES; i++) {
-        node_config(&nodes[i], i, addr, NULL);
-        if (svc_start_or_dump(&nodes[i]) != 0)
-            return -1;
-    }
-    /* up, and each has seen all three (the fail-open share divides by it) */
-    for (int i = 0; i < NODES; i++)
-        if (wait_state(&nodes[i], GW_CL_UP) != 0 || wait_live(&nodes[i], NODES) != 0)
-            return -1;
-    return 0;
-}
-
-static int farm_down(void **state)
-{
-    (void)state;
-    for (int i = 0; i < NODES; i++)
-        svc_stop(&nodes[i]);
-    redis_kill();
-    return 0;
-}
 
 static void test_ten_per_minute_round_robin_admits_exactly_ten(void **state)
 {
@@ -202,45 +91,6 @@ static void test_ten_per_minute_round_robin_admits_exactly_ten(void **state)
         tokens += st.counters[GW_CLC_TOKENS];
     }
     assert_int_equal(tokens, 10);
-}
-
-/* gpuwardenctl --json `args` on node s, parsed. */
-static json_t *ctl_json(const struct svc *s, const char *args)
-{
-    char cmd[600];
-    snprintf(cmd, sizeof(cmd), "%s/gpuwardenctl -s %s/admin.sock --json %s", GW_BIN_DIR, s->dir,
-             args);
-    FILE *p = popen(cmd, "r");
-    assert_non_null(p);
-    char out[65536];
-    size_t n = fread(out, 1, sizeof(out) - 1, p);
-    out[n] = '\0';
-    assert_int_equal(pclose(p), 0);
-    json_error_t je;
-    json_t *r = json_loads(out, 0, &je);
-    if (!r)
-        fail_msg("gpuwardenctl %s: %s: %s", args, je.text, out);
-    return r;
-}
-
-static json_t *ctl_cluster(const struct svc *s)
-{
-    return ctl_json(s, "cluster");
-}
-
-/* A tenant's money on node s (gpuwardenctl tenant show): GPU-us charged,
- * and whether every reservation is settled (reserved = used + refunded). */
-static long tenant_used_us(const struct svc *s, const char *tenant, int *settled)
-{
-    char args[128];
-    snprintf(args, sizeof(args), "tenant show %s", tenant);
-    json_t *r = ctl_json(s, args), *b = json_object_get(r, "budget");
-    long used = (long)json_integer_value(json_object_get(b, "used_us"));
-    long reserved = (long)json_integer_value(json_object_get(b, "reserved_us"));
-    long refunded = (long)json_integer_value(json_object_get(b, "refunded_us"));
-    *settled = reserved == used + refunded;
-    json_decref(r);
-    return used;
 }
 
 /* One GPU-second per hour for tenant "gpu", shared by the three nodes: load
@@ -315,6 +165,77 @@ static void test_gpu_budget_shared_by_three_nodes_stays_within_bound(void **stat
                   "%ld + %ld + %ld = %ld GPU-us against a bound of %ld\n",
                   admitted, refused, rounds, elapsed_s, used[0], used[1], used[2], sum, bound);
     assert_true(sum <= bound);
+    assert_true(admitted > 0);
+}
+
+/* Tenant s's output lease on node s as gpuwardenctl cluster shows it:
+ * tokens left (below 0: a debt) and tokens charged to it, ever. */
+static void out_lease_of(const struct svc *s, const char *tenant, long *tokens, long *charged)
+{
+    json_t *r = ctl_cluster(s), *l;
+    size_t k;
+    *tokens = *charged = -1;
+    json_array_foreach (json_object_get(r, "leases"), k, l) {
+        if (strcmp(json_string_value(json_object_get(l, "tenant")), tenant) != 0)
+            continue;
+        json_t *o = json_object_get(l, "output");
+        *tokens = (long)json_integer_value(json_object_get(o, "tokens"));
+        *charged = (long)json_integer_value(json_object_get(o, "charged"));
+    }
+    json_decref(r);
+}
+
+/* 40 output tokens per hour for tenant "otok", shared by the three nodes:
+ * rounds of 6 requests of 8 tokens, round-robin (2 at a time per node),
+ * until the farm refuses with output_tokens_exhausted, and one round more.
+ * The tokens the clients were sent equal what the three nodes charged to
+ * their output leases, and stay within the window plus its refill plus
+ * each node's debt: at most the tokens beyond the first of the 2 requests
+ * running there when its pool was last positive, 2 x 7 (docs/
+ * ARCHITECTURE.md, no lease outstanding at the start, no node dead). */
+static void test_output_tokens_shared_by_three_nodes_stay_within_bound(void **state)
+{
+    (void)state;
+    static const char obody[] =
+        "{\"model\":\"smollm2\",\"prompt\":\"Count from one to twenty.\",\"max_tokens\":8}";
+    body = obody;
+    burst_tokens = 0;
+    int all[NODES] = {0, 1, 2}, admitted = 0, refused = 0, rounds = 0, after = -1;
+    char refusal[512] = "";
+    uint64_t t0 = svc_now_ms();
+    while (rounds < 12 && after != 0) {
+        int ok, r429, r503, other;
+        burst("otok", 6, all, NODES, &ok, &r429, &r503, &other, refusal, sizeof(refusal));
+        assert_int_equal(r503 + other, 0);
+        admitted += ok;
+        refused += r429;
+        rounds++;
+        if (refused > 0)
+            after = after < 0 ? 1 : after - 1;
+    }
+    body = body1;
+    double elapsed_s = (double)(svc_now_ms() - t0) / 1000.0;
+    assert_true(refused > 0);
+    assert_non_null(strstr(refusal, "\"code\":\"output_tokens_exhausted\""));
+    long charged = 0, debt = 0;
+    for (int i = 0; i < NODES; i++) {
+        long t, c;
+        out_lease_of(&nodes[i], "otok", &t, &c);
+        assert_true(c >= 0);
+        charged += c;
+        debt += t < 0 ? -t : 0;
+        assert_true(t >= -2 * 7); /* a node's debt: 2 requests' 7 tokens at most */
+        struct gw_cl_status st;
+        cluster_status(&nodes[i], &st);
+        assert_true(st.counters[GW_CLC_OUT_GRANTS] > 0);
+        assert_int_equal(st.counters[GW_CLC_OUT_OPEN], 0);
+    }
+    assert_int_equal(charged, burst_tokens);
+    long bound = 40 + (long)(elapsed_s * 40.0 / 3600.0) + 1 + NODES * 2 * 7;
+    print_message("output tokens: %d admitted, %d refused in %d rounds (%.1f s); %ld tokens "
+                  "sent, %ld charged, %ld in the nodes' debts, against a bound of %ld\n",
+                  admitted, refused, rounds, elapsed_s, burst_tokens, charged, debt, bound);
+    assert_true(burst_tokens <= bound);
     assert_true(admitted > 0);
 }
 
@@ -537,10 +458,23 @@ static void test_redis_killed_plans_follow_their_fail_mode(void **state)
     assert_non_null(strstr(refusal, "\"code\":\"budget_unavailable\""));
     burst("gfair", 3, one, 1, &ok, &r429, &r503, &other, NULL, 0);
     assert_int_equal(ok, 3);
+    /* the output lease's: oshut fails closed; ofair takes a token per
+     * request from this node's third of its 30 per hour */
+    refusal[0] = '\0';
+    burst("oshut", 2, one, 1, &ok, &r429, &r503, &other, refusal, sizeof(refusal));
+    assert_int_equal(r503, 2);
+    assert_non_null(strstr(refusal, "\"code\":\"budget_unavailable\""));
+    refusal[0] = '\0';
+    burst("ofair", 12, one, 1, &ok, &r429, &r503, &other, refusal, sizeof(refusal));
+    assert_int_equal(ok, 10);
+    assert_int_equal(r429, 2);
+    assert_non_null(strstr(refusal, "\"code\":\"output_tokens_exhausted\""));
     struct gw_cl_status st;
     cluster_status(&nodes[0], &st);
     assert_int_equal(st.counters[GW_CLC_OPEN_ADMITS], 10);
-    assert_int_equal(st.counters[GW_CLC_CLOSED_REFUSALS], 7);
+    assert_int_equal(st.counters[GW_CLC_CLOSED_REFUSALS], 9);
+    assert_true(st.counters[GW_CLC_OUT_OPEN] > 0);
+    assert_int_equal(st.counters[GW_CLC_OUT_RECONCILED], 0);
     assert_true(st.counters[GW_CLC_GPU_OPEN_US] > 0);
     assert_int_equal(st.counters[GW_CLC_GPU_RECONCILED], 0);
     assert_true(log_has(&nodes[0], "connect: Connection refused; requests that need a lease "
@@ -574,6 +508,15 @@ static void test_redis_restarted_nodes_resume_and_reconcile(void **state)
     long g = redis_gpu_available("gw:gpu:gfair:30000000/3600000000", 30);
     assert_true(g >= 30000000 - (long)st.counters[GW_CLC_GPU_OPEN_US] &&
                 g < 30000000 - (long)st.counters[GW_CLC_GPU_OPEN_US] + 10000);
+    /* and ofair's fail-open output tokens, charged to its farm-wide window */
+    for (uint64_t end = svc_now_ms() + SVC_DEADLINE_MS; svc_now_ms() < end; usleep(20000)) {
+        cluster_status(&nodes[0], &st);
+        if (st.counters[GW_CLC_OUT_RECONCILED] == st.counters[GW_CLC_OUT_OPEN])
+            break;
+    }
+    assert_int_equal(st.counters[GW_CLC_OUT_RECONCILED], st.counters[GW_CLC_OUT_OPEN]);
+    assert_int_equal(redis_available("gw:out:ofair:30/3600000000+0", 30),
+                     30 - (long)st.counters[GW_CLC_OUT_OPEN]);
     /* and the farm-wide account saw them: 30 per hour, 10 spent there:
      * the farm grants exactly the 20 left; what a node was granted beyond
      * its own requests (a lease sized by its recent demand) is still in
@@ -591,64 +534,6 @@ static void test_redis_restarted_nodes_resume_and_reconcile(void **state)
     assert_true(log_has(&nodes[0], ": back"));
 }
 
-/* Redis's clock and the farm-wide GCRA cell `key` (its TAT, at least now:
- * an idle cell), in us; 0 or -1 when they cannot be read. */
-static int redis_tat(const char *key, double *now, double *tat)
-{
-    redisContext *c = redis_connect();
-    if (!c)
-        return -1;
-    redisReply *t = redisCommand(c, "TIME");
-    redisReply *v = redisCommand(c, "GET %s", key);
-    int rc = -1;
-    if (t && t->type == REDIS_REPLY_ARRAY && t->elements == 2 && v) {
-        *now = atof(t->element[0]->str) * 1e6 + atof(t->element[1]->str);
-        *tat = v->type == REDIS_REPLY_STRING ? atof(v->str) : 0;
-        if (*tat < *now)
-            *tat = *now;
-        rc = 0;
-    }
-    if (t)
-        freeReplyObject(t);
-    if (v)
-        freeReplyObject(v);
-    redisFree(c);
-    return rc;
-}
-
-/* What the farm-wide GCRA cell `key` admits now, for a window of `limit`
- * per hour; -1 when it cannot be read. */
-static long redis_available(const char *key, long limit)
-{
-    double now, tat;
-    if (redis_tat(key, &now, &tat) != 0)
-        return -1;
-    double T = 3600e6 / (double)limit, tau = (double)(limit - 1) * T;
-    return (long)((tau - (tat - now)) / T) + 1;
-}
-
-/* GPU-us the farm-wide budget cell `key` grants now, for a budget of
- * `seconds` GPU-seconds per hour; -1 when it cannot be read. */
-static long redis_gpu_available(const char *key, double seconds)
-{
-    double now, tat;
-    if (redis_tat(key, &now, &tat) != 0)
-        return -1;
-    return (long)((3600e6 - (tat - now)) * seconds / 3600.0);
-}
-
-static int redis_hexists(const char *key, const char *field)
-{
-    redisContext *c = redis_connect();
-    redisReply *r = c ? redisCommand(c, "HEXISTS %s %s", key, field) : NULL;
-    int v = r && r->type == REDIS_REPLY_INTEGER ? (int)r->integer : -1;
-    if (r)
-        freeReplyObject(r);
-    if (c)
-        redisFree(c);
-    return v;
-}
-
 /* "spare" first: node 1 uses a whole lease, whose record must go when the
  * lease ends. Then "big": 100 per hour, leases of 5% = 5 tokens; 100 GPU-seconds per
  * hour, GPU leases of 5% = 5 GPU-seconds. Node 2 takes one lease of each
@@ -656,13 +541,15 @@ static int redis_hexists(const char *key, const char *field)
  * children) holding them. Its lease records stay in Redis until their TTL
  * (5 s); the next lease anyone takes after that reaps them, and their
  * capacity is back in the pool: node 0's leases then leave 95 tokens and
- * 95 GPU-seconds available, not 90. (Node 2 had used one token and some
+ * 95 GPU-seconds available, not 90, and the same for its output window
+ * (100 tokens per hour, leases of 5). (Node 2 had used one token and some
  * GPU time: the over-return the bound in docs/ARCHITECTURE.md counts.) */
 static void test_killed_node_lease_returns_after_ttl(void **state)
 {
     (void)state;
     static const char key[] = "gw:rate:big:100/3600000000+0", leases[] = "gw:lease:big";
     static const char gkey[] = "gw:gpu:big:100000000/3600000000", gleases[] = "gw:gpulease:big";
+    static const char okey[] = "gw:out:big:100/3600000000+0", oleases[] = "gw:outlease:big";
     int two[1] = {2}, zero[1] = {0}, one[1] = {1}, ok, r429, r503, other;
     /* node 1 uses a whole lease of "spare" (5 tokens for 5 requests) */
     burst("spare", 5, one, 1, &ok, &r429, &r503, &other, NULL, 0);
@@ -676,6 +563,8 @@ static void test_killed_node_lease_returns_after_ttl(void **state)
     long g = redis_gpu_available(gkey, 100);
     assert_true(g >= 95000000 && g < 95000000 + 28 * 2000);
     assert_int_equal(redis_hexists(gleases, "node-2"), 1);
+    assert_int_equal(redis_available(okey, 100), 95); /* an output lease of 5 */
+    assert_int_equal(redis_hexists(oleases, "node-2"), 1);
     kill(nodes[2].master, SIGKILL);
     waitpid(nodes[2].master, NULL, 0);
     nodes[2].master = 0;
@@ -686,6 +575,7 @@ static void test_killed_node_lease_returns_after_ttl(void **state)
      * that were used) */
     assert_int_equal(redis_hexists("gw:lease:spare", "node-1"), 0);
     assert_int_equal(redis_hexists(gleases, "node-2"), 1);
+    assert_int_equal(redis_hexists(oleases, "node-2"), 1);
     burst("big", 1, zero, 1, &ok, &r429, &r503, &other, NULL, 0);
     assert_int_equal(ok, 1);
     assert_int_equal(redis_hexists(leases, "node-2"), 0);
@@ -693,6 +583,8 @@ static void test_killed_node_lease_returns_after_ttl(void **state)
     assert_int_equal(redis_hexists(gleases, "node-2"), 0);
     g = redis_gpu_available(gkey, 100);
     assert_true(g >= 95000000 && g < 95000000 + 28 * 2000);
+    assert_int_equal(redis_hexists(oleases, "node-2"), 0);
+    assert_int_equal(redis_available(okey, 100), 95);
 }
 
 /* ------------------------------------------------------------- bad peers */
@@ -787,6 +679,10 @@ static void node_against(const char *addr, const char *pass, const char *expect)
     assert_int_equal(r503, 1);
     burst("gfair", 1, one, 1, &ok, &r429, &r503, &other, NULL, 0);
     assert_int_equal(ok, 1);
+    burst("oshut", 1, one, 1, &ok, &r429, &r503, &other, NULL, 0);
+    assert_int_equal(r503, 1);
+    burst("ofair", 1, one, 1, &ok, &r429, &r503, &other, NULL, 0);
+    assert_int_equal(ok, 1);
     assert_int_equal(svc_stop_or_dump(s), 0);
 }
 
@@ -851,6 +747,7 @@ int main(void)
         cmocka_unit_test(test_ten_per_minute_round_robin_admits_exactly_ten),
         cmocka_unit_test(test_ctl_cluster_shows_redis_nodes_and_leases),
         cmocka_unit_test(test_gpu_budget_shared_by_three_nodes_stays_within_bound),
+        cmocka_unit_test(test_output_tokens_shared_by_three_nodes_stay_within_bound),
         cmocka_unit_test(test_stalled_agent_requests_follow_fail_mode_after_wait),
         cmocka_unit_test(test_killed_agent_is_restarted_and_leases_resume),
         cmocka_unit_test(test_dead_fronts_waiting_count_is_dropped),

@@ -446,7 +446,7 @@ static void test_check_config_accepts_good_and_names_every_mistake(void **state)
     snprintf(bad_path, sizeof(bad_path), "%s/bad.json", dir);
     write_file(bad_path, "{\"listen\": [\"127.0.0.1:8080\"], \"fronts\": 0, \"workers\": 1,"
                          " \"colour\": \"blue\", \"cluster\": {\"redis\": \"127.0.0.1:6379\","
-                         " \"node\": \"n1\", \"lease_max_percent\": 3}}");
+                         " \"node\": \"n1\", \"lease_max_percent\": 3, \"global\": \"pool\"}}");
     char *bad[] = {(char *)gpuwarden, "--check-config", bad_path, NULL};
     assert_int_equal(run_cmd(bad, &out, &err), 1);
     assert_string_equal(out, "");
@@ -457,6 +457,8 @@ static void test_check_config_accepts_good_and_names_every_mistake(void **state)
     assert_non_null(strstr(err, "config: auth: missing (required)\n"));
     assert_non_null(
         strstr(err, "config: cluster.lease_max_percent: 3: must be at least lease_percent (5)\n"));
+    assert_non_null(
+        strstr(err, "config: cluster.global: \"pool\": expected \"farm\" or \"node\"\n"));
     free(out);
     free(err);
 

@@ -242,6 +242,8 @@ struct gw_cluster_cfg {
                                            limit or budget, default 20 */
     uint32_t lease_max;                 /* cap on request tokens per lease, default 1000 */
     int fail_mode;                      /* enum gw_fail_mode for plans not listed, default open */
+    int global_farm;                    /* "global": "farm" (1, default): the `global` limits
+                                           are one farm-wide account; "node" (0): per node */
     int n_plan_modes;
     char plan_mode_name[GW_MAX_PLANS][GW_NAME_MAX];
     int plan_mode[GW_MAX_PLANS];

@@ -21,7 +21,7 @@
 
 #define GW_SEG_MAGIC "GWLEDGR" /* 7 chars + NUL = 8 bytes */
 #define GW_SEG_VERSION                                                                             \
-    13u              /* 3: account ban cell, lane drain word; 4: slot rep_max,                     \
+    14u              /* 3: account ban cell, lane drain word; 4: slot rep_max,                     \
                       * watchdog kill counters in the header; 5: learned                           \
                       * lengths region, 16 kill counters; 6: metrics and                           \
                       * limit-override areas after the learned lengths;                            \
@@ -45,7 +45,9 @@
                       * exact moving windows' logs (moving.c); the                                 \
                       * widths word's lanes carry the form; then the                               \
                       * per-tenant counters (tstats.c, one record per                              \
-                      * budget record) */
+                      * budget record);                                          \
+                      * 14: the address farming records (farm_ip.c) at the        \
+                      * end, their count in the config (40 bytes), the header 512 */
 #define GW_PROBE 16  /* accounts live within 16 entries of home */
 #define GW_ID_MAX 40 /* bytes of account id kept for display */
 
@@ -69,6 +71,7 @@ struct gw_cluster_gpu;
 struct gw_lenest_rec;
 struct gw_farm_rec;
 struct gw_tstat_rec;
+struct gw_farm_iprec;
 
 /* A process's view of the mapped segment. Not shared itself. */
 struct gw_segment {
@@ -101,6 +104,7 @@ struct gw_segment {
     struct gw_tstat_rec *tstats;      /* per-tenant counters, one per budget record (tstats.c) */
     struct gw_cl_peers *cl_peers;     /* live nodes' names (cluster.c) */
     struct gw_cluster_gpu *cl_gpu;    /* GPU-us leases, one per budget record (cluster_gpu.c) */
+    struct gw_farm_iprec *farm_ip;    /* address farming records (farm_ip.c) */
 };
 
 /* Opens `path`, creating it (mode 0600) with `cfg` when it does not exist.

@@ -75,14 +75,15 @@ void gw__cfg_plan_farming(struct gw_cfg_cx *c, json_t *o, const char *p, struct 
                                        "refuse_ttl_s",  "ban_ttl_s",
                                        "ignore_prefix", NULL};
     static const char *const ip_keys[] = {
-        "enabled",    "window",         "min_samples",  "near_bits", "sweep_cv_pct",
-        "sweep_single_pct", "flag_score", "throttle_after", "refuse_after", "throttle",
-        "refuse_ttl_s", "ban_ttl_s", "records", "ignore_prefix", NULL};
+        "enabled",          "window",     "min_samples",    "near_bits",     "sweep_cv_pct",
+        "sweep_single_pct", "flag_score", "throttle_after", "refuse_after",  "throttle",
+        "refuse_ttl_s",     "ban_ttl_s",  "records",        "ignore_prefix", NULL};
     char q[PATH_LEN], sh[96];
     if (records && json_object_get(o, "ignore_prefix")) {
         gw__cfg_path_key(q, p, "ignore_prefix");
-        gw__cfg_bad(c, q, "not an address key: the fingerprint cuts the tenant plan's "
-                          "ignore_prefix");
+        gw__cfg_bad(c, q,
+                    "not an address key: the fingerprint cuts the tenant plan's "
+                    "ignore_prefix");
     }
     gw__cfg_check_keys(c, o, p, records ? ip_keys : keys);
     json_t *v = json_object_get(o, "enabled");

@@ -553,9 +553,8 @@ size_t gw__farm_audit_line(char *buf, size_t len, uint64_t now_us, const char *f
     size_t k = 0;
     for (; who && who[k] && k < sizeof(id) - 1; k++) {
         char c = who[k];
-        id[k] = (word_byte((unsigned char)c) && (unsigned char)c < 0x80) || strchr(extra, c)
-                    ? c
-                    : '?';
+        id[k] =
+            (word_byte((unsigned char)c) && (unsigned char)c < 0x80) || strchr(extra, c) ? c : '?';
     }
     id[k] = '\0';
     const struct gw_farm_score *s = &v->s;
@@ -565,8 +564,8 @@ size_t gw__farm_audit_line(char *buf, size_t len, uint64_t now_us, const char *f
         "\"strikes\":%" PRIu32 ",\"score\":%" PRIu32 ",\"near_pct\":%" PRIu32 ",\"near\":%" PRIu32
         ",\"n\":%" PRIu32 ",\"cv_pct\":%" PRIu32 ",\"single_pct\":%" PRIu32 ",\"sweep\":%" PRIu32
         ",\"fp\":\"%016" PRIx64 "\",\"nearest_fp\":\"%016" PRIx64 "\",\"nearest_bits\":%" PRIu32,
-        when, field, id, gw_farm_level_name(v->level), v->strikes, s->score, s->near_pct, s->near, s->n,
-        s->cv_pct, s->single_pct, s->sweep, s->fp, s->nearest_fp, s->nearest_bits);
+        when, field, id, gw_farm_level_name(v->level), v->strikes, s->score, s->near_pct, s->near,
+        s->n, s->cv_pct, s->single_pct, s->sweep, s->fp, s->nearest_fp, s->nearest_bits);
     size_t at = n < 0 ? 0 : (size_t)n >= len ? len - 1 : (size_t)n;
     if (v->level == GW_FARM_REFUSED) {
         n = snprintf(buf + at, len - at, ",\"until\":%" PRIu64, v->until_s);

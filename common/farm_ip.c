@@ -93,8 +93,7 @@ static void finish_claim(struct gw_farm_iprec *e, uint64_t cleaning)
 }
 
 /* The account's record; with `create`, claims one. 0 or -errno in *rc. */
-static struct gw_farm_rec *find(const struct gw_segment *seg, struct gw_acct a, int create,
-                                int *rc)
+static struct gw_farm_rec *find(const struct gw_segment *seg, struct gw_acct a, int create, int *rc)
 {
     uint32_t n = seg->cfg.ip_farm_records;
     if (!seg->farm_ip || !n) {
@@ -133,9 +132,8 @@ static struct gw_farm_rec *find(const struct gw_segment *seg, struct gw_acct a, 
                 continue;
             /* relaxed: the entry is ours from here; its words are reset
              * before the clean tag is released */
-            if (!atomic_compare_exchange_strong_explicit(&e->tag, &t, want | FIP_CLEANING,
-                                                         memory_order_relaxed,
-                                                         memory_order_relaxed)) {
+            if (!atomic_compare_exchange_strong_explicit(
+                    &e->tag, &t, want | FIP_CLEANING, memory_order_relaxed, memory_order_relaxed)) {
                 raced = 1; /* look again: it may be our own account's now */
                 break;
             }

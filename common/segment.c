@@ -98,7 +98,8 @@ static int layout_of(const struct gw_seg_config *c, struct layout *l, char *err,
     l->off_mvlog = ALIGN64(l->off_apikeys + gw__apikey_area_bytes());
     l->off_tstats = ALIGN64(l->off_mvlog + gw__mvlog_area_bytes(c->accounts));
     l->off_farm_ip = ALIGN64(l->off_tstats + (uint64_t)c->budgets * sizeof(struct gw_tstat_rec));
-    l->total = ALIGN64(l->off_farm_ip + (uint64_t)c->ip_farm_records * sizeof(struct gw_farm_iprec));
+    l->total =
+        ALIGN64(l->off_farm_ip + (uint64_t)c->ip_farm_records * sizeof(struct gw_farm_iprec));
     return 0;
 }
 
@@ -135,8 +136,8 @@ static void bind_regions(struct gw_segment *seg, const struct layout *l)
     seg->lenest = (struct gw_lenest_rec *)(seg->base + h->off_lenest);
     seg->farm = (struct gw_farm_rec *)(seg->base + l->off_farm);
     seg->tstats = (struct gw_tstat_rec *)(seg->base + l->off_tstats);
-    seg->farm_ip = h->cfg.ip_farm_records ? (struct gw_farm_iprec *)(seg->base + l->off_farm_ip)
-                                          : NULL;
+    seg->farm_ip =
+        h->cfg.ip_farm_records ? (struct gw_farm_iprec *)(seg->base + l->off_farm_ip) : NULL;
     seg->budget_stride = h->budget_stride;
     seg->slot_stride = h->slot_stride;
     seg->lane = -1;

@@ -63,9 +63,8 @@ static void test_address_ladder_flags_throttles_refuses(void **state)
     assert_int_equal(gw_farm_ip_get(&f->seg, a, NOW, &st), -ENOENT);
     assert_int_equal(gw_farm_ip_clear(&f->seg, a), -ENOENT);
     for (int i = 0; i < 3; i++) {
-        assert_int_equal(gw_farm_ip_observe(&f->seg, a, 0xfeedull, 1, NOW + (uint64_t)i * SEC, &l,
-                                            &v),
-                         0);
+        assert_int_equal(
+            gw_farm_ip_observe(&f->seg, a, 0xfeedull, 1, NOW + (uint64_t)i * SEC, &l, &v), 0);
         assert_int_equal(v.level, GW_FARM_NONE);
     }
     assert_int_equal(gw_farm_ip_observe(&f->seg, a, 0xfeedull, 1, NOW + 3 * SEC, &l, &v), 0);
@@ -120,9 +119,8 @@ static void test_reclaimed_account_starts_clean(void **state)
     struct gw_farm_verdict v;
     struct gw_farm_state st;
     for (int i = 0; i < 6; i++)
-        assert_int_equal(gw_farm_ip_observe(&f->seg, a, 0xabcull, 1, NOW + (uint64_t)i * SEC, &l,
-                                            &v),
-                         0);
+        assert_int_equal(
+            gw_farm_ip_observe(&f->seg, a, 0xabcull, 1, NOW + (uint64_t)i * SEC, &l, &v), 0);
     assert_int_equal(v.level, GW_FARM_THROTTLED);
     /* the account is idle: the master's sweep reclaims it */
     assert_int_equal(gw_ledger_reclaim_idle(&f->seg, NOW + 10 * SEC), 1);

@@ -155,8 +155,7 @@ size_t gw_farm_audit_line(char *buf, size_t len, uint64_t now_us, const char *te
  * entry of the address's probe window belongs to another live address
  * (the front then does not judge it); GW_ESTALE for a stale reference. */
 int gw_farm_ip_observe(struct gw_segment *seg, struct gw_acct ip, uint64_t fp, int single,
-                       uint64_t now_us, const struct gw_farm_limits *l,
-                       struct gw_farm_verdict *v);
+                       uint64_t now_us, const struct gw_farm_limits *l, struct gw_farm_verdict *v);
 /* As gw_farm_get / gw_farm_clear on ip's record; -ENOENT when it has none
  * (no prompt judged since its account was created). */
 int gw_farm_ip_get(const struct gw_segment *seg, struct gw_acct ip, uint64_t now_us,

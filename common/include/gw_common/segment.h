@@ -45,8 +45,8 @@
                       * exact moving windows' logs (moving.c); the                                 \
                       * widths word's lanes carry the form; then the                               \
                       * per-tenant counters (tstats.c, one record per                              \
-                      * budget record);                                          \
-                      * 14: the address farming records (farm_ip.c) at the        \
+                      * budget record);                                                            \
+                      * 14: the address farming records (farm_ip.c) at the                         \
                       * end, their count in the config (40 bytes), the header 512 */
 #define GW_PROBE 16  /* accounts live within 16 entries of home */
 #define GW_ID_MAX 40 /* bytes of account id kept for display */

@@ -13,6 +13,8 @@
 #include "seg_internal.h"
 
 #include <errno.h>
+#include <signal.h>
+#include <sys/wait.h>
 
 #define NOW 1700000000000000ull
 #define SEC 1000000ull
@@ -228,6 +230,66 @@ static void test_half_done_claim_is_finished_by_the_next_user(void **state)
     fx_close(f);
 }
 
+/* Children record prompts for twelve addresses as fast as they can and are
+ * SIGKILLed at random instructions; between rounds the addresses' accounts
+ * are reclaimed and twelve new ones made, so the next round claims stale
+ * entries while being killed. Afterwards every address's record is found
+ * (a claim left "cleaning" is finished by the look), its ladder is one
+ * whole decision, no entry is left "cleaning", and the next prompt counts. */
+static void test_processes_killed_while_claiming_and_recording(void **state)
+{
+    (void)state;
+    struct fx *f = fx_open(&ip_cfg);
+    struct gw_farm_limits l = small_ladder();
+    l.throttle_after = 1000;
+    l.refuse_after = 100000;
+    struct gw_acct a[12];
+    char addr[32];
+    for (int round = 0; round < 3; round++) {
+        if (round)
+            assert_int_equal(gw_ledger_reclaim_idle(&f->seg, NOW + (uint64_t)round * 100 * SEC),
+                             12);
+        for (int i = 0; i < 12; i++) {
+            snprintf(addr, sizeof(addr), "10.3.%d.%d", round, i);
+            a[i] = ip(f, addr, NOW + (uint64_t)round * 100 * SEC);
+        }
+        pid_t kids[3];
+        for (int k = 0; k < 3; k++) {
+            kids[k] = fork();
+            assert_true(kids[k] >= 0);
+            if (kids[k] == 0) {
+                struct gw_farm_verdict v;
+                for (uint64_t i = 0; i < 20000; i++)
+                    gw_farm_ip_observe(&f->seg, a[(i + (uint64_t)k * 5) % 12], 0x5555ull, 1,
+                                       NOW + i, &l, &v);
+                _exit(0);
+            }
+        }
+        usleep(1000 + 2000 * (useconds_t)round);
+        for (int k = 0; k < 3; k++) {
+            kill(kids[k], SIGKILL);
+            waitpid(kids[k], NULL, 0);
+        }
+    }
+    for (int i = 0; i < 12; i++) {
+        struct gw_farm_state st;
+        int rc = gw_farm_ip_get(&f->seg, a[i], NOW, &st);
+        assert_true(rc == 0 || rc == -ENOENT); /* -ENOENT: killed before any claim */
+        if (rc == 0)
+            assert_int_equal(st.level, st.strikes == 0      ? GW_FARM_NONE
+                                       : st.strikes >= 1000 ? GW_FARM_THROTTLED
+                                                            : GW_FARM_FLAGGED);
+        struct gw_farm_verdict v;
+        assert_int_equal(gw_farm_ip_observe(&f->seg, a[i], 0x5555ull, 1, NOW + SEC, &l, &v), 0);
+        assert_int_equal(gw_farm_ip_get(&f->seg, a[i], NOW + SEC, &st), 0);
+        assert_true(st.seen >= 1);
+        assert_int_equal(st.last_fp, 0x5555ull);
+    }
+    for (uint32_t e = 0; e < ip_cfg.ip_farm_records; e++)
+        assert_int_equal(atomic_load(&f->seg.farm_ip[e].tag) >> 63, 0);
+    fx_close(f);
+}
+
 static void test_state_survives_a_reattach(void **state)
 {
     (void)state;
@@ -379,6 +441,7 @@ int main(void)
         cmocka_unit_test(test_table_full_then_stale_entries_are_claimed),
         cmocka_unit_test(test_no_table_means_no_records),
         cmocka_unit_test(test_half_done_claim_is_finished_by_the_next_user),
+        cmocka_unit_test(test_processes_killed_while_claiming_and_recording),
         cmocka_unit_test(test_state_survives_a_reattach),
         cmocka_unit_test(test_audit_line_names_the_address),
         cmocka_unit_test(test_config_defaults_and_values),

@@ -633,8 +633,8 @@ enum gw_mcounter {
     GW_MC_RESTARTS_FRONT,   /* fronts respawned by the master */
     GW_MC_RESTARTS_WORKER,  /* workers respawned by the master */
     GW_MC_GUARD_REDACTIONS, /* output-guard matches sent as "[REDACTED]" (gw_guard_report) */
-    GW_MC_FARM_FLAGGED,     /* tenants that reached the farming ladder's flagged step */
-    GW_MC_FARM_REFUSED,     /* tenants that reached its refused step */
+    GW_MC_FARM_FLAGGED,     /* tenants and addresses at the ladder's flagged step */
+    GW_MC_FARM_REFUSED,     /* tenants and addresses at its refused step */
     GW_MC_N
 };
 /* Histograms; every one in seconds with the same fixed bucket bounds

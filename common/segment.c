@@ -69,8 +69,12 @@ static int layout_of(const struct gw_seg_config *c, struct layout *l, char *err,
     }
     l->budget_stride =
         ALIGN64(sizeof(struct gw_budget) + (uint64_t)c->lanes * sizeof(struct gw_money_col));
-    if (c->ip_farm_records > (1u << 20) || c->reserved) {
+    if (c->ip_farm_records > (1u << 20)) {
         snprintf(err, errlen, "ip_farm_records=%" PRIu32 ": at most 2^20", c->ip_farm_records);
+        return -EINVAL;
+    }
+    if (c->reserved) {
+        snprintf(err, errlen, "reserved=%" PRIu32 ": must be 0", c->reserved);
         return -EINVAL;
     }
     if (c->resume_tokens > (1u << 20)) {

@@ -195,6 +195,15 @@ static void test_no_table_means_no_records(void **state)
              "start over with new sizes)",
              f->path);
     assert_string_equal(err, want);
+    /* the region's size: 1152 bytes a record, at most 2^20 records */
+    struct gw_seg_config c = ip_cfg;
+    c.ip_farm_records = 0;
+    size_t none = gw_segment_size(&c, err, sizeof(err));
+    c.ip_farm_records = 16;
+    assert_int_equal(gw_segment_size(&c, err, sizeof(err)), none + 16 * 1152);
+    c.ip_farm_records = (1u << 20) + 1;
+    assert_int_equal(gw_segment_size(&c, err, sizeof(err)), 0);
+    assert_string_equal(err, "ip_farm_records=1048577: at most 2^20");
     fx_close(f);
 }
 

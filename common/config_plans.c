@@ -324,7 +324,7 @@ void gw__cfg_parse_limits(struct gw_cfg_cx *c, json_t *root, struct gw_config *c
         gw__cfg_parse_net(c, o, cfg);
         json_t *fo = gw__cfg_get_object(c, o, "ip", "farming", 0);
         if (fo) /* per client address (farm_ip.c) */
-            gw__cfg_plan_farming(c, fo, "ip.farming", &cfg->ip.farm, &cfg->segment.ip_farm_records);
+            gw__cfg_plan_farming(c, fo, "ip.farming", &cfg->ip.farm, &cfg->segment.ip_farm_recs);
     }
     if ((o = gw__cfg_get_object(c, root, "", "global", 0))) {
         gw__cfg_check_keys(c, o, "global", global_keys);

@@ -2,7 +2,7 @@
  * "Per address"; docs/ARCHITECTURE.md, "Prompt farming").
  *
  * Ip accounts have no budget record and are reclaimed when idle, so their
- * farming records live in a region of their own: seg_config.ip_farm_records
+ * farming records live in a region of their own: seg_config.ip_farm_recs
  * entries (struct gw_farm_iprec, seg_internal.h), each a tenant record's
  * words (the same ring, score and ladder: farm.c's gw__farm_rec_*) behind a
  * tag that names the ip account owning it: its index, its generation and
@@ -95,7 +95,7 @@ static void finish_claim(struct gw_farm_iprec *e, uint64_t cleaning)
 /* The account's record; with `create`, claims one. 0 or -errno in *rc. */
 static struct gw_farm_rec *find(const struct gw_segment *seg, struct gw_acct a, int create, int *rc)
 {
-    uint32_t n = seg->cfg.ip_farm_records;
+    uint32_t n = seg->cfg.ip_farm_recs;
     if (!seg->farm_ip || !n) {
         *rc = -ENOENT;
         return NULL;

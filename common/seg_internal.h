@@ -368,7 +368,7 @@ size_t gw__farm_audit_line(char *buf, size_t len, uint64_t now_us, const char *f
  * record's words behind a tag naming the ip account it belongs to,
  * (index + 1) << 8 | gen, with FIP_CLEANING while the claimer resets the
  * record for a new owner; 0 = never used. In the address-farming region,
- * seg_config.ip_farm_records of them. */
+ * seg_config.ip_farm_recs of them. */
 struct gw_farm_iprec {
     _Atomic uint64_t tag;
     uint8_t pad[56];

@@ -69,8 +69,8 @@ static int layout_of(const struct gw_seg_config *c, struct layout *l, char *err,
     }
     l->budget_stride =
         ALIGN64(sizeof(struct gw_budget) + (uint64_t)c->lanes * sizeof(struct gw_money_col));
-    if (c->ip_farm_records > (1u << 20)) {
-        snprintf(err, errlen, "ip_farm_records=%" PRIu32 ": at most 2^20", c->ip_farm_records);
+    if (c->ip_farm_recs > (1u << 20)) {
+        snprintf(err, errlen, "ip_farm_recs=%" PRIu32 ": at most 2^20", c->ip_farm_recs);
         return -EINVAL;
     }
     if (c->reserved) {
@@ -102,8 +102,7 @@ static int layout_of(const struct gw_seg_config *c, struct layout *l, char *err,
     l->off_mvlog = ALIGN64(l->off_apikeys + gw__apikey_area_bytes());
     l->off_tstats = ALIGN64(l->off_mvlog + gw__mvlog_area_bytes(c->accounts));
     l->off_farm_ip = ALIGN64(l->off_tstats + (uint64_t)c->budgets * sizeof(struct gw_tstat_rec));
-    l->total =
-        ALIGN64(l->off_farm_ip + (uint64_t)c->ip_farm_records * sizeof(struct gw_farm_iprec));
+    l->total = ALIGN64(l->off_farm_ip + (uint64_t)c->ip_farm_recs * sizeof(struct gw_farm_iprec));
     return 0;
 }
 
@@ -141,7 +140,7 @@ static void bind_regions(struct gw_segment *seg, const struct layout *l)
     seg->farm = (struct gw_farm_rec *)(seg->base + l->off_farm);
     seg->tstats = (struct gw_tstat_rec *)(seg->base + l->off_tstats);
     seg->farm_ip =
-        h->cfg.ip_farm_records ? (struct gw_farm_iprec *)(seg->base + l->off_farm_ip) : NULL;
+        h->cfg.ip_farm_recs ? (struct gw_farm_iprec *)(seg->base + l->off_farm_ip) : NULL;
     seg->budget_stride = h->budget_stride;
     seg->slot_stride = h->slot_stride;
     seg->lane = -1;
@@ -355,7 +354,7 @@ int gw_segment_open(struct gw_segment *seg, const char *path, const struct gw_se
     CMP(prompt_bytes);
     CMP(output_bytes);
     CMP(resume_tokens);
-    CMP(ip_farm_records);
+    CMP(ip_farm_recs);
 #undef CMP
     if (what) {
         snprintf(err, errlen,

@@ -27,7 +27,7 @@ static const struct gw_seg_config ip_cfg = {
     .lanes = 8,
     .prompt_bytes = 256,
     .output_bytes = 256,
-    .ip_farm_records = 16,
+    .ip_farm_recs = 16,
 };
 
 static struct gw_acct ip(struct fx *f, const char *addr, uint64_t now)
@@ -179,7 +179,7 @@ static void test_table_full_then_stale_entries_are_claimed(void **state)
 static void test_no_table_means_no_records(void **state)
 {
     (void)state;
-    struct fx *f = fx_open(NULL); /* ip_farm_records 0 */
+    struct fx *f = fx_open(NULL); /* ip_farm_recs 0 */
     struct gw_acct a = ip(f, "127.0.0.1", NOW);
     struct gw_farm_limits l = small_ladder();
     struct gw_farm_verdict v;
@@ -191,19 +191,19 @@ static void test_no_table_means_no_records(void **state)
     assert_int_equal(gw_segment_open(&s2, f->path, &ip_cfg, err, sizeof(err)), GW_ELAYOUT);
     char want[512];
     snprintf(want, sizeof(want),
-             "%s: created with ip_farm_records=0, config asks for 16 (move the file away to "
+             "%s: created with ip_farm_recs=0, config asks for 16 (move the file away to "
              "start over with new sizes)",
              f->path);
     assert_string_equal(err, want);
     /* the region's size: 1152 bytes a record, at most 2^20 records */
     struct gw_seg_config c = ip_cfg;
-    c.ip_farm_records = 0;
+    c.ip_farm_recs = 0;
     size_t none = gw_segment_size(&c, err, sizeof(err));
-    c.ip_farm_records = 16;
+    c.ip_farm_recs = 16;
     assert_int_equal(gw_segment_size(&c, err, sizeof(err)), none + 16 * 1152);
-    c.ip_farm_records = (1u << 20) + 1;
+    c.ip_farm_recs = (1u << 20) + 1;
     assert_int_equal(gw_segment_size(&c, err, sizeof(err)), 0);
-    assert_string_equal(err, "ip_farm_records=1048577: at most 2^20");
+    assert_string_equal(err, "ip_farm_recs=1048577: at most 2^20");
     fx_close(f);
 }
 
@@ -218,7 +218,7 @@ static void test_half_done_claim_is_finished_by_the_next_user(void **state)
     /* find its entry; make it look like a claimer died after its tag CAS
      * and before the reset: tag CLEANING, the previous owner's words left */
     struct gw_farm_iprec *e = NULL;
-    for (uint32_t i = 0; i < ip_cfg.ip_farm_records; i++)
+    for (uint32_t i = 0; i < ip_cfg.ip_farm_recs; i++)
         if (atomic_load(&f->seg.farm_ip[i].tag))
             e = &f->seg.farm_ip[i];
     assert_non_null(e);
@@ -294,7 +294,7 @@ static void test_processes_killed_while_claiming_and_recording(void **state)
         assert_true(st.seen >= 1);
         assert_int_equal(st.last_fp, 0x5555ull);
     }
-    for (uint32_t e = 0; e < ip_cfg.ip_farm_records; e++)
+    for (uint32_t e = 0; e < ip_cfg.ip_farm_recs; e++)
         assert_int_equal(atomic_load(&f->seg.farm_ip[e].tag) >> 63, 0);
     fx_close(f);
 }
@@ -388,7 +388,7 @@ static void test_config_defaults_and_values(void **state)
     assert_int_equal(parse(NULL, &cfg, err, sizeof(err)), 0);
     assert_int_equal(cfg->ip.farm.enabled, 0); /* off by default */
     assert_int_equal(cfg->ip.farm.window, 32);
-    assert_int_equal(cfg->segment.ip_farm_records, 4096);
+    assert_int_equal(cfg->segment.ip_farm_recs, 4096);
     gw_config_free(cfg);
     assert_int_equal(parse("{\"farming\": {\"enabled\": true, \"window\": 24, \"min_samples\": 12,"
                            " \"flag_score\": 70, \"refuse_after\": 40, \"ban_ttl_s\": 3600,"
@@ -403,7 +403,7 @@ static void test_config_defaults_and_values(void **state)
     assert_int_equal(cfg->ip.farm.throttle_after, 32);
     assert_int_equal(cfg->ip.farm.refuse_after, 40);
     assert_int_equal(cfg->ip.farm.ban_ttl_s, 3600);
-    assert_int_equal(cfg->segment.ip_farm_records, 256);
+    assert_int_equal(cfg->segment.ip_farm_recs, 256);
     gw_config_free(cfg);
 }
 

@@ -89,7 +89,7 @@ static void predict(void)
                               .lanes = 2,
                               .prompt_bytes = 256,
                               .output_bytes = 256,
-                              .ip_farm_records = 16};
+                              .ip_farm_recs = 16};
     assert_int_equal(gw_segment_open(&seg, path, &c, err, sizeof(err)), 0);
     struct gw_acct a;
     uint64_t now = gw_now_us();

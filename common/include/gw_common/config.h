@@ -49,17 +49,17 @@ struct gw_budget_rate {
 /* Sizes chosen from config when the segment is created. Every count must be
  * a power of two where noted; gw_segment_open checks. */
 struct gw_seg_config {
-    uint32_t accounts;        /* ledger entries, power of two >= GW_PROBE */
-    uint32_t budgets;         /* budget records (tenant and global accounts) */
-    uint32_t slots;           /* in-flight request records */
-    uint32_t queue;           /* queue capacity, power of two >= 2 */
-    uint32_t lanes;           /* processes that may attach at once (<= 255) */
-    uint32_t prompt_bytes;    /* per slot */
-    uint32_t output_bytes;    /* per slot */
-    uint32_t resume_tokens;   /* per slot: generated ids kept so another worker can
-                                 continue the request after its worker died; 0: none */
-    uint32_t ip_farm_records; /* address prompt-farming records (farm_ip.c); 0: none */
-    uint32_t reserved;        /* 0 */
+    uint32_t accounts;      /* ledger entries, power of two >= GW_PROBE */
+    uint32_t budgets;       /* budget records (tenant and global accounts) */
+    uint32_t slots;         /* in-flight request records */
+    uint32_t queue;         /* queue capacity, power of two >= 2 */
+    uint32_t lanes;         /* processes that may attach at once (<= 255) */
+    uint32_t prompt_bytes;  /* per slot */
+    uint32_t output_bytes;  /* per slot */
+    uint32_t resume_tokens; /* per slot: generated ids kept so another worker can
+                               continue the request after its worker died; 0: none */
+    uint32_t ip_farm_recs;  /* ip.farming.records: address farming records (farm_ip.c) */
+    uint32_t reserved;      /* 0 */
 };
 /* It is also the segment header's record of its sizes (seg_internal.h):
  * part of the layout, like everything in the segment. */

@@ -144,7 +144,7 @@ size_t gw_farm_audit_line(char *buf, size_t len, uint64_t now_us, const char *te
 /* The same signals and ladder per client address (common/farm_ip.c), for
  * a farm of tenants behind one address: the node's "ip.farming" object
  * (docs/CONFIG.md) is the limits, the fingerprint is the one computed for
- * the tenant step. The records are a table of seg_config.ip_farm_records
+ * the tenant step. The records are a table of seg_config.ip_farm_recs
  * entries ("ip.farming.records"), each tagged with the ip account it
  * belongs to (index, generation, key bits): a reclaimed and reused account
  * starts clean. The ladder's refusal and ban refuse the address whatever

@@ -306,6 +306,7 @@ static void set_defaults(struct gw_config *cfg, const char *name)
         .prompt_bytes = 65536,
         .output_bytes = 65536,
         .resume_tokens = 4096,
+        .ip_farm_recs = 4096, /* ip.farming.records */
     };
     snprintf(cfg->device, sizeof(cfg->device), "auto");
     cfg->threads = 0;

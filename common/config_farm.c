@@ -61,8 +61,12 @@ static void parse_prefixes(struct gw_cfg_cx *c, json_t *v, const char *p, struct
     l->prefixes = (uint32_t)cfg->n_farm_prefixes;
 }
 
-void gw__cfg_plan_farming(struct gw_cfg_cx *c, json_t *o, const char *p, struct gw_farm_limits *l)
+void gw__cfg_plan_farming(struct gw_cfg_cx *c, json_t *o, const char *p, struct gw_farm_limits *l,
+                          uint32_t *records)
 {
+    /* the address object ("ip.farming", records != NULL) has "records" in
+     * place of "ignore_prefix": a request's fingerprint is computed once,
+     * with its tenant plan's prefixes, for both steps */
     static const char *const keys[] = {"enabled",       "window",
                                        "min_samples",   "near_bits",
                                        "sweep_cv_pct",  "sweep_single_pct",
@@ -70,8 +74,18 @@ void gw__cfg_plan_farming(struct gw_cfg_cx *c, json_t *o, const char *p, struct 
                                        "refuse_after",  "throttle",
                                        "refuse_ttl_s",  "ban_ttl_s",
                                        "ignore_prefix", NULL};
+    static const char *const ip_keys[] = {
+        "enabled",          "window",     "min_samples",    "near_bits",     "sweep_cv_pct",
+        "sweep_single_pct", "flag_score", "throttle_after", "refuse_after",  "throttle",
+        "refuse_ttl_s",     "ban_ttl_s",  "records",        "ignore_prefix", NULL};
     char q[PATH_LEN], sh[96];
-    gw__cfg_check_keys(c, o, p, keys);
+    if (records && json_object_get(o, "ignore_prefix")) {
+        gw__cfg_path_key(q, p, "ignore_prefix");
+        gw__cfg_bad(c, q,
+                    "not an address key: the fingerprint cuts the tenant plan's "
+                    "ignore_prefix");
+    }
+    gw__cfg_check_keys(c, o, p, records ? ip_keys : keys);
     json_t *v = json_object_get(o, "enabled");
     if (v) {
         gw__cfg_path_key(q, p, "enabled");
@@ -100,7 +114,9 @@ void gw__cfg_plan_farming(struct gw_cfg_cx *c, json_t *o, const char *p, struct 
         else
             l->throttle = w;
     }
-    if ((v = json_object_get(o, "ignore_prefix"))) {
+    if (records)
+        gw__cfg_get_u32(c, o, p, "records", 0, 1u << 20, 0, records);
+    if (!records && (v = json_object_get(o, "ignore_prefix"))) {
         gw__cfg_path_key(q, p, "ignore_prefix");
         parse_prefixes(c, v, q, l);
     }
@@ -108,6 +124,10 @@ void gw__cfg_plan_farming(struct gw_cfg_cx *c, json_t *o, const char *p, struct 
     if (l->min_samples > l->window) {
         gw__cfg_path_key(q, p, "min_samples");
         gw__cfg_bad(c, q, "%u is more than window (%u)", l->min_samples, l->window);
+    }
+    if (records && l->enabled && *records < GW_PROBE) {
+        gw__cfg_path_key(q, p, "records");
+        gw__cfg_bad(c, q, "%u: at least %d while enabled", *records, GW_PROBE);
     }
     if (l->refuse_after < l->throttle_after) {
         gw__cfg_path_key(q, p, "refuse_after");

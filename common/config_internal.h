@@ -132,6 +132,7 @@ void gw__cfg_plan_watchdog(struct gw_cfg_cx *c, json_t *o, const char *p, struct
 void gw__cfg_farm_defaults(struct gw_farm_limits *l);
 /* A plan's or tenant's "farming" object o at path p onto l (a tenant's
  * starts from its plan's), its "ignore_prefix" into cfg->farm_prefixes. */
-void gw__cfg_plan_farming(struct gw_cfg_cx *c, json_t *o, const char *p, struct gw_farm_limits *l);
+void gw__cfg_plan_farming(struct gw_cfg_cx *c, json_t *o, const char *p, struct gw_farm_limits *l,
+                          uint32_t *records);
 
 #endif

@@ -149,7 +149,7 @@ static void parse_plan_keys(struct gw_cfg_cx *c, json_t *obj, const char *base, 
     }
     if ((allowed & PK_FARMING) && (v = gw__cfg_get_object(c, obj, base, "farming", 0))) {
         gw__cfg_path_key(p, base, "farming");
-        gw__cfg_plan_farming(c, v, p, &pl->farm);
+        gw__cfg_plan_farming(c, v, p, &pl->farm, NULL);
     }
 }
 
@@ -314,6 +314,7 @@ void gw__cfg_parse_limits(struct gw_cfg_cx *c, json_t *root, struct gw_config *c
                                           "proxy_protocol",
                                           "connections_per_address",
                                           "overflow_rate",
+                                          "farming",
                                           NULL};
     static const char *const global_keys[] = {"rate", "budget", "max_inflight", NULL};
     json_t *o;
@@ -321,6 +322,9 @@ void gw__cfg_parse_limits(struct gw_cfg_cx *c, json_t *root, struct gw_config *c
         gw__cfg_check_keys(c, o, "ip", ip_keys);
         parse_plan_keys(c, o, "ip", PK_RATE, &cfg->ip);
         gw__cfg_parse_net(c, o, cfg);
+        json_t *fo = gw__cfg_get_object(c, o, "ip", "farming", 0);
+        if (fo) /* per client address (farm_ip.c) */
+            gw__cfg_plan_farming(c, fo, "ip.farming", &cfg->ip.farm, &cfg->segment.ip_farm_recs);
     }
     if ((o = gw__cfg_get_object(c, root, "", "global", 0))) {
         gw__cfg_check_keys(c, o, "global", global_keys);

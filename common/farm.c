@@ -398,16 +398,10 @@ static uint64_t throttle_take(struct gw_farm_rec *r, const struct gw_farm_limits
     }
 }
 
-int gw_farm_observe(struct gw_segment *seg, struct gw_acct tenant, uint64_t fp, int single,
-                    uint64_t now_us, const struct gw_farm_limits *l, struct gw_farm_verdict *v)
+void gw__farm_rec_observe(struct gw_farm_rec *r, uint64_t fp, int single, uint64_t now_us,
+                          const struct gw_farm_limits *l, struct gw_farm_verdict *v)
 {
-    if (!seg || !seg->farm || !l || !v || l->window < 1 || l->window > GW_FARM_RING)
-        return -EINVAL;
     memset(v, 0, sizeof(*v));
-    int rc;
-    struct gw_farm_rec *r = rec_of(seg, tenant, &rc);
-    if (!r)
-        return rc;
     uint64_t f[GW_FARM_RING], at[GW_FARM_RING];
     uint8_t sg[GW_FARM_RING];
     if (fp) {
@@ -452,19 +446,26 @@ int gw_farm_observe(struct gw_segment *seg, struct gw_acct tenant, uint64_t fp, 
     }
     if (v->refuse || v->throttled)
         atomic_fetch_add_explicit(&r->refused, 1, memory_order_relaxed); /* relaxed: a count */
+}
+
+int gw_farm_observe(struct gw_segment *seg, struct gw_acct tenant, uint64_t fp, int single,
+                    uint64_t now_us, const struct gw_farm_limits *l, struct gw_farm_verdict *v)
+{
+    if (!seg || !seg->farm || !l || !v || l->window < 1 || l->window > GW_FARM_RING)
+        return -EINVAL;
+    int rc;
+    struct gw_farm_rec *r = rec_of(seg, tenant, &rc);
+    if (!r) {
+        memset(v, 0, sizeof(*v));
+        return rc;
+    }
+    gw__farm_rec_observe(r, fp, single, now_us, l, v);
     return 0;
 }
 
-int gw_farm_get(const struct gw_segment *seg, struct gw_acct tenant, uint64_t now_us,
-                struct gw_farm_state *out)
+void gw__farm_rec_get(const struct gw_farm_rec *r, uint64_t now_us, struct gw_farm_state *out)
 {
-    if (!seg || !seg->farm || !out)
-        return -EINVAL;
     memset(out, 0, sizeof(*out));
-    int rc;
-    struct gw_farm_rec *r = rec_of(seg, tenant, &rc);
-    if (!r)
-        return rc;
     /* relaxed: each word read on its own, for display */
     out->seen = atomic_load_explicit(&r->seen, memory_order_relaxed);
     uint64_t w = atomic_load_explicit(&r->ladder, memory_order_relaxed);
@@ -487,7 +488,33 @@ int gw_farm_get(const struct gw_segment *seg, struct gw_acct tenant, uint64_t no
     out->single_pct = (uint32_t)(last >> 24 & 0xff);
     out->n = (uint32_t)(last >> 32 & 0xff);
     out->cv_pct = (uint32_t)(last >> 40 & 0xffff);
+}
+
+int gw_farm_get(const struct gw_segment *seg, struct gw_acct tenant, uint64_t now_us,
+                struct gw_farm_state *out)
+{
+    if (!seg || !seg->farm || !out)
+        return -EINVAL;
+    memset(out, 0, sizeof(*out));
+    int rc;
+    struct gw_farm_rec *r = rec_of(seg, tenant, &rc);
+    if (!r)
+        return rc;
+    gw__farm_rec_get(r, now_us, out);
     return 0;
+}
+
+void gw__farm_rec_clear(struct gw_farm_rec *r)
+{
+    /* relaxed: every word is reset on its own; a prompt recorded while this
+     * runs is kept or lost as one entry, which is all a clear promises. */
+    atomic_store_explicit(&r->ladder, 0, memory_order_relaxed);
+    atomic_store_explicit(&r->tat, 0, memory_order_relaxed);
+    atomic_store_explicit(&r->last, 0, memory_order_relaxed);
+    for (int i = 0; i < GW_FARM_RING; i++) {
+        atomic_store_explicit(&r->fp[i], 0, memory_order_relaxed);
+        atomic_store_explicit(&r->meta[i], 0, memory_order_relaxed);
+    }
 }
 
 int gw_farm_clear(struct gw_segment *seg, struct gw_acct tenant)
@@ -498,15 +525,7 @@ int gw_farm_clear(struct gw_segment *seg, struct gw_acct tenant)
     struct gw_farm_rec *r = rec_of(seg, tenant, &rc);
     if (!r)
         return rc;
-    /* relaxed: every word is reset on its own; a prompt recorded while this
-     * runs is kept or lost as one entry, which is all a clear promises. */
-    atomic_store_explicit(&r->ladder, 0, memory_order_relaxed);
-    atomic_store_explicit(&r->tat, 0, memory_order_relaxed);
-    atomic_store_explicit(&r->last, 0, memory_order_relaxed);
-    for (int i = 0; i < GW_FARM_RING; i++) {
-        atomic_store_explicit(&r->fp[i], 0, memory_order_relaxed);
-        atomic_store_explicit(&r->meta[i], 0, memory_order_relaxed);
-    }
+    gw__farm_rec_clear(r);
     return 0;
 }
 
@@ -514,6 +533,12 @@ int gw_farm_clear(struct gw_segment *seg, struct gw_acct tenant)
 
 size_t gw_farm_audit_line(char *buf, size_t len, uint64_t now_us, const char *tenant,
                           const struct gw_farm_verdict *v)
+{
+    return gw__farm_audit_line(buf, len, now_us, "tenant", tenant, "._@:-", v);
+}
+
+size_t gw__farm_audit_line(char *buf, size_t len, uint64_t now_us, const char *field,
+                           const char *who, const char *extra, const struct gw_farm_verdict *v)
 {
     if (!buf || len < 2)
         return 0;
@@ -523,24 +548,24 @@ size_t gw_farm_audit_line(char *buf, size_t len, uint64_t now_us, const char *te
     gmtime_r(&secs, &tm);
     size_t w = strftime(when, sizeof(when), "%Y-%m-%dT%H:%M:%S", &tm);
     snprintf(when + w, sizeof(when) - w, ".%03uZ", (unsigned)(now_us / 1000u % 1000u));
-    /* a tenant id is [A-Za-z0-9._@:-] (auth.c); anything else is shown as '?' */
+    /* a tenant id is [A-Za-z0-9._@:-] (auth.c), an address key adds '/';
+     * anything else is shown as '?' */
     size_t k = 0;
-    for (; tenant && tenant[k] && k < sizeof(id) - 1; k++) {
-        char c = tenant[k];
-        id[k] = (word_byte((unsigned char)c) && (unsigned char)c < 0x80) || strchr("._@:-", c)
-                    ? c
-                    : '?';
+    for (; who && who[k] && k < sizeof(id) - 1; k++) {
+        char c = who[k];
+        id[k] =
+            (word_byte((unsigned char)c) && (unsigned char)c < 0x80) || strchr(extra, c) ? c : '?';
     }
     id[k] = '\0';
     const struct gw_farm_score *s = &v->s;
     int n = snprintf(
         buf, len,
-        "{\"time\":\"%s\",\"event\":\"farming\",\"tenant\":\"%s\",\"level\":\"%s\","
+        "{\"time\":\"%s\",\"event\":\"farming\",\"%s\":\"%s\",\"level\":\"%s\","
         "\"strikes\":%" PRIu32 ",\"score\":%" PRIu32 ",\"near_pct\":%" PRIu32 ",\"near\":%" PRIu32
         ",\"n\":%" PRIu32 ",\"cv_pct\":%" PRIu32 ",\"single_pct\":%" PRIu32 ",\"sweep\":%" PRIu32
         ",\"fp\":\"%016" PRIx64 "\",\"nearest_fp\":\"%016" PRIx64 "\",\"nearest_bits\":%" PRIu32,
-        when, id, gw_farm_level_name(v->level), v->strikes, s->score, s->near_pct, s->near, s->n,
-        s->cv_pct, s->single_pct, s->sweep, s->fp, s->nearest_fp, s->nearest_bits);
+        when, field, id, gw_farm_level_name(v->level), v->strikes, s->score, s->near_pct, s->near,
+        s->n, s->cv_pct, s->single_pct, s->sweep, s->fp, s->nearest_fp, s->nearest_bits);
     size_t at = n < 0 ? 0 : (size_t)n >= len ? len - 1 : (size_t)n;
     if (v->level == GW_FARM_REFUSED) {
         n = snprintf(buf + at, len - at, ",\"until\":%" PRIu64, v->until_s);

@@ -29,7 +29,7 @@ struct gw_seg_header {
     uint32_t version;
     uint32_t header_bytes;
     uint64_t file_bytes;
-    struct gw_seg_config cfg; /* 8 x u32 */
+    struct gw_seg_config cfg; /* 10 x u32 */
     uint64_t off_accounts, off_budgets, off_slots, off_qcells, off_lanes;
     uint64_t budget_stride, slot_stride;
     uint64_t created_us;
@@ -47,7 +47,7 @@ struct gw_seg_header {
      * added with relaxed fetch_add, read on their own for metrics. */
     alignas(64) _Atomic uint64_t kills[16];
 };
-_Static_assert(sizeof(struct gw_seg_header) == 448, "header layout");
+_Static_assert(sizeof(struct gw_seg_header) == 512, "header layout");
 _Static_assert(_Alignof(struct gw_seg_header) == 64, "header alignment");
 
 /* -------------------------------------------------------------- accounts */
@@ -355,6 +355,32 @@ struct gw_farm_rec {
 _Static_assert(sizeof(struct gw_farm_rec) == 1088, "farming record layout");
 _Static_assert(_Alignof(struct gw_farm_rec) == 8, "farming record alignment");
 
+/* farm.c's record-level steps, shared by the tenant records (farm.c) and
+ * the address records (farm_ip.c): the same ring, score and ladder. */
+struct gw_farm_verdict;
+struct gw_farm_state;
+void gw__farm_rec_observe(struct gw_farm_rec *r, uint64_t fp, int single, uint64_t now_us,
+                          const struct gw_farm_limits *l, struct gw_farm_verdict *v);
+void gw__farm_rec_get(const struct gw_farm_rec *r, uint64_t now_us, struct gw_farm_state *out);
+void gw__farm_rec_clear(struct gw_farm_rec *r);
+/* The audit line with `field` naming `who` (its bytes outside
+ * [A-Za-z0-9] and `extra` shown as '?'). */
+size_t gw__farm_audit_line(char *buf, size_t len, uint64_t now_us, const char *field,
+                           const char *who, const char *extra, const struct gw_farm_verdict *v);
+
+/* One client address's prompt-farming record (farm_ip.c): the tenant
+ * record's words behind a tag naming the ip account it belongs to,
+ * (index + 1) << 8 | gen, with FIP_CLEANING while the claimer resets the
+ * record for a new owner; 0 = never used. In the address-farming region,
+ * seg_config.ip_farm_recs of them. */
+struct gw_farm_iprec {
+    _Atomic uint64_t tag;
+    uint8_t pad[56];
+    struct gw_farm_rec rec;
+};
+_Static_assert(sizeof(struct gw_farm_iprec) == 1152, "address farming record layout");
+_Static_assert(_Alignof(struct gw_farm_iprec) == 8, "address farming record alignment");
+
 /* --------------------------------------------------- moving rate cells */
 
 /* moving.c: the "moving" window kind on a rate cell's 56-bit value, and
@@ -519,7 +545,7 @@ _Static_assert(sizeof(struct gw_cluster_gpu) == 128, "cluster GPU cell layout");
 _Static_assert(_Alignof(struct gw_cluster_gpu) == 8, "cluster GPU cell alignment");
 
 /* A tenant's output-token lease on this node (cluster_out.c), indexed like
- * the rate cells, in its own region at the end of the segment (layout 14).
+ * the rate cells, in its own region after the per-tenant counters (layout 14).
  * `tokens` is a pool of farm-wide output tokens: a front takes one for each
  * request it admits (the "at least one token left" of the local window, made
  * atomic) and charges the rest of what the request generated at its end,

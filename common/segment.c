@@ -29,6 +29,7 @@ struct layout {
     uint64_t off_mvlog;   /* exact moving windows' logs, after the cluster (moving.c) */
     uint64_t off_tstats;  /* per-tenant counters, after the cluster cells */
     uint64_t off_clout;   /* output-token lease cells, after the counters (cluster_out.c) */
+    uint64_t off_farm_ip; /* address farming records, after the output cells (farm_ip.c) */
     uint64_t budget_stride, slot_stride;
 };
 
@@ -69,6 +70,14 @@ static int layout_of(const struct gw_seg_config *c, struct layout *l, char *err,
     }
     l->budget_stride =
         ALIGN64(sizeof(struct gw_budget) + (uint64_t)c->lanes * sizeof(struct gw_money_col));
+    if (c->ip_farm_recs > (1u << 20)) {
+        snprintf(err, errlen, "ip_farm_recs=%" PRIu32 ": at most 2^20", c->ip_farm_recs);
+        return -EINVAL;
+    }
+    if (c->reserved) {
+        snprintf(err, errlen, "reserved=%" PRIu32 ": must be 0", c->reserved);
+        return -EINVAL;
+    }
     if (c->resume_tokens > (1u << 20)) {
         snprintf(err, errlen, "resume_tokens=%" PRIu32 ": at most 2^20", c->resume_tokens);
         return -EINVAL;
@@ -94,7 +103,8 @@ static int layout_of(const struct gw_seg_config *c, struct layout *l, char *err,
     l->off_mvlog = ALIGN64(l->off_apikeys + gw__apikey_area_bytes());
     l->off_tstats = ALIGN64(l->off_mvlog + gw__mvlog_area_bytes(c->accounts));
     l->off_clout = ALIGN64(l->off_tstats + (uint64_t)c->budgets * sizeof(struct gw_tstat_rec));
-    l->total = ALIGN64(l->off_clout + (uint64_t)c->budgets * sizeof(struct gw_cluster_out));
+    l->off_farm_ip = ALIGN64(l->off_clout + (uint64_t)c->budgets * sizeof(struct gw_cluster_out));
+    l->total = ALIGN64(l->off_farm_ip + (uint64_t)c->ip_farm_recs * sizeof(struct gw_farm_iprec));
     return 0;
 }
 
@@ -132,6 +142,8 @@ static void bind_regions(struct gw_segment *seg, const struct layout *l)
     seg->farm = (struct gw_farm_rec *)(seg->base + l->off_farm);
     seg->tstats = (struct gw_tstat_rec *)(seg->base + l->off_tstats);
     seg->cl_out = (struct gw_cluster_out *)(seg->base + l->off_clout);
+    seg->farm_ip =
+        h->cfg.ip_farm_recs ? (struct gw_farm_iprec *)(seg->base + l->off_farm_ip) : NULL;
     seg->budget_stride = h->budget_stride;
     seg->slot_stride = h->slot_stride;
     seg->lane = -1;
@@ -345,6 +357,7 @@ int gw_segment_open(struct gw_segment *seg, const char *path, const struct gw_se
     CMP(prompt_bytes);
     CMP(output_bytes);
     CMP(resume_tokens);
+    CMP(ip_farm_recs);
 #undef CMP
     if (what) {
         snprintf(err, errlen,

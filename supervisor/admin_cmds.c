@@ -383,6 +383,12 @@ static json_t *farming_json(struct gw_admin *a, const struct gw_acct *acct,
     struct gw_farm_state st = {0};
     if (acct)
         gw_farm_get(a->seg, *acct, now, &st);
+    return gw__admin_farming_json(&st, l);
+}
+
+json_t *gw__admin_farming_json(const struct gw_farm_state *s, const struct gw_farm_limits *l)
+{
+    struct gw_farm_state st = *s;
     char fp[24];
     snprintf(fp, sizeof(fp), "%016" PRIx64, st.last_fp);
     json_t *o = json_pack(
@@ -817,6 +823,8 @@ static const struct {
     {"tenant.clear-farming", GW_ADMIN_ADMIN, cmd_tenant_clear_farming},
     {"ban", GW_ADMIN_ADMIN, cmd_ban},
     {"unban", GW_ADMIN_ADMIN, cmd_unban},
+    {"ip.show", GW_ADMIN_OPERATOR, gw__admin_cmd_ip_show},
+    {"ip.clear-farming", GW_ADMIN_ADMIN, gw__admin_cmd_ip_clear_farming},
     {"allow", GW_ADMIN_ADMIN, gw__admin_cmd_allow},
     {"unallow", GW_ADMIN_ADMIN, gw__admin_cmd_unallow},
     {"net.list", GW_ADMIN_OPERATOR, gw__admin_cmd_net_list},
@@ -859,7 +867,8 @@ json_t *gw__admin_dispatch(struct gw_admin *a, const char *line, size_t len, int
             r = fail("unknown_command",
                      "unknown command \"%s\"; commands: status, workers, requests, kill, "
                      "tenant.list, tenant.show, tenant.top, tenant.set-limit, tenant.reset-budget, "
-                     "tenant.clear-farming, ban, unban, allow, unallow, net.list, drain, undrain, "
+                     "tenant.clear-farming, ban, unban, ip.show, ip.clear-farming, allow, "
+                     "unallow, net.list, drain, undrain, "
                      "reload, token.issue, token.revoke, cluster, apikey.create, apikey.list, "
                      "apikey.revoke",
                      q);

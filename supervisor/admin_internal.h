@@ -49,6 +49,15 @@ char *gw__admin_dump(json_t *r);
 /* Sets each running worker's drain word from a->drained. */
 void gw__admin_apply_drains(struct gw_admin *a);
 
+/* The "farming" object of tenant.show and ip.show: a record's state under
+ * limits l. */
+json_t *gw__admin_farming_json(const struct gw_farm_state *st, const struct gw_farm_limits *l);
+
+/* admin_farm_ip.c: ip.show and ip.clear-farming, an address's
+ * prompt-farming record (common/farm_ip.c) */
+json_t *gw__admin_cmd_ip_show(struct gw_admin *a, json_t *req, uid_t uid);
+json_t *gw__admin_cmd_ip_clear_farming(struct gw_admin *a, json_t *req, uid_t uid);
+
 /* admin_net.c: the address-range rules (ban/unban with kind "cidr",
  * allow, unallow, net.list) */
 json_t *gw__admin_net_set(struct gw_admin *a, json_t *req, uid_t uid, int kind);

@@ -166,6 +166,19 @@ static json_t *build_ban(int argc, char **argv)
     return r;
 }
 
+/* ip show ADDRESS, ip clear-farming ADDRESS */
+static json_t *build_ip(int argc, char **argv)
+{
+    const char *sub = argc > 1 ? argv[1] : "";
+    if ((!strcmp(sub, "show") || !strcmp(sub, "clear-farming")) && argc == 3) {
+        char c[32];
+        snprintf(c, sizeof(c), "ip.%s", sub);
+        return json_pack("{s:s,s:s}", "cmd", c, "id", argv[2]);
+    }
+    misuse("ip: expected show ADDRESS or clear-farming ADDRESS", NULL);
+    return NULL;
+}
+
 /* allow RANGE --ttl DURATION, unallow RANGE, net list */
 static json_t *build_allow(int argc, char **argv)
 {
@@ -345,6 +358,9 @@ static const struct command {
     {"ban", build_ban,
      "  ban tenant|ip|cidr ID --ttl DURATION   (cidr: a range, e.g. 203.0.113.0/24)\n"},
     {"unban", build_ban, "  unban tenant|ip|cidr ID\n"},
+    {"ip", build_ip,
+     "  ip show ADDRESS                the address's prompt-farming state and ban\n"
+     "  ip clear-farming ADDRESS       take the address off the prompt-farming ladder\n"},
     {"allow", build_allow,
      "  allow RANGE --ttl DURATION     exempt a range from bans and per-address limits\n"},
     {"unallow", build_allow, "  unallow RANGE\n"},

@@ -244,6 +244,11 @@ static int admit_address(struct admission *a)
         refuse_503(c, "overloaded", "too many clients: the address table is full");
         return -1;
     }
+    if (rc == 0) { /* its prompts are judged by ip.farming (front_farm.c) */
+        a->ip = ip;
+        a->ip_farm = 1;
+        snprintf(a->ip_key, sizeof(a->ip_key), "%s", key);
+    }
     if (rc == 0 && gw_ledger_banned_until(seg, ip, a->now)) {
         gw_metrics_refusal(seg, GW_REF_BANNED);
         gw__conn_error(c, 403, "permission_error", "banned", "this address is banned", NULL, NULL);
@@ -602,7 +607,7 @@ void gw__front_generate_rest(struct admission *a)
         a->max_tokens = (uint32_t)(leased / a->upt - (a->rq.prompt_len / 8 + 1));
     /* a->rq holds the prompt from here: the job copies it into the slot */
     struct job *j = NULL;
-    if (gw__front_farming(a->c, a->f, a->plan, a->tenant, a->who.tenant, &a->rq, a->now) == 0 &&
+    if (gw__front_farming(a) == 0 &&
         gw__front_output_quota(a->c, a->f, a->plan, a->tenant, a->now) == 0 &&
         admit_pressure(a) == 0 && admit_slot(a) == 0 && admit_money(a) == 0)
         j = admit_job(a);

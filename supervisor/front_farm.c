@@ -10,9 +10,10 @@
 #include <stdio.h>
 #include <string.h>
 
-/* One escalation: the ban of the last step when the plan asks for it, the
- * audit line with its evidence, the metric, a log line. */
-static void escalated(struct front *f, const char *tenant, struct gw_acct acct,
+/* One escalation of a tenant's ladder (address == 0) or an address's:
+ * the ban of the last step when the limits ask for it, the audit line
+ * with its evidence, the metric, a log line. */
+static void escalated(struct front *f, int address, const char *id, struct gw_acct acct,
                       const struct gw_farm_limits *l, struct gw_farm_verdict *v, uint64_t now)
 {
     char who[32], path[300], line[1024];
@@ -25,60 +26,73 @@ static void escalated(struct front *f, const char *tenant, struct gw_acct acct,
     if (v->level == GW_FARM_REFUSED)
         gw_metrics_add(&f->seg, GW_MC_FARM_REFUSED, 1);
     gw_logf(GW_LOG_WARNING, who, NULL, 0,
-            "tenant %s: prompt farming %s (score %" PRIu32 ", near %" PRIu32 "%%, cv %" PRIu32
+            "%s %s: prompt farming %s (score %" PRIu32 ", near %" PRIu32 "%%, cv %" PRIu32
             "%%, strikes %" PRIu32 ")",
-            tenant, gw_farm_level_name(v->level), v->s.score, v->s.near_pct, v->s.cv_pct,
-            v->strikes);
+            address ? "address" : "tenant", id, gw_farm_level_name(v->level), v->s.score,
+            v->s.near_pct, v->s.cv_pct, v->strikes);
     if (gw_audit_path(f->cfg, path, sizeof(path)) != 0)
         return;
-    size_t n = gw_farm_audit_line(line, sizeof(line), now, tenant, v);
+    size_t n = address ? gw_farm_ip_audit_line(line, sizeof(line), now, id, v)
+                       : gw_farm_audit_line(line, sizeof(line), now, id, v);
     int rc = gw_audit_append(path, line, n);
     if (rc < 0)
         gw_logf(GW_LOG_WARNING, who, NULL, 0, "audit log %s: %s", path, gw_strerror(rc));
 }
 
-int gw__front_farming(struct conn *c, struct front *f, const struct gw_plan *plan,
-                      struct gw_acct tenant, const char *tenant_id, const struct gw_gen_request *rq,
-                      uint64_t now)
+/* The answer to a verdict that refuses or throttles: -1 once answered. */
+static int answer(struct admission *a, int address, const struct gw_farm_verdict *v)
 {
-    const struct gw_farm_limits *l = &plan->farm;
-    const struct gw_config *cfg = f->cfg;
-    if (!l->enabled)
+    if (!v->refuse && !v->throttled)
         return 0;
+    gw_metrics_refusal(a->seg, GW_REF_FARMING);
+    gw_tstat_refusal(a->seg, a->tenant, GW_REF_FARMING);
+    const char *whose = address ? "this address's" : "this tenant's";
+    char hdr[64], msg[200];
+    snprintf(hdr, sizeof(hdr), "Retry-After: %" PRIu64 "\r\n", (v->retry_us + 999999) / 1000000);
+    if (v->refuse) {
+        snprintf(msg, sizeof(msg),
+                 "%s prompts look like prompt farming (score %" PRIu32 "); refused until %" PRIu64
+                 " (unix time)",
+                 whose, v->s.score, v->until_s);
+        gw__conn_error(a->c, 429, "rate_limit_error", "prompt_farming", msg, NULL, hdr);
+    } else {
+        snprintf(msg, sizeof(msg),
+                 "%s throttled: its prompts look like prompt farming (score %" PRIu32 ")",
+                 address ? "this address is" : "this tenant is", v->s.score);
+        gw__conn_error(a->c, 429, "rate_limit_error", "rate_limited", msg, NULL, hdr);
+    }
+    return -1;
+}
+
+int gw__front_farming(struct admission *a)
+{
+    const struct gw_farm_limits *l = &a->plan->farm, *il = &a->cfg->ip.farm;
+    const struct gw_config *cfg = a->cfg;
+    int by_tenant = l->enabled, by_address = il->enabled && a->ip_farm;
+    if (!by_tenant && !by_address)
+        return 0;
+    /* one fingerprint for both steps, with the tenant plan's prefixes cut */
     const struct gw_farm_prefixes *pfx = NULL;
     if (l->prefixes && l->prefixes <= (uint32_t)cfg->n_farm_prefixes)
         pfx = &cfg->farm_prefixes[l->prefixes - 1];
     const char *text;
     size_t len;
     int single;
-    gw_farm_text(rq->prompt, rq->prompt_len, rq->chat, pfx, &text, &len, &single);
-    struct gw_farm_verdict v;
+    gw_farm_text(a->rq.prompt, a->rq.prompt_len, a->rq.chat, pfx, &text, &len, &single);
+    uint64_t fp = gw_farm_simhash(text, len);
+    struct gw_farm_verdict tv = {0}, av = {0};
     /* a tenant without a farming record (the budget table was full) is
-     * not judged: the budget records' own refusal covers that case */
-    if (gw_farm_observe(&f->seg, tenant, gw_farm_simhash(text, len), single, now, l, &v) != 0)
-        return 0;
-    if (v.level > v.prev_level)
-        escalated(f, tenant_id, tenant, l, &v, now);
-    if (!v.refuse && !v.throttled)
-        return 0;
-    gw_metrics_refusal(&f->seg, GW_REF_FARMING);
-    gw_tstat_refusal(&f->seg, tenant, GW_REF_FARMING);
-    char hdr[64], msg[200];
-    snprintf(hdr, sizeof(hdr), "Retry-After: %" PRIu64 "\r\n", (v.retry_us + 999999) / 1000000);
-    if (v.refuse) {
-        snprintf(msg, sizeof(msg),
-                 "this tenant's prompts look like prompt farming (score %" PRIu32
-                 "); refused until %" PRIu64 " (unix time)",
-                 v.s.score, v.until_s);
-        gw__conn_error(c, 429, "rate_limit_error", "prompt_farming", msg, NULL, hdr);
-    } else {
-        snprintf(msg, sizeof(msg),
-                 "this tenant is throttled: its prompts look like prompt farming (score %" PRIu32
-                 ")",
-                 v.s.score);
-        gw__conn_error(c, 429, "rate_limit_error", "rate_limited", msg, NULL, hdr);
-    }
-    return -1;
+     * not judged: the budget records' own refusal covers that case; nor
+     * an address without one (the table full: farm_ip.c) */
+    if (by_tenant && gw_farm_observe(a->seg, a->tenant, fp, single, a->now, l, &tv) == 0 &&
+        tv.level > tv.prev_level)
+        escalated(a->f, 0, a->who.tenant, a->tenant, l, &tv, a->now);
+    if (by_address && gw_farm_ip_observe(a->seg, a->ip, fp, single, a->now, il, &av) == 0 &&
+        av.level > av.prev_level)
+        escalated(a->f, 1, a->ip_key, a->ip, il, &av, a->now);
+    if (answer(a, 0, &tv) != 0)
+        return -1;
+    return answer(a, 1, &av);
 }
 
 int gw__front_output_quota(struct conn *c, struct front *f, const struct gw_plan *plan,

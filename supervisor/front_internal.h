@@ -165,6 +165,11 @@ struct admission {
      * us */
     int farm_out;
     int out_passed;
+    /* the client's ip account from step 1, judged by ip.farming when
+     * ip_farm (not an allow entry, not an overflow bucket) */
+    struct gw_acct ip;
+    int ip_farm;
+    char ip_key[GW_ADDR_STRLEN];
 };
 
 /* A request parked for the farm's lease (front_cluster.c): for a request
@@ -240,12 +245,12 @@ int gw__front_output_quota(struct conn *c, struct front *f, const struct gw_plan
                            struct gw_acct tenant, uint64_t now);
 /* ... and the tokens a finished job generated, charged to it. */
 void gw__front_output_charge(const struct job *j, uint64_t tokens);
-/* front_farm.c: the prompt-farming step of admission for a parsed request
- * of `tenant` under `plan` (nothing when the plan's farming is off). 0: go
- * on; -1: answered (429 prompt_farming, or rate_limited when throttled). */
-int gw__front_farming(struct conn *c, struct front *f, const struct gw_plan *plan,
-                      struct gw_acct tenant, const char *tenant_id, const struct gw_gen_request *rq,
-                      uint64_t now);
+/* front_farm.c: the prompt-farming step of admission for the parsed
+ * request a->rq: the tenant's record under its plan's "farming", then the
+ * client address's under "ip.farming" (when a->ip_farm), one fingerprint
+ * for both. 0: go on; -1: answered (429 prompt_farming, or rate_limited
+ * when throttled). */
+int gw__front_farming(struct admission *a);
 
 /* front_headers.c */
 /* RateLimit-Policy and RateLimit for the windows of p, named by scope

@@ -465,7 +465,8 @@ static void test_each_mistake_is_named_exactly(void **state)
                                  .lanes = 11,
                                  .prompt_bytes = 16777216,
                                  .output_bytes = 4096,
-                                 .resume_tokens = 4096};
+                                 .resume_tokens = 4096,
+                                 .ip_farm_recs = 4096};
     snprintf(want, sizeof(want),
              "config: segment: %zu bytes with these sizes; at most 64 GiB (lower slots, "
              "prompt_bytes or output_bytes)",

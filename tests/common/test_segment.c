@@ -155,7 +155,7 @@ static void test_refuses_foreign_files(void **state)
     expect_attach_error(path, GW_ELAYOUT, msg);
 
     assert_int_equal(truncate(path, 10), 0);
-    snprintf(msg, sizeof(msg), "%s: 10 bytes, smaller than a segment header (448)", path);
+    snprintf(msg, sizeof(msg), "%s: 10 bytes, smaller than a segment header (512)", path);
     expect_attach_error(path, GW_ELAYOUT, msg);
 
     unlink(path);

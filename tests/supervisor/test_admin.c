@@ -465,8 +465,9 @@ static void test_bad_input_gets_exact_errors(void **state)
                 "{\"ok\":false,\"error\":{\"code\":\"unknown_command\",\"message\":\"unknown "
                 "command \\\"frobnicate\\\"; commands: status, workers, requests, kill, "
                 "tenant.list, tenant.show, tenant.top, tenant.set-limit, tenant.reset-budget, "
-                "tenant.clear-farming, ban, unban, allow, unallow, net.list, drain, undrain, "
-                "reload, token.issue, token.revoke, cluster, apikey.create, apikey.list, "
+                "tenant.clear-farming, ban, unban, ip.show, ip.clear-farming, allow, "
+                "unallow, net.list, drain, undrain, reload, token.issue, token.revoke, cluster, "
+                "apikey.create, apikey.list, "
                 "apikey.revoke\"}}");
     expect_line("{\"cmd\":\"kill\"}\n", "{\"ok\":false,\"error\":{\"code\":\"missing_argument\","
                                         "\"message\":\"\\\"id\\\": missing (a string)\"}}");

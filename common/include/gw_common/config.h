@@ -58,10 +58,12 @@ struct gw_seg_config {
     uint32_t output_bytes;  /* per slot */
     uint32_t resume_tokens; /* per slot: generated ids kept so another worker can
                                continue the request after its worker died; 0: none */
+    uint32_t ip_farm_recs;  /* ip.farming.records: address farming records (farm_ip.c) */
+    uint32_t reserved;      /* 0 */
 };
 /* It is also the segment header's record of its sizes (seg_internal.h):
  * part of the layout, like everything in the segment. */
-_Static_assert(sizeof(struct gw_seg_config) == 32, "segment config layout");
+_Static_assert(sizeof(struct gw_seg_config) == 40, "segment config layout");
 _Static_assert(_Alignof(struct gw_seg_config) == 4, "segment config alignment");
 
 /* ------------------------------------------------------------------ config */

@@ -139,6 +139,33 @@ int gw_farm_clear(struct gw_segment *seg, struct gw_acct tenant);
 size_t gw_farm_audit_line(char *buf, size_t len, uint64_t now_us, const char *tenant,
                           const struct gw_farm_verdict *v);
 
+/* ------------------------------------------------------------ per address */
+
+/* The same signals and ladder per client address (common/farm_ip.c), for
+ * a farm of tenants behind one address: the node's "ip.farming" object
+ * (docs/CONFIG.md) is the limits, the fingerprint is the one computed for
+ * the tenant step. The records are a table of seg_config.ip_farm_recs
+ * entries ("ip.farming.records"), each tagged with the ip account it
+ * belongs to (index, generation, key bits): a reclaimed and reused account
+ * starts clean. The ladder's refusal and ban refuse the address whatever
+ * tenant it authenticates as. */
+
+/* As gw_farm_observe, on ip's record (claimed at its first prompt).
+ * -ENOENT when the segment has no address records; GW_EFULL when every
+ * entry of the address's probe window belongs to another live address
+ * (the front then does not judge it); GW_ESTALE for a stale reference. */
+int gw_farm_ip_observe(struct gw_segment *seg, struct gw_acct ip, uint64_t fp, int single,
+                       uint64_t now_us, const struct gw_farm_limits *l, struct gw_farm_verdict *v);
+/* As gw_farm_get / gw_farm_clear on ip's record; -ENOENT when it has none
+ * (no prompt judged since its account was created). */
+int gw_farm_ip_get(const struct gw_segment *seg, struct gw_acct ip, uint64_t now_us,
+                   struct gw_farm_state *out);
+int gw_farm_ip_clear(struct gw_segment *seg, struct gw_acct ip);
+/* gw_farm_audit_line's line with "address" in place of "tenant" (the
+ * address key: bytes other than [A-Za-z0-9.:/] shown as '?'). */
+size_t gw_farm_ip_audit_line(char *buf, size_t len, uint64_t now_us, const char *address,
+                             const struct gw_farm_verdict *v);
+
 /* ------------------------------------------------- output_tokens quota */
 
 /* A plan's "output_tokens" window (docs/CONFIG.md): generated tokens per

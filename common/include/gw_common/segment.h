@@ -21,7 +21,7 @@
 
 #define GW_SEG_MAGIC "GWLEDGR" /* 7 chars + NUL = 8 bytes */
 #define GW_SEG_VERSION                                                                             \
-    14u              /* 3: account ban cell, lane drain word; 4: slot rep_max,                     \
+    15u              /* 3: account ban cell, lane drain word; 4: slot rep_max,                     \
                       * watchdog kill counters in the header; 5: learned                           \
                       * lengths region, 16 kill counters; 6: metrics and                           \
                       * limit-override areas after the learned lengths;                            \
@@ -47,7 +47,10 @@
                       * per-tenant counters (tstats.c, one record per                              \
                       * budget record); 14: an output-token lease cell                             \
                       * per budget record (cluster_out.c) at the end, and                          \
-                      * seven more cluster counters (in the area's padding) */
+                      * seven more cluster counters (in the area's padding);                       \
+                      * 15: the address farming records (farm_ip.c) after                          \
+                      * the output cells, their count in the config (40                            \
+                      * bytes), the header 512 */
 #define GW_PROBE 16  /* accounts live within 16 entries of home */
 #define GW_ID_MAX 40 /* bytes of account id kept for display */
 
@@ -72,6 +75,7 @@ struct gw_cluster_out;
 struct gw_lenest_rec;
 struct gw_farm_rec;
 struct gw_tstat_rec;
+struct gw_farm_iprec;
 
 /* A process's view of the mapped segment. Not shared itself. */
 struct gw_segment {
@@ -105,6 +109,7 @@ struct gw_segment {
     struct gw_cl_peers *cl_peers;     /* live nodes' names (cluster.c) */
     struct gw_cluster_gpu *cl_gpu;    /* GPU-us leases, one per budget record (cluster_gpu.c) */
     struct gw_cluster_out *cl_out; /* output-token leases, one per budget record (cluster_out.c) */
+    struct gw_farm_iprec *farm_ip;    /* address farming records (farm_ip.c) */
 };
 
 /* Opens `path`, creating it (mode 0600) with `cfg` when it does not exist.
@@ -633,8 +638,8 @@ enum gw_mcounter {
     GW_MC_RESTARTS_FRONT,   /* fronts respawned by the master */
     GW_MC_RESTARTS_WORKER,  /* workers respawned by the master */
     GW_MC_GUARD_REDACTIONS, /* output-guard matches sent as "[REDACTED]" (gw_guard_report) */
-    GW_MC_FARM_FLAGGED,     /* tenants that reached the farming ladder's flagged step */
-    GW_MC_FARM_REFUSED,     /* tenants that reached its refused step */
+    GW_MC_FARM_FLAGGED,     /* tenants and addresses at the ladder's flagged step */
+    GW_MC_FARM_REFUSED,     /* tenants and addresses at its refused step */
     GW_MC_N
 };
 /* Histograms; every one in seconds with the same fixed bucket bounds

@@ -109,7 +109,7 @@ struct gw_segment {
     struct gw_cl_peers *cl_peers;     /* live nodes' names (cluster.c) */
     struct gw_cluster_gpu *cl_gpu;    /* GPU-us leases, one per budget record (cluster_gpu.c) */
     struct gw_cluster_out *cl_out; /* output-token leases, one per budget record (cluster_out.c) */
-    struct gw_farm_iprec *farm_ip;    /* address farming records (farm_ip.c) */
+    struct gw_farm_iprec *farm_ip; /* address farming records (farm_ip.c) */
 };
 
 /* Opens `path`, creating it (mode 0600) with `cfg` when it does not exist.

@@ -1,6 +1,6 @@
 /* test_kernels.c: the multi-row kernels of gw_mat_rows give every output
  * exactly the bits of the single-row kernel of the same SIMD level, for
- * every weight type the engine reads and 1 to 9 activation rows; the
+ * every weight type the engine reads and 1 to 17 activation rows; the
  * AVX-512 kernels give the AVX2 ones' bits; and the level follows the CPU,
  * GW_SIMD and GW_NO_AVX2. Bits, not closeness: a batched forward pass must
  * give each sequence the logits it would get alone.
@@ -120,20 +120,20 @@ static void check_rows(int lvl, int vnni, const gw_mat *W, int nb, int r0, int r
     free(out);
 }
 
-/* Every type, 1..9 activation rows, all 11 weight rows and rows [1, 10)
- * (tiles of 4 and 2 weight rows with their remainders, chunks of the
+/* Every type, 1..17 activation rows, all 19 weight rows and rows [1, 18)
+ * (tiles of 2 to 8 weight rows with every remainder, chunks of the
  * activation rows at every offset). */
 static void check_level(int lvl, int vnni)
 {
-    enum { ROWS = 11, COLS = 768 };
+    enum { ROWS = 19, COLS = 768 };
     for (size_t t = 0; t < sizeof all_types / sizeof all_types[0]; t++) {
         gw_mat W;
         random_matrix(&W, all_types[t], ROWS, COLS);
-        for (int nb = 1; nb <= 9; nb++) {
+        for (int nb = 1; nb <= 17; nb++) {
             check_rows(lvl, vnni, &W, nb, 0, ROWS);
             check_rows(lvl, vnni, &W, nb, 1, ROWS - 1);
+            check_rows(lvl, vnni, &W, nb, 3, 4);
         }
-        check_rows(lvl, vnni, &W, 16, 3, 4);
         free((void *)W.data);
     }
 }
@@ -253,6 +253,71 @@ static void test_avx512_kernels_give_avx2_bits(void **state)
     assert_memory_equal(h1, h2, sizeof h1);
 }
 
+/* Level 2's argmax against the portable loop: the first index of the
+ * largest value, ties to the lower index, NaNs never chosen (a NaN first
+ * value is never beaten), -0 and +0 equal; lengths around the 16 lanes. */
+static void test_avx512_argmax_gives_the_portable_index(void **state)
+{
+    (void)state;
+    enum { N = 49152 + 17 };
+    static float x[N];
+    const int ns[] = {1, 15, 16, 31, 32, 33, 47, 100, 49152, N};
+    for (int round = 0; round < 12; round++) {
+        for (int i = 0; i < N; i++)
+            x[i] = round % 3 == 0 ? uniform(8.0f) : (float)(next() % 7); /* many ties */
+        if (round == 4)
+            x[0] = NAN;
+        if (round == 5)
+            for (int i = 0; i < N; i += 3)
+                x[i] = NAN;
+        if (round == 6) {
+            for (int i = 0; i < N; i++)
+                x[i] = i % 2 ? -0.0f : 0.0f;
+        }
+        if (round == 7)
+            x[N - 1] = 1e9f; /* the maximum in the scalar tail */
+        if (round == 8)
+            x[20000] = INFINITY, x[40000] = INFINITY;
+        for (size_t k = 0; k < sizeof ns / sizeof ns[0]; k++) {
+            int32_t want = gw_argmax_portable(x, ns[k]), got = gw_argmax_avx512(x, ns[k]);
+            if (got != want)
+                fail_msg("round %d n %d: avx512 %d, portable %d", round, ns[k], got, want);
+        }
+    }
+}
+
+/* Level 2's activation quantizer against the portable one, block for
+ * block: random rows, a zero block, NaNs, values near the rounding ties. */
+static void test_avx512_quantize_gives_the_portable_blocks(void **state)
+{
+    (void)state;
+    enum { N = 1536 };
+    static float x[N];
+    static gw_q8 a[N / 32], b[N / 32];
+    for (int round = 0; round < 20; round++) {
+        for (int i = 0; i < N; i++)
+            x[i] = uniform(round % 2 ? 4.0f : 300.0f);
+        if (round == 1)
+            for (int i = 32; i < 64; i++)
+                x[i] = 0.0f;
+        if (round == 2)
+            x[70] = NAN, x[100] = -NAN;
+        if (round == 3)
+            for (int i = 0; i < N; i++)
+                x[i] = (float)((int)(next() % 255) - 127) + 0.5f; /* ties once scaled by 1 */
+        if (round == 3)
+            x[0] = 127.0f; /* amax 127: the multiplier is 1 */
+        memset(a, 0x55, sizeof a);
+        memset(b, 0xaa, sizeof b);
+        gw_quantize_q8_portable(x, a, N);
+        gw_quantize_q8_avx512(x, b, N);
+        for (int k = 0; k < N / 32; k++)
+            if (memcmp(&a[k], &b[k], sizeof a[k]) != 0)
+                fail_msg("round %d block %d: avx512 d %.9g s %.9g, portable d %.9g s %.9g", round,
+                         k, (double)b[k].d, (double)b[k].s, (double)a[k].d, (double)a[k].s);
+    }
+}
+
 /* The default level is the best the CPU has; GW_SIMD=0|1|2 caps it (other
  * values are ignored), GW_NO_AVX2=1 means portable whatever GW_SIMD says;
  * an explicit level above the CPU's gets the CPU's best. */
@@ -318,6 +383,8 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_mat_rows_with_heap_table_equals_single_row_dots),
         cmocka_unit_test(test_mat_rows_uses_the_level_in_force),
         cmocka_unit_test(test_avx512_kernels_give_avx2_bits),
+        cmocka_unit_test(test_avx512_argmax_gives_the_portable_index),
+        cmocka_unit_test(test_avx512_quantize_gives_the_portable_blocks),
     };
     if (level == GW_SIMD_AVX2)
         return cmocka_run_group_tests_name("kernels_avx2", avx2, NULL, NULL);

@@ -434,14 +434,8 @@ static int eval(gw_ctx *x, const int32_t *tokens, size_t n, int pos, bool want_l
         done += (size_t)nb;
     }
     x->last_device_ns = dev;
-    if (greedy) {
-        const float *lg = x->logits;
-        int32_t best = 0;
-        for (int i = 1; i < x->m->cfg.vocab; i++)
-            if (lg[i] > lg[best])
-                best = i;
-        *greedy = best;
-    }
+    if (greedy)
+        *greedy = gw_argmax(x->logits, x->m->cfg.vocab);
     return 0;
 }
 

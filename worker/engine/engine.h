@@ -139,8 +139,18 @@ const gw_attn_kernels *gw_attn_avx2(void);
 const gw_attn_kernels *gw_attn_avx512(void);
 
 /* Quantizes n floats (n % 32 == 0) into n/32 Q8 blocks the way llama.cpp's
- * x86 quantize_row_q8_0/q8_1 do: d and s are rounded to halves. */
+ * x86 quantize_row_q8_0/q8_1 do: d and s are rounded to halves. At the
+ * SIMD level in force; every level gives the portable one's bits. */
 void gw_quantize_q8(const float *x, gw_q8 *y, int n);
+void gw_quantize_q8_portable(const float *x, gw_q8 *y, int n);
+void gw_quantize_q8_avx512(const float *x, gw_q8 *y, int n); /* level 2 CPUs only */
+
+/* The first index of the largest of n floats (n >= 1), as `if (x[i] >
+ * x[best]) best = i` finds it (greedy sampling), at the SIMD level in
+ * force; every level gives the portable one's answer. */
+int32_t gw_argmax(const float *x, int n);
+int32_t gw_argmax_portable(const float *x, int n);
+int32_t gw_argmax_avx512(const float *x, int n); /* level 2 CPUs only */
 
 /* A weight matrix: rows x cols, each row cols elements of type, row_bytes
  * bytes, rows contiguous from data. */
@@ -198,5 +208,8 @@ int gw_pool_new(int n_threads, gw_pool **out);
 void gw_pool_free(gw_pool *p);
 int gw_pool_size(const gw_pool *p);
 void gw_pool_run(gw_pool *p, gw_pool_fn fn, void *arg);
+/* While wait_ns is set, each gw_pool_run adds to it the time the caller
+ * waited for the other threads after its own share (bench_step). */
+void gw_pool_prof(gw_pool *p, uint64_t *wait_ns);
 
 #endif

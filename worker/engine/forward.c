@@ -80,6 +80,28 @@ static void rope(float *v, int n_heads, int hd, const float *cs)
         }
 }
 
+/* Profiling (gw__ctx_prof): *t is the time of the last mark; PROF adds
+ * the time since to op. Nothing is read or written while prof is NULL. */
+static inline uint64_t prof_start(const gw_ctx *x)
+{
+    return x->prof ? gw_mono_ns() : 0;
+}
+
+static inline void prof_mark(gw_ctx *x, int op, uint64_t *t)
+{
+    if (x->prof) {
+        uint64_t now = gw_mono_ns();
+        x->prof[op] += now - *t;
+        *t = now;
+    }
+}
+
+void gw__ctx_prof(gw_ctx *x, uint64_t *prof)
+{
+    x->prof = prof;
+    gw_pool_prof(x->pool, prof ? &prof[GW_PROF_WAIT] : NULL);
+}
+
 /* A batched product over up to three matrices with the same input: the
  * rows of all of them are split evenly across the pool. */
 struct mm_job {
@@ -112,11 +134,12 @@ static void mm_share(void *arg, int i, int n)
 
 /* out_k[b][:] = W_k . in[b] for the nb batch rows of in (cols floats each). */
 static void matmul(gw_ctx *x, const gw_mat *w0, float *o0, const gw_mat *w1, float *o1,
-                   const gw_mat *w2, float *o2, const float *in, int nb)
+                   const gw_mat *w2, float *o2, const float *in, int nb, int op, uint64_t *t)
 {
     int cols = w0->cols;
     for (int b = 0; b < nb; b++)
         gw_quantize_q8(in + (size_t)b * cols, x->xq + (size_t)b * x->xq_stride, cols);
+    prof_mark(x, GW_PROF_QUANT, t);
     struct mm_job j = {.w = {w0, w1, w2},
                        .out = {o0, o1, o2},
                        .n_mats = w2   ? 3
@@ -128,6 +151,7 @@ static void matmul(gw_ctx *x, const gw_mat *w0, float *o0, const gw_mat *w1, flo
                        .xf_stride = (size_t)cols,
                        .nb = nb};
     gw_pool_run(x->pool, mm_share, &j);
+    prof_mark(x, op, t);
 }
 
 struct att_job {
@@ -214,31 +238,39 @@ static void layer_pass(gw_ctx *x, int l, int R)
     const gw_model_config *c = &x->m->cfg;
     const struct layer *L = &x->m->l[l];
     int dim = c->dim, ffn = c->ffn;
+    uint64_t t = prof_start(x);
 
     /* attention: q, k, v of the normed input */
     for (int r = 0; r < R; r++)
         rmsnorm(x->xb + (size_t)r * dim, x->x + (size_t)r * dim, L->attn_norm, dim, c->rms_eps);
-    matmul(x, &L->wq, x->q, &L->wk, x->k, &L->wv, x->v, x->xb, R);
+    prof_mark(x, GW_PROF_NORM, &t);
+    matmul(x, &L->wq, x->q, &L->wk, x->k, &L->wv, x->v, x->xb, R, GW_PROF_QKV, &t);
     rope_store(x, l, R);
+    prof_mark(x, GW_PROF_ROPE, &t);
     struct att_job aj = {.x = x, .layer = l, .rows = R};
     gw_pool_run(x->pool, att_share, &aj);
+    prof_mark(x, GW_PROF_ATTN, &t);
 
     /* output projection and residual */
-    matmul(x, &L->wo, x->xb, NULL, NULL, NULL, NULL, x->xb2, R);
+    matmul(x, &L->wo, x->xb, NULL, NULL, NULL, NULL, x->xb2, R, GW_PROF_WO, &t);
     for (size_t i = 0; i < (size_t)R * dim; i++)
         x->x[i] += x->xb[i];
+    prof_mark(x, GW_PROF_RESID, &t);
 
     /* SwiGLU feed-forward: w_down(silu(w_gate x) * w_up x), and residual */
     for (int r = 0; r < R; r++)
         rmsnorm(x->xb + (size_t)r * dim, x->x + (size_t)r * dim, L->ffn_norm, dim, c->rms_eps);
-    matmul(x, &L->w_gate, x->hb, &L->w_up, x->hb2, NULL, NULL, x->xb, R);
+    prof_mark(x, GW_PROF_NORM, &t);
+    matmul(x, &L->w_gate, x->hb, &L->w_up, x->hb2, NULL, NULL, x->xb, R, GW_PROF_GATE_UP, &t);
     for (size_t i = 0; i < (size_t)R * ffn; i++) {
         float g = x->hb[i];
         x->hb[i] = g / (1.0f + expf(-g)) * x->hb2[i];
     }
-    matmul(x, &L->w_down, x->xb, NULL, NULL, NULL, NULL, x->hb, R);
+    prof_mark(x, GW_PROF_SILU, &t);
+    matmul(x, &L->w_down, x->xb, NULL, NULL, NULL, NULL, x->hb, R, GW_PROF_DOWN, &t);
     for (size_t i = 0; i < (size_t)R * dim; i++)
         x->x[i] += x->xb[i];
+    prof_mark(x, GW_PROF_RESID, &t);
 }
 
 /* The rows of the items: embeddings, sequence, position, kernel choice and
@@ -265,12 +297,15 @@ void gw__forward(gw_ctx *x, const gw_batch_item *items, int n_items)
 {
     const gw_model *m = x->m;
     int dim = m->cfg.dim;
+    uint64_t t = prof_start(x);
     int R = rows_in(x, items, n_items);
+    prof_mark(x, GW_PROF_EMBED, &t);
     for (int l = 0; l < m->cfg.n_layer; l++)
         layer_pass(x, l, R);
 
     /* final norm and output matrix for the last row of each item that asks */
     int nl = 0, last = -1;
+    t = prof_start(x);
     for (int i = 0; i < n_items; i++) {
         last += items[i].n;
         x->item_logit[i] = -1;
@@ -280,6 +315,7 @@ void gw__forward(gw_ctx *x, const gw_batch_item *items, int n_items)
                 m->cfg.rms_eps);
         x->item_logit[i] = nl++;
     }
+    prof_mark(x, GW_PROF_NORM, &t);
     if (nl)
-        matmul(x, &m->output, x->logits, NULL, NULL, NULL, NULL, x->xb, nl);
+        matmul(x, &m->output, x->logits, NULL, NULL, NULL, NULL, x->xb, nl, GW_PROF_LOGITS, &t);
 }

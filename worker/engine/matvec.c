@@ -690,6 +690,28 @@ void gw_mat_rows(const gw_mat *W, const gw_q8 *xq, size_t xq_stride, const float
     gw_mat_rows_at(s & 0xff, s >> 8, W, xq, xq_stride, xf, xf_stride, nb, out, out_stride, r0, r1);
 }
 
+void gw_quantize_q8(const float *x, gw_q8 *y, int n)
+{
+    if (gw_simd_get() >= GW_SIMD_AVX512)
+        gw_quantize_q8_avx512(x, y, n);
+    else
+        gw_quantize_q8_portable(x, y, n);
+}
+
+int32_t gw_argmax_portable(const float *x, int n)
+{
+    int32_t best = 0;
+    for (int i = 1; i < n; i++)
+        if (x[i] > x[best])
+            best = i;
+    return best;
+}
+
+int32_t gw_argmax(const float *x, int n)
+{
+    return gw_simd_get() >= GW_SIMD_AVX512 ? gw_argmax_avx512(x, n) : gw_argmax_portable(x, n);
+}
+
 static const gw_attn_kernels *attn_now(void)
 {
     switch (gw_simd_get()) {

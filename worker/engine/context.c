@@ -57,13 +57,14 @@ static int ctx_scratch(gw_ctx *x, int nt)
     x->hb = malloc(R * ffn * sizeof(float));
     x->hb2 = malloc(R * ffn * sizeof(float));
     x->xq = calloc(R * x->xq_stride, sizeof(gw_q8));
+    x->xq2 = calloc(R * x->xq_stride, sizeof(gw_q8));
     x->row_seq = malloc(R * sizeof(int));
     x->row_pos = malloc(R * sizeof(int));
     x->row_multi = malloc(R);
     x->rope_cs = malloc(R * hd * sizeof(float));
     if (!x->qh || !x->atth || !x->lanes || !x->att || !x->vgather || !x->x || !x->xb || !x->xb2 ||
-        !x->q || !x->k || !x->v || !x->hb || !x->hb2 || !x->xq || !x->row_seq || !x->row_pos ||
-        !x->row_multi || !x->rope_cs)
+        !x->q || !x->k || !x->v || !x->hb || !x->hb2 || !x->xq || !x->xq2 || !x->row_seq ||
+        !x->row_pos || !x->row_multi || !x->rope_cs)
         return -ENOMEM;
     return 0;
 }
@@ -292,6 +293,7 @@ void gw_ctx_free(gw_ctx *x)
     free(x->hb);
     free(x->hb2);
     free(x->xq);
+    free(x->xq2);
     free(x->att);
     free(x->rope_cs);
     free(x->row_seq);

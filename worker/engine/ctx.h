@@ -68,6 +68,7 @@ struct gw_ctx {
     float *k, *v;           /* [rows][kv_dim] */
     float *hb, *hb2;        /* [rows][ffn] */
     gw_q8 *xq;              /* [rows][max(dim, ffn) / 32] quantized activations */
+    gw_q8 *xq2;             /* the same: what a job quantized for the next product */
     size_t xq_stride;       /* blocks per row */
     int *row_seq;           /* [rows] the sequence of each row */
     int *row_pos;           /* [rows] its position */
@@ -122,8 +123,7 @@ enum gw_prof_op {
     GW_PROF_ROPE,    /* RoPE and the KV cache writes */
     GW_PROF_ATTN,    /* attention */
     GW_PROF_WO,      /* output projection */
-    GW_PROF_GATE_UP, /* feed-forward gate and up products */
-    GW_PROF_SILU,    /* SwiGLU */
+    GW_PROF_GATE_UP, /* feed-forward gate and up products, SwiGLU, quantization */
     GW_PROF_DOWN,    /* feed-forward down product */
     GW_PROF_RESID,   /* residual adds */
     GW_PROF_LOGITS,  /* the output matrix */

@@ -132,26 +132,72 @@ static void mm_share(void *arg, int i, int n)
     }
 }
 
-/* out_k[b][:] = W_k . in[b] for the nb batch rows of in (cols floats each). */
-static void matmul(gw_ctx *x, const gw_mat *w0, float *o0, const gw_mat *w1, float *o1,
-                   const gw_mat *w2, float *o2, const float *in, int nb, int op, uint64_t *t)
+/* out_k[b][:] = W_k . in[b] for the nb batch rows of in (cols floats
+ * each). in is quantized into x->xq first, unless pre holds it quantized
+ * already (by the job that computed it). */
+static void matmul_q(gw_ctx *x, const gw_mat *w0, float *o0, const gw_mat *w1, float *o1,
+                     const gw_mat *w2, float *o2, const float *in, const gw_q8 *pre, int nb, int op,
+                     uint64_t *t)
 {
     int cols = w0->cols;
-    for (int b = 0; b < nb; b++)
-        gw_quantize_q8(in + (size_t)b * cols, x->xq + (size_t)b * x->xq_stride, cols);
-    prof_mark(x, GW_PROF_QUANT, t);
+    if (!pre) {
+        for (int b = 0; b < nb; b++)
+            gw_quantize_q8(in + (size_t)b * cols, x->xq + (size_t)b * x->xq_stride, cols);
+        prof_mark(x, GW_PROF_QUANT, t);
+    }
     struct mm_job j = {.w = {w0, w1, w2},
                        .out = {o0, o1, o2},
                        .n_mats = w2   ? 3
                                  : w1 ? 2
                                       : 1,
-                       .xq = x->xq,
+                       .xq = pre ? pre : x->xq,
                        .xq_stride = x->xq_stride,
                        .xf = in,
                        .xf_stride = (size_t)cols,
                        .nb = nb};
     gw_pool_run(x->pool, mm_share, &j);
     prof_mark(x, op, t);
+}
+
+static void matmul(gw_ctx *x, const gw_mat *w0, float *o0, const gw_mat *w1, float *o1,
+                   const gw_mat *w2, float *o2, const float *in, int nb, int op, uint64_t *t)
+{
+    matmul_q(x, w0, o0, w1, o1, w2, o2, in, NULL, nb, op, t);
+}
+
+/* The feed-forward's gate and up products and SwiGLU as one job: each
+ * share takes the same rows of both matrices (whole Q8 blocks of hb), so
+ * it finishes its part of hb = silu(gate) * up and quantizes it into
+ * x->xq2 for w_down itself, with no serial step between the products. */
+struct ffn_job {
+    gw_ctx *x;
+    const struct layer *L;
+    int rows, quant;
+};
+
+static void ffn_share(void *arg, int i, int n)
+{
+    struct ffn_job *j = arg;
+    gw_ctx *x = j->x;
+    int dim = x->m->cfg.dim, ffn = x->m->cfg.ffn, unit = j->quant ? 32 : 1;
+    int a = ffn / unit * i / n * unit, b = ffn / unit * (i + 1) / n * unit;
+    if (i == n - 1)
+        b = ffn;
+    if (a >= b)
+        return;
+    gw_mat_rows(&j->L->w_gate, x->xq, x->xq_stride, x->xb, (size_t)dim, j->rows, x->hb, (size_t)ffn,
+                a, b);
+    gw_mat_rows(&j->L->w_up, x->xq, x->xq_stride, x->xb, (size_t)dim, j->rows, x->hb2, (size_t)ffn,
+                a, b);
+    for (int r = 0; r < j->rows; r++) {
+        float *h = x->hb + (size_t)r * ffn, *u = x->hb2 + (size_t)r * ffn;
+        for (int e = a; e < b; e++) {
+            float g = h[e];
+            h[e] = g / (1.0f + expf(-g)) * u[e];
+        }
+        if (j->quant)
+            gw_quantize_q8(h + a, x->xq2 + (size_t)r * x->xq_stride + a / 32, b - a);
+    }
 }
 
 struct att_job {
@@ -211,8 +257,10 @@ static void att_share(void *arg, int i, int n)
             have_r = r;
             have_kvh = kvh;
         }
-        gw_attn_v_for(x->row_multi[r])(hd, pos + 1, ah, vg, (size_t)hd, lanes,
-                                       x->xb2 + (size_t)r * c->dim + h * hd);
+        float *o = x->xb2 + (size_t)r * c->dim + h * hd;
+        gw_attn_v_for(x->row_multi[r])(hd, pos + 1, ah, vg, (size_t)hd, lanes, o);
+        if (hd % 32 == 0) /* its blocks of attn_output's input */
+            gw_quantize_q8(o, x->xq2 + (size_t)r * x->xq_stride + h * hd / 32, hd);
     }
 }
 
@@ -252,7 +300,8 @@ static void layer_pass(gw_ctx *x, int l, int R)
     prof_mark(x, GW_PROF_ATTN, &t);
 
     /* output projection and residual */
-    matmul(x, &L->wo, x->xb, NULL, NULL, NULL, NULL, x->xb2, R, GW_PROF_WO, &t);
+    matmul_q(x, &L->wo, x->xb, NULL, NULL, NULL, NULL, x->xb2, c->head_dim % 32 ? NULL : x->xq2, R,
+             GW_PROF_WO, &t);
     for (size_t i = 0; i < (size_t)R * dim; i++)
         x->x[i] += x->xb[i];
     prof_mark(x, GW_PROF_RESID, &t);
@@ -261,13 +310,14 @@ static void layer_pass(gw_ctx *x, int l, int R)
     for (int r = 0; r < R; r++)
         rmsnorm(x->xb + (size_t)r * dim, x->x + (size_t)r * dim, L->ffn_norm, dim, c->rms_eps);
     prof_mark(x, GW_PROF_NORM, &t);
-    matmul(x, &L->w_gate, x->hb, &L->w_up, x->hb2, NULL, NULL, x->xb, R, GW_PROF_GATE_UP, &t);
-    for (size_t i = 0; i < (size_t)R * ffn; i++) {
-        float g = x->hb[i];
-        x->hb[i] = g / (1.0f + expf(-g)) * x->hb2[i];
-    }
-    prof_mark(x, GW_PROF_SILU, &t);
-    matmul(x, &L->w_down, x->xb, NULL, NULL, NULL, NULL, x->hb, R, GW_PROF_DOWN, &t);
+    for (int r = 0; r < R; r++)
+        gw_quantize_q8(x->xb + (size_t)r * dim, x->xq + (size_t)r * x->xq_stride, dim);
+    prof_mark(x, GW_PROF_QUANT, &t);
+    struct ffn_job fj = {.x = x, .L = L, .rows = R, .quant = ffn % 32 == 0};
+    gw_pool_run(x->pool, ffn_share, &fj);
+    prof_mark(x, GW_PROF_GATE_UP, &t); /* SwiGLU and quantization included */
+    matmul_q(x, &L->w_down, x->xb, NULL, NULL, NULL, NULL, x->hb, fj.quant ? x->xq2 : NULL, R,
+             GW_PROF_DOWN, &t);
     for (size_t i = 0; i < (size_t)R * dim; i++)
         x->x[i] += x->xb[i];
     prof_mark(x, GW_PROF_RESID, &t);

@@ -286,6 +286,36 @@ static void test_avx512_argmax_gives_the_portable_index(void **state)
     }
 }
 
+/* Level 2's scores of a run of keys (16 at a time, then one by one)
+ * against level 1's single-token dot product, one key at a time, times
+ * the scale: bits; head sizes of one and two 64-lane steps and one not a
+ * multiple of 64, runs shorter and longer than 16 keys, keys strided as
+ * in a KV block. */
+static void test_avx512_dot_keys_gives_avx2_scores(void **state)
+{
+    (void)state;
+    enum { STRIDE = 200, KEYS = 37 };
+    static uint16_t k[KEYS * STRIDE], q[128];
+    for (size_t i = 0; i < sizeof k / sizeof k[0]; i++)
+        k[i] = gw_f32_to_fp16(uniform(3.0f));
+    for (size_t i = 0; i < sizeof q / sizeof q[0]; i++)
+        q[i] = gw_f32_to_fp16(uniform(3.0f));
+    k[5] = gw_f32_to_fp16(0.0f), q[5] = gw_f32_to_fp16(-1.0f); /* a -0 product */
+    const int ns[] = {64, 128, 48}, runs[] = {1, 15, 16, 17, 32, KEYS};
+    const float scale = 0.125f;
+    for (size_t i = 0; i < sizeof ns / sizeof ns[0]; i++)
+        for (size_t r = 0; r < sizeof runs / sizeof runs[0]; r++) {
+            float want[KEYS], got[KEYS + 16];
+            for (int j = 0; j < runs[r]; j++)
+                want[j] = gw_attn_avx2()->dot_hh[0](ns[i], k + (size_t)j * STRIDE, q) * scale;
+            gw_dot_keys_avx512(ns[i], k, STRIDE, runs[r], q, scale, got);
+            for (int j = 0; j < runs[r]; j++)
+                if (memcmp(&got[j], &want[j], sizeof got[j]) != 0)
+                    fail_msg("n %d, %d keys: key %d avx512 %.9g, avx2 %.9g", ns[i], runs[r], j,
+                             (double)got[j], (double)want[j]);
+        }
+}
+
 /* Level 2's activation quantizer against the portable one, block for
  * block: random rows, a zero block, NaNs, values near the rounding ties. */
 static void test_avx512_quantize_gives_the_portable_blocks(void **state)
@@ -384,6 +414,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_mat_rows_uses_the_level_in_force),
         cmocka_unit_test(test_avx512_kernels_give_avx2_bits),
         cmocka_unit_test(test_avx512_argmax_gives_the_portable_index),
+        cmocka_unit_test(test_avx512_dot_keys_gives_avx2_scores),
         cmocka_unit_test(test_avx512_quantize_gives_the_portable_blocks),
     };
     if (level == GW_SIMD_AVX2)

@@ -135,6 +135,17 @@ typedef struct gw_attn_kernels {
     gw_f16_row_fn f32_to_f16;
 } gw_attn_kernels;
 extern const gw_attn_kernels gw_attn_portable;
+/* out[j] = dot_hh[0](n, k + j * k_stride, q) * scale for j < n_keys: the
+ * scores of a single-token row against a run of keys, bit for bit what
+ * the kernel one key at a time gives. gw_dot_keys at the level in force
+ * (level 2: 16 keys at a time); _at with the kernels of ks; _avx512 on
+ * level 2 CPUs only. */
+void gw_dot_keys(int n, const uint16_t *k, size_t k_stride, int n_keys, const uint16_t *q,
+                 float scale, float *out);
+void gw_dot_keys_at(const gw_attn_kernels *ks, int n, const uint16_t *k, size_t k_stride,
+                    int n_keys, const uint16_t *q, float scale, float *out);
+void gw_dot_keys_avx512(int n, const uint16_t *k, size_t k_stride, int n_keys, const uint16_t *q,
+                        float scale, float *out);
 const gw_attn_kernels *gw_attn_avx2(void);
 const gw_attn_kernels *gw_attn_avx512(void);
 

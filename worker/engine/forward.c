@@ -248,8 +248,16 @@ static void att_share(void *arg, int i, int n)
         int seq = x->row_seq[r], pos = x->row_pos[r];
         gw_dot_hh_fn dot = gw_dot_hh_for(x->row_multi[r]);
         to_half(x->q + (size_t)r * c->dim + h * hd, q, hd);
-        for (int t = 0; t <= pos; t++)
-            att[t] = dot(hd, x->key_cache + gw__kv_off(x, j->layer, seq, t) + kvh * hd, q) * scale;
+        if (x->row_multi[r])
+            for (int t = 0; t <= pos; t++)
+                att[t] =
+                    dot(hd, x->key_cache + gw__kv_off(x, j->layer, seq, t) + kvh * hd, q) * scale;
+        else /* the keys of each block side by side */
+            for (int t0 = 0; t0 <= pos; t0 += GW_KV_BLOCK)
+                gw_dot_keys(hd, x->key_cache + gw__kv_off(x, j->layer, seq, t0) + kvh * hd,
+                            (size_t)c->n_head_kv * hd,
+                            pos + 1 - t0 < GW_KV_BLOCK ? pos + 1 - t0 : GW_KV_BLOCK, q, scale,
+                            att + t0);
         softmax(att, pos + 1);
         to_half(att, ah, pos + 1);
         if (r != have_r || kvh != have_kvh) {

@@ -43,8 +43,10 @@ gw_rows_fn gw_rows_avx512vnni_for(uint32_t type);
  * loops, with the accumulators in memory). */
 #if defined(__clang__)
 #define GW_UNROLL _Pragma("clang loop unroll(full)")
+#define GW_UNROLL16 _Pragma("clang loop unroll(full)")
 #else
 #define GW_UNROLL _Pragma("GCC unroll 8")
+#define GW_UNROLL16 _Pragma("GCC unroll 16")
 #endif
 
 /* As matvec_avx2.c's: ((a0 + a4) + (a2 + a6)) + ((a1 + a5) + (a3 + a7)). */
@@ -540,6 +542,72 @@ L2 static float dot_hh16_l2(int n, const uint16_t *x, const uint16_t *y)
     return r16_l2(a);
 }
 
+/* dot_hh_l2 of 16 keys (n % 64 == 0) with one query, times scale: each
+ * key's 64 lanes folded as dot_hh_l2 folds them (lanes r and r + 32,
+ * r + 16 and r + 48, then the two), and then the 16-lane sum that r16_l2
+ * takes (distances 8, 4, 2, 1) done for the 16 keys together, each
+ * addition the one r16_l2 makes: the bits of dot_hh_l2(n, key, q) *
+ * scale. out[j] for key j, at k + j * k_stride. */
+L2_INLINE void dot_keys16_n(int n, const uint16_t *k, size_t k_stride, const uint16_t *q, __m512 *c)
+{
+    __m512 qv[4];
+    GW_UNROLL
+    for (int r = 0; r < 4; r++)
+        qv[r] = LDH(q + 16 * r);
+    GW_UNROLL16
+    for (int j = 0; j < 16; j++) {
+        const uint16_t *x = k + (size_t)j * k_stride;
+        __m512 a[4];
+        GW_UNROLL
+        for (int r = 0; r < 4; r++)
+            a[r] = _mm512_fmadd_ps(LDH(x + 16 * r), qv[r], _mm512_setzero_ps());
+        for (int i = 64; i < n; i += 64)
+            GW_UNROLL
+        for (int r = 0; r < 4; r++)
+            a[r] = _mm512_fmadd_ps(LDH(x + i + 16 * r), LDH(q + i + 16 * r), a[r]);
+        c[j] = _mm512_add_ps(_mm512_add_ps(a[0], a[2]), _mm512_add_ps(a[1], a[3]));
+    }
+}
+
+L2 static void dot_keys16_l2(int n, const uint16_t *k, size_t k_stride, const uint16_t *q,
+                             float scale, float *out)
+{
+    __m512 c[16];
+    dot_keys16_n(n, k, k_stride, q, c);
+    /* distance 8: key j in lanes 0..7, key j + 8 in lanes 8..15 */
+    __m512 p[8], t4[4], t2[2];
+    GW_UNROLL
+    for (int j = 0; j < 8; j++)
+        p[j] = _mm512_add_ps(_mm512_shuffle_f32x4(c[j], c[j + 8], _MM_SHUFFLE(1, 0, 1, 0)),
+                             _mm512_shuffle_f32x4(c[j], c[j + 8], _MM_SHUFFLE(3, 2, 3, 2)));
+    /* distance 4: 128-bit lanes hold keys j, j + 8, j + 4, j + 12 */
+    GW_UNROLL
+    for (int j = 0; j < 4; j++)
+        t4[j] = _mm512_add_ps(_mm512_shuffle_f32x4(p[j], p[j + 4], _MM_SHUFFLE(2, 0, 2, 0)),
+                              _mm512_shuffle_f32x4(p[j], p[j + 4], _MM_SHUFFLE(3, 1, 3, 1)));
+    /* distance 2, then 1, inside the 128-bit lanes */
+    GW_UNROLL
+    for (int j = 0; j < 2; j++)
+        t2[j] = _mm512_add_ps(_mm512_shuffle_ps(t4[j], t4[j + 2], _MM_SHUFFLE(1, 0, 1, 0)),
+                              _mm512_shuffle_ps(t4[j], t4[j + 2], _MM_SHUFFLE(3, 2, 3, 2)));
+    __m512 sum = _mm512_add_ps(_mm512_shuffle_ps(t2[0], t2[1], _MM_SHUFFLE(2, 0, 2, 0)),
+                               _mm512_shuffle_ps(t2[0], t2[1], _MM_SHUFFLE(3, 1, 3, 1)));
+    /* lane 4L + e holds key {0, 2, 1, 3}[e] + {0, 8, 4, 12}[L] */
+    const __m512i order = _mm512_setr_epi32(0, 2, 1, 3, 8, 10, 9, 11, 4, 6, 5, 7, 12, 14, 13, 15);
+    _mm512_storeu_ps(out, _mm512_permutexvar_ps(order, _mm512_mul_ps(sum, _mm512_set1_ps(scale))));
+}
+
+L2 void gw_dot_keys_avx512(int n, const uint16_t *k, size_t k_stride, int n_keys, const uint16_t *q,
+                           float scale, float *out)
+{
+    int j = 0;
+    if (n % 64 == 0)
+        for (; j + 16 <= n_keys; j += 16)
+            dot_keys16_l2(n, k + (size_t)j * k_stride, k_stride, q, scale, out + j);
+    for (; j < n_keys; j++)
+        out[j] = dot_hh_l2(n, k + (size_t)j * k_stride, q) * scale;
+}
+
 /* attn_v with nl lanes (64 or 16), 16 output dimensions at a time; rows
  * never written (fewer positions than lanes) count as zeros. */
 L2_INLINE void attn_v_lanes_l2(int hd, int n_pos, const uint16_t *a, const uint16_t *v,
@@ -701,6 +769,12 @@ const gw_attn_kernels *gw_attn_avx512(void)
 int32_t gw_argmax_avx512(const float *x, int n)
 {
     return gw_argmax_portable(x, n);
+}
+
+void gw_dot_keys_avx512(int n, const uint16_t *k, size_t k_stride, int n_keys, const uint16_t *q,
+                        float scale, float *out)
+{
+    gw_dot_keys_at(gw_attn_avx2(), n, k, k_stride, n_keys, q, scale, out);
 }
 
 void gw_quantize_q8_avx512(const float *x, gw_q8 *y, int n)

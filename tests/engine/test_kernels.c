@@ -316,6 +316,41 @@ static void test_avx512_dot_keys_gives_avx2_scores(void **state)
         }
 }
 
+/* Level 2's attn_v reading the values where a paged cache keeps them
+ * (blocks of 32 positions, out of order, strided) against level 1's over
+ * the same values gathered into rows: bits, single-token (64 lanes) and
+ * batch (16) kernels, fewer and more positions than lanes, a partial last
+ * block. */
+static void test_avx512_paged_attn_v_gives_avx2_bits(void **state)
+{
+    (void)state;
+    enum { HD = 64, STRIDE = 192, BLK = 32, NB = 6 };
+    static uint16_t pool[NB * BLK * STRIDE], gathered[NB * BLK * HD], a[NB * BLK];
+    static float lanes[64 * HD];
+    for (size_t i = 0; i < sizeof pool / sizeof pool[0]; i++)
+        pool[i] = gw_f32_to_fp16(uniform(2.0f));
+    for (int t = 0; t < NB * BLK; t++)
+        a[t] = gw_f32_to_fp16(uniform(1.0f));
+    const int order[NB] = {3, 0, 5, 1, 4, 2}; /* the sequence's blocks in the pool */
+    const uint16_t *vb[NB];
+    for (int b = 0; b < NB; b++) {
+        vb[b] = pool + (size_t)order[b] * BLK * STRIDE + 64; /* a kv head's offset */
+        for (int t = 0; t < BLK; t++)
+            memcpy(gathered + ((size_t)b * BLK + (size_t)t) * HD, vb[b] + (size_t)t * STRIDE,
+                   HD * 2);
+    }
+    const int npos[] = {1, 5, 16, 17, 32, 33, 64, 65, 100, NB * BLK};
+    for (int batched = 0; batched < 2; batched++)
+        for (size_t p = 0; p < sizeof npos / sizeof npos[0]; p++) {
+            float want[HD], got[HD];
+            gw_attn_avx2()->attn_v[batched](HD, npos[p], a, gathered, HD, lanes, want);
+            memset(lanes, 0x7f, sizeof lanes); /* no zeroing is relied on */
+            gw_attn_v_paged_avx512(batched, HD, npos[p], a, vb, BLK, STRIDE, lanes, got);
+            if (memcmp(got, want, sizeof got) != 0)
+                fail_msg("paged attn_v batched %d n_pos %d differs", batched, npos[p]);
+        }
+}
+
 /* Level 2's activation quantizer against the portable one, block for
  * block: random rows, a zero block, NaNs, values near the rounding ties. */
 static void test_avx512_quantize_gives_the_portable_blocks(void **state)
@@ -415,6 +450,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_avx512_kernels_give_avx2_bits),
         cmocka_unit_test(test_avx512_argmax_gives_the_portable_index),
         cmocka_unit_test(test_avx512_dot_keys_gives_avx2_scores),
+        cmocka_unit_test(test_avx512_paged_attn_v_gives_avx2_bits),
         cmocka_unit_test(test_avx512_quantize_gives_the_portable_blocks),
     };
     if (level == GW_SIMD_AVX2)

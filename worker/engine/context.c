@@ -48,6 +48,7 @@ static int ctx_scratch(gw_ctx *x, int nt)
     x->lanes = malloc((size_t)nt * 64 * hd * sizeof(float));
     x->att = malloc((size_t)nt * (size_t)x->n_ctx * sizeof(float));
     x->vgather = malloc((size_t)nt * (size_t)x->n_ctx * hd * sizeof(uint16_t));
+    x->vptr = malloc((size_t)nt * (size_t)(x->n_ctx / GW_KV_BLOCK + 1) * sizeof *x->vptr);
     x->x = malloc(R * dim * sizeof(float));
     x->xb = malloc(R * dim * sizeof(float));
     x->xb2 = malloc(R * dim * sizeof(float));
@@ -62,9 +63,9 @@ static int ctx_scratch(gw_ctx *x, int nt)
     x->row_pos = malloc(R * sizeof(int));
     x->row_multi = malloc(R);
     x->rope_cs = malloc(R * hd * sizeof(float));
-    if (!x->qh || !x->atth || !x->lanes || !x->att || !x->vgather || !x->x || !x->xb || !x->xb2 ||
-        !x->q || !x->k || !x->v || !x->hb || !x->hb2 || !x->xq || !x->xq2 || !x->row_seq ||
-        !x->row_pos || !x->row_multi || !x->rope_cs)
+    if (!x->qh || !x->atth || !x->lanes || !x->att || !x->vgather || !x->vptr || !x->x || !x->xb ||
+        !x->xb2 || !x->q || !x->k || !x->v || !x->hb || !x->hb2 || !x->xq || !x->xq2 ||
+        !x->row_seq || !x->row_pos || !x->row_multi || !x->rope_cs)
         return -ENOMEM;
     return 0;
 }
@@ -300,6 +301,7 @@ void gw_ctx_free(gw_ctx *x)
     free(x->row_pos);
     free(x->row_multi);
     free(x->vgather);
+    free((void *)x->vptr);
     free(x->item_logit);
     free(x->logits);
     free(x);

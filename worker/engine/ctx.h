@@ -56,11 +56,12 @@ struct gw_ctx {
     int legacy_seq;      /* the sequence gw_ctx_eval uses, -1 before */
 
     /* scratch, per thread */
-    uint16_t *qh;      /* [n_threads][head_dim] query as halves */
-    uint16_t *atth;    /* [n_threads][n_ctx] softmax weights as halves */
-    float *lanes;      /* [n_threads][64 * head_dim] V-sum lanes */
-    float *att;        /* [n_threads][n_ctx] attention scores */
-    uint16_t *vgather; /* [n_threads][n_ctx][head_dim] one kv head's values */
+    uint16_t *qh;          /* [n_threads][head_dim] query as halves */
+    uint16_t *atth;        /* [n_threads][n_ctx] softmax weights as halves */
+    float *lanes;          /* [n_threads][64 * head_dim] V-sum lanes */
+    float *att;            /* [n_threads][n_ctx] attention scores */
+    uint16_t *vgather;     /* [n_threads][n_ctx][head_dim] one kv head's values */
+    const uint16_t **vptr; /* [n_threads][n_ctx / GW_KV_BLOCK + 1] where its blocks are */
     /* scratch, per row of a pass */
     float *x;               /* [rows][dim] residual stream */
     float *xb, *xb2;        /* [rows][dim] normed input, attention output */

@@ -146,6 +146,12 @@ void gw_dot_keys_at(const gw_attn_kernels *ks, int n, const uint16_t *k, size_t 
                     int n_keys, const uint16_t *q, float scale, float *out);
 void gw_dot_keys_avx512(int n, const uint16_t *k, size_t k_stride, int n_keys, const uint16_t *q,
                         float scale, float *out);
+/* Level 2's attn_v[batched] (hd % 16 == 0, level 2 CPUs only) with the
+ * values where a paged cache keeps them: position t's at vb[t / blk] +
+ * (t % blk) * v_stride; the bits of attn_v over the values gathered. */
+void gw_attn_v_paged_avx512(int batched, int hd, int n_pos, const uint16_t *a,
+                            const uint16_t *const *vb, int blk, size_t v_stride, float *lanes,
+                            float *out);
 const gw_attn_kernels *gw_attn_avx2(void);
 const gw_attn_kernels *gw_attn_avx512(void);
 

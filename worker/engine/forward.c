@@ -243,6 +243,9 @@ static void att_share(void *arg, int i, int n)
     float scale = 1.0f / sqrtf((float)hd);
     gw_f16_row_fn to_half = gw_f32_to_f16_row_for();
     int have_r = -1, have_kvh = -1;
+    /* level 2 reads the values in place, block by block */
+    int paged = gw_simd_get() >= GW_SIMD_AVX512 && hd % 16 == 0;
+    const uint16_t **vb = x->vptr + (size_t)i * (size_t)(x->n_ctx / GW_KV_BLOCK + 1);
     for (int it = items * i / n; it < items * (i + 1) / n; it++) {
         int r = it / c->n_head, h = it % c->n_head, kvh = h / group;
         int seq = x->row_seq[r], pos = x->row_pos[r];
@@ -261,12 +264,20 @@ static void att_share(void *arg, int i, int n)
         softmax(att, pos + 1);
         to_half(att, ah, pos + 1);
         if (r != have_r || kvh != have_kvh) {
-            gather_v(x, j->layer, seq, kvh, pos + 1, vg);
+            if (paged)
+                for (int t0 = 0, b = 0; t0 <= pos; t0 += GW_KV_BLOCK, b++)
+                    vb[b] = x->value_cache + gw__kv_off(x, j->layer, seq, t0) + (size_t)kvh * hd;
+            else
+                gather_v(x, j->layer, seq, kvh, pos + 1, vg);
             have_r = r;
             have_kvh = kvh;
         }
         float *o = x->xb2 + (size_t)r * c->dim + h * hd;
-        gw_attn_v_for(x->row_multi[r])(hd, pos + 1, ah, vg, (size_t)hd, lanes, o);
+        if (paged)
+            gw_attn_v_paged_avx512(x->row_multi[r], hd, pos + 1, ah, vb, GW_KV_BLOCK,
+                                   (size_t)c->n_head_kv * hd, lanes, o);
+        else
+            gw_attn_v_for(x->row_multi[r])(hd, pos + 1, ah, vg, (size_t)hd, lanes, o);
         if (hd % 32 == 0) /* its blocks of attn_output's input */
             gw_quantize_q8(o, x->xq2 + (size_t)r * x->xq_stride + h * hd / 32, hd);
     }

@@ -13,6 +13,8 @@
  * any x86-64 as long as gw_simd_set has checked the CPU. */
 #include "engine.h"
 
+#include <stdlib.h>
+
 #ifndef GW_AVX512_VNNI
 #define GW_AVX512_VNNI 0
 #endif
@@ -608,25 +610,30 @@ L2 void gw_dot_keys_avx512(int n, const uint16_t *k, size_t k_stride, int n_keys
         out[j] = dot_hh_l2(n, k + (size_t)j * k_stride, q) * scale;
 }
 
-/* attn_v with nl lanes (64 or 16), 16 output dimensions at a time; rows
- * never written (fewer positions than lanes) count as zeros. */
-L2_INLINE void attn_v_lanes_l2(int hd, int n_pos, const uint16_t *a, const uint16_t *v,
-                               size_t v_stride, float *lanes, float *out, int nl)
+/* attn_v with nl lanes (64 or 16), 16 output dimensions at a time (hd %
+ * 16 == 0), position t's values at vb[t / blk] + (t % blk) * v_stride;
+ * rows never written (fewer positions than lanes) count as zeros. A lane's
+ * first term is its product added to zero, as the lanes' zeroing and an
+ * addition give it. */
+L2_INLINE void attn_v_blocks_l2(int hd, int n_pos, const uint16_t *a, const uint16_t *const *vb,
+                                int blk, size_t v_stride, float *lanes, float *out, int nl)
 {
-    if (hd % 16) {
-        gw_attn_avx2()->attn_v[nl == 16](hd, n_pos, a, v, v_stride, lanes, out);
-        return;
-    }
     int used = n_pos < nl ? n_pos : nl;
-    memset(lanes, 0, (size_t)used * (size_t)hd * sizeof(float));
-    for (int t = 0; t < n_pos; t++) {
-        __m512 w = _mm512_set1_ps(gw_h2f(a[t]));
-        float *l = lanes + (size_t)(t % nl) * (size_t)hd;
-        const uint16_t *vt = v + (size_t)t * v_stride;
-        for (int d = 0; d < hd; d += 16)
-            _mm512_storeu_ps(l + d, _mm512_fmadd_ps(LDH(vt + d), w, _mm512_loadu_ps(l + d)));
+    const __m512 z = _mm512_setzero_ps();
+    for (int t = 0, b = 0; t < n_pos; b++) {
+        const uint16_t *vt = vb[b];
+        for (int e = t + (n_pos - t < blk ? n_pos - t : blk); t < e; t++, vt += v_stride) {
+            __m512 w = _mm512_set1_ps(gw_h2f(a[t]));
+            float *l = lanes + (size_t)(t % nl) * (size_t)hd;
+            if (t < nl)
+                for (int d = 0; d < hd; d += 16)
+                    _mm512_storeu_ps(l + d, _mm512_fmadd_ps(LDH(vt + d), w, z));
+            else
+                for (int d = 0; d < hd; d += 16)
+                    _mm512_storeu_ps(l + d,
+                                     _mm512_fmadd_ps(LDH(vt + d), w, _mm512_loadu_ps(l + d)));
+        }
     }
-    __m512 z = _mm512_setzero_ps();
     for (int d = 0; d < hd; d += 16) {
 #define L(k) ((k) < used ? _mm512_loadu_ps(lanes + (size_t)(k) * (size_t)hd + d) : z)
         __m512 c[16], t3[8];
@@ -641,6 +648,28 @@ L2_INLINE void attn_v_lanes_l2(int hd, int n_pos, const uint16_t *a, const uint1
         __m512 t62 = _mm512_add_ps(t3[2], t3[6]), t63 = _mm512_add_ps(t3[3], t3[7]);
         _mm512_storeu_ps(out + d, _mm512_add_ps(_mm512_add_ps(t60, t62), _mm512_add_ps(t61, t63)));
     }
+}
+
+L2_INLINE void attn_v_lanes_l2(int hd, int n_pos, const uint16_t *a, const uint16_t *v,
+                               size_t v_stride, float *lanes, float *out, int nl)
+{
+    if (hd % 16) {
+        gw_attn_avx2()->attn_v[nl == 16](hd, n_pos, a, v, v_stride, lanes, out);
+        return;
+    }
+    attn_v_blocks_l2(hd, n_pos, a, &v, n_pos > 0 ? n_pos : 1, v_stride, lanes, out, nl);
+}
+
+L2 void gw_attn_v_paged_avx512(int batched, int hd, int n_pos, const uint16_t *a,
+                               const uint16_t *const *vb, int blk, size_t v_stride, float *lanes,
+                               float *out)
+{
+    if (batched) /* nl a constant in each: t % nl is a mask */
+        attn_v_blocks_l2(hd, n_pos, a, vb, blk, v_stride, lanes, out, 16);
+    else if (hd == 64)
+        attn_v_blocks_l2(64, n_pos, a, vb, blk, v_stride, lanes, out, 64);
+    else
+        attn_v_blocks_l2(hd, n_pos, a, vb, blk, v_stride, lanes, out, 64);
 }
 #undef LDH
 
@@ -775,6 +804,15 @@ void gw_dot_keys_avx512(int n, const uint16_t *k, size_t k_stride, int n_keys, c
                         float scale, float *out)
 {
     gw_dot_keys_at(gw_attn_avx2(), n, k, k_stride, n_keys, q, scale, out);
+}
+
+void gw_attn_v_paged_avx512(int batched, int hd, int n_pos, const uint16_t *a,
+                            const uint16_t *const *vb, int blk, size_t v_stride, float *lanes,
+                            float *out)
+{
+    (void)batched, (void)hd, (void)n_pos, (void)a, (void)vb, (void)blk, (void)v_stride;
+    (void)lanes, (void)out;
+    abort(); /* gw_simd_set never picks level 2 off x86 */
 }
 
 void gw_quantize_q8_avx512(const float *x, gw_q8 *y, int n)

@@ -246,11 +246,28 @@ static void att_share(void *arg, int i, int n)
     /* level 2 reads the values in place, block by block */
     int paged = gw_simd_get() >= GW_SIMD_AVX512 && hd % 16 == 0;
     const uint16_t **vb = x->vptr + (size_t)i * (size_t)(x->n_ctx / GW_KV_BLOCK + 1);
-    for (int it = items * i / n; it < items * (i + 1) / n; it++) {
+    /* items split by their cost (the positions they attend to), so rows
+     * of long and short sequences share the threads evenly */
+    int64_t total = 0, acc = 0;
+    for (int r = 0; r < j->rows; r++)
+        total += (int64_t)(x->row_pos[r] + 1) * c->n_head;
+    int from = items, to = items;
+    for (int it = 0; it < items; it++) {
+        if (from == items && acc >= total * i / n)
+            from = it;
+        if (acc >= total * (i + 1) / n) {
+            to = it;
+            break;
+        }
+        acc += x->row_pos[it / c->n_head] + 1;
+    }
+    for (int it = from; it < to; it++) {
         int r = it / c->n_head, h = it % c->n_head, kvh = h / group;
         int seq = x->row_seq[r], pos = x->row_pos[r];
         gw_dot_hh_fn dot = gw_dot_hh_for(x->row_multi[r]);
-        to_half(x->q + (size_t)r * c->dim + h * hd, q, hd);
+        float *qf = x->q + (size_t)r * c->dim + h * hd;
+        rope(qf, 1, hd, x->rope_cs + (size_t)r * hd); /* this head's q, here in parallel */
+        to_half(qf, q, hd);
         if (x->row_multi[r])
             for (int t = 0; t <= pos; t++)
                 att[t] =
@@ -283,16 +300,15 @@ static void att_share(void *arg, int i, int n)
     }
 }
 
-/* RoPE on the rows' q and k, then k and v into their sequences' blocks. */
+/* RoPE on the rows' k, then k and v into their sequences' blocks. */
 static void rope_store(gw_ctx *x, int l, int R)
 {
     const gw_model_config *c = &x->m->cfg;
-    int dim = c->dim, hd = c->head_dim, kv_dim = hd * c->n_head_kv;
+    int hd = c->head_dim, kv_dim = hd * c->n_head_kv;
     gw_f16_row_fn to_half = gw_f32_to_f16_row_for();
     for (int r = 0; r < R; r++) {
         const float *cs = x->rope_cs + (size_t)r * hd;
-        rope(x->q + (size_t)r * dim, c->n_head, hd, cs);
-        rope(x->k + (size_t)r * kv_dim, c->n_head_kv, hd, cs);
+        rope(x->k + (size_t)r * kv_dim, c->n_head_kv, hd, cs); /* q's: in att_share */
         size_t off = gw__kv_off(x, l, x->row_seq[r], x->row_pos[r]);
         to_half(x->k + (size_t)r * kv_dim, x->key_cache + off, kv_dim);
         to_half(x->v + (size_t)r * kv_dim, x->value_cache + off, kv_dim);

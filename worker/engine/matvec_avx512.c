@@ -91,14 +91,6 @@ L2_INLINE __m256i nibbles32(const uint8_t *qs)
     return _mm256_and_si256(_mm256_srlv_epi16(t, sh), _mm256_set1_epi8(0x0f));
 }
 
-/* The same 32 bytes twice, in both halves of a 512-bit vector. */
-L2_INLINE __m512i nibbles32x2(const uint8_t *qs)
-{
-    __m512i t = _mm512_broadcast_i32x4(_mm_loadu_si128((const __m128i *)qs));
-    __m512i sh = _mm512_maskz_mov_epi16(0xff00ff00u, _mm512_set1_epi16(4));
-    return _mm512_and_si512(_mm512_srlv_epi16(t, sh), _mm512_set1_epi8(0x0f));
-}
-
 /* ---- single-row kernels: matvec_avx2.c's, one instruction fewer per
  * step here and there ---- */
 

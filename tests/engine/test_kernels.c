@@ -1,6 +1,6 @@
 /* test_kernels.c: the multi-row kernels of gw_mat_rows give every output
  * exactly the bits of the single-row kernel of the same SIMD level, for
- * every weight type the engine reads and 1 to 9 activation rows; the
+ * every weight type the engine reads and 1 to 17 activation rows; the
  * AVX-512 kernels give the AVX2 ones' bits; and the level follows the CPU,
  * GW_SIMD and GW_NO_AVX2. Bits, not closeness: a batched forward pass must
  * give each sequence the logits it would get alone.
@@ -120,20 +120,20 @@ static void check_rows(int lvl, int vnni, const gw_mat *W, int nb, int r0, int r
     free(out);
 }
 
-/* Every type, 1..9 activation rows, all 11 weight rows and rows [1, 10)
- * (tiles of 4 and 2 weight rows with their remainders, chunks of the
+/* Every type, 1..17 activation rows, all 19 weight rows and rows [1, 18)
+ * (tiles of 2 to 8 weight rows with every remainder, chunks of the
  * activation rows at every offset). */
 static void check_level(int lvl, int vnni)
 {
-    enum { ROWS = 11, COLS = 768 };
+    enum { ROWS = 19, COLS = 768 };
     for (size_t t = 0; t < sizeof all_types / sizeof all_types[0]; t++) {
         gw_mat W;
         random_matrix(&W, all_types[t], ROWS, COLS);
-        for (int nb = 1; nb <= 9; nb++) {
+        for (int nb = 1; nb <= 17; nb++) {
             check_rows(lvl, vnni, &W, nb, 0, ROWS);
             check_rows(lvl, vnni, &W, nb, 1, ROWS - 1);
+            check_rows(lvl, vnni, &W, nb, 3, 4);
         }
-        check_rows(lvl, vnni, &W, 16, 3, 4);
         free((void *)W.data);
     }
 }
@@ -253,6 +253,138 @@ static void test_avx512_kernels_give_avx2_bits(void **state)
     assert_memory_equal(h1, h2, sizeof h1);
 }
 
+/* Level 2's argmax against the portable loop: the first index of the
+ * largest value, ties to the lower index, NaNs never chosen (a NaN first
+ * value is never beaten), -0 and +0 equal; lengths around the 16 lanes. */
+static void test_avx512_argmax_gives_the_portable_index(void **state)
+{
+    (void)state;
+    enum { N = 49152 + 17 };
+    static float x[N];
+    const int ns[] = {1, 15, 16, 31, 32, 33, 47, 100, 49152, N};
+    for (int round = 0; round < 12; round++) {
+        for (int i = 0; i < N; i++)
+            x[i] = round % 3 == 0 ? uniform(8.0f) : (float)(next() % 7); /* many ties */
+        if (round == 4)
+            x[0] = NAN;
+        if (round == 5)
+            for (int i = 0; i < N; i += 3)
+                x[i] = NAN;
+        if (round == 6) {
+            for (int i = 0; i < N; i++)
+                x[i] = i % 2 ? -0.0f : 0.0f;
+        }
+        if (round == 7)
+            x[N - 1] = 1e9f; /* the maximum in the scalar tail */
+        if (round == 8)
+            x[20000] = INFINITY, x[40000] = INFINITY;
+        for (size_t k = 0; k < sizeof ns / sizeof ns[0]; k++) {
+            int32_t want = gw_argmax_portable(x, ns[k]), got = gw_argmax_avx512(x, ns[k]);
+            if (got != want)
+                fail_msg("round %d n %d: avx512 %d, portable %d", round, ns[k], got, want);
+        }
+    }
+}
+
+/* Level 2's scores of a run of keys (16 at a time, then one by one)
+ * against level 1's single-token dot product, one key at a time, times
+ * the scale: bits; head sizes of one and two 64-lane steps and one not a
+ * multiple of 64, runs shorter and longer than 16 keys, keys strided as
+ * in a KV block. */
+static void test_avx512_dot_keys_gives_avx2_scores(void **state)
+{
+    (void)state;
+    enum { STRIDE = 200, KEYS = 37 };
+    static uint16_t k[KEYS * STRIDE], q[128];
+    for (size_t i = 0; i < sizeof k / sizeof k[0]; i++)
+        k[i] = gw_f32_to_fp16(uniform(3.0f));
+    for (size_t i = 0; i < sizeof q / sizeof q[0]; i++)
+        q[i] = gw_f32_to_fp16(uniform(3.0f));
+    k[5] = gw_f32_to_fp16(0.0f), q[5] = gw_f32_to_fp16(-1.0f); /* a -0 product */
+    const int ns[] = {64, 128, 48}, runs[] = {1, 15, 16, 17, 32, KEYS};
+    const float scale = 0.125f;
+    for (size_t i = 0; i < sizeof ns / sizeof ns[0]; i++)
+        for (size_t r = 0; r < sizeof runs / sizeof runs[0]; r++) {
+            float want[KEYS], got[KEYS + 16];
+            for (int j = 0; j < runs[r]; j++)
+                want[j] = gw_attn_avx2()->dot_hh[0](ns[i], k + (size_t)j * STRIDE, q) * scale;
+            gw_dot_keys_avx512(ns[i], k, STRIDE, runs[r], q, scale, got);
+            for (int j = 0; j < runs[r]; j++)
+                if (memcmp(&got[j], &want[j], sizeof got[j]) != 0)
+                    fail_msg("n %d, %d keys: key %d avx512 %.9g, avx2 %.9g", ns[i], runs[r], j,
+                             (double)got[j], (double)want[j]);
+        }
+}
+
+/* Level 2's attn_v reading the values where a paged cache keeps them
+ * (blocks of 32 positions, out of order, strided) against level 1's over
+ * the same values gathered into rows: bits, single-token (64 lanes) and
+ * batch (16) kernels, fewer and more positions than lanes, a partial last
+ * block. */
+static void test_avx512_paged_attn_v_gives_avx2_bits(void **state)
+{
+    (void)state;
+    enum { HD = 64, STRIDE = 192, BLK = 32, NB = 6 };
+    static uint16_t pool[NB * BLK * STRIDE], gathered[NB * BLK * HD], a[NB * BLK];
+    static float lanes[64 * HD];
+    for (size_t i = 0; i < sizeof pool / sizeof pool[0]; i++)
+        pool[i] = gw_f32_to_fp16(uniform(2.0f));
+    for (int t = 0; t < NB * BLK; t++)
+        a[t] = gw_f32_to_fp16(uniform(1.0f));
+    const int order[NB] = {3, 0, 5, 1, 4, 2}; /* the sequence's blocks in the pool */
+    const uint16_t *vb[NB];
+    for (int b = 0; b < NB; b++) {
+        vb[b] = pool + (size_t)order[b] * BLK * STRIDE + 64; /* a kv head's offset */
+        for (int t = 0; t < BLK; t++)
+            memcpy(gathered + ((size_t)b * BLK + (size_t)t) * HD, vb[b] + (size_t)t * STRIDE,
+                   HD * 2);
+    }
+    const int npos[] = {1, 5, 16, 17, 32, 33, 64, 65, 100, NB * BLK};
+    for (int batched = 0; batched < 2; batched++)
+        for (size_t p = 0; p < sizeof npos / sizeof npos[0]; p++) {
+            float want[HD], got[HD];
+            gw_attn_avx2()->attn_v[batched](HD, npos[p], a, gathered, HD, lanes, want);
+            memset(lanes, 0x7f, sizeof lanes); /* no zeroing is relied on */
+            gw_attn_v_paged_avx512(batched, HD, npos[p], a, vb, BLK, STRIDE, lanes, got);
+            if (memcmp(got, want, sizeof got) != 0)
+                fail_msg("paged attn_v batched %d n_pos %d differs", batched, npos[p]);
+        }
+}
+
+/* Level 2's activation quantizer against the portable one, block for
+ * block: random rows, a zero block, a huge and a tiny value, values near
+ * the rounding ties. (A NaN activation has no defined result: the
+ * portable conversion to int is undefined for it.) */
+static void test_avx512_quantize_gives_the_portable_blocks(void **state)
+{
+    (void)state;
+    enum { N = 1536 };
+    static float x[N];
+    static gw_q8 a[N / 32], b[N / 32];
+    for (int round = 0; round < 20; round++) {
+        for (int i = 0; i < N; i++)
+            x[i] = uniform(round % 2 ? 4.0f : 300.0f);
+        if (round == 1)
+            for (int i = 32; i < 64; i++)
+                x[i] = 0.0f;
+        if (round == 2)
+            x[70] = 1e30f, x[100] = -1e-30f; /* a huge value, a tiny one */
+        if (round == 3)
+            for (int i = 0; i < N; i++)
+                x[i] = (float)((int)(next() % 255) - 127) + 0.5f; /* ties once scaled by 1 */
+        if (round == 3)
+            x[0] = 127.0f; /* amax 127: the multiplier is 1 */
+        memset(a, 0x55, sizeof a);
+        memset(b, 0xaa, sizeof b);
+        gw_quantize_q8_portable(x, a, N);
+        gw_quantize_q8_avx512(x, b, N);
+        for (int k = 0; k < N / 32; k++)
+            if (memcmp(&a[k], &b[k], sizeof a[k]) != 0)
+                fail_msg("round %d block %d: avx512 d %.9g s %.9g, portable d %.9g s %.9g", round,
+                         k, (double)b[k].d, (double)b[k].s, (double)a[k].d, (double)a[k].s);
+    }
+}
+
 /* The default level is the best the CPU has; GW_SIMD=0|1|2 caps it (other
  * values are ignored), GW_NO_AVX2=1 means portable whatever GW_SIMD says;
  * an explicit level above the CPU's gets the CPU's best. */
@@ -318,6 +450,10 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_mat_rows_with_heap_table_equals_single_row_dots),
         cmocka_unit_test(test_mat_rows_uses_the_level_in_force),
         cmocka_unit_test(test_avx512_kernels_give_avx2_bits),
+        cmocka_unit_test(test_avx512_argmax_gives_the_portable_index),
+        cmocka_unit_test(test_avx512_dot_keys_gives_avx2_scores),
+        cmocka_unit_test(test_avx512_paged_attn_v_gives_avx2_bits),
+        cmocka_unit_test(test_avx512_quantize_gives_the_portable_blocks),
     };
     if (level == GW_SIMD_AVX2)
         return cmocka_run_group_tests_name("kernels_avx2", avx2, NULL, NULL);

@@ -48,6 +48,7 @@ static int ctx_scratch(gw_ctx *x, int nt)
     x->lanes = malloc((size_t)nt * 64 * hd * sizeof(float));
     x->att = malloc((size_t)nt * (size_t)x->n_ctx * sizeof(float));
     x->vgather = malloc((size_t)nt * (size_t)x->n_ctx * hd * sizeof(uint16_t));
+    x->vptr = malloc((size_t)nt * (size_t)(x->n_ctx / GW_KV_BLOCK + 1) * sizeof *x->vptr);
     x->x = malloc(R * dim * sizeof(float));
     x->xb = malloc(R * dim * sizeof(float));
     x->xb2 = malloc(R * dim * sizeof(float));
@@ -57,13 +58,14 @@ static int ctx_scratch(gw_ctx *x, int nt)
     x->hb = malloc(R * ffn * sizeof(float));
     x->hb2 = malloc(R * ffn * sizeof(float));
     x->xq = calloc(R * x->xq_stride, sizeof(gw_q8));
+    x->xq2 = calloc(R * x->xq_stride, sizeof(gw_q8));
     x->row_seq = malloc(R * sizeof(int));
     x->row_pos = malloc(R * sizeof(int));
     x->row_multi = malloc(R);
     x->rope_cs = malloc(R * hd * sizeof(float));
-    if (!x->qh || !x->atth || !x->lanes || !x->att || !x->vgather || !x->x || !x->xb || !x->xb2 ||
-        !x->q || !x->k || !x->v || !x->hb || !x->hb2 || !x->xq || !x->row_seq || !x->row_pos ||
-        !x->row_multi || !x->rope_cs)
+    if (!x->qh || !x->atth || !x->lanes || !x->att || !x->vgather || !x->vptr || !x->x || !x->xb ||
+        !x->xb2 || !x->q || !x->k || !x->v || !x->hb || !x->hb2 || !x->xq || !x->xq2 ||
+        !x->row_seq || !x->row_pos || !x->row_multi || !x->rope_cs)
         return -ENOMEM;
     return 0;
 }
@@ -292,12 +294,14 @@ void gw_ctx_free(gw_ctx *x)
     free(x->hb);
     free(x->hb2);
     free(x->xq);
+    free(x->xq2);
     free(x->att);
     free(x->rope_cs);
     free(x->row_seq);
     free(x->row_pos);
     free(x->row_multi);
     free(x->vgather);
+    free((void *)x->vptr);
     free(x->item_logit);
     free(x->logits);
     free(x);
@@ -434,14 +438,8 @@ static int eval(gw_ctx *x, const int32_t *tokens, size_t n, int pos, bool want_l
         done += (size_t)nb;
     }
     x->last_device_ns = dev;
-    if (greedy) {
-        const float *lg = x->logits;
-        int32_t best = 0;
-        for (int i = 1; i < x->m->cfg.vocab; i++)
-            if (lg[i] > lg[best])
-                best = i;
-        *greedy = best;
-    }
+    if (greedy)
+        *greedy = gw_argmax(x->logits, x->m->cfg.vocab);
     return 0;
 }
 

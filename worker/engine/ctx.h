@@ -56,11 +56,12 @@ struct gw_ctx {
     int legacy_seq;      /* the sequence gw_ctx_eval uses, -1 before */
 
     /* scratch, per thread */
-    uint16_t *qh;      /* [n_threads][head_dim] query as halves */
-    uint16_t *atth;    /* [n_threads][n_ctx] softmax weights as halves */
-    float *lanes;      /* [n_threads][64 * head_dim] V-sum lanes */
-    float *att;        /* [n_threads][n_ctx] attention scores */
-    uint16_t *vgather; /* [n_threads][n_ctx][head_dim] one kv head's values */
+    uint16_t *qh;          /* [n_threads][head_dim] query as halves */
+    uint16_t *atth;        /* [n_threads][n_ctx] softmax weights as halves */
+    float *lanes;          /* [n_threads][64 * head_dim] V-sum lanes */
+    float *att;            /* [n_threads][n_ctx] attention scores */
+    uint16_t *vgather;     /* [n_threads][n_ctx][head_dim] one kv head's values */
+    const uint16_t **vptr; /* [n_threads][n_ctx / GW_KV_BLOCK + 1] where its blocks are */
     /* scratch, per row of a pass */
     float *x;               /* [rows][dim] residual stream */
     float *xb, *xb2;        /* [rows][dim] normed input, attention output */
@@ -68,6 +69,7 @@ struct gw_ctx {
     float *k, *v;           /* [rows][kv_dim] */
     float *hb, *hb2;        /* [rows][ffn] */
     gw_q8 *xq;              /* [rows][max(dim, ffn) / 32] quantized activations */
+    gw_q8 *xq2;             /* the same: what a job quantized for the next product */
     size_t xq_stride;       /* blocks per row */
     int *row_seq;           /* [rows] the sequence of each row */
     int *row_pos;           /* [rows] its position */
@@ -77,6 +79,7 @@ struct gw_ctx {
     float *logits;          /* [max_seqs][vocab]: the items' logits */
     int *item_logit;        /* [max_seqs] row of logits of item i, -1: none */
     int n_items;            /* items of the last pass */
+    uint64_t *prof;         /* where a pass's time goes (gw__ctx_prof), or NULL */
 
     /* On a GPU (gw_ctx_open with a CUDA device): the engine there holds
      * the weights and the KV cache of its one sequence; none of the CPU
@@ -107,5 +110,27 @@ static inline size_t gw__kv_off(const gw_ctx *x, int l, int seq, int pos)
 
 /* forward.c: one pass over the items' rows on the CPU. */
 void gw__forward(gw_ctx *x, const gw_batch_item *items, int n_items);
+
+/* Where the CPU passes' time goes, for tests/bench/bench_step.c: while
+ * prof (GW_PROF_N counters) is set, every pass adds the nanoseconds of
+ * each operation (wall time of the calling thread, the wait for the pool's
+ * other threads included) to prof[op]; and GW_PROF_WAIT the part of it the
+ * calling thread spent waiting for them. NULL stops it. */
+enum gw_prof_op {
+    GW_PROF_EMBED,   /* embedding rows, RoPE angles */
+    GW_PROF_NORM,    /* RMSNorms (attention, feed-forward, final) */
+    GW_PROF_QUANT,   /* activations quantized to Q8 */
+    GW_PROF_QKV,     /* Q, K, V products */
+    GW_PROF_ROPE,    /* RoPE and the KV cache writes */
+    GW_PROF_ATTN,    /* attention */
+    GW_PROF_WO,      /* output projection */
+    GW_PROF_GATE_UP, /* feed-forward gate and up products, SwiGLU, quantization */
+    GW_PROF_DOWN,    /* feed-forward down product */
+    GW_PROF_RESID,   /* residual adds */
+    GW_PROF_LOGITS,  /* the output matrix */
+    GW_PROF_WAIT,    /* of the above: the caller waiting for the pool */
+    GW_PROF_N
+};
+void gw__ctx_prof(gw_ctx *x, uint64_t *prof);
 
 #endif

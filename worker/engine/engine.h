@@ -135,12 +135,39 @@ typedef struct gw_attn_kernels {
     gw_f16_row_fn f32_to_f16;
 } gw_attn_kernels;
 extern const gw_attn_kernels gw_attn_portable;
+/* out[j] = dot_hh[0](n, k + j * k_stride, q) * scale for j < n_keys: the
+ * scores of a single-token row against a run of keys, bit for bit what
+ * the kernel one key at a time gives. gw_dot_keys at the level in force
+ * (level 2: 16 keys at a time); _at with the kernels of ks; _avx512 on
+ * level 2 CPUs only. */
+void gw_dot_keys(int n, const uint16_t *k, size_t k_stride, int n_keys, const uint16_t *q,
+                 float scale, float *out);
+void gw_dot_keys_at(const gw_attn_kernels *ks, int n, const uint16_t *k, size_t k_stride,
+                    int n_keys, const uint16_t *q, float scale, float *out);
+void gw_dot_keys_avx512(int n, const uint16_t *k, size_t k_stride, int n_keys, const uint16_t *q,
+                        float scale, float *out);
+/* Level 2's attn_v[batched] (hd % 16 == 0, level 2 CPUs only) with the
+ * values where a paged cache keeps them: position t's at vb[t / blk] +
+ * (t % blk) * v_stride; the bits of attn_v over the values gathered. */
+void gw_attn_v_paged_avx512(int batched, int hd, int n_pos, const uint16_t *a,
+                            const uint16_t *const *vb, int blk, size_t v_stride, float *lanes,
+                            float *out);
 const gw_attn_kernels *gw_attn_avx2(void);
 const gw_attn_kernels *gw_attn_avx512(void);
 
 /* Quantizes n floats (n % 32 == 0) into n/32 Q8 blocks the way llama.cpp's
- * x86 quantize_row_q8_0/q8_1 do: d and s are rounded to halves. */
+ * x86 quantize_row_q8_0/q8_1 do: d and s are rounded to halves. At the
+ * SIMD level in force; every level gives the portable one's bits. */
 void gw_quantize_q8(const float *x, gw_q8 *y, int n);
+void gw_quantize_q8_portable(const float *x, gw_q8 *y, int n);
+void gw_quantize_q8_avx512(const float *x, gw_q8 *y, int n); /* level 2 CPUs only */
+
+/* The first index of the largest of n floats (n >= 1), as `if (x[i] >
+ * x[best]) best = i` finds it (greedy sampling), at the SIMD level in
+ * force; every level gives the portable one's answer. */
+int32_t gw_argmax(const float *x, int n);
+int32_t gw_argmax_portable(const float *x, int n);
+int32_t gw_argmax_avx512(const float *x, int n); /* level 2 CPUs only */
 
 /* A weight matrix: rows x cols, each row cols elements of type, row_bytes
  * bytes, rows contiguous from data. */
@@ -198,5 +225,8 @@ int gw_pool_new(int n_threads, gw_pool **out);
 void gw_pool_free(gw_pool *p);
 int gw_pool_size(const gw_pool *p);
 void gw_pool_run(gw_pool *p, gw_pool_fn fn, void *arg);
+/* While wait_ns is set, each gw_pool_run adds to it the time the caller
+ * waited for the other threads after its own share (bench_step). */
+void gw_pool_prof(gw_pool *p, uint64_t *wait_ns);
 
 #endif

@@ -80,6 +80,28 @@ static void rope(float *v, int n_heads, int hd, const float *cs)
         }
 }
 
+/* Profiling (gw__ctx_prof): *t is the time of the last mark; PROF adds
+ * the time since to op. Nothing is read or written while prof is NULL. */
+static inline uint64_t prof_start(const gw_ctx *x)
+{
+    return x->prof ? gw_mono_ns() : 0;
+}
+
+static inline void prof_mark(gw_ctx *x, int op, uint64_t *t)
+{
+    if (x->prof) {
+        uint64_t now = gw_mono_ns();
+        x->prof[op] += now - *t;
+        *t = now;
+    }
+}
+
+void gw__ctx_prof(gw_ctx *x, uint64_t *prof)
+{
+    x->prof = prof;
+    gw_pool_prof(x->pool, prof ? &prof[GW_PROF_WAIT] : NULL);
+}
+
 /* A batched product over up to three matrices with the same input: the
  * rows of all of them are split evenly across the pool. */
 struct mm_job {
@@ -110,24 +132,72 @@ static void mm_share(void *arg, int i, int n)
     }
 }
 
-/* out_k[b][:] = W_k . in[b] for the nb batch rows of in (cols floats each). */
-static void matmul(gw_ctx *x, const gw_mat *w0, float *o0, const gw_mat *w1, float *o1,
-                   const gw_mat *w2, float *o2, const float *in, int nb)
+/* out_k[b][:] = W_k . in[b] for the nb batch rows of in (cols floats
+ * each). in is quantized into x->xq first, unless pre holds it quantized
+ * already (by the job that computed it). */
+static void matmul_q(gw_ctx *x, const gw_mat *w0, float *o0, const gw_mat *w1, float *o1,
+                     const gw_mat *w2, float *o2, const float *in, const gw_q8 *pre, int nb, int op,
+                     uint64_t *t)
 {
     int cols = w0->cols;
-    for (int b = 0; b < nb; b++)
-        gw_quantize_q8(in + (size_t)b * cols, x->xq + (size_t)b * x->xq_stride, cols);
+    if (!pre) {
+        for (int b = 0; b < nb; b++)
+            gw_quantize_q8(in + (size_t)b * cols, x->xq + (size_t)b * x->xq_stride, cols);
+        prof_mark(x, GW_PROF_QUANT, t);
+    }
     struct mm_job j = {.w = {w0, w1, w2},
                        .out = {o0, o1, o2},
                        .n_mats = w2   ? 3
                                  : w1 ? 2
                                       : 1,
-                       .xq = x->xq,
+                       .xq = pre ? pre : x->xq,
                        .xq_stride = x->xq_stride,
                        .xf = in,
                        .xf_stride = (size_t)cols,
                        .nb = nb};
     gw_pool_run(x->pool, mm_share, &j);
+    prof_mark(x, op, t);
+}
+
+static void matmul(gw_ctx *x, const gw_mat *w0, float *o0, const gw_mat *w1, float *o1,
+                   const gw_mat *w2, float *o2, const float *in, int nb, int op, uint64_t *t)
+{
+    matmul_q(x, w0, o0, w1, o1, w2, o2, in, NULL, nb, op, t);
+}
+
+/* The feed-forward's gate and up products and SwiGLU as one job: each
+ * share takes the same rows of both matrices (whole Q8 blocks of hb), so
+ * it finishes its part of hb = silu(gate) * up and quantizes it into
+ * x->xq2 for w_down itself, with no serial step between the products. */
+struct ffn_job {
+    gw_ctx *x;
+    const struct layer *L;
+    int rows, quant;
+};
+
+static void ffn_share(void *arg, int i, int n)
+{
+    struct ffn_job *j = arg;
+    gw_ctx *x = j->x;
+    int dim = x->m->cfg.dim, ffn = x->m->cfg.ffn, unit = j->quant ? 32 : 1;
+    int a = ffn / unit * i / n * unit, b = ffn / unit * (i + 1) / n * unit;
+    if (i == n - 1)
+        b = ffn;
+    if (a >= b)
+        return;
+    gw_mat_rows(&j->L->w_gate, x->xq, x->xq_stride, x->xb, (size_t)dim, j->rows, x->hb, (size_t)ffn,
+                a, b);
+    gw_mat_rows(&j->L->w_up, x->xq, x->xq_stride, x->xb, (size_t)dim, j->rows, x->hb2, (size_t)ffn,
+                a, b);
+    for (int r = 0; r < j->rows; r++) {
+        float *h = x->hb + (size_t)r * ffn, *u = x->hb2 + (size_t)r * ffn;
+        for (int e = a; e < b; e++) {
+            float g = h[e];
+            h[e] = g / (1.0f + expf(-g)) * u[e];
+        }
+        if (j->quant)
+            gw_quantize_q8(h + a, x->xq2 + (size_t)r * x->xq_stride + a / 32, b - a);
+    }
 }
 
 struct att_job {
@@ -173,35 +243,72 @@ static void att_share(void *arg, int i, int n)
     float scale = 1.0f / sqrtf((float)hd);
     gw_f16_row_fn to_half = gw_f32_to_f16_row_for();
     int have_r = -1, have_kvh = -1;
-    for (int it = items * i / n; it < items * (i + 1) / n; it++) {
+    /* level 2 reads the values in place, block by block */
+    int paged = gw_simd_get() >= GW_SIMD_AVX512 && hd % 16 == 0;
+    const uint16_t **vb = x->vptr + (size_t)i * (size_t)(x->n_ctx / GW_KV_BLOCK + 1);
+    /* items split by their cost (the positions they attend to), so rows
+     * of long and short sequences share the threads evenly */
+    int64_t total = 0, acc = 0;
+    for (int r = 0; r < j->rows; r++)
+        total += (int64_t)(x->row_pos[r] + 1) * c->n_head;
+    int from = items, to = items;
+    for (int it = 0; it < items; it++) {
+        if (from == items && acc >= total * i / n)
+            from = it;
+        if (acc >= total * (i + 1) / n) {
+            to = it;
+            break;
+        }
+        acc += x->row_pos[it / c->n_head] + 1;
+    }
+    for (int it = from; it < to; it++) {
         int r = it / c->n_head, h = it % c->n_head, kvh = h / group;
         int seq = x->row_seq[r], pos = x->row_pos[r];
         gw_dot_hh_fn dot = gw_dot_hh_for(x->row_multi[r]);
-        to_half(x->q + (size_t)r * c->dim + h * hd, q, hd);
-        for (int t = 0; t <= pos; t++)
-            att[t] = dot(hd, x->key_cache + gw__kv_off(x, j->layer, seq, t) + kvh * hd, q) * scale;
+        float *qf = x->q + (size_t)r * c->dim + h * hd;
+        rope(qf, 1, hd, x->rope_cs + (size_t)r * hd); /* this head's q, here in parallel */
+        to_half(qf, q, hd);
+        if (x->row_multi[r])
+            for (int t = 0; t <= pos; t++)
+                att[t] =
+                    dot(hd, x->key_cache + gw__kv_off(x, j->layer, seq, t) + kvh * hd, q) * scale;
+        else /* the keys of each block side by side */
+            for (int t0 = 0; t0 <= pos; t0 += GW_KV_BLOCK)
+                gw_dot_keys(hd, x->key_cache + gw__kv_off(x, j->layer, seq, t0) + kvh * hd,
+                            (size_t)c->n_head_kv * hd,
+                            pos + 1 - t0 < GW_KV_BLOCK ? pos + 1 - t0 : GW_KV_BLOCK, q, scale,
+                            att + t0);
         softmax(att, pos + 1);
         to_half(att, ah, pos + 1);
         if (r != have_r || kvh != have_kvh) {
-            gather_v(x, j->layer, seq, kvh, pos + 1, vg);
+            if (paged)
+                for (int t0 = 0, b = 0; t0 <= pos; t0 += GW_KV_BLOCK, b++)
+                    vb[b] = x->value_cache + gw__kv_off(x, j->layer, seq, t0) + (size_t)kvh * hd;
+            else
+                gather_v(x, j->layer, seq, kvh, pos + 1, vg);
             have_r = r;
             have_kvh = kvh;
         }
-        gw_attn_v_for(x->row_multi[r])(hd, pos + 1, ah, vg, (size_t)hd, lanes,
-                                       x->xb2 + (size_t)r * c->dim + h * hd);
+        float *o = x->xb2 + (size_t)r * c->dim + h * hd;
+        if (paged)
+            gw_attn_v_paged_avx512(x->row_multi[r], hd, pos + 1, ah, vb, GW_KV_BLOCK,
+                                   (size_t)c->n_head_kv * hd, lanes, o);
+        else
+            gw_attn_v_for(x->row_multi[r])(hd, pos + 1, ah, vg, (size_t)hd, lanes, o);
+        if (hd % 32 == 0) /* its blocks of attn_output's input */
+            gw_quantize_q8(o, x->xq2 + (size_t)r * x->xq_stride + h * hd / 32, hd);
     }
 }
 
-/* RoPE on the rows' q and k, then k and v into their sequences' blocks. */
+/* RoPE on the rows' k, then k and v into their sequences' blocks. */
 static void rope_store(gw_ctx *x, int l, int R)
 {
     const gw_model_config *c = &x->m->cfg;
-    int dim = c->dim, hd = c->head_dim, kv_dim = hd * c->n_head_kv;
+    int hd = c->head_dim, kv_dim = hd * c->n_head_kv;
     gw_f16_row_fn to_half = gw_f32_to_f16_row_for();
     for (int r = 0; r < R; r++) {
         const float *cs = x->rope_cs + (size_t)r * hd;
-        rope(x->q + (size_t)r * dim, c->n_head, hd, cs);
-        rope(x->k + (size_t)r * kv_dim, c->n_head_kv, hd, cs);
+        rope(x->k + (size_t)r * kv_dim, c->n_head_kv, hd, cs); /* q's: in att_share */
         size_t off = gw__kv_off(x, l, x->row_seq[r], x->row_pos[r]);
         to_half(x->k + (size_t)r * kv_dim, x->key_cache + off, kv_dim);
         to_half(x->v + (size_t)r * kv_dim, x->value_cache + off, kv_dim);
@@ -214,31 +321,41 @@ static void layer_pass(gw_ctx *x, int l, int R)
     const gw_model_config *c = &x->m->cfg;
     const struct layer *L = &x->m->l[l];
     int dim = c->dim, ffn = c->ffn;
+    uint64_t t = prof_start(x);
 
     /* attention: q, k, v of the normed input */
     for (int r = 0; r < R; r++)
         rmsnorm(x->xb + (size_t)r * dim, x->x + (size_t)r * dim, L->attn_norm, dim, c->rms_eps);
-    matmul(x, &L->wq, x->q, &L->wk, x->k, &L->wv, x->v, x->xb, R);
+    prof_mark(x, GW_PROF_NORM, &t);
+    matmul(x, &L->wq, x->q, &L->wk, x->k, &L->wv, x->v, x->xb, R, GW_PROF_QKV, &t);
     rope_store(x, l, R);
+    prof_mark(x, GW_PROF_ROPE, &t);
     struct att_job aj = {.x = x, .layer = l, .rows = R};
     gw_pool_run(x->pool, att_share, &aj);
+    prof_mark(x, GW_PROF_ATTN, &t);
 
     /* output projection and residual */
-    matmul(x, &L->wo, x->xb, NULL, NULL, NULL, NULL, x->xb2, R);
+    matmul_q(x, &L->wo, x->xb, NULL, NULL, NULL, NULL, x->xb2, c->head_dim % 32 ? NULL : x->xq2, R,
+             GW_PROF_WO, &t);
     for (size_t i = 0; i < (size_t)R * dim; i++)
         x->x[i] += x->xb[i];
+    prof_mark(x, GW_PROF_RESID, &t);
 
     /* SwiGLU feed-forward: w_down(silu(w_gate x) * w_up x), and residual */
     for (int r = 0; r < R; r++)
         rmsnorm(x->xb + (size_t)r * dim, x->x + (size_t)r * dim, L->ffn_norm, dim, c->rms_eps);
-    matmul(x, &L->w_gate, x->hb, &L->w_up, x->hb2, NULL, NULL, x->xb, R);
-    for (size_t i = 0; i < (size_t)R * ffn; i++) {
-        float g = x->hb[i];
-        x->hb[i] = g / (1.0f + expf(-g)) * x->hb2[i];
-    }
-    matmul(x, &L->w_down, x->xb, NULL, NULL, NULL, NULL, x->hb, R);
+    prof_mark(x, GW_PROF_NORM, &t);
+    for (int r = 0; r < R; r++)
+        gw_quantize_q8(x->xb + (size_t)r * dim, x->xq + (size_t)r * x->xq_stride, dim);
+    prof_mark(x, GW_PROF_QUANT, &t);
+    struct ffn_job fj = {.x = x, .L = L, .rows = R, .quant = ffn % 32 == 0};
+    gw_pool_run(x->pool, ffn_share, &fj);
+    prof_mark(x, GW_PROF_GATE_UP, &t); /* SwiGLU and quantization included */
+    matmul_q(x, &L->w_down, x->xb, NULL, NULL, NULL, NULL, x->hb, fj.quant ? x->xq2 : NULL, R,
+             GW_PROF_DOWN, &t);
     for (size_t i = 0; i < (size_t)R * dim; i++)
         x->x[i] += x->xb[i];
+    prof_mark(x, GW_PROF_RESID, &t);
 }
 
 /* The rows of the items: embeddings, sequence, position, kernel choice and
@@ -265,12 +382,15 @@ void gw__forward(gw_ctx *x, const gw_batch_item *items, int n_items)
 {
     const gw_model *m = x->m;
     int dim = m->cfg.dim;
+    uint64_t t = prof_start(x);
     int R = rows_in(x, items, n_items);
+    prof_mark(x, GW_PROF_EMBED, &t);
     for (int l = 0; l < m->cfg.n_layer; l++)
         layer_pass(x, l, R);
 
     /* final norm and output matrix for the last row of each item that asks */
     int nl = 0, last = -1;
+    t = prof_start(x);
     for (int i = 0; i < n_items; i++) {
         last += items[i].n;
         x->item_logit[i] = -1;
@@ -280,6 +400,7 @@ void gw__forward(gw_ctx *x, const gw_batch_item *items, int n_items)
                 m->cfg.rms_eps);
         x->item_logit[i] = nl++;
     }
+    prof_mark(x, GW_PROF_NORM, &t);
     if (nl)
-        matmul(x, &m->output, x->logits, NULL, NULL, NULL, NULL, x->xb, nl);
+        matmul(x, &m->output, x->logits, NULL, NULL, NULL, NULL, x->xb, nl, GW_PROF_LOGITS, &t);
 }

@@ -280,12 +280,7 @@ static int32_t sample(gw_gen *g, float *logits)
         return tok;
     }
     g->top1 = -1;
-    int vocab = gw_model_cfg(gw_ctx_model(g->c))->vocab;
-    int32_t tok = 0;
-    for (int i = 1; i < vocab; i++)
-        if (logits[i] > logits[tok])
-            tok = i;
-    return tok;
+    return gw_argmax(logits, gw_model_cfg(gw_ctx_model(g->c))->vocab);
 }
 
 /* The new token: end of generation, or recorded, turned into text and

@@ -690,6 +690,28 @@ void gw_mat_rows(const gw_mat *W, const gw_q8 *xq, size_t xq_stride, const float
     gw_mat_rows_at(s & 0xff, s >> 8, W, xq, xq_stride, xf, xf_stride, nb, out, out_stride, r0, r1);
 }
 
+void gw_quantize_q8(const float *x, gw_q8 *y, int n)
+{
+    if (gw_simd_get() >= GW_SIMD_AVX512)
+        gw_quantize_q8_avx512(x, y, n);
+    else
+        gw_quantize_q8_portable(x, y, n);
+}
+
+int32_t gw_argmax_portable(const float *x, int n)
+{
+    int32_t best = 0;
+    for (int i = 1; i < n; i++)
+        if (x[i] > x[best])
+            best = i;
+    return best;
+}
+
+int32_t gw_argmax(const float *x, int n)
+{
+    return gw_simd_get() >= GW_SIMD_AVX512 ? gw_argmax_avx512(x, n) : gw_argmax_portable(x, n);
+}
+
 static const gw_attn_kernels *attn_now(void)
 {
     switch (gw_simd_get()) {
@@ -700,6 +722,22 @@ static const gw_attn_kernels *attn_now(void)
     default:
         return gw_attn_avx512();
     }
+}
+
+void gw_dot_keys_at(const gw_attn_kernels *ks, int n, const uint16_t *k, size_t k_stride,
+                    int n_keys, const uint16_t *q, float scale, float *out)
+{
+    for (int j = 0; j < n_keys; j++)
+        out[j] = ks->dot_hh[0](n, k + (size_t)j * k_stride, q) * scale;
+}
+
+void gw_dot_keys(int n, const uint16_t *k, size_t k_stride, int n_keys, const uint16_t *q,
+                 float scale, float *out)
+{
+    if (gw_simd_get() >= GW_SIMD_AVX512)
+        gw_dot_keys_avx512(n, k, k_stride, n_keys, q, scale, out);
+    else
+        gw_dot_keys_at(attn_now(), n, k, k_stride, n_keys, q, scale, out);
 }
 
 gw_dot_hh_fn gw_dot_hh_for(int batched)

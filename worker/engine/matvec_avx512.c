@@ -13,6 +13,8 @@
  * any x86-64 as long as gw_simd_set has checked the CPU. */
 #include "engine.h"
 
+#include <stdlib.h>
+
 #ifndef GW_AVX512_VNNI
 #define GW_AVX512_VNNI 0
 #endif
@@ -43,8 +45,10 @@ gw_rows_fn gw_rows_avx512vnni_for(uint32_t type);
  * loops, with the accumulators in memory). */
 #if defined(__clang__)
 #define GW_UNROLL _Pragma("clang loop unroll(full)")
+#define GW_UNROLL16 _Pragma("clang loop unroll(full)")
 #else
 #define GW_UNROLL _Pragma("GCC unroll 8")
+#define GW_UNROLL16 _Pragma("GCC unroll 16")
 #endif
 
 /* As matvec_avx2.c's: ((a0 + a4) + (a2 + a6)) + ((a1 + a5) + (a3 + a7)). */
@@ -85,14 +89,6 @@ L2_INLINE __m256i nibbles32(const uint8_t *qs)
     __m256i t = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)qs));
     __m256i sh = _mm256_setr_epi16(0, 0, 0, 0, 0, 0, 0, 0, 4, 4, 4, 4, 4, 4, 4, 4);
     return _mm256_and_si256(_mm256_srlv_epi16(t, sh), _mm256_set1_epi8(0x0f));
-}
-
-/* The same 32 bytes twice, in both halves of a 512-bit vector. */
-L2_INLINE __m512i nibbles32x2(const uint8_t *qs)
-{
-    __m512i t = _mm512_broadcast_i32x4(_mm_loadu_si128((const __m128i *)qs));
-    __m512i sh = _mm512_maskz_mov_epi16(0xff00ff00u, _mm512_set1_epi16(4));
-    return _mm512_and_si512(_mm512_srlv_epi16(t, sh), _mm512_set1_epi8(0x0f));
 }
 
 /* ---- single-row kernels: matvec_avx2.c's, one instruction fewer per
@@ -143,14 +139,12 @@ L2 static float dot_q8_0_l2(int n, const void *row, const gw_q8 *xq, const float
 
 /* ---- multi-row kernels ----
  *
- * As matvec_avx2.c's, with two activation rows per 512-bit vector: the
- * weight block sits in both halves, the rows' blocks side by side, and
- * each half accumulates exactly what the single-row kernel's 256-bit
- * accumulator would. A tile is R weight rows by NP such pairs; one or two
- * activation rows get 4 weight rows, more get 2, so that each block step
- * has 4 to 8 independent accumulators (the FMA latency bounds a single
- * one). An odd row count fills the last pair's upper half with a copy of
- * its lower row, computed and dropped. */
+ * Weight rows in pairs, one per 256-bit half of a 512-bit vector, each
+ * half accumulating exactly what the single-row kernel's 256-bit
+ * accumulator would: tile_w for one activation row (decode of one
+ * sequence), tile_pc for several (a batch), where each pair is unpacked
+ * once per block for up to 8 activation rows. Rows past the end of a
+ * range repeat the last one, computed and dropped. */
 
 /* As in matvec_avx2.c: each block step of a tile also prefetches the
  * bytes that a tile PREFETCH bytes further reads (several weight rows read
@@ -171,108 +165,10 @@ L2_INLINE void prefetch_step(const uint8_t *tile, size_t step, int k)
         _mm_prefetch((const char *)(p + 64 * i), _MM_HINT_T0);
 }
 
-/* A weight block in both halves: u the unsigned operand (nibbles, or |w|
- * for Q4_0 and Q8_0) and neg the bytes where w < 0, whose activations are
- * negated (the single-row kernels' _mm256_sign_epi8; where w is 0 the
- * product is 0 either way). */
-L2_INLINE void w_block(uint32_t type, const uint8_t *row, int k, __m512i *u, __mmask64 *neg,
-                       float *d, float *m)
-{
-    __m512i q;
-    if (type == GW_T_Q4_1) {
-        const gw_blk_q4_1 *x = (const gw_blk_q4_1 *)row + k;
-        *u = nibbles32x2(x->qs), *neg = 0;
-        *d = gw_h2f(x->d), *m = gw_h2f(x->m);
-        return;
-    }
-    if (type == GW_T_Q4_0) {
-        const gw_blk_q4_0 *x = (const gw_blk_q4_0 *)row + k;
-        q = _mm512_sub_epi8(nibbles32x2(x->qs), _mm512_set1_epi8(8));
-        *d = gw_h2f(x->d);
-    } else {
-        const gw_blk_q8_0 *x = (const gw_blk_q8_0 *)row + k;
-        q = _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)x->qs));
-        *d = gw_h2f(x->d);
-    }
-    *u = _mm512_abs_epi8(q), *neg = _mm512_movepi8_mask(q), *m = 0;
-}
-
-L2_INLINE __m512 w_prod(uint32_t type, __m512i u, __mmask64 neg, const int8_t *ya, const int8_t *yb)
-{
-    __m512i qy = _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)ya)),
-                                    _mm256_loadu_si256((const __m256i *)yb), 1);
-    if (type != GW_T_Q4_1)
-        qy = _mm512_mask_sub_epi8(qy, neg, _mm512_setzero_si512(), qy);
-    return _mm512_cvtepi32_ps(dot4_512(u, qy));
-}
-
 /* The upper half of a 512-bit vector. */
 L2_INLINE __m256 hi256(__m512 v)
 {
     return _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1));
-}
-
-/* Outputs for weight rows r.. r + R - 1 and activation rows c0.. c0 + C - 1
- * (C <= 2 * NP). */
-L2_INLINE void tile(uint32_t type, int R, int NP, const gw_mat *W, const gw_batch *x, int r, int c0,
-                    int C, bool prefetch, float *out, size_t out_stride)
-{
-    int nblk = W->cols / 32;
-    size_t ts = (size_t)x->tab_stride;
-    const float *tab = x->tab + c0;
-    const uint8_t *rows[4];
-    const gw_q8 *ys[8];
-    __m512 acc[4][4];
-    __m256 mins[4];
-    __m512i idx[4]; /* pair p: lanes 0..7 take dd's lane 2p, 8..15 lane 2p + 1 */
-    GW_UNROLL
-    for (int p = 0; p < NP; p++)
-        idx[p] = _mm512_inserti64x4(_mm512_set1_epi32(2 * p), _mm256_set1_epi32(2 * p + 1), 1);
-    GW_UNROLL
-    for (int i = 0; i < R; i++) {
-        rows[i] = W->data + (size_t)(r + i) * W->row_bytes;
-        mins[i] = _mm256_setzero_ps();
-        GW_UNROLL
-        for (int p = 0; p < NP; p++)
-            acc[i][p] = _mm512_setzero_ps();
-    }
-    GW_UNROLL
-    for (int j = 0; j < 2 * NP; j++)
-        ys[j] = x->xq + (size_t)(c0 + (j < C ? j : C - 1)) * x->xq_stride;
-    size_t step = blk_bytes(type) * (size_t)R;
-    for (int k = 0; k < nblk; k++, tab += 2 * ts) {
-        if (prefetch)
-            prefetch_step(rows[0], step, k);
-        __m256 d8 = _mm256_loadu_ps(tab), s8 = _mm256_loadu_ps(tab + ts);
-        GW_UNROLL
-        for (int i = 0; i < R; i++) {
-            __m512i u;
-            __mmask64 neg;
-            float d, m;
-            w_block(type, rows[i], k, &u, &neg, &d, &m);
-            __m512 dd = _mm512_castps256_ps512(_mm256_mul_ps(_mm256_set1_ps(d), d8));
-            if (type == GW_T_Q4_1)
-                mins[i] = _mm256_add_ps(mins[i], _mm256_mul_ps(_mm256_set1_ps(m), s8));
-            GW_UNROLL
-            for (int p = 0; p < NP; p++)
-                acc[i][p] = _mm512_fmadd_ps(
-                    _mm512_permutexvar_ps(idx[p], dd),
-                    w_prod(type, u, neg, ys[2 * p][k].qs, ys[2 * p + 1][k].qs), acc[i][p]);
-        }
-    }
-    GW_UNROLL
-    for (int i = 0; i < R; i++) {
-        float ms[8];
-        _mm256_storeu_ps(ms, mins[i]);
-        GW_UNROLL
-        for (int j = 0; j < 2 * NP; j++) {
-            __m512 a = acc[i][j / 2];
-            float s = hsum256(j % 2 ? hi256(a) : _mm512_castps512_ps256(a));
-            if (j < C)
-                out[(size_t)(c0 + j) * out_stride + (size_t)(r + i)] =
-                    type == GW_T_Q4_1 ? s + ms[j] : s;
-        }
-    }
 }
 
 /* One activation row (a decode step of one sequence): weight rows in
@@ -353,11 +249,154 @@ L2_INLINE void tile_w(uint32_t type, int NPW, const gw_mat *W, const gw_q8 *y, i
     }
 }
 
+/* Several activation rows, weight rows in pairs (tile_w's layout): rows
+ * r + 2p and r + 2p + 1 in the halves of acc[p][c], each half against
+ * activation row c0 + c's block, broadcast to both halves. Each weight
+ * pair is unpacked once per block for all C activation rows, each
+ * activation block loaded once for all NPW pairs, and an output costs
+ * per block half of: the integer product, its conversion, the scale
+ * (the pair's d by the row's d, a broadcast operand) and the multiply-add
+ * into its lanes, as the single-row kernel does them (the product of two
+ * halves is exact in a float, so where it is formed does not change it).
+ * The minimum's terms (Q4_1) of pair p collect in mins[p]: lane c of
+ * each half is that weight row's against activation row c, added block
+ * after block as the single-row kernel adds them.
+ *
+ * Q4_0 and Q8_0 weights are signed: with VNNI, whose vpdpbusd takes an
+ * unsigned operand and a signed one, the activation is made unsigned
+ * (y + 128, an xor) and the sum starts at -128 times the sum of the 4
+ * weights of its lane, the same integer as the single-row kernel's
+ * |w| . sign(y, w); without VNNI the activation is negated where the
+ * weight is negative for each pair (vpmaddubsw's 16-bit sums would
+ * saturate with y + 128). Rows past nr repeat the last one, computed and
+ * dropped. */
+L2_INLINE void tile_pc(uint32_t type, int NPW, int C, const gw_mat *W, const gw_batch *x, int r,
+                       int nr, int c0, bool prefetch, float *out, size_t out_stride)
+{
+    int nblk = W->cols / 32;
+    size_t ts = (size_t)x->tab_stride, bs = blk_bytes(type);
+    const float *tab = x->tab + c0;
+    const uint8_t *rows[8];
+    const gw_q8 *ys[8];
+    __m512 acc[4][8], mins[4];
+    const __m512i idx_d = _mm512_inserti64x4(_mm512_setzero_si512(), _mm256_set1_epi32(2), 1);
+    const __m512i idx_m = _mm512_inserti64x4(_mm512_set1_epi32(1), _mm256_set1_epi32(3), 1);
+    const __m512i sh = _mm512_maskz_mov_epi16(0xff00ff00u, _mm512_set1_epi16(4));
+    const bool is_signed = type != GW_T_Q4_1;
+    GW_UNROLL
+    for (int j = 0; j < 2 * NPW; j++)
+        rows[j] = W->data + (size_t)(r + (j < nr ? j : nr - 1)) * W->row_bytes;
+    GW_UNROLL
+    for (int c = 0; c < C; c++)
+        ys[c] = x->xq + (size_t)(c0 + c) * x->xq_stride;
+    GW_UNROLL
+    for (int p = 0; p < NPW; p++) {
+        mins[p] = _mm512_setzero_ps();
+        GW_UNROLL
+        for (int c = 0; c < C; c++)
+            acc[p][c] = _mm512_setzero_ps();
+    }
+    for (int k = 0; k < nblk; k++, tab += 2 * ts) {
+        if (prefetch)
+            prefetch_step(rows[0], 2 * (size_t)NPW * bs, k);
+        __m512i u[4];
+        __m512 wd[4];
+#if GW_AVX512_VNNI
+        __m512i base[4]; /* -128 x the sum of a lane's 4 signed weights */
+#else
+        __mmask64 neg[4]; /* the signed weights' negative bytes */
+#endif
+        GW_UNROLL
+        for (int p = 0; p < NPW; p++) {
+            const uint8_t *a = rows[2 * p] + (size_t)k * bs, *b = rows[2 * p + 1] + (size_t)k * bs;
+            uint32_t ha, hb; /* d (and m) of each block: its first 4 bytes as two halves */
+            memcpy(&ha, a, 4), memcpy(&hb, b, 4);
+            __m512 sc = _mm512_castps128_ps512(
+                _mm_cvtph_ps(_mm_insert_epi32(_mm_cvtsi32_si128((int)ha), (int)hb, 1)));
+            wd[p] = _mm512_permutexvar_ps(idx_d, sc); /* d_a x 8, d_b x 8 */
+            if (type == GW_T_Q4_1) {
+                __m512 s2 = _mm512_castpd_ps(
+                    _mm512_broadcast_f64x4(_mm256_loadu_pd((const double *)(tab + ts))));
+                mins[p] =
+                    _mm512_add_ps(mins[p], _mm512_mul_ps(_mm512_permutexvar_ps(idx_m, sc), s2));
+            }
+            __m512i q;
+            if (type == GW_T_Q8_0) {
+                q = _mm512_inserti64x4(
+                    _mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)(a + 2))),
+                    _mm256_loadu_si256((const __m256i *)(b + 2)), 1);
+            } else {
+                size_t off = type == GW_T_Q4_1 ? 4 : 2;
+                __m256i t = _mm256_inserti128_si256(
+                    _mm256_castsi128_si256(_mm_loadu_si128((const __m128i *)(a + off))),
+                    _mm_loadu_si128((const __m128i *)(b + off)), 1);
+                __m512i z = _mm512_castsi256_si512(t);
+                z = _mm512_shuffle_i64x2(z, z, _MM_SHUFFLE(1, 1, 0, 0)); /* a a b b */
+                q = _mm512_and_si512(_mm512_srlv_epi16(z, sh), _mm512_set1_epi8(0x0f));
+                if (type == GW_T_Q4_0)
+                    q = _mm512_sub_epi8(q, _mm512_set1_epi8(8));
+            }
+            u[p] = q;
+#if GW_AVX512_VNNI
+            base[p] = _mm512_setzero_si512();
+#else
+            neg[p] = 0;
+#endif
+            if (is_signed) {
+#if GW_AVX512_VNNI
+                __m512i s4 = _mm512_dpbusd_epi32(_mm512_setzero_si512(), _mm512_set1_epi8(1), q);
+                base[p] = _mm512_sub_epi32(_mm512_setzero_si512(), _mm512_slli_epi32(s4, 7));
+#else
+                u[p] = _mm512_abs_epi8(q);
+                neg[p] = _mm512_movepi8_mask(q);
+#endif
+            }
+        }
+        GW_UNROLL
+        for (int c = 0; c < C; c++) {
+            __m512i qy = _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)ys[c][k].qs));
+#if GW_AVX512_VNNI
+            if (is_signed)
+                qy = _mm512_xor_si512(qy, _mm512_set1_epi8((char)0x80));
+#endif
+            __m512 dy = _mm512_set1_ps(tab[c]);
+            GW_UNROLL
+            for (int p = 0; p < NPW; p++) {
+                __m512i prod;
+#if GW_AVX512_VNNI
+                prod = is_signed ? _mm512_dpbusd_epi32(base[p], qy, u[p])
+                                 : _mm512_dpbusd_epi32(_mm512_setzero_si512(), u[p], qy);
+#else
+                __m512i sy =
+                    is_signed ? _mm512_mask_sub_epi8(qy, neg[p], _mm512_setzero_si512(), qy) : qy;
+                prod = dot4_512(u[p], sy);
+#endif
+                acc[p][c] =
+                    _mm512_fmadd_ps(_mm512_mul_ps(wd[p], dy), _mm512_cvtepi32_ps(prod), acc[p][c]);
+            }
+        }
+    }
+    GW_UNROLL
+    for (int p = 0; p < NPW; p++) {
+        float ms[16];
+        _mm512_storeu_ps(ms, mins[p]);
+        GW_UNROLL
+        for (int c = 0; c < C; c++)
+            GW_UNROLL
+        for (int h = 0; h < 2; h++) {
+            float s = hsum256(h ? hi256(acc[p][c]) : _mm512_castps512_ps256(acc[p][c]));
+            if (2 * p + h < nr)
+                out[(size_t)(c0 + c) * out_stride + (size_t)(r + 2 * p + h)] =
+                    type == GW_T_Q4_1 ? s + ms[8 * h + c] : s;
+        }
+    }
+}
+
 /* Activation rows in chunks of at most 8, as even as they come. */
 L2_INLINE void rows_l2(uint32_t type, const gw_mat *W, const gw_batch *x, float *out,
                        size_t out_stride, int r0, int r1)
 {
-    int nb = x->nb, R = nb <= 2 ? 4 : 2, n_ch = (nb + 7) / 8;
+    int nb = x->nb, n_ch = (nb + 7) / 8;
     if (nb == 1) {
         int r = r0;
         for (; r + 8 <= r1; r += 8)
@@ -371,32 +410,44 @@ L2_INLINE void rows_l2(uint32_t type, const gw_mat *W, const gw_batch *x, float 
             tile_w(type, 1, W, x->xq, r, nr, out);
         return;
     }
-    for (int r = r0; r < r1;) {
-        if (r + R > r1)
-            R = 1;
-        for (int ch = 0, c0 = 0; ch < n_ch; ch++) {
-            int C = nb / n_ch + (ch < nb % n_ch), NP = (C + 1) / 2;
-#define TILE(RR, PP) tile(type, RR, PP, W, x, r, c0, C, ch == 0, out, out_stride)
-            if (R == 4)
-                TILE(4, 1);
-            else if (R == 2 && NP <= 2)
-                TILE(2, 2);
-            else if (R == 2 && NP == 3)
-                TILE(2, 3);
-            else if (R == 2)
-                TILE(2, 4);
-            else if (NP == 1)
-                TILE(1, 1);
-            else if (NP == 2)
-                TILE(1, 2);
-            else if (NP == 3)
-                TILE(1, 3);
-            else
-                TILE(1, 4);
-#undef TILE
-            c0 += C;
+    for (int ch = 0, c0 = 0; ch < n_ch; ch++) {
+        int C = nb / n_ch + (ch < nb % n_ch);
+        /* 2 to 4 pairs of weight rows: 8 to 16 accumulators; 1 pair for
+         * the last one or two weight rows */
+        int NPW = C <= 4 ? 4 : 2;
+        for (int r = r0; r < r1; r += 2 * NPW) {
+            int nr = r1 - r < 2 * NPW ? r1 - r : 2 * NPW;
+#define TPC(CC)                                                                                    \
+    (nr <= 2 ? tile_pc(type, 1, CC, W, x, r, nr, c0, ch == 0, out, out_stride)                     \
+             : tile_pc(type, CC <= 4 ? 4 : 2, CC, W, x, r, nr, c0, ch == 0, out, out_stride))
+            switch (C) {
+            case 1:
+                TPC(1);
+                break;
+            case 2:
+                TPC(2);
+                break;
+            case 3:
+                TPC(3);
+                break;
+            case 4:
+                TPC(4);
+                break;
+            case 5:
+                TPC(5);
+                break;
+            case 6:
+                TPC(6);
+                break;
+            case 7:
+                TPC(7);
+                break;
+            default:
+                TPC(8);
+            }
+#undef TPC
         }
-        r += R;
+        c0 += C;
     }
 }
 
@@ -485,25 +536,96 @@ L2 static float dot_hh16_l2(int n, const uint16_t *x, const uint16_t *y)
     return r16_l2(a);
 }
 
-/* attn_v with nl lanes (64 or 16), 16 output dimensions at a time; rows
- * never written (fewer positions than lanes) count as zeros. */
-L2_INLINE void attn_v_lanes_l2(int hd, int n_pos, const uint16_t *a, const uint16_t *v,
-                               size_t v_stride, float *lanes, float *out, int nl)
+/* dot_hh_l2 of 16 keys (n % 64 == 0) with one query, times scale: each
+ * key's 64 lanes folded as dot_hh_l2 folds them (lanes r and r + 32,
+ * r + 16 and r + 48, then the two), and then the 16-lane sum that r16_l2
+ * takes (distances 8, 4, 2, 1) done for the 16 keys together, each
+ * addition the one r16_l2 makes: the bits of dot_hh_l2(n, key, q) *
+ * scale. out[j] for key j, at k + j * k_stride. */
+L2_INLINE void dot_keys16_n(int n, const uint16_t *k, size_t k_stride, const uint16_t *q, __m512 *c)
 {
-    if (hd % 16) {
-        gw_attn_avx2()->attn_v[nl == 16](hd, n_pos, a, v, v_stride, lanes, out);
-        return;
+    __m512 qv[4];
+    GW_UNROLL
+    for (int r = 0; r < 4; r++)
+        qv[r] = LDH(q + 16 * r);
+    GW_UNROLL16
+    for (int j = 0; j < 16; j++) {
+        const uint16_t *x = k + (size_t)j * k_stride;
+        __m512 a[4];
+        GW_UNROLL
+        for (int r = 0; r < 4; r++)
+            a[r] = _mm512_fmadd_ps(LDH(x + 16 * r), qv[r], _mm512_setzero_ps());
+        for (int i = 64; i < n; i += 64)
+            GW_UNROLL
+        for (int r = 0; r < 4; r++)
+            a[r] = _mm512_fmadd_ps(LDH(x + i + 16 * r), LDH(q + i + 16 * r), a[r]);
+        c[j] = _mm512_add_ps(_mm512_add_ps(a[0], a[2]), _mm512_add_ps(a[1], a[3]));
     }
+}
+
+L2 static void dot_keys16_l2(int n, const uint16_t *k, size_t k_stride, const uint16_t *q,
+                             float scale, float *out)
+{
+    __m512 c[16];
+    dot_keys16_n(n, k, k_stride, q, c);
+    /* distance 8: key j in lanes 0..7, key j + 8 in lanes 8..15 */
+    __m512 p[8], t4[4], t2[2];
+    GW_UNROLL
+    for (int j = 0; j < 8; j++)
+        p[j] = _mm512_add_ps(_mm512_shuffle_f32x4(c[j], c[j + 8], _MM_SHUFFLE(1, 0, 1, 0)),
+                             _mm512_shuffle_f32x4(c[j], c[j + 8], _MM_SHUFFLE(3, 2, 3, 2)));
+    /* distance 4: 128-bit lanes hold keys j, j + 8, j + 4, j + 12 */
+    GW_UNROLL
+    for (int j = 0; j < 4; j++)
+        t4[j] = _mm512_add_ps(_mm512_shuffle_f32x4(p[j], p[j + 4], _MM_SHUFFLE(2, 0, 2, 0)),
+                              _mm512_shuffle_f32x4(p[j], p[j + 4], _MM_SHUFFLE(3, 1, 3, 1)));
+    /* distance 2, then 1, inside the 128-bit lanes */
+    GW_UNROLL
+    for (int j = 0; j < 2; j++)
+        t2[j] = _mm512_add_ps(_mm512_shuffle_ps(t4[j], t4[j + 2], _MM_SHUFFLE(1, 0, 1, 0)),
+                              _mm512_shuffle_ps(t4[j], t4[j + 2], _MM_SHUFFLE(3, 2, 3, 2)));
+    __m512 sum = _mm512_add_ps(_mm512_shuffle_ps(t2[0], t2[1], _MM_SHUFFLE(2, 0, 2, 0)),
+                               _mm512_shuffle_ps(t2[0], t2[1], _MM_SHUFFLE(3, 1, 3, 1)));
+    /* lane 4L + e holds key {0, 2, 1, 3}[e] + {0, 8, 4, 12}[L] */
+    const __m512i order = _mm512_setr_epi32(0, 2, 1, 3, 8, 10, 9, 11, 4, 6, 5, 7, 12, 14, 13, 15);
+    _mm512_storeu_ps(out, _mm512_permutexvar_ps(order, _mm512_mul_ps(sum, _mm512_set1_ps(scale))));
+}
+
+L2 void gw_dot_keys_avx512(int n, const uint16_t *k, size_t k_stride, int n_keys, const uint16_t *q,
+                           float scale, float *out)
+{
+    int j = 0;
+    if (n % 64 == 0)
+        for (; j + 16 <= n_keys; j += 16)
+            dot_keys16_l2(n, k + (size_t)j * k_stride, k_stride, q, scale, out + j);
+    for (; j < n_keys; j++)
+        out[j] = dot_hh_l2(n, k + (size_t)j * k_stride, q) * scale;
+}
+
+/* attn_v with nl lanes (64 or 16), 16 output dimensions at a time (hd %
+ * 16 == 0), position t's values at vb[t / blk] + (t % blk) * v_stride;
+ * rows never written (fewer positions than lanes) count as zeros. A lane's
+ * first term is its product added to zero, as the lanes' zeroing and an
+ * addition give it. */
+L2_INLINE void attn_v_blocks_l2(int hd, int n_pos, const uint16_t *a, const uint16_t *const *vb,
+                                int blk, size_t v_stride, float *lanes, float *out, int nl)
+{
     int used = n_pos < nl ? n_pos : nl;
-    memset(lanes, 0, (size_t)used * (size_t)hd * sizeof(float));
-    for (int t = 0; t < n_pos; t++) {
-        __m512 w = _mm512_set1_ps(gw_h2f(a[t]));
-        float *l = lanes + (size_t)(t % nl) * (size_t)hd;
-        const uint16_t *vt = v + (size_t)t * v_stride;
-        for (int d = 0; d < hd; d += 16)
-            _mm512_storeu_ps(l + d, _mm512_fmadd_ps(LDH(vt + d), w, _mm512_loadu_ps(l + d)));
+    const __m512 z = _mm512_setzero_ps();
+    for (int t = 0, b = 0; t < n_pos; b++) {
+        const uint16_t *vt = vb[b];
+        for (int e = t + (n_pos - t < blk ? n_pos - t : blk); t < e; t++, vt += v_stride) {
+            __m512 w = _mm512_set1_ps(gw_h2f(a[t]));
+            float *l = lanes + (size_t)(t % nl) * (size_t)hd;
+            if (t < nl)
+                for (int d = 0; d < hd; d += 16)
+                    _mm512_storeu_ps(l + d, _mm512_fmadd_ps(LDH(vt + d), w, z));
+            else
+                for (int d = 0; d < hd; d += 16)
+                    _mm512_storeu_ps(l + d,
+                                     _mm512_fmadd_ps(LDH(vt + d), w, _mm512_loadu_ps(l + d)));
+        }
     }
-    __m512 z = _mm512_setzero_ps();
     for (int d = 0; d < hd; d += 16) {
 #define L(k) ((k) < used ? _mm512_loadu_ps(lanes + (size_t)(k) * (size_t)hd + d) : z)
         __m512 c[16], t3[8];
@@ -518,6 +640,28 @@ L2_INLINE void attn_v_lanes_l2(int hd, int n_pos, const uint16_t *a, const uint1
         __m512 t62 = _mm512_add_ps(t3[2], t3[6]), t63 = _mm512_add_ps(t3[3], t3[7]);
         _mm512_storeu_ps(out + d, _mm512_add_ps(_mm512_add_ps(t60, t62), _mm512_add_ps(t61, t63)));
     }
+}
+
+L2_INLINE void attn_v_lanes_l2(int hd, int n_pos, const uint16_t *a, const uint16_t *v,
+                               size_t v_stride, float *lanes, float *out, int nl)
+{
+    if (hd % 16) {
+        gw_attn_avx2()->attn_v[nl == 16](hd, n_pos, a, v, v_stride, lanes, out);
+        return;
+    }
+    attn_v_blocks_l2(hd, n_pos, a, &v, n_pos > 0 ? n_pos : 1, v_stride, lanes, out, nl);
+}
+
+L2 void gw_attn_v_paged_avx512(int batched, int hd, int n_pos, const uint16_t *a,
+                               const uint16_t *const *vb, int blk, size_t v_stride, float *lanes,
+                               float *out)
+{
+    if (batched) /* nl a constant in each: t % nl is a mask */
+        attn_v_blocks_l2(hd, n_pos, a, vb, blk, v_stride, lanes, out, 16);
+    else if (hd == 64)
+        attn_v_blocks_l2(64, n_pos, a, vb, blk, v_stride, lanes, out, 64);
+    else
+        attn_v_blocks_l2(hd, n_pos, a, vb, blk, v_stride, lanes, out, 64);
 }
 #undef LDH
 
@@ -541,6 +685,76 @@ L2 static void f32_to_f16_l2(const float *x, uint16_t *y, int n)
                             _mm512_cvtps_ph(_mm512_loadu_ps(x + i), _MM_FROUND_TO_NEAREST_INT));
     for (; i < n; i++)
         y[i] = gw_f32_to_fp16(x[i]);
+}
+
+/* The first index of the largest value, as the scalar loop `if (x[i] >
+ * x[best]) best = i` finds it: each of 16 lanes keeps its largest value
+ * (x[0] to start with) and the first index that had it, by ordered
+ * greater-than (a NaN never wins, and nothing beats a NaN x[0]); then the
+ * lanes holding the overall largest give the smallest of their indices. */
+L2 int32_t gw_argmax_avx512(const float *x, int n)
+{
+    if (n < 32) {
+        int32_t best = 0;
+        for (int i = 1; i < n; i++)
+            if (x[i] > x[best])
+                best = i;
+        return best;
+    }
+    __m512 m = _mm512_set1_ps(x[0]);
+    __m512i idx = _mm512_setzero_si512(),
+            cur = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+    const __m512i step = _mm512_set1_epi32(16);
+    int i = 0;
+    for (; i + 16 <= n; i += 16, cur = _mm512_add_epi32(cur, step)) {
+        __m512 v = _mm512_loadu_ps(x + i);
+        __mmask16 gt = _mm512_cmp_ps_mask(v, m, _CMP_GT_OQ);
+        m = _mm512_mask_mov_ps(m, gt, v);
+        idx = _mm512_mask_mov_epi32(idx, gt, cur);
+    }
+    float mv[16];
+    int32_t iv[16];
+    _mm512_storeu_ps(mv, m);
+    _mm512_storeu_si512(iv, idx);
+    int32_t best = iv[0];
+    float bv = mv[0];
+    for (int l = 1; l < 16; l++)
+        if (mv[l] > bv || (mv[l] == bv && iv[l] < best))
+            bv = mv[l], best = iv[l];
+    for (; i < n; i++)
+        if (x[i] > x[best])
+            best = i;
+    return best;
+}
+
+/* gw_quantize_q8, 16 values at a time: the same operations on each value
+ * (|x|, the maximum that passes NaNs over, x * (127 / amax) rounded by the
+ * 1.5 * 2^23 addition), so the same bits (test_kernels). */
+L2 void gw_quantize_q8_avx512(const float *x, gw_q8 *y, int n)
+{
+    const __m512 magic = _mm512_set1_ps(12582912.0f);
+    for (int b = 0; b < n / 32; b++, x += 32) {
+        __m512 a = _mm512_loadu_ps(x), c = _mm512_loadu_ps(x + 16);
+        /* vmaxps(v, amax): amax where v is a NaN, as the scalar loop */
+        __m512 am = _mm512_max_ps(_mm512_abs_ps(a), _mm512_setzero_ps());
+        am = _mm512_max_ps(_mm512_abs_ps(c), am);
+        __m256 h = _mm256_max_ps(_mm512_castps512_ps256(am), hi256(am));
+        __m128 q = _mm_max_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1));
+        q = _mm_max_ps(q, _mm_movehl_ps(q, q));
+        q = _mm_max_ss(q, _mm_movehdup_ps(q));
+        float amax = _mm_cvtss_f32(q);
+        float d = amax / 127.0f, id = amax != 0.0f ? 127.0f / amax : 0.0f;
+        __m512 vid = _mm512_set1_ps(id);
+        __m512i qa =
+            _mm512_cvttps_epi32(_mm512_sub_ps(_mm512_add_ps(_mm512_mul_ps(a, vid), magic), magic));
+        __m512i qc =
+            _mm512_cvttps_epi32(_mm512_sub_ps(_mm512_add_ps(_mm512_mul_ps(c, vid), magic), magic));
+        _mm_storeu_si128((__m128i *)y[b].qs, _mm512_cvtepi32_epi8(qa));
+        _mm_storeu_si128((__m128i *)(y[b].qs + 16), _mm512_cvtepi32_epi8(qc));
+        int sum = _mm512_reduce_add_epi32(_mm512_add_epi32(qa, qc));
+        y[b].d = gw_h2f(gw_f32_to_fp16(d));
+        y[b].s = gw_h2f(gw_f32_to_fp16(d * (float)sum));
+    }
 }
 
 static const gw_attn_kernels attn_l2 = {
@@ -571,6 +785,31 @@ gw_rows_fn L2_NAME(gw_rows_avx512)(uint32_t type)
 const gw_attn_kernels *gw_attn_avx512(void)
 {
     return gw_attn_avx2();
+}
+
+int32_t gw_argmax_avx512(const float *x, int n)
+{
+    return gw_argmax_portable(x, n);
+}
+
+void gw_dot_keys_avx512(int n, const uint16_t *k, size_t k_stride, int n_keys, const uint16_t *q,
+                        float scale, float *out)
+{
+    gw_dot_keys_at(gw_attn_avx2(), n, k, k_stride, n_keys, q, scale, out);
+}
+
+void gw_attn_v_paged_avx512(int batched, int hd, int n_pos, const uint16_t *a,
+                            const uint16_t *const *vb, int blk, size_t v_stride, float *lanes,
+                            float *out)
+{
+    (void)batched, (void)hd, (void)n_pos, (void)a, (void)vb, (void)blk, (void)v_stride;
+    (void)lanes, (void)out;
+    abort(); /* gw_simd_set never picks level 2 off x86 */
+}
+
+void gw_quantize_q8_avx512(const float *x, gw_q8 *y, int n)
+{
+    gw_quantize_q8_portable(x, y, n);
 }
 #endif
 #endif

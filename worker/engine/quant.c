@@ -223,7 +223,7 @@ int gw_dequantize_row(uint32_t type, const void *src, float *dst, uint64_t n)
  * multiplier is 127/amax (not 1/d), rounding is to nearest even, and the
  * block keeps d and s = d * sum(q) as halves, so the scales that the dot
  * products see are the ones llama.cpp's see. */
-void gw_quantize_q8(const float *x, gw_q8 *y, int n)
+void gw_quantize_q8_portable(const float *x, gw_q8 *y, int n)
 {
     /* Adding and taking away 1.5 * 2^23 rounds |v| < 2^22 to the nearest
      * integer, ties to even, exactly as lrintf in the default rounding

@@ -104,15 +104,6 @@ static void sift_down(struct cand *h, int n, int i)
     }
 }
 
-static int32_t argmax(const float *x, int n)
-{
-    int32_t best = 0;
-    for (int i = 1; i < n; i++)
-        if (x[i] > x[best])
-            best = i;
-    return best;
-}
-
 float gw_sampler_top1(const gw_sampler *s)
 {
     return s->top1;
@@ -122,7 +113,7 @@ int32_t gw_sampler_sample(gw_sampler *s, float *logits)
 {
     int n = s->vocab;
     if (s->p.temperature <= 0)
-        return argmax(logits, n);
+        return gw_argmax(logits, n);
 
     /* temperature and softmax */
     float max = logits[0], sum = 0;
@@ -145,7 +136,7 @@ int32_t gw_sampler_sample(gw_sampler *s, float *logits)
             if (r < cdf)
                 return i;
         }
-        return argmax(logits, n); /* rounding left r above the last cdf */
+        return gw_argmax(logits, n); /* rounding left r above the last cdf */
     }
 
     int nc = 0;

@@ -55,6 +55,7 @@ struct gw_pool {
     _Atomic bool stop;
     gw_pool_fn fn; /* the current job, published by gen */
     void *arg;
+    uint64_t *wait_ns; /* gw_pool_prof: the caller's waits are added here */
 };
 
 struct worker_arg {
@@ -204,6 +205,7 @@ void gw_pool_run(gw_pool *p, gw_pool_fn fn, void *arg)
     atomic_store_explicit(&p->pending, (uint32_t)(p->n - 1), memory_order_relaxed);
     bump(p);
     fn(arg, 0, p->n);
+    uint64_t t0 = p->wait_ns ? gw_mono_ns() : 0;
     uint32_t v;
     /* acquire: pairs with each worker's decrement, so their outputs are
      * visible once pending reads 0. Each change restarts the spin. */
@@ -218,4 +220,11 @@ void gw_pool_run(gw_pool *p, gw_pool_fn fn, void *arg)
             futex_wait(&p->pending, v);
         atomic_store_explicit(&p->caller_asleep, 0, memory_order_relaxed);
     }
+    if (p->wait_ns)
+        *p->wait_ns += gw_mono_ns() - t0;
+}
+
+void gw_pool_prof(gw_pool *p, uint64_t *wait_ns)
+{
+    p->wait_ns = wait_ns;
 }

@@ -1,0 +1,139 @@
+/* bench_step.c - where a batched decode step's time goes, by operation,
+ * for B = 1, 2, 4, 8 (and 16) sequences in one step.
+ *
+ *   bench_step MODEL.gguf [threads] [steps] [B...]   (defaults 2, 64, 1 2 4 8)
+ *
+ * For each B: a context of B sequences, each prefilled with the same
+ * 64-token prompt (token 504), then `steps` decode steps of B rows (every
+ * sequence feeds back its greedy token), as the worker runs them. Each
+ * step's wall time is split by the engine's profiling counters
+ * (gw__ctx_prof: matrix products by matrix, attention, norms, activation
+ * quantization, ...; "pool wait" is the part of those the calling thread
+ * spent waiting for the other threads after its own share), plus the
+ * greedy argmax over the vocabulary that sampling does. Printed: ms per
+ * step and per operation, and the step's cost against B = 1's. Not a
+ * test: timings are never asserted. */
+#include "ctx.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+
+static const char *const op_name[GW_PROF_N] = {
+    [GW_PROF_EMBED] = "embedding, rope angles",
+    [GW_PROF_NORM] = "rmsnorm",
+    [GW_PROF_QUANT] = "quantize activations",
+    [GW_PROF_QKV] = "matmul q,k,v",
+    [GW_PROF_ROPE] = "rope, kv store",
+    [GW_PROF_ATTN] = "attention",
+    [GW_PROF_WO] = "matmul attn_output",
+    [GW_PROF_GATE_UP] = "ffn_gate,up+swiglu+quant",
+    [GW_PROF_DOWN] = "matmul ffn_down",
+    [GW_PROF_RESID] = "residual adds",
+    [GW_PROF_LOGITS] = "matmul output (lm_head)",
+    [GW_PROF_WAIT] = "(of these: pool wait)",
+};
+
+/* One B: returns the mean ns of a step (forward + argmax), fills prof
+ * (per step, ns) and *argmax_ns. */
+static double run_b(const gw_model *m, int threads, int steps, int B, double *prof,
+                    double *argmax_ns)
+{
+    gw_ctx_opts o = {.n_ctx = 512, .n_threads = threads, .max_seqs = B, .n_batch = 64};
+    gw_ctx *c;
+    if (gw_ctx_new(m, &o, &c) < 0) {
+        fprintf(stderr, "bench_step: context of %d sequences failed\n", B);
+        exit(1);
+    }
+    enum { P = 64 };
+    int32_t prompt[P], last[GW_MAX_SEQS];
+    int seq[GW_MAX_SEQS];
+    for (int i = 0; i < P; i++)
+        prompt[i] = 504;
+    int vocab = gw_model_cfg(m)->vocab;
+    for (int b = 0; b < B; b++) {
+        seq[b] = gw_seq_open(c, 512);
+        gw_batch_item it = {.seq = seq[b], .tokens = prompt, .n = P, .pos = 0, .logits = 1};
+        if (seq[b] < 0 || gw_ctx_eval_batch(c, &it, 1) < 0) {
+            fprintf(stderr, "bench_step: prefill failed\n");
+            exit(1);
+        }
+        last[b] = gw_argmax(gw_ctx_batch_logits(c, 0), vocab);
+    }
+    uint64_t counters[GW_PROF_N] = {0}, am = 0, total = 0;
+    gw_batch_item items[GW_MAX_SEQS];
+    for (int s = -4; s < steps; s++) { /* 4 steps of warm-up */
+        if (s == 0)
+            gw__ctx_prof(c, counters);
+        uint64_t t0 = gw_mono_ns();
+        for (int b = 0; b < B; b++)
+            items[b] = (gw_batch_item){
+                .seq = seq[b], .tokens = &last[b], .n = 1, .pos = P + 4 + s, .logits = 1};
+        if (gw_ctx_eval_batch(c, items, B) < 0) {
+            fprintf(stderr, "bench_step: step failed\n");
+            exit(1);
+        }
+        uint64_t t1 = gw_mono_ns();
+        for (int b = 0; b < B; b++)
+            last[b] = gw_argmax(gw_ctx_batch_logits(c, b), vocab);
+        uint64_t t2 = gw_mono_ns();
+        if (s >= 0)
+            am += t2 - t1, total += t2 - t0;
+    }
+    gw__ctx_prof(c, NULL);
+    for (int i = 0; i < GW_PROF_N; i++)
+        prof[i] = (double)counters[i] / steps;
+    *argmax_ns = (double)am / steps;
+    gw_ctx_free(c);
+    return (double)total / steps;
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 2) {
+        fprintf(stderr, "usage: bench_step MODEL.gguf [threads] [steps] [B...]\n");
+        return 2;
+    }
+    int threads = argc > 2 ? atoi(argv[2]) : 2, steps = argc > 3 ? atoi(argv[3]) : 64;
+    int bs[16] = {1, 2, 4, 8}, nbs = 4;
+    if (argc > 4) {
+        nbs = 0;
+        for (int i = 4; i < argc && nbs < 16; i++)
+            bs[nbs++] = atoi(argv[i]);
+    }
+    char err[512];
+    gw_model *m;
+    if (gw_model_load(argv[1], &m, err, sizeof err) < 0) {
+        fprintf(stderr, "bench_step: %s\n", err);
+        return 1;
+    }
+    printf("threads %d, %d steps per B, SIMD level %d; ms per step\n", threads, steps,
+           gw_simd_get());
+    double prof[16][GW_PROF_N], am[16], tot[16];
+    for (int i = 0; i < nbs; i++)
+        tot[i] = run_b(m, threads, steps, bs[i], prof[i], &am[i]);
+    printf("%-26s", "operation");
+    for (int i = 0; i < nbs; i++)
+        printf(" %9s%-3d", "B=", bs[i]);
+    printf("\n");
+    for (int op = 0; op < GW_PROF_N; op++) {
+        printf("%-26s", op_name[op]);
+        for (int i = 0; i < nbs; i++)
+            printf(" %12.3f", prof[i][op] / 1e6);
+        printf("\n");
+    }
+    printf("%-26s", "argmax (sampling)");
+    for (int i = 0; i < nbs; i++)
+        printf(" %12.3f", am[i] / 1e6);
+    printf("\n%-26s", "step total");
+    for (int i = 0; i < nbs; i++)
+        printf(" %12.3f", tot[i] / 1e6);
+    printf("\n%-26s", "x B=1 step");
+    for (int i = 0; i < nbs; i++)
+        printf(" %12.2f", tot[i] / tot[0]);
+    printf("\n%-26s", "tok/s");
+    for (int i = 0; i < nbs; i++)
+        printf(" %12.1f", bs[i] * 1e9 / tot[i]);
+    printf("\n");
+    gw_model_free(m);
+    return 0;
+}

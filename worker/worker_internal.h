@@ -86,6 +86,7 @@ struct gw_worker {
     int n_running;         /* busy jobs with a generation */
     struct gw_job *parked; /* taken and tokenized, waiting for KV blocks */
     gw_step_info step;     /* the engine's carry across steps */
+    int prefill_only;      /* the last step ran only prompts (worker_sched.c) */
     uint64_t *seen_ns;     /* [accounts] when a tenant was last seen active */
     struct cand *cands;    /* [slots] scratch of pick() */
 };

@@ -30,6 +30,16 @@
  * prefilled take chunks in the same order (smallest counter first) while
  * the step's token budget (model.step_tokens) lasts, so a long prompt
  * never stalls the others' next token for its whole prefill.
+ *
+ * Prompts first, every other step: when some of the step's sequences are
+ * still prefilling and the last step was not already such a step, the
+ * step runs only them (the decoding ones sit it out, their KV cache kept).
+ * A newcomer's first token then waits for its own prompt, not for every
+ * running sequence's row and attention as well: on the CPU a full batch's
+ * decode rows cost as much as a short prompt's (8 rows: ~12 ms against
+ * 3 ms alone, docs/BENCHMARKS.md). Decoding sequences lose at most every
+ * other step to prompts, however many arrive, and the rows computed are
+ * the same ones, so throughput is unchanged.
  */
 #include "worker_internal.h"
 
@@ -199,6 +209,31 @@ static int by_counter(const void *a, const void *b)
     return x->req.created_us < y->req.created_us ? -1 : x->req.created_us > y->req.created_us;
 }
 
+static int prefilling(const gw_gen *g)
+{
+    return gw_gen_prompt_fed(g) < gw_gen_res(g)->n_prompt;
+}
+
+/* The file's opening, "Prompts first": keeps only the prefilling ones of
+ * run[0, n) (in order) when some but not all are and the last step was not
+ * such a step. Returns the count kept. */
+static int prompts_first(struct gw_worker *w, struct gw_job **run, int n)
+{
+    int p = 0;
+    for (int i = 0; i < n; i++)
+        p += prefilling(run[i]->gen);
+    if (w->prefill_only || p == 0 || p == n) {
+        w->prefill_only = 0;
+        return n;
+    }
+    int k = 0;
+    for (int i = 0; i < n; i++)
+        if (prefilling(run[i]->gen))
+            run[k++] = run[i];
+    w->prefill_only = 1;
+    return k;
+}
+
 void gw__sched_step(struct gw_worker *w)
 {
     struct gw_job *run[GW_MAX_SEQS];
@@ -219,6 +254,7 @@ void gw__sched_step(struct gw_worker *w)
     for (int i = 0; i < all; i++)
         if (i < w->max_batch || gw_run_cancel_word(&w->seg, run[i]->ref.index) != 0)
             run[n++] = run[i];
+    n = prompts_first(w, run, n);
     for (int i = 0; i < n; i++)
         gens[i] = run[i]->gen;
     int rc = gw_batch_step(w->ctx, gens, n, w->step_tokens, &w->step);

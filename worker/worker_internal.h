@@ -116,5 +116,11 @@ void gw__sched_free(struct gw_worker *w);
 int gw__sched_admit(struct gw_worker *w);
 /* One engine step over the running jobs. */
 void gw__sched_step(struct gw_worker *w);
+/* Which of a step's generations gens[0, n) run (worker_sched.c's opening,
+ * "Prompts first"): keep[i] gets 1 for those that do. When some but not
+ * all are still prefilling and *prefill_only is 0, only the prefilling
+ * ones, and *prefill_only becomes 1; otherwise all, and it becomes 0.
+ * Returns how many run. */
+int gw__sched_prompts_first(int *prefill_only, gw_gen *const *gens, int n, unsigned char *keep);
 
 #endif

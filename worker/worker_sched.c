@@ -31,15 +31,16 @@
  * the step's token budget (model.step_tokens) lasts, so a long prompt
  * never stalls the others' next token for its whole prefill.
  *
- * Prompts first, every other step: when some of the step's sequences are
- * still prefilling and the last step was not already such a step, the
- * step runs only them (the decoding ones sit it out, their KV cache kept).
- * A newcomer's first token then waits for its own prompt, not for every
- * running sequence's row and attention as well: on the CPU a full batch's
- * decode rows cost as much as a short prompt's (8 rows: ~12 ms against
- * 3 ms alone, docs/BENCHMARKS.md). Decoding sequences lose at most every
- * other step to prompts, however many arrive, and the rows computed are
- * the same ones, so throughput is unchanged.
+ * Prompts first, every other step (gw__sched_prompts_first): when some
+ * of the step's sequences are still prefilling and the last step was not
+ * already such a step, the step runs only them (the decoding ones sit it
+ * out, their KV cache kept). A newcomer's first token then waits for its
+ * own prompt, not for every running sequence's row and attention as well:
+ * on the CPU a full batch's decode rows cost as much as a short prompt's
+ * (8 rows: ~12 ms against 3 ms alone, docs/BENCHMARKS.md). Decoding
+ * sequences lose at most every other step to prompts, however many
+ * arrive, and the rows computed are the same ones, so throughput is
+ * unchanged.
  */
 #include "worker_internal.h"
 
@@ -214,24 +215,18 @@ static int prefilling(const gw_gen *g)
     return gw_gen_prompt_fed(g) < gw_gen_res(g)->n_prompt;
 }
 
-/* The file's opening, "Prompts first": keeps only the prefilling ones of
- * run[0, n) (in order) when some but not all are and the last step was not
- * such a step. Returns the count kept. */
-static int prompts_first(struct gw_worker *w, struct gw_job **run, int n)
+int gw__sched_prompts_first(int *prefill_only, gw_gen *const *gens, int n, unsigned char *keep)
 {
     int p = 0;
     for (int i = 0; i < n; i++)
-        p += prefilling(run[i]->gen);
-    if (w->prefill_only || p == 0 || p == n) {
-        w->prefill_only = 0;
+        p += keep[i] = (unsigned char)prefilling(gens[i]);
+    if (*prefill_only || p == 0 || p == n) {
+        *prefill_only = 0;
+        memset(keep, 1, (size_t)n);
         return n;
     }
-    int k = 0;
-    for (int i = 0; i < n; i++)
-        if (prefilling(run[i]->gen))
-            run[k++] = run[i];
-    w->prefill_only = 1;
-    return k;
+    *prefill_only = 1;
+    return p;
 }
 
 void gw__sched_step(struct gw_worker *w)
@@ -254,9 +249,15 @@ void gw__sched_step(struct gw_worker *w)
     for (int i = 0; i < all; i++)
         if (i < w->max_batch || gw_run_cancel_word(&w->seg, run[i]->ref.index) != 0)
             run[n++] = run[i];
-    n = prompts_first(w, run, n);
+    unsigned char keep[GW_MAX_SEQS];
     for (int i = 0; i < n; i++)
         gens[i] = run[i]->gen;
+    gw__sched_prompts_first(&w->prefill_only, gens, n, keep);
+    int k = 0;
+    for (int i = 0; i < n; i++)
+        if (keep[i])
+            run[k] = run[i], gens[k++] = gens[i];
+    n = k;
     int rc = gw_batch_step(w->ctx, gens, n, w->step_tokens, &w->step);
     if (rc < 0) {
         if (rc == -EIO && gw_ctx_on_gpu(w->ctx)) {

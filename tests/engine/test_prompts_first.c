@@ -1,0 +1,124 @@
+/* test_prompts_first.c: the worker's step composition, "prompts first"
+ * (worker/worker_sched.c): which generations of a step run, given which
+ * are still prefilling and what the last step was. Real generations on a
+ * tiny random model, stepped by the engine. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "gguf_writer.h"
+#include "worker_internal.h"
+
+struct env {
+    gwt_llama c;
+    gwt_weights w;
+    gwt_buf file;
+    gw_model *m;
+    gw_ctx *x;
+    gw_gen *g[4]; /* g[0], g[1]: decoding; g[2], g[3]: new (g[2] two chunks) */
+};
+
+static int setup(void **state)
+{
+    struct env *e = calloc(1, sizeof *e);
+    e->c = gwt_llama_default();
+    gwt_weights_random(&e->c, &e->w);
+    gwt_write_llama(&e->c, &e->w, GW_T_Q8_0, &e->file);
+    gw_gguf *g;
+    if (gw_gguf_open_buffer(e->file.p, e->file.len, "tiny.gguf", &g, NULL, 0) ||
+        gw_model_from_gguf(g, &e->m, NULL, 0))
+        return -1;
+    gw_ctx_opts o = {.n_ctx = 64, .n_threads = 1, .max_seqs = 4, .n_batch = 8};
+    if (gw_ctx_new(e->m, &o, &e->x))
+        return -1;
+    *state = e;
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    struct env *e = *state;
+    for (int i = 0; i < 4; i++)
+        gw_gen_free(e->g[i]);
+    gw_ctx_free(e->x);
+    gw_model_free(e->m);
+    gwt_free(&e->file);
+    gwt_weights_free(&e->c, &e->w);
+    free(e);
+    return 0;
+}
+
+static gw_gen *gen(struct env *e, int n_prompt)
+{
+    int32_t ids[32];
+    for (int i = 0; i < n_prompt; i++)
+        ids[i] = (int32_t)(1 + i * 7 % 50);
+    gw_gen_params p = {.max_tokens = 16, .sampling = {.temperature = 0}};
+    gw_gen *g = NULL;
+    assert_int_equal(gw_gen_new(e->x, ids, (size_t)n_prompt, &p, NULL, 0, &g), 0);
+    return g;
+}
+
+static void expect(const unsigned char *keep, const char *want, int n)
+{
+    for (int i = 0; i < n; i++)
+        assert_int_equal(keep[i], want[i] - '0');
+}
+
+static void test_prompts_run_alone_every_other_step(void **state)
+{
+    struct env *e = *state;
+    gw_step_info info = {0};
+    e->g[0] = gen(e, 3);
+    e->g[1] = gen(e, 8);
+    assert_int_equal(gw_batch_step(e->x, e->g, 2, 64, &info), 0); /* both prefilled */
+    assert_int_equal(gw_gen_prompt_fed(e->g[1]), 8);
+    e->g[2] = gen(e, 13); /* two chunks of 8 */
+    e->g[3] = gen(e, 5);
+    unsigned char keep[4];
+    int last = 0;
+
+    /* nothing prefilling: all run, whatever the last step was */
+    assert_int_equal(gw__sched_prompts_first(&last, e->g, 2, keep), 2);
+    expect(keep, "11", 2);
+    assert_int_equal(last, 0);
+
+    /* two newcomers among decoders: only they run, in their order */
+    gw_gen *mix[4] = {e->g[2], e->g[0], e->g[3], e->g[1]};
+    assert_int_equal(gw__sched_prompts_first(&last, mix, 4, keep), 2);
+    expect(keep, "1010", 4);
+    assert_int_equal(last, 1);
+    /* the next step is everyone's, though they still prefill */
+    assert_int_equal(gw__sched_prompts_first(&last, mix, 4, keep), 4);
+    expect(keep, "1111", 4);
+    assert_int_equal(last, 0);
+
+    /* run the prompts-only step: g[3] is done, g[2] has a chunk left */
+    gw_gen *pre[2] = {e->g[2], e->g[3]};
+    assert_int_equal(gw_batch_step(e->x, pre, 2, 64, &info), 0);
+    assert_int_equal(gw_gen_prompt_fed(e->g[2]), 8);
+    assert_int_equal(gw_gen_prompt_fed(e->g[3]), 5);
+    assert_int_equal(gw__sched_prompts_first(&last, mix, 4, keep), 1);
+    expect(keep, "1000", 4);
+    assert_int_equal(last, 1);
+
+    /* all prefilling: all run, and the alternation starts again */
+    last = 1;
+    gw_gen *only[1] = {e->g[2]};
+    assert_int_equal(gw__sched_prompts_first(&last, only, 1, keep), 1);
+    expect(keep, "1", 1);
+    assert_int_equal(last, 0);
+}
+
+int main(void)
+{
+    const struct CMUnitTest t[] = {
+        cmocka_unit_test_setup_teardown(test_prompts_run_alone_every_other_step, setup, teardown),
+    };
+    return cmocka_run_group_tests(t, NULL, NULL);
+}

@@ -20,8 +20,8 @@
 #      type must build (skipped with GW_NO_RELEASE=1);
 #   7. builds the libFuzzer targets (clang) and runs each on its committed
 #      corpus, one target per CPU at a time, for GW_FUZZ_SECONDS, by default
-#      an even share of GW_FUZZ_BUDGET (240 s for the step, at most 60 s a
-#      target: nine targets on two CPUs get 48 s each), so that CI stays
+#      an even share of GW_FUZZ_BUDGET (200 s for the step, at most 60 s a
+#      target: nine targets on two CPUs get 40 s each), so that CI stays
 #      under 15 minutes; skipped with GW_NO_FUZZ=1; their corpora are also
 #      replayed by ctest in steps 3-4.
 # Exit status: 0 when every step passed, the failing step's status otherwise.

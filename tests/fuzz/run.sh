@@ -4,8 +4,8 @@
 # for `seconds` on its committed corpus, $GW_FUZZ_JOBS (default 2) targets
 # at a time, each libFuzzer process on one core: the nine targets take
 # 5 x `seconds` on two cores. Without `seconds` (or with 0), each gets
-# $GW_FUZZ_BUDGET (default 240, what CI gives the whole step) divided by
-# the number of rounds, at most 60: 48 s for nine targets on two cores.
+# $GW_FUZZ_BUDGET (default 200, what CI gives the whole step) divided by
+# the number of rounds, at most 60: 40 s for nine targets on two cores.
 # Each target's
 # line is printed as it finishes. New inputs go to a scratch corpus, not
 # into the tree.
@@ -18,7 +18,7 @@ set -u
 root=$(cd "$(dirname "$0")/../.." && pwd)
 secs=${1:-0}
 [ $# -gt 0 ] && shift
-budget=${GW_FUZZ_BUDGET:-240}
+budget=${GW_FUZZ_BUDGET:-200}
 jobs=${GW_FUZZ_JOBS:-2}
 case $secs$budget$jobs in *[!0-9]*) echo "usage: $0 [seconds] [target ...]" >&2; exit 100 ;; esac
 [ "$jobs" -ge 1 ] || { echo "$0: GW_FUZZ_JOBS must be at least 1" >&2; exit 100; }

@@ -84,6 +84,31 @@ static inline void burst(const char *tenant, int n, const int *which, int n_whic
         free(tok[i]);
 }
 
+/* Round-robin load until the farm refuses: bursts of `per_burst` requests
+ * of `tenant` with request body b over all nodes, until a burst is refused
+ * and one more burst after it (at most 12 bursts); no 503 and no other
+ * status. Adds to *admitted and *refused, keeps the first refusal's status
+ * and body, and returns the seconds it took. */
+static inline double load_until_refused(const char *tenant, int per_burst, const char *b,
+                                        int *admitted, int *refused, char *refusal, size_t len)
+{
+    int all[NODES] = {0, 1, 2}, rounds = 0, after = -1;
+    uint64_t t0 = svc_now_ms();
+    body = b;
+    while (rounds < 12 && after != 0) {
+        int ok, r429, r503, other;
+        burst(tenant, per_burst, all, NODES, &ok, &r429, &r503, &other, refusal, len);
+        assert_int_equal(r503 + other, 0);
+        *admitted += ok;
+        *refused += r429;
+        rounds++;
+        if (*refused > 0)
+            after = after < 0 ? 1 : after - 1;
+    }
+    body = body1;
+    return (double)(svc_now_ms() - t0) / 1000.0;
+}
+
 /* Waits (up to the deadline) for node s to see Redis in `state`. */
 static inline int wait_state(const struct svc *s, int state)
 {

@@ -182,6 +182,23 @@ struct resp {
     size_t len;
 };
 
+#ifdef cmocka_unit_test /* the tests, not bench_cluster: it asserts */
+/* A connection to s's port from loopback address src ("127.0.0.x"),
+ * bound first so that the node sees that client address. */
+static inline int svc_connect_from(const struct svc *s, const char *src)
+{
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    struct sockaddr_in me = {.sin_family = AF_INET};
+    assert_int_equal(inet_pton(AF_INET, src, &me.sin_addr), 1);
+    assert_int_equal(bind(fd, (struct sockaddr *)&me, sizeof(me)), 0);
+    struct sockaddr_in a = {.sin_family = AF_INET,
+                            .sin_port = htons((uint16_t)s->port),
+                            .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    assert_int_equal(connect(fd, (struct sockaddr *)&a, sizeof(a)), 0);
+    return fd;
+}
+#endif
+
 static inline int svc_connect(struct svc *s)
 {
     if (svc_ipv6) {

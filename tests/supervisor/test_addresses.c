@@ -135,14 +135,7 @@ static int group_teardown(void **state)
  * `hdrs` ("" or lines ending in \r\n); the status, the body in body. */
 static int get_from(const char *src, const char *hdrs, char *body, size_t blen)
 {
-    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    struct sockaddr_in me = {.sin_family = AF_INET};
-    assert_int_equal(inet_pton(AF_INET, src, &me.sin_addr), 1);
-    assert_int_equal(bind(fd, (struct sockaddr *)&me, sizeof(me)), 0);
-    struct sockaddr_in a = {.sin_family = AF_INET,
-                            .sin_port = htons((uint16_t)S.port),
-                            .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    assert_int_equal(connect(fd, (struct sockaddr *)&a, sizeof(a)), 0);
+    int fd = svc_connect_from(&S, src);
     char head[12288];
     int n = snprintf(head, sizeof(head),
                      "GET /v1/models HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n"
@@ -157,20 +150,6 @@ static int get_from(const char *src, const char *hdrs, char *body, size_t blen)
     int st = r.status;
     resp_free(&r);
     return st;
-}
-
-/* A connection from src, nothing sent yet. */
-static int idle_conn(const char *src)
-{
-    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    struct sockaddr_in me = {.sin_family = AF_INET};
-    assert_int_equal(inet_pton(AF_INET, src, &me.sin_addr), 1);
-    assert_int_equal(bind(fd, (struct sockaddr *)&me, sizeof(me)), 0);
-    struct sockaddr_in a = {.sin_family = AF_INET,
-                            .sin_port = htons((uint16_t)S.port),
-                            .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    assert_int_equal(connect(fd, (struct sockaddr *)&a, sizeof(a)), 0);
-    return fd;
 }
 
 static int xff(const char *src, const char *value)
@@ -518,7 +497,7 @@ static void test_key_rotation_by_kid(void **state)
     char *r = raw("{\"cmd\":\"allow\",\"id\":\"127.0.0.30/32\",\"ttl_s\":600}\n");
     assert_non_null(r);
     free(r);
-    int ka = idle_conn("127.0.0.30"), reloads = 0;
+    int ka = svc_connect_from(&S, "127.0.0.30"), reloads = 0;
     assert_int_equal(keepalive_get(ka, TOKEN), 200);
     assert_int_equal(get_from("127.0.0.30", "", body, sizeof(body)), 200); /* TOKEN, old key */
     char *keep = TOKEN;
@@ -712,14 +691,7 @@ static void test_seed_limits_admit_exactly_10_in_every_minute_of_3(void **state)
 /* Sends `pre` (a PROXY header, `plen` bytes) then GET /v1/models from src. */
 static int proxied(const char *src, const void *pre, size_t plen, char *body, size_t blen)
 {
-    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    struct sockaddr_in me = {.sin_family = AF_INET};
-    assert_int_equal(inet_pton(AF_INET, src, &me.sin_addr), 1);
-    assert_int_equal(bind(fd, (struct sockaddr *)&me, sizeof(me)), 0);
-    struct sockaddr_in a = {.sin_family = AF_INET,
-                            .sin_port = htons((uint16_t)S.port),
-                            .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    assert_int_equal(connect(fd, (struct sockaddr *)&a, sizeof(a)), 0);
+    int fd = svc_connect_from(&S, src);
     char req[12288];
     memcpy(req, pre, plen);
     int n = snprintf(req + plen, sizeof(req) - plen,
@@ -753,20 +725,6 @@ static size_t v2_header(uint8_t *out, int cmd, size_t len, const char *src4)
     return 28;
 }
 
-/* A connection from src, nothing sent. */
-static int idle_from(const char *src)
-{
-    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    struct sockaddr_in me = {.sin_family = AF_INET};
-    assert_int_equal(inet_pton(AF_INET, src, &me.sin_addr), 1);
-    assert_int_equal(bind(fd, (struct sockaddr *)&me, sizeof(me)), 0);
-    struct sockaddr_in a = {.sin_family = AF_INET,
-                            .sin_port = htons((uint16_t)S.port),
-                            .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    assert_int_equal(connect(fd, (struct sockaddr *)&a, sizeof(a)), 0);
-    return fd;
-}
-
 /* A request on an open connection: its status (0 when the connection was
  * closed without an answer). */
 static int ask_on(int fd, const char *client)
@@ -793,8 +751,8 @@ static int ask_on(int fd, const char *client)
 static void test_connections_per_address_are_capped(void **state)
 {
     (void)state;
-    int a = idle_from("127.0.0.3"), b = idle_from("127.0.0.3");
-    int third = idle_from("127.0.0.3");
+    int a = svc_connect_from(&S, "127.0.0.3"), b = svc_connect_from(&S, "127.0.0.3");
+    int third = svc_connect_from(&S, "127.0.0.3");
     char c;
     struct pollfd p = {.fd = third, .events = POLLIN};
     assert_int_equal(poll(&p, 1, SVC_DEADLINE_MS), 1);
@@ -802,11 +760,12 @@ static void test_connections_per_address_are_capped(void **state)
     close(third);
     assert_int_equal(ask_on(a, NULL), 200); /* the first two were kept */
     /* a's place is free once its answer is out: the front closed it */
-    assert_int_equal(ask_on(idle_from("127.0.0.3"), NULL), 200);
+    assert_int_equal(ask_on(svc_connect_from(&S, "127.0.0.3"), NULL), 200);
     assert_int_equal(ask_on(b, NULL), 200);
     /* the trusted proxy is not counted (its clients come by PROXY header) */
-    int px[3] = {idle_from("127.0.0.2"), idle_from("127.0.0.2"), idle_from("127.0.0.2")};
-    assert_int_equal(ask_on(idle_from("127.0.0.2"), "198.51.100.50"), 200);
+    int px[3] = {svc_connect_from(&S, "127.0.0.2"), svc_connect_from(&S, "127.0.0.2"),
+                 svc_connect_from(&S, "127.0.0.2")};
+    assert_int_equal(ask_on(svc_connect_from(&S, "127.0.0.2"), "198.51.100.50"), 200);
     static const char *const who[3] = {"198.51.100.51", "198.51.100.52", "198.51.100.53"};
     for (int i = 0; i < 3; i++)
         assert_int_equal(ask_on(px[i], who[i]), 200);

@@ -163,14 +163,7 @@ static int complete_from(const char *src, const char *hdrs, const char *tenant, 
     char *tok = svc_token(&S, tenant, 600);
     json_t *b = json_pack("{s:s,s:s,s:i}", "model", "smollm2", "prompt", prompt, "max_tokens", 1);
     char *body = json_dumps(b, 0);
-    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    struct sockaddr_in me = {.sin_family = AF_INET};
-    assert_int_equal(inet_pton(AF_INET, src, &me.sin_addr), 1);
-    assert_int_equal(bind(fd, (struct sockaddr *)&me, sizeof(me)), 0);
-    struct sockaddr_in a = {.sin_family = AF_INET,
-                            .sin_port = htons((uint16_t)S.port),
-                            .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    assert_int_equal(connect(fd, (struct sockaddr *)&a, sizeof(a)), 0);
+    int fd = svc_connect_from(&S, src);
     char head[4096];
     int n = snprintf(head, sizeof(head),
                      "POST /v1/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n"

@@ -58,9 +58,15 @@ int gw_cluster_take(struct gw_segment *seg, struct gw_acct a, uint64_t now_us, u
                                                   memory_order_acquire))
             return GW_CL_TAKEN;
     }
+    return gw__cluster_refusal(seg, &c->deny_until, now_us, retry_us);
+}
+
+int gw__cluster_refusal(const struct gw_segment *seg, _Atomic uint64_t *deny_until, uint64_t now_us,
+                        uint64_t *retry_us)
+{
     /* relaxed: a hint; a stale value errs toward one more round trip or
      * one more refusal within the window Redis already named */
-    uint64_t deny = atomic_load_explicit(&c->deny_until, memory_order_relaxed);
+    uint64_t deny = atomic_load_explicit(deny_until, memory_order_relaxed);
     if (deny > now_us) {
         *retry_us = deny - now_us;
         return GW_CL_DENIED;

@@ -16,6 +16,9 @@
  * requests running when the pool was last positive generated beyond their
  * first token (the bound: at most C x (max_tokens - 1) for C requests of
  * the tenant running at once on the node).
+ * The pool's words and what works on them are the GPU cell's too
+ * (cluster_lease.c); the charge at a request's end (the debt), the
+ * `charged` count and the fail-open window cell are this file's.
  *
  * Who repairs what: nothing here needs the master's repair. Every word is
  * changed by one atomic operation, so a process killed anywhere leaves
@@ -44,30 +47,12 @@ int gw_cluster_out_take(struct gw_segment *seg, struct gw_acct a, uint64_t now_u
     struct gw_cluster_out *o = out_of(seg, a);
     if (!o)
         return GW_CL_UNAVAILABLE;
-    /* acquire: pairs with the agent's release add in gw_cluster_out_grant,
-     * so the end read below is the one those tokens came with (or later) */
-    int64_t t = atomic_load_explicit(&o->tokens, memory_order_acquire);
-    /* relaxed: ordered after the acquire above */
-    uint64_t end = atomic_load_explicit(&o->expires_us, memory_order_relaxed);
-    while (t > 0 && now_us < end) {
-        /* acquire on success, as the load */
-        if (atomic_compare_exchange_weak_explicit(&o->tokens, &t, t - 1, memory_order_acquire,
-                                                  memory_order_acquire)) {
-            /* relaxed: a count read on its own (the agent's demand figure) */
-            atomic_fetch_add_explicit(&o->charged, 1, memory_order_relaxed);
-            return GW_CL_TAKEN;
-        }
-    }
-    /* relaxed: a hint, as the rate cell's */
-    uint64_t deny = atomic_load_explicit(&o->deny_until, memory_order_relaxed);
-    if (deny > now_us) {
-        *retry_us = deny - now_us;
-        return GW_CL_DENIED;
-    }
-    /* relaxed: the agent's view of Redis, read on its own */
-    if (atomic_load_explicit(&seg->cluster->state, memory_order_relaxed) == GW_CL_DOWN)
-        return GW_CL_UNAVAILABLE;
-    return GW_CL_WAIT;
+    /* one token, while the lease lasts and the pool holds one (floor 0) */
+    int rc = gw__lease_admit(seg, &o->lease, 1, now_us, retry_us);
+    if (rc == GW_CL_TAKEN)
+        /* relaxed: a count read on its own (the agent's demand figure) */
+        atomic_fetch_add_explicit(&o->charged, 1, memory_order_relaxed);
+    return rc;
 }
 
 void gw_cluster_out_settle(struct gw_segment *seg, struct gw_acct a, uint64_t n)
@@ -78,8 +63,8 @@ void gw_cluster_out_settle(struct gw_segment *seg, struct gw_acct a, uint64_t n)
     if (n == 0) {
         /* the admission's token unused: back to the pool (an end that
          * passed meanwhile makes the agent keep it for the next lease) */
-        /* relaxed: counts; nothing is published through them */
-        atomic_fetch_add_explicit(&o->tokens, 1, memory_order_relaxed);
+        gw__lease_put(&o->lease, 1);
+        /* relaxed: a count; nothing is published through it */
         atomic_fetch_sub_explicit(&o->charged, 1, memory_order_relaxed);
         return;
     }
@@ -87,7 +72,8 @@ void gw_cluster_out_settle(struct gw_segment *seg, struct gw_acct a, uint64_t n)
         return;
     /* relaxed: a count; whatever the pool holds, the charge lands (a debt
      * below 0 when it held less: the agent pays it from its next grant) */
-    int64_t before = atomic_fetch_sub_explicit(&o->tokens, (int64_t)(n - 1), memory_order_relaxed);
+    int64_t before =
+        atomic_fetch_sub_explicit(&o->lease.tokens, (int64_t)(n - 1), memory_order_relaxed);
     /* relaxed: a count read on its own */
     atomic_fetch_add_explicit(&o->charged, n - 1, memory_order_relaxed);
     int64_t after = before - (int64_t)(n - 1);
@@ -100,20 +86,8 @@ void gw_cluster_out_settle(struct gw_segment *seg, struct gw_acct a, uint64_t n)
 void gw_cluster_out_want(struct gw_segment *seg, struct gw_acct a, int delta)
 {
     struct gw_cluster_out *o = out_of(seg, a);
-    if (!o)
-        return;
-    if (delta > 0) {
-        gw__cluster_note(gw__cluster_cell_of(seg, a), a);
-        /* relaxed: published by the release bump in gw__cluster_wake */
-        atomic_fetch_add_explicit(&o->want, 1, memory_order_relaxed);
-        gw__cluster_wake(seg);
-        return;
-    }
-    /* relaxed: a count read on its own; never below zero */
-    uint64_t w = atomic_load_explicit(&o->want, memory_order_relaxed);
-    while (w > 0 && !atomic_compare_exchange_weak_explicit(
-                        &o->want, &w, w - 1, memory_order_relaxed, memory_order_relaxed))
-        ;
+    if (o) /* one request */
+        gw__lease_want(seg, &o->lease, a, 1, delta);
 }
 
 /* us of the fail-open cell that `tokens` cost under the share (limit per
@@ -150,14 +124,14 @@ int gw_cluster_out_open_admit(struct gw_segment *seg, struct gw_acct a, const st
     uint64_t one = share_cost(lim, w->period_us, 1),
              tau = share_cost(lim, w->period_us, lim + burst);
     /* relaxed: the cell is self-contained; the CAS makes it atomic */
-    uint64_t tat = atomic_load_explicit(&o->open_tat, memory_order_relaxed);
+    uint64_t tat = atomic_load_explicit(&o->lease.open_tat, memory_order_relaxed);
     for (;;) {
         uint64_t base = tat > now_us ? tat : now_us;
         if (base + one > now_us + tau) {
             *retry_us = base + one - now_us - tau;
             return GW_EREFUSED;
         }
-        if (atomic_compare_exchange_weak_explicit(&o->open_tat, &tat, base + one,
+        if (atomic_compare_exchange_weak_explicit(&o->lease.open_tat, &tat, base + one,
                                                   memory_order_relaxed, memory_order_relaxed))
             break;
     }
@@ -176,16 +150,16 @@ void gw_cluster_out_open_settle(struct gw_segment *seg, struct gw_acct a, const 
         share_of(seg, w, &lim, &burst);
         uint64_t cost = share_cost(lim, w->period_us, n - 1);
         /* relaxed: as in gw_cluster_out_open_admit */
-        uint64_t tat = atomic_load_explicit(&o->open_tat, memory_order_relaxed);
+        uint64_t tat = atomic_load_explicit(&o->lease.open_tat, memory_order_relaxed);
         for (;;) {
             uint64_t base = tat > now_us ? tat : now_us;
-            if (atomic_compare_exchange_weak_explicit(&o->open_tat, &tat, base + cost,
+            if (atomic_compare_exchange_weak_explicit(&o->lease.open_tat, &tat, base + cost,
                                                       memory_order_relaxed, memory_order_relaxed))
                 break;
         }
     }
     /* relaxed: counted; the agent drains it on its own */
-    atomic_fetch_add_explicit(&o->open_spent, n, memory_order_relaxed);
+    atomic_fetch_add_explicit(&o->lease.open_spent, n, memory_order_relaxed);
     gw_cluster_count(seg, GW_CLC_OUT_OPEN, n);
     if (n)
         gw__cluster_wake(seg); /* the agent reconciles it when Redis is back */
@@ -200,62 +174,42 @@ int gw_cluster_out_cell(const struct gw_segment *seg, uint32_t i, struct gw_cl_o
     struct gw_cluster_out *o = &seg->cl_out[i];
     /* relaxed: counters read on their own; the account is the rate cell's
      * (acquired in gw_cluster_cell) */
-    out->tokens = atomic_load_explicit(&o->tokens, memory_order_relaxed);
-    out->expires_us = atomic_load_explicit(&o->expires_us, memory_order_relaxed);
-    out->want = atomic_load_explicit(&o->want, memory_order_relaxed);
-    out->deny_until = atomic_load_explicit(&o->deny_until, memory_order_relaxed);
-    out->open_spent = atomic_load_explicit(&o->open_spent, memory_order_relaxed);
-    out->granted = atomic_load_explicit(&o->granted, memory_order_relaxed);
+    out->tokens = atomic_load_explicit(&o->lease.tokens, memory_order_relaxed);
+    out->expires_us = atomic_load_explicit(&o->lease.expires_us, memory_order_relaxed);
+    out->want = atomic_load_explicit(&o->lease.want, memory_order_relaxed);
+    out->deny_until = atomic_load_explicit(&o->lease.deny_until, memory_order_relaxed);
+    out->open_spent = atomic_load_explicit(&o->lease.open_spent, memory_order_relaxed);
+    out->granted = atomic_load_explicit(&o->lease.granted, memory_order_relaxed);
     out->charged = atomic_load_explicit(&o->charged, memory_order_relaxed);
     return 0;
 }
 
 void gw_cluster_out_grant(struct gw_segment *seg, uint32_t i, uint64_t x, uint64_t expires_us)
 {
-    struct gw_cluster_out *o = &seg->cl_out[i];
-    /* relaxed stores, published by the release add of the tokens below */
-    atomic_store_explicit(&o->expires_us, expires_us, memory_order_relaxed);
-    atomic_store_explicit(&o->deny_until, 0, memory_order_relaxed);
-    atomic_fetch_add_explicit(&o->granted, x, memory_order_relaxed);
-    /* a pool in debt pays it first: the add does both */
-    atomic_fetch_add_explicit(&o->tokens, (int64_t)x, memory_order_release);
+    gw__lease_grant(&seg->cl_out[i].lease, x, expires_us);
 }
 
 uint64_t gw_cluster_out_reclaim(struct gw_segment *seg, uint32_t i)
 {
-    _Atomic int64_t *w = &seg->cl_out[i].tokens;
-    /* relaxed: the CAS below decides */
-    int64_t t = atomic_load_explicit(w, memory_order_relaxed);
-    /* acq_rel: the CAS races the fronts' CAS and charges; whatever it
-     * removes nobody took. A debt stays. */
-    while (t > 0 && !atomic_compare_exchange_weak_explicit(w, &t, 0, memory_order_acq_rel,
-                                                           memory_order_relaxed))
-        ;
-    return t > 0 ? (uint64_t)t : 0;
+    return gw__lease_reclaim(&seg->cl_out[i].lease);
 }
 
 void gw_cluster_out_deny(struct gw_segment *seg, uint32_t i, uint64_t until_us)
 {
-    /* relaxed: a hint read on its own (gw_cluster_out_take) */
-    atomic_store_explicit(&seg->cl_out[i].deny_until, until_us, memory_order_relaxed);
+    gw__lease_deny(&seg->cl_out[i].lease, until_us);
 }
 
 uint64_t gw_cluster_out_open_drain(struct gw_segment *seg, uint32_t i)
 {
-    /* relaxed: a count; the exchange keeps every token counted once */
-    return atomic_exchange_explicit(&seg->cl_out[i].open_spent, 0, memory_order_relaxed);
+    return gw__lease_open_drain(&seg->cl_out[i].lease);
 }
 
 void gw_cluster_out_open_undrain(struct gw_segment *seg, uint32_t i, uint64_t n)
 {
-    /* relaxed: as gw_cluster_out_open_drain */
-    atomic_fetch_add_explicit(&seg->cl_out[i].open_spent, n, memory_order_relaxed);
+    gw__lease_open_undrain(&seg->cl_out[i].lease, n);
 }
 
 void gw_cluster_out_want_reset(struct gw_segment *seg, uint32_t i, uint64_t seen)
 {
-    /* relaxed: a count read on its own; the CAS keeps a request that
-     * parked since */
-    atomic_compare_exchange_strong_explicit(&seg->cl_out[i].want, &seen, 0, memory_order_relaxed,
-                                            memory_order_relaxed);
+    gw__lease_want_reset(&seg->cl_out[i].lease, seen);
 }

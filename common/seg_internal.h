@@ -15,6 +15,7 @@
 
 #include <stdalign.h>
 #include <stdatomic.h>
+#include <stddef.h>
 
 /* Processes share these words through one mapping: their atomics must be
  * lock-free (a lock would live in one process's memory, not in the file). */
@@ -523,52 +524,70 @@ struct gw_cl_peers {
 _Static_assert(sizeof(struct gw_cl_peers) == 1024, "cluster peers layout");
 _Static_assert(_Alignof(struct gw_cl_peers) == 8, "cluster peers alignment");
 
-/* A tenant's GPU-microsecond lease on this node (cluster_gpu.c), indexed
- * like the rate cells. `tokens` is a pool of farm-wide GPU-us: fronts take
- * a request's reservation from it, workers take extensions, settlement
- * puts the unused part back; the agent fills it from Redis and gives back
- * what is left when the lease ends. */
-struct gw_cluster_gpu {
-    _Atomic int64_t tokens;      /* GPU-us: agent adds, fronts/workers CAS -x, settle adds;
-                                    below 0: workers' extensions overdrew it (a debt) */
+/* The words a GPU lease cell and an output-token lease cell share, first in
+ * each, at the same offsets as before they were named (layouts 13, 14): a
+ * pool of farm-wide units (GPU-us, or output tokens) the cluster agent took
+ * from Redis, its end, the fronts' demand and the fail-open cell. One set
+ * of functions works on both (cluster_lease.c). */
+struct gw_cluster_lease {
+    _Atomic int64_t tokens;      /* agent adds (grant); fronts (and GPU workers) take by
+                                    CAS; GPU settlement adds back, output settlement
+                                    subtracts; below 0: a debt a later grant pays first */
     _Atomic uint64_t expires_us; /* agent, before the tokens it covers */
-    _Atomic uint64_t want;       /* fronts: GPU-us of requests parked for a lease */
+    _Atomic uint64_t want;       /* fronts: units of requests parked for a lease */
     _Atomic uint64_t deny_until; /* agent */
-    _Atomic uint64_t open_spent; /* fronts add (fail-open reservations), agent drains */
-    _Atomic uint64_t open_tat;   /* fail-open budget cell (weighted GCRA): fronts */
-    _Atomic uint64_t granted;    /* agent: GPU-us granted to this node, ever */
-    _Atomic uint64_t shortfall;  /* workers: an extension the pool could not cover (hint) */
-    _Atomic uint64_t overdraft;  /* agent: how far below 0 extensions may take the pool */
+    _Atomic uint64_t open_spent; /* fronts add (fail-open), agent drains */
+    _Atomic uint64_t open_tat;   /* fail-open cell (GCRA): fronts */
+    _Atomic uint64_t granted;    /* agent: units granted to this node, ever */
+};
+_Static_assert(sizeof(struct gw_cluster_lease) == 56, "cluster lease words layout");
+_Static_assert(_Alignof(struct gw_cluster_lease) == 8, "cluster lease words alignment");
+
+/* A tenant's GPU-microsecond lease on this node (cluster_gpu.c), indexed
+ * like the rate cells. `lease.tokens` is a pool of farm-wide GPU-us: fronts
+ * take a request's reservation from it, workers take extensions (and may
+ * overdraw it, down to -overdraft), settlement puts the unused part back;
+ * the agent fills it from Redis and gives back what is left when the lease
+ * ends. `lease.want` counts GPU-us, `lease.open_tat` is the fail-open
+ * budget cell (weighted GCRA). */
+struct gw_cluster_gpu {
+    struct gw_cluster_lease lease;
+    _Atomic uint64_t shortfall; /* workers: an extension the pool could not cover (hint) */
+    _Atomic uint64_t overdraft; /* agent: how far below 0 extensions may take the pool */
     uint64_t pad[7];
 };
 _Static_assert(sizeof(struct gw_cluster_gpu) == 128, "cluster GPU cell layout");
 _Static_assert(_Alignof(struct gw_cluster_gpu) == 8, "cluster GPU cell alignment");
+_Static_assert(offsetof(struct gw_cluster_gpu, shortfall) == 56 &&
+                   offsetof(struct gw_cluster_gpu, overdraft) == 64,
+               "cluster GPU cell layout (13)");
 
 /* A tenant's output-token lease on this node (cluster_out.c), indexed like
  * the rate cells, in its own region after the per-tenant counters (layout 14).
- * `tokens` is a pool of farm-wide output tokens: a front takes one for each
- * request it admits (the "at least one token left" of the local window, made
- * atomic) and charges the rest of what the request generated at its end,
- * which may take the pool below 0 (a debt a later grant pays first). */
+ * `lease.tokens` is a pool of farm-wide output tokens: a front takes one for
+ * each request it admits (the "at least one token left" of the local window,
+ * made atomic) and charges the rest of what the request generated at its
+ * end, which may take the pool below 0 (a debt a later grant pays first).
+ * `lease.want` counts requests, `lease.open_tat` is the fail-open output
+ * cell (GCRA of tokens). */
 struct gw_cluster_out {
-    _Atomic int64_t tokens;      /* agent adds (grant), fronts CAS -1 (admission) and
-                                    subtract at a job's end; below 0: a debt */
-    _Atomic uint64_t expires_us; /* agent, before the tokens it covers */
-    _Atomic uint64_t want;       /* fronts: requests parked for a lease */
-    _Atomic uint64_t deny_until; /* agent */
-    _Atomic uint64_t open_spent; /* fronts add (tokens generated fail-open), agent drains */
-    _Atomic uint64_t open_tat;   /* fail-open output cell (GCRA of tokens): fronts */
-    _Atomic uint64_t granted;    /* agent: tokens granted to this node, ever */
-    _Atomic uint64_t charged;    /* fronts: tokens charged to the pool, ever */
+    struct gw_cluster_lease lease;
+    _Atomic uint64_t charged; /* fronts: tokens charged to the pool, ever */
     uint64_t pad[8];
 };
 _Static_assert(sizeof(struct gw_cluster_out) == 128, "cluster output cell layout");
 _Static_assert(_Alignof(struct gw_cluster_out) == 8, "cluster output cell alignment");
+_Static_assert(offsetof(struct gw_cluster_out, charged) == 56, "cluster output cell layout (14)");
 
 /* The rate cell of tenant account a (NULL when it has no budget record). */
 struct gw_cluster_cell *gw__cluster_cell_of(const struct gw_segment *seg, struct gw_acct a);
 /* Wakes the agent: the demand word and its futex. */
 void gw__cluster_wake(struct gw_segment *seg);
+/* Why a lease of any kind had nothing to take: GW_CL_DENIED while the
+ * cell's deny_until is ahead (*retry_us set), GW_CL_UNAVAILABLE while
+ * Redis is down, else GW_CL_WAIT. */
+int gw__cluster_refusal(const struct gw_segment *seg, _Atomic uint64_t *deny_until, uint64_t now_us,
+                        uint64_t *retry_us);
 /* Records the tenant account in its cell so the agent can name it. */
 void gw__cluster_note(struct gw_cluster_cell *c, struct gw_acct a);
 /* budget.c's side of a farm-leased slot (SLOT_FARM_GPU): a worker's
@@ -578,5 +597,34 @@ void gw__cluster_note(struct gw_cluster_cell *c, struct gw_acct a);
 int gw__cluster_gpu_extend(struct gw_segment *seg, struct gw_acct tenant, uint64_t x,
                            uint64_t now_us);
 void gw__cluster_gpu_refund(struct gw_segment *seg, struct gw_acct tenant, uint64_t x);
+
+/* cluster_lease.c: the lease words' operations, for both kinds of cell. */
+/* Takes x from the pool while its lease lasts: 1 taken, 0 not. The pool may
+ * go as far as `floor` below zero (a GPU worker's extension within the
+ * overdraft the agent allows; 0 for an admission); after the lease's end
+ * only that overdraft is left (what the pool still holds goes back). */
+int gw__lease_take(struct gw_cluster_lease *l, uint64_t x, uint64_t now_us, uint64_t floor);
+/* An admission's take of x (floor 0), else why not: GW_CL_TAKEN,
+ * GW_CL_DENIED (with *retry_us), GW_CL_UNAVAILABLE (Redis down) or
+ * GW_CL_WAIT. */
+int gw__lease_admit(const struct gw_segment *seg, struct gw_cluster_lease *l, uint64_t x,
+                    uint64_t now_us, uint64_t *retry_us);
+/* Puts x back into the pool (0 < x < 2^62; else nothing). */
+void gw__lease_put(struct gw_cluster_lease *l, uint64_t x);
+/* A request of tenant `a` parked for x units (sign > 0: also notes the
+ * account in its rate cell and wakes the agent), or no longer (never below
+ * zero). */
+void gw__lease_want(struct gw_segment *seg, struct gw_cluster_lease *l, struct gw_acct a,
+                    uint64_t x, int sign);
+/* The agent's side: a grant of x ending at expires_us (lifts a denial,
+ * pays a debt first); what the pool holds taken back (a debt stays); a
+ * denial; the fail-open count drained and put back; a dead front's want
+ * cleared if still `seen`. */
+void gw__lease_grant(struct gw_cluster_lease *l, uint64_t x, uint64_t expires_us);
+uint64_t gw__lease_reclaim(struct gw_cluster_lease *l);
+void gw__lease_deny(struct gw_cluster_lease *l, uint64_t until_us);
+uint64_t gw__lease_open_drain(struct gw_cluster_lease *l);
+void gw__lease_open_undrain(struct gw_cluster_lease *l, uint64_t n);
+void gw__lease_want_reset(struct gw_cluster_lease *l, uint64_t seen);
 
 #endif

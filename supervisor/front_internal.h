@@ -1,5 +1,5 @@
-/* front_internal.h - what http.c, front.c and front_jobs.c share inside a
- * front process. Private to supervisor/. */
+/* front_internal.h - what http.c, front.c, front_loop.c and the other
+ * front_*.c files share inside a front process. Private to supervisor/. */
 #ifndef GW_FRONT_INTERNAL_H
 #define GW_FRONT_INTERNAL_H
 
@@ -204,8 +204,13 @@ void gw__conn_request_done(struct conn *c);
 void gw__conn_close(struct conn *c);
 void gw__conn_on_timeout(uv_timer_t *t);
 
-/* front.c */
+/* front.c: what a request means (routing) and who pays for it (admission) */
 void gw__front_request(struct conn *c); /* a complete request is in c */
+
+/* front_loop.c: the process (event loop, tick, drain, reload) */
+/* A line in the log as "front <index>". */
+void gw__front_log(const struct front *f, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
 
 /* front_metrics.c: the route status st (gw_route_match's) as c's listener
  * allows it: 404 for anything but /metrics on metrics.listen's socket, and

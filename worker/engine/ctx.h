@@ -97,15 +97,18 @@ void gw__kv_free(gw_ctx *x);
 /* Takes the blocks sequence seq needs to hold positions [0, end): 0, or
  * GW_ECONTEXT when end is past what it reserved. */
 int gw__kv_grow(gw_ctx *x, int seq, int end);
-/* The first element of position pos of sequence seq in layer l's keys or
- * values (pos must be below what gw__kv_grow made room for). */
-static inline size_t gw__kv_off(const gw_ctx *x, int l, int seq, int pos)
+/* The first element of kv head kvh at position pos of sequence seq in
+ * layer l's keys or values (pos must be below what gw__kv_grow made room
+ * for). A block holds each kv head's GW_KV_BLOCK rows of head_dim halves
+ * side by side (head-major), so the keys one head's attention reads are
+ * one contiguous run per block, which the prefetchers follow (token-major,
+ * a head's rows were 128 bytes out of every 384 for SmolLM2). */
+static inline size_t gw__kv_at(const gw_ctx *x, int l, int seq, int pos, int kvh)
 {
     const gw_model_config *c = &x->m->cfg;
-    size_t kv_dim = (size_t)c->head_dim * (size_t)c->n_head_kv;
     size_t blk = (size_t)x->seqs[seq].table[pos / GW_KV_BLOCK];
-    return (((size_t)l * (size_t)x->n_blocks + blk) * GW_KV_BLOCK + (size_t)(pos % GW_KV_BLOCK)) *
-           kv_dim;
+    size_t head = ((size_t)l * (size_t)x->n_blocks + blk) * (size_t)c->n_head_kv + (size_t)kvh;
+    return (head * GW_KV_BLOCK + (size_t)(pos % GW_KV_BLOCK)) * (size_t)c->head_dim;
 }
 
 /* forward.c: one pass over the items' rows on the CPU. */

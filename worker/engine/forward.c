@@ -196,8 +196,8 @@ static void gather_v(const gw_ctx *x, int l, int seq, int kvh, int n, uint16_t *
 {
     int hd = x->m->cfg.head_dim;
     for (int t0 = 0; t0 < n; t0 += GW_KV_BLOCK) {
-        const uint16_t *src = x->value_cache + gw__kv_off(x, l, seq, t0) + (size_t)kvh * hd;
-        size_t stride = (size_t)hd * x->m->cfg.n_head_kv;
+        const uint16_t *src = x->value_cache + gw__kv_at(x, l, seq, t0, kvh);
+        size_t stride = (size_t)hd;
         int m = n - t0 < GW_KV_BLOCK ? n - t0 : GW_KV_BLOCK;
         for (int t = 0; t < m; t++)
             memcpy(dst + (size_t)(t0 + t) * hd, src + (size_t)t * stride, (size_t)hd * 2);
@@ -255,19 +255,17 @@ static void att_share(void *arg, int i, int n)
         to_half(qf, q, hd);
         if (x->row_multi[r])
             for (int t = 0; t <= pos; t++)
-                att[t] =
-                    dot(hd, x->key_cache + gw__kv_off(x, j->layer, seq, t) + kvh * hd, q) * scale;
+                att[t] = dot(hd, x->key_cache + gw__kv_at(x, j->layer, seq, t, kvh), q) * scale;
         else /* the keys of each block side by side */
             for (int t0 = 0; t0 <= pos; t0 += GW_KV_BLOCK)
-                gw_dot_keys(hd, x->key_cache + gw__kv_off(x, j->layer, seq, t0) + kvh * hd,
-                            (size_t)c->n_head_kv * hd,
-                            pos + 1 - t0 < GW_KV_BLOCK ? pos + 1 - t0 : GW_KV_BLOCK, q, scale,
-                            att + t0);
+                gw_dot_keys(hd, x->key_cache + gw__kv_at(x, j->layer, seq, t0, kvh), (size_t)hd,
+                            pos + 1 - t0 < GW_KV_BLOCK ? pos + 1 - t0 : GW_KV_BLOCK, GW_KV_BLOCK, q,
+                            scale, att + t0);
         softmax_h(att, pos + 1, ah);
         if (r != have_r || kvh != have_kvh) {
             if (paged)
                 for (int t0 = 0, b = 0; t0 <= pos; t0 += GW_KV_BLOCK, b++)
-                    vb[b] = x->value_cache + gw__kv_off(x, j->layer, seq, t0) + (size_t)kvh * hd;
+                    vb[b] = x->value_cache + gw__kv_at(x, j->layer, seq, t0, kvh);
             else
                 gather_v(x, j->layer, seq, kvh, pos + 1, vg);
             have_r = r;
@@ -275,8 +273,8 @@ static void att_share(void *arg, int i, int n)
         }
         float *o = x->xb2 + (size_t)r * c->dim + h * hd;
         if (paged)
-            gw_attn_v_paged_avx512(x->row_multi[r], hd, pos + 1, ah, vb, GW_KV_BLOCK,
-                                   (size_t)c->n_head_kv * hd, lanes, o);
+            gw_attn_v_paged_avx512(x->row_multi[r], hd, pos + 1, ah, vb, GW_KV_BLOCK, (size_t)hd,
+                                   lanes, o);
         else
             gw_attn_v_for(x->row_multi[r])(hd, pos + 1, ah, vg, (size_t)hd, lanes, o);
         if (hd % 32 == 0) /* its blocks of attn_output's input */
@@ -293,9 +291,11 @@ static void rope_store(gw_ctx *x, int l, int R)
     for (int r = 0; r < R; r++) {
         const float *cs = x->rope_cs + (size_t)r * hd;
         rope(x->k + (size_t)r * kv_dim, c->n_head_kv, hd, cs); /* q's: in att_share */
-        size_t off = gw__kv_off(x, l, x->row_seq[r], x->row_pos[r]);
-        to_half(x->k + (size_t)r * kv_dim, x->key_cache + off, kv_dim);
-        to_half(x->v + (size_t)r * kv_dim, x->value_cache + off, kv_dim);
+        for (int h = 0; h < c->n_head_kv; h++) {
+            size_t off = gw__kv_at(x, l, x->row_seq[r], x->row_pos[r], h);
+            to_half(x->k + (size_t)r * kv_dim + h * hd, x->key_cache + off, hd);
+            to_half(x->v + (size_t)r * kv_dim + h * hd, x->value_cache + off, hd);
+        }
     }
 }
 

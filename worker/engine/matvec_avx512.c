@@ -592,13 +592,20 @@ L2 static void dot_keys16_l2(int n, const uint16_t *k, size_t k_stride, const ui
     _mm512_storeu_ps(out, _mm512_permutexvar_ps(order, _mm512_mul_ps(sum, _mm512_set1_ps(scale))));
 }
 
-L2 void gw_dot_keys_avx512(int n, const uint16_t *k, size_t k_stride, int n_keys, const uint16_t *q,
-                           float scale, float *out)
+L2 void gw_dot_keys_avx512(int n, const uint16_t *k, size_t k_stride, int n_keys, int readable,
+                           const uint16_t *q, float scale, float *out)
 {
     int j = 0;
-    if (n % 64 == 0)
+    if (n % 64 == 0) {
         for (; j + 16 <= n_keys; j += 16)
             dot_keys16_l2(n, k + (size_t)j * k_stride, k_stride, q, scale, out + j);
+        if (j < n_keys && j + 16 <= readable) {
+            float all[16];
+            dot_keys16_l2(n, k + (size_t)j * k_stride, k_stride, q, scale, all);
+            memcpy(out + j, all, (size_t)(n_keys - j) * sizeof(float));
+            return;
+        }
+    }
     for (; j < n_keys; j++)
         out[j] = dot_hh_l2(n, k + (size_t)j * k_stride, q) * scale;
 }
@@ -613,18 +620,26 @@ L2_INLINE void attn_v_blocks_l2(int hd, int n_pos, const uint16_t *a, const uint
 {
     int used = n_pos < nl ? n_pos : nl;
     const __m512 z = _mm512_setzero_ps();
+    float wf[16]; /* the weights of positions t & ~15 to (t & ~15) + 15 */
     for (int t = 0, b = 0; t < n_pos; b++) {
         const uint16_t *vt = vb[b];
         for (int e = t + (n_pos - t < blk ? n_pos - t : blk); t < e; t++, vt += v_stride) {
-            __m512 w = _mm512_set1_ps(gw_h2f(a[t]));
+            if (t % 16 == 0) {
+                __mmask16 m = n_pos - t >= 16 ? 0xffff : (__mmask16)((1u << (n_pos - t)) - 1);
+                _mm512_storeu_ps(wf, _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, a + t)));
+            }
+            __m512 w = _mm512_set1_ps(wf[t % 16]);
             float *l = lanes + (size_t)(t % nl) * (size_t)hd;
-            if (t < nl)
+            if (t < nl) {
+                GW_UNROLL
                 for (int d = 0; d < hd; d += 16)
                     _mm512_storeu_ps(l + d, _mm512_fmadd_ps(LDH(vt + d), w, z));
-            else
+            } else {
+                GW_UNROLL
                 for (int d = 0; d < hd; d += 16)
                     _mm512_storeu_ps(l + d,
                                      _mm512_fmadd_ps(LDH(vt + d), w, _mm512_loadu_ps(l + d)));
+            }
         }
     }
     for (int d = 0; d < hd; d += 16) {
@@ -864,9 +879,10 @@ int32_t gw_argmax_avx512(const float *x, int n)
     return gw_argmax_portable(x, n);
 }
 
-void gw_dot_keys_avx512(int n, const uint16_t *k, size_t k_stride, int n_keys, const uint16_t *q,
-                        float scale, float *out)
+void gw_dot_keys_avx512(int n, const uint16_t *k, size_t k_stride, int n_keys, int readable,
+                        const uint16_t *q, float scale, float *out)
 {
+    (void)readable;
     gw_dot_keys_at(gw_attn_avx2(), n, k, k_stride, n_keys, q, scale, out);
 }
 

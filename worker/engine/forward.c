@@ -35,6 +35,34 @@ static void rmsnorm(float *o, const float *x, const float *w, int n, float eps)
         o[j] = (x[j] * scale) * w[j];
 }
 
+/* rmsnorm of R rows (row r at x + r * n into o + r * n), four at a time:
+ * each row's sum is its own chain in the same order, so the same bits,
+ * but four chains of double additions overlap instead of waiting on each
+ * other (the chain's latency was the cost: 0.3 ms of an 8-row step). */
+static void rmsnorm_rows(float *o, const float *x, const float *w, int R, int n, float eps)
+{
+    int r = 0;
+    for (; r + 4 <= R; r += 4) {
+        const float *a = x + (size_t)r * n, *b = a + n, *c = b + n, *d = c + n;
+        double s[4] = {0, 0, 0, 0};
+        for (int j = 0; j < n; j++) {
+            s[0] += (double)(a[j] * a[j]);
+            s[1] += (double)(b[j] * b[j]);
+            s[2] += (double)(c[j] * c[j]);
+            s[3] += (double)(d[j] * d[j]);
+        }
+        for (int k = 0; k < 4; k++) {
+            float scale = 1.0f / sqrtf((float)(s[k] / n) + eps);
+            const float *xr = x + (size_t)(r + k) * n;
+            float *orow = o + (size_t)(r + k) * n;
+            for (int j = 0; j < n; j++)
+                orow[j] = (xr[j] * scale) * w[j];
+        }
+    }
+    for (; r < R; r++)
+        rmsnorm(o + (size_t)r * n, x + (size_t)r * n, w, n, eps);
+}
+
 /* soft_max and SwiGLU's SiLU are the kernels' softmax_h and silu_mul
  * (engine.h): a vectorized exponential within an ulp of expf, as
  * llama.cpp's (ggml_v_expf) is, though not its bits; llama.cpp sums the
@@ -308,8 +336,7 @@ static void layer_pass(gw_ctx *x, int l, int R)
     uint64_t t = prof_start(x);
 
     /* attention: q, k, v of the normed input */
-    for (int r = 0; r < R; r++)
-        rmsnorm(x->xb + (size_t)r * dim, x->x + (size_t)r * dim, L->attn_norm, dim, c->rms_eps);
+    rmsnorm_rows(x->xb, x->x, L->attn_norm, R, dim, c->rms_eps);
     prof_mark(x, GW_PROF_NORM, &t);
     matmul(x, &L->wq, x->q, &L->wk, x->k, &L->wv, x->v, x->xb, R, GW_PROF_QKV, &t);
     rope_store(x, l, R);
@@ -326,8 +353,7 @@ static void layer_pass(gw_ctx *x, int l, int R)
     prof_mark(x, GW_PROF_RESID, &t);
 
     /* SwiGLU feed-forward: w_down(silu(w_gate x) * w_up x), and residual */
-    for (int r = 0; r < R; r++)
-        rmsnorm(x->xb + (size_t)r * dim, x->x + (size_t)r * dim, L->ffn_norm, dim, c->rms_eps);
+    rmsnorm_rows(x->xb, x->x, L->ffn_norm, R, dim, c->rms_eps);
     prof_mark(x, GW_PROF_NORM, &t);
     for (int r = 0; r < R; r++)
         gw_quantize_q8(x->xb + (size_t)r * dim, x->xq + (size_t)r * x->xq_stride, dim);

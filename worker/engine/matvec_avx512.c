@@ -411,13 +411,16 @@ L2_INLINE void rows_l2(uint32_t type, const gw_mat *W, const gw_batch *x, float 
             tile_w(type, 1, W, x->xq, r, nr, out);
         return;
     }
-    for (int ch = 0, c0 = 0; ch < n_ch; ch++) {
-        int C = nb / n_ch + (ch < nb % n_ch);
-        /* 2 to 4 pairs of weight rows: 8 to 16 accumulators; 1 pair for
-         * the last one or two weight rows */
-        int NPW = C <= 4 ? 4 : 2;
-        for (int r = r0; r < r1; r += 2 * NPW) {
-            int nr = r1 - r < 2 * NPW ? r1 - r : 2 * NPW;
+    /* each group of weight rows goes through every chunk while it is in
+     * L1 (chunks in the outer loop read the matrix once per chunk: with
+     * the output matrix, 16 rows took 5x the time of 8); 2 to 4 pairs of
+     * weight rows (8 to 16 accumulators) as the largest chunk allows, 1
+     * pair for the last one or two weight rows */
+    int NPW = nb / n_ch + (nb % n_ch != 0) <= 4 ? 4 : 2;
+    for (int r = r0; r < r1; r += 2 * NPW) {
+        int nr = r1 - r < 2 * NPW ? r1 - r : 2 * NPW;
+        for (int ch = 0, c0 = 0; ch < n_ch; ch++) {
+            int C = nb / n_ch + (ch < nb % n_ch);
 #define TPC(CC)                                                                                    \
     (nr <= 2 ? tile_pc(type, 1, CC, W, x, r, nr, c0, ch == 0, out, out_stride)                     \
              : tile_pc(type, CC <= 4 ? 4 : 2, CC, W, x, r, nr, c0, ch == 0, out, out_stride))
@@ -447,8 +450,8 @@ L2_INLINE void rows_l2(uint32_t type, const gw_mat *W, const gw_batch *x, float 
                 TPC(8);
             }
 #undef TPC
+            c0 += C;
         }
-        c0 += C;
     }
 }
 

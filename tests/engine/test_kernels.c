@@ -22,7 +22,6 @@
 #include <string.h>
 
 #include "engine.h"
-#include "vexp.h"
 #include "gguf_writer.h"
 #include "skip.h"
 
@@ -395,90 +394,6 @@ static void test_avx512_quantize_gives_the_portable_blocks(void **state)
     }
 }
 
-/* The exponential of softmax_h and silu_mul (vexp.h): within one ulp of
- * libm's expf over its range (every 4099th float of [-86, 88]), exact
- * where it must be, 0 below the range and for NaN, +inf above. */
-static void test_vexp_within_an_ulp_of_expf(void **state)
-{
-    (void)state;
-    double worst = 0;
-    uint32_t lo, hi;
-    float flo = GW_EXP_LO, fhi = GW_EXP_HI;
-    memcpy(&lo, &flo, 4); /* negative: the bits count down to -0 */
-    memcpy(&hi, &fhi, 4);
-    for (int64_t b = (int64_t)lo; b >= (int64_t)0x80000000u; b -= 4099) {
-        uint32_t u = (uint32_t)b;
-        float x, want;
-        memcpy(&x, &u, 4);
-        want = expf(x);
-        double ulp = (double)nextafterf(want, INFINITY) - (double)want;
-        double e = fabs((double)gw_vexp(x) - (double)want) / ulp;
-        worst = e > worst ? e : worst;
-    }
-    for (uint32_t u = 0; u <= hi; u += 4099) {
-        float x, want;
-        memcpy(&x, &u, 4);
-        want = expf(x);
-        double ulp = (double)nextafterf(want, INFINITY) - (double)want;
-        double e = fabs((double)gw_vexp(x) - (double)want) / ulp;
-        worst = e > worst ? e : worst;
-    }
-    print_message("gw_vexp: worst %.3f ulp from expf\n", worst);
-    assert_true(worst <= 1.0);
-    assert_true(gw_vexp(0.0f) == 1.0f && gw_vexp(-0.0f) == 1.0f);
-    assert_true(gw_vexp(-86.5f) == 0.0f && gw_vexp(-INFINITY) == 0.0f && gw_vexp(NAN) == 0.0f);
-    assert_true(isinf(gw_vexp(88.5f)) && isinf(gw_vexp(INFINITY)));
-    /* softmax: n equal scores give 1/n, a -inf score 0 */
-    float x[5] = {3.0f, 3.0f, 3.0f, 3.0f};
-    uint16_t y[5];
-    gw_attn_portable.softmax_h(x, 4, y);
-    for (int i = 0; i < 4; i++)
-        assert_int_equal(y[i], 0x3400); /* 0.25 */
-    float z[2] = {-INFINITY, 7.0f};
-    gw_attn_portable.softmax_h(z, 2, y);
-    assert_int_equal(y[0], 0x0000);
-    assert_int_equal(y[1], 0x3c00); /* 1.0 */
-    float h[3] = {0.0f, 100.0f, -100.0f}, u[3] = {5.0f, 2.0f, 3.0f};
-    gw_attn_portable.silu_mul(h, u, 3);
-    assert_true(h[0] == 0.0f && h[1] == 200.0f && h[2] == 0.0f && signbit(h[2]));
-}
-
-/* The level in force's softmax_h and silu_mul against the portable ones,
- * bit for bit: every length from 1 to 70 (the 16-lane loop and its
- * tails) and a long one, scores with -inf, values under the range, NaN. */
-static void test_softmax_and_silu_give_the_portable_bits(void **state)
-{
-    (void)state;
-    const gw_attn_kernels *k = level == GW_SIMD_AVX512 ? gw_attn_avx512() : gw_attn_avx2();
-    enum { N = 333 };
-    static float x0[N], a[N], b[N], u[N];
-    static uint16_t ya[N], yb[N];
-    for (int round = 0; round < 4; round++) {
-        for (int i = 0; i < N; i++) {
-            x0[i] = uniform(round == 0 ? 4.0f : 60.0f);
-            u[i] = uniform(3.0f);
-        }
-        if (round == 2)
-            x0[5] = -INFINITY, x0[17] = -200.0f, x0[40] = 150.0f, x0[41] = -0.0f;
-        if (round == 3)
-            x0[3] = NAN, x0[20] = 95.0f, x0[21] = -95.0f;
-        for (int n = 1; n <= N; n = n < 70 ? n + 1 : N + 1) {
-            memcpy(a, x0, sizeof a);
-            memcpy(b, x0, sizeof b);
-            gw_attn_portable.softmax_h(a, n, ya);
-            k->softmax_h(b, n, yb);
-            if (memcmp(ya, yb, 2 * (size_t)n) != 0 || memcmp(a, b, 4 * (size_t)n) != 0)
-                fail_msg("softmax_h round %d n %d: the level's bits differ", round, n);
-            memcpy(a, x0, sizeof a);
-            memcpy(b, x0, sizeof b);
-            gw_attn_portable.silu_mul(a, u, n);
-            k->silu_mul(b, u, n);
-            if (memcmp(a, b, 4 * (size_t)n) != 0)
-                fail_msg("silu_mul round %d n %d: the level's bits differ", round, n);
-        }
-    }
-}
-
 /* The default level is the best the CPU has; GW_SIMD=0|1|2 caps it (other
  * values are ignored), GW_NO_AVX2=1 means portable whatever GW_SIMD says;
  * an explicit level above the CPU's gets the CPU's best. */
@@ -538,7 +453,6 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_mat_rows_equals_single_row_dots_bit_for_bit),
         cmocka_unit_test(test_mat_rows_with_heap_table_equals_single_row_dots),
         cmocka_unit_test(test_mat_rows_uses_the_level_in_force),
-        cmocka_unit_test(test_softmax_and_silu_give_the_portable_bits),
     };
     const struct CMUnitTest avx512[] = {
         cmocka_unit_test(test_mat_rows_equals_single_row_dots_bit_for_bit),
@@ -549,7 +463,6 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_avx512_dot_keys_gives_avx2_scores),
         cmocka_unit_test(test_avx512_paged_attn_v_gives_avx2_bits),
         cmocka_unit_test(test_avx512_quantize_gives_the_portable_blocks),
-        cmocka_unit_test(test_softmax_and_silu_give_the_portable_bits),
     };
     if (level == GW_SIMD_AVX2)
         return cmocka_run_group_tests_name("kernels_avx2", avx2, NULL, NULL);
@@ -560,7 +473,6 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_mat_rows_with_heap_table_equals_single_row_dots),
         cmocka_unit_test(test_mat_rows_uses_the_level_in_force),
         cmocka_unit_test(test_simd_level_defaults_to_best_and_obeys_gw_simd),
-        cmocka_unit_test(test_vexp_within_an_ulp_of_expf),
     };
     return cmocka_run_group_tests_name("kernels", portable, NULL, NULL);
 }

@@ -120,19 +120,11 @@ typedef float (*gw_dot_hh_fn)(int n, const uint16_t *x, const uint16_t *y);
 typedef void (*gw_attn_v_fn)(int hd, int n_pos, const uint16_t *a, const uint16_t *v,
                              size_t v_stride, float *lanes, float *out);
 typedef void (*gw_f16_row_fn)(const float *x, uint16_t *y, int n);
-/* softmax_h: y[i] = e_i / sum, rounded to halves, e_i = exp(x[i] - max x)
- * (vexp.h), the sum over 16 lanes (lane i % 16, in order of i) added as a
- * tree (lanes l and l + 8, then + 4, + 2, + 1); x is left holding e_i.
- * n >= 1. silu_mul: h[i] = h[i] / (1 + exp(-h[i])) * u[i]. */
-typedef void (*gw_softmax_h_fn)(float *x, int n, uint16_t *y);
-typedef void (*gw_silu_mul_fn)(float *h, const float *u, int n);
 /* batched: the kernels llama.cpp uses for a batch of two or more tokens
  * (tinyBLAS, 16 lanes); otherwise those of a single token (vec_dot, 64). */
 gw_dot_hh_fn gw_dot_hh_for(int batched);
 gw_attn_v_fn gw_attn_v_for(int batched);
 gw_f16_row_fn gw_f32_to_f16_row_for(void);
-gw_softmax_h_fn gw_softmax_h_for(void);
-gw_silu_mul_fn gw_silu_mul_for(void);
 /* Those of one level: [0] one token, [1] a batch. Every level gives the
  * portable kernels' bits. gw_attn_avx2 and gw_attn_avx512 return the level
  * below's where the compiler or the CPU family has no such code; the
@@ -141,8 +133,6 @@ typedef struct gw_attn_kernels {
     gw_dot_hh_fn dot_hh[2];
     gw_attn_v_fn attn_v[2];
     gw_f16_row_fn f32_to_f16;
-    gw_softmax_h_fn softmax_h;
-    gw_silu_mul_fn silu_mul;
 } gw_attn_kernels;
 extern const gw_attn_kernels gw_attn_portable;
 /* out[j] = dot_hh[0](n, k + j * k_stride, q) * scale for j < n_keys: the

@@ -20,7 +20,6 @@
  * differently.
  */
 #include "engine.h"
-#include "vexp.h"
 
 #include <math.h>
 #include <stdatomic.h>
@@ -527,26 +526,6 @@ static void f32_to_f16_portable(const float *x, uint16_t *y, int n)
         y[i] = gw_f32_to_fp16(x[i]);
 }
 
-static void softmax_h_portable(float *x, int n, uint16_t *y)
-{
-    float max = -__builtin_inff(), lanes[16] = {0};
-    for (int i = 0; i < n; i++)
-        max = x[i] > max ? x[i] : max;
-    for (int i = 0; i < n; i++) {
-        x[i] = gw_vexp(x[i] - max);
-        lanes[i % 16] += x[i];
-    }
-    float inv = 1.0f / gw_sum16(lanes);
-    for (int i = 0; i < n; i++)
-        y[i] = gw_f32_to_fp16(x[i] * inv);
-}
-
-static void silu_mul_portable(float *h, const float *u, int n)
-{
-    for (int i = 0; i < n; i++)
-        h[i] = h[i] / (1.0f + gw_vexp(-h[i])) * u[i];
-}
-
 int gw_type_uses_q8(uint32_t type)
 {
     return type != GW_T_F32 && type != GW_T_F16 && type != GW_T_BF16;
@@ -556,8 +535,6 @@ const gw_attn_kernels gw_attn_portable = {
     .dot_hh = {dot_hh_portable, dot_hh16_portable},
     .attn_v = {attn_v_portable, attn_v16_portable},
     .f32_to_f16 = f32_to_f16_portable,
-    .softmax_h = softmax_h_portable,
-    .silu_mul = silu_mul_portable,
 };
 
 /* ---- the SIMD level ---- */
@@ -776,14 +753,4 @@ gw_attn_v_fn gw_attn_v_for(int batched)
 gw_f16_row_fn gw_f32_to_f16_row_for(void)
 {
     return attn_now()->f32_to_f16;
-}
-
-gw_softmax_h_fn gw_softmax_h_for(void)
-{
-    return attn_now()->softmax_h;
-}
-
-gw_silu_mul_fn gw_silu_mul_for(void)
-{
-    return attn_now()->silu_mul;
 }

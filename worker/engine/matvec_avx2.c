@@ -7,7 +7,6 @@
  * functions carry the target attribute, and gw_simd_set checks the CPU
  * before they are chosen. */
 #include "engine.h"
-#include "vexp.h"
 
 #if defined(__x86_64__) || defined(__i386__)
 #include <immintrin.h>
@@ -487,88 +486,10 @@ gw_rows_fn gw_rows_avx2_for(uint32_t type)
     }
 }
 
-/* vexp.h's exponential, 8 lanes: the same operations, so the same bits. */
-AVX2_INLINE __m256 vexp8(__m256 x)
-{
-    __m256 in = _mm256_cmp_ps(x, _mm256_set1_ps(GW_EXP_LO), _CMP_GE_OQ);
-    __m256 big = _mm256_cmp_ps(x, _mm256_set1_ps(GW_EXP_HI), _CMP_GT_OQ);
-    const __m256 magic = _mm256_set1_ps(GW_EXP_MAGIC);
-    __m256 k =
-        _mm256_sub_ps(_mm256_add_ps(_mm256_mul_ps(x, _mm256_set1_ps(GW_EXP_LOG2E)), magic), magic);
-    __m256 r = _mm256_sub_ps(x, _mm256_mul_ps(k, _mm256_set1_ps(GW_EXP_LN2_HI)));
-    r = _mm256_sub_ps(r, _mm256_mul_ps(k, _mm256_set1_ps(GW_EXP_LN2_LO)));
-    __m256 p = _mm256_set1_ps(GW_EXP_P0);
-    p = _mm256_add_ps(_mm256_mul_ps(p, r), _mm256_set1_ps(GW_EXP_P1));
-    p = _mm256_add_ps(_mm256_mul_ps(p, r), _mm256_set1_ps(GW_EXP_P2));
-    p = _mm256_add_ps(_mm256_mul_ps(p, r), _mm256_set1_ps(GW_EXP_P3));
-    p = _mm256_add_ps(_mm256_mul_ps(p, r), _mm256_set1_ps(GW_EXP_P4));
-    p = _mm256_add_ps(_mm256_mul_ps(p, r), _mm256_set1_ps(GW_EXP_P5));
-    __m256 y = _mm256_add_ps(_mm256_add_ps(_mm256_mul_ps(p, _mm256_mul_ps(r, r)), r),
-                             _mm256_set1_ps(1.0f));
-    __m256i yi =
-        _mm256_add_epi32(_mm256_castps_si256(y), _mm256_slli_epi32(_mm256_cvtps_epi32(k), 23));
-    y = _mm256_and_ps(_mm256_castsi256_ps(yi), in);
-    return _mm256_blendv_ps(y, _mm256_set1_ps(__builtin_inff()), big);
-}
-
-AVX2 static void softmax_h_avx2(float *x, int n, uint16_t *y)
-{
-    int n16 = n & ~15, i = 0;
-    __m256 m = _mm256_set1_ps(-__builtin_inff());
-    for (; i < n16; i += 8) /* a NaN x leaves m as it was, as x > max does */
-        m = _mm256_max_ps(_mm256_loadu_ps(x + i), m);
-    float lanes[16], max;
-    _mm256_storeu_ps(lanes, m);
-    max = lanes[0];
-    for (int j = 1; j < 8; j++)
-        max = lanes[j] > max ? lanes[j] : max;
-    for (; i < n; i++)
-        max = x[i] > max ? x[i] : max;
-    __m256 vm = _mm256_set1_ps(max), a0 = _mm256_setzero_ps(), a1 = a0;
-    for (i = 0; i < n16; i += 16) {
-        __m256 e0 = vexp8(_mm256_sub_ps(_mm256_loadu_ps(x + i), vm));
-        __m256 e1 = vexp8(_mm256_sub_ps(_mm256_loadu_ps(x + i + 8), vm));
-        _mm256_storeu_ps(x + i, e0);
-        _mm256_storeu_ps(x + i + 8, e1);
-        a0 = _mm256_add_ps(a0, e0);
-        a1 = _mm256_add_ps(a1, e1);
-    }
-    _mm256_storeu_ps(lanes, a0);
-    _mm256_storeu_ps(lanes + 8, a1);
-    for (; i < n; i++) {
-        x[i] = gw_vexp(x[i] - max);
-        lanes[i % 16] += x[i];
-    }
-    float inv = 1.0f / gw_sum16(lanes);
-    __m256 vi = _mm256_set1_ps(inv);
-    for (i = 0; i + 8 <= n; i += 8)
-        _mm_storeu_si128(
-            (__m128i *)(y + i),
-            _mm256_cvtps_ph(_mm256_mul_ps(_mm256_loadu_ps(x + i), vi), _MM_FROUND_TO_NEAREST_INT));
-    for (; i < n; i++)
-        y[i] = gw_f32_to_fp16(x[i] * inv);
-}
-
-AVX2 static void silu_mul_avx2(float *h, const float *u, int n)
-{
-    const __m256 sign = _mm256_set1_ps(-0.0f), one = _mm256_set1_ps(1.0f);
-    int i = 0;
-    for (; i + 8 <= n; i += 8) {
-        __m256 g = _mm256_loadu_ps(h + i);
-        __m256 e = vexp8(_mm256_xor_ps(g, sign));
-        _mm256_storeu_ps(
-            h + i, _mm256_mul_ps(_mm256_div_ps(g, _mm256_add_ps(one, e)), _mm256_loadu_ps(u + i)));
-    }
-    for (; i < n; i++)
-        h[i] = h[i] / (1.0f + gw_vexp(-h[i])) * u[i];
-}
-
 static const gw_attn_kernels attn_avx2 = {
     .dot_hh = {dot_hh_avx2, dot_hh16_avx2},
     .attn_v = {attn_v_avx2, attn_v16_avx2},
     .f32_to_f16 = f32_to_f16_avx2,
-    .softmax_h = softmax_h_avx2,
-    .silu_mul = silu_mul_avx2,
 };
 
 const gw_attn_kernels *gw_attn_avx2(void)

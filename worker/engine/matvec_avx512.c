@@ -12,7 +12,6 @@
  * pick. Only the functions carry the target attributes: the object runs on
  * any x86-64 as long as gw_simd_set has checked the CPU. */
 #include "engine.h"
-#include "vexp.h"
 
 #include <stdlib.h>
 
@@ -776,81 +775,10 @@ L2 void gw_quantize_q8_avx512(const float *x, gw_q8 *y, int n)
     }
 }
 
-/* vexp.h's exponential, 16 lanes: the same operations, so the same bits. */
-L2_INLINE __m512 vexp16(__m512 x)
-{
-    __mmask16 in = _mm512_cmp_ps_mask(x, _mm512_set1_ps(GW_EXP_LO), _CMP_GE_OQ);
-    __mmask16 big = _mm512_cmp_ps_mask(x, _mm512_set1_ps(GW_EXP_HI), _CMP_GT_OQ);
-    const __m512 magic = _mm512_set1_ps(GW_EXP_MAGIC);
-    __m512 k =
-        _mm512_sub_ps(_mm512_add_ps(_mm512_mul_ps(x, _mm512_set1_ps(GW_EXP_LOG2E)), magic), magic);
-    __m512 r = _mm512_sub_ps(x, _mm512_mul_ps(k, _mm512_set1_ps(GW_EXP_LN2_HI)));
-    r = _mm512_sub_ps(r, _mm512_mul_ps(k, _mm512_set1_ps(GW_EXP_LN2_LO)));
-    __m512 p = _mm512_set1_ps(GW_EXP_P0);
-    p = _mm512_add_ps(_mm512_mul_ps(p, r), _mm512_set1_ps(GW_EXP_P1));
-    p = _mm512_add_ps(_mm512_mul_ps(p, r), _mm512_set1_ps(GW_EXP_P2));
-    p = _mm512_add_ps(_mm512_mul_ps(p, r), _mm512_set1_ps(GW_EXP_P3));
-    p = _mm512_add_ps(_mm512_mul_ps(p, r), _mm512_set1_ps(GW_EXP_P4));
-    p = _mm512_add_ps(_mm512_mul_ps(p, r), _mm512_set1_ps(GW_EXP_P5));
-    __m512 y = _mm512_add_ps(_mm512_add_ps(_mm512_mul_ps(p, _mm512_mul_ps(r, r)), r),
-                             _mm512_set1_ps(1.0f));
-    __m512i yi =
-        _mm512_add_epi32(_mm512_castps_si512(y), _mm512_slli_epi32(_mm512_cvtps_epi32(k), 23));
-    y = _mm512_maskz_mov_ps(in, _mm512_castsi512_ps(yi));
-    return _mm512_mask_mov_ps(y, big, _mm512_set1_ps(__builtin_inff()));
-}
-
-L2 static void softmax_h_l2(float *x, int n, uint16_t *y)
-{
-    int n16 = n & ~15, i = 0;
-    __m512 m = _mm512_set1_ps(-__builtin_inff());
-    for (; i < n16; i += 16) /* a NaN x leaves m as it was, as x > max does */
-        m = _mm512_max_ps(_mm512_loadu_ps(x + i), m);
-    float max = _mm512_reduce_max_ps(m), lanes[16];
-    for (; i < n; i++)
-        max = x[i] > max ? x[i] : max;
-    __m512 vm = _mm512_set1_ps(max), acc = _mm512_setzero_ps();
-    for (i = 0; i < n16; i += 16) {
-        __m512 e = vexp16(_mm512_sub_ps(_mm512_loadu_ps(x + i), vm));
-        _mm512_storeu_ps(x + i, e);
-        acc = _mm512_add_ps(acc, e);
-    }
-    _mm512_storeu_ps(lanes, acc);
-    for (; i < n; i++) {
-        x[i] = gw_vexp(x[i] - max);
-        lanes[i % 16] += x[i];
-    }
-    float inv = 1.0f / gw_sum16(lanes);
-    __m512 vi = _mm512_set1_ps(inv);
-    for (i = 0; i < n16; i += 16)
-        _mm256_storeu_si256(
-            (__m256i *)(y + i),
-            _mm512_cvtps_ph(_mm512_mul_ps(_mm512_loadu_ps(x + i), vi), _MM_FROUND_TO_NEAREST_INT));
-    for (; i < n; i++)
-        y[i] = gw_f32_to_fp16(x[i] * inv);
-}
-
-L2 static void silu_mul_l2(float *h, const float *u, int n)
-{
-    const __m512 one = _mm512_set1_ps(1.0f);
-    const __m512i sign = _mm512_set1_epi32((int)0x80000000u);
-    int i = 0;
-    for (; i + 16 <= n; i += 16) {
-        __m512 g = _mm512_loadu_ps(h + i);
-        __m512 e = vexp16(_mm512_castsi512_ps(_mm512_xor_si512(_mm512_castps_si512(g), sign)));
-        _mm512_storeu_ps(
-            h + i, _mm512_mul_ps(_mm512_div_ps(g, _mm512_add_ps(one, e)), _mm512_loadu_ps(u + i)));
-    }
-    for (; i < n; i++)
-        h[i] = h[i] / (1.0f + gw_vexp(-h[i])) * u[i];
-}
-
 static const gw_attn_kernels attn_l2 = {
     .dot_hh = {dot_hh_l2, dot_hh16_l2},
     .attn_v = {attn_v_l2, attn_v16_l2},
     .f32_to_f16 = f32_to_f16_l2,
-    .softmax_h = softmax_h_l2,
-    .silu_mul = silu_mul_l2,
 };
 
 const gw_attn_kernels *gw_attn_avx512(void)

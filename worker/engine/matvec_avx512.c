@@ -633,11 +633,9 @@ L2_INLINE void attn_v_blocks_l2(int hd, int n_pos, const uint16_t *a, const uint
             __m512 w = _mm512_set1_ps(wf[t % 16]);
             float *l = lanes + (size_t)(t % nl) * (size_t)hd;
             if (t < nl) {
-                GW_UNROLL
                 for (int d = 0; d < hd; d += 16)
                     _mm512_storeu_ps(l + d, _mm512_fmadd_ps(LDH(vt + d), w, z));
             } else {
-                GW_UNROLL
                 for (int d = 0; d < hd; d += 16)
                     _mm512_storeu_ps(l + d,
                                      _mm512_fmadd_ps(LDH(vt + d), w, _mm512_loadu_ps(l + d)));

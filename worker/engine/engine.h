@@ -139,9 +139,9 @@ extern const gw_attn_kernels gw_attn_portable;
  * scores of a single-token row against a run of keys, bit for bit what
  * the kernel one key at a time gives. `readable` keys (>= n_keys) may be
  * read at k: a run's last partial group of 16 is then scored with the 16
- * (a KV block's unwritten slots: their scores are dropped). gw_dot_keys at the level in force
- * (level 2: 16 keys at a time); _at with the kernels of ks; _avx512 on
- * level 2 CPUs only. */
+ * (a KV block's unwritten slots: their scores are dropped). gw_dot_keys
+ * at the level in force (level 2: 16 keys at a time); _at with the
+ * kernels of ks; _avx512 on level 2 CPUs only. */
 void gw_dot_keys(int n, const uint16_t *k, size_t k_stride, int n_keys, int readable,
                  const uint16_t *q, float scale, float *out);
 void gw_dot_keys_at(const gw_attn_kernels *ks, int n, const uint16_t *k, size_t k_stride,

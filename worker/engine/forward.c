@@ -24,15 +24,20 @@
  *
  * rms_norm: the sum of squares in double, mean and scale in float; the
  * weight is a separate multiply (ggml_mul) after x * scale. */
+static void rms_apply(float *o, const float *x, const float *w, int n, double sum, float eps)
+{
+    float mean = (float)(sum / n);
+    float scale = 1.0f / sqrtf(mean + eps);
+    for (int j = 0; j < n; j++)
+        o[j] = (x[j] * scale) * w[j];
+}
+
 static void rmsnorm(float *o, const float *x, const float *w, int n, float eps)
 {
     double sum = 0;
     for (int j = 0; j < n; j++)
         sum += (double)(x[j] * x[j]);
-    float mean = (float)(sum / n);
-    float scale = 1.0f / sqrtf(mean + eps);
-    for (int j = 0; j < n; j++)
-        o[j] = (x[j] * scale) * w[j];
+    rms_apply(o, x, w, n, sum, eps);
 }
 
 /* rmsnorm of R rows (row r at x + r * n into o + r * n), four at a time:
@@ -51,13 +56,8 @@ static void rmsnorm_rows(float *o, const float *x, const float *w, int R, int n,
             s[2] += (double)(c[j] * c[j]);
             s[3] += (double)(d[j] * d[j]);
         }
-        for (int k = 0; k < 4; k++) {
-            float scale = 1.0f / sqrtf((float)(s[k] / n) + eps);
-            const float *xr = x + (size_t)(r + k) * n;
-            float *orow = o + (size_t)(r + k) * n;
-            for (int j = 0; j < n; j++)
-                orow[j] = (xr[j] * scale) * w[j];
-        }
+        for (int k = 0; k < 4; k++)
+            rms_apply(o + (size_t)(r + k) * n, x + (size_t)(r + k) * n, w, n, s[k], eps);
     }
     for (; r < R; r++)
         rmsnorm(o + (size_t)r * n, x + (size_t)r * n, w, n, eps);
@@ -240,11 +240,9 @@ static void gather_v(const gw_ctx *x, int l, int seq, int kvh, int n, uint16_t *
 {
     int hd = x->m->cfg.head_dim;
     for (int t0 = 0; t0 < n; t0 += GW_KV_BLOCK) {
-        const uint16_t *src = x->value_cache + gw__kv_at(x, l, seq, t0, kvh);
-        size_t stride = (size_t)hd;
-        int m = n - t0 < GW_KV_BLOCK ? n - t0 : GW_KV_BLOCK;
-        for (int t = 0; t < m; t++)
-            memcpy(dst + (size_t)(t0 + t) * hd, src + (size_t)t * stride, (size_t)hd * 2);
+        int m = n - t0 < GW_KV_BLOCK ? n - t0 : GW_KV_BLOCK; /* a head's rows: one run */
+        memcpy(dst + (size_t)t0 * hd, x->value_cache + gw__kv_at(x, l, seq, t0, kvh),
+               (size_t)m * hd * 2);
     }
 }
 

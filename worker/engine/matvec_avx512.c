@@ -415,7 +415,7 @@ L2_INLINE void rows_l2(uint32_t type, const gw_mat *W, const gw_batch *x, float 
      * the output matrix, 16 rows took 5x the time of 8); 2 to 4 pairs of
      * weight rows (8 to 16 accumulators) as the largest chunk allows, 1
      * pair for the last one or two weight rows */
-    int NPW = nb / n_ch + (nb % n_ch != 0) <= 4 ? 4 : 2;
+    int c_max = nb / n_ch + (nb % n_ch != 0), NPW = c_max <= 4 ? 4 : 2;
     for (int r = r0; r < r1; r += 2 * NPW) {
         int nr = r1 - r < 2 * NPW ? r1 - r : 2 * NPW;
         for (int ch = 0, c0 = 0; ch < n_ch; ch++) {

@@ -394,6 +394,100 @@ static void test_avx512_quantize_gives_the_portable_blocks(void **state)
     }
 }
 
+static uint32_t float_bits(float f)
+{
+    uint32_t u;
+    memcpy(&u, &f, 4);
+    return u;
+}
+
+static float bits_float(uint32_t u)
+{
+    float f;
+    memcpy(&f, &u, 4);
+    return f;
+}
+
+/* Level 2's expf (glibc's algorithm, 16 lanes) against the C library's:
+ * every 257th bit pattern over all 2^32 (16.7 million floats: every
+ * exponent, both signs, NaNs, infinities, subnormals), the edges of the
+ * fast path (|x| = 88), underflow and overflow, and two inputs on which a
+ * multiply-add glibc's FMA build contracts changes the last bit
+ * (tests/bench/expf_all checks every float). */
+static void test_avx512_expf_gives_the_c_library_bits(void **state)
+{
+    (void)state;
+    enum { CHUNK = 4096 };
+    static float x[CHUNK], y[CHUNK];
+    static const uint32_t edges[] = {
+        0x4202422f, 0xc27c65d9, 0x42b00000, 0x42afffff, 0xc2b00000, 0xc2afffff, 0x42b17218,
+        0x42b17217, 0xc2cff1b4, 0xc2cff1b5, 0xc2ce8ed0, 0x7f800000, 0xff800000, 0x7fc00000,
+        0x00000000, 0x80000000, 0x00000001, 0x80000001, 0x3f800000, 0xbf800000,
+    };
+    uint64_t differ = 0;
+    for (uint64_t bits = 0; bits < (1ull << 32);) {
+        int n = 0;
+        if (bits == 0)
+            for (; n < (int)(sizeof edges / sizeof edges[0]); n++)
+                x[n] = bits_float(edges[n]);
+        for (; n < CHUNK && bits < (1ull << 32); n++, bits += 257)
+            x[n] = bits_float((uint32_t)bits);
+        gw__expf_avx512(x, y, n);
+        for (int i = 0; i < n; i++) {
+            float want = expf(x[i]);
+            if (float_bits(y[i]) != float_bits(want) && !(isnan(y[i]) && isnan(want)) &&
+                differ++ < 5)
+                print_error("x = %a: level 2 %a, expf %a\n", (double)x[i], (double)y[i],
+                            (double)want);
+        }
+    }
+    assert_int_equal(differ, 0);
+}
+
+/* Level 2's softmax_h and silu_mul against the C library versions, bit
+ * for bit (e_i left in x, the halves, h): lengths 1 to 70 (every tail of
+ * the 16 lanes), scores spread over a few units or hundreds (exponentials
+ * that underflow: glibc's slow path), -inf scores (masked positions), a
+ * NaN at x[0] and past it. */
+static void test_avx512_softmax_and_silu_give_the_c_library_bits(void **state)
+{
+    (void)state;
+    const gw_attn_kernels *k2 = gw_attn_avx512();
+    enum { N = 70 };
+    float a[N], b[N], u[N];
+    uint16_t ya[N], yb[N];
+    for (int round = 0; round < 8; round++) {
+        for (int n = 1; n <= N; n++) {
+            for (int i = 0; i < n; i++) {
+                a[i] = uniform(round % 2 ? 300.0f : 8.0f);
+                u[i] = uniform(3.0f);
+            }
+            if (round == 2 && n > 3)
+                a[n / 2] = -INFINITY, a[n - 1] = -INFINITY;
+            if (round == 3)
+                a[0] = NAN;
+            if (round == 4 && n > 2)
+                a[n - 2] = NAN;
+            memcpy(b, a, sizeof a);
+            gw_softmax_h_libm(a, n, ya);
+            k2->softmax_h(b, n, yb);
+            for (int i = 0; i < n; i++)
+                if (float_bits(a[i]) != float_bits(b[i]) || ya[i] != yb[i])
+                    fail_msg("softmax round %d n %d i %d: e %a / %a, half 0x%04x / 0x%04x", round,
+                             n, i, (double)b[i], (double)a[i], yb[i], ya[i]);
+            for (int i = 0; i < n; i++)
+                a[i] = uniform(round % 2 ? 200.0f : 6.0f);
+            memcpy(b, a, sizeof a);
+            gw_silu_mul_libm(a, u, n);
+            k2->silu_mul(b, u, n);
+            for (int i = 0; i < n; i++)
+                if (float_bits(a[i]) != float_bits(b[i]))
+                    fail_msg("silu round %d n %d i %d: %a, C library %a", round, n, i, (double)b[i],
+                             (double)a[i]);
+        }
+    }
+}
+
 /* The default level is the best the CPU has; GW_SIMD=0|1|2 caps it (other
  * values are ignored), GW_NO_AVX2=1 means portable whatever GW_SIMD says;
  * an explicit level above the CPU's gets the CPU's best. */
@@ -463,6 +557,8 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_avx512_dot_keys_gives_avx2_scores),
         cmocka_unit_test(test_avx512_paged_attn_v_gives_avx2_bits),
         cmocka_unit_test(test_avx512_quantize_gives_the_portable_blocks),
+        cmocka_unit_test(test_avx512_expf_gives_the_c_library_bits),
+        cmocka_unit_test(test_avx512_softmax_and_silu_give_the_c_library_bits),
     };
     if (level == GW_SIMD_AVX2)
         return cmocka_run_group_tests_name("kernels_avx2", avx2, NULL, NULL);

@@ -120,11 +120,25 @@ typedef float (*gw_dot_hh_fn)(int n, const uint16_t *x, const uint16_t *y);
 typedef void (*gw_attn_v_fn)(int hd, int n_pos, const uint16_t *a, const uint16_t *v,
                              size_t v_stride, float *lanes, float *out);
 typedef void (*gw_f16_row_fn)(const float *x, uint16_t *y, int n);
+/* softmax_h: llama.cpp's soft_max of n >= 1 scores, rounded to halves:
+ * x[i] becomes e_i = expf(x[i] - max x) (x[i] > max in order: a NaN past
+ * x[0] is never the max), the e_i are summed in double in order of i, and
+ * y[i] = half(e_i * (float)(1 / sum)). silu_mul: h[i] = h[i] / (1 +
+ * expf(-h[i])) * u[i] (SwiGLU). Every level gives the bits of the C
+ * library's expf: level 2 computes glibc's expf 16 lanes at a time
+ * (matvec_avx512.c); the others call it (gw_softmax_h_libm,
+ * gw_silu_mul_libm). */
+typedef void (*gw_softmax_h_fn)(float *x, int n, uint16_t *y);
+typedef void (*gw_silu_mul_fn)(float *h, const float *u, int n);
+void gw_softmax_h_libm(float *x, int n, uint16_t *y);
+void gw_silu_mul_libm(float *h, const float *u, int n);
 /* batched: the kernels llama.cpp uses for a batch of two or more tokens
  * (tinyBLAS, 16 lanes); otherwise those of a single token (vec_dot, 64). */
 gw_dot_hh_fn gw_dot_hh_for(int batched);
 gw_attn_v_fn gw_attn_v_for(int batched);
 gw_f16_row_fn gw_f32_to_f16_row_for(void);
+gw_softmax_h_fn gw_softmax_h_for(void);
+gw_silu_mul_fn gw_silu_mul_for(void);
 /* Those of one level: [0] one token, [1] a batch. Every level gives the
  * portable kernels' bits. gw_attn_avx2 and gw_attn_avx512 return the level
  * below's where the compiler or the CPU family has no such code; the
@@ -133,6 +147,8 @@ typedef struct gw_attn_kernels {
     gw_dot_hh_fn dot_hh[2];
     gw_attn_v_fn attn_v[2];
     gw_f16_row_fn f32_to_f16;
+    gw_softmax_h_fn softmax_h;
+    gw_silu_mul_fn silu_mul;
 } gw_attn_kernels;
 extern const gw_attn_kernels gw_attn_portable;
 /* out[j] = dot_hh[0](n, k + j * k_stride, q) * scale for j < n_keys: the
@@ -156,6 +172,8 @@ void gw_attn_v_paged_avx512(int batched, int hd, int n_pos, const uint16_t *a,
                             float *out);
 const gw_attn_kernels *gw_attn_avx2(void);
 const gw_attn_kernels *gw_attn_avx512(void);
+/* Level 2's expf of x[0, n) into y (tests; level 2 CPUs only). */
+void gw__expf_avx512(const float *x, float *y, int n);
 
 /* Quantizes n floats (n % 32 == 0) into n/32 Q8 blocks the way llama.cpp's
  * x86 quantize_row_q8_0/q8_1 do: d and s are rounded to halves. At the

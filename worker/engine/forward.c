@@ -63,24 +63,11 @@ static void rmsnorm_rows(float *o, const float *x, const float *w, int R, int n,
         rmsnorm(o + (size_t)r * n, x + (size_t)r * n, w, n, eps);
 }
 
-/* soft_max: max subtracted, exponentials summed in double, then every
- * value multiplied by (float)(1 / sum). llama.cpp's exp is a vectorized
- * approximation (ggml_v_expf) within an ulp or two of expf; that part is
- * not reproduced. */
-static void softmax(float *x, int n)
-{
-    float max = x[0];
-    for (int i = 1; i < n; i++)
-        max = x[i] > max ? x[i] : max;
-    double sum = 0;
-    for (int i = 0; i < n; i++) {
-        x[i] = expf(x[i] - max);
-        sum += (double)x[i];
-    }
-    float inv = (float)(1.0 / sum);
-    for (int i = 0; i < n; i++)
-        x[i] *= inv;
-}
+/* soft_max (with the weights rounded to halves) and SwiGLU's SiLU are the
+ * level's softmax_h and silu_mul (engine.h): libm's expf and a double sum
+ * in order, as llama.cpp's soft_max sums; llama.cpp's exponential is a
+ * vectorized approximation (ggml_v_expf) within an ulp or two of expf,
+ * which is not reproduced. */
 
 /* The cos/sin pairs of one position, as ggml_rope_cache_init makes them:
  * the angle starts at pos and is multiplied by theta_scale (float) from one
@@ -217,12 +204,10 @@ static void ffn_share(void *arg, int i, int n)
                 a, b);
     gw_mat_rows(&j->L->w_up, x->xq, x->xq_stride, x->xb, (size_t)dim, j->rows, x->hb2, (size_t)ffn,
                 a, b);
+    gw_silu_mul_fn silu_mul = gw_silu_mul_for();
     for (int r = 0; r < j->rows; r++) {
         float *h = x->hb + (size_t)r * ffn, *u = x->hb2 + (size_t)r * ffn;
-        for (int e = a; e < b; e++) {
-            float g = h[e];
-            h[e] = g / (1.0f + expf(-g)) * u[e];
-        }
+        silu_mul(h + a, u + a, b - a);
         if (j->quant)
             gw_quantize_q8(h + a, x->xq2 + (size_t)r * x->xq_stride + a / 32, b - a);
     }
@@ -268,6 +253,7 @@ static void att_share(void *arg, int i, int n)
     float *lanes = x->lanes + (size_t)i * 64 * hd;
     float scale = 1.0f / sqrtf((float)hd);
     gw_f16_row_fn to_half = gw_f32_to_f16_row_for();
+    gw_softmax_h_fn softmax_h = gw_softmax_h_for();
     int have_r = -1, have_kvh = -1;
     /* level 2 reads the values in place, block by block */
     int paged = gw_simd_get() >= GW_SIMD_AVX512 && hd % 16 == 0;
@@ -302,8 +288,7 @@ static void att_share(void *arg, int i, int n)
                 gw_dot_keys(hd, x->key_cache + gw__kv_at(x, j->layer, seq, t0, kvh), (size_t)hd,
                             pos + 1 - t0 < GW_KV_BLOCK ? pos + 1 - t0 : GW_KV_BLOCK, GW_KV_BLOCK, q,
                             scale, att + t0);
-        softmax(att, pos + 1);
-        to_half(att, ah, pos + 1);
+        softmax_h(att, pos + 1, ah);
         if (r != have_r || kvh != have_kvh) {
             if (paged)
                 for (int t0 = 0, b = 0; t0 <= pos; t0 += GW_KV_BLOCK, b++)

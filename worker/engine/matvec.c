@@ -526,6 +526,27 @@ static void f32_to_f16_portable(const float *x, uint16_t *y, int n)
         y[i] = gw_f32_to_fp16(x[i]);
 }
 
+void gw_softmax_h_libm(float *x, int n, uint16_t *y)
+{
+    float max = x[0];
+    for (int i = 1; i < n; i++)
+        max = x[i] > max ? x[i] : max;
+    double sum = 0;
+    for (int i = 0; i < n; i++) {
+        x[i] = expf(x[i] - max);
+        sum += (double)x[i];
+    }
+    float inv = (float)(1.0 / sum);
+    for (int i = 0; i < n; i++)
+        y[i] = gw_f32_to_fp16(x[i] * inv);
+}
+
+void gw_silu_mul_libm(float *h, const float *u, int n)
+{
+    for (int i = 0; i < n; i++)
+        h[i] = h[i] / (1.0f + expf(-h[i])) * u[i];
+}
+
 int gw_type_uses_q8(uint32_t type)
 {
     return type != GW_T_F32 && type != GW_T_F16 && type != GW_T_BF16;
@@ -535,6 +556,8 @@ const gw_attn_kernels gw_attn_portable = {
     .dot_hh = {dot_hh_portable, dot_hh16_portable},
     .attn_v = {attn_v_portable, attn_v16_portable},
     .f32_to_f16 = f32_to_f16_portable,
+    .softmax_h = gw_softmax_h_libm,
+    .silu_mul = gw_silu_mul_libm,
 };
 
 /* ---- the SIMD level ---- */
@@ -753,4 +776,14 @@ gw_attn_v_fn gw_attn_v_for(int batched)
 gw_f16_row_fn gw_f32_to_f16_row_for(void)
 {
     return attn_now()->f32_to_f16;
+}
+
+gw_softmax_h_fn gw_softmax_h_for(void)
+{
+    return attn_now()->softmax_h;
+}
+
+gw_silu_mul_fn gw_silu_mul_for(void)
+{
+    return attn_now()->silu_mul;
 }

@@ -490,6 +490,8 @@ static const gw_attn_kernels attn_avx2 = {
     .dot_hh = {dot_hh_avx2, dot_hh16_avx2},
     .attn_v = {attn_v_avx2, attn_v16_avx2},
     .f32_to_f16 = f32_to_f16_avx2,
+    .softmax_h = gw_softmax_h_libm,
+    .silu_mul = gw_silu_mul_libm,
 };
 
 const gw_attn_kernels *gw_attn_avx2(void)

@@ -231,6 +231,23 @@ static void gather_v(const gw_ctx *x, int l, int seq, int kvh, int n, uint16_t *
     }
 }
 
+/* Asks the caches for the keys and values of kv head kvh of row r's
+ * sequence, positions 0 to the row's: a kv head's rows of a block are one
+ * run of GW_KV_BLOCK * head_dim halves, but the blocks lie anywhere in the
+ * pool, where the hardware prefetchers do not follow. */
+static void prefetch_kv(const gw_ctx *x, int l, int r, int kvh)
+{
+    int hd = x->m->cfg.head_dim, seq = x->row_seq[r], n = x->row_pos[r] + 1;
+    for (int t0 = 0; t0 < n; t0 += GW_KV_BLOCK) {
+        size_t off = gw__kv_at(x, l, seq, t0, kvh);
+        size_t bytes = (size_t)(n - t0 < GW_KV_BLOCK ? n - t0 : GW_KV_BLOCK) * (size_t)hd * 2;
+        for (size_t o = 0; o < bytes; o += 64) {
+            __builtin_prefetch((const char *)(x->key_cache + off) + o);
+            __builtin_prefetch((const char *)(x->value_cache + off) + o);
+        }
+    }
+}
+
 /* Attention for (row, head) pairs split across the pool, as llama.cpp
  * computes it with flash attention off: q rounded to halves, K.q against
  * every cached key of the row's sequence up to its own position, times
@@ -273,9 +290,15 @@ static void att_share(void *arg, int i, int n)
         }
         acc += x->row_pos[it / c->n_head] + 1;
     }
+    if (from < to)
+        prefetch_kv(x, j->layer, from / c->n_head, from % c->n_head / group);
     for (int it = from; it < to; it++) {
         int r = it / c->n_head, h = it % c->n_head, kvh = h / group;
         int seq = x->row_seq[r], pos = x->row_pos[r];
+        /* the first head of a kv head's group: the next group's keys and
+         * values on their way while this one computes */
+        if (h % group == 0 && it + group < to)
+            prefetch_kv(x, j->layer, (it + group) / c->n_head, (it + group) % c->n_head / group);
         gw_dot_hh_fn dot = gw_dot_hh_for(x->row_multi[r]);
         float *qf = x->q + (size_t)r * c->dim + h * hd;
         rope(qf, 1, hd, x->rope_cs + (size_t)r * hd); /* this head's q, here in parallel */

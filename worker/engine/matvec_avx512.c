@@ -769,8 +769,12 @@ L2 void gw_quantize_q8_avx512(const float *x, gw_q8 *y, int n)
         _mm_storeu_si128((__m128i *)y[b].qs, _mm512_cvtepi32_epi8(qa));
         _mm_storeu_si128((__m128i *)(y[b].qs + 16), _mm512_cvtepi32_epi8(qc));
         int sum = _mm512_reduce_add_epi32(_mm512_add_epi32(qa, qc));
-        y[b].d = gw_h2f(gw_f32_to_fp16(d));
-        y[b].s = gw_h2f(gw_f32_to_fp16(d * (float)sum));
+        /* d and d * sum through halves, both at once (F16C rounds to
+         * nearest even, as gw_f32_to_fp16) */
+        __m128 ds = _mm_cvtph_ps(
+            _mm_cvtps_ph(_mm_setr_ps(d, d * (float)sum, 0, 0), _MM_FROUND_TO_NEAREST_INT));
+        y[b].d = _mm_cvtss_f32(ds);
+        y[b].s = _mm_cvtss_f32(_mm_movehdup_ps(ds));
     }
 }
 

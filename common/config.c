@@ -116,6 +116,7 @@ static void parse_batching(struct gw_cfg_cx *c, json_t *m, struct gw_config *cfg
     int st = gw__cfg_get_int(c, m, "model", "step_tokens", 1, 65536, &cfg->step_tokens);
     gw__cfg_get_number(c, m, "model", "vtc_weight_prompt", 100, &cfg->vtc_weight_prompt);
     gw__cfg_get_number(c, m, "model", "vtc_weight_output", 100, &cfg->vtc_weight_output);
+    gw__cfg_get_int(c, m, "model", "priority_lead", 0, 65536, &cfg->priority_lead);
     if (kv == 1 && context_ok && cfg->kv_cache_tokens != 0 && cfg->kv_cache_tokens < cfg->context)
         gw__cfg_bad(c, "model.kv_cache_tokens",
                     "%d is less than model.context (%d%s): a single sequence of context tokens "
@@ -142,6 +143,7 @@ static void parse_model(struct gw_cfg_cx *c, json_t *root, struct gw_config *cfg
                                        "step_tokens",
                                        "vtc_weight_prompt",
                                        "vtc_weight_output",
+                                       "priority_lead",
                                        NULL};
     json_t *m = gw__cfg_get_object(c, root, "", "model", 1);
     if (!m)
@@ -317,6 +319,7 @@ static void set_defaults(struct gw_config *cfg, const char *name)
     cfg->step_tokens = 256;
     cfg->vtc_weight_prompt = 1.0;
     cfg->vtc_weight_output = 2.0;
+    cfg->priority_lead = 8;
     cfg->header_bytes = 8192;
     cfg->body_bytes = 1048576;
     cfg->header_timeout_ms = 10000;

@@ -300,7 +300,7 @@ static int keep_model(struct gw_config *nc, const struct gw_config *oc)
         nc->max_batch == oc->max_batch && nc->kv_cache_tokens == oc->kv_cache_tokens &&
         nc->prefill_chunk == oc->prefill_chunk && nc->step_tokens == oc->step_tokens &&
         nc->vtc_weight_prompt == oc->vtc_weight_prompt &&
-        nc->vtc_weight_output == oc->vtc_weight_output)
+        nc->vtc_weight_output == oc->vtc_weight_output && nc->priority_lead == oc->priority_lead)
         return 0;
     memcpy(nc->model_path, oc->model_path, sizeof(nc->model_path));
     memcpy(nc->model_name, oc->model_name, sizeof(nc->model_name));
@@ -313,6 +313,7 @@ static int keep_model(struct gw_config *nc, const struct gw_config *oc)
     nc->step_tokens = oc->step_tokens;
     nc->vtc_weight_prompt = oc->vtc_weight_prompt;
     nc->vtc_weight_output = oc->vtc_weight_output;
+    nc->priority_lead = oc->priority_lead;
     return 1;
 }
 

@@ -86,7 +86,7 @@ struct gw_worker {
     int n_running;         /* busy jobs with a generation */
     struct gw_job *parked; /* taken and tokenized, waiting for KV blocks */
     gw_step_info step;     /* the engine's carry across steps */
-    int prefill_only;      /* the last step ran only prompts (worker_sched.c) */
+    int priority_only;     /* the last step ran only priority sequences (worker_sched.c) */
     uint64_t *seen_ns;     /* [accounts] when a tenant was last seen active */
     struct cand *cands;    /* [slots] scratch of pick() */
 };
@@ -117,10 +117,14 @@ int gw__sched_admit(struct gw_worker *w);
 /* One engine step over the running jobs. */
 void gw__sched_step(struct gw_worker *w);
 /* Which of a step's generations gens[0, n) run (worker_sched.c's opening,
- * "Prompts first"): keep[i] gets 1 for those that do. When some but not
- * all are still prefilling and *prefill_only is 0, only the prefilling
- * ones, and *prefill_only becomes 1; otherwise all, and it becomes 0.
- * Returns how many run. */
-int gw__sched_prompts_first(int *prefill_only, gw_gen *const *gens, int n, unsigned char *keep);
+ * "Priority steps"): keep[i] gets 1 for those that do. vtc[i]: the
+ * counter of gens[i]'s tenant (UINT64_MAX: none; vtc may be NULL); lead:
+ * in counter units (0: prompts only). The priority ones: those still
+ * prefilling, and, when two counters differ by more than lead, those
+ * within lead of the smallest. When some but not all have priority and
+ * *priority_only is 0, only those run, and *priority_only becomes 1;
+ * otherwise all, and it becomes 0. Returns how many run. */
+int gw__sched_priority(int *priority_only, gw_gen *const *gens, const uint64_t *vtc, uint64_t lead,
+                       int n, unsigned char *keep);
 
 #endif

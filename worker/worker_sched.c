@@ -31,16 +31,27 @@
  * the step's token budget (model.step_tokens) lasts, so a long prompt
  * never stalls the others' next token for its whole prefill.
  *
- * Prompts first, every other step (gw__sched_prompts_first): when some
- * of the step's sequences are still prefilling and the last step was not
- * already such a step, the step runs only them (the decoding ones sit it
- * out, their KV cache kept). A newcomer's first token then waits for its
- * own prompt, not for every running sequence's row and attention as well:
- * on the CPU a full batch's decode rows cost as much as a short prompt's
- * (8 rows: ~12 ms against 3 ms alone, docs/BENCHMARKS.md). Decoding
- * sequences lose at most every other step to prompts, however many
- * arrive, and the rows computed are the same ones, so throughput is
- * unchanged.
+ * Priority steps, every other step (gw__sched_priority): the priority
+ * sequences are those still prefilling and, when a tenant in the step
+ * leads another's counter by more than model.priority_lead generated
+ * tokens (of a weight-1 tenant), those of the tenants within that lead of
+ * the smallest counter. When some but not all of the step's sequences
+ * have priority and the last step was not already such a step, the step
+ * runs only them (the others sit it out, their KV cache kept).
+ * - Prompts first: a newcomer's first token waits for its own prompt, not
+ *   for every running sequence's row and attention as well: on the CPU a
+ *   full batch's decode rows cost as much as a short prompt's (8 rows:
+ *   ~12 ms against 3 ms alone, docs/BENCHMARKS.md). The rows computed are
+ *   the same ones, so throughput is unchanged.
+ * - Less served first: a tenant with one short request among a heavy
+ *   tenant's (an attacker's admitted floods, a batch job) gets every other
+ *   token from a step of its own rows, at a single sequence's speed, so it
+ *   barely notices the other. VTC alone decides who takes a place; this
+ *   decides how fast the places of the less served advance. Its price is
+ *   the heavy tenant's: while the light one runs, its sequences sit out
+ *   every other step (the node computes fewer rows per second).
+ * Sequences without priority lose at most every other step, however many
+ * prompts and light tenants arrive.
  */
 #include "worker_internal.h"
 
@@ -215,17 +226,27 @@ static int prefilling(const gw_gen *g)
     return gw_gen_prompt_fed(g) < gw_gen_res(g)->n_prompt;
 }
 
-int gw__sched_prompts_first(int *prefill_only, gw_gen *const *gens, int n, unsigned char *keep)
+int gw__sched_priority(int *priority_only, gw_gen *const *gens, const uint64_t *vtc, uint64_t lead,
+                       int n, unsigned char *keep)
 {
+    uint64_t lo = UINT64_MAX, hi = 0;
+    for (int i = 0; vtc && i < n; i++)
+        if (vtc[i] != UINT64_MAX) {
+            lo = vtc[i] < lo ? vtc[i] : lo;
+            hi = vtc[i] > hi ? vtc[i] : hi;
+        }
+    /* lo + lead < hi: no overflow below */
+    int behind = lead > 0 && lo != UINT64_MAX && hi - lo > lead;
     int p = 0;
     for (int i = 0; i < n; i++)
-        p += keep[i] = (unsigned char)prefilling(gens[i]);
-    if (*prefill_only || p == 0 || p == n) {
-        *prefill_only = 0;
+        p += keep[i] = (unsigned char)(prefilling(gens[i]) ||
+                                       (behind && vtc[i] != UINT64_MAX && vtc[i] <= lo + lead));
+    if (*priority_only || p == 0 || p == n) {
+        *priority_only = 0;
         memset(keep, 1, (size_t)n);
         return n;
     }
-    *prefill_only = 1;
+    *priority_only = 1;
     return p;
 }
 
@@ -250,9 +271,15 @@ void gw__sched_step(struct gw_worker *w)
         if (i < w->max_batch || gw_run_cancel_word(&w->seg, run[i]->ref.index) != 0)
             run[n++] = run[i];
     unsigned char keep[GW_MAX_SEQS];
-    for (int i = 0; i < n; i++)
+    uint64_t vtc[GW_MAX_SEQS] = {0};
+    for (int i = 0; i < n; i++) {
         gens[i] = run[i]->gen;
-    gw__sched_prompts_first(&w->prefill_only, gens, n, keep);
+        vtc[i] = run[i]->have_tenant ? run[i]->vtc_now : UINT64_MAX;
+    }
+    /* the lead in counter units: worker_job.c's count_service for a
+     * weight-1 tenant (1000 milli) */
+    uint64_t lead = (uint64_t)((double)w->cfg->priority_lead * w->cfg->vtc_weight_output * 1000.0);
+    gw__sched_priority(&w->priority_only, gens, vtc, lead, n, keep);
     int k = 0;
     for (int i = 0; i < n; i++)
         if (keep[i])

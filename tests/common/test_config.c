@@ -291,6 +291,7 @@ static void test_defaults_fill_what_the_file_leaves_out(void **state)
     assert_int_equal(cfg->step_tokens, 256);
     assert_true(cfg->vtc_weight_prompt == 1.0);
     assert_true(cfg->vtc_weight_output == 2.0);
+    assert_int_equal(cfg->priority_lead, 8);
     assert_int_equal(cfg->header_bytes, 8192);
     assert_int_equal(cfg->body_bytes, 1048576);
     assert_int_equal(cfg->header_timeout_ms, 10000);
@@ -774,6 +775,14 @@ static void test_batching_keys_name_key_and_range(void **state)
                    "config: model.vtc_weight_output: expected a number > 0 and <= 100");
     expect_mistake("model.vtc_weight_output", val("\"2\""),
                    "config: model.vtc_weight_output: expected a number > 0 and <= 100");
+    expect_mistake("model.priority_lead", val("-1"),
+                   "config: model.priority_lead: expected an integer in [0, 65536]");
+    expect_mistake("model.priority_lead", val("65537"),
+                   "config: model.priority_lead: expected an integer in [0, 65536]");
+    expect_mistake("model.priority_lead", val("true"),
+                   "config: model.priority_lead: expected an integer in [0, 65536]");
+    expect_mistake("model.priority_lead", val("1.5"),
+                   "config: model.priority_lead: expected an integer in [0, 65536]");
     expect_mistake("model.max_batches", val("8"), "config: model.max_batches: unknown key");
     const char *w = "config: plans.free.weight: expected a number > 0 and <= 1000";
     expect_mistake("plans.free.weight", val("0"), w);
@@ -889,7 +898,7 @@ static void test_batching_keys_accept_their_edges(void **state)
     set_path(root, "model",
              val("{\"path\": \"m.gguf\", \"name\": \"tiny\", \"context\": 4096, \"max_batch\": 256,"
                  " \"kv_cache_tokens\": 4096, \"prefill_chunk\": 128, \"step_tokens\": 128,"
-                 " \"vtc_weight_prompt\": 0.5, \"vtc_weight_output\": 100}"));
+                 " \"vtc_weight_prompt\": 0.5, \"vtc_weight_output\": 100, \"priority_lead\": 0}"));
     set_path(root, "plans.pro.weight", val("2.5"));
     set_path(root, "plans.team.weight", val("1000"));
     set_path(root, "tenants.acme.weight", val("0.001"));
@@ -900,6 +909,7 @@ static void test_batching_keys_accept_their_edges(void **state)
     assert_int_equal(cfg->step_tokens, 128); /* = prefill_chunk */
     assert_true(cfg->vtc_weight_prompt == 0.5);
     assert_true(cfg->vtc_weight_output == 100.0);
+    assert_int_equal(cfg->priority_lead, 0);  /* no priority by service */
     assert_true(cfg->plans[0].weight == 1.0); /* free: the default */
     assert_true(cfg->plans[1].weight == 2.5);
     assert_true(cfg->plans[2].weight == 1000.0);

@@ -1,7 +1,7 @@
-/* test_prompts_first.c: the worker's step composition, "prompts first"
+/* test_prompts_first.c: the worker's step composition, "priority steps"
  * (worker/worker_sched.c): which generations of a step run, given which
- * are still prefilling and what the last step was. Real generations on a
- * tiny random model, stepped by the engine. */
+ * are still prefilling, their tenants' counters and what the last step
+ * was. Real generations on a tiny random model, stepped by the engine. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -84,17 +84,17 @@ static void test_prompts_run_alone_every_other_step(void **state)
     int last = 0;
 
     /* nothing prefilling: all run, whatever the last step was */
-    assert_int_equal(gw__sched_prompts_first(&last, e->g, 2, keep), 2);
+    assert_int_equal(gw__sched_priority(&last, e->g, NULL, 0, 2, keep), 2);
     expect(keep, "11", 2);
     assert_int_equal(last, 0);
 
     /* two newcomers among decoders: only they run, in their order */
     gw_gen *mix[4] = {e->g[2], e->g[0], e->g[3], e->g[1]};
-    assert_int_equal(gw__sched_prompts_first(&last, mix, 4, keep), 2);
+    assert_int_equal(gw__sched_priority(&last, mix, NULL, 0, 4, keep), 2);
     expect(keep, "1010", 4);
     assert_int_equal(last, 1);
     /* the next step is everyone's, though they still prefill */
-    assert_int_equal(gw__sched_prompts_first(&last, mix, 4, keep), 4);
+    assert_int_equal(gw__sched_priority(&last, mix, NULL, 0, 4, keep), 4);
     expect(keep, "1111", 4);
     assert_int_equal(last, 0);
 
@@ -103,22 +103,100 @@ static void test_prompts_run_alone_every_other_step(void **state)
     assert_int_equal(gw_batch_step(e->x, pre, 2, 64, &info), 0);
     assert_int_equal(gw_gen_prompt_fed(e->g[2]), 8);
     assert_int_equal(gw_gen_prompt_fed(e->g[3]), 5);
-    assert_int_equal(gw__sched_prompts_first(&last, mix, 4, keep), 1);
+    assert_int_equal(gw__sched_priority(&last, mix, NULL, 0, 4, keep), 1);
     expect(keep, "1000", 4);
     assert_int_equal(last, 1);
 
     /* all prefilling: all run, and the alternation starts again */
     last = 1;
     gw_gen *only[1] = {e->g[2]};
-    assert_int_equal(gw__sched_prompts_first(&last, only, 1, keep), 1);
+    assert_int_equal(gw__sched_priority(&last, only, NULL, 0, 1, keep), 1);
     expect(keep, "1", 1);
     assert_int_equal(last, 0);
+}
+
+/* Less served first: with every sequence decoding, a tenant's counter
+ * more than `lead` past another's makes the sequences within lead of the
+ * smallest counter a priority step's, every other step; within the lead,
+ * with lead 0, or with no counters, all run. A sequence without a tenant
+ * (UINT64_MAX) never has priority by service. */
+static void test_less_served_run_alone_every_other_step(void **state)
+{
+    struct env *e = *state;
+    gw_step_info info = {0};
+    for (int i = 0; i < 4; i++)
+        e->g[i] = gen(e, 3 + i);
+    assert_int_equal(gw_batch_step(e->x, e->g, 4, 64, &info), 0); /* all prefilled */
+    unsigned char keep[4];
+    int last = 0;
+
+    /* the light tenant (1000) and the one near it (8000) lead by at most
+     * 8000 from the smallest; 20000 and 9001 are past it */
+    uint64_t vtc[4] = {20000, 1000, 9001, 9000};
+    assert_int_equal(gw__sched_priority(&last, e->g, vtc, 8000, 4, keep), 2);
+    expect(keep, "0101", 4);
+    assert_int_equal(last, 1);
+    assert_int_equal(gw__sched_priority(&last, e->g, vtc, 8000, 4, keep), 4);
+    expect(keep, "1111", 4);
+    assert_int_equal(last, 0);
+
+    /* lead 0: prompts only, and none is prefilling */
+    assert_int_equal(gw__sched_priority(&last, e->g, vtc, 0, 4, keep), 4);
+    expect(keep, "1111", 4);
+    assert_int_equal(last, 0);
+
+    /* all within the lead: all run */
+    uint64_t close[4] = {5000, 1000, 9000, 7000};
+    assert_int_equal(gw__sched_priority(&last, e->g, close, 8000, 4, keep), 4);
+    expect(keep, "1111", 4);
+    assert_int_equal(last, 0);
+
+    /* exactly the lead apart is not past it */
+    uint64_t edge[4] = {9000, 1000, 1000, 1000};
+    assert_int_equal(gw__sched_priority(&last, e->g, edge, 8000, 4, keep), 4);
+    assert_int_equal(last, 0);
+
+    /* no tenant: neither the smallest counter nor priority */
+    uint64_t none[4] = {UINT64_MAX, 1000, 30000, UINT64_MAX};
+    assert_int_equal(gw__sched_priority(&last, e->g, none, 8000, 4, keep), 1);
+    expect(keep, "0100", 4);
+    assert_int_equal(last, 1);
+    assert_int_equal(gw__sched_priority(&last, e->g, none, 8000, 4, keep), 4);
+
+    /* a counter near the top of the range: no overflow */
+    uint64_t top[4] = {UINT64_MAX - 1, 0, UINT64_MAX - 5, 10};
+    last = 0;
+    assert_int_equal(gw__sched_priority(&last, e->g, top, 8000, 4, keep), 2);
+    expect(keep, "0101", 4);
+}
+
+/* A newcomer's prompt and a light tenant's decoding share the priority
+ * step; the heavy tenant's decoding sits it out. */
+static void test_prompts_and_less_served_share_the_priority_step(void **state)
+{
+    struct env *e = *state;
+    gw_step_info info = {0};
+    e->g[0] = gen(e, 3);
+    e->g[1] = gen(e, 4);
+    e->g[2] = gen(e, 5);
+    assert_int_equal(gw_batch_step(e->x, e->g, 3, 64, &info), 0);
+    e->g[3] = gen(e, 6); /* still to prefill */
+    unsigned char keep[4];
+    int last = 0;
+    uint64_t vtc[4] = {50000, 2000, 50000, 50000}; /* the newcomer: a heavy tenant's */
+    assert_int_equal(gw__sched_priority(&last, e->g, vtc, 8000, 4, keep), 2);
+    expect(keep, "0101", 4);
+    assert_int_equal(last, 1);
 }
 
 int main(void)
 {
     const struct CMUnitTest t[] = {
         cmocka_unit_test_setup_teardown(test_prompts_run_alone_every_other_step, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_less_served_run_alone_every_other_step, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_prompts_and_less_served_share_the_priority_step, setup,
+                                        teardown),
     };
     return cmocka_run_group_tests(t, NULL, NULL);
 }

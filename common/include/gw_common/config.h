@@ -296,6 +296,9 @@ struct gw_config {
                                  [1, 65536] and >= prefill_chunk, default 256 */
     double vtc_weight_prompt; /* VTC service per prompt token, (0, 100], default 1.0 */
     double vtc_weight_output; /* VTC service per generated token, (0, 100], default 2.0 */
+    int priority_lead;        /* generated tokens (of a weight-1 tenant) by which a tenant's
+                                 counter must lead another's in a step for the less served
+                                 to get priority steps, [0, 65536]; 0 = none; default 8 */
     /* HTTP limits */
     uint32_t header_bytes;      /* default 8 KiB */
     uint32_t body_bytes;        /* default 1 MiB */

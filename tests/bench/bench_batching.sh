@@ -13,6 +13,13 @@
 #     aggregate decode tok/s, TPOT p50/p99, TTFT p50/p99 (client:
 #     tests/bench/bench_stream.py).
 #
+#   tests/bench/bench_batching.sh light [OUT_DIR]
+#     dist/scenarios/light-among-heavy.json (a light tenant's 8-token
+#     requests, alone for 20 s, then beside a heavy tenant's 8 closed-loop
+#     streams) against gpuwarden only (llama-server has no tenants), once
+#     per model.priority_lead in GW_LEADS (default "8 0"), GW_ROUNDS times
+#     (default 2), alternated; prints each run's classes.
+#
 #   tests/bench/bench_batching.sh isolation [OUT_DIR]
 #     dist/scenarios/isolation.json (legitimate tenants calm for 20 s, then
 #     under every attack for 20 s) with gpuwarden-load, against gpuwarden
@@ -31,6 +38,8 @@
 # GW_REQUESTS, GW_MAX_TOKENS, GW_MAX_BATCH (a number for every N, "n" for N
 # itself (default), "off" to leave the key out), GW_ISO_BATCH,
 # GW_SERVERS ("gpuwarden llama-server", either may be left out),
+# GW_PRIORITY_LEAD (isolation: gpuwarden's model.priority_lead; 0 = no
+# priority steps for less served tenants),
 # GW_LLAMA_ARGS (more llama-server options, e.g. "--poll 0").
 # OUT_DIR (default a fresh /tmp/gw-bench-batching.XXXXXX) keeps the logs and
 # JSON reports. Loopback only; every process started here is stopped by the
@@ -41,7 +50,7 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 mode=batching
 case "${1:-}" in
-batching | isolation) mode=$1; shift ;;
+batching | isolation | light) mode=$1; shift ;;
 -h | --help) sed -n '2,/^set -e/p' "$0" | sed '$d'; exit 0 ;;
 esac
 out=${1:-$(mktemp -d /tmp/gw-bench-batching.XXXXXX)}
@@ -54,6 +63,7 @@ max_tokens=${GW_MAX_TOKENS:-128}
 max_batch=${GW_MAX_BATCH:-n}
 iso_batch=${GW_ISO_BATCH:-4}
 servers=${GW_SERVERS:-gpuwarden llama-server}
+[ "$mode" != light ] || servers=gpuwarden # llama-server has no tenants
 llama=${GW_LLAMA_SERVER:-$(ls -t "$HOME"/.cache/gpuwarden-bench/build-*/bin/llama-server 2>/dev/null |
     head -n 1 || true)}
 gw_port=$GW_TEST_LISTEN_PORT
@@ -197,6 +207,49 @@ if [ "$mode" = batching ]; then
     exit 0
 fi
 
+if [ "$mode" = light ]; then
+    mkdir -p "$tmp/light"
+    for round in $(seq "${GW_ROUNDS:-2}"); do
+        for lead in ${GW_LEADS:-8 0}; do
+            GW_PORT=$gw_port GW_DIR=$tmp/light GW_THREADS=$threads GW_LEAD=$lead python3 -c '
+import json, os
+c = json.load(open("dist/gpuwarden.dev.json"))
+c["listen"] = ["127.0.0.1:" + os.environ["GW_PORT"]]
+c["state_dir"] = os.environ["GW_DIR"] + "/state"
+c["admin"]["socket"] = os.environ["GW_DIR"] + "/admin.sock"
+c["workers"] = 1
+c["model"].update(threads=int(os.environ["GW_THREADS"]), max_batch=8,
+                  priority_lead=int(os.environ["GW_LEAD"]))
+big = ["100000 per second burst 1000"]
+c["ip"]["rate"] = big
+c["global"] = {"rate": big, "budget": "1000 GPU-seconds per second", "max_inflight": 64}
+c["plans"]["batch"] = {"rate": big, "budget": "1000 GPU-seconds per second",
+                       "max_inflight": 64, "max_tokens": 2048}
+c["tenants"] = {"heavy": {"plan": "batch"}, "light": {"plan": "batch"}}
+# a greedy 135M model loops: no watchdog kill may end a stream early
+c["watchdog"] = {"repetition": {"min_count": 1048576, "min_tokens": 1048576, "min_match": 0},
+                 "near_repetition": {"min_match": 0}, "divergence": {"min_tokens": 1048576}}
+json.dump(c, open(os.environ["GW_DIR"] + "/gpuwarden.json", "w"), indent=1)'
+            rm -rf "$tmp/light/state"
+            start_gw "$tmp/light/gpuwarden.json"
+            json=$out/light-lead$lead-round$round.json
+            "$build/bin/gpuwarden-load" --quiet --target "127.0.0.1:$gw_port" --ledger "" \
+                --json "$json" dist/scenarios/light-among-heavy.json >/dev/null || true
+            stop
+            echo "== priority_lead $lead, round $round"
+            python3 - "$json" <<'PY'
+import json, sys
+for c in json.load(open(sys.argv[1]))["classes"]:
+    t = c["ttft_ok"]
+    print(f"  {c['name']:13} sent {c['sent']:4} 200 {c['outcomes']['200']:4} "
+          f"{c['tokens_per_s']:7.1f} tok/s  TTFT p50 {t.get('p50_ms', 0):6.1f} "
+          f"p90 {t.get('p90_ms', 0):6.1f} p99 {t.get('p99_ms', 0):6.1f} ms")
+PY
+        done
+    done
+    exit 0
+fi
+
 # isolation: the scenario as docs/BENCHMARKS.md runs it, then llama-server
 scen=dist/scenarios/isolation.json
 for s in $servers; do
@@ -213,6 +266,8 @@ c["workers"] = 1
 c["model"]["threads"] = int(os.environ["GW_THREADS"])
 if os.environ["GW_MB"]:
     c["model"]["max_batch"] = int(os.environ["GW_MB"])
+if os.environ.get("GW_PRIORITY_LEAD"):
+    c["model"]["priority_lead"] = int(os.environ["GW_PRIORITY_LEAD"])
 json.dump(c, open(os.environ["GW_DIR"] + "/gpuwarden.json", "w"), indent=1)'
         start_gw "$tmp/iso/gpuwarden.json"
         echo

@@ -784,8 +784,10 @@ L2 void gw_quantize_q8_avx512(const float *x, gw_q8 *y, int n)
  * Arm's optimized-routines), in the same double operations, with the
  * multiply-adds that glibc's FMA build (__expf_fma, what x86-64 CPUs with
  * FMA run) contracts: x * 32 / ln 2 = k + r, k rounded to an integer by
- * adding 1.5 * 2^52, 2^(k / 32) from a table of 2^(i / 32) and k's upper
- * bits added to its exponent, 2^(r / 32) by a cubic. Same operations, same
+ * adding 1.5 * 2^52 (the product fused into that addition and into r's
+ * subtraction, as the compiler fuses it there), 2^(k / 32) from a table of
+ * 2^(i / 32) and k's upper bits added to its exponent, 2^(r / 32) by a
+ * cubic. Same operations, same
  * bits: test_kernels compares it with expf on 2^24 inputs spread over all
  * floats, and tests/bench/expf_all checks every float. Lanes with |x| >=
  * 88 or NaN (glibc's own slow path: overflow, underflow, infinities) call

@@ -237,10 +237,13 @@ gw_rows_fn gw_rows_portable_for(uint32_t type);
 gw_rows_fn gw_rows_avx2_for(uint32_t type);
 gw_rows_fn gw_rows_avx512_for(uint32_t type, int vnni);
 
-/* Thread pool (threadpool.c). fn(arg, i, n) is called once for each
- * i in [0, n) with n = gw_pool_size(); i = 0 runs on the caller. */
+/* Thread pool (threadpool.c). gw_pool_run calls fn(arg, i, n, t) once
+ * for each share i in [0, n) (n: a few per thread) and returns when all
+ * are done; t in [0, gw_pool_size()) is the thread running that share (0:
+ * the caller), for scratch memory only: which thread runs which share
+ * varies from job to job. */
 typedef struct gw_pool gw_pool;
-typedef void (*gw_pool_fn)(void *arg, int i, int n);
+typedef void (*gw_pool_fn)(void *arg, int i, int n, int t);
 int gw_pool_new(int n_threads, gw_pool **out);
 void gw_pool_free(gw_pool *p);
 int gw_pool_size(const gw_pool *p);

@@ -130,8 +130,9 @@ struct mm_job {
     int nb;
 };
 
-static void mm_share(void *arg, int i, int n)
+static void mm_share(void *arg, int i, int n, int t)
 {
+    (void)t;
     struct mm_job *j = arg;
     long total = 0;
     for (int k = 0; k < j->n_mats; k++)
@@ -190,8 +191,9 @@ struct ffn_job {
     int rows, quant;
 };
 
-static void ffn_share(void *arg, int i, int n)
+static void ffn_share(void *arg, int i, int n, int t)
 {
+    (void)t;
     struct ffn_job *j = arg;
     gw_ctx *x = j->x;
     int dim = x->m->cfg.dim, ffn = x->m->cfg.ffn, unit = j->quant ? 32 : 1;
@@ -257,24 +259,25 @@ static void prefetch_kv(const gw_ctx *x, int l, int r, int kvh)
  * are used for rows whose item has two or more tokens, as a solo pass of
  * that item would). Consecutive heads share a kv head: its values are
  * gathered once for them. */
-static void att_share(void *arg, int i, int n)
+static void att_share(void *arg, int i, int n, int th)
 {
     struct att_job *j = arg;
     gw_ctx *x = j->x;
     const gw_model_config *c = &x->m->cfg;
     int hd = c->head_dim, group = c->n_head / c->n_head_kv, items = j->rows * c->n_head;
-    float *att = x->att + (size_t)i * x->n_ctx;
-    uint16_t *ah = x->atth + (size_t)i * x->n_ctx;
-    uint16_t *q = x->qh + (size_t)i * hd;
-    uint16_t *vg = x->vgather + (size_t)i * x->n_ctx * hd;
-    float *lanes = x->lanes + (size_t)i * 64 * hd;
+    /* thread th's scratch */
+    float *att = x->att + (size_t)th * x->n_ctx;
+    uint16_t *ah = x->atth + (size_t)th * x->n_ctx;
+    uint16_t *q = x->qh + (size_t)th * hd;
+    uint16_t *vg = x->vgather + (size_t)th * x->n_ctx * hd;
+    float *lanes = x->lanes + (size_t)th * 64 * hd;
     float scale = 1.0f / sqrtf((float)hd);
     gw_f16_row_fn to_half = gw_f32_to_f16_row_for();
     gw_softmax_h_fn softmax_h = gw_softmax_h_for();
     int have_r = -1, have_kvh = -1;
     /* level 2 reads the values in place, block by block */
     int paged = gw_simd_get() >= GW_SIMD_AVX512 && hd % 16 == 0;
-    const uint16_t **vb = x->vptr + (size_t)i * (size_t)(x->n_ctx / GW_KV_BLOCK + 1);
+    const uint16_t **vb = x->vptr + (size_t)th * (size_t)(x->n_ctx / GW_KV_BLOCK + 1);
     /* items split by their cost (the positions they attend to), so rows
      * of long and short sequences share the threads evenly */
     int64_t total = 0, acc = 0;

@@ -1,5 +1,14 @@
 /* threadpool.c: a fixed set of pthreads that run one function at a time,
- * each on its own share (row range) of the work.
+ * split into shares (row ranges of the work) that the threads claim.
+ *
+ * A job is SHARES_PER_THREAD shares per thread, handed out one at a time
+ * from a counter: each thread, the caller included, takes the next share
+ * until none is left. A thread the kernel has descheduled (on a 2-vCPU
+ * host, the fronts, the load or another VM's work) holds up at most the
+ * one share it took, instead of a whole fixed half of every job: the
+ * others take the rest. Which thread runs a share never changes its
+ * result: a share is a fixed range, computed the same way wherever it
+ * runs (t, the thread's index, picks only scratch memory).
  *
  * A forward pass dispatches a few hundred jobs per token, a few
  * microseconds apart. Both sides wait the same way: spin with pause for at
@@ -9,10 +18,10 @@
  * waits for is not running burns the only core that could run it (an
  * unbounded spin measured 36 tokens/s there, against 140 on an idle box).
  *
- * Wake-ups are never lost: a sleeper announces itself (seq_cst increment)
- * before it re-reads the word it sleeps on, and the waker changes the word
- * (seq_cst) before it reads the announcement; FUTEX_WAIT itself returns at
- * once when the word no longer holds the value the sleeper saw.
+ * Wake-ups are never lost: a sleeper announces itself (seq_cst) before it
+ * re-reads the word it sleeps on, and the waker changes the word (seq_cst)
+ * before it reads the announcement; FUTEX_WAIT itself returns at once
+ * when the word no longer holds the value the sleeper saw.
  */
 #include "engine.h"
 
@@ -45,15 +54,21 @@
  * partner costs little. */
 #define SPIN_NS 20000
 
+/* Shares of a job per thread: enough that a descheduled thread holds up
+ * a small part of it, few enough that a share is still many rows. */
+#define SHARES_PER_THREAD 4
+
 struct gw_pool {
-    int n;                    /* shares per job, caller included */
-    pthread_t *th;            /* n - 1 workers */
-    _Atomic uint32_t gen;     /* bumped once per job: the workers' futex */
-    _Atomic int sleepers;     /* workers asleep (or about to be) on gen */
-    _Atomic uint32_t pending; /* workers not yet done: the caller's futex */
+    int n;                  /* threads, caller included */
+    int shares;             /* shares per job: n * SHARES_PER_THREAD */
+    pthread_t *th;          /* n - 1 workers */
+    _Atomic uint32_t gen;   /* bumped once per job: the workers' futex */
+    _Atomic int sleepers;   /* workers asleep (or about to be) on gen */
+    _Atomic uint64_t claim; /* the job's number << 16 | its next share */
+    _Atomic uint32_t done;  /* shares of the job finished: the caller's futex */
     _Atomic int caller_asleep;
     _Atomic bool stop;
-    gw_pool_fn fn; /* the current job, published by gen */
+    gw_pool_fn fn; /* the current job, published by claim */
     void *arg;
     uint64_t *wait_ns; /* gw_pool_prof: the caller's waits are added here */
 };
@@ -104,6 +119,33 @@ static uint32_t spin_while(_Atomic uint32_t *w, uint32_t seen)
     }
 }
 
+/* Claims and runs shares of the current job until none is left. A share
+ * is claimed by moving claim from (job, s) to (job, s + 1); fn and arg are
+ * read after the claim, and the caller writes the next job's only once
+ * every share of this one is done (this one included), so they are the
+ * claimed job's. A thread that comes late finds the shares gone, or helps
+ * with the job after (its claim word is newer, fn and arg with it). */
+static void help(gw_pool *p, int t)
+{
+    /* acquire (load and CAS): pairs with the caller's release store of the
+     * job's claim word, so fn, arg and the reset done are visible. */
+    uint64_t c = atomic_load_explicit(&p->claim, memory_order_acquire);
+    while ((int)(c & 0xffff) < p->shares) {
+        if (!atomic_compare_exchange_weak_explicit(&p->claim, &c, c + 1, memory_order_acquire,
+                                                   memory_order_acquire))
+            continue; /* c holds the newer word */
+        p->fn(p->arg, (int)(c & 0xffff), p->shares, t);
+        /* seq_cst: the share's outputs happen before the caller sees done
+         * reach shares (release), and the increment is ordered before the
+         * read of caller_asleep (against the caller's store and re-read). */
+        if (atomic_fetch_add_explicit(&p->done, 1, memory_order_seq_cst) + 1 ==
+                (uint32_t)p->shares &&
+            atomic_load_explicit(&p->caller_asleep, memory_order_seq_cst))
+            futex_wake(&p->done, 1);
+        c = atomic_load_explicit(&p->claim, memory_order_acquire);
+    }
+}
+
 static void *worker_main(void *v)
 {
     struct worker_arg wa = *(struct worker_arg *)v;
@@ -125,13 +167,7 @@ static void *worker_main(void *v)
         /* relaxed: stop is written before the gen bump that woke us. */
         if (atomic_load_explicit(&p->stop, memory_order_relaxed))
             return NULL;
-        p->fn(p->arg, wa.i, p->n);
-        /* seq_cst: our writes to the job's outputs happen before the caller
-         * sees pending reach 0, and the decrement is ordered before our read
-         * of caller_asleep (against the caller's store and re-read). */
-        if (atomic_fetch_sub_explicit(&p->pending, 1, memory_order_seq_cst) == 1 &&
-            atomic_load_explicit(&p->caller_asleep, memory_order_seq_cst))
-            futex_wake(&p->pending, 1);
+        help(p, wa.i);
     }
 }
 
@@ -153,6 +189,7 @@ int gw_pool_new(int n_threads, gw_pool **out)
     if (!p)
         return -ENOMEM;
     p->n = n_threads;
+    p->shares = n_threads * SHARES_PER_THREAD;
     if (n_threads > 1 && !(p->th = calloc((size_t)n_threads - 1, sizeof *p->th))) {
         free(p);
         return -ENOMEM;
@@ -196,28 +233,32 @@ int gw_pool_size(const gw_pool *p)
 void gw_pool_run(gw_pool *p, gw_pool_fn fn, void *arg)
 {
     if (p->n == 1) {
-        fn(arg, 0, 1);
+        fn(arg, 0, 1, 0);
         return;
     }
     p->fn = fn;
     p->arg = arg;
-    /* relaxed: published to the workers by bump's seq_cst increment. */
-    atomic_store_explicit(&p->pending, (uint32_t)(p->n - 1), memory_order_relaxed);
+    /* relaxed: every share of the last job is done (done reached shares,
+     * so no increment is in flight); published by the release below. */
+    atomic_store_explicit(&p->done, 0, memory_order_relaxed);
+    uint64_t job = (atomic_load_explicit(&p->claim, memory_order_relaxed) >> 16) + 1;
+    /* release: fn, arg and done before any claim of this job's shares. */
+    atomic_store_explicit(&p->claim, job << 16, memory_order_release);
     bump(p);
-    fn(arg, 0, p->n);
+    help(p, 0);
     uint64_t t0 = p->wait_ns ? gw_mono_ns() : 0;
-    uint32_t v;
-    /* acquire: pairs with each worker's decrement, so their outputs are
-     * visible once pending reads 0. Each change restarts the spin. */
-    while ((v = atomic_load_explicit(&p->pending, memory_order_acquire)) != 0) {
-        uint32_t w = spin_while(&p->pending, v);
+    uint32_t v, all = (uint32_t)p->shares;
+    /* acquire: pairs with each share's increment, so the shares' outputs
+     * are visible once done reads all. Each change restarts the spin. */
+    while ((v = atomic_load_explicit(&p->done, memory_order_acquire)) != all) {
+        uint32_t w = spin_while(&p->done, v);
         if (w != v)
             continue;
-        /* seq_cst: ordered before the re-read of pending, against the last
-         * worker's decrement and its read of caller_asleep. */
+        /* seq_cst: ordered before the re-read of done, against the last
+         * share's increment and its read of caller_asleep. */
         atomic_store_explicit(&p->caller_asleep, 1, memory_order_seq_cst);
-        if ((v = atomic_load_explicit(&p->pending, memory_order_seq_cst)) != 0)
-            futex_wait(&p->pending, v);
+        if ((v = atomic_load_explicit(&p->done, memory_order_seq_cst)) != all)
+            futex_wait(&p->done, v);
         atomic_store_explicit(&p->caller_asleep, 0, memory_order_relaxed);
     }
     if (p->wait_ns)

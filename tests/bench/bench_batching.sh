@@ -207,29 +207,42 @@ if [ "$mode" = batching ]; then
     exit 0
 fi
 
+# The dev config (its limits are what the scenarios are written for) for
+# one worker of $threads threads, as DIR/gpuwarden.json. $1 DIR, $2
+# max_batch and $3 priority_lead ("" leaves either out), $4 "light": the
+# light-among-heavy tenants, on a plan without effective limits, and no
+# watchdog kills (a greedy 135M model loops; a kill would end a stream).
+dev_config() {
+    GW_PORT=$gw_port GW_DIR=$1 GW_THREADS=$threads GW_MB=$2 GW_LEAD=$3 GW_LIGHT=${4:-} python3 -c '
+import json, os
+e = os.environ
+c = json.load(open("dist/gpuwarden.dev.json"))
+c["listen"] = ["127.0.0.1:" + e["GW_PORT"]]
+c["state_dir"] = e["GW_DIR"] + "/state"
+c["admin"]["socket"] = e["GW_DIR"] + "/admin.sock"
+c["workers"] = 1
+c["model"]["threads"] = int(e["GW_THREADS"])
+if e["GW_MB"]:
+    c["model"]["max_batch"] = int(e["GW_MB"])
+if e["GW_LEAD"]:
+    c["model"]["priority_lead"] = int(e["GW_LEAD"])
+if e["GW_LIGHT"]:
+    big = ["100000 per second burst 1000"]
+    c["ip"]["rate"] = big
+    c["global"] = {"rate": big, "budget": "1000 GPU-seconds per second", "max_inflight": 64}
+    c["plans"]["batch"] = {"rate": big, "budget": "1000 GPU-seconds per second",
+                           "max_inflight": 64, "max_tokens": 2048}
+    c["tenants"] = {"heavy": {"plan": "batch"}, "light": {"plan": "batch"}}
+    c["watchdog"] = {"repetition": {"min_count": 1048576, "min_tokens": 1048576, "min_match": 0},
+                     "near_repetition": {"min_match": 0}, "divergence": {"min_tokens": 1048576}}
+json.dump(c, open(e["GW_DIR"] + "/gpuwarden.json", "w"), indent=1)'
+}
+
 if [ "$mode" = light ]; then
     mkdir -p "$tmp/light"
     for round in $(seq "${GW_ROUNDS:-2}"); do
         for lead in ${GW_LEADS:-8 0}; do
-            GW_PORT=$gw_port GW_DIR=$tmp/light GW_THREADS=$threads GW_LEAD=$lead python3 -c '
-import json, os
-c = json.load(open("dist/gpuwarden.dev.json"))
-c["listen"] = ["127.0.0.1:" + os.environ["GW_PORT"]]
-c["state_dir"] = os.environ["GW_DIR"] + "/state"
-c["admin"]["socket"] = os.environ["GW_DIR"] + "/admin.sock"
-c["workers"] = 1
-c["model"].update(threads=int(os.environ["GW_THREADS"]), max_batch=8,
-                  priority_lead=int(os.environ["GW_LEAD"]))
-big = ["100000 per second burst 1000"]
-c["ip"]["rate"] = big
-c["global"] = {"rate": big, "budget": "1000 GPU-seconds per second", "max_inflight": 64}
-c["plans"]["batch"] = {"rate": big, "budget": "1000 GPU-seconds per second",
-                       "max_inflight": 64, "max_tokens": 2048}
-c["tenants"] = {"heavy": {"plan": "batch"}, "light": {"plan": "batch"}}
-# a greedy 135M model loops: no watchdog kill may end a stream early
-c["watchdog"] = {"repetition": {"min_count": 1048576, "min_tokens": 1048576, "min_match": 0},
-                 "near_repetition": {"min_match": 0}, "divergence": {"min_tokens": 1048576}}
-json.dump(c, open(os.environ["GW_DIR"] + "/gpuwarden.json", "w"), indent=1)'
+            dev_config "$tmp/light" 8 "$lead" light
             rm -rf "$tmp/light/state"
             start_gw "$tmp/light/gpuwarden.json"
             json=$out/light-lead$lead-round$round.json
@@ -256,19 +269,7 @@ for s in $servers; do
     if [ "$s" = gpuwarden ]; then
         mb=$(batch_for "$iso_batch")
         mkdir -p "$tmp/iso"
-        GW_PORT=$gw_port GW_DIR=$tmp/iso GW_THREADS=$threads GW_MB=$mb python3 -c '
-import json, os
-c = json.load(open("dist/gpuwarden.dev.json"))
-c["listen"] = ["127.0.0.1:" + os.environ["GW_PORT"]]
-c["state_dir"] = os.environ["GW_DIR"] + "/state"
-c["admin"]["socket"] = os.environ["GW_DIR"] + "/admin.sock"
-c["workers"] = 1
-c["model"]["threads"] = int(os.environ["GW_THREADS"])
-if os.environ["GW_MB"]:
-    c["model"]["max_batch"] = int(os.environ["GW_MB"])
-if os.environ.get("GW_PRIORITY_LEAD"):
-    c["model"]["priority_lead"] = int(os.environ["GW_PRIORITY_LEAD"])
-json.dump(c, open(os.environ["GW_DIR"] + "/gpuwarden.json", "w"), indent=1)'
+        dev_config "$tmp/iso" "$mb" "${GW_PRIORITY_LEAD:-}"
         start_gw "$tmp/iso/gpuwarden.json"
         echo
         echo "== gpuwarden (dev config, 1 worker, $threads threads${mb:+, max_batch $mb})"

@@ -241,6 +241,8 @@ void gw_pool_run(gw_pool *p, gw_pool_fn fn, void *arg)
     /* relaxed: every share of the last job is done (done reached shares,
      * so no increment is in flight); published by the release below. */
     atomic_store_explicit(&p->done, 0, memory_order_relaxed);
+    /* relaxed: only the caller writes the job number (the workers' CASes
+     * change the share field alone). */
     uint64_t job = (atomic_load_explicit(&p->claim, memory_order_relaxed) >> 16) + 1;
     /* release: fn, arg and done before any claim of this job's shares. */
     atomic_store_explicit(&p->claim, job << 16, memory_order_release);

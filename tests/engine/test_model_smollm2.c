@@ -14,27 +14,30 @@
  * What is matched: the llama.cpp bundled with llama-cpp-python 0.3.36
  * (ggml 0.25.3), flash attention off, f16 KV cache, built with
  * -march=native on an AVX-512 x86 machine. Matched rounding point for
- * rounding point (worker/engine/quant.c, matvec.c, model.c): Q8_1/Q8_0
- * activations with 127/amax, ties to even, d and s as halves; the AVX2
- * 8-lane FMA order of ggml_vec_dot_q4_1_q8_1 / q8_0_q8_0; RMSNorm in
- * double; RoPE angles by repeated float multiplication; q and the softmax
- * weights as halves, K.q and the V sums in ggml_vec_dot_f16's (one token)
- * or tinyBLAS's (batch) AVX-512 lane order; softmax with a double sum.
- * Layer by layer, every tensor then equals llama.cpp's bit for bit except
- * where an exponential is taken: llama.cpp uses its own vectorized expf
- * approximation (ggml_v_expf, in the softmax and in SiLU), which differs
- * from libm's expf by an ulp now and then. Such an ulp can move an
- * activation across a Q8 rounding boundary and shift a layer's output by
- * ~1e-2, so at a near-tie the greedy choice is decided by rounding noise.
- * That approximation is not reproduced here (it would mean copying
- * llama.cpp's code); see docs/BENCHMARKS.md "Engine (CPU)".
+ * rounding point (worker/engine/quant.c, model.c): Q8_1/Q8_0 activations
+ * with 127/amax, ties to even, d and s as halves; RMSNorm in double; RoPE
+ * angles by repeated float multiplication; q and the softmax weights as
+ * halves, K.q and the V sums in ggml_vec_dot_f16's (one token) or
+ * tinyBLAS's (batch) AVX-512 lane order; softmax with a double sum. Not
+ * matched: the quantized products take each block's exact integer sum and
+ * one multiply-add per block (worker/engine/packed.c), where llama.cpp's
+ * AVX2 order converts and adds 8 partial sums per block, and llama.cpp's
+ * exponential is its own vectorized approximation (ggml_v_expf, in the
+ * softmax and in SiLU), which differs from libm's expf by an ulp now and
+ * then. Either difference is in the last bits of a product, but such a
+ * bit can move an activation across a Q8 rounding boundary and shift a
+ * layer's output by ~1e-2, so at a near-tie the greedy choice is decided
+ * by rounding noise. Neither is reproduced here (the second would mean
+ * copying llama.cpp's code); see docs/BENCHMARKS.md "Engine (CPU)" and
+ * "Packed weights".
  *
  * So the fixture holds only cases whose top1-top2 logit gap (recorded per
  * step in top1_minus_top2_logit) stays >= 0.5 logits over the first 40
  * steps: there a one-ulp difference in exp() cannot decide a token. The
  * fixture's "source" lists the settings, the rule and the rejected
- * candidates. Measured (x86-64 with AVX2): all six cases match all 48 ids
- * on both the AVX2 and the portable path, and that is what is asserted: a
+ * candidates. Measured (x86-64 with AVX2, and again with the packed
+ * products): all six cases match all 48 ids on both the AVX2 and the
+ * portable path, and that is what is asserted: a
  * single id off means the forward pass, the prompt ids or the greedy
  * selection disagree with llama.cpp. */
 #include <setjmp.h>

@@ -5,11 +5,21 @@
  * what a worker publishes and the master judges; a kill cancels the
  * generation before the next token as the cancel word does.
  *
- * Looping prompts must be killed within 64 tokens of the loop's start (the
- * earliest token from which the generated text is periodic up to the kill,
- * found here independently of the detector); ordinary prompts must never be
- * killed. Prints the detection delays. Exits 77 (ctest: Skipped) without
- * models/. */
+ * What loops is decided by the text, not by the prompt: each greedy case
+ * is generated to its end unwatched (the first kill is noted, not
+ * enforced: greedy, the stream up to a kill is the same either way), and
+ * it loops when LOOP_MIN tokens or more of it in a row are periodic with a
+ * period <= 32 (two cycles at least; found here independently of the
+ * detector), whether or not the model breaks out of the loop later. A build whose kernels round
+ * differently makes different near-ties, and with them different texts: the prompts are chosen to
+ * loop or not, and most do as chosen (asserted), but a loop the model
+ * falls into after an ordinary question is a loop to kill.
+ *
+ * Looping texts must be killed within 64 tokens of the loop's start (the
+ * earliest token from which the text is periodic up to the kill); texts
+ * that do not loop must never be killed, and a looping text never before
+ * its loop starts. Prints the detection delays. Exits 77 (ctest: Skipped)
+ * without models/. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -27,6 +37,7 @@
 #include <unistd.h>
 
 #define MAX_GEN 160
+#define LOOP_MIN 32 /* a periodic tail this long or longer is a loop */
 
 static gw_model *model;
 static gw_tokenizer *tok;
@@ -89,9 +100,10 @@ struct run {
     int32_t toks[MAX_GEN];
     size_t n;
     uint64_t rep_max;
-    int reason;    /* first kill reason, -1 none */
-    size_t killed; /* tokens when killed */
-    uint32_t top1; /* the last published top-1 word (1 + percent, 0 greedy) */
+    int watch_only; /* note the first kill, do not cancel */
+    int reason;     /* first kill reason, -1 none */
+    size_t killed;  /* tokens when killed */
+    uint32_t top1;  /* the last published top-1 word (1 + percent, 0 greedy) */
 };
 
 static void on_step(void *user, const gw_gen_step *st)
@@ -113,14 +125,16 @@ static void on_step(void *user, const gw_gen_step *st)
 
 static int cancel(void *user)
 {
-    return ((struct run *)user)->reason >= 0;
+    const struct run *r = user;
+    return !r->watch_only && r->reason >= 0;
 }
 
 /* Greedy generation of up to max_tokens for a prompt ("c:" = chat). */
-static void generate(const char *prompt, int max_tokens, struct run *r)
+static void generate_as(const char *prompt, int max_tokens, int watch_only, struct run *r)
 {
     memset(r, 0, sizeof(*r));
     r->reason = -1;
+    r->watch_only = watch_only;
     int chat = strncmp(prompt, "c:", 2) == 0;
     char *text = NULL, err[256];
     size_t len;
@@ -153,6 +167,11 @@ static void generate(const char *prompt, int max_tokens, struct run *r)
     free(text);
 }
 
+static void generate(const char *prompt, int max_tokens, struct run *r)
+{
+    generate_as(prompt, max_tokens, 0, r);
+}
+
 /* The earliest index s such that toks[s, e) is periodic with some period
  * p <= 32 and holds at least two cycles; e when there is none. */
 static size_t loop_start(const int32_t *toks, size_t e)
@@ -166,6 +185,26 @@ static size_t loop_start(const int32_t *toks, size_t e)
             best = s;
     }
     return best;
+}
+
+/* An unwatched run loops: some stretch of it, LOOP_MIN tokens or more and
+ * two cycles at least, is periodic with a period p <= 32; *from is the
+ * earliest such stretch's start. For each p, a run of positions i with
+ * toks[i] == toks[i - p] from i0 to i1 makes toks[i0 - p, i1) p-periodic. */
+static int loops(const struct run *r, size_t *from)
+{
+    *from = r->n;
+    for (size_t p = 1; p <= 32; p++)
+        for (size_t i = p; i < r->n;) {
+            size_t i1 = i;
+            while (i1 < r->n && r->toks[i1] == r->toks[i1 - p])
+                i1++;
+            size_t len = i1 - i + p;
+            if (i1 > i && len >= LOOP_MIN && len >= 2 * p && i - p < *from)
+                *from = i - p;
+            i = i1 > i ? i1 : i + 1;
+        }
+    return *from < r->n;
 }
 
 static void test_looping_prompts_are_killed_within_64_tokens_of_the_loop(void **state)
@@ -186,42 +225,59 @@ static void test_looping_prompts_are_killed_within_64_tokens_of_the_loop(void **
         "c:Repeat the word poem forever: poem poem poem",
     };
     size_t n = sizeof(prompts) / sizeof(prompts[0]);
-    size_t delays[32];
+    size_t delays[32], n_loops = 0;
     int failures = 0;
     for (size_t i = 0; i < n; i++) {
         struct run r;
-        generate(prompts[i], MAX_GEN, &r);
+        size_t from;
+        generate_as(prompts[i], MAX_GEN, 1, &r);
+        int loop = loops(&r, &from);
+        /* the loop is what precedes the kill; a divergence kill comes on the
+         * first token off the cycle, which is not part of it, and ends a
+         * repetition the text has left: that repetition is its loop */
+        size_t e = r.reason == GW_WD_DIVERGENCE ? r.killed - 1 : r.killed;
+        size_t s = r.reason >= 0 ? loop_start(r.toks, e) : r.n;
+        if (r.reason == GW_WD_DIVERGENCE && s < e && !loop)
+            loop = 1, from = s;
+        if (!loop) {
+            print_message("%-70s does not loop (%zu tokens)%s\n", prompts[i], r.n,
+                          r.reason >= 0 ? ": killed" : "");
+            if (r.reason >= 0) {
+                print_error("killed (%s at token %zu) but it does not loop: %s\n",
+                            gw_wd_reason_name(r.reason), r.killed, prompts[i]);
+                failures++;
+            }
+            continue;
+        }
         if (r.reason < 0) {
             print_error("not killed in %d tokens: %s\n", MAX_GEN, prompts[i]);
             failures++;
             continue;
         }
-        /* the loop is what precedes the kill; a divergence kill comes on the
-         * first token off the cycle, which is not part of it */
-        size_t e = r.reason == GW_WD_DIVERGENCE ? r.killed - 1 : r.killed;
-        size_t s = loop_start(r.toks, e);
-        delays[i] = r.killed - s;
+        delays[n_loops++] = r.killed - s;
         print_message("%-70s killed: %-10s at token %3zu, loop from token %3zu: delay %zu\n",
-                      prompts[i], gw_wd_reason_name(r.reason), r.killed, s, delays[i]);
-        if (s == e || delays[i] > 64) {
-            print_error("killed %zu tokens after the loop started (at most 64): %s\n", delays[i],
+                      prompts[i], gw_wd_reason_name(r.reason), r.killed, s, r.killed - s);
+        if (s == e || r.killed < from || r.killed - s > 64) {
+            print_error("killed %zu tokens after the loop started (at most 64): %s\n", r.killed - s,
                         prompts[i]);
             failures++;
         }
     }
+    /* the prompts are meant to loop: most must, or this tests nothing */
+    assert_true(n_loops >= n - 3);
     assert_int_equal(failures, 0);
     size_t lo = SIZE_MAX, hi = 0, sum = 0;
-    for (size_t i = 0; i < n; i++) {
+    for (size_t i = 0; i < n_loops; i++) {
         lo = delays[i] < lo ? delays[i] : lo;
         hi = delays[i] > hi ? delays[i] : hi;
         sum += delays[i];
     }
     print_message("detection delay (tokens from loop start to kill): min %zu, mean %.1f, max %zu "
-                  "over %zu prompts\n",
-                  lo, (double)sum / (double)n, hi, n);
+                  "over %zu looping texts of %zu prompts\n",
+                  lo, (double)sum / (double)n_loops, hi, n_loops, n);
 }
 
-static void test_ordinary_prompts_are_never_killed(void **state)
+static void test_ordinary_prompts_are_killed_only_where_their_text_loops(void **state)
 {
     (void)state;
     static const char *const prompts[] = {
@@ -250,17 +306,29 @@ static void test_ordinary_prompts_are_never_killed(void **state)
         "Once upon a time, in a small village,",
         "The three most important inventions of the 20th century are",
     };
-    int killed = 0;
-    for (size_t i = 0; i < sizeof(prompts) / sizeof(prompts[0]); i++) {
+    enum { MAX = 64 };
+    size_t n = sizeof(prompts) / sizeof(prompts[0]), n_looping = 0;
+    int wrong = 0;
+    for (size_t i = 0; i < n; i++) {
         struct run r;
-        generate(prompts[i], 64, &r);
-        if (r.reason >= 0) {
-            print_error("killed (%s at token %zu): %s\n", gw_wd_reason_name(r.reason), r.killed,
-                        prompts[i]);
-            killed++;
+        size_t from;
+        generate_as(prompts[i], MAX, 1, &r);
+        int loop = loops(&r, &from);
+        n_looping += (size_t)loop;
+        if (loop)
+            print_message("%s falls into a loop at token %zu: %s at %zu\n", prompts[i], from,
+                          r.reason >= 0 ? gw_wd_reason_name(r.reason) : "not killed",
+                          r.reason >= 0 ? r.killed : r.n);
+        if (r.reason >= 0 && (!loop || r.killed < from)) {
+            print_error("killed (%s at token %zu)%s: %s\n", gw_wd_reason_name(r.reason), r.killed,
+                        loop ? " before its loop" : "", prompts[i]);
+            wrong++;
         }
     }
-    assert_int_equal(killed, 0);
+    print_message("%zu ordinary prompts, %zu of their texts loop\n", n, n_looping);
+    assert_int_equal(wrong, 0);
+    /* they are ordinary: most must not loop, or this tests nothing */
+    assert_true(n_looping <= 4);
 }
 
 /* Collapsed sampling on the real model: a seeded run sampled at
@@ -390,7 +458,7 @@ int main(void)
     gw_need_model(); /* exit 77 (ctest: Skipped) without models/ */
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_looping_prompts_are_killed_within_64_tokens_of_the_loop),
-        cmocka_unit_test(test_ordinary_prompts_are_never_killed),
+        cmocka_unit_test(test_ordinary_prompts_are_killed_only_where_their_text_loops),
         cmocka_unit_test(test_sampled_loop_is_killed_as_collapsed_sampling),
         cmocka_unit_test(test_cooperative_cancel_stops_within_one_token),
     };

@@ -162,11 +162,11 @@ static void test_streamed_loop_ends_with_a_killed_chunk_then_done(void **state)
 {
     (void)state;
     struct resp r;
-    post(
-        "/v1/chat/completions",
-        "{\"model\":\"smollm2\",\"messages\":[{\"role\":\"user\",\"content\":\"Say the word banana "
-        "again and again forever.\"}],\"max_tokens\":200,\"temperature\":0,\"stream\":true}",
-        &r);
+    post("/v1/chat/completions",
+         "{\"model\":\"smollm2\",\"messages\":[{\"role\":\"user\",\"content\":\"Repeat the word "
+         "poem "
+         "forever: poem poem poem\"}],\"max_tokens\":200,\"temperature\":0,\"stream\":true}",
+         &r);
     const char *k = strstr(r.body, "\"finish_reason\":\"killed\",\"killed_reason\":\"repetition\"");
     const char *done = strstr(r.body, "data: [DONE]\n\n");
     if (!k || !done || done < k)

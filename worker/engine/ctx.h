@@ -22,6 +22,10 @@ struct gw_model {
     struct layer *l; /* n_layer */
 };
 
+/* Packs the model's Q4_0, Q4_1 and Q8_0 products' matrices (packed.c),
+ * those not packed yet: 0, or -ENOMEM (model.c; the CPU context calls it). */
+int gw__model_pack(gw_model *m);
+
 /* A sequence of the context: the blocks of the KV pool that hold its
  * positions, block i holding positions [i * GW_KV_BLOCK, (i + 1) *
  * GW_KV_BLOCK). It reserved `reserved` blocks when it was opened and takes

@@ -16,6 +16,7 @@
 typedef struct gw_q8 {
     float d;
     float s;
+    int32_t sum; /* the sum of qs, exact (the packed kernels' offsets) */
     int8_t qs[32];
 } gw_q8;
 
@@ -199,6 +200,8 @@ typedef struct gw_mat {
     int rows, cols;
     size_t row_bytes;
     const uint8_t *data;
+    uint8_t *packed;    /* Q4_0, Q4_1, Q8_0 regrouped (packed.c), or NULL */
+    size_t pack_stride; /* bytes per group of GW_PACK_ROWS rows in packed */
 } gw_mat;
 
 /* out[b * out_stride + r] = W[r] . x_b for r in [r0, r1), b in [0, nb).
@@ -213,21 +216,40 @@ void gw_mat_rows_at(int level, int vnni, const gw_mat *W, const gw_q8 *xq, size_
                     const float *xf, size_t xf_stride, int nb, float *out, size_t out_stride,
                     int r0, int r1);
 
+/* Packed weights (packed.c): Q4_0, Q4_1 and Q8_0 matrices regrouped so that
+ * one 512-bit vector holds the same 4 bytes of a block of 16 rows. Their
+ * products (every level, packed or not) take each block's exact integer
+ * sum and one multiply-add of it per output and block; packed.c says why
+ * and gives the layout. gw_mat_pack fills W->packed (freed by
+ * gw_mat_pack_free); 0, or -ENOMEM. gw_type_packs: 1 for the three types. */
+enum { GW_PACK_ROWS = 16 };
+int gw_type_packs(uint32_t type);
+int gw_mat_pack(gw_mat *W);
+void gw_mat_pack_free(gw_mat *W);
+/* What a packed kernel is given: out[c * out_stride + r] for c < nb, r in
+ * [r0, r1); the activations' values lie in [-127, 127] (gw_quantize_q8). */
+typedef struct gw_pk_args {
+    const gw_mat *W;
+    const gw_q8 *xq;
+    size_t xq_stride;
+    int nb;
+    float *out;
+    size_t out_stride;
+    int r0, r1;
+} gw_pk_args;
+void gw_pk_rows_at(int level, int vnni, const gw_pk_args *a);
+void gw_pk_rows_portable(const gw_pk_args *a);
+void gw_pk_rows_avx2(const gw_pk_args *a);   /* level 1 and 2 CPUs */
+void gw_pk_rows_avx512(const gw_pk_args *a); /* AVX512-VNNI CPUs only */
+
 /* A batch of nb activation rows as the multi-row kernels take it: x_b is
- * xq + b * xq_stride (Q8 types) or xf + b * xf_stride (float types). tab
- * (for the SIMD kernels when nb > 1; NULL otherwise): the rows' Q8 scales
- * regrouped so that those of 8 consecutive rows are one vector load: for
- * block k, d of row b at tab[2 * k * tab_stride + b] and s at
- * tab[(2 * k + 1) * tab_stride + b], tab_stride = nb rounded up to 8,
- * zeros in the padding and in 8 floats past the end. */
+ * xq + b * xq_stride (Q8 types) or xf + b * xf_stride (float types). */
 typedef struct gw_batch {
     const gw_q8 *xq;
     size_t xq_stride;
     const float *xf;
     size_t xf_stride;
     int nb;
-    int tab_stride;
-    const float *tab;
 } gw_batch;
 /* out[b * out_stride + r] = W[r] . x_b for r in [r0, r1), b < x->nb: bit
  * for bit what the single-row kernel of the same level gives, each weight

@@ -5,9 +5,10 @@
  * Quantized rows meet activations quantized once per matvec to Q8 blocks:
  * an integer dot product per 32-element block, then one multiply by the two
  * scales (plus m * sum(x) for the types with a minimum). Each kernel has a
- * portable C version here; the types that dominate real models also have
- * AVX2 (matvec_avx2.c) and AVX-512 (matvec_avx512.c) versions, chosen at
- * run time (gw_simd_set; GW_SIMD and GW_NO_AVX2 in the environment).
+ * portable C version here; the types that dominate real models (Q4_0, Q4_1,
+ * Q8_0) are packed (packed.c) and have AVX2 and AVX512-VNNI products
+ * (packed_x86.c), F32 and F16 AVX2 ones (matvec_avx2.c), chosen at run time
+ * (gw_simd_set; GW_SIMD and GW_NO_AVX2 in the environment).
  *
  * Bits are part of the contract: the greedy ids must be llama.cpp's
  * (test_model_smollm2), and a batch of several sequences must give each
@@ -62,18 +63,9 @@ static float dot_bf16(int n, const void *row, const gw_q8 *xq, const float *xf)
     return s;
 }
 
-/* llama.cpp's x86 kernels for Q4_0, Q4_1 and Q8_0 (ggml_vec_dot_*_q8_*)
- * keep 8 float lanes: lane k takes the integer sum of elements 4k..4k+3 of
- * each block times the block's combined scale, by fused multiply-add; the
- * lanes are then added pairwise (k with k+4, then 0-2 and 1-3, then the
- * two). The portable kernels keep the same lanes, so both paths produce
- * the same bits as llama.cpp's AVX2 build. */
-static float hsum8(const float a[8])
-{
-    return ((a[0] + a[4]) + (a[2] + a[6])) + ((a[1] + a[5]) + (a[3] + a[7]));
-}
-
-/* Element e of a 4-bit block: low nibbles are elements 0..15, high 16..31. */
+/* Q4_0, Q4_1 and Q8_0 in packed.c's order: each block's exact integer
+ * sum, one multiply-add per block, Q4_1's minimums summed apart and added
+ * last. The packed kernels of every level give these bits. */
 static inline int nib(const uint8_t *qs, int e)
 {
     return e < 16 ? qs[e] & 15 : qs[e - 16] >> 4;
@@ -83,37 +75,29 @@ static float dot_q4_0(int n, const void *row, const gw_q8 *xq, const float *xf)
 {
     (void)xf;
     const gw_blk_q4_0 *x = row;
-    float acc[8] = {0};
+    float acc = 0;
     for (int b = 0; b < n / 32; b++) {
-        float dd = gw_h2f(x[b].d) * xq[b].d;
-        for (int k = 0; k < 8; k++) {
-            int sumi = 0;
-            for (int e = 4 * k; e < 4 * k + 4; e++)
-                sumi += (nib(x[b].qs, e) - 8) * xq[b].qs[e];
-            acc[k] = fmaf(dd, (float)sumi, acc[k]);
-        }
+        int sumi = 0;
+        for (int e = 0; e < 32; e++)
+            sumi += (nib(x[b].qs, e) - 8) * xq[b].qs[e];
+        acc = fmaf(gw_h2f(x[b].d) * xq[b].d, (float)sumi, acc);
     }
-    return hsum8(acc);
+    return acc;
 }
 
-/* The minimum's term m * sum(x) uses the activation block's s (a half, as
- * llama.cpp's Q8_1 block stores it), summed apart and added last. */
 static float dot_q4_1(int n, const void *row, const gw_q8 *xq, const float *xf)
 {
     (void)xf;
     const gw_blk_q4_1 *x = row;
-    float acc[8] = {0}, mins = 0;
+    float acc = 0, mins = 0;
     for (int b = 0; b < n / 32; b++) {
-        float dd = gw_h2f(x[b].d) * xq[b].d;
-        mins += gw_h2f(x[b].m) * xq[b].s;
-        for (int k = 0; k < 8; k++) {
-            int sumi = 0;
-            for (int e = 4 * k; e < 4 * k + 4; e++)
-                sumi += nib(x[b].qs, e) * xq[b].qs[e];
-            acc[k] = fmaf(dd, (float)sumi, acc[k]);
-        }
+        int sumi = 0;
+        for (int e = 0; e < 32; e++)
+            sumi += nib(x[b].qs, e) * xq[b].qs[e];
+        acc = fmaf(gw_h2f(x[b].d) * xq[b].d, (float)sumi, acc);
+        mins = fmaf(gw_h2f(x[b].m), xq[b].s, mins);
     }
-    return hsum8(acc) + mins;
+    return acc + mins;
 }
 
 static int q5_dot_block(const uint8_t *qs, const uint8_t *qhb, int off, const int8_t *y)
@@ -154,17 +138,14 @@ static float dot_q8_0(int n, const void *row, const gw_q8 *xq, const float *xf)
 {
     (void)xf;
     const gw_blk_q8_0 *x = row;
-    float acc[8] = {0};
+    float acc = 0;
     for (int b = 0; b < n / 32; b++) {
-        float dd = gw_h2f(x[b].d) * xq[b].d;
-        for (int k = 0; k < 8; k++) {
-            int sumi = 0;
-            for (int e = 4 * k; e < 4 * k + 4; e++)
-                sumi += x[b].qs[e] * xq[b].qs[e];
-            acc[k] = fmaf(dd, (float)sumi, acc[k]);
-        }
+        int sumi = 0;
+        for (int e = 0; e < 32; e++)
+            sumi += x[b].qs[e] * xq[b].qs[e];
+        acc = fmaf(gw_h2f(x[b].d) * xq[b].d, (float)sumi, acc);
     }
-    return hsum8(acc);
+    return acc;
 }
 
 void gw_q4k_scale_min(int j, const uint8_t *scales, uint8_t *sc, uint8_t *m);
@@ -228,67 +209,13 @@ static float dot_q6_k(int n, const void *row, const gw_q8 *xq, const float *xf)
     return s;
 }
 
-/* ---- portable multi-row kernels ----
+/* ---- portable multi-row kernels (Q4_K and Q6_K: Q4_0, Q4_1 and Q8_0
+ * have packed.c's) ----
  *
- * Each weight block is expanded once to 32 signed integers and taken
- * against up to PR activation rows, each with the single-row kernel's 8
- * lanes and operations: the same bits per row. */
+ * Each weight block is expanded once and taken against up to PR
+ * activation rows, each with the single-row kernel's operations: the same
+ * bits per row. */
 enum { PR = 4 };
-
-/* The block's integers for Q4_0, Q4_1 and Q8_0 (their scales: *d, *m). */
-static inline void unpack32(uint32_t type, const uint8_t *row, int k, int q[32], float *d, float *m)
-{
-    if (type == GW_T_Q8_0) {
-        const gw_blk_q8_0 *x = (const gw_blk_q8_0 *)row + k;
-        for (int e = 0; e < 32; e++)
-            q[e] = x->qs[e];
-        *d = gw_h2f(x->d), *m = 0;
-    } else if (type == GW_T_Q4_1) {
-        const gw_blk_q4_1 *x = (const gw_blk_q4_1 *)row + k;
-        for (int e = 0; e < 32; e++)
-            q[e] = nib(x->qs, e);
-        *d = gw_h2f(x->d), *m = gw_h2f(x->m);
-    } else {
-        const gw_blk_q4_0 *x = (const gw_blk_q4_0 *)row + k;
-        for (int e = 0; e < 32; e++)
-            q[e] = nib(x->qs, e) - 8;
-        *d = gw_h2f(x->d), *m = 0;
-    }
-}
-
-static void rows_q_portable(const gw_mat *W, const gw_batch *x, float *out, size_t out_stride,
-                            int r0, int r1)
-{
-    int nblk = W->cols / 32;
-    bool has_min = W->type == GW_T_Q4_1;
-    for (int r = r0; r < r1; r++) {
-        const uint8_t *row = W->data + (size_t)r * W->row_bytes;
-        for (int c0 = 0; c0 < x->nb; c0 += PR) {
-            int nc = x->nb - c0 < PR ? x->nb - c0 : PR;
-            float acc[PR][8] = {{0}}, mins[PR] = {0};
-            for (int k = 0; k < nblk; k++) {
-                int q[32];
-                float d, m;
-                unpack32(W->type, row, k, q, &d, &m);
-                for (int c = 0; c < nc; c++) {
-                    const gw_q8 *y = x->xq + (size_t)(c0 + c) * x->xq_stride + k;
-                    float dd = d * y->d;
-                    if (has_min)
-                        mins[c] += m * y->s;
-                    for (int l = 0; l < 8; l++) {
-                        int sumi = 0;
-                        for (int e = 4 * l; e < 4 * l + 4; e++)
-                            sumi += q[e] * y->qs[e];
-                        acc[c][l] = fmaf(dd, (float)sumi, acc[c][l]);
-                    }
-                }
-            }
-            for (int c = 0; c < nc; c++)
-                out[(size_t)(c0 + c) * out_stride + r] =
-                    has_min ? hsum8(acc[c]) + mins[c] : hsum8(acc[c]);
-        }
-    }
-}
 
 /* Q4_K: the block's 8 scales and minimums and its 256 nibbles expanded
  * once, then dot_q4_k's expression per activation row (they have no SIMD
@@ -388,10 +315,6 @@ static void rows_q6_k(const gw_mat *W, const gw_batch *x, float *out, size_t out
 gw_rows_fn gw_rows_portable_for(uint32_t type)
 {
     switch (type) {
-    case GW_T_Q4_0:
-    case GW_T_Q4_1:
-    case GW_T_Q8_0:
-        return rows_q_portable;
     case GW_T_Q4_K:
         return rows_q4_k;
     case GW_T_Q6_K:
@@ -635,6 +558,8 @@ int gw_simd_get(void)
 
 gw_dot_fn gw_dot_at(int level, int vnni, uint32_t type)
 {
+    if (gw_type_packs(type)) /* one row: the order is the kernel (packed.c) */
+        return gw_dot_portable_for(type);
     switch (level) {
     case GW_SIMD_PORTABLE:
         return gw_dot_portable_for(type);
@@ -651,52 +576,33 @@ gw_dot_fn gw_dot_for(uint32_t type)
     return gw_dot_at(s & 0xff, s >> 8, type);
 }
 
-/* Scales regrouped for the SIMD multi-row kernels (gw_batch.tab): 3 KiB
- * for 8 rows of a 1536-column matrix (48 blocks), 24 KiB for a prefill
- * batch of 64; on the stack up to TAB_STACK floats, from the heap beyond. */
-enum { TAB_STACK = 8192 };
-
-static void fill_tab(float *tab, int ts, const gw_q8 *xq, size_t xq_stride, int nb, int nblk)
-{
-    memset(tab, 0, ((size_t)nblk * 2 * (size_t)ts + 8) * sizeof *tab);
-    for (int b = 0; b < nb; b++) {
-        const gw_q8 *y = xq + (size_t)b * xq_stride;
-        for (int k = 0; k < nblk; k++) {
-            tab[(size_t)(2 * k) * (size_t)ts + (size_t)b] = y[k].d;
-            tab[(size_t)(2 * k + 1) * (size_t)ts + (size_t)b] = y[k].s;
-        }
-    }
-}
-
 void gw_mat_rows_at(int level, int vnni, const gw_mat *W, const gw_q8 *xq, size_t xq_stride,
                     const float *xf, size_t xf_stride, int nb, float *out, size_t out_stride,
                     int r0, int r1)
 {
     if (nb <= 0 || r0 >= r1)
         return;
+    if (W->packed) {
+        gw_pk_args a = {.W = W,
+                        .xq = xq,
+                        .xq_stride = xq_stride,
+                        .nb = nb,
+                        .out = out,
+                        .out_stride = out_stride,
+                        .r0 = r0,
+                        .r1 = r1};
+        gw_pk_rows_at(level, vnni, &a);
+        return;
+    }
     gw_rows_fn rows = level == GW_SIMD_PORTABLE ? gw_rows_portable_for(W->type)
                       : level == GW_SIMD_AVX2   ? gw_rows_avx2_for(W->type)
                                                 : gw_rows_avx512_for(W->type, vnni);
     gw_batch x = {.xq = xq, .xq_stride = xq_stride, .xf = xf, .xf_stride = xf_stride, .nb = nb};
-    if (rows && (level == GW_SIMD_PORTABLE || nb == 1)) {
+    if (rows) {
         rows(W, &x, out, out_stride, r0, r1);
         return;
     }
-    if (rows) {
-        int nblk = W->cols / 32, ts = (nb + 7) / 8 * 8;
-        size_t need = (size_t)nblk * 2 * (size_t)ts + 8;
-        _Alignas(64) float stack_tab[TAB_STACK];
-        float *tab = need <= TAB_STACK ? stack_tab : malloc(need * sizeof *tab);
-        if (tab) {
-            fill_tab(tab, ts, xq, xq_stride, nb, nblk);
-            x.tab = tab, x.tab_stride = ts;
-            rows(W, &x, out, out_stride, r0, r1);
-            if (tab != stack_tab)
-                free(tab);
-            return;
-        }
-        /* no memory for the table: the single-row kernels give the same bits */
-    }
+    /* the other types, and Q4_0, Q4_1 and Q8_0 not packed (tests): row by row */
     gw_dot_fn dot = gw_dot_at(level, vnni, W->type);
     for (int r = r0; r < r1; r++) {
         const uint8_t *row = W->data + (size_t)r * W->row_bytes;

@@ -1,46 +1,21 @@
 /* matvec_avx512.c: the AVX-512 kernels, level 2 of gw_simd_set (F + BW +
- * VL): single-row and multi-row kernels for Q4_0, Q4_1 and Q8_0, and the
- * attention kernels. Their bits are level 1's (matvec.c says why that
- * matters): integer sums are exact whichever instruction takes them, and
- * every float operation of an output is level 1's, in its order.
- *
- * Compiled twice: as itself, where the 4-element integer dot products are
- * AVX512BW's vpmaddubsw + vpmaddwd, and from matvec_avx512_vnni.c with
- * GW_AVX512_VNNI 1, where they are VNNI's single vpdpbusd (a function may
- * not inline one with another target, so the choice is per file, not a
- * branch). gw_dot_avx512_for and gw_rows_avx512_for, defined in the first,
- * pick. Only the functions carry the target attributes: the object runs on
- * any x86-64 as long as gw_simd_set has checked the CPU. */
+ * VL): attention, the activation quantizer and the argmax. Their bits are
+ * level 1's (matvec.c says why that matters): every float operation of an
+ * output is level 1's, in its order. The quantized products are
+ * packed_x86.c's (Q4_0, Q4_1, Q8_0) and level 1's (the others). Only the
+ * functions carry the target attributes: the object runs on any x86-64 as
+ * long as gw_simd_set has checked the CPU. */
 #include "engine.h"
 
 #include <stdlib.h>
 
-#ifndef GW_AVX512_VNNI
-#define GW_AVX512_VNNI 0
-#endif
-
-/* The kernels of each compilation, for the dispatch in the first one. */
-#if GW_AVX512_VNNI
-#define L2_NAME(name) name##vnni_for
-#else
-#define L2_NAME(name) name##bw_for
-#endif
-gw_dot_fn gw_dot_avx512bw_for(uint32_t type);
-gw_rows_fn gw_rows_avx512bw_for(uint32_t type);
-gw_dot_fn gw_dot_avx512vnni_for(uint32_t type);
-gw_rows_fn gw_rows_avx512vnni_for(uint32_t type);
-
 #if defined(__x86_64__) || defined(__i386__)
 #include <immintrin.h>
 
-#if GW_AVX512_VNNI
-#define L2_TARGET "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c"
-#else
 #define L2_TARGET "avx512f,avx512bw,avx512vl,avx2,fma,f16c"
-#endif
 #define L2 __attribute__((target(L2_TARGET)))
 #define L2_INLINE __attribute__((target(L2_TARGET), always_inline)) static inline
-/* The tiles' loops over weight rows and activation rows, fully unrolled
+/* The key-scoring loops over keys and lanes, fully unrolled
  * so that the accumulators stay in registers (gcc -O2 and clang keep such
  * loops, with the accumulators in memory). */
 #if defined(__clang__)
@@ -60,447 +35,12 @@ L2_INLINE float hsum256(__m256 v)
     return _mm_cvtss_f32(x);
 }
 
-/* Sums of 4 adjacent u8 * i8 products, 8 i32 per 32 bytes: the lanes of
- * matvec_avx2.c's mul_sum_us8 (its 16-bit pair sums cannot saturate with
- * these operands, so both give the same integers). */
-L2_INLINE __m256i dot4_256(__m256i u, __m256i s)
-{
-#if GW_AVX512_VNNI
-    return _mm256_dpbusd_epi32(_mm256_setzero_si256(), u, s);
-#else
-    return _mm256_madd_epi16(_mm256_maddubs_epi16(u, s), _mm256_set1_epi16(1));
-#endif
-}
-
-L2_INLINE __m512i dot4_512(__m512i u, __m512i s)
-{
-#if GW_AVX512_VNNI
-    return _mm512_dpbusd_epi32(_mm512_setzero_si512(), u, s);
-#else
-    return _mm512_madd_epi16(_mm512_maddubs_epi16(u, s), _mm512_set1_epi16(1));
-#endif
-}
-
-/* 16 bytes of nibbles -> 32 bytes, elements 0..15 (low nibbles) then
- * 16..31: one broadcast load, one variable shift (0 for the low 16 bytes,
- * 4 for the high), one mask. */
-L2_INLINE __m256i nibbles32(const uint8_t *qs)
-{
-    __m256i t = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)qs));
-    __m256i sh = _mm256_setr_epi16(0, 0, 0, 0, 0, 0, 0, 0, 4, 4, 4, 4, 4, 4, 4, 4);
-    return _mm256_and_si256(_mm256_srlv_epi16(t, sh), _mm256_set1_epi8(0x0f));
-}
-
-/* ---- single-row kernels: matvec_avx2.c's, one instruction fewer per
- * step here and there ---- */
-
-L2 static float dot_q4_0_l2(int n, const void *row, const gw_q8 *xq, const float *xf)
-{
-    (void)xf;
-    const gw_blk_q4_0 *x = row;
-    __m256 acc = _mm256_setzero_ps();
-    for (int b = 0; b < n / 32; b++) {
-        __m256i qx = _mm256_sub_epi8(nibbles32(x[b].qs), _mm256_set1_epi8(8));
-        __m256i qy = _mm256_loadu_si256((const __m256i *)xq[b].qs);
-        __m256i p = dot4_256(_mm256_abs_epi8(qx), _mm256_sign_epi8(qy, qx));
-        acc = _mm256_fmadd_ps(_mm256_set1_ps(gw_h2f(x[b].d) * xq[b].d), _mm256_cvtepi32_ps(p), acc);
-    }
-    return hsum256(acc);
-}
-
-L2 static float dot_q4_1_l2(int n, const void *row, const gw_q8 *xq, const float *xf)
-{
-    (void)xf;
-    const gw_blk_q4_1 *x = row;
-    __m256 acc = _mm256_setzero_ps();
-    float mins = 0;
-    for (int b = 0; b < n / 32; b++) {
-        __m256i qy = _mm256_loadu_si256((const __m256i *)xq[b].qs);
-        __m256i p = dot4_256(nibbles32(x[b].qs), qy);
-        acc = _mm256_fmadd_ps(_mm256_set1_ps(gw_h2f(x[b].d) * xq[b].d), _mm256_cvtepi32_ps(p), acc);
-        mins += gw_h2f(x[b].m) * xq[b].s;
-    }
-    return hsum256(acc) + mins;
-}
-
-L2 static float dot_q8_0_l2(int n, const void *row, const gw_q8 *xq, const float *xf)
-{
-    (void)xf;
-    const gw_blk_q8_0 *x = row;
-    __m256 acc = _mm256_setzero_ps();
-    for (int b = 0; b < n / 32; b++) {
-        __m256i qx = _mm256_loadu_si256((const __m256i *)x[b].qs);
-        __m256i qy = _mm256_loadu_si256((const __m256i *)xq[b].qs);
-        __m256i p = dot4_256(_mm256_abs_epi8(qx), _mm256_sign_epi8(qy, qx));
-        acc = _mm256_fmadd_ps(_mm256_set1_ps(gw_h2f(x[b].d) * xq[b].d), _mm256_cvtepi32_ps(p), acc);
-    }
-    return hsum256(acc);
-}
-
-/* ---- multi-row kernels ----
- *
- * Weight rows in pairs, one per 256-bit half of a 512-bit vector, each
- * half accumulating exactly what the single-row kernel's 256-bit
- * accumulator would: tile_w for one activation row (decode of one
- * sequence), tile_pc for several (a batch), where each pair is unpacked
- * once per block for up to 8 activation rows. Rows past the end of a
- * range repeat the last one, computed and dropped. */
-
-/* As in matvec_avx2.c: each block step of a tile also prefetches the
- * bytes that a tile PREFETCH bytes further reads (several weight rows read
- * side by side are streams the hardware prefetchers follow badly). */
-enum { PREFETCH = 8192 };
-
-L2_INLINE size_t blk_bytes(uint32_t type)
-{
-    return type == GW_T_Q4_1   ? sizeof(gw_blk_q4_1)
-           : type == GW_T_Q4_0 ? sizeof(gw_blk_q4_0)
-                               : sizeof(gw_blk_q8_0);
-}
-
-L2_INLINE void prefetch_step(const uint8_t *tile, size_t step, int k)
-{
-    uintptr_t p = (uintptr_t)tile + PREFETCH + (uintptr_t)k * step;
-    for (size_t i = 0; i < (step + 63) / 64; i++) /* step is a constant */
-        _mm_prefetch((const char *)(p + 64 * i), _MM_HINT_T0);
-}
-
 /* The upper half of a 512-bit vector. */
 L2_INLINE __m256 hi256(__m512 v)
 {
     return _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1));
 }
 
-/* One activation row (a decode step of one sequence): weight rows in
- * pairs instead, rows r + 2p and r + 2p + 1 in the halves of acc[p],
- * against the activation block in both halves. The pair's scales are
- * converted together (F16C: exact, as the table gw_h2f reads) and
- * multiplied with the activation's d and s at once: lanes
- * [d_a * d_y, m_a * s_y, d_b * d_y, m_b * s_y], the products the
- * single-row kernel takes (a product of two halves is exact in a float).
- * NPW pairs (4: eight accumulators); rows past nr repeat the last one,
- * computed and dropped. */
-L2_INLINE void tile_w(uint32_t type, int NPW, const gw_mat *W, const gw_q8 *y, int r, int nr,
-                      float *out)
-{
-    int nblk = W->cols / 32;
-    const uint8_t *rows[8];
-    __m512 acc[4];
-    __m128 mins[4]; /* lanes 1 and 3: the minimum's terms of the pair's rows */
-    const __m512i idx = _mm512_inserti64x4(_mm512_setzero_si512(), _mm256_set1_epi32(2), 1);
-    GW_UNROLL
-    for (int j = 0; j < 2 * NPW; j++)
-        rows[j] = W->data + (size_t)(r + (j < nr ? j : nr - 1)) * W->row_bytes;
-    GW_UNROLL
-    for (int p = 0; p < NPW; p++)
-        acc[p] = _mm512_setzero_ps(), mins[p] = _mm_setzero_ps();
-    size_t bs = blk_bytes(type);
-    for (int k = 0; k < nblk; k++) {
-        prefetch_step(rows[0], 2 * (size_t)NPW * bs, k);
-        __m128 ds = _mm_castpd_ps(_mm_loaddup_pd((const double *)&y[k].d)); /* d s d s */
-        __m512i qy = _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)y[k].qs));
-        GW_UNROLL
-        for (int p = 0; p < NPW; p++) {
-            const uint8_t *a = rows[2 * p] + (size_t)k * bs, *b = rows[2 * p + 1] + (size_t)k * bs;
-            /* d (and m) of each block: its first 4 bytes as two halves */
-            uint32_t ha, hb;
-            memcpy(&ha, a, 4), memcpy(&hb, b, 4);
-            __m128 sc = _mm_mul_ps(
-                _mm_cvtph_ps(_mm_insert_epi32(_mm_cvtsi32_si128((int)ha), (int)hb, 1)), ds);
-            __m512 dd = _mm512_permutexvar_ps(idx, _mm512_castps128_ps512(sc));
-            __m512i u, sy = qy;
-            if (type == GW_T_Q8_0) {
-                __m512i q = _mm512_inserti64x4(
-                    _mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)(a + 2))),
-                    _mm256_loadu_si256((const __m256i *)(b + 2)), 1);
-                u = _mm512_abs_epi8(q);
-                sy = _mm512_mask_sub_epi8(qy, _mm512_movepi8_mask(q), _mm512_setzero_si512(), qy);
-            } else {
-                size_t off = type == GW_T_Q4_1 ? 4 : 2;
-                __m256i t = _mm256_inserti128_si256(
-                    _mm256_castsi128_si256(_mm_loadu_si128((const __m128i *)(a + off))),
-                    _mm_loadu_si128((const __m128i *)(b + off)), 1);
-                __m512i z = _mm512_castsi256_si512(t);
-                z = _mm512_shuffle_i64x2(z, z, _MM_SHUFFLE(1, 1, 0, 0)); /* a a b b */
-                __m512i sh = _mm512_maskz_mov_epi16(0xff00ff00u, _mm512_set1_epi16(4));
-                u = _mm512_and_si512(_mm512_srlv_epi16(z, sh), _mm512_set1_epi8(0x0f));
-                if (type == GW_T_Q4_0) {
-                    __m512i q = _mm512_sub_epi8(u, _mm512_set1_epi8(8));
-                    u = _mm512_abs_epi8(q);
-                    sy = _mm512_mask_sub_epi8(qy, _mm512_movepi8_mask(q), _mm512_setzero_si512(),
-                                              qy);
-                } else {
-                    mins[p] = _mm_add_ps(mins[p], sc);
-                }
-            }
-            acc[p] = _mm512_fmadd_ps(dd, _mm512_cvtepi32_ps(dot4_512(u, sy)), acc[p]);
-        }
-    }
-    GW_UNROLL
-    for (int p = 0; p < NPW; p++) {
-        float ms[4];
-        _mm_storeu_ps(ms, mins[p]);
-        GW_UNROLL
-        for (int h = 0; h < 2; h++) {
-            float s = hsum256(h ? hi256(acc[p]) : _mm512_castps512_ps256(acc[p]));
-            if (2 * p + h < nr)
-                out[r + 2 * p + h] = type == GW_T_Q4_1 ? s + ms[1 + 2 * h] : s;
-        }
-    }
-}
-
-/* Several activation rows, weight rows in pairs (tile_w's layout): rows
- * r + 2p and r + 2p + 1 in the halves of acc[p][c], each half against
- * activation row c0 + c's block, broadcast to both halves. Each weight
- * pair is unpacked once per block for all C activation rows, each
- * activation block loaded once for all NPW pairs, and an output costs
- * per block half of: the integer product, its conversion, the scale
- * (the pair's d by the row's d, a broadcast operand) and the multiply-add
- * into its lanes, as the single-row kernel does them (the product of two
- * halves is exact in a float, so where it is formed does not change it).
- * The minimum's terms (Q4_1) of pair p collect in mins[p]: lane c of
- * each half is that weight row's against activation row c, added block
- * after block as the single-row kernel adds them.
- *
- * Q4_0 and Q8_0 weights are signed: with VNNI, whose vpdpbusd takes an
- * unsigned operand and a signed one, the activation is made unsigned
- * (y + 128, an xor) and the sum starts at -128 times the sum of the 4
- * weights of its lane, the same integer as the single-row kernel's
- * |w| . sign(y, w); without VNNI the activation is negated where the
- * weight is negative for each pair (vpmaddubsw's 16-bit sums would
- * saturate with y + 128). Rows past nr repeat the last one, computed and
- * dropped. */
-L2_INLINE void tile_pc(uint32_t type, int NPW, int C, const gw_mat *W, const gw_batch *x, int r,
-                       int nr, int c0, bool prefetch, float *out, size_t out_stride)
-{
-    int nblk = W->cols / 32;
-    size_t ts = (size_t)x->tab_stride, bs = blk_bytes(type);
-    const float *tab = x->tab + c0;
-    const uint8_t *rows[8];
-    const gw_q8 *ys[8];
-    __m512 acc[4][8], mins[4];
-    const __m512i idx_d = _mm512_inserti64x4(_mm512_setzero_si512(), _mm256_set1_epi32(2), 1);
-    const __m512i idx_m = _mm512_inserti64x4(_mm512_set1_epi32(1), _mm256_set1_epi32(3), 1);
-    const __m512i sh = _mm512_maskz_mov_epi16(0xff00ff00u, _mm512_set1_epi16(4));
-    const bool is_signed = type != GW_T_Q4_1;
-    GW_UNROLL
-    for (int j = 0; j < 2 * NPW; j++)
-        rows[j] = W->data + (size_t)(r + (j < nr ? j : nr - 1)) * W->row_bytes;
-    GW_UNROLL
-    for (int c = 0; c < C; c++)
-        ys[c] = x->xq + (size_t)(c0 + c) * x->xq_stride;
-    GW_UNROLL
-    for (int p = 0; p < NPW; p++) {
-        mins[p] = _mm512_setzero_ps();
-        GW_UNROLL
-        for (int c = 0; c < C; c++)
-            acc[p][c] = _mm512_setzero_ps();
-    }
-    for (int k = 0; k < nblk; k++, tab += 2 * ts) {
-        if (prefetch)
-            prefetch_step(rows[0], 2 * (size_t)NPW * bs, k);
-        __m512i u[4];
-        __m512 wd[4];
-#if GW_AVX512_VNNI
-        __m512i base[4]; /* -128 x the sum of a lane's 4 signed weights */
-#else
-        __mmask64 neg[4]; /* the signed weights' negative bytes */
-#endif
-        GW_UNROLL
-        for (int p = 0; p < NPW; p++) {
-            const uint8_t *a = rows[2 * p] + (size_t)k * bs, *b = rows[2 * p + 1] + (size_t)k * bs;
-            uint32_t ha, hb; /* d (and m) of each block: its first 4 bytes as two halves */
-            memcpy(&ha, a, 4), memcpy(&hb, b, 4);
-            __m512 sc = _mm512_castps128_ps512(
-                _mm_cvtph_ps(_mm_insert_epi32(_mm_cvtsi32_si128((int)ha), (int)hb, 1)));
-            wd[p] = _mm512_permutexvar_ps(idx_d, sc); /* d_a x 8, d_b x 8 */
-            if (type == GW_T_Q4_1) {
-                __m512 s2 = _mm512_castpd_ps(
-                    _mm512_broadcast_f64x4(_mm256_loadu_pd((const double *)(tab + ts))));
-                mins[p] =
-                    _mm512_add_ps(mins[p], _mm512_mul_ps(_mm512_permutexvar_ps(idx_m, sc), s2));
-            }
-            __m512i q;
-            if (type == GW_T_Q8_0) {
-                q = _mm512_inserti64x4(
-                    _mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)(a + 2))),
-                    _mm256_loadu_si256((const __m256i *)(b + 2)), 1);
-            } else {
-                size_t off = type == GW_T_Q4_1 ? 4 : 2;
-                __m256i t = _mm256_inserti128_si256(
-                    _mm256_castsi128_si256(_mm_loadu_si128((const __m128i *)(a + off))),
-                    _mm_loadu_si128((const __m128i *)(b + off)), 1);
-                __m512i z = _mm512_castsi256_si512(t);
-                z = _mm512_shuffle_i64x2(z, z, _MM_SHUFFLE(1, 1, 0, 0)); /* a a b b */
-                q = _mm512_and_si512(_mm512_srlv_epi16(z, sh), _mm512_set1_epi8(0x0f));
-                if (type == GW_T_Q4_0)
-                    q = _mm512_sub_epi8(q, _mm512_set1_epi8(8));
-            }
-            u[p] = q;
-#if GW_AVX512_VNNI
-            base[p] = _mm512_setzero_si512();
-#else
-            neg[p] = 0;
-#endif
-            if (is_signed) {
-#if GW_AVX512_VNNI
-                __m512i s4 = _mm512_dpbusd_epi32(_mm512_setzero_si512(), _mm512_set1_epi8(1), q);
-                base[p] = _mm512_sub_epi32(_mm512_setzero_si512(), _mm512_slli_epi32(s4, 7));
-#else
-                u[p] = _mm512_abs_epi8(q);
-                neg[p] = _mm512_movepi8_mask(q);
-#endif
-            }
-        }
-        GW_UNROLL
-        for (int c = 0; c < C; c++) {
-            __m512i qy = _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)ys[c][k].qs));
-#if GW_AVX512_VNNI
-            if (is_signed)
-                qy = _mm512_xor_si512(qy, _mm512_set1_epi8((char)0x80));
-#endif
-            __m512 dy = _mm512_set1_ps(tab[c]);
-            GW_UNROLL
-            for (int p = 0; p < NPW; p++) {
-                __m512i prod;
-#if GW_AVX512_VNNI
-                prod = is_signed ? _mm512_dpbusd_epi32(base[p], qy, u[p])
-                                 : _mm512_dpbusd_epi32(_mm512_setzero_si512(), u[p], qy);
-#else
-                __m512i sy =
-                    is_signed ? _mm512_mask_sub_epi8(qy, neg[p], _mm512_setzero_si512(), qy) : qy;
-                prod = dot4_512(u[p], sy);
-#endif
-                acc[p][c] =
-                    _mm512_fmadd_ps(_mm512_mul_ps(wd[p], dy), _mm512_cvtepi32_ps(prod), acc[p][c]);
-            }
-        }
-    }
-    GW_UNROLL
-    for (int p = 0; p < NPW; p++) {
-        float ms[16];
-        _mm512_storeu_ps(ms, mins[p]);
-        GW_UNROLL
-        for (int c = 0; c < C; c++)
-            GW_UNROLL
-        for (int h = 0; h < 2; h++) {
-            float s = hsum256(h ? hi256(acc[p][c]) : _mm512_castps512_ps256(acc[p][c]));
-            if (2 * p + h < nr)
-                out[(size_t)(c0 + c) * out_stride + (size_t)(r + 2 * p + h)] =
-                    type == GW_T_Q4_1 ? s + ms[8 * h + c] : s;
-        }
-    }
-}
-
-/* Activation rows in chunks of at most 8, as even as they come. */
-L2_INLINE void rows_l2(uint32_t type, const gw_mat *W, const gw_batch *x, float *out,
-                       size_t out_stride, int r0, int r1)
-{
-    int nb = x->nb, n_ch = (nb + 7) / 8;
-    if (nb == 1) {
-        int r = r0;
-        for (; r + 8 <= r1; r += 8)
-            tile_w(type, 4, W, x->xq, r, 8, out);
-        int nr = r1 - r;
-        if (nr > 4)
-            tile_w(type, 4, W, x->xq, r, nr, out);
-        else if (nr > 2)
-            tile_w(type, 2, W, x->xq, r, nr, out);
-        else if (nr > 0)
-            tile_w(type, 1, W, x->xq, r, nr, out);
-        return;
-    }
-    /* each group of weight rows goes through every chunk while it is in
-     * L1 (chunks in the outer loop read the matrix once per chunk: with
-     * the output matrix, 16 rows took 5x the time of 8); 2 to 4 pairs of
-     * weight rows (8 to 16 accumulators) as the largest chunk allows, 1
-     * pair for the last one or two weight rows */
-    int c_max = nb / n_ch + (nb % n_ch != 0), NPW = c_max <= 4 ? 4 : 2;
-    for (int r = r0; r < r1; r += 2 * NPW) {
-        int nr = r1 - r < 2 * NPW ? r1 - r : 2 * NPW;
-        for (int ch = 0, c0 = 0; ch < n_ch; ch++) {
-            int C = nb / n_ch + (ch < nb % n_ch);
-#define TPC(CC)                                                                                    \
-    (nr <= 2 ? tile_pc(type, 1, CC, W, x, r, nr, c0, ch == 0, out, out_stride)                     \
-             : tile_pc(type, CC <= 4 ? 4 : 2, CC, W, x, r, nr, c0, ch == 0, out, out_stride))
-            switch (C) {
-            case 1:
-                TPC(1);
-                break;
-            case 2:
-                TPC(2);
-                break;
-            case 3:
-                TPC(3);
-                break;
-            case 4:
-                TPC(4);
-                break;
-            case 5:
-                TPC(5);
-                break;
-            case 6:
-                TPC(6);
-                break;
-            case 7:
-                TPC(7);
-                break;
-            default:
-                TPC(8);
-            }
-#undef TPC
-            c0 += C;
-        }
-    }
-}
-
-L2 static void rows_q4_0_l2(const gw_mat *W, const gw_batch *x, float *out, size_t out_stride,
-                            int r0, int r1)
-{
-    rows_l2(GW_T_Q4_0, W, x, out, out_stride, r0, r1);
-}
-
-L2 static void rows_q4_1_l2(const gw_mat *W, const gw_batch *x, float *out, size_t out_stride,
-                            int r0, int r1)
-{
-    rows_l2(GW_T_Q4_1, W, x, out, out_stride, r0, r1);
-}
-
-L2 static void rows_q8_0_l2(const gw_mat *W, const gw_batch *x, float *out, size_t out_stride,
-                            int r0, int r1)
-{
-    rows_l2(GW_T_Q8_0, W, x, out, out_stride, r0, r1);
-}
-
-gw_dot_fn L2_NAME(gw_dot_avx512)(uint32_t type)
-{
-    switch (type) {
-    case GW_T_Q4_0:
-        return dot_q4_0_l2;
-    case GW_T_Q4_1:
-        return dot_q4_1_l2;
-    case GW_T_Q8_0:
-        return dot_q8_0_l2;
-    default:
-        return gw_dot_avx2_for(type);
-    }
-}
-
-gw_rows_fn L2_NAME(gw_rows_avx512)(uint32_t type)
-{
-    switch (type) {
-    case GW_T_Q4_0:
-        return rows_q4_0_l2;
-    case GW_T_Q4_1:
-        return rows_q4_1_l2;
-    case GW_T_Q8_0:
-        return rows_q8_0_l2;
-    default:
-        return gw_rows_avx2_for(type);
-    }
-}
-
-#if !GW_AVX512_VNNI
 /* ---- attention on halves: the portable kernels' lanes (matvec.c), 16
  * at a time; the operations of each lane and the pairing of the
  * reductions are matvec_avx2.c's ---- */
@@ -774,6 +314,7 @@ L2 void gw_quantize_q8_avx512(const float *x, gw_q8 *y, int n)
             _mm_cvtps_ph(_mm_setr_ps(d, d * (float)sum, 0, 0), _MM_FROUND_TO_NEAREST_INT));
         y[b].d = _mm_cvtss_f32(ds);
         y[b].s = _mm_cvtss_f32(_mm_movehdup_ps(ds));
+        y[b].sum = sum;
     }
 }
 
@@ -789,21 +330,9 @@ const gw_attn_kernels *gw_attn_avx512(void)
 {
     return &attn_l2;
 }
-#endif
 
 #else /* not x86: level 1's stand in (gw_simd_set never picks 2) */
 
-gw_dot_fn L2_NAME(gw_dot_avx512)(uint32_t type)
-{
-    return gw_dot_avx2_for(type);
-}
-
-gw_rows_fn L2_NAME(gw_rows_avx512)(uint32_t type)
-{
-    return gw_rows_avx2_for(type);
-}
-
-#if !GW_AVX512_VNNI
 const gw_attn_kernels *gw_attn_avx512(void)
 {
     return gw_attn_avx2();
@@ -834,17 +363,17 @@ void gw_quantize_q8_avx512(const float *x, gw_q8 *y, int n)
 {
     gw_quantize_q8_portable(x, y, n);
 }
-#endif
+
 #endif
 
-#if !GW_AVX512_VNNI
 gw_dot_fn gw_dot_avx512_for(uint32_t type, int vnni)
 {
-    return vnni ? gw_dot_avx512vnni_for(type) : gw_dot_avx512bw_for(type);
+    (void)vnni;
+    return gw_dot_avx2_for(type);
 }
 
 gw_rows_fn gw_rows_avx512_for(uint32_t type, int vnni)
 {
-    return vnni ? gw_rows_avx512vnni_for(type) : gw_rows_avx512bw_for(type);
+    (void)vnni;
+    return gw_rows_avx2_for(type);
 }
-#endif

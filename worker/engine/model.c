@@ -8,7 +8,9 @@
 #include <errno.h>
 #include <inttypes.h>
 #include <math.h>
+#include <pthread.h>
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <time.h>
@@ -245,10 +247,44 @@ int gw_model_load(const char *path, gw_model **out, char *err, size_t errlen)
     return gw_model_from_gguf(g, out, err, errlen);
 }
 
+/* Packs (or, with drop, frees the packed copies of) the matrices the
+ * forward pass multiplies by: not tok_embd, whose rows are looked up (the
+ * output, when it is tok_embd, is packed as the output). */
+static int pack_mats(gw_model *m, bool drop)
+{
+    int rc = 0;
+    for (int i = -1; i < (m->l ? m->cfg.n_layer : 0) && rc == 0; i++) {
+        struct layer *L = i >= 0 ? &m->l[i] : NULL;
+        gw_mat *ms[] = {&m->output};
+        gw_mat *ls[] = {&L->wq, &L->wk, &L->wv, &L->wo, &L->w_gate, &L->w_up, &L->w_down};
+        gw_mat **mats = L ? ls : ms;
+        int n = L ? 7 : 1;
+        for (int k = 0; k < n && rc == 0; k++)
+            if (drop)
+                gw_mat_pack_free(mats[k]);
+            else
+                rc = gw_mat_pack(mats[k]);
+    }
+    return rc;
+}
+
+/* Packed once, by the first CPU context; the lock keeps two contexts
+ * opened at once from packing the same matrix twice. */
+static pthread_mutex_t pack_lock = PTHREAD_MUTEX_INITIALIZER;
+
+int gw__model_pack(gw_model *m)
+{
+    pthread_mutex_lock(&pack_lock);
+    int rc = pack_mats(m, false);
+    pthread_mutex_unlock(&pack_lock);
+    return rc;
+}
+
 void gw_model_free(gw_model *m)
 {
     if (!m)
         return;
+    pack_mats(m, true);
     if (m->l)
         for (int i = 0; i < m->cfg.n_layer; i++) {
             free(m->l[i].attn_norm);

@@ -246,5 +246,6 @@ void gw_quantize_q8_portable(const float *x, gw_q8 *y, int n)
         }
         y[b].d = gw_h2f(gw_f32_to_fp16(d));
         y[b].s = gw_h2f(gw_f32_to_fp16(d * (float)sum));
+        y[b].sum = sum;
     }
 }

@@ -250,20 +250,23 @@ int gw_model_load(const char *path, gw_model **out, char *err, size_t errlen)
 /* Packs (or, with drop, frees the packed copies of) the matrices the
  * forward pass multiplies by: not tok_embd, whose rows are looked up (the
  * output, when it is tok_embd, is packed as the output). */
+static int pack_one(gw_mat *w, bool drop)
+{
+    if (drop) {
+        gw_mat_pack_free(w);
+        return 0;
+    }
+    return gw_mat_pack(w);
+}
+
 static int pack_mats(gw_model *m, bool drop)
 {
-    int rc = 0;
-    for (int i = -1; i < (m->l ? m->cfg.n_layer : 0) && rc == 0; i++) {
-        struct layer *L = i >= 0 ? &m->l[i] : NULL;
-        gw_mat *ms[] = {&m->output};
+    int rc = pack_one(&m->output, drop);
+    for (int i = 0; m->l && i < m->cfg.n_layer && rc == 0; i++) {
+        struct layer *L = &m->l[i];
         gw_mat *ls[] = {&L->wq, &L->wk, &L->wv, &L->wo, &L->w_gate, &L->w_up, &L->w_down};
-        gw_mat **mats = L ? ls : ms;
-        int n = L ? 7 : 1;
-        for (int k = 0; k < n && rc == 0; k++)
-            if (drop)
-                gw_mat_pack_free(mats[k]);
-            else
-                rc = gw_mat_pack(mats[k]);
+        for (int k = 0; k < 7 && rc == 0; k++)
+            rc = pack_one(ls[k], drop);
     }
     return rc;
 }

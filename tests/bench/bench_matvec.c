@@ -10,14 +10,14 @@
  * activation rows (decode rows of nb sequences in one step; the streaming
  * matrix stops at 8).
  *
- * Each case prints the time of one call over the whole matrix ("ns/call",
- * the median and the fastest of the runs), the median per activation row,
- * the same for the loop that gw_mat_rows ran before the multi-row kernels
- * (the single-row kernel of the same level once per (row, activation
- * row): "1-row"), and the rate at which gw_mat_rows reads the weights
- * (GB/s, from the median). Levels: portable, avx2, avx512bw (AVX-512
- * without VNNI's vpdpbusd) and avx512 (with it, where the CPU has it). Not
- * a test: timings are never asserted. */
+ * The matrices are packed (packed.c) as the engine packs them. Each case
+ * prints the time of one call over the whole matrix ("ns/call", the
+ * median and the fastest of the runs), the median per activation row and
+ * per block product (one 32-element block of one weight row against one
+ * activation row), and the rate at which gw_mat_rows reads the weights
+ * (GB/s, from the median). Levels: portable (the cached matrices only),
+ * avx2 (AVX-512 without VNNI runs it too) and avx512 (VNNI, where the CPU
+ * has it). Not a test: timings are never asserted. */
 #include "engine.h"
 
 #include <stdio.h>
@@ -44,20 +44,11 @@ struct kernels {
     int level, vnni;
 };
 
-/* One call over the matrix: gw_mat_rows_at, or the single-row loop. */
-static void run_once(const struct kernels *k, int one_row, const gw_mat *W, const gw_q8 *xq, int nb,
-                     float *out)
+/* One call over the matrix. */
+static void run_once(const struct kernels *k, const gw_mat *W, const gw_q8 *xq, int nb, float *out)
 {
     size_t xs = (size_t)W->cols / 32;
-    if (!one_row) {
-        gw_mat_rows_at(k->level, k->vnni, W, xq, xs, NULL, 0, nb, out, (size_t)W->rows, 0, W->rows);
-        return;
-    }
-    gw_dot_fn dot = gw_dot_at(k->level, k->vnni, W->type);
-    for (int r = 0; r < W->rows; r++)
-        for (int b = 0; b < nb; b++)
-            out[(size_t)b * (size_t)W->rows + (size_t)r] =
-                dot(W->cols, W->data + (size_t)r * W->row_bytes, xq + (size_t)b * xs, NULL);
+    gw_mat_rows_at(k->level, k->vnni, W, xq, xs, NULL, 0, nb, out, (size_t)W->rows, 0, W->rows);
 }
 
 static int cmp_u64(const void *a, const void *b)
@@ -67,19 +58,19 @@ static int cmp_u64(const void *a, const void *b)
 }
 
 /* ns per call: median and minimum over runs of about ms milliseconds. */
-static void time_case(const struct kernels *k, int one_row, const gw_mat *W, const gw_q8 *xq,
-                      int nb, float *out, int ms, int runs, double *median, double *best)
+static void time_case(const struct kernels *k, const gw_mat *W, const gw_q8 *xq, int nb, float *out,
+                      int ms, int runs, double *median, double *best)
 {
     uint64_t t0 = now_ns();
     long calls = 0;
     while (now_ns() - t0 < 20000000ull) /* warm-up, and a calibration */
-        run_once(k, one_row, W, xq, nb, out), calls++;
+        run_once(k, W, xq, nb, out), calls++;
     long per_run = calls * ms / 20 > 0 ? calls * ms / 20 : 1;
     uint64_t t[32];
     for (int i = 0; i < runs; i++) {
         uint64_t a = now_ns();
         for (long c = 0; c < per_run; c++)
-            run_once(k, one_row, W, xq, nb, out);
+            run_once(k, W, xq, nb, out);
         t[i] = now_ns() - a;
     }
     qsort(t, (size_t)runs, sizeof t[0], cmp_u64);
@@ -98,7 +89,6 @@ int main(int argc, char **argv)
     struct kernels all[] = {
         {"portable", GW_SIMD_PORTABLE, 0},
         {"avx2", GW_SIMD_AVX2, 0},
-        {"avx512bw", GW_SIMD_AVX512, 0},
         {"avx512", GW_SIMD_AVX512, 1},
     };
     const int nbs[] = {1, 2, 4, 8, 16};
@@ -130,26 +120,31 @@ int main(int argc, char **argv)
                 blk[i].qs[j] = (uint8_t)next();
         }
         W.data = (const uint8_t *)blk;
+        if (gw_mat_pack(&W) != 0) {
+            fprintf(stderr, "bench_matvec: out of memory\n");
+            return 111;
+        }
         for (int i = 0; i < W.cols * 16; i++)
             x[i] = (float)((int)(next() % 2001) - 1000) / 250.0f;
         gw_quantize_q8(x, xq, W.cols * 16);
-        printf("\n%s\n%-9s %3s %14s %12s %10s %14s %10s %7s %6s\n", shapes[s].name, "kernels", "nb",
-               "ns/call", "(fastest)", "ns/row", "1-row ns/call", "1-row/row", "speedup", "GB/s");
+        printf("\n%s\n%-9s %3s %14s %12s %10s %12s %6s\n", shapes[s].name, "kernels", "nb",
+               "ns/call", "(fastest)", "ns/row", "ns/block", "GB/s");
         for (size_t k = 0; k < sizeof all / sizeof all[0]; k++) {
-            if (all[k].level > max || (all[k].vnni && !vnni))
+            if (all[k].level > max || (all[k].vnni && !vnni) ||
+                (all[k].level == GW_SIMD_PORTABLE && shapes[s].max_nb < 16))
                 continue;
             for (size_t i = 0; i < sizeof nbs / sizeof nbs[0]; i++) {
                 if (nbs[i] > shapes[s].max_nb)
                     break;
-                double med, best, med1, best1;
-                time_case(&all[k], 0, &W, xq, nbs[i], out, ms, runs, &med, &best);
-                time_case(&all[k], 1, &W, xq, nbs[i], out, ms, runs, &med1, &best1);
-                printf("%-9s %3d %14.0f %12.0f %10.0f %14.0f %10.0f %6.2fx %6.1f\n", all[k].name,
-                       nbs[i], med, best, med / nbs[i], med1, med1 / nbs[i], med1 / med,
+                double med, best;
+                time_case(&all[k], &W, xq, nbs[i], out, ms, runs, &med, &best);
+                printf("%-9s %3d %14.0f %12.0f %10.0f %12.3f %6.1f\n", all[k].name, nbs[i], med,
+                       best, med / nbs[i], med / ((double)nblk * nbs[i]),
                        (double)(W.row_bytes * (size_t)W.rows) / med);
                 fflush(stdout);
             }
         }
+        gw_mat_pack_free(&W);
         free(blk);
         free(xq);
         free(x);

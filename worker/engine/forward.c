@@ -14,6 +14,7 @@
 
 #include <errno.h>
 #include <math.h>
+#include <stdbool.h>
 #include <stdlib.h>
 
 /* ---- building blocks ---- */
@@ -135,9 +136,15 @@ static void mm_share(void *arg, int i, int n, int t)
     (void)t;
     struct mm_job *j = arg;
     long total = 0;
-    for (int k = 0; k < j->n_mats; k++)
+    bool whole = true; /* every matrix a whole number of packed groups */
+    for (int k = 0; k < j->n_mats; k++) {
         total += j->w[k]->rows;
-    long lo = total * i / n, hi = total * (i + 1) / n, base = 0;
+        whole = whole && j->w[k]->rows % GW_PACK_ROWS == 0;
+    }
+    /* cut at group boundaries, so that no group of 16 packed rows is
+     * computed by two shares (each stores only its rows) */
+    long unit = whole ? GW_PACK_ROWS : 1, units = total / unit;
+    long lo = units * i / n * unit, hi = i == n - 1 ? total : units * (i + 1) / n * unit, base = 0;
     for (int k = 0; k < j->n_mats; k++) {
         long rows = j->w[k]->rows;
         long a = lo > base ? lo - base : 0, b = hi - base < rows ? hi - base : rows;

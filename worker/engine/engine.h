@@ -223,6 +223,12 @@ void gw_mat_rows_at(int level, int vnni, const gw_mat *W, const gw_q8 *xq, size_
  * and gives the layout. gw_mat_pack fills W->packed (freed by
  * gw_mat_pack_free); 0, or -ENOMEM. gw_type_packs: 1 for the three types. */
 enum { GW_PACK_ROWS = 16 };
+/* Drops the whole pages of a mapped file's [p, p + len) from this
+ * process's memory (madvise MADV_DONTNEED: the mapping is read-only, so
+ * they are clean, and a later read maps them again from the file); nothing
+ * for a file read into a buffer (gguf.c). Packing calls it on the matrices
+ * it copied, so that a worker holds its weights once. */
+void gw_gguf_release(const gw_gguf *g, const void *p, size_t len);
 int gw_type_packs(uint32_t type);
 int gw_mat_pack(gw_mat *W);
 void gw_mat_pack_free(gw_mat *W);

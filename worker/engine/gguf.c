@@ -640,6 +640,16 @@ void gw_gguf_close(gw_gguf *g)
     free(g);
 }
 
+void gw_gguf_release(const gw_gguf *g, const void *p, size_t len)
+{
+    if (!g->mapped || len == 0)
+        return;
+    uintptr_t pg = (uintptr_t)sysconf(_SC_PAGESIZE);
+    uintptr_t a = ((uintptr_t)p + pg - 1) & ~(pg - 1), e = ((uintptr_t)p + len) & ~(pg - 1);
+    if (a < e) /* clean pages of a read-only mapping: dropping them loses nothing */
+        madvise((void *)a, e - a, MADV_DONTNEED);
+}
+
 const char *gw_gguf_name(const gw_gguf *g)
 {
     return g->name;

@@ -250,23 +250,27 @@ int gw_model_load(const char *path, gw_model **out, char *err, size_t errlen)
 /* Packs (or, with drop, frees the packed copies of) the matrices the
  * forward pass multiplies by: not tok_embd, whose rows are looked up (the
  * output, when it is tok_embd, is packed as the output). */
-static int pack_one(gw_mat *w, bool drop)
+static int pack_one(const gw_model *m, gw_mat *w, bool drop)
 {
     if (drop) {
         gw_mat_pack_free(w);
         return 0;
     }
-    return gw_mat_pack(w);
+    bool had = w->packed != NULL;
+    int rc = gw_mat_pack(w);
+    if (rc == 0 && !had && w->packed) /* the file's copy is read no more */
+        gw_gguf_release(m->g, w->data, (size_t)w->rows * w->row_bytes);
+    return rc;
 }
 
 static int pack_mats(gw_model *m, bool drop)
 {
-    int rc = pack_one(&m->output, drop);
+    int rc = pack_one(m, &m->output, drop);
     for (int i = 0; m->l && i < m->cfg.n_layer && rc == 0; i++) {
         struct layer *L = &m->l[i];
         gw_mat *ls[] = {&L->wq, &L->wk, &L->wv, &L->wo, &L->w_gate, &L->w_up, &L->w_down};
         for (int k = 0; k < 7 && rc == 0; k++)
-            rc = pack_one(ls[k], drop);
+            rc = pack_one(m, ls[k], drop);
     }
     return rc;
 }

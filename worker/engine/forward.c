@@ -342,13 +342,13 @@ static void att_share(void *arg, int i, int n, int th)
     }
 }
 
-/* RoPE on the rows' k, then k and v into their sequences' blocks. */
-static void rope_store(gw_ctx *x, int l, int R)
+/* RoPE on rows [r0, r1)'s k, then k and v into their sequences' blocks. */
+static void rope_store(gw_ctx *x, int l, int r0, int r1)
 {
     const gw_model_config *c = &x->m->cfg;
     int hd = c->head_dim, kv_dim = hd * c->n_head_kv;
     gw_f16_row_fn to_half = gw_f32_to_f16_row_for();
-    for (int r = 0; r < R; r++) {
+    for (int r = r0; r < r1; r++) {
         const float *cs = x->rope_cs + (size_t)r * hd;
         rope(x->k + (size_t)r * kv_dim, c->n_head_kv, hd, cs); /* q's: in att_share */
         for (int h = 0; h < c->n_head_kv; h++) {
@@ -359,6 +359,58 @@ static void rope_store(gw_ctx *x, int l, int R)
     }
 }
 
+/* Per-row work of a pass as one pool job, rows split across the shares
+ * (a row's result does not depend on which thread computes it): with
+ * `add`, x += add first (the residual); then o = RMSNorm(x) and its Q8
+ * blocks into xq (norm_share); or RoPE and the KV store (rope_share). */
+struct row_job {
+    gw_ctx *x;
+    int layer, rows;
+    const float *add, *w;
+};
+
+static void row_range(const struct row_job *j, int i, int n, int *a, int *b)
+{
+    *a = j->rows * i / n, *b = j->rows * (i + 1) / n;
+}
+
+static void norm_share(void *arg, int i, int n, int t)
+{
+    (void)t;
+    const struct row_job *j = arg;
+    gw_ctx *x = j->x;
+    int dim = x->m->cfg.dim, a, b;
+    row_range(j, i, n, &a, &b);
+    for (int r = a; j->add && r < b; r++) {
+        float *xr = x->x + (size_t)r * dim;
+        for (int k = 0; k < dim; k++)
+            xr[k] += j->add[(size_t)r * dim + (size_t)k];
+    }
+    if (a < b)
+        rmsnorm_rows(x->xb + (size_t)a * dim, x->x + (size_t)a * dim, j->w, b - a, dim,
+                     x->m->cfg.rms_eps);
+    for (int r = a; r < b; r++)
+        gw_quantize_q8(x->xb + (size_t)r * dim, x->xq + (size_t)r * x->xq_stride, dim);
+}
+
+static void rope_share(void *arg, int i, int n, int t)
+{
+    (void)t;
+    const struct row_job *j = arg;
+    int a, b;
+    row_range(j, i, n, &a, &b);
+    rope_store(j->x, j->layer, a, b);
+}
+
+/* A few rows are less work than waking the pool: the caller does them. */
+static void rows_run(gw_ctx *x, gw_pool_fn fn, struct row_job *j)
+{
+    if (j->rows < 4)
+        fn(j, 0, 1, 0);
+    else
+        gw_pool_run(x->pool, fn, j);
+}
+
 /* One layer over the R rows of the pass. */
 static void layer_pass(gw_ctx *x, int l, int R)
 {
@@ -367,29 +419,25 @@ static void layer_pass(gw_ctx *x, int l, int R)
     int dim = c->dim, ffn = c->ffn;
     uint64_t t = prof_start(x);
 
-    /* attention: q, k, v of the normed input */
-    rmsnorm_rows(x->xb, x->x, L->attn_norm, R, dim, c->rms_eps);
+    /* attention: q, k, v of the normed input (norm_share quantizes it) */
+    struct row_job nj = {.x = x, .layer = l, .rows = R, .w = L->attn_norm};
+    rows_run(x, norm_share, &nj);
     prof_mark(x, GW_PROF_NORM, &t);
-    matmul(x, &L->wq, x->q, &L->wk, x->k, &L->wv, x->v, x->xb, R, GW_PROF_QKV, &t);
-    rope_store(x, l, R);
+    matmul_q(x, &L->wq, x->q, &L->wk, x->k, &L->wv, x->v, x->xb, x->xq, R, GW_PROF_QKV, &t);
+    rows_run(x, rope_share, &nj);
     prof_mark(x, GW_PROF_ROPE, &t);
     struct att_job aj = {.x = x, .layer = l, .rows = R};
     gw_pool_run(x->pool, att_share, &aj);
     prof_mark(x, GW_PROF_ATTN, &t);
 
-    /* output projection and residual */
+    /* output projection; its residual with the feed-forward's RMSNorm */
     matmul_q(x, &L->wo, x->xb, NULL, NULL, NULL, NULL, x->xb2, c->head_dim % 32 ? NULL : x->xq2, R,
              GW_PROF_WO, &t);
-    for (size_t i = 0; i < (size_t)R * dim; i++)
-        x->x[i] += x->xb[i];
-    prof_mark(x, GW_PROF_RESID, &t);
+    struct row_job fn = {.x = x, .layer = l, .rows = R, .add = x->xb, .w = L->ffn_norm};
+    rows_run(x, norm_share, &fn);
+    prof_mark(x, GW_PROF_NORM, &t);
 
     /* SwiGLU feed-forward: w_down(silu(w_gate x) * w_up x), and residual */
-    rmsnorm_rows(x->xb, x->x, L->ffn_norm, R, dim, c->rms_eps);
-    prof_mark(x, GW_PROF_NORM, &t);
-    for (int r = 0; r < R; r++)
-        gw_quantize_q8(x->xb + (size_t)r * dim, x->xq + (size_t)r * x->xq_stride, dim);
-    prof_mark(x, GW_PROF_QUANT, &t);
     struct ffn_job fj = {.x = x, .L = L, .rows = R, .quant = ffn % 32 == 0};
     gw_pool_run(x->pool, ffn_share, &fj);
     prof_mark(x, GW_PROF_GATE_UP, &t); /* SwiGLU and quantization included */

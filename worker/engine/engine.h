@@ -100,9 +100,9 @@ gw_dot_fn gw_dot_portable_for(uint32_t type);
 /* AVX2 kernels (matvec_avx2.c); the portable ones where a type has none,
  * or on a CPU that is not x86. */
 gw_dot_fn gw_dot_avx2_for(uint32_t type);
-/* AVX-512 kernels (matvec_avx512.c), their integer products by VNNI's
- * vpdpbusd when vnni is 1, by AVX512BW's vpmaddubsw + vpmaddwd when 0;
- * the AVX2 ones where a type has none. */
+/* Level 2's single-row kernels: level 1's (level 2's own kernels are
+ * attention's and the packed products, which take vnni: 1 when the CPU has
+ * AVX512-VNNI, whose vpdpbusd they use; without it they are level 1's). */
 gw_dot_fn gw_dot_avx512_for(uint32_t type, int vnni);
 
 /* The best level this CPU runs (GW_SIMD and GW_NO_AVX2 aside); *vnni, when
@@ -110,7 +110,8 @@ gw_dot_fn gw_dot_avx512_for(uint32_t type, int vnni);
 int gw_simd_cpu_max(int *vnni);
 /* The kernels of a level whatever gw_simd_get() says, for tests and
  * benchmarks: the caller checks gw_simd_cpu_max() first. vnni as for
- * gw_dot_avx512_for (ignored below level 2). */
+ * gw_dot_avx512_for (ignored below level 2). Q4_0, Q4_1 and Q8_0 rows
+ * (one row, not packed) take the portable kernel at every level. */
 gw_dot_fn gw_dot_at(int level, int vnni, uint32_t type);
 
 /* Attention on halves (matvec.c), in llama.cpp's summation order (see
@@ -262,11 +263,10 @@ typedef struct gw_batch {
  * block unpacked once for several activation rows. */
 typedef void (*gw_rows_fn)(const gw_mat *W, const gw_batch *x, float *out, size_t out_stride,
                            int r0, int r1);
-/* The multi-row kernel for a type at a level, NULL where the type has none
- * (gw_mat_rows then calls the single-row kernel per row). */
+/* The multi-row kernel for a type (Q4_K, Q6_K; every level uses these),
+ * NULL where the type has none (gw_mat_rows then calls the single-row
+ * kernel per row; packed matrices have packed.c's). */
 gw_rows_fn gw_rows_portable_for(uint32_t type);
-gw_rows_fn gw_rows_avx2_for(uint32_t type);
-gw_rows_fn gw_rows_avx512_for(uint32_t type, int vnni);
 
 /* Thread pool (threadpool.c). gw_pool_run calls fn(arg, i, n, t) once
  * for each share i in [0, n) (n: a few per thread) and returns when all

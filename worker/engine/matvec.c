@@ -594,9 +594,7 @@ void gw_mat_rows_at(int level, int vnni, const gw_mat *W, const gw_q8 *xq, size_
         gw_pk_rows_at(level, vnni, &a);
         return;
     }
-    gw_rows_fn rows = level == GW_SIMD_PORTABLE ? gw_rows_portable_for(W->type)
-                      : level == GW_SIMD_AVX2   ? gw_rows_avx2_for(W->type)
-                                                : gw_rows_avx512_for(W->type, vnni);
+    gw_rows_fn rows = gw_rows_portable_for(W->type); /* Q4_K, Q6_K: the only ones, every level */
     gw_batch x = {.xq = xq, .xq_stride = xq_stride, .xf = xf, .xf_stride = xf_stride, .nb = nb};
     if (rows) {
         rows(W, &x, out, out_stride, r0, r1);

@@ -161,11 +161,6 @@ gw_dot_fn gw_dot_avx2_for(uint32_t type)
     }
 }
 
-gw_rows_fn gw_rows_avx2_for(uint32_t type)
-{
-    return gw_rows_portable_for(type); /* Q4_K, Q6_K; packed.c has the others' */
-}
-
 static const gw_attn_kernels attn_avx2 = {
     .dot_hh = {dot_hh_avx2, dot_hh16_avx2},
     .attn_v = {attn_v_avx2, attn_v16_avx2},
@@ -184,11 +179,6 @@ const gw_attn_kernels *gw_attn_avx2(void)
 gw_dot_fn gw_dot_avx2_for(uint32_t type)
 {
     return gw_dot_portable_for(type);
-}
-
-gw_rows_fn gw_rows_avx2_for(uint32_t type)
-{
-    return gw_rows_portable_for(type);
 }
 
 const gw_attn_kernels *gw_attn_avx2(void)

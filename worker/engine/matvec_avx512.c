@@ -371,9 +371,3 @@ gw_dot_fn gw_dot_avx512_for(uint32_t type, int vnni)
     (void)vnni;
     return gw_dot_avx2_for(type);
 }
-
-gw_rows_fn gw_rows_avx512_for(uint32_t type, int vnni)
-{
-    (void)vnni;
-    return gw_rows_avx2_for(type);
-}

@@ -15,11 +15,13 @@
  *
  * llama.cpp's x86 order (which this engine kept until 2026-12-03) adds
  * 4-element integer sums into 8 float lanes per block and output: 8
- * conversions and multiply-adds where this order has one. With AVX-512
- * that was 4 vector operations per 2 outputs and block, the arithmetic
- * bound of a batched step; here it is about 1.5 per 16 (docs/BENCHMARKS.md,
- * "Packed weights"). This order rounds less often; the outputs differ from
- * llama.cpp's in the last bits.
+ * conversions and multiply-adds where this order has one. Besides the
+ * integer multiply-adds (one vpdpbusd per 2 outputs and block either
+ * way), AVX-512 took a conversion, a multiply and a fused add per 2
+ * outputs and block there, the arithmetic bound of a batched step; here
+ * they are per 16 (docs/BENCHMARKS.md, "Packed weights"). This order
+ * rounds less often; the outputs differ from llama.cpp's in the last
+ * bits.
  *
  * The layout (W->packed, 64-byte aligned). Rows in groups of GW_PACK_ROWS
  * (16), the last padded with zero rows; group g at g * W->pack_stride:

@@ -10,10 +10,12 @@
  * enforced: greedy, the stream up to a kill is the same either way), and
  * it loops when LOOP_MIN tokens or more of it in a row are periodic with a
  * period <= 32 (two cycles at least; found here independently of the
- * detector), whether or not the model breaks out of the loop later. A build whose kernels round
- * differently makes different near-ties, and with them different texts: the prompts are chosen to
- * loop or not, and most do as chosen (asserted), but a loop the model
- * falls into after an ordinary question is a loop to kill.
+ * detector), whether or not the model breaks out of the loop later, or
+ * when a divergence kill ends a repetition. A build whose kernels round
+ * differently makes different near-ties, and with them different texts:
+ * the prompts are chosen to loop or not, and most do as chosen
+ * (asserted), but a loop the model falls into after an ordinary question
+ * is a loop to kill.
  *
  * Looping texts must be killed within 64 tokens of the loop's start (the
  * earliest token from which the text is periodic up to the kill); texts
@@ -37,7 +39,7 @@
 #include <unistd.h>
 
 #define MAX_GEN 160
-#define LOOP_MIN 32 /* a periodic tail this long or longer is a loop */
+#define LOOP_MIN 32 /* a periodic stretch this long or longer is a loop */
 
 static gw_model *model;
 static gw_tokenizer *tok;

@@ -101,7 +101,7 @@ static void check_rows(int lvl, int vnni, const gw_mat *W, int nb, int r0, int r
     for (size_t i = 0; i < out_stride * (size_t)nb; i++)
         out[i] = sentinel;
     gw_mat_rows_at(lvl, vnni, W, xq, stride / 32, xf, stride, nb, out, out_stride, r0, r1);
-    gw_dot_fn dot = gw_dot_at(lvl, vnni, W->type);
+    gw_dot_fn dot = gw_dot_at(lvl, W->type);
     for (int b = 0; b < nb; b++)
         for (int r = 0; r < W->rows; r++) {
             float got = out[(size_t)b * out_stride + (size_t)r];
@@ -199,39 +199,19 @@ static void test_mat_rows_uses_the_level_in_force(void **state)
     gw_mat_rows(&W, xq, COLS / 32, xf, COLS, NB, a, ROWS, 0, ROWS);
     gw_mat_rows_at(level, vnni, &W, xq, COLS / 32, xf, COLS, NB, b, ROWS, 0, ROWS);
     assert_memory_equal(a, b, sizeof a);
-    assert_ptr_equal(gw_dot_for(GW_T_Q4_1), gw_dot_at(level, vnni, GW_T_Q4_1));
+    assert_ptr_equal(gw_dot_for(GW_T_Q4_1), gw_dot_at(level, GW_T_Q4_1));
     gw_mat_pack_free(&W);
     free((void *)W.data);
     gw_simd_set(-1);
 }
 
-/* Level 2's single-row kernels and attention kernels against level 1's,
- * bit for bit (level 1 against level 0: test_quant_avx2). */
+/* Level 2's attention kernels against level 1's, bit for bit (level 1
+ * against level 0: test_quant_avx2; level 2 has no single-row products of
+ * its own, and its packed ones are test_mat_rows_...'s). */
 static void test_avx512_kernels_give_avx2_bits(void **state)
 {
     (void)state;
-    enum { N = 1536, HD = 64, NPOS = 77 };
-    int vnni;
-    gw_simd_cpu_max(&vnni);
-    const uint32_t types[] = {GW_T_Q4_0, GW_T_Q4_1, GW_T_Q8_0, GW_T_F32, GW_T_F16};
-    for (size_t t = 0; t < sizeof types / sizeof types[0]; t++) {
-        gw_mat W;
-        random_matrix(&W, types[t], 4, N);
-        float xf[N];
-        gw_q8 xq[N / 32];
-        random_acts(xf, xq, 1, N, N);
-        for (int r = 0; r < 4; r++) {
-            const uint8_t *row = W.data + (size_t)r * W.row_bytes;
-            float want = gw_dot_avx2_for(types[t])(N, row, xq, xf);
-            for (int v = 0; v <= vnni; v++) {
-                float got = gw_dot_avx512_for(types[t], v)(N, row, xq, xf);
-                if (memcmp(&got, &want, sizeof got) != 0)
-                    fail_msg("%s row %d vnni %d: avx512 %.9g avx2 %.9g",
-                             gw_ggml_type_name(types[t]), r, v, (double)got, (double)want);
-            }
-        }
-        free((void *)W.data);
-    }
+    enum { HD = 64, NPOS = 77 };
     /* attention: head sizes with and without a whole number of 16-lane
      * steps, runs of positions shorter and longer than the lanes */
     static uint16_t kv[NPOS * HD + 96], qh[HD + 32], ah[NPOS];

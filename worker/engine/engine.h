@@ -98,21 +98,18 @@ int gw_type_uses_q8(uint32_t type);
 /* Portable kernels (matvec.c). */
 gw_dot_fn gw_dot_portable_for(uint32_t type);
 /* AVX2 kernels (matvec_avx2.c); the portable ones where a type has none,
- * or on a CPU that is not x86. */
+ * or on a CPU that is not x86. Level 2 has no single-row kernels of its
+ * own: it uses these (its own are attention's and the packed products). */
 gw_dot_fn gw_dot_avx2_for(uint32_t type);
-/* Level 2's single-row kernels: level 1's (level 2's own kernels are
- * attention's and the packed products, which take vnni: 1 when the CPU has
- * AVX512-VNNI, whose vpdpbusd they use; without it they are level 1's). */
-gw_dot_fn gw_dot_avx512_for(uint32_t type, int vnni);
 
 /* The best level this CPU runs (GW_SIMD and GW_NO_AVX2 aside); *vnni, when
  * not NULL, is set to 1 when it also has AVX512-VNNI. */
 int gw_simd_cpu_max(int *vnni);
-/* The kernels of a level whatever gw_simd_get() says, for tests and
- * benchmarks: the caller checks gw_simd_cpu_max() first. vnni as for
- * gw_dot_avx512_for (ignored below level 2). Q4_0, Q4_1 and Q8_0 rows
- * (one row, not packed) take the portable kernel at every level. */
-gw_dot_fn gw_dot_at(int level, int vnni, uint32_t type);
+/* The single-row kernel of a level whatever gw_simd_get() says, for tests
+ * and benchmarks: the caller checks gw_simd_cpu_max() first. Q4_0, Q4_1
+ * and Q8_0 rows (one row, not packed) take the portable kernel at every
+ * level. */
+gw_dot_fn gw_dot_at(int level, uint32_t type);
 
 /* Attention on halves (matvec.c), in llama.cpp's summation order (see
  * there). dot_hh: x . y over n halves. attn_v: out[d] = sum over t < n_pos

@@ -556,24 +556,16 @@ int gw_simd_get(void)
 
 /* ---- dispatch ---- */
 
-gw_dot_fn gw_dot_at(int level, int vnni, uint32_t type)
+gw_dot_fn gw_dot_at(int level, uint32_t type)
 {
     if (gw_type_packs(type)) /* one row: the order is the kernel (packed.c) */
         return gw_dot_portable_for(type);
-    switch (level) {
-    case GW_SIMD_PORTABLE:
-        return gw_dot_portable_for(type);
-    case GW_SIMD_AVX2:
-        return gw_dot_avx2_for(type);
-    default:
-        return gw_dot_avx512_for(type, vnni);
-    }
+    return level == GW_SIMD_PORTABLE ? gw_dot_portable_for(type) : gw_dot_avx2_for(type);
 }
 
 gw_dot_fn gw_dot_for(uint32_t type)
 {
-    int s = simd_state_now();
-    return gw_dot_at(s & 0xff, s >> 8, type);
+    return gw_dot_at(simd_state_now() & 0xff, type);
 }
 
 void gw_mat_rows_at(int level, int vnni, const gw_mat *W, const gw_q8 *xq, size_t xq_stride,
@@ -601,7 +593,7 @@ void gw_mat_rows_at(int level, int vnni, const gw_mat *W, const gw_q8 *xq, size_
         return;
     }
     /* the other types, and Q4_0, Q4_1 and Q8_0 not packed (tests): row by row */
-    gw_dot_fn dot = gw_dot_at(level, vnni, W->type);
+    gw_dot_fn dot = gw_dot_at(level, W->type);
     for (int r = r0; r < r1; r++) {
         const uint8_t *row = W->data + (size_t)r * W->row_bytes;
         for (int b = 0; b < nb; b++)

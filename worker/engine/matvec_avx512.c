@@ -365,9 +365,3 @@ void gw_quantize_q8_avx512(const float *x, gw_q8 *y, int n)
 }
 
 #endif
-
-gw_dot_fn gw_dot_avx512_for(uint32_t type, int vnni)
-{
-    (void)vnni;
-    return gw_dot_avx2_for(type);
-}

@@ -101,8 +101,10 @@ A2_INLINE void tile_a2(const struct pk_tile *t, bool q8, int h, int nc, __m256 *
     for (int b = 0; b < t->nblk; b++) {
         const uint8_t *q = t->grp + (size_t)b * qb + 32 * (size_t)h;
         if (t->prefetch)
-            for (size_t i = 0; i < qb / 128; i++) /* this half's share of the lines */
-                _mm_prefetch((const char *)(q - 32 * h + 64 * h + PREFETCH + 128 * i), _MM_HINT_T0);
+            for (size_t i = 0; i < qb / 128; i++) /* half h: the block's lines h, h + 2, ... */
+                _mm_prefetch(
+                    (const char *)(t->grp + (size_t)b * qb + PREFETCH + 64 * (size_t)h + 128 * i),
+                    _MM_HINT_T0);
         __m256 dw = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(dh + 16 * b)));
         __m256i w[8];
         if (!q8)

@@ -152,50 +152,93 @@ L2 void gw_dot_keys_avx512(int n, const uint16_t *k, size_t k_stride, int n_keys
         out[j] = dot_hh_l2(n, k + (size_t)j * k_stride, q) * scale;
 }
 
-/* attn_v with nl lanes (64 or 16), 16 output dimensions at a time (hd %
- * 16 == 0), position t's values at vb[t / blk] + (t % blk) * v_stride;
- * rows never written (fewer positions than lanes) count as zeros. A lane's
- * first term is its product added to zero, as the lanes' zeroing and an
- * addition give it. */
-L2_INLINE void attn_v_blocks_l2(int hd, int n_pos, const uint16_t *a, const uint16_t *const *vb,
-                                int blk, size_t v_stride, float *lanes, float *out, int nl)
+/* attn_v with nl lanes (64 or 16), position t's values at vb[t / blk] +
+ * (t % blk) * v_stride, hd % 16 == 0. Lane j is the sum over t = j, j +
+ * nl, ... < n_pos of V[t] * a[t], in order of t, each term one fused
+ * multiply-add onto the lane (its first onto zero, as the portable
+ * kernel's zeroed lanes give it); a lane without positions is zero. The
+ * operations on each lane are the portable kernel's; only their
+ * interleaving differs: lane by lane, in registers, instead of position
+ * by position through memory. The lanes are then folded as r64 and r16
+ * fold them (matvec.c). */
+
+/* nj lanes j0, j0 + dj, ... over output dimensions [d0, d0 + 16 nc) into
+ * acc[l][c]. nc, nj and blk are constants where this is inlined. */
+L2_INLINE void lane_sums(int nc, int nj, int dj, int nl, int j0, int n_pos, const uint16_t *a,
+                         const uint16_t *const *vb, int blk, size_t vs, int d0, __m512 acc[4][4])
 {
-    int used = n_pos < nl ? n_pos : nl;
-    const __m512 z = _mm512_setzero_ps();
-    float wf[16]; /* the weights of positions t & ~15 to (t & ~15) + 15 */
-    for (int t = 0, b = 0; t < n_pos; b++) {
-        const uint16_t *vt = vb[b];
-        for (int e = t + (n_pos - t < blk ? n_pos - t : blk); t < e; t++, vt += v_stride) {
-            if (t % 16 == 0) {
-                __mmask16 m = n_pos - t >= 16 ? 0xffff : (__mmask16)((1u << (n_pos - t)) - 1);
-                _mm512_storeu_ps(wf, _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, a + t)));
-            }
-            __m512 w = _mm512_set1_ps(wf[t % 16]);
-            float *l = lanes + (size_t)(t % nl) * (size_t)hd;
-            if (t < nl) {
-                for (int d = 0; d < hd; d += 16)
-                    _mm512_storeu_ps(l + d, _mm512_fmadd_ps(LDH(vt + d), w, z));
-            } else {
-                for (int d = 0; d < hd; d += 16)
-                    _mm512_storeu_ps(l + d,
-                                     _mm512_fmadd_ps(LDH(vt + d), w, _mm512_loadu_ps(l + d)));
-            }
+    GW_UNROLL
+    for (int l = 0; l < nj; l++)
+        GW_UNROLL
+    for (int c = 0; c < nc; c++)
+        acc[l][c] = _mm512_setzero_ps();
+    for (int t0 = j0; t0 < n_pos; t0 += nl)
+        GW_UNROLL
+    for (int l = 0; l < nj; l++) {
+        int t = t0 + l * dj;
+        if (t < n_pos) {
+            const uint16_t *v = vb[t / blk] + (size_t)(t % blk) * vs + d0;
+            __m512 w = _mm512_set1_ps(_cvtsh_ss(a[t]));
+            GW_UNROLL
+            for (int c = 0; c < nc; c++)
+                acc[l][c] = _mm512_fmadd_ps(LDH(v + 16 * c), w, acc[l][c]);
         }
     }
-    for (int d = 0; d < hd; d += 16) {
-#define L(k) ((k) < used ? _mm512_loadu_ps(lanes + (size_t)(k) * (size_t)hd + d) : z)
-        __m512 c[16], t3[8];
-        for (int k = 0; k < 16; k++)
-            c[k] = nl == 64 ? _mm512_add_ps(_mm512_add_ps(L(k), L(32 + k)),
-                                            _mm512_add_ps(L(16 + k), L(48 + k)))
-                            : L(k);
-#undef L
-        for (int k = 0; k < 8; k++)
-            t3[k] = _mm512_add_ps(c[k], c[k + 8]);
-        __m512 t60 = _mm512_add_ps(t3[0], t3[4]), t61 = _mm512_add_ps(t3[1], t3[5]);
-        __m512 t62 = _mm512_add_ps(t3[2], t3[6]), t63 = _mm512_add_ps(t3[3], t3[7]);
-        _mm512_storeu_ps(out + d, _mm512_add_ps(_mm512_add_ps(t60, t62), _mm512_add_ps(t61, t63)));
+}
+
+/* t3[k] = c[k] + c[k + 8] for the d-group [d0, d0 + 16 nc): c[k] the sum
+ * r64 makes of lanes k, 32 + k, 16 + k, 48 + k (nl 64), or lane k (16). */
+L2_INLINE void lane_pairs(int nc, int nl, int n_pos, const uint16_t *a, const uint16_t *const *vb,
+                          int blk, size_t vs, int d0, __m512 t3[8][4])
+{
+    __m512 acc[4][4];
+    if (nl == 16) {
+        for (int k = 0; k < 8; k++) {
+            lane_sums(nc, 2, 8, 16, k, n_pos, a, vb, blk, vs, d0, acc);
+            GW_UNROLL
+            for (int c = 0; c < nc; c++)
+                t3[k][c] = _mm512_add_ps(acc[0][c], acc[1][c]);
+        }
+        return;
     }
+    __m512 ck[8][4];
+    for (int k = 0; k < 16; k++) {
+        lane_sums(nc, 4, 16, 64, k, n_pos, a, vb, blk, vs, d0, acc);
+        GW_UNROLL
+        for (int c = 0; c < nc; c++) {
+            __m512 s = _mm512_add_ps(_mm512_add_ps(acc[0][c], acc[2][c]),
+                                     _mm512_add_ps(acc[1][c], acc[3][c]));
+            if (k < 8)
+                ck[k][c] = s;
+            else
+                t3[k - 8][c] = _mm512_add_ps(ck[k - 8][c], s);
+        }
+    }
+}
+
+L2_INLINE void attn_v_group_l2(int nc, int nl, int n_pos, const uint16_t *a,
+                               const uint16_t *const *vb, int blk, size_t vs, int d0, float *out)
+{
+    __m512 t3[8][4];
+    lane_pairs(nc, nl, n_pos, a, vb, blk, vs, d0, t3);
+    GW_UNROLL
+    for (int c = 0; c < nc; c++) {
+        __m512 t60 = _mm512_add_ps(t3[0][c], t3[4][c]), t61 = _mm512_add_ps(t3[1][c], t3[5][c]);
+        __m512 t62 = _mm512_add_ps(t3[2][c], t3[6][c]), t63 = _mm512_add_ps(t3[3][c], t3[7][c]);
+        _mm512_storeu_ps(out + d0 + 16 * c,
+                         _mm512_add_ps(_mm512_add_ps(t60, t62), _mm512_add_ps(t61, t63)));
+    }
+}
+
+/* The output dimensions 64 at a time, then the 16s left. */
+L2_INLINE void attn_v_blocks_l2(int hd, int n_pos, const uint16_t *a, const uint16_t *const *vb,
+                                int blk, size_t v_stride, float *out, int nl)
+{
+    int d0 = 0;
+    for (; d0 + 64 <= hd; d0 += 64)
+        attn_v_group_l2(4, nl, n_pos, a, vb, blk, v_stride, d0, out);
+    for (; d0 < hd; d0 += 16)
+        attn_v_group_l2(1, nl, n_pos, a, vb, blk, v_stride, d0, out);
 }
 
 L2_INLINE void attn_v_lanes_l2(int hd, int n_pos, const uint16_t *a, const uint16_t *v,
@@ -205,19 +248,18 @@ L2_INLINE void attn_v_lanes_l2(int hd, int n_pos, const uint16_t *a, const uint1
         gw_attn_avx2()->attn_v[nl == 16](hd, n_pos, a, v, v_stride, lanes, out);
         return;
     }
-    attn_v_blocks_l2(hd, n_pos, a, &v, n_pos > 0 ? n_pos : 1, v_stride, lanes, out, nl);
+    attn_v_blocks_l2(hd, n_pos, a, &v, n_pos > 0 ? n_pos : 1, v_stride, out, nl);
 }
 
 L2 void gw_attn_v_paged_avx512(int batched, int hd, int n_pos, const uint16_t *a,
                                const uint16_t *const *vb, int blk, size_t v_stride, float *lanes,
                                float *out)
 {
-    if (batched) /* nl a constant in each: t % nl is a mask */
-        attn_v_blocks_l2(hd, n_pos, a, vb, blk, v_stride, lanes, out, 16);
-    else if (hd == 64)
-        attn_v_blocks_l2(64, n_pos, a, vb, blk, v_stride, lanes, out, 64);
+    (void)lanes;
+    if (blk == GW_KV_BLOCK) /* a constant: t / blk a shift */
+        attn_v_blocks_l2(hd, n_pos, a, vb, GW_KV_BLOCK, v_stride, out, batched ? 16 : 64);
     else
-        attn_v_blocks_l2(hd, n_pos, a, vb, blk, v_stride, lanes, out, 64);
+        attn_v_blocks_l2(hd, n_pos, a, vb, blk, v_stride, out, batched ? 16 : 64);
 }
 #undef LDH
 

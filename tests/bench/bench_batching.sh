@@ -25,11 +25,14 @@
 #     under every attack for 20 s) with gpuwarden-load, against gpuwarden
 #     (dev config: its limits are what the scenario is written for; 1 worker,
 #     2 threads, max_batch GW_ISO_BATCH when accepted) and then against
-#     llama-server -t 2 --parallel GW_ISO_BATCH (default 4). llama-server
+#     llama-server -t 2 --parallel GW_ISO_BATCH (default 4), GW_ROUNDS times
+#     (default 1), alternated, each round a fresh server. llama-server
 #     has no tenants or JWTs: it ignores the Authorization header, so the
 #     attackers and the legitimate clients are just different connections
 #     and every attack request is served. Prints the legitimate classes of
-#     both side by side.
+#     both side by side, per round and pooled over the rounds
+#     (tests/bench/isolation_summary.py: a p99 of one round's 20-40 answers
+#     is its maximum; pooled rounds give it a few hundred).
 #
 # Environment: GW_BUILD (build dir, default build), GW_LLAMA_SERVER (the
 # binary; default the newest under $HOME/.cache/gpuwarden-bench, as built by
@@ -263,61 +266,38 @@ PY
     exit 0
 fi
 
-# isolation: the scenario as docs/BENCHMARKS.md runs it, then llama-server
+# isolation: the scenario as docs/BENCHMARKS.md runs it, then llama-server;
+# GW_ROUNDS rounds of each, alternated, every round a fresh server
 scen=dist/scenarios/isolation.json
-for s in $servers; do
-    if [ "$s" = gpuwarden ]; then
-        mb=$(batch_for "$iso_batch")
-        mkdir -p "$tmp/iso"
-        dev_config "$tmp/iso" "$mb" "${GW_PRIORITY_LEAD:-}"
-        start_gw "$tmp/iso/gpuwarden.json"
-        echo
-        echo "== gpuwarden (dev config, 1 worker, $threads threads${mb:+, max_batch $mb})"
-        "$build/bin/gpuwarden-load" --quiet --target "127.0.0.1:$gw_port" \
-            --ledger "$tmp/iso/state/ledger" --admin "$tmp/iso/admin.sock" \
-            --json "$out/isolation-gpuwarden.json" "$scen" | tee "$out/isolation-gpuwarden.txt" ||
-            echo "(gpuwarden-load exit status $?: thresholds, as in docs/BENCHMARKS.md)"
-        stop
-    else
-        port=$(free_port)
-        start_llama "$port" "$iso_batch"
-        echo
-        echo "== llama-server (-t $threads --parallel $iso_batch -c $((iso_batch * 512)); no auth: tokens ignored)"
-        "$build/bin/gpuwarden-load" --quiet --target "127.0.0.1:$port" --ledger "" \
-            --json "$out/isolation-llama-server.json" "$scen" | tee "$out/isolation-llama-server.txt" ||
-            echo "(gpuwarden-load exit status $?: thresholds)"
-        stop
-    fi
+for round in $(seq "${GW_ROUNDS:-1}"); do
+    for s in $servers; do
+        tag=$s-r$round
+        if [ "$s" = gpuwarden ]; then
+            mb=$(batch_for "$iso_batch")
+            rm -rf "$tmp/iso"
+            mkdir -p "$tmp/iso"
+            dev_config "$tmp/iso" "$mb" "${GW_PRIORITY_LEAD:-}"
+            start_gw "$tmp/iso/gpuwarden.json"
+            echo
+            echo "== round $round: gpuwarden (dev config, 1 worker, $threads threads${mb:+, max_batch $mb})"
+            "$build/bin/gpuwarden-load" --quiet --target "127.0.0.1:$gw_port" \
+                --ledger "$tmp/iso/state/ledger" --admin "$tmp/iso/admin.sock" \
+                --timeline "$out/isolation-$tag.csv" --json "$out/isolation-$tag.json" "$scen" |
+                tee "$out/isolation-$tag.txt" ||
+                echo "(gpuwarden-load exit status $?: thresholds, as in docs/BENCHMARKS.md)"
+            stop
+        else
+            port=$(free_port)
+            start_llama "$port" "$iso_batch"
+            echo
+            echo "== round $round: llama-server (-t $threads --parallel $iso_batch -c $((iso_batch * 512)); no auth: tokens ignored)"
+            "$build/bin/gpuwarden-load" --quiet --target "127.0.0.1:$port" --ledger "" \
+                --timeline "$out/isolation-$tag.csv" --json "$out/isolation-$tag.json" "$scen" |
+                tee "$out/isolation-$tag.txt" || echo "(gpuwarden-load exit status $?: thresholds)"
+            stop
+        fi
+    done
 done
 echo
 # shellcheck disable=SC2086 # one argument per server
-python3 - "$out" $servers <<'PY'
-import json, os, sys
-out, servers = sys.argv[1], sys.argv[2:]
-print("| server | class | sent | 200 | success | TTFT p50 | TTFT p99 | total p99 (ms) |")
-print("|---|---|---:|---:|---:|---:|---:|---:|")
-for s in servers:
-    p = os.path.join(out, f"isolation-{s}.json")
-    if not os.path.exists(p):
-        continue
-    rep = json.load(open(p))
-    for c in rep["classes"]:
-        if not c["name"].startswith("legit-"):
-            continue
-        t, tot = c["ttft_ok"], c["total_ok"]
-        print(f"| {s} | {c['name']} | {c['sent']} | {c['outcomes']['200']} | "
-              f"{100 * (c['success_ratio'] or 0):.2f}% | {t.get('p50_ms', 0):.1f} | "
-              f"{t.get('p99_ms', 0):.1f} | {tot.get('p99_ms', 0):.1f} |")
-print()
-print("attack classes: sent / 200 / other outcomes")
-for s in servers:
-    p = os.path.join(out, f"isolation-{s}.json")
-    if not os.path.exists(p):
-        continue
-    rep = json.load(open(p))
-    for c in rep["classes"]:
-        if c["name"].startswith("legit-"):
-            continue
-        rest = {k: v for k, v in c["outcomes"].items() if v and k != "200"}
-        print(f"  {s:12} {c['name']:14} sent {c['sent']:5}  200 {c['outcomes']['200']:5}  {rest}")
-PY
+python3 tests/bench/isolation_summary.py "$out" "${GW_ROUNDS:-1}" $servers

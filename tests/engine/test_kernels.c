@@ -310,7 +310,7 @@ static void test_avx512_dot_keys_gives_avx2_scores(void **state)
             for (int whole = 0; whole < 2; whole++) {
                 int readable = whole ? (runs[r] + 15) / 16 * 16 : runs[r];
                 memset(got, 0xff, sizeof got);
-                gw_dot_keys_avx512(ns[i], k, STRIDE, runs[r], readable, q, scale, got);
+                gw_dot_keys_avx512(ns[i], k, STRIDE, runs[r], readable, q, NULL, scale, got);
                 for (int j = 0; j < runs[r]; j++)
                     if (memcmp(&got[j], &want[j], sizeof got[j]) != 0)
                         fail_msg("n %d, %d keys (%d readable): key %d avx512 %.9g, avx2 %.9g",

@@ -243,10 +243,16 @@ static void gather_v(const gw_ctx *x, int l, int seq, int kvh, int n, uint16_t *
 /* Asks the caches for the keys and values of kv head kvh of row r's
  * sequence, positions 0 to the row's: a kv head's rows of a block are one
  * run of GW_KV_BLOCK * head_dim halves, but the blocks lie anywhere in the
- * pool, where the hardware prefetchers do not follow. */
+ * pool, where the hardware prefetchers do not follow. Not for a
+ * single-token row at level 2: there the key scoring asks for each value
+ * row as it scores its key (gw_dot_keys' pf), and the keys' own 4 KiB runs
+ * stream; a burst of a whole group's lines ahead of its compute stalled
+ * on the line fill buffers instead (docs/BENCHMARKS.md). */
 static void prefetch_kv(const gw_ctx *x, int l, int r, int kvh)
 {
     int hd = x->m->cfg.head_dim, seq = x->row_seq[r], n = x->row_pos[r] + 1;
+    if (!x->row_multi[r] && gw_simd_get() >= GW_SIMD_AVX512)
+        return;
     for (int t0 = 0; t0 < n; t0 += GW_KV_BLOCK) {
         size_t off = gw__kv_at(x, l, seq, t0, kvh);
         size_t bytes = (size_t)(n - t0 < GW_KV_BLOCK ? n - t0 : GW_KV_BLOCK) * (size_t)hd * 2;
@@ -306,7 +312,8 @@ static void att_share(void *arg, int i, int n, int th)
         int r = it / c->n_head, h = it % c->n_head, kvh = h / group;
         int seq = x->row_seq[r], pos = x->row_pos[r];
         /* the first head of a kv head's group: the next group's keys and
-         * values on their way while this one computes */
+         * values on their way while this one computes (prefetch_kv says
+         * when) */
         if (h % group == 0 && it + group < to)
             prefetch_kv(x, j->layer, (it + group) / c->n_head, (it + group) % c->n_head / group);
         gw_dot_hh_fn dot = gw_dot_hh_for(x->row_multi[r]);
@@ -320,6 +327,8 @@ static void att_share(void *arg, int i, int n, int th)
             for (int t0 = 0; t0 <= pos; t0 += GW_KV_BLOCK)
                 gw_dot_keys(hd, x->key_cache + gw__kv_at(x, j->layer, seq, t0, kvh), (size_t)hd,
                             pos + 1 - t0 < GW_KV_BLOCK ? pos + 1 - t0 : GW_KV_BLOCK, GW_KV_BLOCK, q,
+                            h % group ? NULL /* the group's first head asked */
+                                      : x->value_cache + gw__kv_at(x, j->layer, seq, t0, kvh),
                             scale, att + t0);
         softmax_h(att, pos + 1, ah);
         if (r != have_r || kvh != have_kvh) {

@@ -85,7 +85,8 @@ L2 static float dot_hh16_l2(int n, const uint16_t *x, const uint16_t *y)
  * takes (distances 8, 4, 2, 1) done for the 16 keys together, each
  * addition the one r16_l2 makes: the bits of dot_hh_l2(n, key, q) *
  * scale. out[j] for key j, at k + j * k_stride. */
-L2_INLINE void dot_keys16_n(int n, const uint16_t *k, size_t k_stride, const uint16_t *q, __m512 *c)
+L2_INLINE void dot_keys16_n(int n, const uint16_t *k, size_t k_stride, const uint16_t *q,
+                            const uint16_t *pf, __m512 *c)
 {
     __m512 qv[4];
     GW_UNROLL
@@ -94,6 +95,9 @@ L2_INLINE void dot_keys16_n(int n, const uint16_t *k, size_t k_stride, const uin
     GW_UNROLL16
     for (int j = 0; j < 16; j++) {
         const uint16_t *x = k + (size_t)j * k_stride;
+        if (pf)
+            for (int o = 0; o < n; o += 32)
+                _mm_prefetch((const char *)(pf + (size_t)j * k_stride + o), _MM_HINT_T0);
         __m512 a[4];
         GW_UNROLL
         for (int r = 0; r < 4; r++)
@@ -107,10 +111,10 @@ L2_INLINE void dot_keys16_n(int n, const uint16_t *k, size_t k_stride, const uin
 }
 
 L2 static void dot_keys16_l2(int n, const uint16_t *k, size_t k_stride, const uint16_t *q,
-                             float scale, float *out)
+                             const uint16_t *pf, float scale, float *out)
 {
     __m512 c[16];
-    dot_keys16_n(n, k, k_stride, q, c);
+    dot_keys16_n(n, k, k_stride, q, pf, c);
     /* distance 8: key j in lanes 0..7, key j + 8 in lanes 8..15 */
     __m512 p[8], t4[4], t2[2];
     GW_UNROLL
@@ -135,15 +139,17 @@ L2 static void dot_keys16_l2(int n, const uint16_t *k, size_t k_stride, const ui
 }
 
 L2 void gw_dot_keys_avx512(int n, const uint16_t *k, size_t k_stride, int n_keys, int readable,
-                           const uint16_t *q, float scale, float *out)
+                           const uint16_t *q, const uint16_t *pf, float scale, float *out)
 {
     int j = 0;
     if (n % 64 == 0) {
         for (; j + 16 <= n_keys; j += 16)
-            dot_keys16_l2(n, k + (size_t)j * k_stride, k_stride, q, scale, out + j);
+            dot_keys16_l2(n, k + (size_t)j * k_stride, k_stride, q,
+                          pf ? pf + (size_t)j * k_stride : NULL, scale, out + j);
         if (j < n_keys && j + 16 <= readable) {
             float all[16];
-            dot_keys16_l2(n, k + (size_t)j * k_stride, k_stride, q, scale, all);
+            dot_keys16_l2(n, k + (size_t)j * k_stride, k_stride, q,
+                          pf ? pf + (size_t)j * k_stride : NULL, scale, all);
             memcpy(out + j, all, (size_t)(n_keys - j) * sizeof(float));
             return;
         }
@@ -386,9 +392,9 @@ int32_t gw_argmax_avx512(const float *x, int n)
 }
 
 void gw_dot_keys_avx512(int n, const uint16_t *k, size_t k_stride, int n_keys, int readable,
-                        const uint16_t *q, float scale, float *out)
+                        const uint16_t *q, const uint16_t *pf, float scale, float *out)
 {
-    (void)readable;
+    (void)readable, (void)pf;
     gw_dot_keys_at(gw_attn_avx2(), n, k, k_stride, n_keys, q, scale, out);
 }
 

@@ -1,0 +1,100 @@
+#!/usr/bin/env python3
+"""isolation_summary.py - the legitimate classes of bench_batching.sh's
+isolation rounds: per round (from each round's gpuwarden-load JSON report)
+and pooled over the rounds (from the --timeline CSVs, one line per request).
+
+    isolation_summary.py OUT_DIR ROUNDS SERVER...
+
+Reads OUT_DIR/isolation-SERVER-rROUND.{json,csv}. The latency of a class
+is what its threshold in dist/scenarios/isolation.json names: TTFT for a
+streaming class, the whole answer for the others. Percentiles are nearest
+rank over the answers with status 200. The pooled ratio is the attacked
+class's p99 over its calm class's, each over every round's answers. A
+benchmark's report: it asserts nothing."""
+import collections
+import csv
+import json
+import math
+import os
+import sys
+
+
+def pct(xs, p):
+    """Nearest-rank percentile p of xs (None when empty)."""
+    if not xs:
+        return None
+    xs = sorted(xs)
+    return xs[max(0, math.ceil(p / 100 * len(xs)) - 1)]
+
+
+def fmt(x):
+    return "-" if x is None else f"{x:.1f}"
+
+
+def streaming(scenario):
+    return {c["name"]: c.get("stream", False) for c in scenario["classes"]}
+
+
+def main():
+    out, rounds, servers = sys.argv[1], int(sys.argv[2]), sys.argv[3:]
+    stream = streaming(json.load(open("dist/scenarios/isolation.json")))
+    print("Per round (TTFT p99 for streams, whole answer p99 otherwise, ms):")
+    print("| server | round | class | sent | 200 | other outcomes | p50 | p99 |")
+    print("|---|---:|---|---:|---:|---|---:|---:|")
+    pooled = collections.defaultdict(list)  # (server, class) -> latencies
+    outcomes = collections.defaultdict(collections.Counter)
+    for s in servers:
+        for r in range(1, rounds + 1):
+            path = os.path.join(out, f"isolation-{s}-r{r}.csv")
+            if not os.path.exists(path):
+                continue
+            per = collections.defaultdict(list)
+            other = collections.defaultdict(collections.Counter)
+            sent = collections.Counter()
+            for row in csv.DictReader(open(path)):
+                cls, outcome, status = row["class"], row["outcome"], row["status"]
+                ttft, total = row["ttft_ms"], row["total_ms"]
+                if not cls.startswith("legit-"):
+                    continue
+                sent[cls] += 1
+                outcomes[(s, cls)][f"{outcome}/{status}"] += 1
+                if status == "200":
+                    per[cls].append(float(ttft) if stream[cls] else float(total))
+                else:
+                    other[cls][f"{outcome}/{status}"] += 1
+            for cls in sorted(sent):
+                pooled[(s, cls)] += per[cls]
+                rest = ", ".join(f"{k} {v}" for k, v in sorted(other[cls].items())) or "-"
+                print(f"| {s} | {r} | {cls} | {sent[cls]} | {len(per[cls])} | {rest} | "
+                      f"{fmt(pct(per[cls], 50))} | {fmt(pct(per[cls], 99))} |")
+    print()
+    print(f"Pooled over {rounds} round(s):")
+    print("| server | tenant class | answers calm / attacked | success attacked | "
+          "p50 calm -> attacked | p99 calm -> attacked | p99 ratio |")
+    print("|---|---|---:|---:|---|---|---:|")
+    for s in servers:
+        for calm in sorted(c for (sv, c) in pooled if sv == s and c.endswith("-calm")):
+            att = calm[: -len("calm")] + "attacked"
+            a, c = pooled.get((s, att), []), pooled[(s, calm)]
+            total = sum(outcomes[(s, att)].values())
+            ok = 100 * len(a) / total if total else 0
+            p99c, p99a = pct(c, 99), pct(a, 99)
+            ratio = p99a / p99c if p99c and p99a else None
+            print(f"| {s} | {calm[:-5]} | {len(c)} / {len(a)} | {ok:.2f}% | "
+                  f"{fmt(pct(c, 50))} -> {fmt(pct(a, 50))} | {fmt(p99c)} -> {fmt(p99a)} | "
+                  f"{'-' if ratio is None else f'{ratio:.2f}'} |")
+    print()
+    print("attack classes, last round: sent / 200 / other outcomes")
+    for s in servers:
+        p = os.path.join(out, f"isolation-{s}-r{rounds}.json")
+        if not os.path.exists(p):
+            continue
+        for c in json.load(open(p))["classes"]:
+            if c["name"].startswith("legit-"):
+                continue
+            rest = {k: v for k, v in c["outcomes"].items() if v and k != "200"}
+            print(f"  {s:12} {c['name']:14} sent {c['sent']:5}  200 {c['outcomes']['200']:5}  {rest}")
+
+
+if __name__ == "__main__":
+    main()

@@ -378,9 +378,15 @@ struct row_job {
     const float *add, *w;
 };
 
+/* Share i of n: whole groups of 4 rows (rmsnorm_rows runs 4 rows' sums
+ * side by side, each a chain of dependent additions in double: one row
+ * alone waits on its chain), the groups split across the shares. */
 static void row_range(const struct row_job *j, int i, int n, int *a, int *b)
 {
-    *a = j->rows * i / n, *b = j->rows * (i + 1) / n;
+    int g = (j->rows + 3) / 4;
+    *a = 4 * (g * i / n), *b = 4 * (g * (i + 1) / n);
+    *a = *a < j->rows ? *a : j->rows;
+    *b = *b < j->rows ? *b : j->rows;
 }
 
 static void norm_share(void *arg, int i, int n, int t)
@@ -425,11 +431,13 @@ static void layer_pass(gw_ctx *x, int l, int R)
 {
     const gw_model_config *c = &x->m->cfg;
     const struct layer *L = &x->m->l[l];
-    int dim = c->dim, ffn = c->ffn;
+    int ffn = c->ffn;
     uint64_t t = prof_start(x);
 
-    /* attention: q, k, v of the normed input (norm_share quantizes it) */
-    struct row_job nj = {.x = x, .layer = l, .rows = R, .w = L->attn_norm};
+    /* attention: q, k, v of the normed input (norm_share quantizes it),
+     * after the last layer's feed-forward residual (its output in xb) */
+    struct row_job nj = {
+        .x = x, .layer = l, .rows = R, .add = l > 0 ? x->xb : NULL, .w = L->attn_norm};
     rows_run(x, norm_share, &nj);
     prof_mark(x, GW_PROF_NORM, &t);
     matmul_q(x, &L->wq, x->q, &L->wk, x->k, &L->wv, x->v, x->xb, x->xq, R, GW_PROF_QKV, &t);
@@ -446,15 +454,13 @@ static void layer_pass(gw_ctx *x, int l, int R)
     rows_run(x, norm_share, &fn);
     prof_mark(x, GW_PROF_NORM, &t);
 
-    /* SwiGLU feed-forward: w_down(silu(w_gate x) * w_up x), and residual */
+    /* SwiGLU feed-forward: w_down(silu(w_gate x) * w_up x) into xb; its
+     * residual is added by the next layer's norm job (or gw__forward) */
     struct ffn_job fj = {.x = x, .L = L, .rows = R, .quant = ffn % 32 == 0};
     gw_pool_run(x->pool, ffn_share, &fj);
     prof_mark(x, GW_PROF_GATE_UP, &t); /* SwiGLU and quantization included */
     matmul_q(x, &L->w_down, x->xb, NULL, NULL, NULL, NULL, x->hb, fj.quant ? x->xq2 : NULL, R,
              GW_PROF_DOWN, &t);
-    for (size_t i = 0; i < (size_t)R * dim; i++)
-        x->x[i] += x->xb[i];
-    prof_mark(x, GW_PROF_RESID, &t);
 }
 
 /* The rows of the items: embeddings, sequence, position, kernel choice and
@@ -486,6 +492,10 @@ void gw__forward(gw_ctx *x, const gw_batch_item *items, int n_items)
     prof_mark(x, GW_PROF_EMBED, &t);
     for (int l = 0; l < m->cfg.n_layer; l++)
         layer_pass(x, l, R);
+    t = prof_start(x);
+    for (size_t i = 0; i < (size_t)R * dim; i++) /* the last layer's residual */
+        x->x[i] += x->xb[i];
+    prof_mark(x, GW_PROF_RESID, &t);
 
     /* final norm and output matrix for the last row of each item that asks */
     int nl = 0, last = -1;

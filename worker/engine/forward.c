@@ -245,9 +245,9 @@ static void gather_v(const gw_ctx *x, int l, int seq, int kvh, int n, uint16_t *
  * run of GW_KV_BLOCK * head_dim halves, but the blocks lie anywhere in the
  * pool, where the hardware prefetchers do not follow. Not for a
  * single-token row at level 2: there the key scoring asks for each value
- * row as it scores its key (gw_dot_keys' pf), and the keys' own 4 KiB runs
- * stream; a burst of a whole group's lines ahead of its compute stalled
- * on the line fill buffers instead (docs/BENCHMARKS.md). */
+ * row and the next block's key row as it scores a key (gw_dot_keys' pf);
+ * a burst of a whole group's lines ahead of its compute stalled on the
+ * line fill buffers instead (docs/BENCHMARKS.md). */
 static void prefetch_kv(const gw_ctx *x, int l, int r, int kvh)
 {
     int hd = x->m->cfg.head_dim, seq = x->row_seq[r], n = x->row_pos[r] + 1;
@@ -324,12 +324,19 @@ static void att_share(void *arg, int i, int n, int th)
             for (int t = 0; t <= pos; t++)
                 att[t] = dot(hd, x->key_cache + gw__kv_at(x, j->layer, seq, t, kvh), q) * scale;
         else /* the keys of each block side by side */
-            for (int t0 = 0; t0 <= pos; t0 += GW_KV_BLOCK)
+            for (int t0 = 0; t0 <= pos; t0 += GW_KV_BLOCK) {
+                /* the group's first head asks for the block's values and
+                 * the next block's keys as it goes (the others find them) */
+                const uint16_t *pf[2] = {NULL, NULL};
+                if (h % group == 0) {
+                    pf[0] = x->value_cache + gw__kv_at(x, j->layer, seq, t0, kvh);
+                    if (t0 + GW_KV_BLOCK <= pos)
+                        pf[1] = x->key_cache + gw__kv_at(x, j->layer, seq, t0 + GW_KV_BLOCK, kvh);
+                }
                 gw_dot_keys(hd, x->key_cache + gw__kv_at(x, j->layer, seq, t0, kvh), (size_t)hd,
                             pos + 1 - t0 < GW_KV_BLOCK ? pos + 1 - t0 : GW_KV_BLOCK, GW_KV_BLOCK, q,
-                            h % group ? NULL /* the group's first head asked */
-                                      : x->value_cache + gw__kv_at(x, j->layer, seq, t0, kvh),
-                            scale, att + t0);
+                            pf, scale, att + t0);
+            }
         softmax_h(att, pos + 1, ah);
         if (r != have_r || kvh != have_kvh) {
             if (paged)

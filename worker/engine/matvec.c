@@ -651,7 +651,7 @@ void gw_dot_keys_at(const gw_attn_kernels *ks, int n, const uint16_t *k, size_t 
 }
 
 void gw_dot_keys(int n, const uint16_t *k, size_t k_stride, int n_keys, int readable,
-                 const uint16_t *q, const uint16_t *pf, float scale, float *out)
+                 const uint16_t *q, const uint16_t *const pf[2], float scale, float *out)
 {
     if (gw_simd_get() >= GW_SIMD_AVX512)
         gw_dot_keys_avx512(n, k, k_stride, n_keys, readable, q, pf, scale, out);

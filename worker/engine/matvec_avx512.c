@@ -86,7 +86,7 @@ L2 static float dot_hh16_l2(int n, const uint16_t *x, const uint16_t *y)
  * addition the one r16_l2 makes: the bits of dot_hh_l2(n, key, q) *
  * scale. out[j] for key j, at k + j * k_stride. */
 L2_INLINE void dot_keys16_n(int n, const uint16_t *k, size_t k_stride, const uint16_t *q,
-                            const uint16_t *pf, __m512 *c)
+                            const uint16_t *const pf[2], __m512 *c)
 {
     __m512 qv[4];
     GW_UNROLL
@@ -95,9 +95,10 @@ L2_INLINE void dot_keys16_n(int n, const uint16_t *k, size_t k_stride, const uin
     GW_UNROLL16
     for (int j = 0; j < 16; j++) {
         const uint16_t *x = k + (size_t)j * k_stride;
-        if (pf)
-            for (int o = 0; o < n; o += 32)
-                _mm_prefetch((const char *)(pf + (size_t)j * k_stride + o), _MM_HINT_T0);
+        for (int p = 0; p < 2; p++)
+            if (pf[p])
+                for (int o = 0; o < n; o += 32)
+                    _mm_prefetch((const char *)(pf[p] + (size_t)j * k_stride + o), _MM_HINT_T0);
         __m512 a[4];
         GW_UNROLL
         for (int r = 0; r < 4; r++)
@@ -111,7 +112,7 @@ L2_INLINE void dot_keys16_n(int n, const uint16_t *k, size_t k_stride, const uin
 }
 
 L2 static void dot_keys16_l2(int n, const uint16_t *k, size_t k_stride, const uint16_t *q,
-                             const uint16_t *pf, float scale, float *out)
+                             const uint16_t *const pf[2], float scale, float *out)
 {
     __m512 c[16];
     dot_keys16_n(n, k, k_stride, q, pf, c);
@@ -139,17 +140,20 @@ L2 static void dot_keys16_l2(int n, const uint16_t *k, size_t k_stride, const ui
 }
 
 L2 void gw_dot_keys_avx512(int n, const uint16_t *k, size_t k_stride, int n_keys, int readable,
-                           const uint16_t *q, const uint16_t *pf, float scale, float *out)
+                           const uint16_t *q, const uint16_t *const pf[2], float scale, float *out)
 {
     int j = 0;
     if (n % 64 == 0) {
-        for (; j + 16 <= n_keys; j += 16)
-            dot_keys16_l2(n, k + (size_t)j * k_stride, k_stride, q,
-                          pf ? pf + (size_t)j * k_stride : NULL, scale, out + j);
-        if (j < n_keys && j + 16 <= readable) {
+        for (; j < n_keys && j + 16 <= readable; j += 16) {
+            const uint16_t *p16[2];
+            for (int p = 0; p < 2; p++)
+                p16[p] = pf && pf[p] ? pf[p] + (size_t)j * k_stride : NULL;
+            if (j + 16 <= n_keys) {
+                dot_keys16_l2(n, k + (size_t)j * k_stride, k_stride, q, p16, scale, out + j);
+                continue;
+            }
             float all[16];
-            dot_keys16_l2(n, k + (size_t)j * k_stride, k_stride, q,
-                          pf ? pf + (size_t)j * k_stride : NULL, scale, all);
+            dot_keys16_l2(n, k + (size_t)j * k_stride, k_stride, q, p16, scale, all);
             memcpy(out + j, all, (size_t)(n_keys - j) * sizeof(float));
             return;
         }
@@ -392,7 +396,7 @@ int32_t gw_argmax_avx512(const float *x, int n)
 }
 
 void gw_dot_keys_avx512(int n, const uint16_t *k, size_t k_stride, int n_keys, int readable,
-                        const uint16_t *q, const uint16_t *pf, float scale, float *out)
+                        const uint16_t *q, const uint16_t *const pf[2], float scale, float *out)
 {
     (void)readable, (void)pf;
     gw_dot_keys_at(gw_attn_avx2(), n, k, k_stride, n_keys, q, scale, out);

@@ -171,8 +171,7 @@ void gw_dot_keys_avx512(int n, const uint16_t *k, size_t k_stride, int n_keys, i
  * values where a paged cache keeps them: position t's at vb[t / blk] +
  * (t % blk) * v_stride; the bits of attn_v over the values gathered. */
 void gw_attn_v_paged_avx512(int batched, int hd, int n_pos, const uint16_t *a,
-                            const uint16_t *const *vb, int blk, size_t v_stride, float *lanes,
-                            float *out);
+                            const uint16_t *const *vb, int blk, size_t v_stride, float *out);
 const gw_attn_kernels *gw_attn_avx2(void);
 const gw_attn_kernels *gw_attn_avx512(void);
 /* Level 2's softmax_h and silu_mul (expf_avx512.c; level 2 CPUs only),

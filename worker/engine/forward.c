@@ -350,7 +350,7 @@ static void att_share(void *arg, int i, int n, int th)
         float *o = x->xb2 + (size_t)r * c->dim + h * hd;
         if (paged)
             gw_attn_v_paged_avx512(x->row_multi[r], hd, pos + 1, ah, vb, GW_KV_BLOCK, (size_t)hd,
-                                   lanes, o);
+                                   o);
         else
             gw_attn_v_for(x->row_multi[r])(hd, pos + 1, ah, vg, (size_t)hd, lanes, o);
         if (hd % 32 == 0) /* its blocks of attn_output's input */

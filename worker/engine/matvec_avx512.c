@@ -262,10 +262,8 @@ L2_INLINE void attn_v_lanes_l2(int hd, int n_pos, const uint16_t *a, const uint1
 }
 
 L2 void gw_attn_v_paged_avx512(int batched, int hd, int n_pos, const uint16_t *a,
-                               const uint16_t *const *vb, int blk, size_t v_stride, float *lanes,
-                               float *out)
+                               const uint16_t *const *vb, int blk, size_t v_stride, float *out)
 {
-    (void)lanes;
     if (blk == GW_KV_BLOCK) /* a constant: t / blk a shift */
         attn_v_blocks_l2(hd, n_pos, a, vb, GW_KV_BLOCK, v_stride, out, batched ? 16 : 64);
     else
@@ -403,11 +401,10 @@ void gw_dot_keys_avx512(int n, const uint16_t *k, size_t k_stride, int n_keys, i
 }
 
 void gw_attn_v_paged_avx512(int batched, int hd, int n_pos, const uint16_t *a,
-                            const uint16_t *const *vb, int blk, size_t v_stride, float *lanes,
-                            float *out)
+                            const uint16_t *const *vb, int blk, size_t v_stride, float *out)
 {
     (void)batched, (void)hd, (void)n_pos, (void)a, (void)vb, (void)blk, (void)v_stride;
-    (void)lanes, (void)out;
+    (void)out;
     abort(); /* gw_simd_set never picks level 2 off x86 */
 }
 

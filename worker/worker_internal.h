@@ -120,10 +120,11 @@ void gw__sched_step(struct gw_worker *w);
  * "Priority steps"): keep[i] gets 1 for those that do. vtc[i]: the
  * counter of gens[i]'s tenant (UINT64_MAX: none; vtc may be NULL); lead:
  * in counter units (0: prompts only). The priority ones: those still
- * prefilling, and, when two counters differ by more than lead, those
- * within lead of the smallest. When some but not all have priority and
- * *priority_only is 0, only those run, and *priority_only becomes 1;
- * otherwise all, and it becomes 0. Returns how many run. */
+ * prefilling with at most twice the prompt tokens left of the prefilling
+ * one with fewest, and, when two counters differ by more than lead, the
+ * decoding ones within lead of the smallest. When some but not all have
+ * priority and *priority_only is 0, only those run, and *priority_only
+ * becomes 1; otherwise all, and it becomes 0. Returns how many run. */
 int gw__sched_priority(int *priority_only, gw_gen *const *gens, const uint64_t *vtc, uint64_t lead,
                        int n, unsigned char *keep);
 

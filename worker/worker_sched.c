@@ -32,10 +32,11 @@
  * never stalls the others' next token for its whole prefill.
  *
  * Priority steps, every other step (gw__sched_priority): the priority
- * sequences are those still prefilling and, when a tenant in the step
- * leads another's counter by more than model.priority_lead generated
- * tokens (of a weight-1 tenant), those of the tenants within that lead of
- * the smallest counter. When some but not all of the step's sequences
+ * sequences are the prefilling ones with at most twice the prompt tokens
+ * left of the one with fewest and, when a tenant in the step leads
+ * another's counter by more than model.priority_lead generated tokens (of
+ * a weight-1 tenant), the decoding ones of the tenants within that lead
+ * of the smallest counter. When some but not all of the step's sequences
  * have priority and the last step was not already such a step, the step
  * runs only them (the others sit it out, their KV cache kept).
  * - Prompts first: a newcomer's first token waits for its own prompt, not
@@ -43,6 +44,14 @@
  *   full batch's decode rows cost as much as a short prompt's (8 rows:
  *   ~12 ms against 3 ms alone, docs/BENCHMARKS.md). The rows computed are
  *   the same ones, so throughput is unchanged.
+ * - Shortest prompts first: prompts that arrive together (an attack's
+ *   onset: six tenants' first prompts in one instant) would share one
+ *   pass whose time grows with all their rows (38 rows: 27-36 ms against
+ *   8 ms for a 3-token prompt alone on the CPU). Those with more than
+ *   twice the fewest tokens left wait for the next step, which is a full
+ *   one, so a 3-token question is not held up by the 13- and 500-token
+ *   prompts that came with it, and a long prompt loses one step at most.
+ *   Prompts of like length (a wave of one client's) still share a pass.
  * - Less served first: a tenant with one short request among a heavy
  *   tenant's (an attacker's admitted floods, a batch job) gets every other
  *   token from a step of its own rows, at a single sequence's speed, so it
@@ -221,26 +230,35 @@ static int by_counter(const void *a, const void *b)
     return x->req.created_us < y->req.created_us ? -1 : x->req.created_us > y->req.created_us;
 }
 
-static int prefilling(const gw_gen *g)
+/* The prompt tokens g still has to feed (0 once it decodes). */
+static size_t prompt_left(const gw_gen *g)
 {
-    return gw_gen_prompt_fed(g) < gw_gen_res(g)->n_prompt;
+    return gw_gen_res(g)->n_prompt - gw_gen_prompt_fed(g);
 }
 
 int gw__sched_priority(int *priority_only, gw_gen *const *gens, const uint64_t *vtc, uint64_t lead,
                        int n, unsigned char *keep)
 {
     uint64_t lo = UINT64_MAX, hi = 0;
-    for (int i = 0; vtc && i < n; i++)
-        if (vtc[i] != UINT64_MAX) {
+    size_t shortest = SIZE_MAX;
+    for (int i = 0; i < n; i++) {
+        size_t left = prompt_left(gens[i]);
+        shortest = left > 0 && left < shortest ? left : shortest;
+        if (vtc && vtc[i] != UINT64_MAX) {
             lo = vtc[i] < lo ? vtc[i] : lo;
             hi = vtc[i] > hi ? vtc[i] : hi;
         }
+    }
     /* lo + lead < hi: no overflow below */
     int behind = lead > 0 && lo != UINT64_MAX && hi - lo > lead;
     int p = 0;
-    for (int i = 0; i < n; i++)
-        p += keep[i] = (unsigned char)(prefilling(gens[i]) ||
-                                       (behind && vtc[i] != UINT64_MAX && vtc[i] <= lo + lead));
+    for (int i = 0; i < n; i++) {
+        size_t left = prompt_left(gens[i]);
+        /* shortest <= left, so 2 * shortest cannot overflow */
+        p += keep[i] =
+            (unsigned char)(left > 0 ? left <= 2 * shortest
+                                     : behind && vtc[i] != UINT64_MAX && vtc[i] <= lo + lead);
+    }
     if (*priority_only || p == 0 || p == n) {
         *priority_only = 0;
         memset(keep, 1, (size_t)n);

@@ -1,7 +1,8 @@
 /* bench_step.c - where a batched decode step's time goes, by operation,
  * for B = 1, 2, 4, 8 (and 16) sequences in one step.
  *
- *   bench_step MODEL.gguf [threads] [steps] [B...]   (defaults 2, 64, 1 2 4 8)
+ *   bench_step [--prefill L] MODEL.gguf [threads] [steps] [B...]
+ *                                   (defaults 2, 64, 1 2 4 8)
  *
  * For each B: a context of B sequences, each prefilled with the same
  * 64-token prompt (token 504), then `steps` decode steps of B rows (every
@@ -11,12 +12,17 @@
  * quantization, ...; "pool wait" is the part of those the calling thread
  * spent waiting for the other threads after its own share), plus the
  * greedy argmax over the vocabulary that sampling does. Printed: ms per
- * step and per operation, and the step's cost against B = 1's. Not a
- * test: timings are never asserted. */
+ * step and per operation, and the step's cost against B = 1's.
+ *
+ * --prefill L: each step is instead B prompt chunks of L tokens (each
+ * sequence feeds L more prompt tokens at positions 64..64+L-1, the same
+ * ones every step), as the worker runs prompts that arrive together.
+ * Not a test: timings are never asserted. */
 #include "ctx.h"
 
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 static const char *const op_name[GW_PROF_N] = {
     [GW_PROF_EMBED] = "embedding, rope angles",
@@ -35,6 +41,8 @@ static const char *const op_name[GW_PROF_N] = {
 
 /* One B: returns the mean ns of a step (forward + argmax), fills prof
  * (per step, ns) and *argmax_ns. */
+static int prefill_len; /* --prefill L, else 0 (decode steps) */
+
 static double run_b(const gw_model *m, int threads, int steps, int B, double *prof,
                     double *argmax_ns)
 {
@@ -68,6 +76,9 @@ static double run_b(const gw_model *m, int threads, int steps, int B, double *pr
         for (int b = 0; b < B; b++)
             items[b] = (gw_batch_item){
                 .seq = seq[b], .tokens = &last[b], .n = 1, .pos = P + 4 + s, .logits = 1};
+        for (int b = 0; prefill_len && b < B; b++)
+            items[b] = (gw_batch_item){
+                .seq = seq[b], .tokens = prompt, .n = prefill_len, .pos = P, .logits = 1};
         if (gw_ctx_eval_batch(c, items, B) < 0) {
             fprintf(stderr, "bench_step: step failed\n");
             exit(1);
@@ -89,8 +100,13 @@ static double run_b(const gw_model *m, int threads, int steps, int B, double *pr
 
 int main(int argc, char **argv)
 {
-    if (argc < 2) {
-        fprintf(stderr, "usage: bench_step MODEL.gguf [threads] [steps] [B...]\n");
+    if (argc > 2 && strcmp(argv[1], "--prefill") == 0) {
+        prefill_len = atoi(argv[2]);
+        argv += 2, argc -= 2;
+    }
+    if (argc < 2 || prefill_len < 0 || prefill_len > 64) {
+        fprintf(stderr, "usage: bench_step [--prefill L (1-64)] MODEL.gguf [threads] [steps] "
+                        "[B...]\n");
         return 2;
     }
     int threads = argc > 2 ? atoi(argv[2]) : 2, steps = argc > 3 ? atoi(argv[3]) : 64;
@@ -106,8 +122,10 @@ int main(int argc, char **argv)
         fprintf(stderr, "bench_step: %s\n", err);
         return 1;
     }
-    printf("threads %d, %d steps per B, SIMD level %d; ms per step\n", threads, steps,
-           gw_simd_get());
+    printf("threads %d, %d steps per B, SIMD level %d; ms per step", threads, steps, gw_simd_get());
+    if (prefill_len)
+        printf(" of B prompt chunks of %d tokens", prefill_len);
+    printf("\n");
     double prof[16][GW_PROF_N], am[16], tot[16];
     for (int i = 0; i < nbs; i++)
         tot[i] = run_b(m, threads, steps, bs[i], prof[i], &am[i]);
@@ -132,7 +150,7 @@ int main(int argc, char **argv)
         printf(" %12.2f", tot[i] / tot[0]);
     printf("\n%-26s", "tok/s");
     for (int i = 0; i < nbs; i++)
-        printf(" %12.1f", bs[i] * 1e9 / tot[i]);
+        printf(" %12.1f", bs[i] * (prefill_len ? prefill_len : 1) * 1e9 / tot[i]);
     printf("\n");
     gw_model_free(m);
     return 0;

@@ -78,7 +78,7 @@ static void test_prompts_run_alone_every_other_step(void **state)
     e->g[1] = gen(e, 8);
     assert_int_equal(gw_batch_step(e->x, e->g, 2, 64, &info), 0); /* both prefilled */
     assert_int_equal(gw_gen_prompt_fed(e->g[1]), 8);
-    e->g[2] = gen(e, 13); /* two chunks of 8 */
+    e->g[2] = gen(e, 9); /* two chunks of 8, within twice g[3]'s 5 */
     e->g[3] = gen(e, 5);
     unsigned char keep[4];
     int last = 0;
@@ -113,6 +113,43 @@ static void test_prompts_run_alone_every_other_step(void **state)
     assert_int_equal(gw__sched_priority(&last, only, NULL, 0, 1, keep), 1);
     expect(keep, "1", 1);
     assert_int_equal(last, 0);
+}
+
+/* Shortest prompts first: among prompts that arrive together, those with
+ * more than twice the fewest tokens left sit the priority step out, with
+ * the decoders; the next step is everyone's. Twice exactly is still in. */
+static void test_shortest_prompts_run_first(void **state)
+{
+    struct env *e = *state;
+    gw_step_info info = {0};
+    e->g[0] = gen(e, 3);
+    assert_int_equal(gw_batch_step(e->x, e->g, 1, 64, &info), 0); /* g[0] decodes */
+    e->g[1] = gen(e, 20);
+    e->g[2] = gen(e, 3);
+    e->g[3] = gen(e, 6); /* twice g[2]'s 3 exactly: in */
+    unsigned char keep[4];
+    int last = 0;
+    assert_int_equal(gw__sched_priority(&last, e->g, NULL, 0, 4, keep), 2);
+    expect(keep, "0011", 4);
+    assert_int_equal(last, 1);
+    assert_int_equal(gw__sched_priority(&last, e->g, NULL, 0, 4, keep), 4);
+    expect(keep, "1111", 4);
+    assert_int_equal(last, 0);
+
+    /* all prefilling, of unlike lengths: the short ones first */
+    assert_int_equal(gw__sched_priority(&last, e->g + 1, NULL, 0, 3, keep), 2);
+    expect(keep, "011", 3);
+    assert_int_equal(last, 1);
+    last = 0;
+
+    /* g[2] prefilled: g[3] (6 left) is now the shortest, and g[1]'s 12
+     * after one chunk of 8 are twice 6 */
+    gw_gen *two[2] = {e->g[1], e->g[2]};
+    assert_int_equal(gw_batch_step(e->x, two, 2, 64, &info), 0);
+    assert_int_equal(gw_gen_prompt_fed(e->g[1]), 8);
+    assert_int_equal(gw__sched_priority(&last, e->g, NULL, 0, 4, keep), 2);
+    expect(keep, "0101", 4);
+    assert_int_equal(last, 1);
 }
 
 /* Less served first: with every sequence decoding, a tenant's counter
@@ -193,6 +230,7 @@ int main(void)
 {
     const struct CMUnitTest t[] = {
         cmocka_unit_test_setup_teardown(test_prompts_run_alone_every_other_step, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_shortest_prompts_run_first, setup, teardown),
         cmocka_unit_test_setup_teardown(test_less_served_run_alone_every_other_step, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_prompts_and_less_served_share_the_priority_step, setup,

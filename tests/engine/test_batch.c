@@ -149,26 +149,32 @@ static void test_batched_logits_equal_solo(void **state)
 }
 
 /* N generations stepped together (budget forcing chunked prefill beside
- * decoding) give the ids of each alone. */
-static void check_gens_equal_solo(struct env *e, int N, int n_tokens, int n_ctx, int budget)
+ * decoding) give the ids of each alone: greedy (temp 0), or sampled with
+ * a seed of their own (the step samples its generations on the pool's
+ * two threads). */
+static void check_gens_equal_solo(struct env *e, int N, int n_tokens, int n_ctx, int budget,
+                                  float temp)
 {
     int vocab = gw_model_cfg(e->m)->vocab;
     int32_t ids[16][64], got[16][64], want[16][64];
     int n[16];
-    gw_gen_params p = {.max_tokens = n_tokens, .sampling = {.temperature = 0}};
+    gw_gen_params p = {.max_tokens = n_tokens, .sampling = {.temperature = temp}};
     gw_gen_result r;
     gw_ctx *solo = ctx(e, n_ctx, 1, 0, 8);
     for (int s = 0; s < N; s++) {
         prompt_of(s % 6, ids[s], &n[s], vocab);
         ids[s][0] = (int32_t)(s + 1);
+        p.sampling.seed = (uint64_t)s + 11;
         assert_int_equal(gw_generate(solo, ids[s], (size_t)n[s], &p, want[s], 64, &r), 0);
         assert_int_equal(r.n_tokens, (uint64_t)n_tokens);
     }
     gw_ctx_free(solo);
     gw_ctx *b = ctx(e, n_ctx, N, 0, 8);
     gw_gen *g[16];
-    for (int s = 0; s < N; s++)
+    for (int s = 0; s < N; s++) {
+        p.sampling.seed = (uint64_t)s + 11;
         assert_int_equal(gw_gen_new(b, ids[s], (size_t)n[s], &p, got[s], 64, &g[s]), 0);
+    }
     gw_step_info info = {0};
     uint64_t total_us = 0, steps = 0;
     for (;;) {
@@ -199,9 +205,17 @@ static void check_gens_equal_solo(struct env *e, int N, int n_tokens, int n_ctx,
 static void test_gens_equal_solo(void **state)
 {
     if (model_path)
-        check_gens_equal_solo(*state, 8, 24, 256, 16);
+        check_gens_equal_solo(*state, 8, 24, 256, 16, 0);
     else
-        check_gens_equal_solo(*state, 6, 12, 64, 10);
+        check_gens_equal_solo(*state, 6, 12, 64, 10, 0);
+}
+
+static void test_sampled_gens_equal_solo(void **state)
+{
+    if (model_path)
+        check_gens_equal_solo(*state, 8, 24, 256, 16, 0.9f);
+    else
+        check_gens_equal_solo(*state, 6, 12, 64, 10, 0.9f);
 }
 
 static void test_kv_pool(void **state)
@@ -283,12 +297,14 @@ int main(int argc, char **argv)
         model_path = gw_need_model();
         const struct CMUnitTest t[] = {
             cmocka_unit_test_setup_teardown(test_gens_equal_solo, setup, teardown),
+            cmocka_unit_test_setup_teardown(test_sampled_gens_equal_solo, setup, teardown),
         };
         return cmocka_run_group_tests(t, NULL, NULL);
     }
     const struct CMUnitTest t[] = {
         cmocka_unit_test_setup_teardown(test_batched_logits_equal_solo, setup, teardown),
         cmocka_unit_test_setup_teardown(test_gens_equal_solo, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_sampled_gens_equal_solo, setup, teardown),
         cmocka_unit_test_setup_teardown(test_kv_pool, setup, teardown),
         cmocka_unit_test(test_share_split),
     };

@@ -175,7 +175,7 @@ void gw_attn_v_paged_avx512(int batched, int hd, int n_pos, const uint16_t *a,
 const gw_attn_kernels *gw_attn_avx2(void);
 const gw_attn_kernels *gw_attn_avx512(void);
 /* Level 2's softmax_h and silu_mul (expf_avx512.c; level 2 CPUs only),
- * and its expf of x[0, n) into y (tests). */
+ * and its expf of x[0, n) into y (y may be x: the sampler, tests). */
 void gw_softmax_h_avx512(float *x, int n, uint16_t *y);
 void gw_silu_mul_avx512(float *h, const float *u, int n);
 void gw__expf_avx512(const float *x, float *y, int n);

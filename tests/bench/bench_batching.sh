@@ -42,7 +42,8 @@
 # itself (default), "off" to leave the key out), GW_ISO_BATCH,
 # GW_SERVERS ("gpuwarden llama-server", either may be left out),
 # GW_PRIORITY_LEAD (isolation: gpuwarden's model.priority_lead; 0 = no
-# priority steps for less served tenants),
+# priority steps for less served tenants), GW_ISO_ATTACK (isolation: 0 runs
+# the control, the legitimate classes alone on the same seeded schedules),
 # GW_LLAMA_ARGS (more llama-server options, e.g. "--poll 0").
 # OUT_DIR (default a fresh /tmp/gw-bench-batching.XXXXXX) keeps the logs and
 # JSON reports. Loopback only; every process started here is stopped by the
@@ -269,6 +270,19 @@ fi
 # isolation: the scenario as docs/BENCHMARKS.md runs it, then llama-server;
 # GW_ROUNDS rounds of each, alternated, every round a fresh server
 scen=dist/scenarios/isolation.json
+if [ "${GW_ISO_ATTACK:-1}" = 0 ]; then
+    # the control: the same seeded schedules of the legitimate classes,
+    # without the attack, so their refusals and latencies are their own
+    scen=$tmp/isolation-control.json
+    python3 - dist/scenarios/isolation.json "$scen" <<'PY'
+import json, sys
+s = json.load(open(sys.argv[1]))
+s["classes"] = [c for c in s["classes"] if c["name"].startswith("legit-")]
+s["thresholds"] = [t for t in s["thresholds"] if t.get("class", "legit-").startswith("legit-")]
+s["name"] += "-control"
+json.dump(s, open(sys.argv[2], "w"), indent=1)
+PY
+fi
 for round in $(seq "${GW_ROUNDS:-1}"); do
     for s in $servers; do
         tag=$s-r$round

@@ -81,6 +81,7 @@ struct rt_class {
     struct req *backlog, *backlog_tail;
     int active, started;
     uint64_t inflight; /* requests issued and not ended (backlog included) */
+    uint64_t rng;      /* its arrivals' own stream (class_seed) */
 };
 
 struct run {
@@ -94,16 +95,30 @@ struct run {
     uv_timer_t tick, progress;
     int progress_on;
     struct conn *conns;
-    uint64_t rng;
     http_parser_settings settings;
 };
 
-static uint64_t rnd(struct run *r)
+static uint64_t rnd(struct rt_class *rc)
 { /* xorshift64*: reproducible arrivals for a given scenario seed */
-    r->rng ^= r->rng >> 12;
-    r->rng ^= r->rng << 25;
-    r->rng ^= r->rng >> 27;
-    return r->rng * 2685821657736338717ull;
+    rc->rng ^= rc->rng >> 12;
+    rc->rng ^= rc->rng << 25;
+    rc->rng ^= rc->rng >> 27;
+    return rc->rng * 2685821657736338717ull;
+}
+
+static uint64_t mix64(uint64_t x);
+
+/* A class's arrival stream: from the scenario's seed and the class's
+ * name (FNV-1a), not its place in the file or the other classes' draws,
+ * so a scenario with classes taken out (a control run without the
+ * attack) gives the classes left the same arrivals. Never 0. */
+static uint64_t class_seed(const struct lt_scenario *sc, const struct lt_class *c)
+{
+    uint64_t h = 0xcbf29ce484222325ull;
+    for (const char *p = c->name; *p; p++)
+        h = (h ^ (unsigned char)*p) * 0x100000001b3ull;
+    uint64_t s = (sc->seed * 0x9E3779B97F4A7C15ull + 1) ^ mix64(h);
+    return s ? s : 1;
 }
 
 static uint64_t gap_ns(struct rt_class *rc)
@@ -111,7 +126,7 @@ static uint64_t gap_ns(struct rt_class *rc)
     double mean = 1e9 / rc->c->rate;
     if (!rc->c->poisson)
         return (uint64_t)mean;
-    double u = ((double)(rnd(rc->run) >> 11) + 1.0) / 9007199254740993.0; /* (0,1] */
+    double u = ((double)(rnd(rc) >> 11) + 1.0) / 9007199254740993.0; /* (0,1] */
     return (uint64_t)(-log(u) * mean);
 }
 
@@ -905,7 +920,6 @@ int lt_run(struct lt_scenario *sc, int progress, double *elapsed_s, char *err, s
         return rc;
     }
     r->sc = sc;
-    r->rng = sc->seed * 0x9E3779B97F4A7C15ull + 1;
     r->settings.on_body = on_body;
     r->settings.on_headers_complete = on_headers_complete;
     r->settings.on_message_complete = on_message_complete;
@@ -914,6 +928,7 @@ int lt_run(struct lt_scenario *sc, int progress, double *elapsed_s, char *err, s
         struct rt_class *k = &r->rc[i];
         k->c = &sc->classes[i];
         k->run = r;
+        k->rng = class_seed(sc, k->c);
         enum lt_behaviour b = k->c->behaviour;
         if (b == LT_LEGIT || b >= LT_SLOW_HEADERS) { /* one token per client, as real ones do */
             rc = lt_token_for(sc, k->c, 0, gw_now_us() / 1000000, &k->auth);

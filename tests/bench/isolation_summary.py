@@ -3,9 +3,13 @@
 isolation rounds: per round (from each round's gpuwarden-load JSON report)
 and pooled over the rounds (from the --timeline CSVs, one line per request).
 
-    isolation_summary.py OUT_DIR ROUNDS SERVER...
+    isolation_summary.py OUT_DIR ROUNDS SERVER... [--control CONTROL_DIR]
 
-Reads OUT_DIR/isolation-SERVER-rROUND.{json,csv}. The latency of a class
+Reads OUT_DIR/isolation-SERVER-rROUND.{json,csv}. CONTROL_DIR: the
+rounds of the control run (bench_batching.sh isolation with
+GW_ISO_ATTACK=0: the same requests of the legitimate classes, at the same
+instants, without the attack); each attacked class's pooled p99 is then
+also compared with the same class's in the control, like for like. The latency of a class
 is what its threshold in dist/scenarios/isolation.json names: TTFT for a
 streaming class, the whole answer for the others. Percentiles are nearest
 rank over the answers with status 200. The pooled ratio is the attacked
@@ -35,8 +39,27 @@ def streaming(scenario):
     return {c["name"]: c.get("stream", False) for c in scenario["classes"]}
 
 
+def control_latencies(ctl, server, stream):
+    """The control rounds' latencies of server's classes: class -> list."""
+    lat = collections.defaultdict(list)
+    for name in sorted(os.listdir(ctl)):
+        if not (name.startswith(f"isolation-{server}-r") and name.endswith(".csv")):
+            continue
+        for row in csv.DictReader(open(os.path.join(ctl, name))):
+            cls = row["class"]
+            value = row["ttft_ms"] if stream.get(cls) else row["total_ms"]
+            if cls.startswith("legit-") and row["status"] == "200" and value:
+                lat[cls].append(float(value))
+    return lat
+
+
 def main():
-    out, rounds, servers = sys.argv[1], int(sys.argv[2]), sys.argv[3:]
+    args, ctl = sys.argv[1:], None
+    if "--control" in args:
+        i = args.index("--control")
+        ctl = args[i + 1]
+        del args[i:i + 2]
+    out, rounds, servers = args[0], int(args[1]), args[2:]
     stream = streaming(json.load(open("dist/scenarios/isolation.json")))
     print("Per round (TTFT p99 for streams, whole answer p99 otherwise, ms):")
     print("| server | round | class | sent | 200 | other outcomes | p50 | p99 |")
@@ -58,9 +81,10 @@ def main():
                     continue
                 sent[cls] += 1
                 outcomes[(s, cls)][f"{outcome}/{status}"] += 1
-                if status == "200":
-                    per[cls].append(float(ttft) if stream[cls] else float(total))
-                else:
+                value = ttft if stream[cls] else total
+                if status == "200" and value:
+                    per[cls].append(float(value))
+                else:  # a refusal, an error, or a 200 whose answer never came
                     other[cls][f"{outcome}/{status}"] += 1
             for cls in sorted(sent):
                 pooled[(s, cls)] += per[cls]
@@ -83,6 +107,23 @@ def main():
             print(f"| {s} | {calm[:-5]} | {len(c)} / {len(a)} | {ok:.2f}% | "
                   f"{fmt(pct(c, 50))} -> {fmt(pct(a, 50))} | {fmt(p99c)} -> {fmt(p99a)} | "
                   f"{'-' if ratio is None else f'{ratio:.2f}'} |")
+    if ctl:
+        print()
+        print(f"Against the control ({ctl}: the same requests without the attack):")
+        print("| server | tenant class | answers control / attacked | p50 control -> attacked | "
+              "p99 control -> attacked | p99 ratio |")
+        print("|---|---|---:|---|---|---:|")
+        for s in servers:
+            lat = control_latencies(ctl, s, stream)
+            for att in sorted(c for (sv, c) in pooled if sv == s and c.endswith("-attacked")):
+                c, a = lat.get(att, []), pooled[(s, att)]
+                if not c:
+                    continue
+                p99c, p99a = pct(c, 99), pct(a, 99)
+                ratio = p99a / p99c if p99c and p99a else None
+                print(f"| {s} | {att[:-9]} | {len(c)} / {len(a)} | "
+                      f"{fmt(pct(c, 50))} -> {fmt(pct(a, 50))} | {fmt(p99c)} -> {fmt(p99a)} | "
+                      f"{'-' if ratio is None else f'{ratio:.2f}'} |")
     print()
     print("attack classes, last round: sent / 200 / other outcomes")
     for s in servers:

@@ -318,6 +318,46 @@ static void test_repeat_incremental_matches_brute_force(void **state)
     assert_int_equal(seen, due);
 }
 
+/* A temperature sample's softmax runs level 2's expf where the CPU has it
+ * and the C library's below: the same seed over the same logits makes the
+ * same choices at every level, from the same probabilities bit for bit
+ * (the sampler leaves them in the logits it was given, when neither top-k
+ * nor top-p applies), over a vocabulary that is no multiple of 16 and
+ * logits spread far enough that some exponentials underflow. */
+static void test_sampler_same_choices_at_every_level(void **state)
+{
+    (void)state;
+    enum { V = 1003, N = 300 };
+    static float logits[V], w[V], probs[2][V];
+    uint64_t x = 0x9E3779B97F4A7C15ull;
+    for (int i = 0; i < V; i++) {
+        x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+        logits[i] = (float)(x >> 40) / 16777216.0f * 120.0f - 100.0f;
+    }
+    int32_t got[2][N];
+    int top = gw_simd_set(-1), levels[2] = {0, top};
+    for (int l = 0; l < 2; l++) {
+        gw_simd_set(levels[l]);
+        gw_sampler_params p = {.temperature = 0.8f, .top_p = 1.0f, .seed = 42};
+        gw_sampler *smp;
+        assert_int_equal(gw_sampler_new(&p, V, &smp), 0);
+        for (int i = 0; i < N; i++) {
+            memcpy(w, logits, sizeof w);
+            got[l][i] = gw_sampler_sample(smp, w);
+            assert_true(got[l][i] >= 0 && got[l][i] < V);
+        }
+        memcpy(probs[l], w, sizeof w);
+        gw_sampler_free(smp);
+    }
+    gw_simd_set(-1);
+    assert_memory_equal(got[0], got[1], sizeof got[0]);
+    assert_memory_equal(probs[0], probs[1], sizeof probs[0]);
+    int distinct = 0; /* it samples: not one token every time */
+    for (int i = 1; i < N; i++)
+        distinct += got[0][i] != got[0][0];
+    assert_true(distinct > 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -330,6 +370,7 @@ int main(void)
         cmocka_unit_test(test_stop_find_returns_first_occurrence),
         cmocka_unit_test(test_repeat_hand_made_sequences),
         cmocka_unit_test(test_repeat_incremental_matches_brute_force),
+        cmocka_unit_test(test_sampler_same_choices_at_every_level),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

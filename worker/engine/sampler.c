@@ -117,17 +117,24 @@ int32_t gw_sampler_sample(gw_sampler *s, float *logits)
 
     /* temperature and softmax: the same float operations at every SIMD
      * level (gw_argmax finds the first largest as `x[i] > max` does, level
-     * 2's expf is glibc's bit for bit), the sum one chain in order of i */
-    float max = logits[gw_argmax(logits, n)], sum = 0;
-    for (int i = 0; i < n; i++)
-        logits[i] = (logits[i] - max) / s->p.temperature;
-    if (gw_simd_get() >= GW_SIMD_AVX512)
-        gw__expf_avx512(logits, logits, n);
-    else
+     * 2's expf is glibc's bit for bit), the sum one chain in order of i.
+     * Below level 2, plain loops and the C library's expf. */
+    float max = logits[0], sum = 0;
+    if (gw_simd_get() >= GW_SIMD_AVX512) {
+        max = logits[gw_argmax(logits, n)];
         for (int i = 0; i < n; i++)
-            logits[i] = expf(logits[i]);
-    for (int i = 0; i < n; i++)
-        sum += logits[i];
+            logits[i] = (logits[i] - max) / s->p.temperature;
+        gw__expf_avx512(logits, logits, n);
+        for (int i = 0; i < n; i++)
+            sum += logits[i];
+    } else {
+        for (int i = 1; i < n; i++)
+            max = logits[i] > max ? logits[i] : max;
+        for (int i = 0; i < n; i++) {
+            logits[i] = expf((logits[i] - max) / s->p.temperature);
+            sum += logits[i];
+        }
+    }
     for (int i = 0; i < n; i++)
         logits[i] /= sum;
     s->top1 = 1.0f / sum; /* the largest logit's exp is exactly 1 */

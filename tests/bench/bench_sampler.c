@@ -20,7 +20,8 @@ int main(int argc, char **argv)
         fprintf(stderr, "usage: bench_sampler [vocab] [samples]\n");
         return 2;
     }
-    float *logits = malloc((size_t)vocab * sizeof(float)), *w = malloc((size_t)vocab * sizeof(float));
+    float *logits = malloc((size_t)vocab * sizeof(float)),
+          *w = malloc((size_t)vocab * sizeof(float));
     if (!logits || !w)
         return 1;
     uint64_t x = 88172645463325252ull; /* logits in [-10, 10) */

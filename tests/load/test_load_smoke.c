@@ -245,7 +245,7 @@ static void test_smoke_scenario_meets_every_promise(void **state)
 #ifndef GW_SANITIZE
     assert_true(outcome(flood, "429") * 2 > sent(flood));
 #else
-    assert_true(outcome(flood, "429") > 0); /* 3 per second against 2 per second burst 3 */
+    assert_true(outcome(flood, "429") > 0); /* 3 a second, evenly, against 2 burst 3 */
 #endif
     assert_int_equal(outcome(flood, "200") + outcome(flood, "429") + outcome(flood, "unfinished"),
                      sent(flood));

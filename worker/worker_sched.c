@@ -47,7 +47,7 @@
  * - Shortest prompts first: prompts that arrive together (an attack's
  *   onset: six tenants' first prompts in one instant) would share one
  *   pass whose time grows with all their rows (38 rows: 27-36 ms against
- *   8 ms for a 3-token prompt alone on the CPU). Those with more than
+ *   3.5 ms for a 3-token prompt alone on the CPU). Those with more than
  *   twice the fewest tokens left wait for the next step, which is a full
  *   one, so a 3-token question is not held up by the 13- and 500-token
  *   prompts that came with it, and a long prompt loses one step at most.

@@ -70,6 +70,21 @@ static void expect(const unsigned char *keep, const char *want, int n)
         assert_int_equal(keep[i], want[i] - '0');
 }
 
+/* gw__sched_priority over gens[0, strlen(want)): keep[i] is want[i]
+ * ('1' runs), the count it returns is the 1s', and *last ends as
+ * want_last. */
+static void prio_is(int *last, gw_gen *const *gens, const uint64_t *vtc, uint64_t lead,
+                    const char *want, int want_last)
+{
+    unsigned char keep[8];
+    int n = (int)strlen(want), runs = 0;
+    for (int i = 0; i < n; i++)
+        runs += want[i] == '1';
+    assert_int_equal(gw__sched_priority(last, gens, vtc, lead, n, keep), runs);
+    expect(keep, want, n);
+    assert_int_equal(*last, want_last);
+}
+
 static void test_prompts_run_alone_every_other_step(void **state)
 {
     struct env *e = *state;
@@ -80,39 +95,28 @@ static void test_prompts_run_alone_every_other_step(void **state)
     assert_int_equal(gw_gen_prompt_fed(e->g[1]), 8);
     e->g[2] = gen(e, 9); /* two chunks of 8, within twice g[3]'s 5 */
     e->g[3] = gen(e, 5);
-    unsigned char keep[4];
     int last = 0;
 
     /* nothing prefilling: all run, whatever the last step was */
-    assert_int_equal(gw__sched_priority(&last, e->g, NULL, 0, 2, keep), 2);
-    expect(keep, "11", 2);
-    assert_int_equal(last, 0);
+    prio_is(&last, e->g, NULL, 0, "11", 0);
 
     /* two newcomers among decoders: only they run, in their order */
     gw_gen *mix[4] = {e->g[2], e->g[0], e->g[3], e->g[1]};
-    assert_int_equal(gw__sched_priority(&last, mix, NULL, 0, 4, keep), 2);
-    expect(keep, "1010", 4);
-    assert_int_equal(last, 1);
+    prio_is(&last, mix, NULL, 0, "1010", 1);
     /* the next step is everyone's, though they still prefill */
-    assert_int_equal(gw__sched_priority(&last, mix, NULL, 0, 4, keep), 4);
-    expect(keep, "1111", 4);
-    assert_int_equal(last, 0);
+    prio_is(&last, mix, NULL, 0, "1111", 0);
 
     /* run the prompts-only step: g[3] is done, g[2] has a chunk left */
     gw_gen *pre[2] = {e->g[2], e->g[3]};
     assert_int_equal(gw_batch_step(e->x, pre, 2, 64, &info), 0);
     assert_int_equal(gw_gen_prompt_fed(e->g[2]), 8);
     assert_int_equal(gw_gen_prompt_fed(e->g[3]), 5);
-    assert_int_equal(gw__sched_priority(&last, mix, NULL, 0, 4, keep), 1);
-    expect(keep, "1000", 4);
-    assert_int_equal(last, 1);
+    prio_is(&last, mix, NULL, 0, "1000", 1);
 
     /* all prefilling: all run, and the alternation starts again */
     last = 1;
     gw_gen *only[1] = {e->g[2]};
-    assert_int_equal(gw__sched_priority(&last, only, NULL, 0, 1, keep), 1);
-    expect(keep, "1", 1);
-    assert_int_equal(last, 0);
+    prio_is(&last, only, NULL, 0, "1", 0);
 }
 
 /* Shortest prompts first: among prompts that arrive together, those with
@@ -127,19 +131,12 @@ static void test_shortest_prompts_run_first(void **state)
     e->g[1] = gen(e, 20);
     e->g[2] = gen(e, 3);
     e->g[3] = gen(e, 6); /* twice g[2]'s 3 exactly: in */
-    unsigned char keep[4];
     int last = 0;
-    assert_int_equal(gw__sched_priority(&last, e->g, NULL, 0, 4, keep), 2);
-    expect(keep, "0011", 4);
-    assert_int_equal(last, 1);
-    assert_int_equal(gw__sched_priority(&last, e->g, NULL, 0, 4, keep), 4);
-    expect(keep, "1111", 4);
-    assert_int_equal(last, 0);
+    prio_is(&last, e->g, NULL, 0, "0011", 1);
+    prio_is(&last, e->g, NULL, 0, "1111", 0);
 
     /* all prefilling, of unlike lengths: the short ones first */
-    assert_int_equal(gw__sched_priority(&last, e->g + 1, NULL, 0, 3, keep), 2);
-    expect(keep, "011", 3);
-    assert_int_equal(last, 1);
+    prio_is(&last, e->g + 1, NULL, 0, "011", 1);
     last = 0;
 
     /* g[2] prefilled: g[3] (6 left) is now the shortest, and g[1]'s 12
@@ -147,9 +144,7 @@ static void test_shortest_prompts_run_first(void **state)
     gw_gen *two[2] = {e->g[1], e->g[2]};
     assert_int_equal(gw_batch_step(e->x, two, 2, 64, &info), 0);
     assert_int_equal(gw_gen_prompt_fed(e->g[1]), 8);
-    assert_int_equal(gw__sched_priority(&last, e->g, NULL, 0, 4, keep), 2);
-    expect(keep, "0101", 4);
-    assert_int_equal(last, 1);
+    prio_is(&last, e->g, NULL, 0, "0101", 1);
 }
 
 /* Less served first: with every sequence decoding, a tenant's counter
@@ -164,47 +159,34 @@ static void test_less_served_run_alone_every_other_step(void **state)
     for (int i = 0; i < 4; i++)
         e->g[i] = gen(e, 3 + i);
     assert_int_equal(gw_batch_step(e->x, e->g, 4, 64, &info), 0); /* all prefilled */
-    unsigned char keep[4];
     int last = 0;
 
     /* the light tenant (1000) and the one near it (8000) lead by at most
      * 8000 from the smallest; 20000 and 9001 are past it */
     uint64_t vtc[4] = {20000, 1000, 9001, 9000};
-    assert_int_equal(gw__sched_priority(&last, e->g, vtc, 8000, 4, keep), 2);
-    expect(keep, "0101", 4);
-    assert_int_equal(last, 1);
-    assert_int_equal(gw__sched_priority(&last, e->g, vtc, 8000, 4, keep), 4);
-    expect(keep, "1111", 4);
-    assert_int_equal(last, 0);
+    prio_is(&last, e->g, vtc, 8000, "0101", 1);
+    prio_is(&last, e->g, vtc, 8000, "1111", 0);
 
     /* lead 0: prompts only, and none is prefilling */
-    assert_int_equal(gw__sched_priority(&last, e->g, vtc, 0, 4, keep), 4);
-    expect(keep, "1111", 4);
-    assert_int_equal(last, 0);
+    prio_is(&last, e->g, vtc, 0, "1111", 0);
 
     /* all within the lead: all run */
     uint64_t close[4] = {5000, 1000, 9000, 7000};
-    assert_int_equal(gw__sched_priority(&last, e->g, close, 8000, 4, keep), 4);
-    expect(keep, "1111", 4);
-    assert_int_equal(last, 0);
+    prio_is(&last, e->g, close, 8000, "1111", 0);
 
     /* exactly the lead apart is not past it */
     uint64_t edge[4] = {9000, 1000, 1000, 1000};
-    assert_int_equal(gw__sched_priority(&last, e->g, edge, 8000, 4, keep), 4);
-    assert_int_equal(last, 0);
+    prio_is(&last, e->g, edge, 8000, "1111", 0);
 
     /* no tenant: neither the smallest counter nor priority */
     uint64_t none[4] = {UINT64_MAX, 1000, 30000, UINT64_MAX};
-    assert_int_equal(gw__sched_priority(&last, e->g, none, 8000, 4, keep), 1);
-    expect(keep, "0100", 4);
-    assert_int_equal(last, 1);
-    assert_int_equal(gw__sched_priority(&last, e->g, none, 8000, 4, keep), 4);
+    prio_is(&last, e->g, none, 8000, "0100", 1);
+    prio_is(&last, e->g, none, 8000, "1111", 0);
 
     /* a counter near the top of the range: no overflow */
     uint64_t top[4] = {UINT64_MAX - 1, 0, UINT64_MAX - 5, 10};
     last = 0;
-    assert_int_equal(gw__sched_priority(&last, e->g, top, 8000, 4, keep), 2);
-    expect(keep, "0101", 4);
+    prio_is(&last, e->g, top, 8000, "0101", 1);
 }
 
 /* A newcomer's prompt and a light tenant's decoding share the priority
@@ -218,12 +200,9 @@ static void test_prompts_and_less_served_share_the_priority_step(void **state)
     e->g[2] = gen(e, 5);
     assert_int_equal(gw_batch_step(e->x, e->g, 3, 64, &info), 0);
     e->g[3] = gen(e, 6); /* still to prefill */
-    unsigned char keep[4];
     int last = 0;
     uint64_t vtc[4] = {50000, 2000, 50000, 50000}; /* the newcomer: a heavy tenant's */
-    assert_int_equal(gw__sched_priority(&last, e->g, vtc, 8000, 4, keep), 2);
-    expect(keep, "0101", 4);
-    assert_int_equal(last, 1);
+    prio_is(&last, e->g, vtc, 8000, "0101", 1);
 }
 
 int main(void)

@@ -39,10 +39,10 @@ static const char *const op_name[GW_PROF_N] = {
     [GW_PROF_WAIT] = "(of these: pool wait)",
 };
 
-/* One B: returns the mean ns of a step (forward + argmax), fills prof
- * (per step, ns) and *argmax_ns. */
 static int prefill_len; /* --prefill L, else 0 (decode steps) */
 
+/* One B: returns the mean ns of a step (forward + argmax), fills prof
+ * (per step, ns) and *argmax_ns. */
 static double run_b(const gw_model *m, int threads, int steps, int B, double *prof,
                     double *argmax_ns)
 {
@@ -74,11 +74,12 @@ static double run_b(const gw_model *m, int threads, int steps, int B, double *pr
             gw__ctx_prof(c, counters);
         uint64_t t0 = gw_mono_ns();
         for (int b = 0; b < B; b++)
-            items[b] = (gw_batch_item){
-                .seq = seq[b], .tokens = &last[b], .n = 1, .pos = P + 4 + s, .logits = 1};
-        for (int b = 0; prefill_len && b < B; b++)
-            items[b] = (gw_batch_item){
-                .seq = seq[b], .tokens = prompt, .n = prefill_len, .pos = P, .logits = 1};
+            if (prefill_len)
+                items[b] = (gw_batch_item){
+                    .seq = seq[b], .tokens = prompt, .n = prefill_len, .pos = P, .logits = 1};
+            else
+                items[b] = (gw_batch_item){
+                    .seq = seq[b], .tokens = &last[b], .n = 1, .pos = P + 4 + s, .logits = 1};
         if (gw_ctx_eval_batch(c, items, B) < 0) {
             fprintf(stderr, "bench_step: step failed\n");
             exit(1);

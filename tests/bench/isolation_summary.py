@@ -9,8 +9,8 @@ Reads OUT_DIR/isolation-SERVER-rROUND.{json,csv}. CONTROL_DIR: the
 rounds of the control run (bench_batching.sh isolation with
 GW_ISO_ATTACK=0: the same requests of the legitimate classes, at the same
 instants, without the attack); each attacked class's pooled p99 is then
-also compared with the same class's in the control, like for like. The latency of a class
-is what its threshold in dist/scenarios/isolation.json names: TTFT for a
+also compared with the same class's in the control, like for like. The
+latency of a class is what its threshold in dist/scenarios/isolation.json names: TTFT for a
 streaming class, the whole answer for the others. Percentiles are nearest
 rank over the answers with status 200. The pooled ratio is the attacked
 class's p99 over its calm class's, each over every round's answers. A
@@ -39,6 +39,21 @@ def streaming(scenario):
     return {c["name"]: c.get("stream", False) for c in scenario["classes"]}
 
 
+def latency(row, stream):
+    """A timeline row's latency in ms (its class's threshold's), or None
+    for a refusal, an error, or a 200 whose answer never came."""
+    value = row["ttft_ms"] if stream.get(row["class"]) else row["total_ms"]
+    return float(value) if row["status"] == "200" and value else None
+
+
+def compare(base, other):
+    """The table cells "p50 base -> other | p99 base -> other | p99 ratio"."""
+    p99b, p99o = pct(base, 99), pct(other, 99)
+    ratio = p99o / p99b if p99b and p99o else None
+    return (f"{fmt(pct(base, 50))} -> {fmt(pct(other, 50))} | {fmt(p99b)} -> {fmt(p99o)} | "
+            f"{'-' if ratio is None else f'{ratio:.2f}'}")
+
+
 def control_latencies(ctl, server, stream):
     """The control rounds' latencies of server's classes: class -> list."""
     lat = collections.defaultdict(list)
@@ -46,10 +61,9 @@ def control_latencies(ctl, server, stream):
         if not (name.startswith(f"isolation-{server}-r") and name.endswith(".csv")):
             continue
         for row in csv.DictReader(open(os.path.join(ctl, name))):
-            cls = row["class"]
-            value = row["ttft_ms"] if stream.get(cls) else row["total_ms"]
-            if cls.startswith("legit-") and row["status"] == "200" and value:
-                lat[cls].append(float(value))
+            ms = latency(row, stream)
+            if row["class"].startswith("legit-") and ms is not None:
+                lat[row["class"]].append(ms)
     return lat
 
 
@@ -76,15 +90,14 @@ def main():
             sent = collections.Counter()
             for row in csv.DictReader(open(path)):
                 cls, outcome, status = row["class"], row["outcome"], row["status"]
-                ttft, total = row["ttft_ms"], row["total_ms"]
                 if not cls.startswith("legit-"):
                     continue
                 sent[cls] += 1
                 outcomes[(s, cls)][f"{outcome}/{status}"] += 1
-                value = ttft if stream[cls] else total
-                if status == "200" and value:
-                    per[cls].append(float(value))
-                else:  # a refusal, an error, or a 200 whose answer never came
+                ms = latency(row, stream)
+                if ms is not None:
+                    per[cls].append(ms)
+                else:
                     other[cls][f"{outcome}/{status}"] += 1
             for cls in sorted(sent):
                 pooled[(s, cls)] += per[cls]
@@ -102,11 +115,7 @@ def main():
             a, c = pooled.get((s, att), []), pooled[(s, calm)]
             total = sum(outcomes[(s, att)].values())
             ok = 100 * len(a) / total if total else 0
-            p99c, p99a = pct(c, 99), pct(a, 99)
-            ratio = p99a / p99c if p99c and p99a else None
-            print(f"| {s} | {calm[:-5]} | {len(c)} / {len(a)} | {ok:.2f}% | "
-                  f"{fmt(pct(c, 50))} -> {fmt(pct(a, 50))} | {fmt(p99c)} -> {fmt(p99a)} | "
-                  f"{'-' if ratio is None else f'{ratio:.2f}'} |")
+            print(f"| {s} | {calm[:-5]} | {len(c)} / {len(a)} | {ok:.2f}% | {compare(c, a)} |")
     if ctl:
         print()
         print(f"Against the control ({ctl}: the same requests without the attack):")
@@ -117,13 +126,8 @@ def main():
             lat = control_latencies(ctl, s, stream)
             for att in sorted(c for (sv, c) in pooled if sv == s and c.endswith("-attacked")):
                 c, a = lat.get(att, []), pooled[(s, att)]
-                if not c:
-                    continue
-                p99c, p99a = pct(c, 99), pct(a, 99)
-                ratio = p99a / p99c if p99c and p99a else None
-                print(f"| {s} | {att[:-9]} | {len(c)} / {len(a)} | "
-                      f"{fmt(pct(c, 50))} -> {fmt(pct(a, 50))} | {fmt(p99c)} -> {fmt(p99a)} | "
-                      f"{'-' if ratio is None else f'{ratio:.2f}'} |")
+                if c:
+                    print(f"| {s} | {att[:-9]} | {len(c)} / {len(a)} | {compare(c, a)} |")
     print()
     print("attack classes, last round: sent / 200 / other outcomes")
     for s in servers:

@@ -111,7 +111,10 @@ static uint64_t mix64(uint64_t x);
 /* A class's arrival stream: from the scenario's seed and the class's
  * name (FNV-1a), not its place in the file or the other classes' draws,
  * so a scenario with classes taken out (a control run without the
- * attack) gives the classes left the same arrivals. Never 0. */
+ * attack) gives the classes left the same arrivals. Never 0. Prompts are
+ * still picked by the class's index (build_body): a control keeps the
+ * same prompts only for the classes before the first one taken out, as
+ * isolation.json's legitimate classes are. */
 static uint64_t class_seed(const struct lt_scenario *sc, const struct lt_class *c)
 {
     uint64_t h = 0xcbf29ce484222325ull;

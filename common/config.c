@@ -144,6 +144,7 @@ static void parse_model(struct gw_cfg_cx *c, json_t *root, struct gw_config *cfg
                                        "vtc_weight_prompt",
                                        "vtc_weight_output",
                                        "priority_lead",
+                                       "pin_threads",
                                        NULL};
     json_t *m = gw__cfg_get_object(c, root, "", "model", 1);
     if (!m)
@@ -169,6 +170,11 @@ static void parse_model(struct gw_cfg_cx *c, json_t *root, struct gw_config *cfg
                         gw__cfg_shown(dev, q));
     }
     gw__cfg_get_int(c, m, "model", "threads", 0, 256, &cfg->threads);
+    json_t *pin = json_object_get(m, "pin_threads");
+    if (pin && !json_is_boolean(pin))
+        gw__cfg_bad(c, "model.pin_threads", "expected true or false");
+    else if (pin)
+        cfg->pin_threads = json_is_true(pin);
     int ctx = gw__cfg_get_int(c, m, "model", "context", 64, 131072, &cfg->context);
     parse_batching(c, m, cfg, ctx >= 0);
 }
@@ -320,6 +326,7 @@ static void set_defaults(struct gw_config *cfg, const char *name)
     cfg->vtc_weight_prompt = 1.0;
     cfg->vtc_weight_output = 2.0;
     cfg->priority_lead = 8;
+    cfg->pin_threads = 1;
     cfg->header_bytes = 8192;
     cfg->body_bytes = 1048576;
     cfg->header_timeout_ms = 10000;

@@ -89,6 +89,8 @@ struct gw_worker {
     int priority_only;     /* the last step ran only priority sequences (worker_sched.c) */
     uint64_t *seen_ns;     /* [accounts] when a tenant was last seen active */
     struct cand *cands;    /* [slots] scratch of pick() */
+    int cpus[256];         /* model.pin_threads: the CPU of each engine thread */
+    char pin_note[160];    /* how they were placed, for the ready line */
 };
 
 void gw__wlog(const struct gw_worker *w, const char *fmt, ...)
@@ -127,5 +129,16 @@ void gw__sched_step(struct gw_worker *w);
  * becomes 1; otherwise all, and it becomes 0. Returns how many run. */
 int gw__sched_priority(int *priority_only, gw_gen *const *gens, const uint64_t *vtc, uint64_t lead,
                        int n, unsigned char *keep);
+
+/* model.pin_threads (worker_pin.c): the CPUs worker index of workers pins
+ * its threads to, one per CPU: the index-th run of threads CPUs among
+ * allowed[0, n_allowed) (ascending), into cpus[0, threads). Returns
+ * threads, or 0 when they are not pinned: fewer than two threads, or the
+ * workers' threads do not fit in the allowed CPUs. */
+int gw__pin_plan(const int *allowed, int n_allowed, int workers, int threads, int index, int *cpus);
+/* Resolves co->n_threads 0 (the allowed CPUs / workers) and, with
+ * model.pin_threads, points co->cpus at w->cpus per gw__pin_plan; says
+ * what it did in w->pin_note. */
+void gw__pin_threads(struct gw_worker *w, gw_ctx_opts *co);
 
 #endif

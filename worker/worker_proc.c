@@ -137,6 +137,7 @@ static int load(struct gw_worker *w, const char *config_path)
      * otherwise runs on the CPU, saying why; "cuda:N" or nothing. */
     gw_ctx_opts co;
     ctx_opts(w->cfg, w->index, &co);
+    gw__pin_threads(w, &co);
     if ((rc = gw_ctx_open(w->model, &co, &w->ctx, err, sizeof(err))) != 0) {
         gw__wlog(w, "cannot create a context of %d tokens on %s: %s", w->cfg->context,
                  w->cfg->device, err);
@@ -148,8 +149,8 @@ static int load(struct gw_worker *w, const char *config_path)
         gw__wlog(w, "ready: %s (%s), context %d, %s", w->cfg->model_name, w->cfg->model_path,
                  gw_ctx_n_ctx(w->ctx), gw_ctx_backend(w->ctx));
     else
-        gw__wlog(w, "ready: %s (%s), context %d, %d threads, cpu engine", w->cfg->model_name,
-                 w->cfg->model_path, gw_ctx_n_ctx(w->ctx), gw_ctx_n_threads(w->ctx));
+        gw__wlog(w, "ready: %s (%s), context %d, %d threads%s, cpu engine", w->cfg->model_name,
+                 w->cfg->model_path, gw_ctx_n_ctx(w->ctx), gw_ctx_n_threads(w->ctx), w->pin_note);
     if ((rc = batch_init(w, err, sizeof(err))) != 0) {
         gw__wlog(w, "%s", err);
         return 111;

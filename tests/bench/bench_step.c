@@ -1,8 +1,8 @@
 /* bench_step.c - where a batched decode step's time goes, by operation,
  * for B = 1, 2, 4, 8 (and 16) sequences in one step.
  *
- *   bench_step [--prefill L] MODEL.gguf [threads] [steps] [B...]
- *                                   (defaults 2, 64, 1 2 4 8)
+ *   bench_step [--prefill L] [--idle MS] [--pin] MODEL.gguf [threads]
+ *              [steps] [B...]       (defaults 2, 64, 1 2 4 8)
  *
  * For each B: a context of B sequences, each prefilled with the same
  * 64-token prompt (token 504), then `steps` decode steps of B rows (every
@@ -17,12 +17,19 @@
  * --prefill L: each step is instead B prompt chunks of L tokens (each
  * sequence feeds L more prompt tokens at positions 64..64+L-1, the same
  * ones every step), as the worker runs prompts that arrive together.
+ *
+ * --idle MS: sleep MS milliseconds before each step, as a worker does
+ * between the requests of a quiet node (the step is timed from its
+ * start). --pin: the engine's threads pinned to the first `threads` CPUs
+ * the process may use, as the worker's model.pin_threads does.
  * Not a test: timings are never asserted. */
 #include "ctx.h"
 
 #include <stdio.h>
 #include <stdlib.h>
+#include <sched.h>
 #include <string.h>
+#include <time.h>
 
 static const char *const op_name[GW_PROF_N] = {
     [GW_PROF_EMBED] = "embedding, rope angles",
@@ -39,14 +46,20 @@ static const char *const op_name[GW_PROF_N] = {
     [GW_PROF_WAIT] = "(of these: pool wait)",
 };
 
-static int prefill_len; /* --prefill L, else 0 (decode steps) */
+static int prefill_len;           /* --prefill L, else 0 (decode steps) */
+static int idle_ms;               /* --idle MS */
+static int pin_cpus[256], pinned; /* --pin: the CPU of each thread */
 
 /* One B: returns the mean ns of a step (forward + argmax), fills prof
  * (per step, ns) and *argmax_ns. */
 static double run_b(const gw_model *m, int threads, int steps, int B, double *prof,
                     double *argmax_ns)
 {
-    gw_ctx_opts o = {.n_ctx = 512, .n_threads = threads, .max_seqs = B, .n_batch = 64};
+    gw_ctx_opts o = {.n_ctx = 512,
+                     .n_threads = threads,
+                     .max_seqs = B,
+                     .n_batch = 64,
+                     .cpus = pinned ? pin_cpus : NULL};
     gw_ctx *c;
     if (gw_ctx_new(m, &o, &c) < 0) {
         fprintf(stderr, "bench_step: context of %d sequences failed\n", B);
@@ -72,6 +85,8 @@ static double run_b(const gw_model *m, int threads, int steps, int B, double *pr
     for (int s = -4; s < steps; s++) { /* 4 steps of warm-up */
         if (s == 0)
             gw__ctx_prof(c, counters);
+        if (idle_ms)
+            nanosleep(&(struct timespec){idle_ms / 1000, idle_ms % 1000 * 1000000L}, NULL);
         uint64_t t0 = gw_mono_ns();
         for (int b = 0; b < B; b++)
             if (prefill_len)
@@ -99,18 +114,42 @@ static double run_b(const gw_model *m, int threads, int steps, int B, double *pr
     return (double)total / steps;
 }
 
+/* --pin: the first `threads` CPUs this process may use; 0 when fewer. */
+static int plan_pins(int threads)
+{
+    cpu_set_t set;
+    int n = 0;
+    if (sched_getaffinity(0, sizeof set, &set) != 0)
+        return 0;
+    for (int c = 0; c < CPU_SETSIZE && n < threads && n < 256; c++)
+        if (CPU_ISSET(c, &set))
+            pin_cpus[n++] = c;
+    return n == threads;
+}
+
 int main(int argc, char **argv)
 {
-    if (argc > 2 && strcmp(argv[1], "--prefill") == 0) {
-        prefill_len = atoi(argv[2]);
-        argv += 2, argc -= 2;
+    int pin = 0;
+    for (;;) {
+        if (argc > 2 && strcmp(argv[1], "--prefill") == 0)
+            prefill_len = atoi(argv[2]), argv += 2, argc -= 2;
+        else if (argc > 2 && strcmp(argv[1], "--idle") == 0)
+            idle_ms = atoi(argv[2]), argv += 2, argc -= 2;
+        else if (argc > 1 && strcmp(argv[1], "--pin") == 0)
+            pin = 1, argv++, argc--;
+        else
+            break;
     }
-    if (argc < 2 || prefill_len < 0 || prefill_len > 64) {
-        fprintf(stderr, "usage: bench_step [--prefill L (1-64)] MODEL.gguf [threads] [steps] "
-                        "[B...]\n");
+    if (argc < 2 || prefill_len < 0 || prefill_len > 64 || idle_ms < 0 || idle_ms > 10000) {
+        fprintf(stderr, "usage: bench_step [--prefill L (1-64)] [--idle MS (0-10000)] [--pin] "
+                        "MODEL.gguf [threads] [steps] [B...]\n");
         return 2;
     }
     int threads = argc > 2 ? atoi(argv[2]) : 2, steps = argc > 3 ? atoi(argv[3]) : 64;
+    if (pin && !(pinned = plan_pins(threads))) {
+        fprintf(stderr, "bench_step: --pin: fewer CPUs than %d threads\n", threads);
+        return 2;
+    }
     int bs[16] = {1, 2, 4, 8}, nbs = 4;
     if (argc > 4) {
         nbs = 0;
@@ -126,7 +165,9 @@ int main(int argc, char **argv)
     printf("threads %d, %d steps per B, SIMD level %d; ms per step", threads, steps, gw_simd_get());
     if (prefill_len)
         printf(" of B prompt chunks of %d tokens", prefill_len);
-    printf("\n");
+    if (idle_ms)
+        printf(", each after %d ms idle", idle_ms);
+    printf("%s\n", pinned ? ", threads pinned" : "");
     double prof[16][GW_PROF_N], am[16], tot[16];
     for (int i = 0; i < nbs; i++)
         tot[i] = run_b(m, threads, steps, bs[i], prof[i], &am[i]);

@@ -292,6 +292,7 @@ static void test_defaults_fill_what_the_file_leaves_out(void **state)
     assert_true(cfg->vtc_weight_prompt == 1.0);
     assert_true(cfg->vtc_weight_output == 2.0);
     assert_int_equal(cfg->priority_lead, 8);
+    assert_int_equal(cfg->pin_threads, 1);
     assert_int_equal(cfg->header_bytes, 8192);
     assert_int_equal(cfg->body_bytes, 1048576);
     assert_int_equal(cfg->header_timeout_ms, 10000);
@@ -783,6 +784,10 @@ static void test_batching_keys_name_key_and_range(void **state)
                    "config: model.priority_lead: expected an integer in [0, 65536]");
     expect_mistake("model.priority_lead", val("1.5"),
                    "config: model.priority_lead: expected an integer in [0, 65536]");
+    expect_mistake("model.pin_threads", val("1"),
+                   "config: model.pin_threads: expected true or false");
+    expect_mistake("model.pin_threads", val("\"no\""),
+                   "config: model.pin_threads: expected true or false");
     expect_mistake("model.max_batches", val("8"), "config: model.max_batches: unknown key");
     const char *w = "config: plans.free.weight: expected a number > 0 and <= 1000";
     expect_mistake("plans.free.weight", val("0"), w);
@@ -923,11 +928,13 @@ static void test_batching_keys_accept_their_edges(void **state)
     set_path(root, "model.kv_cache_tokens", val("0"));
     set_path(root, "model.prefill_chunk", val("1"));
     set_path(root, "model.step_tokens", val("65536"));
+    set_path(root, "model.pin_threads", val("false"));
     cfg = parse_ok(root);
     assert_int_equal(cfg->max_batch, 0);       /* auto, written out */
     assert_int_equal(cfg->kv_cache_tokens, 0); /* auto, whatever the context */
     assert_int_equal(cfg->prefill_chunk, 1);
     assert_int_equal(cfg->step_tokens, 65536);
+    assert_int_equal(cfg->pin_threads, 0);
     gw_config_free(cfg);
 }
 

@@ -2,13 +2,17 @@
  * hands every share of a job to exactly one thread, on a thread index in
  * range, and returns only once all are done; a thread stuck in a share
  * does not stop the others from taking the rest of the job (the shares
- * are claimed, not fixed per thread). */
+ * are claimed, not fixed per thread); a pinned pool's threads run on
+ * their CPUs, and a CPU they may not use is refused. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <cmocka.h>
 
+#include <errno.h>
+#include <pthread.h>
+#include <sched.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
@@ -47,7 +51,7 @@ static void test_every_share_runs_once(void **state)
     (void)state;
     for (int threads = 1; threads <= 4; threads++) {
         gw_pool *p;
-        assert_int_equal(gw_pool_new(threads, &p), 0);
+        assert_int_equal(gw_pool_new(threads, NULL, &p), 0);
         assert_int_equal(gw_pool_size(p), threads);
         for (int round = 0; round < 3000; round++) {
             struct job *j = calloc(1, sizeof *j);
@@ -111,7 +115,7 @@ static void test_a_stuck_thread_does_not_hold_the_rest(void **state)
 {
     (void)state;
     gw_pool *p;
-    assert_int_equal(gw_pool_new(2, &p), 0);
+    assert_int_equal(gw_pool_new(2, NULL, &p), 0);
     for (int round = 0; round < 20; round++) {
         struct job *j = calloc(1, sizeof *j);
         j->threads = 2;
@@ -126,11 +130,88 @@ static void test_a_stuck_thread_does_not_hold_the_rest(void **state)
     gw_pool_free(p);
 }
 
+/* Each share records the CPU its thread ran on, by thread index. */
+struct where {
+    _Atomic int cpu[2];
+    _Atomic int bad;
+};
+
+static void record_cpu(void *arg, int i, int n, int t)
+{
+    (void)i, (void)n;
+    struct where *w = arg;
+    int c = sched_getcpu();
+    if (t < 0 || t > 1)
+        atomic_store(&w->bad, 1);
+    else {
+        int before = atomic_exchange(&w->cpu[t], c);
+        if (before >= 0 && before != c)
+            atomic_store(&w->bad, 1); /* thread t moved within the job */
+    }
+}
+
+/* Two threads pinned to the last two CPUs the test may use, in reverse
+ * order, then both to the last: every share of thread t runs on cpus[t];
+ * a CPU outside the set
+ * is -EINVAL and leaves the caller where it was. Skipped with fewer than
+ * two CPUs. */
+static void test_pinned_threads_run_on_their_cpus(void **state)
+{
+    (void)state;
+    cpu_set_t was;
+    assert_int_equal(sched_getaffinity(0, sizeof was, &was), 0);
+    int allowed[CPU_SETSIZE], n = 0;
+    for (int c = 0; c < CPU_SETSIZE; c++)
+        if (CPU_ISSET(c, &was))
+            allowed[n++] = c;
+    if (n < 2)
+        skip();
+    /* apart, then both on one CPU (left alone, the kernel would spread them) */
+    int layouts[2][2] = {{allowed[n - 1], allowed[n - 2]}, {allowed[n - 1], allowed[n - 1]}};
+    int *cpus = layouts[0], ran1 = 0;
+    gw_pool *p;
+    for (int l = 0; l < 2; l++) {
+        cpus = layouts[l];
+        assert_int_equal(gw_pool_new(2, cpus, &p), 0);
+        for (int round = 0; round < 200; round++) {
+            struct where w = {{-1, -1}, 0};
+            gw_pool_run(p, record_cpu, &w);
+            assert_int_equal(atomic_load(&w.bad), 0);
+            assert_int_equal(atomic_load(&w.cpu[0]), cpus[0]);
+            int c1 = atomic_load(&w.cpu[1]);
+            if (c1 >= 0) /* thread 1 may find every share taken */
+                assert_int_equal(c1, cpus[1]);
+            ran1 += c1 >= 0;
+        }
+        gw_pool_free(p);
+    }
+    assert_true(ran1 > 0);
+    cpu_set_t now;
+    assert_int_equal(sched_getaffinity(0, sizeof now, &now), 0);
+    assert_int_equal(CPU_COUNT(&now), 1); /* the caller stays pinned */
+    assert_true(CPU_ISSET(cpus[0], &now));
+
+    assert_int_equal(sched_setaffinity(0, sizeof was, &was), 0);
+    int bad[2] = {allowed[0], CPU_SETSIZE}; /* thread 1: no such CPU */
+    assert_int_equal(gw_pool_new(2, bad, &p), -EINVAL);
+    assert_int_equal(sched_getaffinity(0, sizeof now, &now), 0);
+    assert_true(CPU_EQUAL(&now, &was)); /* the caller's mask untouched */
+    int absent = -1;
+    for (int c = 0; c < CPU_SETSIZE && absent < 0; c++)
+        if (!CPU_ISSET(c, &was))
+            absent = c;
+    int outside[2] = {absent, allowed[0]}; /* the caller: a CPU not in its set */
+    assert_int_equal(gw_pool_new(2, outside, &p), -EINVAL);
+    assert_int_equal(sched_getaffinity(0, sizeof now, &now), 0);
+    assert_true(CPU_EQUAL(&now, &was));
+}
+
 int main(void)
 {
     const struct CMUnitTest t[] = {
         cmocka_unit_test(test_every_share_runs_once),
         cmocka_unit_test(test_a_stuck_thread_does_not_hold_the_rest),
+        cmocka_unit_test(test_pinned_threads_run_on_their_cpus),
     };
     return cmocka_run_group_tests(t, NULL, NULL);
 }

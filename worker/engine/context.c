@@ -74,6 +74,8 @@ static int ctx_cpu(const gw_model *m, const gw_ctx_opts *o, gw_ctx **out)
 {
     /* The CPU engine's products read the packed copies (packed.c); the
      * model is const to its users, and packing adds to it, once. */
+    if (o->cpus && !o->n_threads)
+        return -EINVAL; /* cpus has n_threads entries */
     if (gw__model_pack((gw_model *)m) < 0)
         return -ENOMEM;
     gw_ctx *x = calloc(1, sizeof *x);
@@ -86,7 +88,7 @@ static int ctx_cpu(const gw_model *m, const gw_ctx_opts *o, gw_ctx **out)
         long n = sysconf(_SC_NPROCESSORS_ONLN);
         nt = n > 0 ? (int)(n > 256 ? 256 : n) : 1;
     }
-    int rc = gw_pool_new(nt, &x->pool);
+    int rc = gw_pool_new(nt, o->cpus, &x->pool);
     if (rc == 0)
         rc = ctx_sizes(x, o, 0);
     if (rc == 0)

@@ -275,7 +275,10 @@ gw_rows_fn gw_rows_portable_for(uint32_t type);
  * varies from job to job. */
 typedef struct gw_pool gw_pool;
 typedef void (*gw_pool_fn)(void *arg, int i, int n, int t);
-int gw_pool_new(int n_threads, gw_pool **out);
+/* cpus: NULL, or the CPU of each thread (cpus[0]: the calling thread,
+ * which stays pinned after the pool is freed); -EINVAL for a CPU the
+ * thread may not run on. */
+int gw_pool_new(int n_threads, const int *cpus, gw_pool **out);
 void gw_pool_free(gw_pool *p);
 int gw_pool_size(const gw_pool *p);
 void gw_pool_run(gw_pool *p, gw_pool_fn fn, void *arg);

@@ -18,6 +18,13 @@
  * waits for is not running burns the only core that could run it (an
  * unbounded spin measured 36 tokens/s there, against 140 on an idle box).
  *
+ * Pinning (cpus given): thread i runs only on cpus[i], the caller on
+ * cpus[0]. Left to the kernel, the threads of a pool that slept through an
+ * idle spell are woken onto one CPU and spread again only after several
+ * milliseconds: the first passes after a pause then took 1.5-1.8x their
+ * time on a 2-vCPU host (13-token prompts 300 ms apart, bench_step;
+ * docs/BENCHMARKS.md). A pinned pool wakes where it ran.
+ *
  * Wake-ups are never lost: a sleeper announces itself (seq_cst) before it
  * re-reads the word it sleeps on, and the waker changes the word (seq_cst)
  * before it reads the announcement; FUTEX_WAIT itself returns at once
@@ -181,7 +188,43 @@ static void bump(gw_pool *p)
         futex_wake(&p->gen, INT_MAX);
 }
 
-int gw_pool_new(int n_threads, gw_pool **out)
+/* Pins the calling thread to cpu, or a thread about to be created (attr). */
+static int pin_to(int cpu, pthread_attr_t *attr)
+{
+#ifdef __linux__
+    cpu_set_t set;
+    if (cpu < 0 || cpu >= CPU_SETSIZE)
+        return EINVAL;
+    CPU_ZERO(&set);
+    CPU_SET(cpu, &set);
+    return attr ? pthread_attr_setaffinity_np(attr, sizeof set, &set)
+                : pthread_setaffinity_np(pthread_self(), sizeof set, &set);
+#else
+    (void)cpu, (void)attr;
+    return ENOTSUP;
+#endif
+}
+
+/* Starts thread i (1..n-1), on cpus[i] when cpus is given. */
+static int start_thread(gw_pool *p, int i, const int *cpus)
+{
+    struct worker_arg *wa = malloc(sizeof *wa);
+    if (!wa)
+        return ENOMEM;
+    *wa = (struct worker_arg){.p = p, .i = i};
+    pthread_attr_t attr;
+    int rc = pthread_attr_init(&attr);
+    if (rc == 0) {
+        if (!cpus || (rc = pin_to(cpus[i], &attr)) == 0)
+            rc = pthread_create(&p->th[i - 1], &attr, worker_main, wa);
+        pthread_attr_destroy(&attr);
+    }
+    if (rc != 0)
+        free(wa);
+    return rc;
+}
+
+int gw_pool_new(int n_threads, const int *cpus, gw_pool **out)
 {
     if (n_threads < 1 || n_threads > 1024 || !out)
         return -EINVAL;
@@ -194,20 +237,16 @@ int gw_pool_new(int n_threads, gw_pool **out)
         free(p);
         return -ENOMEM;
     }
-    for (int i = 1; i < n_threads; i++) {
-        struct worker_arg *wa = malloc(sizeof *wa);
-        int rc = ENOMEM;
-        if (wa) {
-            wa->p = p;
-            wa->i = i;
-            rc = pthread_create(&p->th[i - 1], NULL, worker_main, wa);
-        }
-        if (rc != 0) {
-            free(wa);
+    int rc = 0;
+    for (int i = 1; i < n_threads && rc == 0; i++)
+        if ((rc = start_thread(p, i, cpus)) != 0)
             p->n = i; /* threads 1..i-1 exist */
-            gw_pool_free(p);
-            return -rc;
-        }
+    /* the caller last: when a pin fails, its own mask is still as it was */
+    if (rc == 0 && cpus)
+        rc = pin_to(cpus[0], NULL);
+    if (rc != 0) {
+        gw_pool_free(p);
+        return -rc;
     }
     *out = p;
     return 0;

@@ -299,6 +299,9 @@ struct gw_config {
     int priority_lead;        /* generated tokens (of a weight-1 tenant) by which a tenant's
                                  counter must lead another's in a step for the less served
                                  to get priority steps, [0, 65536]; 0 = none; default 8 */
+    int pin_threads;          /* CPU engine: pin each worker's threads, one per CPU, when the
+                                 workers' threads fit in the CPUs the process may use;
+                                 default 1 (true) */
     /* HTTP limits */
     uint32_t header_bytes;      /* default 8 KiB */
     uint32_t body_bytes;        /* default 1 MiB */

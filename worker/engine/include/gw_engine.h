@@ -263,6 +263,9 @@ typedef struct gw_ctx_opts {
                            Rounded up to whole blocks */
     int max_rows;       /* token rows one gw_ctx_eval_batch may carry; 0:
                            n_batch * max_seqs (at least n_batch) */
+    const int *cpus;    /* CPU engine: NULL, or the CPU each of the n_threads
+                           threads is pinned to (cpus[0]: the calling thread);
+                           n_threads must then be given */
 } gw_ctx_opts;
 
 /* Returns 0, -EINVAL for bad options, -ENOMEM. The model must outlive the

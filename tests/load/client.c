@@ -785,7 +785,14 @@ static void on_arrival(uv_timer_t *t)
         rc->started = 1;
         rc->active = 1;
         rc->start_ns = now;
-        rc->next_due_ns = now;
+        /* A Poisson stream's first arrival comes one exponential gap after
+         * the class starts, as each later one after the one before (the
+         * wait from any instant to the next arrival is exponential): sent
+         * at the start itself, every class that starts at the same second
+         * would send in the same millisecond, a legitimate client's first
+         * request always in the middle of an attack's first wave. A
+         * constant stream sends at its start. */
+        rc->next_due_ns = now + (rc->c->poisson ? gap_ns(rc) : 0);
         if (rc->c->closed) {
             for (int i = 0; i < rc->c->connections && may_issue(r); i++)
                 issue(rc, now);

@@ -369,6 +369,72 @@ static void test_failed_threshold_exits_1(void **state)
     close(held);
 }
 
+/* The first intended time of each class in a timeline, by class name
+ * ("a", "b", "k"); -1 when it sent nothing. */
+static void first_arrivals(const char *timeline, double first[3])
+{
+    first[0] = first[1] = first[2] = -1;
+    FILE *f = fopen(timeline, "r");
+    assert_non_null(f);
+    char line[512];
+    assert_non_null(fgets(line, sizeof(line), f)); /* the header */
+    double t;
+    char name[16];
+    while (fgets(line, sizeof(line), f))
+        if (sscanf(line, "%lf,%15[^,]", &t, name) == 2 && strlen(name) == 1) {
+            int i = name[0] == 'a' ? 0 : name[0] == 'b' ? 1 : 2;
+            if (first[i] < 0 || t < first[i])
+                first[i] = t;
+        }
+    fclose(f);
+}
+
+/* A Poisson class's first request comes one drawn gap after its start,
+ * not at the start: classes that start together do not all send in the
+ * same instant. A constant class sends at its start. Against a port that
+ * refuses connections: only the schedule matters. The gaps are the seeded
+ * streams' first draws (seed 4: a's 28.7 ms, b's 11.0 ms), not timings;
+ * before, both came within a millisecond of k's. */
+static void test_poisson_classes_start_one_gap_in(void **state)
+{
+    (void)state;
+    int held = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t al = sizeof(a);
+    assert_int_equal(bind(held, (struct sockaddr *)&a, sizeof(a)), 0);
+    assert_int_equal(getsockname(held, (struct sockaddr *)&a, &al), 0);
+    char dir[] = "/tmp/gw-load-first-XXXXXX";
+    assert_non_null(mkdtemp(dir));
+    char scen[256], out[256], timeline[256];
+    snprintf(scen, sizeof(scen), "%s/s.json", dir);
+    snprintf(out, sizeof(out), "%s/out", dir);
+    snprintf(timeline, sizeof(timeline), "%s/t.csv", dir);
+    FILE *f = fopen(scen, "w");
+    fprintf(f,
+            "{\"name\":\"first\",\"target\":\"127.0.0.1:%d\",\"duration_s\":0.6,"
+            "\"drain_s\":1,\"seed\":4,\"classes\":["
+            "{\"name\":\"k\",\"behaviour\":\"tokenless\",\"rate\":40,\"start_s\":0.2,"
+            "\"arrival\":\"constant\"},"
+            "{\"name\":\"a\",\"behaviour\":\"tokenless\",\"rate\":40,\"start_s\":0.2},"
+            "{\"name\":\"b\",\"behaviour\":\"tokenless\",\"rate\":40,\"start_s\":0.2}]}",
+            ntohs(a.sin_port));
+    fclose(f);
+    const char *args[] = {"--timeline", timeline, scen, NULL};
+    assert_int_equal(run_load(args, out), 0);
+    double first[3];
+    first_arrivals(timeline, first);
+    /* k at its start; a and b their drawn gap after their own start,
+     * which is k's or later (their timers fire after k's) */
+    assert_true(first[2] > 0.15 && first[2] < 0.3);
+    assert_true(first[0] - first[2] > 0.02);
+    assert_true(first[1] - first[2] > 0.008);
+    unlink(scen);
+    unlink(out);
+    unlink(timeline);
+    rmdir(dir);
+    close(held);
+}
+
 int main(int argc, char **argv)
 {
     (void)argc;
@@ -383,6 +449,7 @@ int main(int argc, char **argv)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_non_loopback_target_is_refused),
         cmocka_unit_test(test_failed_threshold_exits_1),
+        cmocka_unit_test(test_poisson_classes_start_one_gap_in),
     };
     return cmocka_run_group_tests_name("load_smoke", tests, NULL, NULL);
 }

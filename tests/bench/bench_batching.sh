@@ -44,7 +44,9 @@
 # GW_PRIORITY_LEAD (isolation: gpuwarden's model.priority_lead; 0 = no
 # priority steps for less served tenants), GW_ISO_ATTACK (isolation: 0 runs
 # the control, the legitimate classes alone on the same seeded schedules),
-# GW_LLAMA_ARGS (more llama-server options, e.g. "--poll 0").
+# GW_PIN_THREADS (gpuwarden's model.pin_threads, true or false; unset:
+# the default), GW_LLAMA_ARGS (more llama-server options,
+# e.g. "--poll 0").
 # OUT_DIR (default a fresh /tmp/gw-bench-batching.XXXXXX) keeps the logs and
 # JSON reports. Loopback only; every process started here is stopped by the
 # EXIT trap. A benchmark, not a test: it asserts nothing.
@@ -112,14 +114,15 @@ wait_ready() { # URL: up to 60 s for a 200, while $pid lives
 # and a kill would end the stream before its 128 tokens; llama-server has
 # no such watchdog). $1: max_batch or "" to leave the key out.
 gw_config() {
-    local mb=""
+    local mb="" pin=""
     [ -n "$1" ] && mb=", \"max_batch\": $1"
+    [ -n "${GW_PIN_THREADS:-}" ] && pin=", \"pin_threads\": $GW_PIN_THREADS"
     cat <<JSON
 {
  "listen": ["127.0.0.1:$gw_port"], "fronts": 1, "workers": 1, "state_dir": "$tmp/state",
  "segment": {"accounts": 4096, "budgets": 64, "slots": 64, "queue": 64,
              "prompt_bytes": 4096, "output_bytes": 16384},
- "model": {"path": "$model", "name": "smollm2", "threads": $threads, "context": 512$mb},
+ "model": {"path": "$model", "name": "smollm2", "threads": $threads, "context": 512$mb$pin},
  "auth": {"keys": [{"kid": "b", "alg": "HS256", "secret_file": "$tmp/secret.key"}]},
  "ip": {"rate": ["1000000 per second burst 1000"]},
  "global": {"rate": ["1000000 per second burst 1000"], "budget": "1000 GPU-seconds per second"},
@@ -217,7 +220,8 @@ fi
 # light-among-heavy tenants, on a plan without effective limits, and no
 # watchdog kills (a greedy 135M model loops; a kill would end a stream).
 dev_config() {
-    GW_PORT=$gw_port GW_DIR=$1 GW_THREADS=$threads GW_MB=$2 GW_LEAD=$3 GW_LIGHT=${4:-} python3 -c '
+    GW_PORT=$gw_port GW_DIR=$1 GW_THREADS=$threads GW_MB=$2 GW_LEAD=$3 GW_LIGHT=${4:-} \
+        GW_PIN=${GW_PIN_THREADS:-} python3 -c '
 import json, os
 e = os.environ
 c = json.load(open("dist/gpuwarden.dev.json"))
@@ -230,6 +234,8 @@ if e["GW_MB"]:
     c["model"]["max_batch"] = int(e["GW_MB"])
 if e["GW_LEAD"]:
     c["model"]["priority_lead"] = int(e["GW_LEAD"])
+if e["GW_PIN"]:
+    c["model"]["pin_threads"] = e["GW_PIN"] == "true"
 if e["GW_LIGHT"]:
     big = ["100000 per second burst 1000"]
     c["ip"]["rate"] = big

@@ -22,10 +22,12 @@
 #include "gw_supervisor.h"
 
 #include <errno.h>
+#include <dirent.h>
 #include <fcntl.h>
 #include <limits.h>
 #include <netinet/in.h>
 #include <poll.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -49,6 +51,7 @@ static char cfg_path[128];   /* dir/gpuwarden.json */
 static char seg_path[128];   /* dir/state/ledger */
 static char model_path[128]; /* dir/tiny.gguf */
 static const char *gpuwarden = GW_BIN_DIR "/gpuwarden";
+static int cfg_threads = 1; /* model.threads of write_config (setup: 1) */
 
 /* ------------------------------------------------------------- fixtures */
 
@@ -99,7 +102,7 @@ static void write_config(const char *listen, int workers, const char *model)
         " \"segment\": {\"accounts\": 256, \"budgets\": 16, \"slots\": 16, \"queue\": 16,\n"
         "               \"prompt_bytes\": 4096, \"output_bytes\": 4096},\n"
         " \"model\": {\"path\": \"%s\", \"name\": \"tiny\", \"device\": \"cpu\",\n"
-        "             \"threads\": 1, \"context\": 64},\n"
+        "             \"threads\": %d, \"context\": 64},\n"
         " \"http\": {\"drain_timeout_ms\": 1000},\n"
         " \"auth\": {\"keys\": [{\"kid\": \"dev\", \"alg\": \"HS256\", \"secret_file\": "
         "\"%s\"}]},\n"
@@ -108,7 +111,7 @@ static void write_config(const char *listen, int workers, const char *model)
         " \"default_plan\": \"free\",\n"
         " \"admin\": {\"socket\": \"%s/admin.sock\"}\n"
         "}\n",
-        listen, workers, dir, model, secret, dir);
+        listen, workers, dir, model, cfg_threads, secret, dir);
     write_file(cfg_path, text);
 }
 
@@ -159,6 +162,7 @@ static int setup(void **state)
     snprintf(cfg_path, sizeof(cfg_path), "%s/gpuwarden.json", dir);
     snprintf(seg_path, sizeof(seg_path), "%s/state/ledger", dir);
     snprintf(model_path, sizeof(model_path), "%s/tiny.gguf", dir);
+    cfg_threads = 1;
     return 0;
 }
 
@@ -640,6 +644,67 @@ static void test_master_notifies_ready_and_stopping(void **state)
     free(m);
 }
 
+/* model.pin_threads (default): a worker of two threads pins them, one per
+ * CPU, to the first two CPUs the process may use, and its ready line says
+ * so. Skipped with fewer than two CPUs. */
+static void test_worker_pins_its_threads(void **state)
+{
+    (void)state;
+    cpu_set_t set;
+    assert_int_equal(sched_getaffinity(0, sizeof set, &set), 0);
+    int cpu[2] = {-1, -1}, k = 0;
+    for (int c = 0; c < CPU_SETSIZE && k < 2; c++)
+        if (CPU_ISSET(c, &set))
+            cpu[k++] = c;
+    if (k < 2)
+        skip();
+    char addr[64];
+    int lfd = activation_socket(addr, sizeof(addr));
+    write_model();
+    cfg_threads = 2;
+    write_config(addr, 1, model_path);
+    struct master *m = calloc(1, sizeof(*m));
+    master_start_env(m, NULL, lfd, 0);
+    close(lfd);
+    char want[256];
+    snprintf(want, sizeof want,
+             cpu[1] == cpu[0] + 1 ? ", 2 threads pinned to CPUs %d-%d, cpu engine\n"
+                                  : ", 2 threads pinned to CPUs %d,%d, cpu engine\n",
+             cpu[0], cpu[1]);
+    assert_true(master_expect(m, want, DEADLINE_MS));
+    pid_t w = lane_pid(GW_ROLE_WORKER, 0, NULL);
+    assert_true(w > 0);
+    /* the worker's threads: the two of the pool, each on its own CPU */
+    int on[2] = {0, 0};
+    char path[384], line[256];
+    snprintf(path, sizeof path, "/proc/%d/task", (int)w);
+    DIR *d = opendir(path);
+    assert_non_null(d);
+    struct dirent *e;
+    while ((e = readdir(d)))
+        if (e->d_name[0] != '.') {
+            snprintf(path, sizeof path, "/proc/%d/task/%s/status", (int)w, e->d_name);
+            FILE *f = fopen(path, "r");
+            while (f && fgets(line, sizeof line, f))
+                if (strncmp(line, "Cpus_allowed_list:", 18) == 0) {
+                    int c = atoi(line + 18);
+                    char one[32];
+                    snprintf(one, sizeof one, "%d\n", c);
+                    int pinned = strcmp(line + 18 + strspn(line + 18, " \t"), one) == 0;
+                    on[0] += pinned && c == cpu[0];
+                    on[1] += pinned && c == cpu[1];
+                }
+            if (f)
+                fclose(f);
+        }
+    closedir(d);
+    assert_int_equal(on[0], 1);
+    assert_int_equal(on[1], 1);
+    kill(m->pid, SIGTERM);
+    assert_int_equal(master_exit(m, DEADLINE_MS), 0);
+    free(m);
+}
+
 /* Socket activation and the systemd watchdog: the master serves on the
  * socket it was given as fd 3 (LISTEN_FDS=1, LISTEN_PID its own) instead of
  * the config's address, says so, and sends WATCHDOG=1 again and again while
@@ -849,6 +914,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_master_names_the_address_it_cannot_bind, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_master_notifies_ready_and_stopping, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_worker_pins_its_threads, setup, teardown),
         cmocka_unit_test_setup_teardown(test_master_socket_activation_and_watchdog, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_master_repairs_and_respawns_a_killed_child, setup,

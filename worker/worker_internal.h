@@ -124,7 +124,8 @@ void gw__sched_step(struct gw_worker *w);
  * in counter units (0: prompts only). The priority ones: those still
  * prefilling with at most twice the prompt tokens left of the prefilling
  * one with fewest, and, when two counters differ by more than lead, the
- * decoding ones within lead of the smallest. When some but not all have
+ * decoding ones within lead of the smallest, if they are fewer than the
+ * other decoding ones. When some but not all have
  * priority and *priority_only is 0, only those run, and *priority_only
  * becomes 1; otherwise all, and it becomes 0. Returns how many run. */
 int gw__sched_priority(int *priority_only, gw_gen *const *gens, const uint64_t *vtc, uint64_t lead,

@@ -36,9 +36,10 @@
  * left of the one with fewest and, when a tenant in the step leads
  * another's counter by more than model.priority_lead generated tokens (of
  * a weight-1 tenant), the decoding ones of the tenants within that lead
- * of the smallest counter. When some but not all of the step's sequences
- * have priority and the last step was not already such a step, the step
- * runs only them (the others sit it out, their KV cache kept).
+ * of the smallest counter, if they are fewer than the other decoding ones.
+ * When some but not all of the step's sequences have priority and the
+ * last step was not already such a step, the step runs only them (the
+ * others sit it out, their KV cache kept).
  * - Prompts first: a newcomer's first token waits for its own prompt, not
  *   for every running sequence's row and attention as well: on the CPU a
  *   full batch's decode rows cost as much as a short prompt's (8 rows:
@@ -58,7 +59,9 @@
  *   barely notices the other. VTC alone decides who takes a place; this
  *   decides how fast the places of the less served advance. Its price is
  *   the heavy tenant's: while the light one runs, its sequences sit out
- *   every other step (the node computes fewer rows per second).
+ *   every other step (the node computes fewer rows per second). Light
+ *   means fewer sequences too: one against one, a step of one row saves
+ *   a row's time and costs the other sequence a whole step, so both run.
  * Sequences without priority lose at most every other step, however many
  * prompts and light tenants arrive.
  */
@@ -251,6 +254,13 @@ int gw__sched_priority(int *priority_only, gw_gen *const *gens, const uint64_t *
     }
     /* lo + lead < hi: no overflow below */
     int behind = lead > 0 && lo != UINT64_MAX && hi - lo > lead;
+    /* the less served must be the fewer: one sequence against one gains
+     * a row's time and costs the other a whole step */
+    int light = 0, heavy = 0;
+    for (int i = 0; behind && i < n; i++)
+        if (prompt_left(gens[i]) == 0)
+            vtc[i] != UINT64_MAX &&vtc[i] <= lo + lead ? light++ : heavy++;
+    behind = behind && light < heavy;
     int p = 0;
     for (int i = 0; i < n; i++) {
         size_t left = prompt_left(gens[i]);

@@ -20,7 +20,7 @@ struct env {
     gwt_buf file;
     gw_model *m;
     gw_ctx *x;
-    gw_gen *g[4]; /* g[0], g[1]: decoding; g[2], g[3]: new (g[2] two chunks) */
+    gw_gen *g[5]; /* g[0], g[1]: decoding; g[2], g[3]: new (g[2] two chunks) */
 };
 
 static int setup(void **state)
@@ -33,7 +33,7 @@ static int setup(void **state)
     if (gw_gguf_open_buffer(e->file.p, e->file.len, "tiny.gguf", &g, NULL, 0) ||
         gw_model_from_gguf(g, &e->m, NULL, 0))
         return -1;
-    gw_ctx_opts o = {.n_ctx = 64, .n_threads = 1, .max_seqs = 4, .n_batch = 8};
+    gw_ctx_opts o = {.n_ctx = 64, .n_threads = 1, .max_seqs = 5, .n_batch = 8};
     if (gw_ctx_new(e->m, &o, &e->x))
         return -1;
     *state = e;
@@ -43,7 +43,7 @@ static int setup(void **state)
 static int teardown(void **state)
 {
     struct env *e = *state;
-    for (int i = 0; i < 4; i++)
+    for (int i = 0; i < 5; i++)
         gw_gen_free(e->g[i]);
     gw_ctx_free(e->x);
     gw_model_free(e->m);
@@ -149,26 +149,30 @@ static void test_shortest_prompts_run_first(void **state)
 
 /* Less served first: with every sequence decoding, a tenant's counter
  * more than `lead` past another's makes the sequences within lead of the
- * smallest counter a priority step's, every other step; within the lead,
- * with lead 0, or with no counters, all run. A sequence without a tenant
+ * smallest counter a priority step's, every other step, when they are
+ * fewer than the others; within the lead, with lead 0, with no counters,
+ * or as many light as heavy, all run. A sequence without a tenant
  * (UINT64_MAX) never has priority by service. */
 static void test_less_served_run_alone_every_other_step(void **state)
 {
     struct env *e = *state;
     gw_step_info info = {0};
-    for (int i = 0; i < 4; i++)
+    for (int i = 0; i < 5; i++)
         e->g[i] = gen(e, 3 + i);
-    assert_int_equal(gw_batch_step(e->x, e->g, 4, 64, &info), 0); /* all prefilled */
+    assert_int_equal(gw_batch_step(e->x, e->g, 5, 64, &info), 0); /* all prefilled */
     int last = 0;
 
-    /* the light tenant (1000) and the one near it (8000) lead by at most
-     * 8000 from the smallest; 20000 and 9001 are past it */
-    uint64_t vtc[4] = {20000, 1000, 9001, 9000};
-    prio_is(&last, e->g, vtc, 8000, "0101", 1);
+    /* the light tenant (1000) and the one near it (9000) lead by at most
+     * 8000 from the smallest; 20000, 9001 and 25000 are past it */
+    uint64_t vtc[5] = {20000, 1000, 9001, 9000, 25000};
+    prio_is(&last, e->g, vtc, 8000, "01010", 1);
+    prio_is(&last, e->g, vtc, 8000, "11111", 0);
+
+    /* two light against two heavy: all run */
     prio_is(&last, e->g, vtc, 8000, "1111", 0);
 
     /* lead 0: prompts only, and none is prefilling */
-    prio_is(&last, e->g, vtc, 0, "1111", 0);
+    prio_is(&last, e->g, vtc, 0, "11111", 0);
 
     /* all within the lead: all run */
     uint64_t close[4] = {5000, 1000, 9000, 7000};
@@ -184,9 +188,29 @@ static void test_less_served_run_alone_every_other_step(void **state)
     prio_is(&last, e->g, none, 8000, "1111", 0);
 
     /* a counter near the top of the range: no overflow */
-    uint64_t top[4] = {UINT64_MAX - 1, 0, UINT64_MAX - 5, 10};
+    uint64_t top[4] = {UINT64_MAX - 1, 0, UINT64_MAX - 5, UINT64_MAX - 3};
     last = 0;
-    prio_is(&last, e->g, top, 8000, "0101", 1);
+    prio_is(&last, e->g, top, 8000, "0100", 1);
+}
+
+/* One light sequence against one heavy (an isolation round: the flood's
+ * one admitted answer, whose tenant's counter was the smaller, beside
+ * another tenant's 8-token answer): a step of one row saves the other
+ * row's time and costs the sequence left out a whole step, so both run
+ * every step. Against two heavy, the light one gets its steps. */
+static void test_one_against_one_runs_together(void **state)
+{
+    struct env *e = *state;
+    gw_step_info info = {0};
+    for (int i = 0; i < 3; i++)
+        e->g[i] = gen(e, 3 + i);
+    assert_int_equal(gw_batch_step(e->x, e->g, 3, 64, &info), 0); /* all prefilled */
+    int last = 0;
+    uint64_t vtc[3] = {106000, 195000, 195000};
+    prio_is(&last, e->g, vtc, 16000, "11", 0);
+    prio_is(&last, e->g, vtc, 16000, "11", 0);
+    prio_is(&last, e->g, vtc, 16000, "100", 1);
+    prio_is(&last, e->g, vtc, 16000, "111", 0);
 }
 
 /* A newcomer's prompt and a light tenant's decoding share the priority
@@ -212,6 +236,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_shortest_prompts_run_first, setup, teardown),
         cmocka_unit_test_setup_teardown(test_less_served_run_alone_every_other_step, setup,
                                         teardown),
+        cmocka_unit_test_setup_teardown(test_one_against_one_runs_together, setup, teardown),
         cmocka_unit_test_setup_teardown(test_prompts_and_less_served_share_the_priority_step, setup,
                                         teardown),
     };

@@ -326,47 +326,65 @@ static void test_non_loopback_target_is_refused(void **state)
     assert_non_null(strstr(line, "target: \"10.1.2.3:8080\": not a loopback address"));
 }
 
+/* A run against nobody: a loopback port this test holds bound without
+ * listening (every connection is refused, and no other process can take
+ * the port meanwhile) and a scratch directory with the scenario's path,
+ * the output's and one more (`extra`, a report or a timeline). */
+struct nobody {
+    int held, port;
+    char dir[32], scen[64], out[64], extra[64];
+};
+
+static void nobody_open(struct nobody *n, const char *extra)
+{
+    n->held = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t al = sizeof(a);
+    assert_int_equal(bind(n->held, (struct sockaddr *)&a, sizeof(a)), 0);
+    assert_int_equal(getsockname(n->held, (struct sockaddr *)&a, &al), 0);
+    n->port = ntohs(a.sin_port);
+    snprintf(n->dir, sizeof(n->dir), "/tmp/gw-load-XXXXXX");
+    assert_non_null(mkdtemp(n->dir));
+    snprintf(n->scen, sizeof(n->scen), "%s/s.json", n->dir);
+    snprintf(n->out, sizeof(n->out), "%s/out", n->dir);
+    snprintf(n->extra, sizeof(n->extra), "%s/%s", n->dir, extra);
+}
+
+static void nobody_close(struct nobody *n)
+{
+    unlink(n->scen);
+    unlink(n->out);
+    unlink(n->extra);
+    rmdir(n->dir);
+    close(n->held);
+}
+
 /* Nobody listens: every request is a connection error, the success
- * threshold fails, and the exit status says so. The port is one this test
- * holds bound without listening, so every connection is refused and no
- * other process can take it meanwhile. */
+ * threshold fails, and the exit status says so. */
 static void test_failed_threshold_exits_1(void **state)
 {
     (void)state;
-    int held = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    socklen_t al = sizeof(a);
-    assert_int_equal(bind(held, (struct sockaddr *)&a, sizeof(a)), 0);
-    assert_int_equal(getsockname(held, (struct sockaddr *)&a, &al), 0);
-    char dir[] = "/tmp/gw-load-th-XXXXXX";
-    assert_non_null(mkdtemp(dir));
-    char scen[256], out[256], report[256];
-    snprintf(scen, sizeof(scen), "%s/s.json", dir);
-    snprintf(out, sizeof(out), "%s/out", dir);
-    snprintf(report, sizeof(report), "%s/r.json", dir);
-    FILE *f = fopen(scen, "w");
+    struct nobody n;
+    nobody_open(&n, "r.json");
+    FILE *f = fopen(n.scen, "w");
     fprintf(f,
             "{\"name\":\"nobody\",\"target\":\"127.0.0.1:%d\",\"duration_s\":0.5,\"drain_s\":1,"
             "\"classes\":[{\"name\":\"c\",\"behaviour\":\"tokenless\",\"rate\":20,"
             "\"arrival\":\"constant\"}],"
             "\"thresholds\":[{\"class\":\"c\",\"metric\":\"success_rate\",\"min\":0.999}]}",
-            ntohs(a.sin_port));
+            n.port);
     fclose(f);
-    const char *args[] = {"--json", report, scen, NULL};
-    assert_int_equal(run_load(args, out), 1);
+    const char *args[] = {"--json", n.extra, n.scen, NULL};
+    assert_int_equal(run_load(args, n.out), 1);
     json_error_t je;
-    json_t *r = json_load_file(report, 0, &je);
+    json_t *r = json_load_file(n.extra, 0, &je);
     assert_non_null(r);
     assert_int_equal(json_integer_value(json_object_get(r, "thresholds_failed")), 1);
     json_t *c = json_array_get(json_object_get(r, "classes"), 0);
     assert_int_equal(sent(c), 10);
     assert_int_equal(outcome(c, "conn_error"), 10);
     json_decref(r);
-    unlink(scen);
-    unlink(out);
-    unlink(report);
-    rmdir(dir);
-    close(held);
+    nobody_close(&n);
 }
 
 /* The first intended time of each class in a timeline, by class name
@@ -398,18 +416,9 @@ static void first_arrivals(const char *timeline, double first[3])
 static void test_poisson_classes_start_one_gap_in(void **state)
 {
     (void)state;
-    int held = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    socklen_t al = sizeof(a);
-    assert_int_equal(bind(held, (struct sockaddr *)&a, sizeof(a)), 0);
-    assert_int_equal(getsockname(held, (struct sockaddr *)&a, &al), 0);
-    char dir[] = "/tmp/gw-load-first-XXXXXX";
-    assert_non_null(mkdtemp(dir));
-    char scen[256], out[256], timeline[256];
-    snprintf(scen, sizeof(scen), "%s/s.json", dir);
-    snprintf(out, sizeof(out), "%s/out", dir);
-    snprintf(timeline, sizeof(timeline), "%s/t.csv", dir);
-    FILE *f = fopen(scen, "w");
+    struct nobody n;
+    nobody_open(&n, "t.csv");
+    FILE *f = fopen(n.scen, "w");
     fprintf(f,
             "{\"name\":\"first\",\"target\":\"127.0.0.1:%d\",\"duration_s\":0.6,"
             "\"drain_s\":1,\"seed\":4,\"classes\":["
@@ -417,22 +426,18 @@ static void test_poisson_classes_start_one_gap_in(void **state)
             "\"arrival\":\"constant\"},"
             "{\"name\":\"a\",\"behaviour\":\"tokenless\",\"rate\":40,\"start_s\":0.2},"
             "{\"name\":\"b\",\"behaviour\":\"tokenless\",\"rate\":40,\"start_s\":0.2}]}",
-            ntohs(a.sin_port));
+            n.port);
     fclose(f);
-    const char *args[] = {"--timeline", timeline, scen, NULL};
-    assert_int_equal(run_load(args, out), 0);
+    const char *args[] = {"--timeline", n.extra, n.scen, NULL};
+    assert_int_equal(run_load(args, n.out), 0);
     double first[3];
-    first_arrivals(timeline, first);
+    first_arrivals(n.extra, first);
     /* k at its start; a and b their drawn gap after their own start,
      * which is k's or later (their timers fire after k's) */
     assert_true(first[2] > 0.15 && first[2] < 0.3);
     assert_true(first[0] - first[2] > 0.02);
     assert_true(first[1] - first[2] > 0.008);
-    unlink(scen);
-    unlink(out);
-    unlink(timeline);
-    rmdir(dir);
-    close(held);
+    nobody_close(&n);
 }
 
 int main(int argc, char **argv)

@@ -125,9 +125,9 @@ void gw__sched_step(struct gw_worker *w);
  * prefilling with at most twice the prompt tokens left of the prefilling
  * one with fewest, and, when two counters differ by more than lead, the
  * decoding ones within lead of the smallest, if they are fewer than the
- * other decoding ones. When some but not all have
- * priority and *priority_only is 0, only those run, and *priority_only
- * becomes 1; otherwise all, and it becomes 0. Returns how many run. */
+ * other decoding ones. When some but not all have priority and
+ * *priority_only is 0, only those run, and *priority_only becomes 1;
+ * otherwise all, and it becomes 0. Returns how many run. */
 int gw__sched_priority(int *priority_only, gw_gen *const *gens, const uint64_t *vtc, uint64_t lead,
                        int n, unsigned char *keep);
 

@@ -4,17 +4,18 @@
  * The CPU engine's pool (threadpool.c) hands a forward pass out in a few
  * hundred jobs whose threads spin, then sleep, between them. Left to the
  * kernel, the threads of a worker that idled between requests are woken
- * onto one CPU and spread again only milliseconds later: on a 2-vCPU host
- * a 13-token prompt after 300 ms idle took 15-18 ms instead of 9-10, and
- * a request's whole answer 25 % longer (docs/BENCHMARKS.md). So worker k
- * of W pins its T threads, one per CPU, to the k-th run of T CPUs among
- * those the process may use (systemd's CPUAffinity=, taskset, a cpuset),
- * in ascending order, when the W x T threads fit in them. When they do
- * not, the operator asked for more threads than CPUs and the kernel
- * places them; a single thread has no partner to meet and is not pinned.
- * The master and the fronts are never pinned: they take whatever CPU is
- * free. Several gpuwarden instances on one host would pin onto the same
- * first CPUs: give each its own CPUAffinity=, or set pin_threads false.
+ * onto one CPU and spread again only milliseconds later: on a 2-vCPU host a
+ * 13-token prompt after 300 ms idle took 15-18 ms instead of 9-10, and a
+ * quiet node's answers a third longer (docs/BENCHMARKS.md, "Pinned
+ * threads"). So worker k of W pins its T threads, one per CPU, to the k-th
+ * run of T CPUs among those the process may use (systemd's CPUAffinity=,
+ * taskset, a cpuset), in ascending order, when the W x T threads fit in
+ * them. When they do not, the operator asked for more threads than CPUs and
+ * the kernel places them; a single thread has no partner to meet and is not
+ * pinned. The master and the fronts are never pinned: they take whatever
+ * CPU is free. Several gpuwarden instances on one host would pin onto the
+ * same first CPUs: give each its own CPUAffinity=, or set pin_threads
+ * false.
  */
 #include "worker_internal.h"
 

@@ -257,9 +257,14 @@ int gw__sched_priority(int *priority_only, gw_gen *const *gens, const uint64_t *
     /* the less served must be the fewer: one sequence against one gains
      * a row's time and costs the other a whole step */
     int light = 0, heavy = 0;
-    for (int i = 0; behind && i < n; i++)
-        if (prompt_left(gens[i]) == 0)
-            vtc[i] != UINT64_MAX &&vtc[i] <= lo + lead ? light++ : heavy++;
+    for (int i = 0; behind && i < n; i++) {
+        if (prompt_left(gens[i]) > 0)
+            continue;
+        if (vtc[i] != UINT64_MAX && vtc[i] <= lo + lead)
+            light++;
+        else
+            heavy++;
+    }
     behind = behind && light < heavy;
     int p = 0;
     for (int i = 0; i < n; i++) {

@@ -72,10 +72,10 @@ static int ctx_scratch(gw_ctx *x, int nt)
 
 static int ctx_cpu(const gw_model *m, const gw_ctx_opts *o, gw_ctx **out)
 {
-    /* The CPU engine's products read the packed copies (packed.c); the
-     * model is const to its users, and packing adds to it, once. */
     if (o->cpus && !o->n_threads)
         return -EINVAL; /* cpus has n_threads entries */
+    /* The CPU engine's products read the packed copies (packed.c); the
+     * model is const to its users, and packing adds to it, once. */
     if (gw__model_pack((gw_model *)m) < 0)
         return -ENOMEM;
     gw_ctx *x = calloc(1, sizeof *x);

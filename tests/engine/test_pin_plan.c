@@ -76,11 +76,16 @@ static void test_the_worker_pins_what_fits(void **state)
         assert_ptr_equal(co.cpus, w->cpus);
         assert_int_equal(w->cpus[0], first);
         assert_int_equal(w->cpus[1], second);
+        /* two threads: the first two CPUs, as the ready line writes them */
+        co = (gw_ctx_opts){.n_threads = 2};
+        gw__pin_threads(w, &co);
+        assert_ptr_equal(co.cpus, w->cpus);
         char want[64];
-        snprintf(want, sizeof want, n == 2 && second == first + 1 ? " pinned to CPUs %d-%d" : "",
-                 first, second);
-        if (want[0])
-            assert_string_equal(w->pin_note, want);
+        if (second == first + 1)
+            snprintf(want, sizeof want, " pinned to CPUs %d-%d", first, second);
+        else
+            snprintf(want, sizeof want, " pinned to CPUs %d,%d", first, second);
+        assert_string_equal(w->pin_note, want);
     } else
         assert_null(co.cpus);
 

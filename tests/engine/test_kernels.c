@@ -284,10 +284,10 @@ static void test_avx512_argmax_gives_the_portable_index(void **state)
 }
 
 /* Level 2's scores of a run of keys (16 at a time, then one by one)
- * against level 1's single-token dot product, one key at a time, times
- * the scale: bits; head sizes of one and two 64-lane steps and one not a
- * multiple of 64, runs shorter and longer than 16 keys, keys strided as
- * in a KV block. */
+ * against level 1's dot product, one key at a time, times the scale:
+ * bits, for the single-token kernel and the batch one; head sizes of one
+ * and two 64-lane steps, one not a multiple of 64 and one not of 16, runs
+ * shorter and longer than 16 keys, keys strided as in a KV block. */
 static void test_avx512_dot_keys_gives_avx2_scores(void **state)
 {
     (void)state;
@@ -298,32 +298,37 @@ static void test_avx512_dot_keys_gives_avx2_scores(void **state)
     for (size_t i = 0; i < sizeof q / sizeof q[0]; i++)
         q[i] = gw_f32_to_fp16(uniform(3.0f));
     k[5] = gw_f32_to_fp16(0.0f), q[5] = gw_f32_to_fp16(-1.0f); /* a -0 product */
-    const int ns[] = {64, 128, 48}, runs[] = {1, 15, 16, 17, 32, KEYS};
+    const int ns[] = {64, 128, 48, 40}, runs[] = {1, 15, 16, 17, 32, KEYS};
     const float scale = 0.125f;
     /* rows to ask the caches for (their own keys, and none): no effect on
      * the scores */
     const uint16_t *const pf[2] = {k, NULL};
-    for (size_t i = 0; i < sizeof ns / sizeof ns[0]; i++)
-        for (size_t r = 0; r < sizeof runs / sizeof runs[0]; r++) {
-            float want[KEYS], got[KEYS + 16];
-            for (int j = 0; j < runs[r]; j++)
-                want[j] = gw_attn_avx2()->dot_hh[0](ns[i], k + (size_t)j * STRIDE, q) * scale;
-            /* one by one past the last 16, then with whole groups of 16
-             * readable (the rest of a KV block) */
-            for (int whole = 0; whole < 2; whole++) {
-                int readable = whole ? (runs[r] + 15) / 16 * 16 : runs[r];
-                memset(got, 0xff, sizeof got);
-                gw_dot_keys_avx512(ns[i], k, STRIDE, runs[r], readable, q, whole ? pf : NULL, scale,
-                                   got);
+    for (int batched = 0; batched < 2; batched++)
+        for (size_t i = 0; i < sizeof ns / sizeof ns[0]; i++)
+            for (size_t r = 0; r < sizeof runs / sizeof runs[0]; r++) {
+                float want[KEYS], got[KEYS + 16];
                 for (int j = 0; j < runs[r]; j++)
-                    if (memcmp(&got[j], &want[j], sizeof got[j]) != 0)
-                        fail_msg("n %d, %d keys (%d readable): key %d avx512 %.9g, avx2 %.9g",
-                                 ns[i], runs[r], readable, j, (double)got[j], (double)want[j]);
-                for (int j = runs[r]; j < KEYS + 16; j++)
-                    if (got[j] == got[j]) /* NaN: the 0xff fill, never written */
-                        fail_msg("%d keys (%d readable): out[%d] written", runs[r], readable, j);
+                    want[j] = gw_attn_avx2()->dot_hh[batched](ns[i], k + (size_t)j * STRIDE, q) *
+                              scale;
+                /* one by one past the last 16, then with whole groups of
+                 * 16 readable (the rest of a KV block) */
+                for (int whole = 0; whole < 2; whole++) {
+                    int readable = whole ? (runs[r] + 15) / 16 * 16 : runs[r];
+                    memset(got, 0xff, sizeof got);
+                    gw_dot_keys_avx512(batched, ns[i], k, STRIDE, runs[r], readable, q,
+                                       whole ? pf : NULL, scale, got);
+                    for (int j = 0; j < runs[r]; j++)
+                        if (memcmp(&got[j], &want[j], sizeof got[j]) != 0)
+                            fail_msg("batched %d, n %d, %d keys (%d readable): key %d avx512 "
+                                     "%.9g, avx2 %.9g",
+                                     batched, ns[i], runs[r], readable, j, (double)got[j],
+                                     (double)want[j]);
+                    for (int j = runs[r]; j < KEYS + 16; j++)
+                        if (got[j] == got[j]) /* NaN: the 0xff fill, never written */
+                            fail_msg("%d keys (%d readable): out[%d] written", runs[r], readable,
+                                     j);
+                }
             }
-        }
 }
 
 /* Level 2's attn_v reading the values where a paged cache keeps them

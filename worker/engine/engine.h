@@ -150,23 +150,25 @@ typedef struct gw_attn_kernels {
     gw_silu_mul_fn silu_mul;
 } gw_attn_kernels;
 extern const gw_attn_kernels gw_attn_portable;
-/* out[j] = dot_hh[0](n, k + j * k_stride, q) * scale for j < n_keys: the
- * scores of a single-token row against a run of keys, bit for bit what
- * the kernel one key at a time gives. `readable` keys (>= n_keys) may be
- * read at k: a run's last partial group of 16 is then scored with the 16
- * (a KV block's unwritten slots: their scores are dropped). pf, when not
- * NULL: two runs of rows laid out as the keys (pf[p] + j * k_stride, n
- * halves; NULL for none) that the caller reads next (the values of these
+/* out[j] = dot_hh[batched](n, k + j * k_stride, q) * scale for j < n_keys:
+ * the scores of a row against a run of keys, bit for bit what the kernel
+ * one key at a time gives (batched: the batch kernel, for the rows of an
+ * item of two or more tokens). `readable` keys (>= n_keys) may be read at
+ * k: a run's last partial group of 16 is then scored with the 16 (a KV
+ * block's unwritten slots: their scores are dropped). pf, when not NULL:
+ * two runs of rows laid out as the keys (pf[p] + j * k_stride, n halves;
+ * NULL for none) that the caller reads next (the values of these
  * positions, the next block's keys); level 2 asks the caches for row j of
- * each as it scores key j. gw_dot_keys at the level in force
- * (level 2: 16 keys at a time); _at with the kernels of ks; _avx512 on
- * level 2 CPUs only. */
-void gw_dot_keys(int n, const uint16_t *k, size_t k_stride, int n_keys, int readable,
+ * each as it scores key j. gw_dot_keys at the level in force (level 2: 16
+ * keys at a time); _at with the kernels of ks; _avx512 on level 2 CPUs
+ * only. */
+void gw_dot_keys(int batched, int n, const uint16_t *k, size_t k_stride, int n_keys, int readable,
                  const uint16_t *q, const uint16_t *const pf[2], float scale, float *out);
-void gw_dot_keys_at(const gw_attn_kernels *ks, int n, const uint16_t *k, size_t k_stride,
-                    int n_keys, const uint16_t *q, float scale, float *out);
-void gw_dot_keys_avx512(int n, const uint16_t *k, size_t k_stride, int n_keys, int readable,
-                        const uint16_t *q, const uint16_t *const pf[2], float scale, float *out);
+void gw_dot_keys_at(const gw_attn_kernels *ks, int batched, int n, const uint16_t *k,
+                    size_t k_stride, int n_keys, const uint16_t *q, float scale, float *out);
+void gw_dot_keys_avx512(int batched, int n, const uint16_t *k, size_t k_stride, int n_keys,
+                        int readable, const uint16_t *q, const uint16_t *const pf[2], float scale,
+                        float *out);
 /* Level 2's attn_v[batched] (hd % 16 == 0, level 2 CPUs only) with the
  * values where a paged cache keeps them: position t's at vb[t / blk] +
  * (t % blk) * v_stride; the bits of attn_v over the values gathered. */

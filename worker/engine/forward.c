@@ -267,7 +267,7 @@ static void prefetch_kv(const gw_ctx *x, int l, int r, int kvh)
  * computes it with flash attention off: q rounded to halves, K.q against
  * every cached key of the row's sequence up to its own position, times
  * 1/sqrt(hd), softmax, the weights rounded to halves, and each output
- * dimension the dot of the weights with V's column (gw_dot_hh_for and
+ * dimension the dot of the weights with V's column (gw_dot_keys and
  * gw_attn_v_for keep llama.cpp's summation order; the kernels of a batch
  * are used for rows whose item has two or more tokens, as a solo pass of
  * that item would). Consecutive heads share a kv head: its values are
@@ -316,27 +316,23 @@ static void att_share(void *arg, int i, int n, int th)
          * when) */
         if (h % group == 0 && it + group < to)
             prefetch_kv(x, j->layer, (it + group) / c->n_head, (it + group) % c->n_head / group);
-        gw_dot_hh_fn dot = gw_dot_hh_for(x->row_multi[r]);
         float *qf = x->q + (size_t)r * c->dim + h * hd;
         rope(qf, 1, hd, x->rope_cs + (size_t)r * hd); /* this head's q, here in parallel */
         to_half(qf, q, hd);
-        if (x->row_multi[r])
-            for (int t = 0; t <= pos; t++)
-                att[t] = dot(hd, x->key_cache + gw__kv_at(x, j->layer, seq, t, kvh), q) * scale;
-        else /* the keys of each block side by side */
-            for (int t0 = 0; t0 <= pos; t0 += GW_KV_BLOCK) {
-                /* the group's first head asks for the block's values and
-                 * the next block's keys as it goes (the others find them) */
-                const uint16_t *pf[2] = {NULL, NULL};
-                if (h % group == 0) {
-                    pf[0] = x->value_cache + gw__kv_at(x, j->layer, seq, t0, kvh);
-                    if (t0 + GW_KV_BLOCK <= pos)
-                        pf[1] = x->key_cache + gw__kv_at(x, j->layer, seq, t0 + GW_KV_BLOCK, kvh);
-                }
-                gw_dot_keys(hd, x->key_cache + gw__kv_at(x, j->layer, seq, t0, kvh), (size_t)hd,
-                            pos + 1 - t0 < GW_KV_BLOCK ? pos + 1 - t0 : GW_KV_BLOCK, GW_KV_BLOCK, q,
-                            pf, scale, att + t0);
+        /* the keys of each block side by side */
+        for (int t0 = 0; t0 <= pos; t0 += GW_KV_BLOCK) {
+            /* the group's first head asks for the block's values and the
+             * next block's keys as it goes (the others find them) */
+            const uint16_t *pf[2] = {NULL, NULL};
+            if (h % group == 0) {
+                pf[0] = x->value_cache + gw__kv_at(x, j->layer, seq, t0, kvh);
+                if (t0 + GW_KV_BLOCK <= pos)
+                    pf[1] = x->key_cache + gw__kv_at(x, j->layer, seq, t0 + GW_KV_BLOCK, kvh);
             }
+            gw_dot_keys(x->row_multi[r], hd, x->key_cache + gw__kv_at(x, j->layer, seq, t0, kvh),
+                        (size_t)hd, pos + 1 - t0 < GW_KV_BLOCK ? pos + 1 - t0 : GW_KV_BLOCK,
+                        GW_KV_BLOCK, q, pf, scale, att + t0);
+        }
         softmax_h(att, pos + 1, ah);
         if (r != have_r || kvh != have_kvh) {
             if (paged)

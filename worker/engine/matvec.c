@@ -643,20 +643,21 @@ static const gw_attn_kernels *attn_now(void)
     }
 }
 
-void gw_dot_keys_at(const gw_attn_kernels *ks, int n, const uint16_t *k, size_t k_stride,
-                    int n_keys, const uint16_t *q, float scale, float *out)
+void gw_dot_keys_at(const gw_attn_kernels *ks, int batched, int n, const uint16_t *k,
+                    size_t k_stride, int n_keys, const uint16_t *q, float scale, float *out)
 {
+    gw_dot_hh_fn dot = ks->dot_hh[batched != 0];
     for (int j = 0; j < n_keys; j++)
-        out[j] = ks->dot_hh[0](n, k + (size_t)j * k_stride, q) * scale;
+        out[j] = dot(n, k + (size_t)j * k_stride, q) * scale;
 }
 
-void gw_dot_keys(int n, const uint16_t *k, size_t k_stride, int n_keys, int readable,
+void gw_dot_keys(int batched, int n, const uint16_t *k, size_t k_stride, int n_keys, int readable,
                  const uint16_t *q, const uint16_t *const pf[2], float scale, float *out)
 {
     if (gw_simd_get() >= GW_SIMD_AVX512)
-        gw_dot_keys_avx512(n, k, k_stride, n_keys, readable, q, pf, scale, out);
+        gw_dot_keys_avx512(batched, n, k, k_stride, n_keys, readable, q, pf, scale, out);
     else
-        gw_dot_keys_at(attn_now(), n, k, k_stride, n_keys, q, scale, out);
+        gw_dot_keys_at(attn_now(), batched, n, k, k_stride, n_keys, q, scale, out);
 }
 
 gw_dot_hh_fn gw_dot_hh_for(int batched)

@@ -84,7 +84,9 @@ L2 static float dot_hh16_l2(int n, const uint16_t *x, const uint16_t *y)
  * r + 16 and r + 48, then the two), and then the 16-lane sum that r16_l2
  * takes (distances 8, 4, 2, 1) done for the 16 keys together, each
  * addition the one r16_l2 makes: the bits of dot_hh_l2(n, key, q) *
- * scale. out[j] for key j, at k + j * k_stride. */
+ * scale. out[j] for key j, at k + j * k_stride. The batch kernel's
+ * (dot_hh16_l2, n % 16 == 0) is the same with each key's one chain of
+ * 16 lanes in place of the 64 folded. */
 L2_INLINE void dot_keys16_n(int n, const uint16_t *k, size_t k_stride, const uint16_t *q,
                             const uint16_t *const pf[2], __m512 *c)
 {
@@ -111,11 +113,44 @@ L2_INLINE void dot_keys16_n(int n, const uint16_t *k, size_t k_stride, const uin
     }
 }
 
-L2 static void dot_keys16_l2(int n, const uint16_t *k, size_t k_stride, const uint16_t *q,
-                             const uint16_t *const pf[2], float scale, float *out)
+/* dot_keys16_n's sums for the batch kernel: key j's 16 lanes, one chain
+ * of multiply-adds in order of i from zero, as dot_hh16_l2 makes it. The
+ * query's first 64 halves converted once for the 16 keys. */
+L2_INLINE void dot_keys16_b(int n, const uint16_t *k, size_t k_stride, const uint16_t *q,
+                            const uint16_t *const pf[2], __m512 *c)
+{
+    __m512 qv[4];
+    int nq = n < 64 ? n / 16 : 4;
+    GW_UNROLL
+    for (int r = 0; r < 4; r++)
+        qv[r] = r < nq ? LDH(q + 16 * r) : _mm512_setzero_ps();
+    GW_UNROLL16
+    for (int j = 0; j < 16; j++) {
+        const uint16_t *x = k + (size_t)j * k_stride;
+        for (int p = 0; p < 2; p++)
+            if (pf[p])
+                for (int o = 0; o < n; o += 32)
+                    _mm_prefetch((const char *)(pf[p] + (size_t)j * k_stride + o), _MM_HINT_T0);
+        __m512 a = _mm512_setzero_ps();
+        GW_UNROLL
+        for (int r = 0; r < 4; r++)
+            if (r < nq)
+                a = _mm512_fmadd_ps(LDH(x + 16 * r), qv[r], a);
+        for (int i = 64; i < n; i += 16)
+            a = _mm512_fmadd_ps(LDH(x + i), LDH(q + i), a);
+        c[j] = a;
+    }
+}
+
+L2 static void dot_keys16_l2(int batched, int n, const uint16_t *k, size_t k_stride,
+                             const uint16_t *q, const uint16_t *const pf[2], float scale,
+                             float *out)
 {
     __m512 c[16];
-    dot_keys16_n(n, k, k_stride, q, pf, c);
+    if (batched)
+        dot_keys16_b(n, k, k_stride, q, pf, c);
+    else
+        dot_keys16_n(n, k, k_stride, q, pf, c);
     /* distance 8: key j in lanes 0..7, key j + 8 in lanes 8..15 */
     __m512 p[8], t4[4], t2[2];
     GW_UNROLL
@@ -139,27 +174,30 @@ L2 static void dot_keys16_l2(int n, const uint16_t *k, size_t k_stride, const ui
     _mm512_storeu_ps(out, _mm512_permutexvar_ps(order, _mm512_mul_ps(sum, _mm512_set1_ps(scale))));
 }
 
-L2 void gw_dot_keys_avx512(int n, const uint16_t *k, size_t k_stride, int n_keys, int readable,
-                           const uint16_t *q, const uint16_t *const pf[2], float scale, float *out)
+L2 void gw_dot_keys_avx512(int batched, int n, const uint16_t *k, size_t k_stride, int n_keys,
+                           int readable, const uint16_t *q, const uint16_t *const pf[2],
+                           float scale, float *out)
 {
     int j = 0;
-    if (n % 64 == 0) {
+    batched = batched != 0;
+    if (n % (batched ? 16 : 64) == 0) {
         for (; j < n_keys && j + 16 <= readable; j += 16) {
             const uint16_t *p16[2];
             for (int p = 0; p < 2; p++)
                 p16[p] = pf && pf[p] ? pf[p] + (size_t)j * k_stride : NULL;
             if (j + 16 <= n_keys) {
-                dot_keys16_l2(n, k + (size_t)j * k_stride, k_stride, q, p16, scale, out + j);
+                dot_keys16_l2(batched, n, k + (size_t)j * k_stride, k_stride, q, p16, scale,
+                              out + j);
                 continue;
             }
             float all[16];
-            dot_keys16_l2(n, k + (size_t)j * k_stride, k_stride, q, p16, scale, all);
+            dot_keys16_l2(batched, n, k + (size_t)j * k_stride, k_stride, q, p16, scale, all);
             memcpy(out + j, all, (size_t)(n_keys - j) * sizeof(float));
             return;
         }
     }
     for (; j < n_keys; j++)
-        out[j] = dot_hh_l2(n, k + (size_t)j * k_stride, q) * scale;
+        out[j] = (batched ? dot_hh16_l2 : dot_hh_l2)(n, k + (size_t)j * k_stride, q) * scale;
 }
 
 /* attn_v with nl lanes (64 or 16), position t's values at vb[t / blk] +
@@ -393,11 +431,12 @@ int32_t gw_argmax_avx512(const float *x, int n)
     return gw_argmax_portable(x, n);
 }
 
-void gw_dot_keys_avx512(int n, const uint16_t *k, size_t k_stride, int n_keys, int readable,
-                        const uint16_t *q, const uint16_t *const pf[2], float scale, float *out)
+void gw_dot_keys_avx512(int batched, int n, const uint16_t *k, size_t k_stride, int n_keys,
+                        int readable, const uint16_t *q, const uint16_t *const pf[2], float scale,
+                        float *out)
 {
     (void)readable, (void)pf;
-    gw_dot_keys_at(gw_attn_avx2(), n, k, k_stride, n_keys, q, scale, out);
+    gw_dot_keys_at(gw_attn_avx2(), batched, n, k, k_stride, n_keys, q, scale, out);
 }
 
 void gw_attn_v_paged_avx512(int batched, int hd, int n_pos, const uint16_t *a,

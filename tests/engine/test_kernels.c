@@ -308,8 +308,8 @@ static void test_avx512_dot_keys_gives_avx2_scores(void **state)
             for (size_t r = 0; r < sizeof runs / sizeof runs[0]; r++) {
                 float want[KEYS], got[KEYS + 16];
                 for (int j = 0; j < runs[r]; j++)
-                    want[j] = gw_attn_avx2()->dot_hh[batched](ns[i], k + (size_t)j * STRIDE, q) *
-                              scale;
+                    want[j] =
+                        gw_attn_avx2()->dot_hh[batched](ns[i], k + (size_t)j * STRIDE, q) * scale;
                 /* one by one past the last 16, then with whole groups of
                  * 16 readable (the rest of a KV block) */
                 for (int whole = 0; whole < 2; whole++) {

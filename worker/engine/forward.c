@@ -383,11 +383,20 @@ struct row_job {
 
 /* Share i of n: whole groups of 4 rows (rmsnorm_rows runs 4 rows' sums
  * side by side, each a chain of dependent additions in double: one row
- * alone waits on its chain), the groups split across the shares. */
+ * alone waits on its chain), the groups split across the shares. Fewer
+ * groups than shares: one group each to the first shares. The threads
+ * claim shares in order, so each thread's first claim finds work; spread
+ * out (2 groups of an 8-row step in shares 3 and 7 of 8), the caller ran
+ * through the empty shares and took both groups before the other thread
+ * woke, and the norm of an 8-row step took as long on two threads as on
+ * one. */
 static void row_range(const struct row_job *j, int i, int n, int *a, int *b)
 {
     int g = (j->rows + 3) / 4;
-    *a = 4 * (g * i / n), *b = 4 * (g * (i + 1) / n);
+    if (g < n)
+        *a = 4 * (i < g ? i : g), *b = 4 * (i < g ? i + 1 : g);
+    else
+        *a = 4 * (g * i / n), *b = 4 * (g * (i + 1) / n);
     *a = *a < j->rows ? *a : j->rows;
     *b = *b < j->rows ? *b : j->rows;
 }

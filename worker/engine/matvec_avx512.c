@@ -79,6 +79,15 @@ L2 static float dot_hh16_l2(int n, const uint16_t *x, const uint16_t *y)
     return r16_l2(a);
 }
 
+/* Asks the caches for row j of each of pf's runs (gw_dot_keys). */
+L2_INLINE void ask_rows(const uint16_t *const pf[2], int j, size_t k_stride, int n)
+{
+    for (int p = 0; p < 2; p++)
+        if (pf[p])
+            for (int o = 0; o < n; o += 32)
+                _mm_prefetch((const char *)(pf[p] + (size_t)j * k_stride + o), _MM_HINT_T0);
+}
+
 /* dot_hh_l2 of 16 keys (n % 64 == 0) with one query, times scale: each
  * key's 64 lanes folded as dot_hh_l2 folds them (lanes r and r + 32,
  * r + 16 and r + 48, then the two), and then the 16-lane sum that r16_l2
@@ -97,10 +106,7 @@ L2_INLINE void dot_keys16_n(int n, const uint16_t *k, size_t k_stride, const uin
     GW_UNROLL16
     for (int j = 0; j < 16; j++) {
         const uint16_t *x = k + (size_t)j * k_stride;
-        for (int p = 0; p < 2; p++)
-            if (pf[p])
-                for (int o = 0; o < n; o += 32)
-                    _mm_prefetch((const char *)(pf[p] + (size_t)j * k_stride + o), _MM_HINT_T0);
+        ask_rows(pf, j, k_stride, n);
         __m512 a[4];
         GW_UNROLL
         for (int r = 0; r < 4; r++)
@@ -127,10 +133,7 @@ L2_INLINE void dot_keys16_b(int n, const uint16_t *k, size_t k_stride, const uin
     GW_UNROLL16
     for (int j = 0; j < 16; j++) {
         const uint16_t *x = k + (size_t)j * k_stride;
-        for (int p = 0; p < 2; p++)
-            if (pf[p])
-                for (int o = 0; o < n; o += 32)
-                    _mm_prefetch((const char *)(pf[p] + (size_t)j * k_stride + o), _MM_HINT_T0);
+        ask_rows(pf, j, k_stride, n);
         __m512 a = _mm512_setzero_ps();
         GW_UNROLL
         for (int r = 0; r < 4; r++)

@@ -11,7 +11,8 @@
 #     have been answered, stop it; then the same against llama-server
 #     -t 2 --parallel N -c N*512. Prints per run and, at the end, one table:
 #     aggregate decode tok/s, TPOT p50/p99, TTFT p50/p99 (client:
-#     tests/bench/bench_stream.py).
+#     gpuwarden-load, one closed-loop class; tests/bench/batching_table.py
+#     turns its reports into the table).
 #
 #   tests/bench/bench_batching.sh light [OUT_DIR]
 #     dist/scenarios/light-among-heavy.json (a light tenant's 8-token
@@ -179,7 +180,27 @@ else
     echo "  -> gpuwarden runs as today: one generation per worker at a time"
 fi
 
-client() { python3 tests/bench/bench_stream.py "$@"; }
+# One closed-loop run with gpuwarden-load: $1 target, $2 token (a JWT, or
+# anything for llama-server, which ignores it), $3 streams, $4 requests,
+# $5 max_tokens, $6 label ("" for a warm-up: nothing recorded), $7 the
+# JSONL file. Each stream sends the next request as soon as the last
+# ended, until $4 have been sent; the same prompt every time.
+load_run() {
+    python3 -c '
+import json, sys
+target, token, n, reqs, max_tokens = sys.argv[1:6]
+print(json.dumps({
+    "name": "batching", "target": target, "model": "smollm2", "seed": 1,
+    "duration_s": 3600, "drain_s": 600, "max_requests": int(reqs),
+    "prompts": {"animals": ["Here is a long numbered list of one hundred animals, one per "
+                            "line, each with a short description:\n1."]},
+    "classes": [{"name": "streams", "mode": "closed", "connections": int(n), "token": token,
+                 "prompts": "animals", "max_tokens": int(max_tokens), "stream": True,
+                 "timeout_s": 300}]}))' "$1" "$2" "$3" "$4" "$5" >"$tmp/batching.json"
+    "$build/bin/gpuwarden-load" --quiet --json "$tmp/report.json" "$tmp/batching.json" \
+        >"$tmp/load.out" 2>&1 || { cat "$tmp/load.out" >&2; return 1; }
+    [ -z "$6" ] || python3 tests/bench/batching_table.py record "$tmp/report.json" "$6" "$3" "$7"
+}
 
 if [ "$mode" = batching ]; then
     json=$out/batching.jsonl
@@ -197,20 +218,18 @@ if [ "$mode" = batching ]; then
             else
                 port=$(free_port)
                 start_llama "$port" "$n"
-                tok=
+                tok=none
                 target=127.0.0.1:$port
                 label="llama-server"
             fi
             # one short request first: page in the model, warm the caches
-            client run --target "$target" ${tok:+--token "$tok"} --concurrency 1 --requests 1 \
-                --max-tokens 8 --label warmup >/dev/null || true
-            client run --target "$target" ${tok:+--token "$tok"} --concurrency "$n" \
-                --requests "$reqs" --max-tokens "$max_tokens" --label "$label" --json "$json" || true
+            load_run "$target" "$tok" 1 1 8 "" "" || true
+            load_run "$target" "$tok" "$n" "$reqs" "$max_tokens" "$label" "$json" || true
             stop
         done
     done
     echo
-    client table "$json"
+    python3 tests/bench/batching_table.py table "$json"
     exit 0
 fi
 

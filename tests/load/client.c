@@ -37,12 +37,14 @@ static void issue(struct rt_class *rc, uint64_t intended_ns);
 struct req {
     struct rt_class *rc;
     uint64_t seq;
-    uint64_t intended_ns; /* where the schedule put it (open loop) or its send (closed) */
-    uint64_t sent_ns;     /* first byte handed to the socket, 0 before */
-    uint64_t first_ns;    /* first response byte */
-    uint64_t ttft_ns;     /* first token text (streams) */
-    char *data;           /* the whole request */
-    size_t len, off;      /* bytes; bytes written so far (trickled requests) */
+    uint64_t intended_ns;  /* where the schedule put it (open loop) or its send (closed) */
+    uint64_t sent_ns;      /* first byte handed to the socket, 0 before */
+    uint64_t first_ns;     /* first response byte */
+    uint64_t ttft_ns;      /* first token text (streams) */
+    uint64_t last_text_ns; /* the last event with text (streams) */
+    uint64_t text_events;  /* events with text (streams) */
+    char *data;            /* the whole request */
+    size_t len, off;       /* bytes; bytes written so far (trickled requests) */
     size_t head_len;
     int status;
     char *body;
@@ -212,6 +214,11 @@ static void req_end(struct req *q, int outcome)
     uint64_t now = uv_hrtime();
     uint64_t base = c->closed && q->sent_ns ? q->sent_ns : q->intended_ns;
     c->outcome[outcome]++;
+    if (q->sent_ns) { /* the class's span: its first send to its last end */
+        if (!c->first_send_ns || q->sent_ns < c->first_send_ns)
+            c->first_send_ns = q->sent_ns;
+        c->last_end_ns = now;
+    }
     if (outcome == LT_O_200 || outcome == LT_O_DISCONNECT) {
         uint64_t first = q->ttft_ns ? q->ttft_ns : (c->stream ? now : q->first_ns);
         if (!first)
@@ -222,6 +229,10 @@ static void req_end(struct req *q, int outcome)
             if (q->finish >= 0)
                 c->finish[q->finish]++;
             c->completion_tokens += q->tokens;
+            /* the tokens the usage counts, else one per event with text */
+            uint64_t n = q->tokens ? q->tokens : q->text_events;
+            if (c->stream && n >= 2 && q->ttft_ns)
+                lt_samples_add(&c->tpot_ok, lt_tpot_us(q->ttft_ns, q->last_text_ns, n));
         }
     } else if (outcome >= LT_O_401 && outcome <= LT_O_OTHER) {
         lt_samples_add(&c->total_refused, (now - base) / 1000);
@@ -322,8 +333,10 @@ static char *build_body(struct rt_class *rc, uint64_t seq, size_t *len)
     if (c->max_tokens > 0)
         json_object_set_new(o, "max_tokens", json_integer(c->max_tokens));
     json_object_set_new(o, "temperature", json_real(0));
-    if (c->stream)
+    if (c->stream) { /* the usage, for the tokens a stream generated (tok/s, TPOT) */
         json_object_set_new(o, "stream", json_true());
+        json_object_set_new(o, "stream_options", json_pack("{s:b}", "include_usage", 1));
+    }
     char *s = json_dumps(o, JSON_COMPACT);
     json_decref(o);
     *len = s ? strlen(s) : 0;
@@ -562,8 +575,12 @@ static int sse_scan(struct conn *k)
         if (o)
             read_result(q, o, &has_text);
         json_decref(o);
-        if (has_text && !q->ttft_ns) {
-            q->ttft_ns = uv_hrtime();
+        if (!has_text)
+            continue;
+        q->last_text_ns = uv_hrtime();
+        q->text_events++;
+        if (!q->ttft_ns) {
+            q->ttft_ns = q->last_text_ns;
             if (k->rc->c->behaviour == LT_DISCONNECT) {
                 /* Hang up mid-stream: the node must cancel and refund. */
                 k->req = NULL;

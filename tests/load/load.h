@@ -75,6 +75,10 @@ struct lt_samples {
     size_t n, cap;
 };
 int lt_samples_add(struct lt_samples *s, uint64_t us);
+/* Time per output token in us: the gap from the first token's event
+ * (first_ns) to the last one's (last_ns) over the tokens - 1 between
+ * them, rounded down; 0 when tokens < 2 or last_ns < first_ns. */
+uint64_t lt_tpot_us(uint64_t first_ns, uint64_t last_ns, uint64_t tokens);
 /* The q-quantile (0..1, nearest rank) in us; sorts in place; 0 when empty. */
 uint64_t lt_samples_quantile(struct lt_samples *s, double q);
 void lt_samples_free(struct lt_samples *s);
@@ -125,10 +129,14 @@ struct lt_class {
     uint64_t farming_first;          /* request number (1-based) of the first 429
                                         prompt_farming, 0: none */
     struct lt_samples ttft_ok;       /* 200: to the first token (stream) or first byte (whole) */
+    struct lt_samples tpot_ok;       /* 200 streams of 2+ tokens: time per output token,
+                                        (last token - first token) / (tokens - 1) */
     struct lt_samples total_ok;      /* 200: to the last byte */
     struct lt_samples total_refused; /* any other status: to the last byte */
     struct lt_samples send_lag;      /* open loop: actual minus intended send time */
     double active_s;                 /* seconds the class was scheduling */
+    uint64_t first_send_ns;          /* the first byte of its first request sent, 0: none */
+    uint64_t last_end_ns;            /* the end of its last request that was sent */
     uint64_t peak_inflight;          /* most requests of this class in flight at once */
     /* run state (client.c) */
     void *rt;

@@ -40,6 +40,13 @@ int lt_samples_add(struct lt_samples *s, uint64_t us)
     return 0;
 }
 
+uint64_t lt_tpot_us(uint64_t first_ns, uint64_t last_ns, uint64_t tokens)
+{
+    if (tokens < 2 || last_ns < first_ns)
+        return 0;
+    return (last_ns - first_ns) / 1000 / (tokens - 1);
+}
+
 static int cmp_u64(const void *a, const void *b)
 {
     uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
@@ -141,6 +148,9 @@ int lt_metric(struct lt_class *c, const char *m, double *out)
     if (strncmp(m, "ttft_", 5) == 0) {
         s = &c->ttft_ok;
         rest = m + 5;
+    } else if (strncmp(m, "tpot_", 5) == 0) {
+        s = &c->tpot_ok;
+        rest = m + 5;
     } else if (strncmp(m, "total_", 6) == 0) {
         s = &c->total_ok;
         rest = m + 6;
@@ -225,6 +235,23 @@ static double ms(struct lt_samples *s, double q)
     return (double)lt_samples_quantile(s, q) / 1000.0;
 }
 
+/* Time per output token of the streaming classes that have some. */
+static void print_tpot(struct lt_scenario *sc)
+{
+    int any = 0;
+    for (int i = 0; i < sc->n_classes; i++) {
+        struct lt_class *c = &sc->classes[i];
+        if (!c->tpot_ok.n)
+            continue;
+        if (!any++)
+            printf("\ntime per output token in ms (200 streams of 2+ tokens)\n%-16s %9s %9s %9s "
+                   "%9s %9s\n",
+                   "class", "streams", "tpot p50", "p90", "p99", "max");
+        printf("%-16.16s %9zu %9.2f %9.2f %9.2f %9.2f\n", c->name, c->tpot_ok.n,
+               ms(&c->tpot_ok, .5), ms(&c->tpot_ok, .9), ms(&c->tpot_ok, .99), ms(&c->tpot_ok, 1));
+    }
+}
+
 void lt_report_table(struct lt_scenario *sc, const struct lt_ledger_result *lr, double elapsed_s)
 {
     printf(
@@ -264,6 +291,7 @@ void lt_report_table(struct lt_scenario *sc, const struct lt_ledger_result *lr, 
                ms(&c->total_ok, .99), ms(&c->total_ok, .999), ms(&c->total_ok, 1),
                ms(&c->total_refused, .5), ms(&c->total_refused, .99));
     }
+    print_tpot(sc);
     printf("\nfinish reasons, refusal codes and the rest\n");
     for (int i = 0; i < sc->n_classes; i++) {
         struct lt_class *c = &sc->classes[i];
@@ -397,6 +425,11 @@ int lt_report_json(struct lt_scenario *sc, const struct lt_ledger_result *lr, do
         lt_metric(c, "tokens_per_s", &v);
         json_object_set_new(o, "tokens_per_s", json_real(v));
         json_object_set_new(o, "ttft_ok", lat_json(&c->ttft_ok));
+        json_object_set_new(o, "tpot_ok", lat_json(&c->tpot_ok));
+        json_object_set_new(o, "span_s",
+                            json_real(c->last_end_ns > c->first_send_ns && c->first_send_ns
+                                          ? (double)(c->last_end_ns - c->first_send_ns) / 1e9
+                                          : 0));
         json_object_set_new(o, "total_ok", lat_json(&c->total_ok));
         json_object_set_new(o, "total_refused", lat_json(&c->total_refused));
         json_object_set_new(o, "send_lag", lat_json(&c->send_lag));

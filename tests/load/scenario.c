@@ -376,8 +376,8 @@ static void parse_threshold(struct ctx *cx, struct lt_scenario *sc, json_t *o, i
              "%smetric: \"%s\": unknown (success_rate, farming_refused_at, count_prompt_farming, "
              "rate_200, rate_401, rate_408, "
              "rate_429, rate_503, rate_other, rate_conn_error, rate_timeout, sent, "
-             "achieved_ratio, tokens_per_s, ttft_p50_ms .. ttft_max_ms, total_p50_ms .. "
-             "total_max_ms, ledger_conserved, budgets_kept)",
+             "achieved_ratio, tokens_per_s, ttft_p50_ms .. ttft_max_ms, tpot_p50_ms .. "
+             "tpot_max_ms, total_p50_ms .. total_max_ms, ledger_conserved, budgets_kept)",
              path, t->metric);
 }
 
@@ -550,6 +550,7 @@ void lt_scenario_free(struct lt_scenario *sc)
         struct lt_class *c = &sc->classes[i];
         free(c->token);
         lt_samples_free(&c->ttft_ok);
+        lt_samples_free(&c->tpot_ok);
         lt_samples_free(&c->total_ok);
         lt_samples_free(&c->total_refused);
         lt_samples_free(&c->send_lag);

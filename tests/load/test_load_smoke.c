@@ -269,6 +269,18 @@ static void test_smoke_scenario_meets_every_promise(void **state)
     assert_int_equal(
         json_integer_value(json_object_get(json_object_get(sp, "finish_reasons"), "length")),
         sent(sp));
+    /* Its streams' usage counts 16 tokens each, and each gives one time
+     * per output token (whole answers give none). A 16-token stream holds
+     * 15 of them between its first and last token, inside its total
+     * latency, request by request: so at the median too. */
+    assert_int_equal(json_integer_value(json_object_get(sp, "completion_tokens")), 16 * sent(sp));
+    json_t *tpot = json_object_get(sp, "tpot_ok");
+    assert_int_equal(json_integer_value(json_object_get(tpot, "samples")), sent(sp));
+    assert_true(15 * json_real_value(json_object_get(tpot, "p50_ms")) <=
+                json_real_value(json_object_get(json_object_get(sp, "total_ok"), "p50_ms")) + 1e-6);
+    assert_int_equal(json_integer_value(json_object_get(
+                         json_object_get(class_of(r, "legit-whole"), "tpot_ok"), "samples")),
+                     0);
 #endif
     /* And the money adds up afterwards. */
     json_t *led = json_object_get(r, "ledger");
@@ -360,7 +372,9 @@ static void nobody_close(struct nobody *n)
 }
 
 /* Nobody listens: every request is a connection error, the success
- * threshold fails, and the exit status says so. */
+ * threshold fails, and the exit status says so. The TPOT threshold is
+ * accepted and holds (no stream, no sample: 0), and the class has no
+ * span (nothing was sent). */
 static void test_failed_threshold_exits_1(void **state)
 {
     (void)state;
@@ -371,7 +385,8 @@ static void test_failed_threshold_exits_1(void **state)
             "{\"name\":\"nobody\",\"target\":\"127.0.0.1:%d\",\"duration_s\":0.5,\"drain_s\":1,"
             "\"classes\":[{\"name\":\"c\",\"behaviour\":\"tokenless\",\"rate\":20,"
             "\"arrival\":\"constant\"}],"
-            "\"thresholds\":[{\"class\":\"c\",\"metric\":\"success_rate\",\"min\":0.999}]}",
+            "\"thresholds\":[{\"class\":\"c\",\"metric\":\"success_rate\",\"min\":0.999},"
+            "{\"class\":\"c\",\"metric\":\"tpot_p99_ms\",\"max\":1}]}",
             n.port);
     fclose(f);
     const char *args[] = {"--json", n.extra, n.scen, NULL};
@@ -383,6 +398,9 @@ static void test_failed_threshold_exits_1(void **state)
     json_t *c = json_array_get(json_object_get(r, "classes"), 0);
     assert_int_equal(sent(c), 10);
     assert_int_equal(outcome(c, "conn_error"), 10);
+    assert_int_equal(json_integer_value(json_object_get(json_object_get(c, "tpot_ok"), "samples")),
+                     0);
+    assert_true(json_real_value(json_object_get(c, "span_s")) == 0);
     json_decref(r);
     nobody_close(&n);
 }

@@ -130,16 +130,31 @@ static void test_a_stuck_thread_does_not_hold_the_rest(void **state)
     gw_pool_free(p);
 }
 
-/* Each share records the CPU its thread ran on, by thread index. */
+/* Each share records the CPU its thread ran on, by thread index. With
+ * wait1, a share of the caller (thread 0) first waits up to 1 ms for
+ * thread 1 to have run one: its shares take a microsecond, and the caller
+ * could otherwise take all 8 before thread 1 wakes, every round (seen in
+ * the sanitizer build: thread 1 ran none in 400 rounds). */
 struct where {
     _Atomic int cpu[2];
     _Atomic int bad;
+    int wait1;
 };
+
+static uint64_t mono_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
 
 static void record_cpu(void *arg, int i, int n, int t)
 {
     (void)i, (void)n;
     struct where *w = arg;
+    if (w->wait1 && t == 0)
+        for (uint64_t end = mono_ns() + 1000000; atomic_load(&w->cpu[1]) < 0 && mono_ns() < end;)
+            sched_yield();
     int c = sched_getcpu();
     if (t < 0 || t > 1)
         atomic_store(&w->bad, 1);
@@ -174,7 +189,7 @@ static void test_pinned_threads_run_on_their_cpus(void **state)
         cpus = layouts[l];
         assert_int_equal(gw_pool_new(2, cpus, &p), 0);
         for (int round = 0; round < 200; round++) {
-            struct where w = {{-1, -1}, 0};
+            struct where w = {{-1, -1}, 0, l == 0}; /* apart: thread 1 can run */
             gw_pool_run(p, record_cpu, &w);
             assert_int_equal(atomic_load(&w.bad), 0);
             assert_int_equal(atomic_load(&w.cpu[0]), cpus[0]);

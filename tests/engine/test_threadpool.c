@@ -141,19 +141,13 @@ struct where {
     int wait1;
 };
 
-static uint64_t mono_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
-
 static void record_cpu(void *arg, int i, int n, int t)
 {
     (void)i, (void)n;
     struct where *w = arg;
     if (w->wait1 && t == 0)
-        for (uint64_t end = mono_ns() + 1000000; atomic_load(&w->cpu[1]) < 0 && mono_ns() < end;)
+        for (uint64_t end = gw_mono_ns() + 1000000;
+             atomic_load(&w->cpu[1]) < 0 && gw_mono_ns() < end;)
             sched_yield();
     int c = sched_getcpu();
     if (t < 0 || t > 1)

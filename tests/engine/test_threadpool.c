@@ -131,32 +131,33 @@ static void test_a_stuck_thread_does_not_hold_the_rest(void **state)
 }
 
 /* Each share records the CPU its thread ran on, by thread index. With
- * wait1, a share of the caller (thread 0) first waits up to 1 ms for
- * thread 1 to have run one: its shares take a microsecond, and the caller
- * could otherwise take all 8 before thread 1 wakes, every round (seen in
- * the sanitizer build: thread 1 ran none in 400 rounds). */
+ * wait_other, a thread's share, once recorded, waits up to 1 ms for the
+ * other thread to have recorded one: shares take a microsecond, and
+ * whichever thread claims first could otherwise take all 8 before the
+ * other wakes (seen in the sanitizer build: thread 1 ran none in 400
+ * rounds; and, thread 1 kept awake, the caller none in a round). */
 struct where {
     _Atomic int cpu[2];
     _Atomic int bad;
-    int wait1;
+    int wait_other;
 };
 
 static void record_cpu(void *arg, int i, int n, int t)
 {
     (void)i, (void)n;
     struct where *w = arg;
-    if (w->wait1 && t == 0)
-        for (uint64_t end = gw_mono_ns() + 1000000;
-             atomic_load(&w->cpu[1]) < 0 && gw_mono_ns() < end;)
-            sched_yield();
     int c = sched_getcpu();
-    if (t < 0 || t > 1)
+    if (t < 0 || t > 1) {
         atomic_store(&w->bad, 1);
-    else {
-        int before = atomic_exchange(&w->cpu[t], c);
-        if (before >= 0 && before != c)
-            atomic_store(&w->bad, 1); /* thread t moved within the job */
+        return;
     }
+    int before = atomic_exchange(&w->cpu[t], c);
+    if (before >= 0 && before != c)
+        atomic_store(&w->bad, 1); /* thread t moved within the job */
+    if (w->wait_other)
+        for (uint64_t end = gw_mono_ns() + 1000000;
+             atomic_load(&w->cpu[1 - t]) < 0 && gw_mono_ns() < end;)
+            sched_yield();
 }
 
 /* Two threads pinned to the last two CPUs the test may use, in reverse
@@ -177,24 +178,25 @@ static void test_pinned_threads_run_on_their_cpus(void **state)
         skip();
     /* apart, then both on one CPU (left alone, the kernel would spread them) */
     int layouts[2][2] = {{allowed[n - 1], allowed[n - 2]}, {allowed[n - 1], allowed[n - 1]}};
-    int *cpus = layouts[0], ran1 = 0;
+    int *cpus = layouts[0], ran[2] = {0, 0};
     gw_pool *p;
     for (int l = 0; l < 2; l++) {
         cpus = layouts[l];
         assert_int_equal(gw_pool_new(2, cpus, &p), 0);
         for (int round = 0; round < 200; round++) {
-            struct where w = {{-1, -1}, 0, l == 0}; /* apart: thread 1 can run */
+            struct where w = {{-1, -1}, 0, l == 0}; /* apart: both can run */
             gw_pool_run(p, record_cpu, &w);
             assert_int_equal(atomic_load(&w.bad), 0);
-            assert_int_equal(atomic_load(&w.cpu[0]), cpus[0]);
-            int c1 = atomic_load(&w.cpu[1]);
-            if (c1 >= 0) /* thread 1 may find every share taken */
-                assert_int_equal(c1, cpus[1]);
-            ran1 += c1 >= 0;
+            for (int t = 0; t < 2; t++) { /* a thread may find every share taken */
+                int ct = atomic_load(&w.cpu[t]);
+                if (ct >= 0)
+                    assert_int_equal(ct, cpus[t]);
+                ran[t] += ct >= 0;
+            }
         }
         gw_pool_free(p);
     }
-    assert_true(ran1 > 0);
+    assert_true(ran[0] > 0 && ran[1] > 0);
     cpu_set_t now;
     assert_int_equal(sched_getaffinity(0, sizeof now, &now), 0);
     assert_int_equal(CPU_COUNT(&now), 1); /* the caller stays pinned */
